@@ -1,0 +1,130 @@
+"""Named fault scenarios, applied to a seeded system in the sandbox.
+
+Each returns what it did (the resource and the numbers a test asserts on).
+A fault that needs a resource the inventory lacks raises ValueError saying so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sandbox.seed import _client, sample_alarm_names
+from sandbox.server import Sandbox
+from tasks.inventory import System
+
+
+def _need(items: list[Any], what: str, fault: str, system: System) -> Any:
+    if not items:
+        raise ValueError(f"fault {fault!r} needs {what} in the inventory of {system.name}")
+    return items[0]
+
+
+def _put(sb: Sandbox, system: System, group: str, stream: str, messages: list[tuple[datetime, str]]) -> None:
+    logs = _client(sb, "logs", system.region)
+    try:
+        logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    except logs.exceptions.ResourceAlreadyExistsException:
+        pass  # the stream is reused on purpose
+    events = sorted(({"timestamp": int(t.timestamp() * 1000), "message": m} for t, m in messages), key=lambda e: e["timestamp"])
+    logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events)
+
+
+def table_missing(sb: Sandbox, system: System, table: str | None = None) -> dict[str, Any]:
+    name = table or _need([t.name for t in system.dynamodb_tables], "a DynamoDB table", "table-missing", system)
+    _client(sb, "dynamodb", system.region).delete_table(TableName=name)
+    return {"resource": name}
+
+
+def alarm_firing(sb: Sandbox, system: System, alarm: str | None = None) -> dict[str, Any]:
+    name = alarm or _need(sample_alarm_names(system), "an alarm name filter", "alarm-firing", system)
+    _client(sb, "cloudwatch", system.region).set_alarm_state(AlarmName=name, StateValue="ALARM", StateReason="Threshold Crossed: 1 datapoint [12.0] > 5.0 (sandbox fault)")
+    return {"resource": name}
+
+
+def log_errors(sb: Sandbox, system: System, group: str | None = None, inside: int = 7, outside: int = 4) -> dict[str, Any]:
+    """ERROR lines inside the last 24 h (counted) and 30-40 h ago (not counted)."""
+    name = group or _need([g.name for g in system.all_log_groups()], "a function or log group", "log-errors", system)
+    now = datetime.now(timezone.utc)
+    msg = "ERROR Failed to process request for kim.minsu@example.com token=sk-abcdefghijklmnopqrstu: Task timed out after 30.00 seconds"
+    _put(sb, system, name, "fault-recent", [(now - timedelta(minutes=30 + i * 60), f"{msg} #{i}") for i in range(inside)])
+    if outside:
+        _put(sb, system, name, "fault-old", [(now - timedelta(hours=30 + i), f"{msg} old #{i}") for i in range(outside)])
+    return {"resource": name, "inside": inside, "outside": outside}
+
+
+def ecs_degraded(sb: Sandbox, system: System, running: int = 1) -> dict[str, Any]:
+    s = _need(system.ecs_services, "an ECS service", "ecs-degraded", system)
+    desired = s.min_tasks or 2
+    sb.set_ecs_running(system.region, s.cluster, s.service, min(running, desired - 1))
+    return {"resource": f"{s.cluster}/{s.service}", "running": min(running, desired - 1), "desired": desired}
+
+
+def opensearch_red(sb: Sandbox, system: System) -> dict[str, Any]:
+    d = _need(system.opensearch_domains, "an OpenSearch domain", "opensearch-red", system)
+    index = (d.indices or ["default"])[0]
+    sb.opensearch.make_red(d.name, index, reason="NODE_LEFT")
+    return {"resource": d.name, "index": index}
+
+
+def opensearch_unreachable(sb: Sandbox, system: System) -> dict[str, Any]:
+    d = _need(system.opensearch_domains, "an OpenSearch domain", "opensearch-unreachable", system)
+    sb.opensearch.set_unreachable(d.name, True)
+    return {"resource": d.name}
+
+
+def dlq_messages(sb: Sandbox, system: System, count: int = 5) -> dict[str, Any]:
+    q = _need([q for q in system.sqs_queues if q.dlq], "an SQS queue with a DLQ", "dlq-messages", system)
+    sqs = _client(sb, "sqs", system.region)
+    url = sqs.get_queue_url(QueueName=q.dlq)["QueueUrl"]
+    for i in range(count):
+        sqs.send_message(QueueUrl=url, MessageBody=f'{{"evidence_id": "ev-{i}", "case_id": "case-{i % 2}"}}')
+    return {"resource": q.dlq, "count": count}
+
+
+def security_events(sb: Sandbox, system: System, failed_logins: int = 25, rate_limited: int = 3) -> dict[str, Any]:
+    sec = system.security_logs
+    if sec is None:
+        raise ValueError(f"fault 'security-events' needs security_logs in the inventory of {system.name}")
+    now = datetime.now(timezone.utc)
+    lines = [(now - timedelta(minutes=10 + i), f"WARN authentication failed for user lee@example.com from 203.0.113.{i % 250}") for i in range(failed_logins)]
+    lines += [(now - timedelta(minutes=5 + i), f"WARN rate_limit_exceeded api_key=AKIAABCDEFGHIJKLMNOP #{i}") for i in range(rate_limited)]
+    _put(sb, system, sec.log_group, "fault-security", lines)
+    return {"resource": sec.log_group, "failed_logins": failed_logins, "rate_limited": rate_limited}
+
+
+def backup_missing(sb: Sandbox, system: System) -> dict[str, Any]:
+    t = _need([t for t in system.dynamodb_tables if t.backup_required], "a table with backup_required", "backup-missing", system)
+    ddb = _client(sb, "dynamodb", system.region)
+    for b in ddb.list_backups(TableName=t.name)["BackupSummaries"]:
+        ddb.delete_backup(BackupArn=b["BackupArn"])
+    ddb.update_continuous_backups(TableName=t.name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": False})
+    return {"resource": t.name}
+
+
+FAULTS: dict[str, Callable[..., dict[str, Any]]] = {
+    "table-missing": table_missing,
+    "alarm-firing": alarm_firing,
+    "log-errors": log_errors,
+    "ecs-degraded": ecs_degraded,
+    "opensearch-red": opensearch_red,
+    "opensearch-unreachable": opensearch_unreachable,
+    "dlq-messages": dlq_messages,
+    "security-events": security_events,
+    "backup-missing": backup_missing,
+}
+
+# What `opsbook demo` injects into each seed system.
+DEMO_FAULTS: dict[str, list[str]] = {
+    "hr-resource-optimization": ["alarm-firing", "log-errors", "opensearch-red"],
+    "t-developer": ["ecs-degraded", "security-events"],
+    "todo-app": ["backup-missing"],
+    "leh": ["dlq-messages", "log-errors"],
+}
+
+
+def apply_fault(sb: Sandbox, system: System, name: str, **params: Any) -> dict[str, Any]:
+    if name not in FAULTS:
+        raise ValueError(f"unknown fault {name!r}; known faults: {', '.join(sorted(FAULTS))}")
+    return {"fault": name, **FAULTS[name](sb, system, **params)}

@@ -1,0 +1,177 @@
+"""Seed the sandbox with the resources an inventory names, healthy by default.
+
+Every resource gets the system's discovery tags (and ``opsbook:system``), so
+tag discovery sees what a real tagged deployment would. ``extra`` adds
+tag-only resources (found by discovery, not named), used for the union test
+and the 10x benchmark.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import boto3
+
+from sandbox.server import ACCOUNT_ID, CREDENTIALS, Sandbox
+from tasks.inventory import System, name_matches
+
+
+def _client(sb: Sandbox, service: str, region: str) -> Any:
+    return boto3.client(service, region_name=region, endpoint_url=sb.endpoint,
+                        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"], aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+
+
+def _zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("handler.py", "def handler(event, context):\n    return {'ok': True}\n")
+    return buf.getvalue()
+
+
+def sample_alarm_names(system: System) -> list[str]:
+    """Alarm names that the system's filters match (globs get 'sandbox' for '*')."""
+    names = []
+    for f in system.alarms.name_filters:
+        if any(c in f for c in "*?["):
+            names.append(f.replace("*", "sandbox").replace("?", "x"))
+        else:
+            names += [f"{f}-high-error-rate", f"{f}-high-latency"]
+    for fn in system.lambda_functions[:3]:
+        subs = [f for f in system.alarms.name_filters if not any(c in f for c in "*?[")]
+        if subs:
+            names.append(f"lambda-errors-{fn.name}-{subs[0]}")
+    out = []
+    for n in names:
+        if n not in out and system.alarms.matches(n):
+            out.append(n)
+    return out
+
+
+def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None) -> dict[str, Any]:
+    """Create the inventory's resources in the sandbox; returns what was created."""
+    r = system.region
+    tags = {**system.discovery.tags, "opsbook:system": system.name}
+    tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
+    extra = extra or {}
+    made: dict[str, Any] = {"functions": [], "tables": [], "alarms": [], "log_groups": []}
+    now = datetime.now(timezone.utc)
+
+    iam = _client(sb, "iam", r)
+    role = iam.create_role(RoleName=f"{system.name}-lambda-role", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}))["Role"]["Arn"]
+
+    lam = _client(sb, "lambda", r)
+    logs = _client(sb, "logs", r)
+    fn_names = [f.name for f in system.lambda_functions] + [f"{system.name}-extra-fn-{i}" for i in range(extra.get("functions", 0))]
+    for name in fn_names:
+        lam.create_function(FunctionName=name, Runtime="python3.12", Role=role, Handler="handler.handler",
+                            Code={"ZipFile": _zip()}, Tags=tags, Timeout=30, MemorySize=512)
+        made["functions"].append(name)
+    for f in system.lambda_functions:
+        if f.aliases:
+            v1 = lam.publish_version(FunctionName=f.name)["Version"]
+            v2 = lam.publish_version(FunctionName=f.name)["Version"]
+            for a in f.aliases:
+                lam.create_alias(FunctionName=f.name, Name=a, FunctionVersion=v2 if v2 != v1 else v1)
+
+    groups = [g.name for g in system.all_log_groups()] + [f"/aws/lambda/{n}" for n in fn_names if f"/aws/lambda/{n}" not in {g.name for g in system.all_log_groups()}]
+    groups += [f"/{system.name}/extra-{i}" for i in range(extra.get("log_groups", 0) - (len(fn_names) - len(system.lambda_functions)))] if extra.get("log_groups") else []
+    for g in groups:
+        logs.create_log_group(logGroupName=g, tags=tags)
+        logs.create_log_stream(logGroupName=g, logStreamName="sandbox")
+        logs.put_log_events(logGroupName=g, logStreamName="sandbox", logEvents=[
+            {"timestamp": int((now - timedelta(hours=h)).timestamp() * 1000), "message": f"INFO request handled in {100 + h} ms"} for h in (5, 3, 1)])
+        made["log_groups"].append(g)
+
+    ddb = _client(sb, "dynamodb", r)
+    table_names = [t.name for t in system.dynamodb_tables] + [f"{system.name}-extra-table-{i}" for i in range(extra.get("tables", 0))]
+    for name in table_names:
+        ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}], Tags=tag_list)
+        made["tables"].append(name)
+    for t in system.dynamodb_tables:
+        if t.created_at_attribute:
+            start, _ = system.yesterday()
+            for i in range(5):
+                ts = start + timedelta(hours=2 + i * 3)
+                value: dict[str, str] = ({"S": ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")} if t.created_at_format == "iso8601"
+                                         else {"N": str(int(ts.timestamp() * (1000 if t.created_at_format == "epoch_millis" else 1)))})
+                item = {"id": {"S": f"sandbox-{i}"}, t.created_at_attribute: value}
+                if t.user_attribute:
+                    item[t.user_attribute] = {"S": f"user-{i % 3}"}
+                ddb.put_item(TableName=t.name, Item=item)
+        if t.backup_required:
+            ddb.update_continuous_backups(TableName=t.name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True})
+            ddb.create_backup(TableName=t.name, BackupName=f"{t.name}-sandbox")
+
+    es = _client(sb, "opensearch", r)
+    for d in system.opensearch_domains:
+        es.create_domain(DomainName=d.name, EngineVersion="OpenSearch_2.11", TagList=tag_list)
+        sb.opensearch.add_domain(d.name)
+        for idx in d.indices or ["default"]:
+            sb.opensearch.create_index(d.name, idx, shards=1, replicas=1, docs={f"{i}": {"n": i} for i in range(3)})
+
+    apigw = _client(sb, "apigateway", r)
+    for a in system.api_gateway_apis:
+        apigw.create_rest_api(name=a.name, tags=tags)
+
+    ecs = _client(sb, "ecs", r)
+    for s in system.ecs_services:
+        ecs.create_cluster(clusterName=s.cluster, tags=[{"key": k, "value": v} for k, v in tags.items()])
+        td = ecs.register_task_definition(family=s.service, containerDefinitions=[{"name": "app", "image": "app:1", "memory": 512}])["taskDefinition"]["taskDefinitionArn"]
+        ecs.create_service(cluster=s.cluster, serviceName=s.service, taskDefinition=td, desiredCount=s.min_tasks or 2,
+                           tags=[{"key": k, "value": v} for k, v in tags.items()])
+        sb.set_ecs_running(r, s.cluster, s.service, s.min_tasks or 2)
+
+    s3 = _client(sb, "s3", r)
+    cw = _client(sb, "cloudwatch", r)
+    for b in system.s3_buckets:
+        kw: dict[str, Any] = {} if r == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": r}}
+        s3.create_bucket(Bucket=b.name, **kw)
+        s3.put_bucket_tagging(Bucket=b.name, Tagging={"TagSet": tag_list})
+        # S3 publishes storage metrics once a day; moto does not, so the sandbox does.
+        cw.put_metric_data(Namespace="AWS/S3", MetricData=[
+            {"MetricName": "BucketSizeBytes", "Dimensions": [{"Name": "BucketName", "Value": b.name}, {"Name": "StorageType", "Value": "StandardStorage"}],
+             "Timestamp": now - timedelta(hours=20), "Value": 5 * 1024**3, "Unit": "Bytes"},
+            {"MetricName": "NumberOfObjects", "Dimensions": [{"Name": "BucketName", "Value": b.name}, {"Name": "StorageType", "Value": "AllStorageTypes"}],
+             "Timestamp": now - timedelta(hours=20), "Value": 1234, "Unit": "Count"}])
+
+    alarm_names = sample_alarm_names(system)
+    alarm_names += [f"{system.name}-extra-alarm-{i}-{(system.alarms.name_filters or ['x'])[0].replace('*', 'x')}" for i in range(extra.get("alarms", 0))]
+    for n in alarm_names:
+        cw.put_metric_alarm(AlarmName=n, MetricName="Errors", Namespace="AWS/Lambda", Statistic="Sum", Period=300, EvaluationPeriods=1,
+                            Threshold=5, ComparisonOperator="GreaterThanThreshold")
+        made["alarms"].append(n)
+
+    sqs = _client(sb, "sqs", r)
+    for q in system.sqs_queues:
+        attrs = {}
+        if q.dlq:
+            dlq_url = sqs.create_queue(QueueName=q.dlq, tags=tags)["QueueUrl"]
+            dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            attrs["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"})
+        sqs.create_queue(QueueName=q.name, Attributes=attrs, tags=tags)
+
+    topic = system.notifications.sns_topic
+    if topic:
+        name = topic.split(":")[-1]
+        made["topic_arn"] = _client(sb, "sns", r).create_topic(Name=name, Tags=tag_list)["TopicArn"]
+
+    if system.cognito and system.cognito.user_pool_name:
+        _client(sb, "cognito-idp", r).create_user_pool(PoolName=system.cognito.user_pool_name, UserPoolTags=tags)
+
+    if system.security_logs and system.security_logs.log_group not in made["log_groups"]:
+        logs.create_log_group(logGroupName=system.security_logs.log_group, tags=tags)
+        logs.create_log_stream(logGroupName=system.security_logs.log_group, logStreamName="sandbox")
+        made["log_groups"].append(system.security_logs.log_group)
+    return made
+
+
+def account_matches(system: System) -> bool:
+    return system.account_id in (None, ACCOUNT_ID)
+
+
+__all__ = ["seed_system", "sample_alarm_names", "name_matches"]

@@ -1,0 +1,116 @@
+"""The embedded AWS: moto's server on 127.0.0.1 (a free port), plus the
+OpenSearch test double, with an optional per-call latency (like a real region).
+
+Moto runs in this process, so where moto cannot produce a signal (ECS running
+counts, S3 storage metrics) the sandbox sets it through moto's own state.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from werkzeug.serving import make_server
+
+from sandbox.opensearch_double import OpenSearchDouble
+
+ACCOUNT_ID = "123456789012"  # moto's default account
+
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "sandbox",
+    "AWS_SECRET_ACCESS_KEY": "sandbox",
+    "AWS_SESSION_TOKEN": "sandbox",
+}
+
+
+class _Latency:
+    """WSGI middleware: sleep before each call, like a network round trip to a region."""
+
+    def __init__(self, app: Any, seconds: float) -> None:
+        self.app, self.seconds = app, seconds
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        if self.seconds:
+            time.sleep(self.seconds)
+        return self.app(environ, start_response)
+
+
+class Sandbox:
+    def __init__(self, latency_ms: float = 0.0) -> None:
+        self.latency_ms = latency_ms
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self.opensearch = OpenSearchDouble()
+        self.port = 0
+
+    # --- lifecycle -------------------------------------------------------------------
+    def start(self) -> Sandbox:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+        class QuietHandler(MotoRequestHandler):
+            def log_request(self, *args: Any, **kwargs: Any) -> None:
+                return None
+
+        app = _Latency(DomainDispatcherApplication(create_backend_app), self.latency_ms / 1000.0)
+        self._server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moto-sandbox", daemon=True)
+        self._thread.start()
+        self.opensearch.start()
+        self.opensearch.set_latency(self.latency_ms / 1000.0)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        self.opensearch.stop()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # --- how clients reach it ----------------------------------------------------------
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            **CREDENTIALS,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "OPSBOOK_OPENSEARCH_URL_TEMPLATE": f"http://127.0.0.1:{self.opensearch.port}/{{domain}}",
+        }
+
+    def apply_env(self) -> None:
+        """Point this process's boto3 and opensearch-py at the sandbox."""
+        os.environ.update(self.env())
+        os.environ.pop("AWS_PROFILE", None)
+        from tasks import aws
+
+        aws.reset_clients()
+
+    # --- moto's own state, where moto cannot produce a signal --------------------------
+    @staticmethod
+    def backend(service: str, region: str) -> Any:
+        from moto.backends import get_backend
+
+        return get_backend(service)[ACCOUNT_ID][region]
+
+    def set_ecs_running(self, region: str, cluster: str, service: str, running: int) -> None:
+        svc = self.backend("ecs", region).services[f"{cluster}:{service}"]
+        svc.running_count = running
+        svc.pending_count = max(0, svc.desired_count - running)
+        for d in svc.deployments:
+            d["runningCount"] = running
+            d["pendingCount"] = svc.pending_count
+            d["rolloutState"] = "COMPLETED" if running >= svc.desired_count else "IN_PROGRESS"

@@ -1,0 +1,76 @@
+"""CloudWatch: alarms in ALARM for the system, and batched metric reads."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from prefect.cache_policies import NO_CACHE
+
+from tasks import aws
+from tasks.findings import Finding, Status
+from tasks.iam import aws_task, declares
+from tasks.inventory import System, name_matches
+
+_PRIORITY_STATUS = {"P0": Status.CRIT, "P1": Status.CRIT, "P2": Status.WARN, "P3": Status.WARN}
+
+
+def alarm_priority(system: System, alarm_name: str) -> str | None:
+    for pattern, prio in system.alarms.priorities.items():
+        if name_matches(pattern, alarm_name):
+            return prio
+    return None
+
+
+def judge_alarms(system: System, alarms: list[dict[str, Any]]) -> list[Finding]:
+    mine = [a for a in alarms if system.alarms.matches(a["AlarmName"])]
+    if not mine:
+        return [Finding(check="alarms", resource="alarms", status=Status.OK, value=0,
+                        summary=f"no alarm in ALARM matching {system.alarms.name_filters}")]
+    out = []
+    for a in sorted(mine, key=lambda a: a["AlarmName"]):
+        prio = alarm_priority(system, a["AlarmName"])
+        status = _PRIORITY_STATUS.get(prio or "", Status.CRIT)
+        since = a.get("StateUpdatedTimestamp")
+        out.append(Finding(check="alarms", resource=a["AlarmName"], status=status, value=1,
+                           summary=f"in ALARM{f' ({prio})' if prio else ''}: {a.get('StateReason', '')}"[:300],
+                           details={"priority": prio, "since": since.isoformat() if since else None}))
+    return out
+
+
+@aws_task(iam=["cloudwatch:DescribeAlarms"], cache_policy=NO_CACHE)
+def check_alarms(system: System, deadline: aws.Deadline) -> list[Finding]:
+    if not system.alarms.name_filters:
+        return []
+    c = aws.client("cloudwatch", system.region)
+    alarms: list[dict[str, Any]] = []
+    for page in c.get_paginator("describe_alarms").paginate(StateValue="ALARM", AlarmTypes=["MetricAlarm", "CompositeAlarm"]):
+        alarms += page.get("MetricAlarms", []) + page.get("CompositeAlarms", [])
+    return judge_alarms(system, alarms)
+
+
+@declares(["cloudwatch:GetMetricData"])
+def get_metric_data(region: str, queries: list[dict[str, Any]], start: datetime, end: datetime) -> dict[str, list[tuple[datetime, float]]]:
+    """Run metric queries in batches of 500 (GetMetricData's limit), every page.
+
+    Returns id -> [(timestamp, value)] newest first.
+    """
+    c = aws.client("cloudwatch", region)
+    out: dict[str, list[tuple[datetime, float]]] = {q["Id"]: [] for q in queries}
+    for i in range(0, len(queries), 500):
+        batch = queries[i : i + 500]
+        for page in c.get_paginator("get_metric_data").paginate(MetricDataQueries=batch, StartTime=start, EndTime=end, ScanBy="TimestampDescending"):
+            for r in page["MetricDataResults"]:
+                out[r["Id"]] += list(zip(r["Timestamps"], r["Values"]))
+    for k in out:
+        out[k].sort(key=lambda tv: tv[0], reverse=True)
+    return out
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def window(hours: float) -> tuple[datetime, datetime]:
+    end = utcnow()
+    return end - timedelta(hours=hours), end

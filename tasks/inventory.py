@@ -1,0 +1,321 @@
+"""System inventories: what a system is made of, its thresholds and schedules.
+
+An inventory is a YAML file in ``systems/`` checked by the pydantic models
+below. Unknown keys are rejected, so a typo fails loudly before any AWS call
+with the file, the field and the problem (``InventoryError``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from datetime import datetime, time, timedelta
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SYSTEMS_DIR = Path(os.environ.get("OPSBOOK_SYSTEMS_DIR", Path(__file__).resolve().parent.parent / "systems"))
+
+REGION_RE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+
+
+class InventoryError(ValueError):
+    """A broken or unknown inventory. The message names the file, field and problem."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- resources -------------------------------------------------------------------
+
+
+class Discovery(Strict):
+    """Resources found by tag, in addition to the explicit names (a union)."""
+
+    tags: dict[str, str] = Field(default_factory=dict, description="e.g. {Team: Team2}")
+
+
+class LambdaFunction(Strict):
+    name: str
+    aliases: list[str] = Field(default_factory=list)
+    log_group: str | None = None
+    expected_memory_mb: int | None = Field(None, ge=128, le=10240)
+    expected_timeout_s: int | None = Field(None, ge=1, le=900)
+    sqs_source: str | None = Field(None, description="queue feeding this function (event source)")
+
+    @property
+    def log_group_name(self) -> str:
+        return self.log_group or f"/aws/lambda/{self.name}"
+
+
+class DynamoTable(Strict):
+    name: str
+    created_at_attribute: str | None = Field(
+        None, description="count items created yesterday (system time zone) by this attribute"
+    )
+    created_at_format: Literal["iso8601", "epoch_seconds", "epoch_millis"] = "iso8601"
+    min_items_yesterday: int = Field(1, ge=0, description="fewer items created yesterday is a WARN")
+    user_attribute: str | None = None
+    backup_required: bool = False
+    backup_max_age_hours: float = Field(26, gt=0)
+    max_restore_size_gb: float = Field(10, gt=0)
+
+
+class OpenSearchDomain(Strict):
+    name: str
+    indices: list[str] = Field(default_factory=list)
+    endpoint: str | None = Field(None, description="override of the domain endpoint (https://... or http://127.0.0.1:...)")
+    snapshot_repository: str | None = None
+
+
+class ApiGatewayApi(Strict):
+    name: str
+    stage: str = "prod"
+    integration_timeout_s: int = 29
+
+
+class EcsService(Strict):
+    cluster: str
+    service: str
+    target_group: str | None = None
+    min_tasks: int | None = None
+    max_tasks: int | None = None
+
+
+class S3Bucket(Strict):
+    name: str
+    size_warn_gb: float | None = Field(None, gt=0)
+    versioning_required: bool = False
+    replication_required: bool = False
+    tmp_prefix: str | None = None
+
+
+class LogGroup(Strict):
+    name: str
+    audit: bool = False
+    error_pattern: str = "ERROR"
+
+
+class AlarmFilter(Strict):
+    """Case-insensitive substrings, or globs when they contain * ? or [."""
+
+    name_filters: list[str] = Field(default_factory=list)
+    priorities: dict[str, Literal["P0", "P1", "P2", "P3"]] = Field(
+        default_factory=dict, description="alarm name glob -> priority (seed's alarm response table)"
+    )
+
+    def matches(self, alarm_name: str) -> bool:
+        return any(name_matches(p, alarm_name) for p in self.name_filters)
+
+
+class CustomMetric(Strict):
+    namespace: str
+    name: str
+    statistic: str = "Sum"
+    unit: str | None = None
+    dimensions: dict[str, str] = Field(default_factory=dict)
+    slo: float | None = None
+    slo_kind: Literal["max", "min"] | None = None
+
+
+class SqsQueue(Strict):
+    name: str
+    dlq: str | None = None
+    consumer_function: str | None = None
+
+
+class Notifications(Strict):
+    sns_topic: str | None = Field(None, description="topic name or ARN")
+    prefect_block: str | None = Field(None, description="name of a Prefect notification block")
+
+
+class Cognito(Strict):
+    user_pool_name: str | None = None
+    user_pool_id: str | None = None
+
+
+class SecurityLogs(Strict):
+    """Failed logins and rate-limit events (T-Developer's daily security check)."""
+
+    log_group: str
+    failed_login_pattern: str = '"authentication failed"'
+    rate_limit_pattern: str = '"rate_limit_exceeded"'
+
+
+class Thresholds(Strict):
+    log_errors_warn: int = Field(1, ge=1, description="ERROR lines in 24 h from which a log group is WARN")
+    log_errors_crit: int = Field(100, ge=1)
+    failed_logins_warn: int = Field(20, ge=1)
+    failed_logins_crit: int = Field(200, ge=1)
+    rate_limit_warn: int = Field(50, ge=1)
+    rate_limit_crit: int = Field(500, ge=1)
+    dlq_messages_warn: int = Field(1, ge=1)
+    dlq_messages_crit: int = Field(100, ge=1)
+    availability_slo_pct: float | None = None
+    error_rate_slo_pct: float | None = None
+    pipeline_p95_slo_s: float | None = None
+    api_p95_slo_ms: float | None = None
+
+    @model_validator(mode="after")
+    def _warn_below_crit(self) -> Thresholds:
+        for kind in ("log_errors", "failed_logins", "rate_limit", "dlq_messages"):
+            if getattr(self, f"{kind}_warn") > getattr(self, f"{kind}_crit"):
+                raise ValueError(f"{kind}_warn must not exceed {kind}_crit")
+        return self
+
+
+class Schedule(Strict):
+    cron: str
+    timezone: str | None = Field(None, description="defaults to the system's time zone")
+    parameters: dict = Field(default_factory=dict)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_fields(cls, v: str) -> str:
+        if len(v.split()) != 5:
+            raise ValueError(f"cron {v!r} must have 5 fields (minute hour day month weekday)")
+        return v
+
+
+class EscalationLevel(Strict):
+    level: str
+    who: str
+    respond_within_minutes: int
+    when: str = ""
+
+
+class System(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    description: str = ""
+    source: str = Field("", description="the seed runbook this inventory comes from")
+    region: str
+    account_id: str | None = Field(None, pattern=r"^\d{12}$")
+    timezone: str = "Asia/Seoul"
+    discovery: Discovery = Field(default_factory=Discovery)
+    lambda_functions: list[LambdaFunction] = Field(default_factory=list)
+    dynamodb_tables: list[DynamoTable] = Field(default_factory=list)
+    opensearch_domains: list[OpenSearchDomain] = Field(default_factory=list)
+    api_gateway_apis: list[ApiGatewayApi] = Field(default_factory=list)
+    ecs_services: list[EcsService] = Field(default_factory=list)
+    s3_buckets: list[S3Bucket] = Field(default_factory=list)
+    log_groups: list[LogGroup] = Field(default_factory=list)
+    alarms: AlarmFilter = Field(default_factory=AlarmFilter)
+    custom_metrics: list[CustomMetric] = Field(default_factory=list)
+    sqs_queues: list[SqsQueue] = Field(default_factory=list)
+    notifications: Notifications = Field(default_factory=Notifications)
+    cognito: Cognito | None = None
+    security_logs: SecurityLogs | None = None
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    escalation: list[EscalationLevel] = Field(default_factory=list)
+    schedules: dict[str, Schedule] = Field(default_factory=dict)
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        if not REGION_RE.match(v):
+            raise ValueError(f"{v!r} is not an AWS region name (like us-east-2)")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name like Asia/Seoul)") from None
+        return v
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> System:
+        for field in ("lambda_functions", "dynamodb_tables", "opensearch_domains", "s3_buckets", "sqs_queues"):
+            names = [r.name for r in getattr(self, field)]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{field}: duplicate names {dupes}")
+        for key, sched in self.schedules.items():
+            ZoneInfo(sched.timezone or self.timezone)
+        return self
+
+    # --- helpers used by every runbook ---------------------------------------------
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def yesterday(self, now: datetime | None = None) -> tuple[datetime, datetime]:
+        """[start, end) of yesterday in the system's time zone, as aware datetimes."""
+        now = (now or datetime.now(self.tz)).astimezone(self.tz)
+        today = datetime.combine(now.date(), time(0), tzinfo=self.tz)
+        return today - timedelta(days=1), today
+
+    def all_log_groups(self) -> list[LogGroup]:
+        """Every function's log group plus the explicit ones, without repeats."""
+        seen: dict[str, LogGroup] = {}
+        for fn in self.lambda_functions:
+            seen.setdefault(fn.log_group_name, LogGroup(name=fn.log_group_name))
+        for lg in self.log_groups:
+            seen[lg.name] = lg
+        return list(seen.values())
+
+
+def name_matches(pattern: str, name: str) -> bool:
+    """Case-insensitive: a glob when the pattern has * ? or [, else a substring."""
+    p, n = pattern.lower(), name.lower()
+    if any(c in p for c in "*?["):
+        return fnmatch.fnmatchcase(n, p)
+    return p in n
+
+
+# --- loading ---------------------------------------------------------------------
+
+
+def _format_errors(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: invalid inventory ({err.error_count()} problem(s))"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see tasks/inventory.py for the fields)"
+        lines.append(f"  field {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def known_systems(directory: Path | None = None) -> list[str]:
+    d = Path(directory or SYSTEMS_DIR)
+    return sorted(p.stem for p in d.glob("*.yaml"))
+
+
+def load_file(path: Path | str) -> System:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InventoryError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise InventoryError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InventoryError(f"{path}: field (top level): must be a mapping of fields, got {type(raw).__name__}")
+    try:
+        system = System.model_validate(raw)
+    except ValidationError as exc:
+        raise InventoryError(_format_errors(path, exc)) from None
+    if system.name != path.stem:
+        raise InventoryError(f"{path}: field name: {system.name!r} must match the file name {path.stem!r}")
+    return system
+
+
+def load_system(name_or_path: str, directory: Path | None = None) -> System:
+    """Load by system name (``systems/NAME.yaml``) or by a path to a YAML file."""
+    if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:
+        return load_file(name_or_path)
+    d = Path(directory or SYSTEMS_DIR)
+    path = d / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = ", ".join(known_systems(d)) or "(none)"
+        raise InventoryError(f"unknown system {name_or_path!r}; known systems: {known} (inventories live in {d})")
+    return load_file(path)

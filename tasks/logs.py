@@ -1,0 +1,84 @@
+"""CloudWatch Logs: count matching lines in a time window, over every page."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from prefect.cache_policies import NO_CACHE
+
+from tasks import aws
+from tasks.findings import Finding, Status, by_threshold, unknown
+from tasks.iam import aws_task
+from tasks.inventory import System
+from tasks.masking import mask
+
+# FilterLogEvents is allowed 5 requests a second per account and region
+# (CloudWatch Logs service quotas); honoured by default against real AWS.
+FILTER_LOG_EVENTS_TPS = 5.0
+
+
+def _rate() -> float:
+    return FILTER_LOG_EVENTS_TPS if not aws.is_loopback_url(aws.endpoint_url()) else 0.0
+
+
+def count_matches(region: str, log_group: str, pattern: str, start: datetime, end: datetime, samples: int = 3) -> dict[str, Any]:
+    """Count events matching ``pattern`` in [start, end) over all pages; keep a few masked samples."""
+    c = aws.client("logs", region)
+    lim = aws.limiter("filter_log_events", _rate())
+    kwargs: dict[str, Any] = dict(logGroupName=log_group, filterPattern=pattern,
+                                  startTime=int(start.timestamp() * 1000), endTime=int(end.timestamp() * 1000) - 1)
+    count, sample, pages = 0, [], 0
+    while True:
+        lim.acquire()
+        page = c.filter_log_events(**kwargs)
+        pages += 1
+        events = page.get("events", [])
+        count += len(events)
+        for e in events[: max(0, samples - len(sample))]:
+            sample.append(mask(e["message"].strip())[:200])
+        token = page.get("nextToken")
+        if not token or token == kwargs.get("nextToken"):
+            break
+        kwargs["nextToken"] = token
+    return {"count": count, "samples": sample, "pages": pages}
+
+
+def judge_count(check: str, log_group: str, res: dict[str, Any] | None, err: BaseException | None, warn: int, crit: int, what: str) -> Finding:
+    if err is not None:
+        if aws.is_not_found(err):
+            return unknown(check, log_group, "log group does not exist (never written to, or wrong name)")
+        return unknown(check, log_group, aws.describe_error(err))
+    assert res is not None
+    n = res["count"]
+    status = by_threshold(n, warn, crit)
+    summary = f"{n} {what} in the last 24 h"
+    if n and res["samples"]:
+        summary += f"; e.g. {res['samples'][0]}"
+    return Finding(check=check, resource=log_group, status=status, value=n, summary=summary[:400], details={"samples": res["samples"], "warn": warn, "crit": crit})
+
+
+@aws_task(iam=["logs:FilterLogEvents"], cache_policy=NO_CACHE)
+def check_error_logs(system: System, deadline: aws.Deadline, hours: float = 24) -> list[Finding]:
+    end = datetime.now(timezone.utc)
+    start = end - timedelta(hours=hours)
+    groups = system.all_log_groups()
+    th = system.thresholds
+    res = aws.parallel(lambda g: count_matches(system.region, g.name, g.error_pattern, start, end), groups, deadline=deadline)
+    return [judge_count("log-errors", g.name, r, e, th.log_errors_warn, th.log_errors_crit, "ERROR lines") for g, r, e in res]
+
+
+@aws_task(iam=["logs:FilterLogEvents"], cache_policy=NO_CACHE)
+def check_security_logs(system: System, deadline: aws.Deadline, hours: float = 24) -> list[Finding]:
+    sec = system.security_logs
+    if sec is None:
+        return []
+    end = datetime.now(timezone.utc)
+    start = end - timedelta(hours=hours)
+    th = system.thresholds
+    jobs = [
+        ("failed-logins", sec.failed_login_pattern, th.failed_logins_warn, th.failed_logins_crit, "failed logins"),
+        ("rate-limit-events", sec.rate_limit_pattern, th.rate_limit_warn, th.rate_limit_crit, "rate-limit events"),
+    ]
+    res = aws.parallel(lambda j: count_matches(system.region, sec.log_group, j[1], start, end), jobs, deadline=deadline)
+    return [judge_count(j[0], sec.log_group, r, e, j[2], j[3], j[4]) for j, r, e in res]

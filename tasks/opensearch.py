@@ -1,0 +1,142 @@
+"""OpenSearch: domain state (management API) and real cluster health (the
+cluster's own HTTP API through opensearch-py: status, unassigned shards and why)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import urlparse
+
+from opensearchpy import OpenSearch, RequestsHttpConnection
+from opensearchpy.exceptions import ConnectionError as OSConnectionError, ConnectionTimeout, TransportError
+from prefect.cache_policies import NO_CACHE
+
+from tasks import aws
+from tasks.findings import Finding, Status, unknown
+from tasks.iam import aws_task
+from tasks.inventory import OpenSearchDomain, System
+from tasks.tagging import Discovered
+
+URL_TEMPLATE_ENV = "OPSBOOK_OPENSEARCH_URL_TEMPLATE"  # e.g. http://127.0.0.1:9200/{domain} (the sandbox sets it)
+
+
+def domains(system: System, found: Discovered) -> list[OpenSearchDomain]:
+    out = list(system.opensearch_domains)
+    names = {d.name for d in out}
+    return out + [OpenSearchDomain(name=n) for n in found.opensearch_domains if n not in names]
+
+
+def endpoint_for(domain: OpenSearchDomain, status: dict[str, Any] | None) -> str | None:
+    """Inventory override, then the sandbox/env template, then the domain's own endpoint."""
+    if domain.endpoint:
+        return domain.endpoint
+    template = os.environ.get(URL_TEMPLATE_ENV)
+    if template:
+        return template.format(domain=domain.name)
+    if status:
+        ep = status.get("Endpoint") or next(iter((status.get("Endpoints") or {}).values()), None)
+        if ep:
+            return ep if ep.startswith("http") else f"https://{ep}"
+    return None
+
+
+def os_client(url: str, region: str, timeout: float = 5.0) -> OpenSearch:
+    parsed = urlparse(url)
+    host = {"host": parsed.hostname, "port": parsed.port or (443 if parsed.scheme == "https" else 80)}
+    if parsed.path.strip("/"):
+        host["url_prefix"] = parsed.path.strip("/")
+    kwargs: dict[str, Any] = dict(
+        hosts=[host], use_ssl=parsed.scheme == "https", verify_certs=parsed.scheme == "https",
+        timeout=timeout, max_retries=1, retry_on_timeout=False, connection_class=RequestsHttpConnection,
+    )
+    if not aws.is_loopback_url(url):
+        from opensearchpy import AWSV4SignerAuth
+
+        creds = aws.session().get_credentials()
+        kwargs["http_auth"] = AWSV4SignerAuth(creds, region, "es")
+    return OpenSearch(**kwargs)
+
+
+def read_cluster(url: str, region: str) -> dict[str, Any]:
+    c = os_client(url, region)
+    health = c.cluster.health()
+    out: dict[str, Any] = {"health": health, "unassigned": [], "explain": None}
+    if health.get("unassigned_shards", 0) > 0:
+        shards = c.cat.shards(format="json", h="index,shard,prirep,state,unassigned.reason")
+        out["unassigned"] = [s for s in shards if s.get("state") == "UNASSIGNED"]
+        try:
+            out["explain"] = c.cluster.allocation_explain()
+        except TransportError as exc:
+            out["explain"] = {"error": str(exc.error)}
+    return out
+
+
+def judge_cluster(domain: str, cluster: dict[str, Any] | None, error: BaseException | None) -> Finding:
+    check = "opensearch-health"
+    if error is not None:
+        if isinstance(error, (OSConnectionError, ConnectionTimeout)):
+            return unknown(check, domain, f"cluster endpoint unreachable ({type(error).__name__}); check the endpoint, VPC access or the domain's access policy")
+        if isinstance(error, TransportError):
+            return unknown(check, domain, f"cluster API answered {error.status_code}: {error.error}; check es:ESHttpGet permission and the access policy")
+        return unknown(check, domain, aws.describe_error(error))
+    assert cluster is not None
+    h = cluster["health"]
+    status, unassigned = h.get("status"), int(h.get("unassigned_shards", 0))
+    details = {"status": status, "nodes": h.get("number_of_nodes"), "active_shards": h.get("active_shards"),
+               "unassigned_shards": unassigned,
+               "unassigned": [f"{s['index']}[{s['shard']}]{s['prirep']} {s.get('unassigned.reason') or ''}".strip() for s in cluster["unassigned"][:10]]}
+    explain = cluster.get("explain") or {}
+    why = explain.get("allocate_explanation") or (explain.get("unassigned_info") or {}).get("reason")
+    if status == "green":
+        return Finding(check=check, resource=domain, status=Status.OK, value=unassigned, summary="cluster green", details=details)
+    text = f"cluster {status}, {unassigned} unassigned shard(s)"
+    if details["unassigned"]:
+        text += f": {', '.join(details['unassigned'][:3])}"
+    if why:
+        text += f" ({why})"
+    if status == "red":
+        return Finding(check=check, resource=domain, status=Status.CRIT, value=unassigned, summary=text + "; see remediate-opensearch-red", details=details)
+    if status == "yellow":
+        return Finding(check=check, resource=domain, status=Status.WARN, value=unassigned, summary=text, details=details)
+    return Finding(check=check, resource=domain, status=Status.UNKNOWN, value=unassigned, summary=f"unexpected cluster status {status!r}", details=details)
+
+
+def judge_domain(name: str, st: dict[str, Any] | None, named: bool) -> Finding:
+    check = "opensearch-domain"
+    if st is None:
+        return Finding(check=check, resource=name, status=Status.CRIT,
+                       summary="named in the inventory but does not exist" if named else "not found")
+    if st.get("Deleted"):
+        return Finding(check=check, resource=name, status=Status.CRIT, summary="domain is being deleted")
+    if st.get("Processing") or st.get("UpgradeProcessing"):
+        return Finding(check=check, resource=name, status=Status.WARN, summary="configuration change in progress (Processing)")
+    return Finding(check=check, resource=name, status=Status.OK, summary=f"domain ready ({st.get('EngineVersion', '?')})")
+
+
+@aws_task(iam=["es:DescribeDomains", "es:ESHttpGet"], cache_policy=NO_CACHE)
+def check_domains(system: System, found: Discovered, deadline: aws.Deadline) -> list[Finding]:
+    doms = domains(system, found)
+    if not doms:
+        return []
+    named = {d.name for d in system.opensearch_domains}
+    c = aws.client("opensearch", system.region)
+    statuses: dict[str, dict[str, Any]] = {}
+    findings: list[Finding] = []
+    batches = [doms[i : i + 5] for i in range(0, len(doms), 5)]  # DescribeDomains takes up to 5 names
+    for batch, res, err in aws.parallel(lambda b: c.describe_domains(DomainNames=[d.name for d in b]), batches, deadline=deadline):
+        if err is not None:
+            findings += [unknown("opensearch-domain", d.name, aws.describe_error(err)) for d in batch]
+            continue
+        for st in res["DomainStatusList"]:
+            statuses[st["DomainName"]] = st
+        for d in batch:
+            findings.append(judge_domain(d.name, statuses.get(d.name), d.name in named))
+    reachable = [d for d in doms if d.name in statuses]
+    jobs = [(d, endpoint_for(d, statuses.get(d.name))) for d in reachable]
+    for d, url in jobs:
+        if url is None:
+            findings.append(unknown("opensearch-health", d.name, "no endpoint: the domain has none yet and the inventory gives no endpoint override"))
+    with_url = [(d, u) for d, u in jobs if u]
+    for (d, url), cluster, err in aws.parallel(lambda du: read_cluster(du[1], system.region), with_url, deadline=deadline):
+        findings.append(judge_cluster(d.name, cluster, err))
+    return findings

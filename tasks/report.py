@@ -1,0 +1,89 @@
+"""Run reports: the result every runbook returns, its artifacts and its JSON form."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect import task
+from pydantic import BaseModel, Field
+
+from tasks.findings import Finding, Status, overall
+from tasks.masking import mask, mask_obj
+
+ICON = {Status.OK: "✅", Status.WARN: "⚠️", Status.CRIT: "🔴", Status.UNKNOWN: "❔"}
+ORDER = {Status.CRIT: 0, Status.WARN: 1, Status.UNKNOWN: 2, Status.OK: 3}
+
+
+class RunReport(BaseModel):
+    runbook: str
+    system: str
+    status: Status
+    findings: list[Finding]
+    api_calls: int
+    api_calls_by_operation: dict[str, int] = Field(default_factory=dict)
+    duration_s: float = 0.0
+    region: str = ""
+    flow_run_id: str | None = None
+    flow_run_url: str | None = None
+    notification: dict[str, Any] | None = None
+    undeclared_iam_actions: list[str] = Field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(f.status.value for f in self.findings)
+        return {s.value: c.get(s.value, 0) for s in Status}
+
+    def headline(self) -> str:
+        c = self.counts()
+        return (f"{self.runbook} {self.system}: {self.status.value} "
+                f"({c['CRIT']} CRIT, {c['WARN']} WARN, {c['UNKNOWN']} UNKNOWN, {c['OK']} OK; "
+                f"{self.api_calls} API calls, {self.duration_s:.1f} s)")
+
+    def public(self) -> dict[str, Any]:
+        """The JSON result, masked."""
+        return mask_obj(self.model_dump(mode="json"))
+
+
+def sort_findings(findings: list[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: (ORDER[f.status], f.check, f.resource))
+
+
+def markdown(report: RunReport) -> str:
+    c = report.counts()
+    lines = [
+        f"# {ICON[report.status]} {report.runbook} · {report.system}: **{report.status.value}**",
+        "",
+        f"{c['CRIT']} CRIT · {c['WARN']} WARN · {c['UNKNOWN']} UNKNOWN · {c['OK']} OK — "
+        f"{len(report.findings)} findings, {report.api_calls} AWS API calls, {report.duration_s:.1f} s, region {report.region}",
+        "",
+    ]
+    bad = [f for f in sort_findings(report.findings) if f.status is not Status.OK]
+    if bad:
+        lines += ["| | check | resource | summary |", "|---|---|---|---|"]
+        for f in bad:
+            lines.append(f"| {ICON[f.status]} {f.status.value} | {f.check} | `{f.resource}` | {mask(f.summary).replace('|', '/')} |")
+    else:
+        lines.append("Everything checked is OK.")
+    checks = Counter(f.check for f in report.findings)
+    lines += ["", "Checks run: " + ", ".join(f"{k} ({v})" for k, v in sorted(checks.items()))]
+    if report.notification and report.notification.get("kind"):
+        n = report.notification
+        lines += ["", f"Notification: {n['kind']} sent to {', '.join(n['sent']) or 'nobody'}" + (f"; errors: {'; '.join(n['errors'])}" if n["errors"] else "")]
+    lines += ["", "Every finding is in the table artifact with the same key plus `-findings`."]
+    return "\n".join(lines)
+
+
+def artifact_key(runbook: str, system: str) -> str:
+    return f"{runbook}-{system}".lower().replace("_", "-")
+
+
+@task(name="publish-report", cache_policy=NO_CACHE)
+def publish_report(report: RunReport) -> RunReport:
+    key = artifact_key(report.runbook, report.system)
+    create_markdown_artifact(key=key, markdown=markdown(report), description=mask(report.headline()))
+    rows = [mask_obj({"status": f.status.value, "check": f.check, "resource": f.resource, "summary": f.summary, "value": f.value})
+            for f in sort_findings(report.findings)]
+    create_table_artifact(key=f"{key}-findings", table=rows, description=f"{len(rows)} findings")
+    return report

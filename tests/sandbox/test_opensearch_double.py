@@ -1,0 +1,260 @@
+"""Tests for sandbox/opensearch_double.py, driven only through opensearch-py over HTTP."""
+import time
+
+import pytest
+from opensearchpy import OpenSearch
+from opensearchpy.exceptions import ConnectionError as OSConnectionError
+from opensearchpy.exceptions import NotFoundError, RequestError, TransportError
+
+from sandbox.opensearch_double import OpenSearchDouble
+
+
+@pytest.fixture
+def double():
+    with OpenSearchDouble() as d:
+        d.add_domain("logs")
+        d.add_domain("cases", cluster_name="123456789012:cases", nodes=3)
+        yield d
+
+
+def client(double, domain, **kw):
+    return OpenSearch(double.url_for(domain), timeout=2, max_retries=0, **kw)
+
+
+def test_binds_loopback_and_both_client_forms(double):
+    assert double._server.server_address[0] == "127.0.0.1"
+    assert double.url_for("logs") == f"http://127.0.0.1:{double.port}/logs"
+    by_url = client(double, "logs")
+    by_prefix = OpenSearch(hosts=[{"host": "127.0.0.1", "port": double.port, "url_prefix": "cases"}],
+                           use_ssl=False, timeout=2, max_retries=0)
+    info = by_url.info()
+    assert info["version"]["number"] == "2.11.0"
+    assert info["version"]["distribution"] == "opensearch"
+    assert info["cluster_name"] == "123456789012:logs"
+    assert by_prefix.info()["cluster_name"] == "123456789012:cases"
+    assert by_url.ping() and by_prefix.ping()
+    assert by_prefix.cluster.health()["number_of_nodes"] == 3
+
+
+def test_unknown_domain_is_404(double):
+    with pytest.raises(NotFoundError) as exc:
+        client(double, "nope").cluster.health()
+    assert exc.value.status_code == 404
+    assert exc.value.info["status"] == 404
+    assert exc.value.info["error"]["type"]
+
+
+def test_red_explain_reroute_green(double):
+    double.create_index("logs", "app-1", shards=2, replicas=1, docs=[{"n": i} for i in range(10)])
+    double.create_index("logs", "app-2", shards=1, replicas=1)
+    os = client(double, "logs")
+    health = os.cluster.health()
+    assert health["status"] == "green"
+    assert health["active_shards"] == 6 and health["active_primary_shards"] == 3
+    assert health["active_shards_percent_as_number"] == 100.0
+
+    with pytest.raises(RequestError) as exc:  # nothing to explain on a green cluster
+        os.cluster.allocation_explain()
+    assert exc.value.error == "illegal_argument_exception"
+
+    double.make_red("logs", "app-1", reason="NODE_LEFT")
+    health = os.cluster.health()
+    assert health["status"] == "red" and health["unassigned_shards"] == 4
+    assert health["active_primary_shards"] == 1
+    assert os.cluster.health(index="app-2")["status"] == "green"
+    assert os.cluster.health(index="app-1")["status"] == "red"
+    with pytest.raises(TransportError) as exc:
+        os.cluster.health(wait_for_status="yellow")
+    assert exc.value.status_code == 408 and exc.value.info["timed_out"] is True
+
+    shards = os.cat.shards(index="app-1", format="json")
+    assert {s["state"] for s in shards} == {"UNASSIGNED"}
+    assert {s["unassigned.reason"] for s in shards} == {"NODE_LEFT"}
+    text = os.cat.shards(v=True)
+    assert text.splitlines()[0].split()[:4] == ["index", "shard", "prirep", "state"]
+    assert "UNASSIGNED" in text and "NODE_LEFT" in text
+    indices = {r["index"]: r for r in os.cat.indices(format="json")}
+    assert indices["app-1"]["health"] == "red" and indices["app-2"]["health"] == "green"
+    assert os.count(index="app-2")["count"] == 0
+    alloc = os.cat.allocation(format="json")
+    assert alloc[-1]["node"] == "UNASSIGNED" and alloc[-1]["shards"] == "4"
+
+    explain = os.cluster.allocation_explain()
+    assert (explain["index"], explain["shard"], explain["primary"]) == ("app-1", 0, True)
+    assert explain["current_state"] == "unassigned" and explain["can_allocate"] == "no"
+    assert explain["unassigned_info"]["reason"] == "NODE_LEFT"
+    assert "allocate_explanation" in explain
+    explain = os.cluster.allocation_explain(body={"index": "app-1", "shard": 1, "primary": False})
+    assert (explain["shard"], explain["primary"]) == (1, False)
+
+    with pytest.raises(RequestError):  # stale primary needs accept_data_loss
+        os.cluster.reroute(body={"commands": [
+            {"allocate_stale_primary": {"index": "app-1", "shard": 0, "node": "logs-node-1"}}]})
+    with pytest.raises(RequestError):  # replica before its primary
+        os.cluster.reroute(body={"commands": [
+            {"allocate_replica": {"index": "app-1", "shard": 0, "node": "logs-node-2"}}]})
+    assert os.cluster.reroute(retry_failed=True)["acknowledged"]  # NODE_LEFT is not a failed allocation
+    assert os.cluster.health()["status"] == "red"
+
+    commands = []
+    for shard in (0, 1):
+        commands.append({"allocate_stale_primary": {"index": "app-1", "shard": shard,
+                                                    "node": "logs-node-1", "accept_data_loss": True}})
+        commands.append({"allocate_replica": {"index": "app-1", "shard": shard, "node": "logs-node-2"}})
+    assert os.cluster.reroute(body={"commands": commands})["acknowledged"] is True
+    health = os.cluster.health()
+    assert health["status"] == "green" and health["unassigned_shards"] == 0
+    assert os.count(index="app-1")["count"] == 10
+
+    double.make_yellow("logs", "app-2")
+    assert os.cluster.health()["status"] == "yellow"
+    double.heal("logs")
+    assert os.cluster.health()["status"] == "green"
+
+    double.make_red("logs", "app-2", reason="ALLOCATION_FAILED")
+    assert "retry_failed=true" in os.cluster.allocation_explain()["allocate_explanation"]
+    os.cluster.reroute(retry_failed=True)
+    assert os.cluster.health()["status"] == "green"
+
+
+def test_snapshots_create_list_restore(double):
+    os = client(double, "cases")
+    double.create_index("cases", "cases-2024", shards=2, replicas=1, docs={str(i): {"n": i} for i in range(25)})
+    double.create_index("cases", "audit", docs=[{"a": 1}])
+    assert os.snapshot.create_repository(repository="nightly", body={
+        "type": "s3", "settings": {"bucket": "b", "region": "us-east-1"}})["acknowledged"]
+    assert os.snapshot.get_repository(repository="nightly")["nightly"]["type"] == "s3"
+    assert "nightly" in os.snapshot.get_repository()
+
+    snap = os.snapshot.create(repository="nightly", snapshot="snap-1", body={"indices": "cases-*"},
+                              wait_for_completion=True)["snapshot"]
+    assert snap["state"] == "SUCCESS" and snap["indices"] == ["cases-2024"]
+    assert snap["shards"] == {"total": 2, "failed": 0, "successful": 2}
+    double.add_snapshot("cases", "nightly", "snap-0", ["cases-2024", "audit"],
+                        start_time_ms=int(time.time() * 1000) - 86_400_000)
+    double.add_snapshot("cases", "cs-automated", "auto-1", "audit", state="FAILED")
+
+    listed = os.snapshot.get(repository="nightly", snapshot="_all")["snapshots"]
+    assert [s["snapshot"] for s in listed] == ["snap-1", "snap-0"]
+    assert listed[1]["start_time_in_millis"] < listed[0]["start_time_in_millis"]
+    assert os.snapshot.get(repository="nightly", snapshot="snap-0")["snapshots"][0]["indices"] == [
+        "cases-2024", "audit"]
+    cat = os.cat.snapshots(repository="nightly", format="json")
+    assert [c["id"] for c in cat] == ["snap-1", "snap-0"] and cat[0]["status"] == "SUCCESS"
+    assert "snap-1" in os.cat.snapshots(repository="nightly", v=True)
+    with pytest.raises(NotFoundError):
+        os.snapshot.get(repository="nightly", snapshot="missing")
+
+    # docs written after the snapshot must not appear in the restored copy
+    os.index(index="cases-2024", id="late", body={"n": 99}, refresh=True)
+    with pytest.raises(TransportError) as exc:  # same name, no rename -> OpenSearch refuses
+        os.snapshot.restore(repository="nightly", snapshot="snap-1", body={"indices": "cases-2024"})
+    assert exc.value.status_code == 500 and exc.value.error == "snapshot_restore_exception"
+    assert "already exists" in str(exc.value.info)
+
+    restored = os.snapshot.restore(repository="nightly", snapshot="snap-1", wait_for_completion=True, body={
+        "indices": "cases-2024", "rename_pattern": "(.+)", "rename_replacement": "restored-$1",
+        "index_settings": {"index.number_of_replicas": 0}})
+    assert restored["snapshot"]["indices"] == ["restored-cases-2024"]
+    assert os.count(index="restored-cases-2024")["count"] == 25
+    assert os.count(index="cases-2024")["count"] == 26
+    rows = {r["index"]: r for r in os.cat.indices(format="json")}
+    assert rows["restored-cases-2024"]["rep"] == "0" and rows["restored-cases-2024"]["docs.count"] == "25"
+    assert os.get(index="restored-cases-2024", id="7")["_source"] == {"n": 7}
+
+    with pytest.raises(TransportError):
+        os.snapshot.restore(repository="cs-automated", snapshot="auto-1", body={
+            "rename_pattern": "(.+)", "rename_replacement": "r-$1"})
+    assert os.snapshot.delete(repository="nightly", snapshot="snap-0")["acknowledged"]
+    assert [s["snapshot"] for s in os.snapshot.get(repository="nightly", snapshot="_all")["snapshots"]] == ["snap-1"]
+
+
+def test_snapshot_of_red_index(double):
+    os = client(double, "logs")
+    double.create_index("logs", "app", shards=2, docs={str(i): {"n": i} for i in range(20)})
+    os.snapshot.create_repository(repository="r", body={"type": "fs", "settings": {"location": "/x"}})
+    double.make_red("logs", "app")
+    with pytest.raises(TransportError) as exc:
+        os.snapshot.create(repository="r", snapshot="s1", wait_for_completion=True)
+    assert exc.value.status_code == 500
+    snap = os.snapshot.create(repository="r", snapshot="s2", body={"partial": True},
+                              wait_for_completion=True)["snapshot"]
+    assert snap["state"] == "PARTIAL" and snap["shards"]["failed"] == 2
+
+
+def test_bulk_count_search_and_docs(double):
+    os = client(double, "cases")
+    assert os.indices.create(index="case-data", body={"settings": {"number_of_shards": 3,
+                                                                   "number_of_replicas": 1}})["acknowledged"]
+    assert os.indices.exists(index="case-data") and not os.indices.exists(index="nope")
+    lines = []
+    for i in range(30):
+        lines += [{"index": {"_id": str(i)}}, {"case": i, "status": "open" if i % 3 else "closed",
+                                               "owner": {"team": "ops"}}]
+    res = os.bulk(index="case-data", body=lines, refresh=True)
+    assert res["errors"] is False and len(res["items"]) == 30
+    assert res["items"][0]["index"]["status"] == 201
+    res = os.bulk(body=[{"create": {"_index": "case-data", "_id": "0"}}, {"case": 0},
+                        {"delete": {"_index": "case-data", "_id": "29"}}])
+    assert res["errors"] is True
+    assert res["items"][0]["create"]["status"] == 409 and res["items"][1]["delete"]["result"] == "deleted"
+    os.indices.refresh(index="case-data")
+
+    assert os.count(index="case-data")["count"] == 29
+    closed = os.search(index="case-data", body={"query": {"term": {"status": "closed"}}, "size": 100})
+    assert closed["hits"]["total"]["value"] == 10 and len(closed["hits"]["hits"]) == 10
+    assert all(h["_source"]["status"] == "closed" for h in closed["hits"]["hits"])
+    assert os.search(index="case-data", body={"query": {"match_all": {}}, "size": 5})["hits"]["total"]["value"] == 29
+    assert len(os.search(index="case-data", size=5)["hits"]["hits"]) == 5
+    assert os.count(index="case-*", body={"query": {"match": {"owner.team": "OPS"}}})["count"] == 29
+    assert os.count(index="case-data", body={"query": {"bool": {
+        "filter": [{"term": {"status.keyword": "open"}}], "must_not": [{"term": {"case": 1}}]}}})["count"] == 18
+
+    assert os.index(index="case-data", id="new", body={"case": 100, "status": "open"})["result"] == "created"
+    assert os.index(index="case-data", body={"case": 101})["_id"]
+    assert os.get(index="case-data", id="new")["_source"]["case"] == 100
+    assert os.delete(index="case-data", id="new")["result"] == "deleted"
+    with pytest.raises(NotFoundError):
+        os.get(index="case-data", id="new")
+
+    deleted = os.delete_by_query(index="case-data", body={"query": {"term": {"status": "closed"}}})
+    assert deleted["deleted"] == 10
+    assert os.count(index="case-data")["count"] == 20
+    assert os.indices.delete(index="case-*")["acknowledged"]
+    assert not os.indices.exists(index="case-data")
+    with pytest.raises(NotFoundError):
+        os.count(index="case-data")
+
+
+def test_unsupported_endpoint_is_loud(double):
+    os = client(double, "logs")
+    with pytest.raises(RequestError) as exc:
+        os.nodes.stats()
+    assert exc.value.status_code == 400
+    assert exc.value.error == "unsupported_in_test_double"
+    assert "not implemented by the opsbook OpenSearch test double" in str(exc.value.info)
+    double.create_index("logs", "x")
+    with pytest.raises(RequestError) as exc:
+        os.search(index="x", body={"query": {"range": {"n": {"gte": 1}}}})
+    assert exc.value.error == "unsupported_in_test_double"
+
+
+def test_unreachable_domain_raises_connection_error(double):
+    double.set_unreachable("logs", True)
+    os = client(double, "logs")
+    started = time.monotonic()
+    with pytest.raises(OSConnectionError):
+        os.cluster.health()
+    assert time.monotonic() - started < 2
+    assert client(double, "cases").cluster.health()["status"] == "green"  # other domains unaffected
+    double.set_unreachable("logs", False)
+    assert os.cluster.health()["status"] == "green"
+
+
+def test_latency(double):
+    os = client(double, "logs")
+    double.set_latency(0.2)
+    started = time.monotonic()
+    os.cluster.health()
+    assert time.monotonic() - started >= 0.2
+    double.set_latency(0)
