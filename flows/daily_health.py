@@ -69,12 +69,19 @@ def gather(futures: dict[str, PrefectFuture]) -> list[Finding]:
     return findings
 
 
+def run_url() -> str | None:
+    from prefect.settings import get_current_settings
+
+    ui = get_current_settings().ui_url
+    return f"{ui}/runs/flow-run/{flow_run.get_id()}" if ui and flow_run.get_id() else None
+
+
 @task(name="judge", cache_policy=NO_CACHE)
 def judge(system: System, findings: list[Finding], calls: aws.CallLog, started: float) -> RunReport:
     return RunReport(
         runbook=RUNBOOK, system=system.name, status=overall(findings), findings=findings, region=system.region,
         api_calls=calls.total, api_calls_by_operation=calls.by_operation(), duration_s=round(time.monotonic() - started, 2),
-        flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None, flow_run_url=flow_run.get_flow_run_ui_url(),
+        flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None, flow_run_url=run_url(),
         undeclared_iam_actions=sorted(calls.undeclared),
     )
 
@@ -97,7 +104,7 @@ def daily_health(system: str, deadline_seconds: float = 60.0, notify: bool = Tru
         "ecs": check_services.submit(inv, found, deadline),
         "s3": check_buckets.submit(inv, found, deadline),
         "alarms": check_alarms.submit(inv, deadline),
-        "log-errors": check_error_logs.submit(inv, deadline),
+        "log-errors": check_error_logs.submit(inv, found, deadline),
         "security-logs": check_security_logs.submit(inv, deadline),
         "dlq": check_dlqs.submit(inv, deadline),
     }

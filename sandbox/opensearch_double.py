@@ -280,6 +280,11 @@ class OpenSearchDouble:
         return f"http://127.0.0.1:{self.port}/{domain}"
 
     # ---------------------------------------------------------- Python controls
+    def reset(self):
+        """Forget every domain (the sandbox's reset between scenarios)."""
+        with self._lock:
+            self._domains.clear()
+
     def add_domain(self, name, cluster_name=None, nodes=2):
         if not name or "/" in name or name.startswith("_") or nodes < 1:
             raise ValueError(f"bad domain name {name!r} or node count {nodes!r}")

@@ -77,8 +77,9 @@ def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None
             for a in f.aliases:
                 lam.create_alias(FunctionName=f.name, Name=a, FunctionVersion=v2 if v2 != v1 else v1)
 
-    groups = [g.name for g in system.all_log_groups()] + [f"/aws/lambda/{n}" for n in fn_names if f"/aws/lambda/{n}" not in {g.name for g in system.all_log_groups()}]
-    groups += [f"/{system.name}/extra-{i}" for i in range(extra.get("log_groups", 0) - (len(fn_names) - len(system.lambda_functions)))] if extra.get("log_groups") else []
+    groups = [g.name for g in system.all_log_groups()]
+    groups += [f"/aws/lambda/{n}" for n in fn_names if f"/aws/lambda/{n}" not in groups]
+    groups += [f"/{system.name}/extra-{i}" for i in range(extra.get("log_groups", 0))]
     for g in groups:
         logs.create_log_group(logGroupName=g, tags=tags)
         logs.create_log_stream(logGroupName=g, logStreamName="sandbox")

@@ -65,6 +65,19 @@ class Sandbox:
         self.opensearch.set_latency(self.latency_ms / 1000.0)
         return self
 
+    def reset(self) -> None:
+        """Empty moto's state and the OpenSearch double (between test scenarios)."""
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"), timeout=10).read()
+        self.opensearch.reset()
+
+    def set_latency_ms(self, ms: float) -> None:
+        self.latency_ms = ms
+        if self._server is not None:
+            self._server.app.seconds = ms / 1000.0
+        self.opensearch.set_latency(ms / 1000.0)
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()

@@ -264,11 +264,19 @@ class RateLimiter:
 _limiters: dict[str, RateLimiter] = {}
 
 
-def limiter(api: str, default_rate: float) -> RateLimiter:
-    """Per-API limiter; ``OPSBOOK_RATE_<API>`` overrides (0 disables), ``OPSBOOK_QUOTAS=off`` disables all."""
+def quotas_enabled() -> bool:
+    """Honour published per-API quotas: OPSBOOK_QUOTAS=on|off|auto (auto: on unless the endpoint is loopback)."""
+    mode = os.environ.get("OPSBOOK_QUOTAS", "auto")
+    if mode in ("on", "off"):
+        return mode == "on"
+    return not is_loopback_url(endpoint_url())
+
+
+def limiter(api: str, quota_tps: float) -> RateLimiter:
+    """The process-wide limiter for one API at its published quota (OPSBOOK_RATE_<API> overrides)."""
     env = os.environ.get(f"OPSBOOK_RATE_{api.upper()}")
-    rate = float(env) if env is not None else default_rate
-    if os.environ.get("OPSBOOK_QUOTAS", "on") == "off":
+    rate = float(env) if env is not None else quota_tps
+    if not quotas_enabled():
         rate = 0
     key = f"{api}:{rate}"
     with _lock:

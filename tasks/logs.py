@@ -10,22 +10,30 @@ from prefect.cache_policies import NO_CACHE
 from tasks import aws
 from tasks.findings import Finding, Status, by_threshold, unknown
 from tasks.iam import aws_task
-from tasks.inventory import System
+from tasks.inventory import LogGroup, System
 from tasks.masking import mask
+from tasks.tagging import Discovered
 
-# FilterLogEvents is allowed 5 requests a second per account and region
-# (CloudWatch Logs service quotas); honoured by default against real AWS.
+# FilterLogEvents is allowed 5 requests a second per account and region, a
+# hard quota (AWS knowledge center: cloudwatch-logs-throttling); honoured by
+# default against real AWS (see aws.quotas_enabled).
 FILTER_LOG_EVENTS_TPS = 5.0
 
 
-def _rate() -> float:
-    return FILTER_LOG_EVENTS_TPS if not aws.is_loopback_url(aws.endpoint_url()) else 0.0
+def log_groups(system: System, found: Discovered) -> list[LogGroup]:
+    """Every named or tag-discovered function's log group, plus named and discovered log groups."""
+    groups = {g.name: g for g in system.all_log_groups()}
+    for fn in found.lambda_functions:
+        groups.setdefault(f"/aws/lambda/{fn}", LogGroup(name=f"/aws/lambda/{fn}"))
+    for g in found.log_groups:
+        groups.setdefault(g, LogGroup(name=g))
+    return list(groups.values())
 
 
 def count_matches(region: str, log_group: str, pattern: str, start: datetime, end: datetime, samples: int = 3) -> dict[str, Any]:
     """Count events matching ``pattern`` in [start, end) over all pages; keep a few masked samples."""
     c = aws.client("logs", region)
-    lim = aws.limiter("filter_log_events", _rate())
+    lim = aws.limiter("filter_log_events", FILTER_LOG_EVENTS_TPS)
     kwargs: dict[str, Any] = dict(logGroupName=log_group, filterPattern=pattern,
                                   startTime=int(start.timestamp() * 1000), endTime=int(end.timestamp() * 1000) - 1)
     count, sample, pages = 0, [], 0
@@ -59,10 +67,10 @@ def judge_count(check: str, log_group: str, res: dict[str, Any] | None, err: Bas
 
 
 @aws_task(iam=["logs:FilterLogEvents"], cache_policy=NO_CACHE)
-def check_error_logs(system: System, deadline: aws.Deadline, hours: float = 24) -> list[Finding]:
+def check_error_logs(system: System, found: Discovered, deadline: aws.Deadline, hours: float = 24) -> list[Finding]:
     end = datetime.now(timezone.utc)
     start = end - timedelta(hours=hours)
-    groups = system.all_log_groups()
+    groups = log_groups(system, found)
     th = system.thresholds
     res = aws.parallel(lambda g: count_matches(system.region, g.name, g.error_pattern, start, end), groups, deadline=deadline)
     return [judge_count("log-errors", g.name, r, e, th.log_errors_warn, th.log_errors_crit, "ERROR lines") for g, r, e in res]

@@ -1,0 +1,37 @@
+"""The runbook catalogue: name -> flow module, and whether it mutates."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Runbook:
+    name: str
+    module: str
+    attr: str
+    mutating: bool
+    summary: str
+
+    def load(self) -> Any:
+        return getattr(importlib.import_module(self.module), self.attr)
+
+    def tasks(self) -> list[Any]:
+        return list(getattr(importlib.import_module(self.module), "TASKS", []))
+
+
+RUNBOOKS: dict[str, Runbook] = {
+    rb.name: rb
+    for rb in [
+        Runbook("daily-health", "flows.daily_health", "daily_health", False,
+                "morning check of every component (read-only); daily 09:00 in the system's time zone"),
+    ]
+}
+
+
+def get(name: str) -> Runbook:
+    if name not in RUNBOOKS:
+        raise KeyError(f"unknown runbook {name!r}; known runbooks: {', '.join(sorted(RUNBOOKS))}")
+    return RUNBOOKS[name]
