@@ -82,8 +82,8 @@ def _prepare_prefect(verbose: bool) -> dict[str, Any]:
     """Server first (settings are read at import), then prefect."""
     url, started, took = server.use_api()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    if not verbose:  # Prefect's console chatter stays in the UI; warnings and errors still show
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    if not verbose:  # Prefect's console chatter and task tracebacks stay in the UI; findings carry the reasons
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     import prefect  # noqa: F401  (reads the settings now)
 
     _quiet_prefect_console(verbose)

@@ -48,7 +48,8 @@ def log_errors(sb: Sandbox, system: System, group: str | None = None, inside: in
     name = group or _need([g.name for g in system.all_log_groups()], "a function or log group", "log-errors", system)
     now = datetime.now(timezone.utc)
     msg = "ERROR Failed to process request for kim.minsu@example.com token=sk-abcdefghijklmnopqrstu: Task timed out after 30.00 seconds"
-    _put(sb, system, name, "fault-recent", [(now - timedelta(minutes=30 + i * 60), f"{msg} #{i}") for i in range(inside)])
+    step = 22 * 60 / max(inside, 1)  # spread over the last 22 h
+    _put(sb, system, name, "fault-recent", [(now - timedelta(minutes=30 + i * step), f"{msg} #{i}") for i in range(inside)])
     if outside:
         _put(sb, system, name, "fault-old", [(now - timedelta(hours=30 + i), f"{msg} old #{i}") for i in range(outside)])
     return {"resource": name, "inside": inside, "outside": outside}

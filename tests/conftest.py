@@ -1,0 +1,96 @@
+"""Shared fixtures.
+
+- ``aws_mock``: in-process moto (``mock_aws``) for unit tests of tasks.
+- ``sandbox``: one moto server + OpenSearch test double on 127.0.0.1 for the
+  session; ``seeded(*systems)`` resets it and seeds inventories.
+- ``prefect_harness``: one Prefect test server for flow-level tests (~10 s once).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+
+import pytest
+
+# Never reach a real account from the test suite, whatever the developer's shell has.
+for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "PREFECT_API_URL"):
+    os.environ.pop(var, None)
+os.environ.update({
+    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+    "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    "OPSBOOK_IAM_STRICT": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "OPSBOOK_HOME": tempfile.mkdtemp(prefix="opsbook-test-home-"),
+})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def aws_mock():
+    from moto import mock_aws
+
+    from tasks import aws
+
+    aws.reset_clients()
+    with mock_aws():
+        yield
+    aws.reset_clients()
+
+
+@pytest.fixture(scope="session")
+def sandbox_server():
+    from sandbox.server import Sandbox
+
+    sb = Sandbox().start()
+    yield sb
+    sb.stop()
+
+
+@pytest.fixture
+def sandbox(sandbox_server, monkeypatch):
+    """The session sandbox, emptied, with this process pointed at it."""
+    from tasks import aws
+
+    sandbox_server.reset()
+    sandbox_server.set_latency_ms(0)
+    for k, v in sandbox_server.env().items():
+        monkeypatch.setenv(k, v)
+    aws.reset_clients()
+    yield sandbox_server
+    aws.reset_clients()
+
+
+@pytest.fixture
+def seeded(sandbox):
+    from sandbox.seed import seed_system
+    from tasks.inventory import load_system
+
+    def _seed(*names: str, extra: dict | None = None):
+        systems = [load_system(n) for n in names]
+        for s in systems:
+            seed_system(sandbox, s, extra)
+        return systems[0] if len(systems) == 1 else systems
+
+    return _seed
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        with prefect_test_harness(server_startup_timeout=90):
+            yield
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    return free_port()
