@@ -86,7 +86,7 @@ def judge(system: System, findings: list[Finding], calls: aws.CallLog, started: 
     )
 
 
-@flow(name=RUNBOOK, log_prints=False, validate_parameters=True)
+@flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=900)
 def daily_health(system: str, deadline_seconds: float = 60.0, notify: bool = True) -> Any:
     """Check every component of a system; CRIT ends the run Failed, with its report saved."""
     started = time.monotonic()

@@ -31,6 +31,9 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # argparse exits 2 (= CRIT for monitors); we exit 3
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
+        if "--json" in sys.argv[1:]:
+            print(json.dumps({"runbook": None, "system": None, "status": "UNKNOWN", "findings": [], "api_calls": 0,
+                              "error": f"usage: {message}"}))
         sys.exit(EXIT_UNKNOWN)
 
 
@@ -210,6 +213,18 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return serve(args.systems, args.fault or [], args.latency_ms, args.scale)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from deployments import schedules
+
+    meta = _prepare_prefect(args.verbose)
+    specs = schedules.deployment_specs()
+    for s in specs:
+        print(f"  {s['name']:40} {s['cron']:12} {s['timezone']}", file=sys.stderr)
+    print(f"opsbook: serving {len(specs)} scheduled deployments to {meta['api_url']} (Ctrl-C stops; schedules stay active)", file=sys.stderr)
+    schedules.serve()
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from sandbox.cli import demo
 
@@ -241,11 +256,23 @@ def build_parser() -> Parser:
     sb.add_argument("--latency-ms", type=float, default=0.0)
     sb.add_argument("--scale", type=int, default=1, help="10 = the benchmark's 10x HR system")
     sb.set_defaults(fn=cmd_sandbox)
+    se = sub.add_parser("serve", help="serve every inventory's scheduled runbooks (runs them on schedule and from the UI)")
+    se.add_argument("-v", "--verbose", action="store_true")
+    se.set_defaults(fn=cmd_serve)
     d = sub.add_parser("demo", help="sandbox + faults + daily-health for the four seed systems")
     d.add_argument("--keep-server", action="store_true", help="leave the Prefect server running to browse the runs")
     d.add_argument("-v", "--verbose", action="store_true")
     d.set_defaults(fn=cmd_demo)
     return p
+
+
+def _fail(args: argparse.Namespace, message: str) -> int:
+    """Could not run as asked: exit 3, and with --json still exactly one JSON object on stdout."""
+    print(f"opsbook: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"runbook": getattr(args, "runbook", None), "system": getattr(args, "system", None),
+                          "status": "UNKNOWN", "findings": [], "api_calls": 0, "error": message}))
+    return EXIT_UNKNOWN
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,17 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except UsageError as exc:
-        print(f"opsbook: error: {exc}", file=sys.stderr)
-        return EXIT_UNKNOWN
+        return _fail(args, f"error: {exc}")
     except InventoryError as exc:
-        print(f"opsbook: {exc}", file=sys.stderr)
-        return EXIT_UNKNOWN
+        return _fail(args, str(exc))
     except KeyboardInterrupt:
-        print("opsbook: interrupted", file=sys.stderr)
-        return EXIT_UNKNOWN
+        return _fail(args, "interrupted")
     except RuntimeError as exc:
-        print(f"opsbook: {exc}", file=sys.stderr)
-        return EXIT_UNKNOWN
+        return _fail(args, str(exc))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,60 @@
+"""Deployments: one per (runbook, system) schedule in the inventories.
+
+Each inventory's ``schedules:`` maps a runbook to a cron in the system's time
+zone (Asia/Seoul unless it says otherwise). ``build()`` turns them into
+Prefect deployments; ``opsbook serve`` serves them from one long-lived process
+(the scheduler creates the runs; the UI's "Run" button triggers one by hand,
+with the runbook's parameters as a form). For a work pool instead, see
+``prefect.yaml`` at the top level and README.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flows import registry
+from tasks.inventory import known_systems, load_system
+
+
+def deployment_specs() -> list[dict[str, Any]]:
+    """Plain data (tested without Prefect): name, runbook, system, cron, timezone, parameters."""
+    specs = []
+    for name in known_systems():
+        system = load_system(name)
+        for runbook, sched in sorted(system.schedules.items()):
+            if runbook not in registry.RUNBOOKS:
+                continue  # scheduled in the inventory, not built yet: listed by `opsbook list`
+            specs.append({
+                "name": f"{runbook}-{name}",
+                "runbook": runbook,
+                "system": name,
+                "cron": sched.cron,
+                "timezone": sched.timezone or system.timezone,
+                "parameters": {"system": name, **sched.parameters},
+                "tags": ["opsbook", runbook, name],
+            })
+    return specs
+
+
+def build() -> list[Any]:
+    from prefect.schedules import Cron
+
+    out = []
+    for spec in deployment_specs():
+        flow = registry.get(spec["runbook"]).load()
+        out.append(flow.to_deployment(
+            name=spec["name"],
+            schedules=[Cron(spec["cron"], timezone=spec["timezone"])],
+            parameters=spec["parameters"],
+            tags=spec["tags"],
+            concurrency_limit=1,  # a scheduled run never overlaps the previous one of the same system
+            description=f"{spec['runbook']} for {spec['system']} ({spec['cron']} {spec['timezone']})",
+        ))
+    return out
+
+
+def serve() -> None:
+    from prefect import serve as prefect_serve
+
+    deployments = build()
+    prefect_serve(*deployments, pause_on_shutdown=False)
