@@ -58,3 +58,31 @@ def serve() -> None:
 
     deployments = build()
     prefect_serve(*deployments, pause_on_shutdown=False)
+
+
+def deploy_to_work_pool(pool: str = "opsbook") -> list[str]:
+    """Register the same deployments on a process work pool (created if missing),
+    for teams that run `prefect worker start --pool opsbook` instead of `opsbook serve`."""
+    from pathlib import Path
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.schedules import Cron
+
+    root = Path(__file__).resolve().parent.parent
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        except ObjectAlreadyExists:
+            pass  # re-running is safe: the pool is reused
+    ids = []
+    for spec in deployment_specs():
+        rb = registry.get(spec["runbook"])
+        entry = f"{rb.module.replace('.', '/')}.py:{rb.attr}"
+        flow = registry.get(spec["runbook"]).load().from_source(source=str(root), entrypoint=entry)
+        ids.append(str(flow.deploy(
+            name=spec["name"], work_pool_name=pool, schedules=[Cron(spec["cron"], timezone=spec["timezone"])],
+            parameters=spec["parameters"], tags=spec["tags"], concurrency_limit=1, print_next_steps=False,
+        )))
+    return ids

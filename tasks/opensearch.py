@@ -7,7 +7,6 @@ import os
 from typing import Any
 from urllib.parse import urlparse
 
-from opensearchpy import OpenSearch, RequestsHttpConnection
 from opensearchpy.exceptions import ConnectionError as OSConnectionError, ConnectionTimeout, TransportError
 from prefect.cache_policies import NO_CACHE
 
@@ -40,7 +39,9 @@ def endpoint_for(domain: OpenSearchDomain, status: dict[str, Any] | None) -> str
     return None
 
 
-def os_client(url: str, region: str, timeout: float = 5.0) -> OpenSearch:
+def os_client(url: str, region: str, timeout: float = 5.0) -> Any:
+    from opensearchpy import OpenSearch, RequestsHttpConnection
+
     parsed = urlparse(url)
     host = {"host": parsed.hostname, "port": parsed.port or (443 if parsed.scheme == "https" else 80)}
     if parsed.path.strip("/"):

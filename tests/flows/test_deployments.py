@@ -22,3 +22,17 @@ def test_deployments_register_with_their_schedules():
     sched = stored.schedules[0].schedule
     assert sched.cron == "0 9 * * *" and sched.timezone == "Asia/Seoul"
     assert stored.parameters == {"system": "todo-app"}
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_work_pool_deployments_are_idempotent():
+    from prefect.client.orchestration import get_client
+
+    from deployments.schedules import deploy_to_work_pool
+
+    first = deploy_to_work_pool("opsbook-test")
+    second = deploy_to_work_pool("opsbook-test")
+    assert first == second and len(first) == 4
+    with get_client(sync_client=True) as client:
+        dep = client.read_deployment(first[0])
+    assert dep.work_pool_name == "opsbook-test" and dep.entrypoint == "flows/daily_health.py:daily_health"
