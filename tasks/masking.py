@@ -20,10 +20,11 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     ),
     # personal data
     (re.compile(r"\b\d{6}-?[1-8]\d{6}\b"), "[RRN]"),  # Korean resident registration number (주민번호)
-    (re.compile(r"\b(?:\d[ -]?){13,16}\b"), "[CARD]"),
+    (re.compile(r"(?<![\w-])(?:\d[ -]?){13,16}(?![\w-])"), "[CARD]"),
     (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"), "[EMAIL]"),
-    (re.compile(r"(?<!\d)(?:\+?82[- ]?)?0?1[016789][- ]?\d{3,4}[- ]?\d{4}(?!\d)"), "[PHONE]"),
-    (re.compile(r"(?<!\d)(?:\d{1,3}\.){3}\d{1,3}(?!\d)"), "[IP]"),
+    (re.compile(r"(?<![\w-])(?:\+?82[- ]?)?0?1[016789][- ]?\d{3,4}[- ]?\d{4}(?![\w-])"), "[PHONE]"),
+    # client addresses in log lines; loopback (127.x) is never personal data
+    (re.compile(r"(?<![\w.])(?!127\.)(?:\d{1,3}\.){3}\d{1,3}(?![\w.])"), "[IP]"),
 ]
 
 

@@ -42,8 +42,12 @@ class RunReport(BaseModel):
                 f"{self.api_calls} API calls, {self.duration_s:.1f} s)")
 
     def public(self) -> dict[str, Any]:
-        """The JSON result, masked."""
-        return mask_obj(self.model_dump(mode="json"))
+        """The JSON result: every text that can carry data read from AWS is masked
+        (findings, notification); identifiers and URLs that opsbook made are not."""
+        out = self.model_dump(mode="json")
+        out["findings"] = mask_obj(out["findings"])
+        out["notification"] = mask_obj(out["notification"])
+        return out
 
 
 def sort_findings(findings: list[Finding]) -> list[Finding]:

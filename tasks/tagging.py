@@ -82,7 +82,7 @@ def discover(system: System) -> Discovered:
     try:
         arns = [
             r["ResourceARN"]
-            for r in aws.paginate(c, "get_resources", "ResourceTagMappingList", TagFilters=filters, ResourceTypeFilters=RESOURCE_TYPES)
+            for r in aws.paginate(c, "get_resources", "ResourceTagMappingList", TagFilters=filters, ResourceTypeFilters=RESOURCE_TYPES, ResourcesPerPage=100)
         ]
     except Exception as exc:  # turned into an UNKNOWN finding by the flow
         return Discovered(enabled=True, error=aws.describe_error(exc))

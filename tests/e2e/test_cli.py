@@ -74,6 +74,7 @@ def test_each_seed_system_end_to_end(local_prefect, seeded, sandbox, system, fau
     assert (f["status"], f["value"]) == (status, value)
     assert result["status"] == status and out.returncode == exit_code
     assert result["flow_run_id"] and result["api_calls"] == sum(result["api_calls_by_operation"].values())
+    assert result["flow_run_url"].startswith("http://127.0.0.1:") and result["flow_run_id"] in result["flow_run_url"]
 
 
 def test_human_output_and_quiet_console(local_prefect, seeded, sandbox):
