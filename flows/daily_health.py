@@ -76,6 +76,34 @@ def run_url() -> str | None:
     return f"{ui}/runs/flow-run/{flow_run.get_id()}" if ui and flow_run.get_id() else None
 
 
+def submit_checks(inv: System, found: PrefectFuture, deadline: aws.Deadline, logs: bool = True) -> dict[str, PrefectFuture]:
+    """Every component check, submitted concurrently after discovery (the DAG's middle row)."""
+    checks = {
+        "lambda": check_functions.submit(inv, found, deadline),
+        "dynamodb": check_tables.submit(inv, found, deadline),
+        "opensearch": check_domains.submit(inv, found, deadline),
+        "apigateway": check_apis.submit(inv, found, deadline),
+        "ecs": check_services.submit(inv, found, deadline),
+        "s3": check_buckets.submit(inv, found, deadline),
+        "alarms": check_alarms.submit(inv, deadline),
+        "dlq": check_dlqs.submit(inv, deadline),
+    }
+    if logs:
+        checks["log-errors"] = check_error_logs.submit(inv, found, deadline)
+        checks["security-logs"] = check_security_logs.submit(inv, deadline)
+    return checks
+
+
+def run_checks(inv: System, deadline: aws.Deadline, logs: bool = True) -> tuple[dict[str, PrefectFuture], list[Finding]]:
+    """Discover, run the checks, gather findings (a failed check is UNKNOWN, never dropped)."""
+    found = discover.submit(inv)
+    checks = submit_checks(inv, found, deadline, logs)
+    found.wait()
+    if found.state.is_completed():
+        return checks, gather(checks) + coverage(inv, found.result())
+    return checks, gather({"discovery": found} | checks)
+
+
 @task(name="judge", cache_policy=NO_CACHE)
 def judge(system: System, findings: list[Finding], calls: aws.CallLog, started: float) -> RunReport:
     return RunReport(
@@ -95,24 +123,7 @@ def daily_health(system: str, deadline_seconds: float = 60.0, notify: bool = Tru
     calls = aws.start_call_log()
     deadline = aws.Deadline(deadline_seconds)
 
-    found = discover.submit(inv)
-    checks = {
-        "lambda": check_functions.submit(inv, found, deadline),
-        "dynamodb": check_tables.submit(inv, found, deadline),
-        "opensearch": check_domains.submit(inv, found, deadline),
-        "apigateway": check_apis.submit(inv, found, deadline),
-        "ecs": check_services.submit(inv, found, deadline),
-        "s3": check_buckets.submit(inv, found, deadline),
-        "alarms": check_alarms.submit(inv, deadline),
-        "log-errors": check_error_logs.submit(inv, found, deadline),
-        "security-logs": check_security_logs.submit(inv, deadline),
-        "dlq": check_dlqs.submit(inv, deadline),
-    }
-    found.wait()
-    if found.state.is_completed():
-        findings = gather(checks) + coverage(inv, found.result())
-    else:
-        findings = gather({"discovery": found} | checks)
+    checks, findings = run_checks(inv, deadline)
 
     report = judge.submit(inv, findings, calls, started, wait_for=[allow_failure(f) for f in checks.values()]).result()
     if notify:

@@ -123,6 +123,19 @@ def _print_human(report: Any) -> None:
     from tasks.findings import Status
     from tasks.report import ICON, sort_findings
 
+    if report.plan is not None:
+        plan = report.plan
+        print(f"plan ({'dry run' if report.dry_run else 'executed'}):")
+        for a in plan["actions"]:
+            print(f"  {a['resource']}: {a['current']} -> {a['target']}  [{a['iam_action']}] {a['evidence']}")
+        for u in plan["unchanged"]:
+            print(f"  unchanged: {u}")
+        for n in plan["notes"]:
+            print(f"  note: {n}")
+        if report.dry_run and plan["actions"]:
+            print("  (dry run: nothing changed; add --execute to act)")
+    for r in report.records:
+        print(f"  {r['status']:13} {r['resource']}: {r['before']} -> {r['after']} {r['detail']}".rstrip())
     for f in sort_findings(report.findings):
         if f.status is not Status.OK:
             print(f"  {ICON[f.status]} {f.status.value:7} {f.check:24} {f.resource:40} {f.summary}")

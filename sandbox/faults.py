@@ -104,7 +104,34 @@ def backup_missing(sb: Sandbox, system: System) -> dict[str, Any]:
     return {"resource": t.name}
 
 
+def bad_deploy(sb: Sandbox, system: System, in_progress: bool = True) -> dict[str, Any]:
+    """A new ECS release that is going wrong: a new task definition revision, the service updated to it."""
+    s = _need(system.ecs_services, "an ECS service", "bad-deploy", system)
+    ecs = _client(sb, "ecs", system.region)
+    before = ecs.describe_services(cluster=s.cluster, services=[s.service])["services"][0]["taskDefinition"]
+    td = ecs.register_task_definition(family=s.service, containerDefinitions=[{"name": "app", "image": "app:bad", "memory": 512}])["taskDefinition"]["taskDefinitionArn"]
+    ecs.update_service(cluster=s.cluster, service=s.service, taskDefinition=td)
+    if in_progress:
+        sb.start_ecs_deployment(system.region, s.cluster, s.service, before)
+    else:
+        sb.complete_ecs_rollout(system.region, s.cluster, s.service)
+    return {"resource": f"{s.cluster}/{s.service}", "from": before, "to": td}
+
+
+def bad_release(sb: Sandbox, system: System) -> dict[str, Any]:
+    """A new Lambda version published and the alias moved to it."""
+    f = _need([f for f in system.lambda_functions if f.aliases], "a Lambda function with an alias", "bad-release", system)
+    lam = _client(sb, "lambda", system.region)
+    before = lam.get_alias(FunctionName=f.name, Name=f.aliases[0])["FunctionVersion"]
+    lam.update_function_configuration(FunctionName=f.name, Description=f"bad release {datetime.now(timezone.utc).isoformat()}")
+    version = lam.publish_version(FunctionName=f.name)["Version"]
+    lam.update_alias(FunctionName=f.name, Name=f.aliases[0], FunctionVersion=version)
+    return {"resource": f"{f.name}:{f.aliases[0]}", "from": before, "to": version}
+
+
 FAULTS: dict[str, Callable[..., dict[str, Any]]] = {
+    "bad-deploy": bad_deploy,
+    "bad-release": bad_release,
     "table-missing": table_missing,
     "alarm-firing": alarm_firing,
     "log-errors": log_errors,

@@ -122,7 +122,8 @@ def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None
     ecs = _client(sb, "ecs", r)
     for s in system.ecs_services:
         ecs.create_cluster(clusterName=s.cluster, tags=[{"key": k, "value": v} for k, v in tags.items()])
-        td = ecs.register_task_definition(family=s.service, containerDefinitions=[{"name": "app", "image": "app:1", "memory": 512}])["taskDefinition"]["taskDefinitionArn"]
+        for release in (1, 2):  # two releases: the service runs the second
+            td = ecs.register_task_definition(family=s.service, containerDefinitions=[{"name": "app", "image": f"app:{release}", "memory": 512}])["taskDefinition"]["taskDefinitionArn"]
         ecs.create_service(cluster=s.cluster, serviceName=s.service, taskDefinition=td, desiredCount=s.min_tasks or 2,
                            tags=[{"key": k, "value": v} for k, v in tags.items()])
         sb.set_ecs_running(r, s.cluster, s.service, s.min_tasks or 2)

@@ -119,6 +119,25 @@ class Sandbox:
 
         return get_backend(service)[ACCOUNT_ID][region]
 
+    def complete_ecs_rollout(self, region: str, cluster: str, service: str) -> None:
+        """What ECS does when a deployment finishes (moto never does): one PRIMARY deployment
+        on the service's task definition, COMPLETED, running = desired."""
+        svc = self.backend("ecs", region).services[f"{cluster}:{service}"]
+        svc.running_count, svc.pending_count = svc.desired_count, 0
+        primary = dict(svc.deployments[0]) if svc.deployments else {}
+        primary.update(status="PRIMARY", taskDefinition=svc.task_definition, rolloutState="COMPLETED",
+                       runningCount=svc.desired_count, pendingCount=0, desiredCount=svc.desired_count)
+        svc.deployments = [primary]
+
+    def start_ecs_deployment(self, region: str, cluster: str, service: str, previous_task_definition: str) -> None:
+        """A deployment in progress: the new PRIMARY (IN_PROGRESS) and the previous one still ACTIVE."""
+        svc = self.backend("ecs", region).services[f"{cluster}:{service}"]
+        base = dict(svc.deployments[0]) if svc.deployments else {}
+        new = {**base, "status": "PRIMARY", "taskDefinition": svc.task_definition, "rolloutState": "IN_PROGRESS", "runningCount": 0}
+        old = {**base, "id": f"{base.get('id', 'ecs-svc/0')}-old", "status": "ACTIVE", "taskDefinition": previous_task_definition,
+               "rolloutState": "COMPLETED", "runningCount": svc.desired_count}
+        svc.deployments = [new, old]
+
     def set_ecs_running(self, region: str, cluster: str, service: str, running: int) -> None:
         svc = self.backend("ecs", region).services[f"{cluster}:{service}"]
         svc.running_count = running

@@ -65,3 +65,43 @@ def check_functions(system: System, found: Discovered, deadline: aws.Deadline) -
         else:
             findings.append(unknown("lambda-alias", resource, aws.describe_error(err)))
     return findings
+
+
+# --- rollback support ------------------------------------------------------------------
+
+
+def alias_value(alias: dict[str, Any]) -> str:
+    """The alias as one comparable value: '7', or '7+8=0.1' while it shifts weight to another version."""
+    weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+    extra = ",".join(f"{v}={w:g}" for v, w in sorted(weights.items()))
+    return f"{alias['FunctionVersion']}+{extra}" if extra else alias["FunctionVersion"]
+
+
+def split_alias(resource: str) -> tuple[str, str]:
+    fn, _, alias = resource.rpartition(":")
+    return fn, alias
+
+
+@aws_task(iam=["lambda:GetAlias", "lambda:ListVersionsByFunction"], name="read-lambda-alias", cache_policy=NO_CACHE)
+def read_alias_history(system: System, resource: str) -> dict[str, Any]:
+    fn, alias = split_alias(resource)
+    c = aws.client("lambda", system.region)
+    a = c.get_alias(FunctionName=fn, Name=alias)
+    versions = sorted(int(v["Version"]) for v in aws.paginate(c, "list_versions_by_function", "Versions", FunctionName=fn) if v["Version"] != "$LATEST")
+    return {"value": alias_value(a), "version": a["FunctionVersion"], "versions": versions}
+
+
+def read_alias(system: System, resource: str) -> str:
+    fn, alias = split_alias(resource)
+    return alias_value(aws.client("lambda", system.region).get_alias(FunctionName=fn, Name=alias))
+
+
+def set_alias(system: System, resource: str, value: str) -> None:
+    """Point the alias at one version (clearing any weighted routing). Idempotent."""
+    if read_alias(system, resource) == value:
+        return
+    fn, alias = split_alias(resource)
+    version, _, extra = value.partition("+")
+    weights = {v: float(w) for v, w in (p.split("=") for p in extra.split(",") if p)} if extra else {}
+    aws.client("lambda", system.region).update_alias(FunctionName=fn, Name=alias, FunctionVersion=version,
+                                                     RoutingConfig={"AdditionalVersionWeights": weights})

@@ -66,3 +66,71 @@ def check_services(system: System, found: Discovered, deadline: aws.Deadline) ->
         for s in svs:
             findings.append(judge_service(cl, s, got.get(s), (cl, s) in named))
     return findings
+
+
+# --- rollback support ------------------------------------------------------------------
+
+
+def td_revision(arn: str) -> tuple[str, int]:
+    """arn:aws:ecs:...:task-definition/family:12 -> ("family", 12)."""
+    family_rev = arn.rsplit("/", 1)[-1]
+    family, _, rev = family_rev.rpartition(":")
+    return family, int(rev)
+
+
+def split_resource(resource: str) -> tuple[str, str]:
+    cluster, _, service = resource.partition("/")
+    return cluster, service
+
+
+@aws_task(iam=["ecs:DescribeServices", "ecs:ListTaskDefinitions"], name="read-ecs-service", cache_policy=NO_CACHE)
+def read_service_history(system: System, resource: str) -> dict[str, Any]:
+    """The service's current task definition, deployments, recent events, and the family's ACTIVE revisions."""
+    cluster, service = split_resource(resource)
+    c = aws.client("ecs", system.region)
+    res = c.describe_services(cluster=cluster, services=[service])
+    if not res.get("services") or res["services"][0].get("status") == "INACTIVE":
+        raise LookupError(f"ECS service {resource} does not exist")
+    svc = res["services"][0]
+    family, _ = td_revision(svc["taskDefinition"])
+    revisions = list(aws.paginate(c, "list_task_definitions", "taskDefinitionArns", familyPrefix=family, status="ACTIVE", sort="DESC"))
+    return {
+        "task_definition": svc["taskDefinition"],
+        "deployments": [{k: d.get(k) for k in ("status", "taskDefinition", "rolloutState", "runningCount", "desiredCount")} for d in svc.get("deployments", [])],
+        "events": [e.get("message", "") for e in svc.get("events", [])[:10]],
+        "revisions": [r for r in revisions if td_revision(r)[0] == family],
+        "running": svc.get("runningCount", 0),
+        "desired": svc.get("desiredCount", 0),
+    }
+
+
+def read_task_definition(system: System, resource: str) -> str:
+    cluster, service = split_resource(resource)
+    svc = aws.client("ecs", system.region).describe_services(cluster=cluster, services=[service])["services"][0]
+    return svc["taskDefinition"]
+
+
+def set_task_definition(system: System, resource: str, task_definition: str) -> None:
+    """Idempotent: a service already on this task definition is left alone (no new deployment)."""
+    if read_task_definition(system, resource) == task_definition:
+        return
+    cluster, service = split_resource(resource)
+    aws.client("ecs", system.region).update_service(cluster=cluster, service=service, taskDefinition=task_definition)
+
+
+def settle_state(svc: dict[str, Any], target: str) -> tuple[bool, str]:
+    """Is the service settled on ``target``? (pure; the sandbox and real ECS both answer through this)."""
+    deps = svc.get("deployments", [])
+    primary = next((d for d in deps if d.get("status") == "PRIMARY"), {})
+    running, desired = svc.get("runningCount", 0), svc.get("desiredCount", 0)
+    if svc.get("taskDefinition") != target:
+        return False, f"service runs {svc.get('taskDefinition')}, not {target}"
+    if primary.get("taskDefinition") != target:
+        return False, f"primary deployment still on {primary.get('taskDefinition')}"
+    if primary.get("rolloutState") == "FAILED":
+        return False, f"rollout FAILED: {primary.get('rolloutStateReason', '')}"
+    if len(deps) > 1 or primary.get("rolloutState") == "IN_PROGRESS":
+        return False, f"deployment in progress ({len(deps)} deployments, rollout {primary.get('rolloutState')})"
+    if running != desired:
+        return False, f"{running} of {desired} tasks running"
+    return True, f"{running}/{desired} tasks running on {target.rsplit('/', 1)[-1]}"

@@ -189,6 +189,15 @@ class EscalationLevel(Strict):
     when: str = ""
 
 
+class Mutations(Strict):
+    """Where mutating runbooks keep their leases and durable records (created on first use)."""
+
+    state_table: str = Field("opsbook-state", description="DynamoDB table (pk, sk) for leases and action records")
+    lease_ttl_s: int = Field(900, ge=60, le=86400)
+    approval_timeout_s: int = Field(3600, ge=10, le=7 * 86400)
+    settle_timeout_s: int = Field(300, ge=5, le=3600)
+
+
 class System(Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     description: str = ""
@@ -212,6 +221,7 @@ class System(Strict):
     security_logs: SecurityLogs | None = None
     thresholds: Thresholds = Field(default_factory=Thresholds)
     escalation: list[EscalationLevel] = Field(default_factory=list)
+    mutations: Mutations = Field(default_factory=Mutations)
     schedules: dict[str, Schedule] = Field(default_factory=dict)
 
     @field_validator("region")

@@ -55,25 +55,18 @@ def _remember(key: str, value: str) -> None:
     Variable.set(key, value, overwrite=True)
 
 
-@aws_task(iam=["sns:Publish"], cache_policy=NO_CACHE, read_only=False)
-def notify_status(system: System, runbook: str, status: Status, subject: str, body: str) -> dict[str, Any]:
-    """Send an alert or a recovery notice when the status changed; returns what was done."""
-    key = _state_key(runbook, system.name)
-    last = _last_notified(key)
-    kind = decide(last, status)
-    result: dict[str, Any] = {"kind": kind, "previous": last, "sent": [], "errors": []}
-    if kind is None:
-        return result
-    prefix = "RECOVERED" if kind == "recovery" else status.value
-    subj = mask(f"[opsbook {prefix}] {subject}")[:100]
+def publish(system: System, subject: str, body: str) -> dict[str, Any]:
+    """Send to the system's SNS topic and Prefect block (masked). Errors are returned, not raised."""
+    subj = mask(subject)[:100]
     text = mask(body)
+    result: dict[str, Any] = {"sent": [], "errors": []}
     arn = None
     try:
         arn = topic_arn(system)
         if arn:
             aws.client("sns", system.region).publish(TopicArn=arn, Subject=subj, Message=text)
             result["sent"].append(f"sns:{arn}")
-    except Exception as exc:  # reported in the run's result and log; the status is kept for the next run
+    except Exception as exc:  # reported in the run's result and log
         result["errors"].append(f"SNS {arn or system.notifications.sns_topic}: {aws.describe_error(exc)}")
     if system.notifications.prefect_block:
         try:
@@ -85,10 +78,23 @@ def notify_status(system: System, runbook: str, status: Status, subject: str, bo
             result["sent"].append(f"prefect-block:{system.notifications.prefect_block}")
         except Exception as exc:
             result["errors"].append(f"Prefect block {system.notifications.prefect_block}: {exc}")
-    if result["sent"] and not result["errors"]:
-        _remember(key, status.value)
-    for e in result["errors"]:
-        log.warning("notification failed: %s", e)
     if not result["sent"] and not result["errors"]:
         result["errors"].append("no notification channel configured (notifications.sns_topic / prefect_block)")
+    for e in result["errors"]:
+        log.warning("notification failed: %s", e)
+    return result
+
+
+@aws_task(iam=["sns:Publish"], cache_policy=NO_CACHE, read_only=False)
+def notify_status(system: System, runbook: str, status: Status, subject: str, body: str) -> dict[str, Any]:
+    """Send an alert or a recovery notice when the status changed; returns what was done."""
+    key = _state_key(runbook, system.name)
+    last = _last_notified(key)
+    kind = decide(last, status)
+    if kind is None:
+        return {"kind": None, "previous": last, "sent": [], "errors": []}
+    prefix = "RECOVERED" if kind == "recovery" else status.value
+    result = {"kind": kind, "previous": last, **publish(system, f"[opsbook {prefix}] {subject}", body)}
+    if result["sent"] and not result["errors"]:
+        _remember(key, status.value)
     return result

@@ -30,6 +30,12 @@ class RunReport(BaseModel):
     flow_run_url: str | None = None
     notification: dict[str, Any] | None = None
     undeclared_iam_actions: list[str] = Field(default_factory=list)
+    # mutating runbooks
+    outcome: str | None = None
+    dry_run: bool | None = None
+    plan: dict[str, Any] | None = None
+    approval: dict[str, Any] | None = None
+    records: list[dict[str, Any]] = Field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         c = Counter(f.status.value for f in self.findings)
@@ -37,7 +43,8 @@ class RunReport(BaseModel):
 
     def headline(self) -> str:
         c = self.counts()
-        return (f"{self.runbook} {self.system}: {self.status.value} "
+        outcome = f" [{self.outcome}]" if self.outcome else ""
+        return (f"{self.runbook} {self.system}: {self.status.value}{outcome} "
                 f"({c['CRIT']} CRIT, {c['WARN']} WARN, {c['UNKNOWN']} UNKNOWN, {c['OK']} OK; "
                 f"{self.api_calls} API calls, {self.duration_s:.1f} s)")
 
@@ -47,6 +54,7 @@ class RunReport(BaseModel):
         out = self.model_dump(mode="json")
         out["findings"] = mask_obj(out["findings"])
         out["notification"] = mask_obj(out["notification"])
+        out["records"] = mask_obj(out["records"])
         return out
 
 

@@ -1,0 +1,332 @@
+"""emergency-rollback: put a system back on its last known-good release.
+
+Sources: 001 긴급 롤백 스크립트 (ECS task definition) and P0 대응, 000 롤백 절차
+(Lambda alias), 002 롤백 절차 (alias LIVE). Unlike 001's script it does not
+compute "current revision - 1" (which rolls back twice when run twice): the
+target is the last known-good release from evidence (the service's previous
+deployment, opsbook's own records), else the newest earlier release, and the
+plan says when that is a guess. Running it twice rolls back once.
+
+Steps: confirm identity -> read state -> plan -> (dry run ends here) ->
+approve -> leases -> drift check -> act -> settle (bounded, with progress) ->
+record -> emergency health checks -> notify.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.states import Failed
+
+from flows.daily_health import TASKS as HEALTH_TASKS
+from flows.daily_health import run_url
+from tasks import aws, statestore
+from tasks.awslambda import read_alias, read_alias_history, set_alias
+from tasks.ecs import read_service_history, read_task_definition, set_task_definition, settle_state, split_resource, td_revision
+from tasks.findings import Finding, Status, overall, unknown
+from tasks.iam import aws_task
+from tasks.inventory import System, load_system
+from tasks.mutation import (Action, Applier, Approval, Identity, Outcome, Plan, Refused, apply_plan, approve, confirm_identity,
+                            drift, notify_actions, publish_plan, record_actions, take_leases)
+from tasks.report import RunReport, markdown, publish_report
+
+RUNBOOK = "emergency-rollback"
+ECS_KIND, ALIAS_KIND = "ecs-task-definition", "lambda-alias"
+
+APPLIERS = {
+    ECS_KIND: Applier(read=read_task_definition, apply=set_task_definition),
+    ALIAS_KIND: Applier(read=read_alias, apply=set_alias),
+}
+
+
+# --- deciding the target (pure: unit-tested without AWS) ---------------------------------
+
+
+def last_rollback(records: list[dict[str, Any]], resource: str) -> dict[str, Any] | None:
+    for r in records:  # newest first
+        if r.get("resource") == resource and r.get("status") in ("applied", "verified", "undone"):
+            return r
+    return None
+
+
+def ecs_target(resource: str, state: dict[str, Any], records: list[dict[str, Any]], to_revision: int | None,
+               force: bool) -> tuple[str | None, str, bool]:
+    """(target task definition or None, evidence, is_guess)."""
+    current = state["task_definition"]
+    family, rev = td_revision(current)
+    by_rev = {td_revision(r)[1]: r for r in state["revisions"]}
+    if to_revision is not None:
+        if to_revision not in by_rev:
+            raise Refused(f"{family}:{to_revision} is not an ACTIVE revision of {family} (ACTIVE: {sorted(by_rev)})")
+        return by_rev[to_revision], f"asked for revision {to_revision}", False
+    last = last_rollback(records, resource)
+    if last and last.get("after") == current and last.get("runbook") == RUNBOOK and not force:
+        return None, (f"already runs the rollback target {current.rsplit('/', 1)[-1]} (rolled back from "
+                      f"{str(last.get('before')).rsplit('/', 1)[-1]} at {last.get('at')} by {last.get('approver')}); "
+                      "use --param force=true to roll back further"), False
+    if last and last.get("after") == current and last.get("runbook") != RUNBOOK and last.get("before"):
+        return last["before"], f"opsbook record: {last.get('runbook')} changed it from this at {last.get('at')}", False
+    previous = [d for d in state["deployments"] if d.get("status") != "PRIMARY" and d.get("taskDefinition") != current]
+    if previous:
+        best = sorted(previous, key=lambda d: d.get("rolloutState") != "COMPLETED")[0]
+        return best["taskDefinition"], f"the deployment the service ran before the current one ({best.get('status')}, rollout {best.get('rolloutState')})", False
+    earlier = sorted((r for r in by_rev if r < rev), reverse=True)
+    if force and last and last.get("after") == current:
+        earlier = [r for r in earlier if by_rev[r] != last.get("before")]
+    if earlier:
+        return by_rev[earlier[0]], f"GUESS: no record of the last known-good revision; the newest earlier ACTIVE revision ({earlier[0]})", True
+    return None, f"no earlier ACTIVE revision of {family} to roll back to", False
+
+
+def alias_target(resource: str, state: dict[str, Any], records: list[dict[str, Any]], to_version: int | None,
+                 force: bool) -> tuple[str | None, str, bool]:
+    current, version, versions = state["value"], state["version"], state["versions"]
+    if to_version is not None:
+        if to_version not in versions:
+            raise Refused(f"version {to_version} of {resource.rsplit(':', 1)[0]} is not published (published: {versions})")
+        return str(to_version), f"asked for version {to_version}", False
+    if "+" in current:
+        return version, f"the alias is shifting weight to another version ({current}); back to {version} alone", False
+    last = last_rollback(records, resource)
+    if last and last.get("after") == current and last.get("runbook") == RUNBOOK and not force:
+        return None, (f"already points at the rollback target {current} (rolled back from {last.get('before')} "
+                      f"at {last.get('at')} by {last.get('approver')}); use --param force=true to roll back further"), False
+    if last and last.get("after") == current and last.get("runbook") != RUNBOOK and last.get("before"):
+        return str(last["before"]), f"opsbook record: {last.get('runbook')} changed it from this at {last.get('at')}", False
+    earlier = sorted((v for v in versions if v < int(version)), reverse=True)
+    if force and last and last.get("after") == current:
+        earlier = [v for v in earlier if str(v) != str(last.get("before"))]
+    if earlier:
+        return str(earlier[0]), f"GUESS: Lambda keeps no alias history and opsbook has no record; the newest earlier published version ({earlier[0]})", True
+    return None, f"no earlier published version than {version}", False
+
+
+# --- tasks -------------------------------------------------------------------------------
+
+
+def targets(system: System, only: str | None) -> list[tuple[str, str]]:
+    out = [(ECS_KIND, f"{s.cluster}/{s.service}") for s in system.ecs_services]
+    out += [(ALIAS_KIND, f"{f.name}:{a}") for f in system.lambda_functions for a in f.aliases]
+    return [t for t in out if not only or only in t[1]]
+
+
+@aws_task(iam=["dynamodb:Query", "dynamodb:DescribeTable"], name="read-records", cache_policy=NO_CACHE)
+def read_records(system: System) -> list[dict[str, Any]]:
+    return statestore.read_records(system)
+
+
+@task(name="make-plan", cache_policy=NO_CACHE)
+def make_plan(system: System, identity: Identity, states: dict[str, Any], records: list[dict[str, Any]],
+              to_revision: int | None, force: bool) -> Plan:
+    plan = Plan(runbook=RUNBOOK, system=system.name, identity=identity)
+    for key, st in states.items():
+        kind, resource = key.split("|", 1)
+        if isinstance(st, BaseException):
+            plan.notes.append(f"{resource}: could not read its state ({aws.describe_error(st)}); left out of the plan")
+            continue
+        if kind == ECS_KIND:
+            target, why, guess = ecs_target(resource, st, records, to_revision, force)
+            current, iam = st["task_definition"], "ecs:UpdateService"
+        else:
+            target, why, guess = alias_target(resource, st, records, to_revision, force)
+            current, iam = st["value"], "lambda:UpdateAlias"
+        if target is None or target == current:
+            plan.unchanged.append(f"{resource}: {why}")
+            continue
+        plan.actions.append(Action(kind=kind, resource=resource, current=current, target=target, iam_action=iam, evidence=why))
+        if guess:
+            plan.notes.append(f"{resource}: the target is a guess; check it, or give --param to_revision=N")
+    return plan
+
+
+@task(name="check-drift", cache_policy=NO_CACHE)
+def check_drift(system: System, plan: Plan) -> None:
+    drifted = drift(system, plan, APPLIERS)
+    if drifted:
+        raise Refused("the state changed since the plan was approved; nothing was changed: " + "; ".join(drifted))
+
+
+@aws_task(iam=["ecs:UpdateService", "ecs:DescribeServices", "lambda:UpdateAlias", "lambda:GetAlias"], name="apply-rollback",
+          cache_policy=NO_CACHE, read_only=False)
+def apply_rollback(system: System, plan: Plan, approval: Approval, identity: Identity) -> tuple[list, bool]:
+    return apply_plan(system, plan, APPLIERS, approval, str(flow_run.get_id()) if flow_run.get_id() else None, identity)
+
+
+@aws_task(iam=["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DescribeTable", "dynamodb:CreateTable"], name="take-leases",
+          cache_policy=NO_CACHE, read_only=False)
+def lease(system: System, plan: Plan, run_id: str, ttl_s: int) -> list[str]:
+    return take_leases(system, plan, run_id, ttl_s)
+
+
+@aws_task(iam=["dynamodb:DeleteItem"], name="release-leases", cache_policy=NO_CACHE, read_only=False)
+def release(system: System, resources: list[str], run_id: str) -> None:
+    for r in resources:
+        statestore.release_lease(system, r, run_id)
+
+
+@aws_task(iam=["ecs:DescribeServices", "lambda:GetAlias", "lambda:GetFunctionConfiguration"], name="wait-settled", cache_policy=NO_CACHE)
+def wait_settled(system: System, plan: Plan, timeout_s: int, poll_s: float = 2.0) -> list[Finding]:
+    """Bounded wait, with a progress artifact and a progress line on the shell; never hangs."""
+    pending = {a.resource: a for a in plan.actions}
+    findings: dict[str, Finding] = {}
+    why: dict[str, str] = {}
+    started = time.monotonic()
+    progress = create_progress_artifact(progress=0.0, description=f"{RUNBOOK}: waiting for {len(pending)} resource(s) to settle")
+    ecs = aws.client("ecs", system.region)
+    lam = aws.client("lambda", system.region)
+    while pending:
+        for res, a in list(pending.items()):
+            if a.kind == ECS_KIND:
+                cluster, service = split_resource(res)
+                svc = ecs.describe_services(cluster=cluster, services=[service])["services"][0]
+                ok, why[res] = settle_state(svc, a.target)
+            else:
+                ok = read_alias(system, res) == a.target
+                fn = res.rsplit(":", 1)[0]
+                cfg = lam.get_function_configuration(FunctionName=fn, Qualifier=a.target.split("+")[0]) if ok else {}
+                ok = ok and cfg.get("State", "Active") == "Active"
+                why[res] = f"alias resolves to {a.target}" + (f", version {cfg.get('State')}" if cfg else "")
+            if ok:
+                findings[res] = Finding(check="rollback-settled", resource=res, status=Status.OK, summary=why[res],
+                                        value=round(time.monotonic() - started, 1))
+                del pending[res]
+        elapsed = time.monotonic() - started
+        done = len(plan.actions) - len(pending)
+        update_progress_artifact(progress, progress=100.0 * min(1.0, max(done / max(len(plan.actions), 1), elapsed / timeout_s)))
+        if pending:
+            print(f"opsbook: {RUNBOOK}: {done}/{len(plan.actions)} settled after {elapsed:.0f}/{timeout_s} s; "
+                  + "; ".join(f"{r}: {why.get(r, '...')}" for r in pending), file=sys.stderr)
+        if not pending or elapsed >= timeout_s:
+            break
+        time.sleep(min(poll_s, max(0.0, timeout_s - elapsed)))
+    for res in pending:
+        findings[res] = Finding(check="rollback-settled", resource=res, status=Status.WARN, value=timeout_s,
+                                summary=f"not stable after {timeout_s} s: {why.get(res, 'no answer')}")
+    update_progress_artifact(progress, progress=100.0)
+    return list(findings.values())
+
+
+# --- the runbook --------------------------------------------------------------------------
+
+
+@flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=7 * 86400)
+def emergency_rollback(
+    system: str,
+    dry_run: bool = True,
+    approval: Literal["ui", "prompt", "yes"] = "ui",
+    approver: str | None = None,
+    to_revision: int | None = None,
+    only: str | None = None,
+    force: bool = False,
+    settle_timeout_s: int | None = None,
+    approval_timeout_s: int | None = None,
+) -> Any:
+    """Roll the system's ECS services / Lambda aliases back to the last known-good release.
+
+    dry_run (default) ends after the plan. Otherwise the run asks for approval
+    (a form in the UI; the shell's prompt or --yes), then acts, waits for the
+    service to settle, records, re-checks the system and notifies.
+    """
+    started = time.monotonic()
+    logger = get_run_logger()
+    inv = load_system(system)
+    calls = aws.start_call_log()
+    run_id = str(flow_run.get_id()) if flow_run.get_id() else "local"
+    report = RunReport(runbook=RUNBOOK, system=inv.name, status=Status.OK, findings=[], api_calls=0, region=inv.region,
+                       flow_run_id=run_id, flow_run_url=run_url(), dry_run=dry_run)
+    leased: list[str] = []
+    try:
+        identity = confirm_identity.submit(inv).result()
+        records = read_records.submit(inv)
+        wanted = targets(inv, only)
+        if not wanted:
+            raise Refused(f"{inv.name} has nothing to roll back (no ECS service or Lambda alias in its inventory"
+                          + (f" matching {only!r})" if only else ")"))
+        reads = {f"{k}|{r}": (read_service_history if k == ECS_KIND else read_alias_history).submit(inv, r) for k, r in wanted}
+        states = {}
+        for key, fut in reads.items():
+            fut.wait()
+            states[key] = fut.result() if fut.state.is_completed() else fut.state.result(raise_on_failure=False)
+        plan = make_plan.submit(inv, identity, states, records, to_revision, force).result()
+        publish_plan.submit(plan).result()
+        report.plan = plan.model_dump(mode="json")
+        report.findings += [unknown("rollback-plan", n.split(":")[0], n) for n in plan.notes if "could not read" in n]
+        if dry_run or not plan.actions:
+            report.outcome = (Outcome.PLANNED if plan.actions else Outcome.NOTHING_TO_DO).value
+            logger.info("plan %s: %d action(s)%s", plan.fingerprint, len(plan.actions), "; dry run, nothing changed" if dry_run else "")
+            if not dry_run:
+                print(plan.text(), file=sys.stderr)
+            return finish(inv, report, calls, started, notify=False)
+        if approval == "yes":  # the shell approved up front: show what it approved
+            print(plan.text(), file=sys.stderr)
+        granted = approve(plan, approval, approver, approval_timeout_s or inv.mutations.approval_timeout_s)
+        report.approval = granted.model_dump(mode="json")
+        settle = settle_timeout_s or inv.mutations.settle_timeout_s
+        leased = lease.submit(inv, plan, run_id, inv.mutations.lease_ttl_s + settle).result()
+        check_drift.submit(inv, plan).result()
+        records_out, ok = apply_rollback.submit(inv, plan, granted, identity).result()
+        settled = wait_settled.submit(inv, plan, settle).result() if ok else []
+        if ok:
+            records_out = [r.model_copy(update={"status": "verified"}) if any(f.resource == r.resource and f.status is Status.OK for f in settled)
+                           else r for r in records_out]
+        errors = record_actions.submit(inv, records_out).result()
+        report.records = [r.model_dump(mode="json") for r in records_out]
+        report.findings += settled
+        report.findings += [Finding(check="record", resource=inv.mutations.state_table, status=Status.WARN, summary=e) for e in errors]
+        if not ok:
+            failed = [r for r in records_out if r.status in ("failed", "undo-failed")]
+            report.findings += [Finding(check="rollback-action", resource=r.resource, status=Status.CRIT, summary=f"{r.status}: {r.detail}")
+                                for r in failed]
+        _, health = run_health(inv)
+        report.findings += health
+        worst = overall(report.findings)
+        report.outcome = (Outcome.FAILED if not ok else Outcome.DONE_WITH_WARNINGS if worst in (Status.WARN, Status.UNKNOWN)
+                          else Outcome.DONE).value
+        subject = f"[opsbook] {RUNBOOK} {inv.name}: {report.outcome}"
+        body = "\n".join([f"{r.resource}: {r.status} {r.before} -> {r.after} ({r.detail})".strip() for r in records_out]
+                         + [f"approved by {granted.approver} via {granted.via}: {granted.reason}", f"run: {report.flow_run_url or run_id}"])
+        report.notification = notify_actions.submit(inv, subject, body).result()
+        return finish(inv, report, calls, started, notify=False)
+    except Refused as exc:
+        logger.warning("refused: %s", exc)
+        report.outcome = Outcome.REFUSED.value
+        report.findings.append(Finding(check="refused", resource=inv.name, status=Status.UNKNOWN, summary=str(exc)))
+        return finish(inv, report, calls, started, notify=False)
+    finally:
+        if leased:
+            release.submit(inv, leased, run_id).result()
+
+
+def run_health(inv: System) -> tuple[dict, list[Finding]]:
+    """The system's component checks after acting (no 24 h log scans: those belong to daily-health)."""
+    from flows.daily_health import run_checks
+
+    return run_checks(inv, aws.Deadline(60), logs=False)
+
+
+def finish(inv: System, report: RunReport, calls: aws.CallLog, started: float, notify: bool) -> Any:
+    outcome = Outcome(report.outcome)
+    if outcome is Outcome.REFUSED:
+        report.status = Status.UNKNOWN
+    elif outcome in (Outcome.PLANNED, Outcome.NOTHING_TO_DO):
+        report.status = overall(report.findings) if report.findings else Status.OK
+    else:
+        report.status = overall(report.findings + [Finding(check="outcome", resource=inv.name, status=outcome.status, summary=outcome.value)])
+    report.api_calls = calls.total
+    report.api_calls_by_operation = calls.by_operation()
+    report.undeclared_iam_actions = sorted(calls.undeclared)
+    report.duration_s = round(time.monotonic() - started, 2)
+    publish_report.submit(report).result()
+    if report.status is Status.CRIT:
+        return Failed(message=report.headline(), data=report)
+    return report
+
+
+TASKS = [confirm_identity, read_records, read_service_history, read_alias_history, lease, apply_rollback, wait_settled,
+         record_actions, notify_actions, release] + [t for t in HEALTH_TASKS if t.name not in ("notify-status",)]

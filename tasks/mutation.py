@@ -1,0 +1,323 @@
+"""One way to change things safely, shared by every mutating runbook.
+
+plan -> dry run (default) -> approval bound to the plan -> leases -> drift
+check -> act (idempotent) -> verify -> record -> notify.
+
+A runbook supplies the Plan (what to change from what to what, and why) and
+an ``Applier`` per kind of action (how to read the current value and how to
+set one). This module does the rest the same way for every runbook:
+
+- identity: STS caller identity; an inventory that pins ``account_id`` refuses
+  any other account;
+- approval: a Prefect pause with a form in the UI, a prompt on the terminal,
+  or ``--yes`` given up front; always bound to the plan's fingerprint;
+- leases in AWS (``tasks.statestore``) so two runs never change the same
+  resource at once, wherever they run;
+- drift: the state is read again after approval; any difference stops the run;
+- failure part-way: what was applied is undone in reverse order (each step
+  recorded), or the record says precisely what was and was not done;
+- record: a Prefect event per action, a table artifact, the durable record in
+  the state table, and the system's SNS topic. Dry runs notify nobody.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Literal
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.input import RunInput
+from pydantic import BaseModel, Field
+
+from tasks import aws, statestore
+from tasks.findings import Status
+from tasks.iam import aws_task
+from tasks.inventory import System
+from tasks.masking import mask
+
+
+class Refused(RuntimeError):
+    """The run did not act as asked (exit 3): wrong account, rejected, timed out, drift, lease held."""
+
+
+class Outcome(str, Enum):
+    PLANNED = "planned"  # dry run
+    NOTHING_TO_DO = "nothing-to-do"
+    DONE = "done"
+    DONE_WITH_WARNINGS = "done-with-warnings"
+    FAILED = "failed"
+    REFUSED = "refused"
+
+    @property
+    def status(self) -> Status:
+        return {
+            Outcome.PLANNED: Status.OK, Outcome.NOTHING_TO_DO: Status.OK, Outcome.DONE: Status.OK,
+            Outcome.DONE_WITH_WARNINGS: Status.WARN, Outcome.FAILED: Status.CRIT, Outcome.REFUSED: Status.UNKNOWN,
+        }[self]
+
+
+class Identity(BaseModel):
+    account: str
+    arn: str
+    region: str
+
+
+class Action(BaseModel):
+    kind: str
+    resource: str
+    current: str
+    target: str
+    iam_action: str
+    reversible: bool = True
+    evidence: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.resource}"
+
+
+class Plan(BaseModel):
+    runbook: str
+    system: str
+    identity: Identity
+    actions: list[Action] = Field(default_factory=list)
+    unchanged: list[str] = Field(default_factory=list, description="resources already at their target")
+    notes: list[str] = Field(default_factory=list)
+    created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def fingerprint(self) -> str:
+        body = json.dumps([(a.kind, a.resource, a.current, a.target) for a in self.actions] + [self.identity.account, self.identity.region])
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+    def markdown(self) -> str:
+        lines = [
+            f"# Plan: {self.runbook} · {self.system}",
+            "",
+            f"Account **{self.identity.account}**, region **{self.identity.region}**, as `{self.identity.arn}`. "
+            f"Plan `{self.fingerprint}`, {self.created_at}.",
+            "",
+        ]
+        if self.actions:
+            lines += ["| # | resource | current | target | IAM action | undo | evidence |", "|---|---|---|---|---|---|---|"]
+            for i, a in enumerate(self.actions, 1):
+                lines.append(f"| {i} | `{a.resource}` | `{a.current}` | `{a.target}` | {a.iam_action} | "
+                             f"{'yes' if a.reversible else '**no**'} | {a.evidence.replace('|', '/')} |")
+        else:
+            lines.append("Nothing to change.")
+        for u in self.unchanged:
+            lines.append(f"- unchanged: {u}")
+        for n in self.notes:
+            lines.append(f"- note: {n}")
+        return mask("\n".join(lines))
+
+    def text(self) -> str:
+        out = [f"Plan {self.fingerprint} for {self.runbook} on {self.system}: account {self.identity.account}, "
+               f"region {self.identity.region}, as {self.identity.arn}"]
+        for i, a in enumerate(self.actions, 1):
+            out.append(f"  {i}. {a.resource}: {a.current} -> {a.target}  ({a.iam_action}; "
+                       f"{'reversible' if a.reversible else 'NOT reversible'}) {a.evidence}")
+        out += [f"  unchanged: {u}" for u in self.unchanged] + [f"  note: {n}" for n in self.notes]
+        if not self.actions:
+            out.append("  nothing to change")
+        return mask("\n".join(out))
+
+
+class Approval(BaseModel):
+    approved: bool
+    approver: str
+    reason: str
+    via: Literal["ui", "prompt", "yes"]
+    plan_fingerprint: str
+    at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+class ApprovalInput(RunInput):
+    """The form the Prefect UI shows on a paused mutating run."""
+
+    approve: bool = Field(False, description="Approve exactly the plan shown above")
+    approver: str = Field(..., min_length=1, description="Your name")
+    reason: str = Field(..., min_length=1, description="Why: incident or ticket")
+
+
+class Record(BaseModel):
+    runbook: str
+    system: str
+    resource: str
+    kind: str
+    before: str
+    after: str | None
+    status: Literal["applied", "verified", "failed", "undone", "undo-failed", "not-attempted"]
+    detail: str = ""
+    flow_run_id: str | None = None
+    approver: str | None = None
+    approved_via: str | None = None
+    os_user: str = Field(default_factory=getpass.getuser)
+    host: str = Field(default_factory=socket.gethostname)
+    caller_arn: str = ""
+    plan_fingerprint: str = ""
+    at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="microseconds"))
+
+
+@dataclass(frozen=True)
+class Applier:
+    """How one kind of action reads and sets its value (idempotent: setting the current value is a no-op)."""
+
+    read: Callable[[System, str], str]
+    apply: Callable[[System, str, str], None]
+
+
+# --- steps ---------------------------------------------------------------------------
+
+
+@aws_task(iam=[], name="confirm-identity", cache_policy=NO_CACHE)
+def confirm_identity(system: System) -> Identity:
+    """Where are we? A pinned account that does not match refuses before anything is read."""
+    ident = aws.caller_identity(system.region)
+    if system.account_id and ident["account"] != system.account_id:
+        raise Refused(f"wrong account: credentials are for {ident['account']} ({ident['arn']}) but "
+                      f"{system.name}'s inventory pins {system.account_id}; switch profile (AWS_PROFILE) and retry")
+    return Identity(account=ident["account"], arn=ident["arn"], region=system.region)
+
+
+def prompt_terminal(plan: Plan) -> Approval:
+    """`--execute` on a terminal: show the plan, ask for 'yes'."""
+    print(plan.text(), file=sys.stderr)
+    sys.stderr.write(f"Apply these {len(plan.actions)} change(s)? Type 'yes' to approve: ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline().strip().lower()
+    ok = answer in ("yes", "y")
+    return Approval(approved=ok, approver=getpass.getuser(), reason="approved at the terminal" if ok else f"answered {answer!r}",
+                    via="prompt", plan_fingerprint=plan.fingerprint)
+
+
+def approve(plan: Plan, mode: str, approver: str | None, timeout_s: int) -> Approval:
+    """Get approval for exactly this plan, or raise Refused. Call from the flow (a pause needs the flow run)."""
+    if mode == "yes":
+        return Approval(approved=True, approver=approver or getpass.getuser(), reason="--execute --yes",
+                        via="yes", plan_fingerprint=plan.fingerprint)
+    if mode == "prompt":
+        result = prompt_terminal(plan)
+    else:
+        from prefect.exceptions import FlowPauseTimeout
+        from prefect.flow_runs import pause_flow_run
+
+        get_run_logger().warning("waiting up to %s s for approval of plan %s in the Prefect UI", timeout_s, plan.fingerprint)
+        description = plan.markdown() + "\n\nApprove to apply exactly this plan; the run re-reads the state and stops if it drifted."
+        try:
+            form = pause_flow_run(wait_for_input=ApprovalInput.with_initial_data(description=description, approve=False),
+                                  timeout=timeout_s, poll_interval=2)
+        except FlowPauseTimeout:
+            raise Refused(f"no approval within {timeout_s} s; nothing was changed") from None
+        result = Approval(approved=form.approve, approver=form.approver, reason=form.reason, via="ui", plan_fingerprint=plan.fingerprint)
+    if not result.approved:
+        raise Refused(f"plan {plan.fingerprint} rejected by {result.approver}: {result.reason}; nothing was changed")
+    return result
+
+
+def drift(system: System, plan: Plan, appliers: dict[str, Applier]) -> list[str]:
+    """What changed since the plan was made (empty when nothing did)."""
+    out = []
+    for a in plan.actions:
+        now = appliers[a.kind].read(system, a.resource)
+        if now != a.current:
+            out.append(f"{a.resource} was {a.current} when planned and is now {now}")
+    return out
+
+
+def take_leases(system: System, plan: Plan, run_id: str, ttl_s: int | None = None) -> list[str]:
+    holder = f"{getpass.getuser()}@{socket.gethostname()} run {run_id}"
+    taken: list[str] = []
+    try:
+        for resource in sorted({a.resource for a in plan.actions}):
+            statestore.acquire_lease(system, resource, holder, run_id, ttl_s)
+            taken.append(resource)
+    except statestore.LeaseHeld as exc:
+        for r in taken:
+            statestore.release_lease(system, r, run_id)
+        raise Refused(str(exc)) from None
+    return taken
+
+
+def apply_plan(system: System, plan: Plan, appliers: dict[str, Applier], approval: Approval, run_id: str | None,
+               identity: Identity) -> tuple[list[Record], bool]:
+    """Apply every action in order; on a failure undo the applied ones in reverse. Returns (records, ok)."""
+    base = dict(runbook=plan.runbook, system=plan.system, flow_run_id=run_id, approver=approval.approver,
+                approved_via=approval.via, caller_arn=identity.arn, plan_fingerprint=plan.fingerprint)
+    records: list[Record] = []
+    applied: list[Action] = []
+    for i, a in enumerate(plan.actions):
+        try:
+            appliers[a.kind].apply(system, a.resource, a.target)
+            applied.append(a)
+            records.append(Record(**base, resource=a.resource, kind=a.kind, before=a.current, after=a.target, status="applied"))
+        except Exception as exc:
+            records.append(Record(**base, resource=a.resource, kind=a.kind, before=a.current, after=None, status="failed",
+                                  detail=aws.describe_error(exc)))
+            for rest in plan.actions[i + 1 :]:
+                records.append(Record(**base, resource=rest.resource, kind=rest.kind, before=rest.current, after=None,
+                                      status="not-attempted", detail="an earlier action failed"))
+            for done in reversed(applied):
+                try:
+                    if not done.reversible:
+                        raise RuntimeError("action is not reversible")
+                    appliers[done.kind].apply(system, done.resource, done.current)
+                    records.append(Record(**base, resource=done.resource, kind=done.kind, before=done.target, after=done.current,
+                                          status="undone", detail=f"compensating for the failure of {a.resource}"))
+                except Exception as undo_exc:
+                    records.append(Record(**base, resource=done.resource, kind=done.kind, before=done.target, after=done.target,
+                                          status="undo-failed", detail=f"left at {done.target}: {aws.describe_error(undo_exc)}"))
+            return records, False
+    return records, True
+
+
+@aws_task(iam=["dynamodb:PutItem", "dynamodb:DescribeTable", "dynamodb:CreateTable"], name="record-actions",
+          cache_policy=NO_CACHE, read_only=False)
+def record_actions(system: System, records: list[Record]) -> list[str]:
+    """Prefect event + durable record for every executed action; a table artifact. Returns errors."""
+    from prefect.artifacts import create_table_artifact
+    from prefect.events import emit_event
+
+    errors: list[str] = []
+    for n, r in enumerate(records):
+        payload = r.model_dump(mode="json")
+        emit_event(event=f"opsbook.action.{r.status}", resource={"prefect.resource.id": f"opsbook.{r.kind}.{r.resource}",
+                   "prefect.resource.name": r.resource}, payload=payload)
+        try:
+            statestore.put_record(system, payload, n)
+        except Exception as exc:  # the artifact and event still carry it; the run reports the gap
+            errors.append(f"durable record of {r.resource} not written: {aws.describe_error(exc)}")
+    if records:
+        create_table_artifact(
+            key=f"{records[0].runbook}-{system.name}-actions".lower(),
+            table=[{k: v for k, v in r.model_dump(mode="json").items() if k in
+                    ("resource", "status", "before", "after", "detail", "flow_run_id", "approver", "os_user", "caller_arn", "at")}
+                   for r in records],
+            description=f"{len(records)} action record(s)",
+        )
+    return errors
+
+
+@aws_task(iam=["sns:Publish"], name="notify-actions", cache_policy=NO_CACHE, read_only=False)
+def notify_actions(system: System, subject: str, body: str) -> dict[str, Any]:
+    from tasks.notify import publish
+
+    return publish(system, subject, body)
+
+
+@task(name="publish-plan", cache_policy=NO_CACHE)
+def publish_plan(plan: Plan) -> Plan:
+    from prefect.artifacts import create_markdown_artifact
+
+    create_markdown_artifact(key=f"{plan.runbook}-{plan.system}-plan".lower(), markdown=plan.markdown(),
+                             description=f"plan {plan.fingerprint}: {len(plan.actions)} action(s)")
+    return plan
