@@ -136,6 +136,9 @@ def make_plan(system: System, identity: Identity, states: dict[str, Any], record
         else:
             target, why, guess = alias_target(resource, st, records, to_revision, force)
             current, iam = st["value"], "lambda:UpdateAlias"
+        if target is None and not why.startswith("already"):
+            plan.cannot.append(f"{resource}: {why}")
+            continue
         if target is None or target == current:
             plan.unchanged.append(f"{resource}: {why}")
             continue
@@ -257,6 +260,7 @@ def emergency_rollback(
         publish_plan.submit(plan).result()
         report.plan = plan.model_dump(mode="json")
         report.findings += [unknown("rollback-plan", n.split(":")[0], n) for n in plan.notes if "could not read" in n]
+        report.findings += [Finding(check="rollback-plan", resource=c.split(": ")[0], status=Status.WARN, summary=c) for c in plan.cannot]
         if dry_run or not plan.actions:
             report.outcome = (Outcome.PLANNED if plan.actions else Outcome.NOTHING_TO_DO).value
             logger.info("plan %s: %d action(s)%s", plan.fingerprint, len(plan.actions), "; dry run, nothing changed" if dry_run else "")
@@ -297,6 +301,12 @@ def emergency_rollback(
         logger.warning("refused: %s", exc)
         report.outcome = Outcome.REFUSED.value
         report.findings.append(Finding(check="refused", resource=inv.name, status=Status.UNKNOWN, summary=str(exc)))
+        return finish(inv, report, calls, started, notify=False)
+    except Exception as exc:  # the run ends Failed with its report saved, never silently
+        logger.error("failed: %s", aws.describe_error(exc))
+        report.outcome = Outcome.FAILED.value
+        report.findings.append(Finding(check="error", resource=inv.name, status=Status.CRIT,
+                                       summary=f"{aws.describe_error(exc)}; see the records above for what was changed"))
         return finish(inv, report, calls, started, notify=False)
     finally:
         if leased:

@@ -130,6 +130,8 @@ def _print_human(report: Any) -> None:
             print(f"  {a['resource']}: {a['current']} -> {a['target']}  [{a['iam_action']}] {a['evidence']}")
         for u in plan["unchanged"]:
             print(f"  unchanged: {u}")
+        for c in plan.get("cannot", []):
+            print(f"  CANNOT: {c}")
         for n in plan["notes"]:
             print(f"  note: {n}")
         if report.dry_run and plan["actions"]:

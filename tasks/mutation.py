@@ -91,6 +91,7 @@ class Plan(BaseModel):
     identity: Identity
     actions: list[Action] = Field(default_factory=list)
     unchanged: list[str] = Field(default_factory=list, description="resources already at their target")
+    cannot: list[str] = Field(default_factory=list, description="resources the runbook cannot plan for, and why")
     notes: list[str] = Field(default_factory=list)
     created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
@@ -116,6 +117,8 @@ class Plan(BaseModel):
             lines.append("Nothing to change.")
         for u in self.unchanged:
             lines.append(f"- unchanged: {u}")
+        for c in self.cannot:
+            lines.append(f"- **cannot plan**: {c}")
         for n in self.notes:
             lines.append(f"- note: {n}")
         return mask("\n".join(lines))
@@ -126,7 +129,7 @@ class Plan(BaseModel):
         for i, a in enumerate(self.actions, 1):
             out.append(f"  {i}. {a.resource}: {a.current} -> {a.target}  ({a.iam_action}; "
                        f"{'reversible' if a.reversible else 'NOT reversible'}) {a.evidence}")
-        out += [f"  unchanged: {u}" for u in self.unchanged] + [f"  note: {n}" for n in self.notes]
+        out += [f"  unchanged: {u}" for u in self.unchanged] + [f"  CANNOT: {c}" for c in self.cannot] + [f"  note: {n}" for n in self.notes]
         if not self.actions:
             out.append("  nothing to change")
         return mask("\n".join(out))
@@ -217,6 +220,7 @@ def approve(plan: Plan, mode: str, approver: str | None, timeout_s: int) -> Appr
             form = pause_flow_run(wait_for_input=ApprovalInput.with_initial_data(description=description, approve=False),
                                   timeout=timeout_s, poll_interval=2)
         except FlowPauseTimeout:
+            # Prefect has already failed the run ("paused and never resumed"); this message reaches the log.
             raise Refused(f"no approval within {timeout_s} s; nothing was changed") from None
         result = Approval(approved=form.approve, approver=form.approver, reason=form.reason, via="ui", plan_fingerprint=plan.fingerprint)
     if not result.approved:

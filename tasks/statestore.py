@@ -32,11 +32,22 @@ class LeaseHeld(RuntimeError):
         self.resource, self.holder, self.expires_at = resource, holder, expires_at
 
 
+def _put_again_if_table_vanished(system: System, put: Any) -> Any:
+    try:
+        return put()
+    except Exception as exc:
+        if aws.error_code(exc) != "ResourceNotFoundException":
+            raise
+        forget_table(system)
+        ensure_table(system)
+        return put()
+
+
 @declares(["dynamodb:DescribeTable", "dynamodb:CreateTable"])
 def ensure_table(system: System) -> str:
     """Create the state table on first use (idempotent) and wait until it is ACTIVE."""
     name = system.mutations.state_table
-    if (system.region, name) in _known_tables:
+    if (aws.endpoint_url(), system.region, name) in _known_tables:
         return name
     c = aws.client("dynamodb", system.region)
     try:
@@ -61,8 +72,13 @@ def ensure_table(system: System) -> str:
             raise TimeoutError(f"state table {name} not ACTIVE after 120 s")
         time.sleep(1)
         status = c.describe_table(TableName=name)["Table"]["TableStatus"]
-    _known_tables.add((system.region, name))
+    _known_tables.add((aws.endpoint_url(), system.region, name))
     return name
+
+
+def forget_table(system: System) -> None:
+    """The table vanished under us (deleted by hand): the next call creates it again."""
+    _known_tables.discard((aws.endpoint_url(), system.region, system.mutations.state_table))
 
 
 @declares(["dynamodb:PutItem", "dynamodb:GetItem"])
@@ -73,14 +89,14 @@ def acquire_lease(system: System, resource: str, holder: str, run_id: str, ttl_s
     now = time.time()
     expires = now + (ttl_s or system.mutations.lease_ttl_s)
     try:
-        c.put_item(
+        _put_again_if_table_vanished(system, lambda: c.put_item(
             TableName=table,
             Item={"pk": {"S": f"lease#{resource}"}, "sk": {"S": "lease"}, "holder": {"S": holder}, "run": {"S": run_id},
                   "expires_at": {"N": f"{expires:.3f}"}, "taken_at": {"N": f"{now:.3f}"}},
             ConditionExpression="attribute_not_exists(pk) OR expires_at < :now OR #run = :run",
             ExpressionAttributeNames={"#run": "run"},
             ExpressionAttributeValues={":now": {"N": f"{now:.3f}"}, ":run": {"S": run_id}},
-        )
+        ))
         return expires
     except Exception as exc:
         if aws.error_code(exc) != "ConditionalCheckFailedException":
@@ -107,11 +123,11 @@ def release_lease(system: System, resource: str, run_id: str) -> bool:
 def put_record(system: System, record: dict[str, Any], n: int) -> None:
     table = ensure_table(system)
     sk = f"{record['at']}#{record.get('flow_run_id') or 'no-run'}#{n:03d}"
-    aws.client("dynamodb", system.region).put_item(
+    _put_again_if_table_vanished(system, lambda: aws.client("dynamodb", system.region).put_item(
         TableName=table,
         Item={"pk": {"S": f"record#{system.name}"}, "sk": {"S": sk}, "resource": {"S": record["resource"]},
               "body": {"S": json.dumps(record, default=str)}},
-    )
+    ))
 
 
 @declares(["dynamodb:Query", "dynamodb:DescribeTable"])
