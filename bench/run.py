@@ -1,5 +1,6 @@
 """Benchmark: the seed's shell health check (extended), opsbook daily-health
 and the boto3 floor, against the sandbox at 1x and 10x the HR system.
+(`--rollback`: the emergency-rollback benchmark instead, see bench/rollback.py.)
 
   cd /work/main && .venv/bin/python -m bench.run --scales 1 10 --latency-ms 30 --repeat 3
 
@@ -94,15 +95,19 @@ def aws_cli() -> str:
 class SandboxProc:
     """`opsbook sandbox` in the foreground, in its own session; stopped with SIGTERM."""
 
-    def __init__(self, system: str, scale: int, latency_ms: float, home: str) -> None:
+    def __init__(self, system: str, scale: int, latency_ms: float, home: str, faults: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.cmd = [OPSBOOK, "sandbox", "--systems", system, "--scale", str(scale), "--latency-ms", str(latency_ms)]
+        for f in faults or []:  # e.g. "t-developer:bad-deploy" (the rollback benchmark)
+            self.cmd += ["--fault", f]
         self.home = home
+        self.extra_env = env or {}
         self.proc: subprocess.Popen | None = None
         self.errlog = Path(home) / f"sandbox-{scale}x.log"
         self.seed_s = 0.0
 
     def start(self) -> dict[str, str]:
-        env = {**os.environ, "OPSBOOK_HOME": self.home}
+        env = {**os.environ, "OPSBOOK_HOME": self.home, **self.extra_env}
         t0 = time.monotonic()
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=open(self.errlog, "wb"), stdin=subprocess.DEVNULL,
                                      env=env, text=True, start_new_session=True, cwd=ROOT)
@@ -324,6 +329,8 @@ def write_markdown(path: Path, results: dict[int, dict[str, Any]], meta: dict[st
         for note in res.get("notes", []):
             lines.append(f"- note: {note}")
         lines.append("")
+    if (path.parent / "rollback.md").exists():
+        lines += ["Rollback benchmark (emergency-rollback vs the seed's emergency_rollback.sh): [rollback.md](rollback.md).", ""]
     text = "\n".join(lines)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -342,7 +349,18 @@ def main() -> int:
     ap.add_argument("--skip-seed-script", action="store_true")
     ap.add_argument("--system", default="hr-resource-optimization")
     ap.add_argument("--out", default=str(RESULTS / "latest.md"))
+    rb = ap.add_argument_group("rollback", "--rollback: instead of daily-health, time the seed's emergency_rollback.sh against "
+                               "`opsbook run emergency-rollback` on a bad ECS deploy (bench/rollback.py; writes rollback.md next to --out)")
+    rb.add_argument("--rollback", action="store_true", help="run the emergency-rollback benchmark (uses --repeat, --latency-ms)")
+    rb.add_argument("--settle-s", type=int, default=5, help="opsbook's settle_timeout_s (default 5, its minimum)")
+    rb.add_argument("--wait-timeout-s", type=int, default=20, help="bound on the seed script's services-stable waiter (default 20)")
+    rb.add_argument("--no-table-variant", action="store_true", help="skip the opsbook runs with its state table already created")
     args = ap.parse_args()
+    if args.rollback:
+        from bench import rollback
+
+        return rollback.main(args.repeat, args.latency_ms, settle_s=args.settle_s, wait_timeout_s=args.wait_timeout_s,
+                             table_variant=not args.no_table_variant, out=Path(args.out).parent / "rollback.md")
 
     t_start = time.monotonic()
     command = "cd /work/main && .venv/bin/python -m bench.run " + " ".join(shlex.quote(a) for a in sys.argv[1:])

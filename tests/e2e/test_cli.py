@@ -118,3 +118,59 @@ def test_list_and_policy():
     out = opsbook(dict(os.environ), "policy", "daily-health", timeout=60)
     policy = json.loads(out.stdout)
     assert "logs:FilterLogEvents" in policy["Statement"][0]["Action"]
+
+
+def test_rollback_dry_run_then_execute_yes_then_once_only(local_prefect, seeded, sandbox):
+    todo = seeded("todo-app")
+    apply_fault(sandbox, todo, "bad-release")
+    dry, out = run_json_args(local_prefect, sandbox, "emergency-rollback", "todo-app")
+    assert out.returncode == 0 and dry["outcome"] == "planned" and dry["plan"]["actions"][0]["target"] == "1"
+    out = opsbook(local_prefect, "run", "emergency-rollback", "--system", "todo-app", "--execute", sandbox=sandbox)
+    assert out.returncode == 3 and "needs --yes" in out.stderr  # no terminal here
+    done, out = run_json_args(local_prefect, sandbox, "emergency-rollback", "todo-app", "--execute", "--yes", "--param", "settle_timeout_s=10")
+    assert out.returncode == 0 and done["outcome"] == "done" and done["records"][0]["status"] == "verified"
+    assert "todo-api:LIVE: 2 -> 1" in out.stderr  # the plan it approved is printed
+    again, out = run_json_args(local_prefect, sandbox, "emergency-rollback", "todo-app", "--execute", "--yes")
+    assert out.returncode == 0 and again["outcome"] == "nothing-to-do"
+
+
+def run_json_args(env, sandbox, runbook, system, *extra):
+    out = opsbook(env, "run", runbook, "--system", system, "--json", *extra, sandbox=sandbox)
+    lines = [l for l in out.stdout.splitlines() if l.strip()]
+    assert len(lines) == 1, out.stdout + out.stderr
+    return json.loads(lines[0]), out
+
+
+@pytest.mark.parametrize("answer,exit_code,version", [("yes", 0, "1"), ("no", 3, "2")])
+def test_rollback_interactive_prompt(local_prefect, seeded, sandbox, answer, exit_code, version):
+    import pty
+    import select
+    import time
+
+    import boto3
+
+    todo = seeded("todo-app")
+    apply_fault(sandbox, todo, "bad-release")
+    env = {**local_prefect, **sandbox.env()}
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(OPSBOOK + ["run", "emergency-rollback", "--system", "todo-app", "--execute", "--param", "settle_timeout_s=10"],
+                            stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT, close_fds=True)
+    os.close(slave)
+    seen, answered, t0 = b"", False, time.monotonic()
+    while proc.poll() is None and time.monotonic() - t0 < 90:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if ready:
+            try:
+                seen += os.read(master, 4096)
+            except OSError:
+                break
+        if not answered and b"Type 'yes' to approve" in seen:
+            os.write(master, f"{answer}\n".encode())
+            answered = True
+    proc.wait(30)
+    os.close(master)
+    assert answered, seen.decode(errors="replace")
+    assert b"todo-api:LIVE: 2 -> 1" in seen
+    assert proc.returncode == exit_code, seen.decode(errors="replace")
+    lam = boto3.client("lambda", region_name="ap-northeast-2", endpoint_url=sandbox.endpoint)
+    assert lam.get_alias(FunctionName="todo-api", Name="LIVE")["FunctionVersion"] == version
