@@ -18,23 +18,20 @@ import sys
 import time
 from typing import Any, Literal
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from prefect.states import Failed
 
 from flows.daily_health import TASKS as HEALTH_TASKS
-from flows.daily_health import run_url
-from tasks import aws, statestore
+from tasks import aws
 from tasks.awslambda import read_alias, read_alias_history, set_alias
 from tasks.ecs import read_service_history, read_task_definition, set_task_definition, settle_state, split_resource, td_revision
-from tasks.findings import Finding, Status, overall, unknown
+from tasks.findings import Finding, Status, unknown
 from tasks.iam import aws_task
 from tasks.inventory import System, load_system
-from tasks.mutation import (Action, Applier, Approval, Identity, Outcome, Plan, Refused, apply_plan, approve, confirm_identity,
-                            drift, notify_actions, publish_plan, record_actions, take_leases)
-from tasks.report import RunReport, markdown, publish_report
+from tasks.mutation import Action, Applier, Approval, Identity, Plan, Refused, apply_plan, drift
+from flows.mutating import SESSION_TASKS, MutationSession, health_after, read_records
 
 RUNBOOK = "emergency-rollback"
 ECS_KIND, ALIAS_KIND = "ecs-task-definition", "lambda-alias"
@@ -116,11 +113,6 @@ def targets(system: System, only: str | None) -> list[tuple[str, str]]:
     return [t for t in out if not only or only in t[1]]
 
 
-@aws_task(iam=["dynamodb:Query", "dynamodb:DescribeTable"], name="read-records", cache_policy=NO_CACHE)
-def read_records(system: System) -> list[dict[str, Any]]:
-    return statestore.read_records(system)
-
-
 @task(name="make-plan", cache_policy=NO_CACHE)
 def make_plan(system: System, identity: Identity, states: dict[str, Any], records: list[dict[str, Any]],
               to_revision: int | None, force: bool) -> Plan:
@@ -159,18 +151,6 @@ def check_drift(system: System, plan: Plan) -> None:
           cache_policy=NO_CACHE, read_only=False)
 def apply_rollback(system: System, plan: Plan, approval: Approval, identity: Identity) -> tuple[list, bool]:
     return apply_plan(system, plan, APPLIERS, approval, str(flow_run.get_id()) if flow_run.get_id() else None, identity)
-
-
-@aws_task(iam=["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DescribeTable", "dynamodb:CreateTable"], name="take-leases",
-          cache_policy=NO_CACHE, read_only=False)
-def lease(system: System, plan: Plan, run_id: str, ttl_s: int) -> list[str]:
-    return take_leases(system, plan, run_id, ttl_s)
-
-
-@aws_task(iam=["dynamodb:DeleteItem"], name="release-leases", cache_policy=NO_CACHE, read_only=False)
-def release(system: System, resources: list[str], run_id: str) -> None:
-    for r in resources:
-        statestore.release_lease(system, r, run_id)
 
 
 @aws_task(iam=["ecs:DescribeServices", "lambda:GetAlias", "lambda:GetFunctionConfiguration"], name="wait-settled", cache_policy=NO_CACHE)
@@ -236,16 +216,11 @@ def emergency_rollback(
     (a form in the UI; the shell's prompt or --yes), then acts, waits for the
     service to settle, records, re-checks the system and notifies.
     """
-    started = time.monotonic()
-    logger = get_run_logger()
     inv = load_system(system)
-    calls = aws.start_call_log()
-    run_id = str(flow_run.get_id()) if flow_run.get_id() else "local"
-    report = RunReport(runbook=RUNBOOK, system=inv.name, status=Status.OK, findings=[], api_calls=0, region=inv.region,
-                       flow_run_id=run_id, flow_run_url=run_url(), dry_run=dry_run)
-    leased: list[str] = []
-    try:
-        identity = confirm_identity.submit(inv).result()
+    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approval=approval, approver=approver,
+                              approval_timeout_s=approval_timeout_s)
+    with session:
+        identity = session.identity()
         records = read_records.submit(inv)
         wanted = targets(inv, only)
         if not wanted:
@@ -257,86 +232,25 @@ def emergency_rollback(
             fut.wait()
             states[key] = fut.result() if fut.state.is_completed() else fut.state.result(raise_on_failure=False)
         plan = make_plan.submit(inv, identity, states, records, to_revision, force).result()
-        publish_plan.submit(plan).result()
-        report.plan = plan.model_dump(mode="json")
-        report.findings += [unknown("rollback-plan", n.split(":")[0], n) for n in plan.notes if "could not read" in n]
-        report.findings += [Finding(check="rollback-plan", resource=c.split(": ")[0], status=Status.WARN, summary=c) for c in plan.cannot]
-        if dry_run or not plan.actions:
-            report.outcome = (Outcome.PLANNED if plan.actions else Outcome.NOTHING_TO_DO).value
-            logger.info("plan %s: %d action(s)%s", plan.fingerprint, len(plan.actions), "; dry run, nothing changed" if dry_run else "")
-            if not dry_run:
-                print(plan.text(), file=sys.stderr)
-            return finish(inv, report, calls, started, notify=False)
-        if approval == "yes":  # the shell approved up front: show what it approved
-            print(plan.text(), file=sys.stderr)
-        granted = approve(plan, approval, approver, approval_timeout_s or inv.mutations.approval_timeout_s)
-        report.approval = granted.model_dump(mode="json")
-        settle = settle_timeout_s or inv.mutations.settle_timeout_s
-        leased = lease.submit(inv, plan, run_id, inv.mutations.lease_ttl_s + settle).result()
-        check_drift.submit(inv, plan).result()
-        records_out, ok = apply_rollback.submit(inv, plan, granted, identity).result()
-        settled = wait_settled.submit(inv, plan, settle).result() if ok else []
-        if ok:
-            records_out = [r.model_copy(update={"status": "verified"}) if any(f.resource == r.resource and f.status is Status.OK for f in settled)
-                           else r for r in records_out]
-        errors = record_actions.submit(inv, records_out).result()
-        report.records = [r.model_dump(mode="json") for r in records_out]
-        report.findings += settled
-        report.findings += [Finding(check="record", resource=inv.mutations.state_table, status=Status.WARN, summary=e) for e in errors]
-        if not ok:
-            failed = [r for r in records_out if r.status in ("failed", "undo-failed")]
-            report.findings += [Finding(check="rollback-action", resource=r.resource, status=Status.CRIT, summary=f"{r.status}: {r.detail}")
-                                for r in failed]
-        _, health = run_health(inv)
-        report.findings += health
-        worst = overall(report.findings)
-        report.outcome = (Outcome.FAILED if not ok else Outcome.DONE_WITH_WARNINGS if worst in (Status.WARN, Status.UNKNOWN)
-                          else Outcome.DONE).value
-        subject = f"[opsbook] {RUNBOOK} {inv.name}: {report.outcome}"
-        body = "\n".join([f"{r.resource}: {r.status} {r.before} -> {r.after} ({r.detail})".strip() for r in records_out]
-                         + [f"approved by {granted.approver} via {granted.via}: {granted.reason}", f"run: {report.flow_run_url or run_id}"])
-        report.notification = notify_actions.submit(inv, subject, body).result()
-        return finish(inv, report, calls, started, notify=False)
-    except Refused as exc:
-        logger.warning("refused: %s", exc)
-        report.outcome = Outcome.REFUSED.value
-        report.findings.append(Finding(check="refused", resource=inv.name, status=Status.UNKNOWN, summary=str(exc)))
-        return finish(inv, report, calls, started, notify=False)
-    except Exception as exc:  # the run ends Failed with its report saved, never silently
-        logger.error("failed: %s", aws.describe_error(exc))
-        report.outcome = Outcome.FAILED.value
-        report.findings.append(Finding(check="error", resource=inv.name, status=Status.CRIT,
-                                       summary=f"{aws.describe_error(exc)}; see the records above for what was changed"))
-        return finish(inv, report, calls, started, notify=False)
-    finally:
-        if leased:
-            release.submit(inv, leased, run_id).result()
+        session.report.findings += [unknown("rollback-plan", n.split(":")[0], n) for n in plan.notes if "could not read" in n]
+        if session.gate(plan):
+            settle = settle_timeout_s or inv.mutations.settle_timeout_s
+            session.lease(inv.mutations.lease_ttl_s + settle)
+            check_drift.submit(inv, plan).result()
+            done, ok = apply_rollback.submit(inv, plan, session.approval, identity).result()
+            settled = wait_settled.submit(inv, plan, settle).result() if ok else []
+            if ok:
+                done = [r.model_copy(update={"status": "verified"})
+                        if any(f.resource == r.resource and f.status is Status.OK for f in settled) else r for r in done]
+            session.record(done)
+            session.report.findings += settled
+            session.report.findings += [Finding(check="rollback-action", resource=r.resource, status=Status.CRIT, summary=f"{r.status}: {r.detail}")
+                                        for r in done if r.status in ("failed", "undo-failed")]
+            session.report.findings += health_after(inv)
+            session.done(ok)
+            session.notify(session.report.outcome, [f"{r.resource}: {r.status} {r.before} -> {r.after} {r.detail}".strip() for r in done])
+    return session.finish()
 
 
-def run_health(inv: System) -> tuple[dict, list[Finding]]:
-    """The system's component checks after acting (no 24 h log scans: those belong to daily-health)."""
-    from flows.daily_health import run_checks
-
-    return run_checks(inv, aws.Deadline(60), logs=False)
-
-
-def finish(inv: System, report: RunReport, calls: aws.CallLog, started: float, notify: bool) -> Any:
-    outcome = Outcome(report.outcome)
-    if outcome is Outcome.REFUSED:
-        report.status = Status.UNKNOWN
-    elif outcome in (Outcome.PLANNED, Outcome.NOTHING_TO_DO):
-        report.status = overall(report.findings) if report.findings else Status.OK
-    else:
-        report.status = overall(report.findings + [Finding(check="outcome", resource=inv.name, status=outcome.status, summary=outcome.value)])
-    report.api_calls = calls.total
-    report.api_calls_by_operation = calls.by_operation()
-    report.undeclared_iam_actions = sorted(calls.undeclared)
-    report.duration_s = round(time.monotonic() - started, 2)
-    publish_report.submit(report).result()
-    if report.status is Status.CRIT:
-        return Failed(message=report.headline(), data=report)
-    return report
-
-
-TASKS = [confirm_identity, read_records, read_service_history, read_alias_history, lease, apply_rollback, wait_settled,
-         record_actions, notify_actions, release] + [t for t in HEALTH_TASKS if t.name not in ("notify-status",)]
+TASKS = [read_service_history, read_alias_history, apply_rollback, wait_settled] + SESSION_TASKS + \
+    [t for t in HEALTH_TASKS if t.name not in ("notify-status",)]

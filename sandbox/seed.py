@@ -90,8 +90,10 @@ def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None
     ddb = _client(sb, "dynamodb", r)
     table_names = [t.name for t in system.dynamodb_tables] + [f"{system.name}-extra-table-{i}" for i in range(extra.get("tables", 0))]
     for name in table_names:
-        ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-                         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}], Tags=tag_list)
+        spec = next((t for t in system.dynamodb_tables if t.name == name), None)
+        keys = [(spec.partition_key if spec else "id", "HASH")] + ([(spec.sort_key, "RANGE")] if spec and spec.sort_key else [])
+        ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", KeySchema=[{"AttributeName": k, "KeyType": t} for k, t in keys],
+                         AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k, _ in keys], Tags=tag_list)
         made["tables"].append(name)
     for t in system.dynamodb_tables:
         if t.created_at_attribute:
@@ -100,7 +102,9 @@ def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None
                 ts = start + timedelta(hours=2 + i * 3)
                 value: dict[str, str] = ({"S": ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")} if t.created_at_format == "iso8601"
                                          else {"N": str(int(ts.timestamp() * (1000 if t.created_at_format == "epoch_millis" else 1)))})
-                item = {"id": {"S": f"sandbox-{i}"}, t.created_at_attribute: value}
+                item = {t.partition_key: {"S": f"sandbox-{i}"}, t.created_at_attribute: value}
+                if t.sort_key:
+                    item[t.sort_key] = {"S": f"sandbox-{i}"}
                 if t.user_attribute:
                     item[t.user_attribute] = {"S": f"user-{i % 3}"}
                 ddb.put_item(TableName=t.name, Item=item)

@@ -55,6 +55,8 @@ class LambdaFunction(Strict):
 
 class DynamoTable(Strict):
     name: str
+    partition_key: str = "id"
+    sort_key: str | None = None
     created_at_attribute: str | None = Field(
         None, description="count items created yesterday (system time zone) by this attribute"
     )
@@ -127,6 +129,7 @@ class SqsQueue(Strict):
     name: str
     dlq: str | None = None
     consumer_function: str | None = None
+    redrive_rate_per_s: float = Field(50, gt=0, le=3000, description="dlq-redrive: messages moved per second at most")
 
 
 class Notifications(Strict):
@@ -189,6 +192,49 @@ class EscalationLevel(Strict):
     when: str = ""
 
 
+class BillShock(Strict):
+    """bill-shock-breaker (seed 003 scenario C): token budgets, where usage is read, what may be automatic."""
+
+    namespace: str = "LEH/AI"
+    metric: str = "TokensUsed"
+    statistic: str = "Sum"
+    case_dimension: str = "CaseId"
+    user_dimension: str = "UserId"
+    global_metric: CustomMetric | None = Field(None, description="a series for total usage; default: the sum over cases")
+    window_minutes: int = Field(15, ge=1, le=1440)
+    baseline_hours: int = Field(24, ge=1, le=336, description="trailing window for a case's own baseline")
+    case_budget_tokens: int = Field(200_000, ge=1, description="per case per window")
+    user_budget_tokens: int = Field(500_000, ge=1, description="per user per window")
+    spike_factor: float = Field(5.0, gt=1, description="trip when a window exceeds factor x the case's baseline window")
+    spike_min_tokens: int = Field(20_000, ge=0, description="ignore spikes below this many tokens a window")
+    global_budget_tokens_per_hour: int = Field(5_000_000, ge=1)
+    price_per_1k_tokens: float = Field(0.01, ge=0, description="USD, for cost estimates")
+    breaker_table: str = "leh-circuit-breakers"
+    worker_function: str = "leh-ai-worker"
+    source_queue: str = "leh-ai-jobs"
+    uploads_bucket: str | None = None
+    uploads_prefix: str = "uploads/"
+    upload_log_group: str | None = None
+    upload_log_pattern: str = '"upload"'
+    mass_upload_threshold: int = Field(100, ge=1, description="uploads per user per window that suggest an attack")
+    cognito_user_pool: str | None = None
+    auto_block_accounts: bool = False
+    auto_pause_service: bool = False
+    retention_warn_fraction: float = Field(0.5, gt=0, lt=1, description="warn when a pause has lasted this share of the queue's retention")
+
+
+class CaseStore(Strict):
+    """LEH's cases (the seed's SQL ``cases`` table, kept in DynamoDB here) and their search index."""
+
+    cases_table: str = "leh-cases"
+    case_key: str = "case_id"
+    status_attribute: str = "status"
+    evidence_table: str = "leh-evidence"
+    evidence_key: str = "evidence_id"
+    opensearch_domain: str = "leh-cases"
+    index_template: str = "evidence-{case_id}"
+
+
 class Mutations(Strict):
     """Where mutating runbooks keep their leases and durable records (created on first use)."""
 
@@ -222,6 +268,8 @@ class System(Strict):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     escalation: list[EscalationLevel] = Field(default_factory=list)
     mutations: Mutations = Field(default_factory=Mutations)
+    bill_shock: BillShock | None = None
+    case_store: CaseStore | None = None
     schedules: dict[str, Schedule] = Field(default_factory=dict)
 
     @field_validator("region")

@@ -1,0 +1,169 @@
+"""The shared skeleton of every mutating runbook (a flow-side companion of tasks/mutation.py).
+
+    session = MutationSession(RUNBOOK, inv, dry_run=..., approval=..., approver=..., approval_timeout_s=...)
+    with session:
+        identity = session.identity()
+        plan = ...                                  # runbook-specific: read state, decide
+        if session.gate(plan):                      # publishes the plan; dry run / nothing to do ends here
+            session.lease([resources], ttl_s)       # AWS lease, released on exit
+            ...check drift, act, verify...          # runbook-specific
+            session.record(records)                 # events, table artifact, durable record
+            session.notify(subject, body)           # SNS (dry runs never get here)
+            session.done(ok)
+    return session.finish()
+
+Refused (wrong account, rejected, timed out, drift, lease held) ends the run
+with outcome ``refused`` (exit 3); any other exception ends it ``failed``
+with its report saved (a CRIT run ends Failed in the UI).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.states import Failed
+
+from flows.daily_health import run_url
+from tasks import aws, statestore
+from tasks.findings import Finding, Status, overall
+from tasks.iam import aws_task
+from tasks.inventory import System
+from tasks.mutation import (Approval, Identity, Outcome, Plan, Record, Refused, approve, confirm_identity, notify_actions,
+                            publish_plan, record_actions, take_leases)
+from tasks.report import RunReport, publish_report
+
+
+@aws_task(iam=["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DescribeTable", "dynamodb:CreateTable"], name="take-leases",
+          cache_policy=NO_CACHE, read_only=False)
+def lease_task(system: System, plan: Plan, run_id: str, ttl_s: int) -> list[str]:
+    return take_leases(system, plan, run_id, ttl_s)
+
+
+@aws_task(iam=["dynamodb:DeleteItem"], name="release-leases", cache_policy=NO_CACHE, read_only=False)
+def release_task(system: System, resources: list[str], run_id: str) -> None:
+    for r in resources:
+        statestore.release_lease(system, r, run_id)
+
+
+@aws_task(iam=["dynamodb:Query", "dynamodb:DescribeTable"], name="read-records", cache_policy=NO_CACHE)
+def read_records(system: System) -> list[dict[str, Any]]:
+    return statestore.read_records(system)
+
+
+# Tasks every mutating runbook uses: add them to the runbook's TASKS (for `opsbook policy`).
+SESSION_TASKS = [confirm_identity, lease_task, release_task, read_records, record_actions, notify_actions]
+
+
+class MutationSession:
+    def __init__(self, runbook: str, inv: System, *, dry_run: bool, approval: str = "ui", approver: str | None = None,
+                 approval_timeout_s: int | None = None) -> None:
+        self.runbook, self.inv, self.dry_run = runbook, inv, dry_run
+        self.approval_mode, self.approver = approval, approver
+        self.approval_timeout_s = approval_timeout_s or inv.mutations.approval_timeout_s
+        self.started = time.monotonic()
+        self.calls = aws.start_call_log()
+        self.run_id = str(flow_run.get_id()) if flow_run.get_id() else "local"
+        self.logger = get_run_logger()
+        self.report = RunReport(runbook=runbook, system=inv.name, status=Status.OK, findings=[], api_calls=0,
+                                region=inv.region, flow_run_id=self.run_id, flow_run_url=run_url(), dry_run=dry_run)
+        self.plan: Plan | None = None
+        self.approval: Approval | None = None
+        self.identity_: Identity | None = None
+        self.leased: list[str] = []
+
+    # --- steps -----------------------------------------------------------------------
+    def identity(self) -> Identity:
+        self.identity_ = confirm_identity.submit(self.inv).result()
+        return self.identity_
+
+    def gate(self, plan: Plan) -> bool:
+        """Publish the plan; True when the run should act (approved), False when it ends here."""
+        self.plan = plan
+        publish_plan.submit(plan).result()
+        self.report.plan = plan.model_dump(mode="json")
+        self.report.findings += [Finding(check=f"{self.runbook}-plan", resource=c.split(": ")[0], status=Status.WARN, summary=c)
+                                 for c in plan.cannot]
+        if self.dry_run or not plan.actions:
+            self.report.outcome = (Outcome.PLANNED if plan.actions else Outcome.NOTHING_TO_DO).value
+            self.logger.info("plan %s: %d action(s)%s", plan.fingerprint, len(plan.actions), "; dry run, nothing changed" if self.dry_run else "")
+            return False
+        if self.approval_mode == "yes":  # the shell approved up front: show what it approved
+            print(plan.text(), file=sys.stderr)
+        self.approval = approve(plan, self.approval_mode, self.approver, self.approval_timeout_s)
+        self.report.approval = self.approval.model_dump(mode="json")
+        return True
+
+    def lease(self, ttl_s: int | None = None) -> None:
+        assert self.plan is not None
+        self.leased = lease_task.submit(self.inv, self.plan, self.run_id, ttl_s or self.inv.mutations.lease_ttl_s).result()
+
+    def record(self, records: list[Record]) -> None:
+        errors = record_actions.submit(self.inv, records).result()
+        self.report.records += [r.model_dump(mode="json") for r in records]
+        self.report.findings += [Finding(check="record", resource=self.inv.mutations.state_table, status=Status.WARN, summary=e) for e in errors]
+
+    def notify(self, subject: str, lines: list[str]) -> None:
+        a = self.approval
+        body = "\n".join(lines + ([f"approved by {a.approver} via {a.via}: {a.reason}"] if a else []) + [f"run: {self.report.flow_run_url or self.run_id}"])
+        self.report.notification = notify_actions.submit(self.inv, f"[opsbook] {self.runbook} {self.inv.name}: {subject}", body).result()
+
+    def done(self, ok: bool) -> None:
+        worst = overall(self.report.findings) if self.report.findings else Status.OK
+        self.report.outcome = (Outcome.FAILED if not ok else Outcome.DONE_WITH_WARNINGS if worst in (Status.WARN, Status.UNKNOWN, Status.CRIT)
+                               else Outcome.DONE).value
+
+    # --- ending ----------------------------------------------------------------------
+    def __enter__(self) -> MutationSession:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        try:
+            if self.leased:
+                release_task.submit(self.inv, self.leased, self.run_id).result()
+        except Exception as rel_exc:  # the lease expires by itself; say so
+            self.report.findings.append(Finding(check="lease", resource=", ".join(self.leased), status=Status.WARN,
+                                                summary=f"lease not released ({aws.describe_error(rel_exc)}); it expires by itself"))
+        if exc is None:
+            return False
+        if isinstance(exc, Refused):
+            self.logger.warning("refused: %s", exc)
+            self.report.outcome = Outcome.REFUSED.value
+            self.report.findings.append(Finding(check="refused", resource=self.inv.name, status=Status.UNKNOWN, summary=str(exc)))
+            return True
+        if isinstance(exc, Exception):  # ends Failed with the report saved, never silently
+            self.logger.error("failed: %s", aws.describe_error(exc))
+            self.report.outcome = Outcome.FAILED.value
+            self.report.findings.append(Finding(check="error", resource=self.inv.name, status=Status.CRIT,
+                                                summary=f"{aws.describe_error(exc)}; the records show what was changed"))
+            return True
+        return False  # KeyboardInterrupt and friends propagate
+
+    def finish(self) -> Any:
+        report = self.report
+        outcome = Outcome(report.outcome or Outcome.FAILED.value)
+        if outcome is Outcome.REFUSED:
+            report.status = Status.UNKNOWN
+        elif outcome in (Outcome.PLANNED, Outcome.NOTHING_TO_DO):
+            report.status = overall(report.findings) if report.findings else Status.OK
+        else:
+            report.status = overall(report.findings + [Finding(check="outcome", resource=self.inv.name, status=outcome.status, summary=outcome.value)])
+        report.api_calls = self.calls.total
+        report.api_calls_by_operation = self.calls.by_operation()
+        report.undeclared_iam_actions = sorted(self.calls.undeclared)
+        report.duration_s = round(time.monotonic() - self.started, 2)
+        publish_report.submit(report).result()
+        if report.status is Status.CRIT:
+            return Failed(message=report.headline(), data=report)
+        return report
+
+
+def health_after(inv: System) -> list[Finding]:
+    """The system's component checks after acting (no 24 h log scans: those belong to daily-health)."""
+    from flows.daily_health import run_checks
+
+    return run_checks(inv, aws.Deadline(60), logs=False)[1]
