@@ -60,6 +60,18 @@ T_RUN = 180
 T_SERVER_START = 120
 
 
+def code_version() -> str:
+    """Hash of opsbook's code (other people edit it while the benchmark runs: each run records the version it ran)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for d in ("opsbook", "flows", "tasks", "sandbox", "systems"):
+        for f in sorted((ROOT / d).rglob("*")):
+            if f.is_file() and f.suffix in (".py", ".yaml", ".yml"):
+                h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def opsbook_cmd(settle_s: int) -> list[str]:
     return [OPSBOOK, "run", "emergency-rollback", "--system", SYSTEM, "--execute", "--yes", "--param", f"settle_timeout_s={settle_s}", "--json"]
 
@@ -408,6 +420,11 @@ def write_markdown(path: Path, runs: dict[str, list[dict[str, Any]]], meta: dict
         if brackets:
             lines.append(f"- poll bracket around the call: max {max(brackets) * 1000:.0f} ms")
         lines.append("")
+    versions = sorted({r["code_version"] for rs in runs.values() for r in rs if r.get("code_version")})
+    if len(versions) > 1:
+        lines += [f"**Warning: opsbook's code changed while the benchmark ran** (versions {', '.join(versions)}); rerun for a clean comparison.", ""]
+    elif versions:
+        lines += [f"opsbook code version (sha256 of opsbook/, flows/, tasks/, sandbox/, systems/): {versions[0]}, unchanged during the runs.", ""]
     lines += ["Daily-health results: [latest.md](latest.md).", ""]
     text = "\n".join(lines)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -451,7 +468,11 @@ def main(repeat: int, latency_ms: float, settle_s: int = 5, wait_timeout_s: int 
         n_run += 1
         run_home = Path(home) / f"run-{n_run:02d}-{tool}"  # the sandbox's OPSBOOK_HOME (its env file, log, recording)
         run_home.mkdir()
-        return run_once("seed" if tool == "seed" else "opsbook", cmd, env, latency_ms, str(run_home), state_table if table_exists else None)
+        before = code_version()
+        r = run_once("seed" if tool == "seed" else "opsbook", cmd, env, latency_ms, str(run_home), state_table if table_exists else None)
+        after = code_version()
+        r["code_version"] = before if before == after else f"{before}->{after}"
+        return r
 
     server_started = False
     try:
@@ -473,7 +494,7 @@ def main(repeat: int, latency_ms: float, settle_s: int = 5, wait_timeout_s: int 
             for key, cmd, env, table_exists in plan:
                 r = one(key, cmd, env, table_exists)
                 runs[key].append(r)
-                log(f"{key} {i + 1}/{repeat}: call at {r['call_s'] if r['call_s'] is None else round(r['call_s'], 2)} s, "
+                log(f"{key} {i + 1}/{repeat} [code {r['code_version']}]: call at {r['call_s'] if r['call_s'] is None else round(r['call_s'], 2)} s, "
                     f"notify at {r['notify_s'] if r['notify_s'] is None else round(r['notify_s'], 2)} s, wall {r['wall_s']:.2f} s, "
                     f"{r.get('api_calls')} calls ({r['recorded_total']} seen), {rev(r['from'])} -> {rev(r['to'])}, exit {r['exit_code']}")
         for key in ("opsbook", "opsbook_table"):

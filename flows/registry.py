@@ -29,6 +29,12 @@ RUNBOOKS: dict[str, Runbook] = {
                 "morning check of every component (read-only); daily 09:00 in the system's time zone"),
         Runbook("emergency-rollback", "flows.emergency_rollback", "emergency_rollback", True,
                 "roll ECS services / Lambda aliases back to the last known-good release (plan, approve, act, verify, record)"),
+        Runbook("bill-shock-breaker", "flows.bill_shock_breaker", "bill_shock_breaker", True,
+                "token spend per case/user/service: trip case breakers, pause the worker, block accounts (approval), reset"),
+        Runbook("dlq-redrive", "flows.dlq_redrive", "dlq_redrive", True,
+                "move dead-lettered messages back to their source queue, in batches, at a bounded rate, losing none"),
+        Runbook("reindex-case", "flows.reindex_case", "reindex_case", True,
+                "restore a soft-deleted case and rebuild its search index from DynamoDB"),
     ]
 }
 
