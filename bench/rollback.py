@@ -60,16 +60,29 @@ T_RUN = 180
 T_SERVER_START = 120
 
 
-def code_version() -> str:
-    """Hash of opsbook's code (other people edit it while the benchmark runs: each run records the version it ran)."""
+CODE_DIRS = ("opsbook", "flows", "tasks", "sandbox", "deployments", "systems")
+
+
+def code_version(root: Path = ROOT) -> str:
+    """Hash of opsbook's code under ``root`` (other people edit the live tree while the benchmark runs)."""
     import hashlib
 
     h = hashlib.sha256()
-    for d in ("opsbook", "flows", "tasks", "sandbox", "systems"):
-        for f in sorted((ROOT / d).rglob("*")):
+    for d in CODE_DIRS:
+        for f in sorted((root / d).rglob("*")):
             if f.is_file() and f.suffix in (".py", ".yaml", ".yml"):
-                h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
+                h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:12]
+
+
+def snapshot_code(dest: Path) -> Path:
+    """Copy opsbook's code so that every run uses the same version: with PYTHONPATH=dest the
+    console script imports it (the editable install's finder comes after PYTHONPATH)."""
+    import shutil
+
+    for d in CODE_DIRS:
+        shutil.copytree(ROOT / d, dest / d, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dest
 
 
 def opsbook_cmd(settle_s: int) -> list[str]:
@@ -229,9 +242,11 @@ def notifications(c: dict[str, Any], q: str) -> list[tuple[float, str]]:
     return sorted(out)
 
 
-def run_once(tool: str, cmd: list[str], env: dict[str, str], latency_ms: float, home: str, state_table: str | None) -> dict[str, Any]:
+def run_once(tool: str, cmd: list[str], env: dict[str, str], latency_ms: float, home: str, state_table: str | None,
+             cwd: Path = ROOT) -> dict[str, Any]:
     rec = Path(home) / "moto-recording.jsonl"
-    sandbox = SandboxProc(SYSTEM, 1, latency_ms, home, faults=[FAULT], env={"MOTO_RECORDER_FILEPATH": str(rec)})
+    sandbox_env = {"MOTO_RECORDER_FILEPATH": str(rec), **({"PYTHONPATH": env["PYTHONPATH"]} if env.get("PYTHONPATH") else {})}
+    sandbox = SandboxProc(SYSTEM, 1, latency_ms, home, faults=[FAULT], env=sandbox_env, cwd=cwd)
     poller: TdPoller | None = None
     proc: subprocess.Popen | None = None
     try:
@@ -245,7 +260,7 @@ def run_once(tool: str, cmd: list[str], env: dict[str, str], latency_ms: float, 
         out, err = Path(home) / f"{tool}.out", Path(home) / f"{tool}.err"
         with open(out, "wb") as fo, open(err, "wb") as fe:
             t0 = time.time()
-            proc = subprocess.Popen(cmd, env={**env, **exports}, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, cwd=ROOT,
+            proc = subprocess.Popen(cmd, env={**env, **exports}, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, cwd=cwd,
                                     start_new_session=True)
             try:
                 rc = proc.wait(timeout=T_RUN)
@@ -424,7 +439,11 @@ def write_markdown(path: Path, runs: dict[str, list[dict[str, Any]]], meta: dict
     if len(versions) > 1:
         lines += [f"**Warning: opsbook's code changed while the benchmark ran** (versions {', '.join(versions)}); rerun for a clean comparison.", ""]
     elif versions:
-        lines += [f"opsbook code version (sha256 of opsbook/, flows/, tasks/, sandbox/, systems/): {versions[0]}, unchanged during the runs.", ""]
+        where = ("the live tree" if meta.get("live_code") else
+                 f"a snapshot of the live tree taken at the start (live tree {meta.get('live_code_at_start')} at the start, "
+                 f"{meta.get('live_code_at_end')} at the end)")
+        lines += [f"opsbook code version (sha256 of {', '.join(d + '/' for d in CODE_DIRS)}): {versions[0]}, {where}; "
+                  "every run used it.", ""]
     lines += ["Daily-health results: [latest.md](latest.md).", ""]
     text = "\n".join(lines)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -443,7 +462,7 @@ def link_from_latest(latest: Path) -> None:
 
 
 def main(repeat: int, latency_ms: float, settle_s: int = 5, wait_timeout_s: int = 20, table_variant: bool = True,
-         out: Path = RESULTS / "rollback.md") -> int:
+         out: Path = RESULTS / "rollback.md", live_code: bool = False) -> int:
     t_start = time.monotonic()
     command = "cd /work/main && .venv/bin/python -m bench.run " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     aws = aws_cli()
@@ -456,10 +475,17 @@ def main(repeat: int, latency_ms: float, settle_s: int = 5, wait_timeout_s: int 
     base_env = {k: v for k, v in os.environ.items() if k not in ("AWS_PROFILE", "PREFECT_API_URL", "AWS_DEFAULT_PROFILE")}
     base_env.update({"OPSBOOK_HOME": home, "OPSBOOK_PREFECT_PORT": str(port), "OPSBOOK_QUOTAS": "off", "PYTHONUNBUFFERED": "1",
                      "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION})
+    live_start = code_version()
+    cwd = ROOT
+    if not live_code:
+        cwd = snapshot_code(Path(home) / "code")
+        base_env["PYTHONPATH"] = os.pathsep.join([str(cwd)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+        log(f"opsbook code snapshot {code_version(cwd)} in {cwd} (the live tree keeps changing under other people's edits)")
     seed_env = {**base_env, "AWS": aws, "WAIT_TIMEOUT_S": str(wait_timeout_s)}
     meta: dict[str, Any] = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(), "command": command,
                             "latency_ms": latency_ms, "awscli": awscli_version, "prefect_port": port, "home": home,
-                            "settle_s": settle_s, "wait_timeout_s": wait_timeout_s}
+                            "settle_s": settle_s, "wait_timeout_s": wait_timeout_s, "live_code": live_code,
+                            "code_version": code_version(cwd), "live_code_at_start": live_start}
     runs: dict[str, list[dict[str, Any]]] = {"seed": [], "opsbook": [], "opsbook_table": []}
     n_run = 0
 
@@ -468,9 +494,10 @@ def main(repeat: int, latency_ms: float, settle_s: int = 5, wait_timeout_s: int 
         n_run += 1
         run_home = Path(home) / f"run-{n_run:02d}-{tool}"  # the sandbox's OPSBOOK_HOME (its env file, log, recording)
         run_home.mkdir()
-        before = code_version()
-        r = run_once("seed" if tool == "seed" else "opsbook", cmd, env, latency_ms, str(run_home), state_table if table_exists else None)
-        after = code_version()
+        before = code_version(cwd)
+        r = run_once("seed" if tool == "seed" else "opsbook", cmd, env, latency_ms, str(run_home), state_table if table_exists else None,
+                     cwd=cwd)
+        after = code_version(cwd)
         r["code_version"] = before if before == after else f"{before}->{after}"
         return r
 
@@ -479,7 +506,7 @@ def main(repeat: int, latency_ms: float, settle_s: int = 5, wait_timeout_s: int 
         log(f"OPSBOOK_HOME={home}; starting the local Prefect server on port {port}")
         server_started = True
         t = time.monotonic()
-        cp = subprocess.run([OPSBOOK, "server", "start"], env=base_env, capture_output=True, text=True, timeout=T_SERVER_START, cwd=ROOT)
+        cp = subprocess.run([OPSBOOK, "server", "start"], env=base_env, capture_output=True, text=True, timeout=T_SERVER_START, cwd=cwd)
         meta["server_start_s"] = round(time.monotonic() - t, 1)
         log(f"opsbook server start ({meta['server_start_s']} s): {(cp.stdout or cp.stderr).strip()[-200:]}")
         if cp.returncode != 0:
@@ -507,12 +534,13 @@ def main(repeat: int, latency_ms: float, settle_s: int = 5, wait_timeout_s: int 
     finally:
         if server_started:
             try:
-                cp = subprocess.run([OPSBOOK, "server", "stop"], env=base_env, capture_output=True, text=True, timeout=T_SERVER_STOP, cwd=ROOT)
+                cp = subprocess.run([OPSBOOK, "server", "stop"], env=base_env, capture_output=True, text=True, timeout=T_SERVER_STOP, cwd=cwd)
                 log(f"opsbook server stop: {cp.stdout.strip() or cp.stderr.strip()}")
             except subprocess.TimeoutExpired:
                 log("`opsbook server stop` timed out")
         if any(runs.values()):
             meta["total_s"] = round(time.monotonic() - t_start, 1)
+            meta["live_code_at_end"] = code_version()
             text = write_markdown(out, runs, meta)
             out.with_suffix(".json").write_text(json.dumps({"meta": meta, "runs": runs}, indent=1, default=str))
             link_from_latest(out.parent / "latest.md")

@@ -96,7 +96,8 @@ class SandboxProc:
     """`opsbook sandbox` in the foreground, in its own session; stopped with SIGTERM."""
 
     def __init__(self, system: str, scale: int, latency_ms: float, home: str, faults: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: Path = ROOT) -> None:
+        self.cwd = cwd
         self.cmd = [OPSBOOK, "sandbox", "--systems", system, "--scale", str(scale), "--latency-ms", str(latency_ms)]
         for f in faults or []:  # e.g. "t-developer:bad-deploy" (the rollback benchmark)
             self.cmd += ["--fault", f]
@@ -110,7 +111,7 @@ class SandboxProc:
         env = {**os.environ, "OPSBOOK_HOME": self.home, **self.extra_env}
         t0 = time.monotonic()
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=open(self.errlog, "wb"), stdin=subprocess.DEVNULL,
-                                     env=env, text=True, start_new_session=True, cwd=ROOT)
+                                     env=env, text=True, start_new_session=True, cwd=self.cwd)
         lines: queue.Queue[str | None] = queue.Queue()
 
         def reader() -> None:
@@ -355,12 +356,13 @@ def main() -> int:
     rb.add_argument("--settle-s", type=int, default=5, help="opsbook's settle_timeout_s (default 5, its minimum)")
     rb.add_argument("--wait-timeout-s", type=int, default=20, help="bound on the seed script's services-stable waiter (default 20)")
     rb.add_argument("--no-table-variant", action="store_true", help="skip the opsbook runs with its state table already created")
+    rb.add_argument("--live-code", action="store_true", help="run opsbook from the live tree (default: a snapshot taken at the start)")
     args = ap.parse_args()
     if args.rollback:
         from bench import rollback
 
         return rollback.main(args.repeat, args.latency_ms, settle_s=args.settle_s, wait_timeout_s=args.wait_timeout_s,
-                             table_variant=not args.no_table_variant, out=Path(args.out).parent / "rollback.md")
+                             table_variant=not args.no_table_variant, out=Path(args.out).parent / "rollback.md", live_code=args.live_code)
 
     t_start = time.monotonic()
     command = "cd /work/main && .venv/bin/python -m bench.run " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -21,11 +21,12 @@ def deployment_specs() -> list[dict[str, Any]]:
     specs = []
     for name in known_systems():
         system = load_system(name)
-        for runbook, sched in sorted(system.schedules.items()):
+        for key, sched in sorted(system.schedules.items()):
+            runbook = sched.runbook or key
             if runbook not in registry.RUNBOOKS:
                 continue  # scheduled in the inventory, not built yet: listed by `opsbook list`
             specs.append({
-                "name": f"{runbook}-{name}",
+                "name": f"{key}-{name}",
                 "runbook": runbook,
                 "system": name,
                 "cron": sched.cron,
@@ -44,7 +45,7 @@ def build() -> list[Any]:
         flow = registry.get(spec["runbook"]).load()
         out.append(flow.to_deployment(
             name=spec["name"],
-            schedules=[Cron(spec["cron"], timezone=spec["timezone"])],
+            schedules=[Cron(spec["cron"], timezone=spec["timezone"])] if spec["cron"] else [],
             parameters=spec["parameters"],
             tags=spec["tags"],
             concurrency_limit=1,  # a scheduled run never overlaps the previous one of the same system
@@ -82,7 +83,7 @@ def deploy_to_work_pool(pool: str = "opsbook") -> list[str]:
         entry = f"{rb.module.replace('.', '/')}.py:{rb.attr}"
         flow = registry.get(spec["runbook"]).load().from_source(source=str(root), entrypoint=entry)
         ids.append(str(flow.deploy(
-            name=spec["name"], work_pool_name=pool, schedules=[Cron(spec["cron"], timezone=spec["timezone"])],
+            name=spec["name"], work_pool_name=pool, schedules=[Cron(spec["cron"], timezone=spec["timezone"])] if spec["cron"] else [],
             parameters=spec["parameters"], tags=spec["tags"], concurrency_limit=1, print_next_steps=False,
         )))
     return ids

@@ -81,8 +81,12 @@ class MutationSession:
         self.identity_ = confirm_identity.submit(self.inv).result()
         return self.identity_
 
-    def gate(self, plan: Plan) -> bool:
-        """Publish the plan; True when the run should act (approved), False when it ends here."""
+    def gate(self, plan: Plan, policy: str | None = None) -> bool:
+        """Publish the plan; True when the run should act (approved), False when it ends here.
+
+        ``policy``: the plan needs no person's approval because the inventory or
+        the runbook's purpose allows it (e.g. tripping a case's breaker); the
+        reason is recorded as the approval."""
         self.plan = plan
         publish_plan.submit(plan).result()
         self.report.plan = plan.model_dump(mode="json")
@@ -92,6 +96,11 @@ class MutationSession:
             self.report.outcome = (Outcome.PLANNED if plan.actions else Outcome.NOTHING_TO_DO).value
             self.logger.info("plan %s: %d action(s)%s", plan.fingerprint, len(plan.actions), "; dry run, nothing changed" if self.dry_run else "")
             return False
+        if policy:
+            self.approval = Approval(approved=True, approver=f"policy ({self.approver or 'scheduled run'})", reason=policy,
+                                     via="policy", plan_fingerprint=plan.fingerprint)
+            self.report.approval = self.approval.model_dump(mode="json")
+            return True
         if self.approval_mode == "yes":  # the shell approved up front: show what it approved
             print(plan.text(), file=sys.stderr)
         self.approval = approve(plan, self.approval_mode, self.approver, self.approval_timeout_s)

@@ -173,14 +173,15 @@ class Thresholds(Strict):
 
 
 class Schedule(Strict):
-    cron: str
+    cron: str | None = Field(None, description="none: a deployment started by another run or by hand, not on a clock")
+    runbook: str | None = Field(None, description="defaults to the schedule's key")
     timezone: str | None = Field(None, description="defaults to the system's time zone")
     parameters: dict = Field(default_factory=dict)
 
     @field_validator("cron")
     @classmethod
-    def _cron_fields(cls, v: str) -> str:
-        if len(v.split()) != 5:
+    def _cron_fields(cls, v: str | None) -> str | None:
+        if v is not None and len(v.split()) != 5:
             raise ValueError(f"cron {v!r} must have 5 fields (minute hour day month weekday)")
         return v
 
@@ -220,6 +221,8 @@ class BillShock(Strict):
     cognito_user_pool: str | None = None
     auto_block_accounts: bool = False
     auto_pause_service: bool = False
+    cooldown_minutes: int = Field(60, ge=5, description="an OPEN case may half-open after this long under budget")
+    top_n: int = Field(10, ge=1, le=100)
     retention_warn_fraction: float = Field(0.5, gt=0, lt=1, description="warn when a pause has lasted this share of the queue's retention")
 
 

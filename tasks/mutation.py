@@ -139,7 +139,7 @@ class Approval(BaseModel):
     approved: bool
     approver: str
     reason: str
-    via: Literal["ui", "prompt", "yes"]
+    via: Literal["ui", "prompt", "yes", "policy"]
     plan_fingerprint: str
     at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
