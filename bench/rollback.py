@@ -435,6 +435,10 @@ def write_markdown(path: Path, runs: dict[str, list[dict[str, Any]]], meta: dict
         if brackets:
             lines.append(f"- poll bracket around the call: max {max(brackets) * 1000:.0f} ms")
         lines.append("")
+    loads = [x for rs in runs.values() for r in rs for x in r.get("loadavg_1m", [])]
+    if loads:
+        lines += [f"1-minute load average around the runs: {min(loads):.2f}-{max(loads):.2f} on {m['nproc']} CPUs "
+                  "(the machine is shared: other benchmarks and test suites may run at the same time).", ""]
     versions = sorted({r["code_version"] for rs in runs.values() for r in rs if r.get("code_version")})
     if len(versions) > 1:
         lines += [f"**Warning: opsbook's code changed while the benchmark ran** (versions {', '.join(versions)}); rerun for a clean comparison.", ""]
@@ -495,10 +499,12 @@ def main(repeat: int, latency_ms: float, settle_s: int = 5, wait_timeout_s: int 
         run_home = Path(home) / f"run-{n_run:02d}-{tool}"  # the sandbox's OPSBOOK_HOME (its env file, log, recording)
         run_home.mkdir()
         before = code_version(cwd)
+        load0 = os.getloadavg()[0]
         r = run_once("seed" if tool == "seed" else "opsbook", cmd, env, latency_ms, str(run_home), state_table if table_exists else None,
                      cwd=cwd)
         after = code_version(cwd)
         r["code_version"] = before if before == after else f"{before}->{after}"
+        r["loadavg_1m"] = [round(load0, 2), round(os.getloadavg()[0], 2)]  # other people's work shares the 2 CPUs
         return r
 
     server_started = False

@@ -80,7 +80,8 @@ class Verdict(BaseModel):
 def _dimension_values(system: System, cfg: BillShock, dimension: str) -> list[str]:
     c = aws.client("cloudwatch", system.region)
     values = set()
-    for m in aws.paginate(c, "list_metrics", "Metrics", Namespace=cfg.namespace, MetricName=cfg.metric, RecentlyActive="PT3H"):
+    for m in aws.paginate(c, "list_metrics", "Metrics", Namespace=cfg.namespace, MetricName=cfg.metric, RecentlyActive="PT3H",
+                          Dimensions=[{"Name": dimension}]):
         dims = {d["Name"]: d["Value"] for d in m.get("Dimensions", [])}
         if set(dims) == {dimension}:
             values.add(dims[dimension])

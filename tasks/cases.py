@@ -21,10 +21,10 @@ import base64
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 from boto3.dynamodb.types import Binary, TypeDeserializer
 from botocore.exceptions import ClientError
-from opensearchpy.exceptions import NotFoundError, RequestError
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
@@ -206,25 +206,25 @@ def domain_url(system: System, store: CaseStore) -> str:
     return url
 
 
+def _count(client: Any, index: str) -> int | None:
+    """GET {index}/_count (opensearch-py's count() POSTs); None when the index does not exist."""
+    body = client.transport.perform_request("GET", f"/{quote(index)}/_count", params={"ignore": 404})
+    if "count" in body:
+        return int(body["count"])
+    if (body.get("error") or {}).get("type") == "index_not_found_exception":
+        return None
+    raise RuntimeError(f"GET {index}/_count answered {body.get('status')}: {(body.get('error') or {}).get('reason', body)}")
+
+
 def index_count(url: str, region: str, index: str) -> int | None:
-    """Documents in the index (GET _count); None when the index does not exist."""
-    try:
-        return int(os_client(url, region).count(index=index)["count"])
-    except NotFoundError as exc:
-        if exc.error == "index_not_found_exception":
-            return None
-        raise
+    """Documents in the index; None when the index does not exist."""
+    return _count(os_client(url, region), index)
 
 
 def refresh_and_count(url: str, region: str, index: str) -> int | None:
     c = os_client(url, region)
-    try:
-        c.indices.refresh(index=index)
-    except NotFoundError as exc:
-        if exc.error == "index_not_found_exception":
-            return None
-        raise
-    return index_count(url, region, index)
+    c.indices.refresh(index=index, ignore=404)  # a missing index is counted as None below
+    return _count(c, index)
 
 
 def _bulk(client: Any, actions: list[dict[str, Any]]) -> None:
@@ -260,12 +260,11 @@ def rebuild_index(url: str, region: str, index: str, docs: Iterable[dict[str, An
     (document id = ``doc[key]``, so nothing is duplicated), then remove documents not among them."""
     client = os_client(url, region, timeout=60)
     done = Rebuilt()
-    try:
-        client.indices.create(index=index)
+    answer = client.indices.create(index=index, ignore=400)  # PUT; an existing index is kept and refilled
+    if answer.get("acknowledged"):
         done.created = True
-    except RequestError as exc:
-        if exc.error != "resource_already_exists_exception":
-            raise
+    elif (answer.get("error") or {}).get("type") != "resource_already_exists_exception":
+        raise RuntimeError(f"creating index {index} failed: {(answer.get('error') or {}).get('reason', answer)}")
     written: set[str] = set()
     for batch in _chunks(docs, batch_size):
         actions = [{"_op_type": "index", "_index": index, "_id": str(d[key]), "_source": d} for d in batch]
@@ -275,7 +274,7 @@ def rebuild_index(url: str, region: str, index: str, docs: Iterable[dict[str, An
         if on_batch:
             on_batch(done)
     client.indices.refresh(index=index)
-    count = int(client.count(index=index)["count"])
+    count = _count(client, index) or 0
     if count > len(written):
         stray = [i for i in _listed_ids(client, index, count) if i not in written]
         _bulk(client, [{"_op_type": "delete", "_index": index, "_id": i} for i in stray])

@@ -12,6 +12,9 @@ from tasks.findings import Finding, Status
 from tasks.iam import aws_task, declares
 from tasks.inventory import System, name_matches
 
+# GetMetricData: 50 requests a second per account and region (CloudWatch service quotas).
+GET_METRIC_DATA_TPS = 50.0
+
 _PRIORITY_STATUS = {"P0": Status.CRIT, "P1": Status.CRIT, "P2": Status.WARN, "P3": Status.WARN}
 
 
@@ -57,11 +60,21 @@ def get_metric_data(region: str, queries: list[dict[str, Any]], start: datetime,
     """
     c = aws.client("cloudwatch", region)
     out: dict[str, list[tuple[datetime, float]]] = {q["Id"]: [] for q in queries}
-    for i in range(0, len(queries), 500):
-        batch = queries[i : i + 500]
+    lim = aws.limiter("get_metric_data", GET_METRIC_DATA_TPS)
+
+    def one_batch(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        results = []
         for page in c.get_paginator("get_metric_data").paginate(MetricDataQueries=batch, StartTime=start, EndTime=end, ScanBy="TimestampDescending"):
-            for r in page["MetricDataResults"]:
-                out[r["Id"]] += list(zip(r["Timestamps"], r["Values"]))
+            lim.acquire()
+            results += page["MetricDataResults"]
+        return results
+
+    batches = [queries[i : i + 500] for i in range(0, len(queries), 500)]
+    for _, results, err in aws.parallel(one_batch, batches, max_workers=8):  # independent batches, concurrently
+        if err is not None:
+            raise err
+        for r in results:
+            out[r["Id"]] += list(zip(r["Timestamps"], r["Values"]))
     for k in out:
         out[k].sort(key=lambda tv: tv[0], reverse=True)
     return out

@@ -39,7 +39,10 @@ def search(sandbox) -> OpenSearch:
 
 
 def count(sandbox, index=INDEX) -> int | None:
-    return len(sandbox.opensearch.docs("leh-cases", index)) if index in sandbox.opensearch._domains["leh-cases"]["indices"] else None
+    try:
+        return len(sandbox.opensearch.docs("leh-cases", index))
+    except KeyError:  # no such index
+        return None
 
 
 @pytest.fixture
@@ -122,9 +125,19 @@ def test_an_unknown_case_is_refused(leh, sandbox):
     assert bad.outcome == "refused" and "not a case id" in bad.findings[-1].summary
 
 
-def test_a_large_case_pages_batches_and_is_covered_by_the_policy(leh, sandbox, capsys):
+def test_a_large_case_pages_batches_and_is_covered_by_the_policy(leh, sandbox, capsys, monkeypatch):
+    from opensearchpy.transport import Transport
+
     seed_case(sandbox, leh, CASE, 1200)
     delete_case(sandbox, leh, CASE)
+    verbs: set[str] = set()
+    real = Transport.perform_request
+
+    def spy(self, method, url, *args, **kwargs):
+        verbs.add(method)
+        return real(self, method, url, *args, **kwargs)
+
+    monkeypatch.setattr(Transport, "perform_request", spy)
     report = run(case_id=CASE, dry_run=False, approval="yes", batch_size=500)
     assert report.outcome == "done" and report.status is Status.OK, report.findings
     assert count(sandbox) == 1200 and status_of(sandbox) == "active"
@@ -136,7 +149,8 @@ def test_a_large_case_pages_batches_and_is_covered_by_the_policy(leh, sandbox, c
     policy = set(policy_for(rc.TASKS)["Statement"][0]["Action"])
     used = {iam_action(*op.split(":")) for op in report.api_calls_by_operation} - {None}
     assert {"dynamodb:UpdateItem", "dynamodb:Query", "es:DescribeDomain"} <= used and used <= policy, used - policy
-    assert {"es:ESHttpGet", "es:ESHttpPut", "es:ESHttpPost"} <= policy  # the cluster's HTTP API, outside botocore
+    assert verbs == {"GET", "PUT", "POST"}  # the cluster's HTTP API is outside botocore: check its verbs here
+    assert {f"es:ESHttp{v.title()}" for v in verbs} <= policy
     assert report.undeclared_iam_actions == []
 
 
@@ -157,6 +171,50 @@ def test_the_status_update_is_conditional_on_the_planned_value(leh, sandbox):
     with pytest.raises(cases.StatusChanged, match="was closed when planned and is now active"):
         work.set_status(leh, t.case_resource, "active")
     assert work.drifted and status_of(sandbox) == "active"
+
+
+def test_a_change_while_acting_stops_the_run_and_changes_nothing(leh, sandbox, monkeypatch):
+    seed_case(sandbox, leh, CASE, 5)
+    delete_case(sandbox, leh, CASE)
+    real = rc.CaseWork.set_status
+
+    def reopened_meanwhile(self, system, resource, value):  # someone reopens it after the drift check
+        boto3.client("dynamodb", region_name="ap-northeast-2", endpoint_url=sandbox.endpoint).update_item(
+            TableName="leh-cases", Key={"case_id": {"S": CASE}}, UpdateExpression="SET #s = :a",
+            ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues={":a": {"S": "archived"}})
+        return real(self, system, resource, value)
+
+    monkeypatch.setattr(rc.CaseWork, "set_status", reopened_meanwhile)
+    report = run(case_id=CASE, dry_run=False, approval="yes")
+    assert report.outcome == "refused" and report.status is Status.UNKNOWN
+    assert "was closed when planned and is now archived" in report.findings[-1].summary and "nothing was changed" in report.findings[-1].summary
+    assert [(r["kind"], r["status"]) for r in report.records] == [("case-status", "failed"), ("case-index", "not-attempted")]
+    assert status_of(sandbox) == "archived" and count(sandbox) is None
+
+
+def test_a_failed_rebuild_undoes_the_status_and_says_how_far_it_got(leh, sandbox, monkeypatch):
+    seed_case(sandbox, leh, CASE, 25)
+    delete_case(sandbox, leh, CASE)
+    real = cases.rebuild_index
+
+    def dies_after_a_batch(url, region, index, docs, key, batch_size, on_batch=None):
+        def docs_then_outage():
+            for i, d in enumerate(docs):
+                if i == batch_size:
+                    sandbox.opensearch.set_unreachable("leh-cases")
+                yield d
+        return real(url, region, index, docs_then_outage(), key, batch_size, on_batch)
+
+    monkeypatch.setattr(cases, "rebuild_index", dies_after_a_batch)
+    try:
+        report = run(case_id=CASE, dry_run=False, approval="yes", batch_size=10)
+    finally:
+        sandbox.opensearch.set_unreachable("leh-cases", False)
+    assert report.outcome == "failed" and report.status is Status.CRIT
+    assert [(r["kind"], r["status"]) for r in report.records] == [
+        ("case-status", "applied"), ("case-index", "failed"), ("case-status", "undone")]
+    assert report.records[1]["detail"].startswith("10 document(s) written in 1 batch(es), index created; ")
+    assert status_of(sandbox) == "closed" and count(sandbox) == 10  # the case stays as it was; the next run refills the index
 
 
 def test_unreadable_index_leaves_it_out_of_the_plan():
