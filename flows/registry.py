@@ -33,6 +33,10 @@ RUNBOOKS: dict[str, Runbook] = {
                 "token spend per case/user/service: trip case breakers, pause the worker, block accounts (approval), reset"),
         Runbook("dlq-redrive", "flows.dlq_redrive", "dlq_redrive", True,
                 "move dead-lettered messages back to their source queue, in batches, at a bounded rate, losing none"),
+        Runbook("backup-verify", "flows.backup_verify", "backup_verify", True,
+                "weekly: PITR, on-demand backups, S3 versioning/replication, OpenSearch snapshots, RDS snapshots; fixes behind approval"),
+        Runbook("dr-test", "flows.dr_test", "dr_test", True,
+                "restore copies of tables, objects and indices, prove them right against the RTO, always remove them"),
         Runbook("reindex-case", "flows.reindex_case", "reindex_case", True,
                 "restore a soft-deleted case and rebuild its search index from DynamoDB"),
     ]

@@ -238,6 +238,24 @@ class CaseStore(Strict):
     index_template: str = "evidence-{case_id}"
 
 
+class RdsInstance(Strict):
+    identifier: str
+    snapshot_max_age_hours: float = Field(26, gt=0)
+
+
+class DisasterRecovery(Strict):
+    """dr-test and backup-verify settings (seeds 000/001/002: RTO a table 30 min, a region 2 h)."""
+
+    rto_table_minutes: float = Field(30, gt=0)
+    rto_region_minutes: float = Field(120, gt=0)
+    test_bucket: str | None = Field(None, description="S3 bucket for restored objects; created and tagged by the run when absent")
+    opensearch_dr_domain: str | None = Field(None, description="restore snapshots here; else into the source domain under drtest_")
+    sample_items: int = Field(20, ge=1, le=1000)
+    sample_objects: int = Field(5, ge=1, le=100)
+    snapshot_max_age_hours: float = Field(26, gt=0, description="OpenSearch snapshots older than this are a finding")
+    backup_max_age_hours: float = Field(26, gt=0)
+
+
 class Mutations(Strict):
     """Where mutating runbooks keep their leases and durable records (created on first use)."""
 
@@ -272,6 +290,8 @@ class System(Strict):
     escalation: list[EscalationLevel] = Field(default_factory=list)
     mutations: Mutations = Field(default_factory=Mutations)
     bill_shock: BillShock | None = None
+    rds_instances: list[RdsInstance] = Field(default_factory=list)
+    dr: DisasterRecovery = Field(default_factory=DisasterRecovery)
     case_store: CaseStore | None = None
     schedules: dict[str, Schedule] = Field(default_factory=dict)
 

@@ -214,6 +214,7 @@ def test_a_failed_rebuild_undoes_the_status_and_says_how_far_it_got(leh, sandbox
     assert [(r["kind"], r["status"]) for r in report.records] == [
         ("case-status", "applied"), ("case-index", "failed"), ("case-status", "undone")]
     assert report.records[1]["detail"].startswith("10 document(s) written in 1 batch(es), index created; ")
+    print("DETAIL", report.records, report.findings, report.headline())
     assert status_of(sandbox) == "closed" and count(sandbox) == 10  # the case stays as it was; the next run refills the index
 
 
