@@ -48,6 +48,7 @@ from tasks.mutation import Action, Applier, Approval, Identity, Plan, Record, Re
 RUNBOOK = "reindex-case"
 STATUS_KIND, INDEX_KIND = "case-status", "case-index"
 ACTIVE = "active"
+RERUN = "; run again once the cause is fixed (the rebuild overwrites, it never duplicates)"
 
 
 def documents(n: int) -> str:
@@ -263,7 +264,8 @@ def reindex_case(
             session.record(done)
             session.report.findings += checks
             session.report.findings += [Finding(check="reindex-action", resource=r.resource, status=Status.CRIT,
-                                                summary=mask(f"{r.status}: {r.detail}")) for r in done if r.status in ("failed", "undo-failed")]
+                                                summary=mask(f"{r.status}: {r.detail}" + (RERUN if r.kind == INDEX_KIND else "")))
+                                        for r in done if r.status in ("failed", "undo-failed")]
             session.done(ok)
             session.notify(session.report.outcome, [f"{r.resource}: {r.status} {r.before} -> {r.after} {r.detail}".strip() for r in done])
     return session.finish()

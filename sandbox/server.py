@@ -138,6 +138,21 @@ class Sandbox:
                "rolloutState": "COMPLETED", "runningCount": svc.desired_count}
         svc.deployments = [new, old]
 
+    def corrupt_next_restore(self, region: str) -> None:
+        """The next DynamoDB restore from a backup comes back one item short (a corrupted restore)."""
+        backend = self.backend("dynamodb", region)
+        real = backend.restore_table_from_backup
+
+        def restore(target_table_name: str, backup_arn: str) -> Any:
+            table = real(target_table_name, backup_arn)
+            if table.items:
+                first = next(iter(table.items))
+                del table.items[first]
+            backend.restore_table_from_backup = real  # once
+            return table
+
+        backend.restore_table_from_backup = restore
+
     def set_ecs_running(self, region: str, cluster: str, service: str, running: int) -> None:
         svc = self.backend("ecs", region).services[f"{cluster}:{service}"]
         svc.running_count = running

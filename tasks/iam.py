@@ -35,7 +35,9 @@ _SPECIAL = {
     ("s3", "GetBucketLifecycleConfiguration"): "s3:GetLifecycleConfiguration",
     ("s3", "PutBucketLifecycleConfiguration"): "s3:PutLifecycleConfiguration",
     ("s3", "GetBucketReplication"): "s3:GetReplicationConfiguration",
-    ("lambda", "ListFunctions"): "lambda:ListFunctions",
+    ("s3", "CopyObject"): "s3:PutObject",  # plus s3:GetObject(Version) on the source
+    ("s3", "DeleteObjects"): "s3:DeleteObject",
+    ("s3", "ListObjects"): "s3:ListBucket",
     ("sts", "GetCallerIdentity"): None,  # needs no permission
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -99,7 +100,7 @@ def test_dry_run_plans_and_moves_nothing(leh, sandbox):
         "sqs-redrive", DLQ, "40 messages", f"moved to {SRC}", "sqs:SendMessage", False)
     assert "duplicates at most one batch (10 messages)" in a["evidence"] and "Enabled" in a["evidence"]
     notes = "\n".join(report.plan["notes"])
-    assert "sample 5/5: case case-0004, evidence ev-000004" in notes and "[EMAIL]" in notes
+    assert re.search(r'sample 5/5: case case-\d{4}, evidence ev-\d{6}, received 1x, \d+ s old: \{"evidence_id"', notes) and "[EMAIL]" in notes
     assert "@example.com" not in json.dumps(report.plan) and "none OPEN" in notes and "at most 40 message(s) moved" in notes
     assert leh_queues.depth(sandbox, leh, DLQ) == {"visible": 40, "in_flight": 0}  # peeked, not taken
     assert leh_queues.depth(sandbox, leh, SRC)["visible"] == 0 and report.records == []

@@ -171,6 +171,9 @@ def test_the_status_update_is_conditional_on_the_planned_value(leh, sandbox):
     with pytest.raises(cases.StatusChanged, match="was closed when planned and is now active"):
         work.set_status(leh, t.case_resource, "active")
     assert work.drifted and status_of(sandbox) == "active"
+    findings = {f.check: f for f in rc.verify_reindex.fn(leh, plan, t, cases.Rebuilt(written=5))}  # the index is still gone
+    assert findings["case-status"].status is Status.OK and findings["case-index"].status is Status.CRIT
+    assert "holds no index after the rebuild, but leh-evidence has 5 evidence items" in findings["case-index"].summary
 
 
 def test_a_change_while_acting_stops_the_run_and_changes_nothing(leh, sandbox, monkeypatch):
@@ -214,7 +217,6 @@ def test_a_failed_rebuild_undoes_the_status_and_says_how_far_it_got(leh, sandbox
     assert [(r["kind"], r["status"]) for r in report.records] == [
         ("case-status", "applied"), ("case-index", "failed"), ("case-status", "undone")]
     assert report.records[1]["detail"].startswith("10 document(s) written in 1 batch(es), index created; ")
-    print("DETAIL", report.records, report.findings, report.headline())
     assert status_of(sandbox) == "closed" and count(sandbox) == 10  # the case stays as it was; the next run refills the index
 
 
