@@ -6,9 +6,10 @@ rebuild it from the data in DynamoDB. The seed calls the product's
 ``POST /admin/reindex-case``; opsbook does the same work itself against
 DynamoDB and the cluster, with a plan, approval and records.
 
-Steps: confirm identity -> read the case, its evidence and its index (at once)
--> plan -> (dry run ends here) -> approve -> leases -> drift check -> act ->
-verify -> record -> notify.
+Steps: confirm identity -> read the case's status, count its evidence (Query,
+Select=COUNT) and its index's documents, at once -> plan -> (dry run ends
+here) -> approve -> leases -> drift check -> act (the rebuild reads the
+evidence items themselves, fresh, page by page) -> verify -> record -> notify.
 
 - Idempotent: each action is planned only when needed (the status is not
   active; the index is missing or its count differs from the evidence count),
@@ -58,7 +59,7 @@ def documents(n: int) -> str:
 # --- deciding (pure: unit-tested without AWS) ----------------------------------------------
 
 
-def plan_for(system: System, identity: Identity, t: CaseTarget, status: str, evidence: list[str] | BaseException,
+def plan_for(system: System, identity: Identity, t: CaseTarget, status: str, evidence: int | BaseException,
              index: IndexState | BaseException) -> Plan:
     store = t.store
     plan = Plan(runbook=RUNBOOK, system=system.name, identity=identity)
@@ -75,8 +76,8 @@ def plan_for(system: System, identity: Identity, t: CaseTarget, status: str, evi
     if failed:
         plan.notes += [f"{t.index_resource}: could not read {what} ({aws.describe_error(e)}); left out of the plan" for what, e in failed]
         return plan
-    assert isinstance(evidence, list) and isinstance(index, IndexState)
-    m, n = len(evidence), index.count
+    assert isinstance(evidence, int) and isinstance(index, IndexState)
+    m, n = evidence, index.count
     if index.exists and n == m:
         plan.unchanged.append(f"{t.index_resource}: {documents(n)}, one for each evidence item in {store.evidence_table}")
         return plan
@@ -148,7 +149,7 @@ def check_drift(system: System, plan: Plan, t: CaseTarget, batch_size: int) -> N
     drifted = drift(system, plan, CaseWork(system, plan, t, batch_size).appliers())
     index = next((a for a in plan.actions if a.kind == INDEX_KIND), None)
     if index is not None:
-        planned, now = int(index.target.split()[0]), len(cases.evidence_ids(system, t, batch_size))
+        planned, now = int(index.target.split()[0]), cases.count_evidence(system, t)
         if now != planned:
             drifted.append(f"{t.store.evidence_table} had {planned} evidence items for {t.case_id} when planned and has {now} now")
     if drifted:
@@ -182,7 +183,7 @@ def verify_reindex(system: System, plan: Plan, t: CaseTarget, rebuilt: Rebuilt |
             continue
         assert t.url
         n = cases.refresh_and_count(t.url, system.region, t.index)
-        m = rebuilt.written if rebuilt else len(cases.evidence_ids(system, t))
+        m = rebuilt.written if rebuilt else cases.count_evidence(system, t)
         details = rebuilt.model_dump() if rebuilt else {}
         if n == m:
             out.append(Finding(check="case-index", resource=a.resource, status=Status.OK, value=n, details=details,
@@ -198,7 +199,7 @@ def verify_reindex(system: System, plan: Plan, t: CaseTarget, rebuilt: Rebuilt |
 
 
 @task(name="make-plan", cache_policy=NO_CACHE)
-def make_plan(system: System, identity: Identity, t: CaseTarget, status: str, evidence: list[str] | BaseException,
+def make_plan(system: System, identity: Identity, t: CaseTarget, status: str, evidence: int | BaseException,
               index: IndexState | BaseException) -> Plan:
     return plan_for(system, identity, t, status, evidence, index)
 
@@ -238,7 +239,7 @@ def reindex_case(
             t = cases.target_for(inv, case_id)
         except cases.CaseError as exc:
             raise Refused(f"{exc}; nothing was changed") from None
-        reads = (read_case.submit(inv, t), read_evidence.submit(inv, t, batch_size), read_index.submit(inv, t))
+        reads = (read_case.submit(inv, t), read_evidence.submit(inv, t), read_index.submit(inv, t))
         status, evidence, index = (_outcome(f) for f in reads)
         if isinstance(status, BaseException):
             raise Refused(f"could not read case {t.case_id} from {t.store.cases_table}: {aws.describe_error(status)}; nothing was changed")

@@ -173,21 +173,24 @@ def set_status(system: System, t: CaseTarget, expected: str, value: str) -> None
                             f"(changed by someone else); it was not set to {value}") from None
 
 
-def evidence(system: System, t: CaseTarget, page_size: int, keys_only: bool = False) -> Iterator[dict[str, Any]]:
-    """Every evidence item of the case as a plain document (Query on the partition key, every page)."""
-    names = {"#k": t.store.case_key}
-    kwargs: dict[str, Any] = dict(
-        TableName=t.store.evidence_table, KeyConditionExpression="#k = :c", ExpressionAttributeNames=names,
-        ExpressionAttributeValues={":c": {"S": t.case_id}}, ConsistentRead=True, PaginationConfig={"PageSize": page_size})
-    if keys_only:
-        names["#e"] = t.store.evidence_key
-        kwargs["ProjectionExpression"] = "#e"
-    for item in aws.paginate(aws.client("dynamodb", system.region), "query", "Items", **kwargs):
+def _by_case(t: CaseTarget) -> dict[str, Any]:
+    return dict(TableName=t.store.evidence_table, KeyConditionExpression="#k = :c", ExpressionAttributeNames={"#k": t.store.case_key},
+                ExpressionAttributeValues={":c": {"S": t.case_id}}, ConsistentRead=True)
+
+
+def evidence(system: System, t: CaseTarget, page_size: int) -> Iterator[dict[str, Any]]:
+    """Every evidence item of the case as a plain document (Query on the partition key, every page of ``page_size``)."""
+    for item in aws.paginate(aws.client("dynamodb", system.region), "query", "Items", **_by_case(t),
+                             PaginationConfig={"PageSize": page_size}):
         yield to_document(item)
 
 
-def evidence_ids(system: System, t: CaseTarget, page_size: int = 1000) -> list[str]:
-    return [str(d[t.store.evidence_key]) for d in evidence(system, t, page_size, keys_only=True)]
+def count_evidence(system: System, t: CaseTarget) -> int:
+    """How many evidence items the case has (Query on the partition key, Select=COUNT, every page).
+
+    Pages by hand: ``aws.paginate`` yields list items and ``Count`` is a number per page."""
+    c = aws.client("dynamodb", system.region)
+    return sum(page.get("Count", 0) for page in c.get_paginator("query").paginate(**_by_case(t), Select="COUNT"))
 
 
 # --- the search index (the calling task declares es:DescribeDomain and es:ESHttp*) ---------
@@ -293,9 +296,9 @@ def read_case(system: System, t: CaseTarget) -> str | None:
 
 
 @aws_task(iam=["dynamodb:Query"], name="read-case-evidence", cache_policy=NO_CACHE)
-def read_evidence(system: System, t: CaseTarget, page_size: int = 1000) -> list[str]:
-    """The ids of the case's evidence items (every page)."""
-    return evidence_ids(system, t, page_size)
+def read_evidence(system: System, t: CaseTarget) -> int:
+    """How many evidence items the case has: all the plan needs; the rebuild reads the items themselves, fresh."""
+    return count_evidence(system, t)
 
 
 @aws_task(iam=["es:DescribeDomain", "es:ESHttpGet"], name="read-case-index", cache_policy=NO_CACHE)
