@@ -39,8 +39,28 @@ def endpoint_for(domain: OpenSearchDomain, status: dict[str, Any] | None) -> str
     return None
 
 
+def _counting_connection() -> Any:
+    """A connection that counts cluster API calls like AWS calls (``es:ESHttp<Verb>``)
+    and checks them against the running task's declared IAM actions."""
+    from opensearchpy import RequestsHttpConnection
+
+    from tasks.iam import check_call
+
+    class CountingConnection(RequestsHttpConnection):
+        def perform_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            op = f"ESHttp{method.capitalize()}"
+            undeclared = check_call("es", op)  # raises in strict mode
+            aws.PROCESS_CALLS.add("es", op, undeclared)
+            log = aws.current_call_log()
+            if log is not None:
+                log.add("es", op, undeclared)
+            return super().perform_request(method, url, *args, **kwargs)
+
+    return CountingConnection
+
+
 def os_client(url: str, region: str, timeout: float = 5.0) -> Any:
-    from opensearchpy import OpenSearch, RequestsHttpConnection
+    from opensearchpy import OpenSearch
 
     parsed = urlparse(url)
     host = {"host": parsed.hostname, "port": parsed.port or (443 if parsed.scheme == "https" else 80)}
@@ -48,7 +68,7 @@ def os_client(url: str, region: str, timeout: float = 5.0) -> Any:
         host["url_prefix"] = parsed.path.strip("/")
     kwargs: dict[str, Any] = dict(
         hosts=[host], use_ssl=parsed.scheme == "https", verify_certs=parsed.scheme == "https",
-        timeout=timeout, max_retries=1, retry_on_timeout=False, connection_class=RequestsHttpConnection,
+        timeout=timeout, max_retries=1, retry_on_timeout=False, connection_class=_counting_connection(),
     )
     if not aws.is_loopback_url(url):
         from opensearchpy import AWSV4SignerAuth
@@ -114,7 +134,7 @@ def judge_domain(name: str, st: dict[str, Any] | None, named: bool) -> Finding:
     return Finding(check=check, resource=name, status=Status.OK, summary=f"domain ready ({st.get('EngineVersion', '?')})")
 
 
-@aws_task(iam=["es:DescribeDomains", "es:ESHttpGet"], cache_policy=NO_CACHE)
+@aws_task(iam=["es:DescribeDomains", "es:ESHttpGet", "es:ESHttpPost"], cache_policy=NO_CACHE)  # allocation explain is a POST
 def check_domains(system: System, found: Discovered, deadline: aws.Deadline) -> list[Finding]:
     doms = domains(system, found)
     if not doms:
