@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/opsbook demo
 
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

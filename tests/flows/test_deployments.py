@@ -34,5 +34,6 @@ def test_work_pool_deployments_are_idempotent():
     second = deploy_to_work_pool("opsbook-test")
     assert first == second and len(first) == len(deployment_specs())
     with get_client(sync_client=True) as client:
-        dep = client.read_deployment(first[0])
-    assert dep.work_pool_name == "opsbook-test" and dep.entrypoint == "flows/daily_health.py:daily_health"
+        deps = [client.read_deployment(i) for i in first]
+    assert {d.work_pool_name for d in deps} == {"opsbook-test"}
+    assert "flows/daily_health.py:daily_health" in {d.entrypoint for d in deps}
