@@ -258,15 +258,26 @@ def run_once(tool: str, cmd: list[str], env: dict[str, str], latency_ms: float, 
         recorder(endpoint, "start-recording")
         poller = TdPoller(c["ecs"], initial["task_definition"]).start()
         out, err = Path(home) / f"{tool}.out", Path(home) / f"{tool}.err"
-        with open(out, "wb") as fo, open(err, "wb") as fe:
+        stamped: list[tuple[float, bytes]] = []  # stdout lines with the time they arrived
+
+        def reader(pipe: Any) -> None:
+            with open(out, "wb") as fo:
+                for line in pipe:
+                    stamped.append((time.time(), line))
+                    fo.write(line)
+
+        with open(err, "wb") as fe:
             t0 = time.time()
-            proc = subprocess.Popen(cmd, env={**env, **exports}, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, cwd=cwd,
+            proc = subprocess.Popen(cmd, env={**env, **exports}, stdout=subprocess.PIPE, stderr=fe, stdin=subprocess.DEVNULL, cwd=cwd,
                                     start_new_session=True)
+            rd = threading.Thread(target=reader, args=(proc.stdout,), daemon=True, name="stdout")
+            rd.start()
             try:
                 rc = proc.wait(timeout=T_RUN)
             except subprocess.TimeoutExpired:
                 raise RuntimeError(f"{tool} did not finish within {T_RUN} s: {' '.join(cmd)}") from None
             t_end = time.time()
+            rd.join(timeout=10)
         poller.stop()
         recorder(endpoint, "stop-recording")
         change = poller.change()
@@ -281,6 +292,7 @@ def run_once(tool: str, cmd: list[str], env: dict[str, str], latency_ms: float, 
             "polls": change["polls"] if change else len(poller.samples),
             "notify_s": notes[0][0] - t0 if notes else None, "notifications": [n[1] for n in notes],
             "recorded": recorded_calls(rec), "stderr_tail": stderr.strip()[-800:],
+            "report_s": next((t - t0 for t, line in stamped if line.startswith(b"{")), None),  # opsbook's JSON line
         }
         r["recorded_total"] = sum(r["recorded"].values())
         if tool == "seed":
@@ -427,6 +439,10 @@ def write_markdown(path: Path, runs: dict[str, list[dict[str, Any]]], meta: dict
                 lines.append(f"- command start -> flow run start (interpreter, imports, Prefect client, flow run created): median "
                              f"{statistics.median(pre):.2f} s; flow run start -> UpdateService: {statistics.median(inflow):.2f} s; "
                              f"flow run end -> process exit: {statistics.median(after):.2f} s")
+            tail = [r["wall_s"] - r["report_s"] for r in rs if r.get("report_s") is not None]
+            if tail:
+                lines.append(f"- JSON report printed at {fmt(med(rs, 'report_s'))} s; the process exits {statistics.median(tail):.2f} s "
+                             "later (median)")
             b = last.get("breakdown")
             if b:
                 lines.append(f"- last run, from the Prefect API (s after the command started): flow run {b['flow_start_s']:.2f}-{b['flow_end_s']:.2f}; "

@@ -203,7 +203,7 @@ def judge(dlq: str, source: str, job: RedriveJob, r: RedriveResult, before: tupl
     out.append(Finding(check="redrive-moved", resource=flow_name, status=moved_status, value=r.moved,
                        summary=f"moved {r.moved} of {job.limit} planned in {r.seconds:.1f} s ({rate:.0f} msg/s, at most "
                                f"{job.rate_per_s:g}); stopped: {r.stop_reason}",
-                       details={"batches": r.batches, "receives": r.receives, "stop_reason": r.stop_reason}))
+                       details={"seconds": r.seconds, "batches": r.batches, "receives": r.receives, "stop_reason": r.stop_reason}))
     if r.refill:
         out.append(Finding(check="redrive-refill", resource=dlq, status=Status.WARN, summary=r.refill,
                            details={"depth_samples": r.depth_samples}))

@@ -238,6 +238,8 @@ def emergency_rollback(
             session.lease(inv.mutations.lease_ttl_s + settle)
             check_drift.submit(inv, plan).result()
             done, ok = apply_rollback.submit(inv, plan, session.approval, identity).result()
+            if ok:  # say so at once; the final notice follows once it settled (or not)
+                session.notify("rolled back, settling", [f"{r.resource}: {r.before} -> {r.after}" for r in done])
             settled = wait_settled.submit(inv, plan, settle).result() if ok else []
             if ok:
                 done = [r.model_copy(update={"status": "verified"})

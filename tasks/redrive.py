@@ -237,19 +237,24 @@ def refill_verdict(samples: list[tuple[float, int, int]], window_s: float | None
 
 
 class Pacer:
-    """At most ``rate`` messages a second on average: ``wait(n)`` sleeps until n more may go."""
+    """At most ``rate`` messages a second on average, spacing the starts of batches. ``wait()`` before taking a
+    batch (so no batch is held while waiting: its visibility timeout only has to cover a few calls), ``spend(n)``
+    for what was sent; the time the calls take counts toward the spacing."""
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
         self._next = time.monotonic()
 
-    def wait(self, n: int) -> float:
+    def wait(self) -> float:
         now = time.monotonic()
-        slot = max(now, self._next)
-        self._next = slot + n / self.rate
-        if slot > now:
-            time.sleep(slot - now)
-        return slot - now
+        delay = self._next - now
+        if delay > 0:
+            time.sleep(delay)
+        self._next = max(self._next, now)  # this batch's start: what it sends is spaced from here
+        return max(delay, 0.0)
+
+    def spend(self, n: int) -> None:
+        self._next += n / self.rate
 
 
 def sample_of(msg: dict[str, Any], now_ms: float | None = None) -> Sampled:
@@ -335,7 +340,8 @@ def redrive_messages(system: System, job: RedriveJob) -> RedriveResult:
     in_hand: dict[str, str] = {}  # message id -> receipt handle: received, not yet moved or set aside
     sent_not_deleted: set[str] = set()
     idle = 0
-    last_progress = last_lease = started
+    last_lease = started
+    last_progress = started - PROGRESS_EVERY_S  # the first batch shows at once
     long_polled = False
     progress = create_progress_artifact(progress=0.0, description=f"dlq-redrive: {job.dlq} -> {job.source}, at most {job.limit}")
     r.depth_samples.append((0.0, sqs.queue_depth(region, job.dlq_url), 0))
@@ -389,6 +395,7 @@ def redrive_messages(system: System, job: RedriveJob) -> RedriveResult:
             if idle >= IDLE_RECEIVES:
                 r.stop_reason = f"{IDLE_RECEIVES} receives in a row brought only messages already set aside"
                 break
+            pacer.wait()
             msgs = sqs.receive(region, job.dlq_url, want, job.visibility_timeout_s, wait_s=0 if not long_polled else 1)
             r.receives += 1
             if not msgs:
@@ -425,8 +432,8 @@ def redrive_messages(system: System, job: RedriveJob) -> RedriveResult:
             by_id = {str(i): m for i, m in enumerate(wanted)}
             entries = [send_entry(m, i, job.fifo) for i, m in by_id.items()]
             for chunk in chunks_by_size(entries, job.max_batch_bytes):
-                pacer.wait(len(chunk))
                 ok, refused = sqs.send_batch(region, job.source_url, chunk)
+                pacer.spend(len(ok))
                 sent = [by_id[i] for i in ok]
                 sent_not_deleted.update(m["MessageId"] for m in sent)
                 not_deleted = sqs.delete_batch(region, job.dlq_url, [m["ReceiptHandle"] for m in sent])

@@ -67,11 +67,15 @@ def ensure_table(system: System) -> str:
                 raise
         status = "CREATING"
     deadline = time.monotonic() + 120
+    delay = 0.1
     while status != "ACTIVE":
+        status = c.describe_table(TableName=name)["Table"]["TableStatus"]
+        if status == "ACTIVE":
+            break
         if time.monotonic() > deadline:
             raise TimeoutError(f"state table {name} not ACTIVE after 120 s")
-        time.sleep(1)
-        status = c.describe_table(TableName=name)["Table"]["TableStatus"]
+        time.sleep(delay)
+        delay = min(2.0, delay * 2)
     _known_tables.add((aws.endpoint_url(), system.region, name))
     return name
 

@@ -78,8 +78,9 @@ def test_execute_rolls_back_once_records_and_notifies(seeded, sandbox):
     assert rec["caller_arn"].startswith("arn:aws:sts::123456789012:") and rec["os_user"] and rec["flow_run_id"] == report.flow_run_id
     durable = statestore.read_records(todo)
     assert durable[0]["resource"] == "todo-api:LIVE" and durable[0]["after"] == "1"
-    [msg] = messages()
-    assert "todo-api:LIVE" in msg["Message"] and "2 -> 1" in msg["Message"]
+    msgs = sorted(messages(), key=lambda m: m["Timestamp"])
+    assert len(msgs) == 2 and "rolled back, settling" in msgs[0]["Subject"] and "done" in msgs[1]["Subject"]
+    assert all("todo-api:LIVE" in m["Message"] and "2 -> 1" in m["Message"] for m in msgs)
     assert any(f.check == "rollback-settled" and f.status is Status.OK for f in report.findings)
     assert any(f.check == "lambda-state" for f in report.findings)  # health checks after acting
     again = run("todo-app", dry_run=False, approval="yes", settle_timeout_s=10)
