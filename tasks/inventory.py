@@ -256,6 +256,35 @@ class DisasterRecovery(Strict):
     backup_max_age_hours: float = Field(26, gt=0)
 
 
+class Audit(Strict):
+    """maintenance-audit settings (000 보안 운영/데이터 정리, 001 월간 유지보수, 002 보안, 003 정기 점검)."""
+
+    log_retention_days: int = Field(30, ge=1, description="retention set on log groups that have none")
+    required_tags: list[str] = Field(default_factory=list, description="tag keys every resource of the system must carry")
+    iam_role_patterns: list[str] = Field(default_factory=list, description="substrings/globs naming the system's IAM roles")
+    iam_unused_days: int = Field(90, ge=1)
+    runtime_deprecations: dict[str, str] = Field(default_factory=dict, description="runtime -> YYYY-MM-DD, overrides the built-in list")
+    runtime_warn_days: int = Field(90, ge=1)
+    secrets: list[str] = Field(default_factory=list)
+    secret_rotation_max_days: int = Field(90, ge=1)
+    kms_key_aliases: list[str] = Field(default_factory=list)
+    ecr_repositories: list[str] = Field(default_factory=list)
+    security_group_patterns: list[str] = Field(default_factory=list)
+    certificate_domains: list[str] = Field(default_factory=list)
+    certificate_warn_days: int = Field(30, ge=1)
+    tmp_max_age_days: int = Field(7, ge=1, description="tmp/ objects older than this should have been expired by the lifecycle rule")
+    audit_sample_size: int = Field(200, ge=1, le=10000)
+    audit_sample_seed: int = 42
+
+
+class Reporting(Strict):
+    """weekly-report settings."""
+
+    report_bucket: str | None = Field(None, description="where the HTML report is stored")
+    report_prefix: str = "opsbook-reports/"
+    cost_explorer: bool = True
+
+
 class Mutations(Strict):
     """Where mutating runbooks keep their leases and durable records (created on first use)."""
 
@@ -292,6 +321,8 @@ class System(Strict):
     bill_shock: BillShock | None = None
     rds_instances: list[RdsInstance] = Field(default_factory=list)
     dr: DisasterRecovery = Field(default_factory=DisasterRecovery)
+    audit: Audit = Field(default_factory=Audit)
+    reporting: Reporting = Field(default_factory=Reporting)
     case_store: CaseStore | None = None
     schedules: dict[str, Schedule] = Field(default_factory=dict)
 
