@@ -30,7 +30,8 @@ made visible again in the DLQ when it ends.
 API calls: 3 per batch of 10 moved (ReceiveMessage, SendMessageBatch,
 DeleteMessageBatch), a GetQueueAttributes every 5 batches, a BatchGetItem for
 cases whose breaker was not read in the last 5 s, a lease renewal every 20 s:
-about 0.32 calls a message, plus about 12 for the plan and the session.
+about 0.33 calls a message, plus about 25 for the plan, the session, the
+verification and the record (bench/redrive.py: 347 calls for 1,000).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from tasks import aws
 from tasks.findings import Finding, Status, unknown
 from tasks.inventory import SqsQueue, System, load_system
 from tasks.mutation import Action, Identity, Plan, Record, Refused
-from tasks.redrive import (BATCH, Consumer, QueueState, RedriveJob, RedriveResult, Sampled, peek_dlq, read_case_breakers, read_consumer,
+from tasks.redrive import (BATCH, QueueState, RedriveJob, RedriveResult, Sampled, peek_dlq, read_case_breakers, read_consumer,
                            read_queue, redrive_messages)
 
 RUNBOOK = "dlq-redrive"

@@ -37,6 +37,8 @@ RUNBOOKS: dict[str, Runbook] = {
                 "weekly: PITR, on-demand backups, S3 versioning/replication, OpenSearch snapshots, RDS snapshots; fixes behind approval"),
         Runbook("dr-test", "flows.dr_test", "dr_test", True,
                 "restore copies of tables, objects and indices, prove them right against the RTO, always remove them"),
+        Runbook("maintenance-audit", "flows.maintenance_audit", "maintenance_audit", True,
+                "log retention, tmp/ lifecycle, audit-log PII sample, runtimes, IAM roles, tags, KMS, secrets, security groups, RDS"),
         Runbook("reindex-case", "flows.reindex_case", "reindex_case", True,
                 "restore a soft-deleted case and rebuild its search index from DynamoDB"),
     ]

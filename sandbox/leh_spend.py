@@ -47,7 +47,11 @@ def event_source_mapping(sb: Sandbox, system: System) -> str:
     existing = lam.list_event_source_mappings(FunctionName=cfg.worker_function, EventSourceArn=arn)["EventSourceMappings"]
     if existing:
         return existing[0]["UUID"]
-    return lam.create_event_source_mapping(FunctionName=cfg.worker_function, EventSourceArn=arn, BatchSize=10, Enabled=True)["UUID"]
+    uuid = lam.create_event_source_mapping(FunctionName=cfg.worker_function, EventSourceArn=arn, BatchSize=10, Enabled=True)["UUID"]
+    from sandbox.leh_queues import detach_worker
+
+    detach_worker(sb, system, cfg.source_queue)  # the sandbox's worker does not run (moto would start it in Docker)
+    return uuid
 
 
 def mapping_state(sb: Sandbox, system: System) -> Any:

@@ -35,6 +35,10 @@ _SPECIAL = {
     ("s3", "GetBucketLifecycleConfiguration"): "s3:GetLifecycleConfiguration",
     ("s3", "PutBucketLifecycleConfiguration"): "s3:PutLifecycleConfiguration",
     ("s3", "GetBucketReplication"): "s3:GetReplicationConfiguration",
+    ("sqs", "SendMessageBatch"): "sqs:SendMessage",
+    ("sqs", "DeleteMessageBatch"): "sqs:DeleteMessage",
+    ("sqs", "ChangeMessageVisibilityBatch"): "sqs:ChangeMessageVisibility",
+    ("dynamodb", "BatchGetItem"): "dynamodb:BatchGetItem",
     ("s3", "CopyObject"): "s3:PutObject",  # plus s3:GetObject(Version) on the source
     ("s3", "DeleteObjects"): "s3:DeleteObject",
     ("s3", "ListObjects"): "s3:ListBucket",

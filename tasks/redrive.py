@@ -51,9 +51,9 @@ MAX_HOLD_S = 43200  # SQS's maximum visibility timeout
 # SQS authorises SendMessageBatch / DeleteMessageBatch / ChangeMessageVisibilityBatch by sqs:SendMessage,
 # sqs:DeleteMessage and sqs:ChangeMessageVisibility. tasks/iam.py derives "sqs:<Operation>" (no such IAM actions
 # for the *Batch calls), so the tasks declare both until its _SPECIAL table maps them.
-SEND = ["sqs:SendMessage", "sqs:SendMessageBatch"]
-DELETE = ["sqs:DeleteMessage", "sqs:DeleteMessageBatch"]
-VISIBILITY = ["sqs:ChangeMessageVisibility", "sqs:ChangeMessageVisibilityBatch"]
+SEND = ["sqs:SendMessage"]
+DELETE = ["sqs:DeleteMessage"]
+VISIBILITY = ["sqs:ChangeMessageVisibility"]
 
 
 # --- models ------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ def sample_of(msg: dict[str, Any], now_ms: float | None = None) -> Sampled:
     sent = attrs.get("SentTimestamp")
     now_ms = now_ms if now_ms is not None else time.time() * 1000
     return Sampled(message_id=msg["MessageId"], case_id=case, evidence_id=ev, receive_count=int(attrs.get("ApproximateReceiveCount", 0)),
-                   age_s=round((now_ms - int(sent)) / 1000, 1) if sent else None, body=mask(msg["Body"])[:200])
+                   age_s=round((now_ms - int(sent)) / 1000, 1) if sent else None, body=" ".join(mask(msg["Body"]).split())[:200])
 
 
 # --- reads (plan) -----------------------------------------------------------------------------
@@ -344,7 +344,6 @@ def redrive_messages(system: System, job: RedriveJob) -> RedriveResult:
     last_progress = started - PROGRESS_EVERY_S  # the first batch shows at once
     long_polled = False
     progress = create_progress_artifact(progress=0.0, description=f"dlq-redrive: {job.dlq} -> {job.source}, at most {job.limit}")
-    r.depth_samples.append((0.0, sqs.queue_depth(region, job.dlq_url), 0))
 
     def handled() -> int:
         return r.moved + len(aside)
@@ -384,6 +383,7 @@ def redrive_messages(system: System, job: RedriveJob) -> RedriveResult:
         return {c: breakers[c][1] for c in cases}
 
     try:
+        r.depth_samples.append((0.0, sqs.queue_depth(region, job.dlq_url), 0))
         while True:
             want = min(BATCH, job.limit - r.moved, job.budget - handled())
             if r.moved >= job.limit:
@@ -459,7 +459,16 @@ def redrive_messages(system: System, job: RedriveJob) -> RedriveResult:
     except Exception as exc:  # stop; the result says what was done; in-hand messages go back below
         r.error = aws.describe_error(exc)
         r.stop_reason = f"stopped by an error: {r.error}"
-        r.duplicates += len(sent_not_deleted)
+        if sent_not_deleted:  # sent, then the delete failed: try it once more, else they are duplicates
+            handles = {in_hand.pop(mid) for mid in sent_not_deleted if mid in in_hand}
+            try:
+                left = sqs.delete_batch(region, job.dlq_url, sorted(handles))
+            except Exception:
+                left = dict.fromkeys(handles, "delete-failed")
+            r.moved += len(handles)
+            r.duplicates += len(left)
+            for code in left.values():
+                r.duplicate_codes[code] = r.duplicate_codes.get(code, 0) + 1
     finally:
         back = list(in_hand.values()) + list(aside.values())
         if back:

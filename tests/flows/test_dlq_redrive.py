@@ -133,7 +133,7 @@ def test_execute_moves_1000_preserving_bodies_and_attributes(leh, sandbox, capsy
     # every call made is covered by the policy `opsbook policy dlq-redrive` prints
     policy = set(policy_for(rd.TASKS)["Statement"][0]["Action"])
     used = {iam_action(*op.split(":")) for op in report.api_calls_by_operation} - {None}
-    assert {"sqs:SendMessageBatch", "sqs:DeleteMessageBatch", "lambda:ListEventSourceMappings"} <= used and used <= policy, used - policy
+    assert {"sqs:SendMessage", "sqs:DeleteMessage", "lambda:ListEventSourceMappings"} <= used and used <= policy, used - policy
     assert report.undeclared_iam_actions == []
     from opsbook.cli import main
 
@@ -168,6 +168,16 @@ def test_open_breaker_case_is_skipped_and_stays(leh, sandbox):
     assert again.outcome == "nothing-to-do" and "case-0002: its breaker is OPEN" in again.plan["cannot"][0]
 
 
+def test_max_messages_then_an_empty_dlq(leh, sandbox):
+    leh_queues.fill_dlq(sandbox, leh, 30)
+    report = execute(max_messages=12)
+    assert report.plan["actions"][0]["target"] == f"12 of them moved to {SRC}" and report.records[0]["after"] == f"12 moved to {SRC}"
+    assert leh_queues.depth(sandbox, leh, DLQ)["visible"] == 18 and len(leh_queues.read_all(sandbox, leh, SRC, hold_s=1)) == 12
+    execute()
+    empty = execute()
+    assert empty.outcome == "nothing-to-do" and empty.status is Status.OK and empty.plan["unchanged"] == [f"{DLQ}: empty, nothing to move"]
+
+
 @pytest.mark.parametrize("consumer", ["disabled", "missing"])
 def test_no_enabled_consumer_cannot_move(leh, sandbox, consumer):
     if consumer == "disabled":
@@ -181,6 +191,31 @@ def test_no_enabled_consumer_cannot_move(leh, sandbox, consumer):
     assert cannot.startswith("leh-ai-worker: ") and ("is Disabled, not Enabled" if consumer == "disabled" else "no event source mapping") in cannot
     assert "nothing consumes leh-ai-jobs" in cannot and finding(report, "dlq-redrive-plan").status is Status.WARN
     assert leh_queues.depth(sandbox, leh, DLQ)["visible"] == 20 and leh_queues.depth(sandbox, leh, SRC)["visible"] == 0
+
+
+@pytest.mark.parametrize("retry_works", [True, False])
+def test_an_error_after_a_send_stops_the_run_and_counts_duplicates(leh, sandbox, monkeypatch, retry_works):
+    from botocore.exceptions import ClientError
+
+    from tasks import sqs
+
+    leh_queues.fill_dlq(sandbox, leh, 30)
+    real, calls = sqs.delete_batch, []
+
+    def flaky(region, url, handles):
+        calls.append(len(handles))
+        if len(calls) == 2 or (len(calls) == 3 and not retry_works):
+            raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "injected"}}, "DeleteMessageBatch")
+        return real(region, url, handles)
+
+    monkeypatch.setattr(sqs, "delete_batch", flaky)
+    report = execute()
+    assert report.outcome == "failed" and report.status is Status.CRIT
+    assert "stopped by an error: DeleteMessageBatch: ServiceUnavailable" in finding(report, "redrive-moved").summary
+    assert report.records[0]["status"] == "failed" and report.records[0]["after"] == f"20 moved to {SRC}"
+    assert finding(report, "redrive-duplicates").value == (0 if retry_works else 10)
+    assert len(leh_queues.read_all(sandbox, leh, SRC)) == 20
+    assert leh_queues.depth(sandbox, leh, DLQ) == {"visible": 10, "in_flight": 0 if retry_works else 10}
 
 
 def _wait_paused(timeout: float = 60):

@@ -1,0 +1,137 @@
+"""maintenance-audit scenarios in the sandbox.
+
+Each helper sets up one thing maintenance-audit judges and returns what it
+made. Where moto cannot produce a signal the sandbox sets it through moto's
+own state, and says so: S3 stamps an object's LastModified with the time of
+the PUT (``old_tmp_objects`` moves it back), and IAM's RoleLastUsed is only
+set by moto's own STS AssumeRole bookkeeping (``role``, ``used_days_ago``
+sets it directly).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sandbox.seed import _client, _zip
+from sandbox.server import Sandbox
+from tasks.inventory import System
+
+# Audit events: flagged ones and look-alikes that must not be flagged. The RRN 900101-1234568 has a valid date, gender
+# digit 1 and a matching check digit; 901332-1234567 has no 32nd of month 13. 4111 1111 1111 1111 passes Luhn; ...1112 does not.
+AUDIT_EVENTS = {
+    "rrn": "user registered rrn=900101-1234568 name=kim",
+    "rrn-bad-date": "lookup ref 901332-1234567 not found",
+    "card": "payment card 4111 1111 1111 1111 accepted",
+    "card-bad-luhn": "order number 4111 1111 1111 1112 shipped",
+    "password": "login attempt user=lee password=hunter2secret",
+    "clean": "case 42 opened by user-7",
+}
+
+
+def log_group(sb: Sandbox, system: System, name: str, retention_days: int | None = None, events: list[str] | None = None,
+              hours_ago: float = 1) -> dict[str, Any]:
+    """A log group (created when missing) with this retention (None: delete any) and events (stored bytes follow them)."""
+    logs = _client(sb, "logs", system.region)
+    if not logs.describe_log_groups(logGroupNamePrefix=name)["logGroups"]:
+        logs.create_log_group(logGroupName=name)
+    if retention_days is None:
+        logs.delete_retention_policy(logGroupName=name)
+    else:
+        logs.put_retention_policy(logGroupName=name, retentionInDays=retention_days)
+    if events:
+        stream = f"audit-{len(events)}-{int(hours_ago * 60)}"
+        logs.create_log_stream(logGroupName=name, logStreamName=stream)
+        t0 = int((datetime.now(timezone.utc) - timedelta(hours=hours_ago)).timestamp() * 1000)
+        logs.put_log_events(logGroupName=name, logStreamName=stream,
+                            logEvents=[{"timestamp": t0 + i, "message": m} for i, m in enumerate(events)])
+    return {"resource": name, "retention_days": retention_days}
+
+
+def audit_events(sb: Sandbox, system: System, kinds: list[str], group: str | None = None) -> dict[str, Any]:
+    """Events of ``AUDIT_EVENTS`` kinds in the system's audit log group."""
+    g = group or next(x.name for x in system.log_groups if x.audit)
+    logs = _client(sb, "logs", system.region)
+    stream = "audit-" + "-".join(kinds)
+    logs.create_log_stream(logGroupName=g, logStreamName=stream)
+    t0 = int((datetime.now(timezone.utc) - timedelta(hours=2)).timestamp() * 1000)
+    logs.put_log_events(logGroupName=g, logStreamName=stream, logEvents=[{"timestamp": t0 + i, "message": AUDIT_EVENTS[k]} for i, k in enumerate(kinds)])
+    return {"resource": g, "stream": stream}
+
+
+def tmp_rule(sb: Sandbox, system: System, days: int = 7, bucket: str | None = None) -> dict[str, Any]:
+    b = next(x for x in system.s3_buckets if x.tmp_prefix and (bucket is None or x.name == bucket))
+    _client(sb, "s3", system.region).put_bucket_lifecycle_configuration(Bucket=b.name, LifecycleConfiguration={"Rules": [
+        {"ID": "expire-tmp", "Status": "Enabled", "Filter": {"Prefix": b.tmp_prefix}, "Expiration": {"Days": days}}]})
+    return {"resource": b.name, "days": days}
+
+
+def tmp_objects(sb: Sandbox, system: System, count: int = 3, days_old: float = 0, bucket: str | None = None, name: str = "obj") -> dict[str, Any]:
+    """Objects under the bucket's tmp prefix, their LastModified moved back ``days_old`` days (moto's state)."""
+    b = next(x for x in system.s3_buckets if x.tmp_prefix and (bucket is None or x.name == bucket))
+    s3 = _client(sb, "s3", system.region)
+    keys = [f"{b.tmp_prefix}{name}-{i}.bin" for i in range(count)]
+    for k in keys:
+        s3.put_object(Bucket=b.name, Key=k, Body=b"x" * 100)
+    if days_old:
+        store = sb.backend("s3", "global").buckets[b.name].keys
+        for k in keys:
+            key = store[k]
+            key.last_modified = key.last_modified - timedelta(days=days_old)
+    s3.put_object(Bucket=b.name, Key="uploads/keep.bin", Body=b"y")  # outside the prefix: never listed
+    return {"resource": b.name, "keys": keys}
+
+
+def role(sb: Sandbox, system: System, name: str, used_days_ago: float | None = None, created_days_ago: float = 400) -> dict[str, Any]:
+    """An IAM role; its RoleLastUsed and CreateDate set through moto's state."""
+    iam = _client(sb, "iam", system.region)
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}))
+    r = next(r for r in sb.backend("iam", "global").roles.values() if r.name == name)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    r.create_date = now - timedelta(days=created_days_ago)
+    if used_days_ago is not None:
+        r.last_used = now - timedelta(days=used_days_ago)
+        r.last_used_region = system.region
+    return {"resource": name}
+
+
+def function_runtime(sb: Sandbox, system: System, function: str, runtime: str = "python3.8") -> dict[str, Any]:
+    lam = _client(sb, "lambda", system.region)
+    lam.update_function_configuration(FunctionName=function, Runtime=runtime)
+    return {"resource": function, "runtime": runtime}
+
+
+def kms_key(sb: Sandbox, system: System, alias: str, rotation: bool) -> dict[str, Any]:
+    kms = _client(sb, "kms", system.region)
+    key = kms.create_key(Description=f"{system.name} {alias}")["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName=alias if alias.startswith("alias/") else f"alias/{alias}", TargetKeyId=key)
+    if rotation:
+        kms.enable_key_rotation(KeyId=key)
+    return {"resource": alias, "key_id": key}
+
+
+def secret(sb: Sandbox, system: System, name: str, created_days_ago: float = 0) -> dict[str, Any]:
+    """A secret; its creation date moved back through moto's state (moto stamps the call's time)."""
+    _client(sb, "secretsmanager", system.region).create_secret(Name=name, SecretString="sandbox")
+    if created_days_ago:
+        backend = sb.backend("secretsmanager", system.region)
+        s = backend.secrets[name]
+        s.created_date = s.created_date - created_days_ago * 86400
+    return {"resource": name}
+
+
+def security_group(sb: Sandbox, system: System, name: str, open_port: int | None) -> dict[str, Any]:
+    ec2 = _client(sb, "ec2", system.region)
+    gid = ec2.create_security_group(GroupName=name, Description="sandbox")["GroupId"]
+    if open_port is not None:
+        ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": open_port, "ToPort": open_port, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    else:
+        ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}])
+    return {"resource": name, "group_id": gid}
+
+
+__all__ = ["AUDIT_EVENTS", "log_group", "audit_events", "tmp_rule", "tmp_objects", "role", "function_runtime", "kms_key", "secret",
+           "security_group", "_zip"]
