@@ -468,6 +468,10 @@ def markdown_report(system: System, window: Window, trends: list[Trend], finding
     slo = [f for f in findings if f.details.get("slo_breached") or (f.check.startswith("slo-") and f.status in (Status.WARN, Status.CRIT))]
     if slo:
         lines += ["## SLO breaches", ""] + [f"- {ICON[f.status]} **{mask(f.resource)}**: {mask(f.summary)}" for f in slo] + [""]
+    notable = [f for f in findings if f.check.startswith("trend-") and f.details.get("notable") and not f.details.get("slo_breached")]
+    if notable:
+        lines += [f"## Notable week-over-week changes (±{NOTABLE_PCT:g} % or more)", ""]
+        lines += [f"- {ICON[f.status] or '•'} `{mask(f.resource)}`: {mask(f.summary)}" for f in notable] + [""]
     other = [f for f in findings if not f.check.startswith("trend-")]
     if other:
         lines += ["## Users, rates and cost", "", "| | check | resource | summary |", "|---|---|---|---|"]
