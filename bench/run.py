@@ -1,6 +1,7 @@
 """Benchmark: the seed's shell health check (extended), opsbook daily-health
 and the boto3 floor, against the sandbox at 1x and 10x the HR system.
-(`--rollback`: the emergency-rollback benchmark instead, see bench/rollback.py.)
+(`--rollback`: the emergency-rollback benchmark instead, see bench/rollback.py;
+`--dr`: the DR test benchmark, see bench/dr.py.)
 
   cd /work/main && .venv/bin/python -m bench.run --scales 1 10 --latency-ms 30 --repeat 3
 
@@ -332,6 +333,8 @@ def write_markdown(path: Path, results: dict[int, dict[str, Any]], meta: dict[st
         lines.append("")
     if (path.parent / "rollback.md").exists():
         lines += ["Rollback benchmark (emergency-rollback vs the seed's emergency_rollback.sh): [rollback.md](rollback.md).", ""]
+    if (path.parent / "dr.md").exists():
+        lines += ["DR benchmark (dr-test vs the seed's disaster_recovery_test.sh): [dr.md](dr.md).", ""]
     text = "\n".join(lines)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -357,7 +360,17 @@ def main() -> int:
     rb.add_argument("--wait-timeout-s", type=int, default=20, help="bound on the seed script's services-stable waiter (default 20)")
     rb.add_argument("--no-table-variant", action="store_true", help="skip the opsbook runs with its state table already created")
     rb.add_argument("--live-code", action="store_true", help="run opsbook from the live tree (default: a snapshot taken at the start)")
+    dr = ap.add_argument_group("dr", "--dr: instead of daily-health, time the seed's disaster_recovery_test.sh against "
+                               "`opsbook run dr-test --execute --yes` on HR (bench/dr.py; writes dr.md next to --out)")
+    dr.add_argument("--dr", action="store_true", help="run the DR benchmark (uses --repeat, --latency-ms, --no-table-variant, --live-code)")
+    dr.add_argument("--dr-items", type=int, default=200, help="items put in Employees-Team2 (and documents in employee_profiles) before the backups")
+    dr.add_argument("--no-probes", action="store_true", help="skip the DR probes (the seed script's second run, opsbook after writes since the backup)")
     args = ap.parse_args()
+    if args.dr:
+        from bench import dr as dr_bench
+
+        return dr_bench.main(args.repeat, args.latency_ms, items=args.dr_items, table_variant=not args.no_table_variant,
+                             probes=not args.no_probes, out=Path(args.out).parent / "dr.md", live_code=args.live_code)
     if args.rollback:
         from bench import rollback
 
