@@ -50,18 +50,27 @@ def test_dry_run_plans_the_restores_and_touches_nothing(todo, sandbox):
 def test_good_backup_passes_and_the_copy_is_removed(todo, sandbox):
     report = run(dry_run=False)
     f = [f for f in report.findings if f.check == "dr-dynamodb" and f.resource == "todos"][0]
-    assert f.status is Status.OK and "PASS: 25 items restored, 25 expected" in f.summary and "RTO 30 min" in f.summary
+    assert f.status is Status.OK and "PASS: 25 items restored, 25 in the backup" in f.summary and "RTO 30 min" in f.summary
     assert report.outcome == "done" and report.approval["via"] == "policy"
     assert drtest_tables(sandbox) == []
     cleanup = [r for r in report.records if r["kind"] == "cleanup"][0]
     assert "table todos-drtest-" in cleanup["detail"]
 
 
+def test_writes_since_the_backup_do_not_fail_a_good_restore(todo, sandbox):
+    c = ddb(sandbox)
+    c.put_item(TableName="todos", Item={"id": {"S": "todo-0"}, "title": {"S": "edited after the backup"}})
+    c.put_item(TableName="todos", Item={"id": {"S": "todo-new"}, "title": {"S": "added after the backup"}})
+    report = run(dry_run=False)
+    f = [f for f in report.findings if f.check == "dr-dynamodb" and f.resource == "todos"][0]
+    assert f.status is Status.OK and "25 items restored, 25 in the backup" in f.summary
+
+
 def test_a_corrupted_restore_is_detected(todo, sandbox):
     sandbox.corrupt_next_restore(REGION)
     report = run(dry_run=False)
     f = [f for f in report.findings if f.check == "dr-dynamodb" and f.resource == "todos"][0]
-    assert f.status is Status.CRIT and "FAIL: 24 items restored, 25 expected" in f.summary
+    assert f.status is Status.CRIT and "FAIL: 24 items restored, 25 in the backup" in f.summary
     assert report.status is Status.CRIT and report.outcome == "failed"
     assert drtest_tables(sandbox) == []  # removed even though it failed
 
