@@ -36,7 +36,7 @@ from typing import Any, Literal
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.mutating import SESSION_TASKS, MutationSession
+from flows.mutating import SESSION_TASKS, MutationSession, future_value, mark_verified
 from tasks import aws
 from tasks.backups import (APPLIERS, BACKUP, BACKUP_LOOKBACK_DAYS, PITR, VERSIONING, BucketProtection, TableBackups, backup_name,
                            bucket_findings, iso_utc, judge_rds, judge_snapshots, read_bucket_protection, read_rds_snapshots, read_snapshots,
@@ -152,22 +152,7 @@ def apply_fixes(system: System, plan: Plan, approval: Approval, identity: Identi
 def verify_fixes(system: System, records: list[Record], timeout_s: float) -> list[Record]:
     """Read every applied fix back: verified when AWS shows the target state."""
     applied = [(r.kind, r.resource, r.after or "") for r in records if r.status == "applied"]
-    seen = wait_verified(system, applied, timeout_s)
-    out = []
-    for r in records:
-        if r.status != "applied":
-            out.append(r)
-            continue
-        ok, what = seen[(r.kind, r.resource)]
-        out.append(r.model_copy(update={"status": "verified" if ok else "applied",
-                                        "detail": f"read back: {what}" + ("" if ok else f" after {timeout_s:g} s; the next run checks it again")}))
-    return out
-
-
-def _value(fut: Any) -> Any:
-    """A future's result, or the exception it ended with (made UNKNOWN, never dropped)."""
-    fut.wait()
-    return fut.result() if fut.state.is_completed() else fut.state.result(raise_on_failure=False)
+    return mark_verified(records, wait_verified(system, applied, timeout_s), timeout_s)
 
 
 def fix_findings(records: list[Record]) -> list[Finding]:
@@ -208,7 +193,7 @@ def backup_verify(
     session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approval=approval, approver=approver, approval_timeout_s=approval_timeout_s)
     with session:
         identity = session.identity()
-        found = _value(discover.submit(inv))
+        found = future_value(discover.submit(inv))
         if isinstance(found, BaseException):
             session.report.findings.append(unknown("discovery", f"tags {inv.discovery.tags}", f"{aws.describe_error(found)}; "
                                                    "only the inventory's named resources were checked"))
@@ -216,7 +201,7 @@ def backup_verify(
         deadline = aws.Deadline(READ_DEADLINE_S)
         futures = {"dynamodb": read_table_backups.submit(inv, found, deadline), "s3": read_bucket_protection.submit(inv, found, deadline),
                    "opensearch": read_snapshots.submit(inv, deadline), "rds": read_rds_snapshots.submit(inv, deadline)}
-        states = {k: _value(f) for k, f in futures.items()}
+        states = {k: future_value(f) for k, f in futures.items()}
         now = datetime.now(timezone.utc)
         checked = judge(states, now)
         session.report.findings += checked
@@ -236,7 +221,7 @@ def backup_verify(
             fixed_buckets = sorted({a.resource for a in plan.actions if a.kind == VERSIONING})
             reread = {"dynamodb": read_table_backups.submit(inv, found, aws.Deadline(READ_DEADLINE_S), fixed_tables),
                       "s3": read_bucket_protection.submit(inv, found, aws.Deadline(READ_DEADLINE_S), fixed_buckets)}
-            after = {k: _value(f) for k, f in reread.items()}
+            after = {k: future_value(f) for k, f in reread.items()}
             session.record(done)
             for k, resources in (("dynamodb", fixed_tables), ("s3", fixed_buckets)):
                 if isinstance(after[k], BaseException):  # keep what was read before, and say the re-read failed

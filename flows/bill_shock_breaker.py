@@ -28,7 +28,6 @@ listing for the top users only. 10,000 cases and 2,000 users: about 55 calls.
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 

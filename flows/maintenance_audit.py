@@ -32,7 +32,7 @@ from typing import Any, Literal
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.mutating import SESSION_TASKS, MutationSession
+from flows.mutating import SESSION_TASKS, MutationSession, future_value, mark_verified
 from tasks import audits as au
 from tasks import aws
 from tasks.audits import (APPLIERS, KMS_ROTATION, NONE, RETENTION, KeyRotation, LogGroupState, read_iam_roles, read_kms_rotation,
@@ -150,22 +150,7 @@ def apply_fixes(system: System, plan: Plan, approval: Approval, identity: Identi
 @aws_task(iam=["logs:DescribeLogGroups", "kms:ListAliases", "kms:GetKeyRotationStatus"], name="verify-maintenance-fixes", cache_policy=NO_CACHE)
 def verify_fixes(system: System, records: list[Record], timeout_s: float) -> list[Record]:
     applied = [(r.kind, r.resource, r.after or "") for r in records if r.status == "applied"]
-    seen = au.wait_verified(system, applied, timeout_s)
-    out = []
-    for r in records:
-        if r.status != "applied":
-            out.append(r)
-            continue
-        ok, what = seen[(r.kind, r.resource)]
-        out.append(r.model_copy(update={"status": "verified" if ok else "applied",
-                                        "detail": f"read back: {what}" + ("" if ok else f" after {timeout_s:g} s; the next run checks it again")}))
-    return out
-
-
-def _value(fut: Any) -> Any:
-    """A future's result, or the exception it ended with (made UNKNOWN, never dropped)."""
-    fut.wait()
-    return fut.result() if fut.state.is_completed() else fut.state.result(raise_on_failure=False)
+    return mark_verified(records, au.wait_verified(system, applied, timeout_s), timeout_s)
 
 
 def fix_findings(records: list[Record]) -> list[Finding]:
@@ -225,7 +210,7 @@ def maintenance_audit(
             futures["security-groups"] = read_security_groups.submit(inv)
         if inv.rds_instances:
             futures["rds"] = read_rds_snapshots.submit(inv, deadline)
-        states = {k: _value(f) for k, f in futures.items()}
+        states = {k: future_value(f) for k, f in futures.items()}
         now = datetime.now(timezone.utc)
         session.report.findings += judge(inv, states, now)
         groups = states["logs"] if isinstance(states["logs"], list) else []
@@ -241,7 +226,7 @@ def maintenance_audit(
             reread = {"logs": read_log_retention.submit(inv, aws.Deadline(READ_DEADLINE_S), fixed_groups)}
             if fixed_keys:
                 reread["kms"] = read_kms_rotation.submit(inv, aws.Deadline(READ_DEADLINE_S), fixed_keys)
-            after = {k: _value(f) for k, f in reread.items()}
+            after = {k: future_value(f) for k, f in reread.items()}
             session.record(done)
             for k, resources in (("logs", fixed_groups), ("kms", fixed_keys)):
                 if k not in after:

@@ -176,3 +176,22 @@ def health_after(inv: System) -> list[Finding]:
     from flows.daily_health import run_checks
 
     return run_checks(inv, aws.Deadline(60), logs=False)[1]
+
+
+def future_value(fut: Any) -> Any:
+    """A future's result, or the exception it ended with (made UNKNOWN by the caller, never dropped)."""
+    fut.wait()
+    return fut.result() if fut.state.is_completed() else fut.state.result(raise_on_failure=False)
+
+
+def mark_verified(records: list[Record], seen: dict[tuple[str, str], tuple[bool, str]], timeout_s: float) -> list[Record]:
+    """Applied records become ``verified`` when the read-back ``seen[(kind, resource)]`` shows the target."""
+    out = []
+    for r in records:
+        if r.status != "applied":
+            out.append(r)
+            continue
+        ok, what = seen[(r.kind, r.resource)]
+        out.append(r.model_copy(update={"status": "verified" if ok else "applied",
+                                        "detail": f"read back: {what}" + ("" if ok else f" after {timeout_s:g} s; the next run checks it again")}))
+    return out

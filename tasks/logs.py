@@ -8,7 +8,7 @@ from typing import Any
 from prefect.cache_policies import NO_CACHE
 
 from tasks import aws
-from tasks.findings import Finding, Status, by_threshold, unknown
+from tasks.findings import Finding, by_threshold, unknown
 from tasks.iam import aws_task
 from tasks.inventory import LogGroup, System
 from tasks.masking import mask

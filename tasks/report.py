@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect import task
 from pydantic import BaseModel, Field
 
-from tasks.findings import Finding, Status, overall
+from tasks.findings import Finding, Status
 from tasks.masking import mask, mask_obj
 
 ICON = {Status.OK: "✅", Status.WARN: "⚠️", Status.CRIT: "🔴", Status.UNKNOWN: "❔"}
