@@ -29,6 +29,8 @@ RUNBOOKS: dict[str, Runbook] = {
                 "morning check of every component (read-only); daily 09:00 in the system's time zone"),
         Runbook("weekly-report", "flows.weekly_report", "weekly_report", False,
                 "last 7 days against the 7 before: pipeline SLOs, Lambda, API Gateway, DynamoDB, S3, users, cost; HTML charts"),
+        Runbook("emergency-check", "flows.emergency_check", "emergency_check", False,
+                "first minutes of a P0/P1: every component at once, errors of the last hour, the priority and escalation it implies"),
         Runbook("emergency-rollback", "flows.emergency_rollback", "emergency_rollback", True,
                 "roll ECS services / Lambda aliases back to the last known-good release (plan, approve, act, verify, record)"),
         Runbook("bill-shock-breaker", "flows.bill_shock_breaker", "bill_shock_breaker", True,
