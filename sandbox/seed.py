@@ -40,6 +40,12 @@ def sample_alarm_names(system: System) -> list[str]:
             names.append(f.replace("*", "sandbox").replace("?", "x"))
         else:
             names += [f"{f}-high-error-rate", f"{f}-high-latency"]
+    subs = [f for f in system.alarms.name_filters if not any(c in f for c in "*?[")]
+    for pattern in system.alarms.priorities:  # the seed's alarm response table names real alarms
+        if not any(c in pattern for c in "*?["):
+            names.append(pattern)
+        elif subs:
+            names.append((pattern.rstrip("*").rstrip("-") + "-" + subs[0]).replace("*", "x").replace("?", "x"))
     for fn in system.lambda_functions[:3]:
         subs = [f for f in system.alarms.name_filters if not any(c in f for c in "*?[")]
         if subs:
