@@ -7,7 +7,7 @@ RDS snapshots, audit-log PII sampling).
 
 Steps: confirm identity -> read concurrently (log retention, tmp/ prefixes,
 an audit-log sample, Lambda runtimes, IAM roles, tags, KMS, secrets, security
-groups, RDS snapshots) -> judge (pure, a finding per resource and check, each
+groups, RDS snapshots, ACM certificates, ECR image scans) -> judge (pure, a finding per resource and check, each
 saying what to do) -> plan the fixes -> (dry run ends here) -> approve ->
 leases -> drift check -> act -> read back -> record -> notify.
 
@@ -21,7 +21,8 @@ once fixed plans nothing.
 API calls: 1+ a log group, 1 + pages a tmp/ prefix, pages of FilterLogEvents an
 audit group (capped), 1 a function, ListRoles pages + 1 a matching role, pages
 of GetResources, ListAliases + 1 a key, 1 a secret, DescribeSecurityGroups
-pages, 1 + pages an RDS instance, plus the session's and 2-3 a fix.
+pages, 1 + pages an RDS instance, ListCertificates pages + 1 a matching
+certificate, DescribeImages pages + 1 an ECR repository, plus the session's and 2-3 a fix.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from prefect.cache_policies import NO_CACHE
 from flows.mutating import SESSION_TASKS, MutationSession, future_value, mark_verified
 from tasks import audits as au
 from tasks import aws
-from tasks.audits import (APPLIERS, KMS_ROTATION, NONE, RETENTION, KeyRotation, LogGroupState, read_iam_roles, read_kms_rotation,
-                          read_log_retention, read_resource_tags, read_runtimes, read_secret_rotation, read_security_groups,
+from tasks.audits import (APPLIERS, KMS_ROTATION, NONE, RETENTION, KeyRotation, LogGroupState, read_certificates, read_iam_roles,
+                          read_image_scans, read_kms_rotation, read_log_retention, read_resource_tags, read_runtimes, read_secret_rotation, read_security_groups,
                           read_tmp_prefixes, sample_audit_logs)
 from tasks.backups import judge_rds, read_rds_snapshots
 from tasks.findings import Finding, Status, unknown
@@ -82,6 +83,10 @@ def judge(inv: System, states: dict[str, Any], now: datetime) -> list[Finding]:
                 out.append(au.judge_security_group(s))
             elif name == "rds":
                 out.append(judge_rds(s, now))
+            elif name == "certificates":
+                out.append(au.judge_certificate(s, a.certificate_warn_days, now))
+            elif name == "ecr-scans":
+                out.append(au.judge_image_scan(s))
     return out
 
 
@@ -210,6 +215,10 @@ def maintenance_audit(
             futures["security-groups"] = read_security_groups.submit(inv)
         if inv.rds_instances:
             futures["rds"] = read_rds_snapshots.submit(inv, deadline)
+        if a.certificate_domains:
+            futures["certificates"] = read_certificates.submit(inv, deadline)
+        if a.ecr_repositories:
+            futures["ecr-scans"] = read_image_scans.submit(inv, deadline)
         states = {k: future_value(f) for k, f in futures.items()}
         now = datetime.now(timezone.utc)
         session.report.findings += judge(inv, states, now)
@@ -243,4 +252,5 @@ def maintenance_audit(
 
 
 TASKS = [read_log_retention, read_tmp_prefixes, sample_audit_logs, read_runtimes, read_iam_roles, read_resource_tags, read_kms_rotation,
-         read_secret_rotation, read_security_groups, read_rds_snapshots, check_drift, apply_fixes, verify_fixes] + SESSION_TASKS
+         read_secret_rotation, read_security_groups, read_rds_snapshots, read_certificates, read_image_scans,
+         check_drift, apply_fixes, verify_fixes] + SESSION_TASKS

@@ -5,7 +5,9 @@ made. Where moto cannot produce a signal the sandbox sets it through moto's
 own state, and says so: S3 stamps an object's LastModified with the time of
 the PUT (``old_tmp_objects`` moves it back), and IAM's RoleLastUsed is only
 set by moto's own STS AssumeRole bookkeeping (``role``, ``used_days_ago``
-sets it directly).
+sets it directly). ACM refuses to import an expired certificate
+(``certificate``, ``days_left`` <= 0, swaps it in after the import), and ECR
+scan findings come from moto's configurable results (``ecr_image``).
 """
 
 from __future__ import annotations
@@ -133,5 +135,58 @@ def security_group(sb: Sandbox, system: System, name: str, open_port: int | None
     return {"resource": name, "group_id": gid}
 
 
+def _self_signed(domain: str, not_before: datetime, not_after: datetime) -> tuple[bytes, bytes]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(not_before).not_valid_after(not_after)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False).sign(key, hashes.SHA256()))
+    pem_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM), pem_key
+
+
+def certificate(sb: Sandbox, system: System, domain: str, days_left: float) -> dict[str, Any]:
+    """An imported self-signed certificate for ``domain`` whose NotAfter is ``days_left`` days away (<= 0: expired, set in moto's state)."""
+    import cryptography.x509
+
+    now = datetime.now(timezone.utc)
+    valid_after = now + timedelta(days=days_left)
+    pem, key = _self_signed(domain, now - timedelta(days=400), valid_after if days_left > 0 else now + timedelta(days=1))
+    arn = _client(sb, "acm", system.region).import_certificate(Certificate=pem, PrivateKey=key)["CertificateArn"]
+    if days_left <= 0:
+        expired, _ = _self_signed(domain, now - timedelta(days=400), valid_after)
+        bundle = sb.backend("acm", system.region)._certificates[arn]
+        bundle.cert = expired
+        bundle._cert = cryptography.x509.load_pem_x509_certificate(expired)
+    return {"resource": domain, "arn": arn, "not_after": valid_after}
+
+
+def ecr_image(sb: Sandbox, system: System, repository: str, tag: str = "latest", counts: dict[str, int] | None = None,
+              scan: bool = True) -> dict[str, Any]:
+    """A repository (created when missing) with an image; scanned (moto's result set to these severity counts) unless ``scan`` is False."""
+    ecr = _client(sb, "ecr", system.region)
+    try:
+        ecr.create_repository(repositoryName=repository)
+    except ecr.exceptions.RepositoryAlreadyExistsException:
+        pass
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                           "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 7, "digest": "sha256:" + "a" * 64},
+                           "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": len(tag),
+                                       "digest": "sha256:" + tag.encode().hex().ljust(64, "0")[:64]}]})
+    image = ecr.put_image(repositoryName=repository, imageManifest=manifest, imageTag=tag)["image"]["imageId"]
+    if scan:
+        ecr.start_image_scan(repositoryName=repository, imageId={"imageDigest": image["imageDigest"]})
+        sb.backend("ecr", system.region).scan_finding_results.append({
+            "registryId": image.get("registryId", ""), "repositoryName": repository, "imageId": {"imageDigest": image["imageDigest"]},
+            "imageScanStatus": {"status": "COMPLETE", "description": "The scan was completed successfully."},
+            "imageScanFindings": {"findings": [], "findingSeverityCounts": dict(counts or {})}})
+    return {"resource": repository, "image_digest": image["imageDigest"], "counts": counts or {}}
+
+
 __all__ = ["AUDIT_EVENTS", "log_group", "audit_events", "tmp_rule", "tmp_objects", "role", "function_runtime", "kms_key", "secret",
-           "security_group", "_zip"]
+           "security_group", "certificate", "ecr_image", "_zip"]

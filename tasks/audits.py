@@ -134,6 +134,26 @@ class OpenGroup(BaseModel):
     open_rules: list[str] = Field(default_factory=list)
 
 
+class CertificateState(BaseModel):
+    domain: str
+    arn: str | None = None  # None: no certificate for the domain
+    status: str | None = None
+    not_after: datetime | None = None
+    in_use_by: int = 0
+    error: str | None = None
+
+
+class ImageScan(BaseModel):
+    repository: str
+    exists: bool = True
+    image: str | None = None  # tag or digest of the latest pushed image; None: no image
+    pushed: datetime | None = None
+    scan_status: str | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+    reason: str | None = None  # why there are no findings (no scan, scan failed)
+    error: str | None = None
+
+
 # --- collect -------------------------------------------------------------------------------
 
 
@@ -362,6 +382,74 @@ def read_security_groups(system: System) -> list[OpenGroup]:
     return out
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _cert_domains(c: dict[str, Any]) -> set[str]:
+    return {c.get("DomainName", ""), *c.get("SubjectAlternativeNameSummaries", [])}
+
+
+@aws_task(iam=["acm:ListCertificates", "acm:DescribeCertificate"], name="read-certificates", cache_policy=NO_CACHE)
+def read_certificates(system: System, deadline: aws.Deadline) -> list[CertificateState]:
+    """Per ``audit.certificate_domains``: the certificate covering it that expires last (a renewal supersedes the old one)."""
+    domains = system.audit.certificate_domains
+    if not domains:
+        return []
+    c = aws.client("acm", system.region)
+    summaries = list(aws.paginate(c, "list_certificates", "CertificateSummaryList"))
+
+    def one(domain: str) -> CertificateState:
+        arns = [x["CertificateArn"] for x in summaries if domain in _cert_domains(x)]
+        found = []
+        for arn in arns:
+            d = c.describe_certificate(CertificateArn=arn)["Certificate"]
+            found.append(CertificateState(domain=domain, arn=arn, status=d.get("Status"), not_after=_utc(d.get("NotAfter")),
+                                          in_use_by=len(d.get("InUseBy", []))))
+        return max(found, key=lambda x: x.not_after or EPOCH) if found else CertificateState(domain=domain)
+
+    return [s if err is None else CertificateState(domain=d, error=aws.describe_error(err)) for d, s, err in aws.parallel(one, domains, deadline=deadline)]
+
+
+def _read_image_scan(system: System, repo: str) -> ImageScan:
+    c = aws.client("ecr", system.region)
+    try:
+        images = list(aws.paginate(c, "describe_images", "imageDetails", repositoryName=repo))
+    except ClientError as exc:
+        if aws.error_code(exc) == "RepositoryNotFoundException":
+            return ImageScan(repository=repo, exists=False)
+        raise
+    if not images:
+        return ImageScan(repository=repo, reason="the repository has no image")
+    latest = max(images, key=lambda i: _utc(i.get("imagePushedAt")) or EPOCH)
+    tags = latest.get("imageTags") or []
+    s = ImageScan(repository=repo, image=tags[0] if tags else latest["imageDigest"], pushed=_utc(latest.get("imagePushedAt")))
+    try:
+        r = c.describe_image_scan_findings(repositoryName=repo, imageId={"imageDigest": latest["imageDigest"]}, maxResults=1)
+    except ClientError as exc:
+        if aws.error_code(exc) == "ScanNotFoundException":
+            s.reason = "the latest image has never been scanned (enable scan on push, or aws ecr start-image-scan)"
+            return s
+        raise
+    status = r.get("imageScanStatus", {})
+    s.scan_status = status.get("status")
+    if s.scan_status != "COMPLETE":
+        s.reason = f"scan {s.scan_status or 'status unknown'}: {status.get('description', '')}".rstrip(": ")
+        return s
+    findings = r.get("imageScanFindings")
+    if findings is None or "findingSeverityCounts" not in findings:
+        s.reason = "the scan returned no severity counts"
+        return s
+    s.counts = {k: int(v) for k, v in findings["findingSeverityCounts"].items()}
+    return s
+
+
+@aws_task(iam=["ecr:DescribeImages", "ecr:DescribeImageScanFindings"], name="read-image-scans", cache_policy=NO_CACHE)
+def read_image_scans(system: System, deadline: aws.Deadline) -> list[ImageScan]:
+    repos = system.audit.ecr_repositories
+    return [s if err is None else ImageScan(repository=r, error=aws.describe_error(err))
+            for r, s, err in aws.parallel(lambda r: _read_image_scan(system, r), repos, deadline=deadline)]
+
+
 # --- judge (pure) ----------------------------------------------------------------------------
 
 
@@ -527,6 +615,54 @@ def judge_security_group(s: OpenGroup) -> Finding:
     status = Status.CRIT if any(r.startswith(RISKY) for r in s.open_rules) else Status.WARN
     return Finding(check="security-group-open", resource=res, status=status, value=len(s.open_rules),
                    summary="open to the internet: " + "; ".join(s.open_rules) + "; restrict the source (not changed automatically)")
+
+
+def judge_certificate(s: CertificateState, warn_days: int, now: datetime) -> Finding:
+    check = "acm-certificate-expiry"
+    if s.error:
+        return unknown(check, s.domain, s.error)
+    if s.arn is None:
+        return Finding(check=check, resource=s.domain, status=Status.WARN,
+                       summary="no ACM certificate in this region covers the domain: check the inventory's name, or request one "
+                               f"(aws acm request-certificate --domain-name {s.domain} --validation-method DNS) or check where it is served from")
+    if s.not_after is None:
+        return unknown(check, s.domain, f"{s.arn}: DescribeCertificate returned no NotAfter (status {s.status})")
+    days = (s.not_after - now).total_seconds() / 86400
+    details = {"arn": s.arn, "status": s.status, "not_after": s.not_after.isoformat(), "in_use_by": s.in_use_by, "warn_days": warn_days}
+    when = s.not_after.date().isoformat()
+    if days <= 0:
+        return Finding(check=check, resource=s.domain, status=Status.CRIT, value=int(days), details=details,
+                       summary=f"certificate expired on {when} ({int(-days)} days ago; {s.arn}, used by {s.in_use_by}): "
+                               "clients reject it; renew or re-import it now and attach it where it is used")
+    if days <= warn_days:
+        return Finding(check=check, resource=s.domain, status=Status.WARN, value=int(days), details=details,
+                       summary=f"certificate expires on {when} (in {int(days)} days, warn at {warn_days}; {s.arn}): "
+                               "check DNS validation for managed renewal, or re-import an imported one")
+    return Finding(check=check, resource=s.domain, status=Status.OK, value=int(days), details=details,
+                   summary=f"certificate valid until {when} ({int(days)} days)")
+
+
+def judge_image_scan(s: ImageScan) -> Finding:
+    check = "ecr-image-scan"
+    if s.error:
+        return unknown(check, s.repository, s.error)
+    if not s.exists:
+        return Finding(check=check, resource=s.repository, status=Status.WARN,
+                       summary="the repository named in the inventory does not exist; check the name")
+    if s.reason:
+        where = f"{s.repository}:{s.image}" if s.image else s.repository
+        return unknown(check, s.repository, f"{where}: no scan findings ({s.reason})")
+    crit, high = s.counts.get("CRITICAL", 0), s.counts.get("HIGH", 0)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items())) or "no findings"
+    details = {"image": s.image, "counts": s.counts}
+    if crit:
+        return Finding(check=check, resource=s.repository, status=Status.CRIT, value=crit, details=details,
+                       summary=f"latest image {s.image}: {counts}; rebuild on patched base images/packages and redeploy")
+    if high:
+        return Finding(check=check, resource=s.repository, status=Status.WARN, value=high, details=details,
+                       summary=f"latest image {s.image}: {counts}; plan the patch and rebuild")
+    return Finding(check=check, resource=s.repository, status=Status.OK, value=0, details=details,
+                   summary=f"latest image {s.image}: no CRITICAL or HIGH findings ({counts})")
 
 
 # --- act: how each fix reads and sets its value (idempotent) ------------------------------------

@@ -135,6 +135,7 @@ def test_dry_run_plans_approval_applies_and_a_second_run_plans_nothing(seeded, s
     create_rds_instance(sandbox, leh, "leh-db")
     sa.tmp_rule(sandbox, leh)
     sa.log_group(sandbox, leh, "/leh/audit", retention_days=3653)
+    sa.certificate(sandbox, leh, "leh.example.com", days_left=200)
     logs = boto3.client("logs", region_name=leh.region, endpoint_url=sandbox.endpoint)
 
     def retention():
@@ -161,3 +162,65 @@ def test_dry_run_plans_approval_applies_and_a_second_run_plans_nothing(seeded, s
 
     again = run(LEH, dry_run=False, approval="yes")
     assert again.outcome == "nothing-to-do" and again.plan["actions"] == []
+
+
+def test_acm_certificate_expiry(seeded, sandbox):
+    from tasks.inventory import Audit
+
+    leh = seeded(LEH)
+    domains = ["leh.example.com", "old.leh.example.com", "soon.leh.example.com", "none.leh.example.com"]
+    inv = leh.model_copy(update={"audit": Audit(**{**leh.audit.model_dump(), "certificate_domains": domains, "certificate_warn_days": 30})})
+    sa.certificate(sandbox, inv, "old.leh.example.com", days_left=-3)
+    sa.certificate(sandbox, inv, "soon.leh.example.com", days_left=10)
+    sa.certificate(sandbox, inv, "leh.example.com", days_left=200)
+    found = judged(inv, "certificates", au.read_certificates, aws.Deadline(30))
+    status, text = found[("acm-certificate-expiry", "old.leh.example.com")]
+    assert status == "CRIT" and "expired on" in text, text
+    status, text = found[("acm-certificate-expiry", "soon.leh.example.com")]
+    assert status == "WARN" and "warn at 30" in text, text
+    status, text = found[("acm-certificate-expiry", "none.leh.example.com")]
+    assert status == "WARN" and "request-certificate" in text, text
+    status, text = found[("acm-certificate-expiry", "leh.example.com")]
+    assert status == "OK" and "valid until" in text, text
+
+
+def test_acm_certificate_renewed_is_not_flagged(seeded, sandbox):
+    leh = seeded(LEH)
+    sa.certificate(sandbox, leh, "leh.example.com", days_left=5)
+    sa.certificate(sandbox, leh, "leh.example.com", days_left=300)  # the renewal supersedes the old one
+    found = judged(leh, "certificates", au.read_certificates, aws.Deadline(30))
+    assert found[("acm-certificate-expiry", "leh.example.com")][0] == "OK", found
+
+
+def test_ecr_image_scan_findings(seeded, sandbox):
+    from tasks.inventory import Audit
+
+    td = seeded(TD)
+    repos = ["td-crit", "td-high", "td-clean", "td-unscanned", "td-missing"]
+    inv = td.model_copy(update={"audit": Audit(**{**td.audit.model_dump(), "ecr_repositories": repos})})
+    sa.ecr_image(sandbox, inv, "td-crit", counts={"CRITICAL": 2, "HIGH": 1})
+    sa.ecr_image(sandbox, inv, "td-high", counts={"HIGH": 3, "MEDIUM": 4})
+    sa.ecr_image(sandbox, inv, "td-clean", counts={"LOW": 1})
+    sa.ecr_image(sandbox, inv, "td-unscanned", scan=False)
+    found = judged(inv, "ecr-scans", au.read_image_scans, aws.Deadline(30))
+    status, text = found[("ecr-image-scan", "td-crit")]
+    assert status == "CRIT" and "CRITICAL 2" in text and "HIGH 1" in text, text
+    assert found[("ecr-image-scan", "td-high")][0] == "WARN"
+    assert found[("ecr-image-scan", "td-clean")] == ("OK", "latest image latest: no CRITICAL or HIGH findings (LOW 1)")
+    status, text = found[("ecr-image-scan", "td-unscanned")]
+    assert status == "UNKNOWN" and "never been scanned" in text, text  # never OK without data
+    status, text = found[("ecr-image-scan", "td-missing")]
+    assert status == "WARN" and "does not exist" in text, text
+
+
+def test_ecr_clean_image_in_a_flow_run_is_not_flagged_and_iam_covered(seeded, sandbox):
+    td = seeded(TD)
+    repo = td.audit.ecr_repositories[0]
+    sa.ecr_image(sandbox, td, repo, tag="v1", counts={"MEDIUM": 1})
+    report = run(TD)
+    found = {(f.check, f.resource): f for f in report.findings}
+    assert found[("ecr-image-scan", repo)].status is Status.OK, found[("ecr-image-scan", repo)].summary
+    policy = set(policy_for(ma.TASKS)["Statement"][0]["Action"])
+    used = {iam_action(*op.split(":")) for op in report.api_calls_by_operation} - {None}
+    assert {"ecr:DescribeImages", "ecr:DescribeImageScanFindings"} <= used <= policy, used - policy
+    assert report.undeclared_iam_actions == []
