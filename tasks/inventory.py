@@ -47,6 +47,7 @@ class LambdaFunction(Strict):
     expected_memory_mb: int | None = Field(None, ge=128, le=10240)
     expected_timeout_s: int | None = Field(None, ge=1, le=900)
     sqs_source: str | None = Field(None, description="queue feeding this function (event source)")
+    bedrock: bool = Field(False, description="calls Amazon Bedrock (diagnose-bedrock-throttling reads its ThrottlingException lines)")
 
     @property
     def log_group_name(self) -> str:
@@ -79,6 +80,7 @@ class ApiGatewayApi(Strict):
     name: str
     stage: str = "prod"
     integration_timeout_s: int = 29
+    functions: list[str] = Field(default_factory=list, description="Lambda functions behind this API (besides those its integrations name)")
 
 
 class EcsService(Strict):
@@ -285,6 +287,27 @@ class Reporting(Strict):
     cost_explorer: bool = True
 
 
+class Remediation(Strict):
+    """The policy the remediation and scaling runbooks stay within (issue 7)."""
+
+    lambda_max_timeout_s: int = Field(900, ge=1, le=900, description="never propose a longer timeout (Lambda's limit is 900 s)")
+    lambda_max_memory_mb: int = Field(10240, ge=128, le=10240, description="never propose more memory (Lambda's limit is 10240 MB)")
+    lambda_timeout_headroom: float = Field(1.5, ge=1.1, le=10, description="proposed timeout = longest observed duration x this")
+    sqs_visibility_factor: float = Field(6.0, ge=1, description="a queue-fed function's timeout stays <= visibility timeout / this (AWS: 6x)")
+    dynamodb_prefer: Literal["on-demand", "provisioned"] = Field("on-demand", description="what a throttled provisioned table is moved to")
+    dynamodb_max_capacity_units: int = Field(40000, ge=1, description="never propose more read or write units than this")
+    dynamodb_capacity_headroom: float = Field(1.5, ge=1, description="proposed capacity = peak consumed x this")
+    opensearch_disk_warn_pct: float = Field(85, gt=0, lt=100, description="a node above this disk use is a finding (OpenSearch's low watermark)")
+
+
+class Security(Strict):
+    """What security-incident may touch and who it must never lock out."""
+
+    break_glass_roles: list[str] = Field(default_factory=list, description="IAM role ARNs exempt from the emergency deny-all bucket policy")
+    secrets: list[str] = Field(default_factory=list, description="secrets it may rotate (default: audit.secrets)")
+    buckets: list[str] = Field(default_factory=list, description="buckets it may lock (default: every s3_buckets entry)")
+
+
 class Mutations(Strict):
     """Where mutating runbooks keep their leases and durable records (created on first use)."""
 
@@ -318,6 +341,8 @@ class System(Strict):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     escalation: list[EscalationLevel] = Field(default_factory=list)
     mutations: Mutations = Field(default_factory=Mutations)
+    remediation: Remediation = Field(default_factory=Remediation)
+    security: Security = Field(default_factory=Security)
     bill_shock: BillShock | None = None
     rds_instances: list[RdsInstance] = Field(default_factory=list)
     dr: DisasterRecovery = Field(default_factory=DisasterRecovery)
