@@ -325,3 +325,51 @@ def publish_plan(plan: Plan) -> Plan:
     create_markdown_artifact(key=f"{plan.runbook}-{plan.system}-plan".lower(), markdown=plan.markdown(),
                              description=f"plan {plan.fingerprint}: {len(plan.actions)} action(s)")
     return plan
+
+
+# --- undo of an earlier run ------------------------------------------------------------------
+
+
+def undo_plan(system: System, runbook: str, identity: Identity, records: list[dict[str, Any]], run_id: str,
+              appliers: dict[str, Applier], iam_actions: dict[str, str], irreversible: dict[str, str] | None = None) -> Plan:
+    """The plan that puts back what run ``run_id`` changed (its durable records, newest first as read).
+
+    One inverse action per (kind, resource) the run left changed: current = its
+    ``after``, target = its ``before``. The value is read again now: already back
+    at ``before`` is "unchanged"; anything else than ``after`` means someone
+    changed it since, and the plan cannot undo it blindly (``cannot``).
+    ``irreversible``: kind -> why it has no undo (e.g. a secret rotation: the old
+    credential must never come back)."""
+    irreversible = irreversible or {}
+    plan = Plan(runbook=runbook, system=system.name, identity=identity, notes=[f"undo of run {run_id}"])
+    mine = [r for r in records if r.get("flow_run_id") == run_id and r.get("runbook") == runbook]
+    if not mine:
+        plan.cannot.append(f"{run_id}: no {runbook} record of this run in {system.mutations.state_table} "
+                           f"(give the flow run id the earlier run printed; dry runs record nothing)")
+        return plan
+    seen: set[tuple[str, str]] = set()
+    for r in sorted(mine, key=lambda r: r.get("at", ""), reverse=True):  # the last word on each resource wins
+        key = (r["kind"], r["resource"])
+        if key in seen:
+            continue
+        seen.add(key)
+        if r["status"] in ("undone", "failed", "not-attempted"):
+            plan.unchanged.append(f"{r['resource']}: {r['kind']} was {r['status']} in that run; nothing to put back")
+            continue
+        if r["kind"] in irreversible:
+            plan.cannot.append(f"{r['resource']}: {r['kind']} has no undo: {irreversible[r['kind']]}")
+            continue
+        if r["kind"] not in appliers:
+            plan.cannot.append(f"{r['resource']}: {r['kind']} has no undo in {runbook}")
+            continue
+        now = appliers[r["kind"]].read(system, r["resource"])
+        before, after = r["before"], r.get("after")
+        if now == before:
+            plan.unchanged.append(f"{r['resource']}: {r['kind']} already back at {before}")
+        elif now != after:
+            plan.cannot.append(f"{r['resource']}: {r['kind']} is now {now}, not the {after} run {run_id} left: changed since; "
+                               "look at it by hand")
+        else:
+            plan.actions.append(Action(kind=r["kind"], resource=r["resource"], current=now, target=before,
+                                       iam_action=iam_actions.get(r["kind"], "?"), evidence=f"undo of run {run_id} ({r.get('approver') or '?'})"))
+    return plan
