@@ -16,9 +16,12 @@ Implemented (per domain, state kept in memory, one lock around all of it):
     ``wait_for_status`` not met -> 408 ``timed_out: true`` at once, no waiting)
   * ``GET /_cat/indices|shards|allocation``, ``GET /_cat/snapshots/{repo}``
     (text tables with ``?v``/``?h=``/``?bytes=b``, or ``?format=json``)
-  * ``GET|POST /_cluster/allocation/explain``, ``POST /_cluster/reroute``
+  * ``GET|POST /_cluster/allocation/explain`` (per-node ``deciders``: same_shard,
+    replica_after_primary_active, max_retry, disk_threshold), ``POST /_cluster/reroute``
     (``allocate_replica``, ``allocate_stale_primary``, ``allocate_empty_primary``;
-    ``?retry_failed=true`` restarts copies whose reason is ALLOCATION_FAILED)
+    ``?retry_failed=true`` resets the failed-attempt counter of ALLOCATION_FAILED
+    copies and allocates them where every other decider says yes)
+  * ``GET /_nodes/stats/fs`` and ``GET /_nodes/{node}/stats/fs`` (only the ``fs`` metric)
   * ``/_snapshot``: register/get/delete repositories; create/get/delete/restore
     snapshots (restore supports indices, rename_pattern/rename_replacement and
     index_settings; snapshots complete instantly)
@@ -29,12 +32,21 @@ Implemented (per domain, state kept in memory, one lock around all of it):
 
 Shard model: copy k of shard s lives on node (s + k) % nodes; a replica that
 cannot get its own node stays UNASSIGNED (INDEX_CREATED), as on a real cluster.
+Copies allocated by a reroute are STARTED at once, or INITIALIZING for the
+domain's ``set_recovery_time`` seconds first. Disk: every node has a 100 GiB
+disk with 10 GiB used besides the index data (``set_disk`` changes both); the
+OpenSearch default watermarks apply (low 85 %: no replica goes to the node; high
+90 %: no shard at all; flood stage 95 % is only reported, writes are not blocked).
+A copy made UNASSIGNED with reason ALLOCATION_FAILED has failed 5 times (the
+``max_retry`` limit) unless ``failed_attempts`` says otherwise.
 Documents are routed to shards by crc32(id); docs on a shard with no STARTED
 copy are invisible to search/count/get, and writes need a STARTED primary
 (503 otherwise). Fault controls are Python methods, not HTTP endpoints:
 ``make_red`` (every copy of the index UNASSIGNED with a reason), ``make_yellow``
 (replicas UNASSIGNED), ``heal``, ``add_snapshot``, ``set_unreachable`` (the
-domain's connections are closed without a response) and ``set_latency``.
+domain's connections are closed without a response), ``set_latency``,
+``set_disk``, ``set_nodes`` (resize the cluster), ``set_recovery_time`` and
+``disk_usage``.
 """
 from __future__ import annotations
 
@@ -52,7 +64,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 VERSION = "2.11.0"
-STARTED, UNASSIGNED = "STARTED", "UNASSIGNED"
+STARTED, UNASSIGNED, INITIALIZING = "STARTED", "UNASSIGNED", "INITIALIZING"
+WATERMARK_LOW, WATERMARK_HIGH, WATERMARK_FLOOD = 85.0, 90.0, 95.0  # OpenSearch's defaults (percent used)
+MAX_RETRIES = 5  # index.allocation.max_retries
 _RANK = {"green": 0, "yellow": 1, "red": 2}
 _GiB = 1024 ** 3
 

@@ -112,6 +112,9 @@ class AlarmFilter(Strict):
     priorities: dict[str, Literal["P0", "P1", "P2", "P3"]] = Field(
         default_factory=dict, description="alarm name glob -> priority (seed's alarm response table)"
     )
+    runbooks: dict[str, str] = Field(
+        default_factory=dict, description="alarm name glob -> runbook the alarm bridge starts when the alarm goes into ALARM"
+    )
 
     def matches(self, alarm_name: str) -> bool:
         return any(name_matches(p, alarm_name) for p in self.name_filters)
