@@ -226,6 +226,7 @@ _ROUTES = [(set(m.split()), re.compile(p), fn) for m, p, fn in [
     ("GET", r"_cat/snapshots/(?P<repo>[^/]+)", "_api_cat_snapshots"),
     ("GET POST", r"_cluster/allocation/explain", "_api_explain"),
     ("POST", r"_cluster/reroute", "_api_reroute"),
+    ("GET", r"_nodes(?:/(?P<node>[^/_][^/]*))?/stats/(?P<metric>[^/]+)", "_api_nodes_stats"),
     ("GET", r"_snapshot(?:/_all)?", "_api_get_repos"),
     ("GET", r"_snapshot/(?P<repo>[^/]+)", "_api_get_repos"),
     ("PUT POST", r"_snapshot/(?P<repo>[^/_][^/]*)", "_api_put_repo"),
@@ -308,7 +309,8 @@ class OpenSearchDouble:
             self._domains[name] = {
                 "name": name, "cluster_name": cluster_name or f"123456789012:{name}",
                 "nodes": [f"{name}-node-{i + 1}" for i in range(nodes)], "indices": {}, "repos": {},
-                "unreachable": False, "uuid": uuid.uuid4().hex[:22]}
+                "unreachable": False, "uuid": uuid.uuid4().hex[:22], "recovery_s": 0.0,
+                "disk": {f"{name}-node-{i + 1}": self._new_disk() for i in range(nodes)}}
         return name
 
     def create_index(self, domain, index, shards=1, replicas=1, docs=None):
@@ -320,14 +322,14 @@ class OpenSearchDouble:
                 docs = {str(i + 1): d for i, d in enumerate(docs)}
             self._new_index(dom, index, shards, replicas, copy.deepcopy(docs or {}))
 
-    def make_red(self, domain, index, reason="NODE_LEFT"):
+    def make_red(self, domain, index, reason="NODE_LEFT", failed_attempts=None, details=None):
         """All copies (primaries and replicas) of the index become UNASSIGNED."""
         with self._lock:
             for copies in self._idx(domain, index)["copies"]:
                 for c in copies:
-                    self._unassign(c, reason)
+                    self._unassign(c, reason, failed_attempts, details)
 
-    def make_yellow(self, domain, index, reason="NODE_LEFT"):
+    def make_yellow(self, domain, index, reason="NODE_LEFT", failed_attempts=None, details=None):
         """All replica copies of the index become UNASSIGNED (needs replicas >= 1)."""
         with self._lock:
             idx = self._idx(domain, index)
@@ -335,7 +337,49 @@ class OpenSearchDouble:
                 raise ValueError(f"index {index!r} has no replicas, it cannot be yellow")
             for copies in idx["copies"]:
                 for c in copies[1:]:
-                    self._unassign(c, reason)
+                    self._unassign(c, reason, failed_attempts, details)
+
+    def set_disk(self, domain, used_pct=None, nodes=None, total_gb=None):
+        """Size the nodes' disks (``total_gb``) and/or fill them to ``used_pct`` percent (index data included).
+
+        ``nodes``: node names (default: every node of the domain)."""
+        with self._lock:
+            dom = self._dom(domain)
+            targets = _split(nodes) or list(dom["nodes"])
+            on_node = self._node_index_bytes(dom)
+            for n in targets:
+                if n not in dom["disk"]:
+                    raise KeyError(f"unknown node {n!r} in domain {domain!r}")
+                disk = dom["disk"][n]
+                if total_gb is not None:
+                    disk["total"] = int(float(total_gb) * _GiB)
+                if used_pct is not None:
+                    if not 0 <= float(used_pct) <= 100:
+                        raise ValueError(f"used_pct must be within 0..100, not {used_pct!r}")
+                    disk["base"] = max(0, int(disk["total"] * float(used_pct) / 100) - on_node[n])
+
+    def disk_usage(self, domain) -> dict:
+        """node -> percent of its disk used (index data included), for assertions."""
+        with self._lock:
+            dom = self._dom(domain)
+            return {n: round(self._disk(dom, n)[1] * 100.0 / self._disk(dom, n)[0], 2) for n in dom["nodes"]}
+
+    def set_nodes(self, domain, nodes):
+        """Resize the cluster to ``nodes`` data nodes; every copy goes back to its home node (like ``heal``),
+        and copies that have no node of their own stay UNASSIGNED (INDEX_CREATED)."""
+        if nodes < 1:
+            raise ValueError(f"a domain needs at least one node, not {nodes!r}")
+        with self._lock:
+            dom = self._dom(domain)
+            dom["nodes"] = [f"{domain}-node-{i + 1}" for i in range(nodes)]
+            dom["disk"] = {n: dom["disk"].get(n) or self._new_disk() for n in dom["nodes"]}
+            for idx in dom["indices"].values():
+                idx["copies"] = self._placement(dom, idx["shards"], idx["replicas"])
+
+    def set_recovery_time(self, domain, seconds):
+        """Copies a reroute allocates stay INITIALIZING this long before they are STARTED (default 0: at once)."""
+        with self._lock:
+            self._dom(domain)["recovery_s"] = max(0.0, float(seconds))
 
     def heal(self, domain):
         """Every copy that has a node of its own goes back to STARTED on its home node."""
@@ -369,6 +413,7 @@ class OpenSearchDouble:
     def cluster_status(self, domain) -> str:
         with self._lock:
             dom = self._dom(domain)
+            self._tick(dom)
             return self._health_body(dom, list(dom["indices"]))["status"]
 
     # ------------------------------------------------------------ state helpers
@@ -384,8 +429,98 @@ class OpenSearchDouble:
         return dom["indices"][index]
 
     @staticmethod
-    def _unassign(c, reason):
-        c.update(state=UNASSIGNED, node=None, reason=reason, at=_now_ms())
+    def _unassign(c, reason, failed_attempts=None, details=None):
+        if failed_attempts is None:
+            failed_attempts = MAX_RETRIES if reason == "ALLOCATION_FAILED" else 0
+        if details is None and reason == "ALLOCATION_FAILED":
+            details = "failed shard on node: failed recovery, failure RecoveryFailedException[recovery failed]"
+        c.update(state=UNASSIGNED, node=None, reason=reason, at=_now_ms(), failed=int(failed_attempts), details=details)
+
+    @staticmethod
+    def _new_disk():
+        return {"total": 100 * _GiB, "base": 10 * _GiB}
+
+    def _tick(self, dom):
+        """INITIALIZING copies whose recovery time has passed become STARTED."""
+        now = time.monotonic()
+        for idx in dom["indices"].values():
+            for copies in idx["copies"]:
+                for c in copies:
+                    if c["state"] == INITIALIZING and c.get("ready", 0) <= now:
+                        c["state"] = STARTED
+
+    @staticmethod
+    def _on_node(c):
+        return c["state"] in (STARTED, INITIALIZING)
+
+    def _start(self, dom, c, node):
+        """Allocate copy ``c`` to ``node``: STARTED, or INITIALIZING for the domain's recovery time."""
+        wait = dom.get("recovery_s", 0.0)
+        c.update(state=INITIALIZING if wait else STARTED, node=node, reason=None, failed=0, details=None,
+                 ready=time.monotonic() + wait)
+
+    def _node_index_bytes(self, dom):
+        out = {n: 0 for n in dom["nodes"]}
+        for idx in dom["indices"].values():
+            sizes, _ = self._shard_sizes(idx)
+            for s, copies in enumerate(idx["copies"]):
+                for c in copies:
+                    if self._on_node(c) and c["node"] in out:
+                        out[c["node"]] += sizes[s]
+        return out
+
+    def _disk(self, dom, node, on_node=None):
+        """(total bytes, used bytes) of a node's data disk."""
+        disk = dom["disk"][node]
+        used = disk["base"] + (on_node if on_node is not None else self._node_index_bytes(dom))[node]
+        return disk["total"], min(used, disk["total"])
+
+    def _deciders(self, dom, name, s, c, node, on_node, ignore_retry=False):
+        """The NO decisions of OpenSearch's allocation deciders for copy ``c`` of shard ``s`` on ``node``."""
+        out, idx = [], dom["indices"][name]
+        copies = idx["copies"][s]
+        other = next((x for x in copies if x is not c and self._on_node(x) and x["node"] == node), None)
+        if other is not None:
+            out.append({"decider": "same_shard", "decision": "NO", "explanation": (
+                "a copy of this shard is already allocated to this node [[%s][%d], node[%s], [%s], s[%s]]"
+                % (name, s, node, "P" if other["primary"] else "R", other["state"]))})
+        if not c["primary"] and copies[0]["state"] != STARTED:
+            out.append({"decider": "replica_after_primary_active", "decision": "NO",
+                        "explanation": "primary shard for this replica is not yet active"})
+        if not ignore_retry and c["reason"] == "ALLOCATION_FAILED" and c.get("failed", 0) >= MAX_RETRIES:
+            out.append({"decider": "max_retry", "decision": "NO", "explanation": (
+                f"shard has exceeded the maximum number of retries [{MAX_RETRIES}] on failed allocation attempts - "
+                "manually call [/_cluster/reroute?retry_failed=true] to retry, [unassigned_info[[reason=ALLOCATION_FAILED], "
+                f"at[{_iso(c['at'])}], failed_attempts[{c['failed']}], delayed=false, details[{c.get('details') or ''}], "
+                "allocation_status[deciders_no]]]")})
+        total, used = self._disk(dom, node, on_node)
+        pct, free = used * 100.0 / total, (total - used) * 100.0 / total
+        if pct > WATERMARK_HIGH:
+            out.append({"decider": "disk_threshold", "decision": "NO", "explanation": (
+                f"the node is above the high watermark cluster setting [cluster.routing.allocation.disk.watermark.high="
+                f"{WATERMARK_HIGH:g}%], using more disk space than the maximum allowed [{WATERMARK_HIGH}%], actual free: [{free}%]")})
+        elif pct > WATERMARK_LOW and not c["primary"]:  # the low watermark keeps replicas (not primaries) away
+            out.append({"decider": "disk_threshold", "decision": "NO", "explanation": (
+                f"the node is above the low watermark cluster setting [cluster.routing.allocation.disk.watermark.low="
+                f"{WATERMARK_LOW:g}%], using more disk space than the maximum allowed [{WATERMARK_LOW}%], actual free: [{free}%]")})
+        return out
+
+    def _allocate_failed(self, dom):
+        """What the allocator does after ``retry_failed``: each ALLOCATION_FAILED copy (primaries first) goes to the
+        first node, from its home node on, where no decider says NO; otherwise it stays UNASSIGNED."""
+        for primaries in (True, False):
+            for name, idx in dom["indices"].items():
+                for s, copies in enumerate(idx["copies"]):
+                    for k, c in enumerate(copies):
+                        if c["primary"] != primaries or c["state"] != UNASSIGNED or c["reason"] != "ALLOCATION_FAILED":
+                            continue
+                        c["failed"] = 0
+                        on_node = self._node_index_bytes(dom)
+                        n = len(dom["nodes"])
+                        order = [dom["nodes"][(s + k + i) % n] for i in range(n)]
+                        node = next((x for x in order if not self._deciders(dom, name, s, c, x, on_node)), None)
+                        if node is not None:
+                            self._start(dom, c, node)
 
     @staticmethod
     def _placement(dom, shards, replicas):
@@ -427,7 +562,7 @@ class OpenSearchDouble:
         return "yellow" if any(c["state"] != STARTED for cs in idx["copies"] for c in cs) else "green"
 
     def _health_body(self, dom, names):
-        active = primaries = unassigned = 0
+        active = primaries = unassigned = initializing = 0
         status = "green"
         for n in names:
             idx = dom["indices"][n]
@@ -437,14 +572,16 @@ class OpenSearchDouble:
                     if c["state"] == STARTED:
                         active += 1
                         primaries += c["primary"]
+                    elif c["state"] == INITIALIZING:
+                        initializing += 1
                     else:
                         unassigned += 1
-        total = active + unassigned
+        total = active + unassigned + initializing
         return {"cluster_name": dom["cluster_name"], "status": status, "timed_out": False,
                 "number_of_nodes": len(dom["nodes"]), "number_of_data_nodes": len(dom["nodes"]),
                 "discovered_master": True, "discovered_cluster_manager": True,
                 "active_primary_shards": primaries, "active_shards": active, "relocating_shards": 0,
-                "initializing_shards": 0, "unassigned_shards": unassigned, "delayed_unassigned_shards": 0,
+                "initializing_shards": initializing, "unassigned_shards": unassigned, "delayed_unassigned_shards": 0,
                 "number_of_pending_tasks": 0, "number_of_in_flight_fetch": 0,
                 "task_max_waiting_in_queue_millis": 0,
                 "active_shards_percent_as_number": 100.0 if total == 0 else active * 100.0 / total}
@@ -458,6 +595,7 @@ class OpenSearchDouble:
                 if dom is None:
                     raise ApiError(404, "resource_not_found_exception",
                                    f"no such domain [{domain}] in the opsbook OpenSearch test double")
+                self._tick(dom)
                 for methods, rx, fn in _ROUTES:
                     m = rx.fullmatch(rest) if method in methods else None
                     if m:
@@ -541,31 +679,29 @@ class OpenSearchDouble:
             sizes, counts = self._shard_sizes(idx)
             for s, copies in enumerate(idx["copies"]):
                 for c in copies:
-                    up = c["state"] == STARTED
+                    up, placed = c["state"] == STARTED, self._on_node(c)
                     rows.append({"index": n, "shard": s, "prirep": "p" if c["primary"] else "r", "state": c["state"],
                                  "docs": counts[s] if up else None, "store": _size(sizes[s], q) if up else None,
                                  "ip": self._ip(dom, c["node"]), "node": c["node"], "unassigned.reason": c["reason"]
-                                 if not up else None, "unassigned.at": None if up else _iso(c["at"])})
+                                 if not placed else None, "unassigned.at": None if placed else _iso(c["at"])})
         return self._cat(q, ["index", "shard", "prirep", "state", "docs", "store", "ip", "node",
                              "unassigned.reason", "unassigned.at"], rows)
 
     def _api_cat_allocation(self, dom, a, q, raw):
-        per_node = {n: [0, 0] for n in dom["nodes"]}
+        per_node = {n: 0 for n in dom["nodes"]}
         unassigned = 0
         for idx in dom["indices"].values():
-            sizes, _ = self._shard_sizes(idx)
-            for s, copies in enumerate(idx["copies"]):
+            for copies in idx["copies"]:
                 for c in copies:
-                    if c["state"] == STARTED:
-                        per_node[c["node"]][0] += 1
-                        per_node[c["node"]][1] += sizes[s]
+                    if self._on_node(c):
+                        per_node[c["node"]] += 1
                     else:
                         unassigned += 1
+        on_node = self._node_index_bytes(dom)
         rows = []
         for node in _pick(dom["nodes"], a.get("node")):
-            shards, used_idx = per_node[node]
-            used, total = 10 * _GiB + used_idx, 100 * _GiB
-            rows.append({"shards": shards, "disk.indices": _size(used_idx, q), "disk.used": _size(used, q),
+            total, used = self._disk(dom, node, on_node)
+            rows.append({"shards": per_node[node], "disk.indices": _size(on_node[node], q), "disk.used": _size(used, q),
                          "disk.avail": _size(total - used, q), "disk.total": _size(total, q),
                          "disk.percent": used * 100 // total, "host": self._ip(dom, node),
                          "ip": self._ip(dom, node), "node": node})
@@ -602,40 +738,76 @@ class OpenSearchDouble:
                 raise ApiError(400, "illegal_argument_exception", f"unable to find any shards to explain "
                                f"[{name}][{s}] primary [{str(primary).lower()}]")
             cands = [copies[s][0]] if primary else copies[s][1:]
-            c = next((c for c in cands if c["state"] != STARTED), cands[0])
+            c = next((c for c in cands if c["state"] == UNASSIGNED), cands[0])
         else:
             found = [(n, s, c) for n in sorted(dom["indices"])
-                     for s, cs in enumerate(dom["indices"][n]["copies"]) for c in cs if c["state"] != STARTED]
+                     for s, cs in enumerate(dom["indices"][n]["copies"]) for c in cs if c["state"] == UNASSIGNED]
             if not found:
                 raise ApiError(400, "illegal_argument_exception", "unable to find any unassigned shards to explain "
                                "[ClusterAllocationExplainRequest[useAnyUnassignedShard=true,"
                                "includeYesDecisions?=false]")
             name, s, c = found[0]
         out = {"index": name, "shard": s, "primary": c["primary"]}
-        if c["state"] == STARTED:
-            return 200, {**out, "current_state": "started", "current_node": {
+        if c["state"] != UNASSIGNED:
+            return 200, {**out, "current_state": c["state"].lower(), "current_node": {
                 "name": c["node"], "id": c["node"], "transport_address": f"{self._ip(dom, c['node'])}:9300"},
                 "can_remain_on_current_node": "yes", "can_rebalance_cluster": "yes"}
         info = {"reason": c["reason"], "at": _iso(c["at"])}
-        if c["reason"] == "ALLOCATION_FAILED":
-            info.update(failed_allocation_attempts=5, details="failed shard on node: failed recovery",
-                        last_allocation_status="no")
-            why = ("shard has exceeded the maximum number of retries [5] on failed allocation attempts - "
+        if c.get("failed"):
+            info["failed_allocation_attempts"] = c["failed"]
+        if c.get("details"):
+            info["details"] = c["details"]
+        on_node = self._node_index_bytes(dom)
+        decisions = []
+        for n in dom["nodes"]:
+            no = self._deciders(dom, name, s, c, n, on_node)
+            decisions.append({"node_id": n, "node_name": n, "transport_address": f"{self._ip(dom, n)}:9300",
+                              "node_attributes": {"shard_indexing_pressure_enabled": "true"},
+                              "node_decision": "no" if no else "yes", "deciders": no})
+        anywhere = any(d["node_decision"] == "yes" for d in decisions)
+        can = "no"
+        if c["reason"] == "ALLOCATION_FAILED" and c.get("failed", 0) >= MAX_RETRIES:
+            info["last_allocation_status"] = "no"
+            why = (f"shard has exceeded the maximum number of retries [{MAX_RETRIES}] on failed allocation attempts - "
                    "manually call [/_cluster/reroute?retry_failed=true] to retry")
-        elif c["primary"]:
+        elif c["primary"] and c["reason"] != "ALLOCATION_FAILED":
             info["last_allocation_status"] = "no_valid_shard_copy"
             why = ("cannot allocate because a previous copy of the primary shard existed but can no longer be "
                    "found on the nodes in the cluster")
-        else:
+        elif anywhere and c["reason"] == "NODE_LEFT":
             info["last_allocation_status"] = "no_attempt"
+            can, why = "allocation_delayed", ("cannot allocate because the cluster is still waiting 1m for the departed "
+                                              "node holding a replica to rejoin, despite being allowed to allocate the "
+                                              "shard to at least one other node")
+        elif anywhere:
+            info["last_allocation_status"] = "no_attempt"
+            can, why = "yes", "can allocate the shard"
+        else:
+            info["last_allocation_status"] = "no" if c["reason"] == "ALLOCATION_FAILED" else "no_attempt"
             why = "cannot allocate because allocation is not permitted to any of the nodes"
-        return 200, {**out, "current_state": "unassigned", "unassigned_info": info, "can_allocate": "no",
-                     "allocate_explanation": why,
-                     "node_allocation_decisions": [
-                         {"node_id": n, "node_name": n, "transport_address": f"{self._ip(dom, n)}:9300",
-                          "node_decision": "no", "deciders": [{"decider": "test_double", "decision": "NO",
-                                                               "explanation": f"fault injected: {c['reason']}"}]}
-                         for n in dom["nodes"]]}
+        return 200, {**out, "current_state": "unassigned", "unassigned_info": info, "can_allocate": can,
+                     "allocate_explanation": why, "node_allocation_decisions": decisions}
+
+    def _api_nodes_stats(self, dom, a, q, raw):
+        if _split(a["metric"]) != ["fs"]:
+            raise ApiError(400, "unsupported_in_test_double", f"node stats metric [{a['metric']}] is not implemented by "
+                           "the opsbook OpenSearch test double (only fs)")
+        names = _pick(dom["nodes"], a.get("node"))
+        on_node, now = self._node_index_bytes(dom), _now_ms()
+        nodes = {}
+        for n in names:
+            total, used = self._disk(dom, n, on_node)
+            ip = self._ip(dom, n)
+            fs = {"total_in_bytes": total, "free_in_bytes": total - used, "available_in_bytes": total - used}
+            nodes[n] = {"timestamp": now, "name": n, "transport_address": f"{ip}:9300", "host": ip, "ip": f"{ip}:9300",
+                        "roles": ["cluster_manager", "data", "ingest", "remote_cluster_client"],
+                        "attributes": {"shard_indexing_pressure_enabled": "true"},
+                        "fs": {"timestamp": now, "total": dict(fs),
+                               "data": [{"path": "/usr/share/opensearch/data/nodes/0",
+                                         "mount": "/usr/share/opensearch/data (/dev/nvme1n1)", "type": "ext4", **fs}],
+                               "io_stats": {}}}
+        return 200, {"_nodes": {"total": len(names), "successful": len(names), "failed": 0},
+                     "cluster_name": dom["cluster_name"], "nodes": nodes}
 
     def _api_reroute(self, dom, a, q, raw):
         body = _j(raw) or {}
@@ -649,12 +821,7 @@ class OpenSearchDouble:
                 dom["indices"][n].update(copies=copies, docs=docs)
             raise
         if _flag(q, "retry_failed"):
-            for idx in dom["indices"].values():
-                for copies in idx["copies"]:
-                    for c in copies:
-                        free = [n for n in dom["nodes"] if n not in {x["node"] for x in copies}]
-                        if c["state"] != STARTED and c["reason"] == "ALLOCATION_FAILED" and free:
-                            c.update(state=STARTED, node=free[0], reason=None)
+            self._allocate_failed(dom)
         return 200, {"acknowledged": True, "state": {"cluster_uuid": dom["uuid"]}}
 
     def _reroute_one(self, dom, kind, spec):
@@ -674,22 +841,27 @@ class OpenSearchDouble:
             if copies[0]["state"] != STARTED:
                 raise ApiError(400, "illegal_argument_exception", f"[{kind}] trying to allocate a replica shard "
                                f"[{name}][{s}], while corresponding primary shard is still unassigned")
-            target = next((c for c in copies[1:] if c["state"] != STARTED), None)
+            target = next((c for c in copies[1:] if c["state"] == UNASSIGNED), None)
             if target is None:
                 raise ApiError(400, "illegal_argument_exception", f"[{kind}] all copies of [{name}][{s}] are "
                                "already assigned. Use the move allocation command instead")
         else:
             target = copies[0]
-            if target["state"] == STARTED:
+            if target["state"] != UNASSIGNED:
                 raise ApiError(400, "illegal_argument_exception", f"[{kind}] primary [{name}][{s}] is already assigned")
             if not spec.get("accept_data_loss"):
                 raise ApiError(400, "illegal_argument_exception", f"[{kind}] allocating an empty primary for "
                                f"[{name}][{s}] can result in data loss. Please confirm by setting the "
                                "accept_data_loss parameter to true")
-        if any(c["node"] == node and c["state"] == STARTED for c in copies):
+        if any(c["node"] == node and self._on_node(c) for c in copies):
             raise ApiError(400, "illegal_argument_exception", f"[{kind}] allocation of [{name}][{s}] on node "
                            f"{node} is not allowed, reason: [NO(a copy of this shard is already allocated to this node)]")
-        target.update(state=STARTED, node=node, reason=None)
+        if kind == "allocate_replica":
+            no = self._deciders(dom, name, s, target, node, self._node_index_bytes(dom), ignore_retry=True)
+            if no:
+                raise ApiError(400, "illegal_argument_exception", f"[{kind}] allocation of [{name}][{s}] on node "
+                               f"{node} is not allowed, reason: [NO({no[0]['explanation']})]")
+        self._start(dom, target, node)
         if kind == "allocate_empty_primary":
             idx["docs"] = {k: v for k, v in idx["docs"].items() if self._shard_of(idx, k) != s}
 
