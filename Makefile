@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup bench clean
+.PHONY: demo test serve setup bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -20,6 +20,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -n 2 --dist loadfile
+
+# The Prefect UI with every runbook deployed: http://127.0.0.1:4200 . Against the
+# embedded sandbox by default; `make serve SERVE_ARGS=` uses your AWS credentials.
+SERVE_ARGS ?= --sandbox
+serve: $(STAMP)
+	$(BIN)/opsbook serve $(SERVE_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

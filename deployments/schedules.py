@@ -17,24 +17,50 @@ from tasks.inventory import known_systems, load_system
 
 
 def deployment_specs() -> list[dict[str, Any]]:
-    """Plain data (tested without Prefect): name, runbook, system, cron, timezone, parameters."""
+    """Plain data (tested without Prefect): every runbook for every system it applies to.
+
+    A schedule in the inventory gives its deployment a cron (``schedules.KEY``;
+    KEY is the runbook unless the entry says ``runbook:``); every other runbook
+    that has something to work on in the system (``Runbook.why_not``) gets an
+    unscheduled deployment: the UI's Run button and alarm-driven runs start it.
+    Name: ``KEY-SYSTEM`` (``prefect deployment run RUNBOOK/KEY-SYSTEM``)."""
     specs = []
     for name in known_systems():
         system = load_system(name)
+        covered: set[str] = set()
         for key, sched in sorted(system.schedules.items()):
             runbook = sched.runbook or key
             if runbook not in registry.RUNBOOKS:
                 continue  # scheduled in the inventory, not built yet: listed by `opsbook list`
-            specs.append({
-                "name": f"{key}-{name}",
-                "runbook": runbook,
-                "system": name,
-                "cron": sched.cron,
-                "timezone": sched.timezone or system.timezone,
-                "parameters": {"system": name, **sched.parameters},
-                "tags": ["opsbook", runbook, name],
-            })
+            covered.add(runbook)
+            specs.append(_spec(name, key, runbook, sched.cron, sched.timezone or system.timezone, sched.parameters))
+        for rb in registry.RUNBOOKS.values():
+            if rb.name not in covered and rb.why_not(system) is None:
+                specs.append(_spec(name, rb.name, rb.name, None, system.timezone, {}))
     return specs
+
+
+def _spec(system: str, key: str, runbook: str, cron: str | None, tz: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    rb = registry.get(runbook)
+    return {
+        "name": f"{key}-{system}",
+        "runbook": runbook,
+        "system": system,
+        "cron": cron,
+        "timezone": tz,
+        "parameters": {"system": system, **parameters},
+        "tags": ["opsbook", runbook, system, "mutating" if rb.mutating else "read-only", "scheduled" if cron else "on-demand"],
+        "summary": rb.summary,
+    }
+
+
+def describe(spec: dict[str, Any], flow: Any) -> str:
+    """The deployment's description in the UI: when it runs, what it does (the runbook's docstring)."""
+    when = f"Scheduled: `{spec['cron']}` ({spec['timezone']})." if spec["cron"] else "No schedule: run it from the UI's Run button, the shell or an alarm."
+    mode = ("Mutating: dry run by default; set dry_run=false to act after approval (a form on the paused run)."
+            if "mutating" in spec["tags"] else "Read-only.")
+    doc = (flow.description or "").strip()
+    return f"**{spec['runbook']}** for **{spec['system']}**: {spec['summary']}.\n\n{when} {mode}\n\n{doc}"
 
 
 def build() -> list[Any]:
@@ -48,10 +74,20 @@ def build() -> list[Any]:
             schedules=[Cron(spec["cron"], timezone=spec["timezone"])] if spec["cron"] else [],
             parameters=spec["parameters"],
             tags=spec["tags"],
-            concurrency_limit=1,  # a scheduled run never overlaps the previous one of the same system
-            description=f"{spec['runbook']} for {spec['system']} ({spec['cron']} {spec['timezone']})",
+            concurrency_limit=1,  # a run never overlaps the previous one of the same runbook and system
+            description=describe(spec, flow),
+            triggers=triggers(spec),
         ))
     return out
+
+
+def triggers(spec: dict[str, Any]) -> list[Any]:
+    """Alarm-driven runs: the alarm bridge's events start this deployment (see flows/alarm_bridge.py)."""
+    try:
+        from tasks.alarm_bridge import triggers_for
+    except ImportError:
+        return []
+    return triggers_for(spec["system"], spec["runbook"]) if spec["name"] == f"{spec['runbook']}-{spec['system']}" else []
 
 
 def serve() -> None:
@@ -85,5 +121,6 @@ def deploy_to_work_pool(pool: str = "opsbook") -> list[str]:
         ids.append(str(flow.deploy(
             name=spec["name"], work_pool_name=pool, schedules=[Cron(spec["cron"], timezone=spec["timezone"])] if spec["cron"] else [],
             parameters=spec["parameters"], tags=spec["tags"], concurrency_limit=1, print_next_steps=False,
+            description=describe(spec, flow), triggers=triggers(spec),
         )))
     return ids

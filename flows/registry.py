@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from tasks.inventory import System
+
+
+def _always(system: System) -> str | None:
+    return None
+
+
+def _needs(what: str, test: Callable[[System], Any]) -> Callable[[System], str | None]:
+    """An applicability rule: None when the runbook applies to the system, else why not."""
+    return lambda system: None if test(system) else f"the inventory names no {what}"
 
 
 @dataclass(frozen=True)
@@ -14,6 +26,11 @@ class Runbook:
     attr: str
     mutating: bool
     summary: str
+    applies: Callable[[System], str | None] = _always
+
+    def why_not(self, system: System) -> str | None:
+        """None when the runbook has something to work on in this system (a deployment is built), else the reason."""
+        return self.applies(system)
 
     def load(self) -> Any:
         return getattr(importlib.import_module(self.module), self.attr)
@@ -32,19 +49,26 @@ RUNBOOKS: dict[str, Runbook] = {
         Runbook("emergency-check", "flows.emergency_check", "emergency_check", False,
                 "first minutes of a P0/P1: every component at once, errors of the last hour, the priority and escalation it implies"),
         Runbook("emergency-rollback", "flows.emergency_rollback", "emergency_rollback", True,
-                "roll ECS services / Lambda aliases back to the last known-good release (plan, approve, act, verify, record)"),
+                "roll ECS services / Lambda aliases back to the last known-good release (plan, approve, act, verify, record)",
+                _needs("ECS service or Lambda alias", lambda s: s.ecs_services or any(f.aliases for f in s.lambda_functions))),
         Runbook("bill-shock-breaker", "flows.bill_shock_breaker", "bill_shock_breaker", True,
-                "token spend per case/user/service: trip case breakers, pause the worker, block accounts (approval), reset"),
+                "token spend per case/user/service: trip case breakers, pause the worker, block accounts (approval), reset",
+                _needs("bill_shock section", lambda s: s.bill_shock)),
         Runbook("dlq-redrive", "flows.dlq_redrive", "dlq_redrive", True,
-                "move dead-lettered messages back to their source queue, in batches, at a bounded rate, losing none"),
+                "move dead-lettered messages back to their source queue, in batches, at a bounded rate, losing none",
+                _needs("SQS queue with a dead-letter queue", lambda s: any(q.dlq for q in s.sqs_queues))),
         Runbook("backup-verify", "flows.backup_verify", "backup_verify", True,
-                "weekly: PITR, on-demand backups, S3 versioning/replication, OpenSearch snapshots, RDS snapshots; fixes behind approval"),
+                "weekly: PITR, on-demand backups, S3 versioning/replication, OpenSearch snapshots, RDS snapshots; fixes behind approval",
+                _needs("table, bucket, OpenSearch domain or RDS instance", lambda s: s.dynamodb_tables or s.s3_buckets or s.opensearch_domains
+                       or s.rds_instances or s.discovery.tags)),
         Runbook("dr-test", "flows.dr_test", "dr_test", True,
-                "restore copies of tables, objects and indices, prove them right against the RTO, always remove them"),
+                "restore copies of tables, objects and indices, prove them right against the RTO, always remove them",
+                _needs("table, bucket or OpenSearch domain", lambda s: s.dynamodb_tables or s.s3_buckets or s.opensearch_domains or s.discovery.tags)),
         Runbook("maintenance-audit", "flows.maintenance_audit", "maintenance_audit", True,
                 "log retention, tmp/ lifecycle, audit-log PII sample, runtimes, IAM roles, tags, KMS, secrets, security groups, RDS"),
         Runbook("reindex-case", "flows.reindex_case", "reindex_case", True,
-                "restore a soft-deleted case and rebuild its search index from DynamoDB"),
+                "restore a soft-deleted case and rebuild its search index from DynamoDB",
+                _needs("case_store section", lambda s: s.case_store)),
     ]
 }
 

@@ -232,18 +232,35 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve every deployment from this process (the scheduler creates runs, the UI's Run button starts them)."""
     from deployments import schedules
 
+    sb = None
+    if args.sandbox:  # the embedded AWS, seeded with every system, for trying the UI without an account
+        from sandbox.cli import start_seeded
+        from tasks.inventory import known_systems
+
+        sb, applied = start_seeded(known_systems(), args.fault or [])
+        for a in applied:
+            print(f"  fault injected into {a['system']}: {a['fault']} ({a.get('resource', '')})", file=sys.stderr)
+        print(f"opsbook: embedded AWS sandbox on {sb.endpoint} (moto, 127.0.0.1 only)", file=sys.stderr)
     meta = _prepare_prefect(args.verbose)
-    if args.work_pool:
-        ids = schedules.deploy_to_work_pool(args.work_pool)
-        print(f"registered {len(ids)} deployments on work pool {args.work_pool!r}; start a worker: prefect worker start --pool {args.work_pool}")
-        return 0
-    specs = schedules.deployment_specs()
-    for s in specs:
-        print(f"  {s['name']:40} {s['cron']:12} {s['timezone']}", file=sys.stderr)
-    print(f"opsbook: serving {len(specs)} scheduled deployments to {meta['api_url']} (Ctrl-C stops; schedules stay active)", file=sys.stderr)
-    schedules.serve()
+    try:
+        if args.work_pool:
+            ids = schedules.deploy_to_work_pool(args.work_pool)
+            print(f"registered {len(ids)} deployments on work pool {args.work_pool!r}; start a worker: prefect worker start --pool {args.work_pool}")
+            return 0
+        specs = schedules.deployment_specs()
+        for s in specs:
+            print(f"  {s['runbook'] + '/' + s['name']:64} {s['cron'] or 'on demand':18} {s['timezone']}", file=sys.stderr)
+        print(f"opsbook: serving {len(specs)} deployments ({sum(1 for s in specs if s['cron'])} scheduled) to {meta['api_url']}",
+              file=sys.stderr)
+        print(f"opsbook: UI {server.ui_url()}/deployments  (Ctrl-C stops serving; the Prefect server keeps running: "
+              "`opsbook server stop`)", file=sys.stderr, flush=True)
+        schedules.serve()
+    finally:
+        if sb is not None:
+            sb.stop()
     return 0
 
 
@@ -280,6 +297,8 @@ def build_parser() -> Parser:
     sb.set_defaults(fn=cmd_sandbox)
     se = sub.add_parser("serve", help="serve every inventory's scheduled runbooks (runs them on schedule and from the UI)")
     se.add_argument("--work-pool", help="instead of serving, register the deployments on this process work pool")
+    se.add_argument("--sandbox", action="store_true", help="run against the embedded AWS sandbox (moto on 127.0.0.1), seeded with every system")
+    se.add_argument("--fault", action="append", metavar="SYSTEM:FAULT", help="with --sandbox: inject a named fault")
     se.add_argument("-v", "--verbose", action="store_true")
     se.set_defaults(fn=cmd_serve)
     d = sub.add_parser("demo", help="sandbox + faults + daily-health for the four seed systems")

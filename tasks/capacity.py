@@ -49,7 +49,7 @@ from tasks import aws
 from tasks.cloudwatch import get_metric_data
 from tasks.iam import declares
 from tasks.inventory import System
-from tasks.mutation import Applier
+from tasks.mutation import Applier, Identity, Plan, undo_plan
 
 CAPACITY, BOUNDS, DESIRED = "dynamodb-capacity", "autoscaling-bounds", "ecs-desired-count"
 ON_DEMAND, PROVISIONED = "PAY_PER_REQUEST", "PROVISIONED"
@@ -434,3 +434,34 @@ def wait_until(label: str, checks: dict[str, Callable[[], tuple[bool, str]]], ti
 
 def ceil_units(x: float) -> int:
     return max(1, math.ceil(x - 1e-9))
+
+
+# --- undo of an earlier run, within AWS's limits -------------------------------------------------
+
+
+def undo_with_limits(inv: System, runbook: str, identity: Identity, records: list[dict[str, Any]], run_id: str) -> Plan:
+    """``undo_plan`` for these kinds, then AWS's limits: a capacity decrease or a switch to on-demand AWS would refuse
+    now moves to ``cannot`` with the time it becomes possible. Call inside a task that declares the reads."""
+    plan = undo_plan(inv, runbook, identity, records, run_id, APPLIERS, IAM)
+    keep, now = [], datetime.now(timezone.utc)
+    for a in plan.actions:
+        if a.kind == CAPACITY and a.target == ON_DEMAND:
+            when = switch_blocked_until(describe_capacity(inv, a.resource), now)
+            if when is not None:
+                plan.cannot.append(f"{a.resource}: undo switches it to on-demand, which AWS allows 4 times in 24 h; the last switch was "
+                                   f"less than 24 h ago: possible at {when.isoformat(timespec='minutes')}")
+                continue
+        elif a.kind == CAPACITY and is_decrease(a.current, a.target):
+            when = decrease_blocked_until(describe_capacity(inv, a.resource), now)
+            if when is not None:
+                plan.cannot.append(f"{a.resource}: undo lowers provisioned capacity and the table has used its decreases for now "
+                                   f"(AWS: 4 a UTC day, then one an hour): possible at {when.isoformat(timespec='minutes')}")
+                continue
+            a = a.model_copy(update={"evidence": a.evidence + "; a decrease (AWS allows 4 a UTC day, then one an hour)"})
+        elif a.kind == CAPACITY:
+            a = a.model_copy(update={"evidence": a.evidence + "; back to PROVISIONED with the earlier capacities (allowed any time)"})
+        elif a.kind == BOUNDS:
+            a = a.model_copy(update={"evidence": a.evidence + "; auto scaling moves the capacity into the old bounds by its own policy"})
+        keep.append(a)
+    plan.actions = keep
+    return plan

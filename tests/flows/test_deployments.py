@@ -30,10 +30,50 @@ def test_work_pool_deployments_are_idempotent():
 
     from deployments.schedules import deploy_to_work_pool, deployment_specs
 
-    first = deploy_to_work_pool("opsbook-test")
+    first = deploy_to_work_pool("opsbook-test")  # every deployment, from source
     second = deploy_to_work_pool("opsbook-test")
     assert first == second and len(first) == len(deployment_specs())
     with get_client(sync_client=True) as client:
         deps = [client.read_deployment(i) for i in first]
     assert {d.work_pool_name for d in deps} == {"opsbook-test"}
     assert "flows/daily_health.py:daily_health" in {d.entrypoint for d in deps}
+
+
+def test_every_runbook_is_deployed_for_every_system_it_applies_to():
+    from flows.registry import RUNBOOKS
+    from tasks.inventory import known_systems, load_system
+
+    specs = deployment_specs()
+    pairs = {(s["runbook"], s["system"]) for s in specs}
+    for system in known_systems():
+        inv = load_system(system)
+        for rb in RUNBOOKS.values():
+            assert ((rb.name, system) in pairs) == (rb.why_not(inv) is None), (rb.name, system, rb.why_not(inv))
+    by_name = {s["name"]: s for s in specs}
+    assert len(by_name) == len(specs)  # unique names
+    # the schedules, from the inventories
+    assert by_name["weekly-report-t-developer"]["cron"] == "0 9 * * 1"
+    assert by_name["bill-shock-breaker-leh"]["cron"] == "*/5 * * * *"
+    assert by_name["dr-test-todo-app"]["cron"] == "0 10 1 1,4,7,10 *" and by_name["dr-test-todo-app"]["parameters"]["dry_run"] is False
+    assert by_name["backup-verify-hr-resource-optimization"]["cron"] == "0 9 * * 1"
+    for unscheduled in ("emergency-rollback-t-developer", "dlq-redrive-leh", "reindex-case-leh", "emergency-check-todo-app"):
+        assert by_name[unscheduled]["cron"] is None and "on-demand" in by_name[unscheduled]["tags"]
+    assert "bill-shock-breaker-hr-resource-optimization" not in by_name  # HR has no bill_shock section
+    rb = by_name["emergency-rollback-t-developer"]
+    assert rb["tags"] == ["opsbook", "emergency-rollback", "t-developer", "mutating", "on-demand"]
+    assert "read-only" in by_name["daily-health-leh"]["tags"]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_deployments_carry_descriptions_and_a_parameter_form():
+    deps = {d.name: d for d in build()}
+    d = deps["emergency-rollback-t-developer"]
+    assert d.description.startswith("**emergency-rollback** for **t-developer**") and "dry run by default" in d.description
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        stored = client.read_deployment(d.apply())
+    props = stored.parameter_openapi_schema["properties"]  # the UI's form
+    assert props["dry_run"]["default"] is True and props["approval"]["enum"] == ["ui", "prompt", "yes"]
+    assert stored.parameters == {"system": "t-developer"} and "mutating" in stored.tags
+    assert deps["daily-health-leh"].schedules and not d.schedules

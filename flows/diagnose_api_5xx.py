@@ -1,0 +1,172 @@
+"""diagnose-api-5xx: why an API answers 5XX (read-only).
+
+Sources: seed 000 일반적인 문제 5 "API Gateway 5XX 에러" (alarm
+api-gateway-5xx-errors-team2: the API's 5XX, the integrated Lambda function's
+ERROR lines, its execution role LambdaExecutionRole-Team2 and the role's
+policies such as Team2-DynamoDB-Access, the integration's settings) and seed
+002 문제 2 "간헐적 5XX 에러" (about 5% of requests fail: memory or timeout).
+
+For each API of the inventory (or the one ``api`` names), over the last
+``minutes`` (60):
+
+1. the REST API and its integrations (GetRestApis, GetResources, GetIntegration,
+   every page); the functions to examine are ``ApiGatewayApi.functions`` plus
+   those the integrations' URIs name;
+2. the API's Count, 5XXError, 4XXError (sums, 5XX rate = 5XXError / Count),
+   Latency and IntegrationLatency (avg, p95, max) in one GetMetricData batch;
+3. per function: the error lines of its log group grouped by exception type
+   (masked samples, top message shapes), Invocations/Errors/Throttles/Duration
+   against its timeout and the API's integration timeout (29 s), its
+   execution role and what the role's inline and attached policies allow;
+   AccessDenied lines are checked against those policies;
+4. the verdict, first: the likely causes ranked by their evidence (function
+   errors of a type, timeouts against the 29 s integration timeout,
+   throttling, permissions, or API-side 5XX with no function errors), each
+   with the runbook to run next. No data is UNKNOWN with the reason, never OK.
+
+Status of an API's verdict: CRIT when the 5XX rate reaches ``crit_rate_pct``
+(5%) or the API is missing, WARN for any 5XX or any cause found, OK when the
+API served traffic without 5XX and its functions show nothing, UNKNOWN when
+nothing could be read. A CRIT run ends Failed in Prefect, with its report.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed
+
+from flows.daily_health import judge
+from tasks import aws
+from tasks.api_diagnosis import (ApiInfo, ApiMetrics, FunctionErrors, FunctionInfo, FunctionMetrics, RolePolicies, api_findings, api_verdict,
+                                 function_findings, rank_causes, read_api, read_api_metrics, read_function_errors, read_function_metrics,
+                                 read_functions, read_roles)
+from tasks.findings import Finding, Status
+from tasks.inventory import ApiGatewayApi, System, load_system
+from tasks.masking import mask, mask_obj
+from tasks.report import ICON, RunReport, artifact_key, sort_findings
+
+RUNBOOK = "diagnose-api-5xx"
+VERDICT = "api-5xx-verdict"
+
+
+def select_apis(system: System, api: str | None) -> list[ApiGatewayApi]:
+    if api is None:
+        return list(system.api_gateway_apis)
+    for a in system.api_gateway_apis:
+        if a.name == api:
+            return [a]
+    known = ", ".join(a.name for a in system.api_gateway_apis) or "none"
+    raise ValueError(f"{system.name} names no API {api!r} (its APIs: {known}); add it to systems/{system.name}.yaml or pick one of those")
+
+
+@task(name="judge-api-5xx", cache_policy=NO_CACHE)
+def diagnose(system: System, apis: list[ApiGatewayApi], infos: dict[str, ApiInfo], metrics: dict[str, ApiMetrics], configs: dict[str, FunctionInfo],
+             fmetrics: dict[str, FunctionMetrics], errors: dict[str, FunctionErrors], roles: dict[str, RolePolicies]) -> list[Finding]:
+    """Per API: the verdict (ranked causes), then the evidence findings (each function once)."""
+    verdicts: list[Finding] = []
+    evidence: list[Finding] = []
+    seen: set[str] = set()
+    for api in apis:
+        info = infos[api.name]
+        fns = functions_of(api, info)
+        integ = min([api.integration_timeout_s] + [int(r.timeout_ms / 1000) for r in info.routes if r.function and r.timeout_ms])
+        m = metrics.get(api.name)
+        evidence += api_findings(api, info, m, fns)
+        for fn in fns:
+            if fn not in seen:
+                seen.add(fn)
+                evidence += function_findings(fn, configs.get(fn), fmetrics.get(fn), errors.get(fn), roles, integ)
+        causes = rank_causes(api, info, m, fns, configs, fmetrics, errors, roles) if info.found else []
+        blind = [f"{f.check} {f.resource}" for f in evidence if f.status is Status.UNKNOWN
+                 and (f.resource == api.name or f.resource in fns or f.resource in {errors[x].group for x in fns if x in errors})]
+        verdicts.append(api_verdict(api, info, m, causes, blind))
+    return verdicts + sort_findings(evidence)
+
+
+def functions_of(api: ApiGatewayApi, info: ApiInfo) -> list[str]:
+    """ApiGatewayApi.functions union the functions the integrations name (inventory order first)."""
+    return list(api.functions) + [f for f in info.integrated_functions() if f not in api.functions]
+
+
+def api_markdown(report: RunReport) -> str:
+    c = report.counts()
+    lines = [f"# {ICON[report.status]} {report.runbook} · {report.system}: **{report.status.value}**", ""]
+    for v in [f for f in report.findings if f.check == VERDICT]:
+        lines += [f"## {ICON[v.status]} `{v.resource}` — {mask(v.summary)}", ""]
+        causes = v.details.get("causes") or []
+        if causes:
+            lines += ["| # | likely cause | function | evidence | next |", "|---|---|---|---|---|"]
+            for i, cz in enumerate(causes, 1):
+                lines.append(f"| {i} | {mask(cz['cause'])} | {cz.get('function') or '—'} | {mask(cz['evidence'])[:200].replace('|', '/')} | "
+                             f"{mask(cz['next']).replace('|', '/')} |")
+            lines.append("")
+    lines += [f"{c['CRIT']} CRIT · {c['WARN']} WARN · {c['UNKNOWN']} UNKNOWN · {c['OK']} OK — {len(report.findings)} findings, "
+              f"{report.api_calls} AWS API calls, {report.duration_s:.1f} s, region {report.region}", "",
+              "| | check | resource | summary |", "|---|---|---|---|"]
+    for f in report.findings:
+        if f.check != VERDICT:
+            lines.append(f"| {ICON[f.status]} {f.status.value} | {f.check} | `{f.resource}` | {mask(f.summary).replace('|', '/')} |")
+    lines += ["", "Read-only: nothing was changed. Every finding is in the table artifact with the same key plus `-findings`."]
+    return "\n".join(lines)
+
+
+@task(name="publish-api-5xx-report", cache_policy=NO_CACHE)
+def publish(report: RunReport) -> RunReport:
+    key = artifact_key(report.runbook, report.system)
+    create_markdown_artifact(key=key, markdown=api_markdown(report), description=mask(report.headline()))
+    rows = [mask_obj({"status": f.status.value, "check": f.check, "resource": f.resource, "summary": f.summary, "value": f.value})
+            for f in report.findings]
+    create_table_artifact(key=f"{key}-findings", table=rows, description=f"{len(rows)} findings")
+    return report
+
+
+@flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=600)
+def diagnose_api_5xx(system: str, api: str | None = None, minutes: int = 60, crit_rate_pct: float = 5.0,
+                     deadline_seconds: float = 120.0) -> Any:
+    """Why the system's APIs (or ``api``) answer 5XX: ranked causes with the next runbook. Never mutates."""
+    started = time.monotonic()
+    logger = get_run_logger()
+    inv = load_system(system)
+    calls = aws.start_call_log()
+    deadline = aws.Deadline(deadline_seconds)
+    apis = select_apis(inv, api)
+    if not apis:
+        findings = [Finding(check=VERDICT, resource=inv.name, status=Status.OK, value=0,
+                            summary=f"nothing to check: the inventory of {inv.name} names no API Gateway API (api_gateway_apis is empty)")]
+        return _finish(inv, findings, calls, started, logger)
+
+    # the DAG: APIs and their metrics at once; then the functions they integrate; then the roles of those functions
+    info_f = {a.name: read_api.submit(inv, a, deadline) for a in apis}
+    metrics_f = read_api_metrics.submit(inv, [a.name for a in apis], minutes)
+    infos = {n: f.result() for n, f in info_f.items()}
+    fns: list[str] = []
+    for a in apis:
+        fns += [f for f in functions_of(a, infos[a.name]) if f not in fns]
+    configs_f = read_functions.submit(inv, fns, deadline)
+    fmetrics_f = read_function_metrics.submit(inv, fns, minutes)
+    errors_f = read_function_errors.submit(inv, fns, deadline, minutes)
+    roles_f = read_roles.submit(inv, configs_f, deadline)
+    findings = diagnose.submit(inv, apis, infos, metrics_f, configs_f, fmetrics_f, errors_f, roles_f).result()
+    return _finish(inv, findings, calls, started, logger)
+
+
+def _finish(inv: System, findings: list[Finding], calls: aws.CallLog, started: float, logger: Any) -> Any:
+    report = judge.submit(inv, findings, calls, started).result()
+    report.runbook = RUNBOOK
+    report.api_calls = calls.total
+    report.api_calls_by_operation = calls.by_operation()
+    report.undeclared_iam_actions = sorted(calls.undeclared)
+    report.duration_s = round(time.monotonic() - started, 2)
+    publish.submit(report).result()
+    logger.info("%s | %s", report.headline(), mask(report.findings[0].summary) if report.findings else "")
+    if report.status is Status.CRIT:
+        return Failed(message=report.headline(), data=report)
+    return report
+
+
+TASKS = [read_api, read_api_metrics, read_functions, read_function_metrics, read_function_errors, read_roles]
