@@ -69,6 +69,15 @@ RUNBOOKS: dict[str, Runbook] = {
         Runbook("reindex-case", "flows.reindex_case", "reindex_case", True,
                 "restore a soft-deleted case and rebuild its search index from DynamoDB",
                 _needs("case_store section", lambda s: s.case_store)),
+        Runbook("remediate-dynamodb-throttling", "flows.remediate_dynamodb_throttling", "remediate_dynamodb_throttling", True,
+                "throttled tables: throttle events, consumed vs provisioned, auto scaling; on-demand, capacity or bounds behind approval",
+                _needs("DynamoDB table", lambda s: s.dynamodb_tables or s.discovery.tags)),
+        Runbook("scale-service", "flows.scale_service", "scale_service", True,
+                "ECS desired count (absolute or +N) within its auto scaling bounds, and provisioned table capacity, behind approval",
+                _needs("ECS service or DynamoDB table", lambda s: s.ecs_services or s.dynamodb_tables)),
+        Runbook("remediate-opensearch-red", "flows.remediate_opensearch_red", "remediate_opensearch_red", True,
+                "red/yellow cluster: explain unassigned shards, retry failed allocations behind approval; disk, lost primaries as exact advice",
+                _needs("OpenSearch domain", lambda s: s.opensearch_domains)),
     ]
 }
 

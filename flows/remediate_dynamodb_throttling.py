@@ -30,8 +30,11 @@ What it plans (policy: the inventory's ``remediation``; ``prefer`` overrides
   goes to ``ceil(peak consumed units/s x dynamodb_capacity_headroom)``, at most
   ``dynamodb_max_capacity_units``. Where auto scaling manages that dimension
   the scalable target's bounds change instead (auto scaling would overwrite a
-  capacity set by hand): max up to that figure, and min too when the capacity
-  is below it although auto scaling had room (it did not scale out in time).
+  capacity set by hand): when the capacity sits at the target's max, the max
+  goes up to that figure (min stays, lowered only if it were above the new
+  max). When auto scaling still had room (capacity below its max), the bounds
+  are not the cause: nothing is planned and the finding says to pre-provision
+  (scale-service raises the min) or to go on-demand.
   A throttled dimension whose peak consumption is already covered (peak x
   headroom <= provisioned) gets no change: throttling there comes from a hot
   partition or sub-minute bursts, and the finding says so.
@@ -226,21 +229,24 @@ def decide(inv: System, identity: Identity, caps: dict[str, Any], facts: dict[st
             st = known.get(key)
             current = units[(index, d)]
             if st is not None:
-                new_max = max(st.max, needed)
-                new_min = st.min if current >= st.max or current >= needed else max(st.min, min(needed, new_max))
-                if (new_min, new_max) == (st.min, st.max):
-                    if st.max >= pol.dynamodb_max_capacity_units:
-                        plan.cannot.append(f"{label}: auto scaling max {st.max} is already at the policy's maximum "
-                                           f"{pol.dynamodb_max_capacity_units}; {HOT_PARTITION_ADVICE}")
-                    else:
-                        plan.unchanged.append(f"{label}: auto scaling bounds {st.bounds} already cover the {needed} needed ({why}); "
-                                              f"throttling there is a hot partition or bursts shorter than auto scaling reacts: {HOT_PARTITION_ADVICE}")
+                if current < st.max:
+                    plan.unchanged.append(f"{label}: auto scaling manages it and had room ({current} provisioned, max {st.max}): the "
+                                          f"bounds are not what throttled ({why}); bursts faster than auto scaling reacts (it needs "
+                                          f"minutes of sustained load) or a hot partition: pre-provision with scale-service "
+                                          f"(table={name} {d}_units=N raises the min), or prefer=on-demand; {HOT_PARTITION_ADVICE}")
                     continue
-                scope = ("capacity is at the auto scaling max, raise it" if current >= st.max
-                         else "auto scaling had room but did not scale out in time: raise min so the capacity is there now")
-                susp = "; NOTE scale-out is SUSPENDED on this target" if st.scale_out_suspended else ""
-                plan.actions.append(Action(kind=BOUNDS, resource=key, current=st.bounds, target=bounds_value(new_min, new_max),
-                                           iam_action=IAM[BOUNDS], evidence=f"{why}; {current} provisioned; auto scaling manages it: {scope}{susp}"))
+                if needed <= st.max:
+                    plan.unchanged.append(f"{label}: auto scaling max {st.max} already covers the {needed} needed ({why}): "
+                                          f"a hot partition or sub-minute bursts: {HOT_PARTITION_ADVICE}")
+                    continue
+                if st.max >= pol.dynamodb_max_capacity_units:
+                    plan.cannot.append(f"{label}: auto scaling max {st.max} is already at the policy's maximum "
+                                       f"{pol.dynamodb_max_capacity_units}; {HOT_PARTITION_ADVICE}")
+                    continue
+                susp = "; NOTE scale-out is SUSPENDED on this target: auto scaling will not use the new max" if st.scale_out_suspended else ""
+                plan.actions.append(Action(kind=BOUNDS, resource=key, current=st.bounds, target=bounds_value(min(st.min, needed), needed),
+                                           iam_action=IAM[BOUNDS], evidence=f"{why}; {current} provisioned = the auto scaling max: auto "
+                                           f"scaling manages it, so its max goes up (a capacity set by hand would be overwritten){susp}"))
                 continue
             if needed <= current:
                 if current >= pol.dynamodb_max_capacity_units:
@@ -336,6 +342,24 @@ def throttling_after(system: System, tables: list[str], changed_at: datetime) ->
     return out
 
 
+def resolved(findings: list[Finding], records: list[Record]) -> list[Finding]:
+    """A throttled table whose every change was verified is no longer a warning: its finding says what was done."""
+    def table_of(r: Record) -> str:
+        return r.resource if r.kind == CAPACITY else r.resource.split(" ")[0].split("/")[1]
+
+    by_table: dict[str, list[Record]] = {}
+    for r in records:
+        by_table.setdefault(table_of(r), []).append(r)
+    out = []
+    for f in findings:
+        recs = by_table.get(f.resource, [])
+        if f.check == CHECK and f.status is Status.WARN and recs and all(r.status == "verified" for r in recs):
+            f = f.model_copy(update={"status": Status.OK, "summary": "fixed by this run (verified: "
+                                     + "; ".join(f"{r.before} -> {r.after}" for r in recs) + "); was " + f.summary})
+        out.append(f)
+    return out
+
+
 def record_findings(records: list[Record]) -> list[Finding]:
     status = {"verified": Status.OK, "applied": Status.WARN}
     return [Finding(check="capacity-change", resource=r.resource, status=status.get(r.status, Status.CRIT),
@@ -419,6 +443,7 @@ def remediate_dynamodb_throttling(
                 session.report.findings += (after if isinstance(after, list)
                                             else [unknown("throttling-after-change", t, aws.describe_error(after)) for t in tables_changed])
             session.record(done)
+            session.report.findings = resolved(session.report.findings, done)
             session.report.findings += record_findings(done)
             session.done(ok and all(r.status in ("verified", "applied") for r in done))
             session.notify(session.report.outcome, [f"{r.resource}: {r.kind} {r.before} -> {r.after}: {r.status} {r.detail}".strip() for r in done])

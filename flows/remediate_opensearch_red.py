@@ -48,12 +48,12 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from flows.mutating import SESSION_TASKS, MutationSession, future_value, mark_verified
+from flows.mutating import SESSION_TASKS, MutationSession, future_value, mark_verified, read_records
 from tasks import aws
 from tasks.findings import Finding, Status
 from tasks.iam import aws_task
 from tasks.inventory import OpenSearchDomain, System, load_system
-from tasks.mutation import Action, Approval, Identity, Plan, Record, Refused
+from tasks.mutation import Action, Approval, Identity, Plan, Record, Refused, undo_plan
 from tasks.opensearch_shards import (MAX_EXPLAIN_DEFAULT, RETRY_KIND, Cause, ClusterState, DomainInfo, RestorePoint, diagnose, failed_state,
                                      judge_domain, read_cluster, read_domain_status, read_failed_state, read_restore_points, retry_failed,
                                      wait_recovered)
@@ -230,6 +230,7 @@ def remediate_opensearch_red(
     settle_timeout_s: int | None = None,
     max_explain: int = MAX_EXPLAIN_DEFAULT,
     poll_s: float = 2.0,
+    undo_run: str | None = None,
 ) -> Any:
     """Diagnose every OpenSearch domain of the system (or ``domain``) that is red or yellow, and retry failed allocations.
 
@@ -239,6 +240,8 @@ def remediate_opensearch_red(
     ``settle_timeout_s``, default the inventory's), reads the cluster again,
     records and notifies. Disk, lost primaries and too few nodes are findings
     with the exact fix (EBS size, snapshot restore), never applied.
+    ``undo_run``: the retry has no inverse (it only let the allocator try
+    again); the run says so for that flow run's records and changes nothing.
     """
     if not 1 <= max_explain <= 100:
         raise ValueError(f"max_explain must be within 1..100, not {max_explain}")
@@ -246,6 +249,11 @@ def remediate_opensearch_red(
     session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approval=approval, approver=approver, approval_timeout_s=approval_timeout_s)
     with session:
         identity = session.identity()
+        if undo_run:
+            plan = undo_plan(inv, RUNBOOK, identity, read_records.submit(inv).result(), undo_run, appliers={}, iam_actions={},
+                             irreversible={RETRY_KIND: "a retry only let the allocator try again; there is nothing to put back"})
+            session.gate(plan)
+            return session.finish()
         ts = targets(inv, domain)
         if not ts:
             session.report.findings.append(Finding(check="opensearch-domains", resource=inv.name, status=Status.OK, value=0, summary=(

@@ -189,7 +189,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     print("runbooks:")
     for rb in RUNBOOKS.values():
-        print(f"  {rb.name:24} {'mutating ' if rb.mutating else 'read-only'}  {rb.summary}")
+        print(f"  {rb.name:30} {'mutating ' if rb.mutating else 'read-only'}  {rb.summary}")
     print("systems:")
     for name in known_systems():
         try:

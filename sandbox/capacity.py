@@ -188,7 +188,31 @@ def ecs_scalable_target(sb: Sandbox, system: System, lo: int | None = None, hi: 
     return {"resource": f"{s.cluster}/{s.service}", "min": lo, "max": hi}
 
 
+def ecs_tasks_pending(sb: Sandbox, system: System) -> dict[str, Any]:
+    """ECS starts new tasks over time, moto at once (UpdateService sets runningCount = desiredCount): after this, a
+    changed desired count leaves the running count where it was and the difference PENDING, until the test says
+    otherwise (``Sandbox.set_ecs_running``), as when tasks wait for capacity or image pulls."""
+    if not system.ecs_services:
+        raise ValueError(f"scenario 'ecs-tasks-pending' needs an ECS service in the inventory of {system.name}")
+    backend = sb.backend("ecs", system.region)
+    real = backend.update_service
+
+    def update_service(service_properties: dict[str, Any]) -> Any:
+        key = f"{service_properties.get('cluster', 'default').split('/')[-1]}:{service_properties.get('service', '').split('/')[-1]}"
+        svc = backend.services.get(key)
+        running = svc.running_count if svc is not None else 0
+        result = real(service_properties)
+        if svc is not None:
+            svc.running_count, svc.pending_count = running, max(0, svc.desired_count - running)
+        return result
+
+    backend.update_service = update_service  # an instance attribute: the sandbox's reset clears it
+    s = system.ecs_services[0]
+    return {"resource": f"{s.cluster}/{s.service}"}
+
+
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
+    "ecs-tasks-pending": ecs_tasks_pending,
     "throttled-provisioned-table": throttled_provisioned_table,
     "auto-scaled-table": auto_scaled_table,
     "on-demand-throttled-table": on_demand_throttled_table,

@@ -143,6 +143,17 @@ FAULTS: dict[str, Callable[..., dict[str, Any]]] = {
     "backup-missing": backup_missing,
 }
 
+
+def _register_scenarios() -> None:
+    """The remediation runbooks' scenarios (each module owns its own) under their fault names."""
+    from sandbox import capacity, opensearch_faults
+
+    FAULTS.update(capacity.SCENARIOS)
+    FAULTS.update({f"opensearch-{name}": fn for name, fn in opensearch_faults.SCENARIOS.items()})
+
+
+_register_scenarios()
+
 # What `opsbook demo` injects into each seed system.
 DEMO_FAULTS: dict[str, list[str]] = {
     "hr-resource-optimization": ["alarm-firing", "log-errors", "opensearch-red"],

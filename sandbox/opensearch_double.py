@@ -441,13 +441,16 @@ class OpenSearchDouble:
         return {"total": 100 * _GiB, "base": 10 * _GiB}
 
     def _tick(self, dom):
-        """INITIALIZING copies whose recovery time has passed become STARTED."""
+        """INITIALIZING copies whose recovery time has passed become STARTED; then the allocator places the
+        ALLOCATION_FAILED copies still under the retry limit where the deciders allow (as a real cluster does
+        at each reroute, e.g. a replica once its primary has started)."""
         now = time.monotonic()
         for idx in dom["indices"].values():
             for copies in idx["copies"]:
                 for c in copies:
                     if c["state"] == INITIALIZING and c.get("ready", 0) <= now:
                         c["state"] = STARTED
+        self._allocate_failed(dom)
 
     @staticmethod
     def _on_node(c):
@@ -505,16 +508,20 @@ class OpenSearchDouble:
                 f"{WATERMARK_LOW:g}%], using more disk space than the maximum allowed [{WATERMARK_LOW}%], actual free: [{free}%]")})
         return out
 
-    def _allocate_failed(self, dom):
-        """What the allocator does after ``retry_failed``: each ALLOCATION_FAILED copy (primaries first) goes to the
-        first node, from its home node on, where no decider says NO; otherwise it stays UNASSIGNED."""
+    def _allocate_failed(self, dom, retry_failed=False):
+        """The allocator for ALLOCATION_FAILED copies: ``retry_failed`` first resets their failed-attempt counters;
+        each one under the retry limit (primaries first) goes to the first node, from its home node on, where no
+        decider says NO; otherwise it stays UNASSIGNED."""
         for primaries in (True, False):
             for name, idx in dom["indices"].items():
                 for s, copies in enumerate(idx["copies"]):
                     for k, c in enumerate(copies):
                         if c["primary"] != primaries or c["state"] != UNASSIGNED or c["reason"] != "ALLOCATION_FAILED":
                             continue
-                        c["failed"] = 0
+                        if retry_failed:
+                            c["failed"] = 0
+                        if c.get("failed", 0) >= MAX_RETRIES:
+                            continue
                         on_node = self._node_index_bytes(dom)
                         n = len(dom["nodes"])
                         order = [dom["nodes"][(s + k + i) % n] for i in range(n)]
@@ -821,7 +828,7 @@ class OpenSearchDouble:
                 dom["indices"][n].update(copies=copies, docs=docs)
             raise
         if _flag(q, "retry_failed"):
-            self._allocate_failed(dom)
+            self._allocate_failed(dom, retry_failed=True)
         return 200, {"acknowledged": True, "state": {"cluster_uuid": dom["uuid"]}}
 
     def _reroute_one(self, dom, kind, spec):

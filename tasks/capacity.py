@@ -261,7 +261,7 @@ def table_resource_ids(table: str, indexes: list[str]) -> list[str]:
     return [f"table/{table}"] + [f"table/{table}/index/{i}" for i in indexes]
 
 
-def dimension_for(index: str | None, dim: str, namespace: str = "dynamodb") -> str:
+def dimension_for(index: str | None, dim: str) -> str:
     unit = "ReadCapacityUnits" if dim == "read" else "WriteCapacityUnits"
     return f"dynamodb:{'index' if index else 'table'}:{unit}"
 

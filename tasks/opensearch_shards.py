@@ -457,7 +457,10 @@ def judge_domain(inv: System, d: OpenSearchDomain, info: DomainInfo | BaseExcept
             "index.number_of_replicas to 0 to make it green")))
     else:
         status = {"red": Status.CRIT, "yellow": Status.WARN}.get(cluster.status or "", Status.UNKNOWN)
-        top = ", ".join(sorted({g.cause.value for g in diags})) or "not explained"
+        by_cause: dict[str, list[str]] = {}
+        for g in diags:
+            by_cause.setdefault(g.cause.value, []).append(g.shard.key)
+        top = "; ".join(f"{k} ({', '.join(v[:3])}{' ...' if len(v) > 3 else ''})" for k, v in sorted(by_cause.items())) or "not explained"
         out.append(Finding(check="opensearch-health", resource=name, status=status, value=cluster.unassigned,
                            summary=f"cluster {cluster.status}: {counts}; causes: {top}",
                            details={"unassigned": [g.shard.key for g in diags] + cluster.unexplained}))

@@ -258,3 +258,87 @@ def test_latency(double):
     os.cluster.health()
     assert time.monotonic() - started >= 0.2
     double.set_latency(0)
+
+
+# --- disk, deciders, retry_failed, recovery, node stats (remediate-opensearch-red) -------------------
+
+
+def _deciders(explain):
+    return {d["node_name"]: sorted(x["decider"] for x in d["deciders"]) for d in explain["node_allocation_decisions"]}
+
+
+def test_max_retry_decider_and_retry_failed_allocation(double):
+    double.create_index("logs", "app", shards=1, replicas=1, docs=[{"n": i} for i in range(5)])
+    double.make_red("logs", "app", reason="ALLOCATION_FAILED")
+    os = client(double, "logs")
+    explain = os.cluster.allocation_explain(body={"index": "app", "shard": 0, "primary": True})
+    assert explain["unassigned_info"]["failed_allocation_attempts"] == 5
+    assert "RecoveryFailedException" in explain["unassigned_info"]["details"]
+    assert _deciders(explain) == {"logs-node-1": ["max_retry"], "logs-node-2": ["max_retry"]}
+    no = explain["node_allocation_decisions"][0]["deciders"][0]
+    assert no["decision"] == "NO" and "manually call [/_cluster/reroute?retry_failed=true]" in no["explanation"]
+    replica = os.cluster.allocation_explain(body={"index": "app", "shard": 0, "primary": False})
+    assert _deciders(replica)["logs-node-1"] == ["max_retry", "replica_after_primary_active"]
+    assert os.cluster.reroute(retry_failed=True, metric="none")["acknowledged"] is True
+    assert os.cluster.health()["status"] == "green" and os.count(index="app")["count"] == 5
+    rows = {(r["prirep"], r["node"]) for r in os.cat.shards(index="app", format="json")}
+    assert rows == {("p", "logs-node-1"), ("r", "logs-node-2")}
+
+
+def test_disk_watermarks_block_allocation_and_retry(double):
+    double.create_index("logs", "app", shards=1, replicas=1)
+    os = client(double, "logs")
+    double.set_disk("logs", used_pct=96)
+    assert double.disk_usage("logs") == {"logs-node-1": 96.0, "logs-node-2": 96.0}
+    alloc = {r["node"]: r for r in os.cat.allocation(format="json", bytes="b")}
+    assert alloc["logs-node-1"]["disk.percent"] == "96" and alloc["logs-node-1"]["disk.total"] == str(100 * 1024 ** 3)
+    fs = os.nodes.stats(metric="fs")
+    assert fs["_nodes"] == {"total": 2, "successful": 2, "failed": 0}
+    total = fs["nodes"]["logs-node-2"]["fs"]["total"]
+    assert total["total_in_bytes"] == 100 * 1024 ** 3
+    assert total["available_in_bytes"] == int(alloc["logs-node-2"]["disk.avail"]) == total["total_in_bytes"] - int(alloc["logs-node-2"]["disk.used"])
+    assert list(os.nodes.stats(node_id="logs-node-1", metric="fs")["nodes"]) == ["logs-node-1"]
+    with pytest.raises(RequestError) as exc:
+        os.nodes.stats(metric="jvm")
+    assert exc.value.error == "unsupported_in_test_double"
+
+    double.make_red("logs", "app", reason="ALLOCATION_FAILED", failed_attempts=1)
+    explain = os.cluster.allocation_explain()
+    assert explain["primary"] is True and explain["unassigned_info"]["failed_allocation_attempts"] == 1
+    assert _deciders(explain) == {"logs-node-1": ["disk_threshold"], "logs-node-2": ["disk_threshold"]}
+    assert "high watermark cluster setting [cluster.routing.allocation.disk.watermark.high=90%]" in \
+        explain["node_allocation_decisions"][0]["deciders"][0]["explanation"]
+    os.cluster.reroute(retry_failed=True)
+    assert os.cluster.health()["status"] == "red"  # a retry cannot beat a full disk
+
+    double.set_disk("logs", used_pct=87)  # between low and high: primaries may go, replicas may not
+    health = os.cluster.health()  # the allocator runs again: failed attempts are under the limit
+    assert health["status"] == "yellow" and health["unassigned_shards"] == 1
+    replica = os.cluster.allocation_explain()
+    assert replica["primary"] is False and "low watermark" in str(replica["node_allocation_decisions"])
+    double.set_disk("logs", used_pct=20)
+    assert os.cluster.health()["status"] == "green"
+
+
+def test_recovery_time_and_single_node(double):
+    double.create_index("logs", "app", shards=1, replicas=1)
+    double.set_recovery_time("logs", 0.3)
+    double.make_red("logs", "app", reason="ALLOCATION_FAILED")
+    os = client(double, "logs")
+    os.cluster.reroute(retry_failed=True)
+    health = os.cluster.health()
+    assert health["status"] == "red" and health["initializing_shards"] == 1 and health["unassigned_shards"] == 1
+    assert {r["state"] for r in os.cat.shards(format="json")} == {"INITIALIZING", "UNASSIGNED"}
+    assert os.cluster.allocation_explain(body={"index": "app", "shard": 0, "primary": True})["current_state"] == "initializing"
+    time.sleep(0.35)
+    assert os.cluster.health()["status"] == "yellow"  # the primary started; the replica now initializes
+    time.sleep(0.35)
+    assert os.cluster.health()["status"] == "green"
+
+    double.set_nodes("logs", 1)
+    health = os.cluster.health()
+    assert (health["status"], health["number_of_data_nodes"], health["unassigned_shards"]) == ("yellow", 1, 1)
+    explain = os.cluster.allocation_explain()
+    assert explain["unassigned_info"]["reason"] == "INDEX_CREATED"
+    assert _deciders(explain) == {"logs-node-1": ["same_shard"]}
+    assert [r["node"] for r in os.cat.allocation(format="json")] == ["logs-node-1", "UNASSIGNED"]
