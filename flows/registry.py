@@ -78,6 +78,9 @@ RUNBOOKS: dict[str, Runbook] = {
         Runbook("remediate-opensearch-red", "flows.remediate_opensearch_red", "remediate_opensearch_red", True,
                 "red/yellow cluster: explain unassigned shards, retry failed allocations behind approval; disk, lost primaries as exact advice",
                 _needs("OpenSearch domain", lambda s: s.opensearch_domains)),
+        Runbook("security-incident", "flows.security_incident", "security_incident", True,
+                "contain a breach: rotate secrets, lock buckets deny-all except break-glass roles, disable Cognito users; undo puts locks/users back, never rotations",
+                _needs("secret, bucket or Cognito pool", lambda s: s.security.secrets or s.audit.secrets or s.s3_buckets or s.security.buckets or s.cognito)),
     ]
 }
 

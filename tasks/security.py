@@ -245,6 +245,7 @@ class SecretState(BaseModel):
     previous_version: str | None = None
     rotation_enabled: bool = False
     rotation_lambda: str | None = None
+    deleted: bool = False
     error: str | None = None
 
     @property
@@ -272,7 +273,8 @@ def describe_secret(system: System, secret_id: str) -> SecretState:
     current = _stage(stages, "AWSCURRENT")
     return SecretState(requested=secret_id, name=d["Name"], arn=d["ARN"], current_version=current,
                        pending_version=_stage(stages, "AWSPENDING", exclude=current), previous_version=_stage(stages, "AWSPREVIOUS"),
-                       rotation_enabled=bool(d.get("RotationEnabled")), rotation_lambda=d.get("RotationLambdaARN") or None)
+                       rotation_enabled=bool(d.get("RotationEnabled")), rotation_lambda=d.get("RotationLambdaARN") or None,
+                       deleted=d.get("DeletedDate") is not None)
 
 
 @declares(["secretsmanager:DescribeSecret"])
