@@ -38,6 +38,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
 from prefect.states import Failed
 
 from flows.daily_health import judge
@@ -45,7 +46,7 @@ from tasks import aws
 from tasks.api_diagnosis import (ApiInfo, ApiMetrics, FunctionErrors, FunctionInfo, FunctionMetrics, RolePolicies, api_findings, api_verdict,
                                  function_findings, rank_causes, read_api, read_api_metrics, read_function_errors, read_function_metrics,
                                  read_functions, read_roles)
-from tasks.findings import Finding, Status
+from tasks.findings import Finding, Status, unknown
 from tasks.inventory import ApiGatewayApi, System, load_system
 from tasks.masking import mask, mask_obj
 from tasks.report import ICON, RunReport, artifact_key, sort_findings
@@ -80,12 +81,24 @@ def diagnose(system: System, apis: list[ApiGatewayApi], infos: dict[str, ApiInfo
         for fn in fns:
             if fn not in seen:
                 seen.add(fn)
-                evidence += function_findings(fn, configs.get(fn), fmetrics.get(fn), errors.get(fn), roles, integ)
+                group = next((f.log_group_name for f in system.lambda_functions if f.name == fn), f"/aws/lambda/{fn}")
+                evidence += function_findings(fn, group, configs.get(fn), fmetrics.get(fn), errors.get(fn), roles, integ)
         causes = rank_causes(api, info, m, fns, configs, fmetrics, errors, roles) if info.found else []
+        groups = {next((g.log_group_name for g in system.lambda_functions if g.name == x), f"/aws/lambda/{x}") for x in fns}
         blind = [f"{f.check} {f.resource}" for f in evidence if f.status is Status.UNKNOWN
-                 and (f.resource == api.name or f.resource in fns or f.resource in {errors[x].group for x in fns if x in errors})]
+                 and (f.resource in {api.name, "(whole check)"} or f.resource in fns or f.resource in groups)]
         verdicts.append(api_verdict(api, info, m, causes, blind))
     return verdicts + sort_findings(evidence)
+
+
+def settled(fut: PrefectFuture, name: str, empty: Any, lost: list[Finding]) -> Any:
+    """A read task's result; a task that failed outright leaves ``empty`` and an UNKNOWN finding with its reason."""
+    fut.wait()
+    if fut.state.is_completed():
+        return fut.result()
+    exc = fut.state.result(raise_on_failure=False)
+    lost.append(unknown(name, "(whole check)", aws.describe_error(exc) if isinstance(exc, BaseException) else str(fut.state.message)))
+    return empty
 
 
 def functions_of(api: ApiGatewayApi, info: ApiInfo) -> list[str]:
@@ -141,17 +154,22 @@ def diagnose_api_5xx(system: str, api: str | None = None, minutes: int = 60, cri
         return _finish(inv, findings, calls, started, logger)
 
     # the DAG: APIs and their metrics at once; then the functions they integrate; then the roles of those functions
+    lost: list[Finding] = []
     info_f = {a.name: read_api.submit(inv, a, deadline) for a in apis}
-    metrics_f = read_api_metrics.submit(inv, [a.name for a in apis], minutes)
-    infos = {n: f.result() for n, f in info_f.items()}
+    metrics_f = read_api_metrics.submit(inv, apis, minutes)
+    infos = {a.name: settled(info_f[a.name], f"read-api {a.name}", ApiInfo(name=a.name, error="the read task failed"), lost) for a in apis}
     fns: list[str] = []
     for a in apis:
         fns += [f for f in functions_of(a, infos[a.name]) if f not in fns]
     configs_f = read_functions.submit(inv, fns, deadline)
     fmetrics_f = read_function_metrics.submit(inv, fns, minutes)
     errors_f = read_function_errors.submit(inv, fns, deadline, minutes)
-    roles_f = read_roles.submit(inv, configs_f, deadline)
-    findings = diagnose.submit(inv, apis, infos, metrics_f, configs_f, fmetrics_f, errors_f, roles_f).result()
+    configs = settled(configs_f, "read-functions", {}, lost)
+    roles_f = read_roles.submit(inv, configs, deadline)
+    findings = diagnose.submit(inv, apis, infos, settled(metrics_f, "read-api-metrics", {a.name: ApiMetrics(api=a.name, error="the read task failed") for a in apis}, lost), configs,
+                               settled(fmetrics_f, "read-function-metrics", {}, lost), settled(errors_f, "read-function-errors", {}, lost),
+                               settled(roles_f, "read-roles", {}, lost)).result()
+    findings = findings[: len(apis)] + lost + findings[len(apis):]
     return _finish(inv, findings, calls, started, logger)
 
 

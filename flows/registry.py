@@ -81,6 +81,12 @@ RUNBOOKS: dict[str, Runbook] = {
         Runbook("security-incident", "flows.security_incident", "security_incident", True,
                 "contain a breach: rotate secrets, lock buckets deny-all except break-glass roles, disable Cognito users; undo puts locks/users back, never rotations",
                 _needs("secret, bucket or Cognito pool", lambda s: s.security.secrets or s.audit.secrets or s.s3_buckets or s.security.buckets or s.cognito)),
+        Runbook("diagnose-api-5xx", "flows.diagnose_api_5xx", "diagnose_api_5xx", False,
+                "why an API answers 5XX: rate and latency, the integrated functions' errors by type, timeouts, role policies; ranked causes",
+                _needs("API Gateway API", lambda s: s.api_gateway_apis)),
+        Runbook("diagnose-bedrock-throttling", "flows.diagnose_bedrock_throttling", "diagnose_bedrock_throttling", False,
+                "ThrottlingException by Bedrock-calling function: peak minute, share of invocations, quota in force, the increase to request",
+                _needs("Bedrock-calling function (lambda_functions[].bedrock)", lambda s: any(f.bedrock for f in s.lambda_functions))),
     ]
 }
 

@@ -144,12 +144,13 @@ def _put(sb: Sandbox, system: System, namespace: str, data: list[dict[str, Any]]
 
 def api_metrics(sb: Sandbox, system: System, api: str | None = None, requests: int = 300, errors_5xx: int = 0, errors_4xx: int = 0,
                 latency_ms: tuple[float, ...] = (40.0, 60.0, 80.0, 120.0), integration_latency_ms: tuple[float, ...] | None = None,
-                minutes: int = 10, now: datetime | None = None) -> dict[str, Any]:
-    """Count/5XXError/4XXError (sums) and Latency/IntegrationLatency (raw values) over ``minutes`` datapoints in the last hour."""
+                minutes: int = 10, stage: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """Count/5XXError/4XXError (sums) and Latency/IntegrationLatency (raw values) over ``minutes`` datapoints in the last hour,
+    by ApiName (or by ApiName and ``stage``)."""
     enable_percentiles()
     a = _api(system, api)
     now = now or datetime.now(timezone.utc)
-    dims = [{"Name": "ApiName", "Value": a.name}]
+    dims = [{"Name": "ApiName", "Value": a.name}] + ([{"Name": "Stage", "Value": stage}] if stage else [])
     integ = integration_latency_ms or tuple(max(1.0, v - 15.0) for v in latency_ms)
     data: list[dict[str, Any]] = []
     ts = _minutes(now, minutes)
@@ -219,7 +220,7 @@ LINES = {
     "bedrock_throttle": ("[ERROR]\t{ts}\t{rid}\tbedrock invoke failed modelId={model} user=lee.jiwon@example.com: An error occurred (ThrottlingException) "
                          "when calling the InvokeModel operation (reached max retries: {retries}): Too many requests, please wait before trying again."),
     "bedrock_throttle_bare": ("[ERROR]\t{ts}\t{rid}\tThrottlingException: An error occurred (ThrottlingException) when calling the InvokeModel "
-                              "operation: Too many requests, please wait before trying again."),
+                              "operation (modelId {model}): Too many requests, please wait before trying again."),
     "info": "[INFO]\t{ts}\t{rid}\trequest handled in 120 ms for park.jisoo@example.com",
 }
 

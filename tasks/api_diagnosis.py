@@ -31,7 +31,7 @@ from urllib.parse import unquote
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from flows.emergency_check import message_shape, top_messages
+from flows.emergency_check import top_messages  # folds variable parts (message_shape) and counts the shapes
 from tasks import aws
 from tasks.cloudwatch import get_metric_data
 from tasks.findings import Finding, Status, unknown
@@ -175,6 +175,7 @@ class ApiMetrics(BaseModel):
     integration_latency_avg_ms: float | None = None
     integration_latency_p95_ms: float | None = None
     integration_latency_max_ms: float | None = None
+    dimensions: str | None = None
 
     @property
     def has_data(self) -> bool:
@@ -203,30 +204,36 @@ def _r(v: float | None) -> float | None:
 
 
 @aws_task(iam=["cloudwatch:GetMetricData"], cache_policy=NO_CACHE)
-def read_api_metrics(system: System, apis: list[str], minutes: int = 60) -> dict[str, ApiMetrics]:
-    """Count, 5XXError, 4XXError (sums), Latency and IntegrationLatency (avg, p95, max) per API (ApiName)."""
+def read_api_metrics(system: System, apis: list[ApiGatewayApi], minutes: int = 60) -> dict[str, ApiMetrics]:
+    """Count, 5XXError, 4XXError (sums), Latency and IntegrationLatency (avg, p95, max) per API.
+
+    API Gateway publishes each metric by ApiName and by ApiName+Stage: both are asked for in the same batch and
+    the ApiName series is used when it has data, else the stage's.
+    """
     if not apis:
         return {}
     specs: dict[str, tuple[str, str, dict[str, str], str, int]] = {}
-    for i, name in enumerate(apis):
-        d = {"ApiName": name}
-        for metric in ("Count", "5XXError", "4XXError"):
-            specs[f"{i}.{metric}"] = ("AWS/ApiGateway", metric, d, "Sum", 60)
-        specs.update(_latency_specs("AWS/ApiGateway", "Latency", d, f"{i}.lat", minutes))
-        specs.update(_latency_specs("AWS/ApiGateway", "IntegrationLatency", d, f"{i}.ilat", minutes))
+    for i, api in enumerate(apis):
+        for v, d in enumerate(({"ApiName": api.name}, {"ApiName": api.name, "Stage": api.stage})):
+            for metric in ("Count", "5XXError", "4XXError"):
+                specs[f"{i}.{v}.{metric}"] = ("AWS/ApiGateway", metric, d, "Sum", 60)
+            specs.update(_latency_specs("AWS/ApiGateway", "Latency", d, f"{i}.{v}.lat", minutes))
+            specs.update(_latency_specs("AWS/ApiGateway", "IntegrationLatency", d, f"{i}.{v}.ilat", minutes))
     start, end = window(minutes)
     try:
         res = run_metric_queries(system.region, specs, start, end)
     except Exception as exc:
         reason = aws.describe_error(exc)
-        return {a: ApiMetrics(api=a, error=reason) for a in apis}
+        return {a.name: ApiMetrics(api=a.name, error=reason) for a in apis}
     out = {}
-    for i, name in enumerate(apis):
-        out[name] = ApiMetrics(
-            api=name, requests=total(res[f"{i}.Count"]), errors_5xx=total(res[f"{i}.5XXError"]), errors_4xx=total(res[f"{i}.4XXError"]),
-            latency_avg_ms=_avg(res, f"{i}.lat"), latency_p95_ms=_r(peak(res[f"{i}.lat.p95"])), latency_max_ms=_r(peak(res[f"{i}.lat.max"])),
-            integration_latency_avg_ms=_avg(res, f"{i}.ilat"), integration_latency_p95_ms=_r(peak(res[f"{i}.ilat.p95"])),
-            integration_latency_max_ms=_r(peak(res[f"{i}.ilat.max"])))
+    for i, api in enumerate(apis):
+        v = 0 if res[f"{i}.0.Count"] or not res[f"{i}.1.Count"] else 1
+        k = f"{i}.{v}"
+        out[api.name] = ApiMetrics(
+            api=api.name, requests=total(res[f"{k}.Count"]), errors_5xx=total(res[f"{k}.5XXError"]), errors_4xx=total(res[f"{k}.4XXError"]),
+            latency_avg_ms=_avg(res, f"{k}.lat"), latency_p95_ms=_r(peak(res[f"{k}.lat.p95"])), latency_max_ms=_r(peak(res[f"{k}.lat.max"])),
+            integration_latency_avg_ms=_avg(res, f"{k}.ilat"), integration_latency_p95_ms=_r(peak(res[f"{k}.ilat.p95"])),
+            integration_latency_max_ms=_r(peak(res[f"{k}.ilat.max"])), dimensions="ApiName" if v == 0 else f"ApiName+Stage={api.stage}")
     return out
 
 
@@ -382,7 +389,6 @@ _AWS_CODE_RE = re.compile(r"An error occurred \((\w+)\)")
 _RUNTIME_RE = re.compile(r"\b(Runtime\.\w+)")
 _EXC_RE = re.compile(r"\b([A-Z][A-Za-z0-9_]*(?:Exception|Error|Fault))\b")
 _DENIED_RE = re.compile(r"not authorized to perform:? (?P<action>[\w-]+:[\w*-]+)(?: on resource:? (?P<resource>[^\s,;]+))?")
-_REQUEST_ID_RE = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
 
 
 def error_type(line: str) -> str | None:
@@ -460,17 +466,17 @@ def classify(function: str, group: str, messages: list[str], lines_read: int, tr
     return FunctionErrors(function=function, group=group, total=sum(t.count for t in types), lines_read=lines_read, truncated=truncated, types=types)
 
 
-def read_lines(region: str, group: str, pattern: str, start: datetime, end: datetime, max_events: int = MAX_EVENTS) -> tuple[list[str], bool]:
-    """Every matching message of [start, end) over all pages (up to max_events): (messages, truncated)."""
+def read_events(region: str, group: str, pattern: str, start: datetime, end: datetime, max_events: int = MAX_EVENTS) -> tuple[list[dict[str, Any]], bool]:
+    """Every matching event (timestamp, message) of [start, end) over all pages (up to max_events): (events, truncated)."""
     c = aws.client("logs", region)
     lim = aws.limiter("filter_log_events", FILTER_LOG_EVENTS_TPS)
     kwargs: dict[str, Any] = dict(logGroupName=group, filterPattern=pattern, startTime=int(start.timestamp() * 1000),
                                   endTime=int(end.timestamp() * 1000) - 1)
-    out: list[str] = []
+    out: list[dict[str, Any]] = []
     while True:
         lim.acquire()
         page = c.filter_log_events(**kwargs)
-        out += [e["message"] for e in page.get("events", [])]
+        out += [{"timestamp": e["timestamp"], "message": e["message"]} for e in page.get("events", [])]
         if len(out) >= max_events:
             return out[:max_events], True
         token = page.get("nextToken")
@@ -487,8 +493,8 @@ def read_function_errors(system: System, functions: list[str], deadline: aws.Dea
 
     def one(fn: str) -> FunctionErrors:
         group = groups.get(fn, f"/aws/lambda/{fn}")
-        lines, truncated = read_lines(system.region, group, ERROR_FILTER, start, end)
-        return classify(fn, group, lines, len(lines), truncated)
+        events, truncated = read_events(system.region, group, ERROR_FILTER, start, end)
+        return classify(fn, group, [e["message"] for e in events], len(events), truncated)
 
     out = {}
     for fn, res, err in aws.parallel(one, functions, deadline=deadline, max_workers=8):
@@ -640,8 +646,10 @@ def api_verdict(api: ApiGatewayApi, info: ApiInfo, metrics: ApiMetrics | None, c
             "no AWS/ApiGateway datapoints for ApiName=" + api.name + " in the window (no traffic, or CloudWatch knows the API by another name)")
         traffic = f"API metrics unavailable: {reason}"
         status = Status.WARN if any(c.kind != "unresolved" for c in causes) else Status.UNKNOWN
+    if status is Status.OK and blind:
+        status = Status.UNKNOWN  # no 5XX, but part of the evidence could not be read
     if status is Status.UNKNOWN:
-        summary = f"UNKNOWN: {traffic}; the integrated functions show no errors either"
+        summary = f"UNKNOWN: {traffic}; no cause found in what could be read"
     elif status is Status.OK:
         summary = f"OK: {traffic}; the integrated functions show no errors, timeouts or throttles"
     else:
@@ -694,9 +702,16 @@ def api_findings(api: ApiGatewayApi, info: ApiInfo, metrics: ApiMetrics | None, 
     return out
 
 
-def function_findings(fn: str, cfg: FunctionInfo | None, fm: FunctionMetrics | None, fe: FunctionErrors | None, roles: dict[str, RolePolicies],
-                      integ_s: int) -> list[Finding]:
+def function_findings(fn: str, group: str, cfg: FunctionInfo | None, fm: FunctionMetrics | None, fe: FunctionErrors | None,
+                      roles: dict[str, RolePolicies], integ_s: int) -> list[Finding]:
     out: list[Finding] = []
+    # a piece that was never read (its task failed) is a blind spot, never silence
+    if cfg is None:
+        out.append(unknown("lambda-config", fn, "not read (the read task failed)"))
+    if fe is None:
+        out.append(unknown("lambda-errors-by-type", group, "not read (the read task failed)"))
+    if fm is None:
+        out.append(unknown("lambda-metrics", fn, "not read (the read task failed)"))
     if cfg is not None:
         if cfg.error:
             out.append(unknown("lambda-config", fn, cfg.error))
@@ -739,7 +754,7 @@ def function_findings(fn: str, cfg: FunctionInfo | None, fm: FunctionMetrics | N
     if cfg is not None and cfg.role_name:
         rp = roles.get(cfg.role_name)
         if rp is None:
-            pass
+            out.append(unknown("lambda-role", fn, f"role {cfg.role_name} not read (the read task failed)"))
         elif rp.error:
             out.append(unknown("lambda-role", fn, f"role {rp.role}: {rp.error}"))
         else:
