@@ -95,7 +95,7 @@ def document() -> dict[str, Any]:
         rb = registry.get(spec["runbook"])
         d: dict[str, Any] = {
             "name": spec["name"],
-            "description": f"{spec['runbook']} for {spec['system']}: {spec['summary']}",
+            "description": f"{spec['runbook']} for {spec['system'] or 'every system'}: {spec['summary']}",
             "entrypoint": f"{rb.module.replace('.', '/')}.py:{rb.attr}",
             "parameters": spec["parameters"],
             "tags": spec["tags"],

@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from flows import registry
+
+BRIDGE = "alarm-bridge"
 from tasks.inventory import known_systems, load_system
 
 
@@ -35,8 +37,12 @@ def deployment_specs() -> list[dict[str, Any]]:
             covered.add(runbook)
             specs.append(_spec(name, key, runbook, sched.cron, sched.timezone or system.timezone, sched.parameters))
         for rb in registry.RUNBOOKS.values():
-            if rb.name not in covered and rb.why_not(system) is None:
+            if rb.name not in covered and rb.name != BRIDGE and rb.why_not(system) is None:
                 specs.append(_spec(name, rb.name, rb.name, None, system.timezone, {}))
+    from tasks.alarm_bridge import bridge_deployment
+
+    bridge = bridge_deployment()  # one run a minute covers every system
+    specs.append({**bridge, "tags": [*bridge["tags"], "read-only", "scheduled"], "summary": registry.get(BRIDGE).summary})
     return specs
 
 
@@ -56,11 +62,12 @@ def _spec(system: str, key: str, runbook: str, cron: str | None, tz: str, parame
 
 def describe(spec: dict[str, Any], flow: Any) -> str:
     """The deployment's description in the UI: when it runs, what it does (the runbook's docstring)."""
+    target = f"**{spec['system']}**" if spec["system"] else "every system"
     when = f"Scheduled: `{spec['cron']}` ({spec['timezone']})." if spec["cron"] else "No schedule: run it from the UI's Run button, the shell or an alarm."
     mode = ("Mutating: dry run by default; set dry_run=false to act after approval (a form on the paused run)."
             if "mutating" in spec["tags"] else "Read-only.")
     doc = (flow.description or "").strip()
-    return f"**{spec['runbook']}** for **{spec['system']}**: {spec['summary']}.\n\n{when} {mode}\n\n{doc}"
+    return f"**{spec['runbook']}** for {target}: {spec['summary']}.\n\n{when} {mode}\n\n{doc}"
 
 
 def build() -> list[Any]:
@@ -83,17 +90,26 @@ def build() -> list[Any]:
 
 def triggers(spec: dict[str, Any]) -> list[Any]:
     """Alarm-driven runs: the alarm bridge's events start this deployment (see flows/alarm_bridge.py)."""
-    try:
-        from tasks.alarm_bridge import triggers_for
-    except ImportError:
-        return []
-    return triggers_for(spec["system"], spec["runbook"]) if spec["name"] == f"{spec['runbook']}-{spec['system']}" else []
+    from tasks.alarm_bridge import triggers_for
+
+    if not spec["system"] or spec["name"] != f"{spec['runbook']}-{spec['system']}":
+        return []  # the bridge itself, and second deployments of a runbook (e.g. bill-shock-breaker-escalate)
+    return triggers_for(spec["system"], spec["runbook"])
+
+
+def watch_the_bridge(bridge_deployment_id: Any) -> None:
+    """The bridge watches every schedule; a Prefect automation watches the bridge (starts it if no run finished for 5 min)."""
+    from tasks.alarm_bridge import ensure_missed_run_automation
+
+    ensure_missed_run_automation(bridge_deployment_id)
 
 
 def serve() -> None:
     from prefect import serve as prefect_serve
 
     deployments = build()
+    bridge = next(d for d in deployments if d.name == f"{BRIDGE}-all")
+    watch_the_bridge(bridge.apply())
     prefect_serve(*deployments, pause_on_shutdown=False)
 
 
@@ -114,7 +130,7 @@ def deploy_to_work_pool(pool: str = "opsbook") -> list[str]:
         except ObjectAlreadyExists:
             pass  # re-running is safe: the pool is reused
     ids = []
-    for spec in deployment_specs():
+    for spec in deployment_specs():  # the bridge comes last: its automation is set once it exists
         rb = registry.get(spec["runbook"])
         entry = f"{rb.module.replace('.', '/')}.py:{rb.attr}"
         flow = registry.get(spec["runbook"]).load().from_source(source=str(root), entrypoint=entry)
@@ -123,4 +139,5 @@ def deploy_to_work_pool(pool: str = "opsbook") -> list[str]:
             parameters=spec["parameters"], tags=spec["tags"], concurrency_limit=1, print_next_steps=False,
             description=describe(spec, flow), triggers=triggers(spec),
         )))
+    watch_the_bridge(ids[-1])
     return ids

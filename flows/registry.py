@@ -87,6 +87,12 @@ RUNBOOKS: dict[str, Runbook] = {
         Runbook("diagnose-bedrock-throttling", "flows.diagnose_bedrock_throttling", "diagnose_bedrock_throttling", False,
                 "ThrottlingException by Bedrock-calling function: peak minute, share of invocations, quota in force, the increase to request",
                 _needs("Bedrock-calling function (lambda_functions[].bedrock)", lambda s: any(f.bedrock for f in s.lambda_functions))),
+        Runbook("alarm-bridge", "flows.alarm_bridge", "alarm_bridge", False,
+                "every minute, all systems: alarms going into ALARM start their runbooks (Prefect events + triggers); missed scheduled runs are CRIT",
+                _needs("alarm routed to a runbook (alarms.runbooks)", lambda s: s.alarms.runbooks)),
+        Runbook("remediate-lambda-timeout", "flows.remediate_lambda_timeout", "remediate_lambda_timeout", True,
+                "Lambda timeouts: count them, size a longer timeout or more memory within API/SQS/policy bounds, apply behind approval, watch new invocations",
+                _needs("Lambda function", lambda s: s.lambda_functions)),
     ]
 }
 

@@ -23,7 +23,8 @@ reverse) -> read back (verify) -> record -> watch new invocations for
 run instead, through the same approval path.
 
 API calls: 2 a function (GetFunctionConfiguration, ListEventSourceMappings), 1+
-FilterLogEvents pages a function, 1 GetMetricData for all, 2 a feeding queue,
+FilterLogEvents pages a function, 1 GetMetricData for all (one more per distinct
+evidence start, when functions changed within the window), 2 a feeding queue,
 plus the session's (identity, records, leases, SNS); acting: 3 an action (read,
 update, wait) and 1 a function per poll while watching (every ~10 % of
 ``observe_s``, at least 1 s, at most 15 s).
@@ -83,7 +84,7 @@ def judge(inv: System, configs: list[lt.FunctionConfig], scans: list[lt.TimeoutS
         if scan is None and isinstance(scans, BaseException):
             scan = lt.TimeoutScan(function=cfg.name, log_group="?", since=datetime.now(timezone.utc), error=aws.describe_error(scans))
         st: Any = stats if isinstance(stats, BaseException) else by_stats.get(cfg.name)
-        out.append(lt.diagnose(inv, cfg, scan, st, qs, RUNBOOK))
+        out.append(lt.diagnose(inv, cfg, scan, st, qs))
     return out
 
 
@@ -288,7 +289,8 @@ def remediate_lambda_timeout(
             session.lease(inv.mutations.lease_ttl_s + settle + observe_s)
             check_drift.submit(inv, plan).result()
             done, ok = apply_fixes.submit(inv, plan, session.approval, identity, session.run_id).result()
-            done = verify_fixes.submit(inv, done, min(VERIFY_TIMEOUT_S, settle)).result()
+            if ok:  # after a failure part-way what was applied has been undone: there is nothing to read back
+                done = verify_fixes.submit(inv, done, min(VERIFY_TIMEOUT_S, settle)).result()
             session.record(done)  # durable before the watch, which can take minutes
             session.report.findings += fix_findings(done)
             changed = list(dict.fromkeys(r.resource for r in done if r.kind != lt.VISIBILITY_KIND and r.status == "verified"))

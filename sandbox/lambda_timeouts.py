@@ -52,13 +52,15 @@ def _log_group(system: System, function: str) -> str:
     return spec.log_group_name if spec else f"/aws/lambda/{function}"
 
 
-def _write_logs(sb: Sandbox, system: System, function: str, events: list[tuple[datetime, str]], stream: str = STREAM) -> None:
+def _write_logs(sb: Sandbox, system: System, function: str, events: list[tuple[datetime, str]], stream: str = STREAM,
+                create_group: bool = True) -> None:
     logs = _client(sb, "logs", system.region)
     group = _log_group(system, function)
-    try:
-        logs.create_log_group(logGroupName=group)
-    except logs.exceptions.ResourceAlreadyExistsException:
-        pass
+    if create_group:
+        try:
+            logs.create_log_group(logGroupName=group)
+        except logs.exceptions.ResourceAlreadyExistsException:
+            pass
     try:
         logs.create_log_stream(logGroupName=group, logStreamName=stream)
     except logs.exceptions.ResourceAlreadyExistsException:
@@ -158,17 +160,24 @@ def connect_queue(sb: Sandbox, system: System, function: str, queue: str) -> str
                                                                              BatchSize=1)["UUID"]
 
 
-def traffic_after_change(sb: Sandbox, system: System, function: str, *, timeouts: int = 0, duration_ms: float | None = None,
-                         every_s: float = 0.3, for_s: float = 8.0, wait_s: float = 60.0) -> dict[str, Any]:
-    """Once ``function``'s timeout or memory changes, an invocation every ``every_s`` for ``for_s`` seconds (the first
-    ``timeouts`` of them time out at the new timeout). Runs in a thread; returns {"thread", "changed" (Event), "written" (list)}."""
+def traffic_after_change(sb: Sandbox, system: System, function: str, *, timeout_share: float = 0.0, duration_ms: float | None = None,
+                         every_s: float = 0.25, for_s: float = 30.0, wait_s: float = 60.0) -> dict[str, Any]:
+    """Once ``function``'s timeout or memory changes, an invocation every ``every_s`` for ``for_s`` seconds (a share
+    ``timeout_share`` of them, evenly spread, time out at the new timeout; the others take ``duration_ms``, default 20 %). Runs in a thread; returns {"thread", "changed" (Event), "written" (list),
+    "stop" (Event: set it when the test is done, so no write reaches the next scenario)}."""
     before = _config(sb, system, function)
-    changed = threading.Event()
+    changed, stop = threading.Event(), threading.Event()
     written: list[str] = []
 
     def run() -> None:
+        try:
+            traffic()
+        except Exception:  # the sandbox went away (the test ended): the traffic stops with it
+            return
+
+    def traffic() -> None:
         t0 = time.monotonic()
-        while time.monotonic() - t0 < wait_s:
+        while time.monotonic() - t0 < wait_s and not stop.is_set():
             cfg = _config(sb, system, function)
             if (cfg["Timeout"], cfg["MemorySize"]) != (before["Timeout"], before["MemorySize"]):
                 changed.set()
@@ -178,19 +187,21 @@ def traffic_after_change(sb: Sandbox, system: System, function: str, *, timeouts
             return
         start = time.monotonic()
         n = 0
-        while time.monotonic() - start < for_s:
+        while time.monotonic() - start < for_s and not stop.is_set():
             cfg = _config(sb, system, function)
             timeout_s, memory = int(cfg["Timeout"]), int(cfg["MemorySize"])
-            timed_out = n < timeouts
+            timed_out = int((n + 1) * timeout_share) > int(n * timeout_share)
             ms = timeout_s * 1000 + 30.0 if timed_out else (duration_ms or timeout_s * 1000 * 0.2)
-            _write_logs(sb, system, function, _lines(datetime.now(timezone.utc), ms, memory, timed_out, timeout_s), stream="2026/01/01/[$LATEST]after")
+            ended = datetime.now(timezone.utc)  # Lambda writes the REPORT line when the invocation ends
+            _write_logs(sb, system, function, _lines(ended - timedelta(milliseconds=ms), ms, memory, timed_out, timeout_s),
+                        stream="2026/01/01/[$LATEST]after", create_group=False)
             written.append("timeout" if timed_out else "ok")
             n += 1
             time.sleep(every_s)
 
     th = threading.Thread(target=run, name=f"traffic-after-change-{function}", daemon=True)
     th.start()
-    return {"thread": th, "changed": changed, "written": written}
+    return {"thread": th, "changed": changed, "written": written, "stop": stop}
 
 
 def slow_update(sb: Sandbox, system: System, function: str, polls: int = 2, fail_reason: str | None = None) -> None:

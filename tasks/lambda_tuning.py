@@ -372,7 +372,7 @@ def memory_target(current_mb: int, needed_s: float, allowed_s: float, max_mb: in
 
 
 def diagnose(system: System, cfg: FunctionConfig, scan: TimeoutScan | None, stats: DurationStats | BaseException | None,
-             queues: dict[str, QueueState], runbook: str) -> Diagnosis:
+             queues: dict[str, QueueState]) -> Diagnosis:
     """The verdict on one function and, when it times out for lack of time, the actions that fix it.
 
     - configuration, logs or metrics unreadable, or no invocation in the window: UNKNOWN, no fix;
@@ -449,6 +449,10 @@ def diagnose(system: System, cfg: FunctionConfig, scan: TimeoutScan | None, stat
                    f"(timeout {timeout_s} s, memory {memory_mb} MB); run again once it has traffic{earlier}", value=0,
                    unchanged=f"{name}: no invocation to judge", extra_findings=extra, notes=notes)
 
+    cap_api = api_caps(system).get(name)
+    if scan.count == 0 and cap_api and timeout_s > cap_api[0]:
+        notes.append(f"{name}: its timeout {timeout_s} s is not below {cap_api[1]}: the API gives up first; not changed while it does "
+                     f"not time out (align it to <= {cap_api[0]} s with its next change)")
     if scan.count == 0:
         close = ""
         if stats.max_ms is not None and timeout_s and stats.max_ms >= NEAR_FRACTION * timeout_s * 1000:
@@ -477,7 +481,6 @@ def diagnose(system: System, cfg: FunctionConfig, scan: TimeoutScan | None, stat
     needed = max(LAMBDA_MIN_TIMEOUT_S, math.ceil(longest_s * pol.lambda_timeout_headroom))
     bounds: list[tuple[int, str, str]] = [(LAMBDA_MAX_TIMEOUT_S, "lambda", "Lambda's limit of 900 s"),
                                           (pol.lambda_max_timeout_s, "policy", f"the policy's lambda_max_timeout_s {pol.lambda_max_timeout_s} s")]
-    cap_api = api_caps(system).get(name)
     if cap_api:
         bounds.append((cap_api[0], "api", f"API Gateway {cap_api[1]}: a function behind it must time out before it, at most {cap_api[0]} s"))
     if sources:
@@ -605,6 +608,7 @@ def _wait_updated(system: System, fn: str, timeout_s: float) -> dict[str, Any]:
     """Wait (bounded) until the function's last update is no longer InProgress; raise when it Failed."""
     c = aws.client("lambda", system.region)
     started = time.monotonic()
+    polls = 0
     while True:
         cfg = c.get_function_configuration(FunctionName=fn)
         status = cfg.get("LastUpdateStatus", "Successful")
@@ -616,7 +620,8 @@ def _wait_updated(system: System, fn: str, timeout_s: float) -> dict[str, Any]:
         if elapsed >= timeout_s:
             raise TimeoutError(f"{fn}: LastUpdateStatus still InProgress after {timeout_s:g} s")
         print(f"opsbook: {fn}: waiting for the configuration update (LastUpdateStatus InProgress, {elapsed:.0f}/{timeout_s:g} s)", file=sys.stderr)
-        time.sleep(min(2.0, max(0.1, timeout_s - elapsed)))
+        time.sleep(min(0.25 * 2 ** polls, 2.0, max(0.1, timeout_s - elapsed)))  # 0.25, 0.5, 1, 2, 2, ... s
+        polls += 1
 
 
 def _reader(key: str) -> Any:

@@ -48,6 +48,8 @@ def test_every_runbook_is_deployed_for_every_system_it_applies_to():
     for system in known_systems():
         inv = load_system(system)
         for rb in RUNBOOKS.values():
+            if rb.name == "alarm-bridge":
+                continue  # one deployment for every system, below
             assert ((rb.name, system) in pairs) == (rb.why_not(inv) is None), (rb.name, system, rb.why_not(inv))
     by_name = {s["name"]: s for s in specs}
     assert len(by_name) == len(specs)  # unique names
@@ -62,6 +64,7 @@ def test_every_runbook_is_deployed_for_every_system_it_applies_to():
     rb = by_name["emergency-rollback-t-developer"]
     assert rb["tags"] == ["opsbook", "emergency-rollback", "t-developer", "mutating", "on-demand"]
     assert "read-only" in by_name["daily-health-leh"]["tags"]
+    assert by_name["alarm-bridge-all"]["cron"] == "* * * * *" and by_name["alarm-bridge-all"]["system"] is None
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -77,3 +80,7 @@ def test_deployments_carry_descriptions_and_a_parameter_form():
     assert props["dry_run"]["default"] is True and props["approval"]["enum"] == ["ui", "prompt", "yes"]
     assert stored.parameters == {"system": "t-developer"} and "mutating" in stored.tags
     assert deps["daily-health-leh"].schedules and not d.schedules
+    # alarm-driven runs: HR routes throttle alarms to the DynamoDB remediation, with the alarm's details
+    t = deps["remediate-dynamodb-throttling-hr-resource-optimization"].triggers
+    assert len(t) == 1 and t[0].match["opsbook.system"] in ("hr-resource-optimization", ["hr-resource-optimization"]) and t[0].parameters["system"] == "hr-resource-optimization"
+    assert not deps["daily-health-hr-resource-optimization"].triggers
