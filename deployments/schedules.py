@@ -113,7 +113,7 @@ def serve() -> None:
     prefect_serve(*deployments, pause_on_shutdown=False)
 
 
-def deploy_to_work_pool(pool: str = "opsbook") -> list[str]:
+def deploy_to_work_pool(pool: str = "opsbook", only: list[str] | None = None) -> list[str]:
     """Register the same deployments on a process work pool (created if missing),
     for teams that run `prefect worker start --pool opsbook` instead of `opsbook serve`."""
     from pathlib import Path
@@ -130,7 +130,10 @@ def deploy_to_work_pool(pool: str = "opsbook") -> list[str]:
         except ObjectAlreadyExists:
             pass  # re-running is safe: the pool is reused
     ids = []
-    for spec in deployment_specs():  # the bridge comes last: its automation is set once it exists
+    bridge_id = None
+    for spec in deployment_specs():
+        if only is not None and spec["name"] not in only:
+            continue
         rb = registry.get(spec["runbook"])
         entry = f"{rb.module.replace('.', '/')}.py:{rb.attr}"
         flow = registry.get(spec["runbook"]).load().from_source(source=str(root), entrypoint=entry)
@@ -139,5 +142,8 @@ def deploy_to_work_pool(pool: str = "opsbook") -> list[str]:
             parameters=spec["parameters"], tags=spec["tags"], concurrency_limit=1, print_next_steps=False,
             description=describe(spec, flow), triggers=triggers(spec),
         )))
-    watch_the_bridge(ids[-1])
+        if spec["runbook"] == BRIDGE:
+            bridge_id = ids[-1]
+    if bridge_id:
+        watch_the_bridge(bridge_id)
     return ids

@@ -90,7 +90,7 @@ def test_human_output_and_quiet_console(local_prefect, seeded, sandbox):
     "args,message",
     [
         (["run", "daily-health", "--system", "nope"], "known systems: hr-resource-optimization, leh, t-developer, todo-app"),
-        (["run", "no-such-runbook", "--system", "leh"], "known runbooks: backup-verify, bill-shock-breaker, daily-health"),
+        (["run", "no-such-runbook", "--system", "leh"], "known runbooks: alarm-bridge, backup-verify, bill-shock-breaker"),
         (["run", "daily-health", "--system", "leh", "--yes"], "--yes only makes sense with --execute"),
         (["run", "daily-health", "--system", "leh", "--execute"], "read-only"),
         (["run", "daily-health"], "--system"),
