@@ -93,6 +93,9 @@ RUNBOOKS: dict[str, Runbook] = {
         Runbook("remediate-lambda-timeout", "flows.remediate_lambda_timeout", "remediate_lambda_timeout", True,
                 "Lambda timeouts: count them, size a longer timeout or more memory within API/SQS/policy bounds, apply behind approval, watch new invocations",
                 _needs("Lambda function", lambda s: s.lambda_functions)),
+        Runbook("fleet", "flows.fleet", "fleet", False,
+                "fan a read-only runbook over many accounts/regions/systems (STS AssumeRole), a flow run per target on a work pool, shared per-API rate limits",
+                lambda s: "runs over a targets file (fleet/*.yaml), not one system"),
     ]
 }
 

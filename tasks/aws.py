@@ -13,6 +13,11 @@
 - ``paginate`` pages every list call to the end.
 - ``Deadline`` and ``parallel`` run independent reads concurrently, bounded by
   the run's deadline and a per-API rate, so a run ends in bounded time.
+- ``assume_role`` + ``with assumed(role):`` make every ``client()`` created in
+  that context (and the threads and tasks it spawns) use the assumed role's
+  credentials, with their own client cache; outside it nothing changes.
+  ``with gated(fn):`` calls ``fn(service, operation, region)`` before each API
+  call made in that context (the fleet's shared per-API rate limits).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -83,7 +89,7 @@ def current_call_log() -> CallLog | None:
     return _current_log.get()
 
 
-def _count_call(event_name: str, model: Any = None, **_: Any) -> None:
+def _count_call(event_name: str, model: Any = None, **kwargs: Any) -> None:
     # event_name: before-call.<service-id>.<Operation>
     service = model.service_model.service_name if model is not None else event_name.split(".")[1]
     op = model.name if model is not None else event_name.split(".")[2]
@@ -92,6 +98,9 @@ def _count_call(event_name: str, model: Any = None, **_: Any) -> None:
     log = _current_log.get()
     if log is not None:
         log.add(service, op, undeclared)
+    gate = _call_gate.get()
+    if gate is not None:
+        gate(service, op, (kwargs.get("context") or {}).get("client_region"))
 
 
 # --- sessions and clients ------------------------------------------------------------
@@ -121,7 +130,12 @@ def session(profile: str | None = None) -> boto3.Session:
 
 
 def client(service: str, region: str, profile: str | None = None) -> Any:
-    """The shared client for a service and region (created on first use)."""
+    """The shared client for a service and region (created on first use).
+
+    Inside ``with assumed(role):`` the client uses that role's credentials."""
+    role = _assumed.get()
+    if role is not None:
+        return _role_client(role, service, region)
     endpoint = os.environ.get("AWS_ENDPOINT_URL")
     key = (service, region, profile or os.environ.get("AWS_PROFILE"), endpoint)
     with _lock:
@@ -139,6 +153,8 @@ def reset_clients() -> None:
     with _lock:
         _clients.clear()
         _sessions.clear()
+        _role_clients.clear()
+        _role_sessions.clear()
 
 
 def endpoint_url() -> str | None:
@@ -161,6 +177,86 @@ def require_loopback_endpoint() -> str:
             "The demo and tests only talk to the embedded sandbox on 127.0.0.1."
         )
     return url  # type: ignore[return-value]
+
+
+# --- assumed roles (another account's credentials, for this context only) ---------------
+
+
+@dataclass(frozen=True)
+class AssumedRole:
+    """Temporary credentials from STS AssumeRole. The secrets never appear in repr or logs."""
+
+    role_arn: str
+    session_name: str
+    arn: str  # the assumed-role ARN STS returned (arn:aws:sts::<account>:assumed-role/<role>/<session>)
+    account: str  # the account STS says these credentials act in
+    expiration: str
+    access_key_id: str = field(repr=False)
+    secret_access_key: str = field(repr=False)
+    session_token: str = field(repr=False)
+
+
+_assumed: contextvars.ContextVar[AssumedRole | None] = contextvars.ContextVar("opsbook_assumed_role", default=None)
+_call_gate: contextvars.ContextVar[Callable[[str, str, str | None], None] | None] = contextvars.ContextVar(
+    "opsbook_call_gate", default=None)
+_role_sessions: dict[str, boto3.Session] = {}
+_role_clients: dict[tuple[str, str, str, str | None], Any] = {}
+
+
+def assume_role(role_arn: str, session_name: str, region: str, *, external_id: str | None = None,
+                duration_s: int = 3600) -> AssumedRole:
+    """STS AssumeRole with the current credentials (the caller declares ``sts:AssumeRole``)."""
+    kwargs: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": session_name[:64], "DurationSeconds": duration_s}
+    if external_id:
+        kwargs["ExternalId"] = external_id
+    resp = client("sts", region).assume_role(**kwargs)
+    creds, user = resp["Credentials"], resp["AssumedRoleUser"]
+    arn = user["Arn"]
+    return AssumedRole(role_arn=role_arn, session_name=kwargs["RoleSessionName"], arn=arn, account=arn.split(":")[4],
+                       expiration=str(creds.get("Expiration", "")), access_key_id=creds["AccessKeyId"],
+                       secret_access_key=creds["SecretAccessKey"], session_token=creds["SessionToken"])
+
+
+def current_role() -> AssumedRole | None:
+    return _assumed.get()
+
+
+@contextmanager
+def assumed(role: AssumedRole) -> Iterator[AssumedRole]:
+    """Every ``client()`` made in this context uses ``role``'s credentials (clients cached per role)."""
+    token = _assumed.set(role)
+    try:
+        yield role
+    finally:
+        _assumed.reset(token)
+
+
+@contextmanager
+def gated(gate: Callable[[str, str, str | None], None]) -> Iterator[None]:
+    """Call ``gate(service, operation, region)`` before every API call made in this context."""
+    token = _call_gate.set(gate)
+    try:
+        yield
+    finally:
+        _call_gate.reset(token)
+
+
+def _role_client(role: AssumedRole, service: str, region: str) -> Any:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    key = (role.access_key_id, service, region, endpoint)
+    with _lock:
+        c = _role_clients.get(key)
+        if c is not None:
+            return c
+        s = _role_sessions.get(role.access_key_id)
+        if s is None:
+            s = boto3.Session(aws_access_key_id=role.access_key_id, aws_secret_access_key=role.secret_access_key,
+                              aws_session_token=role.session_token)
+            s.events.register("before-call", _count_call)
+            _role_sessions[role.access_key_id] = s
+    c = s.client(service, region_name=region, config=_config())
+    with _lock:
+        return _role_clients.setdefault(key, c)
 
 
 # --- errors --------------------------------------------------------------------------
