@@ -36,7 +36,6 @@ import time
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.states import Failed
@@ -48,8 +47,8 @@ from tasks.api_diagnosis import (ApiInfo, ApiMetrics, FunctionErrors, FunctionIn
                                  read_functions, read_roles)
 from tasks.findings import Finding, Status, unknown
 from tasks.inventory import ApiGatewayApi, System, load_system
-from tasks.masking import mask, mask_obj
-from tasks.report import ICON, RunReport, artifact_key, sort_findings
+from tasks.masking import mask
+from tasks.report import ICON, RunReport, findings_table, publish_artifacts, sort_findings
 
 RUNBOOK = "diagnose-api-5xx"
 VERDICT = "api-5xx-verdict"
@@ -107,7 +106,6 @@ def functions_of(api: ApiGatewayApi, info: ApiInfo) -> list[str]:
 
 
 def api_markdown(report: RunReport) -> str:
-    c = report.counts()
     lines = [f"# {ICON[report.status]} {report.runbook} · {report.system}: **{report.status.value}**", ""]
     for v in [f for f in report.findings if f.check == VERDICT]:
         lines += [f"## {ICON[v.status]} `{v.resource}` — {mask(v.summary)}", ""]
@@ -118,24 +116,14 @@ def api_markdown(report: RunReport) -> str:
                 lines.append(f"| {i} | {mask(cz['cause'])} | {cz.get('function') or '—'} | {mask(cz['evidence'])[:200].replace('|', '/')} | "
                              f"{mask(cz['next']).replace('|', '/')} |")
             lines.append("")
-    lines += [f"{c['CRIT']} CRIT · {c['WARN']} WARN · {c['UNKNOWN']} UNKNOWN · {c['OK']} OK — {len(report.findings)} findings, "
-              f"{report.api_calls} AWS API calls, {report.duration_s:.1f} s, region {report.region}", "",
-              "| | check | resource | summary |", "|---|---|---|---|"]
-    for f in report.findings:
-        if f.check != VERDICT:
-            lines.append(f"| {ICON[f.status]} {f.status.value} | {f.check} | `{f.resource}` | {mask(f.summary).replace('|', '/')} |")
+    lines += findings_table(report, skip=(VERDICT,))
     lines += ["", "Read-only: nothing was changed. Every finding is in the table artifact with the same key plus `-findings`."]
     return "\n".join(lines)
 
 
 @task(name="publish-api-5xx-report", cache_policy=NO_CACHE)
 def publish(report: RunReport) -> RunReport:
-    key = artifact_key(report.runbook, report.system)
-    create_markdown_artifact(key=key, markdown=api_markdown(report), description=mask(report.headline()))
-    rows = [mask_obj({"status": f.status.value, "check": f.check, "resource": f.resource, "summary": f.summary, "value": f.value})
-            for f in report.findings]
-    create_table_artifact(key=f"{key}-findings", table=rows, description=f"{len(rows)} findings")
-    return report
+    return publish_artifacts(report, api_markdown(report))
 
 
 @flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=600)

@@ -36,7 +36,6 @@ from collections import Counter
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
@@ -47,8 +46,8 @@ from tasks.bedrock import (Increase, QuotaSet, Target, ThrottleStats, UsageMetri
                            read_invocations, read_quotas, read_throttles, recommendations)
 from tasks.findings import Finding, Status, unknown
 from tasks.inventory import System, load_system
-from tasks.masking import mask, mask_obj
-from tasks.report import ICON, RunReport, artifact_key, sort_findings
+from tasks.masking import mask
+from tasks.report import ICON, RunReport, findings_table, publish_artifacts, sort_findings
 
 RUNBOOK = "diagnose-bedrock-throttling"
 VERDICT = "bedrock-throttling-verdict"
@@ -205,7 +204,6 @@ def verdict(system: System, targets: list[Target], how: str, throttled: list[Thr
 
 
 def bedrock_markdown(report: RunReport) -> str:
-    c = report.counts()
     lines = [f"# {ICON[report.status]} {report.runbook} · {report.system}: **{report.status.value}**", ""]
     v = next((f for f in report.findings if f.check == VERDICT), None)
     if v is not None:
@@ -222,22 +220,13 @@ def bedrock_markdown(report: RunReport) -> str:
             lines += [f"### `{f.resource}`: throttled lines per minute", "", "| minute (UTC) | lines |", "|---|---|"]
             lines += [f"| {m} | {n} |" for m, n in f.details["per_minute"].items()]
             lines.append("")
-    lines += [f"{c['CRIT']} CRIT · {c['WARN']} WARN · {c['UNKNOWN']} UNKNOWN · {c['OK']} OK — {len(report.findings)} findings, "
-              f"{report.api_calls} AWS API calls, {report.duration_s:.1f} s, region {report.region}", "",
-              "| | check | resource | summary |", "|---|---|---|---|"]
-    lines += [f"| {ICON[f.status]} {f.status.value} | {f.check} | `{f.resource}` | {mask(f.summary).replace('|', '/')} |"
-              for f in report.findings if f.check != VERDICT]
+    lines += findings_table(report, skip=(VERDICT,))
     return "\n".join(lines)
 
 
 @task(name="publish-bedrock-report", cache_policy=NO_CACHE)
 def publish(report: RunReport) -> RunReport:
-    key = artifact_key(report.runbook, report.system)
-    create_markdown_artifact(key=key, markdown=bedrock_markdown(report), description=mask(report.headline()))
-    rows = [mask_obj({"status": f.status.value, "check": f.check, "resource": f.resource, "summary": f.summary, "value": f.value})
-            for f in report.findings]
-    create_table_artifact(key=f"{key}-findings", table=rows, description=f"{len(rows)} findings")
-    return report
+    return publish_artifacts(report, bedrock_markdown(report))
 
 
 @flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=600)

@@ -87,15 +87,30 @@ def markdown(report: RunReport) -> str:
     return "\n".join(lines)
 
 
+def findings_table(report: RunReport, skip: tuple[str, ...] = ()) -> list[str]:
+    """The counts line and every finding (but the ``skip`` checks) as a markdown table, in the report's order."""
+    c = report.counts()
+    lines = [f"{c['CRIT']} CRIT · {c['WARN']} WARN · {c['UNKNOWN']} UNKNOWN · {c['OK']} OK — {len(report.findings)} findings, "
+             f"{report.api_calls} AWS API calls, {report.duration_s:.1f} s, region {report.region}", "",
+             "| | check | resource | summary |", "|---|---|---|---|"]
+    return lines + [f"| {ICON[f.status]} {f.status.value} | {f.check} | `{f.resource}` | {mask(f.summary).replace('|', '/')} |"
+                    for f in report.findings if f.check not in skip]
+
+
+def publish_artifacts(report: RunReport, md: str) -> RunReport:
+    """The report's markdown artifact and its findings table (``KEY-findings``), masked."""
+    key = artifact_key(report.runbook, report.system)
+    create_markdown_artifact(key=key, markdown=md, description=mask(report.headline()))
+    rows = [mask_obj({"status": f.status.value, "check": f.check, "resource": f.resource, "summary": f.summary, "value": f.value})
+            for f in sort_findings(report.findings)]
+    create_table_artifact(key=f"{key}-findings", table=rows, description=f"{len(rows)} findings")
+    return report
+
+
 def artifact_key(runbook: str, system: str) -> str:
     return f"{runbook}-{system}".lower().replace("_", "-")
 
 
 @task(name="publish-report", cache_policy=NO_CACHE)
 def publish_report(report: RunReport) -> RunReport:
-    key = artifact_key(report.runbook, report.system)
-    create_markdown_artifact(key=key, markdown=markdown(report), description=mask(report.headline()))
-    rows = [mask_obj({"status": f.status.value, "check": f.check, "resource": f.resource, "summary": f.summary, "value": f.value})
-            for f in sort_findings(report.findings)]
-    create_table_artifact(key=f"{key}-findings", table=rows, description=f"{len(rows)} findings")
-    return report
+    return publish_artifacts(report, markdown(report))
