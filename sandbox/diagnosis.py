@@ -226,16 +226,9 @@ LINES = {
 
 
 def _log(sb: Sandbox, system: System, group: str, stream: str, events: list[tuple[datetime, str]]) -> None:
-    logs = _client(sb, "logs", system.region)
-    if not logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]:
-        logs.create_log_group(logGroupName=group)
-    try:
-        logs.create_log_stream(logGroupName=group, logStreamName=stream)
-    except logs.exceptions.ResourceAlreadyExistsException:
-        pass
-    evs = sorted(({"timestamp": int(t.timestamp() * 1000), "message": m} for t, m in events), key=lambda e: e["timestamp"])
-    for i in range(0, len(evs), 1000):
-        logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=evs[i : i + 1000])
+    from sandbox.faults import _put
+
+    _put(sb, system, group, stream, events, create_group=True)
 
 
 def function_logs(sb: Sandbox, system: System, function: str, kind: str, count: int, old: int = 0, at: list[datetime] | None = None,

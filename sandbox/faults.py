@@ -21,14 +21,18 @@ def _need(items: list[Any], what: str, fault: str, system: System) -> Any:
     return items[0]
 
 
-def _put(sb: Sandbox, system: System, group: str, stream: str, messages: list[tuple[datetime, str]]) -> None:
+def _put(sb: Sandbox, system: System, group: str, stream: str, messages: list[tuple[datetime, str]], create_group: bool = False) -> None:
+    """Write log lines as a function would (the one place the sandbox writes CloudWatch Logs)."""
     logs = _client(sb, "logs", system.region)
+    if create_group and not any(g["logGroupName"] == group for g in logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]):
+        logs.create_log_group(logGroupName=group)
     try:
         logs.create_log_stream(logGroupName=group, logStreamName=stream)
     except logs.exceptions.ResourceAlreadyExistsException:
         pass  # the stream is reused on purpose
     events = sorted(({"timestamp": int(t.timestamp() * 1000), "message": m} for t, m in messages), key=lambda e: e["timestamp"])
-    logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events)
+    for i in range(0, len(events), 1000):  # PutLogEvents takes at most 10,000 events / 1 MB a call
+        logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events[i : i + 1000])
 
 
 def table_missing(sb: Sandbox, system: System, table: str | None = None) -> dict[str, Any]:

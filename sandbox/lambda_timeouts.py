@@ -54,20 +54,9 @@ def _log_group(system: System, function: str) -> str:
 
 def _write_logs(sb: Sandbox, system: System, function: str, events: list[tuple[datetime, str]], stream: str = STREAM,
                 create_group: bool = True) -> None:
-    logs = _client(sb, "logs", system.region)
-    group = _log_group(system, function)
-    if create_group:
-        try:
-            logs.create_log_group(logGroupName=group)
-        except logs.exceptions.ResourceAlreadyExistsException:
-            pass
-    try:
-        logs.create_log_stream(logGroupName=group, logStreamName=stream)
-    except logs.exceptions.ResourceAlreadyExistsException:
-        pass
-    batch = sorted(({"timestamp": int(t.timestamp() * 1000), "message": m} for t, m in events), key=lambda e: e["timestamp"])
-    for i in range(0, len(batch), 5000):
-        logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=batch[i : i + 5000])
+    from sandbox.faults import _put
+
+    _put(sb, system, _log_group(system, function), stream, events, create_group=create_group)
 
 
 def _lines(at: datetime, duration_ms: float, memory_mb: int, timed_out: bool, timeout_s: int) -> list[tuple[datetime, str]]:
