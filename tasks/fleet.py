@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tasks.cloudwatch import GET_METRIC_DATA_TPS
 from tasks.findings import Status
-from tasks.inventory import REGION_RE, known_systems
+from tasks.inventory import Region, known_systems
 from tasks.logs import FILTER_LOG_EVENTS_TPS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,16 +59,9 @@ class Target(BaseModel):
 
     account_id: str = Field(pattern=r"^\d{12}$", description="the AWS account the system runs in")
     role_arn: str = Field(description="the role opsbook assumes in that account (read-only: see `opsbook policy RUNBOOK`)")
-    region: str
+    region: Region
     system: str = Field(description="inventory name (systems/NAME.yaml)")
     external_id: str | None = Field(None, description="sts:ExternalId, when the role's trust policy requires one")
-
-    @field_validator("region")
-    @classmethod
-    def _region(cls, v: str) -> str:
-        if not REGION_RE.match(v):
-            raise ValueError(f"{v!r} is not an AWS region name (like us-east-2)")
-        return v
 
     @field_validator("system")
     @classmethod

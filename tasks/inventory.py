@@ -12,15 +12,24 @@ import os
 import re
 from datetime import datetime, time, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SYSTEMS_DIR = Path(os.environ.get("OPSBOOK_SYSTEMS_DIR", Path(__file__).resolve().parent.parent / "systems"))
 
 REGION_RE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+
+
+def check_region(v: str) -> str:
+    if not REGION_RE.match(v):
+        raise ValueError(f"{v!r} is not an AWS region name (like us-east-2)")
+    return v
+
+
+Region = Annotated[str, AfterValidator(check_region)]
 
 
 class InventoryError(ValueError):
@@ -324,7 +333,7 @@ class System(Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     description: str = ""
     source: str = Field("", description="the seed runbook this inventory comes from")
-    region: str
+    region: Region
     account_id: str | None = Field(None, pattern=r"^\d{12}$")
     timezone: str = "Asia/Seoul"
     discovery: Discovery = Field(default_factory=Discovery)
@@ -353,13 +362,6 @@ class System(Strict):
     reporting: Reporting = Field(default_factory=Reporting)
     case_store: CaseStore | None = None
     schedules: dict[str, Schedule] = Field(default_factory=dict)
-
-    @field_validator("region")
-    @classmethod
-    def _region(cls, v: str) -> str:
-        if not REGION_RE.match(v):
-            raise ValueError(f"{v!r} is not an AWS region name (like us-east-2)")
-        return v
 
     @field_validator("timezone")
     @classmethod
