@@ -104,10 +104,7 @@ def decide(inv: System, identity: Identity, tables: list[TableBackups], buckets:
                              reversible=False,
                              evidence=("versioning_required" if b.versioning_required else "replication_required (replication needs versioning)")
                                       + "; NOT reversible: once enabled, versioning can only be Suspended (old versions stay, and are billed)"))
-    if fix:
-        plan.actions = wanted
-    elif wanted:
-        plan.notes.append("fix=false: not planned: " + "; ".join(f"{a.resource}: {a.kind} {a.current} -> {a.target}" for a in wanted))
+    plan.propose(wanted, fix)
     plan.notes.append("S3 replication, OpenSearch snapshots, RDS snapshots and resources the inventory does not require are never "
                       "changed by this runbook: their findings say what to do")
     return plan

@@ -111,10 +111,7 @@ def decide(inv: System, identity: Identity, groups: list[LogGroupState], keys: l
         else:
             wanted.append(Action(kind=KMS_ROTATION, resource=k.alias, current="DISABLED", target="ENABLED", iam_action="kms:EnableKeyRotation",
                                  evidence=f"key {k.key_id}: yearly automatic rotation off (undo: disable rotation)"))
-    if fix:
-        plan.actions = wanted
-    elif wanted:
-        plan.notes.append("fix=false: not planned: " + "; ".join(f"{a.resource}: {a.kind} {a.current} -> {a.target}" for a in wanted))
+    plan.propose(wanted, fix)
     plan.notes.append("shortening a retention, tmp/ objects and lifecycle rules, IAM roles, tags, runtimes, secrets, security groups and "
                       "RDS snapshots are never changed by this runbook: their findings say what to do")
     return plan

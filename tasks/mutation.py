@@ -95,6 +95,13 @@ class Plan(BaseModel):
     notes: list[str] = Field(default_factory=list)
     created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
+    def propose(self, wanted: list[Action], fix: bool) -> None:
+        """Plan ``wanted`` when ``fix``; otherwise (a report-only run) list in the notes what would have been planned."""
+        if fix:
+            self.actions = wanted
+        elif wanted:
+            self.notes.append("fix=false: not planned: " + "; ".join(f"{a.resource}: {a.kind} {a.current} -> {a.target}" for a in wanted))
+
     @property
     def fingerprint(self) -> str:
         body = json.dumps([(a.kind, a.resource, a.current, a.target) for a in self.actions] + [self.identity.account, self.identity.region])
