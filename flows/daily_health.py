@@ -134,9 +134,7 @@ def daily_health(system: str, deadline_seconds: float = 60.0, notify: bool = Tru
         else:
             report.notification = {"kind": None, "sent": [], "errors": [f"notify task failed: {note.state.message}"]}
             logger.warning("notification failed: %s", note.state.message)
-    report.api_calls = calls.total
-    report.api_calls_by_operation = calls.by_operation()
-    report.duration_s = round(time.monotonic() - started, 2)
+    report.count_calls(calls, started)
     publish_report.submit(report).result()
     logger.info(report.headline())
     if report.status is Status.CRIT:

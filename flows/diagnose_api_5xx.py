@@ -164,10 +164,7 @@ def diagnose_api_5xx(system: str, api: str | None = None, minutes: int = 60, cri
 def _finish(inv: System, findings: list[Finding], calls: aws.CallLog, started: float, logger: Any) -> Any:
     report = judge.submit(inv, findings, calls, started).result()
     report.runbook = RUNBOOK
-    report.api_calls = calls.total
-    report.api_calls_by_operation = calls.by_operation()
-    report.undeclared_iam_actions = sorted(calls.undeclared)
-    report.duration_s = round(time.monotonic() - started, 2)
+    report.count_calls(calls, started)
     publish.submit(report).result()
     logger.info("%s | %s", report.headline(), mask(report.findings[0].summary) if report.findings else "")
     if report.status is Status.CRIT:

@@ -161,7 +161,6 @@ def diagnose(system: System, targets: list[Target], how: str, stats: dict[str, T
             tpm = next((q for q in matched if (parse_quota_name(q.name) or ("", "", []))[1] == "tokens"), None)
             quota_summary = quota_summary or (f"quota in force: '{(tpm or matched[0]).name}' {(tpm or matched[0]).value:g}")
 
-    total = sum(s.count for s in throttled)
     if throttled:
         recs = recommendations(throttled, (list(models) or [None])[0], increases, "; ".join(notes) or None)
         findings.append(Finding(check="bedrock-recommendation", resource=system.name, status=Status.WARN, value=len(increases),
@@ -262,10 +261,7 @@ def diagnose_bedrock_throttling(system: str, functions: list[str] | None = None,
 def _finish(inv: System, findings: list[Finding], calls: aws.CallLog, started: float, logger: Any) -> Any:
     report = judge.submit(inv, findings, calls, started).result()
     report.runbook = RUNBOOK
-    report.api_calls = calls.total
-    report.api_calls_by_operation = calls.by_operation()
-    report.undeclared_iam_actions = sorted(calls.undeclared)
-    report.duration_s = round(time.monotonic() - started, 2)
+    report.count_calls(calls, started)
     publish.submit(report).result()
     logger.info("%s | %s", report.headline(), mask(report.findings[0].summary))
     if report.status is Status.CRIT:

@@ -292,9 +292,7 @@ def emergency_check(system: str, deadline_seconds: float = 10.0) -> RunReport:
     report = judge.submit(inv, findings, calls, started, wait_for=[allow_failure(f) for f in checks.values() if f.state.is_final()]).result()
     report.runbook = RUNBOOK
     report.findings = ordered(report.findings)
-    report.api_calls = calls.total
-    report.api_calls_by_operation = calls.by_operation()
-    report.duration_s = round(time.monotonic() - started, 2)
+    report.count_calls(calls, started)
     publish.submit(report).result()
     logger.info("%s | %s", report.headline(), report.findings[0].summary)
     return report

@@ -161,10 +161,7 @@ class MutationSession:
             report.status = overall(report.findings) if report.findings else Status.OK
         else:
             report.status = overall(report.findings + [Finding(check="outcome", resource=self.inv.name, status=outcome.status, summary=outcome.value)])
-        report.api_calls = self.calls.total
-        report.api_calls_by_operation = self.calls.by_operation()
-        report.undeclared_iam_actions = sorted(self.calls.undeclared)
-        report.duration_s = round(time.monotonic() - self.started, 2)
+        report.count_calls(self.calls, self.started)
         publish_report.submit(report).result()
         if report.status is Status.CRIT:
             return Failed(message=report.headline(), data=report)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -36,6 +37,13 @@ class RunReport(BaseModel):
     plan: dict[str, Any] | None = None
     approval: dict[str, Any] | None = None
     records: list[dict[str, Any]] = Field(default_factory=list)
+
+    def count_calls(self, calls: Any, started: float) -> None:
+        """The run's AWS calls (a ``tasks.aws.CallLog``): total, by operation, undeclared IAM actions; and its duration."""
+        self.api_calls = calls.total
+        self.api_calls_by_operation = calls.by_operation()
+        self.undeclared_iam_actions = sorted(calls.undeclared)
+        self.duration_s = round(time.monotonic() - started, 2)
 
     def counts(self) -> dict[str, int]:
         c = Counter(f.status.value for f in self.findings)
