@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/opsbook demo
 
 test: $(STAMP)
-	$(BIN)/pytest -n 3 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile
 
 # The Prefect UI with every runbook deployed: http://127.0.0.1:4200 . Against the
 # embedded sandbox by default; `make serve SERVE_ARGS=` uses your AWS credentials.
