@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     try:
         t = time.monotonic()
-        url, _, took = server.start(quiet=True)
+        target = server.configure()
+        url = target.api_url
+        _, took = server.ensure(target, quiet=True)
         log(f"Prefect server {url} healthy after {took:.1f} s")
         os.environ["PREFECT_API_URL"] = url
         os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
@@ -207,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                 os.killpg(serve_proc.pid, 9)
         if sb is not None:
             sb.stop()
-        server.stop()
+        server.stop(server.target())
 
 
 def report(rows: list[dict[str, Any]], args: argparse.Namespace, alarm: str) -> str:

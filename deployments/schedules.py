@@ -10,6 +10,8 @@ with the runbook's parameters as a form). For a work pool instead, see
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from flows import registry
@@ -104,13 +106,42 @@ def watch_the_bridge(bridge_deployment_id: Any) -> None:
     ensure_missed_run_automation(bridge_deployment_id)
 
 
-def serve() -> None:
-    from prefect import serve as prefect_serve
+def serve(announce: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
+    """Register every deployment on the configured Prefect server, read them back from it
+    (``announce`` is called only then, with the specs), then run the scheduled and UI-started runs."""
+    import asyncio
 
+    from prefect.exceptions import TerminationSignal
+    from prefect.runner import Runner
+
+    specs = deployment_specs()
     deployments = build()
     bridge = next(d for d in deployments if d.name == f"{BRIDGE}-all")
     watch_the_bridge(bridge.apply())
-    prefect_serve(*deployments, pause_on_shutdown=False)
+    runner = Runner(pause_on_shutdown=False)
+    ids = [runner.add_deployment(d) for d in deployments]
+    read_back(ids, {s["name"] for s in specs})
+    if announce:
+        announce(specs)
+    try:
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, TerminationSignal) as exc:  # Ctrl-C or SIGTERM: deployments stay registered
+        logging.getLogger("opsbook.serve").info("stopped serving (%s)", type(exc).__name__)
+
+
+def read_back(ids: list[Any], expected: set[str]) -> set[str]:
+    """The deployments as the server has them: every expected name, or RuntimeError naming what is missing."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_deployments(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=list(ids))), limit=len(ids) + 1)
+        api = client.api_url
+    names = {d.name for d in found}
+    if expected - names:
+        raise RuntimeError(f"{len(expected - names)} of {len(expected)} deployments are not on the Prefect server at {api} after "
+                           f"registering them (e.g. {sorted(expected - names)[:3]}); check PREFECT_API_URL")
+    return names
 
 
 def deploy_to_work_pool(pool: str = "opsbook", only: list[str] | None = None) -> list[str]:
@@ -131,9 +162,8 @@ def deploy_to_work_pool(pool: str = "opsbook", only: list[str] | None = None) ->
             pass  # re-running is safe: the pool is reused
     ids = []
     bridge_id = None
-    for spec in deployment_specs():
-        if only is not None and spec["name"] not in only:
-            continue
+    specs = [s for s in deployment_specs() if only is None or s["name"] in only]
+    for spec in specs:
         rb = registry.get(spec["runbook"])
         entry = f"{rb.module.replace('.', '/')}.py:{rb.attr}"
         flow = registry.get(spec["runbook"]).load().from_source(source=str(root), entrypoint=entry)
@@ -146,4 +176,5 @@ def deploy_to_work_pool(pool: str = "opsbook", only: list[str] | None = None) ->
             bridge_id = ids[-1]
     if bridge_id:
         watch_the_bridge(bridge_id)
+    read_back(ids, {s["name"] for s in specs})
     return ids

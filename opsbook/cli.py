@@ -1,10 +1,11 @@
 """opsbook command line.
 
-  opsbook run RUNBOOK --system NAME [--param KEY=VALUE ...] [--json] [--execute [--yes]]
-  opsbook list | policy RUNBOOK | demo | sandbox | server start|stop|status
+  opsbook run RUNBOOK --system NAME [--param KEY=VALUE ...] [--json] [--execute [--yes]] [--sandbox]
+  opsbook run RUNBOOK --help            the runbook's parameters, types, defaults and descriptions
+  opsbook list | policy RUNBOOK | serve | demo | sandbox | server start|stop|status
 
-Exit codes follow the Nagios plugin convention: 0 OK, 1 WARN, 2 CRIT,
-3 UNKNOWN, and 3 for anything that could not run as asked (usage errors too).
+Exit codes follow the Nagios plugin convention (see EXIT_CODES), and the first
+line on stdout is the plugin summary (``STATUS - text | perfdata``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import logging
 import os
 import sys
 import time
@@ -21,6 +21,23 @@ from typing import Any, NoReturn
 from opsbook import server
 
 EXIT_UNKNOWN = 3
+EXIT_CODES = """\
+exit codes (the Nagios plugin convention, so monitors can run opsbook as a check):
+  0  OK       every check passed; mutating: done, or planned cleanly (dry run)
+  1  WARN     something needs attention; mutating: done with warnings
+  2  CRIT     something is broken; mutating: failed, or unhealthy afterwards
+  3  UNKNOWN  data could not be read, or opsbook could not run as asked: usage error, unknown or
+              ill-typed --param, unknown system, broken inventory, no AWS credentials, Prefect
+              server down; mutating: refused (rejected, approval timed out, drift, lease held,
+              wrong account, a guessed target not accepted)
+"""
+# Parameters the CLI sets itself: never --param.
+SET_BY_CLI = {
+    "system": "use --system NAME",
+    "dry_run": "mutating runbooks are dry runs unless --execute",
+    "approval": "--execute asks on the terminal; --execute --yes approves the printed plan up front",
+    "approver": "the approver is you (your OS user) on the shell",
+}
 
 
 class UsageError(Exception):
@@ -30,11 +47,8 @@ class UsageError(Exception):
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # argparse exits 2 (= CRIT for monitors); we exit 3
         self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        if "--json" in sys.argv[1:]:
-            print(json.dumps({"runbook": None, "system": None, "status": "UNKNOWN", "findings": [], "api_calls": 0,
-                              "error": f"usage: {message}"}))
-        sys.exit(EXIT_UNKNOWN)
+        json_out = "--json" in sys.argv[1:]
+        sys.exit(_fail(json_out, None, None, f"error: {message}"))
 
 
 def parse_params(pairs: list[str]) -> dict[str, Any]:
@@ -43,10 +57,13 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
         if "=" not in p:
             raise UsageError(f"--param {p!r}: expected KEY=VALUE")
         k, v = p.split("=", 1)
+        k = k.strip()
+        if k in SET_BY_CLI:
+            raise UsageError(f"--param {k}: set by opsbook itself: {SET_BY_CLI[k]}")
         try:
-            out[k.strip()] = json.loads(v)
+            out[k] = json.loads(v)
         except json.JSONDecodeError:
-            out[k.strip()] = v
+            out[k] = v
     return out
 
 
@@ -70,117 +87,147 @@ def execution_mode(mutating: bool, execute: bool, yes: bool, isatty: bool) -> di
     return {"dry_run": False, "approval": "yes" if yes else "prompt", "approver": getpass.getuser()}
 
 
-def _quiet_prefect_console(verbose: bool) -> None:
-    """Prefect's own console chatter goes to the log file and the UI, not the user's screen."""
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    level = logging.INFO if verbose else logging.WARNING
-    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", ""):
-        for h in logging.getLogger(name).handlers:
-            if isinstance(h, PrefectConsoleHandler):
-                h.setLevel(level)
+# --- where the AWS calls go -------------------------------------------------------------------
 
 
-def _prepare_prefect(verbose: bool) -> dict[str, Any]:
-    """Server first (settings are read at import), then prefect."""
-    url, started, took = server.use_api()
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    if not verbose:  # Prefect's console chatter and task tracebacks stay in the UI; findings carry the reasons
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
-    import prefect  # noqa: F401  (reads the settings now)
-    from prefect.settings import get_current_settings
-
-    # A CLI run is short and watched: no flow heartbeat thread (it costs ~1 s at
-    # the end of every sync flow). Set on this process's settings object;
-    # temporary_settings() would cost 0.15 s of re-validation.
-    get_current_settings().flows.heartbeat_frequency = None
-    _quiet_prefect_console(verbose)
-    return {"api_url": url, "server_started": started, "server_start_s": round(took, 2)}
-
-
-def flush_prefect(timeout: float = 10.0) -> None:
-    """Send queued run logs and events to the API before the process (or the server) stops."""
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    for worker in (APILogWorker, EventsWorker):
-        worker.drain_all(timeout=timeout)
+def start_sandbox(systems: list[str], faults: list[str]) -> Any:
+    """The embedded AWS (moto on 127.0.0.1 + the OpenSearch double), seeded; only when asked for (--sandbox)."""
+    try:
+        from sandbox.cli import start_seeded
+    except ImportError as exc:
+        raise UsageError(f"the sandbox is a development extra and is not installed here ({exc}); "
+                         "install it with: pip install 'opsbook[sandbox]'") from None
+    for spec in faults:
+        if ":" not in spec:
+            raise UsageError(f"--fault {spec!r}: expected SYSTEM:FAULT (e.g. leh:dlq-messages)")
+    names = list(dict.fromkeys(systems + [f.partition(":")[0] for f in faults]))
+    sb, applied = start_seeded(names, faults)
+    for a in applied:
+        print(f"  fault injected into {a['system']}: {a['fault']} ({a.get('resource', '')})", file=sys.stderr)
+    return sb
 
 
-def run_runbook(name: str, system: str, params: dict[str, Any], verbose: bool = False) -> tuple[Any, dict[str, Any]]:
-    """Run a runbook as a Prefect flow in this process; returns (report, meta)."""
-    from flows import registry
+def aws_target(sandboxed: bool) -> str:
+    """Where this run's AWS calls go, said before it starts; no credentials at all stops here (exit 3)."""
+    from tasks import aws
 
-    flow = registry.get(name).load()
-    t0 = time.monotonic()
-    state = flow(system=system, **params, return_state=True)
-    wall = time.monotonic() - t0
-    result = state.result(raise_on_failure=False)
-    return result, {"state": state.type.value, "state_message": state.message, "wall_s": round(wall, 2)}
+    endpoint = aws.endpoint_url()
+    if sandboxed:
+        return f"the embedded sandbox at {endpoint} (--sandbox)"
+    if endpoint:
+        where = "a sandbox or emulator on this machine" if aws.is_loopback_url(endpoint) else "a custom endpoint"
+        return f"AWS_ENDPOINT_URL={endpoint} ({where}, from your environment)"
+    import boto3
+
+    creds = boto3.Session().get_credentials()
+    if creds is None:
+        raise UsageError("no AWS credentials found (standard chain: AWS_PROFILE, SSO, environment, instance or task role); "
+                         "log in to AWS, or add --sandbox to try opsbook on the embedded sandbox")
+    profile = os.environ.get("AWS_PROFILE")
+    return f"real AWS ({creds.method} credentials{', profile ' + profile if profile else ''})"
 
 
-def _print_human(report: Any) -> None:
-    from tasks.findings import Status
-    from tasks.report import ICON, sort_findings
-
-    if report.plan is not None:
-        plan = report.plan
-        print(f"plan ({'dry run' if report.dry_run else 'executed'}):")
-        for a in plan["actions"]:
-            print(f"  {a['resource']}: {a['current']} -> {a['target']}  [{a['iam_action']}] {a['evidence']}")
-        for u in plan["unchanged"]:
-            print(f"  unchanged: {u}")
-        for c in plan.get("cannot", []):
-            print(f"  CANNOT: {c}")
-        for n in plan["notes"]:
-            print(f"  note: {n}")
-        if report.dry_run and plan["actions"]:
-            print("  (dry run: nothing changed; add --execute to act)")
-    for r in report.records:
-        print(f"  {r['status']:13} {r['resource']}: {r['before']} -> {r['after']} {r['detail']}".rstrip())
-    for f in sort_findings(report.findings):
-        if f.status is not Status.OK:
-            print(f"  {ICON[f.status]} {f.status.value:7} {f.check:24} {f.resource:40} {f.summary}")
-    print(report.headline())
-    if report.flow_run_url:
-        print(f"  run in the Prefect UI: {report.flow_run_url}")
+# --- commands ---------------------------------------------------------------------------------
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    server.configure()  # before anything imports Prefect (opsbook.runner checks it did)
     from flows import registry
+    from opsbook import runner
     from tasks.inventory import load_system
 
+    if args.runbook is None:
+        if args.help:
+            return print_run_help(None)
+        raise UsageError("the following arguments are required: RUNBOOK (opsbook list shows them)")
     try:
         rb = registry.get(args.runbook)
     except KeyError as exc:
         raise UsageError(str(exc.args[0])) from None
+    if args.help:
+        return print_run_help(rb)
+    if not args.system:
+        raise UsageError("the following arguments are required: --system")
+    if args.fault and not args.sandbox:
+        raise UsageError("--fault needs --sandbox (faults are injected into the embedded sandbox only)")
     load_system(args.system)  # a broken inventory or unknown system fails before any AWS call
     params = parse_params(args.param or [])
-    params.update(execution_mode(rb.mutating, args.execute, args.yes, sys.stdin.isatty()))
-    t0 = time.monotonic()
-    meta = _prepare_prefect(args.verbose)
-    if not args.json:
-        print(f"opsbook: {rb.name} {args.system} running (Prefect API {meta['api_url']})...", file=sys.stderr)
-    report, run_meta = run_runbook(rb.name, args.system, params, args.verbose)
-    meta.update(run_meta)
-    meta["total_s"] = round(time.monotonic() - t0, 2)
+    mode = execution_mode(rb.mutating, args.execute, args.yes, sys.stdin.isatty())
+    runner.import_prefect(args.verbose)
+    flow = rb.load()
+    try:
+        runner.validate(flow, rb.name, {"system": args.system, **params})
+    except runner.ParameterError as exc:
+        raise UsageError(str(exc)) from None
+    params.update(mode)
+    sb = start_sandbox([args.system], args.fault or []) if args.sandbox else None
+    try:
+        where = aws_target(sb is not None)
+        t0 = time.monotonic()
+        meta = runner.prepare_prefect(args.verbose)
+        if not args.json:
+            print(f"opsbook: {rb.name} {args.system} on {where}; Prefect {meta['api_url']}", file=sys.stderr)
+        report, run_meta = runner.run_runbook(rb.name, args.system, params)
+    finally:
+        if sb is not None:
+            sb.stop()
+    meta.update(run_meta, aws=where, sandbox=sb is not None, total_s=round(time.monotonic() - t0, 2))
+    return report_result(args, rb.name, report, meta)
+
+
+def report_result(args: argparse.Namespace, runbook: str, report: Any, meta: dict[str, Any]) -> int:
+    from opsbook import output
     from tasks.report import RunReport
 
     if not isinstance(report, RunReport):
-        reason = f"{type(report).__name__}: {report}" if isinstance(report, BaseException) else str(run_meta.get("state_message"))
-        if args.json:
-            print(json.dumps({"runbook": rb.name, "system": args.system, "status": "UNKNOWN", "findings": [], "api_calls": 0,
-                              "error": reason, **meta}))
-        else:
-            print(f"opsbook: {rb.name} {args.system} could not finish: {reason}", file=sys.stderr)
-        return EXIT_UNKNOWN
+        reason = f"{type(report).__name__}: {report}" if isinstance(report, BaseException) else str(meta.get("state_message"))
+        return _fail(args.json, runbook, args.system, f"{runbook} {args.system} could not finish: {reason}", meta)
     if args.json:
         print(json.dumps({**report.public(), "exit_code": report.status.exit_code, "timing": meta}, default=str))
     else:
-        _print_human(report)
+        output.print_report(report, output.fancy(sys.stdout, args.plain))
         print(f"  timing: run {meta['wall_s']} s, total {meta['total_s']} s"
-              + (f" (incl. {meta['server_start_s']} s starting the local Prefect server)" if meta["server_started"] else ""), file=sys.stderr)
+              + (f" (incl. {meta['server_start_s']} s starting the Prefect server)" if meta["server_started"] else ""), file=sys.stderr)
     return report.status.exit_code
+
+
+def print_run_help(rb: Any) -> int:
+    """`opsbook run --help` (every runbook) or `opsbook run RUNBOOK --help` (its parameters)."""
+    from flows.registry import RUNBOOKS
+
+    if rb is None:
+        run_parser().print_help()
+        print("\nrunbooks (`opsbook run RUNBOOK --help` lists a runbook's parameters):")
+        for r in RUNBOOKS.values():
+            print(f"  {r.name:30} {'mutating ' if r.mutating else 'read-only'}  {r.summary}")
+        return 0
+    from opsbook import runner
+
+    runner.import_prefect()
+    flow = rb.load()
+    print(f"usage: opsbook run {rb.name} --system NAME [--param KEY=VALUE ...] [--json] [--plain]"
+          + (" [--execute [--yes]]" if rb.mutating else "") + " [--sandbox [--fault SYSTEM:FAULT]] [-v]\n")
+    print(f"{rb.name} ({'mutating' if rb.mutating else 'read-only'}): {rb.summary}\n")
+    doc = (flow.description or "").strip()
+    if doc:
+        print(doc + "\n")
+    params = {k: v for k, v in runner.parameters(flow).items() if k not in SET_BY_CLI}
+    print("parameters (--param KEY=VALUE; VALUE is read as JSON when it parses, else as a string):")
+    if not params:
+        print("  none")
+    for name, prop in params.items():
+        default = "required" if prop["required"] else f"default {json.dumps(prop.get('default'))}"
+        bounds = ", ".join(f"{k} {prop[k]}" for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength")
+                           if k in prop)
+        print(f"  {name:22} {runner.type_name(prop)}; {default}" + (f"; {bounds}" if bounds else ""))
+        if prop.get("description"):
+            print(f"  {'':22} {prop['description']}")
+    if rb.mutating:
+        print("\nA dry run unless --execute: --execute prints the plan and asks; --execute --yes approves the printed plan "
+              "up front (a plan with a guessed target also needs --param accept_guess=true).")
+    print("\nAWS: your standard credential chain (AWS_PROFILE, SSO, instance role), or --sandbox for the embedded sandbox.")
+    print("\n" + EXIT_CODES)
+    return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -213,51 +260,60 @@ def cmd_policy(args: argparse.Namespace) -> int:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
+    t = server.target()
     if args.action == "start":
-        url, started, took = server.start()
-        print(f"Prefect server {'started' if started else 'already running'} at {server.ui_url()} ({took:.1f} s)")
+        started, took = server.ensure(t)
+        print(f"Prefect server {'started' if started else 'already running'} at {t.ui_url} ({took:.1f} s; from {t.source})")
     elif args.action == "stop":
-        print("stopped" if server.stop() else "no opsbook-started server was running")
+        print("stopped" if server.stop(t) else f"no server that opsbook started is running for {t.api_url}")
     else:
-        up = server.healthy(server.api_url())
-        print(f"{server.ui_url()}: {'up' if up else 'down'} (database in {server.home() / 'prefect'})")
+        up = server.healthy(t.api_url)
+        print(f"{t.ui_url}: {'up' if up else 'down'} (from {t.source}; a server opsbook starts keeps its database in {server.database_dir(t)})")
         return 0 if up else EXIT_UNKNOWN
     return 0
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    from sandbox.cli import serve
-
+    try:
+        from sandbox.cli import serve
+    except ImportError as exc:
+        raise UsageError(f"the sandbox is a development extra and is not installed here ({exc}); "
+                         "install it with: pip install 'opsbook[sandbox]'") from None
     return serve(args.systems, args.fault or [], args.latency_ms, args.scale)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Serve every deployment from this process (the scheduler creates runs, the UI's Run button starts them)."""
+    """Register every deployment on the one Prefect server, read them back, then serve them from this process."""
+    server.configure()
     from deployments import schedules
+    from opsbook import runner
+    from tasks.inventory import known_systems
 
-    sb = None
-    if args.sandbox:  # the embedded AWS, seeded with every system, for trying the UI without an account
-        from sandbox.cli import start_seeded
-        from tasks.inventory import known_systems
-
-        sb, applied = start_seeded(known_systems(), args.fault or [])
-        for a in applied:
-            print(f"  fault injected into {a['system']}: {a['fault']} ({a.get('resource', '')})", file=sys.stderr)
-        print(f"opsbook: embedded AWS sandbox on {sb.endpoint} (moto, 127.0.0.1 only)", file=sys.stderr)
-    meta = _prepare_prefect(args.verbose)
+    if args.fault and not args.sandbox:
+        raise UsageError("--fault needs --sandbox (faults are injected into the embedded sandbox only)")
+    meta = runner.prepare_prefect(args.verbose)  # first: a server that is down stops here, before seeding anything
+    print(f"opsbook: Prefect server {meta['api_url']} ({meta['api_source']}"
+          + (f"; started in {meta['server_start_s']} s" if meta["server_started"] else "; already running") + ")",
+          file=sys.stderr, flush=True)
+    sb = start_sandbox(known_systems(), args.fault or []) if args.sandbox else None
     try:
+        if sb is not None:
+            print(f"opsbook: embedded AWS sandbox on {sb.endpoint} (moto, 127.0.0.1 only); runs started here use it", file=sys.stderr)
         if args.work_pool:
-            ids = schedules.deploy_to_work_pool(args.work_pool)
-            print(f"registered {len(ids)} deployments on work pool {args.work_pool!r}; start a worker: prefect worker start --pool {args.work_pool}")
+            names = schedules.deploy_to_work_pool(args.work_pool)
+            print(f"opsbook: registered and read back {len(names)} deployments on work pool {args.work_pool!r} at "
+                  f"{meta['api_url']}; start a worker: prefect worker start --pool {args.work_pool}", file=sys.stderr)
             return 0
-        specs = schedules.deployment_specs()
-        for s in specs:
-            print(f"  {s['runbook'] + '/' + s['name']:64} {s['cron'] or 'on demand':18} {s['timezone']}", file=sys.stderr)
-        print(f"opsbook: serving {len(specs)} deployments ({sum(1 for s in specs if s['cron'])} scheduled) to {meta['api_url']}",
-              file=sys.stderr)
-        print(f"opsbook: UI {server.ui_url()}/deployments  (Ctrl-C stops serving; the Prefect server keeps running: "
-              "`opsbook server stop`)", file=sys.stderr, flush=True)
-        schedules.serve()
+
+        def announce(specs: list[dict[str, Any]]) -> None:
+            for s in specs:
+                print(f"  {s['runbook'] + '/' + s['name']:64} {s['cron'] or 'on demand':18} {s['timezone']}", file=sys.stderr)
+            print(f"opsbook: serving {len(specs)} deployments ({sum(1 for s in specs if s['cron'])} scheduled), registered on "
+                  f"{meta['api_url']} and read back from it", file=sys.stderr)
+            print(f"opsbook: UI {meta['ui_url']}/deployments  (Ctrl-C stops serving; the Prefect server keeps running: "
+                  "`opsbook server stop`)", file=sys.stderr, flush=True)
+
+        schedules.serve(announce)
     finally:
         if sb is not None:
             sb.stop()
@@ -265,39 +321,65 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from sandbox.cli import demo
-
+    server.configure()  # the demo's runs go to the same server as every other command's
+    try:
+        from sandbox.cli import demo
+    except ImportError as exc:
+        raise UsageError(f"the demo runs on the sandbox, a development extra not installed here ({exc}); "
+                         "install it with: pip install 'opsbook[sandbox]'") from None
     return demo(keep_server=args.keep_server, verbose=args.verbose)
 
 
-def build_parser() -> Parser:
-    p = Parser(prog="opsbook", description="Operations runbooks as Prefect flows.")
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
-    r = sub.add_parser("run", help="run a runbook for a system")
-    r.add_argument("runbook")
-    r.add_argument("--system", required=True, help="inventory name (systems/NAME.yaml) or path")
-    r.add_argument("--param", action="append", metavar="KEY=VALUE", help="flow parameter (JSON values allowed)")
+# --- parsers ----------------------------------------------------------------------------------
+
+
+def _add_run_arguments(r: argparse.ArgumentParser) -> None:
+    r.add_argument("runbook", nargs="?", metavar="RUNBOOK", help="the runbook (opsbook list)")
+    r.add_argument("--system", help="inventory name (systems/NAME.yaml) or path")
+    r.add_argument("--param", action="append", metavar="KEY=VALUE", help="a runbook parameter (JSON values allowed); "
+                   "`opsbook run RUNBOOK --help` lists them")
     r.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    r.add_argument("--plain", action="store_true", help="no colour or emoji (also: NO_COLOR set, or output not a terminal)")
     r.add_argument("--execute", action="store_true", help="mutating runbooks: act (default is a dry run)")
     r.add_argument("--yes", action="store_true", help="with --execute: approve the printed plan up front")
+    r.add_argument("--sandbox", action="store_true", help="run against the embedded AWS sandbox (moto on 127.0.0.1, "
+                   "seeded with the system), not your AWS account")
+    r.add_argument("--fault", action="append", metavar="SYSTEM:FAULT", help="with --sandbox: inject a named fault first")
     r.add_argument("-v", "--verbose", action="store_true", help="show Prefect's task logs")
+    r.add_argument("-h", "--help", action="store_true", help="show this help, or with RUNBOOK its parameters")
+
+
+def run_parser() -> Parser:
+    p = Parser(prog="opsbook run", add_help=False, epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
+               description="Run a runbook for a system, in this shell, reported to the Prefect server.")
+    _add_run_arguments(p)
+    return p
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="opsbook", description="Operations runbooks as Prefect flows.", epilog=EXIT_CODES,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
+    r = sub.add_parser("run", help="run a runbook for a system (opsbook run RUNBOOK --help: its parameters)", add_help=False,
+                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_run_arguments(r)
     r.set_defaults(fn=cmd_run)
     sub.add_parser("list", help="runbooks and systems").set_defaults(fn=cmd_list)
     pol = sub.add_parser("policy", help="print the IAM policy a runbook needs")
     pol.add_argument("runbook")
     pol.set_defaults(fn=cmd_policy)
-    sv = sub.add_parser("server", help="the local Prefect server opsbook reports to")
+    sv = sub.add_parser("server", help="the Prefect server opsbook reports to (PREFECT_API_URL, else a local one)")
     sv.add_argument("action", choices=["start", "stop", "status"])
     sv.set_defaults(fn=cmd_server)
-    sb = sub.add_parser("sandbox", help="serve the embedded AWS sandbox in the foreground (prints env to use it)")
+    sb = sub.add_parser("sandbox", help="serve the embedded AWS sandbox in the foreground (prints the env to use it)")
     sb.add_argument("--systems", nargs="*", default=None, help="systems to seed (default: all)")
     sb.add_argument("--fault", action="append", metavar="SYSTEM:FAULT", help="inject a named fault")
     sb.add_argument("--latency-ms", type=float, default=0.0)
     sb.add_argument("--scale", type=int, default=1, help="10 = the benchmark's 10x HR system")
     sb.set_defaults(fn=cmd_sandbox)
-    se = sub.add_parser("serve", help="serve every inventory's scheduled runbooks (runs them on schedule and from the UI)")
+    se = sub.add_parser("serve", help="register every deployment on the Prefect server and serve them (schedules, UI runs)")
     se.add_argument("--work-pool", help="instead of serving, register the deployments on this process work pool")
-    se.add_argument("--sandbox", action="store_true", help="run against the embedded AWS sandbox (moto on 127.0.0.1), seeded with every system")
+    se.add_argument("--sandbox", action="store_true", help="runs use the embedded AWS sandbox (moto on 127.0.0.1), seeded with every system")
     se.add_argument("--fault", action="append", metavar="SYSTEM:FAULT", help="with --sandbox: inject a named fault")
     se.add_argument("-v", "--verbose", action="store_true")
     se.set_defaults(fn=cmd_serve)
@@ -308,12 +390,16 @@ def build_parser() -> Parser:
     return p
 
 
-def _fail(args: argparse.Namespace, message: str) -> int:
-    """Could not run as asked: exit 3, and with --json still exactly one JSON object on stdout."""
-    print(f"opsbook: {message}", file=sys.stderr)
-    if getattr(args, "json", False):
-        print(json.dumps({"runbook": getattr(args, "runbook", None), "system": getattr(args, "system", None),
-                          "status": "UNKNOWN", "findings": [], "api_calls": 0, "error": message}))
+def _fail(json_out: bool, runbook: str | None, system: str | None, message: str, meta: dict[str, Any] | None = None) -> int:
+    """Could not run as asked: exit 3; stdout's first line says so (the Nagios line, or with --json one JSON object)."""
+    from opsbook.output import error_line
+
+    if json_out:
+        print(f"opsbook: {message}", file=sys.stderr)
+        print(json.dumps({"runbook": runbook, "system": system, "status": "UNKNOWN", "findings": [], "api_calls": 0,
+                          "error": message, "exit_code": EXIT_UNKNOWN, **({"timing": meta} if meta else {})}, default=str))
+    else:
+        print(error_line(message))
     return EXIT_UNKNOWN
 
 
@@ -321,16 +407,17 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.inventory import InventoryError
 
     args = build_parser().parse_args(argv)
+    json_out = getattr(args, "json", False)
     try:
         return args.fn(args)
     except UsageError as exc:
-        return _fail(args, f"error: {exc}")
+        return _fail(json_out, getattr(args, "runbook", None), getattr(args, "system", None), f"error: {exc}")
     except InventoryError as exc:
-        return _fail(args, str(exc))
+        return _fail(json_out, getattr(args, "runbook", None), getattr(args, "system", None), str(exc))
     except KeyboardInterrupt:
-        return _fail(args, "interrupted")
+        return _fail(json_out, getattr(args, "runbook", None), getattr(args, "system", None), "interrupted")
     except RuntimeError as exc:
-        return _fail(args, str(exc))
+        return _fail(json_out, getattr(args, "runbook", None), getattr(args, "system", None), str(exc))
 
 
 if __name__ == "__main__":

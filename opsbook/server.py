@@ -1,14 +1,24 @@
-"""Find or start the local Prefect server that `opsbook run` reports to.
+"""The one Prefect server opsbook talks to: which one, and making sure it is up.
 
 Ad hoc runs during an incident must be quick and visible: Prefect's ephemeral
-API costs 5-7 s a run and nobody can watch its runs. So, unless
-PREFECT_API_URL is set, opsbook uses one long-lived local server on
-127.0.0.1 (port OPSBOOK_PREFECT_PORT, default 4200) with its own database in
-OPSBOOK_HOME (default ~/.opsbook). The first run starts it in the background
-(cold start ~10-15 s, the first time also creating the database); every later
-run finds it in a few milliseconds. `opsbook server stop` stops it.
+API costs 5-7 s a run and nobody can watch its runs. So opsbook always talks
+to one real server, chosen once per process, in this order:
 
-Nothing here imports prefect: this runs before prefect reads its settings.
+1. ``PREFECT_API_URL`` when set (as Prefect users have it);
+2. else ``PREFECT_SERVER_API_HOST`` / ``PREFECT_SERVER_API_PORT`` when set
+   (what ``prefect server start`` would listen on);
+3. else 127.0.0.1, port ``OPSBOOK_PREFECT_PORT`` (default 4200).
+
+``configure()`` writes that choice into ``PREFECT_API_URL`` before Prefect is
+imported (Prefect reads its settings once, at import: a module that imports
+Prefect earlier would send everything to a throw-away ephemeral server; the
+runner checks Prefect's settings afterwards and refuses if they disagree).
+``ensure()`` reuses the server when it answers, starts one when the address
+is on this machine (database in ``OPSBOOK_HOME``, default ``~/.opsbook``; cold
+start ~10-15 s, the first time also creating the database), and otherwise
+says which server does not answer and what to do.
+
+Nothing here imports prefect.
 """
 
 from __future__ import annotations
@@ -19,7 +29,31 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
+
+DEFAULT_PORT = 4200
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the Prefect API is, and what chose it (shown to the user)."""
+
+    api_url: str
+    host: str
+    port: int
+    source: str
+
+    @property
+    def local(self) -> bool:
+        """On this machine: opsbook may start a server there."""
+        return self.host in LOOPBACK
+
+    @property
+    def ui_url(self) -> str:
+        return os.environ.get("PREFECT_UI_URL") or self.api_url.rstrip("/").removesuffix("/api")
 
 
 def home() -> Path:
@@ -28,16 +62,38 @@ def home() -> Path:
     return p
 
 
-def port() -> int:
-    return int(os.environ.get("OPSBOOK_PREFECT_PORT", "4200"))
+def target() -> Target:
+    """The server this process uses (see the module docstring for the order)."""
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        parts = urlsplit(url)
+        if not parts.scheme or not parts.hostname:
+            raise RuntimeError(f"PREFECT_API_URL={url!r} is not a URL; set it like http://127.0.0.1:4200/api")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return Target(url.rstrip("/"), parts.hostname, port, "PREFECT_API_URL")
+    host = os.environ.get("PREFECT_SERVER_API_HOST")
+    port = os.environ.get("PREFECT_SERVER_API_PORT")
+    if host or port:
+        host = host or "127.0.0.1"
+        if host in ("0.0.0.0", "::"):  # a server listening everywhere is reached on loopback from here
+            host = "127.0.0.1"
+        return Target(f"http://{host}:{int(port or DEFAULT_PORT)}/api", host, int(port or DEFAULT_PORT),
+                      "PREFECT_SERVER_API_HOST/PORT")
+    p = int(os.environ.get("OPSBOOK_PREFECT_PORT", str(DEFAULT_PORT)))
+    return Target(f"http://127.0.0.1:{p}/api", "127.0.0.1", p, "opsbook's local server (OPSBOOK_PREFECT_PORT)")
 
 
-def api_url(p: int | None = None) -> str:
-    return f"http://127.0.0.1:{p or port()}/api"
+_chosen: Target | None = None
 
 
-def ui_url(p: int | None = None) -> str:
-    return f"http://127.0.0.1:{p or port()}"
+def configure() -> Target:
+    """Choose the server once and point this process (and its children) at it. Call before importing prefect."""
+    global _chosen
+    if _chosen is None or os.environ.get("PREFECT_API_URL") != _chosen.api_url:
+        _chosen = target()
+    os.environ["PREFECT_API_URL"] = _chosen.api_url
+    os.environ.setdefault("PREFECT_UI_URL", _chosen.ui_url)
+    return _chosen
 
 
 def healthy(url: str, timeout: float = 1.0) -> bool:
@@ -48,53 +104,62 @@ def healthy(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def _pidfile() -> Path:
-    return home() / "prefect-server.pid"
+def _pidfile(t: Target) -> Path:
+    return home() / f"prefect-server-{t.port}.pid"
 
 
-def server_env(p: int | None = None) -> dict[str, str]:
-    p = p or port()
+def database_dir(t: Target) -> Path:
+    """Where a server opsbook starts keeps its SQLite database: one per port, so two servers never share one."""
+    return home() / ("prefect" if t.port == DEFAULT_PORT else f"prefect-{t.port}")
+
+
+def server_env(t: Target) -> dict[str, str]:
+    """The environment of a server opsbook starts: its own database, listening where the target says."""
     return {
-        "PREFECT_HOME": str(home() / "prefect"),
-        "PREFECT_SERVER_API_HOST": "127.0.0.1",
-        "PREFECT_SERVER_API_PORT": str(p),
-        "PREFECT_UI_API_URL": api_url(p),
+        "PREFECT_HOME": str(database_dir(t)),
+        "PREFECT_SERVER_API_HOST": t.host,
+        "PREFECT_SERVER_API_PORT": str(t.port),
+        "PREFECT_UI_API_URL": t.api_url,  # the UI in the browser asks this address (not 127.0.0.1:4200)
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
         "PREFECT_LOGGING_SERVER_LEVEL": "WARNING",
     }
 
 
-def start(wait: float = 90.0, quiet: bool = False) -> tuple[str, bool, float]:
-    """Ensure the local server is up. Returns (api url, started_now, seconds spent)."""
-    url = api_url()
+def ensure(t: Target, wait: float = 90.0, quiet: bool = False) -> tuple[bool, float]:
+    """The target server answers, or is started here. Returns (started_now, seconds spent)."""
     t0 = time.monotonic()
-    if healthy(url):
-        return url, False, time.monotonic() - t0
-    env = {**os.environ, **server_env()}
+    if healthy(t.api_url):
+        return False, time.monotonic() - t0
+    if not t.local:
+        raise RuntimeError(f"the Prefect server at {t.api_url} (from {t.source}) does not answer; start it, fix "
+                           f"{t.source}, or unset it to use opsbook's local server on 127.0.0.1:{DEFAULT_PORT}")
+    env = {**os.environ, **server_env(t)}
     env.pop("PREFECT_API_URL", None)
-    log = open(home() / "prefect-server.log", "ab")
+    log_path = home() / "prefect-server.log"
     if not quiet:
-        print(f"opsbook: starting the local Prefect server on {ui_url()} (first start creates its database; ~15 s)...", file=sys.stderr)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port())],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-    )
-    _pidfile().write_text(str(proc.pid))
+        print(f"opsbook: starting a Prefect server on {t.ui_url} (the first start creates its database: ~15 s)...", file=sys.stderr)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", t.host, "--port", str(t.port)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+        )
+    _pidfile(t).write_text(str(proc.pid))
     while time.monotonic() - t0 < wait:
-        if healthy(url):
-            return url, True, time.monotonic() - t0
+        if healthy(t.api_url):
+            return True, time.monotonic() - t0
         if proc.poll() is not None:
             break
         time.sleep(0.25)
     raise RuntimeError(
-        f"the local Prefect server did not become healthy within {wait:.0f} s; see {home() / 'prefect-server.log'} "
-        f"(is port {port()} taken? set OPSBOOK_PREFECT_PORT, or PREFECT_API_URL to use another server)"
+        f"the Prefect server on {t.ui_url} did not become healthy within {wait:.0f} s; see {log_path} "
+        f"(is port {t.port} taken by something else? set OPSBOOK_PREFECT_PORT, or PREFECT_API_URL to use another server)"
     )
 
 
-def stop() -> bool:
-    pf = _pidfile()
+def stop(t: Target) -> bool:
+    """Stop the server opsbook started for this target (a server it did not start is left alone)."""
+    pf = _pidfile(t)
     if not pf.exists():
         return False
     pid = int(pf.read_text().strip() or 0)
@@ -111,13 +176,3 @@ def stop() -> bool:
         time.sleep(0.25)
     os.killpg(pid, signal.SIGKILL)
     return True
-
-
-def use_api() -> tuple[str, bool, float]:
-    """Point this process at a Prefect API: PREFECT_API_URL if set, else the local server."""
-    if os.environ.get("PREFECT_API_URL"):
-        return os.environ["PREFECT_API_URL"], False, 0.0
-    url, started, took = start()
-    os.environ["PREFECT_API_URL"] = url
-    os.environ.setdefault("PREFECT_UI_URL", ui_url())
-    return url, started, took

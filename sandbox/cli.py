@@ -67,8 +67,7 @@ def serve(systems: list[str] | None, faults: list[str], latency_ms: float, scale
 
 
 def demo(keep_server: bool = False, verbose: bool = False) -> int:
-    from opsbook import server
-    from opsbook.cli import _prepare_prefect, run_runbook
+    from opsbook import runner, server
     from tasks import aws
     from tasks.report import RunReport
 
@@ -83,12 +82,12 @@ def demo(keep_server: bool = False, verbose: bool = False) -> int:
     try:
         for a in applied:
             print(f"  fault injected into {a['system']}: {a['fault']} ({a['resource']})", file=sys.stderr)
-        meta = _prepare_prefect(verbose)
+        meta = runner.prepare_prefect(verbose)
         started_server = meta["server_started"]
         print(f"opsbook demo: Prefect API {meta['api_url']}" + (f" (started in {meta['server_start_s']} s)" if meta["server_started"] else ""), file=sys.stderr)
         print()
         for name in names:
-            report, m = run_runbook("daily-health", name, {}, verbose)
+            report, m = runner.run_runbook("daily-health", name, {})
             if not isinstance(report, RunReport):
                 print(f"{name}: could not finish: {report}")
                 worst = 3
@@ -98,17 +97,15 @@ def demo(keep_server: bool = False, verbose: bool = False) -> int:
                 if f.status.value != "OK":
                     print(f"    {f.status.value:7} {f.check:20} {f.resource:36} {f.summary[:110]}")
         print()
-        print(f"Demo done in {time.monotonic() - t0:.0f} s. The runs stay in the local Prefect database ({server.home() / 'prefect'}).")
+        print(f"Demo done in {time.monotonic() - t0:.0f} s. The runs are kept by the Prefect server at {meta['ui_url']}.")
         if keep_server:
-            print(f"Look at them now: {server.ui_url()}/runs  (stop the server with `.venv/bin/opsbook server stop`)")
+            print(f"Look at them now: {meta['ui_url']}/runs  (stop the server with `.venv/bin/opsbook server stop`)")
         else:
-            print(f"Look at them: `.venv/bin/opsbook server start`, then open {server.ui_url()}/runs (flow daily-health, artifacts tab).")
+            print(f"Look at them: `.venv/bin/opsbook server start`, then open {meta['ui_url']}/runs (flow daily-health, artifacts tab).")
     finally:
         sb.stop()
         if started_server:
-            from opsbook.cli import flush_prefect
-
-            flush_prefect()
+            runner.flush_prefect()
         if started_server and not keep_server:
-            server.stop()
+            server.stop(server.configure())
     return worst

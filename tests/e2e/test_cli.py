@@ -81,7 +81,14 @@ def test_human_output_and_quiet_console(local_prefect, seeded, sandbox):
     seeded("leh")
     out = opsbook(local_prefect, "run", "daily-health", "--system", "leh", sandbox=sandbox)
     assert out.returncode == 0
-    assert "daily-health leh: OK" in out.stdout and "/runs/flow-run/" in out.stdout
+    first = out.stdout.splitlines()[0]  # what a Nagios-style monitor reads: status, summary, perfdata
+    assert first.startswith("OK - daily-health leh: every check passed | api_calls="), first
+    perf = dict(kv.split("=") for kv in first.split(" | ")[1].split())
+    assert set(perf) == {"api_calls", "duration_s", "crit", "warn", "unknown", "ok"} and int(perf["api_calls"]) > 0
+    assert (perf["crit"], perf["warn"], perf["unknown"]) == ("0", "0", "0") and int(perf["ok"]) > 0
+    assert "/runs/flow-run/" in out.stdout
+    assert "AWS_ENDPOINT_URL=http://127.0.0.1:" in out.stderr  # says where the AWS calls went
+    assert not any(ord(c) > 0x2000 for c in out.stdout) and "\033[" not in out.stdout  # piped: plain text, no emoji
     for noise in ("Traceback", "database is locked", "CancelledError", "Task run"):
         assert noise not in out.stdout + out.stderr
 
@@ -101,7 +108,66 @@ def test_human_output_and_quiet_console(local_prefect, seeded, sandbox):
 def test_usage_errors_exit_3_before_any_aws_call(args, message):
     out = opsbook(dict(os.environ), *args, timeout=60)
     assert out.returncode == 3, out
-    assert message in out.stderr
+    assert out.stdout.startswith("UNKNOWN - opsbook: ") and message in out.stdout, out  # the monitor's first line says why
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    "runbook,param,message",
+    [
+        ("daily-health", "foo=1", "--param foo: daily-health has no such parameter; valid: "),
+        ("emergency-rollback", "to_revision=abc", "--param to_revision='abc': "),
+        ("emergency-rollback", "dry_run=false", "--param dry_run: set by opsbook itself"),
+        ("emergency-rollback", "approver=mallory", "--param approver: set by opsbook itself"),
+    ],
+)
+def test_bad_parameters_exit_3_with_one_json_object_and_no_aws_call(runbook, param, message):
+    """Checked against the flow's signature before any AWS call: no server, no credentials needed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"  # nothing listens: any AWS call would fail loudly
+    out = opsbook(env, "run", runbook, "--system", "todo-app", "--param", param, "--json", timeout=60)
+    assert out.returncode == 3, out
+    lines = [l for l in out.stdout.splitlines() if l.strip()]
+    assert len(lines) == 1, out.stdout
+    result = json.loads(lines[0])
+    assert result["status"] == "UNKNOWN" and result["api_calls"] == 0 and message in result["error"], result
+    assert "Traceback" not in out.stderr
+    if "no such parameter" in message:
+        assert "deadline_seconds" in result["error"]  # names the valid ones
+
+
+def test_healthy_twin_valid_parameter_passes_validation():
+    from flows import registry
+    from opsbook import runner
+
+    flow = registry.get("emergency-rollback").load()
+    assert runner.validate(flow, "emergency-rollback", {"system": "todo-app", "to_revision": "41"})["to_revision"] == 41
+
+
+def test_run_help_lists_the_runbooks_parameters_and_exit_codes():
+    out = opsbook(dict(os.environ), "run", "emergency-rollback", "--help", timeout=60)
+    assert out.returncode == 0, out
+    text = out.stdout
+    assert "emergency-rollback (mutating)" in text and "to_revision" in text and "integer" in text
+    assert "force " in text and "default false" in text
+    for hidden in ("  system ", "  dry_run ", "  approval "):  # set by the CLI, not by --param
+        assert hidden not in text
+    assert "exit codes" in text and "3  UNKNOWN" in text
+    top = opsbook(dict(os.environ), "--help", timeout=60)
+    assert "exit codes" in top.stdout and "2  CRIT" in top.stdout
+    every = opsbook(dict(os.environ), "run", "--help", timeout=60)
+    assert every.returncode == 0 and "daily-health" in every.stdout and "--sandbox" in every.stdout
+
+
+def test_no_credentials_is_one_line_naming_the_sandbox_never_a_silent_switch(tmp_path):
+    """`opsbook run` goes to real AWS unless told otherwise; without credentials it says so and how to try the sandbox."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({"AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+                "AWS_EC2_METADATA_DISABLED": "true", "OPSBOOK_HOME": str(tmp_path)})
+    out = opsbook(env, "run", "daily-health", "--system", "leh", timeout=60)
+    assert out.returncode == 3, out
+    assert out.stdout.startswith("UNKNOWN - opsbook: error: no AWS credentials found") and "--sandbox" in out.stdout
+    assert not (tmp_path / "prefect").exists()  # stopped before starting any server
 
 
 def test_broken_inventory_fails_with_file_field_and_problem(tmp_path):
@@ -126,7 +192,7 @@ def test_rollback_dry_run_then_execute_yes_then_once_only(local_prefect, seeded,
     dry, out = run_json_args(local_prefect, sandbox, "emergency-rollback", "todo-app")
     assert out.returncode == 0 and dry["outcome"] == "planned" and dry["plan"]["actions"][0]["target"] == "1"
     out = opsbook(local_prefect, "run", "emergency-rollback", "--system", "todo-app", "--execute", sandbox=sandbox)
-    assert out.returncode == 3 and "needs --yes" in out.stderr  # no terminal here
+    assert out.returncode == 3 and "needs --yes" in out.stdout  # no terminal here
     done, out = run_json_args(local_prefect, sandbox, "emergency-rollback", "todo-app", "--execute", "--yes", "--param", "settle_timeout_s=10")
     assert out.returncode == 0 and done["outcome"] == "done" and done["records"][0]["status"] == "verified"
     assert "todo-api:LIVE: 2 -> 1" in out.stderr  # the plan it approved is printed
@@ -174,3 +240,17 @@ def test_rollback_interactive_prompt(local_prefect, seeded, sandbox, answer, exi
     assert proc.returncode == exit_code, seen.decode(errors="replace")
     lam = boto3.client("lambda", region_name="ap-northeast-2", endpoint_url=sandbox.endpoint)
     assert lam.get_alias(FunctionName="todo-api", Name="LIVE")["FunctionVersion"] == version
+
+
+def test_sandbox_flag_seeds_a_sandbox_for_this_run_only(local_prefect):
+    """--sandbox: an embedded sandbox seeded with the system (and --fault), said in the output, stopped afterwards."""
+    env = {k: v for k, v in local_prefect.items() if k != "AWS_ENDPOINT_URL"}
+    out = opsbook(env, "run", "daily-health", "--system", "leh", "--sandbox", "--fault", "leh:dlq-messages", "--json")
+    result = json.loads(out.stdout)
+    assert out.returncode == 1 and result["status"] == "WARN", out.stderr
+    assert find(result, "dlq-depth", "leh-ai-jobs-dlq")["status"] == "WARN"
+    assert result["timing"]["sandbox"] is True and "embedded sandbox at http://127.0.0.1:" in result["timing"]["aws"]
+    healthy = json.loads(opsbook(env, "run", "daily-health", "--system", "leh", "--sandbox", "--json").stdout)
+    assert healthy["status"] == "OK", [f for f in healthy["findings"] if f["status"] != "OK"]  # a new sandbox each run
+    out = opsbook(env, "run", "daily-health", "--system", "leh", "--fault", "leh:dlq-messages")
+    assert out.returncode == 3 and "--fault needs --sandbox" in out.stdout
