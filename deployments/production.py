@@ -9,7 +9,8 @@ SQLite-backed server. A team moves past one machine by:
 1. a Prefect server on PostgreSQL (``PREFECT_API_DATABASE_CONNECTION_URL=
    postgresql+asyncpg://prefect:...@db:5432/prefect``; see README);
 2. a work pool: ``opsbook-k8s`` (type kubernetes, prefect-kubernetes) or
-   ``opsbook-ecs`` (type ecs, prefect-aws), with a worker in the cluster;
+   ``opsbook-ecs`` (type ecs, prefect-aws), with a worker in the cluster
+   (both plugins: the ``production`` extra, pinned in requirements.lock);
 3. ``prefect deploy --all`` with this file. Each deployment names its pool
    through ``&default_pool`` (ECS; switch to ``*k8s`` for Kubernetes).
 
@@ -38,7 +39,7 @@ import yaml
 from deployments.schedules import deployment_specs
 from flows import registry
 
-IMAGE = "{{ $OPSBOOK_IMAGE }}"  # a build of this repository: pip install -c requirements.lock .
+IMAGE = "{{ $OPSBOOK_IMAGE }}"  # a build of the Dockerfile: pip install -c requirements.lock '.[production]'
 # Variables the workers accept (prefect-aws ECSVariables, prefect-kubernetes KubernetesWorkerVariables,
 # both on top of prefect's BaseVariables: name, env, labels, command).
 BASE_VARIABLES = {"name", "env", "labels", "command"}

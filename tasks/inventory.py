@@ -3,6 +3,18 @@
 An inventory is a YAML file in ``systems/`` checked by the pydantic models
 below. Unknown keys are rejected, so a typo fails loudly before any AWS call
 with the file, the field and the problem (``InventoryError``).
+
+Where the inventories are (one rule, read once at import):
+
+1. ``OPSBOOK_SYSTEMS_DIR``, when set (and not empty): that directory;
+2. otherwise the ``systems/`` directory next to the ``tasks`` package. In a
+   checkout (and the editable dev install) that is the repository's
+   ``systems/``; ``pip install .`` (the Docker image) ships the inventories
+   there too, as package data, so an installed opsbook finds the inventories
+   it was built from.
+
+A missing directory and an unknown system are ``InventoryError`` naming the
+directory and which of the two rules chose it.
 """
 
 from __future__ import annotations
@@ -10,6 +22,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+from collections.abc import Mapping
 from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -18,7 +31,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-SYSTEMS_DIR = Path(os.environ.get("OPSBOOK_SYSTEMS_DIR", Path(__file__).resolve().parent.parent / "systems"))
+SYSTEMS_ENV = "OPSBOOK_SYSTEMS_DIR"
+
+
+def systems_dir(environ: Mapping[str, str] = os.environ) -> tuple[Path, str]:
+    """The inventory directory and the rule that chose it (see the module docstring)."""
+    if environ.get(SYSTEMS_ENV):
+        return Path(environ[SYSTEMS_ENV]), f"set by {SYSTEMS_ENV}"
+    return Path(__file__).resolve().parent.parent / "systems", f"next to the tasks package; {SYSTEMS_ENV} is not set"
+
+
+SYSTEMS_DIR, SYSTEMS_DIR_RULE = systems_dir()
 
 REGION_RE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 
@@ -427,8 +450,15 @@ def _format_errors(path: Path, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def _where(d: Path) -> str:
+    return f"{d} ({SYSTEMS_DIR_RULE})" if d == Path(SYSTEMS_DIR) else f"{d} (given by the caller)"
+
+
 def known_systems(directory: Path | None = None) -> list[str]:
+    """Names of the inventories (``NAME.yaml``) in ``directory`` or the inventory directory."""
     d = Path(directory or SYSTEMS_DIR)
+    if not d.is_dir():
+        raise InventoryError(f"no inventory directory at {_where(d)}: point {SYSTEMS_ENV} at the directory holding the NAME.yaml files")
     return sorted(p.stem for p in d.glob("*.yaml"))
 
 
@@ -459,5 +489,5 @@ def load_system(name_or_path: str, directory: Path | None = None) -> System:
     path = d / f"{name_or_path}.yaml"
     if not path.exists():
         known = ", ".join(known_systems(d)) or "(none)"
-        raise InventoryError(f"unknown system {name_or_path!r}; known systems: {known} (inventories live in {d})")
+        raise InventoryError(f"unknown system {name_or_path!r}; known systems: {known} (looked in {_where(d)})")
     return load_file(path)

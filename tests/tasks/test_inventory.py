@@ -4,7 +4,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tasks.inventory import InventoryError, System, known_systems, load_file, load_system, name_matches
+from tasks.inventory import SYSTEMS_DIR, InventoryError, System, known_systems, load_file, load_system, name_matches, systems_dir
 
 SEEDS = ["hr-resource-optimization", "leh", "t-developer", "todo-app"]
 
@@ -66,6 +66,24 @@ def test_unknown_system_lists_known_ones():
     assert "unknown system 'nope'" in msg
     for s in SEEDS:
         assert s in msg
+    assert f"looked in {SYSTEMS_DIR} (next to the tasks package; OPSBOOK_SYSTEMS_DIR is not set)" in msg
+    other = str(pytest.raises(InventoryError, load_system, "nope", Path("systems")).value)
+    assert "known systems: " + ", ".join(SEEDS) + " (looked in systems (given by the caller))" in other
+
+
+def test_the_systems_directory_rule():
+    beside_tasks = Path(__file__).resolve().parents[2] / "systems"  # this checkout's systems/, next to tasks/
+    assert systems_dir({}) == (beside_tasks, "next to the tasks package; OPSBOOK_SYSTEMS_DIR is not set")
+    assert systems_dir({"OPSBOOK_SYSTEMS_DIR": ""}) == systems_dir({})  # empty is unset
+    assert systems_dir({"OPSBOOK_SYSTEMS_DIR": "/etc/opsbook"}) == (Path("/etc/opsbook"), "set by OPSBOOK_SYSTEMS_DIR")
+
+
+def test_a_missing_inventory_directory_is_an_error_not_an_empty_list(tmp_path):
+    with pytest.raises(InventoryError, match=f"no inventory directory at {tmp_path / 'gone'} \\(given by the caller\\)"):
+        known_systems(tmp_path / "gone")
+    assert known_systems(tmp_path) == []  # an existing, empty directory holds no systems
+    _write(tmp_path, "a", "name: a\nregion: us-east-1\n")
+    assert known_systems(tmp_path) == ["a"] and load_system("a", tmp_path).name == "a"
 
 
 @pytest.mark.parametrize(
