@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test serve setup bench clean
+.PHONY: demo test serve setup bench clean check-install
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,11 @@ test: $(STAMP)
 SERVE_ARGS ?= --sandbox
 serve: $(STAMP)
 	$(BIN)/opsbook serve $(SERVE_ARGS)
+
+# What the Docker image installs, into a fresh venv (no Docker engine here): after changing
+# pyproject.toml, requirements.lock or the Dockerfile. A few minutes; not part of `make test`.
+check-install: $(STAMP)
+	OPSBOOK_E2E_INSTALL=1 $(BIN)/pytest -q tests/e2e/test_install.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
