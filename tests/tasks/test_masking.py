@@ -88,6 +88,7 @@ KEEP = [
     "X-Amzn-Trace-Id: Root=1-5759e988-bd862e3fe1be46a994272793; S3 Request ID: 4442587FB7D0A2F9",
     "stack hr-resource-optimization-prod-ResumeParserFunction-1X2Y3Z4W5V6U UPDATE_COMPLETE",
     "log stream 2026/01/21/[$LATEST]0123456789abcdef0123456789abcdef /aws/lambda/ResumeParser",
+    "wrote /aws/lambda/ResumeParserV2Function2026/Logs and s3://Bucket2026/Path/To/ObjectKeyName2026Final",
     "Bearer authentication failed; Basic authentication failed; max tokens: 4096; nextToken=AbC123",
     "password=*** and token=[REDACTED] secret: <none> api_key=${API_KEY}",
     "connect to 10.0.3.12:5432 timed out; health check 127.0.0.1:8080 ok; link 169.254.169.254",
