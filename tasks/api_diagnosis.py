@@ -39,6 +39,7 @@ from tasks.iam import aws_task
 from tasks.inventory import ApiGatewayApi, System
 from tasks.logs import FILTER_LOG_EVENTS_TPS
 from tasks.masking import mask
+from tasks.pii import mask_log
 
 CRIT_RATE_PCT = 5.0  # seed 002 문제 2: "5% 정도의 요청에서 500 에러" is an incident
 SAMPLES_PER_TYPE = 3
@@ -448,7 +449,7 @@ def classify(function: str, group: str, messages: list[str], lines_read: int, tr
         kind = error_type(line)
         if kind is None:
             continue
-        masked = mask(line)[:300]
+        masked = mask_log(line)[:300]
         by.setdefault(kind, []).append(masked)
         if is_access_denied(kind) or (kind == UNTYPED and "not authorized" in line):
             m = _DENIED_RE.search(line)

@@ -31,7 +31,7 @@ from tasks import aws
 from tasks.api_diagnosis import read_events, run_metric_queries, total, window
 from tasks.iam import aws_task
 from tasks.inventory import System
-from tasks.masking import mask
+from tasks.pii import mask_log
 
 THROTTLE_PATTERN = "ThrottlingException"
 SAMPLES = 3
@@ -102,7 +102,7 @@ def summarize_throttles(t: Target, events: list[dict[str, Any]], truncated: bool
     pk = max(per_minute.items(), key=lambda kv: (kv[1], kv[0])) if per_minute else (None, 0)
     return ThrottleStats(function=t.function, group=t.group, count=len(lines), requests=len(rids), per_minute=dict(sorted(per_minute.items())),
                          peak_minute=pk[0], peak_count=pk[1], models=dict(models.most_common()), max_retries_seen=max(retries) if retries else None,
-                         app_retries=sum(1 for n in rids.values() if n > 1) + worded, samples=[mask(e["message"].strip())[:300] for e in lines[:SAMPLES]],
+                         app_retries=sum(1 for n in rids.values() if n > 1) + worded, samples=[mask_log(e["message"].strip())[:300] for e in lines[:SAMPLES]],
                          truncated=truncated)
 
 

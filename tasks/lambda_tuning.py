@@ -42,8 +42,8 @@ from tasks.findings import Finding, Status, unknown
 from tasks.iam import aws_task, declares
 from tasks.inventory import LambdaFunction, System
 from tasks.logs import FILTER_LOG_EVENTS_TPS
-from tasks.masking import mask
 from tasks.mutation import Action, Applier
+from tasks.pii import mask_log
 
 TIMEOUT_KIND, MEMORY_KIND, VISIBILITY_KIND = "lambda-timeout", "lambda-memory", "sqs-visibility"
 IAM = {TIMEOUT_KIND: "lambda:UpdateFunctionConfiguration", MEMORY_KIND: "lambda:UpdateFunctionConfiguration",
@@ -262,7 +262,7 @@ def count_timeouts(fn: str, log_group: str, events: list[tuple[datetime, str]], 
             scan.count += 1
             scan.longest_s = max(scan.longest_s or 0.0, seconds)
             if len(scan.samples) < 3:
-                scan.samples.append(mask(msg.strip())[:200])
+                scan.samples.append(mask_log(msg.strip())[:200])
         else:
             scan.earlier += 1
     return scan
@@ -593,7 +593,7 @@ def observe_once(region: str, fn: str, log_group: str, since: datetime) -> Obser
         if kind == "timeout":
             obs.timeouts += 1
             if len(obs.samples) < 3:
-                obs.samples.append(mask(msg.strip())[:200])
+                obs.samples.append(mask_log(msg.strip())[:200])
         elif kind == "report" and value is not None:
             obs.invocations += 1
             obs.longest_ms = max(obs.longest_ms or 0.0, value)

@@ -11,7 +11,7 @@ from tasks import aws
 from tasks.findings import Finding, by_threshold, unknown
 from tasks.iam import aws_task
 from tasks.inventory import LogGroup, System
-from tasks.masking import mask
+from tasks.pii import mask_log
 from tasks.tagging import Discovered
 
 # FilterLogEvents is allowed 5 requests a second per account and region, a
@@ -44,7 +44,7 @@ def count_matches(region: str, log_group: str, pattern: str, start: datetime, en
         events = page.get("events", [])
         count += len(events)
         for e in events[: max(0, samples - len(sample))]:
-            sample.append(mask(e["message"].strip())[:200])
+            sample.append(mask_log(e["message"].strip())[:200])
         token = page.get("nextToken")
         if not token or token == kwargs.get("nextToken"):
             break

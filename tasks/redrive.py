@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tasks import aws, breaker, sqs, statestore
 from tasks.iam import aws_task
 from tasks.inventory import System
-from tasks.masking import mask
+from tasks.pii import mask_log
 
 BATCH = 10  # SQS's batch maximum
 BREAKER_TTL_S = 5.0  # re-read a case's breaker at most this often while moving
@@ -263,7 +263,7 @@ def sample_of(msg: dict[str, Any], now_ms: float | None = None) -> Sampled:
     sent = attrs.get("SentTimestamp")
     now_ms = now_ms if now_ms is not None else time.time() * 1000
     return Sampled(message_id=msg["MessageId"], case_id=case, evidence_id=ev, receive_count=int(attrs.get("ApproximateReceiveCount", 0)),
-                   age_s=round((now_ms - int(sent)) / 1000, 1) if sent else None, body=" ".join(mask(msg["Body"]).split())[:200])
+                   age_s=round((now_ms - int(sent)) / 1000, 1) if sent else None, body=" ".join(mask_log(msg["Body"]).split())[:200])
 
 
 # --- reads (plan) -----------------------------------------------------------------------------

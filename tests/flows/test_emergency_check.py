@@ -11,7 +11,7 @@ import pytest
 
 from flows.emergency_check import (TASKS, emergency_check, emergency_markdown, escalation_for, implied_priority,
                                    message_shape, top_messages)
-from sandbox.faults import apply_fault
+from sandbox.faults import _put, apply_fault
 from sandbox.seed import _client
 from tasks.elb import judge_targets
 from tasks.findings import Finding, Status
@@ -137,6 +137,56 @@ def test_errors_of_the_last_hour_are_the_subset_inside_the_hour_with_masked_top_
     v = report.findings[0]
     assert v.details["priority"] == "P3"  # a WARN on one log group is not an incident
     assert "kim.minsu" not in emergency_markdown(report)
+
+
+# one line each, as an application would log them: the secrets of issue 13 (the first five leaked), personal data, and
+# what must stay readable
+PEM_BODY = ["H6cVi/ZqQOAR0TLqYoeQUKYxJRWdK6f/+FXbamG13SKzDC4DknDttoBUMyzDSRg1",
+            "dzC0PRJVMRkveZElyLeFIH8TYz7v0ICjiPEP3NJ07yQrdXswpfcXNrXvkKZL54T1"]
+SECRETS = {
+    "n7kbPZxZxSwJKjRMiGG2DuRSCY6Wu7VOpyhP8HmJ": "ERROR s3 client built with n7kbPZxZxSwJKjRMiGG2DuRSCY6Wu7VOpyhP8HmJ failed",
+    "cmVzdW1lLXN5bmM6V2ludDNyLTIwMjYh": "ERROR 401 from hr-sync Authorization: Basic cmVzdW1lLXN5bmM6V2ludDNyLTIwMjYh",
+    "ghp_TMBr8wp7KHA1PH3bVmDiP01s3kjzLtnqw3Lm": "ERROR template fetch with ghp_TMBr8wp7KHA1PH3bVmDiP01s3kjzLtnqw3Lm got 404",
+    "xoxb-527829197233-4381300541038-1ggoqAfaDcWViazQLntK3rIz": "ERROR chat.postMessage xoxb-527829197233-4381300541038-1ggoqAfaDcWViazQLntK3rIz invalid_auth",
+    PEM_BODY[0]: "ERROR bad signing key -----BEGIN EC PRIVATE KEY-----\n" + "\n".join(PEM_BODY) + "\n-----END EC PRIVATE KEY----- rejected",
+    "AKIAQ9JNXOGFT51IQ2IQ": "ERROR AccessDenied for AKIAQ9JNXOGFT51IQ2IQ",
+    "n0G9W8uw8de9puyHB9d3xvE_pg3mKBxfeN4_YYsakj8DuzdoRy7q3sRjKMPMEiOe": (
+        "ERROR expired eyJhbGciOiAiUlMyNTYiLCAidHlwIjogIkpXVCJ9.eyJzdWIiOiAiZW1wLTQ4MjEiLCAiZXhwIjogMTc2NzIyNTYwMH0."
+        "n0G9W8uw8de9puyHB9d3xvE_pg3mKBxfeN4_YYsakj8DuzdoRy7q3sRjKMPMEiOe"),
+    "yPkKLmqfqcBj23MrrAPEsikj4QOR5bdc": "ERROR upstream said 403 to Bearer yPkKLmqfqcBj23MrrAPEsikj4QOR5bdc",
+    "sk-ant-api03-eo9nKRDZb2kyULKsCW5WdSm4": "ERROR scoring model key sk-ant-api03-eo9nKRDZb2kyULKsCW5WdSm4 rate limited",
+    "Wint3r-2026!": "ERROR smtp login password=Wint3r-2026! refused",
+    "c0ffee42beef": "ERROR oauth refresh token: c0ffee42beef expired",
+    "1XlwIjk1i+DBeoMldpqR5bqdaQVKX97AW7x9IEd9": "ERROR boto config aws_secret_access_key=1XlwIjk1i+DBeoMldpqR5bqdaQVKX97AW7x9IEd9",
+    "AIzaSyB3kM9vQ2wX7rT4yU1iO8pL5aS6dF0gH2j": "ERROR geocode api_key=AIzaSyB3kM9vQ2wX7rT4yU1iO8pL5aS6dF0gH2j quota",
+    "xdewqDD8Ccv5UkAXGn8MDOAw": "ERROR alert to https://hooks.slack.com/services/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 timed out",
+}
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_secrets_planted_in_log_lines_never_reach_the_json_and_the_escalation_contact_does(healthy, sandbox):
+    hr = healthy("hr-resource-optimization")
+    _client(sandbox, "cloudwatch", hr.region).put_metric_alarm(  # a P1 alarm: the verdict names L1 and its contact
+        AlarmName="api-gateway-5xx-errors-team2", MetricName="5XXError", Namespace="AWS/ApiGateway", Statistic="Sum", Period=300,
+        EvaluationPeriods=1, Threshold=5, ComparisonOperator="GreaterThanThreshold")
+    apply_fault(sandbox, hr, "alarm-firing", alarm="api-gateway-5xx-errors-team2")
+    lines = list(SECRETS.values()) + ["ERROR resume of kim.minsu@example.com from 81.2.69.142 rejected",
+                                      "ERROR sg-0a1b2c3d allows 0.0.0.0/0; parser version 1.2.3.4 at 10.0.3.12 failed"]
+    now = datetime.now(timezone.utc)
+    _put(sandbox, hr, "/aws/lambda/ResumeParser", "planted", [(now - timedelta(minutes=5 + i), line) for i, line in enumerate(lines)])
+    report = run("hr-resource-optimization")
+    out = report.public()  # what `opsbook run emergency-check --json` prints
+    text, md = json.dumps(out, ensure_ascii=False), emergency_markdown(report)
+    for secret in [*SECRETS, *PEM_BODY, "kim.minsu@example.com", "81.2.69.142"]:
+        assert secret not in text and secret not in md, secret
+    f = next(x for x in out["findings"] if x["check"] == "log-errors-1h" and x["resource"] == "/aws/lambda/ResumeParser")
+    assert f["value"] == len(lines) and f["details"]["sampled"] == len(lines)  # every planted line was read and shown
+    samples = "\n".join(f["details"]["samples"])
+    for label in ("[SECRET]", "[BASIC-AUTH]", "[GITHUB-TOKEN]", "[SLACK-TOKEN]", "[PRIVATE-KEY]", "[EMAIL]", "[IP]"):
+        assert label in samples, label
+    assert "allows 0.0.0.0/0; parser version 1.2.3.4 at 10.0.3.12 failed" in samples  # what the on-call needs stays
+    v = out["findings"][0]
+    assert v["check"] == "incident-priority" and v["summary"].startswith("P1; escalate to L1: 운영 엔지니어 (operations@example.com, #ops-team)")
 
 
 @pytest.mark.usefixtures("prefect_harness")

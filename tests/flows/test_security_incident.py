@@ -22,7 +22,7 @@ from tasks import statestore
 from tasks.findings import Status
 from tasks.iam import iam_action, policy_for
 from tasks.inventory import System, load_system
-from tasks.masking import mask
+from tasks.pii import mask_log
 from tasks.mutation import Action, Identity, Plan, Refused
 from tasks.report import RunReport
 
@@ -149,7 +149,7 @@ def test_pseudonyms_hide_usernames_and_the_masker_hides_emails():
     sid = sec.subject_id("todo-app-users", "pool-1", "suspicious-user@example.com")
     assert sid.startswith("todo-app-users/s***#") and "suspicious" not in sid and "example.com" not in sid
     assert sid == sec.subject_id("todo-app-users", "pool-1", "suspicious-user@example.com") != sec.subject_id("p", "pool-2", "suspicious-user@example.com")
-    assert mask("user suspicious-user@example.com") == "user [EMAIL]"
+    assert mask_log("user suspicious-user@example.com") == "user [EMAIL]"  # in a log excerpt
 
 
 # --- t-developer: rotate without a rotation Lambda, lock a bucket with a policy -----------------------

@@ -136,9 +136,9 @@ def test_sparkline_gaps_and_html_masking():
     assert sparkline([1, 2, 3, 4, 5, 6, 7, 8]) == "▁▂▃▄▅▆▇█"
     assert sparkline([None, 5, 5]) == " ▁▁"
     hr = load_system("hr-resource-optimization")
-    s = Series(kind="lambda", resource="fn-kim.minsu@example.com", namespace="AWS/Lambda", metric="Errors", stat="Sum")
+    s = Series(kind="lambda", resource="fn-AKIAIOSFODNN7EXAMPLE", namespace="AWS/Lambda", metric="Errors", stat="Sum")
     t = Trend(series=s, daily=[1.0] * 14, last_week=7.0, this_week=7.0)
     w = Window(start=datetime(2024, 1, 1, tzinfo=hr.tz), end=datetime(2024, 1, 15, tzinfo=hr.tz), timezone=hr.timezone)
     page = html_report(hr, w, [t], [judge_trend(t)], None, Status.OK)
-    assert "kim.minsu@example.com" not in page and "[EMAIL]" in page and "<svg" in page
-    assert "example.com" not in json.dumps(page)
+    assert "AKIAIOSFODNN7EXAMPLE" not in page and "[AWS-ACCESS-KEY]" in page and "<svg" in page
+    assert "AKIAIOSFODNN7EXAMPLE" not in json.dumps(page)
