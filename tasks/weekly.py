@@ -796,11 +796,11 @@ def chart_svg(c: Chart, days: list[date]) -> str:
 
     Bars (counts) start at zero; lines (levels: durations, rates) may zoom to their values."""
     kind = pygal.Bar if c.bars and c.slo is None else pygal.Line
-    chart = kind(style=CHART_STYLE, js=[], disable_xml_declaration=True, width=480, height=300, margin_right=28, explicit_size=True, print_values=True,
-                 print_values_position="top" if c.bars else "center",
-                 include_x_axis=c.bars, legend_at_bottom=True, legend_at_bottom_columns=3, x_title=f"day (last week: {days[0]:%m-%d} – {days[6]:%m-%d})" if c.labels is None else None,
-                 y_title=c.unit or "count", title=c.title, value_formatter=lambda v: fmt(v, c.unit), x_label_rotation=0 if c.labels is None else 20,
-                 truncate_legend=40, truncate_label=24)
+    chart = kind(style=CHART_STYLE, js=[], disable_xml_declaration=True, width=480, height=300, margin_right=28, explicit_size=True,
+                 title=c.title, y_title=c.unit or "count", x_title=None if c.labels else f"day (last week: {days[0]:%m-%d} – {days[6]:%m-%d})",
+                 include_x_axis=c.bars, print_values=True, print_values_position="top" if c.bars else "center",
+                 value_formatter=lambda v: fmt(v, c.unit), x_label_rotation=20 if c.labels else 0, truncate_label=24,
+                 legend_at_bottom=True, legend_at_bottom_columns=3)
     chart.x_labels = c.labels or [f"{d:%a %m-%d}" for d in days[7:]]
     chart.add("last week", c.last)
     chart.add("this week", c.this)
