@@ -193,6 +193,17 @@ def test_an_slo_metric_without_data_this_week_is_unknown_not_ok():
     assert p95.status is Status.UNKNOWN and "no datapoint this week" in p95.summary
 
 
+def test_an_idle_api_with_a_latency_slo_is_idle_and_its_slo_unknown():
+    todo = load_system("todo-app")
+    trends = [trend(s, None if s.kind == "apigateway" or s.sparse else up(10, 11)) for s in plan_series(todo, Discovered(), ["todo-api"])]
+    findings = judge_trends(trends, [])
+    assert only(findings, "idle", "APIs").summary.startswith("1 API had no requests in either week: todo-api")
+    p95 = only(findings, "trend-apigateway", "todo-api Latency p95")
+    assert p95.status is Status.UNKNOWN and "500 ms SLO" in p95.summary
+    busy = [trend(s, None if s.sparse else up(10, 11)) for s in plan_series(todo, Discovered(), ["todo-api"])]
+    assert only(judge_trends(busy, []), "trend-apigateway", "todo-api Latency p95").status is Status.OK  # the twin
+
+
 def test_slo_breach_is_warn_near_and_crit_far():
     near = only(judge_report(TD, td_trends(up(38, 52), up(99, 99)), None, [], None, None), "trend-custom",
                 "T-Developer/Pipeline PipelineExecutionTime p95")
