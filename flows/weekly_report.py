@@ -5,9 +5,11 @@ users of the metadata table), 000 용량 관리 (DynamoDB consumed capacity aver
 S3 bucket sizes), 002 주간 점검 / 용량 계획 / 비용 모니터링 (Cost Explorer by service).
 
 Reads top to bottom like the procedure: discover the system's resources, read
-every metric of both weeks in one GetMetricData batch, count users, read cost,
-judge (SLO breaches, notable changes, UNKNOWN for what could not be read),
-store the HTML report, publish the markdown and link artifacts.
+every metric of both weeks in one GetMetricData batch, look up the idle
+resources that discovery did not see (a missing one has no datapoints either),
+count users, read cost, judge (SLO breaches, notable changes, idle resources
+one line per kind, UNKNOWN for what could not be read and for an SLO without
+data), store the HTML report, publish the markdown, table and link artifacts.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture
 from prefect.states import Failed
 from pydantic import Field
@@ -30,11 +32,12 @@ from prefect.runtime import flow_run
 from tasks.report import RunReport, artifact_key, publish_report
 from tasks.tagging import Discovered, discover
 from tasks.masking import mask
-from tasks.weekly import (CostReport, Trend, api_names, count_distinct_users, html_report, judge_costs, judge_trend, markdown_report,
-                          plan_series, read_costs, read_trends, report_key, store_html, success_rate, week_window)
+from tasks.weekly import (Trend, Unreadable, Window, api_names, confirm_idle, count_distinct_users, html_report, idle_resources,
+                          judge_report, markdown_report, plan_series, read_costs, read_trends, report_key, series_rows, store_html,
+                          unconfirmed, week_window)
 
 RUNBOOK = "weekly-report"
-TASKS = [discover, api_names, read_trends, count_distinct_users, read_costs, store_html]
+TASKS = [discover, api_names, read_trends, confirm_idle, count_distinct_users, read_costs, store_html]
 
 
 def failed_reason(fut: PrefectFuture) -> str:
@@ -42,17 +45,27 @@ def failed_reason(fut: PrefectFuture) -> str:
     return aws.describe_error(exc) if isinstance(exc, BaseException) else str(fut.state.message)
 
 
-def judge_all(inv: System, trends: list[Trend] | None, trends_error: str | None, users: list[Finding],
-              cost: CostReport | None, cost_reason: str | None) -> list[Finding]:
-    findings: list[Finding] = []
-    if trends is None:
-        findings.append(unknown("metrics", "GetMetricData", trends_error or "not read"))
-    else:
-        findings += [judge_trend(t) for t in trends if not t.series.hidden]
-        findings += success_rate(trends, inv)
-    findings += users
-    findings += judge_costs(inv, cost, cost_reason)
-    return findings
+def look_up_idle(inv: System, found: Discovered, apis: list[str], trends: list[Trend] | None) -> list[Unreadable]:
+    """The idle resources nothing has shown to exist, looked up; a failed look-up makes each of them UNKNOWN with the reason."""
+    names = unconfirmed(inv, found, apis, idle_resources(trends)) if trends else {}
+    if not names:
+        return []
+    fut = confirm_idle.submit(inv, names)
+    fut.wait()
+    if fut.state.is_completed():
+        return fut.result()
+    reason = failed_reason(fut)
+    return [Unreadable(kind=k, resource=n, code="lookup-failed", reason=reason) for k, ns in names.items() for n in ns]
+
+
+def publish_trends(inv: System, window: Window, trends: list[Trend], findings: list[Finding], link: str | None, status: Status) -> None:
+    """The markdown artifact (read at a glance) and the table artifact of every series with data."""
+    key = artifact_key(RUNBOOK, inv.name)
+    create_markdown_artifact(key=f"{key}-trends", markdown=markdown_report(inv, window, trends, findings, link, status),
+                             description=mask(f"weekly-report {inv.name}: {status.value}"))
+    rows = series_rows(trends, findings)
+    if rows:
+        create_table_artifact(key=f"{key}-series", table=rows, description=f"{len(rows)} series with data, last week and this week")
 
 
 @flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=900)
@@ -89,6 +102,7 @@ def weekly_report(system: str, weeks_back: Annotated[int, Field(ge=0, le=52)] = 
     trends_f.wait()
     trends = trends_f.result() if trends_f.state.is_completed() else None
     trends_error = None if trends is not None else failed_reason(trends_f)
+    unreadable = look_up_idle(inv, found, apis, trends)
     users_f.wait()
     users = users_f.result() if users_f.state.is_completed() else [unknown("users", "(whole check)", failed_reason(users_f))]
     cost, cost_reason = None, None
@@ -100,7 +114,7 @@ def weekly_report(system: str, weeks_back: Annotated[int, Field(ge=0, le=52)] = 
             cost_reason = failed_reason(cost_f)
 
     # judge
-    findings += judge_all(inv, trends, trends_error, users, cost, cost_reason)
+    findings += judge_report(inv, trends, trends_error, unreadable, cost, cost_reason) + users
     status = overall(findings)
 
     # report: HTML in the bucket, markdown and link artifacts
@@ -120,8 +134,7 @@ def weekly_report(system: str, weeks_back: Annotated[int, Field(ge=0, le=52)] = 
         findings.append(Finding(check="report-html", resource=inv.name, status=Status.OK,
                                 summary="reporting.report_bucket is not set: the HTML report was not stored"))
     status = overall(findings)
-    create_markdown_artifact(key=f"{key}-trends", markdown=markdown_report(inv, window, trends or [], findings, link, status),
-                             description=mask(f"weekly-report {inv.name}: {status.value}"))
+    publish_trends(inv, window, trends or [], findings, link, status)
 
     report = RunReport(
         runbook=RUNBOOK, system=inv.name, status=status, findings=findings, region=inv.region,

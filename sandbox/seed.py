@@ -3,7 +3,8 @@
 Every resource gets the system's discovery tags (and ``opsbook:system``), so
 tag discovery sees what a real tagged deployment would. ``extra`` adds
 tag-only resources (found by discovery, not named), used for the union test
-and the 10x benchmark.
+and the 10x benchmark; they stay idle (no metrics). The named resources get
+two weeks of metrics (``sandbox.metrics.seed_weekly_metrics``).
 """
 
 from __future__ import annotations
@@ -144,12 +145,6 @@ def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None
         kw: dict[str, Any] = {} if r == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": r}}
         s3.create_bucket(Bucket=b.name, **kw)
         s3.put_bucket_tagging(Bucket=b.name, Tagging={"TagSet": tag_list})
-        # S3 publishes storage metrics once a day; moto does not, so the sandbox does.
-        cw.put_metric_data(Namespace="AWS/S3", MetricData=[
-            {"MetricName": "BucketSizeBytes", "Dimensions": [{"Name": "BucketName", "Value": b.name}, {"Name": "StorageType", "Value": "StandardStorage"}],
-             "Timestamp": now - timedelta(hours=20), "Value": 5 * 1024**3, "Unit": "Bytes"},
-            {"MetricName": "NumberOfObjects", "Dimensions": [{"Name": "BucketName", "Value": b.name}, {"Name": "StorageType", "Value": "AllStorageTypes"}],
-             "Timestamp": now - timedelta(hours=20), "Value": 1234, "Unit": "Count"}])
 
     alarm_names = sample_alarm_names(system)
     alarm_names += [f"{system.name}-extra-alarm-{i}-{(system.alarms.name_filters or ['x'])[0].replace('*', 'x')}" for i in range(extra.get("alarms", 0))]
@@ -179,6 +174,11 @@ def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None
         logs.create_log_group(logGroupName=system.security_logs.log_group, tags=tags)
         logs.create_log_stream(logGroupName=system.security_logs.log_group, logStreamName="sandbox")
         made["log_groups"].append(system.security_logs.log_group)
+
+    # two weeks of the metrics AWS and the system's code publish (S3 storage too: moto publishes none)
+    from sandbox.metrics import seed_weekly_metrics  # sandbox.metrics uses this module's _client
+
+    made["metrics"] = seed_weekly_metrics(sb, system)
     return made
 
 

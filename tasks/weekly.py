@@ -1,12 +1,27 @@
 """weekly-report: week-over-week trends of a system's metrics, users and cost (read-only).
 
-Collection (three AWS tasks) is apart from judgement (pure functions over the
-``Trend`` models) and rendering (markdown with sparklines, HTML with inline SVG).
+Collection (AWS tasks) is apart from judgement (pure functions over the
+``Trend`` models) and rendering (markdown with sparklines, a table of the
+series, and an HTML page from ``templates/weekly_report.html.j2`` with pygal
+SVG charts inlined: no script, no external URL, it renders offline).
 
 - Every metric of both weeks is read in one ``get_metric_data`` call batch: per
-  series a daily query (Period 86400, for the sparkline) and a weekly query
-  (Period 604800, for the week's value: a week's p95 is not derivable from daily p95s).
-- A series with no datapoint in either week is "no data", never a 0 % change.
+  series a daily query (Period 86400, for the sparkline and the charts) and a
+  weekly query (Period 604800, for the week's value: a week's p95 is not
+  derivable from daily p95s).
+- A series with no datapoint in either week is never a 0 % change. What it
+  means depends on the series, and the report says which:
+  - an SLO metric without data is UNKNOWN (nobody can say the SLO is met);
+  - a resource whose activity metric (invocations, requests, consumed
+    capacity, storage) has no datapoint in either week is idle: CloudWatch
+    publishes nothing without activity. Idle resources are one OK line per
+    kind ("54 tables had no consumed capacity in either week: ...");
+  - metrics published only when something happens (errors, throttles) on an
+    active resource: none happened, one OK line per kind;
+  - an idle resource that tag discovery did not see is looked up
+    (``confirm_idle``): one that does not exist, or that cannot be looked up, is
+    UNKNOWN with the reason, one finding per cause;
+  - any other metric without data on an active resource is UNKNOWN.
 - Success rate (custom metrics named ``*Success``): each datapoint is one
   generation, 1 for success and 0 for failure (seed 001 publishes
   GenerationSuccess and reads its Sum), so rate = Sum / SampleCount of the week
@@ -15,13 +30,18 @@ Collection (three AWS tasks) is apart from judgement (pure functions over the
 
 from __future__ import annotations
 
-import html
 import math
+import re
 from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
+import jinja2
+import pygal
+from markupsafe import Markup
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
+from pygal.style import Style
 
 from tasks import aws
 from tasks.awslambda import function_names
@@ -38,6 +58,18 @@ DAY = 86400
 WEEK = 7 * DAY
 NOTABLE_PCT = 25.0  # a week-over-week change at least this large is called out
 # DynamoDB publishes ThrottledRequests per (TableName, Operation) only; the report sums these.
+# The metrics a resource publishes whenever it is used: none in either week means it was idle.
+ACTIVITY = {"lambda": ("Invocations",), "apigateway": ("Count",), "dynamodb": ("ConsumedReadCapacityUnits", "ConsumedWriteCapacityUnits"),
+            "s3": ("BucketSizeBytes", "NumberOfObjects")}
+KINDS = ("custom", "lambda", "apigateway", "dynamodb", "s3")
+NOUNS = {"custom": "custom metrics", "lambda": "functions", "apigateway": "APIs", "dynamodb": "tables", "s3": "buckets"}
+IDLE_TEXT = {
+    "custom": "had no datapoints in either week (nothing was published)",
+    "lambda": "had no invocations in either week",
+    "apigateway": "had no requests in either week",
+    "dynamodb": "had no consumed capacity in either week",
+    "s3": "had no storage datapoints in either week (S3 reports storage once a day, for a bucket that holds objects)",
+}
 DDB_OPERATIONS = ["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan", "BatchGetItem", "BatchWriteItem", "TransactGetItems", "TransactWriteItems"]
 
 
@@ -84,8 +116,23 @@ class Series(BaseModel):
     hidden: bool = False  # read for a derived value (SampleCount for a rate), not shown
 
     @property
+    def activity(self) -> bool:
+        """No datapoint of this metric in either week means that the subject was idle."""
+        return self.kind == "custom" or self.metric in ACTIVITY.get(self.kind, ())
+
+    @property
     def label(self) -> str:
         return f"{self.metric} {self.stat}"
+
+    @property
+    def key(self) -> str:
+        """The finding's resource for this series."""
+        return f"{self.resource} {self.label}"
+
+    @property
+    def subject(self) -> str:
+        """What is idle when the series has no data: the resource, or for custom metrics the metric."""
+        return f"{self.namespace} {self.metric}" if self.kind == "custom" else self.resource
 
 
 class Trend(BaseModel):
@@ -249,6 +296,52 @@ def read_trends(system: System, series: list[Series], window: Window) -> list[Tr
     return build_trends(series, data, window)
 
 
+class Unreadable(BaseModel):
+    """A resource without datapoints that could not be shown to exist: not an idle one."""
+
+    kind: str
+    resource: str
+    code: str  # the error code: the cause findings are grouped by
+    reason: str
+    not_found: bool = False
+
+
+def unconfirmed(system: System, found: Discovered, apis: list[str], idle: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Idle resources nothing has shown to exist: named in the inventory only (tag discovery and the API listing prove the others)."""
+    seen = {"lambda": set(found.lambda_functions), "dynamodb": set(found.dynamodb_tables), "s3": set(found.s3_buckets),
+            "apigateway": set(apis) - {a.name for a in system.api_gateway_apis}}
+    out = {kind: [n for n in names if n not in seen[kind]] for kind, names in idle.items() if kind in seen}
+    return {kind: names for kind, names in out.items() if names}
+
+
+_LOOKUP = {"lambda": ("lambda", "get_function_configuration", "FunctionName"), "dynamodb": ("dynamodb", "describe_table", "TableName"),
+           "s3": ("s3", "head_bucket", "Bucket")}
+
+
+def _unreadable(kind: str, name: str, exc: BaseException) -> Unreadable:
+    return Unreadable(kind=kind, resource=name, code=aws.error_code(exc), reason=aws.describe_error(exc), not_found=aws.is_not_found(exc))
+
+
+@aws_task(iam=["lambda:GetFunctionConfiguration", "dynamodb:DescribeTable", "s3:ListBucket", "apigateway:GET"], cache_policy=NO_CACHE)
+def confirm_idle(system: System, names: dict[str, list[str]]) -> list[Unreadable]:
+    """Look up idle resources (a missing resource has no datapoints either); returns those missing or not readable."""
+    out: list[Unreadable] = []
+    for kind, items in names.items():
+        if kind == "apigateway":
+            try:
+                existing = {a["name"] for a in aws.paginate(aws.client("apigateway", system.region), "get_rest_apis", "items")}
+            except Exception as exc:  # every API asked about is then UNKNOWN with the reason
+                out += [_unreadable(kind, n, exc) for n in items]
+                continue
+            out += [Unreadable(kind=kind, resource=n, code="NotFoundException", reason=f"GetRestApis lists no API named {n}", not_found=True)
+                    for n in items if n not in existing]
+            continue
+        service, operation, param = _LOOKUP[kind]
+        c = aws.client(service, system.region)
+        out += [_unreadable(kind, n, err) for n, _, err in aws.parallel(lambda n: getattr(c, operation)(**{param: n}), items) if err is not None]
+    return out
+
+
 @aws_task(iam=["dynamodb:Scan"], cache_policy=NO_CACHE)
 def count_distinct_users(system: System) -> list[Finding]:
     """Distinct values of each table's ``user_attribute``: a projected Scan over every page (seed 001 사용자 수)."""
@@ -328,7 +421,7 @@ def fmt(v: float | None, unit: str = "") -> str:
             if abs(v) < 1024 or u == "TiB":
                 return f"{v:,.1f} {u}"
             v /= 1024
-    suffix = {"Seconds": " s", "Milliseconds": " ms"}.get(unit, "")
+    suffix = {"Seconds": " s", "Milliseconds": " ms", "%": " %"}.get(unit, "")
     if abs(v) >= 100 or float(v).is_integer():
         return f"{v:,.0f}{suffix}"
     return f"{v:,.2f}{suffix}"
@@ -351,25 +444,32 @@ def trend_check(s: Series) -> str:
     return f"trend-{s.kind}"
 
 
+def names_text(names: list[str], limit: int = 3) -> str:
+    """'a, b, c and 9 more'."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _breach(s: Series, v: float) -> bool:
+    assert s.slo is not None
+    return v > s.slo if s.slo_kind != "min" else v < s.slo
+
+
 def judge_trend(t: Trend) -> Finding:
+    """A series with data in at least one week (``judge_trends`` says what no data means)."""
     s = t.series
     details: dict[str, Any] = {"metric": s.metric, "stat": s.stat, "unit": s.unit, "daily": t.daily,
                                "last_week": t.last_week, "this_week": t.this_week, "change_pct": t.change_pct, "no_data": t.no_data}
-    resource = f"{s.resource} {s.label}"
-    check = trend_check(s)
-    if t.no_data:
-        details["slo"] = s.slo
-        if s.sparse:
-            return Finding(check=check, resource=resource, status=Status.OK, value=None, details=details,
-                           summary="no data in either week (published only when it happens: none)")
-        return Finding(check=check, resource=resource, status=Status.UNKNOWN, value=None, details=details,
-                       summary="no data: no datapoint in either week" + (f"; the {fmt(s.slo, s.unit)} SLO cannot be judged" if s.slo else ""))
     text = f"{fmt(t.this_week, s.unit)} this week vs {fmt(t.last_week, s.unit)} last week ({change_text(t)})"
     status = Status.OK
-    if s.slo is not None and t.this_week is not None:
-        breached = t.this_week > s.slo if s.slo_kind != "min" else t.this_week < s.slo
-        days = [v for v in t.daily[7:] if v is not None and (v > s.slo if s.slo_kind != "min" else v < s.slo)]
-        details.update(slo=s.slo, slo_kind=s.slo_kind, slo_breached=breached, days_breaching=len(days))
+    if s.slo is not None:
+        details.update(slo=s.slo, slo_kind=s.slo_kind)
+        if t.this_week is None:
+            return Finding(check=trend_check(s), resource=s.key, status=Status.UNKNOWN, details=details,
+                           summary=f"{text}: no datapoint this week, nobody can say that the {fmt(s.slo, s.unit)} SLO is met")
+        breached = _breach(s, t.this_week)
+        days = [v for v in t.daily[7:] if v is not None and _breach(s, v)]
+        details.update(slo_breached=breached, days_breaching=len(days))
         if breached:
             far = t.this_week >= 1.5 * s.slo if s.slo_kind != "min" else t.this_week <= s.slo / 1.5
             status = Status.CRIT if far else Status.WARN
@@ -381,7 +481,108 @@ def judge_trend(t: Trend) -> Finding:
         text += "; notable change"
         if s.bad_when_up and (c is None or c > 0) and status is Status.OK:
             status = Status.WARN
-    return Finding(check=check, resource=resource, status=status, value=t.this_week, details=details, summary=text)
+    return Finding(check=trend_check(s), resource=s.key, status=status, value=t.this_week, details=details, summary=text)
+
+
+def slo_covered(trends: list[Trend]) -> set[tuple[str, str]]:
+    """Custom metrics an SLO finding speaks for: a series with an SLO, or a success count (the success rate's SLO)."""
+    return {(t.series.namespace, t.series.metric) for t in trends
+            if t.series.kind == "custom" and (t.series.slo is not None or is_success_metric(t.series.metric, t.series.stat))}
+
+
+def idle_resources(trends: list[Trend]) -> dict[str, list[str]]:
+    """Per kind, the subjects whose activity metrics have no datapoint in either week, in plan order (pure)."""
+    covered = slo_covered(trends)
+    subjects: dict[str, list[str]] = {}
+    active: set[tuple[str, str]] = set()
+    for t in trends:
+        s = t.series
+        if s.hidden or not s.activity or (s.kind == "custom" and (s.namespace, s.metric) in covered):
+            continue
+        if s.subject not in subjects.setdefault(s.kind, []):
+            subjects[s.kind].append(s.subject)
+        if not t.no_data:
+            active.add((s.kind, s.subject))
+    idle = {kind: [n for n in names if (kind, n) not in active] for kind, names in subjects.items()}
+    return {kind: names for kind, names in idle.items() if names}
+
+
+def noun(kind: str, n: int) -> str:
+    return NOUNS[kind] if n != 1 else NOUNS[kind][:-1]
+
+
+def _idle_finding(kind: str, names: list[str]) -> Finding:
+    return Finding(check="idle", resource=NOUNS[kind], status=Status.OK, value=len(names),
+                   summary=f"{len(names)} {noun(kind, len(names))} {IDLE_TEXT[kind]}: {names_text(names)}",
+                   details={"kind": kind, "resources": names})
+
+
+def _quiet_finding(kind: str, by_metric: dict[str, list[str]], active: int) -> Finding:
+    everywhere = [m for m, ns in by_metric.items() if len(ns) == active]
+    parts = [f"{', '.join(everywhere)} on {'the' if active == 1 else f'all {active}'} active {noun(kind, active)}"] if everywhere else []
+    parts += [f"{m} on {len(ns)} of {active} ({names_text(ns)})" for m, ns in by_metric.items() if len(ns) != active]
+    return Finding(check="none-happened", resource=NOUNS[kind], status=Status.OK,
+                   summary="no datapoint in either week, none happened (CloudWatch publishes these only when they do): " + "; ".join(parts),
+                   details={"kind": kind, "active": active, "by_metric": by_metric})
+
+
+def judge_unreadable(items: list[Unreadable]) -> list[Finding]:
+    """One UNKNOWN per cause (kind and error code): resources without datapoints that could not be shown to exist."""
+    groups: dict[tuple[str, str], list[Unreadable]] = {}
+    for u in items:
+        groups.setdefault((u.kind, u.code), []).append(u)
+    out = []
+    for (kind, code), us in groups.items():
+        names = [u.resource for u in us]
+        one = len(us) == 1
+        if us[0].not_found:
+            text = (f"{len(us)} {noun(kind, len(us))} named in the inventory {'does' if one else 'do'} not exist ({code}), so "
+                    f"{'it has' if one else 'they have'} no datapoints: {names_text(names)}; fix the inventory or the deployment")
+        else:
+            text = f"{len(us)} {noun(kind, len(us))} without datapoints could not be looked up: {us[0].reason}: {names_text(names)}"
+        out.append(Finding(check="unreadable", resource=f"{NOUNS[kind]} ({code})", status=Status.UNKNOWN, value=len(us), summary=text,
+                           details={"kind": kind, "code": code, "resources": names, "reasons": [u.reason for u in us]}))
+    return out
+
+
+def _slo_no_data(t: Trend) -> Finding:
+    s = t.series
+    return Finding(check=trend_check(s), resource=s.key, status=Status.UNKNOWN,
+                   details={"metric": s.metric, "stat": s.stat, "no_data": True, "slo": s.slo, "slo_kind": s.slo_kind},
+                   summary=(f"no datapoint in either week: nobody can say that the {fmt(s.slo, s.unit)} SLO is met "
+                            f"(not published, or under other dimensions than {s.dimension_sets[0] or 'none'})"))
+
+
+def judge_trends(trends: list[Trend], unreadable: list[Unreadable]) -> list[Finding]:
+    """Every series: judged when it has data, else by what no data means (see the module's docstring)."""
+    idle = idle_resources(trends)
+    missing = {(u.kind, u.resource) for u in unreadable}
+    covered = slo_covered(trends)
+    findings: list[Finding] = []
+    quiet: dict[str, dict[str, list[str]]] = {}
+    for t in trends:
+        s = t.series
+        if s.hidden:
+            continue
+        if not t.no_data:
+            findings.append(judge_trend(t))
+        elif s.slo is not None:
+            findings.append(_slo_no_data(t))
+        elif (s.kind == "custom" and (s.namespace, s.metric) in covered) or s.subject in idle.get(s.kind, ()):
+            continue
+        elif s.sparse or s.activity:
+            names = quiet.setdefault(s.kind, {}).setdefault(s.metric, [])
+            names += [] if s.subject in names else [s.subject]
+        else:
+            findings.append(Finding(check=trend_check(s), resource=s.key, status=Status.UNKNOWN, details={"no_data": True},
+                                    summary=f"no datapoint in either week although the {noun(s.kind, 1)} was active ({', '.join(ACTIVITY[s.kind])})"))
+    for kind, names in idle.items():
+        if present := [n for n in names if (kind, n) not in missing]:
+            findings.append(_idle_finding(kind, present))
+    all_subjects = {(t.series.kind, t.series.subject) for t in trends if not t.series.hidden}
+    for kind, by_metric in quiet.items():
+        findings.append(_quiet_finding(kind, by_metric, len({n for k, n in all_subjects if k == kind}) - len(idle.get(kind, []))))
+    return findings + judge_unreadable(unreadable)
 
 
 def success_rate(trends: list[Trend], system: System) -> list[Finding]:
@@ -405,7 +606,8 @@ def success_rate(trends: list[Trend], system: System) -> list[Finding]:
                    "definition": "Sum / SampleCount of the week: each datapoint is one generation, 1 success, 0 failure"}
         if this is None:
             out.append(Finding(check="slo-success-rate", resource=resource, status=Status.UNKNOWN, details=details,
-                               summary="no data: no GenerationSuccess datapoint this week, the success rate cannot be computed"))
+                               summary=f"no {s.metric} datapoint this week: the success rate cannot be computed"
+                                       + (f", nobody can say that the {slo:g} % error-rate SLO is met" if slo is not None else "")))
             continue
         err = round(100 - this, 2)
         details["error_rate_pct"] = err
@@ -438,9 +640,21 @@ def judge_costs(system: System, cost: CostReport | None, reason: str | None = No
                     details={"by_service": {k: list(v) for k, v in cost.by_service.items()}, "change_pct": change, "daily": cost.daily})]
 
 
-# --- rendering ----------------------------------------------------------------------------
+def judge_report(system: System, trends: list[Trend] | None, trends_error: str | None, unreadable: list[Unreadable],
+                 cost: CostReport | None, cost_reason: str | None) -> list[Finding]:
+    """Every finding of the metrics and the cost (the users' come from their own task)."""
+    if trends is None:
+        findings = [unknown("metrics", "GetMetricData", trends_error or "not read")]
+    else:
+        findings = judge_trends(trends, unreadable) + success_rate(trends, system)
+    return findings + judge_costs(system, cost, cost_reason)
+
+
+# --- rendering: rows, markdown --------------------------------------------------------------
 
 BARS = "▁▂▃▄▅▆▇█"
+ICON = {Status.OK: "", Status.WARN: "⚠️", Status.CRIT: "🔴", Status.UNKNOWN: "❔"}
+SUMMARY_CHECKS = ("idle", "none-happened", "unreadable")  # one line per kind (or cause), shown under the kind's table
 
 
 def sparkline(values: list[float | None]) -> str:
@@ -453,7 +667,26 @@ def sparkline(values: list[float | None]) -> str:
     return "".join(" " if v is None else BARS[0 if span == 0 else min(7, int((v - lo) / span * 7 + 0.5))] for v in values)
 
 
-ICON = {Status.OK: "", Status.WARN: "⚠️", Status.CRIT: "🔴", Status.UNKNOWN: "❔"}
+def series_rows(trends: list[Trend], findings: list[Finding]) -> list[dict[str, Any]]:
+    """One row a series with data, in plan order, masked: the table artifact, and the tables of the markdown and HTML reports."""
+    judged = {f.resource: f for f in findings if f.check.startswith("trend-")}
+    rows = []
+    for t in trends:
+        s = t.series
+        if s.hidden or t.no_data:
+            continue
+        f = judged.get(s.key)
+        spark = sparkline(t.daily)
+        rows.append({"status": (f.status if f else Status.OK).value, "kind": s.kind, "resource": mask(s.resource), "metric": s.label,
+                     "last week": fmt(t.last_week, s.unit), "this week": fmt(t.this_week, s.unit), "change": change_text(t),
+                     "SLO": "" if s.slo is None else f"{'≤' if s.slo_kind != 'min' else '≥'} {fmt(s.slo, s.unit)}"
+                            + (" BREACH" if f and f.details.get("slo_breached") else ""),
+                     "14 days": f"{spark[:7]}|{spark[7:]}"})
+    return rows
+
+
+def kind_summaries(findings: list[Finding], kind: str) -> list[Finding]:
+    return [f for f in findings if f.check in SUMMARY_CHECKS and f.details.get("kind") == kind]
 
 
 def markdown_report(system: System, window: Window, trends: list[Trend], findings: list[Finding], link: str | None, status: Status) -> str:
@@ -461,104 +694,156 @@ def markdown_report(system: System, window: Window, trends: list[Trend], finding
     days = window.days()
     lines = [f"# weekly-report · {system.name}: **{status.value}**", "",
              f"This week {days[7]} – {days[13]} vs last week {days[0]} – {days[6]} ({system.timezone}); "
-             f"sparklines: 14 daily points, oldest first, the bar after `|` starts this week.", ""]
+             f"sparklines: 14 daily points, oldest first, the bar after `|` starts this week. Every series is also in the "
+             f"table artifact with the same key plus `-series`.", ""]
     if link:
         lines += [f"Charts: [HTML report]({link})", ""]
-    judged = {f.resource: f for f in findings if f.check.startswith("trend-")}
-    slo = [f for f in findings if f.details.get("slo_breached") or (f.check.startswith("slo-") and f.status in (Status.WARN, Status.CRIT))]
-    if slo:
-        lines += ["## SLO breaches", ""] + [f"- {ICON[f.status]} **{mask(f.resource)}**: {mask(f.summary)}" for f in slo] + [""]
-    notable = [f for f in findings if f.check.startswith("trend-") and f.details.get("notable") and not f.details.get("slo_breached")]
-    if notable:
-        lines += [f"## Notable week-over-week changes (±{NOTABLE_PCT:g} % or more)", ""]
-        lines += [f"- {ICON[f.status] or '•'} `{mask(f.resource)}`: {mask(f.summary)}" for f in notable] + [""]
-    other = [f for f in findings if not f.check.startswith("trend-")]
+    look = [f for f in findings if f.status is not Status.OK]
+    if look:
+        lines += ["## To look at", "", "| | check | resource | summary |", "|---|---|---|---|"]
+        lines += [f"| {ICON[f.status]} {f.status.value} | {f.check} | `{mask(f.resource)}` | {mask(f.summary).replace('|', '/')} |" for f in look] + [""]
+    other = [f for f in findings if f.status is Status.OK and not f.check.startswith("trend-") and f.check not in SUMMARY_CHECKS]
     if other:
-        lines += ["## Users, rates and cost", "", "| | check | resource | summary |", "|---|---|---|---|"]
-        lines += [f"| {f.status.value} | {f.check} | `{mask(f.resource)}` | {mask(f.summary).replace('|', '/')} |" for f in other] + [""]
-    for kind in ("custom", "lambda", "apigateway", "dynamodb", "s3"):
-        ts = [t for t in trends if t.series.kind == kind and not t.series.hidden]
-        if not ts:
+        lines += ["## Users, rates and cost", ""] + [f"- **{f.check}** `{mask(f.resource)}`: {mask(f.summary)}" for f in other] + [""]
+    rows = series_rows(trends, findings)
+    for kind in KINDS:
+        mine = [r for r in rows if r["kind"] == kind]
+        notes = kind_summaries(findings, kind)
+        if not mine and not notes:
             continue
-        lines += [f"## {kind}", "", "| | resource | metric | 14 days | last week | this week | change |", "|---|---|---|---|---|---|---|"]
-        for t in ts:
-            f = judged.get(f"{t.series.resource} {t.series.label}")
-            st = f.status if f else Status.OK
-            s = t.series
-            full = sparkline(t.daily)
-            spark = "no data" if t.no_data else f"`{full[:7]}|{full[7:]}`"
-            flag = " **SLO**" if f and f.details.get("slo_breached") else ""
-            lines.append(f"| {ICON[st]} | `{mask(s.resource)}` | {s.label}{flag} | {spark} | {fmt(t.last_week, s.unit)} | {fmt(t.this_week, s.unit)} | {change_text(t)} |")
-        lines.append("")
+        lines += [f"## {kind}", ""]
+        if mine:
+            lines += ["| | resource | metric | 14 days | last week | this week | change |", "|---|---|---|---|---|---|---|"]
+            lines += [f"| {ICON[Status(r['status'])]} | `{r['resource']}` | {r['metric']}{' **SLO**' if 'BREACH' in r['SLO'] else ''} | "
+                      f"`{r['14 days']}` | {r['last week']} | {r['this week']} | {r['change']} |" for r in mine] + [""]
+        lines += [f"- {ICON[f.status] or '•'} {mask(f.summary)}" for f in notes] + ([""] if notes else [])
     return "\n".join(lines)
 
 
-def svg_chart(values: list[float | None], slo: float | None = None, width: int = 280, height: int = 70) -> str:
-    """A 14-day bar chart, last week grey and this week blue, with an SLO line (inline SVG, coordinates with decimals)."""
-    nums = [v for v in values if v is not None] + ([slo] if slo is not None else [])
-    hi = max(nums) if nums else 1.0
-    hi = hi if hi > 0 else 1.0
-    bw = width / len(values)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 14}" viewBox="0 0 {width} {height + 14}" role="img">']
-    for i, v in enumerate(values):
-        x = i * bw + 1.5
-        if v is None:
-            parts.append(f'<text x="{x + bw / 2 - 2:.1f}" y="{height - 2:.1f}" font-size="9" fill="#999">·</text>')
+# --- rendering: charts, HTML ----------------------------------------------------------------
+
+MAX_CHARTS = 24  # per page; every series is in the tables below the charts
+CHART_STYLE = Style(background="white", plot_background="white", foreground="#333", foreground_strong="#222", foreground_subtle="#ccc",
+                    font_family="sans-serif", colors=("#9aa5b1", "#2b6cb0", "#c53030"), title_font_size=13, label_font_size=10,
+                    major_label_font_size=10, legend_font_size=10, value_font_size=9, tooltip_font_size=10, guide_stroke_color="#cbd5e0",
+                    major_guide_stroke_color="#a0aec0", guide_stroke_dasharray="2,3", major_guide_stroke_dasharray="2,3", stroke_width="2",
+                    opacity=".9")
+_COMMENT = re.compile(r"<!--.*?-->", re.S)  # pygal's: its version, the date and its web site
+_SCRIPT = re.compile(r"<script\b.*?</script>", re.S)  # pygal's config for its tooltip script (js=[]: not loaded)
+_ATTRIBUTE = re.compile(r'="[^"]*"')
+_LONG_DECIMAL = re.compile(r"(\d\.\d)\d+")  # pygal writes coordinates with 15 decimals
+
+
+class Chart(BaseModel):
+    """Two weeks side by side: ``this`` against ``last`` (same weekday, or the same ``labels``)."""
+
+    title: str
+    unit: str = ""
+    last: list[float | None]
+    this: list[float | None]
+    labels: list[str] | None = None  # x labels; default: this week's days
+    slo: float | None = None
+    bars: bool = False  # counts as grouped bars; levels (durations, capacity, rates) as lines
+    status: Status = Status.OK
+    caption: str = ""
+
+
+def _totals(trends: list[Trend]) -> list[Chart]:
+    """Per kind and counted metric (Sum), the day-by-day total over the resources with data, when there are several."""
+    groups: dict[tuple[str, str], list[Trend]] = {}
+    for t in trends:
+        if t.series.stat == "Sum" and t.series.kind != "custom" and not t.no_data:
+            groups.setdefault((t.series.kind, t.series.metric), []).append(t)
+    out = []
+    for (kind, metric), ts in groups.items():
+        if len(ts) < 2:
             continue
-        h = max(1.0, v / hi * (height - 4))
-        color = "#9aa5b1" if i < 7 else "#2b6cb0"
-        if slo is not None and v > slo:
-            color = "#c53030"
-        parts.append(f'<rect x="{x:.1f}" y="{height - h:.1f}" width="{bw - 3:.1f}" height="{h:.1f}" fill="{color}"><title>{fmt(v)}</title></rect>')
-    if slo is not None:
-        y = height - slo / hi * (height - 4)
-        parts.append(f'<line x1="0.0" y1="{y:.1f}" x2="{width:.1f}" y2="{y:.1f}" stroke="#c53030" stroke-dasharray="4,3"/>')
-    parts.append(f'<line x1="{7 * bw:.1f}" y1="0.0" x2="{7 * bw:.1f}" y2="{height:.1f}" stroke="#555" stroke-width="0.5"/>')
-    parts.append(f'<text x="2.0" y="{height + 11:.1f}" font-size="9" fill="#555">last week</text>')
-    parts.append(f'<text x="{7 * bw + 2:.1f}" y="{height + 11:.1f}" font-size="9" fill="#555">this week</text></svg>')
-    return "".join(parts)
+        daily = [None if all(t.daily[i] is None for t in ts) else sum(t.daily[i] or 0.0 for t in ts) for i in range(14)]
+        last, this = sum(v or 0 for v in daily[:7]), sum(v or 0 for v in daily[7:])
+        out.append(Chart(title=f"{metric}: all {len(ts)} {NOUNS[kind]}", last=daily[:7], this=daily[7:], bars=True,
+                         caption=f"{kind} {metric} total: {fmt(last)} → {fmt(this)}"))
+    return out
+
+
+def _priority(t: Trend, f: Finding | None) -> int:
+    if t.series.slo is not None:
+        return 0
+    if f is not None and f.status is not Status.OK:
+        return 1
+    return 2 if f is not None and f.details.get("notable") else 3
+
+
+def chart_plan(trends: list[Trend], findings: list[Finding], limit: int = MAX_CHARTS) -> tuple[list[Chart], int]:
+    """The charts worth a look (totals, SLO series and rates, then WARN/CRIT, notable changes, the rest) and how many were left out."""
+    judged = {f.resource: f for f in findings if f.check.startswith("trend-")}
+    charts = [Chart(title=mask(f.resource), unit="%", last=f.details["daily"][:7], this=f.details["daily"][7:], status=f.status,
+                    slo=None if f.details.get("error_rate_slo_pct") is None else 100 - f.details["error_rate_slo_pct"], caption=mask(f.summary))
+              for f in findings if f.check == "slo-success-rate" and f.details.get("daily")]
+    charts += _totals(trends)
+    shown = [t for t in trends if not t.series.hidden and not t.no_data]
+    shown.sort(key=lambda t: (_priority(t, judged.get(t.series.key)), KINDS.index(t.series.kind)))
+    room = max(0, limit - len(charts))
+    for t in shown[:room]:
+        s, f = t.series, judged.get(t.series.key)
+        charts.append(Chart(title=mask(s.key), unit=s.unit, last=t.daily[:7], this=t.daily[7:], slo=s.slo, status=f.status if f else Status.OK,
+                            bars=s.stat == "Sum" and s.slo is None, caption=f"{fmt(t.last_week, s.unit)} → {fmt(t.this_week, s.unit)} ({change_text(t)})"
+                            + ("; SLO breach" if f and f.details.get("slo_breached") else "")))
+    return charts, max(0, len(shown) - room)
+
+
+def chart_svg(c: Chart, days: list[date]) -> str:
+    """One chart as inline SVG: axes with titles and labels, every value printed, no script, no external reference.
+
+    Bars (counts) start at zero; lines (levels: durations, rates) may zoom to their values."""
+    kind = pygal.Bar if c.bars and c.slo is None else pygal.Line
+    chart = kind(style=CHART_STYLE, js=[], disable_xml_declaration=True, width=480, height=300, margin_right=28, explicit_size=True,
+                 title=c.title, y_title=c.unit or "count", x_title=None if c.labels else f"day (last week: {days[0]:%m-%d} – {days[6]:%m-%d})",
+                 include_x_axis=c.bars, print_values=True, print_values_position="top" if c.bars else "center",
+                 value_formatter=lambda v: fmt(v, c.unit), x_label_rotation=20 if c.labels else 0, truncate_label=24,
+                 legend_at_bottom=True, legend_at_bottom_columns=3)
+    chart.x_labels = c.labels or [f"{d:%a %m-%d}" for d in days[7:]]
+    chart.add("last week", c.last)
+    chart.add("this week", c.this)
+    if c.slo is not None:
+        chart.add(f"SLO {fmt(c.slo, c.unit)}", [c.slo] * len(c.this), formatter=lambda v: "", show_dots=False, stroke_style={"width": 2, "dasharray": "6, 4"})
+    svg = _SCRIPT.sub("", _COMMENT.sub("", chart.render(is_unicode=True)))
+    return _ATTRIBUTE.sub(lambda m: _LONG_DECIMAL.sub(r"\1", m.group(0)), svg)
+
+
+def cost_charts(cost: CostReport, top: int = 8) -> list[Chart]:
+    services = sorted(cost.by_service.items(), key=lambda kv: -max(kv[1]))[:top]
+    out = [Chart(title=f"Cost by service (top {len(services)})", unit=cost.unit, labels=[mask(k) for k, _ in services], bars=True,
+                 last=[v[0] for _, v in services], this=[v[1] for _, v in services])]
+    if len(cost.daily) == 14:
+        out.append(Chart(title="Cost a day, whole account", unit=cost.unit, last=cost.daily[:7], this=cost.daily[7:], bars=True))
+    return out
+
+
+# Next to this module (package data, see pyproject.toml); a FileSystemLoader, because under pytest ``tasks`` also names tests/tasks.
+_TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"), autoescape=True,
+                                undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
 def html_report(system: System, window: Window, trends: list[Trend], findings: list[Finding], cost: CostReport | None, status: Status) -> str:
-    """A self-contained page: no external script or style; every text masked and escaped."""
-
-    def e(s: Any) -> str:
-        return html.escape(mask(str(s)))
-
+    """A self-contained page from ``templates/weekly_report.html.j2``: every text masked (then escaped by Jinja2)."""
     days = window.days()
-    judged = {f.resource: f for f in findings if f.check.startswith("trend-")}
-    out = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{e(f'weekly-report {system.name} {days[13]}')}</title>",
-           "<style>body{font-family:sans-serif;margin:24px;color:#222}table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:4px 8px;"
-           "text-align:left;vertical-align:middle}.WARN{color:#b7791f}.CRIT{color:#c53030}.UNKNOWN{color:#718096}.card{display:inline-block;margin:8px;"
-           "padding:8px;border:1px solid #e2e8f0;border-radius:6px}</style></head><body>",
-           f"<h1>weekly-report · {e(system.name)}: <span class='{status.value}'>{status.value}</span></h1>",
-           f"<p>This week {days[7]} – {days[13]} vs last week {days[0]} – {days[6]} ({e(system.timezone)}).</p>"]
-    bad = [f for f in findings if f.status is not Status.OK]
-    if bad:
-        out.append("<h2>Findings</h2><table><tr><th>status</th><th>check</th><th>resource</th><th>summary</th></tr>")
-        out += [f"<tr><td class='{f.status.value}'>{f.status.value}</td><td>{e(f.check)}</td><td>{e(f.resource)}</td><td>{e(f.summary)}</td></tr>" for f in bad]
-        out.append("</table>")
-    for kind in ("custom", "lambda", "apigateway", "dynamodb", "s3"):
-        ts = [t for t in trends if t.series.kind == kind and not t.series.hidden and not t.no_data]
-        if not ts:
-            continue
-        out.append(f"<h2>{e(kind)}</h2>")
-        for t in ts:
-            f = judged.get(f"{t.series.resource} {t.series.label}")
-            cls = f.status.value if f else "OK"
-            out.append(f"<div class='card'><div><b>{e(t.series.resource)}</b> {e(t.series.label)} <span class='{cls}'>{e(change_text(t))}"
-                       f"{' SLO breach' if f and f.details.get('slo_breached') else ''}</span></div>"
-                       f"{svg_chart(t.daily, t.series.slo)}<div>{e(fmt(t.last_week, t.series.unit))} → {e(fmt(t.this_week, t.series.unit))}</div></div>")
-        nodata = [t for t in trends if t.series.kind == kind and not t.series.hidden and t.no_data]
-        if nodata:
-            out.append("<p>No data in either week: " + ", ".join(e(f"{t.series.resource} {t.series.label}") for t in nodata) + "</p>")
-    if cost is not None and not cost.error:
-        out.append("<h2>Cost by service</h2>" + svg_chart(cost.daily) + "<table><tr><th>service</th><th>last week</th><th>this week</th></tr>")
-        out += [f"<tr><td>{e(k)}</td><td>{v[0]:,.2f}</td><td>{v[1]:,.2f}</td></tr>" for k, v in sorted(cost.by_service.items(), key=lambda kv: -kv[1][1])]
-        out.append("</table>")
-    out.append("</body></html>")
-    page = "".join(out)
-    return mask(page)
+    charts, left_out = chart_plan(trends, findings)
+    rows = series_rows(trends, findings)
+    ok_cost = cost is not None and not cost.error
+    page = {
+        "system": mask(system.name), "status": status.value, "timezone": system.timezone, "days": days,
+        "look": [{"status": f.status.value, "check": f.check, "resource": mask(f.resource), "summary": mask(f.summary)}
+                 for f in findings if f.status is not Status.OK],
+        "charts": [{"svg": Markup(chart_svg(c, days)), "caption": c.caption, "status": c.status.value} for c in charts],
+        "left_out": left_out,
+        "kinds": [{"kind": k, "rows": [r for r in rows if r["kind"] == k], "notes": [mask(f.summary) for f in kind_summaries(findings, k)]}
+                  for k in KINDS if any(r["kind"] == k for r in rows) or kind_summaries(findings, k)],
+        "others": [{"check": f.check, "resource": mask(f.resource), "summary": mask(f.summary)} for f in findings
+                   if f.status is Status.OK and not f.check.startswith("trend-") and f.check not in SUMMARY_CHECKS],
+        "cost": None if not ok_cost else {"unit": cost.unit, "charts": [Markup(chart_svg(c, days)) for c in cost_charts(cost)],  # type: ignore[union-attr]
+                                          "services": [(mask(k), v[0], v[1]) for k, v in sorted(cost.by_service.items(), key=lambda kv: -kv[1][1])]},  # type: ignore[union-attr]
+    }
+    return _TEMPLATES.get_template("weekly_report.html.j2").render(**page)
 
 
 def report_key(system: System, window: Window) -> str:
@@ -574,4 +859,3 @@ def store_html(system: System, key: str, page: str) -> dict[str, str]:
     c.put_object(Bucket=bucket, Key=key, Body=page.encode("utf-8"), ContentType="text/html; charset=utf-8")
     url = c.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=7 * 86400)
     return {"uri": f"s3://{bucket}/{key}", "url": url}
-

@@ -1,23 +1,26 @@
-"""weekly-report end to end: sandbox with two weeks of published metrics, a Prefect
-test server; the SLO breach, rates, users, trends, HTML in the bucket, no-data and
-Cost Explorer's empty answer asserted."""
+"""weekly-report end to end on the sandbox, whose seed publishes two weeks of metrics for every
+system (sandbox/metrics.py): trends and no "no data" UNKNOWN for seeded series, T-Developer's
+SLO breach, a far breach ending the run Failed, and idle and missing resources at HR (with the
+IAM policy covering the calls). Judgement and rendering are tested purely in tests/tasks/test_weekly.py."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
 
 import boto3
 import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from flows.weekly_report import TASKS, weekly_report
-from sandbox.metrics import publish_weekly_metrics
+from sandbox.metrics import SLO_THIS_WEEK, SUCCESS_FAILURE_PCT, VOLUME, day_noons, nearest_rank, slow_pipeline, spread, weekly_datums
 from sandbox.server import CREDENTIALS
 from tasks.findings import Finding, Status
 from tasks.iam import iam_action, policy_for
-from tasks.inventory import load_system
+from tasks.inventory import SYSTEMS_DIR, load_system
 from tasks.report import RunReport
-from tasks.weekly import Series, Trend, Window, html_report, judge_trend, sparkline, summarize_costs, week_window
+from tasks.weekly import week_window
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -35,110 +38,100 @@ def only(report: RunReport, check: str, resource: str) -> Finding:
     return hits[0]
 
 
-def s3(sandbox, region: str):
-    return boto3.client("s3", region_name=region, endpoint_url=sandbox.endpoint, aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+def assert_seeded_trends(report: RunReport, name: str) -> None:
+    """Every seeded series has data (no trend is UNKNOWN or without data); the weeks differ both ways."""
+    inv = load_system(name)
+    trends = [f for f in report.findings if f.check.startswith("trend-")]
+    assert not [f.resource for f in trends if f.status is Status.UNKNOWN or f.details.get("no_data")]
+    changes = [f.details["change_pct"] for f in trends if f.details.get("change_pct") is not None]
+    assert min(changes) < -5 and max(changes) > 5, changes  # some series up, some down
+    if inv.lambda_functions:  # resource 0 of a kind moves by VOLUME[0], exactly but for rounding
+        inv0 = only(report, "trend-lambda", f"{inv.lambda_functions[0].name} Invocations Sum")
+        assert inv0.details["change_pct"] == pytest.approx(VOLUME[0] * 100, abs=0.5)
+        assert all(v is not None for v in inv0.details["daily"])
 
 
-def test_t_developer_slo_breach_success_rate_users_and_html(seeded, sandbox):
+@pytest.mark.parametrize("name", ["todo-app", "leh"])  # HR and T-Developer: below
+def test_seeded_systems_show_trends_without_no_data(seeded, name):
+    seeded(name)
+    report, state = run(name)
+    assert_seeded_trends(report, name)
+    assert not {"idle", "unreadable"} & {f.check for f in report.findings}
+    assert state == "COMPLETED" and report.status is Status.WARN  # the seeded errors of function 0 doubled
+    assert only(report, "cost", "Cost Explorer").status is Status.UNKNOWN  # moto's Cost Explorer has nothing: never $0
+
+
+def test_t_developer_trends_slo_breach_success_rate_users_and_html(seeded, sandbox):
     td = seeded("t-developer")
-    publish_weekly_metrics(sandbox, td, pipeline_p95_s=60.0, failures_last_week=3, users=17)
     report, state = run("t-developer")
+    assert_seeded_trends(report, "t-developer")
+    assert not {"idle", "unreadable"} & {f.check for f in report.findings}
 
     p95 = only(report, "trend-custom", "T-Developer/Pipeline PipelineExecutionTime p95")
-    assert p95.status is Status.WARN and p95.details["slo_breached"] and p95.value == pytest.approx(60.0)
-    assert p95.details["days_breaching"] == 7 and p95.details["last_week"] == pytest.approx(38.0)
-    avg = only(report, "trend-custom", "T-Developer/Pipeline PipelineExecutionTime Average")
-    assert avg.details["last_week"] == pytest.approx(29.5)
-
+    assert p95.status is Status.WARN and p95.details["slo_breached"] and p95.details["days_breaching"] == 7
+    assert p95.value == pytest.approx(45 * SLO_THIS_WEEK) and p95.details["last_week"] < 45
     rate = only(report, "slo-success-rate", "T-Developer/Pipeline GenerationSuccess success rate")
-    assert rate.value == 97.0 and rate.details["last_week_pct"] == 99.0 and rate.details["error_rate_pct"] == 3.0
-    assert rate.status is Status.WARN and "SLO BREACH" in rate.summary  # 3 % errors > the 2 % SLO
+    assert rate.status is Status.OK and rate.value == pytest.approx(100 - SUCCESS_FAILURE_PCT[1], abs=0.3)  # under the 2 % SLO
+    assert only(report, "users", "t-developer-metadata-production").value == 3  # the seed's user-0..2
+    assert report.status is Status.WARN and state == "COMPLETED"  # a breach under 1.5 x the SLO
 
-    users = only(report, "users", "t-developer-metadata-production")
-    assert users.value == 17 + 3  # 17 published + the seed's user-0..2
-
-    assert report.status is Status.WARN and state == "COMPLETED"  # 60 s: a breach, under 1.5 x the SLO (CRIT)
-    # the HTML report is in the bucket, with real charts, and linked
     key = f"opsbook-reports/t-developer/{week_window(td).end.date().isoformat()}.html"
-    page = s3(sandbox, td.region).get_object(Bucket="t-developer-projects-production", Key=key)["Body"].read().decode()
-    assert "<svg" in page and "<script" not in page and "PipelineExecutionTime" in page and "SLO breach" in page
+    s3 = boto3.client("s3", region_name=td.region, endpoint_url=sandbox.endpoint, aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    page = s3.get_object(Bucket="t-developer-projects-production", Key=key)["Body"].read().decode()
+    assert page.count("<svg") >= 5 and "<script" not in page and "PipelineExecutionTime p95" in page and "SLO 45 s" in page
     assert report.records[0]["html"] and key in report.records[0]["html"]
-    # Cost Explorer has nothing in moto: UNKNOWN with the reason, never $0
-    cost = only(report, "cost", "Cost Explorer")
-    assert cost.status is Status.UNKNOWN and "no cost data" in cost.summary and cost.value is None
+
+    with get_client(sync_client=True) as client:  # the markdown and the table of the series, for this run
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[report.flow_run_id])))
+    by_key = {a.key: a for a in arts}
+    rows = json.loads(by_key["weekly-report-t-developer-series"].data)
+    p95_row = next(r for r in rows if r["metric"] == "PipelineExecutionTime p95")
+    assert p95_row["SLO"] == "≤ 45 s BREACH" and p95_row["this week"] == "51.75 s" and p95_row["change"] == "+35.3 %"
+    md = by_key["weekly-report-t-developer-trends"].data
+    assert "## custom" in md and "PipelineExecutionTime p95 **SLO**" in md and "| no data |" not in md  # no row without data
 
 
 def test_a_far_pipeline_breach_is_crit_and_the_run_fails_with_its_report(seeded, sandbox):
     td = seeded("t-developer")
-    publish_weekly_metrics(sandbox, td, pipeline_p95_s=70.0, failures_last_week=1)
+    slow_pipeline(sandbox, td, "PipelineExecutionTime", 80.0)
     report, state = run("t-developer")
     assert only(report, "trend-custom", "T-Developer/Pipeline PipelineExecutionTime p95").status is Status.CRIT  # >= 1.5 x 45 s
-    assert only(report, "slo-success-rate", "T-Developer/Pipeline GenerationSuccess success rate").status is Status.OK  # 1 % errors
+    assert only(report, "slo-success-rate", "T-Developer/Pipeline GenerationSuccess success rate").status is Status.OK
     assert report.status is Status.CRIT and state == "FAILED"
 
 
-def test_hr_trends_week_over_week_and_no_data(seeded, sandbox):
-    hr = seeded("hr-resource-optimization")
-    publish_weekly_metrics(sandbox, hr, change=0.5, skip=("apigateway",))
-    report, _ = run("hr-resource-optimization")
+def test_idle_and_missing_resources_at_hr_and_the_calls_are_covered_by_the_policy(seeded, sandbox, tmp_path):
+    seeded("hr-resource-optimization", extra={"functions": 3, "tables": 2})
+    inv = yaml.safe_load((SYSTEMS_DIR / "hr-resource-optimization.yaml").read_text())
+    inv["lambda_functions"].append({"name": "ghost-fn"})  # named in the inventory, never deployed
+    path = tmp_path / "hr-resource-optimization.yaml"
+    path.write_text(yaml.safe_dump(inv))
+    report, _ = run(str(path))
 
-    inv = only(report, "trend-lambda", "ResumeParser Invocations Sum")
-    assert inv.details["last_week"] == 7000 and inv.value == 10500 and inv.details["change_pct"] == 50.0
-    assert inv.details["daily"] == [1000.0] * 7 + [1500.0] * 7 and inv.details["notable"]
-    err = only(report, "trend-lambda", "ResumeParser Errors Sum")
-    assert err.details["change_pct"] == 50.0 and err.status is Status.WARN  # errors up notably
-    p95 = only(report, "trend-lambda", "ResumeParser Duration p95")
-    assert p95.details["last_week"] == 400.0 and p95.value == 600.0
-    rcu = only(report, "trend-dynamodb", "Employees-Team2 ConsumedReadCapacityUnits Maximum")
-    assert rcu.details["last_week"] == 30.0 and rcu.value == 45.0 and rcu.details["change_pct"] == 50.0
-    assert only(report, "trend-dynamodb", "Employees-Team2 ConsumedReadCapacityUnits Average").details["change_pct"] == 50.0
+    idle = only(report, "idle", "functions")
+    assert idle.status is Status.OK and idle.value == 3 and idle.summary.startswith("3 functions had no invocations in either week")
+    assert only(report, "idle", "tables").summary.startswith("2 tables had no consumed capacity in either week")
+    ghost = only(report, "unreadable", "functions (ResourceNotFoundException)")
+    assert ghost.status is Status.UNKNOWN and ghost.details["resources"] == ["ghost-fn"] and "does not exist" in ghost.summary
+    assert_seeded_trends(report, "hr-resource-optimization")  # the named resources: trends, as seeded
 
-    # nothing published for the API: "no data", not a 0 % change
-    count = only(report, "trend-apigateway", "hr-resource-optimization-api-team2 Count Sum")
-    assert count.status is Status.UNKNOWN and count.details["no_data"] and count.details["change_pct"] is None and "no data" in count.summary
-    thr = only(report, "trend-lambda", "ResumeParser Throttles Sum")
-    assert thr.status is Status.OK and thr.details["no_data"] and "no data" in thr.summary
-
-    assert only(report, "cost", "Cost Explorer").status is Status.UNKNOWN
-    assert "users" not in {f.check for f in report.findings}  # no HR table names a user attribute
-
-    earlier, _ = run("hr-resource-optimization", weeks_back=1)  # the week before: this week's data is out of the window
-    back = only(earlier, "trend-lambda", "ResumeParser Invocations Sum")
-    assert back.value == 7000 and back.details["last_week"] is None and back.details["change_pct"] is None
-
-
-def test_calls_made_are_covered_by_the_printed_policy_in_few_metric_calls(seeded, sandbox):
-    hr = seeded("hr-resource-optimization")
-    publish_weekly_metrics(sandbox, hr)
-    report, _ = run("hr-resource-optimization")
     policy = set(policy_for(TASKS)["Statement"][0]["Action"])
     used = {iam_action(*op.split(":")) for op in report.api_calls_by_operation} - {None}
     assert used and used <= policy, used - policy
     assert report.undeclared_iam_actions == []
-    # HR: 8 functions, 1 API, 6 tables (ThrottledRequests per operation), 4 buckets -> < 500 queries: one call
-    assert report.api_calls_by_operation["cloudwatch:GetMetricData"] == 1
-    assert report.api_calls_by_operation["ce:GetCostAndUsage"] == 1
+    assert report.api_calls_by_operation["cloudwatch:GetMetricData"] == 1  # every series of both weeks: one call
+    assert report.api_calls_by_operation["lambda:GetFunctionConfiguration"] == 1  # only the idle function discovery did not see
 
 
-def test_cost_explorer_data_is_summed_by_service_and_week():
-    from datetime import date, timedelta
-
-    start = date(2024, 1, 1)
-    results = [{"TimePeriod": {"Start": (start + timedelta(days=i)).isoformat()}, "Groups": [
-        {"Keys": ["AWS Lambda"], "Metrics": {"UnblendedCost": {"Amount": str(1.0 if i < 7 else 2.0), "Unit": "USD"}}}]} for i in range(14)]
-    c = summarize_costs(results, start)
-    assert c.error is None and c.by_service["AWS Lambda"] == (7.0, 14.0) and c.totals() == (7.0, 14.0)
-    assert summarize_costs([{"TimePeriod": {"Start": "2024-01-01"}, "Groups": []}], start).error
-
-
-def test_sparkline_gaps_and_html_masking():
-    assert sparkline([1, 2, 3, 4, 5, 6, 7, 8]) == "▁▂▃▄▅▆▇█"
-    assert sparkline([None, 5, 5]) == " ▁▁"
-    hr = load_system("hr-resource-optimization")
-    s = Series(kind="lambda", resource="fn-AKIAIOSFODNN7EXAMPLE", namespace="AWS/Lambda", metric="Errors", stat="Sum")
-    t = Trend(series=s, daily=[1.0] * 14, last_week=7.0, this_week=7.0)
-    w = Window(start=datetime(2024, 1, 1, tzinfo=hr.tz), end=datetime(2024, 1, 15, tzinfo=hr.tz), timezone=hr.timezone)
-    page = html_report(hr, w, [t], [judge_trend(t)], None, Status.OK)
-    assert "AKIAIOSFODNN7EXAMPLE" not in page and "[AWS-ACCESS-KEY]" in page and "<svg" in page
-    assert "AKIAIOSFODNN7EXAMPLE" not in json.dumps(page)
+def test_the_seeded_numbers_are_what_the_report_reads():
+    """Pure: the sandbox's datums per system, their PutMetricData batches, and the percentile helper."""
+    assert nearest_rank(spread(51.75)) == pytest.approx(51.75, abs=0.01)
+    for name in ("hr-resource-optimization", "t-developer", "todo-app", "leh"):
+        inv = load_system(name)
+        by_ns = weekly_datums(inv, day_noons(inv))
+        assert sum(len(v) for v in by_ns.values()) <= 2000  # moto scans its datums linearly: a few calls, little to scan
+        assert {"AWS/Lambda", "AWS/DynamoDB", "AWS/S3"} & set(by_ns)
+    td = load_system("t-developer")
+    pipeline = [d for d in weekly_datums(td, day_noons(td))["T-Developer/Pipeline"] if d["MetricName"] == "PipelineExecutionTime"]
+    assert nearest_rank([v for d in pipeline[7:] for v in d["Values"]]) == pytest.approx(45 * SLO_THIS_WEEK, abs=0.01)
