@@ -100,11 +100,16 @@ def _traffic(sb: Sandbox, system: System, function: str, *, minutes: int, per_mi
         data += [{"MetricName": "Invocations", "Dimensions": dims, "Timestamp": minute, "Value": float(per_minute), "Unit": "Count"},
                  {"MetricName": "Errors", "Dimensions": dims, "Timestamp": minute, "Value": float(timeouts_per_minute + errors_per_minute), "Unit": "Count"},
                  {"MetricName": "Duration", "Dimensions": dims, "Timestamp": minute, "Values": durations, "Unit": "Milliseconds"}]
+    # Every line in the past when written: the last minute's invocations start up to 50 s into it and last up to the
+    # timeout, and a line stamped after the runbook's change would count as new traffic after it.
+    late = max(at for at, _ in events) - (datetime.now(timezone.utc) - timedelta(seconds=1))
+    if late > timedelta(0):
+        events = [(at - late, line) for at, line in events]
     cw = _client(sb, "cloudwatch", system.region)
     for i in range(0, len(data), 500):
         cw.put_metric_data(Namespace="AWS/Lambda", MetricData=data[i : i + 500])
     _write_logs(sb, system, function, events)
-    return {"function": function, "timeout_s": timeout_s, "memory_mb": memory_mb, "invocations": minutes * per_minute,
+    return {"function": function, "start": min(at for at, _ in events), "timeout_s": timeout_s, "memory_mb": memory_mb, "invocations": minutes * per_minute,
             "timeouts": minutes * timeouts_per_minute, "max_ms": max(durations_all) if durations_all else None,
             "avg_ms": sum(durations_all) / len(durations_all) if durations_all else None}
 
@@ -130,7 +135,7 @@ def lambda_timeouts(sb: Sandbox, system: System, function: str | None = None, *,
     out = _traffic(sb, system, name, minutes=minutes, per_minute=per_minute, timeouts_per_minute=timeouts_per_minute,
                    fast=(0.01, 0.02) if hang else (0.6, 0.95))
     if earlier_timeouts:
-        change = datetime.now(timezone.utc) - timedelta(minutes=minutes + 5)
+        change = out["start"] - timedelta(minutes=5)
         _fn(sb, system, name).last_modified = change.strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
         old = [(change - timedelta(minutes=1 + i), f"{(change - timedelta(minutes=1 + i)).isoformat()} old Task timed out after 10.00 seconds")
                for i in range(earlier_timeouts)]
