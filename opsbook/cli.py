@@ -53,9 +53,11 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
 def execution_mode(mutating: bool, execute: bool, yes: bool, isatty: bool) -> dict[str, Any]:
     """Shared by every runbook: dry run unless --execute; --yes only with --execute.
 
-    Returns the flow parameters it implies: dry_run, and how approval is given
-    on the shell ("prompt": ask on the terminal after the plan; "yes": approved
-    up front). Read-only runbooks take neither flag.
+    Returns what it implies: the flow parameters dry_run and approver, and
+    "approval", how the shell approves ("prompt": ask on the terminal after the
+    plan; "yes": approved up front), which is not a flow parameter: run_runbook
+    sets it around the call (tasks.mutation.shell_approval). Read-only
+    runbooks take neither flag.
     """
     if yes and not execute:
         raise UsageError("--yes only makes sense with --execute")
@@ -107,13 +109,18 @@ def flush_prefect(timeout: float = 10.0) -> None:
         worker.drain_all(timeout=timeout)
 
 
-def run_runbook(name: str, system: str, params: dict[str, Any], verbose: bool = False) -> tuple[Any, dict[str, Any]]:
-    """Run a runbook as a Prefect flow in this process; returns (report, meta)."""
+def run_runbook(name: str, system: str, params: dict[str, Any], verbose: bool = False,
+                approval: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """Run a runbook as a Prefect flow in this process; returns (report, meta).
+
+    ``approval``: how the shell approves a mutating run ("prompt" or "yes"; None: the UI form)."""
     from flows import registry
+    from tasks.mutation import shell_approval
 
     flow = registry.get(name).load()
     t0 = time.monotonic()
-    state = flow(system=system, **params, return_state=True)
+    with shell_approval(approval):
+        state = flow(system=system, **params, return_state=True)
     wall = time.monotonic() - t0
     result = state.result(raise_on_failure=False)
     return result, {"state": state.type.value, "state_message": state.message, "wall_s": round(wall, 2)}
@@ -156,12 +163,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc.args[0])) from None
     load_system(args.system)  # a broken inventory or unknown system fails before any AWS call
     params = parse_params(args.param or [])
-    params.update(execution_mode(rb.mutating, args.execute, args.yes, sys.stdin.isatty()))
+    mode = execution_mode(rb.mutating, args.execute, args.yes, sys.stdin.isatty())
+    approval = mode.pop("approval", None)
+    params.update(mode)
     t0 = time.monotonic()
     meta = _prepare_prefect(args.verbose)
     if not args.json:
         print(f"opsbook: {rb.name} {args.system} running (Prefect API {meta['api_url']})...", file=sys.stderr)
-    report, run_meta = run_runbook(rb.name, args.system, params, args.verbose)
+    report, run_meta = run_runbook(rb.name, args.system, params, args.verbose, approval=approval)
     meta.update(run_meta)
     meta["total_s"] = round(time.monotonic() - t0, 2)
     from tasks.report import RunReport
