@@ -169,7 +169,7 @@ def alarm_bridge(
     systems: Annotated[Names, Param("Only these systems (inventory names); empty: every system in systems/")] = [],  # noqa: B006
     system: Annotated[str, Param("Only this one system; empty: see systems")] = "",
     max_age_minutes: Annotated[float, Param("An ALARM transition older than this that the bridge never saw is reported, not "
-                                            "acted on (no late start), in minutes", gt=0, le=1440)] = 30.0,
+                                            "acted on (no late start), in minutes", ge=0, le=1440)] = 30.0,
     check_schedules: Annotated[bool, Param("Also check that the scheduled runs of the opsbook deployments happened")] = True,
     grace_minutes: Annotated[float, Param("A scheduled run not started this long after its time is missed, in minutes",
                                           gt=0, le=1440)] = 10.0,

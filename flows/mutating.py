@@ -15,7 +15,7 @@
 How the run is approved: a form in the Prefect UI (the run pauses and the
 system's channels are told), unless the shell approves (``tasks.mutation.shell_approval``).
 
-Refused (wrong account, rejected, timed out, drift, lease held) ends the run
+Refused (wrong account, a guess not accepted, rejected, timed out, drift, lease held) ends the run
 with outcome ``refused`` (exit 3); any other exception ends it ``failed``
 with its report saved (a CRIT run ends Failed in the UI).
 """

@@ -317,14 +317,16 @@ def scale_service(
     approval_timeout_s: ApprovalTimeout = 0,
     service: Annotated[str, Param("The ECS service as cluster/service; empty: the system's only service")] = "",
     desired: Annotated[int, Param("Scale the service to this many tasks (0 stops it), within its auto scaling bounds; "
-                                  "-1: not given (use delta)", ge=-1, le=1000)] = -1,
+                                  "-1: not given (use delta)", ge=-1, le=5000)] = -1,
     delta: Annotated[int, Param("Scale the service by this many tasks (+N or -N) from the count it runs now; 0: not given",
-                                ge=-1000, le=1000)] = 0,
+                                ge=-5000, le=5000)] = 0,
     hold: Annotated[bool, Param("Also raise the auto scaling minimum to the new count, so that scaling in does not "
                                 "undo it (until undo_run puts the minimum back)")] = False,
     table: Annotated[str, Param("A provisioned DynamoDB table of the system to set read_units/write_units on; empty: none")] = "",
-    read_units: Annotated[int, Param("The table's provisioned read capacity units; 0: unchanged", ge=0, le=40000)] = 0,
-    write_units: Annotated[int, Param("The table's provisioned write capacity units; 0: unchanged", ge=0, le=40000)] = 0,
+    read_units: Annotated[int, Param("The table's provisioned read capacity units, at most the inventory's "
+                                     "remediation.dynamodb_max_capacity_units; 0: unchanged", ge=0)] = 0,
+    write_units: Annotated[int, Param("The table's provisioned write capacity units, at most the inventory's "
+                                      "remediation.dynamodb_max_capacity_units; 0: unchanged", ge=0)] = 0,
     settle_timeout_s: SettleTimeout = 0,
     undo_run: UndoRun = "",
 ) -> Any:

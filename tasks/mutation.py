@@ -41,7 +41,7 @@ from typing import Any, Literal
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.input import RunInput
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from tasks import aws, statestore
 from tasks.findings import Status
@@ -159,7 +159,8 @@ class Plan(BaseModel):
                f"region {self.identity.region}, as {self.identity.arn}"]
         for i, a in enumerate(self.actions, 1):
             out.append(f"  {i}. {a.resource}: {a.current} -> {a.target}  ({a.iam_action}; "
-                       f"{'reversible' if a.reversible else 'NOT reversible'}) {'GUESS ' if a.guess else ''}{a.evidence}".rstrip())
+                       f"{'reversible' if a.reversible else 'NOT reversible'}) {'GUESS: ' if a.guess and 'GUESS' not in a.evidence else ''}"
+                       f"{a.evidence}".rstrip())
         out += [f"  unchanged: {u}" for u in self.unchanged] + [f"  CANNOT: {c}" for c in self.cannot] + [f"  note: {n}" for n in self.notes]
         if not self.actions:
             out.append("  nothing to change")
@@ -204,18 +205,16 @@ class GuessApprovalInput(ApprovalInput):
 def approval_form(plan: Plan, approver: str | None, accept_guess: bool) -> type[ApprovalInput]:
     """The Resume form for ``plan``: the plan as its description, the approver filled when known,
     and the accept_guess box when the plan has a guessed step (ticked when the run was started with accept_guess)."""
-    import pydantic
-
     base: type[ApprovalInput] = GuessApprovalInput if plan.guesses else ApprovalInput
     fields: dict[str, Any] = {}
     if approver:
         fields["approver"] = (str, Field(approver, min_length=1, description="Your name (filled with the Prefect user who started the run)"))
     if plan.guesses:
         fields["accept_guess"] = (bool, Field(accept_guess, description=base.model_fields["accept_guess"].description))
-    form = pydantic.create_model(base.__name__, __base__=base, **fields)
+    form = create_model(base.__name__, __base__=base, **fields)
     end = "Approve to apply exactly this plan; the run reads the state again and stops if it changed since."
     if plan.guesses:
-        end += " " + guessed_steps(plan) + "; " + guess_advice(plan, shell=False) + "."
+        end += " A step marked guess is applied only with accept_guess ticked as well."
     return form.with_initial_data(description=plan.markdown() + "\n\n" + end)
 
 
