@@ -183,6 +183,7 @@ def test_ui_approval_through_the_prefect_api(seeded, sandbox):
     assert f"/runs/flow-run/{run_id}" in asked["Message"] and "accept_guess" in asked["Message"]
     form = _pause_form(run_id)  # the Resume form: the guess box, and no shell flags in the UI's text
     assert form["schema"]["properties"]["accept_guess"]["default"] is False
+    assert "default" not in form["schema"]["properties"]["approver"]  # a self-hosted server knows no user: the approver types it
     assert "Plan: emergency-rollback · todo-app" in form["description"] and "to_revision set" in form["description"]
     assert "--param" not in form["description"] and "--yes" not in form["description"]
     resume_flow_run(run_id, run_input={"approve": True, "approver": "alice", "reason": "INC-42 P0", "accept_guess": True})
