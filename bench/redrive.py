@@ -5,7 +5,7 @@
 Standalone: starts its own sandbox in this process (moto + the OpenSearch
 double on 127.0.0.1, ``latency_ms`` added to every call, like a round trip
 to a region), seeds leh, creates the worker's event source mapping, fills the
-DLQ, and runs the flow in this process with ``approval="yes"`` under
+DLQ, and runs the flow in this process with ``shell_approval("yes")`` under
 Prefect's test harness (a temporary local server). Two runs, each on a freshly
 filled DLQ: the inventory's ``redrive_rate_per_s`` (what an operator gets by
 default), then ``rate_per_s=--fast-rate`` (the ceiling: batches move one at a
@@ -26,6 +26,7 @@ from typing import Any
 def one_run(sb: Any, inv: Any, messages: int, rate: float | None) -> dict[str, Any]:
     from flows.dlq_redrive import dlq_redrive
     from sandbox import leh_queues
+    from tasks.mutation import shell_approval
 
     sb.reset()
     from sandbox.seed import seed_system
@@ -37,7 +38,8 @@ def one_run(sb: Any, inv: Any, messages: int, rate: float | None) -> dict[str, A
     fill_s = time.monotonic() - t
     params: dict[str, Any] = {"rate_per_s": rate} if rate else {}
     t = time.monotonic()
-    state = dlq_redrive(system=inv.name, dry_run=False, approval="yes", approver="bench", return_state=True, **params)
+    with shell_approval("yes"):
+        state = dlq_redrive(system=inv.name, dry_run=False, approver="bench", return_state=True, **params)
     wall = time.monotonic() - t
     report = state.result(raise_on_failure=False)
     moved_f = next(f for f in report.findings if f.check == "redrive-moved")

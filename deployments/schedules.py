@@ -62,10 +62,52 @@ def _spec(system: str, key: str, runbook: str, cron: str | None, tz: str, parame
     }
 
 
+DAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]  # cron: 0 and 7 are Sunday
+MONTHS = ["", "January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"]
+
+
+def _listed(field: str, names: list[str]) -> str | None:
+    """A cron list of numbers ("1,4") in words ("Monday and Thursday"); None for ranges, steps or names."""
+    if not all(p.isdigit() and int(p) < len(names) and names[int(p)] for p in field.split(",")):
+        return None
+    words = [names[int(p)] for p in field.split(",")]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def cron_words(cron: str) -> str | None:
+    """The crons the inventories use, in words ("09:00 every Monday"); None for any other (then only the cron is shown)."""
+    fields = cron.split()
+    if len(fields) != 5:
+        return None
+    minute, hour, dom, month, dow = fields
+    if fields == ["*"] * 5:
+        return "every minute"
+    if minute.startswith("*/") and minute[2:].isdigit() and fields[1:] == ["*"] * 4:
+        return f"every {int(minute[2:])} minutes"
+    if not (minute.isdigit() and hour.isdigit()):
+        return None
+    at = f"{int(hour):02d}:{int(minute):02d}"
+    if dom == "*" and month == "*":
+        days = "day" if dow == "*" else _listed(dow, DAYS)
+        return f"{at} every {days}" if days else None
+    if dow == "*" and dom.isdigit():
+        months = "every month" if month == "*" else _listed(month, MONTHS)
+        return f"{at} on day {int(dom)} of {months}" if months else None
+    return None
+
+
 def describe(spec: dict[str, Any], flow: Any) -> str:
-    """The deployment's description in the UI: when it runs, what it does (the runbook's docstring)."""
+    """The deployment's description in the UI: when it runs, in which time zone, and what it does (the runbook's docstring).
+
+    The UI's schedule card shows the cron in words without its time zone (the zone is in the card's tooltip and its
+    edit form): the description says it."""
     target = f"**{spec['system']}**" if spec["system"] else "every system"
-    when = f"Scheduled: `{spec['cron']}` ({spec['timezone']})." if spec["cron"] else "No schedule: run it from the UI's Run button, the shell or an alarm."
+    if spec["cron"]:
+        words = cron_words(spec["cron"])
+        when = (f"Scheduled: {words}, {spec['timezone']} time (`{spec['cron']}`)." if words
+                else f"Scheduled: `{spec['cron']}`, {spec['timezone']} time.")
+    else:
+        when = "No schedule: run it from the UI's Run button, the shell or an alarm."
     mode = ("Mutating: dry run by default; set dry_run=false to act after approval (a form on the paused run)."
             if "mutating" in spec["tags"] else "Read-only.")
     doc = (flow.description or "").strip()

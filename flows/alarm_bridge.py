@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -52,6 +52,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from flows.daily_health import run_url
+from flows.params import Names, Param
 from tasks import aws
 from tasks.alarm_bridge import (RUNBOOK, MissedRun, ScheduleMemory, fire_transitions, judge_schedules, load_schedule_memory,
                                 notify_missed, nothing_to_bridge, read_alarms, read_schedules, save_schedule_memory, utcnow)
@@ -165,13 +166,16 @@ def watch_schedules(systems: list[str] | None, grace_minutes: float, lookback_ho
 
 @flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=300)
 def alarm_bridge(
-    systems: list[str] | None = None,
-    system: str | None = None,
-    max_age_minutes: float = 30.0,
-    check_schedules: bool = True,
-    grace_minutes: float = 10.0,
-    lookback_hours: float = 24.0,
-    notify: bool = True,
+    systems: Annotated[Names, Param("Only these systems (inventory names); empty: every system in systems/")] = [],  # noqa: B006
+    system: Annotated[str, Param("Only this one system; empty: see systems")] = "",
+    max_age_minutes: Annotated[float, Param("An ALARM transition older than this that the bridge never saw is reported, not "
+                                            "acted on (no late start), in minutes", ge=0, le=1440)] = 30.0,
+    check_schedules: Annotated[bool, Param("Also check that the scheduled runs of the opsbook deployments happened")] = True,
+    grace_minutes: Annotated[float, Param("A scheduled run not started this long after its time is missed, in minutes",
+                                          gt=0, le=1440)] = 10.0,
+    lookback_hours: Annotated[float, Param("How far back missed scheduled runs are looked for on the first check, in hours",
+                                           gt=0, le=24 * 14)] = 24.0,
+    notify: Annotated[bool, Param("Alert the system's channels once per newly missed scheduled run")] = True,
 ) -> Any:
     """Send one Prefect event per new ALARM transition routed to a runbook, and alert on missed scheduled runs. Never mutates AWS."""
     started = time.monotonic()

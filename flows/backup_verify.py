@@ -31,12 +31,13 @@ the session's (identity, leases, records, SNS) and 3-4 a fix.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.mutating import SESSION_TASKS, MutationSession, future_value, mark_verified
+from flows.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
 from tasks import aws
 from tasks.backups import (APPLIERS, BACKUP, BACKUP_LOOKBACK_DAYS, PITR, VERSIONING, BucketProtection, TableBackups, backup_name,
                            bucket_findings, iso_utc, judge_rds, judge_snapshots, read_bucket_protection, read_rds_snapshots, read_snapshots,
@@ -172,22 +173,21 @@ def replace_findings(findings: list[Finding], fresh: list[Finding], resources: s
 
 @flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=7 * 86400)
 def backup_verify(
-    system: str,
-    dry_run: bool = True,
-    approval: Literal["ui", "prompt", "yes"] = "ui",
-    approver: str | None = None,
-    approval_timeout_s: int | None = None,
-    fix: bool = True,
+    system: SystemName,
+    dry_run: DryRun = True,
+    approver: Approver = "",
+    approval_timeout_s: ApprovalTimeout = 0,
+    fix: Annotated[bool, Param("Plan the fixes the inventory asks for (enable PITR, take an on-demand backup, enable versioning); off: report only, the would-be fixes listed in the plan's notes")] = True,
 ) -> Any:
     """Verify every backup of the system (read-only) and, with ``fix`` (default), plan the fixes the inventory asks for.
 
     dry_run (default) ends after the plan. Otherwise the run asks for approval
-    (a form in the UI; the shell's prompt or --yes), then enables PITR, takes
+    (a form on the paused run in the UI; the shell's prompt or --yes), then enables PITR, takes
     on-demand backups and enables versioning, reads each back, records and
     notifies. Replication and snapshot gaps are findings with instructions.
     """
     inv = load_system(system)
-    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approval=approval, approver=approver, approval_timeout_s=approval_timeout_s)
+    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s)
     with session:
         identity = session.identity()
         found = future_value(discover.submit(inv))

@@ -29,7 +29,7 @@ listing for the top users only. 10,000 cases and 2,000 users: about 55 calls.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
@@ -37,6 +37,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from flows.mutating import SESSION_TASKS, MutationSession
+from flows.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
 from tasks import aws, breaker
 from tasks.cloudwatch import get_metric_data
 from tasks.findings import Finding, Status
@@ -325,21 +326,26 @@ def hand_off(system: System, plan: Plan) -> dict[str, Any]:
 
 @flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=86400)
 def bill_shock_breaker(
-    system: str,
-    mode: Literal["evaluate", "escalate", "reset"] = "evaluate",
-    dry_run: bool = True,
-    approval: Literal["ui", "prompt", "yes"] = "ui",
-    approver: str | None = None,
-    case_id: str | None = None,
-    resume_service: bool = False,
-    approval_timeout_s: int | None = None,
+    system: SystemName,
+    mode: Annotated[Literal["evaluate", "escalate", "reset"], Param(
+        "evaluate: read token spend and trip case breakers (the 5-minute schedule); escalate: act on what needs approval "
+        "(block accounts, pause the worker); reset: close a case's breaker and/or resume the worker by hand")] = "evaluate",
+    dry_run: DryRun = True,
+    approver: Approver = "",
+    case_id: Annotated[str, Param("mode=reset: the case whose breaker to close; empty: none")] = "",
+    resume_service: Annotated[bool, Param("mode=reset: let the paused worker consume its queue again")] = False,
+    approval_timeout_s: ApprovalTimeout = 0,
 ) -> Any:
-    """Evaluate token spend and trip breakers (mode=evaluate), act on what needs approval (escalate), or close by hand (reset)."""
+    """Evaluate token spend and trip breakers (mode=evaluate), act on what needs approval (escalate), or close by hand (reset).
+
+    Tripping and closing breakers is automatic (the breaker's purpose); blocking
+    accounts and pausing the worker need approval unless the inventory allows
+    them (a form on the paused escalate run in the UI; the shell's prompt or --yes)."""
     inv = load_system(system)
     if inv.bill_shock is None:
         raise ValueError(f"{inv.name} has no bill_shock section in its inventory")
     cfg = inv.bill_shock
-    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approval=approval, approver=approver, approval_timeout_s=approval_timeout_s)
+    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s)
     now = datetime.now(timezone.utc)
     with session:
         identity = session.identity()

@@ -9,7 +9,7 @@ report, notify on a change of status.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import allow_failure, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -17,6 +17,7 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
+from flows.params import Deadline, Param, SystemName
 from tasks import aws
 from tasks.apigateway import check_apis
 from tasks.awslambda import check_functions
@@ -115,7 +116,12 @@ def judge(system: System, findings: list[Finding], calls: aws.CallLog, started: 
 
 
 @flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=900)
-def daily_health(system: str, deadline_seconds: float = 60.0, notify: bool = True) -> Any:
+def daily_health(
+    system: SystemName,
+    deadline_seconds: Deadline = 60.0,
+    notify: Annotated[bool, Param("Alert the system's channels (SNS topic, Prefect block) when the status changes: once on "
+                                  "WARN/CRIT, once on recovery")] = True,
+) -> Any:
     """Check every component of a system; CRIT ends the run Failed, with its report saved."""
     started = time.monotonic()
     logger = get_run_logger()

@@ -33,13 +33,14 @@ nothing could be read. A CRIT run ends Failed in Prefect, with its report.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.states import Failed
 
+from flows.params import Deadline, Param, SystemName
 from flows.daily_health import judge
 from tasks import aws
 from tasks.api_diagnosis import (ApiInfo, ApiMetrics, FunctionErrors, FunctionInfo, FunctionMetrics, RolePolicies, api_findings, api_verdict,
@@ -48,7 +49,7 @@ from tasks.api_diagnosis import (ApiInfo, ApiMetrics, FunctionErrors, FunctionIn
 from tasks.findings import Finding, Status, unknown
 from tasks.inventory import ApiGatewayApi, System, load_system
 from tasks.masking import mask
-from tasks.report import ICON, RunReport, findings_table, publish_artifacts, sort_findings
+from tasks.report import ICON, RunReport, findings_section, publish_artifacts, sort_findings
 
 RUNBOOK = "diagnose-api-5xx"
 VERDICT = "api-5xx-verdict"
@@ -116,7 +117,7 @@ def api_markdown(report: RunReport) -> str:
                 lines.append(f"| {i} | {mask(cz['cause'])} | {cz.get('function') or '—'} | {mask(cz['evidence'])[:200].replace('|', '/')} | "
                              f"{mask(cz['next']).replace('|', '/')} |")
             lines.append("")
-    lines += findings_table(report, skip=(VERDICT,))
+    lines += findings_section(report, skip=(VERDICT,))
     lines += ["", "Read-only: nothing was changed. Every finding is in the table artifact with the same key plus `-findings`."]
     return "\n".join(lines)
 
@@ -127,15 +128,20 @@ def publish(report: RunReport) -> RunReport:
 
 
 @flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=600)
-def diagnose_api_5xx(system: str, api: str | None = None, minutes: int = 60, crit_rate_pct: float = 5.0,
-                     deadline_seconds: float = 120.0) -> Any:
+def diagnose_api_5xx(
+    system: SystemName,
+    api: Annotated[str, Param("Only this API Gateway API of the inventory (its name); empty: every API of the system")] = "",
+    minutes: Annotated[int, Param("How far back the 5XX rate, latency and function errors are read, in minutes", ge=5, le=1440)] = 60,
+    crit_rate_pct: Annotated[float, Param("An API's 5XX rate (% of requests) from which it is CRIT", gt=0, le=100)] = 5.0,
+    deadline_seconds: Deadline = 120.0,
+) -> Any:
     """Why the system's APIs (or ``api``) answer 5XX: ranked causes with the next runbook. Never mutates."""
     started = time.monotonic()
     logger = get_run_logger()
     inv = load_system(system)
     calls = aws.start_call_log()
     deadline = aws.Deadline(deadline_seconds)
-    apis = select_apis(inv, api)
+    apis = select_apis(inv, api or None)
     if not apis:
         findings = [Finding(check=VERDICT, resource=inv.name, status=Status.OK, value=0,
                             summary=f"nothing to check: the inventory of {inv.name} names no API Gateway API (api_gateway_apis is empty)")]

@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
+from flows.params import Deadline, Names, Param, SystemName
 from flows.daily_health import judge
 from flows.diagnose_api_5xx import settled
 from tasks import aws
@@ -47,7 +48,7 @@ from tasks.bedrock import (Increase, QuotaSet, Target, ThrottleStats, UsageMetri
 from tasks.findings import Finding, Status, unknown
 from tasks.inventory import System, load_system
 from tasks.masking import mask
-from tasks.report import ICON, RunReport, findings_table, publish_artifacts, sort_findings
+from tasks.report import ICON, RunReport, findings_section, publish_artifacts, sort_findings
 
 RUNBOOK = "diagnose-bedrock-throttling"
 VERDICT = "bedrock-throttling-verdict"
@@ -219,7 +220,7 @@ def bedrock_markdown(report: RunReport) -> str:
             lines += [f"### `{f.resource}`: throttled lines per minute", "", "| minute (UTC) | lines |", "|---|---|"]
             lines += [f"| {m} | {n} |" for m, n in f.details["per_minute"].items()]
             lines.append("")
-    lines += findings_table(report, skip=(VERDICT,))
+    lines += findings_section(report, skip=(VERDICT,))
     return "\n".join(lines)
 
 
@@ -229,8 +230,15 @@ def publish(report: RunReport) -> RunReport:
 
 
 @flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=600)
-def diagnose_bedrock_throttling(system: str, functions: list[str] | None = None, minutes: int = 60, headroom: float = 1.2,
-                                crit_share_pct: float = 5.0, deadline_seconds: float = 120.0) -> Any:
+def diagnose_bedrock_throttling(
+    system: SystemName,
+    functions: Annotated[Names, Param("Only these Lambda functions (a comma-separated string on the shell); empty: the "
+                                      "inventory's functions marked bedrock: true")] = [],  # noqa: B006 (validated into a new list)
+    minutes: Annotated[int, Param("How far back ThrottlingException lines and invocations are read, in minutes", ge=5, le=1440)] = 60,
+    headroom: Annotated[float, Param("The quota increase to request: (quota in force + peak refused per minute) × this", ge=1, le=10)] = 1.2,
+    crit_share_pct: Annotated[float, Param("A function's share of throttled invocations (%) from which it is CRIT", gt=0, le=100)] = 5.0,
+    deadline_seconds: Deadline = 120.0,
+) -> Any:
     """ThrottlingException by function, the quota in force, and what to do. Never mutates (prints the increase command)."""
     started = time.monotonic()
     logger = get_run_logger()

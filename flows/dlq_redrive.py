@@ -36,13 +36,13 @@ verification and the record (bench/redrive.py: 347 calls for 1,000).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import Field
 
 from flows.mutating import SESSION_TASKS, MutationSession
+from flows.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
 from tasks import aws
 from tasks.findings import Finding, Status, unknown
 from tasks.inventory import SqsQueue, System, load_system
@@ -69,7 +69,7 @@ def pick_queue(inv: System, queue: str | None) -> SqsQueue:
     if not with_dlq:
         raise Refused(f"{inv.name}'s inventory has no SQS queue with a dead-letter queue (sqs_queues[].dlq)")
     if len(with_dlq) > 1:
-        raise Refused(f"{inv.name} has {len(with_dlq)} queues with a dead-letter queue; choose one with --param queue=NAME "
+        raise Refused(f"{inv.name} has {len(with_dlq)} queues with a dead-letter queue; choose one with queue=NAME "
                       f"({', '.join(q.name for q in with_dlq)})")
     return with_dlq[0]
 
@@ -271,24 +271,26 @@ def _value(fut: Any) -> Any:
 
 @flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=7 * 86400)
 def dlq_redrive(
-    system: str,
-    dry_run: bool = True,
-    approval: Literal["ui", "prompt", "yes"] = "ui",
-    approver: str | None = None,
-    approval_timeout_s: int | None = None,
-    queue: str | None = None,
-    max_messages: Annotated[int, Field(ge=1)] | None = None,
-    rate_per_s: Annotated[float, Field(gt=0, le=3000)] | None = None,
-    case_id: str | None = None,
-    evidence_id: str | None = None,
-    sample_size: Annotated[int, Field(ge=0, le=10)] = 5,
-    visibility_timeout_s: Annotated[int, Field(ge=1, le=43200)] = 30,
+    system: SystemName,
+    dry_run: DryRun = True,
+    approver: Approver = "",
+    approval_timeout_s: ApprovalTimeout = 0,
+    queue: Annotated[str, Param("The source queue (or its dead-letter queue) to redrive; empty: the system's only queue "
+                                "with a dead-letter queue")] = "",
+    max_messages: Annotated[int, Param("Move at most this many messages; 0: the whole dead-letter queue as planned", ge=0)] = 0,
+    rate_per_s: Annotated[float, Param("Move at most this many messages a second; 0: the inventory's redrive_rate_per_s",
+                                       ge=0, le=3000)] = 0,
+    case_id: Annotated[str, Param("Move only the messages of this case (others are set aside); empty: every case")] = "",
+    evidence_id: Annotated[str, Param("Move only the messages of this evidence item; empty: every item")] = "",
+    sample_size: Annotated[int, Param("Messages shown (masked) in the plan, read without consuming them", ge=0, le=10)] = 5,
+    visibility_timeout_s: Annotated[int, Param("Seconds a batch in hand stays invisible: after a kill, it reappears then",
+                                               ge=1, le=43200)] = 30,
 ) -> Any:
     """Move the messages of a dead-letter queue back to its source queue.
 
     dry_run (default) ends after the plan (depth, masked sample, consumer,
-    breakers). Otherwise the run asks for approval (a form in the UI; the
-    shell's prompt or --yes) and moves at most the planned count, at most
+    breakers). Otherwise the run asks for approval (a form on the paused run
+    in the UI; the shell's prompt or --yes) and moves at most the planned count, at most
     ``rate_per_s`` a second (default: the inventory's redrive_rate_per_s),
     skipping cases whose breaker is OPEN and, with ``case_id`` /
     ``evidence_id``, messages of other cases. ``visibility_timeout_s``: how
@@ -296,8 +298,8 @@ def dlq_redrive(
     A kill never loses a message and duplicates at most one batch (10).
     """
     inv = load_system(system)
-    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approval=approval, approver=approver,
-                              approval_timeout_s=approval_timeout_s)
+    case_id, evidence_id = case_id or None, evidence_id or None  # "" (not given) filters nothing
+    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s)
     with session:
         identity = session.identity()
         q = pick_queue(inv, queue)
@@ -312,7 +314,7 @@ def dlq_redrive(
         cases = sorted({s.case_id for s in sample if s.case_id} | ({case_id} if case_id else set()))
         breakers = _value(read_case_breakers.submit(inv, cases)) if inv.bill_shock and cases else {}
         plan = make_plan.submit(inv, identity, q, function, reads, breakers, max_messages=max_messages, rate=rate,
-                                rate_from="--param rate_per_s" if rate_per_s else "the inventory's redrive_rate_per_s",
+                                rate_from="the rate_per_s parameter" if rate_per_s else "the inventory's redrive_rate_per_s",
                                 case_id=case_id, evidence_id=evidence_id, visibility_timeout_s=visibility_timeout_s).result()
         if isinstance(reads["sample"], BaseException):
             session.report.findings.append(unknown("dlq-sample", q.dlq, aws.describe_error(reads["sample"])))

@@ -31,13 +31,14 @@ import json
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from prefect import flow
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.mutating import SESSION_TASKS, MutationSession
+from flows.params import Approver, Param, SystemName
 from tasks import aws
 from tasks.findings import Finding, Status
 from tasks.iam import aws_task
@@ -312,15 +313,16 @@ def _history(system: System, rows: list[dict[str, Any]]) -> None:
 
 @flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=4 * 3600)
 def dr_test(
-    system: str,
-    dry_run: bool = True,
-    approval: Literal["ui", "prompt", "yes"] = "ui",
-    approver: str | None = None,
-    components: list[Literal["dynamodb", "s3", "opensearch"]] = ["dynamodb", "s3", "opensearch"],  # noqa: B006
+    system: SystemName,
+    dry_run: Annotated[bool, Param("Plan only (the default): nothing is restored. Off: restore the test copies, prove them "
+                                   "and remove them (no approval: the run writes only its own tagged copies)")] = True,
+    approver: Approver = "",
+    components: Annotated[list[Literal["dynamodb", "s3", "opensearch"]], Param(
+        "What to restore: DynamoDB tables, S3 objects, OpenSearch indices")] = ["dynamodb", "s3", "opensearch"],  # noqa: B006
 ) -> Any:
     """Restore test copies, prove them, always remove them. Writes only its own copies: no approval needed to act."""
     inv = load_system(system)
-    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approval=approval, approver=approver)
+    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver)
     run = session.run_id[:8]
     rto_table = inv.dr.rto_table_minutes * 60
     rows: list[dict[str, Any]] = []

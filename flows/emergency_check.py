@@ -39,13 +39,14 @@ import re
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import allow_failure, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 
+from flows.params import Param, SystemName
 from flows.daily_health import coverage, gather, judge, submit_checks
 from tasks import aws
 from tasks.apigateway import check_apis
@@ -59,8 +60,8 @@ from tasks.iam import aws_task
 from tasks.inventory import EscalationLevel, System, load_system
 from tasks.logs import count_matches, log_groups
 from tasks.opensearch import check_domains
-from tasks.report import ICON, RunReport, artifact_key, sort_findings
-from tasks.masking import mask, mask_obj
+from tasks.report import ICON, RunReport, artifact_key, finding_lines, finding_rows, sort_findings
+from tasks.masking import mask
 from tasks.s3 import check_buckets
 from tasks.sqs import check_dlqs
 from tasks.tagging import Discovered, discover
@@ -228,11 +229,7 @@ def emergency_markdown(report: RunReport) -> str:
     lines += [f"{c['CRIT']} CRIT · {c['WARN']} WARN · {c['UNKNOWN']} UNKNOWN · {c['OK']} OK — {len(report.findings)} findings, "
               f"{report.api_calls} AWS API calls, {report.duration_s:.1f} s, region {report.region}", ""]
     bad = [f for f in ordered(report.findings) if f.status is not Status.OK and f.check != VERDICT]
-    if bad:
-        lines += ["| | check | resource | summary |", "|---|---|---|---|"]
-        lines += [f"| {ICON[f.status]} {f.status.value} | {f.check} | `{f.resource}` | {mask(f.summary).replace('|', '/')} |" for f in bad]
-    else:
-        lines.append("Everything checked is OK.")
+    lines += finding_lines(bad) if bad else ["Everything checked is OK."]
     checks = Counter(f.check for f in report.findings)
     lines += ["", "Checks run: " + ", ".join(f"{k} ({n})" for k, n in sorted(checks.items()))]
     return "\n".join(lines)
@@ -242,9 +239,8 @@ def emergency_markdown(report: RunReport) -> str:
 def publish(report: RunReport) -> RunReport:
     key = artifact_key(report.runbook, report.system)
     create_markdown_artifact(key=key, markdown=emergency_markdown(report), description=mask(report.headline()))
-    rows = [mask_obj({"status": f.status.value, "check": f.check, "resource": f.resource, "summary": f.summary, "value": f.value})
-            for f in ordered(report.findings)]
-    create_table_artifact(key=f"{key}-findings", table=rows, description=f"{len(rows)} findings")
+    rows = finding_rows(ordered(report.findings))
+    create_table_artifact(key=f"{key}-findings", table=rows, description=f"{len(rows)} findings; each summary whole in {key}")
     return report
 
 
@@ -263,7 +259,11 @@ def gather_by(futures: dict[str, PrefectFuture], deadline: aws.Deadline, grace: 
 
 
 @flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=300)
-def emergency_check(system: str, deadline_seconds: float = 10.0) -> RunReport:
+def emergency_check(
+    system: SystemName,
+    deadline_seconds: Annotated[float, Param("Seconds for the whole check (the first minutes of an incident): what is not read "
+                                             "by then is UNKNOWN", gt=0, le=300)] = 10.0,
+) -> RunReport:
     """Every component at once, then the incident priority and whom to escalate to. Never mutates."""
     started = time.monotonic()
     logger = get_run_logger()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Literal
+from typing import Annotated, Any
 
 from prefect import flow, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -32,6 +32,7 @@ from tasks.iam import aws_task
 from tasks.inventory import System, load_system
 from tasks.mutation import Action, Applier, Approval, Identity, Plan, Refused, apply_plan, drift
 from flows.mutating import SESSION_TASKS, MutationSession, health_after, read_records
+from flows.params import ApprovalTimeout, Approver, DryRun, Param, SettleTimeout, SystemName
 
 RUNBOOK = "emergency-rollback"
 ECS_KIND, ALIAS_KIND = "ecs-task-definition", "lambda-alias"
@@ -66,7 +67,7 @@ def ecs_target(resource: str, state: dict[str, Any], records: list[dict[str, Any
     if last and last.get("after") == current and last.get("runbook") == RUNBOOK and not force:
         return None, (f"already runs the rollback target {current.rsplit('/', 1)[-1]} (rolled back from "
                       f"{str(last.get('before')).rsplit('/', 1)[-1]} at {last.get('at')} by {last.get('approver')}); "
-                      "use --param force=true to roll back further"), False
+                      "set force=true to roll back further"), False
     if last and last.get("after") == current and last.get("runbook") != RUNBOOK and last.get("before"):
         return last["before"], f"opsbook record: {last.get('runbook')} changed it from this at {last.get('at')}", False
     previous = [d for d in state["deployments"] if d.get("status") != "PRIMARY" and d.get("taskDefinition") != current]
@@ -93,7 +94,7 @@ def alias_target(resource: str, state: dict[str, Any], records: list[dict[str, A
     last = last_rollback(records, resource)
     if last and last.get("after") == current and last.get("runbook") == RUNBOOK and not force:
         return None, (f"already points at the rollback target {current} (rolled back from {last.get('before')} "
-                      f"at {last.get('at')} by {last.get('approver')}); use --param force=true to roll back further"), False
+                      f"at {last.get('at')} by {last.get('approver')}); set force=true to roll back further"), False
     if last and last.get("after") == current and last.get("runbook") != RUNBOOK and last.get("before"):
         return str(last["before"]), f"opsbook record: {last.get('runbook')} changed it from this at {last.get('at')}", False
     earlier = sorted((v for v in versions if v < int(version)), reverse=True)
@@ -116,7 +117,7 @@ def targets(system: System, only: str | None) -> list[tuple[str, str]]:
 @task(name="make-plan", cache_policy=NO_CACHE)
 def make_plan(system: System, identity: Identity, states: dict[str, Any], records: list[dict[str, Any]],
               to_revision: int | None, force: bool) -> Plan:
-    plan = Plan(runbook=RUNBOOK, system=system.name, identity=identity)
+    plan = Plan(runbook=RUNBOOK, system=system.name, identity=identity, override="to_revision")
     for key, st in states.items():
         kind, resource = key.split("|", 1)
         if isinstance(st, BaseException):
@@ -134,9 +135,7 @@ def make_plan(system: System, identity: Identity, states: dict[str, Any], record
         if target is None or target == current:
             plan.unchanged.append(f"{resource}: {why}")
             continue
-        plan.actions.append(Action(kind=kind, resource=resource, current=current, target=target, iam_action=iam, evidence=why))
-        if guess:
-            plan.notes.append(f"{resource}: the target is a guess; check it, or give --param to_revision=N")
+        plan.actions.append(Action(kind=kind, resource=resource, current=current, target=target, iam_action=iam, evidence=why, guess=guess))
     return plan
 
 
@@ -200,25 +199,29 @@ def wait_settled(system: System, plan: Plan, timeout_s: int, poll_s: float = 2.0
 
 @flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=7 * 86400)
 def emergency_rollback(
-    system: str,
-    dry_run: bool = True,
-    approval: Literal["ui", "prompt", "yes"] = "ui",
-    approver: str | None = None,
-    to_revision: int | None = None,
-    only: str | None = None,
-    force: bool = False,
-    settle_timeout_s: int | None = None,
-    approval_timeout_s: int | None = None,
+    system: SystemName,
+    dry_run: DryRun = True,
+    approver: Approver = "",
+    to_revision: Annotated[int, Param("Roll back to this ECS task definition revision / Lambda version instead of the last "
+                                      "known-good one; 0: the last known-good release (a guess when nothing records it)", ge=0)] = 0,
+    only: Annotated[str, Param("Only the ECS services / Lambda aliases whose name contains this; empty: all of the system's")] = "",
+    force: Annotated[bool, Param("Roll back further when the current release is already the target of an earlier rollback")] = False,
+    accept_guess: Annotated[bool, Param("Apply a target marked guess (no record of the last known-good release) once approved; "
+                                        "without it a plan with a guess is refused, whatever the approval")] = False,
+    settle_timeout_s: SettleTimeout = 0,
+    approval_timeout_s: ApprovalTimeout = 0,
 ) -> Any:
     """Roll the system's ECS services / Lambda aliases back to the last known-good release.
 
     dry_run (default) ends after the plan. Otherwise the run asks for approval
-    (a form in the UI; the shell's prompt or --yes), then acts, waits for the
-    service to settle, records, re-checks the system and notifies.
+    (a form on the paused run in the UI, announced on the system's channels;
+    the shell's prompt or --yes), then acts, waits for the service to settle,
+    records, re-checks the system and notifies. A target without evidence is
+    marked guess and needs accept_guess on top of the approval.
     """
     inv = load_system(system)
-    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approval=approval, approver=approver,
-                              approval_timeout_s=approval_timeout_s)
+    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s,
+                              accept_guess=accept_guess)
     with session:
         identity = session.identity()
         records = read_records.submit(inv)
@@ -231,7 +234,7 @@ def emergency_rollback(
         for key, fut in reads.items():
             fut.wait()
             states[key] = fut.result() if fut.state.is_completed() else fut.state.result(raise_on_failure=False)
-        plan = make_plan.submit(inv, identity, states, records, to_revision, force).result()
+        plan = make_plan.submit(inv, identity, states, records, to_revision or None, force).result()
         session.report.findings += [unknown("rollback-plan", n.split(":")[0], n) for n in plan.notes if "could not read" in n]
         if session.gate(plan):
             settle = settle_timeout_s or inv.mutations.settle_timeout_s

@@ -90,7 +90,7 @@ import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from prefect import flow, get_run_logger, task
@@ -100,6 +100,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from flows import registry
+from flows.params import Param
 from tasks import aws
 from tasks.findings import Finding, Status, overall
 from tasks.fleet import ROOT, FleetError, LimitScope, QuotaGate, Target, TargetResult, ensure_limits, limits_for, load_targets
@@ -385,26 +386,39 @@ def fleet_report(runbook: str, system: str | None, results: list[TargetResult], 
 
 
 @flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=7200)
-def fleet(runbook: str = "daily-health", targets_file: str = "fleet/example.yaml", system: str | None = None,
-          deployment: str | None = None, params: dict[str, Any] | None = None, rate_limits: bool = True,
-          limit_scope: LimitScope = "region", timeout_s: float = 3600.0, poll_s: float = 1.0) -> Any:
+def fleet(
+    runbook: Annotated[str, Param("The read-only runbook to run on every target (e.g. daily-health)", min_length=1)] = "daily-health",
+    targets_file: Annotated[str, Param("The targets file: accounts, regions, roles and systems (see fleet/example.yaml)",
+                                       min_length=1)] = "fleet/example.yaml",
+    system: Annotated[str, Param("Only the targets of this system; empty: every target of the file")] = "",
+    deployment: Annotated[str, Param("A fleet-target deployment (e.g. fleet-target/fleet-target) that spreads the targets over "
+                                     "its work pool; empty: run them here, one after the other")] = "",
+    params: Annotated[dict[str, Any], Param("Parameters for the runbook on every target (e.g. {\"notify\": false})")] = {},  # noqa: B006
+    rate_limits: Annotated[bool, Param("Share per-API rate limits between the targets of an account (Prefect global "
+                                       "concurrency limits)")] = True,
+    limit_scope: Annotated[LimitScope, Param("What shares one rate limit: every target of an account in a region, or of the "
+                                             "whole account")] = "region",
+    timeout_s: Annotated[float, Param("Seconds to wait for the targets' runs on the work pool", gt=0, le=7200)] = 3600.0,
+    poll_s: Annotated[float, Param("Seconds between reads of the targets' runs on the work pool", gt=0, le=60)] = 1.0,
+) -> Any:
     """Fan a read-only runbook out over the targets file (only ``system``'s targets when given);
     ``deployment`` (e.g. "fleet-target/fleet-target") spreads the targets over a work pool,
-    None runs them here one by one. CRIT on any target ends the run Failed."""
+    empty runs them here one by one. CRIT on any target ends the run Failed."""
+    system_n, deployment_n = system or None, deployment or None  # "" (not given) as None below
     started = time.monotonic()
     logger = get_run_logger()
     refuse_mutating(runbook, params)
-    targets = load_fleet(targets_file, system)
+    targets = load_fleet(targets_file, system_n)
     limits = ensure_rate_limits.submit(targets, limit_scope) if rate_limits else None
     child = {"params": params or {}, "rate_limits": rate_limits, "limit_scope": limit_scope}
-    if deployment:
-        runs = start_target_runs.submit(deployment, runbook, targets, child, wait_for=[limits] if limits else None)
+    if deployment_n:
+        runs = start_target_runs.submit(deployment_n, runbook, targets, child, wait_for=[limits] if limits else None)
         results = wait_for_targets(runs, targets, runbook, timeout_s, poll_s)
     else:
         if limits:
             limits.wait()
         results = run_in_process(runbook, targets, child)
-    report = fleet_report(runbook, system, results, limits.result() if limits else {}, started)
+    report = fleet_report(runbook, system_n, results, limits.result() if limits else {}, started)
     publish_report.submit(report).result()
     logger.info(report.headline())
     if report.status is Status.CRIT:

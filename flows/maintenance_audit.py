@@ -28,12 +28,13 @@ certificate, DescribeImages pages + 1 an ECR repository, plus the session's and 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.mutating import SESSION_TASKS, MutationSession, future_value, mark_verified
+from flows.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
 from tasks import audits as au
 from tasks import aws
 from tasks.audits import (APPLIERS, KMS_ROTATION, NONE, RETENTION, KeyRotation, LogGroupState, read_certificates, read_iam_roles,
@@ -174,12 +175,11 @@ def replace_findings(findings: list[Finding], fresh: list[Finding], resources: s
 
 @flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=7 * 86400)
 def maintenance_audit(
-    system: str,
-    dry_run: bool = True,
-    approval: Literal["ui", "prompt", "yes"] = "ui",
-    approver: str | None = None,
-    approval_timeout_s: int | None = None,
-    fix: bool = True,
+    system: SystemName,
+    dry_run: DryRun = True,
+    approver: Approver = "",
+    approval_timeout_s: ApprovalTimeout = 0,
+    fix: Annotated[bool, Param("Plan the safe fixes (missing log retention, KMS key rotation); off: report only, the would-be fixes listed in the plan's notes")] = True,
 ) -> Any:
     """Audit the system's maintenance and security hygiene (read-only) and, with ``fix`` (default), plan the safe fixes.
 
@@ -188,7 +188,7 @@ def maintenance_audit(
     each back, records and notifies. Everything else is a finding with instructions.
     """
     inv = load_system(system)
-    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approval=approval, approver=approver, approval_timeout_s=approval_timeout_s)
+    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s)
     with session:
         identity = session.identity()
         deadline = aws.Deadline(READ_DEADLINE_S)

@@ -1,6 +1,6 @@
 """The shared skeleton of every mutating runbook (a flow-side companion of tasks/mutation.py).
 
-    session = MutationSession(RUNBOOK, inv, dry_run=..., approval=..., approver=..., approval_timeout_s=...)
+    session = MutationSession(RUNBOOK, inv, dry_run=..., approver=..., approval_timeout_s=...)
     with session:
         identity = session.identity()
         plan = ...                                  # runbook-specific: read state, decide
@@ -12,7 +12,10 @@
             session.done(ok)
     return session.finish()
 
-Refused (wrong account, rejected, timed out, drift, lease held) ends the run
+How the run is approved: a form in the Prefect UI (the run pauses and the
+system's channels are told), unless the shell approves (``tasks.mutation.shell_approval``).
+
+Refused (wrong account, a guess not accepted, rejected, timed out, drift, lease held) ends the run
 with outcome ``refused`` (exit 3); any other exception ends it ``failed``
 with its report saved (a CRIT run ends Failed in the UI).
 """
@@ -33,8 +36,8 @@ from tasks import aws, statestore
 from tasks.findings import Finding, Status, overall
 from tasks.iam import aws_task
 from tasks.inventory import System
-from tasks.mutation import (Approval, Identity, Outcome, Plan, Record, Refused, approve, confirm_identity, notify_actions,
-                            publish_plan, record_actions, take_leases)
+from tasks.mutation import (Approval, Identity, Outcome, Plan, Record, Refused, approve, confirm_identity, guess_advice, notify_actions,
+                            publish_plan, record_actions, shell_approval_mode, take_leases)
 from tasks.report import RunReport, publish_report
 
 
@@ -60,10 +63,10 @@ SESSION_TASKS = [confirm_identity, lease_task, release_task, read_records, recor
 
 
 class MutationSession:
-    def __init__(self, runbook: str, inv: System, *, dry_run: bool, approval: str = "ui", approver: str | None = None,
-                 approval_timeout_s: int | None = None) -> None:
+    def __init__(self, runbook: str, inv: System, *, dry_run: bool, approver: str | None = None,
+                 approval_timeout_s: int | None = None, accept_guess: bool = False) -> None:
         self.runbook, self.inv, self.dry_run = runbook, inv, dry_run
-        self.approval_mode, self.approver = approval, approver
+        self.approver, self.accept_guess = approver or None, accept_guess
         self.approval_timeout_s = approval_timeout_s or inv.mutations.approval_timeout_s
         self.started = time.monotonic()
         self.calls = aws.start_call_log()
@@ -101,11 +104,29 @@ class MutationSession:
                                      via="policy", plan_fingerprint=plan.fingerprint)
             self.report.approval = self.approval.model_dump(mode="json")
             return True
-        if self.approval_mode == "yes":  # the shell approved up front: show what it approved
+        mode = shell_approval_mode()
+        if mode == "yes":  # the shell approved up front: show what it approved
             print(plan.text(), file=sys.stderr)
-        self.approval = approve(plan, self.approval_mode, self.approver, self.approval_timeout_s)
+        self.approval = approve(plan, mode, self.approver, self.approval_timeout_s, accept_guess=self.accept_guess,
+                                announce=self.announce_pause)
         self.report.approval = self.approval.model_dump(mode="json")
         return True
+
+    def announce_pause(self, plan: Plan) -> None:
+        """One message to the system's channels (its SNS topic, the Prefect block the inventory names) when the
+        run pauses for approval in the UI: the plan and the run's link. A dry run never gets here; neither does
+        the shell's prompt or --yes (the approver is the person at the terminal). A message that could not be
+        sent is a WARN finding: nobody may know that the run waits."""
+        where = self.report.flow_run_url or f"flow run {self.run_id} (no UI address: set PREFECT_UI_URL)"
+        lines = [plan.text(), "", f"It waits for approval in the Prefect UI up to {self.approval_timeout_s} s: open {where} and press Resume.",
+                 "Nothing is changed before approval; the run reads the state again and stops if it changed since the plan."]
+        if plan.guesses:
+            lines.append("A step is marked GUESS: " + guess_advice(plan, shell=False) + ".")
+        sent = notify_actions.submit(self.inv, f"[opsbook] {self.runbook} {self.inv.name}: approval needed (plan {plan.fingerprint})",
+                                     "\n".join(lines)).result()
+        self.logger.info("approval requested from %s", ", ".join(sent["sent"]) or "nobody")
+        self.report.findings += [Finding(check="approval-notice", resource=self.inv.name, status=Status.WARN,
+                                         summary=f"not told that the run waits for approval: {e}") for e in sent["errors"]]
 
     def lease(self, ttl_s: int | None = None) -> None:
         assert self.plan is not None

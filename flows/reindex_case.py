@@ -29,15 +29,15 @@ evidence items themselves, fresh, page by page) -> verify -> record -> notify.
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from prefect import flow, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from pydantic import Field
 
 from flows.mutating import SESSION_TASKS, MutationSession
+from flows.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
 from tasks import aws, cases
 from tasks.cases import CaseTarget, IndexState, Rebuilt, read_case, read_evidence, read_index
 from tasks.findings import Finding, Status
@@ -215,24 +215,22 @@ def _outcome(fut: Any) -> Any:
 
 @flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=7 * 86400)
 def reindex_case(
-    system: str,
-    case_id: str,
-    dry_run: bool = True,
-    approval: Literal["ui", "prompt", "yes"] = "ui",
-    approver: str | None = None,
-    approval_timeout_s: int | None = None,
-    batch_size: Annotated[int, Field(ge=10, le=5000)] = 500,
+    system: SystemName,
+    case_id: Annotated[str, Param("The case to restore (its id in the case store)", min_length=1)],
+    dry_run: DryRun = True,
+    approver: Approver = "",
+    approval_timeout_s: ApprovalTimeout = 0,
+    batch_size: Annotated[int, Param("Evidence items per DynamoDB page and per bulk index request", ge=10, le=5000)] = 500,
 ) -> Any:
     """Restore a case closed by mistake (status -> active) and rebuild its search index from DynamoDB.
 
     dry_run (default) ends after the plan. Otherwise the run asks for approval
-    (a form in the UI; the shell's prompt or --yes), then acts, verifies,
+    (a form on the paused run in the UI; the shell's prompt or --yes), then acts, verifies,
     records and notifies. batch_size: evidence items per DynamoDB page and per
     bulk request.
     """
     inv = load_system(system)
-    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approval=approval, approver=approver,
-                              approval_timeout_s=approval_timeout_s)
+    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s)
     with session:
         identity = session.identity()
         try:

@@ -58,13 +58,14 @@ DescribeTable + 1 UpdateTable + 1 a poll, per target 2 + 1 Register.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows.mutating import SESSION_TASKS, MutationSession, future_value, read_records
+from flows.params import ApprovalTimeout, Approver, DryRun, Names, Param, SettleTimeout, SystemName, UndoRun
 from tasks import aws
 from tasks.capacity import (APPLIERS, BOUNDS, CAPACITY, IAM, ON_DEMAND, PROVISIONED, ScalableTarget, TableCapacity, Usage, bounds_value,
                             capacity_value, ceil_units, describe_capacity, describe_targets, dimension_for,
@@ -371,31 +372,31 @@ def record_findings(records: list[Record]) -> list[Finding]:
 
 @flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=7 * 86400)
 def remediate_dynamodb_throttling(
-    system: str,
-    dry_run: bool = True,
-    approval: Literal["ui", "prompt", "yes"] = "ui",
-    approver: str | None = None,
-    approval_timeout_s: int | None = None,
-    tables: list[str] | str | None = None,
-    prefer: Literal["on-demand", "provisioned"] | None = None,
-    window_minutes: int = 60,
-    settle_timeout_s: int | None = None,
-    undo_run: str | None = None,
+    system: SystemName,
+    dry_run: DryRun = True,
+    approver: Approver = "",
+    approval_timeout_s: ApprovalTimeout = 0,
+    tables: Annotated[Names, Param("Only these tables of the system (a list; a comma-separated string on the shell); "
+                                   "empty: every table")] = [],  # noqa: B006 (validated into a new list)
+    prefer: Annotated[Literal["inventory", "on-demand", "provisioned"], Param(
+        "What a throttled provisioned table is moved to: on-demand, or more provisioned units; inventory: the inventory's "
+        "remediation.dynamodb_prefer")] = "inventory",
+    window_minutes: Annotated[int, Param("How far back throttle events and consumed capacity are read, in minutes", ge=5, le=1440)] = 60,
+    settle_timeout_s: SettleTimeout = 0,
+    undo_run: UndoRun = "",
 ) -> Any:
     """Find the system's throttled DynamoDB tables and plan the capacity they need (on-demand, or more units/auto scaling bounds).
 
     dry_run (default) ends after the plan. Otherwise the run asks for approval
-    (a form in the UI; the shell's prompt or --yes), then changes the tables,
+    (a form on the paused run in the UI; the shell's prompt or --yes), then changes the tables,
     waits until they are ACTIVE with the new capacity, reads throttle events
-    since the change, records and notifies. ``tables``: only these (names, or
-    one comma-separated string). ``prefer``: overrides the inventory's
+    since the change, records and notifies. ``tables``: only these. ``prefer``: overrides the inventory's
     ``remediation.dynamodb_prefer`` for this run. ``undo_run``: put back what
     that earlier run of this runbook changed.
     """
     inv = load_system(system)
-    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approval=approval, approver=approver, approval_timeout_s=approval_timeout_s)
-    only = [t.strip() for t in tables.split(",") if t.strip()] if isinstance(tables, str) else tables
-    choice = prefer or inv.remediation.dynamodb_prefer
+    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s)
+    choice = inv.remediation.dynamodb_prefer if prefer == "inventory" else prefer
     with session:
         identity = session.identity()
         if undo_run:
@@ -406,7 +407,7 @@ def remediate_dynamodb_throttling(
                 reason = aws.describe_error(found) if isinstance(found, BaseException) else found.error
                 session.report.findings.append(unknown("discovery", f"tags {inv.discovery.tags}", f"{reason}; only the inventory's tables were checked"))
                 found = Discovered()
-            names, strangers = wanted_tables(inv, found, only)
+            names, strangers = wanted_tables(inv, found, tables)
             if strangers:
                 raise Refused(f"not tables of {inv.name}: {', '.join(strangers)} (its tables: {', '.join(table_names(inv, found)) or 'none'})")
             now = datetime.now(timezone.utc)

@@ -35,13 +35,14 @@ from __future__ import annotations
 import sys
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Annotated, Any
 
 from prefect import flow, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.mutating import SESSION_TASKS, MutationSession, future_value, mark_verified, read_records
+from flows.params import ApprovalTimeout, Approver, DryRun, Names, Param, SystemName, UndoRun
 from tasks import aws
 from tasks import lambda_tuning as lt
 from tasks.findings import Finding, Status, unknown
@@ -227,15 +228,15 @@ def after_change(findings: list[Finding], observations: list[lt.Observation], re
 
 @flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=7 * 86400)
 def remediate_lambda_timeout(
-    system: str,
-    dry_run: bool = True,
-    approval: Literal["ui", "prompt", "yes"] = "ui",
-    approver: str | None = None,
-    approval_timeout_s: int | None = None,
-    functions: list[str] | None = None,
-    window_minutes: int = 60,
-    observe_s: int = 300,
-    undo_run: str | None = None,
+    system: SystemName,
+    dry_run: DryRun = True,
+    approver: Approver = "",
+    approval_timeout_s: ApprovalTimeout = 0,
+    functions: Annotated[Names, Param("Only these of the inventory's Lambda functions (a comma-separated string on the shell); "
+                                      "empty: all of them")] = [],  # noqa: B006 (validated into a new list)
+    window_minutes: Annotated[int, Param("How far back timeouts are counted, in minutes", ge=1, le=1440)] = 60,
+    observe_s: Annotated[int, Param("After a change, how long to watch new invocations for timeouts, in seconds", ge=0, le=3600)] = 300,
+    undo_run: UndoRun = "",
 ) -> Any:
     """Diagnose the system's Lambda timeouts and fix the ones a longer timeout or more memory can fix.
 
@@ -243,16 +244,12 @@ def remediate_lambda_timeout(
     ``window_minutes`` is how far back the evidence is read (the seed's hour);
     ``observe_s`` bounds the watch for new invocations after a change.
     dry_run (default) ends after the plan. Otherwise the run asks for approval
-    (a form in the UI; the shell's prompt or --yes), applies, reads back,
+    (a form on the paused run in the UI; the shell's prompt or --yes), applies, reads back,
     records, watches and notifies. ``undo_run`` (a flow run id this runbook
     printed) plans putting back what that run changed instead.
     """
     inv = load_system(system)
-    if not 1 <= window_minutes <= 1440:
-        raise ValueError(f"window_minutes={window_minutes}: give 1..1440 (the seed reads the last 60)")
-    if not 0 <= observe_s <= 3600:
-        raise ValueError(f"observe_s={observe_s}: give 0..3600 seconds")
-    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approval=approval, approver=approver, approval_timeout_s=approval_timeout_s)
+    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s)
     with session:
         identity = session.identity()
         records_f = read_records.submit(inv)

@@ -42,13 +42,14 @@ poll round and the re-read; plus the session's (identity, lease, records, SNS).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from flows.mutating import SESSION_TASKS, MutationSession, future_value, mark_verified, read_records
+from flows.params import ApprovalTimeout, Approver, DryRun, Param, SettleTimeout, SystemName, UndoRun
 from tasks import aws
 from tasks.findings import Finding, Status
 from tasks.iam import aws_task
@@ -221,21 +222,22 @@ def read_all(inv: System, ts: list[Target], max_explain: int) -> list[Target]:
 
 @flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=7 * 86400)
 def remediate_opensearch_red(
-    system: str,
-    domain: str | None = None,
-    dry_run: bool = True,
-    approval: Literal["ui", "prompt", "yes"] = "ui",
-    approver: str | None = None,
-    approval_timeout_s: int | None = None,
-    settle_timeout_s: int | None = None,
-    max_explain: int = MAX_EXPLAIN_DEFAULT,
-    poll_s: float = 2.0,
-    undo_run: str | None = None,
+    system: SystemName,
+    domain: Annotated[str, Param("Only this OpenSearch domain (one outside the inventory is checked too); empty: every domain "
+                                 "of the system")] = "",
+    dry_run: DryRun = True,
+    approver: Approver = "",
+    approval_timeout_s: ApprovalTimeout = 0,
+    settle_timeout_s: SettleTimeout = 0,
+    max_explain: Annotated[int, Param("At most this many unassigned shards are explained (allocation explain) per domain",
+                                      ge=1, le=100)] = MAX_EXPLAIN_DEFAULT,
+    poll_s: Annotated[float, Param("Seconds between cluster health reads while waiting for the shards", gt=0, le=60)] = 2.0,
+    undo_run: UndoRun = "",
 ) -> Any:
     """Diagnose every OpenSearch domain of the system (or ``domain``) that is red or yellow, and retry failed allocations.
 
     dry_run (default) ends after the plan. Otherwise the run asks for approval
-    (a form in the UI; the shell's prompt or --yes), then retries the shards that
+    (a form on the paused run in the UI; the shell's prompt or --yes), then retries the shards that
     failed allocation too many times, waits until they are STARTED (at most
     ``settle_timeout_s``, default the inventory's), reads the cluster again,
     records and notifies. Disk, lost primaries and too few nodes are findings
@@ -243,10 +245,8 @@ def remediate_opensearch_red(
     ``undo_run``: the retry has no inverse (it only let the allocator try
     again); the run says so for that flow run's records and changes nothing.
     """
-    if not 1 <= max_explain <= 100:
-        raise ValueError(f"max_explain must be within 1..100, not {max_explain}")
     inv = load_system(system)
-    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approval=approval, approver=approver, approval_timeout_s=approval_timeout_s)
+    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s)
     with session:
         identity = session.identity()
         if undo_run:
@@ -254,10 +254,10 @@ def remediate_opensearch_red(
                              irreversible={RETRY_KIND: "a retry only let the allocator try again; there is nothing to put back"})
             session.gate(plan)
             return session.finish()
-        ts = targets(inv, domain)
+        ts = targets(inv, domain or None)
         if not ts:
             session.report.findings.append(Finding(check="opensearch-domains", resource=inv.name, status=Status.OK, value=0, summary=(
-                "no OpenSearch domain in the inventory: nothing to check (name one with --param domain=NAME)")))
+                "no OpenSearch domain in the inventory: nothing to check (name one with domain=NAME)")))
         ts = read_all(inv, ts, max_explain)
         for t in ts:
             session.report.findings += findings_for(inv, t)

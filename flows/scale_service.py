@@ -47,7 +47,7 @@ changed (from its durable records), within the same limits.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Annotated, Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -55,6 +55,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from flows.mutating import SESSION_TASKS, MutationSession, future_value, read_records
+from flows.params import ApprovalTimeout, Approver, DryRun, Param, SettleTimeout, SystemName, UndoRun
 from tasks import aws
 from tasks.capacity import (APPLIERS, BOUNDS, CAPACITY, DESIRED, IAM, ON_DEMAND, PROVISIONED, ScalableTarget, TableCapacity, bounds_value,
                             capacity_value, decrease_blocked_until, describe_capacity, describe_service, describe_targets, dimension_for,
@@ -310,45 +311,52 @@ def state_findings(st: ServiceState | None, ts: TableState | None) -> list[Findi
 
 @flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=7 * 86400)
 def scale_service(
-    system: str,
-    dry_run: bool = True,
-    approval: Literal["ui", "prompt", "yes"] = "ui",
-    approver: str | None = None,
-    approval_timeout_s: int | None = None,
-    service: str | None = None,
-    desired: int | None = None,
-    delta: int | None = None,
-    hold: bool = False,
-    table: str | None = None,
-    read_units: int | None = None,
-    write_units: int | None = None,
-    settle_timeout_s: int | None = None,
-    undo_run: str | None = None,
+    system: SystemName,
+    dry_run: DryRun = True,
+    approver: Approver = "",
+    approval_timeout_s: ApprovalTimeout = 0,
+    service: Annotated[str, Param("The ECS service as cluster/service; empty: the system's only service")] = "",
+    desired: Annotated[int, Param("Scale the service to this many tasks (0 stops it), within its auto scaling bounds; "
+                                  "-1: not given (use delta)", ge=-1, le=5000)] = -1,
+    delta: Annotated[int, Param("Scale the service by this many tasks (+N or -N) from the count it runs now; 0: not given",
+                                ge=-5000, le=5000)] = 0,
+    hold: Annotated[bool, Param("Also raise the auto scaling minimum to the new count, so that scaling in does not "
+                                "undo it (until undo_run puts the minimum back)")] = False,
+    table: Annotated[str, Param("A provisioned DynamoDB table of the system to set read_units/write_units on; empty: none")] = "",
+    read_units: Annotated[int, Param("The table's provisioned read capacity units, at most the inventory's "
+                                     "remediation.dynamodb_max_capacity_units; 0: unchanged", ge=0)] = 0,
+    write_units: Annotated[int, Param("The table's provisioned write capacity units, at most the inventory's "
+                                      "remediation.dynamodb_max_capacity_units; 0: unchanged", ge=0)] = 0,
+    settle_timeout_s: SettleTimeout = 0,
+    undo_run: UndoRun = "",
 ) -> Any:
     """Scale the system's ECS service to ``desired`` tasks or by ``delta`` (+N/-N), within its auto scaling bounds;
     optionally set a provisioned DynamoDB ``table``'s ``read_units``/``write_units``.
 
     dry_run (default) ends after the plan. Otherwise the run asks for approval
-    (a form in the UI; the shell's prompt or --yes), acts, waits (bounded, with
+    (a form on the paused run in the UI; the shell's prompt or --yes), acts, waits (bounded, with
     progress) for the running count to reach the desired count and the table to
     be ACTIVE, records and notifies. ``undo_run``: put back what that run changed.
     """
     inv = load_system(system)
-    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approval=approval, approver=approver, approval_timeout_s=approval_timeout_s)
+    # the form's "not given" values (-1, 0, "") as None for the checks below
+    desired_n, delta_n = (desired if desired >= 0 else None), (delta or None)
+    read_n, write_n, service_n, table_n = read_units or None, write_units or None, service or None, table or None
+    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s)
     with session:
         identity = session.identity()
         records_f = read_records.submit(inv)
         if undo_run:
             plan = plan_undo.submit(inv, identity, records_f.result(), undo_run).result()
         else:
-            if desired is not None and delta is not None:
+            if desired_n is not None and delta_n is not None:
                 raise Refused("give desired=N (absolute) or delta=+N/-N (relative), not both")
-            if (read_units is not None or write_units is not None) and not table:
+            if (read_n is not None or write_n is not None) and not table_n:
                 raise Refused("read_units/write_units need table=NAME")
-            if table and read_units is None and write_units is None:
-                raise Refused(f"table={table} needs read_units=N and/or write_units=N")
-            wants_service = desired is not None or delta is not None or service is not None
-            if not wants_service and not table:
+            if table_n and read_n is None and write_n is None:
+                raise Refused(f"table={table_n} needs read_units=N and/or write_units=N")
+            wants_service = desired_n is not None or delta_n is not None or service_n is not None
+            if not wants_service and not table_n:
                 raise Refused("nothing asked: give desired=N or delta=+N/-N (and service=cluster/service when the system has several), "
                               "and/or table=NAME with read_units/write_units")
             found = future_value(discover.submit(inv))
@@ -356,16 +364,16 @@ def scale_service(
                 reason = aws.describe_error(found) if isinstance(found, BaseException) else found.error
                 session.report.findings.append(unknown("discovery", f"tags {inv.discovery.tags}", f"{reason}; only the inventory's resources were considered"))
                 found = Discovered()
-            if wants_service and desired is None and delta is None:
-                raise Refused(f"service={service} needs desired=N or delta=+N/-N")
-            resource = pick_service(inv, found, service) if wants_service else None
-            if table and table not in table_names(inv, found):
-                raise Refused(f"{table!r} is not a DynamoDB table of {inv.name} (its tables: {', '.join(table_names(inv, found)) or 'none'})")
+            if wants_service and desired_n is None and delta_n is None:
+                raise Refused(f"service={service_n} needs desired=N or delta=+N/-N")
+            resource = pick_service(inv, found, service_n) if wants_service else None
+            if table_n and table_n not in table_names(inv, found):
+                raise Refused(f"{table_n!r} is not a DynamoDB table of {inv.name} (its tables: {', '.join(table_names(inv, found)) or 'none'})")
             svc_f = read_service.submit(inv, resource) if resource else None
-            tab_f = read_table.submit(inv, table) if table else None
+            tab_f = read_table.submit(inv, table_n) if table_n else None
             st = future_value(svc_f) if svc_f else None
             ts = future_value(tab_f) if tab_f else None
-            for what, value in ((resource, st), (table, ts)):
+            for what, value in ((resource, st), (table_n, ts)):
                 if isinstance(value, BaseException):
                     raise Refused(f"{what}: could not be read ({aws.describe_error(value)}); nothing was planned or changed")
             records = future_value(records_f)
@@ -373,7 +381,7 @@ def scale_service(
                 session.report.findings.append(unknown("records", inv.mutations.state_table, f"{aws.describe_error(records)}; earlier scaling not shown"))
                 records = []
             session.report.findings += state_findings(st, ts)
-            plan = make_plan.submit(inv, identity, st, ts, desired, delta, hold, read_units, write_units, records,
+            plan = make_plan.submit(inv, identity, st, ts, desired_n, delta_n, hold, read_n, write_n, records,
                                     datetime.now(timezone.utc)).result()
         if session.gate(plan):
             settle = settle_timeout_s or inv.mutations.settle_timeout_s

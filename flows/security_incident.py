@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any
 
 from prefect import flow, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -50,6 +50,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from flows.mutating import SESSION_TASKS, MutationSession, future_value, read_records
+from flows.params import ApprovalTimeout, Approver, DryRun, Names, Param, SettleTimeout, SystemName
 from tasks import aws, statestore
 from tasks import security as sec
 from tasks.findings import Finding, Status, unknown
@@ -446,30 +447,30 @@ def verify_changes(inv: System, records: list[Record], subjects: dict) -> list[R
 
 @flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=7 * 86400)
 def security_incident(
-    system: str,
-    rotate_secrets: list[str] | str | None = None,
-    lock_buckets: list[str] | str | None = None,
-    disable_users: list[str] | str | None = None,
-    undo_run: str | None = None,
-    rotate_again: bool = False,
-    dry_run: bool = True,
-    approval: Literal["ui", "prompt", "yes"] = "ui",
-    approver: str | None = None,
-    approval_timeout_s: int | None = None,
-    settle_timeout_s: int | None = None,
+    system: SystemName,
+    rotate_secrets: Annotated[Names, Param("Secrets Manager secrets to rotate now (names the inventory allows)")] = [],  # noqa: B006
+    lock_buckets: Annotated[Names, Param("S3 buckets to lock: deny all access but the break-glass roles (buckets the inventory "
+                                         "allows)")] = [],  # noqa: B006 (validated into a new list)
+    disable_users: Annotated[Names, Param("Cognito users (usernames or e-mail addresses) of the system's user pool to disable")] = [],  # noqa: B006
+    undo_run: Annotated[str, Param("The flow run id of an earlier run: put back its bucket locks and disabled users (never its "
+                                   "rotations); empty: a normal run")] = "",
+    rotate_again: Annotated[bool, Param("Rotate a secret even when this runbook rotated it moments ago")] = False,
+    dry_run: DryRun = True,
+    approver: Approver = "",
+    approval_timeout_s: ApprovalTimeout = 0,
+    settle_timeout_s: SettleTimeout = 0,
 ) -> Any:
     """Contain a security incident: rotate secrets, lock buckets (deny-all but break-glass), disable Cognito users.
 
     Only what the inventory allows; the rest is refused in the plan with the
     reason. dry_run (default) ends after the plan. Otherwise the run asks for
-    approval (a form in the UI; the shell's prompt or --yes), acts, reads back,
+    approval (a form on the paused run in the UI; the shell's prompt or --yes), acts, reads back,
     records and notifies the system's topic with its security escalation entry.
     ``undo_run=<flow run id>`` plans the inverse of that run instead: locks and
     disables are put back; rotations never are (the old credential stays dead).
     """
     inv = load_system(system)
-    rotate_secrets, lock_buckets, disable_users = as_list(rotate_secrets), as_list(lock_buckets), as_list(disable_users)
-    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approval=approval, approver=approver, approval_timeout_s=approval_timeout_s)
+    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s)
     with session:
         identity = session.identity()
         records = future_value(read_records.submit(inv))
@@ -519,14 +520,6 @@ def security_incident(
             session.done(all(r.status != "failed" for r in done))
             session.notify(session.report.outcome, [escalation] + [describe(r) for r in done])
     return session.finish()
-
-
-def as_list(value: list[str] | str | None) -> list[str]:
-    """A list, or one comma-separated string (``--param lock_buckets=a,b`` on the shell)."""
-    if value is None:
-        return []
-    items = value.split(",") if isinstance(value, str) else value
-    return [v.strip() for v in items if v and v.strip()]
 
 
 def read_findings(secrets: list[SecretState], buckets: list[BucketState], users: list[UserState]) -> list[Finding]:

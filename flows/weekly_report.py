@@ -21,9 +21,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture
 from prefect.states import Failed
-from pydantic import Field
 
 from flows.daily_health import run_url
+from flows.params import Param, SystemName
 from tasks import aws
 from tasks.findings import Finding, Status, overall, unknown
 from tasks.inventory import System, load_system
@@ -69,7 +69,11 @@ def publish_trends(inv: System, window: Window, trends: list[Trend], findings: l
 
 
 @flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=900)
-def weekly_report(system: str, weeks_back: Annotated[int, Field(ge=0, le=52)] = 0) -> Any:
+def weekly_report(
+    system: SystemName,
+    weeks_back: Annotated[int, Param("Which week: 0 the last 7 days (against the 7 before), 1 the week before that, ...",
+                                     ge=0, le=52)] = 0,
+) -> Any:
     """Trends of the last 7 local days against the 7 before; CRIT (a far SLO breach) ends the run Failed, with its report."""
     started = time.monotonic()
     logger = get_run_logger()

@@ -70,9 +70,11 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
 def execution_mode(mutating: bool, execute: bool, yes: bool, isatty: bool) -> dict[str, Any]:
     """Shared by every runbook: dry run unless --execute; --yes only with --execute.
 
-    Returns the flow parameters it implies: dry_run, and how approval is given
-    on the shell ("prompt": ask on the terminal after the plan; "yes": approved
-    up front). Read-only runbooks take neither flag.
+    Returns what it implies: the flow parameters dry_run and approver, and
+    "approval", how the shell approves ("prompt": ask on the terminal after the
+    plan; "yes": approved up front), which is not a flow parameter: run_runbook
+    sets it around the call (tasks.mutation.shell_approval). Read-only
+    runbooks take neither flag.
     """
     if yes and not execute:
         raise UsageError("--yes only makes sense with --execute")
@@ -159,6 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         runner.validate(flow, rb.name, {"system": args.system, **params})
     except runner.ParameterError as exc:
         raise UsageError(str(exc)) from None
+    approval = mode.pop("approval", None)  # how the shell approves: not a flow parameter (tasks.mutation.shell_approval)
     params.update(mode)
     sb = start_sandbox([args.system], args.fault or []) if args.sandbox else None
     try:
@@ -167,7 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         meta = runner.prepare_prefect(args.verbose)
         if not args.json:
             print(f"opsbook: {rb.name} {args.system} on {where}; Prefect {meta['api_url']}", file=sys.stderr)
-        report, run_meta = runner.run_runbook(rb.name, args.system, params)
+        report, run_meta = runner.run_runbook(rb.name, args.system, params, approval=approval)
     finally:
         if sb is not None:
             sb.stop()

@@ -118,13 +118,17 @@ def validate(flow: Any, runbook: str, params: dict[str, Any]) -> dict[str, Any]:
         log.setLevel(level)
 
 
-def run_runbook(name: str, system: str, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """Run a runbook as a Prefect flow in this process; returns (report, meta)."""
+def run_runbook(name: str, system: str, params: dict[str, Any], approval: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """Run a runbook as a Prefect flow in this process; returns (report, meta).
+
+    ``approval``: how the shell approves a mutating run ("prompt" or "yes"; None: the pause with a form in the UI)."""
     from flows import registry
+    from tasks.mutation import shell_approval
 
     flow = registry.get(name).load()
     t0 = time.monotonic()
-    state = flow(system=system, **params, return_state=True)
+    with shell_approval(approval):
+        state = flow(system=system, **params, return_state=True)
     wall = time.monotonic() - t0
     result = state.result(raise_on_failure=False)
     return result, {"state": state.type.value, "state_message": state.message, "wall_s": round(wall, 2)}

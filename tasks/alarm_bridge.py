@@ -147,10 +147,11 @@ def routed_runbook(system: System, alarm_name: str) -> str | None:
     return None
 
 
-def table_names(system: System, alarm: Alarm) -> list[str] | None:
-    """The DynamoDB tables an alarm is about (its TableName dimension), None when it names none."""
+def table_names(system: System, alarm: Alarm) -> list[str]:
+    """The DynamoDB tables an alarm is about (its TableName dimension), empty when it names none
+    (a runbook's ``tables`` parameter: empty means every table; null would not pass the deployment's schema)."""
     t = alarm.dimensions.get("TableName")
-    return [t] if t else None
+    return [t] if t else []
 
 
 def payload(system: System, alarm: Alarm, runbook: str) -> dict[str, Any]:
@@ -322,7 +323,7 @@ ALARM_PARAMETERS = {
     "alarm_name": "alarm",
     "alarm_reason": "reason",
     "priority": "priority",
-    "tables": "tables",  # remediate-dynamodb-throttling: restrict to the throttled table (None: all the system's tables)
+    "tables": "tables",  # remediate-dynamodb-throttling: restrict to the throttled table (empty: all the system's tables)
 }
 
 
@@ -424,7 +425,7 @@ def bridge_deployment() -> dict[str, Any]:
         "system": None,
         "cron": "* * * * *",  # every minute: the cron's floor; an alarm waits ~30 s for the next poll on average
         "timezone": "UTC",
-        "parameters": {"systems": None},
+        "parameters": {"systems": []},  # every system
         "tags": ["opsbook", RUNBOOK],
     }
 

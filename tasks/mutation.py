@@ -9,8 +9,11 @@ set one). This module does the rest the same way for every runbook:
 
 - identity: STS caller identity; an inventory that pins ``account_id`` refuses
   any other account;
-- approval: a Prefect pause with a form in the UI, a prompt on the terminal,
-  or ``--yes`` given up front; always bound to the plan's fingerprint;
+- approval: a Prefect pause with a form in the UI (announced on the system's
+  notification channels), a prompt on the terminal, or ``--yes`` given up
+  front (``shell_approval``: set by the shell, never a flow parameter); always
+  bound to the plan's fingerprint; a step whose target is a guess needs
+  ``accept_guess`` on top;
 - leases in AWS (``tasks.statestore``) so two runs never change the same
   resource at once, wherever they run;
 - drift: the state is read again after approval; any difference stops the run;
@@ -22,12 +25,14 @@ set one). This module does the rest the same way for every runbook:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import getpass
 import hashlib
 import json
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -36,7 +41,7 @@ from typing import Any, Literal
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.input import RunInput
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from tasks import aws, statestore
 from tasks.findings import Status
@@ -79,6 +84,8 @@ class Action(BaseModel):
     iam_action: str
     reversible: bool = True
     evidence: str = ""
+    guess: bool = Field(False, description="no evidence says the target is right (e.g. no record of the last known-good release): "
+                                           "approving the plan needs accept_guess as well")
 
     @property
     def key(self) -> str:
@@ -93,6 +100,7 @@ class Plan(BaseModel):
     unchanged: list[str] = Field(default_factory=list, description="resources already at their target")
     cannot: list[str] = Field(default_factory=list, description="resources the runbook cannot plan for, and why")
     notes: list[str] = Field(default_factory=list)
+    override: str = Field("", description="the runbook's parameter that names a guessed target explicitly (e.g. to_revision)")
     created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def propose(self, wanted: list[Action], fix: bool) -> None:
@@ -104,10 +112,26 @@ class Plan(BaseModel):
 
     @property
     def fingerprint(self) -> str:
-        body = json.dumps([(a.kind, a.resource, a.current, a.target) for a in self.actions] + [self.identity.account, self.identity.region])
+        body = json.dumps([(a.kind, a.resource, a.current, a.target, a.guess) for a in self.actions]
+                          + [self.identity.account, self.identity.region])
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
+    @property
+    def guesses(self) -> list[tuple[int, Action]]:
+        """(step number, action) of every step whose target is a guess."""
+        return [(i, a) for i, a in enumerate(self.actions, 1) if a.guess]
+
+    def short(self, value: str) -> str:
+        """An ARN of the plan's own account and region without that prefix (the header states both), so that
+        current and target fit the approval form; any other value as it is."""
+        prefix = f":{self.identity.region}:{self.identity.account}:"
+        if value.startswith("arn:") and prefix in value:
+            return value.split(prefix, 1)[1]
+        return value
+
     def markdown(self) -> str:
+        """The plan as the Prefect UI shows it (the plan artifact, and the approval form, a modal 32rem wide):
+        one block per step, current and target on lines of their own, no wide table."""
         lines = [
             f"# Plan: {self.runbook} · {self.system}",
             "",
@@ -115,31 +139,44 @@ class Plan(BaseModel):
             f"Plan `{self.fingerprint}`, {self.created_at}.",
             "",
         ]
-        if self.actions:
-            lines += ["| # | resource | current | target | IAM action | undo | evidence |", "|---|---|---|---|---|---|---|"]
-            for i, a in enumerate(self.actions, 1):
-                lines.append(f"| {i} | `{a.resource}` | `{a.current}` | `{a.target}` | {a.iam_action} | "
-                             f"{'yes' if a.reversible else '**no**'} | {a.evidence.replace('|', '/')} |")
-        else:
-            lines.append("Nothing to change.")
-        for u in self.unchanged:
-            lines.append(f"- unchanged: {u}")
-        for c in self.cannot:
-            lines.append(f"- **cannot plan**: {c}")
-        for n in self.notes:
-            lines.append(f"- note: {n}")
-        return mask("\n".join(lines))
+        for i, a in enumerate(self.actions, 1):
+            lines += [f"**{i}. `{a.resource}`** ({a.kind})", "",
+                      f"- current: `{self.short(a.current)}`", f"- target: `{self.short(a.target)}`",
+                      f"- by: {a.iam_action}; undo: {'yes' if a.reversible else '**no, not reversible**'}"]
+            if a.evidence:
+                lines.append(f"- why: {a.evidence}")
+            if a.guess:
+                lines.append("- ⚠️ **guess**: no evidence says this target is right; " + guess_advice(self, shell=False))
+            lines.append("")
+        if not self.actions:
+            lines += ["Nothing to change.", ""]
+        lines += [f"- unchanged: {u}" for u in self.unchanged] + [f"- **cannot plan**: {c}" for c in self.cannot]
+        lines += [f"- note: {n}" for n in self.notes]
+        return mask("\n".join(lines).rstrip())
 
     def text(self) -> str:
         out = [f"Plan {self.fingerprint} for {self.runbook} on {self.system}: account {self.identity.account}, "
                f"region {self.identity.region}, as {self.identity.arn}"]
         for i, a in enumerate(self.actions, 1):
             out.append(f"  {i}. {a.resource}: {a.current} -> {a.target}  ({a.iam_action}; "
-                       f"{'reversible' if a.reversible else 'NOT reversible'}) {a.evidence}")
+                       f"{'reversible' if a.reversible else 'NOT reversible'}) {'GUESS: ' if a.guess and 'GUESS' not in a.evidence else ''}"
+                       f"{a.evidence}".rstrip())
         out += [f"  unchanged: {u}" for u in self.unchanged] + [f"  CANNOT: {c}" for c in self.cannot] + [f"  note: {n}" for n in self.notes]
         if not self.actions:
             out.append("  nothing to change")
         return mask("\n".join(out))
+
+
+def guess_advice(plan: Plan, shell: bool) -> str:
+    """How to approve a plan with guessed steps, or to name the target instead: in the shell's words or the UI's."""
+    if shell:
+        return "add --param accept_guess=true to accept it" + (f", or name the target with --param {plan.override}=..." if plan.override else "")
+    return ("approve it only with accept_guess ticked on the approval form"
+            + (f", or reject it and start a new run with {plan.override} set" if plan.override else ""))
+
+
+def guessed_steps(plan: Plan) -> str:
+    return "; ".join(f"step {i} ({a.resource}: {plan.short(a.current)} -> {plan.short(a.target)}: {a.evidence})" for i, a in plan.guesses)
 
 
 class Approval(BaseModel):
@@ -152,11 +189,91 @@ class Approval(BaseModel):
 
 
 class ApprovalInput(RunInput):
-    """The form the Prefect UI shows on a paused mutating run."""
+    """The form the Prefect UI shows on a paused mutating run (Resume)."""
 
     approve: bool = Field(False, description="Approve exactly the plan shown above")
     approver: str = Field(..., min_length=1, description="Your name")
     reason: str = Field(..., min_length=1, description="Why: incident or ticket")
+
+
+class GuessApprovalInput(ApprovalInput):
+    """The form for a plan with a guessed step: approving it needs the box ticked as well."""
+
+    accept_guess: bool = Field(False, description="The plan has a step marked guess: tick to apply it anyway")
+
+
+def approval_form(plan: Plan, approver: str | None, accept_guess: bool) -> type[ApprovalInput]:
+    """The Resume form for ``plan``: the plan as its description, the approver filled when known,
+    and the accept_guess box when the plan has a guessed step (ticked when the run was started with accept_guess)."""
+    base: type[ApprovalInput] = GuessApprovalInput if plan.guesses else ApprovalInput
+    fields: dict[str, Any] = {}
+    if approver:
+        fields["approver"] = (str, Field(approver, min_length=1, description="Your name (filled with the Prefect user who started the run)"))
+    if plan.guesses:
+        fields["accept_guess"] = (bool, Field(accept_guess, description=base.model_fields["accept_guess"].description))
+    form = create_model(base.__name__, __base__=base, **fields)
+    end = "Approve to apply exactly this plan; the run reads the state again and stops if it changed since."
+    if plan.guesses:
+        end += " A step marked guess is applied only with accept_guess ticked as well."
+    return form.with_initial_data(description=plan.markdown() + "\n\n" + end)
+
+
+def prefect_user(created_by: Any) -> str | None:
+    """The name of the Prefect user who started a run (``FlowRun.created_by``), when the server knows one.
+
+    Prefect Cloud records the user (type USER) who pressed Run; a self-hosted
+    server has no users and leaves ``created_by`` empty, as do schedules, and
+    automations record themselves (type AUTOMATION): None then, and the
+    approver types their name."""
+    if created_by is None or getattr(created_by, "type", None) != "USER":
+        return None
+    return getattr(created_by, "display_value", None) or None
+
+
+def run_creator() -> str | None:
+    """``prefect_user`` of this flow run; None outside a run or when the API cannot say (logged)."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.get_id()
+    if not run_id:
+        return None
+    try:
+        with get_client(sync_client=True) as client:
+            return prefect_user(client.read_flow_run(run_id).created_by)
+    except Exception as exc:  # only a convenience: the form asks for the name instead
+        get_run_logger().warning("could not read who started run %s (%s); the approval form asks for the name", run_id, aws.describe_error(exc))
+        return None
+
+
+# --- how the shell approves (never a flow parameter) -------------------------------------
+
+ShellApproval = Literal["prompt", "yes"]
+_SHELL_APPROVAL: contextvars.ContextVar[ShellApproval | None] = contextvars.ContextVar("opsbook_shell_approval", default=None)
+
+
+@contextlib.contextmanager
+def shell_approval(mode: ShellApproval | None) -> Iterator[None]:
+    """How mutating runs started inside this block, in this process, are approved.
+
+    None (the default, and always so in a deployment run: a worker or
+    ``opsbook serve`` runs it in a process of its own): the run pauses for the
+    approval form in the Prefect UI. "prompt": the plan is printed and 'yes'
+    typed on the terminal (``opsbook run ... --execute``). "yes": approved up
+    front (``--execute --yes``). The shell sets it around the flow call; it is
+    not a flow parameter because anyone who can start a deployment could then
+    pass approval=yes and skip the approval."""
+    if mode not in (None, "prompt", "yes"):
+        raise ValueError(f"shell approval {mode!r}: expected None (the UI form), 'prompt' or 'yes'")
+    token = _SHELL_APPROVAL.set(mode)
+    try:
+        yield
+    finally:
+        _SHELL_APPROVAL.reset(token)
+
+
+def shell_approval_mode() -> ShellApproval | None:
+    return _SHELL_APPROVAL.get()
 
 
 class Record(BaseModel):
@@ -210,29 +327,47 @@ def prompt_terminal(plan: Plan) -> Approval:
                     via="prompt", plan_fingerprint=plan.fingerprint)
 
 
-def approve(plan: Plan, mode: str, approver: str | None, timeout_s: int) -> Approval:
-    """Get approval for exactly this plan, or raise Refused. Call from the flow (a pause needs the flow run)."""
+def approve(plan: Plan, mode: ShellApproval | None, approver: str | None, timeout_s: int, *, accept_guess: bool = False,
+            announce: Callable[[Plan], None] | None = None) -> Approval:
+    """Get approval for exactly this plan, or raise Refused. Call from the flow (a pause needs the flow run).
+
+    ``mode``: ``shell_approval_mode()``. A plan with a guessed step needs
+    ``accept_guess`` (the run's parameter, or the form's box in the UI) on top
+    of the approval, never --yes alone. ``announce`` is called once, just
+    before the run pauses for the UI form (the system's channels are told)."""
+    if plan.guesses and mode is not None and not accept_guess:
+        raise Refused(f"plan {plan.fingerprint} has a guessed step, and --yes or a 'yes' at the prompt does not apply a guess: "
+                      f"{guessed_steps(plan)}; {guess_advice(plan, shell=True)}; nothing was changed")
     if mode == "yes":
-        return Approval(approved=True, approver=approver or getpass.getuser(), reason="--execute --yes",
+        return Approval(approved=True, approver=approver or getpass.getuser(), reason="--execute --yes" + (" --param accept_guess=true" if plan.guesses else ""),
                         via="yes", plan_fingerprint=plan.fingerprint)
     if mode == "prompt":
         result = prompt_terminal(plan)
     else:
-        from prefect.exceptions import FlowPauseTimeout
-        from prefect.flow_runs import pause_flow_run
-
-        get_run_logger().warning("waiting up to %s s for approval of plan %s in the Prefect UI", timeout_s, plan.fingerprint)
-        description = plan.markdown() + "\n\nApprove to apply exactly this plan; the run re-reads the state and stops if it drifted."
-        try:
-            form = pause_flow_run(wait_for_input=ApprovalInput.with_initial_data(description=description, approve=False),
-                                  timeout=timeout_s, poll_interval=2)
-        except FlowPauseTimeout:
-            # Prefect has already failed the run ("paused and never resumed"); this message reaches the log.
-            raise Refused(f"no approval within {timeout_s} s; nothing was changed") from None
-        result = Approval(approved=form.approve, approver=form.approver, reason=form.reason, via="ui", plan_fingerprint=plan.fingerprint)
+        result = approve_in_ui(plan, timeout_s, accept_guess, announce)
     if not result.approved:
         raise Refused(f"plan {plan.fingerprint} rejected by {result.approver}: {result.reason}; nothing was changed")
     return result
+
+
+def approve_in_ui(plan: Plan, timeout_s: int, accept_guess: bool, announce: Callable[[Plan], None] | None) -> Approval:
+    """Pause the run with the approval form; the answer, or Refused (timed out; approved without accepting a guess)."""
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import pause_flow_run
+
+    form_type = approval_form(plan, run_creator(), accept_guess)
+    if announce is not None:
+        announce(plan)
+    get_run_logger().warning("waiting up to %s s for approval of plan %s in the Prefect UI", timeout_s, plan.fingerprint)
+    try:
+        form = pause_flow_run(wait_for_input=form_type, timeout=timeout_s, poll_interval=2)
+    except FlowPauseTimeout:
+        # Prefect has already failed the run ("paused and never resumed"); this message reaches the log.
+        raise Refused(f"no approval within {timeout_s} s; nothing was changed") from None
+    if form.approve and plan.guesses and not getattr(form, "accept_guess", False):
+        raise Refused(f"plan {plan.fingerprint} approved by {form.approver} without accept_guess ticked: {guessed_steps(plan)}; "
+                      f"{guess_advice(plan, shell=False)}; nothing was changed")
+    return Approval(approved=form.approve, approver=form.approver, reason=form.reason, via="ui", plan_fingerprint=plan.fingerprint)
 
 
 def drift(system: System, plan: Plan, appliers: dict[str, Applier]) -> list[str]:

@@ -70,6 +70,16 @@ def sort_findings(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: (ORDER[f.status], f.check, f.resource))
 
 
+def finding_lines(findings: list[Finding]) -> list[str]:
+    """Findings as a markdown list, status and reason first, then the check and the resource.
+
+    Not a table: the Prefect UI neither wraps nor widens a table's cells (``.p-table-data``:
+    ``white-space: nowrap; overflow: hidden``, in markdown and table artifacts alike), so the
+    reason for a CRIT, the longest cell, was cut off; a list item wraps and keeps it whole."""
+    return [f"- {ICON[f.status]} **{f.status.value}**: {' '.join(mask(f.summary).split())} · {f.check} `{f.resource}`"
+            for f in findings]
+
+
 def markdown(report: RunReport) -> str:
     c = report.counts()
     lines = [
@@ -80,12 +90,7 @@ def markdown(report: RunReport) -> str:
         "",
     ]
     bad = [f for f in sort_findings(report.findings) if f.status is not Status.OK]
-    if bad:
-        lines += ["| | check | resource | summary |", "|---|---|---|---|"]
-        for f in bad:
-            lines.append(f"| {ICON[f.status]} {f.status.value} | {f.check} | `{f.resource}` | {mask(f.summary).replace('|', '/')} |")
-    else:
-        lines.append("Everything checked is OK.")
+    lines += finding_lines(bad) if bad else ["Everything checked is OK."]
     checks = Counter(f.check for f in report.findings)
     lines += ["", "Checks run: " + ", ".join(f"{k} ({v})" for k, v in sorted(checks.items()))]
     if report.notification and report.notification.get("kind"):
@@ -95,23 +100,27 @@ def markdown(report: RunReport) -> str:
     return "\n".join(lines)
 
 
-def findings_table(report: RunReport, skip: tuple[str, ...] = ()) -> list[str]:
-    """The counts line and every finding (but the ``skip`` checks) as a markdown table, in the report's order."""
+def findings_section(report: RunReport, skip: tuple[str, ...] = ()) -> list[str]:
+    """The counts line and every finding (but the ``skip`` checks) as ``finding_lines``, in the report's order."""
     c = report.counts()
     lines = [f"{c['CRIT']} CRIT · {c['WARN']} WARN · {c['UNKNOWN']} UNKNOWN · {c['OK']} OK — {len(report.findings)} findings, "
-             f"{report.api_calls} AWS API calls, {report.duration_s:.1f} s, region {report.region}", "",
-             "| | check | resource | summary |", "|---|---|---|---|"]
-    return lines + [f"| {ICON[f.status]} {f.status.value} | {f.check} | `{f.resource}` | {mask(f.summary).replace('|', '/')} |"
-                    for f in report.findings if f.check not in skip]
+             f"{report.api_calls} AWS API calls, {report.duration_s:.1f} s, region {report.region}", ""]
+    return lines + finding_lines([f for f in report.findings if f.check not in skip])
+
+
+def finding_rows(findings: list[Finding]) -> list[dict[str, Any]]:
+    """The rows of a findings table artifact, masked: status and summary first (the UI cuts long cells off at the
+    right edge; the report artifact has each summary whole)."""
+    return [mask_obj({"status": f.status.value, "summary": f.summary, "check": f.check, "resource": f.resource, "value": f.value})
+            for f in findings]
 
 
 def publish_artifacts(report: RunReport, md: str) -> RunReport:
     """The report's markdown artifact and its findings table (``KEY-findings``), masked."""
     key = artifact_key(report.runbook, report.system)
     create_markdown_artifact(key=key, markdown=md, description=mask(report.headline()))
-    rows = [mask_obj({"status": f.status.value, "check": f.check, "resource": f.resource, "summary": f.summary, "value": f.value})
-            for f in sort_findings(report.findings)]
-    create_table_artifact(key=f"{key}-findings", table=rows, description=f"{len(rows)} findings")
+    rows = finding_rows(sort_findings(report.findings))
+    create_table_artifact(key=f"{key}-findings", table=rows, description=f"{len(rows)} findings; each summary whole in {key}")
     return report
 
 

@@ -193,7 +193,11 @@ def test_rollback_dry_run_then_execute_yes_then_once_only(local_prefect, seeded,
     assert out.returncode == 0 and dry["outcome"] == "planned" and dry["plan"]["actions"][0]["target"] == "1"
     out = opsbook(local_prefect, "run", "emergency-rollback", "--system", "todo-app", "--execute", sandbox=sandbox)
     assert out.returncode == 3 and "needs --yes" in out.stdout  # no terminal here
-    done, out = run_json_args(local_prefect, sandbox, "emergency-rollback", "todo-app", "--execute", "--yes", "--param", "settle_timeout_s=10")
+    refused, out = run_json_args(local_prefect, sandbox, "emergency-rollback", "todo-app", "--execute", "--yes")
+    assert out.returncode == 3 and refused["outcome"] == "refused" and refused["records"] == []  # the target 1 is a guess
+    assert "--param accept_guess=true" in refused["findings"][-1]["summary"]
+    done, out = run_json_args(local_prefect, sandbox, "emergency-rollback", "todo-app", "--execute", "--yes",
+                              "--param", "accept_guess=true", "--param", "settle_timeout_s=10")
     assert out.returncode == 0 and done["outcome"] == "done" and done["records"][0]["status"] == "verified"
     assert "todo-api:LIVE: 2 -> 1" in out.stderr  # the plan it approved is printed
     again, out = run_json_args(local_prefect, sandbox, "emergency-rollback", "todo-app", "--execute", "--yes")
@@ -219,7 +223,8 @@ def test_rollback_interactive_prompt(local_prefect, seeded, sandbox, answer, exi
     apply_fault(sandbox, todo, "bad-release")
     env = {**local_prefect, **sandbox.env()}
     master, slave = pty.openpty()
-    proc = subprocess.Popen(OPSBOOK + ["run", "emergency-rollback", "--system", "todo-app", "--execute", "--param", "settle_timeout_s=10"],
+    proc = subprocess.Popen(OPSBOOK + ["run", "emergency-rollback", "--system", "todo-app", "--execute", "--param", "settle_timeout_s=10",
+                                       "--param", "accept_guess=true"],  # the target is a guess: accepted up front
                             stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT, close_fds=True)
     os.close(slave)
     seen, answered, t0 = b"", False, time.monotonic()

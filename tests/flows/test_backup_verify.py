@@ -15,7 +15,7 @@ from tasks import aws, statestore
 from tasks.backups import read_bucket_protection, read_rds_snapshots, read_snapshots, read_table_backups
 from tasks.findings import Status
 from tasks.iam import iam_action, policy_for
-from tasks.mutation import Action, Identity, Plan, Refused
+from tasks.mutation import Action, Identity, Plan, Refused, ShellApproval, shell_approval
 from tasks.report import RunReport
 from tasks.tagging import Discovered
 
@@ -28,8 +28,9 @@ HR_BUCKETS = ["hr-resumes-bucket-team2", "hr-opensearch-snapshots-team2", "hr-re
 HR_DOMAIN = "hr-resource-optimization-team2"
 
 
-def run(system: str, **params) -> RunReport:
-    state = backup_verify(system=system, return_state=True, **params)
+def run(system: str, approval: ShellApproval | None = None, **params) -> RunReport:
+    with shell_approval(approval):  # the shell's --execute [--yes]; None: the UI form
+        state = backup_verify(system=system, return_state=True, **params)
     report = state.result(raise_on_failure=False)
     assert isinstance(report, RunReport), report
     return report

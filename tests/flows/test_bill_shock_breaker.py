@@ -15,14 +15,16 @@ from tasks.breaker_client import BreakerClient
 from tasks.findings import Status
 from tasks.iam import iam_action, policy_for
 from tasks.inventory import load_system
+from tasks.mutation import ShellApproval, shell_approval
 from tasks.report import RunReport
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 REGION = "ap-northeast-2"
 
 
-def run(**params) -> RunReport:
-    state = bill_shock_breaker(system="leh", return_state=True, **params)
+def run(approval: ShellApproval | None = None, **params) -> RunReport:
+    with shell_approval(approval):  # the shell's --execute [--yes]; None: the UI form
+        state = bill_shock_breaker(system="leh", return_state=True, **params)
     report = state.result(raise_on_failure=False)
     assert isinstance(report, RunReport), report
     return report

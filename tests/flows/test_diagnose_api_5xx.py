@@ -62,7 +62,7 @@ def test_hr_5xx_keyerror_is_ranked_first_with_masked_samples(seeded, sandbox):
     assert metrics.details["errors_4xx"] == 3 and metrics.details["latency_max_ms"] == 650.0 and metrics.details["latency_p95_ms"] == 650.0
     text = json.dumps(report.public()) + api_markdown(report)
     assert "kim.minsu@example.com" not in text
-    assert api_markdown(report).index("KeyError") < api_markdown(report).index("| ✅ OK |")
+    assert api_markdown(report).index("KeyError") < api_markdown(report).index("- ✅ **OK**: ")
     assert report.api_calls_by_operation["apigateway:GetIntegration"] == 3
     assert report.api_calls_by_operation["cloudwatch:GetMetricData"] == 2  # one batch for the APIs, one for the functions
 

@@ -22,6 +22,7 @@ from tasks import redrive
 from tasks.findings import Status
 from tasks.iam import iam_action, policy_for
 from tasks.inventory import load_system
+from tasks.mutation import ShellApproval, shell_approval
 from tasks.report import RunReport
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -29,8 +30,9 @@ DLQ, SRC = "leh-ai-jobs-dlq", "leh-ai-jobs"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(**params) -> RunReport:
-    state = dlq_redrive(system="leh", return_state=True, **params)
+def run(approval: ShellApproval | None = None, **params) -> RunReport:
+    with shell_approval(approval):  # the shell's --execute [--yes]; None: the UI form
+        state = dlq_redrive(system="leh", return_state=True, **params)
     report = state.result(raise_on_failure=False)
     assert isinstance(report, RunReport), report
     return report
@@ -239,7 +241,7 @@ def test_approval_is_bound_to_the_planned_count(leh, sandbox):
 
     leh_queues.fill_dlq(sandbox, leh, 100)
     out: dict = {}
-    t = threading.Thread(target=lambda: out.setdefault("report", run(dry_run=False, approval="ui", approval_timeout_s=60,
+    t = threading.Thread(target=lambda: out.setdefault("report", run(dry_run=False, approval_timeout_s=60,
                                                                      rate_per_s=3000)), daemon=True)
     t.start()
     run_id = _wait_paused()
@@ -335,7 +337,8 @@ def test_fifo_keeps_groups_order_and_gets_new_dedup_ids(sandbox, tmp_path):
     leh_queues.fill_dlq(sandbox, inv, 30, cases=3, workers=1)  # in order; FIFO: group = case, dedup id = evidence id
     # sample_size=0: after a VisibilityTimeout=0 receive, moto (unlike SQS) keeps those FIFO messages "pending" and
     # hands out the rest of their group first, which would scramble the order before the runbook sees it.
-    state = dlq_redrive(system=str(inv_file), dry_run=False, approval="yes", rate_per_s=3000, sample_size=0, return_state=True)
+    with shell_approval("yes"):
+        state = dlq_redrive(system=str(inv_file), dry_run=False, rate_per_s=3000, sample_size=0, return_state=True)
     report = state.result(raise_on_failure=False)
     assert report.outcome == "done" and report.records[0]["after"] == "30 moved to jobs.fifo", report.findings
     assert any("no breaker table" in n for n in report.plan["notes"])

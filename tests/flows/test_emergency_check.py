@@ -98,7 +98,7 @@ def test_hr_api_5xx_alarm_is_p1_and_names_the_first_escalation(healthy, sandbox)
     a = only(report, "alarms", "api-gateway-5xx-errors-team2")
     assert a.details["priority"] == "P1"
     md = emergency_markdown(report)
-    assert "**P1**" in md.splitlines()[0] and md.index("Incident priority P1") < md.index("| 🔴 CRIT | alarms |")
+    assert "**P1**" in md.splitlines()[0] and md.index("Incident priority P1") < md.index("· alarms `api-gateway-5xx-errors-team2`")
 
 
 @pytest.mark.usefixtures("prefect_harness")

@@ -16,14 +16,16 @@ from tasks import statestore
 from tasks.findings import Status
 from tasks.iam import iam_action, policy_for
 from tasks.inventory import load_file, load_system
+from tasks.mutation import ShellApproval, shell_approval
 from tasks.report import RunReport
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 ECS = "t-developer-cluster-production/t-developer-service-production"
 
 
-def run(system: str, **params) -> RunReport:
-    state = emergency_rollback(system=system, return_state=True, **params)
+def run(system: str, approval: ShellApproval | None = None, **params) -> RunReport:
+    with shell_approval(approval):  # the shell's --execute [--yes]; None: the UI form
+        state = emergency_rollback(system=system, return_state=True, **params)
     report = state.result(raise_on_failure=False)
     assert isinstance(report, RunReport), report
     return report
@@ -70,8 +72,9 @@ def test_execute_rolls_back_once_records_and_notifies(seeded, sandbox):
     todo = seeded("todo-app")
     apply_fault(sandbox, todo, "bad-release")
     messages = inbox(sandbox, "ap-northeast-2", ":alerts")
-    report = run("todo-app", dry_run=False, approval="yes", approver="oncall-kim", settle_timeout_s=10)
+    report = run("todo-app", dry_run=False, approval="yes", accept_guess=True, approver="oncall-kim", settle_timeout_s=10)
     assert report.outcome == "done" and report.status is Status.OK, report.findings
+    assert report.plan["actions"][0]["guess"] is True and report.approval["reason"] == "--execute --yes --param accept_guess=true"
     assert alias_version(sandbox) == "1"
     [rec] = report.records
     assert (rec["status"], rec["before"], rec["after"], rec["approver"]) == ("verified", "2", "1", "oncall-kim")
@@ -83,7 +86,7 @@ def test_execute_rolls_back_once_records_and_notifies(seeded, sandbox):
     assert all("todo-api:LIVE" in m["Message"] and "2 -> 1" in m["Message"] for m in msgs)
     assert any(f.check == "rollback-settled" and f.status is Status.OK for f in report.findings)
     assert any(f.check == "lambda-state" for f in report.findings)  # health checks after acting
-    again = run("todo-app", dry_run=False, approval="yes", settle_timeout_s=10)
+    again = run("todo-app", dry_run=False, approval="yes", accept_guess=True, settle_timeout_s=10)
     assert again.outcome == "nothing-to-do" and again.records == [] and alias_version(sandbox) == "1"
     assert "already points at the rollback target 1" in again.plan["unchanged"][0]
 
@@ -94,6 +97,7 @@ def test_ecs_uses_the_previous_deployment_and_waits_bounded(seeded, sandbox):
     report = run("t-developer", dry_run=False, approval="yes", settle_timeout_s=3)
     [action] = report.plan["actions"]
     assert action["target"] == fault["from"] and "deployment the service ran before" in action["evidence"]
+    assert action["guess"] is False  # evidence: --yes alone applies it (the twin of the guess refused below)
     assert service_td(sandbox) == fault["from"]
     settle = [f for f in report.findings if f.check == "rollback-settled"][0]
     assert settle.status is Status.WARN and "not stable after 3 s" in settle.summary  # moto keeps the old deployment
@@ -128,8 +132,8 @@ def test_without_evidence_the_newest_earlier_revision_is_a_labelled_guess(seeded
     seeded("t-developer")  # two releases: the service runs :2
     report = run("t-developer")
     [action] = report.plan["actions"]
-    assert action["target"].endswith(":1") and action["evidence"].startswith("GUESS")
-    assert any("guess" in n for n in report.plan["notes"])
+    assert action["target"].endswith(":1") and action["evidence"].startswith("GUESS") and action["guess"] is True
+    assert report.plan["override"] == "to_revision"
 
 
 def test_to_revision_override_and_unknown_revision(seeded, sandbox):
@@ -169,14 +173,48 @@ def test_ui_approval_through_the_prefect_api(seeded, sandbox):
 
     todo = seeded("todo-app")
     apply_fault(sandbox, todo, "bad-release")
-    t, out = _run_in_thread(system="todo-app", dry_run=False, approval="ui", approval_timeout_s=60, settle_timeout_s=10)
+    messages = inbox(sandbox, "ap-northeast-2", ":alerts")
+    t, out = _run_in_thread(system="todo-app", dry_run=False, approval_timeout_s=60, settle_timeout_s=10)
     run_id = _wait_paused("emergency-rollback")
     assert alias_version(sandbox) == "2"  # nothing before approval
-    resume_flow_run(run_id, run_input={"approve": True, "approver": "alice", "reason": "INC-42 P0"})
+    # the system's topic is told once, with the plan and the run's link in the UI
+    [asked] = messages()
+    assert "approval needed" in asked["Subject"] and "todo-api:LIVE: 2 -> 1" in asked["Message"]
+    assert f"/runs/flow-run/{run_id}" in asked["Message"] and "accept_guess" in asked["Message"]
+    form = _pause_form(run_id)  # the Resume form: the guess box, and no shell flags in the UI's text
+    assert form["schema"]["properties"]["accept_guess"]["default"] is False
+    assert "default" not in form["schema"]["properties"]["approver"]  # a self-hosted server knows no user: the approver types it
+    assert "Plan: emergency-rollback · todo-app" in form["description"] and "to_revision set" in form["description"]
+    assert "--param" not in form["description"] and "--yes" not in form["description"]
+    resume_flow_run(run_id, run_input={"approve": True, "approver": "alice", "reason": "INC-42 P0", "accept_guess": True})
     t.join(60)
     report = out["report"]
     assert report.outcome == "done" and alias_version(sandbox) == "1"
     assert report.approval["approver"] == "alice" and report.approval["via"] == "ui" and report.records[0]["approver"] == "alice"
+    later = messages()  # the two notices of the change itself; no second approval notice
+    assert len(later) == 2 and not any("approval needed" in m["Subject"] for m in later), [m["Subject"] for m in later]
+
+
+def _pause_form(run_id) -> dict:
+    """What the UI's Resume modal shows for a paused run: the form's schema and its description."""
+    from prefect.client.orchestration import get_client
+    from prefect.input import keyset_from_paused_state
+    from prefect.input.actions import read_flow_run_input
+
+    with get_client(sync_client=True) as client:
+        keyset = keyset_from_paused_state(client.read_flow_run(run_id).state)
+    return {k: read_flow_run_input(keyset[k], flow_run_id=run_id) for k in ("schema", "description")}
+
+
+def test_yes_alone_never_applies_a_guess(seeded, sandbox):
+    todo = seeded("todo-app")
+    apply_fault(sandbox, todo, "bad-release")  # Lambda keeps no alias history: the target 1 is a guess
+    messages = inbox(sandbox, "ap-northeast-2", ":alerts")
+    report = run("todo-app", dry_run=False, approval="yes", settle_timeout_s=10)
+    assert report.outcome == "refused" and report.status is Status.UNKNOWN and report.status.exit_code == 3
+    why = report.findings[-1].summary
+    assert "step 1 (todo-api:LIVE: 2 -> 1" in why and "--param accept_guess=true" in why and "--param to_revision=" in why
+    assert alias_version(sandbox) == "2" and report.records == [] and messages() == []  # nothing changed, nobody told
 
 
 def test_ui_rejection_changes_nothing(seeded, sandbox):
@@ -184,7 +222,7 @@ def test_ui_rejection_changes_nothing(seeded, sandbox):
 
     todo = seeded("todo-app")
     apply_fault(sandbox, todo, "bad-release")
-    t, out = _run_in_thread(system="todo-app", dry_run=False, approval="ui", approval_timeout_s=60)
+    t, out = _run_in_thread(system="todo-app", dry_run=False, approval_timeout_s=60)
     resume_flow_run(_wait_paused("emergency-rollback"), run_input={"approve": False, "approver": "bob", "reason": "not this one"})
     t.join(60)
     report = out["report"]
@@ -195,7 +233,7 @@ def test_ui_rejection_changes_nothing(seeded, sandbox):
 def test_approval_timeout_ends_the_run_and_changes_nothing(seeded, sandbox):
     todo = seeded("todo-app")
     apply_fault(sandbox, todo, "bad-release")
-    state = emergency_rollback(system="todo-app", dry_run=False, approval="ui", approval_timeout_s=3, return_state=True)
+    state = emergency_rollback(system="todo-app", dry_run=False, approval_timeout_s=3, return_state=True)
     # Prefect expires the pause itself: the run ends Failed ("never resumed") and cannot be resumed later.
     assert state.is_failed() and "never resumed" in state.message
     assert alias_version(sandbox) == "2"
@@ -206,10 +244,10 @@ def test_drift_between_plan_and_approval_stops_the_run(seeded, sandbox):
 
     todo = seeded("todo-app")
     apply_fault(sandbox, todo, "bad-release")
-    t, out = _run_in_thread(system="todo-app", dry_run=False, approval="ui", approval_timeout_s=60)
+    t, out = _run_in_thread(system="todo-app", dry_run=False, approval_timeout_s=60)
     run_id = _wait_paused("emergency-rollback")
     apply_fault(sandbox, todo, "bad-release")  # someone ships v3 while the plan waits for approval
-    resume_flow_run(run_id, run_input={"approve": True, "approver": "alice", "reason": "go"})
+    resume_flow_run(run_id, run_input={"approve": True, "approver": "alice", "reason": "go", "accept_guess": True})
     t.join(60)
     report = out["report"]
     assert report.outcome == "refused" and "was 2 when planned and is now 3" in report.findings[-1].summary
@@ -220,11 +258,11 @@ def test_a_lease_held_elsewhere_refuses_naming_the_holder(seeded, sandbox):
     todo = seeded("todo-app")
     apply_fault(sandbox, todo, "bad-release")
     statestore.acquire_lease(todo, "todo-api:LIVE", "lee@laptop run other", "other-run", ttl_s=120)
-    report = run("todo-app", dry_run=False, approval="yes")
+    report = run("todo-app", dry_run=False, approval="yes", accept_guess=True)
     assert report.outcome == "refused" and "lee@laptop run other" in report.findings[-1].summary and "expires at" in report.findings[-1].summary
     assert alias_version(sandbox) == "2"
     statestore.release_lease(todo, "todo-api:LIVE", "other-run")
-    assert run("todo-app", dry_run=False, approval="yes", settle_timeout_s=10).outcome == "done"
+    assert run("todo-app", dry_run=False, approval="yes", accept_guess=True, settle_timeout_s=10).outcome == "done"
 
 
 def test_leases_expire_and_only_one_of_two_concurrent_takers_wins(seeded, sandbox):
@@ -271,7 +309,7 @@ def test_failure_part_way_undoes_what_was_done(seeded, sandbox, tmp_path, monkey
         real.apply(system, resource, value)
 
     monkeypatch.setitem(rb.APPLIERS, rb.ALIAS_KIND, rb.Applier(read=real.read, apply=flaky_apply))
-    report = run(str(inv), dry_run=False, approval="yes", settle_timeout_s=5)
+    report = run(str(inv), dry_run=False, approval="yes", accept_guess=True, settle_timeout_s=5)
     assert report.outcome == "failed" and report.status is Status.CRIT
     assert [(r["resource"], r["status"]) for r in report.records] == [
         ("todo-api:LIVE", "applied"), ("todo-worker:LIVE", "failed"), ("todo-api:LIVE", "undone")]
@@ -290,7 +328,7 @@ def test_a_pinned_account_refuses_other_credentials(sandbox, tmp_path):
 def test_calls_made_are_covered_by_the_printed_policy(seeded, sandbox):
     todo = seeded("todo-app")
     apply_fault(sandbox, todo, "bad-release")
-    report = run("todo-app", dry_run=False, approval="yes", settle_timeout_s=10)
+    report = run("todo-app", dry_run=False, approval="yes", accept_guess=True, settle_timeout_s=10)
     policy = set(policy_for(rb.TASKS)["Statement"][0]["Action"])
     used = {iam_action(*op.split(":")) for op in report.api_calls_by_operation} - {None}
     assert "lambda:UpdateAlias" in used and used <= policy, used - policy

@@ -16,6 +16,7 @@ from tasks import audits as au
 from tasks import aws
 from tasks.findings import Status
 from tasks.iam import iam_action, policy_for
+from tasks.mutation import ShellApproval, shell_approval
 from tasks.report import RunReport
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -23,8 +24,9 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 HR, TD, LEH = "hr-resource-optimization", "t-developer", "leh"
 
 
-def run(system: str, **params) -> RunReport:
-    state = maintenance_audit(system=system, return_state=True, **params)
+def run(system: str, approval: ShellApproval | None = None, **params) -> RunReport:
+    with shell_approval(approval):  # the shell's --execute [--yes]; None: the UI form
+        state = maintenance_audit(system=system, return_state=True, **params)
     report = state.result(raise_on_failure=False)
     assert isinstance(report, RunReport), report
     return report

@@ -14,7 +14,7 @@ from sandbox.leh_cases import delete_case, evidence_doc, seed_case
 from tasks import cases
 from tasks.findings import Status
 from tasks.iam import iam_action, policy_for
-from tasks.mutation import Identity, Refused
+from tasks.mutation import Identity, Refused, ShellApproval, shell_approval
 from tasks.report import RunReport
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -22,8 +22,9 @@ CASE = "CASE-2025-0042"
 INDEX = "evidence-case-2025-0042"
 
 
-def run(**params) -> RunReport:
-    state = reindex_case(system="leh", return_state=True, **params)
+def run(approval: ShellApproval | None = None, **params) -> RunReport:
+    with shell_approval(approval):  # the shell's --execute [--yes]; None: the UI form
+        state = reindex_case(system="leh", return_state=True, **params)
     report = state.result(raise_on_failure=False)
     assert isinstance(report, RunReport), report
     return report

@@ -16,7 +16,7 @@ from tasks.capacity import TableCapacity, Usage
 from tasks.findings import Status
 from tasks.iam import iam_action, policy_for
 from tasks.inventory import load_system
-from tasks.mutation import Identity
+from tasks.mutation import Identity, ShellApproval, shell_approval
 from tasks.report import RunReport
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -24,8 +24,9 @@ HR, EMP = "hr-resource-optimization", "Employees-Team2"
 EMP_BEFORE = "PROVISIONED r=5 w=5; byEmail r=5 w=5"
 
 
-def run(system: str, **params) -> RunReport:
-    state = remediate_dynamodb_throttling(system=system, return_state=True, **params)
+def run(system: str, approval: ShellApproval | None = None, **params) -> RunReport:
+    with shell_approval(approval):  # the shell's --execute [--yes]; None: the UI form
+        state = remediate_dynamodb_throttling(system=system, return_state=True, **params)
     report = state.result(raise_on_failure=False)
     assert isinstance(report, RunReport), report
     return report

@@ -15,14 +15,16 @@ from tasks import statestore
 from tasks.findings import Status
 from tasks.iam import iam_action, policy_for
 from tasks.inventory import System, load_system
+from tasks.mutation import ShellApproval, shell_approval
 from tasks.report import RunReport
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 HR, PRE, DAE = "hr-resource-optimization", "ProjectRecommendationEngine", "DomainAnalysisEngine"
 
 
-def run(system: str, **params) -> RunReport:  # noqa
-    state = remediate_lambda_timeout(system=system, return_state=True, **params)
+def run(system: str, approval: ShellApproval | None = None, **params) -> RunReport:  # noqa
+    with shell_approval(approval):  # the shell's --execute [--yes]; None: the UI form
+        state = remediate_lambda_timeout(system=system, return_state=True, **params)
     report = state.result(raise_on_failure=False)
     assert isinstance(report, RunReport), report
     return report

@@ -15,7 +15,7 @@ from tasks import statestore
 from tasks.findings import Status
 from tasks.iam import iam_action, policy_for
 from tasks.inventory import OpenSearchDomain
-from tasks.mutation import Identity, Plan, Refused
+from tasks.mutation import Identity, Plan, Refused, ShellApproval, shell_approval
 from tasks.opensearch_shards import (Cause, ClusterState, DomainInfo, classify, parse_explain, read_cluster, read_domain_status,
                                      storage_advice)
 from tasks.report import RunReport
@@ -27,8 +27,9 @@ HR_DOMAIN, LEH_DOMAIN = "hr-resource-optimization-team2", "leh-cases"
 IDENTITY = Identity(account="123456789012", arn="arn:aws:sts::123456789012:user/moto", region="us-east-2")
 
 
-def run(system: str, **params) -> RunReport:
-    state = remediate_opensearch_red(system=system, return_state=True, **params)
+def run(system: str, approval: ShellApproval | None = None, **params) -> RunReport:
+    with shell_approval(approval):  # the shell's --execute [--yes]; None: the UI form
+        state = remediate_opensearch_red(system=system, return_state=True, **params)
     report = state.result(raise_on_failure=False)
     assert isinstance(report, RunReport), report
     assert report.undeclared_iam_actions == []

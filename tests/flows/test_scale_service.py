@@ -17,7 +17,7 @@ from tasks.capacity import DESIRED, table_capacity
 from tasks.findings import Status
 from tasks.iam import iam_action, policy_for
 from tasks.inventory import load_system
-from tasks.mutation import Action, Identity, Plan, Refused
+from tasks.mutation import Action, Identity, Plan, Refused, ShellApproval, shell_approval
 from tasks.report import RunReport
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -27,8 +27,9 @@ SVC = f"{CLUSTER}/{SERVICE}"
 REGION = "us-east-1"
 
 
-def run(system: str, **params) -> RunReport:
-    state = scale_service(system=system, return_state=True, **params)
+def run(system: str, approval: ShellApproval | None = None, **params) -> RunReport:
+    with shell_approval(approval):  # the shell's --execute [--yes]; None: the UI form
+        state = scale_service(system=system, return_state=True, **params)
     report = state.result(raise_on_failure=False)
     assert isinstance(report, RunReport), report
     return report

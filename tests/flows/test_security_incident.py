@@ -23,7 +23,7 @@ from tasks.findings import Status
 from tasks.iam import iam_action, policy_for
 from tasks.inventory import System, load_system
 from tasks.pii import mask_log
-from tasks.mutation import Action, Identity, Plan, Refused
+from tasks.mutation import Action, Identity, Plan, Refused, ShellApproval, shell_approval
 from tasks.report import RunReport
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -34,8 +34,9 @@ TD_GLASS = "arn:aws:iam::123456789012:role/t-developer-break-glass"
 ME = Identity(account="123456789012", arn="arn:aws:sts::123456789012:user/moto", region="us-east-1")
 
 
-def run(system: str, **params) -> RunReport:
-    state = security_incident(system=system, return_state=True, **params)
+def run(system: str, approval: ShellApproval | None = None, **params) -> RunReport:
+    with shell_approval(approval):  # the shell's --execute [--yes]; None: the UI form
+        state = security_incident(system=system, return_state=True, **params)
     report = state.result(raise_on_failure=False)
     assert isinstance(report, RunReport), report
     return report
