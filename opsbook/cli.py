@@ -51,8 +51,9 @@ class Parser(argparse.ArgumentParser):
         sys.exit(_fail(json_out, None, None, f"error: {message}"))
 
 
-def parse_params(pairs: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def parse_params(pairs: list[str]) -> dict[str, str]:
+    """--param KEY=VALUE pairs as strings (runner.coerce reads them against the runbook's parameter types)."""
+    out: dict[str, str] = {}
     for p in pairs:
         if "=" not in p:
             raise UsageError(f"--param {p!r}: expected KEY=VALUE")
@@ -60,10 +61,7 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
         k = k.strip()
         if k in SET_BY_CLI:
             raise UsageError(f"--param {k}: set by opsbook itself: {SET_BY_CLI[k]}")
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
+        out[k] = v
     return out
 
 
@@ -92,18 +90,27 @@ def execution_mode(mutating: bool, execute: bool, yes: bool, isatty: bool) -> di
 # --- where the AWS calls go -------------------------------------------------------------------
 
 
+def sandbox_module(name: str) -> Any:
+    """A module of the sandbox, a development extra (moto): a clear error where it is not installed."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"sandbox.{name}")
+    except ImportError as exc:
+        raise UsageError(f"the embedded sandbox is a development extra, not installed here ({exc}); "
+                         "install it with: pip install 'opsbook[sandbox]'") from None
+
+
 def start_sandbox(systems: list[str], faults: list[str]) -> Any:
     """The embedded AWS (moto on 127.0.0.1 + the OpenSearch double), seeded; only when asked for (--sandbox)."""
-    try:
-        from sandbox.cli import start_seeded
-    except ImportError as exc:
-        raise UsageError(f"the sandbox is a development extra and is not installed here ({exc}); "
-                         "install it with: pip install 'opsbook[sandbox]'") from None
+    cli = sandbox_module("cli")
+    known = sandbox_module("faults").FAULTS
     for spec in faults:
-        if ":" not in spec:
-            raise UsageError(f"--fault {spec!r}: expected SYSTEM:FAULT (e.g. leh:dlq-messages)")
+        system, _, fault = spec.partition(":")
+        if not system or fault not in known:
+            raise UsageError(f"--fault {spec!r}: expected SYSTEM:FAULT with FAULT one of {', '.join(sorted(known))}")
     names = list(dict.fromkeys(systems + [f.partition(":")[0] for f in faults]))
-    sb, applied = start_seeded(names, faults)
+    sb, applied = cli.start_seeded(names, faults)
     for a in applied:
         print(f"  fault injected into {a['system']}: {a['fault']} ({a.get('resource', '')})", file=sys.stderr)
     return sb
@@ -158,7 +165,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     runner.import_prefect(args.verbose)
     flow = rb.load()
     try:
-        runner.validate(flow, rb.name, {"system": args.system, **params})
+        params = runner.coerce(flow, params)
+        runner.validate(flow, rb.name, {"system": args.system, **params}, hidden=set(SET_BY_CLI))
     except runner.ParameterError as exc:
         raise UsageError(str(exc)) from None
     approval = mode.pop("approval", None)  # how the shell approves: not a flow parameter (tasks.mutation.shell_approval)
@@ -201,8 +209,7 @@ def print_run_help(rb: Any) -> int:
     if rb is None:
         run_parser().print_help()
         print("\nrunbooks (`opsbook run RUNBOOK --help` lists a runbook's parameters):")
-        for r in RUNBOOKS.values():
-            print(f"  {r.name:30} {'mutating ' if r.mutating else 'read-only'}  {r.summary}")
+        print_runbooks()
         return 0
     from opsbook import runner
 
@@ -215,7 +222,7 @@ def print_run_help(rb: Any) -> int:
     if doc:
         print(doc + "\n")
     params = {k: v for k, v in runner.parameters(flow).items() if k not in SET_BY_CLI}
-    print("parameters (--param KEY=VALUE; VALUE is read as JSON when it parses, else as a string):")
+    print("parameters (--param KEY=VALUE; a string parameter takes VALUE as it is, any other reads it as JSON):")
     if not params:
         print("  none")
     for name, prop in params.items():
@@ -233,13 +240,18 @@ def print_run_help(rb: Any) -> int:
     return 0
 
 
-def cmd_list(args: argparse.Namespace) -> int:
+def print_runbooks() -> None:
     from flows.registry import RUNBOOKS
+
+    for rb in RUNBOOKS.values():
+        print(f"  {rb.name:30} {'mutating ' if rb.mutating else 'read-only'}  {rb.summary}")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
     from tasks.inventory import InventoryError, known_systems, load_system
 
     print("runbooks:")
-    for rb in RUNBOOKS.values():
-        print(f"  {rb.name:30} {'mutating ' if rb.mutating else 'read-only'}  {rb.summary}")
+    print_runbooks()
     print("systems:")
     for name in known_systems():
         try:
@@ -277,12 +289,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    try:
-        from sandbox.cli import serve
-    except ImportError as exc:
-        raise UsageError(f"the sandbox is a development extra and is not installed here ({exc}); "
-                         "install it with: pip install 'opsbook[sandbox]'") from None
-    return serve(args.systems, args.fault or [], args.latency_ms, args.scale)
+    return sandbox_module("cli").serve(args.systems, args.fault or [], args.latency_ms, args.scale)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -325,12 +332,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     server.configure()  # the demo's runs go to the same server as every other command's
-    try:
-        from sandbox.cli import demo
-    except ImportError as exc:
-        raise UsageError(f"the demo runs on the sandbox, a development extra not installed here ({exc}); "
-                         "install it with: pip install 'opsbook[sandbox]'") from None
-    return demo(keep_server=args.keep_server, verbose=args.verbose)
+    return sandbox_module("cli").demo(keep_server=args.keep_server, verbose=args.verbose)
 
 
 # --- parsers ----------------------------------------------------------------------------------
@@ -339,8 +341,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _add_run_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("runbook", nargs="?", metavar="RUNBOOK", help="the runbook (opsbook list)")
     r.add_argument("--system", help="inventory name (systems/NAME.yaml) or path")
-    r.add_argument("--param", action="append", metavar="KEY=VALUE", help="a runbook parameter (JSON values allowed); "
-                   "`opsbook run RUNBOOK --help` lists them")
+    r.add_argument("--param", action="append", metavar="KEY=VALUE", help="a runbook parameter (JSON for lists, numbers, "
+                   "booleans); `opsbook run RUNBOOK --help` lists them")
     r.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     r.add_argument("--plain", action="store_true", help="no colour or emoji (also: NO_COLOR set, or output not a terminal)")
     r.add_argument("--execute", action="store_true", help="mutating runbooks: act (default is a dry run)")
@@ -396,7 +398,9 @@ def build_parser() -> Parser:
 def _fail(json_out: bool, runbook: str | None, system: str | None, message: str, meta: dict[str, Any] | None = None) -> int:
     """Could not run as asked: exit 3; stdout's first line says so (the Nagios line, or with --json one JSON object)."""
     from opsbook.output import error_line
+    from tasks.masking import mask
 
+    message = mask(message)  # an exception's text can carry what AWS returned
     if json_out:
         print(f"opsbook: {message}", file=sys.stderr)
         print(json.dumps({"runbook": runbook, "system": system, "status": "UNKNOWN", "findings": [], "api_calls": 0,

@@ -15,8 +15,8 @@ from typing import Any, TextIO
 
 from tasks.findings import Status
 from tasks.masking import mask
+from tasks.report import ICON, sort_findings
 
-ICON = {Status.OK: "✅", Status.WARN: "⚠️ ", Status.CRIT: "🔴", Status.UNKNOWN: "❔"}
 COLOUR = {Status.OK: "32", Status.WARN: "33", Status.CRIT: "31", Status.UNKNOWN: "35"}
 REASON_MAX = 160
 
@@ -33,14 +33,13 @@ def status_word(status: Status, rich: bool) -> str:
 
 
 def _one_line(text: str, limit: int = REASON_MAX) -> str:
-    text = " ".join(str(text).split())
+    """One line for a monitor: no line breaks, no '|' (what follows it is perfdata), at most ``limit`` characters."""
+    text = " ".join(str(text).split()).replace("|", "/")
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def reason(report: Any) -> str:
     """Why the run has its status, in a few words: the worst finding, or what a mutating run did."""
-    from tasks.report import sort_findings
-
     worst = [f for f in sort_findings(report.findings) if f.status is report.status and f.status is not Status.OK]
     if worst:
         more = f" (+{len(worst) - 1} more {report.status.value})" if len(worst) > 1 else ""
@@ -66,12 +65,10 @@ def nagios_line(report: Any) -> str:
 
 def error_line(message: str) -> str:
     """A run that could not run as asked, for a monitor: UNKNOWN, the reason, zero calls."""
-    return f"UNKNOWN - opsbook: {_one_line(message, 400)} | api_calls=0"
+    return f"UNKNOWN - opsbook: {_one_line(mask(message), 400)} | api_calls=0"
 
 
 def print_report(report: Any, rich: bool, out: TextIO = sys.stdout) -> None:
-    from tasks.report import sort_findings
-
     print(nagios_line(report), file=out)
     if report.plan is not None:
         plan = report.plan

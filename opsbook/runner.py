@@ -8,6 +8,7 @@ server needed), then ``server.ensure()``, then the run.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
 import time
@@ -92,14 +93,36 @@ def type_name(prop: dict[str, Any]) -> str:
     return str(prop.get("type") or prop.get("$ref", "any").rsplit("/", 1)[-1])
 
 
-def validate(flow: Any, runbook: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Check ``params`` (the --param values, plus system) against the flow's signature; raise ParameterError."""
+def _is_text(prop: dict[str, Any]) -> bool:
+    kinds = {p.get("type") for p in prop.get("anyOf", [prop])} - {"null"}
+    return kinds == {"string"} and "enum" not in prop
+
+
+def coerce(flow: Any, raw: dict[str, str]) -> dict[str, Any]:
+    """Shell strings to values: as they are for a string parameter (case_id=2024001 stays "2024001"), else JSON
+    when they parse (to_revision=41, tables=["a","b"], accept_guess=true), else the string (pydantic judges it)."""
+    props = parameters(flow)
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in props and _is_text(props[key]):
+            out[key] = value
+            continue
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def validate(flow: Any, runbook: str, params: dict[str, Any], hidden: set[str] = frozenset()) -> dict[str, Any]:
+    """Check ``params`` (the --param values, plus system) against the flow's signature; raise ParameterError.
+    ``hidden``: parameters the caller sets itself, not named among the valid ones."""
     from prefect.exceptions import ParameterTypeError
 
     accepted = inspect.signature(flow.fn).parameters
     unknown = [k for k in params if k not in accepted]
     if unknown:
-        valid = ", ".join(k for k in accepted if k not in params and k != "system") or "none"
+        valid = ", ".join(k for k in accepted if k not in params and k != "system" and k not in hidden) or "none"
         raise ParameterError(f"--param {unknown[0]}: {runbook} has no such parameter; valid: {valid} "
                              f"(`opsbook run {runbook} --help` describes them)")
     log = logging.getLogger("prefect.flows")

@@ -52,6 +52,10 @@ def check_alarms(system: System, deadline: aws.Deadline) -> list[Finding]:
     return judge_alarms(system, alarms)
 
 
+class MetricsUnreadable(RuntimeError):
+    """A series answered Forbidden or InternalError: its missing datapoints say nothing about the resource."""
+
+
 @declares(["cloudwatch:GetMetricData"])
 def get_metric_data(region: str, queries: list[dict[str, Any]], start: datetime, end: datetime) -> dict[str, list[tuple[datetime, float]]]:
     """Run metric queries in batches of 500 (GetMetricData's limit), every page.
@@ -70,11 +74,17 @@ def get_metric_data(region: str, queries: list[dict[str, Any]], start: datetime,
         return results
 
     batches = [queries[i : i + 500] for i in range(0, len(queries), 500)]
+    unread: list[str] = []
     for _, results, err in aws.parallel(one_batch, batches, max_workers=8):  # independent batches, concurrently
         if err is not None:
             raise err
         for r in results:
             out[r["Id"]] += list(zip(r["Timestamps"], r["Values"]))
+            if r.get("StatusCode") in ("Forbidden", "InternalError"):  # no datapoints here does not mean no activity
+                detail = "; ".join(m.get("Value", "") for m in r.get("Messages", [])) or r["StatusCode"]
+                unread.append(f"{r['Id']} ({r['StatusCode']}: {detail})")
+    if unread:
+        raise MetricsUnreadable(f"GetMetricData could not read {len(unread)} of {len(queries)} series, e.g. {', '.join(unread[:3])}")
     for k in out:
         out[k].sort(key=lambda tv: tv[0], reverse=True)
     return out

@@ -58,11 +58,10 @@ class RunReport(BaseModel):
 
     def public(self) -> dict[str, Any]:
         """The JSON result: every text that can carry data read from AWS is masked
-        (findings, notification); identifiers and URLs that opsbook made are not."""
+        (findings, notification, records, the plan and the approval's reason); identifiers and URLs that opsbook made are not."""
         out = self.model_dump(mode="json")
-        out["findings"] = mask_obj(out["findings"])
-        out["notification"] = mask_obj(out["notification"])
-        out["records"] = mask_obj(out["records"])
+        for key in ("findings", "notification", "records", "plan", "approval"):
+            out[key] = mask_obj(out[key])
         return out
 
 

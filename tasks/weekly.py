@@ -64,7 +64,7 @@ ACTIVITY = {"lambda": ("Invocations",), "apigateway": ("Count",), "dynamodb": ("
 KINDS = ("custom", "lambda", "apigateway", "dynamodb", "s3")
 NOUNS = {"custom": "custom metrics", "lambda": "functions", "apigateway": "APIs", "dynamodb": "tables", "s3": "buckets"}
 IDLE_TEXT = {
-    "custom": "had no datapoints in either week (nothing was published)",
+    "custom": "had no datapoints in either week: nothing was published, so nothing can be said of them; check their publisher",
     "lambda": "had no invocations in either week",
     "apigateway": "had no requests in either week",
     "dynamodb": "had no consumed capacity in either week",
@@ -512,7 +512,9 @@ def noun(kind: str, n: int) -> str:
 
 
 def _idle_finding(kind: str, names: list[str]) -> Finding:
-    return Finding(check="idle", resource=NOUNS[kind], status=Status.OK, value=len(names),
+    """An idle function, API, table or bucket is a fact (OK); a custom metric the inventory lists that nobody
+    published for two weeks is a publisher that stopped, or a renamed metric: UNKNOWN, never OK."""
+    return Finding(check="idle", resource=NOUNS[kind], status=Status.UNKNOWN if kind == "custom" else Status.OK, value=len(names),
                    summary=f"{len(names)} {noun(kind, len(names))} {IDLE_TEXT[kind]}: {names_text(names)}",
                    details={"kind": kind, "resources": names})
 

@@ -23,6 +23,8 @@ os.environ.update({
     "OPSBOOK_IAM_STRICT": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "OPSBOOK_HOME": tempfile.mkdtemp(prefix="opsbook-test-home-"),
 })
+# ... nor a Prefect server a developer's Prefect profile names (opsbook reads the active profile like Prefect does)
+os.environ["PREFECT_PROFILES_PATH"] = os.path.join(os.environ["OPSBOOK_HOME"], "no-prefect-profiles.toml")
 
 
 def free_port() -> int:

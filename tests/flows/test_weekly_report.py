@@ -25,6 +25,20 @@ from tasks.weekly import week_window
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
+@pytest.fixture(autouse=True)
+def not_across_local_midnight():
+    """The seed lays the 14 days before today and the run reads the 14 days before today: both must see the
+    same today. A test that would start within 2 minutes of the systems' midnight (Asia/Seoul) waits it out."""
+    import time as clock
+    from datetime import datetime, timedelta
+
+    tz = load_system("t-developer").tz
+    now = datetime.now(tz)
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), tzinfo=tz)
+    if (midnight - now).total_seconds() < 120:
+        clock.sleep((midnight - now).total_seconds() + 1)
+
+
 def run(system: str, **params) -> tuple[RunReport, str]:
     state = weekly_report(system=system, return_state=True, **params)
     report = state.result(raise_on_failure=False)

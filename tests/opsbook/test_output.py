@@ -77,3 +77,13 @@ def test_plain_output_has_no_emoji_or_escape_codes_and_rich_has_both():
 def test_error_line_for_monitors():
     assert output.error_line("error: --param foo: no such parameter") == \
         "UNKNOWN - opsbook: error: --param foo: no such parameter | api_calls=0"
+
+
+def test_a_pipe_in_a_finding_cannot_start_the_perfdata():
+    piped = Finding(check="recent-errors", resource="fn", status=Status.CRIT, summary="KeyError | ValueError shapes")
+    line = output.nagios_line(report(piped))
+    assert line.count(" | ") == 1 and line.split(" | ")[1].startswith("api_calls=") and "KeyError / ValueError" in line
+
+
+def test_secrets_in_an_error_are_masked_for_monitors():
+    assert "AKIAIOSFODNN7EXAMPLE" not in output.error_line("boto said: key AKIAIOSFODNN7EXAMPLE refused")

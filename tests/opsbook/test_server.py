@@ -9,9 +9,13 @@ from opsbook import server
 
 @pytest.fixture
 def env(monkeypatch, tmp_path):
-    for var in ("PREFECT_API_URL", "PREFECT_UI_URL", "PREFECT_SERVER_API_HOST", "PREFECT_SERVER_API_PORT", "OPSBOOK_PREFECT_PORT"):
-        monkeypatch.delenv(var, raising=False)
+    # setenv first, then delenv: monkeypatch then restores what configure() writes into os.environ
+    for var in ("PREFECT_API_URL", "PREFECT_UI_URL", "PREFECT_SERVER_API_HOST", "PREFECT_SERVER_API_PORT", "OPSBOOK_PREFECT_PORT",
+                "PREFECT_PROFILE", "PREFECT_API_KEY"):
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
     monkeypatch.setenv("OPSBOOK_HOME", str(tmp_path))
+    monkeypatch.setenv("PREFECT_PROFILES_PATH", str(tmp_path / "profiles.toml"))
     monkeypatch.setattr(server, "_chosen", None)
     return monkeypatch
 
@@ -30,7 +34,7 @@ def test_prefect_server_host_and_port_are_what_prefect_server_start_would_use(en
     env.setenv("PREFECT_SERVER_API_PORT", "4400")
     env.setenv("OPSBOOK_PREFECT_PORT", "4311")  # Prefect's own variables win over opsbook's default
     t = server.target()
-    assert (t.api_url, t.source) == ("http://127.0.0.1:4400/api", "PREFECT_SERVER_API_HOST/PORT")
+    assert (t.api_url, t.source) == ("http://127.0.0.1:4400/api", "PREFECT_SERVER_API_PORT")
     env.setenv("PREFECT_SERVER_API_HOST", "0.0.0.0")  # listening everywhere: reached on loopback from here
     assert server.target().api_url == "http://127.0.0.1:4400/api"
 
@@ -42,8 +46,39 @@ def test_prefect_api_url_wins_and_configure_exports_it(env):
     assert (t.api_url, t.host, t.port, t.local) == ("http://prefect.internal:4200/api", "prefect.internal", 4200, False)
     import os
 
-    assert os.environ["PREFECT_API_URL"] == t.api_url and os.environ["PREFECT_UI_URL"] == "http://prefect.internal:4200"
+    assert os.environ["PREFECT_API_URL"] == t.api_url
+    assert "PREFECT_UI_URL" not in os.environ  # a remote server's UI address is Prefect's to infer (Cloud's is not API minus /api)
     assert server.configure().source == "PREFECT_API_URL"
+
+
+def test_a_local_server_gets_its_ui_address(env):
+    import os
+
+    env.setenv("PREFECT_API_URL", "http://127.0.0.1:4401/api")
+    t = server.configure()
+    assert t.local and os.environ["PREFECT_UI_URL"] == "http://127.0.0.1:4401"
+
+
+def test_the_active_prefect_profile_is_read_like_prefect_reads_it(env, tmp_path):
+    (tmp_path / "profiles.toml").write_text(
+        'active = "team"\n[profiles.team]\nPREFECT_API_URL = "http://127.0.0.1:4402/api"\n'
+        '[profiles.cloud]\nPREFECT_API_URL = "https://api.prefect.cloud/api/accounts/a/workspaces/w"\n')
+    t = server.target()
+    assert (t.api_url, t.source) == ("http://127.0.0.1:4402/api", "PREFECT_API_URL in Prefect profile 'team'")
+    env.setenv("PREFECT_PROFILE", "cloud")
+    assert server.target().api_url == "https://api.prefect.cloud/api/accounts/a/workspaces/w"
+    env.setenv("PREFECT_API_URL", "http://127.0.0.1:4403/api")  # the environment wins, as in Prefect
+    assert server.target().api_url == "http://127.0.0.1:4403/api"
+
+
+def test_healthy_twin_no_profile_file_means_the_default(env):
+    assert server.prefect_profile() == ("", {}) and server.target().api_url == "http://127.0.0.1:4200/api"
+
+
+def test_a_broken_profiles_file_is_named(env, tmp_path):
+    (tmp_path / "profiles.toml").write_text("active = [\n")
+    with pytest.raises(RuntimeError, match="cannot read the Prefect profiles in .*profiles.toml"):
+        server.target()
 
 
 def test_configure_keeps_the_first_choice_and_its_source(env):
@@ -55,6 +90,7 @@ def test_configure_keeps_the_first_choice_and_its_source(env):
 def test_a_remote_server_that_does_not_answer_is_an_error_saying_what_to_do(env):
     env.setenv("PREFECT_API_URL", "https://prefect.example.com/api")
     env.setattr(server, "healthy", lambda url, timeout=1.0: False)
+    env.setattr(server, "_start", lambda t, quiet: pytest.fail("started a server for a remote address"))
     with pytest.raises(RuntimeError) as exc:
         server.ensure(server.target())
     msg = str(exc.value)
@@ -78,3 +114,17 @@ def test_each_port_has_its_own_database(env):
     a = server.database_dir(server.Target("http://127.0.0.1:4200/api", "127.0.0.1", 4200, "x"))
     b = server.database_dir(server.Target("http://127.0.0.1:4333/api", "127.0.0.1", 4333, "x"))
     assert a != b and server.server_env(server.Target("http://127.0.0.1:4333/api", "127.0.0.1", 4333, "x"))["PREFECT_HOME"] == str(b)
+
+
+def test_a_server_started_meanwhile_by_another_command_is_not_started_again(env):
+    """The second of two parallel commands gets the start lock after the first started the server: it reuses it."""
+    answers = iter([False, True])  # down at first sight, up once the lock is ours
+    env.setattr(server, "healthy", lambda url, timeout=1.0: next(answers))
+    env.setattr(server, "_start", lambda t, quiet: pytest.fail("started a second server"))
+    assert server.ensure(server.target())[0] is False
+
+
+def test_an_empty_pidfile_never_signals_our_own_process_group(env):
+    t = server.target()
+    server._pidfile(t).write_text("")
+    assert server.stop(t) is False

@@ -313,3 +313,12 @@ def test_every_series_of_a_seed_system_is_planned_once(name):
     inv = load_system(name)
     keys = [s.key for s in plan_series(inv, Discovered(), [a.name for a in inv.api_gateway_apis])]
     assert keys and len(keys) == len(set(keys))
+
+
+def test_a_listed_custom_metric_nobody_published_is_unknown_not_idle():
+    """A custom metric the inventory lists with no datapoint for two weeks: a stopped publisher or a renamed metric."""
+    tokens = Series(kind="custom", resource="LEH/AI", namespace="LEH/AI", metric="TokensUsed", stat="Sum")
+    silent = only(judge_trends([trend(tokens)], []), "idle", "custom metrics")
+    assert silent.status is Status.UNKNOWN and "check their publisher" in silent.summary
+    published = judge_trends([trend(tokens, up(1000, 1200))], [])  # the healthy twin
+    assert "idle" not in {f.check for f in published} and all(f.status is Status.OK for f in published)
