@@ -38,6 +38,25 @@ class _Latency:
         return self.app(environ, start_response)
 
 
+class _AtomicDynamoDBWrites:
+    """WSGI middleware: DynamoDB's writes one at a time, as real DynamoDB makes a conditional write atomic.
+
+    moto checks a ConditionExpression and then writes, unlocked: two threaded requests can both pass the
+    check (two runs "win" the same lease). Reads and every other service stay concurrent."""
+
+    WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
+
+    def __init__(self, app: Any) -> None:
+        self.app, self.lock = app, threading.Lock()
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        service, _, op = environ.get("HTTP_X_AMZ_TARGET", "").partition(".")
+        if service.startswith("DynamoDB_") and op in self.WRITES:
+            with self.lock:
+                return list(self.app(environ, start_response))  # the whole response, before the next write starts
+        return self.app(environ, start_response)
+
+
 class Sandbox:
     def __init__(self, latency_ms: float = 0.0) -> None:
         self.latency_ms = latency_ms
@@ -59,7 +78,7 @@ class Sandbox:
             def log_request(self, *args: Any, **kwargs: Any) -> None:
                 return None
 
-        app = _Latency(DomainDispatcherApplication(create_backend_app), self.latency_ms / 1000.0)
+        app = _Latency(_AtomicDynamoDBWrites(DomainDispatcherApplication(create_backend_app)), self.latency_ms / 1000.0)
         self._server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto-sandbox", daemon=True)

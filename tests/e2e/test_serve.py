@@ -1,5 +1,9 @@
 """README's `make serve`, run as written: every deployment lands on the one Prefect server the
-UI shows, never on a throw-away ephemeral server (which is what `opsbook serve` once did)."""
+UI shows, never on a throw-away ephemeral server (which is what `opsbook serve` once did).
+
+Which server that is (PREFECT_API_URL, a Prefect profile, PREFECT_SERVER_API_HOST/PORT, opsbook's
+default) and starting it where it is configured are tests/opsbook/test_server.py's; the browser test
+(tests/e2e/test_browser.py) drives the same command with SERVE_ARGS= against a sandbox it seeds."""
 
 from __future__ import annotations
 
@@ -98,20 +102,3 @@ def test_make_serve_as_written_registers_every_deployment_on_the_ui_server(tmp_p
     finally:
         stop(proc, env)
     assert not (tmp_path / ".prefect" / "prefect.db").exists(), "deployments went to Prefect's ephemeral server"
-
-
-def test_configured_prefect_server_is_started_there_and_used(tmp_path):
-    """PREFECT_API_URL and PREFECT_SERVER_API_PORT set, as Prefect users have them, with nothing listening yet:
-    opsbook starts the server at that address and registers there (it used to die with a traceback)."""
-    env = clean_env(tmp_path)
-    port = free_port()
-    env.update({"PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_SERVER_API_PORT": str(port)})
-    proc = serve_until_ready(OPSBOOK + ["serve", "--sandbox"], env, tmp_path / "serve.log")
-    try:
-        from deployments.schedules import deployment_specs
-
-        assert api(f"http://127.0.0.1:{port}/api", "/deployments/count") == len(deployment_specs())
-        assert "(PREFECT_API_URL; started in" in (tmp_path / "serve.log").read_text()
-    finally:
-        stop(proc, env)
-    assert not (tmp_path / ".prefect" / "prefect.db").exists()
