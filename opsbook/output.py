@@ -15,7 +15,6 @@ from typing import Any, TextIO
 
 from tasks.findings import Status
 from tasks.masking import mask
-from tasks.report import ICON, sort_findings
 
 COLOUR = {Status.OK: "32", Status.WARN: "33", Status.CRIT: "31", Status.UNKNOWN: "35"}
 REASON_MAX = 160
@@ -27,6 +26,8 @@ def fancy(stream: TextIO = sys.stdout, plain: bool = False) -> bool:
 
 
 def status_word(status: Status, rich: bool) -> str:
+    from tasks.report import ICON
+
     if not rich:
         return f"{status.value:7}"
     return f"{ICON[status]} \033[{COLOUR[status]}m{status.value:7}\033[0m"
@@ -40,6 +41,8 @@ def _one_line(text: str, limit: int = REASON_MAX) -> str:
 
 def reason(report: Any) -> str:
     """Why the run has its status, in a few words: the worst finding, or what a mutating run did."""
+    from tasks.report import sort_findings  # here, not at the top: an error line must not wait for Prefect's import
+
     worst = [f for f in sort_findings(report.findings) if f.status is report.status and f.status is not Status.OK]
     if worst:
         more = f" (+{len(worst) - 1} more {report.status.value})" if len(worst) > 1 else ""
@@ -69,6 +72,8 @@ def error_line(message: str) -> str:
 
 
 def print_report(report: Any, rich: bool, out: TextIO = sys.stdout) -> None:
+    from tasks.report import sort_findings
+
     print(nagios_line(report), file=out)
     if report.plan is not None:
         plan = report.plan

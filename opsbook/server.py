@@ -122,6 +122,7 @@ def configure() -> Target:
     if _chosen is None or os.environ.get("PREFECT_API_URL") != _chosen.api_url:
         _chosen = target()
     os.environ["PREFECT_API_URL"] = _chosen.api_url
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's SDK telemetry calls out from an interactive shell: not from opsbook
     if _chosen.local:  # a remote server (Prefect Cloud too) has its own UI address: Prefect infers it
         os.environ.setdefault("PREFECT_UI_URL", _chosen.ui_url)
     return _chosen

@@ -222,11 +222,11 @@ def put_metric_data(cw: Any, namespace: str, data: list[dict[str, Any]]) -> int:
     return calls
 
 
-def seed_weekly_metrics(sb: Sandbox, system: System, now: datetime | None = None) -> dict[str, int]:
-    """Publish the 14 days; returns the number of datums and PutMetricData calls."""
+def seed_weekly_metrics(sb: Sandbox, system: System, now: datetime | None = None, namespaces: set[str] | None = None) -> dict[str, int]:
+    """Publish the 14 days (of ``namespaces`` only, when given); returns the number of datums and PutMetricData calls."""
     enable_percentiles()
     cw = _client(sb, "cloudwatch", system.region)
-    by_ns = weekly_datums(system, day_noons(system, now))
+    by_ns = {ns: data for ns, data in weekly_datums(system, day_noons(system, now)).items() if namespaces is None or ns in namespaces}
     calls = sum(put_metric_data(cw, ns, data) for ns, data in by_ns.items())
     return {"datums": sum(len(v) for v in by_ns.values()), "calls": calls}
 

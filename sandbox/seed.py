@@ -58,8 +58,11 @@ def sample_alarm_names(system: System) -> list[str]:
     return out
 
 
-def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None) -> dict[str, Any]:
-    """Create the inventory's resources in the sandbox; returns what was created."""
+def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None, weeks_of_metrics: bool = True) -> dict[str, Any]:
+    """Create the inventory's resources in the sandbox; returns what was created.
+
+    ``weeks_of_metrics=False`` publishes only the S3 storage metrics of the two weeks (what daily-health reads):
+    the test suite's default, since moto scans every stored datapoint for each metric query."""
     r = system.region
     tags = {**system.discovery.tags, "opsbook:system": system.name}
     tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
@@ -178,7 +181,7 @@ def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None
     # two weeks of the metrics AWS and the system's code publish (S3 storage too: moto publishes none)
     from sandbox.metrics import seed_weekly_metrics  # sandbox.metrics uses this module's _client
 
-    made["metrics"] = seed_weekly_metrics(sb, system)
+    made["metrics"] = seed_weekly_metrics(sb, system, namespaces=None if weeks_of_metrics else {"AWS/S3"})
     return made
 
 

@@ -20,7 +20,7 @@ for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "PREFECT_A
 os.environ.update({
     "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
     "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-    "OPSBOOK_IAM_STRICT": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "OPSBOOK_IAM_STRICT": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
     "OPSBOOK_HOME": tempfile.mkdtemp(prefix="opsbook-test-home-"),
 })
 # ... nor a Prefect server a developer's Prefect profile names (opsbook reads the active profile like Prefect does)
@@ -73,10 +73,11 @@ def seeded(sandbox):
     from sandbox.seed import seed_system
     from tasks.inventory import load_system
 
-    def _seed(*names: str, extra: dict | None = None):
+    def _seed(*names: str, extra: dict | None = None, weeks_of_metrics: bool = False):
+        """Two weeks of every metric only where a test reads them (weekly-report): moto scans them all per query."""
         systems = [load_system(n) for n in names]
         for s in systems:
-            seed_system(sandbox, s, extra)
+            seed_system(sandbox, s, extra, weeks_of_metrics=weeks_of_metrics)
         return systems[0] if len(systems) == 1 else systems
 
     return _seed

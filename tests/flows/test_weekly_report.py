@@ -67,7 +67,7 @@ def assert_seeded_trends(report: RunReport, name: str) -> None:
 
 @pytest.mark.parametrize("name", ["todo-app", "leh"])  # HR and T-Developer: below
 def test_seeded_systems_show_trends_without_no_data(seeded, name):
-    seeded(name)
+    seeded(name, weeks_of_metrics=True)
     report, state = run(name)
     assert_seeded_trends(report, name)
     assert not {"idle", "unreadable"} & {f.check for f in report.findings}
@@ -76,7 +76,7 @@ def test_seeded_systems_show_trends_without_no_data(seeded, name):
 
 
 def test_t_developer_trends_slo_breach_success_rate_users_and_html(seeded, sandbox):
-    td = seeded("t-developer")
+    td = seeded("t-developer", weeks_of_metrics=True)
     report, state = run("t-developer")
     assert_seeded_trends(report, "t-developer")
     assert not {"idle", "unreadable"} & {f.check for f in report.findings}
@@ -107,7 +107,7 @@ def test_t_developer_trends_slo_breach_success_rate_users_and_html(seeded, sandb
 
 
 def test_a_far_pipeline_breach_is_crit_and_the_run_fails_with_its_report(seeded, sandbox):
-    td = seeded("t-developer")
+    td = seeded("t-developer", weeks_of_metrics=True)
     slow_pipeline(sandbox, td, "PipelineExecutionTime", 80.0)
     report, state = run("t-developer")
     assert only(report, "trend-custom", "T-Developer/Pipeline PipelineExecutionTime p95").status is Status.CRIT  # >= 1.5 x 45 s
@@ -116,7 +116,7 @@ def test_a_far_pipeline_breach_is_crit_and_the_run_fails_with_its_report(seeded,
 
 
 def test_idle_and_missing_resources_at_hr_and_the_calls_are_covered_by_the_policy(seeded, sandbox, tmp_path):
-    seeded("hr-resource-optimization", extra={"functions": 3, "tables": 2})
+    seeded("hr-resource-optimization", extra={"functions": 3, "tables": 2}, weeks_of_metrics=True)
     inv = yaml.safe_load((SYSTEMS_DIR / "hr-resource-optimization.yaml").read_text())
     inv["lambda_functions"].append({"name": "ghost-fn"})  # named in the inventory, never deployed
     path = tmp_path / "hr-resource-optimization.yaml"
