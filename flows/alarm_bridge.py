@@ -52,7 +52,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from flows.daily_health import run_url
-from flows.params import Names, Param
+from opsbook.params import Names, Param
 from tasks import aws
 from tasks.alarm_bridge import (RUNBOOK, MissedRun, ScheduleMemory, fire_transitions, judge_schedules, load_schedule_memory,
                                 notify_missed, nothing_to_bridge, read_alarms, read_schedules, save_schedule_memory, utcnow)

@@ -37,7 +37,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.mutating import SESSION_TASKS, MutationSession, future_value, mark_verified
-from flows.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
+from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
 from tasks import aws
 from tasks.backups import (APPLIERS, BACKUP, BACKUP_LOOKBACK_DAYS, PITR, VERSIONING, BucketProtection, TableBackups, backup_name,
                            bucket_findings, iso_utc, judge_rds, judge_snapshots, read_bucket_protection, read_rds_snapshots, read_snapshots,

@@ -37,7 +37,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from flows.mutating import SESSION_TASKS, MutationSession
-from flows.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
+from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
 from tasks import aws, breaker
 from tasks.cloudwatch import get_metric_data
 from tasks.findings import Finding, Status

@@ -17,7 +17,7 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
-from flows.params import Deadline, Param, SystemName
+from opsbook.params import Deadline, Param, SystemName
 from tasks import aws
 from tasks.apigateway import check_apis
 from tasks.awslambda import check_functions

@@ -40,7 +40,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.states import Failed
 
-from flows.params import Deadline, Param, SystemName
+from opsbook.params import Deadline, Param, SystemName
 from flows.daily_health import judge
 from tasks import aws
 from tasks.api_diagnosis import (ApiInfo, ApiMetrics, FunctionErrors, FunctionInfo, FunctionMetrics, RolePolicies, api_findings, api_verdict,

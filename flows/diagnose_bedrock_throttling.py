@@ -39,7 +39,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
-from flows.params import Deadline, Names, Param, SystemName
+from opsbook.params import Deadline, Names, Param, SystemName
 from flows.daily_health import judge
 from flows.diagnose_api_5xx import settled
 from tasks import aws

@@ -42,7 +42,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.mutating import SESSION_TASKS, MutationSession
-from flows.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
+from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
 from tasks import aws
 from tasks.findings import Finding, Status, unknown
 from tasks.inventory import SqsQueue, System, load_system

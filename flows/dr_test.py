@@ -38,7 +38,7 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.cache_policies import NO_CACHE
 
 from flows.mutating import SESSION_TASKS, MutationSession
-from flows.params import Approver, Param, SystemName
+from opsbook.params import Approver, Param, SystemName
 from tasks import aws
 from tasks.findings import Finding, Status
 from tasks.iam import aws_task

@@ -46,7 +46,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 
-from flows.params import Param, SystemName
+from opsbook.params import Param, SystemName
 from flows.daily_health import coverage, gather, judge, submit_checks
 from tasks import aws
 from tasks.apigateway import check_apis

@@ -32,7 +32,7 @@ from tasks.iam import aws_task
 from tasks.inventory import System, load_system
 from tasks.mutation import Action, Applier, Approval, Identity, Plan, Refused, apply_plan, drift
 from flows.mutating import SESSION_TASKS, MutationSession, health_after, read_records
-from flows.params import ApprovalTimeout, Approver, DryRun, Param, SettleTimeout, SystemName
+from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SettleTimeout, SystemName
 
 RUNBOOK = "emergency-rollback"
 ECS_KIND, ALIAS_KIND = "ecs-task-definition", "lambda-alias"

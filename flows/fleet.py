@@ -100,7 +100,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from flows import registry
-from flows.params import Param
+from opsbook.params import Param
 from tasks import aws
 from tasks.findings import Finding, Status, overall
 from tasks.fleet import ROOT, FleetError, LimitScope, QuotaGate, Target, TargetResult, ensure_limits, limits_for, load_targets

@@ -34,7 +34,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.mutating import SESSION_TASKS, MutationSession, future_value, mark_verified
-from flows.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
+from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
 from tasks import audits as au
 from tasks import aws
 from tasks.audits import (APPLIERS, KMS_ROTATION, NONE, RETENTION, KeyRotation, LogGroupState, read_certificates, read_iam_roles,

@@ -37,7 +37,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows.mutating import SESSION_TASKS, MutationSession
-from flows.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
+from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
 from tasks import aws, cases
 from tasks.cases import CaseTarget, IndexState, Rebuilt, read_case, read_evidence, read_index
 from tasks.findings import Finding, Status

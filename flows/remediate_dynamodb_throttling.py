@@ -65,7 +65,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows.mutating import SESSION_TASKS, MutationSession, future_value, read_records
-from flows.params import ApprovalTimeout, Approver, DryRun, Names, Param, SettleTimeout, SystemName, UndoRun
+from opsbook.params import ApprovalTimeout, Approver, DryRun, Names, Param, SettleTimeout, SystemName, UndoRun
 from tasks import aws
 from tasks.capacity import (APPLIERS, BOUNDS, CAPACITY, IAM, ON_DEMAND, PROVISIONED, ScalableTarget, TableCapacity, Usage, bounds_value,
                             capacity_value, ceil_units, describe_capacity, describe_targets, dimension_for,

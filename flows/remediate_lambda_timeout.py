@@ -42,7 +42,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.mutating import SESSION_TASKS, MutationSession, future_value, mark_verified, read_records
-from flows.params import ApprovalTimeout, Approver, DryRun, Names, Param, SystemName, UndoRun
+from opsbook.params import ApprovalTimeout, Approver, DryRun, Names, Param, SystemName, UndoRun
 from tasks import aws
 from tasks import lambda_tuning as lt
 from tasks.findings import Finding, Status, unknown

@@ -49,7 +49,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from flows.mutating import SESSION_TASKS, MutationSession, future_value, mark_verified, read_records
-from flows.params import ApprovalTimeout, Approver, DryRun, Param, SettleTimeout, SystemName, UndoRun
+from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SettleTimeout, SystemName, UndoRun
 from tasks import aws
 from tasks.findings import Finding, Status
 from tasks.iam import aws_task

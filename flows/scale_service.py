@@ -55,7 +55,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from flows.mutating import SESSION_TASKS, MutationSession, future_value, read_records
-from flows.params import ApprovalTimeout, Approver, DryRun, Param, SettleTimeout, SystemName, UndoRun
+from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SettleTimeout, SystemName, UndoRun
 from tasks import aws
 from tasks.capacity import (APPLIERS, BOUNDS, CAPACITY, DESIRED, IAM, ON_DEMAND, PROVISIONED, ScalableTarget, TableCapacity, bounds_value,
                             capacity_value, decrease_blocked_until, describe_capacity, describe_service, describe_targets, dimension_for,

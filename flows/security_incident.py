@@ -50,7 +50,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from flows.mutating import SESSION_TASKS, MutationSession, future_value, read_records
-from flows.params import ApprovalTimeout, Approver, DryRun, Names, Param, SettleTimeout, SystemName
+from opsbook.params import ApprovalTimeout, Approver, DryRun, Names, Param, SettleTimeout, SystemName
 from tasks import aws, statestore
 from tasks import security as sec
 from tasks.findings import Finding, Status, unknown

@@ -23,7 +23,7 @@ from prefect.futures import PrefectFuture
 from prefect.states import Failed
 
 from flows.daily_health import run_url
-from flows.params import Param, SystemName
+from opsbook.params import Param, SystemName
 from tasks import aws
 from tasks.findings import Finding, Status, overall, unknown
 from tasks.inventory import System, load_system

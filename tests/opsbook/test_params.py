@@ -1,4 +1,4 @@
-"""flows/params.py: what every runbook's parameters look like to Prefect (its form) and to a caller."""
+"""opsbook/params.py: what every runbook's parameters look like to Prefect (its form) and to a caller."""
 
 from __future__ import annotations
 
