@@ -39,7 +39,7 @@ RESULTS = ROOT / "bench" / "results"
 SERVE = """
 import sys
 from prefect import serve
-from flows import registry
+from opsbook import registry
 from tasks.alarm_bridge import triggers_for
 system, runbook, name = sys.argv[1:4]
 flow = registry.get(runbook).load()
@@ -110,11 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         sb = Sandbox().start()
         for k, v in sb.env().items():
             os.environ[k] = v
-        from tasks import aws
+        from opsbook import aws
 
         aws.require_loopback_endpoint()
         aws.reset_clients()
-        from tasks.inventory import load_system
+        from opsbook.inventory import load_system
 
         system = load_system(args.system)
         seed_system(sb, system, None)
@@ -122,16 +122,21 @@ def main(argv: list[str] | None = None) -> int:
         cw = aws.client("cloudwatch", system.region)
 
         from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterExpectedStartTime
+        from prefect.client.schemas.filters import (
+            DeploymentFilter,
+            DeploymentFilterId,
+            FlowRunFilter,
+            FlowRunFilterExpectedStartTime,
+        )
 
-        from flows.alarm_bridge import alarm_bridge
+        from flows.alarm_bridge.flow import alarm_bridge
 
         dep_name = f"alarm-latency-{system.name}"
         env = {**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": str(args.runner_poll), "PYTHONPATH": str(ROOT)}
         serve_log = open(Path(home) / "serve.log", "wb")
         serve_proc = subprocess.Popen([sys.executable, "-c", SERVE, system.name, args.runbook, dep_name], cwd=ROOT, env=env,
                                       stdout=serve_log, stderr=subprocess.STDOUT, start_new_session=True)
-        from flows import registry
+        from opsbook import registry
 
         flow_name = registry.get(args.runbook).load().name
         dep_id = None
@@ -214,7 +219,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(rows: list[dict[str, Any]], args: argparse.Namespace, alarm: str) -> str:
     import platform
-
     from importlib.metadata import version
 
     def col(key: str) -> list[float]:

@@ -30,10 +30,10 @@ def main() -> int:
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
+    from opsbook.inventory import load_system
     from sandbox import leh_spend
     from sandbox.seed import seed_system
     from sandbox.server import Sandbox
-    from tasks.inventory import load_system
 
     rows = []
     sb = Sandbox().start()
@@ -52,8 +52,8 @@ def main() -> int:
                 leh_spend.publish(sb, leh, "CaseId", cases, hours=2)
                 leh_spend.publish(sb, leh, "UserId", {f"user-{i:05d}": (18000.0, 19000.0) for i in range(n // 5)}, hours=2)
                 sb.set_latency_ms(args.latency_ms)
-                import flows.bill_shock_breaker as bsb
-                from tasks import inventory
+                import flows.bill_shock_breaker.flow as bsb
+                from opsbook import inventory
 
                 real = inventory.load_system
                 bsb.load_system = lambda name: leh if name == "leh" else real(name)

@@ -47,7 +47,19 @@ from pathlib import Path
 from typing import Any
 
 from bench.rollback import HARNESS_UA, breakdown, code_version, recorder, snapshot_code
-from bench.run import BENCH, OPSBOOK, RESULTS, ROOT, T_SERVER_STOP, SandboxProc, aws_cli, free_port, last_json, log, machine
+from bench.run import (
+    BENCH,
+    OPSBOOK,
+    RESULTS,
+    ROOT,
+    T_SERVER_STOP,
+    SandboxProc,
+    aws_cli,
+    free_port,
+    last_json,
+    log,
+    machine,
+)
 
 SYSTEM = "hr-resource-optimization"
 REGION = "us-east-2"
@@ -582,7 +594,7 @@ def main(repeat: int, latency_ms: float, items: int = 200, table_variant: bool =
     aws = aws_cli()
     awscli_version = subprocess.run([aws, "--version"], capture_output=True, text=True, timeout=60).stdout.strip()
     curl_version = subprocess.run(["curl", "--version"], capture_output=True, text=True, timeout=30).stdout.split("\n")[0].split(" (")[0]
-    from tasks.inventory import load_system
+    from opsbook.inventory import load_system
 
     state_table = load_system(SYSTEM).mutations.state_table
     home = tempfile.mkdtemp(prefix="opsbook-bench-dr-")

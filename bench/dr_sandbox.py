@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import threading
@@ -163,9 +162,9 @@ def main() -> int:
                     help="restored tables stay CREATING this long (moto's are ACTIVE at once; real restores take minutes)")
     args = ap.parse_args()
 
+    from opsbook.inventory import load_system
     from sandbox.seed import seed_system
     from sandbox.server import Sandbox
-    from tasks.inventory import load_system
 
     on = log_opensearch_requests(args.os_log) if args.os_log else None
     if args.restore_delay_s > 0:

@@ -23,11 +23,22 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime, timezone
 from typing import Any
 
-from bench.run import OPSBOOK, RESULTS, ROOT, T_OPSBOOK, T_SERVER_STOP, SandboxProc, free_port, last_json, log, machine, timed
+from bench.run import (
+    OPSBOOK,
+    RESULTS,
+    ROOT,
+    T_OPSBOOK,
+    T_SERVER_STOP,
+    SandboxProc,
+    free_port,
+    last_json,
+    log,
+    machine,
+    timed,
+)
 
 SYSTEMS = ["hr-resource-optimization", "t-developer", "todo-app", "leh"]
 TARGET_S = 10.0
@@ -75,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-ms", type=float, default=30.0)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args(argv)
+    from opsbook.inventory import load_system
     from sandbox.faults import DEMO_FAULTS
-    from tasks.inventory import load_system
 
     command = "cd /work/main && .venv/bin/python -m bench.emergency " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     home = tempfile.mkdtemp(prefix="opsbook-bench-emergency-")

@@ -49,7 +49,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 RESOURCE_TYPES = ["lambda:function", "dynamodb:table", "es:domain", "apigateway:restapis", "s3:bucket",
-                  "sqs:queue", "ecs:service", "logs:log-group"]  # as tasks/tagging.py
+                  "sqs:queue", "ecs:service", "logs:log-group"]  # as opsbook/resources.py
 
 _lock = threading.Lock()
 CALLS: Counter[str] = Counter()

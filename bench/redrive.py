@@ -24,9 +24,9 @@ from typing import Any
 
 
 def one_run(sb: Any, inv: Any, messages: int, rate: float | None) -> dict[str, Any]:
-    from flows.dlq_redrive import dlq_redrive
+    from flows.dlq_redrive.flow import dlq_redrive
+    from opsbook.mutation.core import shell_approval
     from sandbox import leh_queues
-    from tasks.mutation import shell_approval
 
     sb.reset()
     from sandbox.seed import seed_system
@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
+    from opsbook import aws
+    from opsbook.inventory import load_system
     from sandbox.server import Sandbox
-    from tasks import aws
-    from tasks.inventory import load_system
 
     inv = load_system("leh")
     sb = Sandbox(latency_ms=args.latency_ms).start()

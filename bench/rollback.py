@@ -45,7 +45,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from bench.run import BENCH, OPSBOOK, RESULTS, ROOT, T_SERVER_STOP, SandboxProc, aws_cli, free_port, last_json, log, machine
+from bench.run import (
+    BENCH,
+    OPSBOOK,
+    RESULTS,
+    ROOT,
+    T_SERVER_STOP,
+    SandboxProc,
+    aws_cli,
+    free_port,
+    last_json,
+    log,
+    machine,
+)
 
 SYSTEM = "t-developer"
 REGION = "us-east-1"
@@ -419,19 +431,19 @@ def write_markdown(path: Path, runs: dict[str, list[dict[str, Any]]], meta: dict
             continue
         last = rs[-1]
         lines.append(f"{LABELS[key]}:")
-        lines.append(f"- sandbox saw: " + ", ".join(f"{k} {v}" for k, v in last["recorded"].items()))
+        lines.append("- sandbox saw: " + ", ".join(f"{k} {v}" for k, v in last["recorded"].items()))
         if last.get("by_operation"):
-            lines.append(f"- opsbook counted: " + ", ".join(f"{k} {v}" for k, v in last["by_operation"].items()))
+            lines.append("- opsbook counted: " + ", ".join(f"{k} {v}" for k, v in last["by_operation"].items()))
         if key == "seed":
             lines.append("- marks (s): " + "; ".join(", ".join(f"{k} {v:.2f}" for k, v in r["marks"].items()) for r in rs))
-            lines.append(f"- poll time - marker (aws CLI start-up and the call): "
+            lines.append("- poll time - marker (aws CLI start-up and the call): "
                          + ", ".join(f"{r['call_s'] - r['marker_s']:.2f}" for r in rs if r.get("call_s") is not None) + " s")
             lines.append(f"- exit codes: {[r['exit_code'] for r in rs]} (124 = the bounded waiter was stopped)")
         else:
             lines.append(f"- outcome/status/exit: {sorted({(r.get('outcome'), r.get('status'), r['exit_code']) for r in rs})}; "
                          f"opsbook duration_s (flow start to report) {fmt(med(rs, 'duration_s'))}")
             lines.append(f"- target evidence: {last.get('evidence')}")
-            lines.append(f"- findings not OK (last run): " + "; ".join(last.get("not_ok", [])))
+            lines.append("- findings not OK (last run): " + "; ".join(last.get("not_ok", [])))
             pre = [r["breakdown"]["flow_start_s"] for r in rs if r.get("breakdown")]
             inflow = [r["call_s"] - r["breakdown"]["flow_start_s"] for r in rs if r.get("breakdown") and r.get("call_s") is not None]
             after = [r["wall_s"] - r["breakdown"]["flow_end_s"] for r in rs if r.get("breakdown")]
@@ -487,7 +499,7 @@ def main(repeat: int, latency_ms: float, settle_s: int = 5, wait_timeout_s: int 
     command = "cd /work/main && .venv/bin/python -m bench.run " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     aws = aws_cli()
     awscli_version = subprocess.run([aws, "--version"], capture_output=True, text=True, timeout=60).stdout.strip()
-    from tasks.inventory import load_system
+    from opsbook.inventory import load_system
 
     state_table = load_system(SYSTEM).mutations.state_table
     home = tempfile.mkdtemp(prefix="opsbook-bench-rollback-")

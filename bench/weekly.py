@@ -36,7 +36,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.run import BENCH, OPSBOOK, RESULTS, ROOT, T_SERVER_STOP, SandboxProc, aws_cli, free_port, last_json, log, machine, timed
+from bench.run import (
+    BENCH,
+    OPSBOOK,
+    RESULTS,
+    ROOT,
+    T_SERVER_STOP,
+    SandboxProc,
+    aws_cli,
+    free_port,
+    last_json,
+    log,
+    machine,
+    timed,
+)
 
 HR = "hr-resource-optimization"
 TD = "t-developer"
@@ -51,10 +64,10 @@ T_SEED = 900
 
 def serve(scale: int, latency_ms: float) -> int:
     """Seed HR at ``scale`` and T-Developer at 1x (with 14 days of metrics), print the exports, wait for SIGTERM."""
+    from opsbook.inventory import load_system
     from sandbox.cli import extra_for
     from sandbox.seed import seed_system
     from sandbox.server import Sandbox
-    from tasks.inventory import load_system
 
     t0 = time.monotonic()
     sb = Sandbox(latency_ms=0.0).start()
@@ -167,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     base_env = {k: v for k, v in os.environ.items() if k not in ("AWS_PROFILE", "PREFECT_API_URL", "AWS_DEFAULT_PROFILE")}
     base_env.update({"OPSBOOK_HOME": home, "OPSBOOK_PREFECT_PORT": str(port), "OPSBOOK_QUOTAS": "off", "PYTHONUNBUFFERED": "1"})
-    from tasks.inventory import load_system
+    from opsbook.inventory import load_system
 
     regions = {s: load_system(s).region for s in SYSTEMS}
     meta: dict[str, Any] = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(), "command": command,

@@ -23,7 +23,7 @@ policy with ``opsbook policy RUNBOOK``. The ECS worker itself needs only
 static keys go into this file.
 
 No cluster or Docker engine is reachable where this was written: the pools are
-validated statically (tests/flows/test_production_yaml.py checks every job
+validated statically (tests/deployments/test_production.py checks every job
 variable against the variables the prefect-aws and prefect-kubernetes workers
 accept, every entrypoint, cron and time zone, and that the file matches the
 deployments `make serve` registers).
@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 
 from deployments.schedules import deployment_specs
-from flows import registry
+from opsbook import registry
 
 IMAGE = "{{ $OPSBOOK_IMAGE }}"  # a build of the Dockerfile: pip install -c requirements.lock '.[production]'
 # Variables the workers accept (prefect-aws ECSVariables, prefect-kubernetes KubernetesWorkerVariables,

@@ -14,10 +14,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from flows import registry
+from opsbook import registry
 
 BRIDGE = "alarm-bridge"
-from tasks.inventory import known_systems, load_system
+from opsbook.inventory import known_systems, load_system
 
 
 def deployment_specs() -> list[dict[str, Any]]:
@@ -133,7 +133,7 @@ def build() -> list[Any]:
 
 
 def triggers(spec: dict[str, Any]) -> list[Any]:
-    """Alarm-driven runs: the alarm bridge's events start this deployment (see flows/alarm_bridge.py)."""
+    """Alarm-driven runs: the alarm bridge's events start this deployment (see flows/alarm_bridge/flow.py)."""
     from tasks.alarm_bridge import triggers_for
 
     if not spec["system"] or spec["name"] != f"{spec['runbook']}-{spec['system']}":

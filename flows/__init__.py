@@ -1,0 +1,66 @@
+"""The runbooks: one folder each (flow.py reads as the procedure, judge.py judges), and the catalogue.
+
+``CATALOGUE`` is the list ``opsbook list`` prints and the CLI, deployments and alarm bridge look names up in
+(through ``opsbook.registry``). Adding a runbook: a folder here and one entry below (docs/add-a-runbook.md).
+"""
+
+from __future__ import annotations
+
+from opsbook.registry import Runbook, needs
+
+CATALOGUE: list[Runbook] = [
+    Runbook("daily-health", "flows.daily_health.flow", "daily_health", False,
+            "morning check of every component (read-only); daily 09:00 in the system's time zone"),
+    Runbook("weekly-report", "flows.weekly_report.flow", "weekly_report", False,
+            "last 7 days against the 7 before: pipeline SLOs, Lambda, API Gateway, DynamoDB, S3, users, cost; HTML charts"),
+    Runbook("emergency-check", "flows.emergency_check.flow", "emergency_check", False,
+            "first minutes of a P0/P1: every component at once, errors of the last hour, the priority and escalation it implies"),
+    Runbook("emergency-rollback", "flows.emergency_rollback.flow", "emergency_rollback", True,
+            "roll ECS services / Lambda aliases back to the last known-good release (plan, approve, act, verify, record)",
+            needs("ECS service or Lambda alias", lambda s: s.ecs_services or any(f.aliases for f in s.lambda_functions))),
+    Runbook("bill-shock-breaker", "flows.bill_shock_breaker.flow", "bill_shock_breaker", True,
+            "token spend per case/user/service: trip case breakers, pause the worker, block accounts (approval), reset",
+            needs("bill_shock section", lambda s: s.bill_shock)),
+    Runbook("dlq-redrive", "flows.dlq_redrive.flow", "dlq_redrive", True,
+            "move dead-lettered messages back to their source queue, in batches, at a bounded rate, losing none",
+            needs("SQS queue with a dead-letter queue", lambda s: any(q.dlq for q in s.sqs_queues))),
+    Runbook("backup-verify", "flows.backup_verify.flow", "backup_verify", True,
+            "weekly: PITR, on-demand backups, S3 versioning/replication, OpenSearch snapshots, RDS snapshots; fixes behind approval",
+            needs("table, bucket, OpenSearch domain or RDS instance", lambda s: s.dynamodb_tables or s.s3_buckets or s.opensearch_domains
+                   or s.rds_instances or s.discovery.tags)),
+    Runbook("dr-test", "flows.dr_test.flow", "dr_test", True,
+            "restore copies of tables, objects and indices, prove them right against the RTO, always remove them",
+            needs("table, bucket or OpenSearch domain", lambda s: s.dynamodb_tables or s.s3_buckets or s.opensearch_domains or s.discovery.tags)),
+    Runbook("maintenance-audit", "flows.maintenance_audit.flow", "maintenance_audit", True,
+            "log retention, tmp/ lifecycle, audit-log PII sample, runtimes, IAM roles, tags, KMS, secrets, security groups, RDS"),
+    Runbook("reindex-case", "flows.reindex_case.flow", "reindex_case", True,
+            "restore a soft-deleted case and rebuild its search index from DynamoDB",
+            needs("case_store section", lambda s: s.case_store)),
+    Runbook("remediate-dynamodb-throttling", "flows.remediate_dynamodb_throttling.flow", "remediate_dynamodb_throttling", True,
+            "throttled tables: throttle events, consumed vs provisioned, auto scaling; on-demand, capacity or bounds behind approval",
+            needs("DynamoDB table", lambda s: s.dynamodb_tables or s.discovery.tags)),
+    Runbook("scale-service", "flows.scale_service.flow", "scale_service", True,
+            "ECS desired count (absolute or +N) within its auto scaling bounds, and provisioned table capacity, behind approval",
+            needs("ECS service or DynamoDB table", lambda s: s.ecs_services or s.dynamodb_tables)),
+    Runbook("remediate-opensearch-red", "flows.remediate_opensearch_red.flow", "remediate_opensearch_red", True,
+            "red/yellow cluster: explain unassigned shards, retry failed allocations behind approval; disk, lost primaries as exact advice",
+            needs("OpenSearch domain", lambda s: s.opensearch_domains)),
+    Runbook("security-incident", "flows.security_incident.flow", "security_incident", True,
+            "contain a breach: rotate secrets, lock buckets deny-all except break-glass roles, disable Cognito users; undo puts locks/users back, never rotations",
+            needs("secret, bucket or Cognito pool", lambda s: s.security.secrets or s.audit.secrets or s.s3_buckets or s.security.buckets or s.cognito)),
+    Runbook("diagnose-api-5xx", "flows.diagnose_api_5xx.flow", "diagnose_api_5xx", False,
+            "why an API answers 5XX: rate and latency, the integrated functions' errors by type, timeouts, role policies; ranked causes",
+            needs("API Gateway API", lambda s: s.api_gateway_apis)),
+    Runbook("diagnose-bedrock-throttling", "flows.diagnose_bedrock_throttling.flow", "diagnose_bedrock_throttling", False,
+            "ThrottlingException by Bedrock-calling function: peak minute, share of invocations, quota in force, the increase to request",
+            needs("Bedrock-calling function (lambda_functions[].bedrock)", lambda s: any(f.bedrock for f in s.lambda_functions))),
+    Runbook("alarm-bridge", "flows.alarm_bridge.flow", "alarm_bridge", False,
+            "every minute, all systems: alarms going into ALARM start their runbooks (Prefect events + triggers); missed scheduled runs are CRIT",
+            needs("alarm routed to a runbook (alarms.runbooks)", lambda s: s.alarms.runbooks)),
+    Runbook("remediate-lambda-timeout", "flows.remediate_lambda_timeout.flow", "remediate_lambda_timeout", True,
+            "Lambda timeouts: count them, size a longer timeout or more memory within API/SQS/policy bounds, apply behind approval, watch new invocations",
+            needs("Lambda function", lambda s: s.lambda_functions)),
+    Runbook("fleet", "flows.fleet.flow", "fleet", False,
+            "fan a read-only runbook over many accounts/regions/systems (STS AssumeRole), a flow run per target on a work pool, shared per-API rate limits",
+            lambda s: "runs over a targets file (fleet/*.yaml), not one system"),
+]

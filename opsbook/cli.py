@@ -118,7 +118,7 @@ def start_sandbox(systems: list[str], faults: list[str]) -> Any:
 
 def aws_target(sandboxed: bool) -> str:
     """Where this run's AWS calls go, said before it starts; no credentials at all stops here (exit 3)."""
-    from tasks import aws
+    from opsbook import aws
 
     endpoint = aws.endpoint_url()
     if sandboxed:
@@ -141,9 +141,8 @@ def aws_target(sandboxed: bool) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     server.configure()  # before anything imports Prefect (opsbook.runner checks it did)
-    from flows import registry
-    from opsbook import runner
-    from tasks.inventory import load_system
+    from opsbook import registry, runner
+    from opsbook.inventory import load_system
 
     if args.runbook is None:
         if args.help:
@@ -188,7 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def report_result(args: argparse.Namespace, runbook: str, report: Any, meta: dict[str, Any]) -> int:
     from opsbook import output
-    from tasks.report import RunReport
+    from opsbook.report import RunReport
 
     if not isinstance(report, RunReport):
         reason = f"{type(report).__name__}: {report}" if isinstance(report, BaseException) else str(meta.get("state_message"))
@@ -204,7 +203,6 @@ def report_result(args: argparse.Namespace, runbook: str, report: Any, meta: dic
 
 def print_run_help(rb: Any) -> int:
     """`opsbook run --help` (every runbook) or `opsbook run RUNBOOK --help` (its parameters)."""
-    from flows.registry import RUNBOOKS
 
     if rb is None:
         run_parser().print_help()
@@ -241,14 +239,14 @@ def print_run_help(rb: Any) -> int:
 
 
 def print_runbooks() -> None:
-    from flows.registry import RUNBOOKS
+    from opsbook.registry import RUNBOOKS
 
     for rb in RUNBOOKS.values():
         print(f"  {rb.name:30} {'mutating ' if rb.mutating else 'read-only'}  {rb.summary}")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from tasks.inventory import InventoryError, known_systems, load_system
+    from opsbook.inventory import InventoryError, known_systems, load_system
 
     print("runbooks:")
     print_runbooks()
@@ -263,8 +261,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
-    from flows import registry
-    from tasks.iam import policy_for
+    from opsbook import registry
+    from opsbook.iam import policy_for
 
     try:
         rb = registry.get(args.runbook)
@@ -297,7 +295,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server.configure()
     from deployments import schedules
     from opsbook import runner
-    from tasks.inventory import known_systems
+    from opsbook.inventory import known_systems
 
     if args.fault and not args.sandbox:
         raise UsageError("--fault needs --sandbox (faults are injected into the embedded sandbox only)")
@@ -397,8 +395,8 @@ def build_parser() -> Parser:
 
 def _fail(json_out: bool, runbook: str | None, system: str | None, message: str, meta: dict[str, Any] | None = None) -> int:
     """Could not run as asked: exit 3; stdout's first line says so (the Nagios line, or with --json one JSON object)."""
+    from opsbook.masking import mask
     from opsbook.output import error_line
-    from tasks.masking import mask
 
     message = mask(message)  # an exception's text can carry what AWS returned
     if json_out:
@@ -411,7 +409,7 @@ def _fail(json_out: bool, runbook: str | None, system: str | None, message: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tasks.inventory import InventoryError
+    from opsbook.inventory import InventoryError
 
     args = build_parser().parse_args(argv)
     json_out = getattr(args, "json", False)

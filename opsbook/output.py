@@ -13,8 +13,8 @@ import os
 import sys
 from typing import Any, TextIO
 
-from tasks.findings import Status
-from tasks.masking import mask
+from opsbook.findings import Status
+from opsbook.masking import mask
 
 COLOUR = {Status.OK: "32", Status.WARN: "33", Status.CRIT: "31", Status.UNKNOWN: "35"}
 REASON_MAX = 160
@@ -26,7 +26,7 @@ def fancy(stream: TextIO = sys.stdout, plain: bool = False) -> bool:
 
 
 def status_word(status: Status, rich: bool) -> str:
-    from tasks.report import ICON
+    from opsbook.report import ICON
 
     if not rich:
         return f"{status.value:7}"
@@ -41,7 +41,9 @@ def _one_line(text: str, limit: int = REASON_MAX) -> str:
 
 def reason(report: Any) -> str:
     """Why the run has its status, in a few words: the worst finding, or what a mutating run did."""
-    from tasks.report import sort_findings  # here, not at the top: an error line must not wait for Prefect's import
+    from opsbook.report import (
+        sort_findings,  # here, not at the top: an error line must not wait for Prefect's import
+    )
 
     worst = [f for f in sort_findings(report.findings) if f.status is report.status and f.status is not Status.OK]
     if worst:
@@ -72,7 +74,7 @@ def error_line(message: str) -> str:
 
 
 def print_report(report: Any, rich: bool, out: TextIO = sys.stdout) -> None:
-    from tasks.report import sort_findings
+    from opsbook.report import sort_findings
 
     print(nagios_line(report), file=out)
     if report.plan is not None:

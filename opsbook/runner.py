@@ -145,8 +145,8 @@ def run_runbook(name: str, system: str, params: dict[str, Any], approval: str | 
     """Run a runbook as a Prefect flow in this process; returns (report, meta).
 
     ``approval``: how the shell approves a mutating run ("prompt" or "yes"; None: the pause with a form in the UI)."""
-    from flows import registry
-    from tasks.mutation import shell_approval
+    from opsbook import registry
+    from opsbook.mutation.core import shell_approval
 
     flow = registry.get(name).load()
     t0 = time.monotonic()

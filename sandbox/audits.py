@@ -16,9 +16,9 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from opsbook.inventory import System
 from sandbox.seed import _client, _zip
 from sandbox.server import Sandbox
-from tasks.inventory import System
 
 # Audit events: flagged ones and look-alikes that must not be flagged. The RRN 900101-1234568 has a valid date, gender
 # digit 1 and a matching check digit; 901332-1234567 has no 32nd of month 13. 4111 1111 1111 1111 passes Luhn; ...1112 does not.

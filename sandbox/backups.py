@@ -19,9 +19,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from opsbook.inventory import System
 from sandbox.seed import _client
 from sandbox.server import ACCOUNT_ID, Sandbox
-from tasks.inventory import System
 from tasks.opensearch import os_client
 
 

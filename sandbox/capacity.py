@@ -20,9 +20,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from opsbook.inventory import System
 from sandbox.seed import _client
 from sandbox.server import Sandbox
-from tasks.inventory import System
 
 
 def enable_capacity_history() -> None:

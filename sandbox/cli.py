@@ -9,10 +9,10 @@ import threading
 import time
 from typing import Any
 
+from opsbook.inventory import System, known_systems, load_system
 from sandbox.faults import DEMO_FAULTS, apply_fault
 from sandbox.seed import seed_system
 from sandbox.server import Sandbox
-from tasks.inventory import System, known_systems, load_system
 
 
 def extra_for(system: System, scale: int) -> dict[str, int]:
@@ -67,9 +67,8 @@ def serve(systems: list[str] | None, faults: list[str], latency_ms: float, scale
 
 
 def demo(keep_server: bool = False, verbose: bool = False) -> int:
-    from opsbook import runner, server
-    from tasks import aws
-    from tasks.report import RunReport
+    from opsbook import aws, runner, server
+    from opsbook.report import RunReport
 
     t0 = time.monotonic()
     names = known_systems()

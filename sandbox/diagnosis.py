@@ -36,10 +36,10 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from opsbook.inventory import ApiGatewayApi, System
 from sandbox.metrics import enable_percentiles
 from sandbox.seed import _client
 from sandbox.server import ACCOUNT_ID, Sandbox
-from tasks.inventory import ApiGatewayApi, System
 
 # --- API Gateway integrations --------------------------------------------------------------
 

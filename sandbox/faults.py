@@ -10,9 +10,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from opsbook.inventory import System
 from sandbox.seed import _client, sample_alarm_names
 from sandbox.server import Sandbox
-from tasks.inventory import System
 
 
 def _need(items: list[Any], what: str, fault: str, system: System) -> Any:

@@ -27,9 +27,9 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from opsbook.inventory import System
 from sandbox.seed import _client
 from sandbox.server import Sandbox
-from tasks.inventory import System
 
 STREAM = "2026/01/01/[$LATEST]sandbox"
 

@@ -26,9 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from opsbook.inventory import SqsQueue, System
 from sandbox.seed import _client
 from sandbox.server import Sandbox
-from tasks.inventory import SqsQueue, System
 
 
 def fast_moto_sqs() -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from opsbook.inventory import System
 from sandbox.seed import _client
 from sandbox.server import Sandbox
-from tasks.inventory import System
 
 
 def publish(sb: Sandbox, system: System, dimension: str, series: dict[str, tuple[float, float]], hours: int = 24,

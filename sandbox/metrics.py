@@ -33,9 +33,9 @@ from collections import defaultdict
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from opsbook.inventory import CustomMetric, System
 from sandbox.seed import _client
 from sandbox.server import Sandbox
-from tasks.inventory import CustomMetric, System
 from tasks.weekly import is_success_metric
 
 _PCT = re.compile(r"^p(\d{1,2}(?:\.\d+)?)$")

@@ -24,9 +24,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from opsbook.inventory import OpenSearchDomain, System
 from sandbox.seed import _client
 from sandbox.server import Sandbox
-from tasks.inventory import OpenSearchDomain, System
 
 VOLUME_GIB = 100  # the double's default disk per node
 

@@ -30,9 +30,9 @@ import time
 import uuid
 from typing import Any
 
+from opsbook.inventory import System
 from sandbox.seed import _client
 from sandbox.server import ACCOUNT_ID, Sandbox
-from tasks.inventory import System
 from tasks.security import allowed_buckets, allowed_secrets, pool_of
 
 # A previous policy as a person wrote it: unusual spacing and key order, so

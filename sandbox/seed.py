@@ -17,8 +17,8 @@ from typing import Any
 
 import boto3
 
+from opsbook.inventory import System, name_matches
 from sandbox.server import ACCOUNT_ID, CREDENTIALS, Sandbox
-from tasks.inventory import System, name_matches
 
 
 def _client(sb: Sandbox, service: str, region: str) -> Any:
@@ -179,7 +179,9 @@ def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None
         made["log_groups"].append(system.security_logs.log_group)
 
     # two weeks of the metrics AWS and the system's code publish (S3 storage too: moto publishes none)
-    from sandbox.metrics import seed_weekly_metrics  # sandbox.metrics uses this module's _client
+    from sandbox.metrics import (
+        seed_weekly_metrics,  # sandbox.metrics uses this module's _client
+    )
 
     made["metrics"] = seed_weekly_metrics(sb, system, namespaces=None if weeks_of_metrics else {"AWS/S3"})
     return made

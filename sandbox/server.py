@@ -67,7 +67,11 @@ class Sandbox:
 
     # --- lifecycle -------------------------------------------------------------------
     def start(self) -> Sandbox:
-        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         from sandbox.leh_queues import fast_moto_sqs
@@ -130,7 +134,7 @@ class Sandbox:
         """Point this process's boto3 and opensearch-py at the sandbox."""
         os.environ.update(self.env())
         os.environ.pop("AWS_PROFILE", None)
-        from tasks import aws
+        from opsbook import aws
 
         aws.reset_clients()
 

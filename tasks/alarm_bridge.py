@@ -67,12 +67,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from tasks import aws
+from opsbook import aws
+from opsbook.findings import Finding, Status, unknown
+from opsbook.iam import aws_task
+from opsbook.inventory import System, known_systems, load_system, name_matches
+from opsbook.masking import mask, mask_obj
 from tasks.cloudwatch import alarm_priority
-from tasks.findings import Finding, Status, unknown
-from tasks.iam import aws_task
-from tasks.inventory import System, known_systems, load_system, name_matches
-from tasks.masking import mask, mask_obj
 
 EVENT = "opsbook.alarm.firing"
 RUNBOOK = "alarm-bridge"
@@ -241,7 +241,7 @@ def send_event(name: str, resource: dict[str, str], body: dict[str, Any], eid: u
 
 
 def _registered(runbook: str) -> bool:
-    from flows import registry
+    from opsbook import registry
 
     return runbook in registry.RUNBOOKS
 
@@ -361,7 +361,7 @@ def trigger_parameters(system_name: str, runbook: str, flow: Any = None) -> dict
       approval form for a plan made at alarm time, possibly stale when approved.
     """
     if flow is None:
-        from flows import registry
+        from opsbook import registry
 
         flow = registry.get(runbook).load()
     params = inspect.signature(getattr(flow, "fn", flow)).parameters
@@ -497,8 +497,14 @@ def read_schedules(window_start: datetime, stuck_since: datetime, systems: list[
     after ``window_start`` (to match fire times) and those not started yet expected after ``stuck_since``.
     Every page; two small queries a poll once the window is a minute wide."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterId, DeploymentFilterTags, FlowRunFilter,
-                                                FlowRunFilterExpectedStartTime, FlowRunFilterStateType)
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        DeploymentFilterTags,
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+        FlowRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
 
     known = set(known_systems())
@@ -641,7 +647,7 @@ def save_schedule_memory(memory: ScheduleMemory, keep_after: datetime) -> None:
 @aws_task(iam=["sns:Publish"], name="notify-missed-runs", cache_policy=NO_CACHE, read_only=False)
 def notify_missed(system: System, missed: list[MissedRun]) -> dict[str, Any]:
     """One SNS message for the system listing its newly missed runs."""
-    from tasks.notify import publish
+    from opsbook.notify import publish
 
     subject = f"[opsbook CRIT] {len(missed)} missed scheduled run(s) of {system.name}"
     body = "\n".join(f"- {m.deployment}: {m.summary}" for m in missed)

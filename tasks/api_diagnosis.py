@@ -10,7 +10,7 @@ Reads (each a Prefect task that declares its IAM actions):
 - ``read_functions``: GetFunctionConfiguration (role, timeout) per function;
 - ``read_function_errors``: the window's error lines per function log group,
   grouped by exception type, with masked samples and top message shapes
-  (``flows.emergency_check.message_shape``/``top_messages``);
+  (``tasks.logs.message_shape``/``top_messages``);
 - ``read_roles``: each execution role's inline and attached policies, as
   statements (what the role allows).
 
@@ -31,15 +31,17 @@ from urllib.parse import unquote
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from flows.emergency_check import top_messages  # folds variable parts (message_shape) and counts the shapes
-from tasks import aws
+from opsbook import aws
+from opsbook.findings import Finding, Status, unknown
+from opsbook.iam import aws_task
+from opsbook.inventory import ApiGatewayApi, System
+from opsbook.masking import mask
+from opsbook.pii import mask_log
 from tasks.cloudwatch import get_metric_data
-from tasks.findings import Finding, Status, unknown
-from tasks.iam import aws_task
-from tasks.inventory import ApiGatewayApi, System
-from tasks.logs import FILTER_LOG_EVENTS_TPS
-from tasks.masking import mask
-from tasks.pii import mask_log
+from tasks.logs import (
+    FILTER_LOG_EVENTS_TPS,
+    top_messages,  # folds variable parts (message_shape) and counts the shapes
+)
 
 CRIT_RATE_PCT = 5.0  # seed 002 문제 2: "5% 정도의 요청에서 500 에러" is an incident
 SAMPLES_PER_TYPE = 3
@@ -660,7 +662,7 @@ def api_verdict(api: ApiGatewayApi, info: ApiInfo, metrics: ApiMetrics | None, c
             summary = (f"{status.value}: {traffic}. Likely cause: {c.cause}" + (f" in {c.function}" if c.function else "")
                        + f" ({c.evidence[:200]}). Next: {c.next}")
             if len(lead) > 1:
-                summary += f". Also: " + "; ".join(f"{x.cause}" + (f" in {x.function}" if x.function else "") for x in lead[1:4])
+                summary += ". Also: " + "; ".join(f"{x.cause}" + (f" in {x.function}" if x.function else "") for x in lead[1:4])
         else:
             summary = f"{status.value}: {traffic}; no cause found in the functions' logs and metrics"
     if blind:

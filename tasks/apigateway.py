@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from prefect.cache_policies import NO_CACHE
 
-from tasks import aws
-from tasks.findings import Finding, Status
-from tasks.iam import aws_task
-from tasks.inventory import System
-from tasks.tagging import Discovered
+from opsbook import aws
+from opsbook.findings import Finding, Status
+from opsbook.iam import aws_task
+from opsbook.inventory import System
+from opsbook.resources import Discovered
 
 
 @aws_task(iam=["apigateway:GET"], cache_policy=NO_CACHE)

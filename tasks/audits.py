@@ -20,11 +20,11 @@ from botocore.exceptions import ClientError
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from tasks import aws, pii
-from tasks.findings import Finding, Status, unknown
-from tasks.iam import aws_task
-from tasks.inventory import System, name_matches
-from tasks.mutation import Applier
+from opsbook import aws, pii
+from opsbook.findings import Finding, Status, unknown
+from opsbook.iam import aws_task
+from opsbook.inventory import System, name_matches
+from opsbook.mutation.core import Applier
 
 RETENTION = "logs-retention"
 KMS_ROTATION = "kms-rotation"

@@ -6,11 +6,11 @@ from typing import Any
 
 from prefect.cache_policies import NO_CACHE
 
-from tasks import aws
-from tasks.findings import Finding, Status, unknown
-from tasks.iam import aws_task
-from tasks.inventory import System
-from tasks.tagging import Discovered
+from opsbook import aws
+from opsbook.findings import Finding, Status, unknown
+from opsbook.iam import aws_task
+from opsbook.inventory import System
+from opsbook.resources import Discovered
 
 CHECK = "lambda-state"
 

@@ -19,15 +19,15 @@ from botocore.exceptions import ClientError
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from tasks import aws
+from opsbook import aws
+from opsbook.findings import Finding, Status, unknown
+from opsbook.iam import aws_task
+from opsbook.inventory import DynamoTable, OpenSearchDomain, S3Bucket, System
+from opsbook.mutation.core import Applier
+from opsbook.resources import Discovered
 from tasks.dynamodb import read_backups, table_names
-from tasks.findings import Finding, Status, unknown
-from tasks.iam import aws_task
-from tasks.inventory import DynamoTable, OpenSearchDomain, S3Bucket, System
-from tasks.mutation import Applier
 from tasks.opensearch import endpoint_for, os_client
 from tasks.s3 import buckets as all_buckets
-from tasks.tagging import Discovered
 
 PITR_MAX_LAG = timedelta(hours=1)  # LatestRestorableDateTime is normally about 5 minutes behind
 BACKUP_LOOKBACK_DAYS = 35          # what tasks.dynamodb.read_backups lists
@@ -168,7 +168,8 @@ def read_bucket_protection(system: System, found: Discovered, deadline: aws.Dead
 
 
 def _os_reason(exc: BaseException) -> str:
-    from opensearchpy.exceptions import ConnectionError as OSConnectionError, ConnectionTimeout, TransportError
+    from opensearchpy.exceptions import ConnectionError as OSConnectionError
+    from opensearchpy.exceptions import ConnectionTimeout, TransportError
 
     if isinstance(exc, (OSConnectionError, ConnectionTimeout)):
         return f"cluster endpoint unreachable ({type(exc).__name__}); check the endpoint, VPC access or the domain's access policy"

@@ -27,11 +27,11 @@ from typing import Any
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from tasks import aws
+from opsbook import aws
+from opsbook.iam import aws_task
+from opsbook.inventory import System
+from opsbook.pii import mask_log
 from tasks.api_diagnosis import read_events, run_metric_queries, total, window
-from tasks.iam import aws_task
-from tasks.inventory import System
-from tasks.pii import mask_log
 
 THROTTLE_PATTERN = "ThrottlingException"
 SAMPLES = 3

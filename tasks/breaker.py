@@ -4,7 +4,7 @@ Table (``bill_shock.breaker_table``, default ``leh-circuit-breakers``): partitio
 key ``case_id``; ``state`` is OPEN, HALF_OPEN or CLOSED, with ``reason``,
 ``tokens``, ``changed_at``, ``changed_by``, ``run``. Every write is conditional,
 so tripping twice is harmless and two runs never overwrite each other blindly.
-The AI worker reads it through ``tasks/breaker_client.py`` (no opsbook imports).
+The AI worker reads it through ``flows/bill_shock_breaker/breaker_client.py`` (no opsbook imports).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from tasks import aws
-from tasks.iam import declares
-from tasks.inventory import System
+from opsbook import aws
+from opsbook.iam import declares
+from opsbook.inventory import System
 
 OPEN, HALF_OPEN, CLOSED = "OPEN", "HALF_OPEN", "CLOSED"
 

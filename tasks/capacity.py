@@ -45,11 +45,11 @@ from typing import Any
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from pydantic import BaseModel, Field
 
-from tasks import aws
+from opsbook import aws
+from opsbook.iam import declares
+from opsbook.inventory import System
+from opsbook.mutation.core import Applier, Identity, Plan, undo_plan
 from tasks.cloudwatch import get_metric_data
-from tasks.iam import declares
-from tasks.inventory import System
-from tasks.mutation import Applier, Identity, Plan, undo_plan
 
 CAPACITY, BOUNDS, DESIRED = "dynamodb-capacity", "autoscaling-bounds", "ecs-desired-count"
 ON_DEMAND, PROVISIONED = "PAY_PER_REQUEST", "PROVISIONED"

@@ -28,10 +28,10 @@ from botocore.exceptions import ClientError
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from tasks import aws
-from tasks.iam import aws_task
-from tasks.inventory import CaseStore, OpenSearchDomain, System
-from tasks.masking import mask
+from opsbook import aws
+from opsbook.iam import aws_task
+from opsbook.inventory import CaseStore, OpenSearchDomain, System
+from opsbook.masking import mask
 from tasks.opensearch import endpoint_for, os_client
 
 NO_STATUS = "(none)"  # the case item has no status attribute

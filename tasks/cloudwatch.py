@@ -7,10 +7,10 @@ from typing import Any
 
 from prefect.cache_policies import NO_CACHE
 
-from tasks import aws
-from tasks.findings import Finding, Status
-from tasks.iam import aws_task, declares
-from tasks.inventory import System, name_matches
+from opsbook import aws
+from opsbook.findings import Finding, Status
+from opsbook.iam import aws_task, declares
+from opsbook.inventory import System, name_matches
 
 # GetMetricData: 50 requests a second per account and region (CloudWatch service quotas).
 GET_METRIC_DATA_TPS = 50.0

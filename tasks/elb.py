@@ -7,10 +7,10 @@ from typing import Any
 
 from prefect.cache_policies import NO_CACHE
 
-from tasks import aws
-from tasks.findings import Finding, Status, unknown
-from tasks.iam import aws_task
-from tasks.inventory import EcsService, System
+from opsbook import aws
+from opsbook.findings import Finding, Status, unknown
+from opsbook.iam import aws_task
+from opsbook.inventory import EcsService, System
 
 CHECK = "alb-targets"
 

@@ -35,11 +35,18 @@ from typing import Any, Literal
 
 import yaml
 from botocore import xform_name
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from opsbook.findings import Status
+from opsbook.inventory import Region, known_systems
 from tasks.cloudwatch import GET_METRIC_DATA_TPS
-from tasks.findings import Status
-from tasks.inventory import Region, known_systems
 from tasks.logs import FILTER_LOG_EVENTS_TPS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,7 +159,7 @@ def load_targets(path: str | Path, system: str | None = None) -> TargetsFile:
 
 
 class TargetResult(BaseModel):
-    """What one target's run reports back to the fleet (here, not in flows/fleet.py, so that a result
+    """What one target's run reports back to the fleet (here, not in flows/fleet/flow.py, so that a result
     written by a worker's process deserialises under the same class path in the fleet's process)."""
 
     target: str
@@ -238,7 +245,10 @@ def ensure_limits(limits: dict[str, Quota]) -> dict[str, str]:
     limit after a quota increase), repairing only what makes them unusable as rate limits (no slot
     decay, inactive). Safe to call from many runs at once. Returns name -> created|kept|repaired."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+    from prefect.client.schemas.actions import (
+        GlobalConcurrencyLimitCreate,
+        GlobalConcurrencyLimitUpdate,
+    )
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     out: dict[str, str] = {}

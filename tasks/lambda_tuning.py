@@ -36,14 +36,14 @@ from typing import Any, Literal
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from tasks import aws
+from opsbook import aws
+from opsbook.findings import Finding, Status, unknown
+from opsbook.iam import aws_task, declares
+from opsbook.inventory import LambdaFunction, System
+from opsbook.mutation.core import Action, Applier
+from opsbook.pii import mask_log
 from tasks.cloudwatch import get_metric_data
-from tasks.findings import Finding, Status, unknown
-from tasks.iam import aws_task, declares
-from tasks.inventory import LambdaFunction, System
 from tasks.logs import FILTER_LOG_EVENTS_TPS
-from tasks.mutation import Action, Applier
-from tasks.pii import mask_log
 
 TIMEOUT_KIND, MEMORY_KIND, VISIBILITY_KIND = "lambda-timeout", "lambda-memory", "sqs-visibility"
 IAM = {TIMEOUT_KIND: "lambda:UpdateFunctionConfiguration", MEMORY_KIND: "lambda:UpdateFunctionConfiguration",

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from prefect.cache_policies import NO_CACHE
 
-from tasks import aws
-from tasks.findings import Finding, by_threshold, unknown
-from tasks.iam import aws_task
-from tasks.inventory import LogGroup, System
-from tasks.pii import mask_log
-from tasks.tagging import Discovered
+from opsbook import aws
+from opsbook.findings import Finding, by_threshold, unknown
+from opsbook.iam import aws_task
+from opsbook.inventory import LogGroup, System
+from opsbook.pii import mask_log
+from opsbook.resources import Discovered
 
 # FilterLogEvents is allowed 5 requests a second per account and region, a
 # hard quota (AWS knowledge center: cloudwatch-logs-throttling); honoured by
@@ -90,3 +92,16 @@ def check_security_logs(system: System, deadline: aws.Deadline, hours: float = 2
     ]
     res = aws.parallel(lambda j: count_matches(system.region, sec.log_group, j[1], start, end), jobs, deadline=deadline)
     return [judge_count(j[0], sec.log_group, r, e, j[2], j[3], j[4]) for j, r, e in res]
+
+
+def message_shape(line: str) -> str:
+    """A masked line with its variable parts (numbers, hex ids) folded, to group like messages."""
+    s = re.sub(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", "<id>", line, flags=re.I)
+    s = re.sub(r"\b[0-9a-f]{12,}\b", "<hex>", s, flags=re.I)
+    s = re.sub(r"\d+", "N", s)
+    return re.sub(r"\s+", " ", s).strip()
+
+
+def top_messages(samples: list[str], n: int = 3) -> list[dict[str, Any]]:
+    counts = Counter(message_shape(s) for s in samples)
+    return [{"message": shape, "count": c} for shape, c in counts.most_common(n)]

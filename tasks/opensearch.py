@@ -7,14 +7,15 @@ import os
 from typing import Any
 from urllib.parse import urlparse
 
-from opensearchpy.exceptions import ConnectionError as OSConnectionError, ConnectionTimeout, TransportError
+from opensearchpy.exceptions import ConnectionError as OSConnectionError
+from opensearchpy.exceptions import ConnectionTimeout, TransportError
 from prefect.cache_policies import NO_CACHE
 
-from tasks import aws
-from tasks.findings import Finding, Status, unknown
-from tasks.iam import aws_task
-from tasks.inventory import OpenSearchDomain, System
-from tasks.tagging import Discovered
+from opsbook import aws
+from opsbook.findings import Finding, Status, unknown
+from opsbook.iam import aws_task
+from opsbook.inventory import OpenSearchDomain, System
+from opsbook.resources import Discovered
 
 URL_TEMPLATE_ENV = "OPSBOOK_OPENSEARCH_URL_TEMPLATE"  # e.g. http://127.0.0.1:9200/{domain} (the sandbox sets it)
 
@@ -44,7 +45,7 @@ def _counting_connection() -> Any:
     and checks them against the running task's declared IAM actions."""
     from opensearchpy import RequestsHttpConnection
 
-    from tasks.iam import check_call
+    from opsbook.iam import check_call
 
     class CountingConnection(RequestsHttpConnection):
         def perform_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:

@@ -34,10 +34,10 @@ from botocore.exceptions import ClientError
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from tasks import aws
-from tasks.findings import Finding, Status, unknown
-from tasks.iam import aws_task
-from tasks.inventory import OpenSearchDomain, System
+from opsbook import aws
+from opsbook.findings import Finding, Status, unknown
+from opsbook.iam import aws_task
+from opsbook.inventory import OpenSearchDomain, System
 from tasks.opensearch import endpoint_for, judge_cluster, os_client
 
 WATERMARK_LOW, WATERMARK_HIGH, WATERMARK_FLOOD = 85.0, 90.0, 95.0
@@ -159,7 +159,8 @@ class Diagnosis(BaseModel):
 
 def _os_error(exc: BaseException) -> tuple[str, str]:
     """(kind, what to say) for an exception from opensearch-py."""
-    from opensearchpy.exceptions import ConnectionError as OSConnectionError, ConnectionTimeout, TransportError
+    from opensearchpy.exceptions import ConnectionError as OSConnectionError
+    from opensearchpy.exceptions import ConnectionTimeout, TransportError
 
     if isinstance(exc, (OSConnectionError, ConnectionTimeout)):
         return "unreachable", (f"cluster endpoint unreachable ({type(exc).__name__}); check the endpoint, VPC access "
@@ -524,7 +525,7 @@ def judge_domain(inv: System, d: OpenSearchDomain, info: DomainInfo | BaseExcept
                 summary = (f"primary shard(s) lost; the snapshots in {d.snapshot_repository} could not be listed ({reason}); "
                            + restore_call(index, None, d.snapshot_repository))
             elif not d.snapshot_repository:
-                summary = f"primary shard(s) lost; the inventory names no snapshot_repository: " + restore_call(index, None, None)
+                summary = "primary shard(s) lost; the inventory names no snapshot_repository: " + restore_call(index, None, None)
             else:
                 summary = "primary shard(s) lost; NOT applied by this runbook: " + restore_call(index, p, d.snapshot_repository)
             out.append(Finding(check="opensearch-restore", resource=f"{name}/{index}", status=Status.CRIT, summary=summary,

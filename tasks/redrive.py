@@ -35,10 +35,12 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks import aws, breaker, sqs, statestore
-from tasks.iam import aws_task
-from tasks.inventory import System
-from tasks.pii import mask_log
+from opsbook import aws
+from opsbook.iam import aws_task
+from opsbook.inventory import System
+from opsbook.mutation import statestore
+from opsbook.pii import mask_log
+from tasks import breaker, sqs
 
 BATCH = 10  # SQS's batch maximum
 BREAKER_TTL_S = 5.0  # re-read a case's breaker at most this often while moving
@@ -49,7 +51,7 @@ PROGRESS_EVERY_S = 1.0
 MAX_HOLD_S = 43200  # SQS's maximum visibility timeout
 
 # SQS authorises SendMessageBatch / DeleteMessageBatch / ChangeMessageVisibilityBatch by sqs:SendMessage,
-# sqs:DeleteMessage and sqs:ChangeMessageVisibility. tasks/iam.py derives "sqs:<Operation>" (no such IAM actions
+# sqs:DeleteMessage and sqs:ChangeMessageVisibility. opsbook/iam.py derives "sqs:<Operation>" (no such IAM actions
 # for the *Batch calls), so the tasks declare both until its _SPECIAL table maps them.
 SEND = ["sqs:SendMessage"]
 DELETE = ["sqs:DeleteMessage"]

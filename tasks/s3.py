@@ -7,12 +7,12 @@ from typing import Any
 
 from prefect.cache_policies import NO_CACHE
 
-from tasks import aws
+from opsbook import aws
+from opsbook.findings import Finding, Status, unknown
+from opsbook.iam import aws_task
+from opsbook.inventory import S3Bucket, System
+from opsbook.resources import Discovered
 from tasks.cloudwatch import get_metric_data, utcnow
-from tasks.findings import Finding, Status, unknown
-from tasks.iam import aws_task
-from tasks.inventory import S3Bucket, System
-from tasks.tagging import Discovered
 
 
 def buckets(system: System, found: Discovered) -> list[S3Bucket]:

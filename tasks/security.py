@@ -7,7 +7,7 @@ emergency deny-all bucket policy), 002 Cognito 사용자 관리
 Pure helpers (unit-tested without AWS) decide what is allowed and build the
 deny policy and the replacement secret value; the AWS helpers read and set
 one resource each and declare their IAM actions. The read tasks at the end
-feed ``flows/security_incident.py``.
+feed ``flows/security_incident/flow.py``.
 
 Three rules hold everywhere here:
 
@@ -38,10 +38,10 @@ from typing import Any
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from tasks import aws
-from tasks.iam import aws_task, declares
-from tasks.inventory import EscalationLevel, System
-from tasks.mutation import Applier
+from opsbook import aws
+from opsbook.iam import aws_task, declares
+from opsbook.inventory import EscalationLevel, System
+from opsbook.mutation.core import Applier
 
 RUNBOOK = "security-incident"
 ROTATE, LOCK, DISABLE, SIGN_OUT = "secret-rotation", "bucket-lock", "cognito-user-disabled", "cognito-sign-out"

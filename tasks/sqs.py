@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prefect.cache_policies import NO_CACHE
 
-from tasks import aws
-from tasks.findings import Finding, Status, by_threshold, unknown
-from tasks.iam import aws_task
-from tasks.inventory import System
+from opsbook import aws
+from opsbook.findings import Finding, Status, by_threshold, unknown
+from opsbook.iam import aws_task
+from opsbook.inventory import System
 
 
 def read_depth(region: str, queue: str) -> dict[str, int]:

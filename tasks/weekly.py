@@ -43,16 +43,16 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 from pygal.style import Style
 
-from tasks import aws
+from opsbook import aws
+from opsbook.findings import Finding, Status, unknown
+from opsbook.iam import aws_task
+from opsbook.inventory import System
+from opsbook.masking import mask
+from opsbook.resources import Discovered
 from tasks.awslambda import function_names
 from tasks.cloudwatch import get_metric_data
 from tasks.dynamodb import table_names
-from tasks.findings import Finding, Status, unknown
-from tasks.iam import aws_task
-from tasks.inventory import System
-from tasks.masking import mask
 from tasks.s3 import buckets
-from tasks.tagging import Discovered
 
 DAY = 86400
 WEEK = 7 * DAY

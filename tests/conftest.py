@@ -37,7 +37,7 @@ def free_port() -> int:
 def aws_mock():
     from moto import mock_aws
 
-    from tasks import aws
+    from opsbook import aws
 
     aws.reset_clients()
     with mock_aws():
@@ -57,7 +57,7 @@ def sandbox_server():
 @pytest.fixture
 def sandbox(sandbox_server, monkeypatch):
     """The session sandbox, emptied, with this process pointed at it."""
-    from tasks import aws
+    from opsbook import aws
 
     sandbox_server.reset()
     sandbox_server.set_latency_ms(0)
@@ -70,8 +70,8 @@ def sandbox(sandbox_server, monkeypatch):
 
 @pytest.fixture
 def seeded(sandbox):
+    from opsbook.inventory import load_system
     from sandbox.seed import seed_system
-    from tasks.inventory import load_system
 
     def _seed(*names: str, extra: dict | None = None, weeks_of_metrics: bool = False):
         """Two weeks of every metric only where a test reads them (weekly-report): moto scans them all per query."""

@@ -149,10 +149,10 @@ class Stack:
 
     def start(self, ready_timeout: float = 150.0) -> None:
         from deployments.schedules import deployment_specs
+        from opsbook.inventory import load_system
         from sandbox.faults import apply_fault
         from sandbox.seed import seed_system
         from sandbox.server import Sandbox
-        from tasks.inventory import load_system
 
         t0 = time.monotonic()
         self.sandbox = Sandbox().start()

@@ -22,9 +22,8 @@ import re
 import time
 from urllib.parse import urlparse
 
-import pytest
-
 import browser_support as bs  # tests/e2e/browser_support.py (rootdir-less test dirs are on sys.path)
+import pytest
 
 _missing = bs.missing_requirements()
 if _missing:
@@ -197,8 +196,9 @@ def test_daily_health_started_from_the_ui_completes_with_its_report(stack, page)
 
 
 def test_emergency_rollback_paused_approved_in_the_ui_completes(stack, page, monkeypatch):
-    from tasks import aws, statestore
-    from tasks.inventory import load_system
+    from opsbook import aws
+    from opsbook.inventory import load_system
+    from opsbook.mutation import statestore
 
     fault = stack.fault_info[("t-developer", "bad-deploy")]
     shots = bs.Shots(page, "3-rollback")

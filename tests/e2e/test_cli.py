@@ -57,7 +57,7 @@ def find(result, check, resource=None):
     "system,fault,params,check,resource,status,value,exit_code",
     [
         ("hr-resource-optimization", "opensearch-red", {}, "opensearch-health", "hr-resource-optimization-team2", "CRIT", 2, 2),
-        # t-developer's ecs-degraded and a missing table: tests/flows/test_daily_health.py (the same judgement, in-process)
+        # t-developer's ecs-degraded and a missing table: tests/flows/daily_health/test_flow.py (the same judgement, in-process)
         ("leh", "dlq-messages", {"count": 4}, "dlq-depth", "leh-ai-jobs-dlq", "WARN", 4, 1),
     ],
 )
@@ -135,8 +135,7 @@ def test_bad_parameters_exit_3_with_one_json_object_and_no_aws_call(runbook, par
 
 
 def test_healthy_twin_valid_parameter_passes_validation():
-    from flows import registry
-    from opsbook import runner
+    from opsbook import registry, runner
 
     flow = registry.get("emergency-rollback").load()
     assert runner.validate(flow, "emergency-rollback", {"system": "todo-app", "to_revision": "41"})["to_revision"] == 41

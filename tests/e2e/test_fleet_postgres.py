@@ -64,7 +64,7 @@ def run_py(code: str, env: dict[str, str], timeout: float) -> subprocess.Complet
 
 FLEET = """
 import json
-from flows.fleet import deploy_target, fleet
+from flows.fleet.flow import deploy_target, fleet
 dep_id = deploy_target({pool!r})
 state = fleet(runbook="daily-health", targets_file={targets!r}, deployment="fleet-target/fleet-target",
               params={{"notify": False}}, timeout_s=600, poll_s=2.0, return_state=True)

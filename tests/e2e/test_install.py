@@ -21,9 +21,15 @@ from pathlib import Path
 
 import pytest
 from packaging.utils import canonicalize_name
-from test_packaging import ROOT, dockerfile_copies, dockerfile_pip_installs, lock_pins, runtime_packages
+from test_packaging import (
+    ROOT,
+    dockerfile_copies,
+    dockerfile_pip_installs,
+    lock_pins,
+    runtime_packages,
+)
 
-from tasks.inventory import known_systems
+from opsbook.inventory import known_systems
 
 pytestmark = pytest.mark.skipif(os.environ.get("OPSBOOK_E2E_INSTALL") != "1",
                                 reason="a fresh-venv install of the image's runtime: `make check-install` runs it")
@@ -105,7 +111,7 @@ def test_the_inventory_rule_holds_installed(image, tmp_path):
             "except InventoryError as e: print(SYSTEMS_DIR); print(known_systems()); print(e)\n")
     where, names, error = py(image, code).splitlines()
     assert "site-packages" in where and Path(where).name == "systems", where
-    assert f"looked in {where} (next to the tasks package; OPSBOOK_SYSTEMS_DIR is not set)" in error
+    assert f"looked in {where} (next to the opsbook package; OPSBOOK_SYSTEMS_DIR is not set)" in error
     assert names == repr(known_systems())
     (tmp_path / "todo-app.yaml").write_text((ROOT / "systems" / "todo-app.yaml").read_text())
     where, names, error = py(image, code, {"OPSBOOK_SYSTEMS_DIR": str(tmp_path)}).splitlines()

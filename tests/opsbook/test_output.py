@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 
 from opsbook import output
-from tasks.findings import Finding, Status
-from tasks.report import RunReport
+from opsbook.findings import Finding, Status
+from opsbook.report import RunReport
 
 
 class Tty(io.StringIO):
@@ -15,7 +15,7 @@ class Tty(io.StringIO):
 
 
 def report(*findings: Finding, **kw) -> RunReport:
-    from tasks.findings import overall
+    from opsbook.findings import overall
 
     return RunReport(runbook="daily-health", system="todo-app", status=overall(list(findings)), findings=list(findings),
                      api_calls=12, duration_s=1.234, **kw)

@@ -6,7 +6,7 @@ import pytest
 from prefect.exceptions import ParameterTypeError, SignatureMismatchError
 from prefect.utilities.callables import parameter_schema
 
-from flows.registry import RUNBOOKS
+from opsbook.registry import RUNBOOKS
 
 
 @pytest.mark.parametrize("name", sorted(RUNBOOKS))
@@ -19,8 +19,8 @@ def test_every_parameter_of_every_runbook_is_described_with_a_plain_default(name
 
 
 def test_bounds_reach_the_form_and_are_enforced():
-    from flows.emergency_rollback import emergency_rollback
-    from flows.scale_service import scale_service
+    from flows.emergency_rollback.flow import emergency_rollback
+    from flows.scale_service.flow import scale_service
 
     props = parameter_schema(scale_service).model_dump()["properties"]
     assert (props["desired"]["minimum"], props["desired"]["maximum"], props["desired"]["default"]) == (-1, 5000, -1)
@@ -32,7 +32,9 @@ def test_bounds_reach_the_form_and_are_enforced():
 
 
 def test_names_take_a_list_a_comma_separated_string_or_nothing():
-    from flows.remediate_dynamodb_throttling import remediate_dynamodb_throttling as flow
+    from flows.remediate_dynamodb_throttling.flow import (
+        remediate_dynamodb_throttling as flow,
+    )
 
     def tables(value):
         return flow.validate_parameters({"system": "x", "tables": value})["tables"]

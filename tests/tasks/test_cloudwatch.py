@@ -6,7 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tasks import aws, cloudwatch
+from opsbook import aws
+from tasks import cloudwatch
 
 NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
 

@@ -9,12 +9,30 @@ from datetime import date, datetime, timedelta
 import boto3
 import pytest
 
-from tasks.findings import Finding, Status, overall
-from tasks.inventory import load_system
-from tasks.tagging import Discovered
-from tasks.weekly import (MAX_CHARTS, CostReport, Series, Trend, Unreadable, Window, chart_plan, confirm_idle, html_report, idle_resources,
-                          judge_report, judge_trends, markdown_report, plan_series, series_rows, sparkline, summarize_costs, unconfirmed,
-                          week_window)
+from opsbook.findings import Finding, Status, overall
+from opsbook.inventory import load_system
+from opsbook.resources import Discovered
+from tasks.weekly import (
+    MAX_CHARTS,
+    CostReport,
+    Series,
+    Trend,
+    Unreadable,
+    Window,
+    chart_plan,
+    confirm_idle,
+    html_report,
+    idle_resources,
+    judge_report,
+    judge_trends,
+    markdown_report,
+    plan_series,
+    series_rows,
+    sparkline,
+    summarize_costs,
+    unconfirmed,
+    week_window,
+)
 
 HR = load_system("hr-resource-optimization")
 TD = load_system("t-developer")

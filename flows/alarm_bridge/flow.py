@@ -1,0 +1,220 @@
+"""alarm-bridge: CloudWatch alarms start their runbooks; scheduled runs that did not happen are alerts.
+
+A frequent, cheap, read-only flow (its deployment: ``tasks.alarm_bridge.bridge_deployment()``,
+every minute). One run covers every system in ``systems/`` (or ``systems`` /
+``system``) concurrently:
+
+1. Alarms -> runbooks. One paginated DescribeAlarms(StateValue=ALARM) per
+   region, shared by the systems of that region, then per system: the alarms its
+   ``alarms.name_filters`` match whose name matches a glob of ``alarms.runbooks``.
+   A new ALARM transition (its time differs from the one the bridge remembers
+   in the Prefect Variable ``opsbook_bridge_alarms_<system>``) is sent once as the
+   Prefect event ``opsbook.alarm.firing``; the runbook's deployment carries
+   ``triggers_for(system, runbook)`` and Prefect's trigger service starts it with
+   the alarm's details as parameters. An alarm that stays in ALARM is not sent
+   again; OK then ALARM again is. A transition older than ``max_age_minutes``
+   that the bridge never saw (first poll, lost memory, bridge down) is a WARN
+   finding with the command to start the runbook by hand, not a late start.
+   Details, and why a Variable, DescribeAlarms and a confirmed POST of the
+   event: ``tasks/alarm_bridge.py``.
+
+2. Missed scheduled runs. The deployments tagged ``opsbook`` that have cron
+   schedules, and their runs: a run still Scheduled/Late/Pending more than
+   ``grace_minutes`` after its expected start, or a fire time of the schedule
+   (cron + time zone, computed like Prefect's scheduler) since the previous
+   check with no run at all, is a CRIT finding "missed scheduled run", notified
+   once to the system's SNS topic (the keys notified are kept in the Variable
+   ``opsbook_bridge_schedules_all``). A paused deployment or inactive schedule
+   is a WARN. Why a check here rather than a Prefect automation, and the
+   automation that watches the bridge itself: ``ensure_missed_run_automation``.
+
+Findings: ``alarm-transition`` (OK sent/already sent, WARN too old or no such
+runbook, CRIT the event was refused), ``alarm-memory``, ``alarms-read``
+(UNKNOWN when a region could not be read), ``missed-scheduled-run``. A CRIT
+finding ends the run Failed.
+
+API calls a poll: 1 DescribeAlarms a region (+ pages), none for a system that
+routes no alarm; 1 SNS Publish a system with newly missed runs. Prefect API: a
+Variable read and write a system, one deployments read and two small flow-run
+reads, one POST an event.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Annotated, Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
+from prefect.states import Failed
+
+from opsbook import aws
+from opsbook.findings import Finding, Status, overall, unknown
+from opsbook.inventory import System, known_systems, load_system
+from opsbook.params import Names, Param
+from opsbook.report import RunReport, publish_report, run_url
+from tasks.alarm_bridge import (
+    RUNBOOK,
+    MissedRun,
+    ScheduleMemory,
+    fire_transitions,
+    judge_schedules,
+    load_schedule_memory,
+    nothing_to_bridge,
+    notify_missed,
+    read_alarms,
+    read_schedules,
+    save_schedule_memory,
+    utcnow,
+)
+
+
+def _failure(fut: PrefectFuture) -> str:
+    exc = fut.state.result(raise_on_failure=False)
+    return aws.describe_error(exc) if isinstance(exc, BaseException) else str(fut.state.message)
+
+
+def bridge_alarms(invs: list[System], max_age_minutes: float) -> tuple[list[Finding], list[dict[str, Any]]]:
+    """Read each region once, then each system's transitions concurrently (the DAG's alarm branch)."""
+    findings: list[Finding] = []
+    routed: list[System] = []
+    for s in invs:
+        nothing = nothing_to_bridge(s)
+        if nothing is not None:
+            findings.append(nothing)
+        else:
+            routed.append(s)
+    reads = {region: read_alarms.submit(region) for region in sorted({s.region for s in routed})}
+    fires: dict[str, PrefectFuture] = {}
+    for s in routed:
+        read = reads[s.region]
+        read.wait()
+        if not read.state.is_completed():
+            findings.append(unknown("alarms-read", s.name, f"DescribeAlarms in {s.region}: {_failure(read)}; no alarm could start a runbook"))
+            continue
+        fires[s.name] = fire_transitions.submit(s, read, max_age_minutes)
+    sent: list[dict[str, Any]] = []
+    for name, fut in fires.items():
+        fut.wait()
+        if fut.state.is_completed():
+            out = fut.result()
+            findings += out["findings"]
+            sent += [{"system": name, **e} for e in out["sent"]]
+        else:
+            findings.append(unknown("alarm-transition", name, _failure(fut)))
+    return findings, sent
+
+
+@task(name="watch-schedules", cache_policy=NO_CACHE)
+def judge_and_remember(scheduled: dict[str, Any], memory: ScheduleMemory, now_iso: str, window_start_iso: str,
+                       grace_minutes: float) -> dict[str, Any]:
+    from datetime import datetime
+
+    now = datetime.fromisoformat(now_iso)
+    findings, missed = judge_schedules(scheduled["deployments"], scheduled["runs"], now, datetime.fromisoformat(window_start_iso),
+                                       timedelta(minutes=grace_minutes))
+    fresh = [m for m in missed if m.key not in memory.notified]
+    return {"findings": findings, "missed": missed, "fresh": fresh}
+
+
+def watch_schedules(systems: list[str] | None, grace_minutes: float, lookback_hours: float, notify: bool) -> tuple[list[Finding], dict[str, Any]]:
+    """Missed scheduled runs: read, judge, notify each new one once, remember (the DAG's schedule branch)."""
+    now = utcnow()
+    lookback = timedelta(hours=lookback_hours)
+    cutoff = now - timedelta(minutes=grace_minutes)
+    try:
+        memory = load_schedule_memory()
+    except Exception as exc:
+        return [unknown("missed-scheduled-run", "(opsbook deployments)", f"Prefect Variable could not be read ({type(exc).__name__}: {exc})")], {}
+    window_start = cutoff - lookback
+    if memory.checked_until:
+        from datetime import datetime
+
+        window_start = max(window_start, min(datetime.fromisoformat(memory.checked_until), cutoff))
+    read = read_schedules.submit(window_start, now - lookback, systems)
+    judged = judge_and_remember.submit(read, memory, now.isoformat(), window_start.isoformat(), grace_minutes)
+    judged.wait()
+    if not judged.state.is_completed():
+        source = read if not read.state.is_completed() else judged
+        return [unknown("missed-scheduled-run", "(opsbook deployments)", f"the Prefect API could not be read: {_failure(source)}")], {}
+    out = judged.result()
+    findings: list[Finding] = out["findings"]
+    fresh: list[MissedRun] = out["fresh"]
+    notification: dict[str, Any] = {"kind": None, "sent": [], "errors": []}
+    by_system: dict[str | None, list[MissedRun]] = {}
+    for m in fresh:
+        by_system.setdefault(m.system, []).append(m)
+    notes = {}
+    if notify:
+        for name, items in by_system.items():
+            if name is None:
+                notification["errors"].append(f"{len(items)} missed run(s) of deployments with no known system: nobody to notify "
+                                              "(give the deployment a `system` parameter or tag)")
+                continue
+            notes[name] = (items, notify_missed.submit(load_system(name), items))
+    for name, (items, fut) in notes.items():
+        fut.wait()
+        res = fut.result() if fut.state.is_completed() else {"sent": [], "errors": [_failure(fut)]}
+        notification["sent"] += res["sent"]
+        notification["errors"] += [f"{name}: {e}" for e in res["errors"]]
+        if res["sent"] and not res["errors"]:
+            notification["kind"] = "alert"
+            for m in items:
+                memory.notified[m.key] = int(now.timestamp())
+    memory.checked_until = cutoff.isoformat()
+    try:
+        save_schedule_memory(memory, keep_after=now - 2 * lookback)
+    except Exception as exc:
+        findings.append(Finding(check="missed-scheduled-run", resource="(bridge memory)", status=Status.WARN,
+                                summary=f"could not save the bridge's schedule memory ({type(exc).__name__}: {exc}); "
+                                        "the next poll checks the same window again and may notify again"))
+    notification["missed"] = [m.model_dump(mode="json") for m in fresh]
+    return findings, notification
+
+
+@flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=300)
+def alarm_bridge(
+    systems: Annotated[Names, Param("Only these systems (inventory names); empty: every system in systems/")] = [],  # noqa: B006
+    system: Annotated[str, Param("Only this one system; empty: see systems")] = "",
+    max_age_minutes: Annotated[float, Param("An ALARM transition older than this that the bridge never saw is reported, not "
+                                            "acted on (no late start), in minutes", ge=0, le=1440)] = 30.0,
+    check_schedules: Annotated[bool, Param("Also check that the scheduled runs of the opsbook deployments happened")] = True,
+    grace_minutes: Annotated[float, Param("A scheduled run not started this long after its time is missed, in minutes",
+                                          gt=0, le=1440)] = 10.0,
+    lookback_hours: Annotated[float, Param("How far back missed scheduled runs are looked for on the first check, in hours",
+                                           gt=0, le=24 * 14)] = 24.0,
+    notify: Annotated[bool, Param("Alert the system's channels once per newly missed scheduled run")] = True,
+) -> Any:
+    """Send one Prefect event per new ALARM transition routed to a runbook, and alert on missed scheduled runs. Never mutates AWS."""
+    started = time.monotonic()
+    logger = get_run_logger()
+    names = [system] if system else (systems or known_systems())
+    invs = [load_system(n) for n in names]
+    calls = aws.start_call_log()
+
+    findings, sent = bridge_alarms(invs, max_age_minutes)
+    notification = None
+    if check_schedules:
+        more, notification = watch_schedules(None if not (system or systems) else [s.name for s in invs], grace_minutes,
+                                             lookback_hours, notify)
+        findings += more
+
+    report = RunReport(
+        runbook=RUNBOOK, system=names[0] if len(names) == 1 else ("all" if not systems else f"{len(names)}-systems"), status=overall(findings), findings=findings,
+        region=",".join(sorted({s.region for s in invs})), api_calls=calls.total, api_calls_by_operation=calls.by_operation(),
+        duration_s=round(time.monotonic() - started, 2), flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None,
+        flow_run_url=run_url(), notification=(notification or None), undeclared_iam_actions=sorted(calls.undeclared),
+    )
+    for e in sent:
+        logger.info("alarm %s of %s -> %s (event %s)", e["alarm"], e["system"], e["runbook"], e["event_id"])
+    publish_report.submit(report).result()
+    logger.info(report.headline())
+    if report.status is Status.CRIT:
+        return Failed(message=report.headline(), data=report)
+    return report
+
+
+TASKS = [read_alarms, fire_transitions, read_schedules, judge_and_remember, notify_missed]

@@ -1,0 +1,59 @@
+"""daily-health: the morning check of one system (read-only).
+
+Sources: 000 §일상 운영 1 (daily_health_check.sh) and 부록 A, 001 일일 점검 and
+일일 보안 점검, 002 일일 점검, 003 (DLQ). Reads top to bottom like the procedure:
+discover the system's resources, check every component concurrently, judge,
+report, notify on a change of status.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from prefect import allow_failure, flow, get_run_logger
+from prefect.states import Failed
+
+from opsbook import aws
+from opsbook.findings import Status
+from opsbook.inventory import load_system
+from opsbook.notify import notify_status
+from opsbook.params import Deadline, Param, SystemName
+from opsbook.report import judge, markdown, publish_report
+from tasks.health import CHECKS, run_checks
+
+RUNBOOK = "daily-health"
+TASKS = [*CHECKS, notify_status]
+
+
+@flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=900)
+def daily_health(
+    system: SystemName,
+    deadline_seconds: Deadline = 60.0,
+    notify: Annotated[bool, Param("Alert the system's channels (SNS topic, Prefect block) when the status changes: once on "
+                                  "WARN/CRIT, once on recovery")] = True,
+) -> Any:
+    """Check every component of a system; CRIT ends the run Failed, with its report saved."""
+    started = time.monotonic()
+    logger = get_run_logger()
+    inv = load_system(system)
+    calls = aws.start_call_log()
+    deadline = aws.Deadline(deadline_seconds)
+
+    checks, findings = run_checks(inv, deadline)
+
+    report = judge.submit(RUNBOOK, inv, findings, calls, started, wait_for=[allow_failure(f) for f in checks.values()]).result()
+    if notify:
+        note = notify_status.submit(inv, RUNBOOK, report.status, report.headline(), markdown(report))
+        note.wait()
+        if note.state.is_completed():
+            report.notification = note.result()
+        else:
+            report.notification = {"kind": None, "sent": [], "errors": [f"notify task failed: {note.state.message}"]}
+            logger.warning("notification failed: %s", note.state.message)
+    report.count_calls(calls, started)
+    publish_report.submit(report).result()
+    logger.info(report.headline())
+    if report.status is Status.CRIT:
+        return Failed(message=report.headline(), data=report)
+    return report

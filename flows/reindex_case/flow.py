@@ -1,0 +1,291 @@
+"""reindex-case: restore a case a lawyer closed ("deleted") by mistake, and rebuild its search index.
+
+Source: 003 RUNBOOK.md 시나리오 B (실수로 사건 '종료(삭제)'): 1. DB 복구, the case's
+status closed -> active; 2. 인덱스 복구, if its OpenSearch index was deleted,
+rebuild it from the data in DynamoDB. The seed calls the product's
+``POST /admin/reindex-case``; opsbook does the same work itself against
+DynamoDB and the cluster, with a plan, approval and records.
+
+Steps: confirm identity -> read the case's status, count its evidence (Query,
+Select=COUNT) and its index's documents, at once -> plan -> (dry run ends
+here) -> approve -> leases -> drift check -> act (the rebuild reads the
+evidence items themselves, fresh, page by page) -> verify -> record -> notify.
+
+- Idempotent: each action is planned only when needed (the status is not
+  active; the index is missing or its count differs from the evidence count),
+  so a second run finds nothing to do.
+- The status update is conditional on the planned value: if someone changed
+  the case meanwhile, the run stops (refused) and says what it found.
+- The index is filled in batches with document id = evidence id, so a partial
+  index or a re-run is overwritten, never duplicated; documents whose evidence
+  is not in DynamoDB are removed (the index mirrors DynamoDB). It has no undo
+  and needs none: the index is derived data, rebuilt from the source of truth.
+  If the rebuild fails, the status change is undone (the case stays closed)
+  and the records say how far the rebuild got; run again once the cause is fixed.
+- The index holds the product's data as it is; what opsbook shows (plan,
+  findings, records, notifications) is masked.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+from prefect import flow, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from opsbook import aws
+from opsbook.findings import Finding, Status
+from opsbook.iam import aws_task
+from opsbook.inventory import System, load_system
+from opsbook.masking import mask
+from opsbook.mutation.core import (
+    Action,
+    Applier,
+    Approval,
+    Identity,
+    Plan,
+    Record,
+    Refused,
+    apply_plan,
+    drift,
+)
+from opsbook.mutation.session import SESSION_TASKS, MutationSession
+from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
+from tasks import cases
+from tasks.cases import (
+    CaseTarget,
+    IndexState,
+    Rebuilt,
+    read_case,
+    read_evidence,
+    read_index,
+)
+
+RUNBOOK = "reindex-case"
+STATUS_KIND, INDEX_KIND = "case-status", "case-index"
+ACTIVE = "active"
+RERUN = "; run again once the cause is fixed (the rebuild overwrites, it never duplicates)"
+
+
+def documents(n: int) -> str:
+    return f"{n} documents"
+
+
+# --- deciding (pure: unit-tested without AWS) ----------------------------------------------
+
+
+def plan_for(system: System, identity: Identity, t: CaseTarget, status: str, evidence: int | BaseException,
+             index: IndexState | BaseException) -> Plan:
+    store = t.store
+    plan = Plan(runbook=RUNBOOK, system=system.name, identity=identity)
+    if status == ACTIVE:
+        plan.unchanged.append(f"{t.case_resource}: already {ACTIVE}")
+    else:
+        odd = "" if status == "closed" else f"; {status!r} is not 'closed': check this is the case that was closed by mistake"
+        plan.actions.append(Action(
+            kind=STATUS_KIND, resource=t.case_resource, current=status, target=ACTIVE, iam_action="dynamodb:UpdateItem",
+            evidence=f"{store.cases_table} item {store.case_key}={t.case_id} has {store.status_attribute}={status}; "
+                     f"the update applies only while it still is {status}" + odd))
+    failed = [(what, e) for what, e in ((f"its evidence in {store.evidence_table}", evidence), (f"index {t.index}", index))
+              if isinstance(e, BaseException)]
+    if failed:
+        plan.notes += [f"{t.index_resource}: could not read {what} ({aws.describe_error(e)}); left out of the plan" for what, e in failed]
+        return plan
+    assert isinstance(evidence, int) and isinstance(index, IndexState)
+    m, n = evidence, index.count
+    if index.exists and n == m:
+        plan.unchanged.append(f"{t.index_resource}: {documents(n)}, one for each evidence item in {store.evidence_table}")
+        return plan
+    why = (f"index {t.index} does not exist (deleted with the case?); it is created and filled"
+           if not index.exists else f"the index holds {documents(n)} and {store.evidence_table} has {m} evidence items; it is refilled")
+    plan.actions.append(Action(
+        kind=INDEX_KIND, resource=t.index_resource, current=documents(n), target=f"{documents(m)} from DynamoDB",
+        iam_action="es:ESHttpPost", reversible=False,
+        evidence=f"{why} from {store.evidence_table} in bulk batches, document id = {store.evidence_key} (a re-run overwrites, "
+                 "never duplicates); documents whose evidence is not in DynamoDB are removed. No undo: the index is derived "
+                 "data, rebuilt from DynamoDB, the source of truth"))
+    return plan
+
+
+# --- acting ------------------------------------------------------------------------------------
+
+
+class CaseWork:
+    """This run's appliers (the case's status, its index) and what they did."""
+
+    def __init__(self, system: System, plan: Plan, t: CaseTarget, batch_size: int) -> None:
+        self.system, self.t, self.batch_size = system, t, batch_size
+        self.planned = {a.kind: a for a in plan.actions}
+        self.drifted: list[str] = []
+        self.rebuilt: Rebuilt | None = None
+
+    def appliers(self) -> dict[str, Applier]:
+        return {STATUS_KIND: Applier(read=self.read_status, apply=self.set_status),
+                INDEX_KIND: Applier(read=self.read_index, apply=self.rebuild)}
+
+    def read_status(self, system: System, resource: str) -> str:
+        return cases.read_status(system, self.t) or cases.NO_CASE
+
+    def set_status(self, system: System, resource: str, value: str) -> None:
+        a = self.planned[STATUS_KIND]
+        expected = a.current if value == a.target else a.target  # forward, or the undo of a later failure
+        try:
+            cases.set_status(system, self.t, expected, value)
+        except cases.StatusChanged as exc:
+            if value == a.target:  # a failed undo is recorded as undo-failed, not as drift
+                self.drifted.append(str(exc))
+            raise
+
+    def read_index(self, system: System, resource: str) -> str:
+        assert self.t.url
+        return documents(cases.index_count(self.t.url, system.region, self.t.index) or 0)
+
+    def rebuild(self, system: System, resource: str, value: str) -> None:
+        assert self.t.url
+        total = int(value.split()[0])
+        loud = total > self.batch_size
+        progress = create_progress_artifact(progress=0.0, description=f"{RUNBOOK}: indexing {total} evidence item(s) into {self.t.index}")
+
+        def on_batch(done: Rebuilt) -> None:
+            self.rebuilt = done
+            update_progress_artifact(progress, progress=min(100.0, 100.0 * done.written / max(total, 1)))
+            if loud:
+                print(f"opsbook: {RUNBOOK}: {self.t.index}: {done.written}/{total} documents written "
+                      f"({done.batches} batch(es) of up to {self.batch_size})", file=sys.stderr)
+
+        docs = cases.evidence(system, self.t, self.batch_size)
+        self.rebuilt = cases.rebuild_index(self.t.url, system.region, self.t.index, docs, self.t.store.evidence_key,
+                                           self.batch_size, on_batch)
+        update_progress_artifact(progress, progress=100.0)
+
+
+@aws_task(iam=["dynamodb:GetItem", "dynamodb:Query", "es:ESHttpGet"], name="check-drift", cache_policy=NO_CACHE)
+def check_drift(system: System, plan: Plan, t: CaseTarget, batch_size: int) -> None:
+    drifted = drift(system, plan, CaseWork(system, plan, t, batch_size).appliers())
+    index = next((a for a in plan.actions if a.kind == INDEX_KIND), None)
+    if index is not None:
+        planned, now = int(index.target.split()[0]), cases.count_evidence(system, t)
+        if now != planned:
+            drifted.append(f"{t.store.evidence_table} had {planned} evidence items for {t.case_id} when planned and has {now} now")
+    if drifted:
+        raise Refused("the state changed since the plan was approved; nothing was changed: " + "; ".join(drifted))
+
+
+@aws_task(iam=["dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:Query", "es:ESHttpGet", "es:ESHttpPut", "es:ESHttpPost"],
+          name="apply-reindex", cache_policy=NO_CACHE, read_only=False)
+def apply_reindex(system: System, plan: Plan, t: CaseTarget, batch_size: int, approval: Approval,
+                  identity: Identity) -> tuple[list[Record], bool, list[str], Rebuilt | None]:
+    work = CaseWork(system, plan, t, batch_size)
+    records, ok = apply_plan(system, plan, work.appliers(), approval, str(flow_run.get_id()) if flow_run.get_id() else None, identity)
+    rebuilt = work.rebuilt
+    if rebuilt is not None:
+        how = (f"{rebuilt.written} document(s) written in {rebuilt.batches} batch(es)" + (", index created" if rebuilt.created else "")
+               + (f", {rebuilt.removed} without evidence in DynamoDB removed" if rebuilt.removed else ""))
+        records = [r.model_copy(update={"detail": f"{how}; {r.detail}".rstrip("; ") if r.status == "failed" else how})
+                   if r.kind == INDEX_KIND and r.status in ("applied", "failed") else r for r in records]
+    return [r.model_copy(update={"detail": mask(r.detail)}) for r in records], ok, work.drifted, rebuilt
+
+
+@aws_task(iam=["dynamodb:GetItem", "dynamodb:Query", "es:ESHttpGet", "es:ESHttpPost"], name="verify-reindex", cache_policy=NO_CACHE)
+def verify_reindex(system: System, plan: Plan, t: CaseTarget, rebuilt: Rebuilt | None) -> list[Finding]:
+    """Read back what was set: the status is active; the index holds one document per evidence item."""
+    out = []
+    for a in plan.actions:
+        if a.kind == STATUS_KIND:
+            now = cases.read_status(system, t) or cases.NO_CASE
+            out.append(Finding(check="case-status", resource=a.resource, status=Status.OK if now == ACTIVE else Status.CRIT,
+                               summary=f"{t.case_id} is {now}" + ("" if now == ACTIVE else f" after it was set to {ACTIVE}")))
+            continue
+        assert t.url
+        n = cases.refresh_and_count(t.url, system.region, t.index)
+        m = rebuilt.written if rebuilt else cases.count_evidence(system, t)
+        details = rebuilt.model_dump() if rebuilt else {}
+        if n == m:
+            out.append(Finding(check="case-index", resource=a.resource, status=Status.OK, value=n, details=details,
+                               summary=f"{t.index} holds {documents(n)}, one for each evidence item in {t.store.evidence_table}"))
+        else:
+            beyond = (f"; {rebuilt.unlisted} document(s) beyond the result window ({cases.MAX_RESULT_WINDOW}) could not be checked"
+                      if rebuilt and rebuilt.unlisted else "")
+            out.append(Finding(check="case-index", resource=a.resource, status=Status.CRIT, value=n if n is not None else -1, details=details,
+                               summary=mask(f"{t.index} holds {documents(n) if n is not None else 'no index'} after the rebuild, "
+                                            f"but {t.store.evidence_table} has {m} evidence items{beyond}; searches of this case "
+                                            "are incomplete: run again, or compare the two")))
+    return out
+
+
+@task(name="make-plan", cache_policy=NO_CACHE)
+def make_plan(system: System, identity: Identity, t: CaseTarget, status: str, evidence: int | BaseException,
+              index: IndexState | BaseException) -> Plan:
+    return plan_for(system, identity, t, status, evidence, index)
+
+
+def _outcome(fut: Any) -> Any:
+    """A submitted read's result, or its exception (the plan says what could not be read)."""
+    fut.wait()
+    return fut.result() if fut.state.is_completed() else fut.state.result(raise_on_failure=False)
+
+
+# --- the runbook --------------------------------------------------------------------------
+
+
+@flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=7 * 86400)
+def reindex_case(
+    system: SystemName,
+    case_id: Annotated[str, Param("The case to restore (its id in the case store)", min_length=1)],
+    dry_run: DryRun = True,
+    approver: Approver = "",
+    approval_timeout_s: ApprovalTimeout = 0,
+    batch_size: Annotated[int, Param("Evidence items per DynamoDB page and per bulk index request", ge=10, le=5000)] = 500,
+) -> Any:
+    """Restore a case closed by mistake (status -> active) and rebuild its search index from DynamoDB.
+
+    dry_run (default) ends after the plan. Otherwise the run asks for approval
+    (a form on the paused run in the UI; the shell's prompt or --yes), then acts, verifies,
+    records and notifies. batch_size: evidence items per DynamoDB page and per
+    bulk request.
+    """
+    inv = load_system(system)
+    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s)
+    with session:
+        identity = session.identity()
+        try:
+            t = cases.target_for(inv, case_id)
+        except cases.CaseError as exc:
+            raise Refused(f"{exc}; nothing was changed") from None
+        reads = (read_case.submit(inv, t), read_evidence.submit(inv, t), read_index.submit(inv, t))
+        status, evidence, index = (_outcome(f) for f in reads)
+        if isinstance(status, BaseException):
+            raise Refused(f"could not read case {t.case_id} from {t.store.cases_table}: {aws.describe_error(status)}; nothing was changed")
+        if status is None:
+            raise Refused(f"no case {t.case_id!r} in {t.store.cases_table} (key {t.store.case_key}); check the case id; nothing was changed")
+        if isinstance(index, IndexState):
+            t = t.model_copy(update={"url": index.url})
+        plan = make_plan.submit(inv, identity, t, status, evidence, index).result()
+        session.report.findings += [Finding(check="reindex-case-plan", resource=t.index_resource, status=Status.UNKNOWN,
+                                            summary=mask(n.split(": ", 1)[1])) for n in plan.notes if "could not read" in n]
+        if session.gate(plan):
+            planned = next((int(a.target.split()[0]) for a in plan.actions if a.kind == INDEX_KIND), 0)
+            session.lease(inv.mutations.lease_ttl_s + planned // 100)  # ~100 documents a second at worst
+            check_drift.submit(inv, plan, t, batch_size).result()
+            done, ok, drifted, rebuilt = apply_reindex.submit(inv, plan, t, batch_size, session.approval, identity).result()
+            if drifted:
+                session.record(done)
+                raise Refused("the state changed while acting: " + "; ".join(drifted)
+                              + ("; nothing was changed" if not any(r.status == "applied" for r in done) else ""))
+            checks = verify_reindex.submit(inv, plan, t, rebuilt).result() if ok else []
+            good = {f.resource for f in checks if f.status is Status.OK}
+            done = [r.model_copy(update={"status": "verified"}) if r.status == "applied" and r.resource in good else r for r in done]
+            session.record(done)
+            session.report.findings += checks
+            session.report.findings += [Finding(check="reindex-action", resource=r.resource, status=Status.CRIT,
+                                                summary=mask(f"{r.status}: {r.detail}" + (RERUN if r.kind == INDEX_KIND else "")))
+                                        for r in done if r.status in ("failed", "undo-failed")]
+            session.done(ok)
+            session.notify(session.report.outcome, [f"{r.resource}: {r.status} {r.before} -> {r.after} {r.detail}".strip() for r in done])
+    return session.finish()
+
+
+TASKS = [read_case, read_evidence, read_index, check_drift, apply_reindex, verify_reindex] + SESSION_TASKS

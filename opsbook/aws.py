@@ -1,0 +1,422 @@
+"""The one place that makes boto3 sessions and clients.
+
+- Region from the inventory; credentials from the standard chain (env, profile,
+  SSO, instance role); ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>`` are
+  honoured by botocore itself, so the sandbox and real AWS take the same path.
+- botocore owns per-call retries (``standard`` mode by default, ``adaptive`` via
+  ``OPSBOOK_RETRY_MODE``); every call has connect/read timeouts.
+- One client per (service, region, profile), shared across threads (boto3
+  clients are thread-safe; adaptive mode's rate limiter is per client). Nothing
+  is created at import time.
+- Every API call is counted by service and operation (``api_calls()``), and
+  each call is checked against the IAM actions the running task declared.
+- ``paginate`` pages every list call to the end.
+- ``Deadline`` and ``parallel`` run independent reads concurrently, bounded by
+  the run's deadline and a per-API rate, so a run ends in bounded time.
+- ``assume_role`` + ``with assumed(role):`` make every ``client()`` created in
+  that context (and the threads and tasks it spawns) use the assumed role's
+  credentials, with their own client cache; outside it nothing changes.
+  ``with gated(fn):`` calls ``fn(service, operation, region)`` before each API
+  call made in that context (the fleet's shared per-API rate limits).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import boto3
+import botocore.config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from opsbook.iam import check_call
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_lock = threading.Lock()
+_sessions: dict[str | None, boto3.Session] = {}
+_clients: dict[tuple[str, str, str | None, str | None], Any] = {}
+
+# --- API call accounting -----------------------------------------------------------
+
+
+class CallLog:
+    """API calls by (service, operation); thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.calls: Counter[tuple[str, str]] = Counter()
+        self.undeclared: set[str] = set()
+
+    def add(self, service: str, operation: str, undeclared: str | None = None) -> None:
+        with self._lock:
+            self.calls[(service, operation)] += 1
+            if undeclared:
+                self.undeclared.add(undeclared)
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.calls.values())
+
+    def by_operation(self) -> dict[str, int]:
+        with self._lock:
+            return {f"{s}:{o}": n for (s, o), n in sorted(self.calls.items())}
+
+
+_current_log: contextvars.ContextVar[CallLog | None] = contextvars.ContextVar("opsbook_call_log", default=None)
+PROCESS_CALLS = CallLog()
+
+
+def start_call_log() -> CallLog:
+    """Start counting calls for the current run (this context and what it spawns)."""
+    log = CallLog()
+    _current_log.set(log)
+    return log
+
+
+def current_call_log() -> CallLog | None:
+    return _current_log.get()
+
+
+def _count_call(event_name: str, model: Any = None, **kwargs: Any) -> None:
+    # event_name: before-call.<service-id>.<Operation>
+    service = model.service_model.service_name if model is not None else event_name.split(".")[1]
+    op = model.name if model is not None else event_name.split(".")[2]
+    undeclared = check_call(service, op)  # raises in strict mode
+    PROCESS_CALLS.add(service, op, undeclared)
+    log = _current_log.get()
+    if log is not None:
+        log.add(service, op, undeclared)
+    gate = _call_gate.get()
+    if gate is not None:
+        gate(service, op, (kwargs.get("context") or {}).get("client_region"))
+
+
+# --- sessions and clients ------------------------------------------------------------
+
+
+def _config() -> botocore.config.Config:
+    return botocore.config.Config(
+        retries={
+            "mode": os.environ.get("OPSBOOK_RETRY_MODE", "standard"),
+            "max_attempts": int(os.environ.get("OPSBOOK_MAX_ATTEMPTS", "3")),
+        },
+        connect_timeout=float(os.environ.get("OPSBOOK_CONNECT_TIMEOUT", "3")),
+        read_timeout=float(os.environ.get("OPSBOOK_READ_TIMEOUT", "15")),
+        max_pool_connections=int(os.environ.get("OPSBOOK_MAX_POOL", "32")),
+    )
+
+
+def session(profile: str | None = None) -> boto3.Session:
+    profile = profile or os.environ.get("AWS_PROFILE") or None
+    with _lock:
+        s = _sessions.get(profile)
+        if s is None:
+            s = boto3.Session(profile_name=profile)
+            s.events.register("before-call", _count_call)
+            _sessions[profile] = s
+        return s
+
+
+def client(service: str, region: str, profile: str | None = None) -> Any:
+    """The shared client for a service and region (created on first use).
+
+    Inside ``with assumed(role):`` the client uses that role's credentials."""
+    role = _assumed.get()
+    if role is not None:
+        return _role_client(role, service, region)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    key = (service, region, profile or os.environ.get("AWS_PROFILE"), endpoint)
+    with _lock:
+        c = _clients.get(key)
+    if c is not None:
+        return c
+    s = session(profile)
+    c = s.client(service, region_name=region, config=_config())
+    with _lock:
+        return _clients.setdefault(key, c)
+
+
+def reset_clients() -> None:
+    """Forget cached sessions/clients (tests that switch endpoints or credentials)."""
+    with _lock:
+        _clients.clear()
+        _sessions.clear()
+        _role_clients.clear()
+        _role_sessions.clear()
+
+
+def endpoint_url() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def is_loopback_url(url: str | None) -> bool:
+    if not url:
+        return False
+    host = urlparse(url).hostname or ""
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+def require_loopback_endpoint() -> str:
+    """The sandbox, demo and tests must never reach a real AWS account."""
+    url = endpoint_url()
+    if not is_loopback_url(url):
+        raise RuntimeError(
+            f"refusing to run: AWS_ENDPOINT_URL is {url!r}, not a loopback address. "
+            "The demo and tests only talk to the embedded sandbox on 127.0.0.1."
+        )
+    return url  # type: ignore[return-value]
+
+
+# --- assumed roles (another account's credentials, for this context only) ---------------
+
+
+@dataclass(frozen=True)
+class AssumedRole:
+    """Temporary credentials from STS AssumeRole. The secrets never appear in repr or logs."""
+
+    role_arn: str
+    session_name: str
+    arn: str  # the assumed-role ARN STS returned (arn:aws:sts::<account>:assumed-role/<role>/<session>)
+    account: str  # the account STS says these credentials act in
+    expiration: str
+    access_key_id: str = field(repr=False)
+    secret_access_key: str = field(repr=False)
+    session_token: str = field(repr=False)
+
+
+_assumed: contextvars.ContextVar[AssumedRole | None] = contextvars.ContextVar("opsbook_assumed_role", default=None)
+_call_gate: contextvars.ContextVar[Callable[[str, str, str | None], None] | None] = contextvars.ContextVar(
+    "opsbook_call_gate", default=None)
+_role_sessions: dict[str, boto3.Session] = {}
+_role_clients: dict[tuple[str, str, str, str | None], Any] = {}
+
+
+def assume_role(role_arn: str, session_name: str, region: str, *, external_id: str | None = None,
+                duration_s: int = 3600) -> AssumedRole:
+    """STS AssumeRole with the current credentials (the caller declares ``sts:AssumeRole``)."""
+    kwargs: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": session_name[:64], "DurationSeconds": duration_s}
+    if external_id:
+        kwargs["ExternalId"] = external_id
+    resp = client("sts", region).assume_role(**kwargs)
+    creds, user = resp["Credentials"], resp["AssumedRoleUser"]
+    arn = user["Arn"]
+    return AssumedRole(role_arn=role_arn, session_name=kwargs["RoleSessionName"], arn=arn, account=arn.split(":")[4],
+                       expiration=str(creds.get("Expiration", "")), access_key_id=creds["AccessKeyId"],
+                       secret_access_key=creds["SecretAccessKey"], session_token=creds["SessionToken"])
+
+
+def current_role() -> AssumedRole | None:
+    return _assumed.get()
+
+
+@contextmanager
+def assumed(role: AssumedRole) -> Iterator[AssumedRole]:
+    """Every ``client()`` made in this context uses ``role``'s credentials (clients cached per role)."""
+    token = _assumed.set(role)
+    try:
+        yield role
+    finally:
+        _assumed.reset(token)
+
+
+@contextmanager
+def gated(gate: Callable[[str, str, str | None], None]) -> Iterator[None]:
+    """Call ``gate(service, operation, region)`` before every API call made in this context."""
+    token = _call_gate.set(gate)
+    try:
+        yield
+    finally:
+        _call_gate.reset(token)
+
+
+def _role_client(role: AssumedRole, service: str, region: str) -> Any:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    key = (role.access_key_id, service, region, endpoint)
+    with _lock:
+        c = _role_clients.get(key)
+        if c is not None:
+            return c
+        s = _role_sessions.get(role.access_key_id)
+        if s is None:
+            s = boto3.Session(aws_access_key_id=role.access_key_id, aws_secret_access_key=role.secret_access_key,
+                              aws_session_token=role.session_token)
+            s.events.register("before-call", _count_call)
+            _role_sessions[role.access_key_id] = s
+    c = s.client(service, region_name=region, config=_config())
+    with _lock:
+        return _role_clients.setdefault(key, c)
+
+
+# --- errors --------------------------------------------------------------------------
+
+
+def error_code(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return exc.response.get("Error", {}).get("Code", "ClientError")
+    return type(exc).__name__
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short reason for an UNKNOWN finding: what failed and what to do."""
+    code = error_code(exc)
+    if isinstance(exc, ClientError):
+        msg = exc.response.get("Error", {}).get("Message", "")
+        op = exc.operation_name
+        if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError"):
+            return f"{op}: access denied ({msg}); grant the IAM action (see `opsbook policy`)"
+        if code in ("ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "UnrecognizedClientException"):
+            return f"{op}: credentials rejected ({code}); refresh your AWS credentials"
+        return f"{op}: {code}: {msg}".strip()
+    if isinstance(exc, BotoCoreError):
+        text = str(exc)
+        if "Unable to locate credentials" in text:
+            return "no AWS credentials found; set AWS_PROFILE or run `aws sso login`"
+        if "Could not connect" in text or "Connect timeout" in text or "Read timeout" in text:
+            return f"cannot reach AWS endpoint ({text}); check the network or AWS_ENDPOINT_URL"
+        return text
+    return f"{type(exc).__name__}: {exc}"
+
+
+def is_not_found(exc: BaseException) -> bool:
+    return error_code(exc) in {
+        "ResourceNotFoundException",
+        "ResourceNotFound",
+        "NotFoundException",
+        "NoSuchBucket",
+        "NoSuchEntity",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+        "ServiceNotFoundException",
+        "ClusterNotFoundException",
+        "TableNotFoundException",
+        "404",
+    }
+
+
+# --- pagination ----------------------------------------------------------------------
+
+
+def paginate(c: Any, operation: str, result_key: str, **kwargs: Any) -> Iterator[Any]:
+    """Yield every item of ``result_key`` over all pages."""
+    if not c.can_paginate(operation):
+        raise ValueError(f"{operation} cannot be paginated by botocore; page it by hand")
+    for page in c.get_paginator(operation).paginate(**kwargs):
+        yield from page.get(result_key, []) or []
+
+
+# --- deadline and concurrency ---------------------------------------------------------
+
+
+class DeadlineExceeded(TimeoutError):
+    pass
+
+
+@dataclass
+class Deadline:
+    seconds: float
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def remaining(self) -> float:
+        return max(0.0, self.seconds - (time.monotonic() - self.started))
+
+    @property
+    def expired(self) -> bool:
+        return self.remaining <= 0
+
+
+class RateLimiter:
+    """A simple shared token spacing: at most ``rate`` calls a second (per process)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        if not self.interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        delay = slot - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+_limiters: dict[str, RateLimiter] = {}
+
+
+def quotas_enabled() -> bool:
+    """Honour published per-API quotas: OPSBOOK_QUOTAS=on|off|auto (auto: on unless the endpoint is loopback)."""
+    mode = os.environ.get("OPSBOOK_QUOTAS", "auto")
+    if mode in ("on", "off"):
+        return mode == "on"
+    return not is_loopback_url(endpoint_url())
+
+
+def limiter(api: str, quota_tps: float) -> RateLimiter:
+    """The process-wide limiter for one API at its published quota (OPSBOOK_RATE_<API> overrides)."""
+    env = os.environ.get(f"OPSBOOK_RATE_{api.upper()}")
+    rate = float(env) if env is not None else quota_tps
+    if not quotas_enabled():
+        rate = 0
+    key = f"{api}:{rate}"
+    with _lock:
+        return _limiters.setdefault(key, RateLimiter(rate))
+
+
+def parallel(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    deadline: Deadline | None = None,
+    max_workers: int = 16,
+) -> list[tuple[T, R | None, BaseException | None]]:
+    """Run ``fn`` over ``items`` concurrently; return (item, result, error) in input order.
+
+    Errors are returned, never swallowed: the caller turns each one into an
+    UNKNOWN finding with its reason. Items still running at the deadline come
+    back with ``DeadlineExceeded``.
+    """
+    items = list(items)
+    if not items:
+        return []
+    out: list[tuple[T, R | None, BaseException | None]] = []
+    pool = ThreadPoolExecutor(max_workers=min(max_workers, len(items)), thread_name_prefix="opsbook")
+    try:
+        futures = [pool.submit(contextvars.copy_context().run, fn, item) for item in items]
+        timeout = deadline.remaining if deadline else None
+        wait(futures, timeout=timeout)
+        for item, fut in zip(items, futures):
+            if not fut.done():
+                fut.cancel()
+                out.append((item, None, DeadlineExceeded(f"not finished within the run's deadline ({deadline.seconds:.0f} s)")))
+            elif fut.exception() is not None:
+                out.append((item, None, fut.exception()))
+            else:
+                out.append((item, fut.result(), None))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return out
+
+
+# --- identity ------------------------------------------------------------------------
+
+
+def caller_identity(region: str) -> dict[str, str]:
+    ident = client("sts", region).get_caller_identity()
+    return {"account": ident["Account"], "arn": ident["Arn"], "user_id": ident["UserId"]}

@@ -1,0 +1,41 @@
+"""Results of submitted tasks: a task that failed is UNKNOWN with its reason, never dropped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.futures import PrefectFuture
+
+from opsbook import aws
+from opsbook.findings import Finding, unknown
+
+
+def gather(futures: dict[str, PrefectFuture]) -> list[Finding]:
+    """Each check's findings; a check task that failed is UNKNOWN with its reason, never dropped."""
+    findings: list[Finding] = []
+    for name, fut in futures.items():
+        fut.wait()
+        state = fut.state
+        if state.is_completed():
+            findings += fut.result()
+        else:
+            exc = state.result(raise_on_failure=False)
+            reason = aws.describe_error(exc) if isinstance(exc, BaseException) else str(state.message)
+            findings.append(unknown(name, "(whole check)", reason))
+    return findings
+
+
+def settled(fut: PrefectFuture, name: str, empty: Any, lost: list[Finding]) -> Any:
+    """A read task's result; a task that failed outright leaves ``empty`` and an UNKNOWN finding with its reason."""
+    fut.wait()
+    if fut.state.is_completed():
+        return fut.result()
+    exc = fut.state.result(raise_on_failure=False)
+    lost.append(unknown(name, "(whole check)", aws.describe_error(exc) if isinstance(exc, BaseException) else str(fut.state.message)))
+    return empty
+
+
+def future_value(fut: Any) -> Any:
+    """A future's result, or the exception it ended with (made UNKNOWN by the caller, never dropped)."""
+    fut.wait()
+    return fut.result() if fut.state.is_completed() else fut.state.result(raise_on_failure=False)

@@ -1,0 +1,501 @@
+"""System inventories: what a system is made of, its thresholds and schedules.
+
+An inventory is a YAML file in ``systems/`` checked by the pydantic models
+below. Unknown keys are rejected, so a typo fails loudly before any AWS call
+with the file, the field and the problem (``InventoryError``).
+
+Where the inventories are (one rule, read once at import):
+
+1. ``OPSBOOK_SYSTEMS_DIR``, when set (and not empty): that directory;
+2. otherwise the ``systems/`` directory next to the ``opsbook`` package. In a
+   checkout (and the editable dev install) that is the repository's
+   ``systems/``; ``pip install .`` (the Docker image) ships the inventories
+   there too, as package data, so an installed opsbook finds the inventories
+   it was built from.
+
+A missing directory and an unknown system are ``InventoryError`` naming the
+directory and which of the two rules chose it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Mapping
+from datetime import datetime, time, timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+SYSTEMS_ENV = "OPSBOOK_SYSTEMS_DIR"
+
+
+def systems_dir(environ: Mapping[str, str] = os.environ) -> tuple[Path, str]:
+    """The inventory directory and the rule that chose it (see the module docstring)."""
+    if environ.get(SYSTEMS_ENV):
+        return Path(environ[SYSTEMS_ENV]), f"set by {SYSTEMS_ENV}"
+    return Path(__file__).resolve().parent.parent / "systems", f"next to the opsbook package; {SYSTEMS_ENV} is not set"
+
+
+SYSTEMS_DIR, SYSTEMS_DIR_RULE = systems_dir()
+
+REGION_RE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+
+
+def check_region(v: str) -> str:
+    if not REGION_RE.match(v):
+        raise ValueError(f"{v!r} is not an AWS region name (like us-east-2)")
+    return v
+
+
+Region = Annotated[str, AfterValidator(check_region)]
+
+
+class InventoryError(ValueError):
+    """A broken or unknown inventory. The message names the file, field and problem."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- resources -------------------------------------------------------------------
+
+
+class Discovery(Strict):
+    """Resources found by tag, in addition to the explicit names (a union)."""
+
+    tags: dict[str, str] = Field(default_factory=dict, description="e.g. {Team: Team2}")
+
+
+class LambdaFunction(Strict):
+    name: str
+    aliases: list[str] = Field(default_factory=list)
+    log_group: str | None = None
+    expected_memory_mb: int | None = Field(None, ge=128, le=10240)
+    expected_timeout_s: int | None = Field(None, ge=1, le=900)
+    sqs_source: str | None = Field(None, description="queue feeding this function (event source)")
+    bedrock: bool = Field(False, description="calls Amazon Bedrock (diagnose-bedrock-throttling reads its ThrottlingException lines)")
+
+    @property
+    def log_group_name(self) -> str:
+        return self.log_group or f"/aws/lambda/{self.name}"
+
+
+class DynamoTable(Strict):
+    name: str
+    partition_key: str = "id"
+    sort_key: str | None = None
+    created_at_attribute: str | None = Field(
+        None, description="count items created yesterday (system time zone) by this attribute"
+    )
+    created_at_format: Literal["iso8601", "epoch_seconds", "epoch_millis"] = "iso8601"
+    min_items_yesterday: int = Field(1, ge=0, description="fewer items created yesterday is a WARN")
+    user_attribute: str | None = None
+    backup_required: bool = False
+    backup_max_age_hours: float = Field(26, gt=0)
+    max_restore_size_gb: float = Field(10, gt=0)
+
+
+class OpenSearchDomain(Strict):
+    name: str
+    indices: list[str] = Field(default_factory=list)
+    endpoint: str | None = Field(None, description="override of the domain endpoint (https://... or http://127.0.0.1:...)")
+    snapshot_repository: str | None = None
+
+
+class ApiGatewayApi(Strict):
+    name: str
+    stage: str = "prod"
+    integration_timeout_s: int = 29
+    functions: list[str] = Field(default_factory=list, description="Lambda functions behind this API (besides those its integrations name)")
+
+
+class EcsService(Strict):
+    cluster: str
+    service: str
+    target_group: str | None = None
+    min_tasks: int | None = None
+    max_tasks: int | None = None
+
+
+class S3Bucket(Strict):
+    name: str
+    size_warn_gb: float | None = Field(None, gt=0)
+    versioning_required: bool = False
+    replication_required: bool = False
+    tmp_prefix: str | None = None
+
+
+class LogGroup(Strict):
+    name: str
+    audit: bool = False
+    error_pattern: str = "ERROR"
+
+
+class AlarmFilter(Strict):
+    """Case-insensitive substrings, or globs when they contain * ? or [."""
+
+    name_filters: list[str] = Field(default_factory=list)
+    priorities: dict[str, Literal["P0", "P1", "P2", "P3"]] = Field(
+        default_factory=dict, description="alarm name glob -> priority (seed's alarm response table)"
+    )
+    runbooks: dict[str, str] = Field(
+        default_factory=dict, description="alarm name glob -> runbook the alarm bridge starts when the alarm goes into ALARM"
+    )
+
+    def matches(self, alarm_name: str) -> bool:
+        return any(name_matches(p, alarm_name) for p in self.name_filters)
+
+
+class CustomMetric(Strict):
+    namespace: str
+    name: str
+    statistic: str = "Sum"
+    unit: str | None = None
+    dimensions: dict[str, str] = Field(default_factory=dict)
+    slo: float | None = None
+    slo_kind: Literal["max", "min"] | None = None
+
+
+class SqsQueue(Strict):
+    name: str
+    dlq: str | None = None
+    consumer_function: str | None = None
+    redrive_rate_per_s: float = Field(50, gt=0, le=3000, description="dlq-redrive: messages moved per second at most")
+
+
+class Notifications(Strict):
+    sns_topic: str | None = Field(None, description="topic name or ARN")
+    prefect_block: str | None = Field(None, description="name of a Prefect notification block")
+
+
+class Cognito(Strict):
+    user_pool_name: str | None = None
+    user_pool_id: str | None = None
+
+
+class SecurityLogs(Strict):
+    """Failed logins and rate-limit events (T-Developer's daily security check)."""
+
+    log_group: str
+    failed_login_pattern: str = '"authentication failed"'
+    rate_limit_pattern: str = '"rate_limit_exceeded"'
+
+
+class Thresholds(Strict):
+    log_errors_warn: int = Field(1, ge=1, description="ERROR lines in 24 h from which a log group is WARN")
+    log_errors_crit: int = Field(100, ge=1)
+    failed_logins_warn: int = Field(20, ge=1)
+    failed_logins_crit: int = Field(200, ge=1)
+    rate_limit_warn: int = Field(50, ge=1)
+    rate_limit_crit: int = Field(500, ge=1)
+    dlq_messages_warn: int = Field(1, ge=1)
+    dlq_messages_crit: int = Field(100, ge=1)
+    availability_slo_pct: float | None = None
+    error_rate_slo_pct: float | None = None
+    pipeline_p95_slo_s: float | None = None
+    api_p95_slo_ms: float | None = None
+
+    @model_validator(mode="after")
+    def _warn_below_crit(self) -> Thresholds:
+        for kind in ("log_errors", "failed_logins", "rate_limit", "dlq_messages"):
+            if getattr(self, f"{kind}_warn") > getattr(self, f"{kind}_crit"):
+                raise ValueError(f"{kind}_warn must not exceed {kind}_crit")
+        return self
+
+
+class Schedule(Strict):
+    cron: str | None = Field(None, description="none: a deployment started by another run or by hand, not on a clock")
+    runbook: str | None = Field(None, description="defaults to the schedule's key")
+    timezone: str | None = Field(None, description="defaults to the system's time zone")
+    parameters: dict = Field(default_factory=dict)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_fields(cls, v: str | None) -> str | None:
+        if v is not None and len(v.split()) != 5:
+            raise ValueError(f"cron {v!r} must have 5 fields (minute hour day month weekday)")
+        return v
+
+
+class EscalationLevel(Strict):
+    level: str
+    who: str
+    respond_within_minutes: int
+    when: str = ""
+
+
+class BillShock(Strict):
+    """bill-shock-breaker (seed 003 scenario C): token budgets, where usage is read, what may be automatic."""
+
+    namespace: str = "LEH/AI"
+    metric: str = "TokensUsed"
+    statistic: str = "Sum"
+    case_dimension: str = "CaseId"
+    user_dimension: str = "UserId"
+    global_metric: CustomMetric | None = Field(None, description="a series for total usage; default: the sum over cases")
+    window_minutes: int = Field(15, ge=1, le=1440)
+    baseline_hours: int = Field(24, ge=1, le=336, description="trailing window for a case's own baseline")
+    case_budget_tokens: int = Field(200_000, ge=1, description="per case per window")
+    user_budget_tokens: int = Field(500_000, ge=1, description="per user per window")
+    spike_factor: float = Field(5.0, gt=1, description="trip when a window exceeds factor x the case's baseline window")
+    spike_min_tokens: int = Field(20_000, ge=0, description="ignore spikes below this many tokens a window")
+    global_budget_tokens_per_hour: int = Field(5_000_000, ge=1)
+    price_per_1k_tokens: float = Field(0.01, ge=0, description="USD, for cost estimates")
+    breaker_table: str = "leh-circuit-breakers"
+    worker_function: str = "leh-ai-worker"
+    source_queue: str = "leh-ai-jobs"
+    uploads_bucket: str | None = None
+    uploads_prefix: str = "uploads/"
+    upload_log_group: str | None = None
+    upload_log_pattern: str = '"upload"'
+    mass_upload_threshold: int = Field(100, ge=1, description="uploads per user per window that suggest an attack")
+    cognito_user_pool: str | None = None
+    auto_block_accounts: bool = False
+    auto_pause_service: bool = False
+    cooldown_minutes: int = Field(60, ge=5, description="an OPEN case may half-open after this long under budget")
+    top_n: int = Field(10, ge=1, le=100)
+    retention_warn_fraction: float = Field(0.5, gt=0, lt=1, description="warn when a pause has lasted this share of the queue's retention")
+
+
+class CaseStore(Strict):
+    """LEH's cases (the seed's SQL ``cases`` table, kept in DynamoDB here) and their search index."""
+
+    cases_table: str = "leh-cases"
+    case_key: str = "case_id"
+    status_attribute: str = "status"
+    evidence_table: str = "leh-evidence"
+    evidence_key: str = "evidence_id"
+    opensearch_domain: str = "leh-cases"
+    index_template: str = "evidence-{case_id}"
+
+
+class RdsInstance(Strict):
+    identifier: str
+    snapshot_max_age_hours: float = Field(26, gt=0)
+
+
+class DisasterRecovery(Strict):
+    """dr-test and backup-verify settings (seeds 000/001/002: RTO a table 30 min, a region 2 h)."""
+
+    rto_table_minutes: float = Field(30, gt=0)
+    rto_region_minutes: float = Field(120, gt=0)
+    test_bucket: str | None = Field(None, description="S3 bucket for restored objects; created and tagged by the run when absent")
+    opensearch_dr_domain: str | None = Field(None, description="restore snapshots here; else into the source domain under drtest_")
+    sample_items: int = Field(20, ge=1, le=1000)
+    sample_objects: int = Field(5, ge=1, le=100)
+    snapshot_max_age_hours: float = Field(26, gt=0, description="OpenSearch snapshots older than this are a finding")
+    backup_max_age_hours: float = Field(26, gt=0)
+
+
+class Audit(Strict):
+    """maintenance-audit settings (000 보안 운영/데이터 정리, 001 월간 유지보수, 002 보안, 003 정기 점검)."""
+
+    log_retention_days: int = Field(30, ge=1, description="retention set on log groups that have none")
+    required_tags: list[str] = Field(default_factory=list, description="tag keys every resource of the system must carry")
+    iam_role_patterns: list[str] = Field(default_factory=list, description="substrings/globs naming the system's IAM roles")
+    iam_unused_days: int = Field(90, ge=1)
+    runtime_deprecations: dict[str, str] = Field(default_factory=dict, description="runtime -> YYYY-MM-DD, overrides the built-in list")
+    runtime_warn_days: int = Field(90, ge=1)
+    secrets: list[str] = Field(default_factory=list)
+    secret_rotation_max_days: int = Field(90, ge=1)
+    kms_key_aliases: list[str] = Field(default_factory=list)
+    ecr_repositories: list[str] = Field(default_factory=list)
+    security_group_patterns: list[str] = Field(default_factory=list)
+    certificate_domains: list[str] = Field(default_factory=list)
+    certificate_warn_days: int = Field(30, ge=1)
+    tmp_max_age_days: int = Field(7, ge=1, description="tmp/ objects older than this should have been expired by the lifecycle rule")
+    audit_sample_size: int = Field(200, ge=1, le=10000)
+    audit_sample_seed: int = 42
+
+
+class Reporting(Strict):
+    """weekly-report settings."""
+
+    report_bucket: str | None = Field(None, description="where the HTML report is stored")
+    report_prefix: str = "opsbook-reports/"
+    cost_explorer: bool = True
+
+
+class Remediation(Strict):
+    """The policy the remediation and scaling runbooks stay within (issue 7)."""
+
+    lambda_max_timeout_s: int = Field(900, ge=1, le=900, description="never propose a longer timeout (Lambda's limit is 900 s)")
+    lambda_max_memory_mb: int = Field(10240, ge=128, le=10240, description="never propose more memory (Lambda's limit is 10240 MB)")
+    lambda_timeout_headroom: float = Field(1.5, ge=1.1, le=10, description="proposed timeout = longest observed duration x this")
+    sqs_visibility_factor: float = Field(6.0, ge=1, description="a queue-fed function's timeout stays <= visibility timeout / this (AWS: 6x)")
+    dynamodb_prefer: Literal["on-demand", "provisioned"] = Field("on-demand", description="what a throttled provisioned table is moved to")
+    dynamodb_max_capacity_units: int = Field(40000, ge=1, description="never propose more read or write units than this")
+    dynamodb_capacity_headroom: float = Field(1.5, ge=1, description="proposed capacity = peak consumed x this")
+    opensearch_disk_warn_pct: float = Field(85, gt=0, lt=100, description="a node above this disk use is a finding (OpenSearch's low watermark)")
+
+
+class Security(Strict):
+    """What security-incident may touch and who it must never lock out."""
+
+    break_glass_roles: list[str] = Field(default_factory=list, description="IAM role ARNs exempt from the emergency deny-all bucket policy")
+    secrets: list[str] = Field(default_factory=list, description="secrets it may rotate (default: audit.secrets)")
+    buckets: list[str] = Field(default_factory=list, description="buckets it may lock (default: every s3_buckets entry)")
+
+
+class Mutations(Strict):
+    """Where mutating runbooks keep their leases and durable records (created on first use)."""
+
+    state_table: str = Field("opsbook-state", description="DynamoDB table (pk, sk) for leases and action records")
+    lease_ttl_s: int = Field(900, ge=60, le=86400)
+    approval_timeout_s: int = Field(3600, ge=10, le=7 * 86400)
+    settle_timeout_s: int = Field(300, ge=5, le=3600)
+
+
+class System(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    description: str = ""
+    source: str = Field("", description="the seed runbook this inventory comes from")
+    region: Region
+    account_id: str | None = Field(None, pattern=r"^\d{12}$")
+    timezone: str = "Asia/Seoul"
+    discovery: Discovery = Field(default_factory=Discovery)
+    lambda_functions: list[LambdaFunction] = Field(default_factory=list)
+    dynamodb_tables: list[DynamoTable] = Field(default_factory=list)
+    opensearch_domains: list[OpenSearchDomain] = Field(default_factory=list)
+    api_gateway_apis: list[ApiGatewayApi] = Field(default_factory=list)
+    ecs_services: list[EcsService] = Field(default_factory=list)
+    s3_buckets: list[S3Bucket] = Field(default_factory=list)
+    log_groups: list[LogGroup] = Field(default_factory=list)
+    alarms: AlarmFilter = Field(default_factory=AlarmFilter)
+    custom_metrics: list[CustomMetric] = Field(default_factory=list)
+    sqs_queues: list[SqsQueue] = Field(default_factory=list)
+    notifications: Notifications = Field(default_factory=Notifications)
+    cognito: Cognito | None = None
+    security_logs: SecurityLogs | None = None
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    escalation: list[EscalationLevel] = Field(default_factory=list)
+    mutations: Mutations = Field(default_factory=Mutations)
+    remediation: Remediation = Field(default_factory=Remediation)
+    security: Security = Field(default_factory=Security)
+    bill_shock: BillShock | None = None
+    rds_instances: list[RdsInstance] = Field(default_factory=list)
+    dr: DisasterRecovery = Field(default_factory=DisasterRecovery)
+    audit: Audit = Field(default_factory=Audit)
+    reporting: Reporting = Field(default_factory=Reporting)
+    case_store: CaseStore | None = None
+    schedules: dict[str, Schedule] = Field(default_factory=dict)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name like Asia/Seoul)") from None
+        return v
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> System:
+        for field in ("lambda_functions", "dynamodb_tables", "opensearch_domains", "s3_buckets", "sqs_queues"):
+            names = [r.name for r in getattr(self, field)]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{field}: duplicate names {dupes}")
+        for key, sched in self.schedules.items():
+            ZoneInfo(sched.timezone or self.timezone)
+        return self
+
+    # --- helpers used by every runbook ---------------------------------------------
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def yesterday(self, now: datetime | None = None) -> tuple[datetime, datetime]:
+        """[start, end) of yesterday in the system's time zone, as aware datetimes."""
+        now = (now or datetime.now(self.tz)).astimezone(self.tz)
+        today = datetime.combine(now.date(), time(0), tzinfo=self.tz)
+        return today - timedelta(days=1), today
+
+    def all_log_groups(self) -> list[LogGroup]:
+        """Every function's log group plus the explicit ones, without repeats."""
+        seen: dict[str, LogGroup] = {}
+        for fn in self.lambda_functions:
+            seen.setdefault(fn.log_group_name, LogGroup(name=fn.log_group_name))
+        for lg in self.log_groups:
+            seen[lg.name] = lg
+        return list(seen.values())
+
+
+def name_matches(pattern: str, name: str) -> bool:
+    """Case-insensitive: a glob when the pattern has * ? or [, else a substring."""
+    p, n = pattern.lower(), name.lower()
+    if any(c in p for c in "*?["):
+        return fnmatch.fnmatchcase(n, p)
+    return p in n
+
+
+# --- loading ---------------------------------------------------------------------
+
+
+def _format_errors(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: invalid inventory ({err.error_count()} problem(s))"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see opsbook/inventory.py for the fields)"
+        lines.append(f"  field {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _where(d: Path) -> str:
+    return f"{d} ({SYSTEMS_DIR_RULE})" if d == Path(SYSTEMS_DIR) else f"{d} (given by the caller)"
+
+
+def known_systems(directory: Path | None = None) -> list[str]:
+    """Names of the inventories (``NAME.yaml``) in ``directory`` or the inventory directory."""
+    d = Path(directory or SYSTEMS_DIR)
+    if not d.is_dir():
+        raise InventoryError(f"no inventory directory at {_where(d)}: point {SYSTEMS_ENV} at the directory holding the NAME.yaml files")
+    return sorted(p.stem for p in d.glob("*.yaml"))
+
+
+def load_file(path: Path | str) -> System:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InventoryError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise InventoryError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InventoryError(f"{path}: field (top level): must be a mapping of fields, got {type(raw).__name__}")
+    try:
+        system = System.model_validate(raw)
+    except ValidationError as exc:
+        raise InventoryError(_format_errors(path, exc)) from None
+    if system.name != path.stem:
+        raise InventoryError(f"{path}: field name: {system.name!r} must match the file name {path.stem!r}")
+    return system
+
+
+def load_system(name_or_path: str, directory: Path | None = None) -> System:
+    """Load by system name (``systems/NAME.yaml``) or by a path to a YAML file."""
+    if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:
+        return load_file(name_or_path)
+    d = Path(directory or SYSTEMS_DIR)
+    path = d / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = ", ".join(known_systems(d)) or "(none)"
+        raise InventoryError(f"unknown system {name_or_path!r}; known systems: {known} (looked in {_where(d)})")
+    return load_file(path)

@@ -1,0 +1,152 @@
+"""Run reports: the result every runbook returns, its artifacts and its JSON form."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from pydantic import BaseModel, Field
+
+from opsbook import aws
+from opsbook.findings import Finding, Status, overall
+from opsbook.inventory import System
+from opsbook.masking import mask, mask_obj
+
+ICON = {Status.OK: "✅", Status.WARN: "⚠️", Status.CRIT: "🔴", Status.UNKNOWN: "❔"}
+ORDER = {Status.CRIT: 0, Status.WARN: 1, Status.UNKNOWN: 2, Status.OK: 3}
+
+
+class RunReport(BaseModel):
+    runbook: str
+    system: str
+    status: Status
+    findings: list[Finding]
+    api_calls: int
+    api_calls_by_operation: dict[str, int] = Field(default_factory=dict)
+    duration_s: float = 0.0
+    region: str = ""
+    flow_run_id: str | None = None
+    flow_run_url: str | None = None
+    notification: dict[str, Any] | None = None
+    undeclared_iam_actions: list[str] = Field(default_factory=list)
+    # mutating runbooks
+    outcome: str | None = None
+    dry_run: bool | None = None
+    plan: dict[str, Any] | None = None
+    approval: dict[str, Any] | None = None
+    records: list[dict[str, Any]] = Field(default_factory=list)
+
+    def count_calls(self, calls: Any, started: float) -> None:
+        """The run's AWS calls (a ``tasks.aws.CallLog``): total, by operation, undeclared IAM actions; and its duration."""
+        self.api_calls = calls.total
+        self.api_calls_by_operation = calls.by_operation()
+        self.undeclared_iam_actions = sorted(calls.undeclared)
+        self.duration_s = round(time.monotonic() - started, 2)
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(f.status.value for f in self.findings)
+        return {s.value: c.get(s.value, 0) for s in Status}
+
+    def headline(self) -> str:
+        c = self.counts()
+        outcome = f" [{self.outcome}]" if self.outcome else ""
+        return (f"{self.runbook} {self.system}: {self.status.value}{outcome} "
+                f"({c['CRIT']} CRIT, {c['WARN']} WARN, {c['UNKNOWN']} UNKNOWN, {c['OK']} OK; "
+                f"{self.api_calls} API calls, {self.duration_s:.1f} s)")
+
+    def public(self) -> dict[str, Any]:
+        """The JSON result: every text that can carry data read from AWS is masked
+        (findings, notification, records, the plan and the approval's reason); identifiers and URLs that opsbook made are not."""
+        out = self.model_dump(mode="json")
+        for key in ("findings", "notification", "records", "plan", "approval"):
+            out[key] = mask_obj(out[key])
+        return out
+
+
+def sort_findings(findings: list[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: (ORDER[f.status], f.check, f.resource))
+
+
+def finding_lines(findings: list[Finding]) -> list[str]:
+    """Findings as a markdown list, status and reason first, then the check and the resource.
+
+    Not a table: the Prefect UI neither wraps nor widens a table's cells (``.p-table-data``:
+    ``white-space: nowrap; overflow: hidden``, in markdown and table artifacts alike), so the
+    reason for a CRIT, the longest cell, was cut off; a list item wraps and keeps it whole."""
+    return [f"- {ICON[f.status]} **{f.status.value}**: {' '.join(mask(f.summary).split())} · {f.check} `{f.resource}`"
+            for f in findings]
+
+
+def markdown(report: RunReport) -> str:
+    c = report.counts()
+    lines = [
+        f"# {ICON[report.status]} {report.runbook} · {report.system}: **{report.status.value}**",
+        "",
+        f"{c['CRIT']} CRIT · {c['WARN']} WARN · {c['UNKNOWN']} UNKNOWN · {c['OK']} OK — "
+        f"{len(report.findings)} findings, {report.api_calls} AWS API calls, {report.duration_s:.1f} s, region {report.region}",
+        "",
+    ]
+    bad = [f for f in sort_findings(report.findings) if f.status is not Status.OK]
+    lines += finding_lines(bad) if bad else ["Everything checked is OK."]
+    checks = Counter(f.check for f in report.findings)
+    lines += ["", "Checks run: " + ", ".join(f"{k} ({v})" for k, v in sorted(checks.items()))]
+    if report.notification and report.notification.get("kind"):
+        n = report.notification
+        lines += ["", f"Notification: {n['kind']} sent to {', '.join(n['sent']) or 'nobody'}" + (f"; errors: {'; '.join(n['errors'])}" if n["errors"] else "")]
+    lines += ["", "Every finding is in the table artifact with the same key plus `-findings`."]
+    return "\n".join(lines)
+
+
+def findings_section(report: RunReport, skip: tuple[str, ...] = ()) -> list[str]:
+    """The counts line and every finding (but the ``skip`` checks) as ``finding_lines``, in the report's order."""
+    c = report.counts()
+    lines = [f"{c['CRIT']} CRIT · {c['WARN']} WARN · {c['UNKNOWN']} UNKNOWN · {c['OK']} OK — {len(report.findings)} findings, "
+             f"{report.api_calls} AWS API calls, {report.duration_s:.1f} s, region {report.region}", ""]
+    return lines + finding_lines([f for f in report.findings if f.check not in skip])
+
+
+def finding_rows(findings: list[Finding]) -> list[dict[str, Any]]:
+    """The rows of a findings table artifact, masked: status and summary first (the UI cuts long cells off at the
+    right edge; the report artifact has each summary whole)."""
+    return [mask_obj({"status": f.status.value, "summary": f.summary, "check": f.check, "resource": f.resource, "value": f.value})
+            for f in findings]
+
+
+def publish_artifacts(report: RunReport, md: str) -> RunReport:
+    """The report's markdown artifact and its findings table (``KEY-findings``), masked."""
+    key = artifact_key(report.runbook, report.system)
+    create_markdown_artifact(key=key, markdown=md, description=mask(report.headline()))
+    rows = finding_rows(sort_findings(report.findings))
+    create_table_artifact(key=f"{key}-findings", table=rows, description=f"{len(rows)} findings; each summary whole in {key}")
+    return report
+
+
+def artifact_key(runbook: str, system: str) -> str:
+    return f"{runbook}-{system}".lower().replace("_", "-")
+
+
+@task(name="publish-report", cache_policy=NO_CACHE)
+def publish_report(report: RunReport) -> RunReport:
+    return publish_artifacts(report, markdown(report))
+
+
+def run_url() -> str | None:
+    from prefect.settings import get_current_settings
+
+    ui = get_current_settings().ui_url
+    return f"{ui}/runs/flow-run/{flow_run.get_id()}" if ui and flow_run.get_id() else None
+
+
+@task(name="judge", cache_policy=NO_CACHE)
+def judge(runbook: str, system: System, findings: list[Finding], calls: aws.CallLog, started: float) -> RunReport:
+    return RunReport(
+        runbook=runbook, system=system.name, status=overall(findings), findings=findings, region=system.region,
+        api_calls=calls.total, api_calls_by_operation=calls.by_operation(), duration_s=round(time.monotonic() - started, 2),
+        flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None, flow_run_url=run_url(),
+        undeclared_iam_actions=sorted(calls.undeclared),
+    )

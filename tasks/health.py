@@ -1,0 +1,61 @@
+"""Every component check of a system, submitted together: what daily-health runs each morning,
+emergency-check runs (without the 24 h log scans) in a P0, and a mutation's verify step runs after acting.
+
+The checks themselves are per service (tasks/ecs.py, tasks/dynamodb.py ...); this module only
+submits them concurrently after discovery and gathers their findings.
+"""
+
+from __future__ import annotations
+
+from prefect.futures import PrefectFuture
+
+from opsbook import aws
+from opsbook.collect import gather
+from opsbook.findings import Finding
+from opsbook.inventory import System
+from opsbook.resources import coverage, discover
+from tasks.apigateway import check_apis
+from tasks.awslambda import check_functions
+from tasks.cloudwatch import check_alarms
+from tasks.dynamodb import check_tables
+from tasks.ecs import check_services
+from tasks.logs import check_error_logs, check_security_logs
+from tasks.opensearch import check_domains
+from tasks.s3 import check_buckets
+from tasks.sqs import check_dlqs
+
+CHECKS = [discover, check_functions, check_tables, check_domains, check_apis, check_services, check_buckets,
+          check_alarms, check_error_logs, check_security_logs, check_dlqs]
+
+
+def submit_checks(inv: System, found: PrefectFuture, deadline: aws.Deadline, logs: bool = True) -> dict[str, PrefectFuture]:
+    """Every component check, submitted concurrently after discovery (the DAG's middle row)."""
+    checks = {
+        "lambda": check_functions.submit(inv, found, deadline),
+        "dynamodb": check_tables.submit(inv, found, deadline),
+        "opensearch": check_domains.submit(inv, found, deadline),
+        "apigateway": check_apis.submit(inv, found, deadline),
+        "ecs": check_services.submit(inv, found, deadline),
+        "s3": check_buckets.submit(inv, found, deadline),
+        "alarms": check_alarms.submit(inv, deadline),
+        "dlq": check_dlqs.submit(inv, deadline),
+    }
+    if logs:
+        checks["log-errors"] = check_error_logs.submit(inv, found, deadline)
+        checks["security-logs"] = check_security_logs.submit(inv, deadline)
+    return checks
+
+
+def run_checks(inv: System, deadline: aws.Deadline, logs: bool = True) -> tuple[dict[str, PrefectFuture], list[Finding]]:
+    """Discover, run the checks, gather findings (a failed check is UNKNOWN, never dropped)."""
+    found = discover.submit(inv)
+    checks = submit_checks(inv, found, deadline, logs)
+    found.wait()
+    if found.state.is_completed():
+        return checks, gather(checks) + coverage(inv, found.result())
+    return checks, gather({"discovery": found} | checks)
+
+
+def health_after(inv: System) -> list[Finding]:
+    """The system's component checks after acting (no 24 h log scans: those belong to daily-health)."""
+    return run_checks(inv, aws.Deadline(60), logs=False)[1]

@@ -1,0 +1,280 @@
+"""alarm-bridge: alarm transitions -> one Prefect event each -> the runbook's deployment runs;
+missed scheduled runs -> CRIT and one notification. Sandbox + the session's Prefect test server
+(whose trigger services run: a deployment trigger creates the run)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.schedules import Cron
+from prefect.states import Completed, Scheduled
+
+from flows.alarm_bridge.flow import TASKS, alarm_bridge
+from opsbook.findings import Status
+from opsbook.iam import iam_action, policy_for
+from opsbook.inventory import load_system
+from opsbook.report import RunReport
+from sandbox.server import ACCOUNT_ID, Sandbox
+from tasks.alarm_bridge import (
+    EVENT,
+    Alarm,
+    BridgeMemory,
+    ScheduleSpec,
+    SeenRun,
+    WatchedDeployment,
+    bridge_deployment,
+    ensure_missed_run_automation,
+    judge_schedules,
+    routed_runbook,
+    select_transitions,
+    trigger_parameters,
+    triggers_for,
+)
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+HR = "hr-resource-optimization"
+
+
+def run(**params) -> tuple[RunReport, str]:
+    params.setdefault("check_schedules", False)
+    state = alarm_bridge(return_state=True, **params)
+    report = state.result(raise_on_failure=False)
+    assert isinstance(report, RunReport), report
+    return report, state.type.value
+
+
+def sent(report: RunReport) -> list[str]:
+    return sorted(f.resource for f in report.findings if f.check == "alarm-transition" and f.value == 1)
+
+
+def set_state(system, alarm: str, state: str) -> None:
+    import boto3
+
+    from opsbook import aws
+
+    boto3.client("cloudwatch", region_name=system.region, endpoint_url=aws.endpoint_url()).set_alarm_state(
+        AlarmName=alarm, StateValue=state, StateReason=f"test: {state}")
+
+
+def put_alarm(system, name: str, dimensions: dict[str, str]) -> None:
+    import boto3
+
+    from opsbook import aws
+
+    boto3.client("cloudwatch", region_name=system.region, endpoint_url=aws.endpoint_url()).put_metric_alarm(
+        AlarmName=name, MetricName="ReadThrottleEvents", Namespace="AWS/DynamoDB", Statistic="Sum", Period=60, EvaluationPeriods=1,
+        Threshold=0, ComparisonOperator="GreaterThanThreshold", Dimensions=[{"Name": k, "Value": v} for k, v in dimensions.items()])
+
+
+# --- alarms -> events --------------------------------------------------------------------------------
+
+
+def test_an_alarm_going_into_alarm_sends_one_event_and_a_second_poll_none(seeded):
+    hr = seeded(HR)
+    alarm = "lambda-errors-team2"
+    assert routed_runbook(hr, alarm) == "emergency-check"
+    set_state(hr, alarm, "ALARM")
+    first, state = run(systems=[HR])
+    assert sent(first) == [alarm] and state == "COMPLETED", [(f.resource, f.summary) for f in first.findings]
+    f = next(f for f in first.findings if f.resource == alarm)
+    assert f.details["runbook"] == "emergency-check" and f.details["priority"] == "P2"
+    second, _ = run(systems=[HR])
+    assert sent(second) == []
+    assert "already started" in next(f for f in second.findings if f.resource == alarm).summary
+    assert first.api_calls_by_operation == {"cloudwatch:DescribeAlarms": 1} and first.undeclared_iam_actions == []
+
+
+def test_other_systems_alarms_and_unrouted_alarms_send_nothing(seeded):
+    hr, todo, leh = seeded(HR, "todo-app", "leh")
+    set_state(todo, "todo-api-high-error-rate", "ALARM")  # todo-app's, in leh's region
+    set_state(hr, "team2-high-latency", "ALARM")          # hr's, but no runbook glob matches it
+    assert routed_runbook(hr, "team2-high-latency") is None and routed_runbook(leh, "todo-api-high-error-rate") is None
+    report, _ = run(systems=[HR, "leh"])
+    assert sent(report) == []
+    assert report.api_calls_by_operation == {"cloudwatch:DescribeAlarms": 2}  # one a region
+    both, _ = run(systems=["todo-app", "leh"])  # same region: one read shared by both systems
+    assert sent(both) == ["todo-api-high-error-rate"] and both.api_calls_by_operation == {"cloudwatch:DescribeAlarms": 1}
+
+
+def test_ok_then_alarm_again_sends_again(seeded):
+    hr = seeded(HR)
+    alarm = "dynamodb-sandbox-throttle-sandbox"
+    set_state(hr, alarm, "ALARM")
+    assert sent(run(systems=[HR])[0]) == [alarm]
+    set_state(hr, alarm, "OK")
+    assert sent(run(systems=[HR])[0]) == []
+    time.sleep(0.01)
+    set_state(hr, alarm, "ALARM")
+    assert sent(run(systems=[HR])[0]) == [alarm]
+
+
+def test_transition_rules_without_aws():
+    hr = load_system(HR)
+    now = datetime.now(timezone.utc)
+    fresh = Alarm(name="lambda-errors-x-team2", region=hr.region, state_time=now - timedelta(minutes=2))
+    old = Alarm(name="dynamodb-a-throttle-b", region=hr.region, state_time=now - timedelta(hours=3))
+    other = Alarm(name="todo-api-high-error-rate", region=hr.region, state_time=now)
+    out, keep = select_transitions(hr, [fresh, old, other], BridgeMemory(), now, timedelta(minutes=30))
+    assert {t.alarm.name: t.fate for t in out} == {fresh.name: "send", old.name: "stale"}
+    assert set(keep.alarms) == {old.name}  # "send" is remembered only after the server accepted the event
+    seen = BridgeMemory(alarms={fresh.name: fresh.state_time.isoformat()})
+    assert [t.fate for t in select_transitions(hr, [fresh], seen, now, timedelta(minutes=30))[0]] == ["seen"]
+
+
+def test_stale_transition_and_unreachable_prefect_are_reported_not_sent(seeded, monkeypatch):
+    hr = seeded(HR)
+    set_state(hr, "lambda-errors-team2", "ALARM")
+    report, _ = run(systems=[HR], max_age_minutes=0)
+    f = next(f for f in report.findings if f.resource == "lambda-errors-team2")
+    assert f.status is Status.WARN and "NOT started" in f.summary and "opsbook run emergency-check" in f.summary
+    assert sent(report) == []
+    set_state(hr, "lambda-errors-team2", "ALARM")  # a new transition, but the event is refused
+    import tasks.alarm_bridge as ab
+
+    with monkeypatch.context() as m:  # (monkeypatch.undo() would also undo the sandbox fixture's endpoint)
+        m.setattr(ab, "send_event", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("refused")))
+        failed, state = run(systems=[HR])
+    assert state == "FAILED" and failed.status is Status.CRIT
+    assert "the next poll sends it again" in next(f for f in failed.findings if f.resource == "lambda-errors-team2").summary
+    assert sent(run(systems=[HR])[0]) == ["lambda-errors-team2"]  # not remembered: sent once the API accepts it
+
+
+def test_a_region_that_cannot_be_read_is_unknown(seeded, closed_port, monkeypatch):
+    seeded(HR)
+    from opsbook import aws
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port}")
+    monkeypatch.setenv("OPSBOOK_CONNECT_TIMEOUT", "0.5")
+    monkeypatch.setenv("OPSBOOK_MAX_ATTEMPTS", "1")
+    aws.reset_clients()
+    report, _ = run(systems=[HR, "todo-app"])
+    bad = [f for f in report.findings if f.check == "alarms-read"]
+    assert {f.resource for f in bad} == {HR, "todo-app"} and all(f.status is Status.UNKNOWN for f in bad)
+    assert report.status is Status.UNKNOWN
+
+
+# --- triggers: the event starts the runbook's deployment --------------------------------------------------
+
+
+@flow(name="alarm-probe")
+def probe(system: str, dry_run: bool = True, alarm: dict | None = None, tables: list[str] | str | None = None, priority: str | None = None):
+    return system
+
+
+def test_trigger_parameters_follow_each_flows_signature():
+    assert trigger_parameters(HR, "emergency-check") == {"system": HR}
+    assert trigger_parameters("leh", "bill-shock-breaker") == {"system": "leh", "dry_run": False, "approver": "alarm-bridge"}
+    assert trigger_parameters(HR, "remediate-dynamodb-throttling", flow=probe) == {
+        "system": HR, "alarm": "{{ event.payload }}", "tables": "{{ event.payload.tables }}", "priority": "{{ event.payload.priority }}"}
+    assert triggers_for(HR, "bill-shock-breaker") == []  # hr routes no alarm to it
+    (t,) = triggers_for("leh", "bill-shock-breaker")
+    assert t.expect == {EVENT} and t.match.get("opsbook.runbook") == ["bill-shock-breaker"] and t.match.get("opsbook.system") == ["leh"]
+    spec = bridge_deployment()
+    assert spec["cron"] == "* * * * *" and "opsbook" in spec["tags"]
+
+
+def test_a_deployment_with_triggers_for_is_started_by_the_event(seeded):
+    hr = seeded(HR)
+    table = hr.dynamodb_tables[0].name
+    alarm = f"dynamodb-{table}-throttle-reads"
+    put_alarm(hr, alarm, {"TableName": table})
+    dep_id = probe.to_deployment(name=f"probe-{uuid.uuid4().hex[:8]}", parameters={"system": HR},
+                                 triggers=triggers_for(HR, "remediate-dynamodb-throttling", flow=probe)).apply()
+    time.sleep(1.5)  # the trigger service loads new automations every ~1 s
+    set_state(hr, alarm, "ALARM")
+    assert sent(run(systems=[HR])[0]) == [alarm]
+    assert sent(run(systems=[HR])[0]) == []
+
+    def runs():
+        with get_client(sync_client=True) as c:
+            return c.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep_id])))
+
+    deadline = time.monotonic() + 20
+    while not runs() and time.monotonic() < deadline:
+        time.sleep(0.25)
+    time.sleep(1.0)  # a duplicate would show up by now
+    (fr,) = runs()
+    assert fr.parameters["system"] == HR and fr.parameters["tables"] == [table] and fr.parameters["priority"] == "P2"
+    assert fr.parameters["alarm"]["alarm"] == alarm and fr.parameters["alarm"]["threshold"] == 0
+    assert "dry_run" not in fr.parameters  # the flow's default (a dry run) applies: an alarm never turns it off
+
+
+# --- missed scheduled runs -------------------------------------------------------------------------------------
+
+
+@flow(name="scheduled-probe")
+def scheduled_probe(system: str):
+    return system
+
+
+def sns_sent(system, mentioning: str) -> int:
+    """Messages published to the system's topic that name this deployment (other test files share the Prefect server)."""
+    topic = f"arn:aws:sns:{system.region}:{ACCOUNT_ID}:{system.notifications.sns_topic}"
+    return sum(mentioning in str(n) for n in Sandbox.backend("sns", system.region).topics[topic].sent_notifications)
+
+
+def test_a_scheduled_run_not_executed_is_crit_and_notified_once(seeded):
+    hr = seeded(HR)
+    name = f"daily-probe-{uuid.uuid4().hex[:8]}"
+    dep_id = scheduled_probe.to_deployment(name=name, parameters={"system": HR}, tags=["opsbook", HR],
+                                           schedules=[Cron("0 9 * * *", timezone="Asia/Seoul")]).apply()
+    with get_client(sync_client=True) as c:
+        late = c.create_flow_run_from_deployment(dep_id, state=Scheduled(scheduled_time=datetime.now(timezone.utc) - timedelta(minutes=30)))
+        done = c.create_flow_run_from_deployment(dep_id, state=Scheduled(scheduled_time=datetime.now(timezone.utc) - timedelta(minutes=40)))
+        c.set_flow_run_state(done.id, Completed(), force=True)
+
+    def mine(report):
+        return [f for f in report.findings if f.resource == name]
+
+    report, state = run(system=HR, check_schedules=True, grace_minutes=10)
+    crit = [f for f in mine(report) if f.status is Status.CRIT]
+    assert state == "FAILED" and len(crit) == 1 and crit[0].details["flow_run_id"] == str(late.id), mine(report)
+    assert crit[0].details["kind"] == "stuck" and "30 min after its expected start" in crit[0].summary
+    assert sns_sent(hr, name) == 1 and report.notification["sent"] and report.notification["errors"] == []
+    again, _ = run(system=HR, check_schedules=True, grace_minutes=10)
+    assert [f.status for f in mine(again)] == [Status.CRIT] and sns_sent(hr, name) == 1  # still missed, notified once
+    with get_client(sync_client=True) as c:
+        c.set_flow_run_state(late.id, Completed(), force=True)
+    ok, _ = run(system=HR, check_schedules=True, grace_minutes=10)
+    assert [f.status for f in mine(ok)] == [Status.OK] and sns_sent(hr, name) == 1
+    policy = set(policy_for(TASKS)["Statement"][0]["Action"])
+    used = {iam_action(*op.split(":")) for op in report.api_calls_by_operation} - {None}
+    assert used and used <= policy and report.undeclared_iam_actions == []
+
+
+def test_missing_fire_times_paused_and_on_time_deployments_without_prefect():
+    now = datetime(2025, 3, 5, 1, 30, tzinfo=timezone.utc)  # 10:30 in Seoul
+    daily = ScheduleSpec(cron="0 9 * * *", timezone="Asia/Seoul")
+    created = now - timedelta(days=10)
+    deps = [WatchedDeployment(id="d1", name="ran", system=HR, created=created, schedules=[daily]),
+            WatchedDeployment(id="d2", name="never-ran", system=HR, created=created, schedules=[daily]),
+            WatchedDeployment(id="d3", name="paused", system=HR, paused=True, created=created, schedules=[daily]),
+            WatchedDeployment(id="d4", name="new", system=HR, created=now - timedelta(minutes=20), schedules=[daily])]
+    fire = datetime(2025, 3, 5, 0, 0, tzinfo=timezone.utc)  # 09:00 Seoul
+    runs = [SeenRun(id="r1", name="r1", deployment_id="d1", expected_start=fire, state_type="COMPLETED", state_name="Completed")]
+    findings, missed = judge_schedules(deps, runs, now, now - timedelta(hours=24), timedelta(minutes=10))
+    by = {f.resource: f for f in findings}
+    assert by["ran"].status is Status.OK and by["paused"].status is Status.WARN and by["new"].status is Status.OK
+    assert by["never-ran"].status is Status.CRIT and [m.kind for m in missed] == ["missing"] and missed[0].expected == fire
+    assert judge_schedules([], [], now, now, timedelta(minutes=10))[0][0].summary.startswith("nothing to check")
+
+
+def test_the_watchdog_automation_starts_the_bridge_when_no_bridge_run_finished():
+    dep_id = scheduled_probe.to_deployment(name=f"bridge-{uuid.uuid4().hex[:8]}", parameters={"system": HR}).apply()
+    first = ensure_missed_run_automation(dep_id, within_s=10)
+    assert ensure_missed_run_automation(dep_id, within_s=10) != first  # replaced, not added
+    with get_client(sync_client=True) as c:
+        assert len([a for a in c.read_automations() if str(dep_id) in str(a.trigger)]) == 1
+        deadline = time.monotonic() + 40
+        runs = []
+        while not runs and time.monotonic() < deadline:
+            time.sleep(0.5)
+            runs = c.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep_id])))
+        assert runs, "the proactive trigger did not start the bridge within 40 s"

@@ -1,0 +1,257 @@
+"""daily-health end to end inside the test process: sandbox (moto server +
+OpenSearch test double on 127.0.0.1), a Prefect test server, each named fault
+injected and the exact finding asserted."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import boto3
+import pytest
+
+from flows.daily_health.flow import TASKS, daily_health
+from opsbook.findings import Status
+from opsbook.iam import iam_action, policy_for
+from opsbook.report import RunReport
+from sandbox.faults import apply_fault
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def run(system: str, **params) -> tuple[RunReport, str]:
+    state = daily_health(system=system, notify=params.pop("notify", False), return_state=True, **params)
+    report = state.result(raise_on_failure=False)
+    assert isinstance(report, RunReport), report
+    return report, state.type.value
+
+
+def only(report: RunReport, check: str, resource: str | None = None):
+    hits = [f for f in report.findings if f.check == check and (resource is None or f.resource == resource)]
+    assert len(hits) == 1, (check, resource, hits)
+    return hits[0]
+
+
+def not_ok(report: RunReport):
+    return [(f.check, f.resource, f.status.value) for f in report.findings if f.status is not Status.OK]
+
+
+def test_healthy_hr_is_ok_and_checks_every_component(seeded):
+    seeded("hr-resource-optimization")
+    report, state = run("hr-resource-optimization")
+    assert not_ok(report) == [] and report.status is Status.OK and state == "COMPLETED"
+    checks = {f.check for f in report.findings}
+    assert checks >= {"lambda-state", "lambda-alias", "dynamodb-status", "dynamodb-backup", "opensearch-domain",
+                      "opensearch-health", "apigateway-present", "s3-storage", "alarms", "log-errors"}
+    assert len([f for f in report.findings if f.check == "lambda-state"]) == 8
+    assert len([f for f in report.findings if f.check == "log-errors"]) == 8
+    assert only(report, "s3-storage", "hr-resumes-bucket-team2").value == 5 * 1024**3
+    assert report.api_calls == sum(report.api_calls_by_operation.values()) > 0
+
+
+def test_calls_made_are_covered_by_the_printed_policy(seeded):
+    seeded("hr-resource-optimization")
+    report, _ = run("hr-resource-optimization", notify=True)
+    policy = set(policy_for(TASKS)["Statement"][0]["Action"])
+    used = {iam_action(*op.split(":")) for op in report.api_calls_by_operation} - {None}
+    assert used and used <= policy, used - policy
+    assert report.undeclared_iam_actions == []
+
+
+def test_table_missing_is_crit_and_the_run_fails_with_its_report(seeded, sandbox):
+    hr = seeded("hr-resource-optimization")
+    apply_fault(sandbox, hr, "table-missing", table="Projects-Team2")
+    report, state = run("hr-resource-optimization")
+    f = only(report, "dynamodb-status", "Projects-Team2")
+    assert f.status is Status.CRIT and "named in the inventory but does not exist" in f.summary
+    assert report.status is Status.CRIT and state == "FAILED"
+    assert not_ok(report) == [("dynamodb-status", "Projects-Team2", "CRIT")]
+
+
+def test_alarm_in_alarm_uses_the_seed_priority(seeded, sandbox):
+    hr = seeded("hr-resource-optimization")
+    apply_fault(sandbox, hr, "alarm-firing", alarm="lambda-errors-ResumeParser-team2")
+    report, _ = run("hr-resource-optimization")
+    f = only(report, "alarms", "lambda-errors-ResumeParser-team2")
+    assert f.status is Status.WARN and "(P2)" in f.summary  # lambda-errors-* is P2 in seed 000
+    apply_fault(sandbox, hr, "alarm-firing", alarm="team2-high-error-rate")
+    report, _ = run("hr-resource-optimization")
+    assert only(report, "alarms", "team2-high-error-rate").status is Status.CRIT
+
+
+def test_error_lines_are_counted_only_inside_the_last_24h_and_masked(seeded, sandbox):
+    hr = seeded("hr-resource-optimization")
+    apply_fault(sandbox, hr, "log-errors", group="/aws/lambda/ResumeParser", inside=7, outside=4)
+    report, _ = run("hr-resource-optimization")
+    f = only(report, "log-errors", "/aws/lambda/ResumeParser")
+    assert f.value == 7 and f.status is Status.WARN
+    assert "kim.minsu@example.com" not in json.dumps(report.public()) and "[EMAIL]" in f.summary
+    assert "sk-abcdef" not in json.dumps(report.public())
+    assert only(report, "log-errors", "/aws/lambda/AffinityScoreCalculator").value == 0
+
+
+def test_error_count_crosses_the_crit_threshold(seeded, sandbox):
+    hr = seeded("hr-resource-optimization")
+    apply_fault(sandbox, hr, "log-errors", group="/aws/lambda/TechTrendCollector", inside=60, outside=0)
+    report, _ = run("hr-resource-optimization")
+    f = only(report, "log-errors", "/aws/lambda/TechTrendCollector")
+    assert f.value == 60 and f.status is Status.CRIT  # HR: crit at 50
+
+
+def test_ecs_running_fewer_than_desired(seeded, sandbox):
+    td = seeded("t-developer")
+    apply_fault(sandbox, td, "ecs-degraded", running=1)
+    report, _ = run("t-developer")
+    f = only(report, "ecs-service", "t-developer-cluster-production/t-developer-service-production")
+    assert f.status is Status.WARN and f.value == 1 and "1 of 2 tasks running" in f.summary
+    sandbox.set_ecs_running("us-east-1", "t-developer-cluster-production", "t-developer-service-production", 0)
+    report, _ = run("t-developer")
+    assert only(report, "ecs-service").status is Status.CRIT
+
+
+def test_opensearch_red_with_unassigned_shards(seeded, sandbox):
+    hr = seeded("hr-resource-optimization")
+    apply_fault(sandbox, hr, "opensearch-red")
+    report, _ = run("hr-resource-optimization")
+    f = only(report, "opensearch-health", "hr-resource-optimization-team2")
+    assert f.status is Status.CRIT and f.value == 2 and "cluster red" in f.summary and "employee_profiles" in f.summary
+    assert only(report, "opensearch-domain").status is Status.OK
+
+
+def test_opensearch_unreachable_is_unknown_in_seconds(seeded, sandbox):
+    hr = seeded("hr-resource-optimization")
+    apply_fault(sandbox, hr, "opensearch-unreachable")
+    t0 = time.monotonic()
+    report, _ = run("hr-resource-optimization")
+    assert time.monotonic() - t0 < 30  # a hang guard, not a benchmark
+    f = only(report, "opensearch-health")
+    assert f.status is Status.UNKNOWN and "unreachable" in f.summary
+    assert report.status is Status.UNKNOWN
+
+
+def test_dlq_messages(seeded, sandbox):
+    leh = seeded("leh")
+    apply_fault(sandbox, leh, "dlq-messages", count=5)
+    report, _ = run("leh")
+    f = only(report, "dlq-depth", "leh-ai-jobs-dlq")
+    assert f.status is Status.WARN and f.value == 5
+    assert not_ok(report) == [("dlq-depth", "leh-ai-jobs-dlq", "WARN")]
+
+
+def test_failed_logins_and_rate_limit_events(seeded, sandbox):
+    td = seeded("t-developer")
+    apply_fault(sandbox, td, "security-events", failed_logins=25, rate_limited=3)
+    report, _ = run("t-developer")
+    assert only(report, "failed-logins").value == 25 and only(report, "failed-logins").status is Status.WARN
+    assert only(report, "rate-limit-events").value == 3 and only(report, "rate-limit-events").status is Status.OK
+    assert "lee@example.com" not in json.dumps(report.public())
+
+
+def test_items_created_yesterday_in_seoul(seeded, sandbox):
+    seeded("t-developer")
+    ddb = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=sandbox.endpoint)
+    ddb.put_item(TableName="t-developer-metadata-production", Item={"id": {"S": "today"}, "created_at": {"S": "2999-01-01T00:00:00Z"}})
+    report, _ = run("t-developer")
+    f = only(report, "dynamodb-items-yesterday")
+    assert f.value == 5 and f.status is Status.OK
+    ddb.delete_table(TableName="t-developer-metadata-production")
+    ddb.create_table(TableName="t-developer-metadata-production", BillingMode="PAY_PER_REQUEST",
+                     KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}], AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+    report, _ = run("t-developer")
+    assert only(report, "dynamodb-items-yesterday").value == 0 and only(report, "dynamodb-items-yesterday").status is Status.WARN
+
+
+def test_backup_missing(seeded, sandbox):
+    todo = seeded("todo-app")
+    report, _ = run("todo-app")
+    assert only(report, "dynamodb-backup", "todos").status is Status.OK
+    assert only(report, "lambda-alias", "todo-api:LIVE").status is Status.OK
+    apply_fault(sandbox, todo, "backup-missing")
+    report, _ = run("todo-app")
+    f = only(report, "dynamodb-backup", "todos")
+    assert f.status is Status.CRIT and "PITR DISABLED" in f.summary
+
+
+def test_tag_discovery_and_named_resources_combine_as_a_union(seeded, sandbox):
+    seeded("hr-resource-optimization", extra={"functions": 2})
+    lam = boto3.client("lambda", region_name="us-east-2", endpoint_url=sandbox.endpoint)
+    lam.delete_function(FunctionName="VectorEmbeddingGenerator")
+    report, _ = run("hr-resource-optimization")
+    fns = {f.resource: f for f in report.findings if f.check == "lambda-state"}
+    assert set(fns) >= {"hr-resource-optimization-extra-fn-0", "hr-resource-optimization-extra-fn-1", "ResumeParser"}
+    assert len(fns) == 10
+    assert fns["VectorEmbeddingGenerator"].status is Status.CRIT and "does not exist" in fns["VectorEmbeddingGenerator"].summary
+    assert fns["hr-resource-optimization-extra-fn-0"].status is Status.OK
+    assert "/aws/lambda/hr-resource-optimization-extra-fn-1" in {f.resource for f in report.findings if f.check == "log-errors"}
+
+
+def test_an_inventory_that_resolves_to_nothing_is_never_ok(sandbox, tmp_path):
+    p = tmp_path / "ghost.yaml"
+    p.write_text("name: ghost\nregion: eu-west-1\ndiscovery: {tags: {Team: Nobody}}\n")
+    report, state = run(str(p))
+    assert report.status is Status.CRIT and state == "FAILED"
+    assert any("resolves to no resources" in f.summary for f in report.findings)
+
+
+def test_aws_unreachable_ends_unknown_in_seconds(monkeypatch, closed_port):
+    from opsbook import aws
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port}")
+    monkeypatch.setenv("OPSBOOK_OPENSEARCH_URL_TEMPLATE", f"http://127.0.0.1:{closed_port}/{{domain}}")
+    aws.reset_clients()
+    t0 = time.monotonic()
+    report, _ = run("todo-app")
+    assert time.monotonic() - t0 < 30
+    assert report.status is Status.UNKNOWN
+    assert report.findings and all(f.status is Status.UNKNOWN for f in report.findings)
+    assert all("cannot reach AWS endpoint" in f.summary for f in report.findings if f.check != "discovery")
+    aws.reset_clients()
+
+
+def test_notifies_once_per_change_and_on_recovery(seeded, sandbox):
+    from prefect.variables import Variable
+
+    Variable.unset("opsbook_daily-health_leh_notified".replace("-", "_"))
+    leh = seeded("leh")
+    sns = boto3.client("sns", region_name="ap-northeast-2", endpoint_url=sandbox.endpoint)
+    sqs = boto3.client("sqs", region_name="ap-northeast-2", endpoint_url=sandbox.endpoint)
+    inbox = sqs.create_queue(QueueName="inbox")["QueueUrl"]
+    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    topic = [t["TopicArn"] for t in sns.list_topics()["Topics"] if t["TopicArn"].endswith(":leh-alerts")][0]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn)
+
+    def received():
+        msgs = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        for m in msgs:
+            sqs.delete_message(QueueUrl=inbox, ReceiptHandle=m["ReceiptHandle"])
+        return [json.loads(m["Body"]) for m in msgs]
+
+    run("leh", notify=True)
+    assert received() == []  # OK from the start: nothing to say
+    apply_fault(sandbox, leh, "dlq-messages", count=3)
+    report, _ = run("leh", notify=True)
+    first = received()
+    assert len(first) == 1 and first[0]["Subject"].startswith("[opsbook WARN]") and report.notification["kind"] == "alert"
+    run("leh", notify=True)
+    assert received() == []  # still WARN: no second message
+    sqs.purge_queue(QueueUrl=sqs.get_queue_url(QueueName="leh-ai-jobs-dlq")["QueueUrl"])
+    report, _ = run("leh", notify=True)
+    rec = received()
+    assert len(rec) == 1 and rec[0]["Subject"].startswith("[opsbook RECOVERED]") and report.status is Status.OK
+
+
+def test_report_artifacts_are_saved_and_masked(seeded, sandbox):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    hr = seeded("hr-resource-optimization")
+    apply_fault(sandbox, hr, "log-errors", group="/aws/lambda/ResumeParser")
+    report, _ = run("hr-resource-optimization")
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["daily-health-hr-resource-optimization"])))
+        tables = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["daily-health-hr-resource-optimization-findings"])))
+    latest = max(arts, key=lambda a: a.created)
+    assert "WARN" in latest.data and "/aws/lambda/ResumeParser" in latest.data
+    assert "example.com" not in latest.data
+    rows = json.loads(max(tables, key=lambda a: a.created).data)
+    assert len(rows) == len(report.findings) and "example.com" not in json.dumps(rows)

@@ -1,0 +1,315 @@
+"""emergency-check end to end against the sandbox: the incident priority, the
+escalation named, the errors of the last hour, ALB target health, the deadline."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from flows.emergency_check.flow import (
+    TASKS,
+    emergency_check,
+    emergency_markdown,
+    escalation_for,
+    implied_priority,
+    message_shape,
+    top_messages,
+)
+from opsbook.findings import Finding, Status
+from opsbook.iam import iam_action, policy_for
+from opsbook.inventory import load_system
+from opsbook.report import RunReport
+from sandbox.faults import _put, apply_fault
+from sandbox.seed import _client
+from tasks.elb import judge_targets
+
+SEEDS = ["hr-resource-optimization", "t-developer", "todo-app", "leh"]
+TD_SERVICE = "t-developer-cluster-production/t-developer-service-production"
+
+
+def run(system: str, **params) -> RunReport:
+    state = emergency_check(system=system, return_state=True, **params)
+    report = state.result(raise_on_failure=False)
+    assert isinstance(report, RunReport), report
+    assert state.type.value == "COMPLETED"
+    return report
+
+
+def only(report: RunReport, check: str, resource: str | None = None) -> Finding:
+    hits = [f for f in report.findings if f.check == check and (resource is None or f.resource == resource)]
+    assert len(hits) == 1, (check, resource, hits)
+    return hits[0]
+
+
+def not_ok(report: RunReport):
+    return [(f.check, f.resource, f.status.value) for f in report.findings if f.status is not Status.OK]
+
+
+def make_target_groups(sb, system, targets: int = 2) -> None:
+    """The sandbox seed creates no ALB target groups; create the inventory's, with healthy IP targets."""
+    if not any(s.target_group for s in system.ecs_services):
+        return
+    ec2, elb = _client(sb, "ec2", system.region), _client(sb, "elbv2", system.region)
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    for s in system.ecs_services:
+        if s.target_group:
+            arn = elb.create_target_group(Name=s.target_group, Protocol="HTTP", Port=80, VpcId=vpc, TargetType="ip")["TargetGroups"][0]["TargetGroupArn"]
+            if targets:
+                elb.register_targets(TargetGroupArn=arn, Targets=[{"Id": f"10.0.0.{10 + i}", "Port": 80} for i in range(targets)])
+
+
+@pytest.fixture
+def healthy(seeded, sandbox):
+    def _healthy(name: str):
+        system = seeded(name)
+        make_target_groups(sandbox, system)
+        return system
+    return _healthy
+
+
+# --- end to end ---------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("name", SEEDS)
+def test_each_healthy_seed_system_is_p3_and_ok(healthy, name):
+    healthy(name)
+    report = run(name)
+    assert not_ok(report) == [] and report.status is Status.OK
+    v = report.findings[0]
+    assert v.check == "incident-priority" and v.details["priority"] == "P3" and v.summary.startswith("P3")
+    checks = {f.check for f in report.findings}
+    assert "log-errors" not in checks and "security-logs" not in checks  # no 24 h scans
+    assert checks >= {"alarms", "log-errors-1h"}
+    assert report.undeclared_iam_actions == [] and report.runbook == "emergency-check"
+    md = emergency_markdown(report)
+    assert md.splitlines()[0].endswith("**P3**") and "Everything checked is OK." in md
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_hr_api_5xx_alarm_is_p1_and_names_the_first_escalation(healthy, sandbox):
+    hr = healthy("hr-resource-optimization")
+    # the seed makes alarms from the name filters only; add the seed 000 alarm the guide names (P1)
+    _client(sandbox, "cloudwatch", hr.region).put_metric_alarm(
+        AlarmName="api-gateway-5xx-errors-team2", MetricName="5XXError", Namespace="AWS/ApiGateway", Statistic="Sum", Period=300,
+        EvaluationPeriods=1, Threshold=5, ComparisonOperator="GreaterThanThreshold")
+    apply_fault(sandbox, hr, "alarm-firing", alarm="api-gateway-5xx-errors-team2")
+    report = run("hr-resource-optimization")
+    v = report.findings[0]
+    assert v.check == "incident-priority" and v.details["priority"] == "P1" and v.status is Status.CRIT
+    assert v.summary.startswith("P1; escalate to L1: 운영 엔지니어") and "L2 시니어 엔지니어" in v.summary
+    assert "api-gateway-5xx-errors-team2" in v.summary
+    a = only(report, "alarms", "api-gateway-5xx-errors-team2")
+    assert a.details["priority"] == "P1"
+    md = emergency_markdown(report)
+    assert "**P1**" in md.splitlines()[0] and md.index("Incident priority P1") < md.index("· alarms `api-gateway-5xx-errors-team2`")
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_t_developer_ecs_running_zero_is_p0(healthy, sandbox):
+    td = healthy("t-developer")
+    sandbox.set_ecs_running(td.region, "t-developer-cluster-production", "t-developer-service-production", 0)
+    report = run("t-developer")
+    v = report.findings[0]
+    assert v.details["priority"] == "P0" and v.status is Status.CRIT and report.status is Status.CRIT
+    assert v.summary.startswith("P0; escalate to P0: DevOps Lead + Slack #ops (respond within 5 min)")
+    assert only(report, "ecs-service", TD_SERVICE).summary == "0 of 2 tasks running"
+    assert only(report, "alb-targets").status is Status.OK  # the seed's targets are static IPs
+    # the findings follow the verdict by severity
+    assert [f.status for f in report.findings[1:]] == sorted((f.status for f in report.findings[1:]),
+                                                             key=["CRIT", "WARN", "UNKNOWN", "OK"].index)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_errors_of_the_last_hour_are_the_subset_inside_the_hour_with_masked_top_message(healthy, sandbox):
+    hr = healthy("hr-resource-optimization")
+    now = datetime.now(timezone.utc)
+    fault = apply_fault(sandbox, hr, "log-errors", group="/aws/lambda/ResumeParser", inside=7, outside=4)
+    step = timedelta(minutes=22 * 60 / 7)  # how the fault spreads its lines over the last 22 h
+    in_hour = sum(1 for i in range(fault["inside"]) if timedelta(minutes=30) + i * step < timedelta(minutes=59))
+    assert 0 < in_hour < fault["inside"]
+    report = run("hr-resource-optimization")
+    assert (datetime.now(timezone.utc) - now) < timedelta(minutes=1)
+    f = only(report, "log-errors-1h", "/aws/lambda/ResumeParser")
+    assert f.value == in_hour and f.status is Status.WARN  # HR warns from 1 line
+    top = f.details["top_messages"][0]
+    assert top["count"] == in_hour and "[EMAIL]" in top["message"] and "Task timed out after N.N seconds" in top["message"]
+    assert "[EMAIL]" in f.summary and "top:" in f.summary
+    text = json.dumps(report.public())
+    assert "kim.minsu@example.com" not in text and "sk-abcdef" not in text
+    assert only(report, "log-errors-1h", "/aws/lambda/AffinityScoreCalculator").value == 0
+    v = report.findings[0]
+    assert v.details["priority"] == "P3"  # a WARN on one log group is not an incident
+    assert "kim.minsu" not in emergency_markdown(report)
+
+
+# one line each, as an application would log them: the secrets of issue 13 (the first five leaked), personal data, and
+# what must stay readable
+PEM_BODY = ["H6cVi/ZqQOAR0TLqYoeQUKYxJRWdK6f/+FXbamG13SKzDC4DknDttoBUMyzDSRg1",
+            "dzC0PRJVMRkveZElyLeFIH8TYz7v0ICjiPEP3NJ07yQrdXswpfcXNrXvkKZL54T1"]
+SECRETS = {
+    "n7kbPZxZxSwJKjRMiGG2DuRSCY6Wu7VOpyhP8HmJ": "ERROR s3 client built with n7kbPZxZxSwJKjRMiGG2DuRSCY6Wu7VOpyhP8HmJ failed",
+    "cmVzdW1lLXN5bmM6V2ludDNyLTIwMjYh": "ERROR 401 from hr-sync Authorization: Basic cmVzdW1lLXN5bmM6V2ludDNyLTIwMjYh",
+    "ghp_TMBr8wp7KHA1PH3bVmDiP01s3kjzLtnqw3Lm": "ERROR template fetch with ghp_TMBr8wp7KHA1PH3bVmDiP01s3kjzLtnqw3Lm got 404",
+    "xoxb-527829197233-4381300541038-1ggoqAfaDcWViazQLntK3rIz": "ERROR chat.postMessage xoxb-527829197233-4381300541038-1ggoqAfaDcWViazQLntK3rIz invalid_auth",
+    PEM_BODY[0]: "ERROR bad signing key -----BEGIN EC PRIVATE KEY-----\n" + "\n".join(PEM_BODY) + "\n-----END EC PRIVATE KEY----- rejected",
+    "AKIAQ9JNXOGFT51IQ2IQ": "ERROR AccessDenied for AKIAQ9JNXOGFT51IQ2IQ",
+    "n0G9W8uw8de9puyHB9d3xvE_pg3mKBxfeN4_YYsakj8DuzdoRy7q3sRjKMPMEiOe": (
+        "ERROR expired eyJhbGciOiAiUlMyNTYiLCAidHlwIjogIkpXVCJ9.eyJzdWIiOiAiZW1wLTQ4MjEiLCAiZXhwIjogMTc2NzIyNTYwMH0."
+        "n0G9W8uw8de9puyHB9d3xvE_pg3mKBxfeN4_YYsakj8DuzdoRy7q3sRjKMPMEiOe"),
+    "yPkKLmqfqcBj23MrrAPEsikj4QOR5bdc": "ERROR upstream said 403 to Bearer yPkKLmqfqcBj23MrrAPEsikj4QOR5bdc",
+    "sk-ant-api03-eo9nKRDZb2kyULKsCW5WdSm4": "ERROR scoring model key sk-ant-api03-eo9nKRDZb2kyULKsCW5WdSm4 rate limited",
+    "Wint3r-2026!": "ERROR smtp login password=Wint3r-2026! refused",
+    "c0ffee42beef": "ERROR oauth refresh token: c0ffee42beef expired",
+    "1XlwIjk1i+DBeoMldpqR5bqdaQVKX97AW7x9IEd9": "ERROR boto config aws_secret_access_key=1XlwIjk1i+DBeoMldpqR5bqdaQVKX97AW7x9IEd9",
+    "AIzaSyB3kM9vQ2wX7rT4yU1iO8pL5aS6dF0gH2j": "ERROR geocode api_key=AIzaSyB3kM9vQ2wX7rT4yU1iO8pL5aS6dF0gH2j quota",
+    "xdewqDD8Ccv5UkAXGn8MDOAw": "ERROR alert to https://hooks.slack.com/services/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 timed out",
+}
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_secrets_planted_in_log_lines_never_reach_the_json_and_the_escalation_contact_does(healthy, sandbox):
+    hr = healthy("hr-resource-optimization")
+    _client(sandbox, "cloudwatch", hr.region).put_metric_alarm(  # a P1 alarm: the verdict names L1 and its contact
+        AlarmName="api-gateway-5xx-errors-team2", MetricName="5XXError", Namespace="AWS/ApiGateway", Statistic="Sum", Period=300,
+        EvaluationPeriods=1, Threshold=5, ComparisonOperator="GreaterThanThreshold")
+    apply_fault(sandbox, hr, "alarm-firing", alarm="api-gateway-5xx-errors-team2")
+    lines = list(SECRETS.values()) + ["ERROR resume of kim.minsu@example.com from 81.2.69.142 rejected",
+                                      "ERROR sg-0a1b2c3d allows 0.0.0.0/0; parser version 1.2.3.4 at 10.0.3.12 failed"]
+    now = datetime.now(timezone.utc)
+    _put(sandbox, hr, "/aws/lambda/ResumeParser", "planted", [(now - timedelta(minutes=5 + i), line) for i, line in enumerate(lines)])
+    report = run("hr-resource-optimization")
+    out = report.public()  # what `opsbook run emergency-check --json` prints
+    text, md = json.dumps(out, ensure_ascii=False), emergency_markdown(report)
+    for secret in [*SECRETS, *PEM_BODY, "kim.minsu@example.com", "81.2.69.142"]:
+        assert secret not in text and secret not in md, secret
+    f = next(x for x in out["findings"] if x["check"] == "log-errors-1h" and x["resource"] == "/aws/lambda/ResumeParser")
+    assert f["value"] == len(lines) and f["details"]["sampled"] == len(lines)  # every planted line was read and shown
+    samples = "\n".join(f["details"]["samples"])
+    for label in ("[SECRET]", "[BASIC-AUTH]", "[GITHUB-TOKEN]", "[SLACK-TOKEN]", "[PRIVATE-KEY]", "[EMAIL]", "[IP]"):
+        assert label in samples, label
+    assert "allows 0.0.0.0/0; parser version 1.2.3.4 at 10.0.3.12 failed" in samples  # what the on-call needs stays
+    v = out["findings"][0]
+    assert v["check"] == "incident-priority" and v["summary"].startswith("P1; escalate to L1: 운영 엔지니어 (operations@example.com, #ops-team)")
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_missing_target_group_is_unknown_with_the_reason(seeded):
+    seeded("t-developer")  # the sandbox seed has no ALB target groups
+    report = run("t-developer")
+    f = only(report, "alb-targets", "t-developer-tg-production")
+    assert f.status is Status.UNKNOWN and "not found" in f.summary and "sandbox seed creates no ALB target groups" in f.summary
+    v = report.findings[0]
+    assert v.details["priority"] == "P3" and v.details["blind_spots"] == ["alb-targets t-developer-tg-production"]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_target_group_without_targets_is_p0(seeded, sandbox):
+    td = seeded("t-developer")
+    make_target_groups(sandbox, td, targets=0)
+    report = run("t-developer")
+    assert only(report, "alb-targets").status is Status.CRIT
+    assert report.findings[0].details["priority"] == "P0"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_table_missing_is_p1(healthy, sandbox):
+    todo = healthy("todo-app")
+    fault = apply_fault(sandbox, todo, "table-missing")
+    report = run("todo-app")
+    v = report.findings[0]
+    assert v.details["priority"] == "P1" and fault["resource"] in v.summary
+    assert v.summary.startswith("P1; escalate to P1: Primary On-Call (respond within 15 min)")
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_calls_made_are_covered_by_the_printed_policy(healthy):
+    healthy("t-developer")
+    report = run("t-developer")
+    policy = set(policy_for(TASKS)["Statement"][0]["Action"])
+    used = {iam_action(*op.split(":")) for op in report.api_calls_by_operation} - {None}
+    assert used and used <= policy, used - policy
+    assert {"elasticloadbalancing:DescribeTargetHealth", "logs:FilterLogEvents"} <= used
+    assert not any(op.split(":")[1].startswith(("Put", "Update", "Delete", "Create")) for op in report.api_calls_by_operation)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_each_seed_system_finishes_in_time_with_30ms_latency(healthy, sandbox):
+    durations = {}
+    for name in SEEDS:
+        healthy(name)
+    sandbox.set_latency_ms(30)
+    for name in SEEDS:
+        t0 = time.monotonic()
+        report = run(name)
+        durations[name] = round(time.monotonic() - t0, 2)
+        assert report.findings[0].details["priority"] == "P3", not_ok(report)
+    print("emergency-check at 30 ms:", durations)
+    assert max(durations.values()) < 10, durations
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_slow_aws_ends_unknown_at_the_deadline(healthy, sandbox):
+    healthy("hr-resource-optimization")
+    sandbox.set_latency_ms(3000)
+    t0 = time.monotonic()
+    report = run("hr-resource-optimization", deadline_seconds=2.0)
+    took = time.monotonic() - t0
+    # the verdict is reached and reported within the deadline (plus judging and publishing);
+    # the run then ends when the AWS calls still in flight return (Prefect joins its task threads)
+    assert report.duration_s < 2.0 + 1.5, report.duration_s
+    assert took < 2.0 + 3.0 + 3.0, took
+    assert report.status is not Status.OK and any(f.status is Status.UNKNOWN for f in report.findings)
+    assert report.findings[0].check == "incident-priority"
+
+
+# --- the verdict, unit ----------------------------------------------------------------------------
+
+
+def F(check, resource, status, value=None, **details):
+    return Finding(check=check, resource=resource, status=Status(status), summary=f"{check} {status}", value=value, details=details)
+
+
+def test_all_functions_failing_is_p0_some_is_p1():
+    fns = [F("lambda-state", n, "OK") for n in ("a", "b")]
+    errs = [F("log-errors-1h", f"/aws/lambda/{n}", "CRIT", 80) for n in ("a", "b")]
+    assert implied_priority(fns + errs)[0] == "P0"
+    assert implied_priority(fns + errs[:1])[0] == "P2"
+    assert implied_priority([F("lambda-state", "a", "CRIT"), F("lambda-state", "b", "OK")])[0] == "P1"
+
+
+def test_priorities_from_components_and_alarms():
+    assert implied_priority([F("opensearch-health", "d", "CRIT", 2)])[0] == "P1"
+    assert implied_priority([F("ecs-service", "c/s", "CRIT", 1)])[0] == "P1"  # deployment FAILED, tasks still running
+    assert implied_priority([F("ecs-service", "c/s", "WARN", 1)])[0] == "P2"
+    assert implied_priority([F("alarms", "x", "WARN", 1, priority="P2")])[0] == "P2"
+    assert implied_priority([F("alarms", "x", "CRIT", 1, priority=None)])[0] == "P2"
+    assert implied_priority([F("alarms", "alarms", "OK", 0), F("dynamodb-backup", "t", "WARN")])[0] == "P3"
+    assert implied_priority([F("s3-storage", "b", "UNKNOWN")]) == ("P3", [])
+
+
+def test_escalation_mapping_per_seed():
+    hr, td, todo, leh = (load_system(n) for n in SEEDS)
+    now, nxt, _ = escalation_for(hr, "P0")
+    assert (now.level, nxt.level) == ("L1", "L2")
+    assert escalation_for(hr, "P3")[0] is None
+    assert escalation_for(td, "P1")[0].level == "P1" and escalation_for(td, "P2")[0].level == "P0"
+    assert escalation_for(todo, "P3")[0].level == "P3"
+    assert escalation_for(leh, "P1")[0].level == "Lv1"
+
+
+def test_message_shapes_group_like_lines():
+    lines = ["ERROR timeout after 30 s #1", "ERROR timeout after 31 s #2", "ERROR db 0a1b2c3d4e5f6a7b gone"]
+    assert message_shape(lines[0]) == message_shape(lines[1]) == "ERROR timeout after N s #N"
+    assert top_messages(lines)[0] == {"message": "ERROR timeout after N s #N", "count": 2}
+
+
+def test_target_health_judgement():
+    t = lambda i, s: {"Target": {"Id": i}, "TargetHealth": {"State": s, "Reason": "Target.FailedHealthChecks"}}
+    assert judge_targets("tg", "c/s", [t("a", "unhealthy"), t("b", "unhealthy")]).status is Status.CRIT
+    f = judge_targets("tg", "c/s", [t("a", "healthy"), t("b", "unhealthy")])
+    assert f.status is Status.WARN and "1 of 2 targets healthy" in f.summary and "Target.FailedHealthChecks" in f.summary
+    assert judge_targets("tg", "c/s", []).status is Status.CRIT

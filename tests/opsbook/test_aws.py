@@ -1,0 +1,109 @@
+import threading
+import time
+
+import pytest
+
+from opsbook import aws
+from opsbook.iam import UndeclaredAction, declares, iam_action, policy_for
+
+
+def test_one_client_per_service_and_region_shared_across_threads(aws_mock):
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(aws.client("dynamodb", "us-east-2"))) for _ in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len({id(c) for c in got}) == 1
+    assert aws.client("dynamodb", "us-east-1") is not got[0]
+    cfg = got[0].meta.config
+    assert cfg.retries["mode"] in ("standard", "adaptive") and cfg.connect_timeout and cfg.read_timeout
+
+
+def test_paginate_reads_every_page_and_calls_are_counted(aws_mock):
+    c = aws.client("logs", "us-east-2")
+    for i in range(120):
+        c.create_log_group(logGroupName=f"/g/{i:03d}")
+    log = aws.start_call_log()
+
+    @declares(["logs:DescribeLogGroups"])
+    def read():
+        return [g["logGroupName"] for g in aws.paginate(c, "describe_log_groups", "logGroups", PaginationConfig={"PageSize": 50})]
+
+    names = read()
+    assert len(names) == 120
+    assert log.by_operation() == {"logs:DescribeLogGroups": 3}
+    assert log.total == 3
+
+
+def test_undeclared_call_fails_in_strict_mode(aws_mock):
+    c = aws.client("sqs", "us-east-2")
+
+    @declares(["sqs:ListQueues"])
+    def sneaky():
+        c.create_queue(QueueName="q")
+
+    with pytest.raises(UndeclaredAction, match="sqs:CreateQueue"):
+        sneaky()
+
+
+def test_iam_action_mapping():
+    assert iam_action("opensearch", "DescribeDomains") == "es:DescribeDomains"
+    assert iam_action("resourcegroupstaggingapi", "GetResources") == "tag:GetResources"
+    assert iam_action("apigateway", "GetRestApis") == "apigateway:GET"
+    assert iam_action("s3", "HeadBucket") == "s3:ListBucket"
+    assert iam_action("sts", "GetCallerIdentity") is None
+
+
+def test_policy_for_daily_health_lists_its_actions():
+    from flows.daily_health.flow import TASKS
+
+    actions = policy_for(TASKS)["Statement"][0]["Action"]
+    for a in ("lambda:GetFunctionConfiguration", "dynamodb:DescribeTable", "logs:FilterLogEvents", "tag:GetResources",
+              "cloudwatch:DescribeAlarms", "es:ESHttpGet", "sns:Publish"):
+        assert a in actions
+    assert not any(a.endswith(("Delete*", "*")) for a in actions)
+
+
+def test_unreachable_endpoint_fails_in_seconds(monkeypatch, closed_port):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port}")
+    aws.reset_clients()
+    t0 = time.monotonic()
+    with pytest.raises(Exception) as exc:
+        aws.client("dynamodb", "us-east-1").list_tables()
+    assert time.monotonic() - t0 < 10
+    assert "cannot reach AWS endpoint" in aws.describe_error(exc.value)
+    aws.reset_clients()
+
+
+def test_loopback_guard(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "https://dynamodb.us-east-1.amazonaws.com")
+    with pytest.raises(RuntimeError, match="not a loopback address"):
+        aws.require_loopback_endpoint()
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    with pytest.raises(RuntimeError):
+        aws.require_loopback_endpoint()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")
+    assert aws.require_loopback_endpoint() == "http://127.0.0.1:5000"
+
+
+def test_parallel_returns_errors_and_respects_the_deadline():
+    def work(x):
+        if x == 2:
+            raise ValueError("boom")
+        if x == 3:
+            time.sleep(3)
+        return x * 10
+
+    t0 = time.monotonic()
+    out = aws.parallel(work, [1, 2, 3], deadline=aws.Deadline(0.5))
+    assert time.monotonic() - t0 < 2
+    assert out[0] == (1, 10, None)
+    assert isinstance(out[1][2], ValueError)
+    assert isinstance(out[2][2], aws.DeadlineExceeded)
+
+
+def test_rate_limiter_spaces_calls():
+    lim = aws.RateLimiter(20)
+    t0 = time.monotonic()
+    for _ in range(6):
+        lim.acquire()
+    assert time.monotonic() - t0 >= 0.24

@@ -1,0 +1,120 @@
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from opsbook.inventory import (
+    SYSTEMS_DIR,
+    InventoryError,
+    System,
+    known_systems,
+    load_file,
+    load_system,
+    name_matches,
+    systems_dir,
+)
+
+SEEDS = ["hr-resource-optimization", "leh", "t-developer", "todo-app"]
+
+
+def test_the_four_seed_systems_load():
+    assert known_systems() == SEEDS
+    hr = load_system("hr-resource-optimization")
+    assert hr.region == "us-east-2" and hr.discovery.tags == {"Team": "Team2"}
+    assert [f.name for f in hr.lambda_functions][:2] == ["ResumeParser", "AffinityScoreCalculator"]
+    assert len(hr.lambda_functions) == 8 and len(hr.dynamodb_tables) == 6
+    assert {t.name for t in hr.dynamodb_tables} >= {"Employees-Team2", "TechTrends-Team2"}
+    td = load_system("t-developer")
+    assert td.ecs_services[0].cluster == "t-developer-cluster-production"
+    assert td.dynamodb_tables[0].created_at_attribute == "created_at"
+    assert td.thresholds.pipeline_p95_slo_s == 45 and td.thresholds.error_rate_slo_pct == 2
+    todo = load_system("todo-app")
+    assert todo.lambda_functions[0].aliases == ["LIVE"] and todo.region == "ap-northeast-2"
+    leh = load_system("leh")
+    assert leh.sqs_queues[0].dlq and leh.region
+    assert "REGION CHOSEN" in Path("systems/leh.yaml").read_text()
+
+
+def _write(tmp_path, name, text):
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_unknown_key_names_file_and_field(tmp_path):
+    p = _write(tmp_path, "x", "name: x\nregion: us-east-1\nlambda_functions:\n  - {name: f, memory: 3}\n")
+    with pytest.raises(InventoryError) as exc:
+        load_file(p)
+    msg = str(exc.value)
+    assert str(p) in msg and "lambda_functions.0.memory" in msg and "unknown field" in msg
+
+
+def test_bad_region_timezone_and_missing_field(tmp_path):
+    p = _write(tmp_path, "y", "name: y\nregion: Seoul\ntimezone: Mars/Base\n")
+    msg = str(pytest.raises(InventoryError, load_file, p).value)
+    assert "field region" in msg and "not an AWS region" in msg and "field timezone" in msg
+    p = _write(tmp_path, "z", "name: z\n")
+    assert "field region: Field required" in str(pytest.raises(InventoryError, load_file, p).value)
+
+
+def test_thresholds_warn_above_crit_is_rejected(tmp_path):
+    p = _write(tmp_path, "t", "name: t\nregion: us-east-1\nthresholds: {log_errors_warn: 10, log_errors_crit: 5}\n")
+    assert "log_errors_warn must not exceed log_errors_crit" in str(pytest.raises(InventoryError, load_file, p).value)
+
+
+def test_yaml_errors_and_name_mismatch(tmp_path):
+    p = _write(tmp_path, "bad", "name: [unclosed\n")
+    assert "not valid YAML" in str(pytest.raises(InventoryError, load_file, p).value)
+    p = _write(tmp_path, "other", "name: something\nregion: us-east-1\n")
+    assert "must match the file name" in str(pytest.raises(InventoryError, load_file, p).value)
+
+
+def test_unknown_system_lists_known_ones():
+    msg = str(pytest.raises(InventoryError, load_system, "nope").value)
+    assert "unknown system 'nope'" in msg
+    for s in SEEDS:
+        assert s in msg
+    assert f"looked in {SYSTEMS_DIR} (next to the opsbook package; OPSBOOK_SYSTEMS_DIR is not set)" in msg
+    other = str(pytest.raises(InventoryError, load_system, "nope", Path("systems")).value)
+    assert "known systems: " + ", ".join(SEEDS) + " (looked in systems (given by the caller))" in other
+
+
+def test_the_systems_directory_rule():
+    beside_tasks = Path(__file__).resolve().parents[2] / "systems"  # this checkout's systems/, next to tasks/
+    assert systems_dir({}) == (beside_tasks, "next to the opsbook package; OPSBOOK_SYSTEMS_DIR is not set")
+    assert systems_dir({"OPSBOOK_SYSTEMS_DIR": ""}) == systems_dir({})  # empty is unset
+    assert systems_dir({"OPSBOOK_SYSTEMS_DIR": "/etc/opsbook"}) == (Path("/etc/opsbook"), "set by OPSBOOK_SYSTEMS_DIR")
+
+
+def test_a_missing_inventory_directory_is_an_error_not_an_empty_list(tmp_path):
+    with pytest.raises(InventoryError, match=f"no inventory directory at {tmp_path / 'gone'} \\(given by the caller\\)"):
+        known_systems(tmp_path / "gone")
+    assert known_systems(tmp_path) == []  # an existing, empty directory holds no systems
+    _write(tmp_path, "a", "name: a\nregion: us-east-1\n")
+    assert known_systems(tmp_path) == ["a"] and load_system("a", tmp_path).name == "a"
+
+
+@pytest.mark.parametrize(
+    "pattern,name,hit",
+    [("team2", "lambda-errors-ResumeParser-Team2", True), ("team2", "TEAM2-x", True), ("team2", "team3", False),
+     ("dynamodb-read-throttle-*", "dynamodb-read-throttle-Employees-Team2", True),
+     ("dynamodb-read-throttle-*", "my-dynamodb-read-throttle-x", False), ("t-developer", "T-Developer-CPU", True)],
+)
+def test_alarm_filters_are_case_insensitive_substrings_or_globs(pattern, name, hit):
+    assert name_matches(pattern, name) is hit
+
+
+def test_yesterday_is_in_the_system_time_zone():
+    s = System(name="s", region="us-east-1")
+    assert s.timezone == "Asia/Seoul"
+    # 2026-11-22 01:00 in Seoul is still 2026-11-21 in UTC: yesterday is the 21st in Seoul.
+    now = datetime(2026, 11, 21, 16, 0, tzinfo=ZoneInfo("UTC"))
+    start, end = s.yesterday(now)
+    assert start.isoformat() == "2026-11-21T00:00:00+09:00" and end.isoformat() == "2026-11-22T00:00:00+09:00"
+
+
+def test_all_log_groups_unions_function_groups_and_explicit_ones():
+    s = System(name="s", region="us-east-1", lambda_functions=[{"name": "f"}], log_groups=[{"name": "/ecs/x"}, {"name": "/aws/lambda/f", "audit": True}])
+    groups = {g.name: g for g in s.all_log_groups()}
+    assert set(groups) == {"/aws/lambda/f", "/ecs/x"} and groups["/aws/lambda/f"].audit
