@@ -10,18 +10,29 @@ def test_every_seed_system_has_its_daily_health_schedule_in_its_time_zone():
         assert s["cron"] == "0 9 * * *" and s["timezone"] == "Asia/Seoul" and s["parameters"] == {"system": system}
 
 
-@pytest.mark.usefixtures("prefect_harness")
-def test_deployments_register_with_their_schedules():
+@pytest.fixture(scope="module")
+def built():
+    """Every deployment, built once for the module (52 ``to_deployment`` calls)."""
+    return {d.name: d for d in build()}
+
+
+STORED = ("daily-health-todo-app", "emergency-rollback-t-developer", "dr-test-todo-app")
+
+
+@pytest.fixture(scope="module")
+def stored(built, prefect_harness):
+    """A read-only, a mutating and a scheduled-drill deployment, registered and read back from the server."""
     from prefect.client.orchestration import get_client
 
-    deps = build()
-    d = next(d for d in deps if d.name == "daily-health-todo-app")
-    dep_id = d.apply()
     with get_client(sync_client=True) as client:
-        stored = client.read_deployment(dep_id)
-    sched = stored.schedules[0].schedule
+        return {name: client.read_deployment(built[name].apply()) for name in STORED}
+
+
+def test_deployments_register_with_their_schedules(stored):
+    sched = stored["daily-health-todo-app"].schedules[0].schedule
     assert sched.cron == "0 9 * * *" and sched.timezone == "Asia/Seoul"
-    assert stored.parameters == {"system": "todo-app"}
+    assert stored["daily-health-todo-app"].parameters == {"system": "todo-app"}
+    assert not stored["emergency-rollback-t-developer"].schedules
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -30,7 +41,7 @@ def test_work_pool_deployments_are_idempotent():
 
     from deployments.schedules import deploy_to_work_pool
 
-    some = ["daily-health-todo-app", "emergency-rollback-t-developer", "alarm-bridge-all"]
+    some = ["daily-health-todo-app", "alarm-bridge-all"]  # a runbook's, and the bridge's (with its watchdog automation)
     first = deploy_to_work_pool("opsbook-test", only=some)  # from source, as a worker runs them
     second = deploy_to_work_pool("opsbook-test", only=some)
     assert first == second and len(first) == len(some)
@@ -68,20 +79,15 @@ def test_every_runbook_is_deployed_for_every_system_it_applies_to():
     assert by_name["alarm-bridge-all"]["cron"] == "* * * * *" and by_name["alarm-bridge-all"]["system"] is None
 
 
-@pytest.mark.usefixtures("prefect_harness")
-def test_deployments_carry_descriptions_and_a_parameter_form():
-    deps = {d.name: d for d in build()}
+def test_deployments_carry_descriptions_and_a_parameter_form(built, stored):
+    deps = built
     d = deps["emergency-rollback-t-developer"]
     assert d.description.startswith("**emergency-rollback** for **t-developer**") and "dry run by default" in d.description
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        stored = client.read_deployment(d.apply())
-    props = stored.parameter_openapi_schema["properties"]  # the UI's form
+    props = stored[d.name].parameter_openapi_schema["properties"]  # the UI's form, as the server keeps it
     assert props["dry_run"]["default"] is True and "approval" not in props  # how to approve is the shell's, never a parameter
     assert props["to_revision"] == {**props["to_revision"], "type": "integer", "default": 0, "minimum": 0}
     assert props["accept_guess"]["default"] is False and "guess" in props["accept_guess"]["description"]
-    assert stored.parameters == {"system": "t-developer"} and "mutating" in stored.tags
+    assert stored[d.name].parameters == {"system": "t-developer"} and "mutating" in stored[d.name].tags
     assert deps["daily-health-leh"].schedules and not d.schedules
     # alarm-driven runs: HR routes throttle alarms to the DynamoDB remediation, with the alarm's details
     t = deps["remediate-dynamodb-throttling-hr-resource-optimization"].triggers
@@ -95,30 +101,28 @@ def bare_null(prop: dict) -> bool:
         "default" in prop and prop["default"] is None)
 
 
-@pytest.mark.usefixtures("prefect_harness")
-def test_every_deployed_parameter_is_described_and_plain():
-    """Read back from the server: what the UI's Run form is built from. The form depends on the runbook only,
-    so one deployment a runbook is stored; every deployment's parameters are checked against its runbook's form."""
-    from prefect.client.orchestration import get_client
+def test_every_deployed_parameter_is_described_and_plain(built, stored):
+    """What the UI's Run form is built from. The form depends on the runbook only: one deployment a runbook is
+    checked, and the server is shown to keep exactly the schema each deployment sends (the stored ones)."""
     from prefect.utilities.schema_tools import validate
 
-    deps = build()
-    first = {}
-    for d in deps:
-        first.setdefault(d.flow_name, d)
-    with get_client(sync_client=True) as client:
-        schemas = {flow: client.read_deployment(d.apply()).parameter_openapi_schema for flow, d in first.items()}
     from opsbook.registry import RUNBOOKS
 
+    for name, dep in stored.items():  # the form's fields, their types, defaults, bounds and help text, as sent
+        sent = built[name]._parameter_openapi_schema.model_dump()
+        assert {k: dep.parameter_openapi_schema[k] for k in ("properties", "required")} == {k: sent[k] for k in ("properties", "required")}, name
+    schemas = {}
+    for d in built.values():
+        schemas.setdefault(d.flow_name, d._parameter_openapi_schema.model_dump())
     assert set(schemas) == set(RUNBOOKS) - {"fleet"}  # fleet runs over a targets file: no deployment of its own
     for flow, schema in schemas.items():
         assert "approval" not in schema["properties"], flow
         for key, prop in schema["properties"].items():
             assert prop.get("description", "").strip(), (flow, key, prop)
             assert not bare_null(prop), (flow, key, prop)
-    for d in deps:  # what the schedules pass passes the schema the server enforces (a required case_id: the form asks)
+    for d in built.values():  # what the schedules pass passes the schema the server enforces (a required case_id: the form asks)
         assert validate(d.parameters, schemas[d.flow_name], ignore_required=True) == [], (d.name, d.parameters)
-    drill = next(d for d in deps if d.name == "dr-test-todo-app")  # what the schedule passes stays a parameter, described
+    drill = built["dr-test-todo-app"]  # what the schedule passes stays a parameter, described
     assert drill.parameters == {"system": "todo-app", "dry_run": False, "approver": "schedule"}
     assert "schedule" in schemas["dr-test"]["properties"]["approver"]["description"]
 
