@@ -158,7 +158,9 @@ class Stack:
         self.sandbox = Sandbox().start()
         self.sandbox.reset()  # moto's state is per process: start from nothing
         self.env = {**os.environ, **self.sandbox.env(),
-                    "OPSBOOK_HOME": str(self.home), "OPSBOOK_PREFECT_PORT": str(self.port),
+                    # a fresh HOME, so a deployment sent to Prefect's own ephemeral server would leave
+                    # HOME/.prefect/prefect.db behind (what `opsbook serve` once did)
+                    "HOME": str(self.home), "OPSBOOK_HOME": str(self.home), "OPSBOOK_PREFECT_PORT": str(self.port),
                     # the runner looks for runs to start every 10 s by default; a run started from the UI
                     # should not wait that long in a test
                     "PREFECT_RUNNER_POLL_FREQUENCY": "2",

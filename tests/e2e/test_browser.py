@@ -1,7 +1,8 @@
 """The Prefect UI in a real browser (headless Debian Chromium, driven by Playwright)
 against `make serve SERVE_ARGS=` pointed at a sandbox this test seeds:
 
-1. the deployments page lists every runbook deployment with its schedule
+1. every deployment is on the server the UI shows (not on an ephemeral one), and the
+   deployments page lists every runbook deployment with its schedule
    (daily-health-todo-app: "0 9 * * *" in Asia/Seoul; emergency-rollback-t-developer: none);
 2. a daily-health run started from the deployment's Run button completes, and its
    report artifact shows in the run's Artifacts tab and on the artifact's page;
@@ -17,9 +18,11 @@ without them the tests skip, or fail when OPSBOOK_E2E_BROWSER=required (CI).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
+import urllib.request
 from urllib.parse import urlparse
 
 import browser_support as bs  # tests/e2e/browser_support.py (rootdir-less test dirs are on sys.path)
@@ -95,6 +98,13 @@ def test_deployments_page_lists_runbooks_with_schedules(stack, page):
     from deployments.schedules import deployment_specs
 
     specs = {s["name"]: s for s in deployment_specs()}
+    # `make serve` registers every deployment on the server the UI shows (README's command; it once sent
+    # them to Prefect's ephemeral server while the UI said "Create a deployment to get started")
+    assert stack.api.call("POST", "/deployments/count") == len(specs)
+    ui = json.loads(urllib.request.urlopen(f"{stack.ui}/ui-settings", timeout=10).read())
+    assert ui["api_url"] == stack.api.url  # the browser's UI asks this server
+    assert f"registered on {stack.api.url} and read back" in stack.serve_log.read_text(errors="replace")
+    assert not (stack.home / ".prefect" / "prefect.db").exists(), "deployments went to Prefect's ephemeral server"
     shots = bs.Shots(page, "1-deployments")
     with shots.step("list"):
         page.goto(f"{stack.ui}/deployments")
