@@ -97,7 +97,6 @@ def main(argv: list[str] | None = None) -> int:
     sb = None
     rows: list[dict[str, Any]] = []
     try:
-        t = time.monotonic()
         target = server.configure()
         url = target.api_url
         _, took = server.ensure(target, quiet=True)

@@ -46,19 +46,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.rollback import HARNESS_UA, breakdown, code_version, recorder, snapshot_code
-from bench.run import (
+from bench.harness import (
     BENCH,
+    HARNESS_UA,
     OPSBOOK,
     RESULTS,
     ROOT,
     T_SERVER_STOP,
     SandboxProc,
     aws_cli,
+    breakdown,
+    code_version,
     free_port,
     last_json,
     log,
     machine,
+    recorder,
+    snapshot_code,
 )
 
 SYSTEM = "hr-resource-optimization"

@@ -102,12 +102,12 @@ def prepare(sb: Any, system: Any, items: int) -> dict[str, Any]:
     from opensearchpy import helpers
 
     from sandbox.backups import add_snapshot, register_repository
-    from sandbox.seed import _client
+    from sandbox.server import sandbox_client
     from tasks.opensearch import os_client
 
     r = system.region
     out: dict[str, Any] = {"region": r}
-    ddb = _client(sb, "dynamodb", r)
+    ddb = sandbox_client(sb, "dynamodb", r)
     spec = next(t for t in system.dynamodb_tables if t.name == SOURCE_TABLE)
     rows = []
     for i in range(items):
@@ -128,7 +128,7 @@ def prepare(sb: Any, system: Any, items: int) -> dict[str, Any]:
         out["backups"][t.name] = b["BackupArn"]
     out["items"] = {SOURCE_TABLE: items}
 
-    s3 = _client(sb, "s3", r)
+    s3 = sandbox_client(sb, "s3", r)
     s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
     versions = []
     for n, body in enumerate((b"%PDF-1.4 resume v1 " * 200, b"%PDF-1.4 resume v2, edited " * 200)):

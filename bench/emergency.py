@@ -26,7 +26,7 @@ import tempfile
 from datetime import datetime, timezone
 from typing import Any
 
-from bench.run import (
+from bench.harness import (
     OPSBOOK,
     RESULTS,
     ROOT,

@@ -38,25 +38,30 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from bench.run import (
+from bench.harness import (
     BENCH,
+    CODE_DIRS,
+    HARNESS_UA,
     OPSBOOK,
     RESULTS,
     ROOT,
     T_SERVER_STOP,
     SandboxProc,
     aws_cli,
+    breakdown,
+    code_version,
     free_port,
     last_json,
     log,
     machine,
+    recorder,
+    snapshot_code,
 )
 
 SYSTEM = "t-developer"
@@ -66,35 +71,9 @@ SERVICE = "t-developer-service-production"
 TOPIC = "arn:aws:sns:us-east-1:123456789012:t-developer-alerts-production"
 FAULT = f"{SYSTEM}:bad-deploy"
 SEED_SCRIPT = BENCH / "emergency_rollback.sh"
-HARNESS_UA = "opsbook-bench-harness"
 POLL_S = 0.02
 T_RUN = 180
 T_SERVER_START = 120
-
-
-CODE_DIRS = ("opsbook", "flows", "tasks", "sandbox", "deployments", "systems")
-
-
-def code_version(root: Path = ROOT) -> str:
-    """Hash of opsbook's code under ``root`` (other people edit the live tree while the benchmark runs)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for d in CODE_DIRS:
-        for f in sorted((root / d).rglob("*")):
-            if f.is_file() and f.suffix in (".py", ".yaml", ".yml"):
-                h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()[:12]
-
-
-def snapshot_code(dest: Path) -> Path:
-    """Copy opsbook's code so that every run uses the same version: with PYTHONPATH=dest the
-    console script imports it (the editable install's finder comes after PYTHONPATH)."""
-    import shutil
-
-    for d in CODE_DIRS:
-        shutil.copytree(ROOT / d, dest / d, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return dest
 
 
 def opsbook_cmd(settle_s: int) -> list[str]:
@@ -182,11 +161,6 @@ class TdPoller:
 
 
 # --- what the sandbox saw (moto's request recorder) ------------------------------------------
-
-
-def recorder(endpoint: str, action: str) -> None:
-    req = urllib.request.Request(f"{endpoint}/moto-api/recorder/{action}", method="POST", data=b"")
-    urllib.request.urlopen(req, timeout=10).read()
 
 
 def recorded_calls(path: Path) -> dict[str, int]:
@@ -336,34 +310,6 @@ def run_once(tool: str, cmd: list[str], env: dict[str, str], latency_ms: float, 
 
 
 # --- Prefect: where the opsbook run's time went ------------------------------------------------
-
-
-def _api(port: int, path: str, body: dict | None = None) -> Any:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/api{path}", method="POST" if body is not None else "GET",
-                                 data=json.dumps(body).encode() if body is not None else None, headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=15) as r:
-        return json.loads(r.read())
-
-
-def _ts(s: str | None) -> float | None:
-    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() if s else None
-
-
-def breakdown(port: int, run: dict[str, Any]) -> dict[str, Any] | None:
-    """Task runs of one opsbook run, as offsets from the command's start (same clock)."""
-    fr = run.get("flow_run_id")
-    if not fr:
-        return None
-    t0 = run["t0"]
-    flow = _api(port, f"/flow_runs/{fr}")
-    tasks = _api(port, "/task_runs/filter", {"task_runs": {"flow_run_id": {"any_": [fr]}}, "limit": 200})
-    rows = []
-    for t in sorted(tasks, key=lambda t: t.get("start_time") or ""):
-        s, e = _ts(t.get("start_time")), _ts(t.get("end_time"))
-        if s is None:
-            continue
-        rows.append({"task": re.sub(r"-[0-9a-f]{3}$", "", t["name"]), "start_s": round(s - t0, 3), "took_s": round((e or s) - s, 3)})
-    return {"flow_start_s": round(_ts(flow["start_time"]) - t0, 3), "flow_end_s": round(_ts(flow["end_time"]) - t0, 3), "tasks": rows}
 
 
 # --- summary and report ------------------------------------------------------------------------

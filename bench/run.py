@@ -23,161 +23,45 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import queue
 import re
 import shlex
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench"
-RESULTS = BENCH / "results"
-AWSCLI_VENV = BENCH / ".venv-awscli"
+from bench.harness import (
+    BENCH,
+    OPSBOOK,
+    RESULTS,
+    ROOT,
+    T_FLOOR,
+    T_OPSBOOK,
+    T_SEED,
+    T_SERVER_STOP,
+    SandboxProc,
+    aws_cli,
+    free_port,
+    last_json,
+    log,
+    machine,
+    timed,
+)
+
 SEED_SCRIPT = BENCH / "daily_health_check_extended.sh"
 FLOOR = BENCH / "floor.py"
-BIN = Path(sys.executable).parent
-OPSBOOK = str(BIN / "opsbook") if (BIN / "opsbook").exists() else (shutil.which("opsbook") or "opsbook")
-
-T_SANDBOX = 300      # seeding 10x takes ~20-40 s
-T_OPSBOOK = 240      # includes a possible Prefect server cold start
-T_SEED = 900         # the sequential shell script at 10x
-T_FLOOR = 120
-T_SERVER_STOP = 60
-
-
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def is_loopback(url: str) -> bool:
-    host = urlparse(url).hostname or ""
-    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
-
 
 # --- the aws CLI venv -------------------------------------------------------------------
-
-
-def aws_cli() -> str:
-    """bench/.venv-awscli/bin/aws, created on first use (kept out of the project's venv)."""
-    aws = AWSCLI_VENV / "bin" / "aws"
-    if not aws.exists():
-        log(f"creating {AWSCLI_VENV} and installing awscli (v1) into it")
-        subprocess.run([shutil.which("python3") or sys.executable, "-m", "venv", str(AWSCLI_VENV)], check=True, timeout=120)
-        subprocess.run([str(AWSCLI_VENV / "bin" / "pip"), "install", "-q", "awscli"], check=True, timeout=600)
-    out = subprocess.run([str(aws), "--version"], capture_output=True, text=True, timeout=60)
-    version = (out.stdout or out.stderr).strip()
-    m = re.match(r"aws-cli/(\d+)\.(\d+)", version)
-    if not m or (int(m.group(1)), int(m.group(2))) < (1, 29):
-        raise RuntimeError(f"{aws}: {version!r}; need aws-cli >= 1.29 (AWS_ENDPOINT_URL support)")
-    return str(aws)
 
 
 # --- the sandbox ----------------------------------------------------------------------------
 
 
-class SandboxProc:
-    """`opsbook sandbox` in the foreground, in its own session; stopped with SIGTERM."""
-
-    def __init__(self, system: str, scale: int, latency_ms: float, home: str, faults: list[str] | None = None,
-                 env: dict[str, str] | None = None, cwd: Path = ROOT) -> None:
-        self.cwd = cwd
-        self.cmd = [OPSBOOK, "sandbox", "--systems", system, "--scale", str(scale), "--latency-ms", str(latency_ms)]
-        for f in faults or []:  # e.g. "t-developer:bad-deploy" (the rollback benchmark)
-            self.cmd += ["--fault", f]
-        self.home = home
-        self.extra_env = env or {}
-        self.proc: subprocess.Popen | None = None
-        self.errlog = Path(home) / f"sandbox-{scale}x.log"
-        self.seed_s = 0.0
-
-    def start(self) -> dict[str, str]:
-        env = {**os.environ, "OPSBOOK_HOME": self.home, **self.extra_env}
-        t0 = time.monotonic()
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=open(self.errlog, "wb"), stdin=subprocess.DEVNULL,
-                                     env=env, text=True, start_new_session=True, cwd=self.cwd)
-        lines: queue.Queue[str | None] = queue.Queue()
-
-        def reader() -> None:
-            assert self.proc and self.proc.stdout
-            for line in self.proc.stdout:
-                lines.put(line)
-            lines.put(None)
-
-        threading.Thread(target=reader, daemon=True, name="sandbox-stdout").start()
-        exports: dict[str, str] = {}
-        deadline = time.monotonic() + T_SANDBOX
-        while True:
-            timeout = deadline - time.monotonic() if not exports else 1.0  # the exports come together
-            if timeout <= 0:
-                raise RuntimeError(f"sandbox printed no exports within {T_SANDBOX} s; see {self.errlog}")
-            try:
-                line = lines.get(timeout=timeout)
-            except queue.Empty:
-                if exports:
-                    break
-                continue
-            if line is None:
-                if exports:
-                    break
-                raise RuntimeError(f"sandbox exited ({self.proc.poll()}) before printing its exports; see {self.errlog}: "
-                                   + self.errlog.read_text(errors="replace")[-800:])
-            m = re.match(r"export (\w+)=(.*)$", line.strip())
-            if m:
-                exports[m.group(1)] = shlex.split(m.group(2))[0] if m.group(2) else ""
-        self.seed_s = time.monotonic() - t0
-        url = exports.get("AWS_ENDPOINT_URL", "")
-        if not is_loopback(url):
-            raise RuntimeError(f"sandbox AWS_ENDPOINT_URL {url!r} is not loopback; refusing to run")
-        return exports
-
-    def stop(self) -> None:
-        p = self.proc
-        if p is None or p.poll() is not None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            log(f"sandbox pid {p.pid} ignored SIGTERM for 20 s; SIGKILL")
-            p.kill()
-            p.wait(timeout=10)
-
-
 # --- one timed process -------------------------------------------------------------------------
-
-
-def timed(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[float, subprocess.CompletedProcess]:
-    t0 = time.monotonic()
-    try:
-        cp = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd=ROOT)
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeError(f"timed out after {timeout:.0f} s: {' '.join(cmd)}") from exc
-    return time.monotonic() - t0, cp
-
-
-def last_json(stdout: str) -> dict[str, Any]:
-    for line in reversed(stdout.strip().splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    raise ValueError(f"no JSON object on stdout: {stdout[-500:]!r}")
 
 
 def run_opsbook(system: str, env: dict[str, str]) -> dict[str, Any]:
@@ -276,20 +160,6 @@ def tables(results: dict[int, dict[str, Any]]) -> tuple[list[str], list[str]]:
                       f"{ratio(g('opsbook', 'wall_s'), g('floor', 'wall_s'))} | {ratio(g('opsbook', 'api_calls'), g('floor', 'api_calls'))} | "
                       f"{ratio(g('opsbook_quotas', 'wall_s'), g('floor_quotas', 'wall_s'))} | {ratio(g('opsbook', 'in_run_s'), g('floor', 'in_run_s'))} |")
     return rows, ratios
-
-
-def machine() -> dict[str, str]:
-    def ver(pkg: str) -> str:
-        try:
-            from importlib.metadata import version
-
-            return version(pkg)
-        except Exception:
-            return "?"
-
-    return {"nproc": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()),
-            "python": platform.python_version(), "platform": platform.platform(),
-            "versions": ", ".join(f"{p} {ver(p)}" for p in ("prefect", "boto3", "botocore", "moto"))}
 
 
 def write_markdown(path: Path, results: dict[int, dict[str, Any]], meta: dict[str, Any]) -> str:

@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.run import (
+from bench.harness import (
     BENCH,
     OPSBOOK,
     RESULTS,

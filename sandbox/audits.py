@@ -17,8 +17,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from opsbook.inventory import System
-from sandbox.seed import _client, _zip
-from sandbox.server import Sandbox
+from sandbox.seed import _zip
+from sandbox.server import Sandbox, sandbox_client
 
 # Audit events: flagged ones and look-alikes that must not be flagged. The RRN 900101-1234568 has a valid date, gender
 # digit 1 and a matching check digit; 901332-1234567 has no 32nd of month 13. 4111 1111 1111 1111 passes Luhn; ...1112 does not.
@@ -35,7 +35,7 @@ AUDIT_EVENTS = {
 def log_group(sb: Sandbox, system: System, name: str, retention_days: int | None = None, events: list[str] | None = None,
               hours_ago: float = 1) -> dict[str, Any]:
     """A log group (created when missing) with this retention (None: delete any) and events (stored bytes follow them)."""
-    logs = _client(sb, "logs", system.region)
+    logs = sandbox_client(sb, "logs", system.region)
     if not logs.describe_log_groups(logGroupNamePrefix=name)["logGroups"]:
         logs.create_log_group(logGroupName=name)
     if retention_days is None:
@@ -54,7 +54,7 @@ def log_group(sb: Sandbox, system: System, name: str, retention_days: int | None
 def audit_events(sb: Sandbox, system: System, kinds: list[str], group: str | None = None) -> dict[str, Any]:
     """Events of ``AUDIT_EVENTS`` kinds in the system's audit log group."""
     g = group or next(x.name for x in system.log_groups if x.audit)
-    logs = _client(sb, "logs", system.region)
+    logs = sandbox_client(sb, "logs", system.region)
     stream = "audit-" + "-".join(kinds)
     logs.create_log_stream(logGroupName=g, logStreamName=stream)
     t0 = int((datetime.now(timezone.utc) - timedelta(hours=2)).timestamp() * 1000)
@@ -64,7 +64,7 @@ def audit_events(sb: Sandbox, system: System, kinds: list[str], group: str | Non
 
 def tmp_rule(sb: Sandbox, system: System, days: int = 7, bucket: str | None = None) -> dict[str, Any]:
     b = next(x for x in system.s3_buckets if x.tmp_prefix and (bucket is None or x.name == bucket))
-    _client(sb, "s3", system.region).put_bucket_lifecycle_configuration(Bucket=b.name, LifecycleConfiguration={"Rules": [
+    sandbox_client(sb, "s3", system.region).put_bucket_lifecycle_configuration(Bucket=b.name, LifecycleConfiguration={"Rules": [
         {"ID": "expire-tmp", "Status": "Enabled", "Filter": {"Prefix": b.tmp_prefix}, "Expiration": {"Days": days}}]})
     return {"resource": b.name, "days": days}
 
@@ -72,7 +72,7 @@ def tmp_rule(sb: Sandbox, system: System, days: int = 7, bucket: str | None = No
 def tmp_objects(sb: Sandbox, system: System, count: int = 3, days_old: float = 0, bucket: str | None = None, name: str = "obj") -> dict[str, Any]:
     """Objects under the bucket's tmp prefix, their LastModified moved back ``days_old`` days (moto's state)."""
     b = next(x for x in system.s3_buckets if x.tmp_prefix and (bucket is None or x.name == bucket))
-    s3 = _client(sb, "s3", system.region)
+    s3 = sandbox_client(sb, "s3", system.region)
     keys = [f"{b.tmp_prefix}{name}-{i}.bin" for i in range(count)]
     for k in keys:
         s3.put_object(Bucket=b.name, Key=k, Body=b"x" * 100)
@@ -87,7 +87,7 @@ def tmp_objects(sb: Sandbox, system: System, count: int = 3, days_old: float = 0
 
 def role(sb: Sandbox, system: System, name: str, used_days_ago: float | None = None, created_days_ago: float = 400) -> dict[str, Any]:
     """An IAM role; its RoleLastUsed and CreateDate set through moto's state."""
-    iam = _client(sb, "iam", system.region)
+    iam = sandbox_client(sb, "iam", system.region)
     iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}))
     r = next(r for r in sb.backend("iam", "global").roles.values() if r.name == name)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
@@ -99,13 +99,13 @@ def role(sb: Sandbox, system: System, name: str, used_days_ago: float | None = N
 
 
 def function_runtime(sb: Sandbox, system: System, function: str, runtime: str = "python3.8") -> dict[str, Any]:
-    lam = _client(sb, "lambda", system.region)
+    lam = sandbox_client(sb, "lambda", system.region)
     lam.update_function_configuration(FunctionName=function, Runtime=runtime)
     return {"resource": function, "runtime": runtime}
 
 
 def kms_key(sb: Sandbox, system: System, alias: str, rotation: bool) -> dict[str, Any]:
-    kms = _client(sb, "kms", system.region)
+    kms = sandbox_client(sb, "kms", system.region)
     key = kms.create_key(Description=f"{system.name} {alias}")["KeyMetadata"]["KeyId"]
     kms.create_alias(AliasName=alias if alias.startswith("alias/") else f"alias/{alias}", TargetKeyId=key)
     if rotation:
@@ -115,7 +115,7 @@ def kms_key(sb: Sandbox, system: System, alias: str, rotation: bool) -> dict[str
 
 def secret(sb: Sandbox, system: System, name: str, created_days_ago: float = 0) -> dict[str, Any]:
     """A secret; its creation date moved back through moto's state (moto stamps the call's time)."""
-    _client(sb, "secretsmanager", system.region).create_secret(Name=name, SecretString="sandbox")
+    sandbox_client(sb, "secretsmanager", system.region).create_secret(Name=name, SecretString="sandbox")
     if created_days_ago:
         backend = sb.backend("secretsmanager", system.region)
         s = backend.secrets[name]
@@ -124,7 +124,7 @@ def secret(sb: Sandbox, system: System, name: str, created_days_ago: float = 0) 
 
 
 def security_group(sb: Sandbox, system: System, name: str, open_port: int | None) -> dict[str, Any]:
-    ec2 = _client(sb, "ec2", system.region)
+    ec2 = sandbox_client(sb, "ec2", system.region)
     gid = ec2.create_security_group(GroupName=name, Description="sandbox")["GroupId"]
     if open_port is not None:
         ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=[
@@ -157,7 +157,7 @@ def certificate(sb: Sandbox, system: System, domain: str, days_left: float) -> d
     now = datetime.now(timezone.utc)
     valid_after = now + timedelta(days=days_left)
     pem, key = _self_signed(domain, now - timedelta(days=400), valid_after if days_left > 0 else now + timedelta(days=1))
-    arn = _client(sb, "acm", system.region).import_certificate(Certificate=pem, PrivateKey=key)["CertificateArn"]
+    arn = sandbox_client(sb, "acm", system.region).import_certificate(Certificate=pem, PrivateKey=key)["CertificateArn"]
     if days_left <= 0:
         expired, _ = _self_signed(domain, now - timedelta(days=400), valid_after)
         bundle = sb.backend("acm", system.region)._certificates[arn]
@@ -169,7 +169,7 @@ def certificate(sb: Sandbox, system: System, domain: str, days_left: float) -> d
 def ecr_image(sb: Sandbox, system: System, repository: str, tag: str = "latest", counts: dict[str, int] | None = None,
               scan: bool = True) -> dict[str, Any]:
     """A repository (created when missing) with an image; scanned (moto's result set to these severity counts) unless ``scan`` is False."""
-    ecr = _client(sb, "ecr", system.region)
+    ecr = sandbox_client(sb, "ecr", system.region)
     try:
         ecr.create_repository(repositoryName=repository)
     except ecr.exceptions.RepositoryAlreadyExistsException:

@@ -20,8 +20,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from opsbook.inventory import System
-from sandbox.seed import _client
-from sandbox.server import ACCOUNT_ID, Sandbox
+from sandbox.server import ACCOUNT_ID, Sandbox, sandbox_client
 from tasks.opensearch import os_client
 
 
@@ -55,14 +54,14 @@ def good_backups(sb: Sandbox, system: System, snapshot_age_hours: float = 2.0) -
     """Every backup backup-verify checks, in order (after ``seed_system``)."""
     r = system.region
     made: dict[str, Any] = {"tables": [], "buckets": [], "replicas": [], "snapshots": [], "rds": []}
-    ddb = _client(sb, "dynamodb", r)
+    ddb = sandbox_client(sb, "dynamodb", r)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
     for t in system.dynamodb_tables:  # every table, not only backup_required ones: the others would be WARN
         ddb.update_continuous_backups(TableName=t.name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True})
         ddb.create_backup(TableName=t.name, BackupName=f"{t.name}-sandbox-{stamp}")
         made["tables"].append(t.name)
 
-    s3 = _client(sb, "s3", r)
+    s3 = sandbox_client(sb, "s3", r)
     for b in system.s3_buckets:
         if b.versioning_required or b.replication_required:
             s3.put_bucket_versioning(Bucket=b.name, VersioningConfiguration={"Status": "Enabled"})
@@ -84,17 +83,17 @@ def replicate(sb: Sandbox, system: System, bucket: str) -> str:
     """Cross-region replication to ``<bucket>-replica`` (versioned) with a role S3 can assume."""
     dest_region = replica_region(system)
     dest = f"{bucket}-replica"
-    s3d = _client(sb, "s3", dest_region)
+    s3d = sandbox_client(sb, "s3", dest_region)
     s3d.create_bucket(Bucket=dest, CreateBucketConfiguration={"LocationConstraint": dest_region})
     s3d.put_bucket_versioning(Bucket=dest, VersioningConfiguration={"Status": "Enabled"})
-    iam = _client(sb, "iam", system.region)
+    iam = sandbox_client(sb, "iam", system.region)
     role_name = f"{system.name}-s3-replication"
     trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
     try:
         role = iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
     except iam.exceptions.EntityAlreadyExistsException:
         role = iam.get_role(RoleName=role_name)["Role"]["Arn"]
-    _client(sb, "s3", system.region).put_bucket_replication(Bucket=bucket, ReplicationConfiguration={
+    sandbox_client(sb, "s3", system.region).put_bucket_replication(Bucket=bucket, ReplicationConfiguration={
         "Role": role, "Rules": [{"ID": "all-to-replica", "Status": "Enabled", "Priority": 1, "Filter": {},
                                  "DeleteMarkerReplication": {"Status": "Disabled"}, "Destination": {"Bucket": f"arn:aws:s3:::{dest}"}}]})
     return dest
@@ -118,7 +117,7 @@ def add_snapshot(sb: Sandbox, domain: str, repo: str, indices: list[str], age_ho
 def create_rds_instance(sb: Sandbox, system: System, identifier: str) -> str:
     """The instance; moto takes its first automated snapshot at creation, as RDS does."""
     tags = [{"Key": k, "Value": v} for k, v in {**system.discovery.tags, "opsbook:system": system.name}.items()]
-    _client(sb, "rds", system.region).create_db_instance(
+    sandbox_client(sb, "rds", system.region).create_db_instance(
         DBInstanceIdentifier=identifier, DBInstanceClass="db.r5.2xlarge", Engine="postgres", AllocatedStorage=100,
         MasterUsername="opsbook", MasterUserPassword="sandbox-only-1", BackupRetentionPeriod=7, Tags=tags)
     return identifier
@@ -129,7 +128,7 @@ def create_rds_instance(sb: Sandbox, system: System, identifier: str) -> str:
 
 def pitr_off(sb: Sandbox, system: System, table: str | None = None) -> dict[str, Any]:
     t = _pick([t for t in system.dynamodb_tables if t.backup_required], table, lambda t: t.name, "a backup_required table", "pitr-off", system)
-    _client(sb, "dynamodb", system.region).update_continuous_backups(
+    sandbox_client(sb, "dynamodb", system.region).update_continuous_backups(
         TableName=t.name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": False})
     return {"resource": t.name}
 
@@ -161,7 +160,7 @@ def backup_old(sb: Sandbox, system: System, table: str | None = None, hours: flo
 
 def backup_none(sb: Sandbox, system: System, table: str | None = None) -> dict[str, Any]:
     t = _pick([t for t in system.dynamodb_tables if t.backup_required], table, lambda t: t.name, "a backup_required table", "backup-none", system)
-    ddb = _client(sb, "dynamodb", system.region)
+    ddb = sandbox_client(sb, "dynamodb", system.region)
     for b in ddb.list_backups(TableName=t.name)["BackupSummaries"]:
         ddb.delete_backup(BackupArn=b["BackupArn"])
     return {"resource": t.name}
@@ -171,14 +170,14 @@ def versioning_off(sb: Sandbox, system: System, bucket: str | None = None) -> di
     """Suspended (once enabled, S3 versioning can only be suspended)."""
     b = _pick([b for b in system.s3_buckets if b.versioning_required], bucket, lambda b: b.name, "a versioning_required bucket",
               "versioning-off", system)
-    _client(sb, "s3", system.region).put_bucket_versioning(Bucket=b.name, VersioningConfiguration={"Status": "Suspended"})
+    sandbox_client(sb, "s3", system.region).put_bucket_versioning(Bucket=b.name, VersioningConfiguration={"Status": "Suspended"})
     return {"resource": b.name}
 
 
 def replication_none(sb: Sandbox, system: System, bucket: str | None = None) -> dict[str, Any]:
     b = _pick([b for b in system.s3_buckets if b.replication_required], bucket, lambda b: b.name, "a replication_required bucket",
               "replication-none", system)
-    _client(sb, "s3", system.region).delete_bucket_replication(Bucket=b.name)
+    sandbox_client(sb, "s3", system.region).delete_bucket_replication(Bucket=b.name)
     return {"resource": b.name}
 
 
@@ -248,7 +247,7 @@ def rds_snapshot_none(sb: Sandbox, system: System) -> dict[str, Any]:
 
 def rds_missing(sb: Sandbox, system: System) -> dict[str, Any]:
     inst = _rds(system, "rds-missing")
-    _client(sb, "rds", system.region).delete_db_instance(DBInstanceIdentifier=inst.identifier, SkipFinalSnapshot=True,
+    sandbox_client(sb, "rds", system.region).delete_db_instance(DBInstanceIdentifier=inst.identifier, SkipFinalSnapshot=True,
                                                          DeleteAutomatedBackups=True)
     return {"resource": inst.identifier}
 

@@ -21,8 +21,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from opsbook.inventory import System
-from sandbox.seed import _client
-from sandbox.server import Sandbox
+from sandbox.server import Sandbox, sandbox_client
 
 
 def enable_capacity_history() -> None:
@@ -97,7 +96,7 @@ def publish_usage(sb: Sandbox, system: System, table: str, index: str | None = N
                   now: datetime | None = None) -> None:
     """Per-minute DynamoDB metrics for the ``minutes`` minutes ending ``ended_minutes_ago`` ago: consumed units
     (``*_per_s`` x 60 a minute, peaking in the last minute) and throttle events (spread over the minutes)."""
-    cw = _client(sb, "cloudwatch", system.region)
+    cw = sandbox_client(sb, "cloudwatch", system.region)
     now = now or datetime.now(timezone.utc)
     data: list[dict[str, Any]] = []
     for m in range(minutes):
@@ -118,7 +117,7 @@ def make_provisioned(sb: Sandbox, system: System, table: str, read: int, write: 
                      gsi_read: int = 5, gsi_write: int = 5) -> None:
     """Switch a seeded (on-demand) table to PROVISIONED, optionally with one GSI on attribute ``<gsi>_key``."""
     enable_capacity_history()
-    ddb = _client(sb, "dynamodb", system.region)
+    ddb = sandbox_client(sb, "dynamodb", system.region)
     ddb.update_table(TableName=table, BillingMode="PROVISIONED", ProvisionedThroughput={"ReadCapacityUnits": read, "WriteCapacityUnits": write})
     if gsi:
         attrs = ddb.describe_table(TableName=table)["Table"]["AttributeDefinitions"] + [{"AttributeName": f"{gsi}_key", "AttributeType": "S"}]
@@ -149,7 +148,7 @@ def auto_scaled_table(sb: Sandbox, system: System, table: str | None = None, lo:
     name = _pick([t.name for t in system.dynamodb_tables], table, "a DynamoDB table", "auto-scaled-table", system)
     units = hi if at_max else lo
     make_provisioned(sb, system, name, units, units)
-    aas = _client(sb, "application-autoscaling", system.region)
+    aas = sandbox_client(sb, "application-autoscaling", system.region)
     for dim in ("ReadCapacityUnits", "WriteCapacityUnits"):
         aas.register_scalable_target(ServiceNamespace="dynamodb", ResourceId=f"table/{name}", ScalableDimension=f"dynamodb:table:{dim}",
                                      MinCapacity=lo, MaxCapacity=hi)
@@ -182,7 +181,7 @@ def ecs_scalable_target(sb: Sandbox, system: System, lo: int | None = None, hi: 
     s = system.ecs_services[0]
     lo = lo if lo is not None else (s.min_tasks or 1)
     hi = hi if hi is not None else (s.max_tasks or 10)
-    _client(sb, "application-autoscaling", system.region).register_scalable_target(
+    sandbox_client(sb, "application-autoscaling", system.region).register_scalable_target(
         ServiceNamespace="ecs", ResourceId=f"service/{s.cluster}/{s.service}", ScalableDimension="ecs:service:DesiredCount",
         MinCapacity=lo, MaxCapacity=hi)
     return {"resource": f"{s.cluster}/{s.service}", "min": lo, "max": hi}

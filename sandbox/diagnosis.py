@@ -38,8 +38,7 @@ from typing import Any
 
 from opsbook.inventory import ApiGatewayApi, System
 from sandbox.metrics import enable_percentiles
-from sandbox.seed import _client
-from sandbox.server import ACCOUNT_ID, Sandbox
+from sandbox.server import ACCOUNT_ID, Sandbox, sandbox_client
 
 # --- API Gateway integrations --------------------------------------------------------------
 
@@ -56,7 +55,7 @@ def _api(system: System, api: str | None) -> ApiGatewayApi:
 
 
 def rest_api_id(sb: Sandbox, system: System, name: str) -> str:
-    for a in _client(sb, "apigateway", system.region).get_rest_apis(limit=500)["items"]:
+    for a in sandbox_client(sb, "apigateway", system.region).get_rest_apis(limit=500)["items"]:
         if a["name"] == name:
             return a["id"]
     raise ValueError(f"no REST API named {name!r} in the sandbox (seed the system first)")
@@ -71,7 +70,7 @@ def api_integrations(sb: Sandbox, system: System, routes: list[tuple[str, str, s
                      qualifier: str | None = None, timeout_ms: int | None = None) -> dict[str, Any]:
     """Routes (path part, HTTP method, function or None for a MOCK) under the API's root resource."""
     a = _api(system, api)
-    gw = _client(sb, "apigateway", system.region)
+    gw = sandbox_client(sb, "apigateway", system.region)
     api_id = rest_api_id(sb, system, a.name)
     root = next(r["id"] for r in gw.get_resources(restApiId=api_id)["items"] if r["path"] == "/")
     made = []
@@ -90,7 +89,7 @@ def api_integrations(sb: Sandbox, system: System, routes: list[tuple[str, str, s
 
 def delete_api(sb: Sandbox, system: System, api: str | None = None) -> dict[str, Any]:
     a = _api(system, api)
-    _client(sb, "apigateway", system.region).delete_rest_api(restApiId=rest_api_id(sb, system, a.name))
+    sandbox_client(sb, "apigateway", system.region).delete_rest_api(restApiId=rest_api_id(sb, system, a.name))
     return {"resource": a.name}
 
 
@@ -104,7 +103,7 @@ def policy(actions: list[str], resources: list[str], effect: str = "Allow") -> d
 def execution_role(sb: Sandbox, system: System, functions: list[str], role_name: str, inline: dict[str, dict[str, Any]] | None = None,
                    managed: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """A role with inline policies and customer-managed policies (created, attached), set on the functions."""
-    iam = _client(sb, "iam", system.region)
+    iam = sandbox_client(sb, "iam", system.region)
     trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
     arn = iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
     for name, doc in (inline or {}).items():
@@ -112,14 +111,14 @@ def execution_role(sb: Sandbox, system: System, functions: list[str], role_name:
     for name, doc in (managed or {}).items():
         parn = iam.create_policy(PolicyName=name, PolicyDocument=json.dumps(doc))["Policy"]["Arn"]
         iam.attach_role_policy(RoleName=role_name, PolicyArn=parn)
-    lam = _client(sb, "lambda", system.region)
+    lam = sandbox_client(sb, "lambda", system.region)
     for fn in functions:
         lam.update_function_configuration(FunctionName=fn, Role=arn)
     return {"role": role_name, "arn": arn}
 
 
 def set_timeout(sb: Sandbox, system: System, function: str, timeout_s: int) -> None:
-    _client(sb, "lambda", system.region).update_function_configuration(FunctionName=function, Timeout=timeout_s)
+    sandbox_client(sb, "lambda", system.region).update_function_configuration(FunctionName=function, Timeout=timeout_s)
 
 
 # --- metrics -----------------------------------------------------------------------------------
@@ -137,7 +136,7 @@ def _spread(total: float, parts: int) -> list[float]:
 
 
 def _put(sb: Sandbox, system: System, namespace: str, data: list[dict[str, Any]]) -> None:
-    cw = _client(sb, "cloudwatch", system.region)
+    cw = sandbox_client(sb, "cloudwatch", system.region)
     for i in range(0, len(data), 500):
         cw.put_metric_data(Namespace=namespace, MetricData=data[i : i + 500])
 

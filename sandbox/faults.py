@@ -11,8 +11,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from opsbook.inventory import System
-from sandbox.seed import _client, sample_alarm_names
-from sandbox.server import Sandbox
+from sandbox.seed import sample_alarm_names
+from sandbox.server import Sandbox, sandbox_client
 
 
 def _need(items: list[Any], what: str, fault: str, system: System) -> Any:
@@ -23,7 +23,7 @@ def _need(items: list[Any], what: str, fault: str, system: System) -> Any:
 
 def _put(sb: Sandbox, system: System, group: str, stream: str, messages: list[tuple[datetime, str]], create_group: bool = False) -> None:
     """Write log lines as a function would (the one place the sandbox writes CloudWatch Logs)."""
-    logs = _client(sb, "logs", system.region)
+    logs = sandbox_client(sb, "logs", system.region)
     if create_group and not any(g["logGroupName"] == group for g in logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]):
         logs.create_log_group(logGroupName=group)
     try:
@@ -37,13 +37,13 @@ def _put(sb: Sandbox, system: System, group: str, stream: str, messages: list[tu
 
 def table_missing(sb: Sandbox, system: System, table: str | None = None) -> dict[str, Any]:
     name = table or _need([t.name for t in system.dynamodb_tables], "a DynamoDB table", "table-missing", system)
-    _client(sb, "dynamodb", system.region).delete_table(TableName=name)
+    sandbox_client(sb, "dynamodb", system.region).delete_table(TableName=name)
     return {"resource": name}
 
 
 def alarm_firing(sb: Sandbox, system: System, alarm: str | None = None) -> dict[str, Any]:
     name = alarm or _need(sample_alarm_names(system), "an alarm name filter", "alarm-firing", system)
-    _client(sb, "cloudwatch", system.region).set_alarm_state(AlarmName=name, StateValue="ALARM", StateReason="Threshold Crossed: 1 datapoint [12.0] > 5.0 (sandbox fault)")
+    sandbox_client(sb, "cloudwatch", system.region).set_alarm_state(AlarmName=name, StateValue="ALARM", StateReason="Threshold Crossed: 1 datapoint [12.0] > 5.0 (sandbox fault)")
     return {"resource": name}
 
 
@@ -81,7 +81,7 @@ def opensearch_unreachable(sb: Sandbox, system: System) -> dict[str, Any]:
 
 def dlq_messages(sb: Sandbox, system: System, count: int = 5) -> dict[str, Any]:
     q = _need([q for q in system.sqs_queues if q.dlq], "an SQS queue with a DLQ", "dlq-messages", system)
-    sqs = _client(sb, "sqs", system.region)
+    sqs = sandbox_client(sb, "sqs", system.region)
     url = sqs.get_queue_url(QueueName=q.dlq)["QueueUrl"]
     for i in range(count):
         sqs.send_message(QueueUrl=url, MessageBody=f'{{"evidence_id": "ev-{i}", "case_id": "case-{i % 2}"}}')
@@ -101,7 +101,7 @@ def security_events(sb: Sandbox, system: System, failed_logins: int = 25, rate_l
 
 def backup_missing(sb: Sandbox, system: System) -> dict[str, Any]:
     t = _need([t for t in system.dynamodb_tables if t.backup_required], "a table with backup_required", "backup-missing", system)
-    ddb = _client(sb, "dynamodb", system.region)
+    ddb = sandbox_client(sb, "dynamodb", system.region)
     for b in ddb.list_backups(TableName=t.name)["BackupSummaries"]:
         ddb.delete_backup(BackupArn=b["BackupArn"])
     ddb.update_continuous_backups(TableName=t.name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": False})
@@ -111,7 +111,7 @@ def backup_missing(sb: Sandbox, system: System) -> dict[str, Any]:
 def bad_deploy(sb: Sandbox, system: System, in_progress: bool = True) -> dict[str, Any]:
     """A new ECS release that is going wrong: a new task definition revision, the service updated to it."""
     s = _need(system.ecs_services, "an ECS service", "bad-deploy", system)
-    ecs = _client(sb, "ecs", system.region)
+    ecs = sandbox_client(sb, "ecs", system.region)
     before = ecs.describe_services(cluster=s.cluster, services=[s.service])["services"][0]["taskDefinition"]
     td = ecs.register_task_definition(family=s.service, containerDefinitions=[{"name": "app", "image": "app:bad", "memory": 512}])["taskDefinition"]["taskDefinitionArn"]
     ecs.update_service(cluster=s.cluster, service=s.service, taskDefinition=td)
@@ -125,7 +125,7 @@ def bad_deploy(sb: Sandbox, system: System, in_progress: bool = True) -> dict[st
 def bad_release(sb: Sandbox, system: System) -> dict[str, Any]:
     """A new Lambda version published and the alias moved to it."""
     f = _need([f for f in system.lambda_functions if f.aliases], "a Lambda function with an alias", "bad-release", system)
-    lam = _client(sb, "lambda", system.region)
+    lam = sandbox_client(sb, "lambda", system.region)
     before = lam.get_alias(FunctionName=f.name, Name=f.aliases[0])["FunctionVersion"]
     lam.update_function_configuration(FunctionName=f.name, Description=f"bad release {datetime.now(timezone.utc).isoformat()}")
     version = lam.publish_version(FunctionName=f.name)["Version"]

@@ -28,8 +28,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from opsbook.inventory import System
-from sandbox.seed import _client
-from sandbox.server import Sandbox
+from sandbox.server import Sandbox, sandbox_client
 
 STREAM = "2026/01/01/[$LATEST]sandbox"
 
@@ -44,7 +43,7 @@ def backdate(sb: Sandbox, system: System, function: str, days: float = 2) -> Non
 
 
 def _config(sb: Sandbox, system: System, function: str) -> dict[str, Any]:
-    return _client(sb, "lambda", system.region).get_function_configuration(FunctionName=function)
+    return sandbox_client(sb, "lambda", system.region).get_function_configuration(FunctionName=function)
 
 
 def _log_group(system: System, function: str) -> str:
@@ -105,7 +104,7 @@ def _traffic(sb: Sandbox, system: System, function: str, *, minutes: int, per_mi
     late = max(at for at, _ in events) - (datetime.now(timezone.utc) - timedelta(seconds=1))
     if late > timedelta(0):
         events = [(at - late, line) for at, line in events]
-    cw = _client(sb, "cloudwatch", system.region)
+    cw = sandbox_client(sb, "cloudwatch", system.region)
     for i in range(0, len(data), 500):
         cw.put_metric_data(Namespace="AWS/Lambda", MetricData=data[i : i + 500])
     _write_logs(sb, system, function, events)
@@ -148,9 +147,9 @@ def lambda_timeouts(sb: Sandbox, system: System, function: str | None = None, *,
 
 def connect_queue(sb: Sandbox, system: System, function: str, queue: str) -> str:
     """An SQS event source mapping (disabled, so moto never tries to run the function); returns its UUID."""
-    sqs = _client(sb, "sqs", system.region)
+    sqs = sandbox_client(sb, "sqs", system.region)
     arn = sqs.get_queue_attributes(QueueUrl=sqs.get_queue_url(QueueName=queue)["QueueUrl"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    return _client(sb, "lambda", system.region).create_event_source_mapping(EventSourceArn=arn, FunctionName=function, Enabled=False,
+    return sandbox_client(sb, "lambda", system.region).create_event_source_mapping(EventSourceArn=arn, FunctionName=function, Enabled=False,
                                                                              BatchSize=1)["UUID"]
 
 

@@ -19,8 +19,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeSerializer
 
 from opsbook.inventory import CaseStore, System
-from sandbox.seed import _client
-from sandbox.server import Sandbox
+from sandbox.server import Sandbox, sandbox_client
 from tasks.cases import index_name
 
 _serializer = TypeSerializer()
@@ -64,7 +63,7 @@ def _batch_write(ddb: Any, table: str, items: list[dict[str, Any]]) -> None:
 def seed_case(sb: Sandbox, system: System, case_id: str, n_evidence: int, title: str | None = None) -> dict[str, Any]:
     """An active case with ``n_evidence`` evidence items in DynamoDB and in its index. Returns names and docs."""
     store = _store(system)
-    ddb = _client(sb, "dynamodb", system.region)
+    ddb = sandbox_client(sb, "dynamodb", system.region)
     ddb.put_item(TableName=store.cases_table, Item={
         store.case_key: {"S": case_id}, store.status_attribute: {"S": "active"},
         "title": {"S": title or f"사건 {case_id}"}, "lawyer": {"S": "lawyer0@lawfirm.example.com"}})
@@ -84,7 +83,7 @@ def index_url(sb: Sandbox, system: System, case_id: str) -> str:
 def delete_case(sb: Sandbox, system: System, case_id: str, drop_index: bool = True) -> None:
     """The lawyer's "delete": the case's status becomes closed and (by default) its index is deleted."""
     store = _store(system)
-    _client(sb, "dynamodb", system.region).update_item(
+    sandbox_client(sb, "dynamodb", system.region).update_item(
         TableName=store.cases_table, Key={store.case_key: {"S": case_id}}, UpdateExpression="SET #s = :c",
         ExpressionAttributeNames={"#s": store.status_attribute}, ExpressionAttributeValues={":c": {"S": "closed"}})
     if drop_index:

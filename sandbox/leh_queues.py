@@ -27,27 +27,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from opsbook.inventory import SqsQueue, System
-from sandbox.seed import _client
-from sandbox.server import Sandbox
-
-
-def fast_moto_sqs() -> None:
-    """Make moto's SQS cost O(1) per message where it walked the queue (same results); idempotent, this process only."""
-    import time
-
-    from moto.sqs.models import Message, SQSBackend
-
-    if getattr(SQSBackend, "_opsbook_fast", False):
-        return
-
-    def is_message_valid_based_on_retention_period(self: SQSBackend, queue_name: str, message: Any) -> bool:
-        retention = int(self.get_queue(queue_name).message_retention_period)
-        return retention + message.sent_timestamp / 1000 > time.time()
-
-    SQSBackend.is_message_valid_based_on_retention_period = is_message_valid_based_on_retention_period  # type: ignore[method-assign]
-    Message.visible = property(lambda self: time.time() * 1000 > self.visible_at)  # type: ignore[method-assign,assignment]
-    Message.delayed = property(lambda self: time.time() * 1000 < self.delayed_until)  # type: ignore[method-assign,assignment]
-    SQSBackend._opsbook_fast = True  # type: ignore[attr-defined]
+from sandbox.server import Sandbox, fast_moto_sqs, sandbox_client
 
 
 def _queue(system: System, queue: str | None = None) -> SqsQueue:
@@ -69,8 +49,8 @@ def consumer_mapping(sb: Sandbox, system: System, enabled: bool = True, queue: s
     Disabled as asked; returns its UUID."""
     q = _queue(system, queue)
     fn = _function(system, q)
-    sqs = _client(sb, "sqs", system.region)
-    lam = _client(sb, "lambda", system.region)
+    sqs = sandbox_client(sb, "sqs", system.region)
+    lam = sandbox_client(sb, "lambda", system.region)
     arn = sqs.get_queue_attributes(QueueUrl=sqs.get_queue_url(QueueName=q.name)["QueueUrl"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     existing = lam.list_event_source_mappings(FunctionName=fn, EventSourceArn=arn)["EventSourceMappings"]
     uuid = existing[0]["UUID"] if existing else lam.create_event_source_mapping(
@@ -83,7 +63,7 @@ def consumer_mapping(sb: Sandbox, system: System, enabled: bool = True, queue: s
 
 def delete_consumer_mapping(sb: Sandbox, system: System, queue: str | None = None) -> None:
     q = _queue(system, queue)
-    lam = _client(sb, "lambda", system.region)
+    lam = sandbox_client(sb, "lambda", system.region)
     for m in lam.list_event_source_mappings(FunctionName=_function(system, q))["EventSourceMappings"]:
         lam.delete_event_source_mapping(UUID=m["UUID"])
 
@@ -120,7 +100,7 @@ def fill_dlq(sb: Sandbox, system: System, count: int, cases: int = 10, start: in
     Returns what was sent (``sent``: (body, message attributes) pairs)."""
     fast_moto_sqs()
     q = _queue(system, queue)
-    sqs = _client(sb, "sqs", system.region)
+    sqs = sandbox_client(sb, "sqs", system.region)
     url = sqs.get_queue_url(QueueName=q.dlq)["QueueUrl"]
     now = datetime.now(timezone.utc)
     fifo = q.dlq.endswith(".fifo")
@@ -144,7 +124,7 @@ def fill_dlq(sb: Sandbox, system: System, count: int, cases: int = 10, start: in
 
 
 def depth(sb: Sandbox, system: System, name: str) -> dict[str, int]:
-    sqs = _client(sb, "sqs", system.region)
+    sqs = sandbox_client(sb, "sqs", system.region)
     a = sqs.get_queue_attributes(QueueUrl=sqs.get_queue_url(QueueName=name)["QueueUrl"],
                                  AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
     return {"visible": int(a["ApproximateNumberOfMessages"]), "in_flight": int(a["ApproximateNumberOfMessagesNotVisible"])}
@@ -153,7 +133,7 @@ def depth(sb: Sandbox, system: System, name: str) -> dict[str, int]:
 def read_all(sb: Sandbox, system: System, name: str, hold_s: int = 60) -> list[dict[str, Any]]:
     """Every visible message of a queue (received and left in flight for ``hold_s``; the queue is not emptied):
     body, message attributes, message id."""
-    sqs = _client(sb, "sqs", system.region)
+    sqs = sandbox_client(sb, "sqs", system.region)
     url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
     out = []
     while True:
@@ -165,7 +145,7 @@ def read_all(sb: Sandbox, system: System, name: str, hold_s: int = 60) -> list[d
 
 def set_breaker(sb: Sandbox, system: System, case_id: str, state: str = "OPEN") -> None:
     """A case's breaker as bill-shock-breaker writes it."""
-    _client(sb, "dynamodb", system.region).put_item(TableName=system.bill_shock.breaker_table, Item={
+    sandbox_client(sb, "dynamodb", system.region).put_item(TableName=system.bill_shock.breaker_table, Item={
         "case_id": {"S": case_id}, "state": {"S": state}, "reason": {"S": "sandbox: over budget"},
         "changed_at": {"S": datetime.now(timezone.utc).isoformat(timespec="seconds")}, "changed_by": {"S": "sandbox"}})
 

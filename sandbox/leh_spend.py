@@ -7,15 +7,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from opsbook.inventory import System
-from sandbox.seed import _client
-from sandbox.server import Sandbox
+from sandbox.server import Sandbox, sandbox_client
 
 
 def publish(sb: Sandbox, system: System, dimension: str, series: dict[str, tuple[float, float]], hours: int = 24,
             recent_windows: int = 1, now: datetime | None = None) -> None:
     """series: name -> (tokens per 15 min normally, tokens per 15 min in the last ``recent_windows`` windows)."""
     cfg = system.bill_shock
-    cw = _client(sb, "cloudwatch", system.region)
+    cw = sandbox_client(sb, "cloudwatch", system.region)
     now = (now or datetime.now(timezone.utc)).replace(second=0, microsecond=0)
     data = []
     for name, (normal, recent) in series.items():
@@ -34,15 +33,15 @@ def normal_traffic(sb: Sandbox, system: System, cases: int = 30, users: int = 10
 
 def uploads(sb: Sandbox, system: System, user: str, count: int) -> None:
     cfg = system.bill_shock
-    s3 = _client(sb, "s3", system.region)
+    s3 = sandbox_client(sb, "s3", system.region)
     for i in range(count):
         s3.put_object(Bucket=cfg.uploads_bucket, Key=f"{cfg.uploads_prefix}{user}/case-x/evidence-{i}.pdf", Body=b"%PDF-1.4 sandbox")
 
 
 def event_source_mapping(sb: Sandbox, system: System) -> str:
     cfg = system.bill_shock
-    sqs = _client(sb, "sqs", system.region)
-    lam = _client(sb, "lambda", system.region)
+    sqs = sandbox_client(sb, "sqs", system.region)
+    lam = sandbox_client(sb, "lambda", system.region)
     arn = sqs.get_queue_attributes(QueueUrl=sqs.get_queue_url(QueueName=cfg.source_queue)["QueueUrl"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     existing = lam.list_event_source_mappings(FunctionName=cfg.worker_function, EventSourceArn=arn)["EventSourceMappings"]
     if existing:
@@ -55,5 +54,5 @@ def event_source_mapping(sb: Sandbox, system: System) -> str:
 
 
 def mapping_state(sb: Sandbox, system: System) -> Any:
-    lam = _client(sb, "lambda", system.region)
+    lam = sandbox_client(sb, "lambda", system.region)
     return lam.get_event_source_mapping(UUID=event_source_mapping(sb, system))["State"]

@@ -34,8 +34,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from opsbook.inventory import CustomMetric, System
-from sandbox.seed import _client
-from sandbox.server import Sandbox
+from sandbox.server import Sandbox, sandbox_client
 from tasks.weekly import is_success_metric
 
 _PCT = re.compile(r"^p(\d{1,2}(?:\.\d+)?)$")
@@ -225,7 +224,7 @@ def put_metric_data(cw: Any, namespace: str, data: list[dict[str, Any]]) -> int:
 def seed_weekly_metrics(sb: Sandbox, system: System, now: datetime | None = None, namespaces: set[str] | None = None) -> dict[str, int]:
     """Publish the 14 days (of ``namespaces`` only, when given); returns the number of datums and PutMetricData calls."""
     enable_percentiles()
-    cw = _client(sb, "cloudwatch", system.region)
+    cw = sandbox_client(sb, "cloudwatch", system.region)
     by_ns = {ns: data for ns, data in weekly_datums(system, day_noons(system, now)).items() if namespaces is None or ns in namespaces}
     calls = sum(put_metric_data(cw, ns, data) for ns, data in by_ns.items())
     return {"datums": sum(len(v) for v in by_ns.values()), "calls": calls}
@@ -234,6 +233,6 @@ def seed_weekly_metrics(sb: Sandbox, system: System, now: datetime | None = None
 def slow_pipeline(sb: Sandbox, system: System, metric: str, seconds: float, per_day: int = 3 * RAW_VALUES, now: datetime | None = None) -> None:
     """A fault on top of the seeded weeks: ``per_day`` more runs of ``seconds`` each day of this week (p95 goes to ``seconds``)."""
     m = next(c for c in system.custom_metrics if c.name == metric)
-    cw = _client(sb, "cloudwatch", system.region)
+    cw = sandbox_client(sb, "cloudwatch", system.region)
     data = [_values(m.name, _dims(**m.dimensions), ts, [seconds] * per_day, m.unit or "None") for ts in day_noons(system, now)[7:]]
     put_metric_data(cw, m.namespace, data)

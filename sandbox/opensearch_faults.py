@@ -25,8 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from opsbook.inventory import OpenSearchDomain, System
-from sandbox.seed import _client
-from sandbox.server import Sandbox
+from sandbox.server import Sandbox, sandbox_client
 
 VOLUME_GIB = 100  # the double's default disk per node
 
@@ -49,7 +48,7 @@ def _index(d: OpenSearchDomain, index: str | None) -> str:
 def align_domain(sb: Sandbox, system: System, d: OpenSearchDomain, nodes: int, volume_gib: int = VOLUME_GIB,
                  instance_type: str = "r6g.large.search") -> None:
     """Make DescribeDomain show ``nodes`` data nodes of ``instance_type`` with gp3 EBS volumes of ``volume_gib``."""
-    _client(sb, "opensearch", system.region).update_domain_config(
+    sandbox_client(sb, "opensearch", system.region).update_domain_config(
         DomainName=d.name,
         ClusterConfig={"InstanceType": instance_type, "InstanceCount": nodes, "DedicatedMasterEnabled": False,
                        "ZoneAwarenessEnabled": False},

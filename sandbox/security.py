@@ -31,8 +31,7 @@ import uuid
 from typing import Any
 
 from opsbook.inventory import System
-from sandbox.seed import _client
-from sandbox.server import ACCOUNT_ID, Sandbox
+from sandbox.server import ACCOUNT_ID, Sandbox, sandbox_client
 from tasks.security import allowed_buckets, allowed_secrets, pool_of
 
 # A previous policy as a person wrote it: unusual spacing and key order, so
@@ -49,7 +48,7 @@ def api_keys_value() -> str:
 
 
 def secret(sb: Sandbox, system: System, name: str, value: str | None = None, binary: bytes | None = None) -> dict[str, Any]:
-    c = _client(sb, "secretsmanager", system.region)
+    c = sandbox_client(sb, "secretsmanager", system.region)
     kw: dict[str, Any] = {"SecretBinary": binary} if binary is not None else {"SecretString": value if value is not None else api_keys_value()}
     out = c.create_secret(Name=name, **kw)
     return {"resource": name, "arn": out["ARN"], "version": out["VersionId"]}
@@ -110,23 +109,23 @@ def rotation_calls(sb: Sandbox, system: System, name: str) -> int:
 
 def secret_value(sb: Sandbox, system: System, name: str, **which: str) -> str:
     """The value (for the tests' never-shown checks); AWSCURRENT unless a VersionId/VersionStage is given."""
-    v = _client(sb, "secretsmanager", system.region).get_secret_value(SecretId=name, **(which or {"VersionStage": "AWSCURRENT"}))
+    v = sandbox_client(sb, "secretsmanager", system.region).get_secret_value(SecretId=name, **(which or {"VersionStage": "AWSCURRENT"}))
     return v.get("SecretString") or v["SecretBinary"].hex()
 
 
 def stages(sb: Sandbox, system: System, name: str) -> dict[str, list[str]]:
-    return _client(sb, "secretsmanager", system.region).describe_secret(SecretId=name)["VersionIdsToStages"]
+    return sandbox_client(sb, "secretsmanager", system.region).describe_secret(SecretId=name)["VersionIdsToStages"]
 
 
 def bucket_policy(sb: Sandbox, system: System, bucket: str, text: str | None = None) -> dict[str, Any]:
     text = text if text is not None else PREVIOUS_POLICY.replace("{system}", system.name).replace("{bucket}", bucket)
-    _client(sb, "s3", system.region).put_bucket_policy(Bucket=bucket, Policy=text)
+    sandbox_client(sb, "s3", system.region).put_bucket_policy(Bucket=bucket, Policy=text)
     return {"resource": bucket, "policy": text}
 
 
 def read_bucket_policy(sb: Sandbox, system: System, bucket: str) -> str | None:
     try:
-        return _client(sb, "s3", system.region).get_bucket_policy(Bucket=bucket)["Policy"]
+        return sandbox_client(sb, "s3", system.region).get_bucket_policy(Bucket=bucket)["Policy"]
     except Exception as exc:
         if getattr(exc, "response", {}).get("Error", {}).get("Code") == "NoSuchBucketPolicy":
             return None
@@ -137,7 +136,7 @@ def pool_id(sb: Sandbox, system: System) -> str:
     pid, name = pool_of(system)
     if pid:
         return pid
-    c = _client(sb, "cognito-idp", system.region)
+    c = sandbox_client(sb, "cognito-idp", system.region)
     ids = [p["Id"] for p in c.list_user_pools(MaxResults=60)["UserPools"] if p["Name"] == name]
     if not ids:
         raise ValueError(f"{system.name}: no Cognito pool {name!r} in the sandbox (seed the system first)")
@@ -145,7 +144,7 @@ def pool_id(sb: Sandbox, system: System) -> str:
 
 
 def cognito_users(sb: Sandbox, system: System, usernames: list[str] | None = None, disabled: tuple[str, ...] = ()) -> dict[str, Any]:
-    c = _client(sb, "cognito-idp", system.region)
+    c = sandbox_client(sb, "cognito-idp", system.region)
     pid = pool_id(sb, system)
     names = usernames or USERS
     for u in names:
@@ -157,7 +156,7 @@ def cognito_users(sb: Sandbox, system: System, usernames: list[str] | None = Non
 
 
 def user_enabled(sb: Sandbox, system: System, username: str) -> bool:
-    return _client(sb, "cognito-idp", system.region).admin_get_user(UserPoolId=pool_id(sb, system), Username=username)["Enabled"]
+    return sandbox_client(sb, "cognito-idp", system.region).admin_get_user(UserPoolId=pool_id(sb, system), Username=username)["Enabled"]
 
 
 def incident(sb: Sandbox, system: System, rotation: str | None = None) -> dict[str, Any]:

@@ -15,15 +15,10 @@ import zipfile
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import boto3
-
 from opsbook.inventory import System, name_matches
-from sandbox.server import ACCOUNT_ID, CREDENTIALS, Sandbox
+from sandbox.server import ACCOUNT_ID, Sandbox, sandbox_client
 
-
-def _client(sb: Sandbox, service: str, region: str) -> Any:
-    return boto3.client(service, region_name=region, endpoint_url=sb.endpoint,
-                        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"], aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+_client = sandbox_client  # the name the tests import (to go once the layout branches are merged)
 
 
 def _zip() -> bytes:
@@ -70,11 +65,11 @@ def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None
     made: dict[str, Any] = {"functions": [], "tables": [], "alarms": [], "log_groups": []}
     now = datetime.now(timezone.utc)
 
-    iam = _client(sb, "iam", r)
+    iam = sandbox_client(sb, "iam", r)
     role = iam.create_role(RoleName=f"{system.name}-lambda-role", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}))["Role"]["Arn"]
 
-    lam = _client(sb, "lambda", r)
-    logs = _client(sb, "logs", r)
+    lam = sandbox_client(sb, "lambda", r)
+    logs = sandbox_client(sb, "logs", r)
     fn_names = [f.name for f in system.lambda_functions] + [f"{system.name}-extra-fn-{i}" for i in range(extra.get("functions", 0))]
     for name in fn_names:
         lam.create_function(FunctionName=name, Runtime="python3.12", Role=role, Handler="handler.handler",
@@ -97,7 +92,7 @@ def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None
             {"timestamp": int((now - timedelta(hours=h)).timestamp() * 1000), "message": f"INFO request handled in {100 + h} ms"} for h in (5, 3, 1)])
         made["log_groups"].append(g)
 
-    ddb = _client(sb, "dynamodb", r)
+    ddb = sandbox_client(sb, "dynamodb", r)
     table_names = [t.name for t in system.dynamodb_tables] + [f"{system.name}-extra-table-{i}" for i in range(extra.get("tables", 0))]
     for name in table_names:
         spec = next((t for t in system.dynamodb_tables if t.name == name), None)
@@ -122,18 +117,18 @@ def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None
             ddb.update_continuous_backups(TableName=t.name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True})
             ddb.create_backup(TableName=t.name, BackupName=f"{t.name}-sandbox")
 
-    es = _client(sb, "opensearch", r)
+    es = sandbox_client(sb, "opensearch", r)
     for d in system.opensearch_domains:
         es.create_domain(DomainName=d.name, EngineVersion="OpenSearch_2.11", TagList=tag_list)
         sb.opensearch.add_domain(d.name)
         for idx in d.indices or ["default"]:
             sb.opensearch.create_index(d.name, idx, shards=1, replicas=1, docs={f"{i}": {"n": i} for i in range(3)})
 
-    apigw = _client(sb, "apigateway", r)
+    apigw = sandbox_client(sb, "apigateway", r)
     for a in system.api_gateway_apis:
         apigw.create_rest_api(name=a.name, tags=tags)
 
-    ecs = _client(sb, "ecs", r)
+    ecs = sandbox_client(sb, "ecs", r)
     for s in system.ecs_services:
         ecs.create_cluster(clusterName=s.cluster, tags=[{"key": k, "value": v} for k, v in tags.items()])
         for release in (1, 2):  # two releases: the service runs the second
@@ -142,8 +137,8 @@ def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None
                            tags=[{"key": k, "value": v} for k, v in tags.items()])
         sb.set_ecs_running(r, s.cluster, s.service, s.min_tasks or 2)
 
-    s3 = _client(sb, "s3", r)
-    cw = _client(sb, "cloudwatch", r)
+    s3 = sandbox_client(sb, "s3", r)
+    cw = sandbox_client(sb, "cloudwatch", r)
     for b in system.s3_buckets:
         kw: dict[str, Any] = {} if r == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": r}}
         s3.create_bucket(Bucket=b.name, **kw)
@@ -156,7 +151,7 @@ def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None
                             Threshold=5, ComparisonOperator="GreaterThanThreshold")
         made["alarms"].append(n)
 
-    sqs = _client(sb, "sqs", r)
+    sqs = sandbox_client(sb, "sqs", r)
     for q in system.sqs_queues:
         attrs = {}
         if q.dlq:
@@ -168,10 +163,10 @@ def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None
     topic = system.notifications.sns_topic
     if topic:
         name = topic.split(":")[-1]
-        made["topic_arn"] = _client(sb, "sns", r).create_topic(Name=name, Tags=tag_list)["TopicArn"]
+        made["topic_arn"] = sandbox_client(sb, "sns", r).create_topic(Name=name, Tags=tag_list)["TopicArn"]
 
     if system.cognito and system.cognito.user_pool_name:
-        _client(sb, "cognito-idp", r).create_user_pool(PoolName=system.cognito.user_pool_name, UserPoolTags=tags)
+        sandbox_client(sb, "cognito-idp", r).create_user_pool(PoolName=system.cognito.user_pool_name, UserPoolTags=tags)
 
     if system.security_logs and system.security_logs.log_group not in made["log_groups"]:
         logs.create_log_group(logGroupName=system.security_logs.log_group, tags=tags)

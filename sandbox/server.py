@@ -74,7 +74,6 @@ class Sandbox:
         )
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        from sandbox.leh_queues import fast_moto_sqs
 
         fast_moto_sqs()  # moto's SQS walks the whole queue per message; same results, O(1)
 
@@ -187,3 +186,30 @@ class Sandbox:
             d["runningCount"] = running
             d["pendingCount"] = svc.pending_count
             d["rolloutState"] = "COMPLETED" if running >= svc.desired_count else "IN_PROGRESS"
+
+
+def sandbox_client(sb: Sandbox, service: str, region: str) -> Any:
+    """A boto3 client for the sandbox's moto server (the sandbox's own credentials)."""
+    import boto3
+
+    return boto3.client(service, region_name=region, endpoint_url=sb.endpoint,
+                        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"], aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+
+
+def fast_moto_sqs() -> None:
+    """Make moto's SQS cost O(1) per message where it walked the queue (same results); idempotent, this process only."""
+    import time
+
+    from moto.sqs.models import Message, SQSBackend
+
+    if getattr(SQSBackend, "_opsbook_fast", False):
+        return
+
+    def is_message_valid_based_on_retention_period(self: SQSBackend, queue_name: str, message: Any) -> bool:
+        retention = int(self.get_queue(queue_name).message_retention_period)
+        return retention + message.sent_timestamp / 1000 > time.time()
+
+    SQSBackend.is_message_valid_based_on_retention_period = is_message_valid_based_on_retention_period  # type: ignore[method-assign]
+    Message.visible = property(lambda self: time.time() * 1000 > self.visible_at)  # type: ignore[method-assign,assignment]
+    Message.delayed = property(lambda self: time.time() * 1000 < self.delayed_until)  # type: ignore[method-assign,assignment]
+    SQSBackend._opsbook_fast = True  # type: ignore[attr-defined]
