@@ -64,7 +64,8 @@ def schedule_lines(specs: list[dict[str, Any]]) -> list[str]:
     for s in specs:
         target = f"`{s['system']}`" if s["system"] else "every system"
         if s["cron"]:
-            when = f"{cron_words(s['cron']) or 'cron'}, {s['timezone']} (`{s['cron']}`)"
+            words = cron_words(s["cron"])
+            when = f"{words}, {s['timezone']} (`{s['cron']}`)" if words else f"`{s['cron']}`, {s['timezone']}"
         else:
             when = "no schedule (the Run button, the shell, an alarm)"
         extra = {k: v for k, v in s["parameters"].items() if k != "system"}
