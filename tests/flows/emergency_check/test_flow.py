@@ -15,8 +15,6 @@ from flows.emergency_check.flow import (
     emergency_markdown,
     escalation_for,
     implied_priority,
-    message_shape,
-    top_messages,
 )
 from opsbook.findings import Finding, Status
 from opsbook.iam import iam_action, policy_for
@@ -25,6 +23,7 @@ from opsbook.report import RunReport
 from sandbox.faults import _put, apply_fault
 from sandbox.seed import _client
 from tasks.elb import judge_targets
+from tasks.logs import message_shape, top_messages
 
 SEEDS = ["hr-resource-optimization", "t-developer", "todo-app", "leh"]
 TD_SERVICE = "t-developer-cluster-production/t-developer-service-production"
