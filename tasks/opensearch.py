@@ -121,10 +121,10 @@ def check_domains(system: System, found: Discovered, deadline: aws.Deadline) -> 
     return findings
 
 
-def cluster_unreadable(error: BaseException) -> str:
-    """Why the cluster's own API could not be read: the reason its opensearch-health finding gives (UNKNOWN)."""
+def cluster_unreadable(error: BaseException, api: str = "cluster") -> str:
+    """Why the cluster's own ``api`` (health, snapshots...) could not be read: the reason of its UNKNOWN finding."""
     if isinstance(error, (OSConnectionError, ConnectionTimeout)):
         return f"cluster endpoint unreachable ({type(error).__name__}); check the endpoint, VPC access or the domain's access policy"
     if isinstance(error, TransportError):
-        return f"cluster API answered {error.status_code}: {error.error}; check es:ESHttpGet permission and the access policy"
+        return f"{api} API answered {error.status_code}: {error.error}; check es:ESHttpGet permission and the access policy"
     return aws.describe_error(error)
