@@ -420,3 +420,11 @@ def parallel(
 def caller_identity(region: str) -> dict[str, str]:
     ident = client("sts", region).get_caller_identity()
     return {"account": ident["Account"], "arn": ident["Arn"], "user_id": ident["UserId"]}
+
+
+def unreadable(exc: BaseException | None, missing_ok: bool = True) -> str | None:
+    """Why a read failed, for an UNKNOWN finding; None when it did not fail or, with ``missing_ok``, when the
+    resource is simply not there (whether missing is CRIT is the health rule's call: opsbook.components)."""
+    if exc is None or (missing_ok and is_not_found(exc)):
+        return None
+    return describe_error(exc)

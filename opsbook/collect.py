@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from prefect.futures import PrefectFuture
@@ -39,3 +41,22 @@ def future_value(fut: Any) -> Any:
     """A future's result, or the exception it ended with (made UNKNOWN by the caller, never dropped)."""
     fut.wait()
     return fut.result() if fut.state.is_completed() else fut.state.result(raise_on_failure=False)
+
+
+def gather_by(futures: dict[str, PrefectFuture], deadline: aws.Deadline, grace: float,
+              judges: dict[str, Callable[[Any], list[Finding]]] | None = None) -> list[Finding]:
+    """gather(), but a check not finished at the deadline (plus ``grace``) is UNKNOWN instead of waited for.
+    ``judges`` turn the raw result of the tasks named there into findings (the others return findings)."""
+    until = time.monotonic() + deadline.remaining + grace  # one bound for all, not one per check
+    judges = judges or {}
+    findings: list[Finding] = []
+    late: list[Finding] = []
+    for name, fut in futures.items():
+        fut.wait(timeout=max(0.0, until - time.monotonic()))
+        if not fut.state.is_final():
+            late.append(unknown(name, "(whole check)", f"not finished within the run's deadline ({deadline.seconds:.1f} s)"))
+        elif name in judges and fut.state.is_completed():
+            findings += judges[name](fut.result())
+        else:
+            findings += gather({name: fut})
+    return findings + late

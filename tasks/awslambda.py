@@ -7,12 +7,11 @@ from typing import Any
 from prefect.cache_policies import NO_CACHE
 
 from opsbook import aws
-from opsbook.findings import Finding, Status, unknown
+from opsbook.components import judge_alias, judge_function
+from opsbook.findings import Finding
 from opsbook.iam import aws_task
 from opsbook.inventory import System
 from opsbook.resources import Discovered
-
-CHECK = "lambda-state"
 
 
 def function_names(system: System, found: Discovered) -> list[str]:
@@ -21,49 +20,17 @@ def function_names(system: System, found: Discovered) -> list[str]:
     return names + [n for n in found.lambda_functions if n not in names]
 
 
-def judge_function(name: str, cfg: dict[str, Any] | None, error: BaseException | None, named: bool) -> Finding:
-    if error is not None:
-        if aws.is_not_found(error):
-            return Finding(
-                check=CHECK, resource=name, status=Status.CRIT,
-                summary="named in the inventory but does not exist" if named else "not found",
-            )
-        return unknown(CHECK, name, aws.describe_error(error))
-    assert cfg is not None
-    state = cfg.get("State")
-    update = cfg.get("LastUpdateStatus")
-    details = {"state": state, "last_update_status": update, "runtime": cfg.get("Runtime"),
-               "memory_mb": cfg.get("MemorySize"), "timeout_s": cfg.get("Timeout")}
-    if state is None:
-        return Finding(check=CHECK, resource=name, status=Status.UNKNOWN,
-                       summary="GetFunction returned no State", details=details)
-    if state == "Failed" or update == "Failed":
-        reason = cfg.get("StateReason") or cfg.get("LastUpdateStatusReason") or ""
-        return Finding(check=CHECK, resource=name, status=Status.CRIT, summary=f"state {state}, last update {update}: {reason}".strip(), details=details)
-    if state != "Active":
-        return Finding(check=CHECK, resource=name, status=Status.WARN, summary=f"state {state} (not Active)", details=details)
-    if update == "InProgress":
-        return Finding(check=CHECK, resource=name, status=Status.WARN, summary="Active, an update is in progress", details=details)
-    return Finding(check=CHECK, resource=name, status=Status.OK, summary=f"Active ({cfg.get('Runtime')})", details=details)
-
-
 @aws_task(iam=["lambda:GetFunctionConfiguration", "lambda:GetAlias"], cache_policy=NO_CACHE)
 def check_functions(system: System, found: Discovered, deadline: aws.Deadline) -> list[Finding]:
     c = aws.client("lambda", system.region)
     named = {f.name for f in system.lambda_functions}
     names = function_names(system, found)
     results = aws.parallel(lambda n: c.get_function_configuration(FunctionName=n), names, deadline=deadline)
-    findings = [judge_function(n, cfg, err, n in named) for n, cfg, err in results]
+    findings = [judge_function(n, cfg, n in named, aws.unreadable(err)) for n, cfg, err in results]
     present = {n for n, _, err in results if err is None}
     aliases = [(f.name, a) for f in system.lambda_functions for a in f.aliases if f.name in present]
     for (fn, alias), res, err in aws.parallel(lambda fa: c.get_alias(FunctionName=fa[0], Name=fa[1]), aliases, deadline=deadline):
-        resource = f"{fn}:{alias}"
-        if err is None:
-            findings.append(Finding(check="lambda-alias", resource=resource, status=Status.OK, summary=f"alias points to version {res['FunctionVersion']}", details={"version": res["FunctionVersion"]}))
-        elif aws.is_not_found(err):
-            findings.append(Finding(check="lambda-alias", resource=resource, status=Status.CRIT, summary="alias named in the inventory does not exist"))
-        else:
-            findings.append(unknown("lambda-alias", resource, aws.describe_error(err)))
+        findings.append(judge_alias(f"{fn}:{alias}", res, aws.unreadable(err)))
     return findings
 
 

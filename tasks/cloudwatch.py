@@ -8,38 +8,13 @@ from typing import Any
 from prefect.cache_policies import NO_CACHE
 
 from opsbook import aws
-from opsbook.findings import Finding, Status
+from opsbook.components import alarm_priority, judge_alarms  # noqa: F401  (alarm_priority: tasks/alarm_bridge.py imports it from here)
+from opsbook.findings import Finding
 from opsbook.iam import aws_task, declares
-from opsbook.inventory import System, name_matches
+from opsbook.inventory import System
 
 # GetMetricData: 50 requests a second per account and region (CloudWatch service quotas).
 GET_METRIC_DATA_TPS = 50.0
-
-_PRIORITY_STATUS = {"P0": Status.CRIT, "P1": Status.CRIT, "P2": Status.WARN, "P3": Status.WARN}
-
-
-def alarm_priority(system: System, alarm_name: str) -> str | None:
-    for pattern, prio in system.alarms.priorities.items():
-        if name_matches(pattern, alarm_name):
-            return prio
-    return None
-
-
-def judge_alarms(system: System, alarms: list[dict[str, Any]]) -> list[Finding]:
-    mine = [a for a in alarms if system.alarms.matches(a["AlarmName"])]
-    if not mine:
-        return [Finding(check="alarms", resource="alarms", status=Status.OK, value=0,
-                        summary=f"no alarm in ALARM matching {system.alarms.name_filters}")]
-    out = []
-    for a in sorted(mine, key=lambda a: a["AlarmName"]):
-        prio = alarm_priority(system, a["AlarmName"])
-        status = _PRIORITY_STATUS.get(prio or "", Status.CRIT)
-        since = a.get("StateUpdatedTimestamp")
-        out.append(Finding(check="alarms", resource=a["AlarmName"], status=status, value=1,
-                           summary=f"in ALARM{f' ({prio})' if prio else ''}: {a.get('StateReason', '')}"[:300],
-                           details={"priority": prio, "since": since.isoformat() if since else None}))
-    return out
-
 
 @aws_task(iam=["cloudwatch:DescribeAlarms"], cache_policy=NO_CACHE)
 def check_alarms(system: System, deadline: aws.Deadline) -> list[Finding]:

@@ -8,37 +8,15 @@ from typing import Any
 from prefect.cache_policies import NO_CACHE
 
 from opsbook import aws
-from opsbook.findings import Finding, Status, unknown
+from opsbook.components import judge_backup, judge_created, judge_table
+from opsbook.findings import Finding, Status
 from opsbook.iam import aws_task
 from opsbook.inventory import DynamoTable, System
 from opsbook.resources import Discovered
 
-_BAD = {"DELETING", "INACCESSIBLE_ENCRYPTION_CREDENTIALS", "ARCHIVING", "ARCHIVED"}
-
-
 def table_names(system: System, found: Discovered) -> list[str]:
     names = [t.name for t in system.dynamodb_tables]
     return names + [n for n in found.dynamodb_tables if n not in names]
-
-
-def judge_table(name: str, desc: dict[str, Any] | None, error: BaseException | None, named: bool) -> Finding:
-    check = "dynamodb-status"
-    if error is not None:
-        if aws.is_not_found(error):
-            return Finding(check=check, resource=name, status=Status.CRIT,
-                           summary="named in the inventory but does not exist" if named else "not found")
-        return unknown(check, name, aws.describe_error(error))
-    t = (desc or {}).get("Table", {})
-    status = t.get("TableStatus")
-    details = {"status": status, "billing_mode": t.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED"),
-               "size_bytes": t.get("TableSizeBytes"), "item_count_estimate": t.get("ItemCount")}
-    if status == "ACTIVE":
-        return Finding(check=check, resource=name, status=Status.OK, summary="ACTIVE", details=details)
-    if status in _BAD:
-        return Finding(check=check, resource=name, status=Status.CRIT, summary=f"status {status}", details=details)
-    if status is None:
-        return Finding(check=check, resource=name, status=Status.UNKNOWN, summary="DescribeTable returned no TableStatus", details=details)
-    return Finding(check=check, resource=name, status=Status.WARN, summary=f"status {status} (not ACTIVE)", details=details)
 
 
 def yesterday_bounds(system: System, fmt: str, now: datetime | None = None) -> tuple[Any, Any, str]:
@@ -69,18 +47,6 @@ def count_created_yesterday(system: System, table: DynamoTable, now: datetime | 
     return total
 
 
-def judge_created(system: System, table: DynamoTable, count: int | None, error: BaseException | None) -> Finding:
-    check = "dynamodb-items-yesterday"
-    start, _ = system.yesterday()
-    day = start.date().isoformat()
-    if error is not None:
-        return unknown(check, table.name, aws.describe_error(error))
-    if count is not None and count < table.min_items_yesterday:
-        return Finding(check=check, resource=table.name, status=Status.WARN, value=count,
-                       summary=f"{count} items created on {day} ({system.timezone}); expected at least {table.min_items_yesterday}")
-    return Finding(check=check, resource=table.name, status=Status.OK, value=count, summary=f"{count} items created on {day} ({system.timezone})")
-
-
 def read_backups(system: System, table: DynamoTable, now: datetime) -> dict[str, Any]:
     c = aws.client("dynamodb", system.region)
     cont = c.describe_continuous_backups(TableName=table.name)["ContinuousBackupsDescription"]
@@ -91,39 +57,18 @@ def read_backups(system: System, table: DynamoTable, now: datetime) -> dict[str,
     return {"pitr": pitr.get("PointInTimeRecoveryStatus"), "latest_restorable": pitr.get("LatestRestorableDateTime"), "latest_backup": latest}
 
 
-def judge_backup(table: DynamoTable, info: dict[str, Any] | None, error: BaseException | None, now: datetime) -> Finding:
-    check = "dynamodb-backup"
-    if error is not None:
-        return unknown(check, table.name, aws.describe_error(error))
-    assert info is not None
-    max_age = timedelta(hours=table.backup_max_age_hours)
-    latest = info["latest_backup"]
-    age_h = (now - latest).total_seconds() / 3600 if latest else None
-    pitr_ok = info["pitr"] == "ENABLED" and info["latest_restorable"] is not None and now - info["latest_restorable"] < timedelta(hours=1)
-    details = {"pitr": info["pitr"], "latest_backup": latest.isoformat() if latest else None}
-    if latest and now - latest <= max_age:
-        return Finding(check=check, resource=table.name, status=Status.OK, value=round(age_h, 1), details=details,
-                       summary=f"latest on-demand backup {age_h:.1f} h old; PITR {info['pitr']}")
-    if pitr_ok:
-        return Finding(check=check, resource=table.name, status=Status.WARN, value=round(age_h, 1) if age_h else None, details=details,
-                       summary=f"no on-demand backup within {table.backup_max_age_hours:g} h, but PITR is enabled and current")
-    what = f"latest on-demand backup {age_h:.1f} h old" if latest else "no on-demand backup in 35 days"
-    return Finding(check=check, resource=table.name, status=Status.CRIT, value=round(age_h, 1) if age_h else None, details=details,
-                   summary=f"{what} and PITR {info['pitr'] or 'unknown'}: no recent backup (limit {table.backup_max_age_hours:g} h)")
-
-
 @aws_task(iam=["dynamodb:DescribeTable", "dynamodb:Scan", "dynamodb:DescribeContinuousBackups", "dynamodb:ListBackups"], cache_policy=NO_CACHE)
 def check_tables(system: System, found: Discovered, deadline: aws.Deadline) -> list[Finding]:
     c = aws.client("dynamodb", system.region)
     named = {t.name for t in system.dynamodb_tables}
     results = aws.parallel(lambda n: c.describe_table(TableName=n), table_names(system, found), deadline=deadline)
-    findings = [judge_table(n, d, e, n in named) for n, d, e in results]
+    findings = [judge_table(n, d, n in named, aws.unreadable(e)) for n, d, e in results]
     active = {f.resource for f in findings if f.status is Status.OK}
     now = datetime.now(timezone.utc)
     counted = [t for t in system.dynamodb_tables if t.created_at_attribute and t.name in active]
     for t, n, e in aws.parallel(lambda t: count_created_yesterday(system, t), counted, deadline=deadline):
-        findings.append(judge_created(system, t, n, e))
+        findings.append(judge_created(system, t, n, aws.unreadable(e, missing_ok=False), now))
     backed = [t for t in system.dynamodb_tables if t.backup_required and t.name in active]
     for t, info, e in aws.parallel(lambda t: read_backups(system, t, now), backed, deadline=deadline):
-        findings.append(judge_backup(t, info, e, now))
+        findings.append(judge_backup(t, info, aws.unreadable(e, missing_ok=False), now))
     return findings

@@ -7,7 +7,8 @@ from typing import Any
 from prefect.cache_policies import NO_CACHE
 
 from opsbook import aws
-from opsbook.findings import Finding, Status, unknown
+from opsbook.components import judge_service, td_revision
+from opsbook.findings import Finding
 from opsbook.iam import aws_task
 from opsbook.inventory import System
 from opsbook.resources import Discovered
@@ -16,29 +17,6 @@ from opsbook.resources import Discovered
 def services(system: System, found: Discovered) -> list[tuple[str, str]]:
     out = [(s.cluster, s.service) for s in system.ecs_services]
     return out + [cs for cs in found.ecs_services if cs not in out]
-
-
-def judge_service(cluster: str, name: str, svc: dict[str, Any] | None, named: bool) -> Finding:
-    check, resource = "ecs-service", f"{cluster}/{name}"
-    if svc is None or svc.get("status") == "INACTIVE":
-        return Finding(check=check, resource=resource, status=Status.CRIT,
-                       summary=("named in the inventory but " if named else "") + ("does not exist" if svc is None else "is INACTIVE (deleted)"))
-    running, desired, pending = svc.get("runningCount", 0), svc.get("desiredCount", 0), svc.get("pendingCount", 0)
-    deps = svc.get("deployments", [])
-    primary = next((d for d in deps if d.get("status") == "PRIMARY"), {})
-    rollout = primary.get("rolloutState")
-    details = {"running": running, "desired": desired, "pending": pending, "deployments": len(deps),
-               "rollout_state": rollout, "task_definition": svc.get("taskDefinition")}
-    if rollout == "FAILED":
-        return Finding(check=check, resource=resource, status=Status.CRIT, value=running, details=details,
-                       summary=f"deployment FAILED: {primary.get('rolloutStateReason', '')}".strip())
-    if desired > 0 and running == 0:
-        return Finding(check=check, resource=resource, status=Status.CRIT, value=running, details=details, summary=f"0 of {desired} tasks running")
-    if running < desired:
-        return Finding(check=check, resource=resource, status=Status.WARN, value=running, details=details, summary=f"{running} of {desired} tasks running ({pending} pending)")
-    if len(deps) > 1 or rollout == "IN_PROGRESS":
-        return Finding(check=check, resource=resource, status=Status.WARN, value=running, details=details, summary=f"{running}/{desired} running; a deployment is in progress ({len(deps)} deployments)")
-    return Finding(check=check, resource=resource, status=Status.OK, value=running, details=details, summary=f"{running}/{desired} tasks running, deployment steady")
 
 
 @aws_task(iam=["ecs:DescribeServices"], cache_policy=NO_CACHE)
@@ -56,26 +34,15 @@ def check_services(system: System, found: Discovered, deadline: aws.Deadline) ->
         batches += [(cl, svs[i : i + 10]) for i in range(0, len(svs), 10)]  # DescribeServices takes up to 10
     findings: list[Finding] = []
     for (cl, svs), res, err in aws.parallel(lambda b: c.describe_services(cluster=b[0], services=b[1]), batches, deadline=deadline):
-        if err is not None:
-            if aws.error_code(err) == "ClusterNotFoundException":
-                findings += [Finding(check="ecs-service", resource=f"{cl}/{s}", status=Status.CRIT, summary=f"cluster {cl} does not exist") for s in svs]
-            else:
-                findings += [unknown("ecs-service", f"{cl}/{s}", aws.describe_error(err)) for s in svs]
-            continue
-        got = {s["serviceName"]: s for s in res.get("services", [])}
+        gone = err is not None and aws.error_code(err) == "ClusterNotFoundException"
+        reason = aws.describe_error(err) if err is not None and not gone else None
+        got = {s["serviceName"]: s for s in (res or {}).get("services", [])}
         for s in svs:
-            findings.append(judge_service(cl, s, got.get(s), (cl, s) in named))
+            findings.append(judge_service(cl, s, got.get(s), (cl, s) in named, reason, gone))
     return findings
 
 
 # --- rollback support ------------------------------------------------------------------
-
-
-def td_revision(arn: str) -> tuple[str, int]:
-    """arn:aws:ecs:...:task-definition/family:12 -> ("family", 12)."""
-    family_rev = arn.rsplit("/", 1)[-1]
-    family, _, rev = family_rev.rpartition(":")
-    return family, int(rev)
 
 
 def split_resource(resource: str) -> tuple[str, str]:

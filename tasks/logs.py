@@ -10,7 +10,8 @@ from typing import Any
 from prefect.cache_policies import NO_CACHE
 
 from opsbook import aws
-from opsbook.findings import Finding, by_threshold, unknown
+from opsbook.components import judge_count
+from opsbook.findings import Finding
 from opsbook.iam import aws_task
 from opsbook.inventory import LogGroup, System
 from opsbook.pii import mask_log
@@ -54,20 +55,6 @@ def count_matches(region: str, log_group: str, pattern: str, start: datetime, en
     return {"count": count, "samples": sample, "pages": pages}
 
 
-def judge_count(check: str, log_group: str, res: dict[str, Any] | None, err: BaseException | None, warn: int, crit: int, what: str) -> Finding:
-    if err is not None:
-        if aws.is_not_found(err):
-            return unknown(check, log_group, "log group does not exist (never written to, or wrong name)")
-        return unknown(check, log_group, aws.describe_error(err))
-    assert res is not None
-    n = res["count"]
-    status = by_threshold(n, warn, crit)
-    summary = f"{n} {what} in the last 24 h"
-    if n and res["samples"]:
-        summary += f"; e.g. {res['samples'][0]}"
-    return Finding(check=check, resource=log_group, status=status, value=n, summary=summary[:400], details={"samples": res["samples"], "warn": warn, "crit": crit})
-
-
 @aws_task(iam=["logs:FilterLogEvents"], cache_policy=NO_CACHE)
 def check_error_logs(system: System, found: Discovered, deadline: aws.Deadline, hours: float = 24) -> list[Finding]:
     end = datetime.now(timezone.utc)
@@ -75,7 +62,7 @@ def check_error_logs(system: System, found: Discovered, deadline: aws.Deadline, 
     groups = log_groups(system, found)
     th = system.thresholds
     res = aws.parallel(lambda g: count_matches(system.region, g.name, g.error_pattern, start, end), groups, deadline=deadline)
-    return [judge_count("log-errors", g.name, r, e, th.log_errors_warn, th.log_errors_crit, "ERROR lines") for g, r, e in res]
+    return [judge_count("log-errors", g.name, r, aws.unreadable(e), th.log_errors_warn, th.log_errors_crit, "ERROR lines") for g, r, e in res]
 
 
 @aws_task(iam=["logs:FilterLogEvents"], cache_policy=NO_CACHE)
@@ -91,7 +78,7 @@ def check_security_logs(system: System, deadline: aws.Deadline, hours: float = 2
         ("rate-limit-events", sec.rate_limit_pattern, th.rate_limit_warn, th.rate_limit_crit, "rate-limit events"),
     ]
     res = aws.parallel(lambda j: count_matches(system.region, sec.log_group, j[1], start, end), jobs, deadline=deadline)
-    return [judge_count(j[0], sec.log_group, r, e, j[2], j[3], j[4]) for j, r, e in res]
+    return [judge_count(j[0], sec.log_group, r, aws.unreadable(e), j[2], j[3], j[4]) for j, r, e in res]
 
 
 def message_shape(line: str) -> str:
@@ -105,3 +92,15 @@ def message_shape(line: str) -> str:
 def top_messages(samples: list[str], n: int = 3) -> list[dict[str, Any]]:
     counts = Counter(message_shape(s) for s in samples)
     return [{"message": shape, "count": c} for shape, c in counts.most_common(n)]
+
+
+@aws_task(iam=["logs:FilterLogEvents"], name="recent-errors", cache_policy=NO_CACHE)
+def count_recent_errors(system: System, found: Discovered, deadline: aws.Deadline, minutes: int = 60, samples: int = 20) -> list[dict[str, Any]]:
+    """ERROR lines of the last ``minutes`` per function/log group, with up to ``samples`` masked lines and their
+    top message shapes: [{"group", "result" (count_matches' answer + "top", None if not read), "unreadable"}]."""
+    end = datetime.now(timezone.utc)
+    start = end - timedelta(minutes=minutes)
+    groups = log_groups(system, found)
+    res = aws.parallel(lambda g: count_matches(system.region, g.name, g.error_pattern, start, end, samples=samples), groups, deadline=deadline)
+    return [{"group": g.name, "result": r | {"top": top_messages(r["samples"])} if r is not None else None, "unreadable": aws.unreadable(e)}
+            for g, r, e in res]

@@ -12,7 +12,8 @@ from opensearchpy.exceptions import ConnectionTimeout, TransportError
 from prefect.cache_policies import NO_CACHE
 
 from opsbook import aws
-from opsbook.findings import Finding, Status, unknown
+from opsbook.components import judge_cluster, judge_domain
+from opsbook.findings import Finding
 from opsbook.iam import aws_task
 from opsbook.inventory import OpenSearchDomain, System
 from opsbook.resources import Discovered
@@ -93,48 +94,6 @@ def read_cluster(url: str, region: str) -> dict[str, Any]:
     return out
 
 
-def judge_cluster(domain: str, cluster: dict[str, Any] | None, error: BaseException | None) -> Finding:
-    check = "opensearch-health"
-    if error is not None:
-        if isinstance(error, (OSConnectionError, ConnectionTimeout)):
-            return unknown(check, domain, f"cluster endpoint unreachable ({type(error).__name__}); check the endpoint, VPC access or the domain's access policy")
-        if isinstance(error, TransportError):
-            return unknown(check, domain, f"cluster API answered {error.status_code}: {error.error}; check es:ESHttpGet permission and the access policy")
-        return unknown(check, domain, aws.describe_error(error))
-    assert cluster is not None
-    h = cluster["health"]
-    status, unassigned = h.get("status"), int(h.get("unassigned_shards", 0))
-    details = {"status": status, "nodes": h.get("number_of_nodes"), "active_shards": h.get("active_shards"),
-               "unassigned_shards": unassigned,
-               "unassigned": [f"{s['index']}[{s['shard']}]{s['prirep']} {s.get('unassigned.reason') or ''}".strip() for s in cluster["unassigned"][:10]]}
-    explain = cluster.get("explain") or {}
-    why = explain.get("allocate_explanation") or (explain.get("unassigned_info") or {}).get("reason")
-    if status == "green":
-        return Finding(check=check, resource=domain, status=Status.OK, value=unassigned, summary="cluster green", details=details)
-    text = f"cluster {status}, {unassigned} unassigned shard(s)"
-    if details["unassigned"]:
-        text += f": {', '.join(details['unassigned'][:3])}"
-    if why:
-        text += f" ({why})"
-    if status == "red":
-        return Finding(check=check, resource=domain, status=Status.CRIT, value=unassigned, summary=text + "; see remediate-opensearch-red", details=details)
-    if status == "yellow":
-        return Finding(check=check, resource=domain, status=Status.WARN, value=unassigned, summary=text, details=details)
-    return Finding(check=check, resource=domain, status=Status.UNKNOWN, value=unassigned, summary=f"unexpected cluster status {status!r}", details=details)
-
-
-def judge_domain(name: str, st: dict[str, Any] | None, named: bool) -> Finding:
-    check = "opensearch-domain"
-    if st is None:
-        return Finding(check=check, resource=name, status=Status.CRIT,
-                       summary="named in the inventory but does not exist" if named else "not found")
-    if st.get("Deleted"):
-        return Finding(check=check, resource=name, status=Status.CRIT, summary="domain is being deleted")
-    if st.get("Processing") or st.get("UpgradeProcessing"):
-        return Finding(check=check, resource=name, status=Status.WARN, summary="configuration change in progress (Processing)")
-    return Finding(check=check, resource=name, status=Status.OK, summary=f"domain ready ({st.get('EngineVersion', '?')})")
-
-
 @aws_task(iam=["es:DescribeDomains", "es:ESHttpGet", "es:ESHttpPost"], cache_policy=NO_CACHE)  # allocation explain is a POST
 def check_domains(system: System, found: Discovered, deadline: aws.Deadline) -> list[Finding]:
     doms = domains(system, found)
@@ -147,7 +106,7 @@ def check_domains(system: System, found: Discovered, deadline: aws.Deadline) -> 
     batches = [doms[i : i + 5] for i in range(0, len(doms), 5)]  # DescribeDomains takes up to 5 names
     for batch, res, err in aws.parallel(lambda b: c.describe_domains(DomainNames=[d.name for d in b]), batches, deadline=deadline):
         if err is not None:
-            findings += [unknown("opensearch-domain", d.name, aws.describe_error(err)) for d in batch]
+            findings += [judge_domain(d.name, None, d.name in named, aws.describe_error(err)) for d in batch]
             continue
         for st in res["DomainStatusList"]:
             statuses[st["DomainName"]] = st
@@ -155,10 +114,17 @@ def check_domains(system: System, found: Discovered, deadline: aws.Deadline) -> 
             findings.append(judge_domain(d.name, statuses.get(d.name), d.name in named))
     reachable = [d for d in doms if d.name in statuses]
     jobs = [(d, endpoint_for(d, statuses.get(d.name))) for d in reachable]
-    for d, url in jobs:
-        if url is None:
-            findings.append(unknown("opensearch-health", d.name, "no endpoint: the domain has none yet and the inventory gives no endpoint override"))
+    findings += [judge_cluster(d.name, None) for d, url in jobs if url is None]
     with_url = [(d, u) for d, u in jobs if u]
     for (d, url), cluster, err in aws.parallel(lambda du: read_cluster(du[1], system.region), with_url, deadline=deadline):
-        findings.append(judge_cluster(d.name, cluster, err))
+        findings.append(judge_cluster(d.name, cluster, cluster_unreadable(err) if err is not None else None))
     return findings
+
+
+def cluster_unreadable(error: BaseException, api: str = "cluster") -> str:
+    """Why the cluster's own ``api`` (health, snapshots...) could not be read: the reason of its UNKNOWN finding."""
+    if isinstance(error, (OSConnectionError, ConnectionTimeout)):
+        return f"cluster endpoint unreachable ({type(error).__name__}); check the endpoint, VPC access or the domain's access policy"
+    if isinstance(error, TransportError):
+        return f"{api} API answered {error.status_code}: {error.error}; check es:ESHttpGet permission and the access policy"
+    return aws.describe_error(error)

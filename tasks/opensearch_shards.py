@@ -35,10 +35,11 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from opsbook import aws
+from opsbook.components import judge_cluster
 from opsbook.findings import Finding, Status, unknown
 from opsbook.iam import aws_task
 from opsbook.inventory import OpenSearchDomain, System
-from tasks.opensearch import endpoint_for, judge_cluster, os_client
+from tasks.opensearch import cluster_unreadable, endpoint_for, os_client
 
 WATERMARK_LOW, WATERMARK_HIGH, WATERMARK_FLOOD = 85.0, 90.0, 95.0
 MAX_EXPLAIN_DEFAULT = 10
@@ -440,7 +441,7 @@ def judge_domain(inv: System, d: OpenSearchDomain, info: DomainInfo | BaseExcept
     if cluster is None:
         return out
     if isinstance(cluster, BaseException):
-        out.append(judge_cluster(name, None, cluster))
+        out.append(judge_cluster(name, None, cluster_unreadable(cluster)))
         return out
     if cluster.error and cluster.status is None:
         out.append(unknown("opensearch-health", name, cluster.error))

@@ -8,7 +8,8 @@ from typing import Any
 from prefect.cache_policies import NO_CACHE
 
 from opsbook import aws
-from opsbook.findings import Finding, Status, unknown
+from opsbook.components import judge_bucket_absent, judge_storage
+from opsbook.findings import Finding
 from opsbook.iam import aws_task
 from opsbook.inventory import S3Bucket, System
 from opsbook.resources import Discovered
@@ -31,18 +32,6 @@ def storage_queries(names: list[str]) -> list[dict[str, Any]]:
     return qs
 
 
-def judge_storage(b: S3Bucket, size: float | None, objects: float | None) -> Finding:
-    check = "s3-storage"
-    if size is None:
-        return unknown(check, b.name, "no BucketSizeBytes datapoint in the last 3 days (S3 publishes storage metrics once a day; a new bucket has none yet)")
-    gb = size / 1024**3
-    details = {"size_bytes": int(size), "objects": int(objects) if objects is not None else None}
-    text = f"{gb:,.2f} GiB" + (f", {int(objects):,} objects" if objects is not None else "")
-    if b.size_warn_gb and gb >= b.size_warn_gb:
-        return Finding(check=check, resource=b.name, status=Status.WARN, value=int(size), details=details, summary=f"{text}: above {b.size_warn_gb:g} GiB")
-    return Finding(check=check, resource=b.name, status=Status.OK, value=int(size), details=details, summary=text)
-
-
 @aws_task(iam=["s3:ListBucket", "cloudwatch:GetMetricData"], cache_policy=NO_CACHE)
 def check_buckets(system: System, found: Discovered, deadline: aws.Deadline) -> list[Finding]:
     bs = buckets(system, found)
@@ -55,18 +44,15 @@ def check_buckets(system: System, found: Discovered, deadline: aws.Deadline) -> 
     for b, _, err in aws.parallel(lambda b: c.head_bucket(Bucket=b.name), bs, deadline=deadline):
         if err is None:
             present.append(b)
-        elif aws.is_not_found(err):
-            findings.append(Finding(check="s3-storage", resource=b.name, status=Status.CRIT,
-                                    summary="named in the inventory but does not exist" if b.name in named else "not found"))
         else:
-            findings.append(unknown("s3-storage", b.name, aws.describe_error(err)))
+            findings.append(judge_bucket_absent(b.name, b.name in named, aws.unreadable(err)))
     if not present:
         return findings
     end = utcnow()
     try:
         data = get_metric_data(system.region, storage_queries([b.name for b in present]), end - timedelta(days=3), end)
     except Exception as exc:  # every bucket's storage is then UNKNOWN with the reason
-        return findings + [unknown("s3-storage", b.name, aws.describe_error(exc)) for b in present]
+        return findings + [judge_storage(b, None, None, aws.describe_error(exc)) for b in present]
     for i, b in enumerate(present):
         size = data[f"size{i}"][0][1] if data[f"size{i}"] else None
         objs = data[f"objects{i}"][0][1] if data[f"objects{i}"] else None

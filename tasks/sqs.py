@@ -5,7 +5,8 @@ from __future__ import annotations
 from prefect.cache_policies import NO_CACHE
 
 from opsbook import aws
-from opsbook.findings import Finding, Status, by_threshold, unknown
+from opsbook.components import judge_dlq
+from opsbook.findings import Finding
 from opsbook.iam import aws_task
 from opsbook.inventory import System
 
@@ -21,19 +22,8 @@ def read_depth(region: str, queue: str) -> dict[str, int]:
 def check_dlqs(system: System, deadline: aws.Deadline) -> list[Finding]:
     dlqs = [q.dlq for q in system.sqs_queues if q.dlq]
     th = system.thresholds
-    out = []
-    for name, depth, err in aws.parallel(lambda n: read_depth(system.region, n), dlqs, deadline=deadline):
-        if err is not None:
-            if aws.is_not_found(err):
-                out.append(Finding(check="dlq-depth", resource=name, status=Status.CRIT, summary="dead-letter queue named in the inventory does not exist"))
-            else:
-                out.append(unknown("dlq-depth", name, aws.describe_error(err)))
-            continue
-        n = depth["visible"] + depth["in_flight"]
-        status = by_threshold(n, th.dlq_messages_warn, th.dlq_messages_crit)
-        summary = f"{n} message(s) waiting in the dead-letter queue" + ("; see dlq-redrive" if n else "")
-        out.append(Finding(check="dlq-depth", resource=name, status=status, value=n, summary=summary, details=depth))
-    return out
+    return [judge_dlq(name, depth, aws.unreadable(err), th.dlq_messages_warn, th.dlq_messages_crit)
+            for name, depth, err in aws.parallel(lambda n: read_depth(system.region, n), dlqs, deadline=deadline)]
 
 
 # --- queue state and moving messages (dlq-redrive). Plain functions: the aws_task that calls them

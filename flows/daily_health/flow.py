@@ -14,8 +14,8 @@ from typing import Annotated, Any
 from prefect import allow_failure, flow, get_run_logger
 from prefect.states import Failed
 
+from flows.daily_health.judge import ends_failed
 from opsbook import aws
-from opsbook.findings import Status
 from opsbook.inventory import load_system
 from opsbook.notify import notify_status
 from opsbook.params import Deadline, Param, SystemName
@@ -54,6 +54,6 @@ def daily_health(
     report.count_calls(calls, started)
     publish_report.submit(report).result()
     logger.info(report.headline())
-    if report.status is Status.CRIT:
+    if ends_failed(report.status):
         return Failed(message=report.headline(), data=report)
     return report

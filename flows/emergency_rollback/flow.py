@@ -23,12 +23,22 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from flows.emergency_rollback.judge import (
+    ALIAS_KIND,
+    ECS_KIND,
+    RUNBOOK,
+    failed_actions,
+    plan_rollback,
+    targets,
+    unread_findings,
+    verified,
+)
 from opsbook import aws
-from opsbook.findings import Finding, Status, unknown
+from opsbook.collect import future_value
+from opsbook.findings import Finding, Status
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
 from opsbook.mutation.core import (
-    Action,
     Applier,
     Approval,
     Identity,
@@ -53,13 +63,9 @@ from tasks.ecs import (
     set_task_definition,
     settle_state,
     split_resource,
-    td_revision,
 )
 from tasks.health import CHECKS as HEALTH_TASKS
 from tasks.health import health_after
-
-RUNBOOK = "emergency-rollback"
-ECS_KIND, ALIAS_KIND = "ecs-task-definition", "lambda-alias"
 
 APPLIERS = {
     ECS_KIND: Applier(read=read_task_definition, apply=set_task_definition),
@@ -67,100 +73,13 @@ APPLIERS = {
 }
 
 
-# --- deciding the target (pure: unit-tested without AWS) ---------------------------------
-
-
-def last_rollback(records: list[dict[str, Any]], resource: str) -> dict[str, Any] | None:
-    for r in records:  # newest first
-        if r.get("resource") == resource and r.get("status") in ("applied", "verified", "undone"):
-            return r
-    return None
-
-
-def ecs_target(resource: str, state: dict[str, Any], records: list[dict[str, Any]], to_revision: int | None,
-               force: bool) -> tuple[str | None, str, bool]:
-    """(target task definition or None, evidence, is_guess)."""
-    current = state["task_definition"]
-    family, rev = td_revision(current)
-    by_rev = {td_revision(r)[1]: r for r in state["revisions"]}
-    if to_revision is not None:
-        if to_revision not in by_rev:
-            raise Refused(f"{family}:{to_revision} is not an ACTIVE revision of {family} (ACTIVE: {sorted(by_rev)})")
-        return by_rev[to_revision], f"asked for revision {to_revision}", False
-    last = last_rollback(records, resource)
-    if last and last.get("after") == current and last.get("runbook") == RUNBOOK and not force:
-        return None, (f"already runs the rollback target {current.rsplit('/', 1)[-1]} (rolled back from "
-                      f"{str(last.get('before')).rsplit('/', 1)[-1]} at {last.get('at')} by {last.get('approver')}); "
-                      "set force=true to roll back further"), False
-    if last and last.get("after") == current and last.get("runbook") != RUNBOOK and last.get("before"):
-        return last["before"], f"opsbook record: {last.get('runbook')} changed it from this at {last.get('at')}", False
-    previous = [d for d in state["deployments"] if d.get("status") != "PRIMARY" and d.get("taskDefinition") != current]
-    if previous:
-        best = sorted(previous, key=lambda d: d.get("rolloutState") != "COMPLETED")[0]
-        return best["taskDefinition"], f"the deployment the service ran before the current one ({best.get('status')}, rollout {best.get('rolloutState')})", False
-    earlier = sorted((r for r in by_rev if r < rev), reverse=True)
-    if force and last and last.get("after") == current:
-        earlier = [r for r in earlier if by_rev[r] != last.get("before")]
-    if earlier:
-        return by_rev[earlier[0]], f"GUESS: no record of the last known-good revision; the newest earlier ACTIVE revision ({earlier[0]})", True
-    return None, f"no earlier ACTIVE revision of {family} to roll back to", False
-
-
-def alias_target(resource: str, state: dict[str, Any], records: list[dict[str, Any]], to_version: int | None,
-                 force: bool) -> tuple[str | None, str, bool]:
-    current, version, versions = state["value"], state["version"], state["versions"]
-    if to_version is not None:
-        if to_version not in versions:
-            raise Refused(f"version {to_version} of {resource.rsplit(':', 1)[0]} is not published (published: {versions})")
-        return str(to_version), f"asked for version {to_version}", False
-    if "+" in current:
-        return version, f"the alias is shifting weight to another version ({current}); back to {version} alone", False
-    last = last_rollback(records, resource)
-    if last and last.get("after") == current and last.get("runbook") == RUNBOOK and not force:
-        return None, (f"already points at the rollback target {current} (rolled back from {last.get('before')} "
-                      f"at {last.get('at')} by {last.get('approver')}); set force=true to roll back further"), False
-    if last and last.get("after") == current and last.get("runbook") != RUNBOOK and last.get("before"):
-        return str(last["before"]), f"opsbook record: {last.get('runbook')} changed it from this at {last.get('at')}", False
-    earlier = sorted((v for v in versions if v < int(version)), reverse=True)
-    if force and last and last.get("after") == current:
-        earlier = [v for v in earlier if str(v) != str(last.get("before"))]
-    if earlier:
-        return str(earlier[0]), f"GUESS: Lambda keeps no alias history and opsbook has no record; the newest earlier published version ({earlier[0]})", True
-    return None, f"no earlier published version than {version}", False
-
-
 # --- tasks -------------------------------------------------------------------------------
-
-
-def targets(system: System, only: str | None) -> list[tuple[str, str]]:
-    out = [(ECS_KIND, f"{s.cluster}/{s.service}") for s in system.ecs_services]
-    out += [(ALIAS_KIND, f"{f.name}:{a}") for f in system.lambda_functions for a in f.aliases]
-    return [t for t in out if not only or only in t[1]]
 
 
 @task(name="make-plan", cache_policy=NO_CACHE)
 def make_plan(system: System, identity: Identity, states: dict[str, Any], records: list[dict[str, Any]],
               to_revision: int | None, force: bool) -> Plan:
-    plan = Plan(runbook=RUNBOOK, system=system.name, identity=identity, override="to_revision")
-    for key, st in states.items():
-        kind, resource = key.split("|", 1)
-        if isinstance(st, BaseException):
-            plan.notes.append(f"{resource}: could not read its state ({aws.describe_error(st)}); left out of the plan")
-            continue
-        if kind == ECS_KIND:
-            target, why, guess = ecs_target(resource, st, records, to_revision, force)
-            current, iam = st["task_definition"], "ecs:UpdateService"
-        else:
-            target, why, guess = alias_target(resource, st, records, to_revision, force)
-            current, iam = st["value"], "lambda:UpdateAlias"
-        if target is None and not why.startswith("already"):
-            plan.cannot.append(f"{resource}: {why}")
-            continue
-        if target is None or target == current:
-            plan.unchanged.append(f"{resource}: {why}")
-            continue
-        plan.actions.append(Action(kind=kind, resource=resource, current=current, target=target, iam_action=iam, evidence=why, guess=guess))
-    return plan
+    return plan_rollback(system, identity, states, records, to_revision, force)
 
 
 @task(name="check-drift", cache_policy=NO_CACHE)
@@ -254,12 +173,10 @@ def emergency_rollback(
             raise Refused(f"{inv.name} has nothing to roll back (no ECS service or Lambda alias in its inventory"
                           + (f" matching {only!r})" if only else ")"))
         reads = {f"{k}|{r}": (read_service_history if k == ECS_KIND else read_alias_history).submit(inv, r) for k, r in wanted}
-        states = {}
-        for key, fut in reads.items():
-            fut.wait()
-            states[key] = fut.result() if fut.state.is_completed() else fut.state.result(raise_on_failure=False)
+        states = {key: future_value(fut) for key, fut in reads.items()}
+        states = {key: aws.describe_error(st) if isinstance(st, BaseException) else st for key, st in states.items()}
         plan = make_plan.submit(inv, identity, states, records, to_revision or None, force).result()
-        session.report.findings += [unknown("rollback-plan", n.split(":")[0], n) for n in plan.notes if "could not read" in n]
+        session.report.findings += unread_findings(plan)
         if session.gate(plan):
             settle = settle_timeout_s or inv.mutations.settle_timeout_s
             session.lease(inv.mutations.lease_ttl_s + settle)
@@ -268,13 +185,9 @@ def emergency_rollback(
             if ok:  # say so at once; the final notice follows once it settled (or not)
                 session.notify("rolled back, settling", [f"{r.resource}: {r.before} -> {r.after}" for r in done])
             settled = wait_settled.submit(inv, plan, settle).result() if ok else []
-            if ok:
-                done = [r.model_copy(update={"status": "verified"})
-                        if any(f.resource == r.resource and f.status is Status.OK for f in settled) else r for r in done]
+            done = verified(done, settled)
             session.record(done)
-            session.report.findings += settled
-            session.report.findings += [Finding(check="rollback-action", resource=r.resource, status=Status.CRIT, summary=f"{r.status}: {r.detail}")
-                                        for r in done if r.status in ("failed", "undo-failed")]
+            session.report.findings += settled + failed_actions(done)
             session.report.findings += health_after(inv)
             session.done(ok)
             session.notify(session.report.outcome, [f"{r.resource}: {r.status} {r.before} -> {r.after} {r.detail}".strip() for r in done])

@@ -36,9 +36,9 @@ def not_ok(report: RunReport):
     return [(f.check, f.resource, f.status.value) for f in report.findings if f.status is not Status.OK]
 
 
-def test_healthy_hr_is_ok_and_checks_every_component(seeded):
+def test_healthy_hr_is_ok_checks_every_component_and_calls_only_what_the_policy_grants(seeded):
     seeded("hr-resource-optimization")
-    report, state = run("hr-resource-optimization")
+    report, state = run("hr-resource-optimization", notify=True)
     assert not_ok(report) == [] and report.status is Status.OK and state == "COMPLETED"
     checks = {f.check for f in report.findings}
     assert checks >= {"lambda-state", "lambda-alias", "dynamodb-status", "dynamodb-backup", "opensearch-domain",
@@ -47,75 +47,53 @@ def test_healthy_hr_is_ok_and_checks_every_component(seeded):
     assert len([f for f in report.findings if f.check == "log-errors"]) == 8
     assert only(report, "s3-storage", "hr-resumes-bucket-team2").value == 5 * 1024**3
     assert report.api_calls == sum(report.api_calls_by_operation.values()) > 0
-
-
-def test_calls_made_are_covered_by_the_printed_policy(seeded):
-    seeded("hr-resource-optimization")
-    report, _ = run("hr-resource-optimization", notify=True)
     policy = set(policy_for(TASKS)["Statement"][0]["Action"])
     used = {iam_action(*op.split(":")) for op in report.api_calls_by_operation} - {None}
     assert used and used <= policy, used - policy
     assert report.undeclared_iam_actions == []
 
 
-def test_table_missing_is_crit_and_the_run_fails_with_its_report(seeded, sandbox):
+def test_hr_faults_each_found_the_run_fails_with_its_saved_masked_report(seeded, sandbox):
+    """One run, several independent faults (each rule at its thresholds: tests/opsbook/test_components.py)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
     hr = seeded("hr-resource-optimization")
     apply_fault(sandbox, hr, "table-missing", table="Projects-Team2")
+    apply_fault(sandbox, hr, "alarm-firing", alarm="lambda-errors-ResumeParser-team2")
+    apply_fault(sandbox, hr, "alarm-firing", alarm="team2-high-error-rate")
+    apply_fault(sandbox, hr, "log-errors", group="/aws/lambda/ResumeParser", inside=7, outside=4)
+    apply_fault(sandbox, hr, "log-errors", group="/aws/lambda/TechTrendCollector", inside=60, outside=0)
+    apply_fault(sandbox, hr, "opensearch-red")
     report, state = run("hr-resource-optimization")
     f = only(report, "dynamodb-status", "Projects-Team2")
     assert f.status is Status.CRIT and "named in the inventory but does not exist" in f.summary
     assert report.status is Status.CRIT and state == "FAILED"
-    assert not_ok(report) == [("dynamodb-status", "Projects-Team2", "CRIT")]
-
-
-def test_alarm_in_alarm_uses_the_seed_priority(seeded, sandbox):
-    hr = seeded("hr-resource-optimization")
-    apply_fault(sandbox, hr, "alarm-firing", alarm="lambda-errors-ResumeParser-team2")
-    report, _ = run("hr-resource-optimization")
-    f = only(report, "alarms", "lambda-errors-ResumeParser-team2")
-    assert f.status is Status.WARN and "(P2)" in f.summary  # lambda-errors-* is P2 in seed 000
-    apply_fault(sandbox, hr, "alarm-firing", alarm="team2-high-error-rate")
-    report, _ = run("hr-resource-optimization")
+    a = only(report, "alarms", "lambda-errors-ResumeParser-team2")
+    assert a.status is Status.WARN and "(P2)" in a.summary  # lambda-errors-* is P2 in seed 000
     assert only(report, "alarms", "team2-high-error-rate").status is Status.CRIT
-
-
-def test_error_lines_are_counted_only_inside_the_last_24h_and_masked(seeded, sandbox):
-    hr = seeded("hr-resource-optimization")
-    apply_fault(sandbox, hr, "log-errors", group="/aws/lambda/ResumeParser", inside=7, outside=4)
-    report, _ = run("hr-resource-optimization")
     f = only(report, "log-errors", "/aws/lambda/ResumeParser")
-    assert f.value == 7 and f.status is Status.WARN
+    assert f.value == 7 and f.status is Status.WARN  # only the lines inside the last 24 h
     assert "kim.minsu@example.com" not in json.dumps(report.public()) and "[EMAIL]" in f.summary
     assert "sk-abcdef" not in json.dumps(report.public())
     assert only(report, "log-errors", "/aws/lambda/AffinityScoreCalculator").value == 0
-
-
-def test_error_count_crosses_the_crit_threshold(seeded, sandbox):
-    hr = seeded("hr-resource-optimization")
-    apply_fault(sandbox, hr, "log-errors", group="/aws/lambda/TechTrendCollector", inside=60, outside=0)
-    report, _ = run("hr-resource-optimization")
     f = only(report, "log-errors", "/aws/lambda/TechTrendCollector")
     assert f.value == 60 and f.status is Status.CRIT  # HR: crit at 50
-
-
-def test_ecs_running_fewer_than_desired(seeded, sandbox):
-    td = seeded("t-developer")
-    apply_fault(sandbox, td, "ecs-degraded", running=1)
-    report, _ = run("t-developer")
-    f = only(report, "ecs-service", "t-developer-cluster-production/t-developer-service-production")
-    assert f.status is Status.WARN and f.value == 1 and "1 of 2 tasks running" in f.summary
-    sandbox.set_ecs_running("us-east-1", "t-developer-cluster-production", "t-developer-service-production", 0)
-    report, _ = run("t-developer")
-    assert only(report, "ecs-service").status is Status.CRIT
-
-
-def test_opensearch_red_with_unassigned_shards(seeded, sandbox):
-    hr = seeded("hr-resource-optimization")
-    apply_fault(sandbox, hr, "opensearch-red")
-    report, _ = run("hr-resource-optimization")
     f = only(report, "opensearch-health", "hr-resource-optimization-team2")
     assert f.status is Status.CRIT and f.value == 2 and "cluster red" in f.summary and "employee_profiles" in f.summary
     assert only(report, "opensearch-domain").status is Status.OK
+    assert sorted(not_ok(report)) == sorted([
+        ("dynamodb-status", "Projects-Team2", "CRIT"), ("alarms", "lambda-errors-ResumeParser-team2", "WARN"),
+        ("alarms", "team2-high-error-rate", "CRIT"), ("log-errors", "/aws/lambda/ResumeParser", "WARN"),
+        ("log-errors", "/aws/lambda/TechTrendCollector", "CRIT"), ("opensearch-health", "hr-resource-optimization-team2", "CRIT")])
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["daily-health-hr-resource-optimization"])))
+        tables = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["daily-health-hr-resource-optimization-findings"])))
+    latest = max(arts, key=lambda a: a.created)
+    assert "CRIT" in latest.data and "/aws/lambda/ResumeParser" in latest.data
+    assert "example.com" not in latest.data
+    rows = json.loads(max(tables, key=lambda a: a.created).data)
+    assert len(rows) == len(report.findings) and "example.com" not in json.dumps(rows)
 
 
 def test_opensearch_unreachable_is_unknown_in_seconds(seeded, sandbox):
@@ -129,47 +107,29 @@ def test_opensearch_unreachable_is_unknown_in_seconds(seeded, sandbox):
     assert report.status is Status.UNKNOWN
 
 
-def test_dlq_messages(seeded, sandbox):
-    leh = seeded("leh")
-    apply_fault(sandbox, leh, "dlq-messages", count=5)
-    report, _ = run("leh")
-    f = only(report, "dlq-depth", "leh-ai-jobs-dlq")
-    assert f.status is Status.WARN and f.value == 5
-    assert not_ok(report) == [("dlq-depth", "leh-ai-jobs-dlq", "WARN")]
-
-
-def test_failed_logins_and_rate_limit_events(seeded, sandbox):
+def test_t_developer_degraded_service_security_events_and_items_of_yesterday_in_seoul(seeded, sandbox):
     td = seeded("t-developer")
+    apply_fault(sandbox, td, "ecs-degraded", running=1)
     apply_fault(sandbox, td, "security-events", failed_logins=25, rate_limited=3)
-    report, _ = run("t-developer")
-    assert only(report, "failed-logins").value == 25 and only(report, "failed-logins").status is Status.WARN
-    assert only(report, "rate-limit-events").value == 3 and only(report, "rate-limit-events").status is Status.OK
-    assert "lee@example.com" not in json.dumps(report.public())
-
-
-def test_items_created_yesterday_in_seoul(seeded, sandbox):
-    seeded("t-developer")
     ddb = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=sandbox.endpoint)
     ddb.put_item(TableName="t-developer-metadata-production", Item={"id": {"S": "today"}, "created_at": {"S": "2999-01-01T00:00:00Z"}})
     report, _ = run("t-developer")
-    f = only(report, "dynamodb-items-yesterday")
-    assert f.value == 5 and f.status is Status.OK
-    ddb.delete_table(TableName="t-developer-metadata-production")
-    ddb.create_table(TableName="t-developer-metadata-production", BillingMode="PAY_PER_REQUEST",
-                     KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}], AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
-    report, _ = run("t-developer")
-    assert only(report, "dynamodb-items-yesterday").value == 0 and only(report, "dynamodb-items-yesterday").status is Status.WARN
+    f = only(report, "ecs-service", "t-developer-cluster-production/t-developer-service-production")
+    assert f.status is Status.WARN and f.value == 1 and "1 of 2 tasks running" in f.summary  # 0 running is CRIT: test_components
+    assert only(report, "failed-logins").value == 25 and only(report, "failed-logins").status is Status.WARN
+    assert only(report, "rate-limit-events").value == 3 and only(report, "rate-limit-events").status is Status.OK
+    assert "lee@example.com" not in json.dumps(report.public())
+    f = only(report, "dynamodb-items-yesterday")  # the item stamped in the future is not yesterday's
+    assert f.value == 5 and f.status is Status.OK  # fewer than the minimum is WARN: test_components
 
 
 def test_backup_missing(seeded, sandbox):
-    todo = seeded("todo-app")
-    report, _ = run("todo-app")
-    assert only(report, "dynamodb-backup", "todos").status is Status.OK
-    assert only(report, "lambda-alias", "todo-api:LIVE").status is Status.OK
+    todo = seeded("todo-app")  # its healthy twin: dynamodb-backup OK in the healthy hr run
     apply_fault(sandbox, todo, "backup-missing")
     report, _ = run("todo-app")
     f = only(report, "dynamodb-backup", "todos")
     assert f.status is Status.CRIT and "PITR DISABLED" in f.summary
+    assert only(report, "lambda-alias", "todo-api:LIVE").status is Status.OK
 
 
 def test_tag_discovery_and_named_resources_combine_as_a_union(seeded, sandbox):
@@ -183,14 +143,6 @@ def test_tag_discovery_and_named_resources_combine_as_a_union(seeded, sandbox):
     assert fns["VectorEmbeddingGenerator"].status is Status.CRIT and "does not exist" in fns["VectorEmbeddingGenerator"].summary
     assert fns["hr-resource-optimization-extra-fn-0"].status is Status.OK
     assert "/aws/lambda/hr-resource-optimization-extra-fn-1" in {f.resource for f in report.findings if f.check == "log-errors"}
-
-
-def test_an_inventory_that_resolves_to_nothing_is_never_ok(sandbox, tmp_path):
-    p = tmp_path / "ghost.yaml"
-    p.write_text("name: ghost\nregion: eu-west-1\ndiscovery: {tags: {Team: Nobody}}\n")
-    report, state = run(str(p))
-    assert report.status is Status.CRIT and state == "FAILED"
-    assert any("resolves to no resources" in f.summary for f in report.findings)
 
 
 def test_aws_unreachable_ends_unknown_in_seconds(monkeypatch, closed_port):
@@ -230,6 +182,7 @@ def test_notifies_once_per_change_and_on_recovery(seeded, sandbox):
     assert received() == []  # OK from the start: nothing to say
     apply_fault(sandbox, leh, "dlq-messages", count=3)
     report, _ = run("leh", notify=True)
+    assert only(report, "dlq-depth", "leh-ai-jobs-dlq").value == 3 and not_ok(report) == [("dlq-depth", "leh-ai-jobs-dlq", "WARN")]
     first = received()
     assert len(first) == 1 and first[0]["Subject"].startswith("[opsbook WARN]") and report.notification["kind"] == "alert"
     run("leh", notify=True)
@@ -238,20 +191,3 @@ def test_notifies_once_per_change_and_on_recovery(seeded, sandbox):
     report, _ = run("leh", notify=True)
     rec = received()
     assert len(rec) == 1 and rec[0]["Subject"].startswith("[opsbook RECOVERED]") and report.status is Status.OK
-
-
-def test_report_artifacts_are_saved_and_masked(seeded, sandbox):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
-    hr = seeded("hr-resource-optimization")
-    apply_fault(sandbox, hr, "log-errors", group="/aws/lambda/ResumeParser")
-    report, _ = run("hr-resource-optimization")
-    with get_client(sync_client=True) as client:
-        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["daily-health-hr-resource-optimization"])))
-        tables = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["daily-health-hr-resource-optimization-findings"])))
-    latest = max(arts, key=lambda a: a.created)
-    assert "WARN" in latest.data and "/aws/lambda/ResumeParser" in latest.data
-    assert "example.com" not in latest.data
-    rows = json.loads(max(tables, key=lambda a: a.created).data)
-    assert len(rows) == len(report.findings) and "example.com" not in json.dumps(rows)

@@ -9,22 +9,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from flows.emergency_check.flow import (
-    TASKS,
-    emergency_check,
-    emergency_markdown,
-    escalation_for,
-    implied_priority,
-    message_shape,
-    top_messages,
-)
+from flows.emergency_check.flow import TASKS, emergency_check
+from flows.emergency_check.report import emergency_markdown
 from opsbook.findings import Finding, Status
 from opsbook.iam import iam_action, policy_for
-from opsbook.inventory import load_system
 from opsbook.report import RunReport
 from sandbox.faults import _put, apply_fault
 from sandbox.seed import _client
-from tasks.elb import judge_targets
 
 SEEDS = ["hr-resource-optimization", "t-developer", "todo-app", "leh"]
 TD_SERVICE = "t-developer-cluster-production/t-developer-service-production"
@@ -74,38 +65,26 @@ def healthy(seeded, sandbox):
 
 
 @pytest.mark.usefixtures("prefect_harness")
-@pytest.mark.parametrize("name", SEEDS)
-def test_each_healthy_seed_system_is_p3_and_ok(healthy, name):
-    healthy(name)
-    report = run(name)
-    assert not_ok(report) == [] and report.status is Status.OK
-    v = report.findings[0]
-    assert v.check == "incident-priority" and v.details["priority"] == "P3" and v.summary.startswith("P3")
-    checks = {f.check for f in report.findings}
-    assert "log-errors" not in checks and "security-logs" not in checks  # no 24 h scans
-    assert checks >= {"alarms", "log-errors-1h"}
-    assert report.undeclared_iam_actions == [] and report.runbook == "emergency-check"
-    md = emergency_markdown(report)
-    assert md.splitlines()[0].endswith("**P3**") and "Everything checked is OK." in md
-
-
-@pytest.mark.usefixtures("prefect_harness")
-def test_hr_api_5xx_alarm_is_p1_and_names_the_first_escalation(healthy, sandbox):
-    hr = healthy("hr-resource-optimization")
-    # the seed makes alarms from the name filters only; add the seed 000 alarm the guide names (P1)
-    _client(sandbox, "cloudwatch", hr.region).put_metric_alarm(
-        AlarmName="api-gateway-5xx-errors-team2", MetricName="5XXError", Namespace="AWS/ApiGateway", Statistic="Sum", Period=300,
-        EvaluationPeriods=1, Threshold=5, ComparisonOperator="GreaterThanThreshold")
-    apply_fault(sandbox, hr, "alarm-firing", alarm="api-gateway-5xx-errors-team2")
-    report = run("hr-resource-optimization")
-    v = report.findings[0]
-    assert v.check == "incident-priority" and v.details["priority"] == "P1" and v.status is Status.CRIT
-    assert v.summary.startswith("P1; escalate to L1: 운영 엔지니어") and "L2 시니어 엔지니어" in v.summary
-    assert "api-gateway-5xx-errors-team2" in v.summary
-    a = only(report, "alarms", "api-gateway-5xx-errors-team2")
-    assert a.details["priority"] == "P1"
-    md = emergency_markdown(report)
-    assert "**P1**" in md.splitlines()[0] and md.index("Incident priority P1") < md.index("· alarms `api-gateway-5xx-errors-team2`")
+def test_each_healthy_seed_system_is_p3_and_ok_in_time_with_30ms_latency(healthy, sandbox):
+    durations = {}
+    for name in SEEDS:
+        healthy(name)
+    sandbox.set_latency_ms(30)
+    for name in SEEDS:
+        t0 = time.monotonic()
+        report = run(name)
+        durations[name] = round(time.monotonic() - t0, 2)
+        assert not_ok(report) == [] and report.status is Status.OK, (name, not_ok(report))
+        v = report.findings[0]
+        assert v.check == "incident-priority" and v.details["priority"] == "P3" and v.summary.startswith("P3")
+        checks = {f.check for f in report.findings}
+        assert "log-errors" not in checks and "security-logs" not in checks  # no 24 h scans
+        assert checks >= {"alarms", "log-errors-1h"}
+        assert report.undeclared_iam_actions == [] and report.runbook == "emergency-check"
+        md = emergency_markdown(report)
+        assert md.splitlines()[0].endswith("**P3**") and "Everything checked is OK." in md
+    print("emergency-check at 30 ms:", durations)
+    assert max(durations.values()) < 10, durations
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -118,32 +97,14 @@ def test_t_developer_ecs_running_zero_is_p0(healthy, sandbox):
     assert v.summary.startswith("P0; escalate to P0: DevOps Lead + Slack #ops (respond within 5 min)")
     assert only(report, "ecs-service", TD_SERVICE).summary == "0 of 2 tasks running"
     assert only(report, "alb-targets").status is Status.OK  # the seed's targets are static IPs
+    policy = set(policy_for(TASKS)["Statement"][0]["Action"])
+    used = {iam_action(*op.split(":")) for op in report.api_calls_by_operation} - {None}
+    assert used and used <= policy, used - policy
+    assert {"elasticloadbalancing:DescribeTargetHealth", "logs:FilterLogEvents"} <= used
+    assert not any(op.split(":")[1].startswith(("Put", "Update", "Delete", "Create")) for op in report.api_calls_by_operation)
     # the findings follow the verdict by severity
     assert [f.status for f in report.findings[1:]] == sorted((f.status for f in report.findings[1:]),
                                                              key=["CRIT", "WARN", "UNKNOWN", "OK"].index)
-
-
-@pytest.mark.usefixtures("prefect_harness")
-def test_errors_of_the_last_hour_are_the_subset_inside_the_hour_with_masked_top_message(healthy, sandbox):
-    hr = healthy("hr-resource-optimization")
-    now = datetime.now(timezone.utc)
-    fault = apply_fault(sandbox, hr, "log-errors", group="/aws/lambda/ResumeParser", inside=7, outside=4)
-    step = timedelta(minutes=22 * 60 / 7)  # how the fault spreads its lines over the last 22 h
-    in_hour = sum(1 for i in range(fault["inside"]) if timedelta(minutes=30) + i * step < timedelta(minutes=59))
-    assert 0 < in_hour < fault["inside"]
-    report = run("hr-resource-optimization")
-    assert (datetime.now(timezone.utc) - now) < timedelta(minutes=1)
-    f = only(report, "log-errors-1h", "/aws/lambda/ResumeParser")
-    assert f.value == in_hour and f.status is Status.WARN  # HR warns from 1 line
-    top = f.details["top_messages"][0]
-    assert top["count"] == in_hour and "[EMAIL]" in top["message"] and "Task timed out after N.N seconds" in top["message"]
-    assert "[EMAIL]" in f.summary and "top:" in f.summary
-    text = json.dumps(report.public())
-    assert "kim.minsu@example.com" not in text and "sk-abcdef" not in text
-    assert only(report, "log-errors-1h", "/aws/lambda/AffinityScoreCalculator").value == 0
-    v = report.findings[0]
-    assert v.details["priority"] == "P3"  # a WARN on one log group is not an incident
-    assert "kim.minsu" not in emergency_markdown(report)
 
 
 # one line each, as an application would log them: the secrets of issue 13 (the first five leaked), personal data, and
@@ -171,20 +132,44 @@ SECRETS = {
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_secrets_planted_in_log_lines_never_reach_the_json_and_the_escalation_contact_does(healthy, sandbox):
+def test_hr_p1_alarm_errors_of_the_last_hour_and_planted_secrets(healthy, sandbox):
+    """One run: a P1 alarm names the first escalation and its contact; the errors of the last hour are the subset
+    inside the hour with a masked top message; secrets planted in log lines never reach the JSON or the markdown."""
     hr = healthy("hr-resource-optimization")
-    _client(sandbox, "cloudwatch", hr.region).put_metric_alarm(  # a P1 alarm: the verdict names L1 and its contact
+    # the seed makes alarms from the name filters only; add the seed 000 alarm the guide names (P1)
+    _client(sandbox, "cloudwatch", hr.region).put_metric_alarm(
         AlarmName="api-gateway-5xx-errors-team2", MetricName="5XXError", Namespace="AWS/ApiGateway", Statistic="Sum", Period=300,
         EvaluationPeriods=1, Threshold=5, ComparisonOperator="GreaterThanThreshold")
     apply_fault(sandbox, hr, "alarm-firing", alarm="api-gateway-5xx-errors-team2")
+    now = datetime.now(timezone.utc)
+    fault = apply_fault(sandbox, hr, "log-errors", group="/aws/lambda/TechTrendCollector", inside=7, outside=4)
+    step = timedelta(minutes=22 * 60 / 7)  # how the fault spreads its lines over the last 22 h
+    in_hour = sum(1 for i in range(fault["inside"]) if timedelta(minutes=30) + i * step < timedelta(minutes=59))
+    assert 0 < in_hour < fault["inside"]
     lines = list(SECRETS.values()) + ["ERROR resume of kim.minsu@example.com from 81.2.69.142 rejected",
                                       "ERROR sg-0a1b2c3d allows 0.0.0.0/0; parser version 1.2.3.4 at 10.0.3.12 failed"]
-    now = datetime.now(timezone.utc)
     _put(sandbox, hr, "/aws/lambda/ResumeParser", "planted", [(now - timedelta(minutes=5 + i), line) for i, line in enumerate(lines)])
     report = run("hr-resource-optimization")
+    assert (datetime.now(timezone.utc) - now) < timedelta(minutes=1)
+
+    v = report.findings[0]
+    assert v.check == "incident-priority" and v.details["priority"] == "P1" and v.status is Status.CRIT
+    assert v.summary.startswith("P1; escalate to L1: 운영 엔지니어 (operations@example.com, #ops-team)") and "L2 시니어 엔지니어" in v.summary
+    assert "api-gateway-5xx-errors-team2" in v.summary
+    assert only(report, "alarms", "api-gateway-5xx-errors-team2").details["priority"] == "P1"
+    md = emergency_markdown(report)
+    assert "**P1**" in md.splitlines()[0] and md.index("Incident priority P1") < md.index("· alarms `api-gateway-5xx-errors-team2`")
+
+    f = only(report, "log-errors-1h", "/aws/lambda/TechTrendCollector")
+    assert f.value == in_hour and f.status is Status.WARN  # HR warns from 1 line
+    top = f.details["top_messages"][0]
+    assert top["count"] == in_hour and "[EMAIL]" in top["message"] and "Task timed out after N.N seconds" in top["message"]
+    assert "[EMAIL]" in f.summary and "top:" in f.summary
+    assert only(report, "log-errors-1h", "/aws/lambda/AffinityScoreCalculator").value == 0
+
     out = report.public()  # what `opsbook run emergency-check --json` prints
-    text, md = json.dumps(out, ensure_ascii=False), emergency_markdown(report)
-    for secret in [*SECRETS, *PEM_BODY, "kim.minsu@example.com", "81.2.69.142"]:
+    text = json.dumps(out, ensure_ascii=False)
+    for secret in [*SECRETS, *PEM_BODY, "kim.minsu@example.com", "81.2.69.142", "sk-abcdef"]:
         assert secret not in text and secret not in md, secret
     f = next(x for x in out["findings"] if x["check"] == "log-errors-1h" and x["resource"] == "/aws/lambda/ResumeParser")
     assert f["value"] == len(lines) and f["details"]["sampled"] == len(lines)  # every planted line was read and shown
@@ -192,8 +177,6 @@ def test_secrets_planted_in_log_lines_never_reach_the_json_and_the_escalation_co
     for label in ("[SECRET]", "[BASIC-AUTH]", "[GITHUB-TOKEN]", "[SLACK-TOKEN]", "[PRIVATE-KEY]", "[EMAIL]", "[IP]"):
         assert label in samples, label
     assert "allows 0.0.0.0/0; parser version 1.2.3.4 at 10.0.3.12 failed" in samples  # what the on-call needs stays
-    v = out["findings"][0]
-    assert v["check"] == "incident-priority" and v["summary"].startswith("P1; escalate to L1: 운영 엔지니어 (operations@example.com, #ops-team)")
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -204,51 +187,6 @@ def test_missing_target_group_is_unknown_with_the_reason(seeded):
     assert f.status is Status.UNKNOWN and "not found" in f.summary and "sandbox seed creates no ALB target groups" in f.summary
     v = report.findings[0]
     assert v.details["priority"] == "P3" and v.details["blind_spots"] == ["alb-targets t-developer-tg-production"]
-
-
-@pytest.mark.usefixtures("prefect_harness")
-def test_target_group_without_targets_is_p0(seeded, sandbox):
-    td = seeded("t-developer")
-    make_target_groups(sandbox, td, targets=0)
-    report = run("t-developer")
-    assert only(report, "alb-targets").status is Status.CRIT
-    assert report.findings[0].details["priority"] == "P0"
-
-
-@pytest.mark.usefixtures("prefect_harness")
-def test_table_missing_is_p1(healthy, sandbox):
-    todo = healthy("todo-app")
-    fault = apply_fault(sandbox, todo, "table-missing")
-    report = run("todo-app")
-    v = report.findings[0]
-    assert v.details["priority"] == "P1" and fault["resource"] in v.summary
-    assert v.summary.startswith("P1; escalate to P1: Primary On-Call (respond within 15 min)")
-
-
-@pytest.mark.usefixtures("prefect_harness")
-def test_calls_made_are_covered_by_the_printed_policy(healthy):
-    healthy("t-developer")
-    report = run("t-developer")
-    policy = set(policy_for(TASKS)["Statement"][0]["Action"])
-    used = {iam_action(*op.split(":")) for op in report.api_calls_by_operation} - {None}
-    assert used and used <= policy, used - policy
-    assert {"elasticloadbalancing:DescribeTargetHealth", "logs:FilterLogEvents"} <= used
-    assert not any(op.split(":")[1].startswith(("Put", "Update", "Delete", "Create")) for op in report.api_calls_by_operation)
-
-
-@pytest.mark.usefixtures("prefect_harness")
-def test_each_seed_system_finishes_in_time_with_30ms_latency(healthy, sandbox):
-    durations = {}
-    for name in SEEDS:
-        healthy(name)
-    sandbox.set_latency_ms(30)
-    for name in SEEDS:
-        t0 = time.monotonic()
-        report = run(name)
-        durations[name] = round(time.monotonic() - t0, 2)
-        assert report.findings[0].details["priority"] == "P3", not_ok(report)
-    print("emergency-check at 30 ms:", durations)
-    assert max(durations.values()) < 10, durations
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -264,52 +202,3 @@ def test_a_slow_aws_ends_unknown_at_the_deadline(healthy, sandbox):
     assert took < 2.0 + 3.0 + 3.0, took
     assert report.status is not Status.OK and any(f.status is Status.UNKNOWN for f in report.findings)
     assert report.findings[0].check == "incident-priority"
-
-
-# --- the verdict, unit ----------------------------------------------------------------------------
-
-
-def F(check, resource, status, value=None, **details):
-    return Finding(check=check, resource=resource, status=Status(status), summary=f"{check} {status}", value=value, details=details)
-
-
-def test_all_functions_failing_is_p0_some_is_p1():
-    fns = [F("lambda-state", n, "OK") for n in ("a", "b")]
-    errs = [F("log-errors-1h", f"/aws/lambda/{n}", "CRIT", 80) for n in ("a", "b")]
-    assert implied_priority(fns + errs)[0] == "P0"
-    assert implied_priority(fns + errs[:1])[0] == "P2"
-    assert implied_priority([F("lambda-state", "a", "CRIT"), F("lambda-state", "b", "OK")])[0] == "P1"
-
-
-def test_priorities_from_components_and_alarms():
-    assert implied_priority([F("opensearch-health", "d", "CRIT", 2)])[0] == "P1"
-    assert implied_priority([F("ecs-service", "c/s", "CRIT", 1)])[0] == "P1"  # deployment FAILED, tasks still running
-    assert implied_priority([F("ecs-service", "c/s", "WARN", 1)])[0] == "P2"
-    assert implied_priority([F("alarms", "x", "WARN", 1, priority="P2")])[0] == "P2"
-    assert implied_priority([F("alarms", "x", "CRIT", 1, priority=None)])[0] == "P2"
-    assert implied_priority([F("alarms", "alarms", "OK", 0), F("dynamodb-backup", "t", "WARN")])[0] == "P3"
-    assert implied_priority([F("s3-storage", "b", "UNKNOWN")]) == ("P3", [])
-
-
-def test_escalation_mapping_per_seed():
-    hr, td, todo, leh = (load_system(n) for n in SEEDS)
-    now, nxt, _ = escalation_for(hr, "P0")
-    assert (now.level, nxt.level) == ("L1", "L2")
-    assert escalation_for(hr, "P3")[0] is None
-    assert escalation_for(td, "P1")[0].level == "P1" and escalation_for(td, "P2")[0].level == "P0"
-    assert escalation_for(todo, "P3")[0].level == "P3"
-    assert escalation_for(leh, "P1")[0].level == "Lv1"
-
-
-def test_message_shapes_group_like_lines():
-    lines = ["ERROR timeout after 30 s #1", "ERROR timeout after 31 s #2", "ERROR db 0a1b2c3d4e5f6a7b gone"]
-    assert message_shape(lines[0]) == message_shape(lines[1]) == "ERROR timeout after N s #N"
-    assert top_messages(lines)[0] == {"message": "ERROR timeout after N s #N", "count": 2}
-
-
-def test_target_health_judgement():
-    t = lambda i, s: {"Target": {"Id": i}, "TargetHealth": {"State": s, "Reason": "Target.FailedHealthChecks"}}
-    assert judge_targets("tg", "c/s", [t("a", "unhealthy"), t("b", "unhealthy")]).status is Status.CRIT
-    f = judge_targets("tg", "c/s", [t("a", "healthy"), t("b", "unhealthy")])
-    assert f.status is Status.WARN and "1 of 2 targets healthy" in f.summary and "Target.FailedHealthChecks" in f.summary
-    assert judge_targets("tg", "c/s", []).status is Status.CRIT

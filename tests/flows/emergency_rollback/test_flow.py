@@ -55,9 +55,11 @@ def inbox(sandbox, region, topic_suffix):
     return read
 
 
-def test_dry_run_plans_and_changes_nothing(seeded, sandbox):
+def test_dry_run_then_yes_alone_then_execute_rolls_back_once_records_and_notifies(seeded, sandbox):
+    """The todo-app alias through its whole path: plan (dry run), a guess refused with --yes alone, executed with
+    accept_guess (records, notices, settle, health checks, the policy), then a re-run that is a no-op."""
     todo = seeded("todo-app")
-    apply_fault(sandbox, todo, "bad-release")
+    apply_fault(sandbox, todo, "bad-release")  # Lambda keeps no alias history: the target 1 is a guess
     messages = inbox(sandbox, "ap-northeast-2", ":alerts")
     report = run("todo-app")
     assert report.outcome == "planned" and report.status is Status.OK and report.dry_run
@@ -65,13 +67,15 @@ def test_dry_run_plans_and_changes_nothing(seeded, sandbox):
     assert (action["resource"], action["current"], action["target"]) == ("todo-api:LIVE", "2", "1")
     assert action["iam_action"] == "lambda:UpdateAlias" and action["evidence"].startswith("GUESS")
     assert report.plan["identity"]["account"] == "123456789012" and report.plan["identity"]["region"] == "ap-northeast-2"
+    assert report.plan["override"] == "to_revision"
     assert alias_version(sandbox) == "2" and report.records == [] and messages() == []
 
+    report = run("todo-app", dry_run=False, approval="yes", settle_timeout_s=10)
+    assert report.outcome == "refused" and report.status is Status.UNKNOWN and report.status.exit_code == 3
+    why = report.findings[-1].summary
+    assert "step 1 (todo-api:LIVE: 2 -> 1" in why and "--param accept_guess=true" in why and "--param to_revision=" in why
+    assert alias_version(sandbox) == "2" and report.records == [] and messages() == []  # nothing changed, nobody told
 
-def test_execute_rolls_back_once_records_and_notifies(seeded, sandbox):
-    todo = seeded("todo-app")
-    apply_fault(sandbox, todo, "bad-release")
-    messages = inbox(sandbox, "ap-northeast-2", ":alerts")
     report = run("todo-app", dry_run=False, approval="yes", accept_guess=True, approver="oncall-kim", settle_timeout_s=10)
     assert report.outcome == "done" and report.status is Status.OK, report.findings
     assert report.plan["actions"][0]["guess"] is True and report.approval["reason"] == "--execute --yes --param accept_guess=true"
@@ -86,6 +90,11 @@ def test_execute_rolls_back_once_records_and_notifies(seeded, sandbox):
     assert all("todo-api:LIVE" in m["Message"] and "2 -> 1" in m["Message"] for m in msgs)
     assert any(f.check == "rollback-settled" and f.status is Status.OK for f in report.findings)
     assert any(f.check == "lambda-state" for f in report.findings)  # health checks after acting
+    policy = set(policy_for(rb.TASKS)["Statement"][0]["Action"])
+    used = {iam_action(*op.split(":")) for op in report.api_calls_by_operation} - {None}
+    assert "lambda:UpdateAlias" in used and used <= policy, used - policy
+    assert report.undeclared_iam_actions == []
+
     again = run("todo-app", dry_run=False, approval="yes", accept_guess=True, settle_timeout_s=10)
     assert again.outcome == "nothing-to-do" and again.records == [] and alias_version(sandbox) == "1"
     assert "already points at the rollback target 1" in again.plan["unchanged"][0]
@@ -94,10 +103,12 @@ def test_execute_rolls_back_once_records_and_notifies(seeded, sandbox):
 def test_ecs_uses_the_previous_deployment_and_waits_bounded(seeded, sandbox):
     td = seeded("t-developer")
     fault = apply_fault(sandbox, td, "bad-deploy")
+    refused = run("t-developer", to_revision=42)  # the plan step refuses a revision that is not ACTIVE (more: test_judge)
+    assert refused.outcome == "refused" and refused.status is Status.UNKNOWN and "not an ACTIVE revision" in refused.findings[-1].summary
     report = run("t-developer", dry_run=False, approval="yes", settle_timeout_s=3)
     [action] = report.plan["actions"]
     assert action["target"] == fault["from"] and "deployment the service ran before" in action["evidence"]
-    assert action["guess"] is False  # evidence: --yes alone applies it (the twin of the guess refused below)
+    assert action["guess"] is False  # evidence: --yes alone applies it (the twin of the guess refused in the todo-app test)
     assert service_td(sandbox) == fault["from"]
     settle = [f for f in report.findings if f.check == "rollback-settled"][0]
     assert settle.status is Status.WARN and "not stable after 3 s" in settle.summary  # moto keeps the old deployment
@@ -126,23 +137,6 @@ def test_ecs_settles_when_the_rollout_completes(seeded, sandbox):
     settle = [f for f in report.findings if f.check == "rollback-settled"][0]
     assert settle.status is Status.OK and report.records[0]["status"] == "verified"
     assert report.outcome == "done"
-
-
-def test_without_evidence_the_newest_earlier_revision_is_a_labelled_guess(seeded, sandbox):
-    seeded("t-developer")  # two releases: the service runs :2
-    report = run("t-developer")
-    [action] = report.plan["actions"]
-    assert action["target"].endswith(":1") and action["evidence"].startswith("GUESS") and action["guess"] is True
-    assert report.plan["override"] == "to_revision"
-
-
-def test_to_revision_override_and_unknown_revision(seeded, sandbox):
-    td = seeded("t-developer")
-    apply_fault(sandbox, td, "bad-deploy")
-    report = run("t-developer", to_revision=1)
-    assert report.plan["actions"][0]["target"].endswith(":1")
-    report = run("t-developer", to_revision=42)
-    assert report.outcome == "refused" and report.status is Status.UNKNOWN and "not an ACTIVE revision" in report.findings[-1].summary
 
 
 def _wait_paused(flow_name: str, timeout: float = 60):
@@ -208,17 +202,6 @@ def _pause_form(run_id) -> dict:
     with get_client(sync_client=True) as client:
         keyset = keyset_from_paused_state(client.read_flow_run(run_id).state)
     return {k: read_flow_run_input(keyset[k], flow_run_id=run_id) for k in ("schema", "description")}
-
-
-def test_yes_alone_never_applies_a_guess(seeded, sandbox):
-    todo = seeded("todo-app")
-    apply_fault(sandbox, todo, "bad-release")  # Lambda keeps no alias history: the target 1 is a guess
-    messages = inbox(sandbox, "ap-northeast-2", ":alerts")
-    report = run("todo-app", dry_run=False, approval="yes", settle_timeout_s=10)
-    assert report.outcome == "refused" and report.status is Status.UNKNOWN and report.status.exit_code == 3
-    why = report.findings[-1].summary
-    assert "step 1 (todo-api:LIVE: 2 -> 1" in why and "--param accept_guess=true" in why and "--param to_revision=" in why
-    assert alias_version(sandbox) == "2" and report.records == [] and messages() == []  # nothing changed, nobody told
 
 
 def test_ui_rejection_changes_nothing(seeded, sandbox):
@@ -327,13 +310,3 @@ def test_a_pinned_account_refuses_other_credentials(sandbox, tmp_path):
     p.write_text("name: pinned\nregion: ap-northeast-2\naccount_id: '999999999999'\nlambda_functions: [{name: todo-api, aliases: [LIVE]}]\n")
     report = run(str(p), dry_run=False, approval="yes")
     assert report.outcome == "refused" and "wrong account" in report.findings[-1].summary and "999999999999" in report.findings[-1].summary
-
-
-def test_calls_made_are_covered_by_the_printed_policy(seeded, sandbox):
-    todo = seeded("todo-app")
-    apply_fault(sandbox, todo, "bad-release")
-    report = run("todo-app", dry_run=False, approval="yes", accept_guess=True, settle_timeout_s=10)
-    policy = set(policy_for(rb.TASKS)["Statement"][0]["Action"])
-    used = {iam_action(*op.split(":")) for op in report.api_calls_by_operation} - {None}
-    assert "lambda:UpdateAlias" in used and used <= policy, used - policy
-    assert report.undeclared_iam_actions == []

@@ -1,0 +1,17 @@
+"""daily-health's own judging (pure).
+
+The component rules are opsbook.components' (shared with emergency-check and a mutation's verify step);
+the run's status is the worst finding (opsbook.findings.overall: no findings at all is UNKNOWN), and an
+inventory that resolves to no resources is CRIT (opsbook.resources.coverage, run by tasks.health). What
+only daily-health decides is how its run ends.
+"""
+
+from __future__ import annotations
+
+from opsbook.findings import Status
+
+
+def ends_failed(status: Status) -> bool:
+    """CRIT ends the run Failed, with its report saved (the schedule's history shows the bad mornings);
+    WARN and UNKNOWN complete, their report saying why."""
+    return status is Status.CRIT

@@ -1,0 +1,154 @@
+"""emergency-check's judging, fed findings and log counts directly: no sandbox, no Prefect."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.emergency_check.judge import (
+    RECENT_CHECK,
+    escalation_for,
+    implied_priority,
+    judge_recent,
+    judge_recent_errors,
+    verdict,
+)
+from opsbook.findings import Finding, Status
+from opsbook.inventory import System, Thresholds, load_system
+
+SEEDS = ["hr-resource-optimization", "t-developer", "todo-app", "leh"]
+
+
+def F(check, resource, status, value=None, **details):
+    return Finding(check=check, resource=resource, status=Status(status), summary=f"{check} {status}", value=value, details=details)
+
+
+def counted(n, samples=(), top=()):
+    return {"count": n, "samples": list(samples), "pages": 1, "top": list(top)}
+
+
+# --- errors of the last hour ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("n", "status"), [(0, Status.OK), (4, Status.OK), (5, Status.WARN), (49, Status.WARN), (50, Status.CRIT)])
+def test_recent_errors_at_each_threshold(n, status):
+    f = judge_recent("/aws/lambda/a", counted(n), None, 5, 50, 60)
+    assert f.check == RECENT_CHECK and f.status is status and f.value == n
+    assert f.summary == f"{n} ERROR lines in the last 60 min" and f.details["window_minutes"] == 60
+
+
+def test_recent_errors_name_the_top_messages_masked():
+    top = [{"message": "ERROR timeout for kim.minsu@example.com", "count": 3}, {"message": "ERROR db gone", "count": 1}]
+    f = judge_recent("/g", counted(4, ["a", "b", "c", "d"], top), None, 1, 100, 60)
+    assert "top: ERROR timeout for" in f.summary and "(×3); ERROR db gone (×1)" in f.summary
+    assert f.details["sampled"] == 4 and f.details["top_messages"] == top
+
+
+def test_recent_errors_missing_or_unreadable_group_is_unknown():
+    missing = judge_recent("/g", None, None, 1, 100, 60)
+    assert missing.status is Status.UNKNOWN and "log group does not exist" in missing.summary
+    denied = judge_recent("/g", None, "FilterLogEvents: access denied", 1, 100, 60)
+    assert denied.status is Status.UNKNOWN and "access denied" in denied.summary
+
+
+def test_recent_errors_use_the_daily_thresholds_per_group():
+    reads = [{"group": "/a", "result": counted(0), "unreadable": None}, {"group": "/b", "result": counted(100), "unreadable": None},
+             {"group": "/c", "result": None, "unreadable": "throttled"}]
+    got = judge_recent_errors(reads, Thresholds(log_errors_warn=1, log_errors_crit=100), 60)
+    assert [(f.resource, f.status) for f in got] == [("/a", Status.OK), ("/b", Status.CRIT), ("/c", Status.UNKNOWN)]
+    assert judge_recent_errors([], Thresholds(), 60) == []
+
+
+# --- priority ---------------------------------------------------------------------------------------
+
+
+def test_nothing_found_is_p3():
+    assert implied_priority([]) == ("P3", [])
+
+
+def test_all_functions_failing_is_p0_some_is_p1():
+    fns = [F("lambda-state", n, "OK") for n in ("a", "b")]
+    errs = [F(RECENT_CHECK, f"/aws/lambda/{n}", "CRIT", 80) for n in ("a", "b")]
+    assert implied_priority(fns + errs) == ("P0", ["all 2 Lambda functions failing"])
+    assert implied_priority(fns + errs[:1])[0] == "P2"  # one function's errors at CRIT: any other CRIT
+    prio, reasons = implied_priority([F("lambda-state", "a", "CRIT"), F("lambda-state", "b", "OK")])
+    assert prio == "P1" and reasons == ["Lambda function(s) down: a"]
+
+
+def test_front_door_down_is_p0_and_its_healthy_twin_is_p3():
+    assert implied_priority([F("ecs-service", "c/s", "CRIT", 0)])[0] == "P0"  # 0 running
+    assert implied_priority([F("ecs-service", "c/s", "CRIT", None)])[0] == "P0"  # missing
+    assert implied_priority([F("alb-targets", "tg", "CRIT", 0)])[0] == "P0"
+    assert implied_priority([F("apigateway-present", "api", "CRIT")])[0] == "P0"
+    healthy = [F("ecs-service", "c/s", "OK", 2), F("alb-targets", "tg", "OK", 2), F("apigateway-present", "api", "OK")]
+    assert implied_priority(healthy) == ("P3", [])
+
+
+def test_priorities_from_components_and_alarms():
+    assert implied_priority([F("opensearch-health", "d", "CRIT", 2)])[0] == "P1"
+    assert implied_priority([F("opensearch-domain", "d", "CRIT")])[0] == "P1"
+    assert implied_priority([F("dynamodb-status", "t", "CRIT")]) == ("P1", ["DynamoDB t: dynamodb-status CRIT"])
+    assert implied_priority([F("ecs-service", "c/s", "CRIT", 1)])[0] == "P1"  # deployment FAILED, tasks still running
+    assert implied_priority([F("ecs-service", "c/s", "WARN", 1)])[0] == "P2"
+    assert implied_priority([F("alarms", "x", "WARN", 1, priority="P2")])[0] == "P2"
+    assert implied_priority([F("alarms", "x", "CRIT", 1, priority="P0")])[0] == "P0"
+    prio, reasons = implied_priority([F("alarms", "x", "CRIT", 1, priority=None)])
+    assert prio == "P2" and reasons == ["alarm x firing (no priority in the inventory: P2)"]
+    assert implied_priority([F("alarms", "alarms", "OK", 0), F("dynamodb-backup", "t", "WARN")])[0] == "P3"  # not a component
+    assert implied_priority([F("s3-storage", "b", "CRIT")])[0] == "P2"  # any other CRIT
+
+
+def test_unknown_never_raises_the_priority():
+    assert implied_priority([F("s3-storage", "b", "UNKNOWN"), F("ecs-service", "c/s", "UNKNOWN")]) == ("P3", [])
+
+
+def test_highest_priority_wins_with_its_reasons_in_order():
+    prio, reasons = implied_priority([F("dynamodb-status", "t", "CRIT"), F("ecs-service", "c/s", "CRIT", 0), F("alb-targets", "tg", "CRIT", 0)])
+    assert prio == "P0" and reasons == ["ECS c/s: ecs-service CRIT", "ALB tg: alb-targets CRIT"]
+
+
+# --- escalation and the verdict ---------------------------------------------------------------------
+
+
+def test_escalation_mapping_per_seed():
+    hr, td, todo, leh = (load_system(n) for n in SEEDS)
+    now, nxt, how = escalation_for(hr, "P0")
+    assert (now.level, nxt.level) == ("L1", "L2") and how == "P0: the first escalation entry"
+    assert escalation_for(hr, "P2")[1] is None and "without paging" in escalation_for(hr, "P2")[2]
+    assert escalation_for(hr, "P3")[0] is None
+    assert escalation_for(td, "P1")[0].level == "P1" and escalation_for(td, "P2")[0].level == "P0"
+    assert escalation_for(todo, "P3")[0].level == "P3"
+    assert escalation_for(leh, "P1")[0].level == "Lv1"
+
+
+def test_no_escalation_listed():
+    bare = System.model_validate({"name": "bare", "region": "us-east-1"})
+    assert escalation_for(bare, "P0") == (None, None, "the inventory lists no escalation")
+    v = verdict(bare, [F("ecs-service", "c/s", "CRIT", 0)])
+    assert v.status is Status.CRIT and v.summary.startswith("P0; no escalation. Because: ECS c/s")
+
+
+def test_verdict_names_whom_to_call_why_and_the_blind_spots():
+    hr = load_system("hr-resource-optimization")
+    v = verdict(hr, [F("dynamodb-status", "t", "CRIT"), F("opensearch-health", "d", "CRIT", 1), F("s3-storage", "b", "UNKNOWN")])
+    assert v.check == "incident-priority" and v.resource == hr.name and v.status is Status.CRIT and v.value == 1
+    assert v.summary.startswith("P1; escalate to L1: 운영 엔지니어") and "if unresolved after" in v.summary and "L2 시니어 엔지니어" in v.summary
+    assert "Because: DynamoDB t: dynamodb-status CRIT (+1 more)" in v.summary and v.summary.endswith("1 blind spot(s) (UNKNOWN)")
+    assert v.details["blind_spots"] == ["s3-storage b"] and v.details["next_escalation"]["level"] == "L2"
+
+
+def test_quiet_verdict_is_p3_ok_and_a_p2_is_warn():
+    hr = load_system("hr-resource-optimization")
+    quiet = verdict(hr, [F("ecs-service", "c/s", "OK", 2)])
+    assert quiet.status is Status.OK and quiet.value == 3 and quiet.summary == "P3; no escalation (backlog)"
+    assert verdict(hr, [F("ecs-service", "c/s", "WARN", 1)]).status is Status.WARN
+
+
+def test_a_warn_on_one_log_group_is_not_an_incident():
+    assert implied_priority([F(RECENT_CHECK, "/aws/lambda/a", "WARN", 3), F("lambda-state", "a", "OK")]) == ("P3", [])
+
+
+def test_a_missing_table_is_p1_and_todo_app_calls_its_p1_entry():
+    todo = load_system("todo-app")
+    v = verdict(todo, [Finding(check="dynamodb-status", resource="todos", status=Status.CRIT, summary="named in the inventory but does not exist")])
+    assert v.details["priority"] == "P1" and "todos" in v.summary
+    assert v.summary.startswith("P1; escalate to P1: Primary On-Call (respond within 15 min)")

@@ -1,0 +1,264 @@
+"""The component health rules, fed what a check task reads: no AWS, no Prefect."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from opsbook.components import (
+    alarm_priority,
+    judge_alarms,
+    judge_alias,
+    judge_apis,
+    judge_backup,
+    judge_bucket_absent,
+    judge_cluster,
+    judge_count,
+    judge_created,
+    judge_dlq,
+    judge_domain,
+    judge_function,
+    judge_service,
+    judge_storage,
+    judge_table,
+    judge_targets,
+    log_group_unread,
+    td_revision,
+)
+from opsbook.findings import Status
+from opsbook.inventory import DynamoTable, S3Bucket, System
+
+NOW = datetime(2026, 3, 10, 3, 0, tzinfo=timezone.utc)  # 12:00 in Seoul
+DENIED = "DescribeX: access denied (nope); grant the IAM action (see `opsbook policy`)"
+
+
+def system(**kw) -> System:
+    return System.model_validate({"name": "s", "region": "us-east-1", "timezone": "Asia/Seoul", **kw})
+
+
+# --- ECS ------------------------------------------------------------------------------------
+
+
+def svc(running=2, desired=2, pending=0, deps=None, status="ACTIVE"):
+    deps = deps if deps is not None else [{"status": "PRIMARY", "rolloutState": "COMPLETED", "taskDefinition": "td:2"}]
+    return {"status": status, "runningCount": running, "desiredCount": desired, "pendingCount": pending, "deployments": deps,
+            "taskDefinition": "td:2"}
+
+
+def test_ecs_steady_is_ok_and_each_fault_has_its_status():
+    f = judge_service("c", "s", svc(), named=True)
+    assert (f.status, f.resource, f.value, f.summary) == (Status.OK, "c/s", 2, "2/2 tasks running, deployment steady")
+    assert judge_service("c", "s", svc(running=1, pending=1), True).summary == "1 of 2 tasks running (1 pending)"
+    assert judge_service("c", "s", svc(running=1), True).status is Status.WARN
+    zero = judge_service("c", "s", svc(running=0), True)
+    assert zero.status is Status.CRIT and zero.summary == "0 of 2 tasks running" and zero.value == 0
+    failed = judge_service("c", "s", svc(deps=[{"status": "PRIMARY", "rolloutState": "FAILED", "rolloutStateReason": "circuit breaker"}]), True)
+    assert failed.status is Status.CRIT and failed.summary == "deployment FAILED: circuit breaker" and failed.value == 2
+    rolling = judge_service("c", "s", svc(deps=[{"status": "PRIMARY", "rolloutState": "IN_PROGRESS"}, {"status": "ACTIVE"}]), True)
+    assert rolling.status is Status.WARN and "a deployment is in progress (2 deployments)" in rolling.summary
+
+
+def test_ecs_missing_inactive_cluster_gone_and_unreadable():
+    assert judge_service("c", "s", None, True).summary == "named in the inventory but does not exist"
+    assert judge_service("c", "s", None, False).summary == "does not exist"
+    assert judge_service("c", "s", svc(status="INACTIVE"), False).summary == "is INACTIVE (deleted)"
+    gone = judge_service("c", "s", None, True, cluster_missing=True)
+    assert gone.status is Status.CRIT and gone.summary == "cluster c does not exist" and not gone.value
+    f = judge_service("c", "s", None, True, DENIED)
+    assert f.status is Status.UNKNOWN and "access denied" in f.summary
+
+
+def test_ecs_no_desired_tasks_is_ok():
+    assert judge_service("c", "s", svc(running=0, desired=0), True).status is Status.OK
+
+
+def test_td_revision():
+    assert td_revision("arn:aws:ecs:us-east-1:1:task-definition/web:12") == ("web", 12)
+
+
+# --- ALB ------------------------------------------------------------------------------------
+
+
+def target(i, state):
+    return {"Target": {"Id": i}, "TargetHealth": {"State": state, "Reason": "Target.FailedHealthChecks"}}
+
+
+def test_alb_targets_healthy_some_none_and_unreadable():
+    ok = judge_targets("tg", "c/s", [target("a", "healthy"), target("b", "healthy")])
+    assert ok.status is Status.OK and ok.summary == "2/2 targets healthy (service c/s)"
+    some = judge_targets("tg", "c/s", [target("a", "healthy"), target("b", "unhealthy")])
+    assert some.status is Status.WARN and "1 of 2 targets healthy" in some.summary and "Target.FailedHealthChecks" in some.summary
+    assert judge_targets("tg", "c/s", [target("a", "unhealthy"), target("b", "unhealthy")]).status is Status.CRIT
+    empty = judge_targets("tg", "c/s", [])
+    assert empty.status is Status.CRIT and "no target registered" in empty.summary
+    f = judge_targets("tg", "c/s", None, "target group tg not found")
+    assert f.status is Status.UNKNOWN and "not found" in f.summary
+
+
+# --- DynamoDB -------------------------------------------------------------------------------
+
+
+def test_table_status():
+    desc = lambda st: {"Table": {"TableStatus": st}} if st else {"Table": {}}
+    assert judge_table("t", desc("ACTIVE"), True).status is Status.OK
+    assert judge_table("t", desc("UPDATING"), True).summary == "status UPDATING (not ACTIVE)"
+    assert judge_table("t", desc("UPDATING"), True).status is Status.WARN
+    for bad in ("DELETING", "ARCHIVED", "INACCESSIBLE_ENCRYPTION_CREDENTIALS"):
+        assert judge_table("t", desc(bad), True).status is Status.CRIT
+    assert judge_table("t", desc(None), True).status is Status.UNKNOWN
+    assert judge_table("t", None, True).summary == "named in the inventory but does not exist"
+    assert judge_table("t", None, False).summary == "not found"
+    assert judge_table("t", None, True, DENIED).status is Status.UNKNOWN
+
+
+def test_items_created_yesterday_at_the_minimum():
+    inv = system()
+    t = DynamoTable(name="t", min_items_yesterday=5)
+    at = judge_created(inv, t, 5, None, NOW)
+    assert at.status is Status.OK and at.summary == "5 items created on 2026-03-09 (Asia/Seoul)"
+    below = judge_created(inv, t, 4, None, NOW)
+    assert below.status is Status.WARN and "expected at least 5" in below.summary
+    assert judge_created(inv, t, None, DENIED, NOW).status is Status.UNKNOWN
+
+
+def test_backup_age_and_pitr():
+    t = DynamoTable(name="t", backup_required=True, backup_max_age_hours=24)
+    info = lambda age_h, pitr="DISABLED", restorable=None: {"pitr": pitr, "latest_restorable": restorable,
+                                                            "latest_backup": NOW - timedelta(hours=age_h) if age_h is not None else None}
+    assert judge_backup(t, info(24), None, NOW).status is Status.OK  # exactly at the limit
+    old = judge_backup(t, info(24.5), None, NOW)
+    assert old.status is Status.CRIT and "latest on-demand backup 24.5 h old and PITR DISABLED" in old.summary
+    pitr = judge_backup(t, info(30, "ENABLED", NOW - timedelta(minutes=5)), None, NOW)
+    assert pitr.status is Status.WARN and "PITR is enabled and current" in pitr.summary
+    stale_pitr = judge_backup(t, info(None, "ENABLED", NOW - timedelta(hours=2)), None, NOW)
+    assert stale_pitr.status is Status.CRIT and "no on-demand backup in 35 days" in stale_pitr.summary
+    assert judge_backup(t, None, DENIED, NOW).status is Status.UNKNOWN
+
+
+# --- S3 -------------------------------------------------------------------------------------
+
+
+def test_bucket_storage_at_the_warn_size_and_missing():
+    b = S3Bucket(name="b", size_warn_gb=5)
+    at = judge_storage(b, 5 * 1024**3, 10)
+    assert at.status is Status.WARN and at.summary == "5.00 GiB, 10 objects: above 5 GiB"
+    under = judge_storage(b, 5 * 1024**3 - 1, None)
+    assert under.status is Status.OK and under.value == 5 * 1024**3 - 1
+    assert judge_storage(S3Bucket(name="b"), 99 * 1024**4, 1).status is Status.OK  # no limit set
+    assert judge_storage(b, None, None).status is Status.UNKNOWN  # no datapoint yet: never OK
+    assert judge_storage(b, None, None, DENIED).summary.endswith(DENIED)
+    assert judge_bucket_absent("b", True, None).status is Status.CRIT
+    assert judge_bucket_absent("b", False, None).summary == "not found"
+    assert judge_bucket_absent("b", True, DENIED).status is Status.UNKNOWN
+
+
+# --- SQS ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("n", "status"), [(0, Status.OK), (1, Status.WARN), (99, Status.WARN), (100, Status.CRIT)])
+def test_dlq_depth_thresholds(n, status):
+    f = judge_dlq("dlq", {"visible": n, "in_flight": 0}, None, 1, 100)
+    assert f.status is status and f.value == n
+    assert ("see dlq-redrive" in f.summary) == bool(n)
+
+
+def test_dlq_counts_in_flight_missing_and_unreadable():
+    assert judge_dlq("dlq", {"visible": 0, "in_flight": 3}, None, 1, 100).value == 3
+    assert judge_dlq("dlq", None, None, 1, 100).status is Status.CRIT
+    assert judge_dlq("dlq", None, DENIED, 1, 100).status is Status.UNKNOWN
+
+
+# --- logs -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("n", "status"), [(0, Status.OK), (9, Status.OK), (10, Status.WARN), (49, Status.WARN), (50, Status.CRIT)])
+def test_log_count_thresholds(n, status):
+    f = judge_count("log-errors", "/g", {"count": n, "samples": ["ERROR x"] if n else []}, None, 10, 50, "ERROR lines")
+    assert f.status is status and f.summary.startswith(f"{n} ERROR lines in the last 24 h")
+    assert ("e.g. ERROR x" in f.summary) == bool(n)
+
+
+def test_log_group_missing_or_unreadable_is_unknown():
+    f = judge_count("log-errors", "/g", None, None, 1, 10, "ERROR lines")
+    assert f.status is Status.UNKNOWN and "log group does not exist" in f.summary
+    assert judge_count("failed-logins", "/g", None, DENIED, 1, 10, "failed logins").summary.endswith(DENIED)
+    assert log_group_unread("x", "/g", None).status is Status.UNKNOWN
+
+
+# --- alarms ---------------------------------------------------------------------------------
+
+
+def test_alarms_by_priority():
+    inv = system(alarms={"name_filters": ["team2-*"], "priorities": {"team2-high-*": "P1", "team2-low-*": "P3"}})
+    assert alarm_priority(inv, "team2-high-errors") == "P1" and alarm_priority(inv, "team2-other") is None
+    alarms = [{"AlarmName": n, "StateReason": "threshold crossed"} for n in ("team2-high-errors", "team2-low-x", "team2-other", "other-team")]
+    by = {f.resource: f for f in judge_alarms(inv, alarms)}
+    assert set(by) == {"team2-high-errors", "team2-low-x", "team2-other"}
+    assert by["team2-high-errors"].status is Status.CRIT and by["team2-high-errors"].summary == "in ALARM (P1): threshold crossed"
+    assert by["team2-low-x"].status is Status.WARN
+    assert by["team2-other"].status is Status.CRIT and by["team2-other"].details["priority"] is None  # no priority: CRIT
+    [quiet] = judge_alarms(inv, alarms[3:])
+    assert quiet.status is Status.OK and quiet.value == 0
+
+
+# --- Lambda ---------------------------------------------------------------------------------
+
+
+def test_function_states():
+    cfg = lambda state="Active", update="Successful": {"State": state, "LastUpdateStatus": update, "Runtime": "python3.12"}
+    assert judge_function("f", cfg(), True).summary == "Active (python3.12)"
+    assert judge_function("f", cfg("Failed"), True).status is Status.CRIT
+    assert judge_function("f", cfg(update="Failed"), True).status is Status.CRIT
+    assert judge_function("f", cfg("Pending"), True).summary == "state Pending (not Active)"
+    assert judge_function("f", cfg(update="InProgress"), True).status is Status.WARN
+    assert judge_function("f", {"Runtime": "x"}, True).status is Status.UNKNOWN
+    assert judge_function("f", None, True).summary == "named in the inventory but does not exist"
+    assert judge_function("f", None, True, DENIED).status is Status.UNKNOWN
+
+
+def test_alias_present_missing_unreadable():
+    assert judge_alias("f:LIVE", {"FunctionVersion": "3"}).summary == "alias points to version 3"
+    assert judge_alias("f:LIVE", None).status is Status.CRIT
+    assert judge_alias("f:LIVE", None, DENIED).status is Status.UNKNOWN
+
+
+# --- API Gateway ----------------------------------------------------------------------------
+
+
+def test_apis_named_ambiguous_missing_and_tagged():
+    apis = [{"id": "a1", "name": "api"}, {"id": "d1", "name": "dup"}, {"id": "d2", "name": "dup"}, {"id": "t1", "name": "tagged"}]
+    by = {f.resource: f for f in judge_apis(["api", "dup", "gone"], ["a1", "t1", "x9"], apis)}
+    assert by["api"].status is Status.OK and by["api"].summary == "present (id a1)"
+    assert by["dup"].status is Status.WARN and "2 REST APIs share this name (d1, d2)" in by["dup"].summary
+    assert by["gone"].status is Status.CRIT
+    assert by["tagged"].summary == "present (id t1, found by tag)"
+    assert by["x9"].status is Status.WARN and "no longer listed" in by["x9"].summary
+    assert judge_apis([], [], []) == []
+
+
+# --- OpenSearch -----------------------------------------------------------------------------
+
+
+def cluster(status, unassigned=0, explain=None):
+    shards = [{"index": "employee_profiles", "shard": "0", "prirep": "p", "unassigned.reason": "NODE_LEFT"}] * unassigned
+    return {"health": {"status": status, "unassigned_shards": unassigned, "number_of_nodes": 1}, "unassigned": shards, "explain": explain}
+
+
+def test_cluster_health():
+    assert judge_cluster("d", cluster("green")).status is Status.OK
+    y = judge_cluster("d", cluster("yellow", 1))
+    assert y.status is Status.WARN and y.summary.startswith("cluster yellow, 1 unassigned shard(s): employee_profiles[0]p NODE_LEFT")
+    r = judge_cluster("d", cluster("red", 2, {"allocate_explanation": "no node"}))
+    assert r.status is Status.CRIT and r.value == 2 and "(no node)" in r.summary and r.summary.endswith("see remediate-opensearch-red")
+    assert judge_cluster("d", cluster("purple")).status is Status.UNKNOWN
+    assert "no endpoint" in judge_cluster("d", None).summary
+    assert judge_cluster("d", None, "cluster endpoint unreachable").status is Status.UNKNOWN
+
+
+def test_domain_state():
+    assert judge_domain("d", {"EngineVersion": "OpenSearch_2.11"}, True).summary == "domain ready (OpenSearch_2.11)"
+    assert judge_domain("d", {"Processing": True}, True).status is Status.WARN
+    assert judge_domain("d", {"Deleted": True}, True).status is Status.CRIT
+    assert judge_domain("d", None, False).summary == "not found"
+    assert judge_domain("d", None, True, DENIED).status is Status.UNKNOWN
