@@ -36,7 +36,7 @@ from typing import Any
 from opsbook.inventory import CustomMetric, System
 from sandbox.seed import _client
 from sandbox.server import Sandbox
-from tasks.weekly import is_success_metric
+from flows.weekly_report.judge import is_success_metric
 
 _PCT = re.compile(r"^p(\d{1,2}(?:\.\d+)?)$")
 
