@@ -35,27 +35,23 @@ def _custom_series(system: System) -> list[Series]:
     return out
 
 
+_COUNT = {"stat": "Sum", "sparse": True, "bad_when_up": True}  # published only when it happens
+_MS = {"unit": "Milliseconds", "bad_when_up": True}
+LAMBDA = [{"metric": "Invocations", "stat": "Sum"}, {"metric": "Errors", **_COUNT}, {"metric": "Throttles", **_COUNT},
+          {"metric": "Duration", "stat": "Average", **_MS}, {"metric": "Duration", "stat": "p95", **_MS}]
+API = [{"metric": "Count", "stat": "Sum"}, {"metric": "4XXError", **_COUNT}, {"metric": "5XXError", **_COUNT},
+       {"metric": "Latency", "stat": "Average", **_MS}, {"metric": "Latency", "stat": "p95", **_MS}]
+
+
 def _lambda_series(fn: str) -> list[Series]:
-    d = [{"FunctionName": fn}]
-    return [
-        Series(kind="lambda", resource=fn, namespace="AWS/Lambda", metric="Invocations", stat="Sum", dimension_sets=d),
-        Series(kind="lambda", resource=fn, namespace="AWS/Lambda", metric="Errors", stat="Sum", dimension_sets=d, sparse=True, bad_when_up=True),
-        Series(kind="lambda", resource=fn, namespace="AWS/Lambda", metric="Throttles", stat="Sum", dimension_sets=d, sparse=True, bad_when_up=True),
-        Series(kind="lambda", resource=fn, namespace="AWS/Lambda", metric="Duration", stat="Average", dimension_sets=d, unit="Milliseconds", bad_when_up=True),
-        Series(kind="lambda", resource=fn, namespace="AWS/Lambda", metric="Duration", stat="p95", dimension_sets=d, unit="Milliseconds", bad_when_up=True),
-    ]
+    return [Series(kind="lambda", resource=fn, namespace="AWS/Lambda", dimension_sets=[{"FunctionName": fn}], **m) for m in LAMBDA]
 
 
 def _api_series(api: str, slo: float | None) -> list[Series]:
-    d = [{"ApiName": api}]
-    return [
-        Series(kind="apigateway", resource=api, namespace="AWS/ApiGateway", metric="Count", stat="Sum", dimension_sets=d),
-        Series(kind="apigateway", resource=api, namespace="AWS/ApiGateway", metric="4XXError", stat="Sum", dimension_sets=d, sparse=True, bad_when_up=True),
-        Series(kind="apigateway", resource=api, namespace="AWS/ApiGateway", metric="5XXError", stat="Sum", dimension_sets=d, sparse=True, bad_when_up=True),
-        Series(kind="apigateway", resource=api, namespace="AWS/ApiGateway", metric="Latency", stat="Average", dimension_sets=d, unit="Milliseconds", bad_when_up=True),
-        Series(kind="apigateway", resource=api, namespace="AWS/ApiGateway", metric="Latency", stat="p95", dimension_sets=d, unit="Milliseconds",
-               bad_when_up=True, slo=slo, slo_kind="max" if slo else None),
-    ]
+    """The p95 latency carries the API SLO (thresholds.api_p95_slo_ms), when there is one."""
+    out = [Series(kind="apigateway", resource=api, namespace="AWS/ApiGateway", dimension_sets=[{"ApiName": api}], **m) for m in API]
+    out[-1] = out[-1].model_copy(update={"slo": slo, "slo_kind": "max" if slo else None})
+    return out
 
 
 def _table_series(t: str) -> list[Series]:
