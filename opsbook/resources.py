@@ -104,3 +104,44 @@ def coverage(system: System, found: Discovered) -> list[Finding]:
         out.append(Finding(check="discovery", resource=system.name, status=Status.CRIT, value=0,
                            summary="the inventory resolves to no resources at all; nothing was checked"))
     return out
+
+
+# --- do named resources exist? ------------------------------------------------------------
+
+
+class Unreadable(BaseModel):
+    """A named resource that could not be shown to exist: missing (``not_found``) or not readable."""
+
+    kind: str  # lambda, dynamodb, s3, apigateway
+    resource: str
+    code: str  # the error code: what callers group causes by
+    reason: str
+    not_found: bool = False
+
+
+_LOOKUP = {"lambda": ("lambda", "get_function_configuration", "FunctionName"), "dynamodb": ("dynamodb", "describe_table", "TableName"),
+           "s3": ("s3", "head_bucket", "Bucket")}
+
+
+def _unreadable(kind: str, name: str, exc: BaseException) -> Unreadable:
+    return Unreadable(kind=kind, resource=name, code=aws.error_code(exc), reason=aws.describe_error(exc), not_found=aws.is_not_found(exc))
+
+
+@aws_task(iam=["lambda:GetFunctionConfiguration", "dynamodb:DescribeTable", "s3:ListBucket", "apigateway:GET"], cache_policy=NO_CACHE)
+def confirm_idle(system: System, names: dict[str, list[str]]) -> list[Unreadable]:
+    """Look up resources by kind (an idle one and a missing one both have no datapoints); returns those missing or not readable."""
+    out: list[Unreadable] = []
+    for kind, items in names.items():
+        if kind == "apigateway":
+            try:
+                existing = {a["name"] for a in aws.paginate(aws.client("apigateway", system.region), "get_rest_apis", "items")}
+            except Exception as exc:  # every API asked about is then unreadable, with the reason
+                out += [_unreadable(kind, n, exc) for n in items]
+                continue
+            out += [Unreadable(kind=kind, resource=n, code="NotFoundException", reason=f"GetRestApis lists no API named {n}", not_found=True)
+                    for n in items if n not in existing]
+            continue
+        service, operation, param = _LOOKUP[kind]
+        c = aws.client(service, system.region)
+        out += [_unreadable(kind, n, err) for n, _, err in aws.parallel(lambda n: getattr(c, operation)(**{param: n}), items) if err is not None]
+    return out

@@ -33,9 +33,9 @@ from collections import defaultdict
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from flows.weekly_report.judge import is_success_metric
 from opsbook.inventory import CustomMetric, System
 from sandbox.server import Sandbox, sandbox_client
-from tasks.weekly import is_success_metric
 
 _PCT = re.compile(r"^p(\d{1,2}(?:\.\d+)?)$")
 

@@ -19,3 +19,13 @@ def check_apis(system: System, found: Discovered, deadline: aws.Deadline) -> lis
     c = aws.client("apigateway", system.region)
     apis = list(aws.paginate(c, "get_rest_apis", "items"))  # errors become UNKNOWN in the flow
     return judge_apis([a.name for a in system.api_gateway_apis], found.api_gateway_ids, apis)
+
+
+@aws_task(iam=["apigateway:GET"], cache_policy=NO_CACHE)
+def api_names(system: System, found: Discovered) -> list[str]:
+    """API names (CloudWatch's ApiName dimension): the inventory's, plus tag-discovered ids mapped to names."""
+    names = [a.name for a in system.api_gateway_apis]
+    if not found.api_gateway_ids:
+        return names
+    by_id = {a["id"]: a["name"] for a in aws.paginate(aws.client("apigateway", system.region), "get_rest_apis", "items")}
+    return names + [by_id[i] for i in found.api_gateway_ids if i in by_id and by_id[i] not in names]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
 
 from opsbook import aws
 from opsbook.components import alarm_priority, judge_alarms  # noqa: F401  (alarm_priority: tasks/alarm_bridge.py imports it from here)
@@ -72,3 +74,73 @@ def utcnow() -> datetime:
 def window(hours: float) -> tuple[datetime, datetime]:
     end = utcnow()
     return end - timedelta(hours=hours), end
+
+
+# --- two weeks of metrics, by day and by week (weekly-report's trends) --------------------------
+
+DAY = 86400
+WEEK = 7 * DAY
+
+
+class MetricSeries(BaseModel):
+    """A metric statistic, summed over ``dimension_sets`` (one query each; Sum statistics only when several)."""
+
+    namespace: str
+    metric: str
+    stat: str
+    dimension_sets: list[dict[str, str]] = Field(default_factory=lambda: [{}])
+
+
+class TwoWeeks(BaseModel):
+    """One series over two weeks: 14 daily values, oldest first, and the value of each week."""
+
+    daily: list[float | None]  # 14 days, oldest first
+    last_week: float | None
+    this_week: float | None
+
+
+def metric_queries(series: list[MetricSeries]) -> list[dict[str, Any]]:
+    """Two queries per (series, dimension set): ``d{i}_{j}`` daily and ``w{i}_{j}`` weekly."""
+    qs = []
+    for i, s in enumerate(series):
+        for j, dims in enumerate(s.dimension_sets):
+            metric = {"Namespace": s.namespace, "MetricName": s.metric, "Dimensions": [{"Name": k, "Value": v} for k, v in dims.items()]}
+            for prefix, period in (("d", DAY), ("w", WEEK)):
+                qs.append({"Id": f"{prefix}{i}_{j}", "MetricStat": {"Metric": metric, "Period": period, "Stat": s.stat}, "ReturnData": True})
+    return qs
+
+
+def _bucket(points: list[tuple[datetime, float | None]], start: datetime, period: int, n: int) -> list[float | None]:
+    out: list[float | None] = [None] * n
+    for ts, v in points:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        k = int((ts - start).total_seconds() // period)
+        if 0 <= k < n:
+            out[k] = v if out[k] is None else out[k] + v  # type: ignore[operator]
+    return out
+
+
+def two_weeks(series: list[MetricSeries], data: dict[str, list[tuple[datetime, float]]], start: datetime) -> list[TwoWeeks]:
+    """Daily and weekly values per series from ``start``; a series over several dimension sets is their sum."""
+    start = start.astimezone(timezone.utc)
+    out = []
+    for i, s in enumerate(series):
+        daily: list[float | None] = [None] * 14
+        weekly: list[float | None] = [None] * 2
+        for j in range(len(s.dimension_sets)):
+            for target, prefix, period, n in ((daily, "d", DAY, 14), (weekly, "w", WEEK, 2)):
+                for k, v in enumerate(_bucket(data.get(f"{prefix}{i}_{j}", []), start, period, n)):
+                    if v is not None:
+                        target[k] = v if target[k] is None else target[k] + v  # type: ignore[operator]
+        out.append(TwoWeeks(daily=daily, last_week=weekly[0], this_week=weekly[1]))
+    return out
+
+
+@aws_task(iam=["cloudwatch:GetMetricData"], cache_policy=NO_CACHE)
+def read_trends(region: str, series: list[MetricSeries], start: datetime, end: datetime) -> list[TwoWeeks]:
+    """Every series of the two weeks [start, end) in one get_metric_data call batch (500 queries a call, every page)."""
+    if not series:
+        return []
+    data = get_metric_data(region, metric_queries(series), start.astimezone(timezone.utc), end.astimezone(timezone.utc))
+    return two_weeks(series, data, start)

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
 
 from opsbook import aws
 from opsbook.components import judge_backup, judge_created, judge_table
@@ -72,3 +73,36 @@ def check_tables(system: System, found: Discovered, deadline: aws.Deadline) -> l
     for t, info, e in aws.parallel(lambda t: read_backups(system, t, now), backed, deadline=deadline):
         findings.append(judge_backup(t, info, aws.unreadable(e, missing_ok=False), now))
     return findings
+
+
+class DistinctCount(BaseModel):
+    """Distinct values of one attribute over a whole table, or why they could not be counted."""
+
+    table: str
+    attribute: str
+    items: int = 0
+    distinct: int = 0
+    error: str | None = None
+
+
+@aws_task(iam=["dynamodb:Scan"], cache_policy=NO_CACHE)
+def count_distinct_users(system: System) -> list[DistinctCount]:
+    """Distinct values of each table's ``user_attribute``: a projected Scan over every page (seed 001 사용자 수)."""
+    out = []
+    c = aws.client("dynamodb", system.region)
+    for t in system.dynamodb_tables:
+        if not t.user_attribute:
+            continue
+        users: set[str] = set()
+        items = 0
+        try:
+            for item in aws.paginate(c, "scan", "Items", TableName=t.name, ProjectionExpression="#u", ExpressionAttributeNames={"#u": t.user_attribute}):
+                items += 1
+                v = item.get(t.user_attribute)
+                if v:
+                    users.add(str(next(iter(v.values()))))
+        except Exception as exc:  # the count is unknown, with the reason
+            out.append(DistinctCount(table=t.name, attribute=t.user_attribute, error=aws.describe_error(exc)))
+            continue
+        out.append(DistinctCount(table=t.name, attribute=t.user_attribute, items=items, distinct=len(users)))
+    return out

@@ -58,3 +58,14 @@ def check_buckets(system: System, found: Discovered, deadline: aws.Deadline) -> 
         objs = data[f"objects{i}"][0][1] if data[f"objects{i}"] else None
         findings.append(judge_storage(b, size, objs))
     return findings
+
+
+@aws_task(iam=["s3:PutObject", "s3:GetObject"], cache_policy=NO_CACHE)
+def store_html(system: System, key: str, page: str) -> dict[str, str]:
+    """Put the page in the report bucket; a presigned GET (7 days) links it (s3:GetObject: the link's reader acts as us)."""
+    bucket = system.reporting.report_bucket
+    assert bucket
+    c = aws.client("s3", system.region)
+    c.put_object(Bucket=bucket, Key=key, Body=page.encode("utf-8"), ContentType="text/html; charset=utf-8")
+    url = c.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=7 * 86400)
+    return {"uri": f"s3://{bucket}/{key}", "url": url}

@@ -2,10 +2,10 @@
 
 The procedure, top to bottom:
 
-1. Refuse a runbook that changes things (``flows.registry`` marks it ``mutating``):
+1. Refuse a runbook that changes things (``opsbook.registry`` marks it ``mutating``; ``judge.refuse_mutating``):
    mutations run one system at a time, behind their own approval
    (``opsbook run NAME --system S``), never fanned out.
-2. Read and validate the targets file (``tasks/fleet.py``; example: ``fleet/example.yaml``).
+2. Read and validate the targets file (``flows/fleet/targets.py``; example: ``fleet/example.yaml``).
 3. Create the shared per-API rate limits for every region of the fleet (idempotent).
 4. One ``fleet-target`` flow run per target:
    - distributed (``deployment="fleet-target/fleet-target"``): ``run_deployment`` creates
@@ -103,45 +103,28 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
+from flows.fleet.judge import (
+    RUNBOOK,
+    TARGET_FLOW,
+    calls_by_operation,
+    check_account,
+    judge_targets,
+    outcome_fields,
+    refuse_mutating,
+    target_rows,
+    unknown_result,
+)
+from flows.fleet.ratelimits import LimitScope, QuotaGate, ensure_limits, limits_for
+from flows.fleet.targets import ROOT, FleetError, Target, TargetResult, load_targets
 from opsbook import aws, registry
-from opsbook.findings import Finding, Status, overall
+from opsbook.findings import Status, overall
 from opsbook.iam import aws_task
 from opsbook.inventory import SYSTEMS_DIR, load_system
-from opsbook.masking import mask, mask_obj
+from opsbook.masking import mask
 from opsbook.params import Param
 from opsbook.report import RunReport, publish_report
-from tasks.fleet import (
-    ROOT,
-    FleetError,
-    LimitScope,
-    QuotaGate,
-    Target,
-    TargetResult,
-    ensure_limits,
-    limits_for,
-    load_targets,
-)
 
-RUNBOOK = "fleet"
-TARGET_FLOW = "fleet-target"
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-def refuse_mutating(runbook: str, params: dict[str, Any] | None = None) -> registry.Runbook:
-    """The runbook to fan out, or a clear refusal."""
-    if runbook in (RUNBOOK, TARGET_FLOW):
-        raise FleetError("refusing to run the fleet over itself; name a read-only runbook (e.g. daily-health)")
-    try:
-        rb = registry.get(runbook)
-    except KeyError as exc:
-        raise FleetError(str(exc.args[0])) from None
-    if rb.mutating:
-        read_only = ", ".join(n for n, r in sorted(registry.RUNBOOKS.items()) if not r.mutating and n != RUNBOOK)
-        raise FleetError(f"refusing to fan out {runbook!r}: it changes resources. Mutating runbooks run one system at a "
-                         f"time behind their own approval (opsbook run {runbook} --system S). Read-only runbooks: {read_only}")
-    if params and "system" in params:
-        raise FleetError("params must not set `system`: each target names its system")
-    return rb
 
 
 # --- one target ------------------------------------------------------------------------------
@@ -152,9 +135,7 @@ def assume_target_role(target: Target, session_name: str, duration_s: int = 3600
     """STS AssumeRole into the target's account; the account STS names must be the target's."""
     role = aws.assume_role(target.role_arn, session_name, target.region, external_id=target.external_id,
                            duration_s=duration_s)
-    if role.account != target.account_id:
-        raise FleetError(f"AssumeRole({target.role_arn}) returned credentials for account {role.account}, "
-                         f"not {target.account_id}; fix the target's role_arn")
+    check_account(target, role.account)
     return role
 
 
@@ -182,21 +163,11 @@ def _here() -> dict[str, Any]:
 def target_result(target: Target, runbook: str, outcome: RunReport | str, identity: str | None, calls: aws.CallLog,
                   gate: QuotaGate | None, started: float) -> TargetResult:
     """The runbook's report reduced to what the fleet shows; ``outcome`` is the report, or why there is none (UNKNOWN)."""
-    by_op = dict(calls.by_operation())
-    if isinstance(outcome, RunReport):
-        for op, n in outcome.api_calls_by_operation.items():
-            by_op[op] = by_op.get(op, 0) + n
-        status, headline, error, runbook_run = outcome.status, outcome.headline(), None, outcome.flow_run_id
-        counts = outcome.counts()
-    else:
-        counts = {}
-        status, headline, error, runbook_run = Status.UNKNOWN, f"{runbook} {target.key}: {outcome}", outcome, None
     return TargetResult(
         target=target.key, account_id=target.account_id, region=target.region, system=target.system, runbook=runbook,
-        status=status, headline=mask(headline), counts=counts, api_calls=sum(by_op.values()), api_calls_by_operation=by_op,
-        identity=identity, flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None,
-        runbook_flow_run_id=runbook_run, rate_limits=gate.stats() if gate else {},
-        duration_s=round(time.monotonic() - started, 2), error=mask(error) if error else None, **_here())
+        **outcome_fields(target, runbook, outcome, calls.by_operation()), identity=identity,
+        flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None, rate_limits=gate.stats() if gate else {},
+        duration_s=round(time.monotonic() - started, 2), **_here())
 
 
 def _reason(state: Any, value: Any) -> str:
@@ -287,17 +258,12 @@ def start_target_runs(deployment: str, runbook: str, targets: list[Target], chil
     return runs
 
 
-def _unknown(t: Target, runbook: str, reason: str, run_id: str | None = None) -> TargetResult:
-    return TargetResult(target=t.key, account_id=t.account_id, region=t.region, system=t.system, runbook=runbook,
-                        status=Status.UNKNOWN, headline=mask(f"{runbook} {t.key}: {reason}"), error=mask(reason), flow_run_id=run_id)
-
-
 def _read_result(t: Target, runbook: str, fr: Any) -> TargetResult:
     state = fr.state
     try:
         result = state.result(raise_on_failure=False)
     except Exception as exc:  # noqa: BLE001 - the reason becomes the target's UNKNOWN finding
-        return _unknown(t, runbook, f"run {state.type.value} but its result is not readable ({type(exc).__name__}: {exc}); "
+        return unknown_result(t, runbook, f"run {state.type.value} but its result is not readable ({type(exc).__name__}: {exc}); "
                         "give the workers and the fleet run shared result storage (PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK)", str(fr.id))
     if isinstance(result, TargetResult):
         return result
@@ -305,8 +271,8 @@ def _read_result(t: Target, runbook: str, fr: Any) -> TargetResult:
         try:
             return TargetResult.model_validate(result.get("data", result))
         except ValueError as exc:
-            return _unknown(t, runbook, f"run {state.type.value} but its result is not a fleet-target result: {exc}", str(fr.id))
-    return _unknown(t, runbook, f"run {state.type.value}: {_reason(state, result)}", str(fr.id))
+            return unknown_result(t, runbook, f"run {state.type.value} but its result is not a fleet-target result: {exc}", str(fr.id))
+    return unknown_result(t, runbook, f"run {state.type.value}: {_reason(state, result)}", str(fr.id))
 
 
 @task(name="wait-for-targets", cache_policy=NO_CACHE)
@@ -346,9 +312,9 @@ def wait_for_targets(runs: dict[str, str], targets: list[Target], runbook: str, 
     for key, run_id in runs.items():
         fr = latest.get(run_id)
         if fr is None or fr.state is None:
-            out.append(_unknown(by_key[key], runbook, "its flow run could not be read from the Prefect API", run_id))
+            out.append(unknown_result(by_key[key], runbook, "its flow run could not be read from the Prefect API", run_id))
         elif fr.state.type.value not in FINAL_STATES:
-            out.append(_unknown(by_key[key], runbook, f"still {fr.state.type.value} after {timeout_s:.0f} s "
+            out.append(unknown_result(by_key[key], runbook, f"still {fr.state.type.value} after {timeout_s:.0f} s "
                                 "(no worker took it, or it runs long); it was left running", run_id))
         else:
             out.append(_read_result(by_key[key], runbook, fr))
@@ -364,7 +330,7 @@ def run_in_process(runbook: str, targets: list[Target], child_params: dict[str, 
         state = fleet_target(runbook=runbook, target=t, fleet_run=parent, **child_params, return_state=True)
         result = state.result(raise_on_failure=False)
         out.append(result if isinstance(result, TargetResult)
-                   else _unknown(t, runbook, f"fleet-target {state.type.value}: {_reason(state, result)}"))
+                   else unknown_result(t, runbook, f"fleet-target {state.type.value}: {_reason(state, result)}"))
         update_progress_artifact(progress, progress=100.0 * i / len(targets))
         print(f"opsbook: fleet: {i}/{len(targets)} targets done ({t.key}: {out[-1].status.value})", file=sys.stderr)
     return out
@@ -373,27 +339,13 @@ def run_in_process(runbook: str, targets: list[Target], child_params: dict[str, 
 @task(name="fleet-report", cache_policy=NO_CACHE)
 def fleet_report(runbook: str, system: str | None, results: list[TargetResult], limits: dict[str, str], started: float) -> RunReport:
     """One finding per target, the table artifact (target, status, calls, worker) and the total."""
-    findings = [Finding(check=runbook, resource=r.target, status=r.status, summary=r.headline, value=r.api_calls,
-                        details={"worker": r.worker, "host": r.host, "pid": r.pid, "ppid": r.ppid, "flow_run_id": r.flow_run_id, "identity": r.identity,
-                                 "counts": r.counts, "rate_limits": r.rate_limits, "calls": r.api_calls_by_operation})
-                for r in results]
-    made = sorted(n for n, s in limits.items() if s != "kept")
-    findings.append(Finding(check="rate-limits", resource=f"{len(limits)} limits", status=Status.OK, value=len(limits),
-                            summary=f"{len(limits)} shared rate limits in place ({len(made)} created or repaired now)",
-                            details={"limits": limits}))
-    rows = [mask_obj({"target": r.target, "status": r.status.value, "calls": r.api_calls, "worker": r.worker or "-"}) for r in results]
+    findings = judge_targets(runbook, results, limits)
     total = sum(r.api_calls for r in results)
     workers = sorted({r.worker for r in results if r.worker})
-    rows.append({"target": f"TOTAL ({len(results)} targets)", "status": overall(findings).value, "calls": total,
-                 "worker": f"{len(workers)} worker(s)"})
-    create_table_artifact(key=f"fleet-{runbook}-targets", table=rows,
+    create_table_artifact(key=f"fleet-{runbook}-targets", table=target_rows(results, findings),
                           description=mask(f"{runbook} over {len(results)} targets: {total} AWS API calls, workers: {', '.join(workers)}"))
-    by_op: dict[str, int] = {}
-    for r in results:
-        for op, n in r.api_calls_by_operation.items():
-            by_op[op] = by_op.get(op, 0) + n
     return RunReport(runbook=RUNBOOK, system=system or "all", status=overall(findings), findings=findings,
-                     api_calls=total, api_calls_by_operation=by_op, duration_s=round(time.monotonic() - started, 2),
+                     api_calls=total, api_calls_by_operation=calls_by_operation(results), duration_s=round(time.monotonic() - started, 2),
                      region=",".join(sorted({r.region for r in results})),
                      flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None)
 

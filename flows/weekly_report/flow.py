@@ -27,41 +27,51 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
+from flows.weekly_report.judge import idle_resources, judge_report, judge_users, unconfirmed
+from flows.weekly_report.models import Trend, Window, trends_of, week_window
+from flows.weekly_report.plan import plan_series
+from flows.weekly_report.render import html_report, markdown_report, report_key, series_rows
 from opsbook import aws
+from opsbook.collect import settled
 from opsbook.findings import Finding, Status, overall, unknown
 from opsbook.inventory import System, load_system
 from opsbook.masking import mask
 from opsbook.params import Param, SystemName
 from opsbook.report import RunReport, artifact_key, publish_report, run_url
-from opsbook.resources import Discovered, discover
-from tasks.weekly import (
-    Trend,
-    Unreadable,
-    Window,
-    api_names,
-    confirm_idle,
-    count_distinct_users,
-    html_report,
-    idle_resources,
-    judge_report,
-    markdown_report,
-    plan_series,
-    read_costs,
-    read_trends,
-    report_key,
-    series_rows,
-    store_html,
-    unconfirmed,
-    week_window,
-)
+from opsbook.resources import Discovered, Unreadable, confirm_idle, discover
+from tasks.apigateway import api_names
+from tasks.cloudwatch import read_trends
+from tasks.costexplorer import read_costs
+from tasks.dynamodb import count_distinct_users
+from tasks.s3 import store_html
 
 RUNBOOK = "weekly-report"
 TASKS = [discover, api_names, read_trends, confirm_idle, count_distinct_users, read_costs, store_html]
 
 
-def failed_reason(fut: PrefectFuture) -> str:
+def outcome(fut: PrefectFuture) -> tuple[Any, str | None]:
+    """The task's result and no reason, or no result and why the task failed."""
+    fut.wait()
+    if fut.state.is_completed():
+        return fut.result(), None
     exc = fut.state.result(raise_on_failure=False)
-    return aws.describe_error(exc) if isinstance(exc, BaseException) else str(fut.state.message)
+    return None, aws.describe_error(exc) if isinstance(exc, BaseException) else str(fut.state.message)
+
+
+def resolve(inv: System) -> tuple[Discovered, list[Finding]]:
+    """The system's resources found by tag; discovery that failed or erred is UNKNOWN (the inventory's names stay)."""
+    found, reason = outcome(discover.submit(inv))
+    reason = reason or (found.error if found else None)
+    return found if found is not None else Discovered(), [unknown("discovery", f"tags {inv.discovery.tags}", reason)] if reason else []
+
+
+def read_api_names(inv: System, found: Discovered, findings: list[Finding]) -> list[str]:
+    """API names for the ApiName dimension; without the API listing, the inventory's (and an UNKNOWN)."""
+    apis, reason = outcome(api_names.submit(inv, found))
+    if reason is None:
+        return apis
+    findings.append(unknown("apigateway-names", "(tag-discovered APIs)", reason))
+    return [a.name for a in inv.api_gateway_apis]
 
 
 def look_up_idle(inv: System, found: Discovered, apis: list[str], trends: list[Trend] | None) -> list[Unreadable]:
@@ -69,12 +79,23 @@ def look_up_idle(inv: System, found: Discovered, apis: list[str], trends: list[T
     names = unconfirmed(inv, found, apis, idle_resources(trends)) if trends else {}
     if not names:
         return []
-    fut = confirm_idle.submit(inv, names)
-    fut.wait()
-    if fut.state.is_completed():
-        return fut.result()
-    reason = failed_reason(fut)
+    missing, reason = outcome(confirm_idle.submit(inv, names))
+    if reason is None:
+        return missing
     return [Unreadable(kind=k, resource=n, code="lookup-failed", reason=reason) for k, ns in names.items() for n in ns]
+
+
+def store_report(inv: System, window: Window, page: str) -> tuple[str | None, Finding | None]:
+    """The HTML page in the report bucket and its link artifact: (presigned link, None), or (None, why not)."""
+    if not inv.reporting.report_bucket:
+        return None, Finding(check="report-html", resource=inv.name, status=Status.OK,
+                             summary="reporting.report_bucket is not set: the HTML report was not stored")
+    where, reason = outcome(store_html.submit(inv, report_key(inv, window), page))
+    if reason is not None:
+        return None, unknown("report-html", f"s3://{inv.reporting.report_bucket}", reason)
+    create_link_artifact(key=f"{artifact_key(RUNBOOK, inv.name)}-html", link=where["url"], link_text=where["uri"],
+                         description=f"weekly report {inv.name} (HTML, presigned 7 days)")
+    return where["url"], None
 
 
 def publish_trends(inv: System, window: Window, trends: list[Trend], findings: list[Finding], link: str | None, status: Status) -> None:
@@ -100,62 +121,26 @@ def weekly_report(
     calls = aws.start_call_log()
     window = week_window(inv, weeks_back)
 
-    # collect
-    found_f = discover.submit(inv)
-    found_f.wait()
-    findings: list[Finding] = []
-    if found_f.state.is_completed():
-        found: Discovered = found_f.result()
-        if found.error:
-            findings.append(unknown("discovery", f"tags {inv.discovery.tags}", found.error))
-    else:
-        found = Discovered()
-        findings.append(unknown("discovery", f"tags {inv.discovery.tags}", failed_reason(found_f)))
-    apis_f = api_names.submit(inv, found)
+    # collect: resources, every metric of both weeks, the idle ones looked up, users, cost
+    found, findings = resolve(inv)
     users_f = count_distinct_users.submit(inv)
-    cost_f = read_costs.submit(inv, window) if inv.reporting.cost_explorer else None
-    apis_f.wait()
-    if apis_f.state.is_completed():
-        apis = apis_f.result()
-    else:
-        apis = [a.name for a in inv.api_gateway_apis]
-        findings.append(unknown("apigateway-names", "(tag-discovered APIs)", failed_reason(apis_f)))
-    trends_f = read_trends.submit(inv, plan_series(inv, found, apis), window)
-
-    trends_f.wait()
-    trends = trends_f.result() if trends_f.state.is_completed() else None
-    trends_error = None if trends is not None else failed_reason(trends_f)
+    cost_f = read_costs.submit(window.start.date(), window.end.date()) if inv.reporting.cost_explorer else None
+    apis = read_api_names(inv, found, findings)
+    series = plan_series(inv, found, apis)
+    values, trends_error = outcome(read_trends.submit(inv.region, series, window.start, window.end))
+    trends = None if values is None else trends_of(series, values)
     unreadable = look_up_idle(inv, found, apis, trends)
-    users_f.wait()
-    users = users_f.result() if users_f.state.is_completed() else [unknown("users", "(whole check)", failed_reason(users_f))]
-    cost, cost_reason = None, None
-    if cost_f is not None:
-        cost_f.wait()
-        if cost_f.state.is_completed():
-            cost = cost_f.result()
-        else:
-            cost_reason = failed_reason(cost_f)
+    lost: list[Finding] = []
+    counts = settled(users_f, "users", [], lost)
+    cost, cost_reason = outcome(cost_f) if cost_f is not None else (None, None)
 
     # judge
-    findings += judge_report(inv, trends, trends_error, unreadable, cost, cost_reason) + users
+    findings += judge_report(inv, trends, trends_error, unreadable, cost, cost_reason) + judge_users(counts) + lost
     status = overall(findings)
 
     # report: HTML in the bucket, markdown and link artifacts
-    key = artifact_key(RUNBOOK, inv.name)
-    link: str | None = None
-    page = html_report(inv, window, trends or [], findings, cost, status)
-    if inv.reporting.report_bucket:
-        stored = store_html.submit(inv, report_key(inv, window), page)
-        stored.wait()
-        if stored.state.is_completed():
-            where = stored.result()
-            link = where["url"]
-            create_link_artifact(key=f"{key}-html", link=link, link_text=where["uri"], description=f"weekly report {inv.name} (HTML, presigned 7 days)")
-        else:
-            findings.append(unknown("report-html", f"s3://{inv.reporting.report_bucket}", failed_reason(stored)))
-    else:
-        findings.append(Finding(check="report-html", resource=inv.name, status=Status.OK,
-                                summary="reporting.report_bucket is not set: the HTML report was not stored"))
+    link, stored = store_report(inv, window, html_report(inv, window, trends or [], findings, cost, status))
+    findings += [stored] if stored else []
     status = overall(findings)
     publish_trends(inv, window, trends or [], findings, link, status)
 

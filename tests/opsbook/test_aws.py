@@ -107,3 +107,37 @@ def test_rate_limiter_spaces_calls():
     for _ in range(6):
         lim.acquire()
     assert time.monotonic() - t0 >= 0.24
+
+
+# --- assumed-role clients and the call gate (fleet) ---------------------------------------------------
+
+FLEET_B = "222222222222"
+
+
+def test_assumed_role_clients_are_separate_and_reach_threads(aws_mock):
+    @declares(["sts:AssumeRole"])
+    def assume():
+        return aws.assume_role(f"arn:aws:iam::{FLEET_B}:role/opsbook-readonly", "opsbook-fleet-test", "us-east-2")
+
+    base = aws.client("sts", "us-east-2")
+    role = assume()
+    assert role.account == FLEET_B and role.arn.endswith(":assumed-role/opsbook-readonly/opsbook-fleet-test")
+    assert role.secret_access_key not in repr(role) and role.session_token not in repr(role)
+    with aws.assumed(role):
+        inside = aws.client("sts", "us-east-2")
+        assert inside is not base and inside is aws.client("sts", "us-east-2")  # cached per role
+        in_thread = aws.parallel(lambda _: aws.client("sts", "us-east-2").get_caller_identity()["Account"], [1, 2])
+        assert [r for _, r, _ in in_thread] == [FLEET_B, FLEET_B]
+        assert inside.get_caller_identity()["Account"] == FLEET_B
+    assert aws.client("sts", "us-east-2") is base  # outside: the old client, the old credentials
+    assert base.get_caller_identity()["Account"] == "123456789012"
+
+
+def test_gate_sees_each_call_with_its_region(aws_mock):
+    seen = []
+    c = aws.client("cloudwatch", "eu-west-1")
+    describe = declares(["cloudwatch:DescribeAlarms"])(lambda: c.describe_alarms())
+    with aws.gated(lambda s, o, r: seen.append((s, o, r))):
+        describe()
+    describe()  # outside the context: no gate
+    assert seen == [("cloudwatch", "DescribeAlarms", "eu-west-1")]

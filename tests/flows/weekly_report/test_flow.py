@@ -1,7 +1,8 @@
 """weekly-report end to end on the sandbox, whose seed publishes two weeks of metrics for every
 system (sandbox/metrics.py): trends and no "no data" UNKNOWN for seeded series, T-Developer's
 SLO breach, a far breach ending the run Failed, and idle and missing resources at HR (with the
-IAM policy covering the calls). Judgement and rendering are tested purely in tests/tasks/test_weekly.py."""
+IAM policy covering the calls), a read task that fails made UNKNOWN with its reason. Judgement and rendering
+are tested purely in tests/flows/weekly_report/test_judge.py and test_render.py."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import json
 import boto3
 import pytest
 import yaml
+from prefect import task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
+from flows.weekly_report import flow as weekly_flow
 from flows.weekly_report.flow import TASKS, weekly_report
+from flows.weekly_report.models import week_window
 from opsbook.findings import Finding, Status
 from opsbook.iam import iam_action, policy_for
 from opsbook.inventory import SYSTEMS_DIR, load_system
@@ -29,7 +33,6 @@ from sandbox.metrics import (
     weekly_datums,
 )
 from sandbox.server import CREDENTIALS
-from tasks.weekly import week_window
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -115,12 +118,20 @@ def test_t_developer_trends_slo_breach_success_rate_users_and_html(seeded, sandb
     assert "## custom" in md and "PipelineExecutionTime p95 **SLO**" in md and "| no data |" not in md  # no row without data
 
 
-def test_a_far_pipeline_breach_is_crit_and_the_run_fails_with_its_report(seeded, sandbox):
+@task(name="count-distinct-users")
+def users_task_that_fails(system):
+    raise RuntimeError("the users' Scan broke")
+
+
+def test_a_far_pipeline_breach_is_crit_and_the_run_fails_with_its_report_and_a_failed_read_is_unknown(seeded, sandbox, monkeypatch):
     td = seeded("t-developer", weeks_of_metrics=True)
     slow_pipeline(sandbox, td, "PipelineExecutionTime", 80.0)
+    monkeypatch.setattr(weekly_flow, "count_distinct_users", users_task_that_fails)  # the healthy twin counts 3 users, above
     report, state = run("t-developer")
     assert only(report, "trend-custom", "T-Developer/Pipeline PipelineExecutionTime p95").status is Status.CRIT  # >= 1.5 x 45 s
     assert only(report, "slo-success-rate", "T-Developer/Pipeline GenerationSuccess success rate").status is Status.OK
+    users = only(report, "users", "(whole check)")
+    assert users.status is Status.UNKNOWN and "RuntimeError: the users' Scan broke" in users.summary
     assert report.status is Status.CRIT and state == "FAILED"
 
 

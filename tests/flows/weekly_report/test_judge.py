@@ -1,42 +1,37 @@
-"""weekly-report's judgement and rendering, pure (no AWS, no Prefect run): what "no data" means
-(idle, could not read, an SLO without data), each fault with its healthy twin, and the HTML page."""
+"""weekly-report's judgement, pure (no AWS, no Prefect run): what "no data" means (idle, could not read,
+an SLO without data), each fault with its healthy twin, thresholds at and either side, success rate, cost
+and users. The rendering is tests/flows/weekly_report/test_render.py."""
 
 from __future__ import annotations
 
-import re
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
-import boto3
 import pytest
 
+from flows.weekly_report.judge import (
+    NOTABLE_PCT,
+    change_text,
+    fmt,
+    idle_resources,
+    is_success_metric,
+    judge_costs,
+    judge_report,
+    judge_trend,
+    judge_trends,
+    judge_users,
+    unconfirmed,
+)
+from flows.weekly_report.models import Series, Trend, trends_of, week_window
+from flows.weekly_report.plan import plan_series
 from opsbook.findings import Finding, Status, overall
 from opsbook.inventory import load_system
-from opsbook.resources import Discovered
-from tasks.weekly import (
-    MAX_CHARTS,
-    CostReport,
-    Series,
-    Trend,
-    Unreadable,
-    Window,
-    chart_plan,
-    confirm_idle,
-    html_report,
-    idle_resources,
-    judge_report,
-    judge_trends,
-    markdown_report,
-    plan_series,
-    series_rows,
-    sparkline,
-    summarize_costs,
-    unconfirmed,
-    week_window,
-)
+from opsbook.resources import Discovered, Unreadable
+from tasks.cloudwatch import TwoWeeks
+from tasks.costexplorer import CostReport
+from tasks.dynamodb import DistinctCount
 
 HR = load_system("hr-resource-optimization")
 TD = load_system("t-developer")
-WINDOW = Window(start=datetime(2024, 1, 1, tzinfo=HR.tz), end=datetime(2024, 1, 15, tzinfo=HR.tz), timezone=HR.timezone)
 
 
 def trend(s: Series, daily: list[float | None] | None = None) -> Trend:
@@ -161,17 +156,6 @@ def test_only_idle_resources_nothing_has_shown_to_exist_are_looked_up():
     assert unconfirmed(HR, found, [], {"lambda": ["tagged-fn"]}) == {}
 
 
-def test_confirm_idle_reports_missing_resources_and_not_existing_ones(aws_mock):
-    region = HR.region
-    ddb = boto3.client("dynamodb", region_name=region)
-    ddb.create_table(TableName="here", BillingMode="PAY_PER_REQUEST", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-                     AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
-    boto3.client("apigateway", region_name=region).create_rest_api(name="api-here")
-    out = confirm_idle.fn(HR, {"dynamodb": ["here", "gone"], "lambda": ["no-fn"], "s3": ["no-bucket"], "apigateway": ["api-here", "api-gone"]})
-    assert {(u.kind, u.resource) for u in out} == {("dynamodb", "gone"), ("lambda", "no-fn"), ("s3", "no-bucket"), ("apigateway", "api-gone")}
-    assert all(u.not_found for u in out), [u.reason for u in out]
-
-
 # --- an SLO metric without data: UNKNOWN -------------------------------------------------------------
 
 
@@ -236,78 +220,7 @@ def test_metrics_that_could_not_be_read_at_all_are_one_unknown():
     assert [(f.check, f.status) for f in findings] == [("metrics", Status.UNKNOWN)]
 
 
-# --- rendering ---------------------------------------------------------------------------------------
-
-
-def hr_trends() -> list[Trend]:
-    out = []
-    for k, s in enumerate(plan_series(HR, Discovered(), [])):
-        if s.sparse and s.metric != "Errors":
-            out.append(trend(s))
-        else:
-            out.append(trend(s, [float(100 + k + i) for i in range(7)] + [float(130 + k + i) for i in range(7)]))
-    return out
-
-
-def svgs(page: str) -> list[str]:
-    return re.findall(r"<svg\b.*?</svg>", page, re.S)
-
-
-def test_html_has_an_svg_chart_per_chart_with_axes_values_and_both_weeks_and_no_external_url():
-    trends = hr_trends()
-    cost = CostReport(by_service={"AWS Lambda": (10.0, 14.0), "Amazon DynamoDB": (5.0, 4.0)}, daily=[2.0] * 7 + [2.5] * 7)
-    findings = judge_report(HR, trends, None, [], cost, None)
-    page = html_report(HR, WINDOW, trends, findings, cost, overall(findings))
-    charts, left_out = chart_plan(trends, findings)
-    assert len(charts) == MAX_CHARTS and left_out > 0 and f"{left_out} more series are in the tables below" in page
-    found = svgs(page)
-    assert len(found) == len(charts) + 2  # and the cost by service, and a day
-    for svg, c in zip(found, charts):
-        assert 'class="axis x' in svg and 'class="axis y' in svg and ">day (last week: 01-01 – 01-07)<" in svg  # both axes, titled
-        assert ">last week<" in svg and ">this week<" in svg
-        assert "Mon 01-08" in svg  # x labels: this week's days
-        printed = re.findall(r'class="value"[^>]*>([^<]+)<', svg)
-        assert len(printed) >= 14, c.title  # every day of both weeks printed
-    resume = next(svg for svg in found if "ResumeParser Invocations Sum" in svg)
-    assert ">100<" in resume and ">130<" in resume  # a value of last week and one of this week
-    assert "AWS Lambda" in found[-2] and ">14<" in found[-2]
-    assert "<script" not in page and "<link" not in page and "@import" not in page and "<!--" not in page
-    urls = set(re.findall(r"(?:https?:)?//[\w.-]+[^\s\"'<>]*", page))
-    assert urls <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}, urls  # XML namespaces: names, never fetched
-
-
-def test_html_without_data_has_no_chart_and_says_what_is_idle():
-    trends = [trend(s) for s in plan_series(HR, Discovered(), [])]
-    findings = judge_report(HR, trends, None, [], None, None)
-    page = html_report(HR, WINDOW, trends, findings, None, overall(findings))
-    assert not svgs(page)
-    assert "8 functions had no invocations in either week" in page and "6 tables had no consumed capacity in either week" in page
-
-
-def test_html_and_charts_mask_what_they_show():
-    s = Series(kind="lambda", resource="fn-AKIAIOSFODNN7EXAMPLE", namespace="AWS/Lambda", metric="Errors", stat="Sum")
-    t = trend(s, up(1, 1))
-    page = html_report(HR, WINDOW, [t], judge_trends([t], []), None, Status.OK)
-    assert "AKIAIOSFODNN7EXAMPLE" not in page and "[AWS-ACCESS-KEY]" in page and svgs(page)
-
-
-def test_markdown_and_series_rows_list_series_with_data_and_summarise_the_idle():
-    trends = active_function("busy") + [t for i in range(5) for t in idle_function(f"spare-{i}")]
-    findings = judge_trends(trends, [])
-    md = markdown_report(HR, WINDOW, trends, findings, None, overall(findings))
-    assert "5 functions had no invocations in either week" in md and "spare-0" in md and not re.search(r"\bno data\b", md)
-    rows = series_rows(trends, findings)
-    assert [r["metric"] for r in rows] == ["Invocations Sum", "Errors Sum", "Duration Average", "Duration p95"]
-    assert rows[0] == {"status": "OK", "kind": "lambda", "resource": "busy", "metric": "Invocations Sum", "last week": "7,000",
-                       "this week": "7,700", "change": "+10.0 %", "SLO": "", "14 days": "▁▁▁▁▁▁▁|███████"}
-
-
-def test_sparkline_gaps():
-    assert sparkline([1, 2, 3, 4, 5, 6, 7, 8]) == "▁▂▃▄▅▆▇█"
-    assert sparkline([None, 5, 5]) == " ▁▁"
-
-
-# --- window and cost -----------------------------------------------------------------------------------
+# --- window and plan -----------------------------------------------------------------------------------
 
 
 def test_week_window_is_two_whole_local_weeks_ending_today_and_moves_back_by_weeks():
@@ -315,15 +228,6 @@ def test_week_window_is_two_whole_local_weeks_ending_today_and_moves_back_by_wee
     w = week_window(HR, 0, now)
     assert (w.start, w.mid, w.end) == (datetime(2024, 1, 3, tzinfo=HR.tz), datetime(2024, 1, 10, tzinfo=HR.tz), datetime(2024, 1, 17, tzinfo=HR.tz))
     assert week_window(HR, 1, now).end == w.end - timedelta(days=7)
-
-
-def test_cost_explorer_data_is_summed_by_service_and_week():
-    start = date(2024, 1, 1)
-    results = [{"TimePeriod": {"Start": (start + timedelta(days=i)).isoformat()}, "Groups": [
-        {"Keys": ["AWS Lambda"], "Metrics": {"UnblendedCost": {"Amount": str(1.0 if i < 7 else 2.0), "Unit": "USD"}}}]} for i in range(14)]
-    c = summarize_costs(results, start)
-    assert c.error is None and c.by_service["AWS Lambda"] == (7.0, 14.0) and c.totals() == (7.0, 14.0)
-    assert summarize_costs([{"TimePeriod": {"Start": "2024-01-01"}, "Groups": []}], start).error
 
 
 @pytest.mark.parametrize("name", ["hr-resource-optimization", "t-developer", "todo-app", "leh"])
@@ -340,3 +244,113 @@ def test_a_listed_custom_metric_nobody_published_is_unknown_not_idle():
     assert silent.status is Status.UNKNOWN and "check their publisher" in silent.summary
     published = judge_trends([trend(tokens, up(1000, 1200))], [])  # the healthy twin
     assert "idle" not in {f.check for f in published} and all(f.status is Status.OK for f in published)
+
+
+# --- empty input, and the series paired with their values ------------------------------------------------
+
+
+def test_nothing_to_judge_is_no_finding_and_unread_metrics_are_unknown_never_ok():
+    assert judge_trends([], []) == [] and idle_resources([]) == {}
+    assert judge_report(HR, [], None, [], None, None) == []
+    unread = judge_report(HR, None, None, [], None, None)  # not read, no reason given: still UNKNOWN
+    assert [(f.check, f.status, f.summary) for f in unread] == [("metrics", Status.UNKNOWN, "could not be read: not read")]
+
+
+def test_each_series_gets_the_values_read_for_it_in_order():
+    s = lambda_series("busy")[:2]
+    values = [TwoWeeks(daily=up(1, 2), last_week=7, this_week=14), TwoWeeks(daily=[None] * 14, last_week=None, this_week=None)]
+    first, second = trends_of(s, values)
+    assert (first.series.key, first.change_pct, second.series.key, second.no_data) == ("busy Invocations Sum", 100.0, "busy Errors Sum", True)
+    with pytest.raises(ValueError):
+        trends_of(s, values[:1])  # a value lost on the way is an error, never a shifted series
+
+
+# --- notable change: at 25 %, and either side -------------------------------------------------------------
+
+
+def duration(last: float, this: float) -> Trend:
+    s = Series(kind="lambda", resource="fn", namespace="AWS/Lambda", metric="Duration", stat="Average", unit="Milliseconds", bad_when_up=True)
+    return Trend(series=s, daily=up(last, this), last_week=last, this_week=this)
+
+
+@pytest.mark.parametrize("this,status,notable", [(125.0, Status.WARN, True), (124.9, Status.OK, False), (75.0, Status.OK, True),
+                                                 (75.1, Status.OK, False)])
+def test_a_change_of_25_percent_is_notable_and_warns_only_when_up_is_bad(this, status, notable):
+    f = judge_trend(duration(100.0, this))
+    assert NOTABLE_PCT == 25.0 and f.status is status and f.details["notable"] is notable
+    assert ("notable change" in f.summary) is notable and f.summary.startswith(f"{fmt(this, 'Milliseconds')} this week vs 100 ms last week")
+
+
+def test_a_series_new_this_week_is_notable_and_one_gone_this_week_says_so():
+    new = judge_trend(Trend(series=duration(0, 0).series, daily=[None] * 7 + [5.0] * 7, last_week=None, this_week=5.0))
+    assert new.status is Status.WARN and "(new this week); notable change" in new.summary
+    gone = Trend(series=duration(0, 0).series, daily=[5.0] * 7 + [None] * 7, last_week=5.0, this_week=None)
+    assert change_text(gone) == "no data this week" and judge_trend(gone).status is Status.OK
+
+
+# --- SLO: exactly at it, either side, and 1.5 x ----------------------------------------------------------
+
+
+def pipeline(this: float, kind: str = "max", slo: float = 45.0) -> Finding:
+    s = Series(kind="custom", resource="T-Developer/Pipeline", namespace="T-Developer/Pipeline", metric="PipelineExecutionTime",
+               stat="p95", unit="Seconds", slo=slo, slo_kind=kind)
+    return judge_trend(Trend(series=s, daily=up(this, this), last_week=this, this_week=this))
+
+
+@pytest.mark.parametrize("this,status", [(45.0, Status.OK), (45.01, Status.WARN), (67.49, Status.WARN), (67.5, Status.CRIT)])
+def test_a_max_slo_breaches_above_it_and_is_crit_from_one_and_a_half_times(this, status):
+    f = pipeline(this)
+    assert f.status is status and f.details["slo_breached"] is (this > 45)
+    assert ("SLO BREACH: p95" in f.summary) is (this > 45) and f.details["days_breaching"] == (7 if this > 45 else 0)
+
+
+@pytest.mark.parametrize("this,status", [(90.0, Status.OK), (89.9, Status.WARN), (60.01, Status.WARN), (60.0, Status.CRIT)])
+def test_a_min_slo_breaches_below_it_and_is_crit_at_a_third_below(this, status):
+    f = pipeline(this, kind="min", slo=90.0)
+    assert f.status is status and ("SLO BREACH: p95" in f.summary and " < 90 s" in f.summary) is (this < 90)
+
+
+# --- success rate: error rate at the 2 % SLO, either side, and twice it --------------------------------
+
+
+@pytest.mark.parametrize("per_day,status", [(98.0, Status.OK), (97.99, Status.WARN), (96.01, Status.WARN), (96.0, Status.CRIT)])
+def test_the_error_rate_slo_breaches_above_it_and_is_crit_from_twice_it(per_day, status):
+    assert TD.thresholds.error_rate_slo_pct == 2
+    rate = only(judge_report(TD, td_trends(up(38, 40), up(per_day, per_day)), None, [], None, None), "slo-success-rate")
+    assert rate.status is status and rate.value == pytest.approx(per_day)
+    assert ("SLO BREACH: error rate" in rate.summary) is (status is not Status.OK)
+    assert rate.summary.startswith(f"{per_day:.2f} % success this week") and rate.details["attempts"] == 700
+
+
+def test_a_success_count_without_its_sample_count_is_unknown():
+    s = Series(kind="custom", resource="X", namespace="X", metric="JobSuccess", stat="Sum")
+    assert is_success_metric("JobSuccess", "Sum") and not is_success_metric("JobSuccess", "Average")
+    rate = only(judge_report(TD, [trend(s, up(9, 9))], None, [], None, None), "slo-success-rate")
+    assert rate.status is Status.UNKNOWN and "the success rate cannot be computed" in rate.summary
+
+
+# --- cost and users -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("this,status", [(12.5, Status.WARN), (12.49, Status.OK), (5.0, Status.OK)])
+def test_cost_up_25_percent_warns_and_names_the_top_services(this, status):
+    f = only(judge_costs(CostReport(by_service={"AWS Lambda": (10.0, this), "Amazon S3": (0.0, 0.0)})), "cost")
+    assert f.status is status and f.value == this
+    assert f.summary.startswith(f"{this:,.2f} USD this week vs 10.00 USD last week (") and "whole account; top: AWS Lambda" in f.summary
+
+
+def test_cost_that_could_not_be_read_is_unknown_never_zero():
+    assert judge_costs(None) == []  # not asked for (reporting.cost_explorer off)
+    failed = only(judge_costs(None, "GetCostAndUsage: access denied"), "cost")
+    empty = only(judge_costs(CostReport(error="Cost Explorer returned no cost data")), "cost")
+    assert failed.status is empty.status is Status.UNKNOWN and "access denied" in failed.summary
+    first = only(judge_costs(CostReport(by_service={"AWS Lambda": (0.0, 3.0)})), "cost")
+    assert first.status is Status.OK and "(n/a)" in first.summary  # nothing last week: no percentage
+
+
+def test_users_are_counted_per_table_and_an_unreadable_table_is_unknown():
+    assert judge_users([]) == []
+    ok, bad = judge_users([DistinctCount(table="meta", attribute="user_id", items=1200, distinct=3),
+                           DistinctCount(table="locked", attribute="user_id", error="Scan: access denied")])
+    assert (ok.status, ok.value, ok.summary) == (Status.OK, 3, "3 distinct user_id over 1,200 items (whole table)")
+    assert bad.status is Status.UNKNOWN and bad.resource == "locked" and "access denied" in bad.summary
