@@ -104,3 +104,12 @@ def coverage(system: System, found: Discovered) -> list[Finding]:
         out.append(Finding(check="discovery", resource=system.name, status=Status.CRIT, value=0,
                            summary="the inventory resolves to no resources at all; nothing was checked"))
     return out
+
+
+def discovered_or_inventory(system: System, found: Discovered | BaseException, fallback: str) -> tuple[Discovered, list[Finding]]:
+    """Tag discovery's result (``discover``'s, or the exception its task raised); when it failed: nothing discovered, and an
+    UNKNOWN finding with the reason and ``fallback`` (what the run does instead, e.g. "only the inventory's tables were checked")."""
+    if isinstance(found, BaseException) or found.error:
+        reason = aws.describe_error(found) if isinstance(found, BaseException) else found.error
+        return Discovered(), [unknown("discovery", f"tags {system.discovery.tags}", f"{reason}; {fallback}")]
+    return found, []
