@@ -145,3 +145,12 @@ def confirm_idle(system: System, names: dict[str, list[str]]) -> list[Unreadable
         c = aws.client(service, system.region)
         out += [_unreadable(kind, n, err) for n, _, err in aws.parallel(lambda n: getattr(c, operation)(**{param: n}), items) if err is not None]
     return out
+
+
+def discovered_or_inventory(system: System, found: Discovered | BaseException, fallback: str) -> tuple[Discovered, list[Finding]]:
+    """Tag discovery's result (``discover``'s, or the exception its task raised); when it failed: nothing discovered, and an
+    UNKNOWN finding with the reason and ``fallback`` (what the run does instead, e.g. "only the inventory's tables were checked")."""
+    if isinstance(found, BaseException) or found.error:
+        reason = aws.describe_error(found) if isinstance(found, BaseException) else found.error
+        return Discovered(), [unknown("discovery", f"tags {system.discovery.tags}", f"{reason}; {fallback}")]
+    return found, []

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
+import sys
+import time
+from datetime import datetime, timezone
 from typing import Any
 
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
 
 from opsbook import aws
 from opsbook.components import judge_alias, judge_function
 from opsbook.findings import Finding
-from opsbook.iam import aws_task
+from opsbook.iam import aws_task, declares
 from opsbook.inventory import System
 from opsbook.resources import Discovered
 
@@ -72,3 +77,120 @@ def set_alias(system: System, resource: str, value: str) -> None:
     weights = {v: float(w) for v, w in (p.split("=") for p in extra.split(",") if p)} if extra else {}
     aws.client("lambda", system.region).update_alias(FunctionName=fn, Name=alias, FunctionVersion=version,
                                                      RoutingConfig={"AdditionalVersionWeights": weights})
+
+
+# --- configuration (timeout, memory): read, and set as an ``Applier`` (remediate-lambda-timeout) ----------------
+
+TIMEOUT_KIND, MEMORY_KIND = "lambda-timeout", "lambda-memory"
+CONFIG_IAM = "lambda:UpdateFunctionConfiguration"
+CONFIG_KEYS = {TIMEOUT_KIND: "Timeout", MEMORY_KIND: "MemorySize"}
+
+
+class FunctionConfig(BaseModel):
+    name: str
+    timeout_s: int | None = None
+    memory_mb: int | None = None
+    state: str | None = None
+    last_update_status: str | None = None
+    last_modified: datetime | None = None
+    queues: list[str] = Field(default_factory=list, description="SQS queues with an event source mapping to the function")
+    mapping_error: str | None = None
+    error: str | None = None
+    missing: bool = False
+
+
+def parse_time(value: Any) -> datetime | None:
+    """Lambda's LastModified ('2024-05-01T18:27:43.112+0000', or moto's nanosecond ISO form) as aware UTC."""
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    s = str(value).strip().replace("Z", "+00:00")
+    m = re.match(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d+)?([+-]\d{2}:?\d{2})?$", s)
+    if not m:
+        return None
+    frac = (m.group(2) or ".0")[:7]
+    tz = m.group(3) or "+00:00"
+    if ":" not in tz:
+        tz = tz[:3] + ":" + tz[3:]
+    return datetime.fromisoformat(m.group(1) + frac + tz).astimezone(timezone.utc)
+
+
+@declares(["lambda:GetFunctionConfiguration", "lambda:ListEventSourceMappings"])
+def read_config(region: str, name: str) -> FunctionConfig:
+    c = aws.client("lambda", region)
+    try:
+        cfg = c.get_function_configuration(FunctionName=name)
+    except Exception as exc:
+        if aws.is_not_found(exc):
+            return FunctionConfig(name=name, missing=True, error="the function does not exist (check the inventory name and region)")
+        return FunctionConfig(name=name, error=aws.describe_error(exc))
+    out = FunctionConfig(name=name, timeout_s=cfg.get("Timeout"), memory_mb=cfg.get("MemorySize"), state=cfg.get("State"),
+                         last_update_status=cfg.get("LastUpdateStatus"), last_modified=parse_time(cfg.get("LastModified")))
+    try:
+        arns = [m.get("EventSourceArn", "") for m in aws.paginate(c, "list_event_source_mappings", "EventSourceMappings", FunctionName=name)]
+        out.queues = [a.rsplit(":", 1)[-1] for a in arns if a.startswith("arn:") and a.split(":")[2] == "sqs"]
+    except Exception as exc:  # the inventory's sqs_source still applies; the gap is reported
+        out.mapping_error = aws.describe_error(exc)
+    return out
+
+
+@aws_task(iam=["lambda:GetFunctionConfiguration", "lambda:ListEventSourceMappings"], name="read-lambda-configs", cache_policy=NO_CACHE)
+def read_configs(system: System, names: list[str], deadline: aws.Deadline) -> list[FunctionConfig]:
+    out = []
+    for name, cfg, err in aws.parallel(lambda n: read_config(system.region, n), names, deadline=deadline):
+        out.append(cfg if err is None else FunctionConfig(name=name, error=aws.describe_error(err)))
+    return out
+
+
+def wait_updated(system: System, fn: str, timeout_s: float) -> dict[str, Any]:
+    """Wait (bounded) until the function's last update is no longer InProgress; raise when it Failed."""
+    c = aws.client("lambda", system.region)
+    started = time.monotonic()
+    polls = 0
+    while True:
+        cfg = c.get_function_configuration(FunctionName=fn)
+        status = cfg.get("LastUpdateStatus", "Successful")
+        if status == "Failed":
+            raise RuntimeError(f"{fn}: the configuration update failed: {cfg.get('LastUpdateStatusReason') or cfg.get('LastUpdateStatusReasonCode') or '?'}")
+        if status != "InProgress":
+            return cfg
+        elapsed = time.monotonic() - started
+        if elapsed >= timeout_s:
+            raise TimeoutError(f"{fn}: LastUpdateStatus still InProgress after {timeout_s:g} s")
+        print(f"opsbook: {fn}: waiting for the configuration update (LastUpdateStatus InProgress, {elapsed:.0f}/{timeout_s:g} s)", file=sys.stderr)
+        time.sleep(min(0.25 * 2 ** polls, 2.0, max(0.1, timeout_s - elapsed)))  # 0.25, 0.5, 1, 2, 2, ... s
+        polls += 1
+
+
+def config_reader(key: str) -> Any:
+    """An Applier's read: the function's ``key`` (Timeout, MemorySize) as a string."""
+    @declares(["lambda:GetFunctionConfiguration"])
+    def read(system: System, fn: str) -> str:
+        return str(aws.client("lambda", system.region).get_function_configuration(FunctionName=fn)[key])
+
+    return read
+
+
+def config_setter(key: str) -> Any:
+    """An Applier's apply: set the function's ``key``."""
+    @declares(["lambda:GetFunctionConfiguration", "lambda:UpdateFunctionConfiguration"])
+    def apply(system: System, fn: str, value: str) -> None:
+        """Idempotent: waits for any update in progress, sets the value if it differs, waits until Successful."""
+        settle = min(float(system.mutations.settle_timeout_s), 300.0)
+        cfg = wait_updated(system, fn, settle)
+        if str(cfg[key]) == value:
+            return
+        aws.client("lambda", system.region).update_function_configuration(FunctionName=fn, **{key: int(value)})
+        wait_updated(system, fn, settle)
+
+    return apply
+
+
+@declares(["lambda:GetFunctionConfiguration"])
+def read_config_settled(system: System, fn: str, key: str) -> tuple[str, str]:
+    """(value, how it reads) for a verification: the value counts once the function's update is no longer in progress."""
+    cfg = aws.client("lambda", system.region).get_function_configuration(FunctionName=fn)
+    status = cfg.get("LastUpdateStatus", "Successful")
+    value = str(cfg[key]) if status == "Successful" else f"{cfg[key]} ({status})"
+    return value, f"{key} {cfg[key]}{' s' if key == 'Timeout' else ' MB'}, LastUpdateStatus {status}"

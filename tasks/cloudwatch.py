@@ -144,3 +144,133 @@ def read_trends(region: str, series: list[MetricSeries], start: datetime, end: d
         return []
     data = get_metric_data(region, metric_queries(series), start.astimezone(timezone.utc), end.astimezone(timezone.utc))
     return two_weeks(series, data, start)
+
+
+def as_utc(v: Any) -> datetime | None:
+    """A timestamp as AWS answers it (an aware or naive datetime, or epoch seconds) as aware UTC."""
+    if v is None:
+        return None
+    if isinstance(v, datetime):
+        return v if v.tzinfo else v.replace(tzinfo=timezone.utc)
+    return datetime.fromtimestamp(float(v), timezone.utc)
+
+
+# --- DynamoDB usage: throttle events and consumed capacity of tables and GSIs ----------------------
+
+DYNAMODB_METRICS = {"read_throttles": "ReadThrottleEvents", "write_throttles": "WriteThrottleEvents",
+                    "consumed_read": "ConsumedReadCapacityUnits", "consumed_write": "ConsumedWriteCapacityUnits"}
+PERIOD_S = 60
+
+
+class Usage(BaseModel):
+    """One table or GSI over the window: per-minute sums, newest first."""
+
+    table: str
+    index: str | None = None
+    series: dict[str, list[tuple[datetime, float]]] = Field(default_factory=dict)
+
+    def throttles(self, dim: str, since: datetime | None = None) -> float:
+        return sum(v for ts, v in self.series.get(f"{dim}_throttles", []) if since is None or as_utc(ts) >= since)  # type: ignore[operator]
+
+    def peak_units_per_s(self, dim: str) -> float | None:
+        """Peak consumed units a second (the busiest minute's sum / 60); None without any datapoint."""
+        pts = self.series.get(f"consumed_{dim}", [])
+        return max(v for _, v in pts) / PERIOD_S if pts else None
+
+    @property
+    def label(self) -> str:
+        return self.table + (f" (GSI {self.index})" if self.index else "")
+
+
+def usage_queries(entities: list[tuple[str, str | None]]) -> tuple[list[dict[str, Any]], dict[str, tuple[int, str]]]:
+    qs, ids = [], {}
+    for n, (table, index) in enumerate(entities):
+        dims = [{"Name": "TableName", "Value": table}] + ([{"Name": "GlobalSecondaryIndexName", "Value": index}] if index else [])
+        for key, metric in DYNAMODB_METRICS.items():
+            qid = f"u{n}_{key}"
+            ids[qid] = (n, key)
+            qs.append({"Id": qid, "MetricStat": {"Metric": {"Namespace": "AWS/DynamoDB", "MetricName": metric, "Dimensions": dims},
+                                                  "Period": PERIOD_S, "Stat": "Sum"}, "ReturnData": True})
+    return qs, ids
+
+
+@declares(["cloudwatch:GetMetricData"])
+def read_usage(system: System, entities: list[tuple[str, str | None]], start: datetime, end: datetime) -> list[Usage]:
+    """Throttle events and consumed capacity of tables and GSIs, one batched GetMetricData (4 series each)."""
+    qs, ids = usage_queries(entities)
+    out = [Usage(table=t, index=i) for t, i in entities]
+    if not qs:
+        return out
+    data = get_metric_data(system.region, qs, start, end)
+    for qid, points in data.items():
+        n, key = ids[qid]
+        out[n].series[key] = [(as_utc(ts), float(v)) for ts, v in points]  # type: ignore[misc]
+    return out
+
+
+@aws_task(iam=["cloudwatch:GetMetricData"], name="read-table-usage", cache_policy=NO_CACHE)
+def read_table_usage(system: System, entities: list[tuple[str, str | None]], start: datetime, end: datetime) -> list[Usage]:
+    """``read_usage`` as a task: (table, GSI or None) in the order given."""
+    return read_usage(system, entities, start, end)
+
+
+# --- Lambda durations: Invocations, Errors, Duration Average and Maximum per function --------------
+
+
+class DurationStats(BaseModel):
+    function: str
+    since: datetime
+    invocations: float = 0
+    errors: float = 0
+    avg_ms: float | None = None
+    max_ms: float | None = None
+    datapoints: int = 0
+
+
+def ceil_minute(t: datetime) -> datetime:
+    floor = t.replace(second=0, microsecond=0)
+    return floor if floor == t else floor + timedelta(minutes=1)
+
+
+def duration_queries(names: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for i, fn in enumerate(names):
+        for metric, stat, key in (("Invocations", "Sum", "inv"), ("Errors", "Sum", "err"), ("Duration", "Average", "avg"),
+                                  ("Duration", "Maximum", "max")):
+            out.append({"Id": f"f{i}_{key}", "ReturnData": True, "MetricStat": {
+                "Metric": {"Namespace": "AWS/Lambda", "MetricName": metric, "Dimensions": [{"Name": "FunctionName", "Value": fn}]},
+                "Period": 60, "Stat": stat}})
+    return out
+
+
+def summarize_durations(fn: str, since: datetime, series: dict[str, list[tuple[datetime, float]]], i: int) -> DurationStats:
+    """One function's numbers over its window: sums, the maximum, and the average weighted by each minute's invocations."""
+    inv = dict(series.get(f"f{i}_inv", []))
+    avg = series.get(f"f{i}_avg", [])
+    mx = [v for _, v in series.get(f"f{i}_max", [])]
+    stats = DurationStats(function=fn, since=since, invocations=sum(inv.values()), errors=sum(v for _, v in series.get(f"f{i}_err", [])),
+                          max_ms=max(mx) if mx else None, datapoints=len(inv))
+    if avg:
+        weights = [inv.get(t, 0.0) for t, _ in avg]
+        total = sum(weights)
+        stats.avg_ms = (sum(w * v for w, (_, v) in zip(weights, avg)) / total) if total else sum(v for _, v in avg) / len(avg)
+    return stats
+
+
+@aws_task(iam=["cloudwatch:GetMetricData"], name="read-lambda-metrics", cache_policy=NO_CACHE)
+def read_duration_metrics(system: System, since: dict[str, datetime]) -> list[DurationStats]:
+    """One GetMetricData request for every function (batched by 500 queries), per function window.
+
+    Each function is read from its own start (a minute boundary after its last change): functions are grouped by start."""
+    end = datetime.now(timezone.utc)
+    by_start: dict[datetime, list[str]] = {}
+    for fn, t in since.items():
+        by_start.setdefault(ceil_minute(t), []).append(fn)
+    out: dict[str, DurationStats] = {}
+    for start, names in by_start.items():
+        if (end - start).total_seconds() < 60:  # changed less than a minute ago: no full minute to read yet
+            out.update({fn: DurationStats(function=fn, since=start) for fn in names})
+            continue
+        series = get_metric_data(system.region, duration_queries(names), start, end)
+        out.update({fn: summarize_durations(fn, start, series, i) for i, fn in enumerate(names)})
+    return [out[fn] for fn in since]

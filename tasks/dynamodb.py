@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from opsbook import aws
 from opsbook.components import judge_backup, judge_created, judge_table
 from opsbook.findings import Finding, Status
-from opsbook.iam import aws_task
+from opsbook.iam import aws_task, declares
 from opsbook.inventory import DynamoTable, System
+from opsbook.mutation.core import Applier, Identity, Plan, undo_plan
 from opsbook.resources import Discovered
+from tasks.autoscaling import (
+    BOUNDS_KIND,
+    ScalableTarget,
+    describe_targets,
+    table_resource_ids,
+)
+from tasks.cloudwatch import as_utc
+
 
 def table_names(system: System, found: Discovered) -> list[str]:
     names = [t.name for t in system.dynamodb_tables]
@@ -106,3 +117,247 @@ def count_distinct_users(system: System) -> list[DistinctCount]:
             continue
         out.append(DistinctCount(table=t.name, attribute=t.user_attribute, items=items, distinct=len(users)))
     return out
+
+
+# --- capacity: modes, units, and AWS's limits on changing them ----------------------------------
+#
+# ``read_capacity``/``set_capacity`` are the ``Applier`` of ``CAPACITY_KIND`` on a table: the whole
+# capacity state as one string, ``PAY_PER_REQUEST`` or ``PROVISIONED r=5 w=5; byEmail r=5 w=5`` (table
+# first, then every GSI by name). One UpdateTable puts a table there: a mode switch carries every GSI's
+# throughput (AWS requires it when going to PROVISIONED), a capacity change sends only what differs (AWS
+# refuses an "update" to the current value).
+#
+# AWS limits (DynamoDB developer guide, "Considerations when switching capacity modes" and "Quotas"):
+# - provisioned -> on-demand: at most 4 switches in a rolling 24 h window (it was once a day before);
+#   DescribeTable shows only the last one (``BillingModeSummary.LastUpdateToPayPerRequestDateTime``), so
+#   opsbook does not switch a table again within 24 h of that time. On-demand -> provisioned: any time.
+# - decreases of provisioned capacity: 4 a UTC day at any time, then one more each hour without a
+#   decrease in the hour before (27 a day at most); read from ``NumberOfDecreasesToday`` and
+#   ``LastDecreaseDateTime``.
+# - per table (and each GSI) 40,000 read and 40,000 write units by default: the inventory's
+#   ``remediation.dynamodb_max_capacity_units`` bounds every proposal.
+
+CAPACITY_KIND = "dynamodb-capacity"
+CAPACITY_IAM = "dynamodb:UpdateTable"
+ON_DEMAND, PROVISIONED = "PAY_PER_REQUEST", "PROVISIONED"
+SWITCH_WINDOW = timedelta(hours=24)
+FREE_DECREASES_A_DAY = 4
+MAX_DECREASES_A_DAY = 27
+
+
+class IndexCapacity(BaseModel):
+    name: str
+    status: str = "ACTIVE"
+    read: int = 0
+    write: int = 0
+
+
+class TableCapacity(BaseModel):
+    table: str
+    status: str
+    mode: str
+    read: int = 0
+    write: int = 0
+    indexes: list[IndexCapacity] = Field(default_factory=list)
+    last_to_on_demand: datetime | None = None
+    last_increase: datetime | None = None
+    last_decrease: datetime | None = None
+    decreases_today: int = 0
+    on_demand_max_read: int | None = None
+    on_demand_max_write: int | None = None
+
+    @property
+    def value(self) -> str:
+        return capacity_value(self.mode, self.read, self.write, {i.name: (i.read, i.write) for i in self.indexes})
+
+    @property
+    def active(self) -> bool:
+        return self.status == "ACTIVE" and all(i.status == "ACTIVE" for i in self.indexes)
+
+    def units(self, index: str | None, dim: str) -> int:
+        if index is None:
+            return self.read if dim == "read" else self.write
+        ix = next(i for i in self.indexes if i.name == index)
+        return ix.read if dim == "read" else ix.write
+
+
+def capacity_value(mode: str, read: int, write: int, indexes: dict[str, tuple[int, int]]) -> str:
+    if mode == ON_DEMAND:
+        return ON_DEMAND
+    parts = [f"{PROVISIONED} r={read} w={write}"] + [f"{n} r={r} w={w}" for n, (r, w) in sorted(indexes.items())]
+    return "; ".join(parts)
+
+
+_PART = re.compile(r"^(?P<name>\S+) r=(?P<r>\d+) w=(?P<w>\d+)$")
+
+
+def parse_capacity(value: str) -> tuple[str, tuple[int, int] | None, dict[str, tuple[int, int]]]:
+    """``capacity_value``'s inverse: (mode, (read, write) of the table, {index: (read, write)})."""
+    if value == ON_DEMAND:
+        return ON_DEMAND, None, {}
+    parts = [p.strip() for p in value.split(";")]
+    out: list[tuple[str, tuple[int, int]]] = []
+    for p in parts:
+        m = _PART.match(p)
+        if not m:
+            raise ValueError(f"not a capacity value: {value!r} (expected 'PAY_PER_REQUEST' or 'PROVISIONED r=N w=N; INDEX r=N w=N')")
+        out.append((m["name"], (int(m["r"]), int(m["w"]))))
+    if out[0][0] != PROVISIONED:
+        raise ValueError(f"not a capacity value: {value!r}")
+    return PROVISIONED, out[0][1], dict(out[1:])
+
+
+def table_capacity(desc: dict[str, Any]) -> TableCapacity:
+    """A DescribeTable answer as a TableCapacity (pure). No BillingModeSummary means PROVISIONED (tables made before it existed)."""
+    t = desc["Table"]
+    bms = t.get("BillingModeSummary") or {}
+    mode = bms.get("BillingMode") or PROVISIONED
+    pt = t.get("ProvisionedThroughput") or {}
+    odt = t.get("OnDemandThroughput") or {}
+    provisioned = mode != ON_DEMAND
+    idx = [IndexCapacity(name=g["IndexName"], status=g.get("IndexStatus", "ACTIVE"),
+                         read=int(g.get("ProvisionedThroughput", {}).get("ReadCapacityUnits", 0)) if provisioned else 0,
+                         write=int(g.get("ProvisionedThroughput", {}).get("WriteCapacityUnits", 0)) if provisioned else 0)
+           for g in t.get("GlobalSecondaryIndexes") or []]
+    return TableCapacity(
+        table=t["TableName"], status=t.get("TableStatus", "?"), mode=mode,
+        read=int(pt.get("ReadCapacityUnits", 0)) if provisioned else 0, write=int(pt.get("WriteCapacityUnits", 0)) if provisioned else 0,
+        indexes=sorted(idx, key=lambda i: i.name), last_to_on_demand=as_utc(bms.get("LastUpdateToPayPerRequestDateTime")),
+        last_increase=as_utc(pt.get("LastIncreaseDateTime")), last_decrease=as_utc(pt.get("LastDecreaseDateTime")),
+        decreases_today=int(pt.get("NumberOfDecreasesToday") or 0),
+        on_demand_max_read=(odt.get("MaxReadRequestUnits") if (odt.get("MaxReadRequestUnits") or -1) > 0 else None),
+        on_demand_max_write=(odt.get("MaxWriteRequestUnits") if (odt.get("MaxWriteRequestUnits") or -1) > 0 else None),
+    )
+
+
+@declares(["dynamodb:DescribeTable"])
+def describe_capacity(system: System, table: str) -> TableCapacity:
+    return table_capacity(aws.client("dynamodb", system.region).describe_table(TableName=table))
+
+
+def read_capacity(system: System, table: str) -> str:
+    return describe_capacity(system, table).value
+
+
+@declares(["dynamodb:DescribeTable", "dynamodb:UpdateTable"])
+def set_capacity(system: System, table: str, value: str) -> None:
+    """Put the table at ``value`` with one UpdateTable (idempotent: a table already there is left alone)."""
+    cur = describe_capacity(system, table)
+    if cur.value == value:
+        return
+    mode, units, indexes = parse_capacity(value)
+    c = aws.client("dynamodb", system.region)
+    if mode == ON_DEMAND:
+        c.update_table(TableName=table, BillingMode=ON_DEMAND)
+        return
+    assert units is not None
+    have = {i.name for i in cur.indexes}
+    if set(indexes) != have:
+        raise ValueError(f"{table}: its GSIs are now {sorted(have)}, the capacity to set names {sorted(indexes)}; plan again")
+    switching = cur.mode == ON_DEMAND
+    kwargs: dict[str, Any] = {}
+    if switching:
+        kwargs["BillingMode"] = PROVISIONED
+    if switching or (cur.read, cur.write) != units:
+        kwargs["ProvisionedThroughput"] = {"ReadCapacityUnits": units[0], "WriteCapacityUnits": units[1]}
+    updates = [{"Update": {"IndexName": n, "ProvisionedThroughput": {"ReadCapacityUnits": r, "WriteCapacityUnits": w}}}
+               for n, (r, w) in sorted(indexes.items()) if switching or (cur.units(n, "read"), cur.units(n, "write")) != (r, w)]
+    if updates:
+        kwargs["GlobalSecondaryIndexUpdates"] = updates
+    c.update_table(TableName=table, **kwargs)
+
+
+def switch_blocked_until(cap: TableCapacity, now: datetime) -> datetime | None:
+    """When a switch to on-demand becomes possible again (None: possible now)."""
+    if cap.last_to_on_demand and now - cap.last_to_on_demand < SWITCH_WINDOW:
+        return cap.last_to_on_demand + SWITCH_WINDOW
+    return None
+
+
+def decrease_blocked_until(cap: TableCapacity, now: datetime) -> datetime | None:
+    """When one more decrease of provisioned capacity is allowed (None: allowed now)."""
+    last = cap.last_decrease
+    same_day = last is not None and last.date() == now.date()
+    done = cap.decreases_today if same_day or last is None else 0
+    if done < FREE_DECREASES_A_DAY:
+        return None
+    tomorrow = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
+    if done >= MAX_DECREASES_A_DAY:
+        return tomorrow
+    if last is not None and now - last < timedelta(hours=1):
+        return min(last + timedelta(hours=1), tomorrow)
+    return None
+
+
+def is_decrease(current: str, target: str) -> bool:
+    """Does going from ``current`` to ``target`` lower any provisioned unit (a switch to PROVISIONED is not a decrease)?"""
+    cm, cu, ci = parse_capacity(current)
+    tm, tu, ti = parse_capacity(target)
+    if cm == ON_DEMAND or tm == ON_DEMAND:
+        return False
+    assert cu is not None and tu is not None
+    pairs = [(cu, tu)] + [(ci[n], ti[n]) for n in ci if n in ti]
+    return any(t[0] < c[0] or t[1] < c[1] for c, t in pairs)
+
+
+def undo_within_limits(plan: Plan, describe: Callable[[str], TableCapacity], now: datetime) -> Plan:
+    """An undo plan's capacity actions within AWS's limits (pure but for ``describe``, read only when a limit applies):
+    a decrease or a switch to on-demand AWS would refuse now moves to ``cannot`` with the time it becomes possible."""
+    keep = []
+    for a in plan.actions:
+        if a.kind == CAPACITY_KIND and a.target == ON_DEMAND:
+            when = switch_blocked_until(describe(a.resource), now)
+            if when is not None:
+                plan.cannot.append(f"{a.resource}: undo switches it to on-demand, which AWS allows 4 times in 24 h; the last switch was "
+                                   f"less than 24 h ago: possible at {when.isoformat(timespec='minutes')}")
+                continue
+        elif a.kind == CAPACITY_KIND and is_decrease(a.current, a.target):
+            when = decrease_blocked_until(describe(a.resource), now)
+            if when is not None:
+                plan.cannot.append(f"{a.resource}: undo lowers provisioned capacity and the table has used its decreases for now "
+                                   f"(AWS: 4 a UTC day, then one an hour): possible at {when.isoformat(timespec='minutes')}")
+                continue
+            a = a.model_copy(update={"evidence": a.evidence + "; a decrease (AWS allows 4 a UTC day, then one an hour)"})
+        elif a.kind == CAPACITY_KIND:
+            a = a.model_copy(update={"evidence": a.evidence + "; back to PROVISIONED with the earlier capacities (allowed any time)"})
+        elif a.kind == BOUNDS_KIND:
+            a = a.model_copy(update={"evidence": a.evidence + "; auto scaling moves the capacity into the old bounds by its own policy"})
+        keep.append(a)
+    plan.actions = keep
+    return plan
+
+
+def undo_capacity_plan(system: System, runbook: str, identity: Identity, records: list[dict[str, Any]], run_id: str,
+                       appliers: dict[str, Applier], iam: dict[str, str]) -> Plan:
+    """``undo_plan`` of an earlier run, then AWS's limits on capacity changes (``undo_within_limits``).
+    Call inside a task that declares the reads (DescribeTable, and what the appliers read)."""
+    plan = undo_plan(system, runbook, identity, records, run_id, appliers, iam)
+    return undo_within_limits(plan, lambda table: describe_capacity(system, table), datetime.now(timezone.utc))
+
+
+@aws_task(iam=["dynamodb:DescribeTable"], name="read-table-capacity", cache_policy=NO_CACHE)
+def read_capacities(system: System, names: list[str], deadline: aws.Deadline) -> dict[str, TableCapacity | str]:
+    """Table -> TableCapacity, or the error (text) that prevented reading it (``missing: ...`` when it does not exist)."""
+    out: dict[str, TableCapacity | str] = {}
+    for name, cap, err in aws.parallel(lambda n: describe_capacity(system, n), names, deadline=deadline):
+        if err is None:
+            out[name] = cap
+        elif aws.is_not_found(err):
+            out[name] = f"missing: {name} does not exist in {system.region}" + (" (named in the inventory)" if any(t.name == name for t in system.dynamodb_tables) else "")
+        else:
+            out[name] = aws.describe_error(err)
+    return out
+
+
+class TableState(BaseModel):
+    table: str
+    capacity: TableCapacity
+    targets: dict[str, ScalableTarget]
+
+
+@aws_task(iam=["dynamodb:DescribeTable", "application-autoscaling:DescribeScalableTargets"], name="read-table-scaling", cache_policy=NO_CACHE)
+def read_table_scaling(system: System, table: str) -> TableState:
+    """The table's capacity and the auto scaling targets of the table and its GSIs."""
+    cap = describe_capacity(system, table)
+    return TableState(table=table, capacity=cap,
+                      targets=describe_targets(system, "dynamodb", table_resource_ids(table, [i.name for i in cap.indexes])))

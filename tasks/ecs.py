@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
 
 from opsbook import aws
 from opsbook.components import judge_service, td_revision
 from opsbook.findings import Finding
-from opsbook.iam import aws_task
+from opsbook.iam import aws_task, declares
 from opsbook.inventory import System
 from opsbook.resources import Discovered
+from tasks.autoscaling import ScalableTarget, describe_targets
 
 
 def services(system: System, found: Discovered) -> list[tuple[str, str]]:
@@ -101,3 +103,53 @@ def settle_state(svc: dict[str, Any], target: str) -> tuple[bool, str]:
     if running != desired:
         return False, f"{running} of {desired} tasks running"
     return True, f"{running}/{desired} tasks running on {target.rsplit('/', 1)[-1]}"
+
+
+# --- desired count (scale-service): ``read_desired``/``set_desired`` are the ``Applier`` of DESIRED_KIND --------
+
+DESIRED_KIND = "ecs-desired-count"
+DESIRED_IAM = "ecs:UpdateService"
+
+
+@declares(["ecs:DescribeServices"])
+def describe_service(system: System, resource: str) -> dict[str, Any]:
+    cluster, service = split_resource(resource)
+    res = aws.client("ecs", system.region).describe_services(cluster=cluster, services=[service])
+    svc = (res.get("services") or [None])[0]
+    if not svc or svc.get("status") == "INACTIVE":
+        raise LookupError(f"ECS service {resource} does not exist (or is INACTIVE); check the inventory's ecs_services")
+    return svc
+
+
+def read_desired(system: System, resource: str) -> str:
+    return str(describe_service(system, resource)["desiredCount"])
+
+
+@declares(["ecs:DescribeServices", "ecs:UpdateService"])
+def set_desired(system: System, resource: str, value: str) -> None:
+    if read_desired(system, resource) == value:
+        return
+    cluster, service = split_resource(resource)
+    aws.client("ecs", system.region).update_service(cluster=cluster, service=service, desiredCount=int(value))
+
+
+class ServiceState(BaseModel):
+    resource: str
+    desired: int
+    running: int
+    pending: int = 0
+    target: ScalableTarget | None = None
+    target_error: str | None = None
+
+
+@aws_task(iam=["ecs:DescribeServices", "application-autoscaling:DescribeScalableTargets"], name="read-service-scaling", cache_policy=NO_CACHE)
+def read_service_scaling(system: System, resource: str) -> ServiceState:
+    """The service's counts and its auto scaling target (when the target cannot be read: the error, the counts still)."""
+    svc = describe_service(system, resource)
+    state = ServiceState(resource=resource, desired=svc["desiredCount"], running=svc.get("runningCount", 0), pending=svc.get("pendingCount", 0))
+    rid = f"service/{resource}"
+    try:
+        state.target = describe_targets(system, "ecs", [rid]).get(f"{rid} ecs:service:DesiredCount")
+    except Exception as exc:  # the bounds fall back to the inventory's, and the report says why
+        state.target_error = aws.describe_error(exc)
+    return state

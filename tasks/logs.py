@@ -8,11 +8,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
 
 from opsbook import aws
 from opsbook.components import judge_count
 from opsbook.findings import Finding
-from opsbook.iam import aws_task
+from opsbook.iam import aws_task, declares
 from opsbook.inventory import LogGroup, System
 from opsbook.pii import mask_log
 from opsbook.resources import Discovered
@@ -104,3 +105,74 @@ def count_recent_errors(system: System, found: Discovered, deadline: aws.Deadlin
     res = aws.parallel(lambda g: count_matches(system.region, g.name, g.error_pattern, start, end, samples=samples), groups, deadline=deadline)
     return [{"group": g.name, "result": r | {"top": top_messages(r["samples"])} if r is not None else None, "unreadable": aws.unreadable(e)}
             for g, r, e in res]
+
+
+# --- Lambda's own log lines: "Task timed out after N seconds" and REPORT lines -----------------------
+
+LAMBDA_TIMEOUT_PATTERN = '"Task timed out"'
+# invocations (REPORT lines) and timeouts in one scan; told apart by classify_lambda_line
+LAMBDA_INVOCATION_PATTERN = '?"Task timed out" ?"REPORT RequestId"'
+_TIMEOUT_RE = re.compile(r"Task timed out after (\d+(?:\.\d+)?) seconds")
+_REPORT_RE = re.compile(r"REPORT RequestId:.*?\bDuration: (\d+(?:\.\d+)?) ms")
+
+
+def classify_lambda_line(message: str) -> tuple[str | None, float | None]:
+    """('timeout', seconds) for a "Task timed out after N seconds" line, ('report', ms) for a REPORT line, else (None, None)."""
+    m = _TIMEOUT_RE.search(message)
+    if m:
+        return "timeout", float(m.group(1))
+    m = _REPORT_RE.search(message)
+    if m:
+        return "report", float(m.group(1))
+    return None, None
+
+
+@declares(["logs:FilterLogEvents"])
+def scan_log(region: str, log_group: str, pattern: str, start: datetime, end: datetime) -> tuple[list[tuple[datetime, str]], int]:
+    """Every event matching ``pattern`` in [start, end), over every page, at most 5 requests a second. ([(time, message)], pages)."""
+    c = aws.client("logs", region)
+    lim = aws.limiter("filter_log_events", FILTER_LOG_EVENTS_TPS)
+    kwargs: dict[str, Any] = dict(logGroupName=log_group, filterPattern=pattern,
+                                  startTime=int(start.timestamp() * 1000), endTime=max(int(end.timestamp() * 1000) - 1, int(start.timestamp() * 1000)))
+    events: list[tuple[datetime, str]] = []
+    pages = 0
+    while True:
+        lim.acquire()
+        page = c.filter_log_events(**kwargs)
+        pages += 1
+        events += [(datetime.fromtimestamp(e["timestamp"] / 1000, timezone.utc), e.get("message", "")) for e in page.get("events", [])]
+        token = page.get("nextToken")
+        if not token or token == kwargs.get("nextToken"):
+            return events, pages
+        kwargs["nextToken"] = token
+
+
+class LogScan(BaseModel):
+    """The events one scan of a function's log group found (or why it could not be scanned)."""
+
+    function: str
+    log_group: str
+    events: list[tuple[datetime, str]] = Field(default_factory=list)
+    pages: int = 0
+    error: str | None = None
+
+
+@aws_task(iam=["logs:FilterLogEvents"], name="scan-lambda-timeouts", cache_policy=NO_CACHE)
+def scan_timeouts(system: System, functions: list[str], start: datetime, deadline: aws.Deadline) -> list[LogScan]:
+    """'Task timed out' lines in each function's log group from ``start`` until now (every page)."""
+    groups = {f.name: f.log_group_name for f in system.lambda_functions}
+    end = datetime.now(timezone.utc)
+
+    def one(fn: str) -> LogScan:
+        group = groups.get(fn, f"/aws/lambda/{fn}")
+        events, pages = scan_log(system.region, group, LAMBDA_TIMEOUT_PATTERN, start, end)
+        return LogScan(function=fn, log_group=group, events=events, pages=pages)
+
+    out = []
+    for fn, scan, err in aws.parallel(one, functions, deadline=deadline, max_workers=5):
+        if err is not None:
+            why = ("log group does not exist (the function never wrote a log line, or its log_group is wrong)"
+                   if aws.is_not_found(err) else aws.describe_error(err))
+            scan = LogScan(function=fn, log_group=groups.get(fn, f"/aws/lambda/{fn}"), error=why)
+        out.append(scan)
+    return out

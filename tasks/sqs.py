@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
 
 from opsbook import aws
 from opsbook.components import judge_dlq
 from opsbook.findings import Finding
-from opsbook.iam import aws_task
+from opsbook.iam import aws_task, declares
 from opsbook.inventory import System
 
 
@@ -103,3 +104,48 @@ def delete_batch(region: str, url: str, handles: list[str]) -> dict[str, str]:
         for f in res.get("Failed", []):
             failed[chunk[int(f["Id"])]] = f.get("Code", "failed")
     return failed
+
+
+# --- visibility timeout: read (remediate-lambda-timeout's evidence) and set (its ``Applier`` of VISIBILITY_KIND) ------
+
+VISIBILITY_KIND = "sqs-visibility"
+VISIBILITY_IAM = "sqs:SetQueueAttributes"
+MAX_VISIBILITY_S = 43200  # 12 h
+
+
+class QueueState(BaseModel):
+    name: str
+    visibility_s: int | None = None
+    error: str | None = None
+
+
+@declares(["sqs:GetQueueUrl", "sqs:GetQueueAttributes"])
+def read_visibility(region: str, name: str) -> int:
+    c = aws.client("sqs", region)
+    url = c.get_queue_url(QueueName=name)["QueueUrl"]
+    return int(c.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])["Attributes"]["VisibilityTimeout"])
+
+
+@aws_task(iam=["sqs:GetQueueUrl", "sqs:GetQueueAttributes"], name="read-source-queues", cache_policy=NO_CACHE)
+def read_queues(system: System, names: list[str], deadline: aws.Deadline) -> list[QueueState]:
+    """Each queue's VisibilityTimeout, or why it could not be read."""
+    out = []
+    for name, vis, err in aws.parallel(lambda n: read_visibility(system.region, n), names, deadline=deadline):
+        if err is None:
+            out.append(QueueState(name=name, visibility_s=vis))
+        else:
+            out.append(QueueState(name=name, error="the queue does not exist" if aws.is_not_found(err) else aws.describe_error(err)))
+    return out
+
+
+@declares(["sqs:GetQueueUrl", "sqs:GetQueueAttributes"])
+def read_queue_visibility(system: System, queue: str) -> str:
+    return str(read_visibility(system.region, queue))
+
+
+@declares(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SetQueueAttributes"])
+def set_queue_visibility(system: System, queue: str, value: str) -> None:
+    if read_queue_visibility(system, queue) == value:
+        return
+    c = aws.client("sqs", system.region)
+    c.set_queue_attributes(QueueUrl=c.get_queue_url(QueueName=queue)["QueueUrl"], Attributes={"VisibilityTimeout": value})

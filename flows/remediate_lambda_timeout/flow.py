@@ -41,95 +41,80 @@ from prefect import flow, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.remediate_lambda_timeout import judge as j
 from opsbook import aws
 from opsbook.collect import future_value
 from opsbook.findings import Finding, Status, unknown
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import (
-    Applier,
-    Approval,
-    Identity,
-    Plan,
-    Record,
-    Refused,
-    apply_plan,
-    drift,
-    undo_plan,
-)
-from opsbook.mutation.session import (
-    SESSION_TASKS,
-    MutationSession,
-    mark_verified,
-    read_records,
-)
-from opsbook.params import (
-    ApprovalTimeout,
-    Approver,
-    DryRun,
-    Names,
-    Param,
-    SystemName,
-    UndoRun,
-)
-from tasks import lambda_tuning as lt
+from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, apply_plan, drift, undo_plan
+from opsbook.mutation.session import SESSION_TASKS, MutationSession, mark_verified, read_records
+from opsbook.params import ApprovalTimeout, Approver, DryRun, Names, Param, SystemName, UndoRun
+from tasks.awslambda import CONFIG_KEYS, MEMORY_KIND, TIMEOUT_KIND, config_reader, config_setter, read_config_settled, read_configs
+from tasks.cloudwatch import read_duration_metrics
+from tasks.logs import LAMBDA_INVOCATION_PATTERN, scan_log, scan_timeouts
+from tasks.sqs import VISIBILITY_KIND, read_queue_visibility, read_queues, set_queue_visibility
 
-RUNBOOK = "remediate-lambda-timeout"
+RUNBOOK = j.RUNBOOK
 READ_DEADLINE_S = 120.0
 VERIFY_TIMEOUT_S = 60.0
-CHECK = "lambda-timeouts"
+CHECK = j.CHECK
+APPLIERS = {
+    TIMEOUT_KIND: Applier(read=config_reader("Timeout"), apply=config_setter("Timeout")),
+    MEMORY_KIND: Applier(read=config_reader("MemorySize"), apply=config_setter("MemorySize")),
+    VISIBILITY_KIND: Applier(read=read_queue_visibility, apply=set_queue_visibility),
+}
 
 
-# --- deciding (pure) ---------------------------------------------------------------------------
+# --- collecting and judging ---------------------------------------------------------------------
 
 
-def select(inv: System, functions: list[str] | None) -> tuple[list[str], list[str]]:
-    """(the inventory's functions to check, asked-for names the inventory does not have)."""
-    names = [f.name for f in inv.lambda_functions]
-    if not functions:
-        return names, []
-    return [n for n in names if n in functions], [n for n in functions if n not in names]
+def _error(value: Any) -> Any:
+    """A read that failed as a whole as its error text (the judge's input), else the value."""
+    return aws.describe_error(value) if isinstance(value, BaseException) else value
 
 
 @task(name="judge-lambda-timeouts", cache_policy=NO_CACHE)
-def judge(inv: System, configs: list[lt.FunctionConfig], scans: list[lt.TimeoutScan] | BaseException,
-          stats: list[lt.DurationStats] | BaseException, queues: list[lt.QueueState] | BaseException) -> list[lt.Diagnosis]:
+def judge(inv: System, configs: list, logs: Any, since: dict[str, datetime], stats: Any, queues: Any) -> list[j.Diagnosis]:
     """A diagnosis per function; a read that failed as a whole makes every function it covers UNKNOWN (never a fix)."""
-    by_scan = {} if isinstance(scans, BaseException) else {s.function: s for s in scans}
-    by_stats = {} if isinstance(stats, BaseException) else {s.function: s for s in stats}
-    qs: dict[str, lt.QueueState] = {}
-    if isinstance(queues, BaseException):
-        names = {q for c in configs for q in lt.queue_sources(next((f for f in inv.lambda_functions if f.name == c.name), None), c)}
-        qs = {n: lt.QueueState(name=n, error=aws.describe_error(queues)) for n in names}
-    else:
-        qs = {q.name: q for q in queues}
-    out = []
-    for cfg in configs:
-        scan = by_scan.get(cfg.name)
-        if scan is None and isinstance(scans, BaseException):
-            scan = lt.TimeoutScan(function=cfg.name, log_group="?", since=datetime.now(timezone.utc), error=aws.describe_error(scans))
-        st: Any = stats if isinstance(stats, BaseException) else by_stats.get(cfg.name)
-        out.append(lt.diagnose(inv, cfg, scan, st, qs))
-    return out
+    return j.diagnose_all(inv, configs, _error(logs), since, _error(stats), _error(queues), datetime.now(timezone.utc))
 
 
 @task(name="plan-lambda-fixes", cache_policy=NO_CACHE)
-def make_plan(inv: System, identity: Identity, diagnoses: list[lt.Diagnosis]) -> Plan:
-    plan = Plan(runbook=RUNBOOK, system=inv.name, identity=identity)
-    plan.actions = lt.order_actions([a for d in diagnoses for a in d.actions])
-    for d in diagnoses:
-        if d.unchanged:
-            plan.unchanged.append(d.unchanged)
-        plan.cannot += d.cannot
-        plan.notes += d.notes
-        if d.verdict == "unreadable":
-            plan.notes.append(f"{d.function}: not judged ({d.finding.summary}); nothing planned for it")
-    if any(a.kind == lt.VISIBILITY_KIND for a in plan.actions):
-        plan.notes.append("queue visibility timeouts are raised before the function timeouts they cover (and lowered after them on undo)")
-    plan.notes.append(f"timeouts count from each function's last configuration change; policy: headroom x{inv.remediation.lambda_timeout_headroom:g}, "
-                      f"timeout <= {inv.remediation.lambda_max_timeout_s} s, memory <= {inv.remediation.lambda_max_memory_mb} MB, "
-                      f"queue visibility >= {inv.remediation.sqs_visibility_factor:g}x timeout")
-    return plan
+def make_plan(inv: System, identity: Identity, diagnoses: list[j.Diagnosis]) -> Plan:
+    return j.plan_fixes(inv, identity, diagnoses)
+
+
+def diagnose_functions(inv: System, session: MutationSession, names: list[str], records_f: Any, window_minutes: int) -> list[j.Diagnosis]:
+    """Read the configurations, then concurrently the timeouts in the logs, the durations and the feeding queues; judge."""
+    deadline = aws.Deadline(READ_DEADLINE_S)
+    configs = read_configs.submit(inv, names, deadline).result()
+    records = future_value(records_f)
+    if isinstance(records, BaseException):
+        session.report.findings.append(unknown("records", inv.mutations.state_table, f"{aws.describe_error(records)}; "
+                                               "timeouts count from each function's LastModified only"))
+        records = []
+    window_start = datetime.now(timezone.utc) - timedelta(minutes=window_minutes)
+    readable = [c for c in configs if c.error is None]
+    since = {c.name: j.since_for(c, records, RUNBOOK, window_start) for c in readable}
+    logs_f = scan_timeouts.submit(inv, [c.name for c in readable], window_start, deadline)
+    stats_f = read_duration_metrics.submit(inv, since)
+    queues_f = read_queues.submit(inv, j.all_queues(inv, readable), deadline)
+    return judge.submit(inv, configs, future_value(logs_f), since, future_value(stats_f), future_value(queues_f)).result()
+
+
+def plan_functions(inv: System, session: MutationSession, identity: Identity, functions: list[str], records_f: Any,
+                   window_minutes: int) -> Plan:
+    names, strangers = j.select(inv, functions)
+    session.report.findings += j.unknown_functions(inv, strangers)
+    if not names:
+        if not strangers:
+            session.report.findings.append(Finding(check="coverage", resource=inv.name, status=Status.OK, value=0,
+                                                   summary=f"{inv.name}'s inventory names no Lambda function: nothing to check"))
+        return Plan(runbook=RUNBOOK, system=inv.name, identity=identity, notes=["no Lambda function to check"])
+    diagnoses = diagnose_functions(inv, session, names, records_f, window_minutes)
+    session.report.findings += [d.finding for d in diagnoses] + [f for d in diagnoses for f in d.extra_findings]
+    return make_plan.submit(inv, identity, diagnoses).result()
 
 
 # --- tasks that touch AWS ---------------------------------------------------------------------------
@@ -137,12 +122,12 @@ def make_plan(inv: System, identity: Identity, diagnoses: list[lt.Diagnosis]) ->
 
 @aws_task(iam=["lambda:GetFunctionConfiguration", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"], name="plan-lambda-undo", cache_policy=NO_CACHE)
 def plan_undo(inv: System, identity: Identity, records: list[dict[str, Any]], run_id: str) -> Plan:
-    return undo_plan(inv, RUNBOOK, identity, records, run_id, lt.APPLIERS, lt.IAM)
+    return undo_plan(inv, RUNBOOK, identity, records, run_id, APPLIERS, j.IAM)
 
 
 @aws_task(iam=["lambda:GetFunctionConfiguration", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"], name="check-lambda-drift", cache_policy=NO_CACHE)
 def check_drift(inv: System, plan: Plan) -> None:
-    drifted = drift(inv, plan, lt.APPLIERS)
+    drifted = drift(inv, plan, APPLIERS)
     if drifted:
         raise Refused("the state changed since the plan was made; nothing was changed (run again to plan afresh): " + "; ".join(drifted))
 
@@ -164,9 +149,17 @@ def apply_fixes(inv: System, plan: Plan, approval: Approval, identity: Identity,
 
         return Applier(read=ap.read, apply=apply)
 
-    result = apply_plan(inv, plan, {k: tracked(k, a) for k, a in lt.APPLIERS.items()}, approval, run_id, identity)
+    result = apply_plan(inv, plan, {k: tracked(k, a) for k, a in APPLIERS.items()}, approval, run_id, identity)
     update_progress_artifact(progress, progress=100.0)
     return result
+
+
+def read_back(system: System, kind: str, resource: str) -> tuple[str, str]:
+    """(value, how it reads) for the verification: a Lambda value counts once its update is no longer in progress."""
+    if kind == VISIBILITY_KIND:
+        v = read_queue_visibility(system, resource)
+        return v, f"VisibilityTimeout {v} s"
+    return read_config_settled(system, resource, CONFIG_KEYS[kind])
 
 
 @aws_task(iam=["lambda:GetFunctionConfiguration", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"], name="verify-lambda-fixes", cache_policy=NO_CACHE)
@@ -178,7 +171,7 @@ def verify_fixes(inv: System, records: list[Record], timeout_s: float) -> list[R
     while pending:
         for key, target in list(pending.items()):
             try:
-                value, how = lt.read_back(inv, *key)
+                value, how = read_back(inv, *key)
             except Exception as exc:  # a read that fails is "not verified, and why", never dropped
                 value, how = None, f"could not be read: {aws.describe_error(exc)}"
             seen[key] = (value == target, how)
@@ -190,18 +183,23 @@ def verify_fixes(inv: System, records: list[Record], timeout_s: float) -> list[R
     return mark_verified(records, seen, timeout_s)
 
 
+def observe_once(region: str, fn: str, log_group: str, since: datetime) -> j.Observation:
+    events, _ = scan_log(region, log_group, LAMBDA_INVOCATION_PATTERN, since, datetime.now(timezone.utc) + timedelta(seconds=1))
+    return j.observation(fn, since, events)
+
+
 @aws_task(iam=["logs:FilterLogEvents"], name="watch-after-change", cache_policy=NO_CACHE)
-def observe_changes(inv: System, functions: list[str], since: datetime, observe_s: float) -> list[lt.Observation]:
+def observe_changes(inv: System, functions: list[str], since: datetime, observe_s: float) -> list[j.Observation]:
     """Watch new invocations for ``observe_s`` seconds (bounded, with progress); a function that times out again is settled early."""
     groups = {f.name: f.log_group_name for f in inv.lambda_functions}
     poll_s = min(15.0, max(1.0, observe_s / 10))
     progress = create_progress_artifact(progress=0.0, description=f"{RUNBOOK}: watching {len(functions)} function(s) for {observe_s:g} s")
     started = time.monotonic()
-    latest: dict[str, lt.Observation] = {}
+    latest: dict[str, j.Observation] = {}
     watching = list(functions)
     while True:
-        for fn, obs, err in aws.parallel(lambda f: lt.observe_once(inv.region, f, groups.get(f, f"/aws/lambda/{f}"), since), watching, max_workers=5):
-            latest[fn] = obs if err is None else lt.Observation(function=fn, since=since, error=aws.describe_error(err))
+        for fn, obs, err in aws.parallel(lambda f: observe_once(inv.region, f, groups.get(f, f"/aws/lambda/{f}"), since), watching, max_workers=5):
+            latest[fn] = obs if err is None else j.Observation(function=fn, since=since, error=aws.describe_error(err))
         watching = [f for f in watching if not latest[f].timeouts]
         elapsed = time.monotonic() - started
         update_progress_artifact(progress, progress=100.0 * min(1.0, elapsed / max(observe_s, 1e-9)))
@@ -214,37 +212,26 @@ def observe_changes(inv: System, functions: list[str], since: datetime, observe_
     return [latest[f] for f in functions]
 
 
-# --- reporting helpers ---------------------------------------------------------------------------------
-
-
-def fix_findings(records: list[Record]) -> list[Finding]:
-    out = []
-    for r in records:
-        unit = " s" if r.kind in (lt.TIMEOUT_KIND, lt.VISIBILITY_KIND) else " MB"
-        status = {"verified": Status.OK, "applied": Status.WARN, "undone": Status.WARN, "not-attempted": Status.WARN}.get(r.status, Status.CRIT)
-        out.append(Finding(check="lambda-fix", resource=r.resource, status=status,
-                           summary=f"{r.kind} {r.before}{unit} -> {r.after or r.before}{unit}: {r.status}; {r.detail}".rstrip("; ")))
-    return out
-
-
-def after_change(findings: list[Finding], observations: list[lt.Observation], records: list[Record], observe_s: float) -> list[Finding]:
-    """Each changed function's finding becomes its state after the change (what the watch saw), keeping what was found before."""
-    obs = {o.function: lt.observation_finding(o, observe_s) for o in observations}
-    changes: dict[str, list[str]] = {}
-    for r in records:
-        if r.kind != lt.VISIBILITY_KIND and r.status in ("applied", "verified"):
-            changes.setdefault(r.resource, []).append(f"{'timeout' if r.kind == lt.TIMEOUT_KIND else 'memory'} {r.before} -> {r.after}")
-    out = []
-    for f in findings:
-        if f.check == CHECK and f.resource in obs:
-            o = obs[f.resource]
-            out.append(Finding(check=CHECK, resource=f.resource, status=o.status, value=o.value,
-                               summary=(f"changed ({', '.join(changes.get(f.resource, []))}); after the change: {o.summary}. "
-                                        f"Before: {f.summary}")[:900],
-                               details={**f.details, "after_change": o.details}))
-        else:
-            out.append(f)
-    return out
+def act(inv: System, session: MutationSession, identity: Identity, plan: Plan, observe_s: int, undo_run: str) -> None:
+    """Leases, drift check, apply, read back, record, watch (or say what the undo put back), notify."""
+    settle = inv.mutations.settle_timeout_s
+    session.lease(inv.mutations.lease_ttl_s + settle + observe_s)
+    check_drift.submit(inv, plan).result()
+    done, ok = apply_fixes.submit(inv, plan, session.approval, identity, session.run_id).result()
+    if ok:  # after a failure part-way what was applied has been undone: there is nothing to read back
+        done = verify_fixes.submit(inv, done, min(VERIFY_TIMEOUT_S, settle)).result()
+    session.record(done)  # durable before the watch, which can take minutes
+    session.report.findings += j.fix_findings(done)
+    changed = list(dict.fromkeys(r.resource for r in done if r.kind != VISIBILITY_KIND and r.status == "verified"))
+    if ok and changed and not undo_run:
+        observations = observe_changes.submit(inv, changed, datetime.now(timezone.utc), float(observe_s)).result()
+        session.report.findings = j.after_change(session.report.findings, observations, done, observe_s)
+    elif undo_run:
+        session.report.findings.append(Finding(check="undo", resource=undo_run, status=Status.OK if ok else Status.CRIT,
+                                               summary=f"{'put back' if ok else 'could not put back'} what run {undo_run} changed: "
+                                                       + "; ".join(f"{r.resource} {r.kind} {r.before} -> {r.after} ({r.status})" for r in done)))
+    session.done(ok and all(r.status not in ("failed", "undo-failed") for r in done))
+    session.notify(session.report.outcome, [f"{r.resource}: {r.kind} {r.before} -> {r.after}: {r.status} {r.detail}".strip() for r in done])
 
 
 # --- the runbook --------------------------------------------------------------------------------------------
@@ -280,52 +267,11 @@ def remediate_lambda_timeout(
         if undo_run:
             plan = plan_undo.submit(inv, identity, records_f.result(), undo_run).result()
         else:
-            names, strangers = select(inv, functions)
-            session.report.findings += [unknown(CHECK, n, f"not a function of {inv.name}'s inventory (its functions: "
-                                                           f"{', '.join(f.name for f in inv.lambda_functions) or 'none'})") for n in strangers]
-            if not names:
-                if not strangers:
-                    session.report.findings.append(Finding(check="coverage", resource=inv.name, status=Status.OK, value=0,
-                                                           summary=f"{inv.name}'s inventory names no Lambda function: nothing to check"))
-                plan = Plan(runbook=RUNBOOK, system=inv.name, identity=identity, notes=["no Lambda function to check"])
-            else:
-                deadline = aws.Deadline(READ_DEADLINE_S)
-                configs = lt.read_configs.submit(inv, names, deadline).result()
-                records = future_value(records_f)
-                if isinstance(records, BaseException):
-                    session.report.findings.append(unknown("records", inv.mutations.state_table, f"{aws.describe_error(records)}; "
-                                                           "timeouts count from each function's LastModified only"))
-                    records = []
-                window_start = datetime.now(timezone.utc) - timedelta(minutes=window_minutes)
-                since = {c.name: lt.since_for(c, records, RUNBOOK, window_start) for c in configs if c.error is None}
-                readable = [c for c in configs if c.error is None]
-                scans_f = lt.scan_timeouts.submit(inv, readable, since, window_start, deadline)
-                stats_f = lt.read_duration_metrics.submit(inv, since)
-                queues_f = lt.read_queues.submit(inv, readable, deadline)
-                diagnoses = judge.submit(inv, configs, future_value(scans_f), future_value(stats_f), future_value(queues_f)).result()
-                session.report.findings += [d.finding for d in diagnoses] + [f for d in diagnoses for f in d.extra_findings]
-                plan = make_plan.submit(inv, identity, diagnoses).result()
+            plan = plan_functions(inv, session, identity, functions, records_f, window_minutes)
         if session.gate(plan):
-            settle = inv.mutations.settle_timeout_s
-            session.lease(inv.mutations.lease_ttl_s + settle + observe_s)
-            check_drift.submit(inv, plan).result()
-            done, ok = apply_fixes.submit(inv, plan, session.approval, identity, session.run_id).result()
-            if ok:  # after a failure part-way what was applied has been undone: there is nothing to read back
-                done = verify_fixes.submit(inv, done, min(VERIFY_TIMEOUT_S, settle)).result()
-            session.record(done)  # durable before the watch, which can take minutes
-            session.report.findings += fix_findings(done)
-            changed = list(dict.fromkeys(r.resource for r in done if r.kind != lt.VISIBILITY_KIND and r.status == "verified"))
-            if ok and changed and not undo_run:
-                observations = observe_changes.submit(inv, changed, datetime.now(timezone.utc), float(observe_s)).result()
-                session.report.findings = after_change(session.report.findings, observations, done, observe_s)
-            elif undo_run:
-                session.report.findings.append(Finding(check="undo", resource=undo_run, status=Status.OK if ok else Status.CRIT,
-                                                       summary=f"{'put back' if ok else 'could not put back'} what run {undo_run} changed: "
-                                                               + "; ".join(f"{r.resource} {r.kind} {r.before} -> {r.after} ({r.status})" for r in done)))
-            session.done(ok and all(r.status not in ("failed", "undo-failed") for r in done))
-            session.notify(session.report.outcome, [f"{r.resource}: {r.kind} {r.before} -> {r.after}: {r.status} {r.detail}".strip() for r in done])
+            act(inv, session, identity, plan, observe_s, undo_run)
     return session.finish()
 
 
-TASKS = [lt.read_configs, lt.scan_timeouts, lt.read_duration_metrics, lt.read_queues, plan_undo, check_drift, apply_fixes,
+TASKS = [read_configs, scan_timeouts, read_duration_metrics, read_queues, plan_undo, check_drift, apply_fixes,
          verify_fixes, observe_changes] + SESSION_TASKS
