@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
 
 from opsbook import aws
 from opsbook.findings import Finding, Status, unknown
@@ -105,3 +106,30 @@ def set_alias(system: System, resource: str, value: str) -> None:
     weights = {v: float(w) for v, w in (p.split("=") for p in extra.split(",") if p)} if extra else {}
     aws.client("lambda", system.region).update_alias(FunctionName=fn, Name=alias, FunctionVersion=version,
                                                      RoutingConfig={"AdditionalVersionWeights": weights})
+
+
+# --- a function's role, timeout and memory (diagnose-api-5xx) ---------------------------------------------------
+
+class FunctionInfo(BaseModel):
+    function: str
+    exists: bool = False
+    error: str | None = None
+    role_arn: str | None = None
+    timeout_s: int | None = None
+    memory_mb: int | None = None
+
+    @property
+    def role_name(self) -> str | None:
+        return self.role_arn.rsplit("/", 1)[-1] if self.role_arn else None
+
+
+@aws_task(iam=["lambda:GetFunctionConfiguration"], cache_policy=NO_CACHE)
+def read_functions(system: System, functions: list[str], deadline: aws.Deadline) -> dict[str, FunctionInfo]:
+    c = aws.client("lambda", system.region)
+    out: dict[str, FunctionInfo] = {}
+    for fn, cfg, err in aws.parallel(lambda n: c.get_function_configuration(FunctionName=n), functions, deadline=deadline):
+        if err is not None:
+            out[fn] = FunctionInfo(function=fn, error=None if aws.is_not_found(err) else aws.describe_error(err))
+        else:
+            out[fn] = FunctionInfo(function=fn, exists=True, role_arn=cfg.get("Role"), timeout_s=cfg.get("Timeout"), memory_mb=cfg.get("MemorySize"))
+    return out

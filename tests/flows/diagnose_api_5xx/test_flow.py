@@ -13,7 +13,9 @@ from opsbook.findings import Finding, Status
 from opsbook.iam import iam_action, policy_for
 from opsbook.report import RunReport
 from sandbox import diagnosis as sc
-from tasks.api_diagnosis import classify, error_type, function_from_uri, statements_of
+from tasks.apigateway import function_from_uri
+from tasks.iam_roles import statements_of
+from tasks.logs import classify, error_type
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -198,7 +200,7 @@ def test_policy_statements_cover_wildcards_and_denies():
 def test_a_read_task_that_fails_outright_is_a_blind_spot_not_ok(seeded, sandbox, monkeypatch):
     todo = seeded(TODO)
     sc.healthy_api(sandbox, todo)
-    import tasks.api_diagnosis as ad
+    import tasks.logs as ad
 
     def broken(*a, **k):
         raise RuntimeError("simulated crash in the log reader")
@@ -211,7 +213,7 @@ def test_a_read_task_that_fails_outright_is_a_blind_spot_not_ok(seeded, sandbox,
 
 
 def test_metrics_published_by_stage_only_are_read(seeded, sandbox):
-    from tasks.api_diagnosis import read_api_metrics
+    from tasks.cloudwatch import read_api_metrics
 
     todo = seeded(TODO)
     sc.api_metrics(sandbox, todo, "todo-api", requests=100, errors_5xx=2, stage="prod")

@@ -18,16 +18,10 @@ from opsbook.findings import Finding, Status
 from opsbook.iam import iam_action, policy_for
 from opsbook.report import RunReport
 from sandbox import diagnosis as sc
-from tasks.bedrock import (
-    Quota,
-    Target,
-    increase,
-    match_quotas,
-    model_key,
-    model_of,
-    nice_ceil,
-    summarize_throttles,
-)
+from flows.diagnose_bedrock_throttling.judge import increase, match_quotas, model_key, nice_ceil
+from tasks.logs import LogTarget as Target
+from tasks.logs import model_of, summarize_throttles
+from tasks.servicequotas import Quota
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
