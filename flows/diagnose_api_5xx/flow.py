@@ -75,9 +75,10 @@ def select_apis(system: System, api: str | None) -> list[ApiGatewayApi]:
 
 @task(name="judge-api-5xx", cache_policy=NO_CACHE)
 def diagnose(system: System, apis: list[ApiGatewayApi], infos: dict[str, ApiInfo], metrics: dict[str, ApiMetrics], configs: dict[str, FunctionInfo],
-             fmetrics: dict[str, FunctionMetrics], errors: dict[str, FunctionErrors], roles: dict[str, RolePolicies]) -> list[Finding]:
+             fmetrics: dict[str, FunctionMetrics], errors: dict[str, FunctionErrors], roles: dict[str, RolePolicies],
+             crit_rate_pct: float) -> list[Finding]:
     """Per API: the verdict (ranked causes), then the evidence findings (each function once)."""
-    verdicts, evidence = judge_apis(system, apis, infos, metrics, configs, fmetrics, errors, roles)
+    verdicts, evidence = judge_apis(system, apis, infos, metrics, configs, fmetrics, errors, roles, crit_rate_pct)
     return verdicts + sort_findings(evidence)
 
 
@@ -141,7 +142,7 @@ def diagnose_api_5xx(
     roles = settled(roles_f, "read-roles", {}, lost)
 
     # judge, then report: the verdicts first, then the reads that failed, then the evidence
-    findings = diagnose.submit(inv, apis, infos, metrics, configs, fmetrics, errors, roles).result()
+    findings = diagnose.submit(inv, apis, infos, metrics, configs, fmetrics, errors, roles, crit_rate_pct).result()
     findings = findings[: len(apis)] + lost + findings[len(apis):]
     return _finish(inv, findings, calls, started, logger)
 
