@@ -194,3 +194,30 @@ def read_config_settled(system: System, fn: str, key: str) -> tuple[str, str]:
     status = cfg.get("LastUpdateStatus", "Successful")
     value = str(cfg[key]) if status == "Successful" else f"{cfg[key]} ({status})"
     return value, f"{key} {cfg[key]}{' s' if key == 'Timeout' else ' MB'}, LastUpdateStatus {status}"
+
+
+# --- a function's role, timeout and memory (diagnose-api-5xx) ---------------------------------------------------
+
+class FunctionInfo(BaseModel):
+    function: str
+    exists: bool = False
+    error: str | None = None
+    role_arn: str | None = None
+    timeout_s: int | None = None
+    memory_mb: int | None = None
+
+    @property
+    def role_name(self) -> str | None:
+        return self.role_arn.rsplit("/", 1)[-1] if self.role_arn else None
+
+
+@aws_task(iam=["lambda:GetFunctionConfiguration"], cache_policy=NO_CACHE)
+def read_functions(system: System, functions: list[str], deadline: aws.Deadline) -> dict[str, FunctionInfo]:
+    c = aws.client("lambda", system.region)
+    out: dict[str, FunctionInfo] = {}
+    for fn, cfg, err in aws.parallel(lambda n: c.get_function_configuration(FunctionName=n), functions, deadline=deadline):
+        if err is not None:
+            out[fn] = FunctionInfo(function=fn, error=None if aws.is_not_found(err) else aws.describe_error(err))
+        else:
+            out[fn] = FunctionInfo(function=fn, exists=True, role_arn=cfg.get("Role"), timeout_s=cfg.get("Timeout"), memory_mb=cfg.get("MemorySize"))
+    return out

@@ -13,7 +13,7 @@ from opsbook import aws
 from opsbook.components import alarm_priority, judge_alarms  # noqa: F401  (alarm_priority: tasks/alarm_bridge.py imports it from here)
 from opsbook.findings import Finding
 from opsbook.iam import aws_task, declares
-from opsbook.inventory import System
+from opsbook.inventory import ApiGatewayApi, System
 
 # GetMetricData: 50 requests a second per account and region (CloudWatch service quotas).
 GET_METRIC_DATA_TPS = 50.0
@@ -274,3 +274,185 @@ def read_duration_metrics(system: System, since: dict[str, datetime]) -> list[Du
         series = get_metric_data(system.region, duration_queries(names), start, end)
         out.update({fn: summarize_durations(fn, start, series, i) for i, fn in enumerate(names)})
     return [out[fn] for fn in since]
+
+
+# --- metric queries of the last minutes, batched (diagnose-api-5xx, diagnose-bedrock-throttling) ------------------
+
+MetricSpec = tuple[str, str, dict[str, str], str, int]  # (namespace, metric, dimensions, stat, period)
+
+
+def metric_query(qid: str, namespace: str, metric: str, dims: dict[str, str], stat: str, period: int) -> dict[str, Any]:
+    return {"Id": qid, "ReturnData": True, "MetricStat": {
+        "Metric": {"Namespace": namespace, "MetricName": metric, "Dimensions": [{"Name": k, "Value": v} for k, v in dims.items()]},
+        "Period": period, "Stat": stat}}
+
+
+def run_metric_queries(region: str, specs: dict[str, MetricSpec], start: datetime, end: datetime) -> dict[str, list[tuple[datetime, float]]]:
+    """specs: key -> (namespace, metric, dimensions, stat, period). One batched GetMetricData for all."""
+    keys = list(specs)
+    queries = [metric_query(f"q{i}", *specs[k]) for i, k in enumerate(keys)]
+    res = get_metric_data(region, queries, start, end)
+    return {k: res[f"q{i}"] for i, k in enumerate(keys)}
+
+
+def total(points: list[tuple[datetime, float]]) -> float | None:
+    return sum(v for _, v in points) if points else None
+
+
+def peak(points: list[tuple[datetime, float]]) -> float | None:
+    return max(v for _, v in points) if points else None
+
+
+def minutes_window(minutes: int) -> tuple[datetime, datetime]:
+    """The last ``minutes`` up to the next whole second (the current second included)."""
+    end = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=1)
+    return end - timedelta(minutes=minutes), end
+
+
+def _avg(res: dict[str, list[tuple[datetime, float]]], key: str) -> float | None:
+    s, n = total(res[f"{key}.sum"]), total(res[f"{key}.n"])
+    return round(s / n, 1) if s is not None and n else None
+
+
+def _latency_specs(ns: str, metric: str, dims: dict[str, str], key: str, minutes: int) -> dict[str, MetricSpec]:
+    whole = minutes * 60
+    return {f"{key}.sum": (ns, metric, dims, "Sum", 60), f"{key}.n": (ns, metric, dims, "SampleCount", 60),
+            f"{key}.p95": (ns, metric, dims, "p95", whole), f"{key}.max": (ns, metric, dims, "Maximum", whole)}
+
+
+def _r(v: float | None) -> float | None:
+    return round(v, 1) if v is not None else None
+
+
+class ApiMetrics(BaseModel):
+    api: str
+    error: str | None = None
+    requests: float | None = None
+    errors_5xx: float | None = None
+    errors_4xx: float | None = None
+    latency_avg_ms: float | None = None
+    latency_p95_ms: float | None = None
+    latency_max_ms: float | None = None
+    integration_latency_avg_ms: float | None = None
+    integration_latency_p95_ms: float | None = None
+    integration_latency_max_ms: float | None = None
+    dimensions: str | None = None
+
+    @property
+    def has_data(self) -> bool:
+        return self.error is None and self.requests is not None
+
+    @property
+    def rate_5xx_pct(self) -> float | None:
+        if not self.requests or self.errors_5xx is None:
+            return None
+        return 100.0 * self.errors_5xx / self.requests
+
+
+@aws_task(iam=["cloudwatch:GetMetricData"], cache_policy=NO_CACHE)
+def read_api_metrics(system: System, apis: list[ApiGatewayApi], minutes: int = 60) -> dict[str, ApiMetrics]:
+    """Count, 5XXError, 4XXError (sums), Latency and IntegrationLatency (avg, p95, max) per API.
+
+    API Gateway publishes each metric by ApiName and by ApiName+Stage: both are asked for in the same batch and
+    the ApiName series is used when it has data, else the stage's.
+    """
+    if not apis:
+        return {}
+    specs: dict[str, MetricSpec] = {}
+    for i, api in enumerate(apis):
+        for v, d in enumerate(({"ApiName": api.name}, {"ApiName": api.name, "Stage": api.stage})):
+            for metric in ("Count", "5XXError", "4XXError"):
+                specs[f"{i}.{v}.{metric}"] = ("AWS/ApiGateway", metric, d, "Sum", 60)
+            specs.update(_latency_specs("AWS/ApiGateway", "Latency", d, f"{i}.{v}.lat", minutes))
+            specs.update(_latency_specs("AWS/ApiGateway", "IntegrationLatency", d, f"{i}.{v}.ilat", minutes))
+    start, end = minutes_window(minutes)
+    try:
+        res = run_metric_queries(system.region, specs, start, end)
+    except Exception as exc:
+        reason = aws.describe_error(exc)
+        return {a.name: ApiMetrics(api=a.name, error=reason) for a in apis}
+    out = {}
+    for i, api in enumerate(apis):
+        v = 0 if res[f"{i}.0.Count"] or not res[f"{i}.1.Count"] else 1
+        k = f"{i}.{v}"
+        out[api.name] = ApiMetrics(
+            api=api.name, requests=total(res[f"{k}.Count"]), errors_5xx=total(res[f"{k}.5XXError"]), errors_4xx=total(res[f"{k}.4XXError"]),
+            latency_avg_ms=_avg(res, f"{k}.lat"), latency_p95_ms=_r(peak(res[f"{k}.lat.p95"])), latency_max_ms=_r(peak(res[f"{k}.lat.max"])),
+            integration_latency_avg_ms=_avg(res, f"{k}.ilat"), integration_latency_p95_ms=_r(peak(res[f"{k}.ilat.p95"])),
+            integration_latency_max_ms=_r(peak(res[f"{k}.ilat.max"])), dimensions="ApiName" if v == 0 else f"ApiName+Stage={api.stage}")
+    return out
+
+
+class FunctionMetrics(BaseModel):
+    function: str
+    error: str | None = None
+    invocations: float | None = None
+    errors: float | None = None
+    throttles: float | None = None
+    duration_avg_ms: float | None = None
+    duration_p95_ms: float | None = None
+    duration_max_ms: float | None = None
+
+
+@aws_task(iam=["cloudwatch:GetMetricData"], cache_policy=NO_CACHE)
+def read_function_metrics(system: System, functions: list[str], minutes: int = 60) -> dict[str, FunctionMetrics]:
+    """Invocations, Errors, Throttles (sums) and Duration (avg, p95, max) per function."""
+    if not functions:
+        return {}
+    specs: dict[str, MetricSpec] = {}
+    for i, fn in enumerate(functions):
+        d = {"FunctionName": fn}
+        for metric in ("Invocations", "Errors", "Throttles"):
+            specs[f"{i}.{metric}"] = ("AWS/Lambda", metric, d, "Sum", 60)
+        specs.update(_latency_specs("AWS/Lambda", "Duration", d, f"{i}.dur", minutes))
+    start, end = minutes_window(minutes)
+    try:
+        res = run_metric_queries(system.region, specs, start, end)
+    except Exception as exc:
+        reason = aws.describe_error(exc)
+        return {f: FunctionMetrics(function=f, error=reason) for f in functions}
+    return {fn: FunctionMetrics(function=fn, invocations=total(res[f"{i}.Invocations"]), errors=total(res[f"{i}.Errors"]),
+                                throttles=total(res[f"{i}.Throttles"]), duration_avg_ms=_avg(res, f"{i}.dur"),
+                                duration_p95_ms=_r(peak(res[f"{i}.dur.p95"])), duration_max_ms=_r(peak(res[f"{i}.dur.max"])))
+            for i, fn in enumerate(functions)}
+
+
+class UsageMetrics(BaseModel):
+    error: str | None = None
+    invocations: dict[str, float | None] = Field(default_factory=dict)  # function -> sum in the window
+    invocations_per_minute: dict[str, dict[str, float]] = Field(default_factory=dict)
+    model_invocations: dict[str, float | None] = Field(default_factory=dict)
+    model_throttles: dict[str, float | None] = Field(default_factory=dict)
+    model_tokens: dict[str, float | None] = Field(default_factory=dict)  # input + output
+
+    def tokens_per_call(self, model: str) -> float | None:
+        n, tok = self.model_invocations.get(model), self.model_tokens.get(model)
+        return tok / n if n and tok else None
+
+
+@aws_task(iam=["cloudwatch:GetMetricData"], cache_policy=NO_CACHE)
+def read_invocations(system: System, functions: list[str], models: list[str], minutes: int = 60) -> UsageMetrics:
+    """Lambda Invocations per function and minute; Bedrock's own metrics per model (AWS/Bedrock, ModelId)."""
+    specs: dict[str, MetricSpec] = {}
+    for i, fn in enumerate(functions):
+        specs[f"f{i}"] = ("AWS/Lambda", "Invocations", {"FunctionName": fn}, "Sum", 60)
+    for j, model in enumerate(models):
+        for metric in ("Invocations", "InvocationThrottles", "InputTokenCount", "OutputTokenCount"):
+            specs[f"m{j}.{metric}"] = ("AWS/Bedrock", metric, {"ModelId": model}, "Sum", 60)
+    if not specs:
+        return UsageMetrics()
+    start, end = minutes_window(minutes)
+    try:
+        res = run_metric_queries(system.region, specs, start, end)
+    except Exception as exc:
+        return UsageMetrics(error=aws.describe_error(exc))
+    out = UsageMetrics()
+    for i, fn in enumerate(functions):
+        out.invocations[fn] = total(res[f"f{i}"])
+        out.invocations_per_minute[fn] = {ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%MZ"): v for ts, v in res[f"f{i}"]}
+    for j, model in enumerate(models):
+        out.model_invocations[model] = total(res[f"m{j}.Invocations"])
+        out.model_throttles[model] = total(res[f"m{j}.InvocationThrottles"])
+        inp, outp = total(res[f"m{j}.InputTokenCount"]), total(res[f"m{j}.OutputTokenCount"])
+        out.model_tokens[model] = (inp or 0) + (outp or 0) if inp is not None or outp is not None else None
+    return out

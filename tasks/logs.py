@@ -17,6 +17,7 @@ from opsbook.iam import aws_task, declares
 from opsbook.inventory import LogGroup, System
 from opsbook.pii import mask_log
 from opsbook.resources import Discovered
+from tasks.cloudwatch import minutes_window
 
 # FilterLogEvents is allowed 5 requests a second per account and region, a
 # hard quota (AWS knowledge center: cloudwatch-logs-throttling); honoured by
@@ -175,4 +176,226 @@ def scan_timeouts(system: System, functions: list[str], start: datetime, deadlin
                    if aws.is_not_found(err) else aws.describe_error(err))
             scan = LogScan(function=fn, log_group=groups.get(fn, f"/aws/lambda/{fn}"), error=why)
         out.append(scan)
+
+
+# --- every matching line of a window (diagnose-api-5xx, diagnose-bedrock-throttling) ---------------------------
+
+MAX_EVENTS = 20_000  # per log group and run; beyond it the count is a lower bound (said in the finding)
+
+
+def read_events(region: str, group: str, pattern: str, start: datetime, end: datetime, max_events: int = MAX_EVENTS) -> tuple[list[dict[str, Any]], bool]:
+    """Every matching event (timestamp, message) of [start, end) over all pages (up to max_events): (events, truncated)."""
+    c = aws.client("logs", region)
+    lim = aws.limiter("filter_log_events", FILTER_LOG_EVENTS_TPS)
+    kwargs: dict[str, Any] = dict(logGroupName=group, filterPattern=pattern, startTime=int(start.timestamp() * 1000),
+                                  endTime=int(end.timestamp() * 1000) - 1)
+    out: list[dict[str, Any]] = []
+    while True:
+        lim.acquire()
+        page = c.filter_log_events(**kwargs)
+        out += [{"timestamp": e["timestamp"], "message": e["message"]} for e in page.get("events", [])]
+        if len(out) >= max_events:
+            return out[:max_events], True
+        token = page.get("nextToken")
+        if not token or token == kwargs.get("nextToken"):
+            return out, False
+        kwargs["nextToken"] = token
+
+
+# --- a function's error lines by exception type ---------------------------------------------------------------
+
+SAMPLES_PER_TYPE = 3
+# What an error line contains (CloudWatch Logs terms are case-sensitive; moto matches everything for ?term patterns,
+# which is harmless: every line is classified again here).
+ERROR_FILTER = '?ERROR ?Error ?Exception ?"Task timed out" ?"Runtime exited" ?"not authorized"'
+TIMEOUT = "Task timed out"
+UNTYPED = "ERROR (no exception type)"
+_TIMEOUT_RE = re.compile(r"Task timed out after ([\d.]+) seconds")
+_AWS_CODE_RE = re.compile(r"An error occurred \((\w+)\)")
+_RUNTIME_RE = re.compile(r"\b(Runtime\.\w+)")
+_EXC_RE = re.compile(r"\b([A-Z][A-Za-z0-9_]*(?:Exception|Error|Fault))\b")
+_DENIED_RE = re.compile(r"not authorized to perform:? (?P<action>[\w-]+:[\w*-]+)(?: on resource:? (?P<resource>[^\s,;]+))?")
+
+
+def error_type(line: str) -> str | None:
+    """The exception type a log line reports, or None for a line that is not an error."""
+    if _TIMEOUT_RE.search(line):
+        return TIMEOUT
+    m = _AWS_CODE_RE.search(line)
+    if m:
+        return m.group(1)
+    m = _RUNTIME_RE.search(line)
+    if m:
+        return m.group(1)
+    if "Runtime exited" in line:
+        return "Runtime.ExitError"
+    m = _EXC_RE.search(line)
+    if m:
+        return m.group(1)
+    if "ERROR" in line or "not authorized" in line:
+        return UNTYPED
+    return None
+
+
+def is_access_denied(kind: str) -> bool:
+    return kind in ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation", "AuthorizationErrorException") or kind.endswith("AccessDenied")
+
+
+class ErrorType(BaseModel):
+    type: str
+    count: int = 0
+    samples: list[str] = Field(default_factory=list)
+    top: list[dict[str, Any]] = Field(default_factory=list)
+    denied: list[dict[str, Any]] = Field(default_factory=list)  # AccessDenied: action, resource, count
+    timeout_after_s: float | None = None
+
+
+class FunctionErrors(BaseModel):
+    function: str
+    group: str
+    error: str | None = None
+    missing_group: bool = False
+    total: int = 0
+    lines_read: int = 0
+    truncated: bool = False
+    types: list[ErrorType] = Field(default_factory=list)
+
+    def count(self, kind: str) -> int:
+        return sum(t.count for t in self.types if t.type == kind)
+
+
+def classify(function: str, group: str, messages: list[str], lines_read: int, truncated: bool) -> FunctionErrors:
+    """Group error lines by exception type; masked samples and top shapes per type."""
+    by: dict[str, list[str]] = {}
+    denied: dict[str, Counter[tuple[str, str | None]]] = {}
+    timeouts: dict[str, float] = {}
+    for raw in messages:
+        line = raw.strip()
+        kind = error_type(line)
+        if kind is None:
+            continue
+        masked = mask_log(line)[:300]
+        by.setdefault(kind, []).append(masked)
+        if is_access_denied(kind) or (kind == UNTYPED and "not authorized" in line):
+            m = _DENIED_RE.search(line)
+            if m:
+                denied.setdefault(kind, Counter())[(m.group("action"), (m.group("resource") or "").rstrip(".") or None)] += 1
+        if kind == TIMEOUT:
+            m = _TIMEOUT_RE.search(line)
+            if m:
+                timeouts[kind] = max(timeouts.get(kind, 0.0), float(m.group(1)))
+    types = []
+    for kind, lines in sorted(by.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        types.append(ErrorType(type=kind, count=len(lines), samples=lines[:SAMPLES_PER_TYPE], top=top_messages(lines),
+                               denied=[{"action": a, "resource": r, "count": n} for (a, r), n in (denied.get(kind) or Counter()).most_common()],
+                               timeout_after_s=timeouts.get(kind)))
+    return FunctionErrors(function=function, group=group, total=sum(t.count for t in types), lines_read=lines_read, truncated=truncated, types=types)
+
+
+@aws_task(iam=["logs:FilterLogEvents"], cache_policy=NO_CACHE)
+def read_function_errors(system: System, functions: list[str], deadline: aws.Deadline, minutes: int = 60) -> dict[str, FunctionErrors]:
+    """The window's error lines of each function's log group, grouped by exception type."""
+    groups = {f.name: f.log_group_name for f in system.lambda_functions}
+    start, end = minutes_window(minutes)
+
+    def one(fn: str) -> FunctionErrors:
+        group = groups.get(fn, f"/aws/lambda/{fn}")
+        events, truncated = read_events(system.region, group, ERROR_FILTER, start, end)
+        return classify(fn, group, [e["message"] for e in events], len(events), truncated)
+
+    out = {}
+    for fn, res, err in aws.parallel(one, functions, deadline=deadline, max_workers=8):
+        group = groups.get(fn, f"/aws/lambda/{fn}")
+        if err is None:
+            out[fn] = res
+        elif aws.is_not_found(err):
+            out[fn] = FunctionErrors(function=fn, group=group, missing_group=True,
+                                     error="log group does not exist (the function never ran, or logs elsewhere)")
+        else:
+            out[fn] = FunctionErrors(function=fn, group=group, error=aws.describe_error(err))
+    return out
+
+
+# --- ThrottlingException lines of a function (Bedrock callers) -------------------------------------------------
+
+THROTTLE_PATTERN = "ThrottlingException"
+THROTTLE_SAMPLES = 3
+BEDROCK_PROVIDERS = "anthropic|amazon|meta|cohere|ai21|mistral|stability|deepseek|writer|openai|qwen"
+_MODEL_RE = re.compile(rf"\b(?:(?P<geo>us|eu|apac|global|us-gov)\.)?(?P<id>(?:{BEDROCK_PROVIDERS})\.[a-z0-9][a-z0-9.\-]*(?::\d+)?)", re.I)
+_MAX_RETRIES_RE = re.compile(r"reached max retries: (\d+)")
+_RETRY_WORD_RE = re.compile(r"\b(retry|retrying|retried|backing off|backoff|attempt \d+)\b", re.I)
+_REQUEST_ID_RE = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
+
+
+class LogTarget(BaseModel):
+    """A function and the log group it writes to."""
+
+    function: str
+    group: str
+
+
+def model_of(line: str) -> str | None:
+    """The Bedrock model or inference profile id a line names (e.g. us.anthropic.claude-3-5-sonnet-20240620-v1:0)."""
+    m = _MODEL_RE.search(line)
+    if not m:
+        return None
+    mid = m.group("id").rstrip(".-")
+    return f"{m.group('geo')}.{mid}" if m.group("geo") else mid
+
+
+class ThrottleStats(BaseModel):
+    function: str
+    group: str
+    error: str | None = None
+    count: int = 0
+    requests: int = 0  # distinct request ids among the lines (0: the lines carry none)
+    per_minute: dict[str, int] = Field(default_factory=dict)  # "YYYY-MM-DDTHH:MMZ" -> lines
+    peak_minute: str | None = None
+    peak_count: int = 0
+    models: dict[str, int] = Field(default_factory=dict)
+    max_retries_seen: int | None = None  # botocore's "reached max retries: N"
+    app_retries: int = 0  # requests with more than one throttle line, or lines saying retry
+    samples: list[str] = Field(default_factory=list)
+    truncated: bool = False
+
+    @property
+    def retries_visible(self) -> bool:
+        return bool(self.max_retries_seen) or self.app_retries > 0
+
+
+def minute_of(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def summarize_throttles(t: LogTarget, events: list[dict[str, Any]], truncated: bool = False) -> ThrottleStats:
+    lines = [e for e in events if THROTTLE_PATTERN in e["message"]]
+    per_minute = Counter(minute_of(e["timestamp"]) for e in lines)
+    rids = Counter(m.group(0).lower() for e in lines for m in [_REQUEST_ID_RE.search(e["message"])] if m)
+    retries = [int(m.group(1)) for e in lines for m in [_MAX_RETRIES_RE.search(e["message"])] if m]
+    models = Counter(x for e in lines for x in [model_of(e["message"])] if x)
+    worded = sum(1 for e in lines if _RETRY_WORD_RE.search(e["message"]))
+    pk = max(per_minute.items(), key=lambda kv: (kv[1], kv[0])) if per_minute else (None, 0)
+    return ThrottleStats(function=t.function, group=t.group, count=len(lines), requests=len(rids), per_minute=dict(sorted(per_minute.items())),
+                         peak_minute=pk[0], peak_count=pk[1], models=dict(models.most_common()), max_retries_seen=max(retries) if retries else None,
+                         app_retries=sum(1 for n in rids.values() if n > 1) + worded,
+                         samples=[mask_log(e["message"].strip())[:300] for e in lines[:THROTTLE_SAMPLES]], truncated=truncated)
+
+
+@aws_task(iam=["logs:FilterLogEvents"], cache_policy=NO_CACHE)
+def read_throttles(system: System, targets: list[LogTarget], deadline: aws.Deadline, minutes: int = 60) -> dict[str, ThrottleStats]:
+    """ThrottlingException lines of the window per function, every page."""
+    start, end = minutes_window(minutes)
+
+    def one(t: LogTarget) -> ThrottleStats:
+        events, truncated = read_events(system.region, t.group, THROTTLE_PATTERN, start, end)
+        return summarize_throttles(t, events, truncated)
+
+    out = {}
+    for t, res, err in aws.parallel(one, targets, deadline=deadline, max_workers=8):
+        if err is None:
+            out[t.function] = res
+        elif aws.is_not_found(err):
+            out[t.function] = ThrottleStats(function=t.function, group=t.group, error="log group does not exist (never invoked, or logs elsewhere)")
+        else:
+            out[t.function] = ThrottleStats(function=t.function, group=t.group, error=aws.describe_error(err))
     return out

@@ -39,6 +39,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
+from flows.diagnose_api_5xx.judge import VERDICT, functions_of, judge_apis
 from opsbook import aws
 from opsbook.collect import settled
 from opsbook.findings import Finding, Status
@@ -53,27 +54,13 @@ from opsbook.report import (
     publish_artifacts,
     sort_findings,
 )
-from tasks.api_diagnosis import (
-    ApiInfo,
-    ApiMetrics,
-    FunctionErrors,
-    FunctionInfo,
-    FunctionMetrics,
-    RolePolicies,
-    api_findings,
-    api_verdict,
-    function_findings,
-    rank_causes,
-    read_api,
-    read_api_metrics,
-    read_function_errors,
-    read_function_metrics,
-    read_functions,
-    read_roles,
-)
+from tasks.apigateway import ApiInfo, read_api
+from tasks.awslambda import FunctionInfo, read_functions
+from tasks.cloudwatch import ApiMetrics, FunctionMetrics, read_api_metrics, read_function_metrics
+from tasks.iam_roles import RolePolicies, read_roles
+from tasks.logs import FunctionErrors, read_function_errors
 
 RUNBOOK = "diagnose-api-5xx"
-VERDICT = "api-5xx-verdict"
 
 
 def select_apis(system: System, api: str | None) -> list[ApiGatewayApi]:
@@ -88,33 +75,11 @@ def select_apis(system: System, api: str | None) -> list[ApiGatewayApi]:
 
 @task(name="judge-api-5xx", cache_policy=NO_CACHE)
 def diagnose(system: System, apis: list[ApiGatewayApi], infos: dict[str, ApiInfo], metrics: dict[str, ApiMetrics], configs: dict[str, FunctionInfo],
-             fmetrics: dict[str, FunctionMetrics], errors: dict[str, FunctionErrors], roles: dict[str, RolePolicies]) -> list[Finding]:
+             fmetrics: dict[str, FunctionMetrics], errors: dict[str, FunctionErrors], roles: dict[str, RolePolicies],
+             crit_rate_pct: float) -> list[Finding]:
     """Per API: the verdict (ranked causes), then the evidence findings (each function once)."""
-    verdicts: list[Finding] = []
-    evidence: list[Finding] = []
-    seen: set[str] = set()
-    for api in apis:
-        info = infos[api.name]
-        fns = functions_of(api, info)
-        integ = min([api.integration_timeout_s] + [int(r.timeout_ms / 1000) for r in info.routes if r.function and r.timeout_ms])
-        m = metrics.get(api.name)
-        evidence += api_findings(api, info, m, fns)
-        for fn in fns:
-            if fn not in seen:
-                seen.add(fn)
-                group = next((f.log_group_name for f in system.lambda_functions if f.name == fn), f"/aws/lambda/{fn}")
-                evidence += function_findings(fn, group, configs.get(fn), fmetrics.get(fn), errors.get(fn), roles, integ)
-        causes = rank_causes(api, info, m, fns, configs, fmetrics, errors, roles) if info.found else []
-        groups = {next((g.log_group_name for g in system.lambda_functions if g.name == x), f"/aws/lambda/{x}") for x in fns}
-        blind = [f"{f.check} {f.resource}" for f in evidence if f.status is Status.UNKNOWN
-                 and (f.resource in {api.name, "(whole check)"} or f.resource in fns or f.resource in groups)]
-        verdicts.append(api_verdict(api, info, m, causes, blind))
+    verdicts, evidence = judge_apis(system, apis, infos, metrics, configs, fmetrics, errors, roles, crit_rate_pct)
     return verdicts + sort_findings(evidence)
-
-
-def functions_of(api: ApiGatewayApi, info: ApiInfo) -> list[str]:
-    """ApiGatewayApi.functions union the functions the integrations name (inventory order first)."""
-    return list(api.functions) + [f for f in info.integrated_functions() if f not in api.functions]
 
 
 def api_markdown(report: RunReport) -> str:
@@ -158,7 +123,7 @@ def diagnose_api_5xx(
                             summary=f"nothing to check: the inventory of {inv.name} names no API Gateway API (api_gateway_apis is empty)")]
         return _finish(inv, findings, calls, started, logger)
 
-    # the DAG: APIs and their metrics at once; then the functions they integrate; then the roles of those functions
+    # collect: the APIs and their metrics at once; then the functions they integrate; then those functions' roles
     lost: list[Finding] = []
     info_f = {a.name: read_api.submit(inv, a, deadline) for a in apis}
     metrics_f = read_api_metrics.submit(inv, apis, minutes)
@@ -170,10 +135,14 @@ def diagnose_api_5xx(
     fmetrics_f = read_function_metrics.submit(inv, fns, minutes)
     errors_f = read_function_errors.submit(inv, fns, deadline, minutes)
     configs = settled(configs_f, "read-functions", {}, lost)
-    roles_f = read_roles.submit(inv, configs, deadline)
-    findings = diagnose.submit(inv, apis, infos, settled(metrics_f, "read-api-metrics", {a.name: ApiMetrics(api=a.name, error="the read task failed") for a in apis}, lost), configs,
-                               settled(fmetrics_f, "read-function-metrics", {}, lost), settled(errors_f, "read-function-errors", {}, lost),
-                               settled(roles_f, "read-roles", {}, lost)).result()
+    roles_f = read_roles.submit(inv, [c.role_name for c in configs.values() if c.role_name], deadline)
+    metrics = settled(metrics_f, "read-api-metrics", {a.name: ApiMetrics(api=a.name, error="the read task failed") for a in apis}, lost)
+    fmetrics = settled(fmetrics_f, "read-function-metrics", {}, lost)
+    errors = settled(errors_f, "read-function-errors", {}, lost)
+    roles = settled(roles_f, "read-roles", {}, lost)
+
+    # judge, then report: the verdicts first, then the reads that failed, then the evidence
+    findings = diagnose.submit(inv, apis, infos, metrics, configs, fmetrics, errors, roles, crit_rate_pct).result()
     findings = findings[: len(apis)] + lost + findings[len(apis):]
     return _finish(inv, findings, calls, started, logger)
 

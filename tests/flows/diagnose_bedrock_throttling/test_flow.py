@@ -1,33 +1,25 @@
 """diagnose-bedrock-throttling against the sandbox: HR QualitativeAnalysis throttled (peak minute, share,
-quota in force, the exact increase command from the peak), no throttling OK, no Bedrock function in
-the inventory a clear finding, quotas unreadable UNKNOWN without a made-up value, IAM covered, read-only."""
+quota in force, the exact increase command from the peak), its healthy twin OK, no Bedrock function in
+the inventory a clear finding, quotas and a log group unreadable UNKNOWN without a made-up value, IAM covered,
+read-only. The judging's edge cases (share threshold, quota matching, the increase's formulas) are test_judge.py's."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from flows.diagnose_bedrock_throttling.flow import (
     TASKS,
     bedrock_markdown,
+    bedrock_targets,
     diagnose_bedrock_throttling,
 )
 from opsbook.findings import Finding, Status
 from opsbook.iam import iam_action, policy_for
+from opsbook.inventory import load_system
 from opsbook.report import RunReport
 from sandbox import diagnosis as sc
-from tasks.bedrock import (
-    Quota,
-    Target,
-    increase,
-    match_quotas,
-    model_key,
-    model_of,
-    nice_ceil,
-    summarize_throttles,
-)
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -103,79 +95,33 @@ def test_no_throttling_is_ok_and_shows_the_on_demand_quotas(seeded, sandbox):
     assert q.value == 12 and all(r["name"].startswith("On-demand") for r in q.details["quotas"])
 
 
-@pytest.mark.parametrize("name", ["todo-app", "leh", "t-developer"])
-def test_no_bedrock_function_in_the_inventory_is_a_clear_finding(sandbox, name):
+def test_no_bedrock_function_in_the_inventory_is_a_clear_finding(sandbox):
+    name = "todo-app"
     report = run(name)
     assert len(report.findings) == 1 and report.api_calls == 0
     assert report.findings[0].summary.startswith(f"nothing to check: the inventory of {name} names no Bedrock-calling function")
 
 
-def test_functions_parameter_overrides_the_inventory(seeded, sandbox):
-    todo = seeded("todo-app")
-    sc.enable_bedrock_quotas()
-    case = sc.bedrock_throttled(sandbox, todo, function="todo-api", throttles=4, peak=2, invocations=400, retries=0,
-                                model="us.anthropic.claude-3-5-sonnet-20240620-v1:0")
-    report = run("todo-app", functions=["todo-api"])
-    f = only(report, "bedrock-throttles", "todo-api")
-    assert f.status is Status.WARN and f.value == 4 and f.details["share_pct"] == 1.0 and f.details["max_retries_seen"] is None
-    # a cross-Region profile: its cross-Region tokens quota (no requests quota for cross-Region in the sandbox)
-    q = only(report, "bedrock-quotas", case["model"])
-    assert [r["name"] for r in q.details["quotas"]] == ["Cross-Region InvokeModel tokens per minute for Anthropic Claude 3.5 Sonnet"]
-    rec = only(report, "bedrock-recommendation", "todo-app")
-    assert rec.details["recommendations"][0].startswith("no retries visible in the log lines: add exponential backoff with full jitter")
-    assert not any("use cross-Region inference" in r for r in rec.details["recommendations"])  # already on a profile
+def test_functions_parameter_overrides_the_inventory():
+    hr = load_system(HR)
+    targets, how = bedrock_targets(hr, [])
+    assert [t.function for t in targets] == ["QualitativeAnalysis", "VectorEmbeddingGenerator"] and how == "LambdaFunction.bedrock in the inventory"
+    targets, how = bedrock_targets(hr, ["QualitativeAnalysis", "NoSuchFunction"])
+    assert [(t.function, t.group) for t in targets] == [("QualitativeAnalysis", "/aws/lambda/QualitativeAnalysis"), ("NoSuchFunction", "/aws/lambda/NoSuchFunction")]
+    assert how == "the functions parameter"
 
 
-def test_quotas_unreadable_is_unknown_and_no_value_is_made_up(seeded, sandbox):
+def test_quotas_and_a_log_group_unreadable_are_unknown_and_no_value_is_made_up(seeded, sandbox):
     hr = seeded(HR)
     sc.bedrock_throttled(sandbox, hr, throttles=10, peak=4, invocations=1000)  # 1%: WARN
     sc.quotas_unreadable(sandbox, hr)
-    report = run(HR)
+    report = run(HR, functions=["QualitativeAnalysis", "NoSuchFunction"])
     q = only(report, "bedrock-quotas", "us-east-2")
     assert q.status is Status.UNKNOWN and "ListServiceQuotas: access denied" in q.summary
+    gone = only(report, "bedrock-throttles", "NoSuchFunction")
+    assert gone.status is Status.UNKNOWN and "log group does not exist" in gone.summary
     rec = only(report, "bedrock-recommendation", HR)
     assert rec.details["commands"] == [] and any("could not be read" in r and "no desired value computed" in r for r in rec.details["recommendations"])
     v = report.findings[0]
-    assert v.status is Status.WARN and "quota in force UNKNOWN" in v.summary and "blind spot" in v.summary
-
-
-def test_unreadable_log_groups_are_unknown_not_ok(seeded, sandbox):
-    hr = seeded(HR)
-    sc.enable_bedrock_quotas()
-    report = run(HR, functions=["NoSuchFunction"])
-    assert report.findings[0].status is Status.UNKNOWN and report.status is Status.UNKNOWN
-    assert "log group does not exist" in only(report, "bedrock-throttles", "NoSuchFunction").summary
-
-
-# --- pure parts --------------------------------------------------------------------------------------------
-
-
-def test_model_ids_match_their_quota_names():
-    assert model_of("call modelId=anthropic.claude-3-5-sonnet-20240620-v1:0 failed") == "anthropic.claude-3-5-sonnet-20240620-v1:0"
-    assert model_of("profile us.anthropic.claude-3-haiku-20240307-v1:0.") == "us.anthropic.claude-3-haiku-20240307-v1:0"
-    assert model_of("no model here") is None
-    assert model_key("anthropic.claude-3-sonnet-20240229-v1:0") == (["3", "claude", "sonnet"], False)
-    quotas = [Quota(code=sc.quota_code(q["QuotaName"]), name=q["QuotaName"], value=q["Value"]) for q in sc.bedrock_quotas("us-east-2")]
-    names = lambda m: [q.name for q in match_quotas(quotas, m)]  # noqa: E731
-    assert names("anthropic.claude-3-sonnet-20240229-v1:0") == [RPM, TPM]  # not 3.5 Sonnet
-    assert names("anthropic.claude-3-5-sonnet-20241022-v2:0") == [
-        "On-demand InvokeModel requests per minute for Anthropic Claude 3.5 Sonnet V2", "On-demand InvokeModel tokens per minute for Anthropic Claude 3.5 Sonnet V2"]
-    assert names("amazon.titan-embed-text-v2:0")[1] == "On-demand InvokeModel tokens per minute for Amazon Titan Text Embeddings V2"
-    assert names("meta.llama3-70b-instruct-v1:0")[0] == "On-demand InvokeModel requests per minute for Meta Llama 3 70B Instruct"
-
-
-def test_desired_values_from_the_peak():
-    assert [nice_ceil(x) for x in (96, 134.4, 201600, 1001)] == [96, 140, 210000, 1100]
-    tpm = Quota(code="L-1", name=TPM, value=200_000)
-    inc = increase("us-east-2", tpm, peak_unserved=10, headroom=1.2, tokens_per_call=1500, rpm=None, peak_share=None)
-    assert inc.desired == 260000 and "1500 tokens a call" in inc.basis  # (200000 + 15000) x 1.2 = 258000
-    assert increase("us-east-2", tpm, 10, 1.2, None, None, None) is None  # nothing to base it on: no made-up value
-    assert increase("us-east-2", tpm, 0, 1.2, 1500, None, None) is None
-
-
-def test_summarize_throttles_sees_application_retries():
-    now = datetime.now(timezone.utc)
-    rid = "0f8fad5b-d9cb-469f-a165-70867728950e"
-    events = [{"timestamp": int((now - timedelta(seconds=i)).timestamp() * 1000), "message": f"[ERROR] {rid} ThrottlingException, retrying"} for i in range(3)]
-    s = summarize_throttles(Target(function="f", group="/aws/lambda/f"), events + [{"timestamp": 0, "message": "INFO fine"}])
-    assert s.count == 3 and s.requests == 1 and s.retries_visible and s.app_retries >= 1
+    assert v.status is Status.WARN and "quota in force UNKNOWN" in v.summary and "2 blind spot(s)" in v.summary
+    assert v.details["chosen_by"] == "the functions parameter"
