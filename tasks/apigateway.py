@@ -36,33 +36,6 @@ def api_names(system: System, found: Discovered) -> list[str]:
     return names + [by_id[i] for i in found.api_gateway_ids if i in by_id and by_id[i] not in names]
 
 
-    by_name: dict[str, list[dict]] = {}
-    for a in apis:
-        by_name.setdefault(a["name"], []).append(a)
-    findings: list[Finding] = []
-    seen: set[str] = set()
-    for want in system.api_gateway_apis:
-        matches = by_name.get(want.name, [])
-        if not matches:
-            findings.append(Finding(check="apigateway-present", resource=want.name, status=Status.CRIT, summary="named in the inventory but no REST API has that name"))
-        elif len(matches) > 1:
-            ids = [m["id"] for m in matches]
-            seen.update(ids)
-            findings.append(Finding(check="apigateway-present", resource=want.name, status=Status.WARN, summary=f"{len(matches)} REST APIs share this name ({', '.join(ids)}): ambiguous", details={"ids": ids}))
-        else:
-            seen.add(matches[0]["id"])
-            findings.append(Finding(check="apigateway-present", resource=want.name, status=Status.OK, summary=f"present (id {matches[0]['id']})", details={"id": matches[0]["id"]}))
-    by_id = {a["id"]: a for a in apis}
-    for api_id in found.api_gateway_ids:
-        if api_id in seen:
-            continue
-        a = by_id.get(api_id)
-        if a is None:
-            findings.append(Finding(check="apigateway-present", resource=api_id, status=Status.WARN, summary="tagged API no longer listed by GetRestApis"))
-        else:
-            findings.append(Finding(check="apigateway-present", resource=a["name"], status=Status.OK, summary=f"present (id {api_id}, found by tag)", details={"id": api_id}))
-    return findings
-
 
 # --- a REST API's routes and their integrations (diagnose-api-5xx) -------------------------------------------
 
