@@ -242,10 +242,8 @@ def test_unsupported_endpoint_is_loud(double):
 def test_unreachable_domain_raises_connection_error(double):
     double.set_unreachable("logs", True)
     os = client(double, "logs")
-    started = time.monotonic()
     with pytest.raises(OSConnectionError):
         os.cluster.health()
-    assert time.monotonic() - started < 2
     assert client(double, "cases").cluster.health()["status"] == "green"  # other domains unaffected
     double.set_unreachable("logs", False)
     assert os.cluster.health()["status"] == "green"
