@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
@@ -420,3 +421,10 @@ def parallel(
 def caller_identity(region: str) -> dict[str, str]:
     ident = client("sts", region).get_caller_identity()
     return {"account": ident["Account"], "arn": ident["Arn"], "user_id": ident["UserId"]}
+
+
+def utc(dt: datetime | None) -> datetime | None:
+    """An API timestamp in UTC (a naive one is taken as UTC), or None."""
+    if dt is None:
+        return None
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prefect.futures import PrefectFuture
@@ -39,3 +40,15 @@ def future_value(fut: Any) -> Any:
     """A future's result, or the exception it ended with (made UNKNOWN by the caller, never dropped)."""
     fut.wait()
     return fut.result() if fut.state.is_completed() else fut.state.result(raise_on_failure=False)
+
+
+def judge_states(states: dict[str, Any], judges: dict[str, Callable[[Any], list[Finding]]], check: Callable[[str], str]) -> list[Finding]:
+    """Each read's items through its judge; a read that failed as a whole (its exception) is UNKNOWN ``check(name)``."""
+    out: list[Finding] = []
+    for name, value in states.items():
+        if isinstance(value, BaseException):
+            out.append(unknown(check(name), "(whole check)", aws.describe_error(value)))
+            continue
+        for s in value:
+            out += judges[name](s)
+    return out

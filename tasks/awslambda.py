@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
 
 from opsbook import aws
 from opsbook.findings import Finding, Status, unknown
@@ -105,3 +106,25 @@ def set_alias(system: System, resource: str, value: str) -> None:
     weights = {v: float(w) for v, w in (p.split("=") for p in extra.split(",") if p)} if extra else {}
     aws.client("lambda", system.region).update_alias(FunctionName=fn, Name=alias, FunctionVersion=version,
                                                      RoutingConfig={"AdditionalVersionWeights": weights})
+
+
+# --- runtimes -------------------------------------------------------------------------------
+
+
+class FunctionRuntime(BaseModel):
+    function: str
+    runtime: str | None = None
+    package_type: str | None = None
+    error: str | None = None
+
+
+@aws_task(iam=["lambda:GetFunctionConfiguration"], name="read-runtimes", cache_policy=NO_CACHE)
+def read_runtimes(system: System, deadline: aws.Deadline) -> list[FunctionRuntime]:
+    c = aws.client("lambda", system.region)
+
+    def one(name: str) -> FunctionRuntime:
+        cfg = c.get_function_configuration(FunctionName=name)
+        return FunctionRuntime(function=name, runtime=cfg.get("Runtime"), package_type=cfg.get("PackageType"))
+
+    names = [f.name for f in system.lambda_functions]
+    return [s if err is None else FunctionRuntime(function=n, error=aws.describe_error(err)) for n, s, err in aws.parallel(one, names, deadline=deadline)]
