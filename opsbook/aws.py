@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
@@ -428,3 +429,10 @@ def unreadable(exc: BaseException | None, missing_ok: bool = True) -> str | None
     if exc is None or (missing_ok and is_not_found(exc)):
         return None
     return describe_error(exc)
+
+
+def utc(dt: datetime | None) -> datetime | None:
+    """An API timestamp in UTC (a naive one is taken as UTC), or None."""
+    if dt is None:
+        return None
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)

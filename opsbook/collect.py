@@ -60,3 +60,15 @@ def gather_by(futures: dict[str, PrefectFuture], deadline: aws.Deadline, grace: 
         else:
             findings += gather({name: fut})
     return findings + late
+
+
+def judge_states(states: dict[str, Any], judges: dict[str, Callable[[Any], list[Finding]]], check: Callable[[str], str]) -> list[Finding]:
+    """Each read's items through its judge; a read that failed as a whole (its exception) is UNKNOWN ``check(name)``."""
+    out: list[Finding] = []
+    for name, value in states.items():
+        if isinstance(value, BaseException):
+            out.append(unknown(check(name), "(whole check)", aws.describe_error(value)))
+            continue
+        for s in value:
+            out += judges[name](s)
+    return out

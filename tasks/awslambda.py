@@ -221,3 +221,25 @@ def read_functions(system: System, functions: list[str], deadline: aws.Deadline)
         else:
             out[fn] = FunctionInfo(function=fn, exists=True, role_arn=cfg.get("Role"), timeout_s=cfg.get("Timeout"), memory_mb=cfg.get("MemorySize"))
     return out
+
+
+# --- runtimes -------------------------------------------------------------------------------
+
+
+class FunctionRuntime(BaseModel):
+    function: str
+    runtime: str | None = None
+    package_type: str | None = None
+    error: str | None = None
+
+
+@aws_task(iam=["lambda:GetFunctionConfiguration"], name="read-runtimes", cache_policy=NO_CACHE)
+def read_runtimes(system: System, deadline: aws.Deadline) -> list[FunctionRuntime]:
+    c = aws.client("lambda", system.region)
+
+    def one(name: str) -> FunctionRuntime:
+        cfg = c.get_function_configuration(FunctionName=name)
+        return FunctionRuntime(function=name, runtime=cfg.get("Runtime"), package_type=cfg.get("PackageType"))
+
+    names = [f.name for f in system.lambda_functions]
+    return [s if err is None else FunctionRuntime(function=n, error=aws.describe_error(err)) for n, s, err in aws.parallel(one, names, deadline=deadline)]

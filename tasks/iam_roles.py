@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -16,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from opsbook import aws
 from opsbook.iam import aws_task
-from opsbook.inventory import System
+from opsbook.inventory import System, name_matches
 
 
 class Statement(BaseModel):
@@ -97,3 +98,29 @@ def read_roles(system: System, roles: list[str], deadline: aws.Deadline) -> dict
     for role, res, err in aws.parallel(lambda r: read_role(system.region, r), sorted(set(roles)), deadline=deadline, max_workers=4):
         out[role] = res if err is None else RolePolicies(role=role, error=aws.describe_error(err))
     return out
+
+
+# --- which roles exist, created when, last used when (maintenance-audit) ---------------------------
+
+
+class RoleUse(BaseModel):
+    role: str
+    created: datetime | None = None
+    last_used: datetime | None = None
+    error: str | None = None
+
+
+@aws_task(iam=["iam:ListRoles", "iam:GetRole"], name="read-iam-roles", cache_policy=NO_CACHE)
+def read_iam_roles(system: System, deadline: aws.Deadline) -> list[RoleUse]:
+    """The roles matching ``audit.iam_role_patterns`` (ListRoles carries no RoleLastUsed: GetRole does)."""
+    if not system.audit.iam_role_patterns:
+        return []
+    c = aws.client("iam", system.region)
+    names = [r["RoleName"] for r in aws.paginate(c, "list_roles", "Roles")
+             if any(name_matches(p, r["RoleName"]) for p in system.audit.iam_role_patterns)]
+
+    def one(name: str) -> RoleUse:
+        r = c.get_role(RoleName=name)["Role"]
+        return RoleUse(role=name, created=aws.utc(r.get("CreateDate")), last_used=aws.utc((r.get("RoleLastUsed") or {}).get("LastUsedDate")))
+
+    return [s if err is None else RoleUse(role=n, error=aws.describe_error(err)) for n, s, err in aws.parallel(one, sorted(names), deadline=deadline)]

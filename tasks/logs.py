@@ -10,7 +10,7 @@ from typing import Any
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from opsbook import aws
+from opsbook import aws, pii
 from opsbook.components import judge_count
 from opsbook.findings import Finding
 from opsbook.iam import aws_task, declares
@@ -399,3 +399,94 @@ def read_throttles(system: System, targets: list[LogTarget], deadline: aws.Deadl
         else:
             out[t.function] = ThrottleStats(function=t.function, group=t.group, error=aws.describe_error(err))
     return out
+
+
+# --- retention and audit-log samples -------------------------------------------------------------
+
+NO_RETENTION = "none"  # a group's retention as one comparable value when it has none (kept forever)
+AUDIT_LOOKBACK_DAYS = 7
+AUDIT_MAX_EVENTS_READ = 10_000  # a bound on what one run reads a log group for its sample
+
+
+class LogGroupState(BaseModel):
+    name: str
+    audit: bool = False
+    named: bool = True  # listed in the inventory (else a function's default group)
+    exists: bool = True
+    retention_days: int | None = None
+    stored_bytes: int = 0
+    error: str | None = None
+
+
+class AuditSample(BaseModel):
+    log_group: str
+    read: int = 0
+    sampled: int = 0
+    truncated: bool = False
+    hits: list[dict[str, Any]] = Field(default_factory=list)  # masked excerpts only (opsbook.pii.hits)
+    error: str | None = None
+
+
+def log_groups_of(system: System) -> list[tuple[str, bool, bool]]:
+    """(name, audit, named in the inventory) for every function's group and the inventory's groups."""
+    explicit = {g.name for g in system.log_groups}
+    return [(g.name, g.audit, g.name in explicit) for g in system.all_log_groups()]
+
+
+def read_log_group(system: System, name: str, audit: bool, named: bool) -> LogGroupState:
+    c = aws.client("logs", system.region)
+    for g in aws.paginate(c, "describe_log_groups", "logGroups", logGroupNamePrefix=name):
+        if g["logGroupName"] == name:
+            return LogGroupState(name=name, audit=audit, named=named, retention_days=g.get("retentionInDays"), stored_bytes=g.get("storedBytes", 0))
+    return LogGroupState(name=name, audit=audit, named=named, exists=False)
+
+
+@aws_task(iam=["logs:DescribeLogGroups"], name="read-log-retention", cache_policy=NO_CACHE)
+def read_log_retention(system: System, deadline: aws.Deadline, only: list[str] | None = None) -> list[LogGroupState]:
+    groups = [g for g in log_groups_of(system) if only is None or g[0] in only]
+    return [s if err is None else LogGroupState(name=g[0], audit=g[1], named=g[2], error=aws.describe_error(err))
+            for g, s, err in aws.parallel(lambda g: read_log_group(system, *g), groups, deadline=deadline)]
+
+
+def read_audit_events(system: System, group: str, now: datetime) -> AuditSample:
+    """The last AUDIT_LOOKBACK_DAYS of events (capped), a seeded sample of them, and the personal data or secrets it holds (masked)."""
+    c = aws.client("logs", system.region)
+    start = int((now - timedelta(days=AUDIT_LOOKBACK_DAYS)).timestamp() * 1000)
+    events: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"logGroupName": group, "startTime": start, "endTime": int(now.timestamp() * 1000)}
+    truncated = False
+    while True:
+        page = c.filter_log_events(**kwargs)
+        events += [{k: e.get(k) for k in ("logStreamName", "timestamp", "message", "eventId")} for e in page.get("events", [])]
+        token = page.get("nextToken")
+        if not token:
+            break
+        if len(events) >= AUDIT_MAX_EVENTS_READ:
+            truncated = True
+            break
+        kwargs["nextToken"] = token
+    picked = pii.sample(events, system.audit.audit_sample_size, system.audit.audit_sample_seed)
+    return AuditSample(log_group=group, read=len(events), sampled=len(picked), truncated=truncated, hits=pii.hits(group, picked))
+
+
+@aws_task(iam=["logs:FilterLogEvents"], name="sample-audit-logs", cache_policy=NO_CACHE)
+def sample_audit_logs(system: System, deadline: aws.Deadline) -> list[AuditSample]:
+    now = datetime.now(timezone.utc)
+    groups = [g.name for g in system.log_groups if g.audit]
+    return [s if err is None else AuditSample(log_group=g, error=aws.describe_error(err))
+            for g, s, err in aws.parallel(lambda g: read_audit_events(system, g, now), groups, deadline=deadline)]
+
+
+def read_retention(system: System, group: str) -> str:
+    s = read_log_group(system, group, False, True)
+    if not s.exists:
+        raise RuntimeError(f"log group {group} does not exist")
+    return str(s.retention_days) if s.retention_days is not None else NO_RETENTION
+
+
+def set_retention(system: System, group: str, value: str) -> None:
+    c = aws.client("logs", system.region)
+    if value == NO_RETENTION:
+        c.delete_retention_policy(logGroupName=group)
+    else:
+        c.put_retention_policy(logGroupName=group, retentionInDays=int(value))

@@ -4,12 +4,17 @@ cluster's own HTTP API through opensearch-py: status, unassigned shards and why)
 from __future__ import annotations
 
 import os
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlparse
 
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
-from opensearchpy.exceptions import ConnectionTimeout, TransportError
+from opensearchpy.exceptions import ConnectionTimeout, NotFoundError, TransportError
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
 
 from opsbook import aws
 from opsbook.components import judge_cluster, judge_domain
@@ -128,3 +133,140 @@ def cluster_unreadable(error: BaseException, api: str = "cluster") -> str:
     if isinstance(error, TransportError):
         return f"{api} API answered {error.status_code}: {error.error}; check es:ESHttpGet permission and the access policy"
     return aws.describe_error(error)
+
+
+# --- snapshots: their age, restores of their indices --------------------------------------------
+
+
+class SnapshotInfo(BaseModel):
+    name: str
+    state: str
+    at: datetime | None  # end time (start time while in progress)
+
+
+class DomainSnapshots(BaseModel):
+    domain: str
+    repository: str
+    max_age_hours: float
+    repository_exists: bool | None = None
+    repository_type: str | None = None
+    snapshots: list[SnapshotInfo] = Field(default_factory=list)  # newest first
+    error: str | None = None
+
+
+def snapshot_reason(exc: BaseException) -> str:
+    if isinstance(exc, (OSConnectionError, ConnectionTimeout)):
+        return f"cluster endpoint unreachable ({type(exc).__name__}); check the endpoint, VPC access or the domain's access policy"
+    if isinstance(exc, TransportError):
+        return f"snapshot API answered {exc.status_code}: {exc.error}; check es:ESHttpGet permission and the access policy"
+    return aws.describe_error(exc)
+
+
+def snapshot_time(s: dict[str, Any]) -> datetime | None:
+    ms = s.get("end_time_in_millis") or s.get("start_time_in_millis")
+    return datetime.fromtimestamp(ms / 1000, timezone.utc) if ms else None
+
+
+def read_domain_snapshots(system: System, d: OpenSearchDomain) -> DomainSnapshots:
+    assert d.snapshot_repository
+    s = DomainSnapshots(domain=d.name, repository=d.snapshot_repository, max_age_hours=system.dr.snapshot_max_age_hours)
+    url = endpoint_for(d, None)
+    if url is None:  # no override: the domain's own endpoint
+        url = endpoint_for(d, aws.client("opensearch", system.region).describe_domain(DomainName=d.name)["DomainStatus"])
+    if url is None:
+        s.error = "no endpoint: the domain has none yet and the inventory gives no endpoint override"
+        return s
+    c = os_client(url, system.region)
+    try:
+        repo = c.snapshot.get_repository(repository=d.snapshot_repository)
+        s.repository_exists, s.repository_type = True, (repo.get(d.snapshot_repository) or {}).get("type")
+    except NotFoundError:
+        s.repository_exists = False
+        return s
+    except Exception as exc:  # UNKNOWN with the reason
+        s.error = snapshot_reason(exc)
+        return s
+    try:
+        snaps = c.snapshot.get(repository=d.snapshot_repository, snapshot="_all").get("snapshots", [])
+    except Exception as exc:
+        s.error = snapshot_reason(exc)
+        return s
+    s.snapshots = sorted((SnapshotInfo(name=x["snapshot"], state=x.get("state", "?"), at=snapshot_time(x)) for x in snaps),
+                         key=lambda x: x.at or datetime.min.replace(tzinfo=timezone.utc), reverse=True)
+    return s
+
+
+@aws_task(iam=["es:DescribeDomain", "es:ESHttpGet"], name="read-opensearch-snapshots", cache_policy=NO_CACHE)
+def read_snapshots(system: System, deadline: aws.Deadline) -> list[DomainSnapshots]:
+    doms = [d for d in system.opensearch_domains if d.snapshot_repository]
+    out = []
+    for d, s, err in aws.parallel(lambda d: read_domain_snapshots(system, d), doms, deadline=deadline):
+        out.append(s if err is None else DomainSnapshots(domain=d.name, repository=d.snapshot_repository or "",
+                                                         max_age_hours=system.dr.snapshot_max_age_hours, error=aws.describe_error(err)))
+    return out
+
+
+def domain_statuses(system: System, names: list[str]) -> dict[str, dict[str, Any]]:
+    return {s["DomainName"]: s for s in aws.client("opensearch", system.region).describe_domains(DomainNames=names)["DomainStatusList"]}
+
+
+def client_for(system: System, domain: OpenSearchDomain, target: str, status: dict[str, Any] | None) -> Any:
+    """A cluster client for ``target``: the domain itself, or another (a DR domain) reached like it."""
+    return os_client(endpoint_for(domain if target == domain.name else domain.model_copy(update={"name": target}), status), system.region)
+
+
+@aws_task(iam=["es:DescribeDomains", "es:ESHttpGet"], name="find-snapshots", cache_policy=NO_CACHE)
+def find_snapshots(system: System) -> dict[str, Any]:
+    """Per domain with a snapshot repository: the latest successful snapshot and its indices (not the system ones)."""
+    out: dict[str, Any] = {}
+    doms = [d for d in system.opensearch_domains if d.snapshot_repository]
+    if not doms:
+        return out
+    st = domain_statuses(system, [d.name for d in doms])
+    for d in doms:
+        try:
+            c = os_client(endpoint_for(d, st.get(d.name)), system.region)
+            snaps = [s for s in c.snapshot.get(repository=d.snapshot_repository, snapshot="_all")["snapshots"] if s.get("state") == "SUCCESS"]
+            latest = max(snaps, key=lambda s: s.get("start_time_in_millis", 0), default=None)
+            out[d.name] = {"snapshot": latest["snapshot"], "indices": [i for i in latest["indices"] if not i.startswith(".")],
+                           "repo": d.snapshot_repository} if latest else {"snapshot": None, "repo": d.snapshot_repository}
+        except Exception as exc:
+            out[d.name] = {"error": aws.describe_error(exc) if not hasattr(exc, "status_code") else f"{exc}"}
+    return out
+
+
+@aws_task(iam=["es:DescribeDomains", "es:ESHttpGet", "es:ESHttpPost"], name="restore-indices", cache_policy=NO_CACHE, read_only=False)
+def restore_indices(system: System, domain: str, snap: dict[str, Any], target: str, prefix: str, timeout_s: float, label: str) -> dict[str, Any]:
+    """Restore the snapshot's indices into ``target`` renamed ``prefix<index>`` with no replicas, wait (bounded) while red, and
+    count documents: seconds, cluster health of the copies, and per index (name, in the source now, restored)."""
+    dom = next(d for d in system.opensearch_domains if d.name == domain)
+    src = client_for(system, dom, domain, domain_statuses(system, [domain]).get(domain))
+    dst = src if target == domain else client_for(system, dom, target, None)
+    t0 = time.monotonic()
+    dst.snapshot.restore(repository=snap["repo"], snapshot=snap["snapshot"], body={
+        "indices": ",".join(snap["indices"]), "rename_pattern": "(.+)", "rename_replacement": f"{prefix}$1",
+        "index_settings": {"index.number_of_replicas": 0}, "include_global_state": False})
+    restored = ",".join(f"{prefix}{i}" for i in snap["indices"])
+    health = dst.cluster.health(index=restored)
+    while health.get("status") == "red" and time.monotonic() - t0 < timeout_s:  # bounded wait for the shards to start
+        print(f"opsbook: {label}: restored indices red after {time.monotonic() - t0:.0f} s", file=sys.stderr)
+        time.sleep(5)
+        health = dst.cluster.health(index=restored)
+    seconds = time.monotonic() - t0
+    counts = [(i, src.count(index=i)["count"], dst.count(index=f"{prefix}{i}")["count"]) for i in snap["indices"]]
+    return {"seconds": seconds, "health": health.get("status"), "counts": counts}
+
+
+def remove_indices(system: System, domains: list[OpenSearchDomain], target: Callable[[str], str], pattern: str) -> list[str]:
+    """Delete the indices matching ``pattern`` on each domain's ``target(name)`` (itself or another); what was removed."""
+    if not domains:
+        return []
+    st = domain_statuses(system, [d.name for d in domains])
+    removed = []
+    for d in domains:
+        name = target(d.name)
+        c = client_for(system, d, name, st.get(d.name))
+        for idx in c.cat.indices(index=pattern, format="json"):
+            c.indices.delete(index=idx["index"])
+            removed.append(f"index {name}/{idx['index']}")
+    return removed

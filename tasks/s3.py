@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import hashlib
+import time
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from botocore.exceptions import ClientError
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
 
 from opsbook import aws
 from opsbook.components import judge_bucket_absent, judge_storage
@@ -69,3 +73,196 @@ def store_html(system: System, key: str, page: str) -> dict[str, str]:
     c.put_object(Bucket=bucket, Key=key, Body=page.encode("utf-8"), ContentType="text/html; charset=utf-8")
     url = c.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=7 * 86400)
     return {"uri": f"s3://{bucket}/{key}", "url": url}
+
+
+# --- tmp/ lifecycle, versioning and replication, previous versions ------------------------------
+
+NEVER_ENABLED = "never-enabled"  # GetBucketVersioning has no Status until versioning was first enabled
+
+
+class TmpPrefix(BaseModel):
+    bucket: str
+    prefix: str
+    rule_id: str | None = None
+    rule_days: int | None = None
+    lifecycle_error: str | None = None
+    objects: int = 0
+    old_objects: int = 0
+    old_bytes: int = 0
+    oldest_days: float | None = None
+    limit_days: int = 7
+    error: str | None = None
+
+
+class BucketProtection(BaseModel):
+    bucket: str
+    versioning_required: bool
+    replication_required: bool
+    named: bool = True
+    versioning: str | None = None  # Enabled | Suspended | never-enabled
+    replication_role: str | None = None
+    replication_rules: list[dict[str, Any]] | None = None  # None: not read; []: no configuration
+    missing: bool = False
+    error: str | None = None
+    replication_error: str | None = None
+
+    @property
+    def needs_versioning(self) -> bool:
+        """Replication works only on a versioned bucket, so it needs versioning too."""
+        return self.versioning_required or self.replication_required
+
+
+def lifecycle_rule(rules: list[dict[str, Any]], prefix: str) -> tuple[str | None, int | None]:
+    """The enabled rule that expires objects under ``prefix`` (its filter prefix covers it), and its days."""
+    for r in rules:
+        if r.get("Status") != "Enabled" or not r.get("Expiration", {}).get("Days"):
+            continue
+        flt = r.get("Filter", {})
+        rule_prefix = flt.get("Prefix", flt.get("And", {}).get("Prefix", r.get("Prefix", "")))
+        if "Tag" in flt or flt.get("And", {}).get("Tags"):
+            continue  # a tag filter does not expire every tmp object
+        if prefix.startswith(rule_prefix or ""):
+            return r.get("ID"), int(r["Expiration"]["Days"])
+    return None, None
+
+
+def read_tmp(system: System, bucket: str, prefix: str, now: datetime) -> TmpPrefix:
+    c = aws.client("s3", system.region)
+    s = TmpPrefix(bucket=bucket, prefix=prefix, limit_days=system.audit.tmp_max_age_days)
+    try:
+        rules = c.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", [])
+        s.rule_id, s.rule_days = lifecycle_rule(rules, prefix)
+    except ClientError as exc:
+        if aws.error_code(exc) != "NoSuchLifecycleConfiguration":
+            s.lifecycle_error = aws.describe_error(exc)
+    # expiry runs once a day: a day's grace on top of the rule's own days
+    s.limit_days = s.rule_days + 1 if s.rule_days else system.audit.tmp_max_age_days
+    cutoff = now - timedelta(days=s.limit_days)
+    for o in aws.paginate(c, "list_objects_v2", "Contents", Bucket=bucket, Prefix=prefix):
+        s.objects += 1
+        modified = aws.utc(o["LastModified"])
+        age = (now - modified).total_seconds() / 86400
+        s.oldest_days = max(s.oldest_days or 0.0, age)
+        if modified < cutoff:
+            s.old_objects += 1
+            s.old_bytes += o.get("Size", 0)
+    return s
+
+
+@aws_task(iam=["s3:GetLifecycleConfiguration", "s3:ListBucket"], name="read-tmp-prefixes", cache_policy=NO_CACHE)
+def read_tmp_prefixes(system: System, deadline: aws.Deadline) -> list[TmpPrefix]:
+    now = datetime.now(timezone.utc)
+    bs = [b for b in system.s3_buckets if b.tmp_prefix]
+    return [s if err is None else TmpPrefix(bucket=b.name, prefix=b.tmp_prefix or "", error=aws.describe_error(err))
+            for b, s, err in aws.parallel(lambda b: read_tmp(system, b.name, b.tmp_prefix, now), bs, deadline=deadline)]
+
+
+def read_bucket(system: System, b: S3Bucket, named: bool) -> BucketProtection:
+    c = aws.client("s3", system.region)
+    s = BucketProtection(bucket=b.name, versioning_required=b.versioning_required, replication_required=b.replication_required, named=named)
+    try:
+        s.versioning = c.get_bucket_versioning(Bucket=b.name).get("Status") or NEVER_ENABLED
+    except ClientError as exc:
+        s.missing, s.error = aws.is_not_found(exc), aws.describe_error(exc)
+        return s
+    if b.replication_required:
+        try:
+            cfg = c.get_bucket_replication(Bucket=b.name)["ReplicationConfiguration"]
+            s.replication_role, s.replication_rules = cfg.get("Role"), cfg.get("Rules", [])
+        except ClientError as exc:
+            if aws.error_code(exc) == "ReplicationConfigurationNotFoundError":
+                s.replication_rules = []
+            else:
+                s.replication_error = aws.describe_error(exc)
+    return s
+
+
+@aws_task(iam=["s3:GetBucketVersioning", "s3:GetReplicationConfiguration"], name="read-bucket-protection", cache_policy=NO_CACHE)
+def read_bucket_protection(system: System, found: Discovered, deadline: aws.Deadline, only: list[str] | None = None) -> list[BucketProtection]:
+    named = {b.name for b in system.s3_buckets}
+    bs = [b for b in buckets(system, found) if only is None or b.name in only]
+    out = []
+    for b, s, err in aws.parallel(lambda b: read_bucket(system, b, b.name in named), bs, deadline=deadline):
+        out.append(s if err is None else BucketProtection(bucket=b.name, versioning_required=b.versioning_required,
+                                                          replication_required=b.replication_required, named=b.name in named,
+                                                          error=aws.describe_error(err)))
+    return out
+
+
+def read_versioning(system: System, bucket: str) -> str:
+    return aws.client("s3", system.region).get_bucket_versioning(Bucket=bucket).get("Status") or NEVER_ENABLED
+
+
+def set_versioning(system: System, bucket: str, value: str) -> None:
+    if value not in ("Enabled", "Suspended"):
+        raise ValueError(f"versioning can only be set to Enabled or Suspended, not {value!r}")
+    aws.client("s3", system.region).put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": value})
+
+
+@aws_task(iam=["s3:GetBucketVersioning", "s3:ListBucketVersions"], name="find-object-versions", cache_policy=NO_CACHE)
+def find_object_versions(system: System) -> dict[str, Any]:
+    """Per versioned bucket: up to sample_objects keys that have a previous version."""
+    s3 = aws.client("s3", system.region)
+    out: dict[str, Any] = {}
+    for b in system.s3_buckets:
+        try:
+            if s3.get_bucket_versioning(Bucket=b.name).get("Status") != "Enabled":
+                out[b.name] = {"versioned": False}
+                continue
+            seen: dict[str, list[dict]] = {}
+            for v in aws.paginate(s3, "list_object_versions", "Versions", Bucket=b.name):
+                seen.setdefault(v["Key"], []).append(v)
+                if sum(1 for vs in seen.values() if len(vs) > 1) >= system.dr.sample_objects:
+                    break
+            samples = []
+            for key, vs in seen.items():
+                older = sorted((v for v in vs if not v.get("IsLatest")), key=lambda v: v["LastModified"], reverse=True)
+                if older:
+                    samples.append({"key": key, "version": older[0]["VersionId"]})
+            out[b.name] = {"versioned": True, "samples": samples[: system.dr.sample_objects]}
+        except Exception as exc:  # this bucket's restore is UNKNOWN with the reason
+            out[b.name] = {"error": aws.describe_error(exc)}
+    return out
+
+
+@aws_task(iam=["s3:CreateBucket", "s3:PutBucketTagging", "s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:ListBucket"],
+          name="restore-objects", cache_policy=NO_CACHE, read_only=False)
+def restore_objects(system: System, bucket: str, samples: list[dict[str, Any]], target: str, prefix: str, tags: dict[str, str]) -> dict[str, Any]:
+    """Copy each sampled previous version into ``target`` under ``prefix`` (the bucket created and tagged if need be) and
+    compare the copy with the version by SHA-256: the keys that differ, and the time it took."""
+    s3 = aws.client("s3", system.region)
+    t0 = time.monotonic()
+    try:
+        kw = {} if system.region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": system.region}}
+        s3.create_bucket(Bucket=target, **kw)
+        s3.put_bucket_tagging(Bucket=target, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
+    except Exception as exc:
+        if aws.error_code(exc) not in ("BucketAlreadyOwnedByYou",):
+            raise
+    differ = []
+    for s in samples:
+        dest = f"{prefix}{bucket}/{s['key']}"
+        s3.copy_object(Bucket=target, Key=dest, CopySource={"Bucket": bucket, "Key": s["key"], "VersionId": s["version"]})
+        a = hashlib.sha256(s3.get_object(Bucket=bucket, Key=s["key"], VersionId=s["version"])["Body"].read()).hexdigest()
+        b = hashlib.sha256(s3.get_object(Bucket=target, Key=dest)["Body"].read()).hexdigest()
+        if a != b:
+            differ.append(s["key"])
+    return {"seconds": time.monotonic() - t0, "checked": len(samples), "differ": differ}
+
+
+def remove_prefix(system: System, bucket: str, prefix: str, delete_bucket: bool) -> list[str]:
+    """Delete every object under ``prefix`` (then the bucket, if asked); what was removed. A missing bucket removes nothing."""
+    s3 = aws.client("s3", system.region)
+    removed: list[str] = []
+    try:
+        keys = [o["Key"] for o in aws.paginate(s3, "list_objects_v2", "Contents", Bucket=bucket, Prefix=prefix)]
+        for i in range(0, len(keys), 1000):
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]], "Quiet": True})
+        removed += [f"object s3://{bucket}/{k}" for k in keys]
+        if delete_bucket:
+            s3.delete_bucket(Bucket=bucket)
+            removed.append(f"bucket {bucket}")
+    except Exception as exc:
+        if not aws.is_not_found(exc):
+            raise
+    return removed

@@ -33,117 +33,66 @@ from typing import Annotated, Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.maintenance_audit.judge import KMS_ROTATION, RETENTION, RUNBOOK, decide, fix_what, fixed_check, judge
 from opsbook import aws
 from opsbook.collect import future_value
-from opsbook.findings import Finding, Status, unknown
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import (
-    Action,
-    Approval,
-    Identity,
-    Plan,
-    Record,
-    Refused,
-    drift,
-)
+from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, drift
+from opsbook.mutation.fixes import act, applied_items, apply_each, conclude, wait_verified
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, mark_verified
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
-from tasks import audits as au
-from tasks.audits import (
-    APPLIERS,
-    KMS_ROTATION,
-    NONE,
-    RETENTION,
-    KeyRotation,
-    LogGroupState,
-    read_certificates,
-    read_iam_roles,
-    read_image_scans,
-    read_kms_rotation,
-    read_log_retention,
-    read_resource_tags,
-    read_runtimes,
-    read_secret_rotation,
-    read_security_groups,
-    read_tmp_prefixes,
-    sample_audit_logs,
-)
-from tasks.backups import judge_rds, read_rds_snapshots
+from tasks.acm import read_certificates
+from tasks.awslambda import read_runtimes
+from tasks.ec2 import read_security_groups
+from tasks.ecr import read_image_scans
+from tasks.iam_roles import read_iam_roles
+from tasks.kms import KeyRotation, read_key_rotation, read_kms_rotation, set_key_rotation
+from tasks.logs import LogGroupState, read_log_retention, read_retention, sample_audit_logs, set_retention
+from tasks.rds import read_rds_snapshots
+from tasks.s3 import read_tmp_prefixes
+from tasks.secretsmanager import read_secret_rotation
+from tasks.tagging import read_resource_tags
 
-RUNBOOK = "maintenance-audit"
 READ_DEADLINE_S = 120.0
 VERIFY_TIMEOUT_S = 30.0
+APPLIERS = {RETENTION: Applier(read=read_retention, apply=set_retention), KMS_ROTATION: Applier(read=read_key_rotation, apply=set_key_rotation)}
 
 
-# --- deciding (pure) ------------------------------------------------------------------------
+# --- collect ------------------------------------------------------------------------------------
 
 
-def judge(inv: System, states: dict[str, Any], now: datetime) -> list[Finding]:
-    """A finding per resource and check; a read task that failed as a whole is UNKNOWN with its reason."""
+def read_all(inv: System) -> dict[str, Any]:
+    """Every concern the inventory configures, read concurrently; a read task that failed is its exception (UNKNOWN)."""
+    deadline = aws.Deadline(READ_DEADLINE_S)
     a = inv.audit
-    table = au.deprecations(inv)
-    out: list[Finding] = []
-    for name, value in states.items():
-        if isinstance(value, BaseException):
-            out.append(unknown(f"{name}", "(whole check)", aws.describe_error(value)))
-            continue
-        for s in value:
-            if name == "logs":
-                out.append(au.judge_log_retention(s, a.log_retention_days))
-            elif name == "tmp":
-                out += au.judge_tmp(s)
-            elif name == "audit-log":
-                out.append(au.judge_audit_sample(s))
-            elif name == "runtimes":
-                out.append(au.judge_runtime(s, table, a.runtime_warn_days, now.date()))
-            elif name == "iam":
-                out.append(au.judge_role(s, a.iam_unused_days, now))
-            elif name == "tags":
-                out.append(au.judge_tags(s, a.required_tags))
-            elif name == "kms":
-                out.append(au.judge_kms(s))
-            elif name == "secrets":
-                out.append(au.judge_secret(s, a.secret_rotation_max_days, now))
-            elif name == "security-groups":
-                out.append(au.judge_security_group(s))
-            elif name == "rds":
-                out.append(judge_rds(s, now))
-            elif name == "certificates":
-                out.append(au.judge_certificate(s, a.certificate_warn_days, now))
-            elif name == "ecr-scans":
-                out.append(au.judge_image_scan(s))
-    return out
+    reads: list[tuple[str, bool, Any, tuple]] = [
+        ("logs", True, read_log_retention, (inv, deadline)),
+        ("tmp", any(b.tmp_prefix for b in inv.s3_buckets), read_tmp_prefixes, (inv, deadline)),
+        ("audit-log", any(g.audit for g in inv.log_groups), sample_audit_logs, (inv, deadline)),
+        ("runtimes", bool(inv.lambda_functions), read_runtimes, (inv, deadline)),
+        ("iam", bool(a.iam_role_patterns), read_iam_roles, (inv, deadline)),
+        ("tags", bool(a.required_tags), read_resource_tags, (inv,)),
+        ("kms", bool(a.kms_key_aliases), read_kms_rotation, (inv, deadline)),
+        ("secrets", bool(a.secrets), read_secret_rotation, (inv, deadline)),
+        ("security-groups", bool(a.security_group_patterns), read_security_groups, (inv,)),
+        ("rds", bool(inv.rds_instances), read_rds_snapshots, (inv, deadline)),
+        ("certificates", bool(a.certificate_domains), read_certificates, (inv, deadline)),
+        ("ecr-scans", bool(a.ecr_repositories), read_image_scans, (inv, deadline)),
+    ]
+    futures = {name: t.submit(*args) for name, wanted, t, args in reads if wanted}
+    return {k: future_value(f) for k, f in futures.items()}
 
 
-def decide(inv: System, identity: Identity, groups: list[LogGroupState], keys: list[KeyRotation], fix: bool) -> Plan:
-    plan = Plan(runbook=RUNBOOK, system=inv.name, identity=identity)
-    target = str(inv.audit.log_retention_days)
-    wanted: list[Action] = []
-    for g in groups:
-        if g.error or not g.exists:
-            continue
-        if g.retention_days is None:
-            wanted.append(Action(kind=RETENTION, resource=g.name, current=NONE, target=target, iam_action="logs:PutRetentionPolicy",
-                                 evidence=f"no retention ({au.human_bytes(g.stored_bytes)} stored); events older than {target} days will be "
-                                          "deleted by CloudWatch Logs (undo: delete the retention policy, before they age out)"))
-        else:
-            plan.unchanged.append(f"{g.name}: retention {g.retention_days} days")
-    for k in keys:
-        if k.error or k.enabled is None:
-            continue
-        if k.enabled:
-            plan.unchanged.append(f"{k.alias}: rotation ENABLED")
-        else:
-            wanted.append(Action(kind=KMS_ROTATION, resource=k.alias, current="DISABLED", target="ENABLED", iam_action="kms:EnableKeyRotation",
-                                 evidence=f"key {k.key_id}: yearly automatic rotation off (undo: disable rotation)"))
-    plan.propose(wanted, fix)
-    plan.notes.append("shortening a retention, tmp/ objects and lifecycle rules, IAM roles, tags, runtimes, secrets, security groups and "
-                      "RDS snapshots are never changed by this runbook: their findings say what to do")
-    return plan
+def reread(inv: System, fixed: dict[str, list[str]]) -> dict[str, Any]:
+    """The fixed log groups and keys read again, for the report to show the state after the fixes."""
+    futures = {"logs": read_log_retention.submit(inv, aws.Deadline(READ_DEADLINE_S), fixed["logs"])}
+    if fixed["kms"]:
+        futures["kms"] = read_kms_rotation.submit(inv, aws.Deadline(READ_DEADLINE_S), fixed["kms"])
+    return {k: future_value(f) for k, f in futures.items()}
 
 
-# --- tasks ------------------------------------------------------------------------------------
+# --- plan, act, verify --------------------------------------------------------------------------
 
 
 @task(name="plan-maintenance-fixes", cache_policy=NO_CACHE)
@@ -162,37 +111,18 @@ def check_drift(system: System, plan: Plan) -> None:
           name="apply-maintenance-fixes", cache_policy=NO_CACHE, read_only=False)
 def apply_fixes(system: System, plan: Plan, approval: Approval, identity: Identity, run_id: str) -> list[Record]:
     """Every fix in order; each is independent, so a failure is recorded and the rest still run."""
-    base = dict(runbook=plan.runbook, system=plan.system, flow_run_id=run_id, approver=approval.approver, approved_via=approval.via,
-                caller_arn=identity.arn, plan_fingerprint=plan.fingerprint)
-    records = []
-    for a in plan.actions:
-        try:
-            APPLIERS[a.kind].apply(system, a.resource, a.target)
-            records.append(Record(**base, resource=a.resource, kind=a.kind, before=a.current, after=a.target, status="applied"))
-        except Exception as exc:  # recorded and reported (the run ends failed)
-            records.append(Record(**base, resource=a.resource, kind=a.kind, before=a.current, after=None, status="failed",
-                                  detail=aws.describe_error(exc)))
-    return records
+    return apply_each(system, plan, APPLIERS, approval, identity, run_id)
 
 
 @aws_task(iam=["logs:DescribeLogGroups", "kms:ListAliases", "kms:GetKeyRotationStatus"], name="verify-maintenance-fixes", cache_policy=NO_CACHE)
 def verify_fixes(system: System, records: list[Record], timeout_s: float) -> list[Record]:
-    applied = [(r.kind, r.resource, r.after or "") for r in records if r.status == "applied"]
-    return mark_verified(records, au.wait_verified(system, applied, timeout_s), timeout_s)
+    """Read each applied fix back until it shows its target (or the timeout passes)."""
 
+    def check(kind: str, resource: str, target: str) -> tuple[bool, str]:
+        now = APPLIERS[kind].read(system, resource)
+        return now == target, f"{kind} {now}"
 
-def fix_findings(records: list[Record]) -> list[Finding]:
-    out = []
-    for r in records:
-        what = f"retention {r.after} days" if r.kind == RETENTION else "enable key rotation"
-        status = {"verified": Status.OK, "applied": Status.WARN}.get(r.status, Status.CRIT)
-        out.append(Finding(check="maintenance-fix", resource=r.resource, status=status, summary=f"{what}: {r.status}; {r.detail}".rstrip("; ")))
-    return out
-
-
-def replace_findings(findings: list[Finding], fresh: list[Finding], resources: set[str]) -> list[Finding]:
-    """The report shows the state after the fixes: re-read findings replace those of the fixed resources."""
-    return [f for f in findings if not (f.resource in resources and f.check in ("logs-retention", "kms-rotation"))] + fresh
+    return mark_verified(records, wait_verified(applied_items(records), check, timeout_s, poll_s=1.0, patient=True), timeout_s)
 
 
 # --- the runbook --------------------------------------------------------------------------------
@@ -216,60 +146,16 @@ def maintenance_audit(
     session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s)
     with session:
         identity = session.identity()
-        deadline = aws.Deadline(READ_DEADLINE_S)
-        a = inv.audit
-        futures: dict[str, Any] = {"logs": read_log_retention.submit(inv, deadline)}
-        if any(b.tmp_prefix for b in inv.s3_buckets):
-            futures["tmp"] = read_tmp_prefixes.submit(inv, deadline)
-        if any(g.audit for g in inv.log_groups):
-            futures["audit-log"] = sample_audit_logs.submit(inv, deadline)
-        if inv.lambda_functions:
-            futures["runtimes"] = read_runtimes.submit(inv, deadline)
-        if a.iam_role_patterns:
-            futures["iam"] = read_iam_roles.submit(inv, deadline)
-        if a.required_tags:
-            futures["tags"] = read_resource_tags.submit(inv)
-        if a.kms_key_aliases:
-            futures["kms"] = read_kms_rotation.submit(inv, deadline)
-        if a.secrets:
-            futures["secrets"] = read_secret_rotation.submit(inv, deadline)
-        if a.security_group_patterns:
-            futures["security-groups"] = read_security_groups.submit(inv)
-        if inv.rds_instances:
-            futures["rds"] = read_rds_snapshots.submit(inv, deadline)
-        if a.certificate_domains:
-            futures["certificates"] = read_certificates.submit(inv, deadline)
-        if a.ecr_repositories:
-            futures["ecr-scans"] = read_image_scans.submit(inv, deadline)
-        states = {k: future_value(f) for k, f in futures.items()}
-        now = datetime.now(timezone.utc)
-        session.report.findings += judge(inv, states, now)
+        states = read_all(inv)
+        session.report.findings += judge(inv, states, datetime.now(timezone.utc))
         groups = states["logs"] if isinstance(states["logs"], list) else []
         keys = states.get("kms") if isinstance(states.get("kms"), list) else []
         plan = make_plan.submit(inv, identity, groups, keys, fix).result()
         if session.gate(plan):
-            session.lease()
-            check_drift.submit(inv, plan).result()
-            done = apply_fixes.submit(inv, plan, session.approval, identity, session.run_id).result()
-            done = verify_fixes.submit(inv, done, min(VERIFY_TIMEOUT_S, inv.mutations.settle_timeout_s)).result()
-            fixed_groups = sorted({x.resource for x in plan.actions if x.kind == RETENTION})
-            fixed_keys = sorted({x.resource for x in plan.actions if x.kind == KMS_ROTATION})
-            reread = {"logs": read_log_retention.submit(inv, aws.Deadline(READ_DEADLINE_S), fixed_groups)}
-            if fixed_keys:
-                reread["kms"] = read_kms_rotation.submit(inv, aws.Deadline(READ_DEADLINE_S), fixed_keys)
-            after = {k: future_value(f) for k, f in reread.items()}
-            session.record(done)
-            for k, resources in (("logs", fixed_groups), ("kms", fixed_keys)):
-                if k not in after:
-                    continue
-                if isinstance(after[k], BaseException):
-                    session.report.findings += [unknown(f"{k}-reread", r, aws.describe_error(after[k])) for r in resources]
-                else:
-                    session.report.findings = replace_findings(session.report.findings, judge(inv, {k: after[k]}, datetime.now(timezone.utc)),
-                                                               set(resources))
-            session.report.findings += fix_findings(done)
-            session.done(all(r.status != "failed" for r in done))
-            session.notify(session.report.outcome, [f"{r.resource}: {r.kind} {r.before} -> {r.after}: {r.status} {r.detail}".strip() for r in done])
+            done = act(session, identity, check_drift, apply_fixes, verify_fixes, VERIFY_TIMEOUT_S)
+            fixed = {"logs": sorted({x.resource for x in plan.actions if x.kind == RETENTION}),
+                     "kms": sorted({x.resource for x in plan.actions if x.kind == KMS_ROTATION})}
+            conclude(session, done, reread(inv, fixed), fixed, lambda st: judge(inv, st, datetime.now(timezone.utc)), fixed_check, "maintenance-fix", fix_what)
     return session.finish()
 
 

@@ -39,15 +39,18 @@ def todo(seeded, sandbox):
     return inv
 
 
-def test_dry_run_plans_the_restores_and_touches_nothing(todo, sandbox):
-    report = run()
-    assert report.outcome == "planned"
-    [a] = report.plan["actions"]
+def test_dry_run_then_good_restores_pass_are_removed_kept_in_history_and_covered_by_the_policy(todo, sandbox):
+    import json
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    dry = run()
+    assert dry.outcome == "planned"
+    [a] = dry.plan["actions"]
     assert a["kind"] == "restore-table" and a["resource"] == "todos" and "-drtest-" in a["target"]
-    assert drtest_tables(sandbox) == []
+    assert drtest_tables(sandbox) == []  # a dry run touches nothing
 
-
-def test_good_backup_passes_and_the_copy_is_removed(todo, sandbox):
     report = run(dry_run=False)
     f = [f for f in report.findings if f.check == "dr-dynamodb" and f.resource == "todos"][0]
     assert f.status is Status.OK and "PASS: 25 items restored, 25 in the backup" in f.summary and "RTO 30 min" in f.summary
@@ -55,20 +58,37 @@ def test_good_backup_passes_and_the_copy_is_removed(todo, sandbox):
     assert drtest_tables(sandbox) == []
     cleanup = [r for r in report.records if r["kind"] == "cleanup"][0]
     assert "table todos-drtest-" in cleanup["detail"]
+    policy = set(policy_for(drt.TASKS)["Statement"][0]["Action"])
+    used = {iam_action(*op.split(":")) for op in report.api_calls_by_operation} - {None}
+    assert "dynamodb:RestoreTableFromBackup" in used and used <= policy, used - policy
+    assert report.undeclared_iam_actions == []
 
-
-def test_writes_since_the_backup_do_not_fail_a_good_restore(todo, sandbox):
-    c = ddb(sandbox)
+    c = ddb(sandbox)  # writes since the backup do not fail a good restore
     c.put_item(TableName="todos", Item={"id": {"S": "todo-0"}, "title": {"S": "edited after the backup"}})
     c.put_item(TableName="todos", Item={"id": {"S": "todo-new"}, "title": {"S": "added after the backup"}})
-    report = run(dry_run=False)
-    f = [f for f in report.findings if f.check == "dr-dynamodb" and f.resource == "todos"][0]
+    again = run(dry_run=False)
+    f = [f for f in again.findings if f.check == "dr-dynamodb" and f.resource == "todos"][0]
     assert f.status is Status.OK and "25 items restored, 25 in the backup" in f.summary
 
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["dr-test-todo-app-history"])))
+    rows = json.loads(max(arts, key=lambda a: a.created).data)
+    todos = [r for r in rows if r["component"] == "dr-dynamodb todos"]
+    assert len(todos) >= 2 and all(r["result"] == "PASS" and r["rto_s"] == 1800 for r in todos[:2])  # newest first
 
-def test_a_corrupted_restore_is_detected(todo, sandbox):
+
+def test_leftovers_are_removed_and_a_corrupted_restore_is_detected(todo, sandbox):
+    c = ddb(sandbox)
+    c.create_table(TableName="todos-drtest-deadbeef", BillingMode="PAY_PER_REQUEST",
+                   KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}], AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=sandbox.endpoint)
+    s3.create_bucket(Bucket="todo-app-drtest-123456789012", CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.put_object(Bucket="todo-app-drtest-123456789012", Key="drtest/todo-app/deadbeef/x", Body=b"left")
     sandbox.corrupt_next_restore(REGION)
     report = run(dry_run=False)
+    left = [f for f in report.findings if f.check == "dr-leftovers"][0]
+    assert left.value == 2
+    assert "todo-app-drtest-123456789012" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
     f = [f for f in report.findings if f.check == "dr-dynamodb" and f.resource == "todos"][0]
     assert f.status is Status.CRIT and "FAIL: 24 items restored, 25 in the backup" in f.summary
     assert report.status is Status.CRIT and report.outcome == "failed"
@@ -86,19 +106,6 @@ def test_no_backup_is_crit_with_the_reason(seeded, sandbox):
     assert f.status is Status.CRIT and "no on-demand backup and PITR disabled" in f.summary
 
 
-def test_leftovers_of_a_killed_run_are_removed_by_the_next(todo, sandbox):
-    c = ddb(sandbox)
-    c.create_table(TableName="todos-drtest-deadbeef", BillingMode="PAY_PER_REQUEST",
-                   KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}], AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
-    s3 = boto3.client("s3", region_name=REGION, endpoint_url=sandbox.endpoint)
-    s3.create_bucket(Bucket="todo-app-drtest-123456789012", CreateBucketConfiguration={"LocationConstraint": REGION})
-    s3.put_object(Bucket="todo-app-drtest-123456789012", Key="drtest/todo-app/deadbeef/x", Body=b"left")
-    report = run(dry_run=False)
-    left = [f for f in report.findings if f.check == "dr-leftovers"][0]
-    assert left.value == 2 and drtest_tables(sandbox) == []
-    assert "todo-app-drtest-123456789012" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
-
-
 def test_s3_versions_and_opensearch_snapshot(seeded, sandbox):
     hr = seeded("hr-resource-optimization")
     s3 = boto3.client("s3", region_name="us-east-2", endpoint_url=sandbox.endpoint)
@@ -114,26 +121,3 @@ def test_s3_versions_and_opensearch_snapshot(seeded, sandbox):
     from opensearchpy import OpenSearch
 
     assert OpenSearch(sandbox.opensearch.url_for(hr.opensearch_domains[0].name)).cat.indices(index="drtest_*", format="json") == []
-
-
-def test_history_keeps_the_previous_runs(todo, sandbox):
-    import json
-
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
-    run(dry_run=False)
-    run(dry_run=False)
-    with get_client(sync_client=True) as client:
-        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["dr-test-todo-app-history"])))
-    rows = json.loads(max(arts, key=lambda a: a.created).data)
-    todos = [r for r in rows if r["component"] == "dr-dynamodb todos"]
-    assert len(todos) >= 2 and all(r["result"] == "PASS" and r["rto_s"] == 1800 for r in todos[:2])  # newest first
-
-
-def test_calls_are_covered_by_the_printed_policy(todo, sandbox):
-    report = run(dry_run=False)
-    policy = set(policy_for(drt.TASKS)["Statement"][0]["Action"])
-    used = {iam_action(*op.split(":")) for op in report.api_calls_by_operation} - {None}
-    assert "dynamodb:RestoreTableFromBackup" in used and used <= policy, used - policy
-    assert report.undeclared_iam_actions == []

@@ -1,0 +1,103 @@
+"""Independent fixes: each action only adds protection and none depends on another, so a failure is recorded and the
+rest still run (nothing is undone, unlike ``apply_plan``); each applied fix is read back until it shows its target."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from opsbook import aws
+from opsbook.findings import Finding, Status, unknown
+from opsbook.inventory import System
+from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record
+from opsbook.mutation.session import MutationSession
+
+# (kind, resource, target) -> (True: the target is read back; None: not yet, keep waiting; False: not there, what was read)
+Check = Callable[[str, str, str], tuple[bool | None, str]]
+
+
+def apply_each(system: System, plan: Plan, appliers: dict[str, Applier], approval: Approval, identity: Identity, run_id: str) -> list[Record]:
+    """Every action in order; a failure is recorded (the run ends failed) and the others still run."""
+    base = dict(runbook=plan.runbook, system=plan.system, flow_run_id=run_id, approver=approval.approver, approved_via=approval.via,
+                caller_arn=identity.arn, plan_fingerprint=plan.fingerprint)
+    records = []
+    for a in plan.actions:
+        try:
+            appliers[a.kind].apply(system, a.resource, a.target)
+            records.append(Record(**base, resource=a.resource, kind=a.kind, before=a.current, after=a.target, status="applied"))
+        except Exception as exc:  # recorded and reported; the other fixes are independent
+            records.append(Record(**base, resource=a.resource, kind=a.kind, before=a.current, after=None, status="failed",
+                                  detail=aws.describe_error(exc)))
+    return records
+
+
+def applied_items(records: list[Record]) -> list[tuple[str, str, str]]:
+    """(kind, resource, target) of every applied record: what to read back."""
+    return [(r.kind, r.resource, r.after or "") for r in records if r.status == "applied"]
+
+
+def wait_verified(items: list[tuple[str, str, str]], check: Check, timeout_s: float, poll_s: float,
+                  patient: bool = False) -> dict[tuple[str, str], tuple[bool | None, str]]:
+    """Read each (kind, resource, target) back until all are settled or ``timeout_s`` passes (bounded; never hangs).
+    Settled: True or False (``patient``: only True; a mismatch or a failed read is read again until the timeout)."""
+    started = time.monotonic()
+    result: dict[tuple[str, str], tuple[bool | None, str]] = {}
+    pending = list(items)
+    while pending:
+        for kind, resource, target in list(pending):
+            try:
+                ok, seen = check(kind, resource, target)
+            except Exception as exc:  # reported on the record; the fix itself was applied
+                ok, seen = False, f"could not read it back ({aws.describe_error(exc)})"
+            result[(kind, resource)] = (ok, seen)
+            settled = ok is True if patient else ok is not None
+            if settled:
+                pending.remove((kind, resource, target))
+        if not pending or time.monotonic() - started >= timeout_s:
+            break
+        time.sleep(poll_s)
+    return result
+
+
+def fix_findings(records: list[Record], check: str, what: Callable[[Record], str]) -> list[Finding]:
+    """A finding a fix: OK verified, WARN applied but not read back yet, CRIT failed."""
+    out = []
+    for r in records:
+        status = {"verified": Status.OK, "applied": Status.WARN}.get(r.status, Status.CRIT)
+        out.append(Finding(check=check, resource=r.resource, status=status, summary=f"{what(r)}: {r.status}; {r.detail}".rstrip("; ")))
+    return out
+
+
+def after_fixes(findings: list[Finding], after: dict[str, Any], fixed: dict[str, list[str]],
+                judge: Callable[[dict[str, Any]], list[Finding]], replaced: Callable[[str], bool]) -> list[Finding]:
+    """The report shows the state after the fixes: for each kind re-read (``after``), the findings of its fixed resources
+    whose check is ``replaced`` give way to the re-read ones; a failed re-read keeps what was read before and says so."""
+    for kind, resources in fixed.items():
+        if kind not in after:
+            continue
+        if isinstance(after[kind], BaseException):
+            findings = findings + [unknown(f"{kind}-reread", r, aws.describe_error(after[kind])) for r in resources]
+        else:
+            fresh = judge({kind: after[kind]})
+            findings = [f for f in findings if not (f.resource in resources and replaced(f.check))] + fresh
+    return findings
+
+
+def act(session: MutationSession, identity: Identity, check_drift: Any, apply_fixes: Any, verify_fixes: Any, timeout_s: float) -> list[Record]:
+    """After approval: leases, the drift check (refused when the state changed), the fixes, each read back. The records."""
+    inv, plan = session.inv, session.plan
+    session.lease()
+    check_drift.submit(inv, plan).result()
+    done = apply_fixes.submit(inv, plan, session.approval, identity, session.run_id).result()
+    return verify_fixes.submit(inv, done, min(timeout_s, inv.mutations.settle_timeout_s)).result()
+
+
+def conclude(session: MutationSession, done: list[Record], after: dict[str, Any], fixed: dict[str, list[str]],
+             judge: Callable[[dict[str, Any]], list[Finding]], replaced: Callable[[str], bool], check: str, what: Callable[[Record], str]) -> None:
+    """Record the fixes; the report shows the state after them (``after_fixes``) and a finding a fix; the outcome; notify."""
+    session.record(done)
+    session.report.findings = after_fixes(session.report.findings, after, fixed, judge, replaced)
+    session.report.findings += fix_findings(done, check, what)
+    session.done(all(r.status != "failed" for r in done))
+    session.notify(session.report.outcome, [f"{r.resource}: {r.kind} {r.before} -> {r.after}: {r.status} {r.detail}".strip() for r in done])
