@@ -33,7 +33,7 @@ from typing import Any
 from opsbook.inventory import System
 from sandbox.seed import _client
 from sandbox.server import ACCOUNT_ID, Sandbox
-from tasks.security import allowed_buckets, allowed_secrets, pool_of
+from flows.security_incident.judge import allowed_buckets, allowed_secrets, pool_of
 
 # A previous policy as a person wrote it: unusual spacing and key order, so
 # only a byte-exact restore gives the same text back.
