@@ -40,7 +40,7 @@ SERVE = """
 import sys
 from prefect import serve
 from opsbook import registry
-from tasks.alarm_bridge import triggers_for
+from flows.alarm_bridge.triggers import triggers_for
 system, runbook, name = sys.argv[1:4]
 flow = registry.get(runbook).load()
 triggers = triggers_for(system, runbook)
@@ -61,7 +61,7 @@ def log(msg: str) -> None:
 
 def pick_alarm(system: Any, runbook: str) -> str:
     from sandbox.seed import sample_alarm_names
-    from tasks.alarm_bridge import routed_runbook
+    from flows.alarm_bridge.judge import routed_runbook
 
     for name in sample_alarm_names(system):
         if routed_runbook(system, name) == runbook:

@@ -41,7 +41,7 @@ def deployment_specs() -> list[dict[str, Any]]:
         for rb in registry.RUNBOOKS.values():
             if rb.name not in covered and rb.name != BRIDGE and rb.why_not(system) is None:
                 specs.append(_spec(name, rb.name, rb.name, None, system.timezone, {}))
-    from tasks.alarm_bridge import bridge_deployment
+    from flows.alarm_bridge.triggers import bridge_deployment
 
     bridge = bridge_deployment()  # one run a minute covers every system
     specs.append({**bridge, "tags": [*bridge["tags"], "read-only", "scheduled"], "summary": registry.get(BRIDGE).summary})
@@ -134,7 +134,7 @@ def build() -> list[Any]:
 
 def triggers(spec: dict[str, Any]) -> list[Any]:
     """Alarm-driven runs: the alarm bridge's events start this deployment (see flows/alarm_bridge/flow.py)."""
-    from tasks.alarm_bridge import triggers_for
+    from flows.alarm_bridge.triggers import triggers_for
 
     if not spec["system"] or spec["name"] != f"{spec['runbook']}-{spec['system']}":
         return []  # the bridge itself, and second deployments of a runbook (e.g. bill-shock-breaker-escalate)
@@ -143,7 +143,7 @@ def triggers(spec: dict[str, Any]) -> list[Any]:
 
 def watch_the_bridge(bridge_deployment_id: Any) -> None:
     """The bridge watches every schedule; a Prefect automation watches the bridge (starts it if no run finished for 5 min)."""
-    from tasks.alarm_bridge import ensure_missed_run_automation
+    from flows.alarm_bridge.prefect_api import ensure_missed_run_automation
 
     ensure_missed_run_automation(bridge_deployment_id)
 

@@ -30,9 +30,9 @@ import time
 import uuid
 from typing import Any
 
+from flows.security_incident.judge import allowed_buckets, allowed_secrets, pool_of
 from opsbook.inventory import System
 from sandbox.server import ACCOUNT_ID, Sandbox, sandbox_client
-from tasks.security import allowed_buckets, allowed_secrets, pool_of
 
 # A previous policy as a person wrote it: unusual spacing and key order, so
 # only a byte-exact restore gives the same text back.

@@ -455,4 +455,52 @@ def read_invocations(system: System, functions: list[str], models: list[str], mi
         out.model_throttles[model] = total(res[f"m{j}.InvocationThrottles"])
         inp, outp = total(res[f"m{j}.InputTokenCount"]), total(res[f"m{j}.OutputTokenCount"])
         out.model_tokens[model] = (inp or 0) + (outp or 0) if inp is not None or outp is not None else None
+
+
+# --- alarms in ALARM, as models (the alarm bridge's read) ---------------------------------------------------
+
+
+class Alarm(BaseModel):
+    name: str
+    region: str
+    kind: str = "MetricAlarm"
+    state: str = "ALARM"
+    state_time: datetime  # when it went into its state (StateTransitionedTimestamp, else StateUpdatedTimestamp)
+    reason: str = ""
+    namespace: str | None = None
+    metric: str | None = None
+    dimensions: dict[str, str] = Field(default_factory=dict)
+    statistic: str | None = None
+    threshold: float | None = None
+    comparison: str | None = None
+
+
+def _alarm(raw: dict[str, Any], region: str, kind: str) -> Alarm:
+    ts = raw.get("StateTransitionedTimestamp") or raw.get("StateUpdatedTimestamp")
+    if ts is None:
+        raise ValueError(f"alarm {raw.get('AlarmName')!r} has no state timestamp")
+    metric = raw.get("MetricName")
+    namespace = raw.get("Namespace")
+    dims = {d["Name"]: d["Value"] for d in raw.get("Dimensions", []) or []}
+    if not metric and raw.get("Metrics"):  # a metric-math alarm: name the first metric it reads
+        for q in raw["Metrics"]:
+            m = (q.get("MetricStat") or {}).get("Metric")
+            if m:
+                metric, namespace = m.get("MetricName"), m.get("Namespace")
+                dims = {d["Name"]: d["Value"] for d in m.get("Dimensions", []) or []}
+                break
+    return Alarm(name=raw["AlarmName"], region=region, kind=kind, state=raw.get("StateValue", "ALARM"),
+                 state_time=ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc), reason=raw.get("StateReason", "") or "",
+                 namespace=namespace, metric=metric, dimensions=dims, statistic=raw.get("Statistic") or raw.get("ExtendedStatistic"),
+                 threshold=raw.get("Threshold"), comparison=raw.get("ComparisonOperator"))
+
+
+@aws_task(iam=["cloudwatch:DescribeAlarms"], cache_policy=NO_CACHE)
+def read_alarms(region: str) -> list[Alarm]:
+    """Every metric and composite alarm in ALARM in one region (every page)."""
+    c = aws.client("cloudwatch", region)
+    out: list[Alarm] = []
+    for page in c.get_paginator("describe_alarms").paginate(StateValue="ALARM", AlarmTypes=["MetricAlarm", "CompositeAlarm"]):
+        out += [_alarm(a, region, "MetricAlarm") for a in page.get("MetricAlarms", []) or []]
+        out += [_alarm(a, region, "CompositeAlarm") for a in page.get("CompositeAlarms", []) or []]
     return out

@@ -210,7 +210,6 @@ SAMPLES_PER_TYPE = 3
 ERROR_FILTER = '?ERROR ?Error ?Exception ?"Task timed out" ?"Runtime exited" ?"not authorized"'
 TIMEOUT = "Task timed out"
 UNTYPED = "ERROR (no exception type)"
-_TIMEOUT_RE = re.compile(r"Task timed out after ([\d.]+) seconds")
 _AWS_CODE_RE = re.compile(r"An error occurred \((\w+)\)")
 _RUNTIME_RE = re.compile(r"\b(Runtime\.\w+)")
 _EXC_RE = re.compile(r"\b([A-Z][A-Za-z0-9_]*(?:Exception|Error|Fault))\b")

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlparse
 
+from botocore.exceptions import ClientError
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import ConnectionTimeout, NotFoundError, TransportError
 from prefect.cache_policies import NO_CACHE
@@ -270,3 +271,269 @@ def remove_indices(system: System, domains: list[OpenSearchDomain], target: Call
             c.indices.delete(index=idx["index"])
             removed.append(f"index {name}/{idx['index']}")
     return removed
+
+
+# --- shard allocation: why shards are unassigned (DescribeDomain, health, explain, disk, snapshots) --------------------
+#
+# Counted as ``es:ESHttp<Verb>`` like AWS calls. ``read_cluster_allocation`` reads ``_cluster/health``; when shards are
+# unassigned ``_cat/shards`` and ``_cluster/allocation/explain`` for each distinct unassigned (index, shard, primary), at
+# most ``max_explain`` of them; ``_cat/allocation`` (disk per node); ``_cat/indices`` when the cluster is not green.
+
+MAX_EXPLAIN_DEFAULT = 10
+
+
+class DomainInfo(BaseModel):
+    domain: str
+    exists: bool = True
+    processing: bool = False
+    engine: str | None = None
+    instance_type: str | None = None
+    instance_count: int | None = None
+    ebs_enabled: bool | None = None
+    volume_type: str | None = None
+    volume_size_gib: int | None = None
+    endpoint: str | None = None
+    error: str | None = None
+
+
+class Decision(BaseModel):
+    node: str
+    decider: str
+    explanation: str = ""
+
+
+class ShardExplain(BaseModel):
+    index: str
+    shard: int
+    primary: bool
+    copies: int = 1
+    reason: str | None = None
+    failed_attempts: int = 0
+    details: str | None = None
+    can_allocate: str | None = None
+    explanation: str | None = None
+    last_allocation_status: str | None = None
+    nodes: list[str] = Field(default_factory=list, description="nodes the explanation covers")
+    no: list[Decision] = Field(default_factory=list, description="the NO decisions, per node")
+    error: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.index}[{self.shard}]{'p' if self.primary else 'r'}"
+
+
+class NodeDisk(BaseModel):
+    node: str
+    shards: int
+    used_bytes: int
+    total_bytes: int
+
+    @property
+    def pct(self) -> float:
+        return round(self.used_bytes * 100.0 / self.total_bytes, 1) if self.total_bytes else 0.0
+
+
+class IndexInfo(BaseModel):
+    index: str
+    health: str | None = None
+    primaries: int | None = None
+    replicas: int | None = None
+    store_bytes: int | None = None
+
+
+class ClusterState(BaseModel):
+    domain: str
+    status: str | None = None
+    nodes: int | None = None
+    data_nodes: int | None = None
+    active_shards: int | None = None
+    unassigned: int = 0
+    initializing: int = 0
+    shards: list[ShardExplain] = Field(default_factory=list)
+    unexplained: list[str] = Field(default_factory=list, description="unassigned shards beyond max_explain")
+    failed_copies: list[str] = Field(default_factory=list, description="UNASSIGNED copies whose reason is ALLOCATION_FAILED")
+    disks: list[NodeDisk] = Field(default_factory=list)
+    disk_error: str | None = None
+    indices: list[IndexInfo] = Field(default_factory=list)
+    error: str | None = None
+    error_kind: str | None = Field(None, description="unreachable | http | other")
+
+
+class RestorePoint(BaseModel):
+    index: str
+    repository: str | None = None
+    snapshot: str | None = None
+    state: str | None = None
+    at_ms: int | None = None
+    error: str | None = None
+
+
+def os_error(exc: BaseException) -> tuple[str, str]:
+    """(kind, what to say) for an exception from opensearch-py."""
+    if isinstance(exc, (OSConnectionError, ConnectionTimeout)):
+        return "unreachable", (f"cluster endpoint unreachable ({type(exc).__name__}); check the endpoint, VPC access "
+                               "or the domain's access policy")
+    if isinstance(exc, TransportError):
+        return "http", (f"cluster API answered {exc.status_code}: {exc.error}; check the es:ESHttp* permissions and "
+                        "the domain's access policy")
+    return "other", aws.describe_error(exc)
+
+
+def domain_info(d: OpenSearchDomain, status: dict[str, Any] | None) -> DomainInfo:
+    if status is None:
+        return DomainInfo(domain=d.name, exists=False, endpoint=endpoint_for(d, None))
+    cc, ebs = status.get("ClusterConfig") or {}, status.get("EBSOptions") or {}
+    return DomainInfo(domain=d.name, exists=not status.get("Deleted", False),
+                      processing=bool(status.get("Processing") or status.get("UpgradeProcessing")),
+                      engine=status.get("EngineVersion"), instance_type=cc.get("InstanceType"),
+                      instance_count=cc.get("InstanceCount"), ebs_enabled=ebs.get("EBSEnabled"),
+                      volume_type=ebs.get("VolumeType"), volume_size_gib=ebs.get("VolumeSize"),
+                      endpoint=endpoint_for(d, status))
+
+
+@aws_task(iam=["es:DescribeDomain"], name="read-domain-status", cache_policy=NO_CACHE)
+def read_domain_status(system: System, d: OpenSearchDomain) -> DomainInfo:
+    """DescribeDomain: is a configuration change running, how many nodes of what, how much EBS storage."""
+    try:
+        status = aws.client("opensearch", system.region).describe_domain(DomainName=d.name)["DomainStatus"]
+    except ClientError as exc:
+        if aws.error_code(exc) == "ResourceNotFoundException":
+            return domain_info(d, None)
+        raise
+    return domain_info(d, status)
+
+
+def _int(v: Any) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_explain(body: dict[str, Any], copies: int = 1) -> ShardExplain:
+    info = body.get("unassigned_info") or {}
+    out = ShardExplain(index=body.get("index", "?"), shard=int(body.get("shard", -1)), primary=bool(body.get("primary")),
+                       copies=copies, reason=info.get("reason"), failed_attempts=int(info.get("failed_allocation_attempts") or 0),
+                       details=info.get("details"), can_allocate=body.get("can_allocate"),
+                       explanation=body.get("allocate_explanation") or body.get("explanation"),
+                       last_allocation_status=info.get("last_allocation_status"))
+    for n in body.get("node_allocation_decisions") or []:
+        name = n.get("node_name") or n.get("node_id") or "?"
+        out.nodes.append(name)
+        out.no += [Decision(node=name, decider=dd.get("decider", "?"), explanation=dd.get("explanation", ""))
+                   for dd in n.get("deciders") or [] if str(dd.get("decision", "")).upper() == "NO"]
+    return out
+
+
+def read_cluster_state(system: System, d: OpenSearchDomain, url: str, max_explain: int) -> ClusterState:
+    """The cluster's own view: health, unassigned shards and why, disk per node, indices when not green."""
+    c = os_client(url, system.region)
+    st = ClusterState(domain=d.name)
+    try:
+        h = c.cluster.health()
+    except Exception as exc:
+        st.error_kind, st.error = os_error(exc)
+        return st
+    st.status, st.nodes, st.data_nodes = h.get("status"), h.get("number_of_nodes"), h.get("number_of_data_nodes")
+    st.active_shards, st.unassigned = h.get("active_shards"), int(h.get("unassigned_shards") or 0)
+    st.initializing = int(h.get("initializing_shards") or 0)
+    try:
+        rows = c.cat.allocation(format="json", bytes="b", h="shards,disk.used,disk.total,node")
+        st.disks = [NodeDisk(node=r["node"], shards=_int(r.get("shards")) or 0, used_bytes=_int(r.get("disk.used")) or 0,
+                             total_bytes=_int(r.get("disk.total")) or 0)
+                    for r in rows if r.get("node") != "UNASSIGNED" and _int(r.get("disk.total"))]
+    except Exception as exc:
+        st.disk_error = os_error(exc)[1]
+    if st.status == "green" and not st.unassigned:
+        return st
+    try:
+        st.indices = [IndexInfo(index=r["index"], health=r.get("health"), primaries=_int(r.get("pri")), replicas=_int(r.get("rep")),
+                                store_bytes=_int(r.get("store.size")))
+                      for r in c.cat.indices(format="json", bytes="b", h="health,index,pri,rep,store.size")]
+        shards = c.cat.shards(format="json", h="index,shard,prirep,state,unassigned.reason")
+    except Exception as exc:
+        st.error_kind, st.error = os_error(exc)
+        return st
+    down = [r for r in shards if r.get("state") == "UNASSIGNED"]
+    st.failed_copies = sorted(f"{r['index']}[{r['shard']}]{r['prirep']}" for r in down if r.get("unassigned.reason") == "ALLOCATION_FAILED")
+    distinct: dict[tuple[str, int, bool], int] = {}
+    for r in down:  # primaries first: they decide the index's fate
+        k = (r["index"], int(r["shard"]), r.get("prirep") == "p")
+        distinct[k] = distinct.get(k, 0) + 1
+    keys = sorted(distinct, key=lambda k: (not k[2], k[0], k[1]))
+    chosen, rest = keys[:max_explain], keys[max_explain:]
+    st.unexplained = [f"{i}[{s}]{'p' if p else 'r'}" for i, s, p in rest]
+
+    def explain(k: tuple[str, int, bool]) -> dict[str, Any]:
+        return c.cluster.allocation_explain(body={"index": k[0], "shard": k[1], "primary": k[2]})
+
+    for k, body, err in aws.parallel(explain, chosen, max_workers=4):
+        if err is not None:
+            st.shards.append(ShardExplain(index=k[0], shard=k[1], primary=k[2], copies=distinct[k], error=os_error(err)[1]))
+        else:
+            st.shards.append(parse_explain(body or {}, distinct[k]))
+    return st
+
+
+@aws_task(iam=["es:ESHttpGet", "es:ESHttpPost"], name="read-cluster-allocation", cache_policy=NO_CACHE)  # allocation explain is a POST
+def read_cluster_allocation(system: System, d: OpenSearchDomain, info: DomainInfo, max_explain: int = MAX_EXPLAIN_DEFAULT) -> ClusterState:
+    if not info.endpoint:
+        return ClusterState(domain=d.name, error="no endpoint: the domain has none yet and the inventory gives no endpoint override",
+                            error_kind="other")
+    return read_cluster_state(system, d, info.endpoint, max_explain)
+
+
+@aws_task(iam=["es:ESHttpGet"], name="read-restore-points", cache_policy=NO_CACHE)
+def read_restore_points(system: System, d: OpenSearchDomain, url: str, indices: list[str]) -> list[RestorePoint]:
+    """The newest SUCCESS (else PARTIAL) snapshot in the inventory's repository that holds each index."""
+    if not d.snapshot_repository:
+        return [RestorePoint(index=i) for i in indices]
+    c = os_client(url, system.region)
+    try:
+        snaps = c.snapshot.get(repository=d.snapshot_repository, snapshot="_all").get("snapshots", [])
+    except Exception as exc:
+        return [RestorePoint(index=i, repository=d.snapshot_repository, error=os_error(exc)[1]) for i in indices]
+    out = []
+    for i in indices:
+        holding = [s for s in snaps if i in (s.get("indices") or []) and s.get("state") in ("SUCCESS", "PARTIAL")]
+        best = max(holding, key=lambda s: (s.get("state") == "SUCCESS", s.get("start_time_in_millis") or 0), default=None)
+        out.append(RestorePoint(index=i, repository=d.snapshot_repository, snapshot=best and best.get("snapshot"),
+                                state=best and best.get("state"), at_ms=best and best.get("start_time_in_millis")))
+    return out
+
+
+# --- the one change: retry failed allocations, and reading it back ---------------------------------------------------
+
+
+def read_failed_copies(system: System, url: str) -> tuple[str | None, list[str]]:
+    """(cluster status, the UNASSIGNED copies whose reason is ALLOCATION_FAILED, sorted): what a retry would act on."""
+    c = os_client(url, system.region)
+    status = c.cluster.health().get("status")
+    rows = c.cat.shards(format="json", h="index,shard,prirep,state,unassigned.reason")
+    failed = sorted(f"{r['index']}[{r['shard']}]{r['prirep']}" for r in rows
+                    if r.get("state") == "UNASSIGNED" and r.get("unassigned.reason") == "ALLOCATION_FAILED")
+    return status, failed
+
+
+def retry_failed(system: System, url: str) -> dict[str, Any]:
+    """POST _cluster/reroute?retry_failed=true (metric=none: no cluster state in the answer). Not reversible; harmless:
+    it only resets the failed-attempt counters so the allocator tries once more."""
+    res = os_client(url, system.region, timeout=30).cluster.reroute(retry_failed=True, metric="none")
+    if not res.get("acknowledged"):
+        raise RuntimeError(f"_cluster/reroute?retry_failed=true was not acknowledged: {res}")
+    return res
+
+
+def poll_domain(system: System, url: str, keys: list[str]) -> tuple[str | None, int, list[str]]:
+    """(cluster status, unassigned shards, retried copies not STARTED yet)."""
+    c = os_client(url, system.region)
+    h = c.cluster.health()
+    pending = list(keys)
+    if keys:
+        indices = sorted({k.split("[", 1)[0] for k in keys})
+        rows = c.cat.shards(index=",".join(indices), format="json", h="index,shard,prirep,state")
+        started = [f"{r['index']}[{r['shard']}]{r['prirep']}" for r in rows if r.get("state") == "STARTED"]
+        for k in started:
+            if k in pending:
+                pending.remove(k)
+    return h.get("status"), int(h.get("unassigned_shards") or 0), pending

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from opsbook import aws
 from opsbook.components import judge_bucket_absent, judge_storage
 from opsbook.findings import Finding
-from opsbook.iam import aws_task
+from opsbook.iam import aws_task, declares
 from opsbook.inventory import S3Bucket, System
 from opsbook.resources import Discovered
 from tasks.cloudwatch import get_metric_data, utcnow
@@ -266,3 +266,40 @@ def remove_prefix(system: System, bucket: str, prefix: str, delete_bucket: bool)
         if not aws.is_not_found(exc):
             raise
     return removed
+
+
+# --- bucket policy: read exactly as S3 returns it, put or delete ---------------------------------------
+
+NO_POLICY = "(no bucket policy)"
+
+
+@declares(["s3:GetBucketPolicy"])
+def read_policy(system: System, bucket: str) -> str:
+    """The bucket policy exactly as S3 returns it, or NO_POLICY."""
+    try:
+        return aws.client("s3", system.region).get_bucket_policy(Bucket=bucket)["Policy"]
+    except Exception as exc:
+        if aws.error_code(exc) == "NoSuchBucketPolicy":
+            return NO_POLICY
+        raise
+
+
+@declares(["s3:PutBucketPolicy", "s3:DeleteBucketPolicy"])
+def set_policy(system: System, bucket: str, value: str) -> None:
+    s3 = aws.client("s3", system.region)
+    if value == NO_POLICY:
+        s3.delete_bucket_policy(Bucket=bucket)  # no error when there is none: idempotent
+    else:
+        s3.put_bucket_policy(Bucket=bucket, Policy=value)
+
+
+class BucketState(BaseModel):
+    bucket: str
+    policy: str | None = None
+    error: str | None = None
+
+
+@aws_task(iam=["s3:GetBucketPolicy"], name="read-bucket-policies", cache_policy=NO_CACHE)
+def read_bucket_policies(system: System, buckets: list[str], deadline: aws.Deadline) -> list[BucketState]:
+    return [BucketState(bucket=b, policy=p) if err is None else BucketState(bucket=b, error=aws.describe_error(err))
+            for b, p, err in aws.parallel(lambda b: read_policy(system, b), buckets, deadline=deadline)]

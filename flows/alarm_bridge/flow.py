@@ -1,6 +1,6 @@
 """alarm-bridge: CloudWatch alarms start their runbooks; scheduled runs that did not happen are alerts.
 
-A frequent, cheap, read-only flow (its deployment: ``tasks.alarm_bridge.bridge_deployment()``,
+A frequent, cheap, read-only flow (its deployment: ``flows.alarm_bridge.triggers.bridge_deployment()``,
 every minute). One run covers every system in ``systems/`` (or ``systems`` /
 ``system``) concurrently:
 
@@ -15,8 +15,8 @@ every minute). One run covers every system in ``systems/`` (or ``systems`` /
    again; OK then ALARM again is. A transition older than ``max_age_minutes``
    that the bridge never saw (first poll, lost memory, bridge down) is a WARN
    finding with the command to start the runbook by hand, not a late start.
-   Details, and why a Variable, DescribeAlarms and a confirmed POST of the
-   event: ``tasks/alarm_bridge.py``.
+   Details, and why a Variable and DescribeAlarms: ``prefect_api.py``; why a
+   confirmed POST of the event: ``opsbook/events.py``; the triggers: ``triggers.py``.
 
 2. Missed scheduled runs. The deployments tagged ``opsbook`` that have cron
    schedules, and their runs: a run still Scheduled/Late/Pending more than
@@ -26,7 +26,7 @@ every minute). One run covers every system in ``systems/`` (or ``systems`` /
    once to the system's SNS topic (the keys notified are kept in the Variable
    ``opsbook_bridge_schedules_all``). A paused deployment or inactive schedule
    is a WARN. Why a check here rather than a Prefect automation, and the
-   automation that watches the bridge itself: ``ensure_missed_run_automation``.
+   automation that watches the bridge itself: ``prefect_api.ensure_missed_run_automation``.
 
 Findings: ``alarm-transition`` (OK sent/already sent, WARN too old or no such
 runbook, CRIT the event was refused), ``alarm-memory``, ``alarms-read``
@@ -42,7 +42,7 @@ reads, one POST an event.
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
@@ -51,25 +51,106 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
+from flows.alarm_bridge.judge import (
+    EVENT,
+    RUNBOOK,
+    MissedRun,
+    Transition,
+    held_finding,
+    judge_schedules,
+    missed_message,
+    none_routed,
+    nothing_to_bridge,
+    refused_finding,
+    select_transitions,
+    sent_finding,
+)
+from flows.alarm_bridge.prefect_api import (
+    ScheduleMemory,
+    event_id,
+    fire_times,
+    load_memory,
+    load_schedule_memory,
+    payload,
+    read_schedules,
+    save_memory,
+    save_schedule_memory,
+    variable_name,
+)
 from opsbook import aws
+from opsbook.events import send_event
 from opsbook.findings import Finding, Status, overall, unknown
+from opsbook.iam import aws_task
 from opsbook.inventory import System, known_systems, load_system
 from opsbook.params import Names, Param
 from opsbook.report import RunReport, publish_report, run_url
-from tasks.alarm_bridge import (
-    RUNBOOK,
-    MissedRun,
-    ScheduleMemory,
-    fire_transitions,
-    judge_schedules,
-    load_schedule_memory,
-    nothing_to_bridge,
-    notify_missed,
-    read_alarms,
-    read_schedules,
-    save_schedule_memory,
-    utcnow,
-)
+from tasks.cloudwatch import Alarm, read_alarms
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _registered(runbook: str) -> bool:
+    from opsbook import registry
+
+    return runbook in registry.RUNBOOKS
+
+
+def _send(system: System, t: Transition, sent_at: datetime) -> tuple[Finding, dict[str, Any] | None]:
+    """Send the event of one new transition: (its finding, what was sent or None when the API refused it)."""
+    a = t.alarm
+    body = payload(system, a, t.runbook)
+    resource = {"prefect.resource.id": f"opsbook.alarm.{system.name}.{a.name}", "prefect.resource.name": a.name,
+                "opsbook.system": system.name, "opsbook.runbook": t.runbook}
+    eid = event_id(system.name, a.name, a.state_time)
+    try:
+        send_event(EVENT, resource, body, eid, a.state_time)
+    except Exception as exc:
+        return refused_finding(t, f"{type(exc).__name__}: {exc}"), None
+    return (sent_finding(t, str(eid), body["priority"], _registered(t.runbook), sent_at),
+            {"alarm": a.name, "runbook": t.runbook, "event_id": str(eid), "state_time": a.state_time.isoformat()})
+
+
+@task(name="fire-transitions", cache_policy=NO_CACHE, retries=0)
+def fire_transitions(system: System, alarms: list[Alarm], max_age_minutes: float, now: datetime | None = None) -> dict[str, Any]:
+    """Send one event per new ALARM transition of the system and remember it; findings for each routed alarm."""
+    now = now or utcnow()
+    try:
+        memory, existed = load_memory(system.name)
+    except Exception as exc:  # without the memory every poll would start the runbooks again: refuse to send
+        return {"sent": [], "findings": [unknown("alarm-memory", system.name,
+                                                 f"Prefect Variable {variable_name('alarms', system.name)} could not be read "
+                                                 f"({type(exc).__name__}: {exc}); no event sent until it can (check the Prefect API)")]}
+    transitions, keep = select_transitions(system, alarms, memory, now, timedelta(minutes=max_age_minutes))
+    findings: list[Finding] = []
+    sent: list[dict[str, Any]] = []
+    for t in transitions:
+        if t.fate != "send":
+            findings.append(held_finding(t, now, existed, max_age_minutes, system.name))
+            continue
+        finding, event = _send(system, t, utcnow())
+        findings.append(finding)
+        if event is not None:
+            keep.alarms[t.alarm.name] = t.alarm.state_time.astimezone(timezone.utc).isoformat()
+            sent.append(event)
+    try:
+        save_memory(system.name, keep)
+    except Exception as exc:
+        findings.append(Finding(check="alarm-memory", resource=system.name, status=Status.WARN,
+                                summary=f"could not save {variable_name('alarms', system.name)} ({type(exc).__name__}: {exc}); "
+                                        "the next poll sends these transitions again with the same event ids, which Prefect drops"))
+    if not transitions:
+        findings.append(none_routed(system))
+    return {"sent": sent, "findings": findings}
+
+
+@aws_task(iam=["sns:Publish"], name="notify-missed-runs", cache_policy=NO_CACHE, read_only=False)
+def notify_missed(system: System, missed: list[MissedRun]) -> dict[str, Any]:
+    """One SNS message for the system listing its newly missed runs."""
+    from opsbook.notify import publish
+
+    return publish(system, *missed_message(system.name, missed))
 
 
 def _failure(fut: PrefectFuture) -> str:
@@ -111,11 +192,9 @@ def bridge_alarms(invs: list[System], max_age_minutes: float) -> tuple[list[Find
 @task(name="watch-schedules", cache_policy=NO_CACHE)
 def judge_and_remember(scheduled: dict[str, Any], memory: ScheduleMemory, now_iso: str, window_start_iso: str,
                        grace_minutes: float) -> dict[str, Any]:
-    from datetime import datetime
-
     now = datetime.fromisoformat(now_iso)
     findings, missed = judge_schedules(scheduled["deployments"], scheduled["runs"], now, datetime.fromisoformat(window_start_iso),
-                                       timedelta(minutes=grace_minutes))
+                                       timedelta(minutes=grace_minutes), fire_times)
     fresh = [m for m in missed if m.key not in memory.notified]
     return {"findings": findings, "missed": missed, "fresh": fresh}
 
@@ -131,8 +210,6 @@ def watch_schedules(systems: list[str] | None, grace_minutes: float, lookback_ho
         return [unknown("missed-scheduled-run", "(opsbook deployments)", f"Prefect Variable could not be read ({type(exc).__name__}: {exc})")], {}
     window_start = cutoff - lookback
     if memory.checked_until:
-        from datetime import datetime
-
         window_start = max(window_start, min(datetime.fromisoformat(memory.checked_until), cutoff))
     read = read_schedules.submit(window_start, now - lookback, systems)
     judged = judge_and_remember.submit(read, memory, now.isoformat(), window_start.isoformat(), grace_minutes)

@@ -56,7 +56,12 @@ from opsbook.report import (
 )
 from tasks.apigateway import ApiInfo, read_api
 from tasks.awslambda import FunctionInfo, read_functions
-from tasks.cloudwatch import ApiMetrics, FunctionMetrics, read_api_metrics, read_function_metrics
+from tasks.cloudwatch import (
+    ApiMetrics,
+    FunctionMetrics,
+    read_api_metrics,
+    read_function_metrics,
+)
 from tasks.iam_roles import RolePolicies, read_roles
 from tasks.logs import FunctionErrors, read_function_errors
 

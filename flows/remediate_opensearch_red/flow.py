@@ -42,19 +42,33 @@ poll round and the re-read; plus the session's (identity, lease, records, SNS).
 
 from __future__ import annotations
 
+import sys
+import time
 from typing import Annotated, Any
 
 from prefect import flow, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel
 
+from flows.remediate_opensearch_red.judge import (
+    RETRY_KIND,
+    RUNBOOK,
+    Cause,
+    Target,
+    decide,
+    diagnose,
+    failed_state,
+    judge_domain,
+    not_recovered,
+    recovered,
+    retried_copies,
+)
 from opsbook import aws
 from opsbook.collect import future_value
 from opsbook.findings import Finding, Status
 from opsbook.iam import aws_task
 from opsbook.inventory import OpenSearchDomain, System, load_system
 from opsbook.mutation.core import (
-    Action,
     Approval,
     Identity,
     Plan,
@@ -77,39 +91,18 @@ from opsbook.params import (
     SystemName,
     UndoRun,
 )
-from tasks.opensearch_shards import (
+from tasks.opensearch import (
     MAX_EXPLAIN_DEFAULT,
-    RETRY_KIND,
-    Cause,
-    ClusterState,
-    DomainInfo,
-    RestorePoint,
-    diagnose,
-    failed_state,
-    judge_domain,
-    read_cluster,
+    os_error,
+    poll_domain,
+    read_cluster_allocation,
     read_domain_status,
-    read_failed_state,
+    read_failed_copies,
     read_restore_points,
     retry_failed,
-    wait_recovered,
 )
 
-RUNBOOK = "remediate-opensearch-red"
 CLUSTER_CHECKS = ("opensearch-health", "opensearch-shard", "opensearch-shards", "opensearch-disk", "opensearch-storage", "opensearch-restore")
-
-
-class Target(BaseModel):
-    """One domain: what was read about it (errors as text, never dropped)."""
-
-    domain: OpenSearchDomain
-    named: bool = True
-    info: DomainInfo | None = None
-    info_error: str | None = None
-    cluster: ClusterState | None = None
-    cluster_error: str | None = None
-    restore: list[RestorePoint] | None = None
-    restore_error: str | None = None
 
 
 def targets(inv: System, domain: str | None) -> list[Target]:
@@ -117,67 +110,6 @@ def targets(inv: System, domain: str | None) -> list[Target]:
         return [Target(domain=d) for d in inv.opensearch_domains]
     named = next((d for d in inv.opensearch_domains if d.name == domain), None)
     return [Target(domain=named or OpenSearchDomain(name=domain), named=named is not None)]
-
-
-# --- deciding (pure: unit-tested without a cluster) ----------------------------------------------
-
-
-def retried_copies(cluster: ClusterState) -> list[str]:
-    """The copies a retry should place: the max-retry shards (each unassigned copy), and the failed replicas
-    that only wait for such a primary."""
-    diags = diagnose(cluster)
-    retry = [g.shard for g in diags if g.cause is Cause.RETRY]
-    primaries = {f"{s.index}[{s.shard}]" for s in retry if s.primary}
-    followers = [g.shard for g in diags if g.cause is Cause.FOLLOWS_PRIMARY and g.shard.reason == "ALLOCATION_FAILED"
-                 and f"{g.shard.index}[{g.shard.shard}]" in primaries]
-    return sorted(s.key for s in retry + followers for _ in range(s.copies))
-
-
-def findings_for(inv: System, t: Target) -> list[Finding]:
-    info: Any = t.info if t.info is not None else RuntimeError(t.info_error or "not read")
-    cluster: Any = t.cluster if t.cluster is not None else (RuntimeError(t.cluster_error) if t.cluster_error else None)
-    restore: Any = RuntimeError(t.restore_error) if t.restore_error else t.restore
-    return judge_domain(inv, t.domain, info, cluster, restore, t.named)
-
-
-def decide(inv: System, identity: Identity, ts: list[Target]) -> Plan:
-    plan = Plan(runbook=RUNBOOK, system=inv.name, identity=identity)
-    for t in ts:
-        name, c = t.domain.name, t.cluster
-        if t.info is None or not t.info.exists or c is None or c.status is None:
-            why = t.info_error or t.cluster_error or (c.error if c else None) or ("the domain does not exist" if t.info and not t.info.exists else "not read")
-            plan.notes.append(f"{name}: not planned, its state could not be read ({why})")
-            continue
-        diags = diagnose(c)
-        causes = {g.cause for g in diags}
-        if c.status == "green":
-            plan.unchanged.append(f"{name}: cluster green")
-            continue
-        if diags and causes == {Cause.TOO_FEW_NODES}:
-            plan.unchanged.append(f"{name}: yellow by design ({c.data_nodes} data node(s) cannot hold the replicas); left alone")
-            continue
-        keys = retried_copies(c)
-        if keys and t.info.processing:
-            plan.cannot.append(f"{name}: {len(keys)} shard copy(ies) failed allocation too many times, but a configuration change "
-                               "is in progress (Processing); run again when it ends")
-        elif keys:
-            why = [g.why for g in diags if g.cause is Cause.RETRY][:2]
-            others = sorted({g.cause.value for g in diags if g.cause not in (Cause.RETRY, Cause.FOLLOWS_PRIMARY)})
-            plan.actions.append(Action(
-                kind=RETRY_KIND, resource=name, current=failed_state(c.status, c.failed_copies),
-                target="POST _cluster/reroute?retry_failed=true; expect STARTED: " + ", ".join(keys),
-                iam_action="es:ESHttpPost", reversible=False,
-                evidence=("allocation explain: " + " / ".join(why) + "; not reversible, harmless: the allocator only tries again"
-                          + (f"; NOT fixed by it: {', '.join(others)} (see the findings)" if others else ""))))
-        elif c.failed_copies:
-            plan.cannot.append(f"{name}: {len(c.failed_copies)} copy(ies) failed allocation but a retry would not place them ("
-                               + ", ".join(sorted({g.cause.value for g in diags if g.shard.reason == 'ALLOCATION_FAILED'}) or {"not explained"})
-                               + "): see the findings for the fix")
-        if Cause.DISK in causes:
-            plan.notes.append(f"{name}: more storage is recommended (opensearch-storage), never applied by this runbook")
-        if Cause.LOST in causes:
-            plan.notes.append(f"{name}: restoring lost indices from a snapshot is recommended (opensearch-restore), never applied by this runbook")
-    return plan
 
 
 # --- tasks -------------------------------------------------------------------------------
@@ -193,7 +125,7 @@ def check_drift(system: System, plan: Plan, urls: dict[str, str]) -> None:
     """The failed copies are read again after approval: any difference stops the run before anything is done."""
     drifted = []
     for a in plan.actions:
-        now = read_failed_state(system, urls[a.resource])
+        now = failed_state(*read_failed_copies(system, urls[a.resource]))
         if now != a.current:
             drifted.append(f"{a.resource} was '{a.current}' when planned and is now '{now}'")
     if drifted:
@@ -218,7 +150,41 @@ def apply_retries(system: System, plan: Plan, urls: dict[str, str], approval: Ap
 
 @aws_task(iam=["es:ESHttpGet"], name="wait-cluster-recovered", cache_policy=NO_CACHE)
 def wait_health(system: System, waits: list[tuple[str, str, str, list[str]]], timeout_s: float, poll_s: float) -> dict[str, Finding]:
-    return wait_recovered(system, waits, timeout_s, poll_s, RUNBOOK)
+    """Poll each domain's health (and the retried copies) until every retried copy is STARTED, or the timeout.
+
+    ``waits``: (domain, url, status before, retried copies). Progress goes to a Prefect progress artifact
+    and a line on stderr each round; the wait never exceeds ``timeout_s`` (plus one poll)."""
+    started = time.monotonic()
+    pending = {t[0]: t for t in waits}
+    last: dict[str, tuple[str | None, int, list[str]] | str] = {}
+    out: dict[str, Finding] = {}
+    progress = create_progress_artifact(progress=0.0, description=f"{RUNBOOK}: waiting for {len(pending)} domain(s) to recover")
+    while pending:
+        for dom, (_, url, before, keys) in list(pending.items()):
+            try:
+                last[dom] = poll_domain(system, url, keys)
+            except Exception as exc:  # keep polling: a cluster under recovery can answer slowly
+                last[dom] = os_error(exc)[1]
+                continue
+            status, _, left = last[dom]  # type: ignore[misc]
+            if not left:
+                out[dom] = recovered(dom, before, status, keys, round(time.monotonic() - started, 1))
+                del pending[dom]
+        elapsed = time.monotonic() - started
+        done = len(waits) - len(pending)
+        update_progress_artifact(progress, progress=100.0 * min(1.0, max(done / max(len(waits), 1), elapsed / max(timeout_s, 1e-9))))
+        if pending:
+            print(f"opsbook: {RUNBOOK}: {done}/{len(waits)} recovered after {elapsed:.0f}/{timeout_s:g} s; "
+                  + "; ".join(f"{d}: " + (f"{v[0]}, {v[1]} unassigned, {len(v[2])} retried copy(ies) not started"
+                                          if isinstance(v, tuple) else str(v))
+                              for d, v in ((d, last.get(d, "no answer yet")) for d in pending)), file=sys.stderr)
+        if not pending or elapsed >= timeout_s:
+            break
+        time.sleep(min(poll_s, max(0.0, timeout_s - elapsed)))
+    for dom, (_, _, before, keys) in pending.items():
+        out[dom] = not_recovered(dom, before, keys, timeout_s, last.get(dom, "no answer"))
+    update_progress_artifact(progress, progress=100.0)
+    return out
 
 
 def read_all(inv: System, ts: list[Target], max_explain: int) -> list[Target]:
@@ -230,7 +196,7 @@ def read_all(inv: System, ts: list[Target], max_explain: int) -> list[Target]:
             t.info_error = aws.describe_error(v)
         else:
             t.info = v
-    clusters = {t.domain.name: read_cluster.submit(inv, t.domain, t.info, max_explain) for t in ts if t.info and t.info.exists}
+    clusters = {t.domain.name: read_cluster_allocation.submit(inv, t.domain, t.info, max_explain) for t in ts if t.info and t.info.exists}
     for t in ts:
         if t.domain.name in clusters:
             v = future_value(clusters[t.domain.name])
@@ -296,37 +262,43 @@ def remediate_opensearch_red(
                 "no OpenSearch domain in the inventory: nothing to check (name one with domain=NAME)")))
         ts = read_all(inv, ts, max_explain)
         for t in ts:
-            session.report.findings += findings_for(inv, t)
+            session.report.findings += judge_domain(inv, t)
             if not t.named:
                 session.report.findings.append(Finding(check="opensearch-domains", resource=t.domain.name, status=Status.WARN, summary=(
                     f"not in {inv.name}'s inventory: checked because it was asked for (no snapshot repository known)")))
         plan = make_plan.submit(inv, identity, ts).result()
         if session.gate(plan):
-            settle = settle_timeout_s or inv.mutations.settle_timeout_s
-            session.lease(inv.mutations.lease_ttl_s + settle)
-            by_name = {t.domain.name: t for t in ts}
-            urls = {a.resource: by_name[a.resource].info.endpoint for a in plan.actions}  # type: ignore[union-attr]
-            check_drift.submit(inv, plan, urls).result()
-            done = apply_retries.submit(inv, plan, urls, session.approval, identity, session.run_id).result()
-            applied = {r.resource for r in done if r.status == "applied"}
-            waits = [(a.resource, urls[a.resource], by_name[a.resource].cluster.status or "red",  # type: ignore[union-attr]
-                      retried_copies(by_name[a.resource].cluster)) for a in plan.actions if a.resource in applied]  # type: ignore[arg-type]
-            settled = wait_health.submit(inv, waits, settle, poll_s).result() if waits else {}
-            seen = {(RETRY_KIND, d): (f.status is Status.OK, f.summary) for d, f in settled.items()}
-            done = mark_verified(done, seen, settle)
-            after = read_all(inv, [Target(domain=by_name[d].domain, named=by_name[d].named) for d in sorted(applied)], max_explain)
-            fresh = {t.domain.name: [f for f in findings_for(inv, t) if f.check in CLUSTER_CHECKS] for t in after}
-            session.report.findings = [f for f in session.report.findings
-                                       if not (f.check in CLUSTER_CHECKS and f.resource.split("/")[0] in fresh)]
-            for d in sorted(fresh):
-                session.report.findings += fresh[d]
-            session.report.findings += list(settled.values())
-            session.report.findings += [Finding(check="opensearch-retry", resource=r.resource, status=Status.CRIT,
-                                                summary=f"retry failed: {r.detail}") for r in done if r.status == "failed"]
-            session.record(done)
-            session.done(all(r.status != "failed" for r in done))
-            session.notify(session.report.outcome, [f"{r.resource}: {r.status}; {r.detail or r.after}" for r in done])
+            act_and_verify(session, inv, identity, plan, ts, settle_timeout_s or inv.mutations.settle_timeout_s, poll_s,
+                           max_explain)
     return session.finish()
 
 
-TASKS = [read_domain_status, read_cluster, read_restore_points, check_drift, apply_retries, wait_health] + SESSION_TASKS
+def act_and_verify(session: MutationSession, inv: System, identity: Identity, plan: Plan, ts: list[Target], settle: float,
+                   poll_s: float, max_explain: int) -> None:
+    """After approval: lease, drift check, retry, wait for the retried copies, read the clusters again, record, notify."""
+    session.lease(inv.mutations.lease_ttl_s + settle)
+    by_name = {t.domain.name: t for t in ts}
+    urls = {a.resource: by_name[a.resource].info.endpoint for a in plan.actions}  # type: ignore[union-attr]
+    check_drift.submit(inv, plan, urls).result()
+    done = apply_retries.submit(inv, plan, urls, session.approval, identity, session.run_id).result()
+    applied = {r.resource for r in done if r.status == "applied"}
+    waits = [(a.resource, urls[a.resource], by_name[a.resource].cluster.status or "red",  # type: ignore[union-attr]
+              retried_copies(by_name[a.resource].cluster)) for a in plan.actions if a.resource in applied]  # type: ignore[arg-type]
+    settled = wait_health.submit(inv, waits, settle, poll_s).result() if waits else {}
+    seen = {(RETRY_KIND, d): (f.status is Status.OK, f.summary) for d, f in settled.items()}
+    done = mark_verified(done, seen, settle)
+    after = read_all(inv, [Target(domain=by_name[d].domain, named=by_name[d].named) for d in sorted(applied)], max_explain)
+    fresh = {t.domain.name: [f for f in judge_domain(inv, t) if f.check in CLUSTER_CHECKS] for t in after}
+    session.report.findings = [f for f in session.report.findings
+                               if not (f.check in CLUSTER_CHECKS and f.resource.split("/")[0] in fresh)]
+    for d in sorted(fresh):
+        session.report.findings += fresh[d]
+    session.report.findings += list(settled.values())
+    session.report.findings += [Finding(check="opensearch-retry", resource=r.resource, status=Status.CRIT,
+                                        summary=f"retry failed: {r.detail}") for r in done if r.status == "failed"]
+    session.record(done)
+    session.done(all(r.status != "failed" for r in done))
+    session.notify(session.report.outcome, [f"{r.resource}: {r.status}; {r.detail or r.after}" for r in done])
+
+
+TASKS = [read_domain_status, read_cluster_allocation, read_restore_points, check_drift, apply_retries, wait_health] + SESSION_TASKS

@@ -18,24 +18,11 @@ from prefect.states import Completed, Scheduled
 from flows.alarm_bridge.flow import TASKS, alarm_bridge
 from opsbook.findings import Status
 from opsbook.iam import iam_action, policy_for
-from opsbook.inventory import load_system
 from opsbook.report import RunReport
 from sandbox.server import ACCOUNT_ID, Sandbox
-from tasks.alarm_bridge import (
-    EVENT,
-    Alarm,
-    BridgeMemory,
-    ScheduleSpec,
-    SeenRun,
-    WatchedDeployment,
-    bridge_deployment,
-    ensure_missed_run_automation,
-    judge_schedules,
-    routed_runbook,
-    select_transitions,
-    trigger_parameters,
-    triggers_for,
-)
+from flows.alarm_bridge.judge import EVENT, ScheduleSpec, routed_runbook
+from flows.alarm_bridge.prefect_api import ensure_missed_run_automation, fire_times
+from flows.alarm_bridge.triggers import bridge_deployment, trigger_parameters, triggers_for
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -76,7 +63,7 @@ def put_alarm(system, name: str, dimensions: dict[str, str]) -> None:
 # --- alarms -> events --------------------------------------------------------------------------------
 
 
-def test_an_alarm_going_into_alarm_sends_one_event_and_a_second_poll_none(seeded):
+def test_an_alarm_going_into_alarm_sends_one_event_a_second_poll_none_and_ok_then_alarm_again_sends_again(seeded):
     hr = seeded(HR)
     alarm = "lambda-errors-team2"
     assert routed_runbook(hr, alarm) == "emergency-check"
@@ -89,6 +76,15 @@ def test_an_alarm_going_into_alarm_sends_one_event_and_a_second_poll_none(seeded
     assert sent(second) == []
     assert "already started" in next(f for f in second.findings if f.resource == alarm).summary
     assert first.api_calls_by_operation == {"cloudwatch:DescribeAlarms": 1} and first.undeclared_iam_actions == []
+    # OK, then ALARM again: a new transition, sent again
+    alarm = "dynamodb-sandbox-throttle-sandbox"
+    set_state(hr, alarm, "ALARM")
+    assert sent(run(systems=[HR])[0]) == [alarm]
+    set_state(hr, alarm, "OK")
+    assert sent(run(systems=[HR])[0]) == []
+    time.sleep(0.01)
+    set_state(hr, alarm, "ALARM")
+    assert sent(run(systems=[HR])[0]) == [alarm]
 
 
 def test_other_systems_alarms_and_unrouted_alarms_send_nothing(seeded):
@@ -103,31 +99,6 @@ def test_other_systems_alarms_and_unrouted_alarms_send_nothing(seeded):
     assert sent(both) == ["todo-api-high-error-rate"] and both.api_calls_by_operation == {"cloudwatch:DescribeAlarms": 1}
 
 
-def test_ok_then_alarm_again_sends_again(seeded):
-    hr = seeded(HR)
-    alarm = "dynamodb-sandbox-throttle-sandbox"
-    set_state(hr, alarm, "ALARM")
-    assert sent(run(systems=[HR])[0]) == [alarm]
-    set_state(hr, alarm, "OK")
-    assert sent(run(systems=[HR])[0]) == []
-    time.sleep(0.01)
-    set_state(hr, alarm, "ALARM")
-    assert sent(run(systems=[HR])[0]) == [alarm]
-
-
-def test_transition_rules_without_aws():
-    hr = load_system(HR)
-    now = datetime.now(timezone.utc)
-    fresh = Alarm(name="lambda-errors-x-team2", region=hr.region, state_time=now - timedelta(minutes=2))
-    old = Alarm(name="dynamodb-a-throttle-b", region=hr.region, state_time=now - timedelta(hours=3))
-    other = Alarm(name="todo-api-high-error-rate", region=hr.region, state_time=now)
-    out, keep = select_transitions(hr, [fresh, old, other], BridgeMemory(), now, timedelta(minutes=30))
-    assert {t.alarm.name: t.fate for t in out} == {fresh.name: "send", old.name: "stale"}
-    assert set(keep.alarms) == {old.name}  # "send" is remembered only after the server accepted the event
-    seen = BridgeMemory(alarms={fresh.name: fresh.state_time.isoformat()})
-    assert [t.fate for t in select_transitions(hr, [fresh], seen, now, timedelta(minutes=30))[0]] == ["seen"]
-
-
 def test_stale_transition_and_unreachable_prefect_are_reported_not_sent(seeded, monkeypatch):
     hr = seeded(HR)
     set_state(hr, "lambda-errors-team2", "ALARM")
@@ -136,7 +107,7 @@ def test_stale_transition_and_unreachable_prefect_are_reported_not_sent(seeded, 
     assert f.status is Status.WARN and "NOT started" in f.summary and "opsbook run emergency-check" in f.summary
     assert sent(report) == []
     set_state(hr, "lambda-errors-team2", "ALARM")  # a new transition, but the event is refused
-    import tasks.alarm_bridge as ab
+    import flows.alarm_bridge.flow as ab
 
     with monkeypatch.context() as m:  # (monkeypatch.undo() would also undo the sandbox fixture's endpoint)
         m.setattr(ab, "send_event", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("refused")))
@@ -249,21 +220,13 @@ def test_a_scheduled_run_not_executed_is_crit_and_notified_once(seeded):
     assert used and used <= policy and report.undeclared_iam_actions == []
 
 
-def test_missing_fire_times_paused_and_on_time_deployments_without_prefect():
+def test_fire_times_follow_the_cron_in_its_time_zone():
+    """Prefect's own cron computation (the judge gets it as a function: test_judge)."""
     now = datetime(2025, 3, 5, 1, 30, tzinfo=timezone.utc)  # 10:30 in Seoul
     daily = ScheduleSpec(cron="0 9 * * *", timezone="Asia/Seoul")
-    created = now - timedelta(days=10)
-    deps = [WatchedDeployment(id="d1", name="ran", system=HR, created=created, schedules=[daily]),
-            WatchedDeployment(id="d2", name="never-ran", system=HR, created=created, schedules=[daily]),
-            WatchedDeployment(id="d3", name="paused", system=HR, paused=True, created=created, schedules=[daily]),
-            WatchedDeployment(id="d4", name="new", system=HR, created=now - timedelta(minutes=20), schedules=[daily])]
-    fire = datetime(2025, 3, 5, 0, 0, tzinfo=timezone.utc)  # 09:00 Seoul
-    runs = [SeenRun(id="r1", name="r1", deployment_id="d1", expected_start=fire, state_type="COMPLETED", state_name="Completed")]
-    findings, missed = judge_schedules(deps, runs, now, now - timedelta(hours=24), timedelta(minutes=10))
-    by = {f.resource: f for f in findings}
-    assert by["ran"].status is Status.OK and by["paused"].status is Status.WARN and by["new"].status is Status.OK
-    assert by["never-ran"].status is Status.CRIT and [m.kind for m in missed] == ["missing"] and missed[0].expected == fire
-    assert judge_schedules([], [], now, now, timedelta(minutes=10))[0][0].summary.startswith("nothing to check")
+    assert fire_times(daily, now - timedelta(hours=24), now) == [datetime(2025, 3, 5, 0, 0, tzinfo=timezone.utc)]
+    assert fire_times(daily, now, now - timedelta(hours=1)) == []
+    assert len(fire_times(ScheduleSpec(cron="* * * * *"), now - timedelta(minutes=10), now)) == 10
 
 
 def test_the_watchdog_automation_starts_the_bridge_when_no_bridge_run_finished():

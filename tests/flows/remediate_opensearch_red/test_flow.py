@@ -17,16 +17,8 @@ from opsbook.mutation.core import Identity, Plan, Refused, ShellApproval, shell_
 from opsbook.report import RunReport
 from sandbox.faults import apply_fault
 from sandbox.opensearch_faults import apply_scenario
-from tasks.opensearch_shards import (
-    Cause,
-    ClusterState,
-    DomainInfo,
-    classify,
-    parse_explain,
-    read_cluster,
-    read_domain_status,
-    storage_advice,
-)
+from flows.remediate_opensearch_red import judge
+from tasks.opensearch import parse_explain, read_cluster_allocation, read_domain_status, read_restore_points
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -57,18 +49,19 @@ def one(report: RunReport, check: str, resource: str):
     return hits[0]
 
 
-def target(inv, name: str) -> ror.Target:
+def target(inv, name: str) -> judge.Target:
     d = next(d for d in inv.opensearch_domains if d.name == name)
     info = read_domain_status.fn(inv, d)
-    return ror.Target(domain=d, info=info, cluster=read_cluster.fn(inv, d, info, 10))
+    return judge.Target(domain=d, info=info, cluster=read_cluster_allocation.fn(inv, d, info, 10))
 
 
 # --- the scenario that is fixed --------------------------------------------------------------
 
 
-def test_failed_allocation_dry_run_plans_a_retry_and_changes_nothing(seeded, sandbox):
+def test_failed_allocation_dry_run_then_execute_retries_verifies_green_records_and_rerun_plans_nothing(seeded, sandbox, capfd):
     hr = seeded(HR)
-    apply_scenario(sandbox, hr, "failed-allocation")
+    apply_scenario(sandbox, hr, "failed-allocation", recovery_s=0.8)  # copies stay INITIALIZING a while
+    # the dry run plans a retry and changes nothing
     report = run(HR)
     assert report.outcome == "planned" and report.dry_run and report.status is Status.CRIT  # the cluster is red
     [action] = report.plan["actions"]
@@ -88,10 +81,7 @@ def test_failed_allocation_dry_run_plans_a_retry_and_changes_nothing(seeded, san
     assert report.api_calls_by_operation == {"sts:GetCallerIdentity": 1, "opensearch:DescribeDomain": 1,
                                              "es:ESHttpGet": 4, "es:ESHttpPost": 2}
 
-
-def test_execute_retries_verifies_green_records_and_rerun_plans_nothing(seeded, sandbox, capfd):
-    hr = seeded(HR)
-    apply_scenario(sandbox, hr, "failed-allocation", recovery_s=0.8)  # copies stay INITIALIZING a while
+    # executed
     report = run(HR, dry_run=False, approval="yes", approver="oncall-kim", settle_timeout_s=20, poll_s=0.2)
     assert report.outcome == "done" and report.status is Status.OK, report.findings
     assert sandbox.opensearch.cluster_status(HR_DOMAIN) == "green"
@@ -148,27 +138,30 @@ def test_single_node_yellow_is_explained_and_left_alone(seeded, sandbox):
     leh = seeded(LEH)
     apply_scenario(sandbox, leh, "single-node-yellow")
     assert sandbox.opensearch.cluster_status(LEH_DOMAIN) == "yellow"
-    report = run(LEH, dry_run=False, approval="yes")
-    assert report.outcome == "nothing-to-do" and report.status is Status.OK and report.plan["actions"] == []
-    assert report.plan["unchanged"] == [f"{LEH_DOMAIN}: yellow by design (1 data node(s) cannot hold the replicas); left alone"]
-    health = one(report, "opensearch-health", LEH_DOMAIN)
+    t = target(leh, LEH_DOMAIN)
+    plan = judge.decide(leh, IDENTITY, [t])
+    assert plan.actions == [] and plan.unchanged == [f"{LEH_DOMAIN}: yellow by design (1 data node(s) cannot hold the replicas); left alone"]
+    out = {(f.check, f.resource): f for f in judge.judge_domain(leh, t)}
+    health = out[("opensearch-health", LEH_DOMAIN)]
     assert health.summary.startswith("cluster yellow by design") and "number_of_replicas to 0" in health.summary
-    shard = one(report, "opensearch-shard", f"{LEH_DOMAIN}/evidence[0]r")
+    shard = out[("opensearch-shard", f"{LEH_DOMAIN}/evidence[0]r")]
     assert shard.status is Status.OK and shard.summary.startswith("too-few-nodes: 1 data node(s)")
-    assert sandbox.opensearch.cluster_status(LEH_DOMAIN) == "yellow"
 
 
 def test_lost_primary_recommends_the_exact_restore(seeded, sandbox):
     hr = seeded(HR)
     apply_scenario(sandbox, hr, "primary-lost")
-    report = run(HR)
-    assert report.plan["actions"] == [] and report.status is Status.CRIT
-    assert one(report, "opensearch-shard", f"{HR_DOMAIN}/employee_profiles[0]p").summary.startswith("no-valid-copy")
-    restore = one(report, "opensearch-restore", f"{HR_DOMAIN}/employee_profiles")
+    t = target(hr, HR_DOMAIN)
+    t.restore = read_restore_points.fn(hr, t.domain, t.info.endpoint, ["employee_profiles"])
+    plan = judge.decide(hr, IDENTITY, [t])
+    assert plan.actions == [] and any("restoring lost indices" in n for n in plan.notes)
+    out = {(f.check, f.resource): f for f in judge.judge_domain(hr, t)}
+    assert out[("opensearch-health", HR_DOMAIN)].status is Status.CRIT
+    assert out[("opensearch-shard", f"{HR_DOMAIN}/employee_profiles[0]p")].summary.startswith("no-valid-copy")
+    restore = out[("opensearch-restore", f"{HR_DOMAIN}/employee_profiles")]
     assert restore.status is Status.CRIT and "NOT applied" in restore.summary
     assert ('`POST _snapshot/backup_repo/snapshot_sandbox/_restore {"indices": "employee_profiles", "ignore_unavailable": true, '
             '"include_global_state": false, "rename_pattern": "(.+)", "rename_replacement": "restored_$1"}`') in restore.summary
-    assert any("restoring lost indices" in n for n in report.plan["notes"])
 
 
 def test_the_demo_fault_and_no_snapshot_repository(seeded, sandbox):
@@ -176,9 +169,9 @@ def test_the_demo_fault_and_no_snapshot_repository(seeded, sandbox):
     leh = seeded(LEH)
     apply_fault(sandbox, leh, "opensearch-red")
     t = target(leh, LEH_DOMAIN)
-    plan = ror.decide(leh, IDENTITY, [t])
+    plan = judge.decide(leh, IDENTITY, [t])
     assert plan.actions == [] and plan.cannot == []
-    out = ror.findings_for(leh, t)
+    out = judge.judge_domain(leh, t)
     restore = [f for f in out if f.check == "opensearch-restore"]
     assert [f.resource for f in restore] == [f"{LEH_DOMAIN}/evidence"]
     assert "the inventory names no snapshot_repository" in restore[0].summary and "GET _snapshot/_all" in restore[0].summary
@@ -200,10 +193,10 @@ def test_unreachable_cluster_is_unknown_and_plans_nothing(seeded, sandbox):
     hr = seeded(HR)
     apply_fault(sandbox, hr, "opensearch-unreachable")
     t = target(hr, HR_DOMAIN)
-    out = ror.findings_for(hr, t)
+    out = judge.judge_domain(hr, t)
     health = next(f for f in out if f.check == "opensearch-health")
     assert health.status is Status.UNKNOWN and "unreachable" in health.summary
-    plan = ror.decide(hr, IDENTITY, [t])
+    plan = judge.decide(hr, IDENTITY, [t])
     assert plan.actions == [] and "could not be read" in plan.notes[0]
 
 
@@ -212,10 +205,10 @@ def test_missing_domain_and_failed_explain(seeded, sandbox):
     ghost = OpenSearchDomain(name="no-such-domain")
     info = read_domain_status.fn(hr, ghost)
     assert info.exists is False
-    [f] = ror.judge_domain(hr, ghost, info, None, named=True)
+    [f] = judge.judge_domain(hr, judge.Target(domain=ghost, info=info))
     assert f.status is Status.CRIT and "does not exist" in f.summary
     bad = parse_explain({}).model_copy(update={"error": "cluster API answered 500"})
-    assert classify(bad, 2).cause is Cause.UNKNOWN
+    assert judge.classify(bad, 2).cause is judge.Cause.UNKNOWN
 
 
 def test_processing_domain_is_not_retried(seeded, sandbox):
@@ -224,16 +217,16 @@ def test_processing_domain_is_not_retried(seeded, sandbox):
     apply_scenario(sandbox, hr, "domain-processing")
     t = target(hr, HR_DOMAIN)
     assert t.info.processing
-    plan = ror.decide(hr, IDENTITY, [t])
+    plan = judge.decide(hr, IDENTITY, [t])
     assert plan.actions == [] and "configuration change is in progress" in plan.cannot[0]
-    assert next(f for f in ror.findings_for(hr, t) if f.check == "opensearch-domain").status is Status.WARN
+    assert next(f for f in judge.judge_domain(hr, t) if f.check == "opensearch-domain").status is Status.WARN
 
 
 def test_drift_between_plan_and_act_refuses(seeded, sandbox):
     hr = seeded(HR)
     apply_scenario(sandbox, hr, "failed-allocation")
     t = target(hr, HR_DOMAIN)
-    plan = ror.decide(hr, IDENTITY, [t])
+    plan = judge.decide(hr, IDENTITY, [t])
     urls = {HR_DOMAIN: t.info.endpoint}
     ror.check_drift.fn(hr, plan, urls)  # unchanged: passes
     sandbox.opensearch.heal(HR_DOMAIN)  # someone fixed it meanwhile
@@ -247,41 +240,7 @@ def test_explanations_are_bounded(seeded, sandbox):
     for index in ("employee_profiles", "project_requirements"):
         sandbox.opensearch.make_red(HR_DOMAIN, index, reason="ALLOCATION_FAILED")
     d = hr.opensearch_domains[0]
-    cluster = read_cluster.fn(hr, d, read_domain_status.fn(hr, d), 3)
+    cluster = read_cluster_allocation.fn(hr, d, read_domain_status.fn(hr, d), 3)
     assert [s.key for s in cluster.shards] == ["employee_profiles[0]p", "project_requirements[0]p", "employee_profiles[0]r"]
     assert cluster.unexplained == ["project_requirements[0]r"]
     assert cluster.failed_copies == sorted(f"{i}[0]{p}" for i in ("employee_profiles", "project_requirements") for p in "pr")
-
-
-# --- judging, pure --------------------------------------------------------------------------------
-
-
-def _explain(primary: bool, deciders: dict[str, list[str]], **extra) -> dict:
-    return {"index": "i", "shard": 0, "primary": primary, "current_state": "unassigned", "can_allocate": "no",
-            "allocate_explanation": "cannot allocate because allocation is not permitted to any of the nodes",
-            "unassigned_info": {"reason": "ALLOCATION_FAILED", "failed_allocation_attempts": 5, "last_allocation_status": "no"},
-            "node_allocation_decisions": [{"node_name": n, "node_decision": "no" if ds else "yes",
-                                           "deciders": [{"decider": x, "decision": "NO", "explanation": x} for x in ds]}
-                                          for n, ds in deciders.items()], **extra}
-
-
-def test_classify_reads_the_deciders():
-    assert classify(parse_explain(_explain(True, {"a": ["max_retry"], "b": ["max_retry", "disk_threshold"]})), 2).cause is Cause.RETRY
-    assert classify(parse_explain(_explain(True, {"a": ["max_retry", "disk_threshold"]})), 1).cause is Cause.DISK
-    assert classify(parse_explain(_explain(False, {"a": ["same_shard"]})), 1).cause is Cause.TOO_FEW_NODES
-    assert classify(parse_explain(_explain(False, {"a": ["same_shard", "awareness"]})), 1).cause is Cause.OTHER
-    lost = _explain(True, {}, can_allocate="no_valid_shard_copy")
-    assert classify(parse_explain(lost), 2).cause is Cause.LOST
-    # an answer without per-node decisions (ES-style max-retry text) still reads as a retry case
-    text = {"index": "i", "shard": 0, "primary": False, "allocate_explanation":
-            "shard has exceeded the maximum number of retries [5] on failed allocation attempts", "unassigned_info": {}}
-    assert classify(parse_explain(text), 2).cause is Cause.RETRY
-
-
-def test_storage_advice_for_instance_storage(seeded):
-    hr = seeded(HR)
-    from tasks.opensearch_shards import NodeDisk
-    cluster = ClusterState(domain=HR_DOMAIN, disks=[NodeDisk(node="n1", shards=3, used_bytes=90 * 1024 ** 3, total_bytes=100 * 1024 ** 3)])
-    advice = storage_advice(hr, DomainInfo(domain=HR_DOMAIN, ebs_enabled=False, instance_count=1), cluster)
-    assert "instance storage" in advice["recommendation"] and "proposed_volume_size_gib" not in advice
-    assert advice["proposed_instance_count"] == 2

@@ -7,18 +7,15 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import boto3
 import pytest
-import yaml
 
 from flows.security_incident import flow as si
 from flows.security_incident.flow import security_incident
 from opsbook import aws
 from opsbook.findings import Status
 from opsbook.iam import iam_action, policy_for
-from opsbook.inventory import System, load_system
 from opsbook.mutation import statestore
 from opsbook.mutation.core import (
     Action,
@@ -28,10 +25,11 @@ from opsbook.mutation.core import (
     ShellApproval,
     shell_approval,
 )
-from opsbook.pii import mask_log
 from opsbook.report import RunReport
 from sandbox import security as ssec
-from tasks import security as sec
+from flows.security_incident import judge as sec
+from tasks.cognito import read_users
+from tasks.s3 import NO_POLICY, read_bucket_policies
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -89,83 +87,13 @@ def assert_covered(report: RunReport, *must: str) -> None:
     assert report.undeclared_iam_actions == []
 
 
-# --- pure pieces -------------------------------------------------------------------------------------
-
-
-def test_deny_policy_exempts_only_the_break_glass_roles_and_names_are_completed():
-    doc = json.loads(sec.deny_policy("bkt", ["arn:aws:iam::1:role/b", "arn:aws:iam::1:role/a"]))
-    [s] = doc["Statement"]
-    assert (s["Effect"], s["Principal"], s["Action"]) == ("Deny", "*", "s3:*")
-    assert s["Resource"] == ["arn:aws:s3:::bkt", "arn:aws:s3:::bkt/*"]
-    assert s["Condition"] == {"ArnNotLike": {"aws:PrincipalArn": ["arn:aws:iam::1:role/a", "arn:aws:iam::1:role/b"]}}
-    with pytest.raises(ValueError, match="lock everyone out"):
-        sec.deny_policy("bkt", [])
-    assert sec.role_arn("todo-app-break-glass", "999999999999") == "arn:aws:iam::999999999999:role/todo-app-break-glass"
-    assert sec.role_arn(TD_GLASS, "999999999999") == TD_GLASS
-    assert sec.role_arn("ops/glass", "1", "aws-cn") == "arn:aws-cn:iam::1:role/ops/glass"
-
-
-@pytest.mark.parametrize("caller, exempt", [
-    ("arn:aws:sts::123456789012:assumed-role/t-developer-break-glass/alice", True),
-    ("arn:aws:sts::123456789012:assumed-role/t-developer-admin/alice", False),
-    ("arn:aws:sts::999999999999:assumed-role/t-developer-break-glass/alice", False),  # another account's role of that name
-    ("arn:aws:iam::123456789012:user/alice", False),
-    ("arn:aws:iam::123456789012:root", False),
-    ("arn:aws:sts::123456789012:user/moto", False),
-])
-def test_caller_exemption_follows_arnlike_on_the_role(caller, exempt):
-    assert sec.caller_exempt(caller, [TD_GLASS]) is exempt
-    assert sec.caller_exempt("arn:aws:sts::123456789012:assumed-role/glass/x", ["arn:aws:iam::123456789012:role/ops/glass"])
-
-
-def test_new_secret_value_keeps_the_shape_and_never_the_values():
-    old = json.dumps({"openai_api_key": "sk-" + "a" * 40, "nested": {"token": "t" * 10, "port": 5432}, "host": "db.example.com"})
-    new, replaced, kept = sec.new_secret_string(old)
-    doc = json.loads(new)
-    assert set(doc) == {"openai_api_key", "nested", "host"} and set(doc["nested"]) == {"token", "port"}
-    assert doc["host"] == "db.example.com" and doc["nested"]["port"] == 5432
-    assert doc["openai_api_key"] != "sk-" + "a" * 40 and len(doc["openai_api_key"]) == 43 and len(doc["nested"]["token"]) == 32
-    assert replaced == ["openai_api_key", "nested.token"] and kept == ["nested.port", "host"]
-    assert "a" * 40 not in new and all(v not in " ".join(replaced + kept) for v in ("sk-", "t" * 10))
-    plain, what, _ = sec.new_secret_string("hunter2")
-    assert plain != "hunter2" and len(plain) == 32 and what == ["(whole value)"]
-    with pytest.raises(sec.SecurityError, match="without a credential string"):
-        sec.new_secret_string(json.dumps({"host": "h", "port": 1}))
-
-
-def test_requests_outside_the_inventory_are_refused_with_the_reason():
-    td, todo = load_system(TD), load_system(TODO)
-    arn = f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{TD_SECRET}-AbC123"
-    req = si.resolve_requests(td, [TD_SECRET, arn, "prod/other"], [TD_BUCKET, "someone-elses-bucket"], ["bob@example.com"])
-    assert req.secrets == [(TD_SECRET, TD_SECRET)] and req.buckets == [TD_BUCKET] and req.users == []
-    assert [r.split(":")[0] for r in req.refused] == ["prod/other", "someone-elses-bucket", "disable_users[0] (b***)"]
-    assert "security.secrets, else audit.secrets: t-developer/production/api-keys" in req.refused[0]
-    assert "names no Cognito user pool" in req.refused[2] and "bob@example.com" not in " ".join(req.refused)
-    req = si.resolve_requests(todo, [TD_SECRET], ["todo-app-prod-frontend"], ["a", "a", "b"])
-    assert "none" in req.refused[0] and req.buckets == ["todo-app-prod-frontend"] and req.users == ["a", "b"]
-
-
-def test_security_escalation_entry_of_each_seed_system():
-    entry, line = sec.security_escalation(load_system(TD))
-    assert entry.level == "security" and "보안 담당자" in line and "within 0 min" in line
-    assert sec.security_escalation(load_system(LEH))[0].level == "Lv3"  # 'security incident' in when
-    entry, line = sec.security_escalation(load_system(TODO))
-    assert entry is None and "no escalation level for security" in line and "P0" in line
-
-
-def test_pseudonyms_hide_usernames_and_the_masker_hides_emails():
-    sid = sec.subject_id("todo-app-users", "pool-1", "suspicious-user@example.com")
-    assert sid.startswith("todo-app-users/s***#") and "suspicious" not in sid and "example.com" not in sid
-    assert sid == sec.subject_id("todo-app-users", "pool-1", "suspicious-user@example.com") != sec.subject_id("p", "pool-2", "suspicious-user@example.com")
-    assert mask_log("user suspicious-user@example.com") == "user [EMAIL]"  # in a log excerpt
-
-
 # --- t-developer: rotate without a rotation Lambda, lock a bucket with a policy -----------------------
 
 
-def test_dry_run_plans_refuses_the_rest_and_changes_nothing(seeded, sandbox):
+def test_dry_run_then_rotate_and_lock_applied_verified_rerun_safe_and_the_undo_restores_only_the_lock(seeded, sandbox):
     td = seeded(TD)
     made = ssec.incident(sandbox, td)
+    # the dry run plans what the inventory allows, refuses the rest and changes nothing
     before_stages = ssec.stages(sandbox, td, TD_SECRET)
     report = run(TD, rotate_secrets=[TD_SECRET, "prod/other"], lock_buckets=[TD_BUCKET, "other-bucket"], disable_users=["x@example.com"])
     assert report.outcome == "planned" and report.dry_run and report.records == []
@@ -183,10 +111,7 @@ def test_dry_run_plans_refuses_the_rest_and_changes_nothing(seeded, sandbox):
     assert report.status is Status.WARN and not_ok(report) == [("security-incident-plan", c.split(": ")[0], "WARN") for c in sorted(cannot)]
     assert ssec.stages(sandbox, td, TD_SECRET) == before_stages and ssec.read_bucket_policy(sandbox, td, TD_BUCKET) == made["policies"][TD_BUCKET]
 
-
-def test_rotate_and_lock_are_applied_verified_rerun_safe_and_the_undo_restores_only_the_lock(seeded, sandbox):
-    td = seeded(TD)
-    made = ssec.incident(sandbox, td)
+    # executed
     old_version = made["secrets"][0]["version"]
     old_value = ssec.secret_value(sandbox, td, TD_SECRET)
     previous = made["policies"][TD_BUCKET]
@@ -276,15 +201,24 @@ def test_a_failed_step_is_recorded_and_the_others_still_contain(seeded, sandbox)
 # --- hr: bare break-glass name; a bucket with a policy and one without -------------------------------
 
 
-def test_locks_with_and_without_a_previous_policy_are_undone_exactly(seeded, sandbox):
+def test_nothing_requested_unknown_undo_then_locks_with_and_without_a_previous_policy_are_undone_exactly(seeded, sandbox):
     hr = seeded(HR)
+    report = run(HR)
+    assert report.outcome == "nothing-to-do" and report.status is Status.OK
+    [f] = report.findings
+    assert f.check == "security-request" and "hr-reports-bucket-team2" in f.summary and "Cognito pool: none" in f.summary
+    nope = run(HR, undo_run="no-such-run")
+    assert "no security-incident record of this run" in nope.plan["cannot"][0]
+    mixed = run(HR, undo_run="x", lock_buckets=["hr-reports-bucket-team2"])
+    assert mixed.outcome == "refused" and "cannot be combined" in mixed.findings[-1].summary
+    # a bucket with a policy and one without: locked, then put back exactly
     made = ssec.incident(sandbox, hr)
     with_policy, without = "hr-resumes-bucket-team2", "hr-reports-bucket-team2"
     assert made["policies"][without] is None
     done = run(HR, lock_buckets=f"{with_policy}, {without}", dry_run=False, approval="yes")  # the shell's comma form
     glass = "arn:aws:iam::123456789012:role/hr-break-glass-team2"  # completed with the caller's account
     assert statuses(done) == [(sec.LOCK, with_policy, "verified"), (sec.LOCK, without, "verified")]
-    assert done.records[1]["before"] == sec.NO_POLICY and ssec.read_bucket_policy(sandbox, hr, without) == sec.deny_policy(without, [glass])
+    assert done.records[1]["before"] == NO_POLICY and ssec.read_bucket_policy(sandbox, hr, without) == sec.deny_policy(without, [glass])
     undo = run(HR, undo_run=done.flow_run_id, dry_run=False, approval="yes")
     actions = {a["resource"]: a for a in undo.plan["actions"]}
     assert actions[without]["iam_action"] == "s3:DeleteBucketPolicy" and actions[with_policy]["iam_action"] == "s3:PutBucketPolicy"
@@ -294,26 +228,14 @@ def test_locks_with_and_without_a_previous_policy_are_undone_exactly(seeded, san
     assert_covered(undo, "s3:PutBucketPolicy", "s3:DeleteBucketPolicy")
 
 
-def test_no_break_glass_role_means_no_lock():
-    raw = yaml.safe_load(Path("systems/t-developer.yaml").read_text())
-    raw["security"]["break_glass_roles"] = []
-    td = System.model_validate(raw)
-    state = sec.BucketState(bucket=TD_BUCKET, policy=sec.NO_POLICY)
-    plan, _ = si.decide(td, ME, si.Requests(buckets=[TD_BUCKET]), [], [state], [], [], False, "r1", datetime.now(timezone.utc))
-    assert plan.actions == [] and len(plan.cannot) == 1
-    assert plan.cannot[0].startswith(f"{TD_BUCKET}: the inventory names no break-glass role") and "lock the team out" in plan.cannot[0]
-
-
 def test_an_unreadable_policy_is_unknown_and_not_locked(seeded, sandbox):
     td = seeded(TD)
     ssec.incident(sandbox, td)
     ssec.policy_unreadable(sandbox, td, TD_BUCKET)
-    [state] = sec.read_bucket_policies.fn(td, [TD_BUCKET], aws.Deadline(10))
+    [state] = read_bucket_policies.fn(td, [TD_BUCKET], aws.Deadline(10))
     assert state.policy is None and "access denied" in state.error
-    [f] = si.read_findings([], [state], [])
-    assert (f.check, f.resource, f.status) == ("bucket-policy-read", TD_BUCKET, Status.UNKNOWN)
-    plan, _ = si.decide(td, ME, si.Requests(buckets=[TD_BUCKET]), [], [state], [], [], False, "r1", datetime.now(timezone.utc))
-    assert plan.actions == [] and "could not read its bucket policy" in plan.cannot[0] and "not locked" in plan.cannot[0]
+    [f] = sec.read_findings([], [state], [])
+    assert (f.check, f.resource, f.status) == ("bucket-policy-read", TD_BUCKET, Status.UNKNOWN)  # the plan: test_judge
 
 
 # --- todo-app / leh: Cognito users ---------------------------------------------------------------------
@@ -355,45 +277,19 @@ def test_users_are_disabled_signed_out_masked_and_re_enabled_by_the_undo(seeded,
 def test_leh_resolves_its_pool_by_name_and_names_its_lv3_escalation(seeded, sandbox):
     leh = seeded(LEH)
     ssec.cognito_users(sandbox, leh, ["uploader-77"])
-    users = sec.read_users.fn(leh, ["uploader-77", "ghost"], aws.Deadline(10))
+    users = read_users.fn(leh, ["uploader-77", "ghost"], aws.Deadline(10))
     assert users[0].enabled is True and users[0].pool_id == ssec.pool_id(sandbox, leh) and users[1].error.startswith("no such user")
-    plan, subjects = si.decide(leh, ME, si.Requests(users=["uploader-77", "ghost"]), [], [], users, [], False, "r1", datetime.now(timezone.utc))
+    plan, subjects = sec.decide(leh, ME, sec.Requests(users=["uploader-77", "ghost"]), [], [], users, [], False, "r1", datetime.now(timezone.utc))
     [a] = plan.actions
     assert a.resource.startswith("leh-users/u***#") and a.iam_action == "cognito-idp:AdminDisableUser"
     assert subjects[a.resource]["username"] == "uploader-77" and plan.cannot[0].startswith("disable_users[1] (g***): no such user")
     assert sec.security_escalation(leh)[1].startswith("escalate to Lv3: CTO / PM")
 
 
-def test_nothing_requested_is_a_clear_ok_and_unknown_runs_cannot_be_undone(seeded, sandbox):
-    seeded(HR)
-    report = run(HR)
-    assert report.outcome == "nothing-to-do" and report.status is Status.OK
-    [f] = report.findings
-    assert f.check == "security-request" and "hr-reports-bucket-team2" in f.summary and "Cognito pool: none" in f.summary
-    nope = run(HR, undo_run="no-such-run")
-    assert "no security-incident record of this run" in nope.plan["cannot"][0]
-    mixed = run(HR, undo_run="x", lock_buckets=["hr-reports-bucket-team2"])
-    assert mixed.outcome == "refused" and "cannot be combined" in mixed.findings[-1].summary
-
-
 def test_a_change_since_the_plan_is_refused(seeded, sandbox):
     td = seeded(TD)
     ssec.incident(sandbox, td)
     plan = Plan(runbook=sec.RUNBOOK, system=TD, identity=ME, actions=[
-        Action(kind=sec.LOCK, resource=TD_BUCKET, current=sec.NO_POLICY, target="{}", iam_action="s3:PutBucketPolicy")])
+        Action(kind=sec.LOCK, resource=TD_BUCKET, current=NO_POLICY, target="{}", iam_action="s3:PutBucketPolicy")])
     with pytest.raises(Refused, match="was \\(no bucket policy\\) when planned"):
         si.check_drift.fn(td, plan, {})
-
-
-def test_decide_does_not_rotate_twice_within_the_hour_unless_asked():
-    td = load_system(TD)
-    state = sec.SecretState(requested=TD_SECRET, entry=TD_SECRET, name=TD_SECRET, arn="arn", current_version="v2")
-    now = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
-    rec = {"runbook": sec.RUNBOOK, "kind": sec.ROTATE, "resource": TD_SECRET, "status": "verified", "after": "AWSCURRENT v2",
-           "at": "2026-01-01T11:30:00+00:00", "flow_run_id": "r1"}
-    req = si.Requests(secrets=[(TD_SECRET, TD_SECRET)])
-    plan, _ = si.decide(td, ME, req, [state], [], [], [rec], False, "r2", now)
-    assert plan.actions == [] and "30 min ago" in plan.unchanged[0]
-    assert len(si.decide(td, ME, req, [state], [], [], [rec], True, "r2", now)[0].actions) == 1
-    later = datetime(2026, 1, 1, 13, 0, 1, tzinfo=timezone.utc)
-    assert len(si.decide(td, ME, req, [state], [], [], [rec], False, "r2", later)[0].actions) == 1
