@@ -455,6 +455,7 @@ def read_invocations(system: System, functions: list[str], models: list[str], mi
         out.model_throttles[model] = total(res[f"m{j}.InvocationThrottles"])
         inp, outp = total(res[f"m{j}.InputTokenCount"]), total(res[f"m{j}.OutputTokenCount"])
         out.model_tokens[model] = (inp or 0) + (outp or 0) if inp is not None or outp is not None else None
+    return out
 
 
 # --- alarms in ALARM, as models (the alarm bridge's read) ---------------------------------------------------

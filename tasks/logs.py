@@ -176,6 +176,7 @@ def scan_timeouts(system: System, functions: list[str], start: datetime, deadlin
                    if aws.is_not_found(err) else aws.describe_error(err))
             scan = LogScan(function=fn, log_group=groups.get(fn, f"/aws/lambda/{fn}"), error=why)
         out.append(scan)
+    return out
 
 
 # --- every matching line of a window (diagnose-api-5xx, diagnose-bedrock-throttling) ---------------------------
