@@ -27,7 +27,7 @@ from sandbox import leh_queues
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 DLQ, SRC = "leh-ai-jobs-dlq", "leh-ai-jobs"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]  # the project root (tests/opsbook would shadow opsbook from tests/)
 
 
 def run(approval: ShellApproval | None = None, **params) -> RunReport:
