@@ -18,9 +18,9 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
 
+from flows.reindex_case.judge import index_name
 from opsbook.inventory import CaseStore, System
 from sandbox.server import Sandbox, sandbox_client
-from tasks.cases import index_name
 
 _serializer = TypeSerializer()
 _TITLES = ["계약서 사본", "카카오톡 대화 캡처", "녹취록", "이메일 출력본", "입금 내역서", "진술서"]

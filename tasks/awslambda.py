@@ -243,3 +243,49 @@ def read_runtimes(system: System, deadline: aws.Deadline) -> list[FunctionRuntim
 
     names = [f.name for f in system.lambda_functions]
     return [s if err is None else FunctionRuntime(function=n, error=aws.describe_error(err)) for n, s, err in aws.parallel(one, names, deadline=deadline)]
+
+
+# --- SQS event source mappings: is a queue's consumer consuming? (dlq-redrive, bill-shock-breaker) -------
+
+from pydantic import BaseModel  # noqa: E402  (this section is appended)
+
+
+class Consumer(BaseModel):
+    function: str
+    queue_arn: str
+    mapping_uuid: str | None = None
+    state: str | None = None
+    batch_size: int | None = None
+    mappings: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.state == "Enabled"
+
+
+def event_source_mappings(region: str, function: str, queue_arn: str) -> list[dict[str, Any]]:
+    """The function's event source mappings from the queue (every page)."""
+    return list(aws.paginate(aws.client("lambda", region), "list_event_source_mappings", "EventSourceMappings",
+                             FunctionName=function, EventSourceArn=queue_arn))
+
+
+@aws_task(iam=["lambda:ListEventSourceMappings"], name="read-consumer-mapping", cache_policy=NO_CACHE)
+def read_consumer_mapping(system: System, function: str, queue_arn: str) -> Consumer:
+    """The event source mapping from the queue to its consumer function (an Enabled one first)."""
+    maps = event_source_mappings(system.region, function, queue_arn)
+    best = sorted(maps, key=lambda m: m.get("State") != "Enabled")[0] if maps else None
+    return Consumer(function=function, queue_arn=queue_arn, mappings=len(maps), mapping_uuid=best.get("UUID") if best else None,
+                    state=best.get("State") if best else None, batch_size=best.get("BatchSize") if best else None)
+
+
+@aws_task(iam=["lambda:ListEventSourceMappings", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"], name="read-consumer", cache_policy=NO_CACHE)
+def read_worker(system: System, queue: str, function: str) -> dict[str, Any]:
+    """The first mapping from ``queue`` to ``function`` and what waits in the queue (depth, retention)."""
+    sqs = aws.client("sqs", system.region)
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn", "MessageRetentionPeriod", "ApproximateNumberOfMessages"])["Attributes"]
+    maps = event_source_mappings(system.region, function, attrs["QueueArn"])
+    m = maps[0] if maps else None
+    return {"mapping_uuid": m["UUID"] if m else None, "state": m.get("State") if m else None,
+            "last_modified": m.get("LastModified") if m else None, "retention_s": int(attrs.get("MessageRetentionPeriod", 345600)),
+            "queued": int(attrs.get("ApproximateNumberOfMessages", 0))}

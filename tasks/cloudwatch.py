@@ -505,3 +505,64 @@ def read_alarms(region: str) -> list[Alarm]:
         out += [_alarm(a, region, "MetricAlarm") for a in page.get("MetricAlarms", []) or []]
         out += [_alarm(a, region, "CompositeAlarm") for a in page.get("CompositeAlarms", []) or []]
     return out
+
+
+# --- token usage per dimension value over a sliding window (bill-shock-breaker) ------------------------
+
+from pydantic import BaseModel, Field  # noqa: E402  (this section is appended)
+
+from opsbook.inventory import BillShock  # noqa: E402
+
+
+class TokenUsage(BaseModel):
+    """Tokens per window, newest window first, for every active case and user."""
+
+    window_minutes: int
+    cases: dict[str, list[float]] = Field(default_factory=dict)
+    users: dict[str, list[float]] = Field(default_factory=dict)
+    calls: int = 0
+
+
+def _dimension_values(system: System, cfg: BillShock, dimension: str) -> list[str]:
+    c = aws.client("cloudwatch", system.region)
+    values = set()
+    for m in aws.paginate(c, "list_metrics", "Metrics", Namespace=cfg.namespace, MetricName=cfg.metric, RecentlyActive="PT3H",
+                          Dimensions=[{"Name": dimension}]):
+        dims = {d["Name"]: d["Value"] for d in m.get("Dimensions", [])}
+        if set(dims) == {dimension}:
+            values.add(dims[dimension])
+    return sorted(values)
+
+
+def _series(system: System, cfg: BillShock, dimension: str, values: list[str], end: datetime) -> dict[str, list[float]]:
+    start = end - timedelta(hours=cfg.baseline_hours)
+    queries = [{"Id": f"q{i}", "MetricStat": {"Metric": {"Namespace": cfg.namespace, "MetricName": cfg.metric,
+                "Dimensions": [{"Name": dimension, "Value": v}]}, "Period": cfg.window_minutes * 60, "Stat": cfg.statistic},
+                "ReturnData": True} for i, v in enumerate(values)]
+    data = get_metric_data(system.region, queries, start, end) if queries else {}
+    out = {}
+    n_windows = cfg.baseline_hours * 60 // cfg.window_minutes
+    first_window = start
+    for i, v in enumerate(values):
+        buckets = [0.0] * n_windows  # newest first; a window without data used no tokens
+        for ts, val in data.get(f"q{i}", []):
+            idx = n_windows - 1 - int((ts - first_window).total_seconds() // (cfg.window_minutes * 60))
+            if 0 <= idx < n_windows:
+                buckets[idx] += val
+        out[v] = buckets
+    return out
+
+
+@aws_task(iam=["cloudwatch:ListMetrics", "cloudwatch:GetMetricData"], name="read-token-usage", cache_policy=NO_CACHE)
+def read_token_usage(system: System, now: datetime | None = None) -> TokenUsage:
+    cfg = system.bill_shock
+    assert cfg is not None
+    end = (now or datetime.now(timezone.utc)).replace(second=0, microsecond=0)
+    log = aws.current_call_log()
+    before = log.total if log else 0
+    cases = _dimension_values(system, cfg, cfg.case_dimension)
+    users = _dimension_values(system, cfg, cfg.user_dimension)
+    usage = TokenUsage(window_minutes=cfg.window_minutes, cases=_series(system, cfg, cfg.case_dimension, cases, end),
+                  users=_series(system, cfg, cfg.user_dimension, users, end))
+    usage.calls = (log.total - before) if log else 0
+    return usage

@@ -540,3 +540,209 @@ def remove_tables(system: System, is_copy: Callable[[str], bool]) -> list[str]:
                 if aws.error_code(exc) != "ResourceInUseException":  # still being created: the next run removes it
                     raise
     return removed
+
+
+# --- a case store's items (reindex-case): the case's status, its evidence. Plain functions: the calling task
+# declares dynamodb:GetItem / Query / UpdateItem.
+
+import base64  # noqa: E402  (this section is appended)
+from collections.abc import Iterator  # noqa: E402
+from decimal import Decimal  # noqa: E402
+
+from boto3.dynamodb.types import Binary, TypeDeserializer  # noqa: E402
+from botocore.exceptions import ClientError  # noqa: E402
+
+from opsbook.inventory import CaseStore  # noqa: E402
+
+NO_STATUS = "(none)"  # the case item has no status attribute
+NO_CASE = "(no such case)"
+_deserializer = TypeDeserializer()
+
+
+class StatusChanged(RuntimeError):
+    """The conditional status update found another value than the one planned."""
+
+
+def plain(value: Any) -> Any:
+    """A deserialized DynamoDB value as plain JSON (numbers, lists, base64 for binary)."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, (Binary, bytes, bytearray)):
+        return base64.b64encode(bytes(value.value if isinstance(value, Binary) else value)).decode()
+    if isinstance(value, (set, frozenset)):
+        return sorted((plain(v) for v in value), key=lambda v: (str(type(v)), v))
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+def to_document(item: dict[str, Any]) -> dict[str, Any]:
+    """A DynamoDB item (DynamoDB JSON) as a plain JSON document."""
+    return {k: plain(_deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def read_status(system: System, store: CaseStore, case_id: str) -> str | None:
+    """The case's status (NO_STATUS when it has none); None when there is no such case."""
+    item = aws.client("dynamodb", system.region).get_item(
+        TableName=store.cases_table, Key={store.case_key: {"S": case_id}}, ConsistentRead=True, ProjectionExpression="#k, #s",
+        ExpressionAttributeNames={"#k": store.case_key, "#s": store.status_attribute}).get("Item")
+    if item is None:
+        return None
+    if store.status_attribute not in item:
+        return NO_STATUS
+    return str(to_document({"s": item[store.status_attribute]})["s"])
+
+
+def set_status(system: System, store: CaseStore, case_id: str, expected: str, value: str) -> None:
+    """Set the status, only if it still is ``expected`` (else StatusChanged, saying what it is now)."""
+    names = {"#k": store.case_key, "#s": store.status_attribute}
+    values: dict[str, Any] = {":to": {"S": value}}
+    if expected == NO_STATUS:
+        condition = "attribute_exists(#k) AND attribute_not_exists(#s)"
+    else:
+        condition = "attribute_exists(#k) AND #s = :from"
+        values[":from"] = {"S": expected}
+    try:
+        aws.client("dynamodb", system.region).update_item(
+            TableName=store.cases_table, Key={store.case_key: {"S": case_id}}, UpdateExpression="SET #s = :to",
+            ConditionExpression=condition, ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+    except ClientError as exc:
+        if aws.error_code(exc) != "ConditionalCheckFailedException":
+            raise
+        now = read_status(system, store, case_id)
+        raise StatusChanged(f"{store.cases_table}/{case_id} was {expected} when planned and is now {now or NO_CASE} "
+                            f"(changed by someone else); it was not set to {value}") from None
+
+
+def _by_case(store: CaseStore, case_id: str) -> dict[str, Any]:
+    return dict(TableName=store.evidence_table, KeyConditionExpression="#k = :c", ExpressionAttributeNames={"#k": store.case_key},
+                ExpressionAttributeValues={":c": {"S": case_id}}, ConsistentRead=True)
+
+
+def evidence(system: System, store: CaseStore, case_id: str, page_size: int) -> Iterator[dict[str, Any]]:
+    """Every evidence item of the case as a plain document (Query on the partition key, every page of ``page_size``)."""
+    for item in aws.paginate(aws.client("dynamodb", system.region), "query", "Items", **_by_case(store, case_id),
+                             PaginationConfig={"PageSize": page_size}):
+        yield to_document(item)
+
+
+def count_evidence(system: System, store: CaseStore, case_id: str) -> int:
+    """How many evidence items the case has (Query on the partition key, Select=COUNT, every page).
+
+    Pages by hand: ``aws.paginate`` yields list items and ``Count`` is a number per page."""
+    c = aws.client("dynamodb", system.region)
+    return sum(page.get("Count", 0) for page in c.get_paginator("query").paginate(**_by_case(store, case_id), Select="COUNT"))
+
+
+@aws_task(iam=["dynamodb:GetItem"], name="read-case", cache_policy=NO_CACHE)
+def read_case(system: System, store: CaseStore, case_id: str) -> str | None:
+    return read_status(system, store, case_id)
+
+
+@aws_task(iam=["dynamodb:Query"], name="read-case-evidence", cache_policy=NO_CACHE)
+def read_evidence(system: System, store: CaseStore, case_id: str) -> int:
+    """How many evidence items the case has: all the plan needs; the rebuild reads the items themselves, fresh."""
+    return count_evidence(system, store, case_id)
+
+
+# --- the per-case circuit breaker table (bill-shock-breaker, dlq-redrive) ---------------------------------
+# Table ``bill_shock.breaker_table``: partition key ``case_id``; ``state`` is OPEN, HALF_OPEN or CLOSED, with
+# ``reason``, ``tokens``, ``changed_at``, ``changed_by``, ``run``. A case without an item is CLOSED. Every write is
+# conditional, so writing twice is harmless and two runs never overwrite each other blindly. The AI worker reads
+# it through flows/bill_shock_breaker/breaker_client.py (no opsbook imports).
+
+from opsbook.iam import declares  # noqa: E402  (this section is appended)
+
+BREAKER_OPEN, BREAKER_HALF_OPEN, BREAKER_CLOSED = "OPEN", "HALF_OPEN", "CLOSED"
+
+
+def _breaker_table(system: System) -> str:
+    if system.bill_shock is None:
+        raise ValueError(f"{system.name} has no bill_shock section in its inventory")
+    return system.bill_shock.breaker_table
+
+
+def _plain_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: next(iter(v.values())) for k, v in item.items()}
+
+
+@declares(["dynamodb:BatchGetItem"])
+def read_breakers(system: System, case_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The item of each case that has one (cases without one are CLOSED). 100 keys a call."""
+    table = _breaker_table(system)
+    c = aws.client("dynamodb", system.region)
+    out: dict[str, dict[str, Any]] = {}
+    ids = sorted(set(case_ids))
+    for i in range(0, len(ids), 100):
+        request: dict[str, Any] = {table: {"Keys": [{"case_id": {"S": cid}} for cid in ids[i : i + 100]], "ConsistentRead": True}}
+        for _ in range(8):
+            res = c.batch_get_item(RequestItems=request)
+            for item in res.get("Responses", {}).get(table, []):
+                out[item["case_id"]["S"]] = _plain_item(item)
+            request = res.get("UnprocessedKeys") or {}
+            if not request:
+                break
+        if request:
+            raise RuntimeError(f"BatchGetItem left {len(request[table]['Keys'])} keys unprocessed after 8 tries (throttled)")
+    return out
+
+
+@declares(["dynamodb:UpdateItem"])
+def set_breaker_state(system: System, case_id: str, state: str, *, reason: str, by: str, run: str, tokens: int | None = None,
+                      only_if: tuple[str, ...] | None = None) -> bool:
+    """Set a case's breaker state. Returns False (and changes nothing) when it already is ``state``
+    or, with ``only_if``, when its current state is not one of those."""
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    names = {"#s": "state"}
+    values: dict[str, Any] = {":s": {"S": state}, ":r": {"S": reason[:500]}, ":t": {"S": now}, ":b": {"S": by}, ":run": {"S": run}}
+    cond = "attribute_not_exists(#s) OR #s <> :s"
+    if only_if:
+        allowed = [f":o{i}" for i in range(len(only_if))]
+        values.update({f":o{i}": {"S": s} for i, s in enumerate(only_if)})
+        cond = f"({cond}) AND (#s IN ({', '.join(allowed)})" + (" OR attribute_not_exists(#s))" if BREAKER_CLOSED in only_if else ")")
+    update = "SET #s = :s, reason = :r, changed_at = :t, changed_by = :b, #run = :run"
+    names["#run"] = "run"
+    if tokens is not None:
+        update += ", tokens = :tok"
+        values[":tok"] = {"N": str(int(tokens))}
+    try:
+        aws.client("dynamodb", system.region).update_item(
+            TableName=_breaker_table(system), Key={"case_id": {"S": case_id}}, UpdateExpression=update,
+            ConditionExpression=cond, ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+        return True
+    except Exception as exc:
+        if aws.error_code(exc) == "ConditionalCheckFailedException":
+            return False
+        raise
+
+
+@declares(["dynamodb:Query", "dynamodb:Scan"])
+def open_breakers(system: System) -> dict[str, dict[str, Any]]:
+    """Every case whose breaker is OPEN or HALF_OPEN (a filtered scan over all pages)."""
+    c = aws.client("dynamodb", system.region)
+    out = {}
+    for page in c.get_paginator("scan").paginate(
+        TableName=_breaker_table(system), FilterExpression="#s IN (:o, :h)", ExpressionAttributeNames={"#s": "state"},
+        ExpressionAttributeValues={":o": {"S": BREAKER_OPEN}, ":h": {"S": BREAKER_HALF_OPEN}}, ConsistentRead=True,
+    ):
+        for item in page["Items"]:
+            out[item["case_id"]["S"]] = _plain_item(item)
+    return out
+
+
+@aws_task(iam=["dynamodb:BatchGetItem"], name="read-case-breakers", cache_policy=NO_CACHE)
+def read_case_breakers(system: System, case_ids: list[str]) -> dict[str, str]:
+    """case -> breaker state, for the cases that have a breaker item (others are CLOSED)."""
+    if not case_ids:
+        return {}
+    return {c: str(item.get("state", BREAKER_CLOSED)) for c, item in read_breakers(system, case_ids).items()}
+
+
+@aws_task(iam=["dynamodb:BatchGetItem", "dynamodb:Scan"], name="read-breakers", cache_policy=NO_CACHE)
+def read_breaker_states(system: System, case_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The breaker items of ``case_ids`` plus every OPEN / HALF_OPEN one."""
+    states = read_breakers(system, case_ids)
+    states.update(open_breakers(system))
+    return states

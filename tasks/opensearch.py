@@ -537,3 +537,144 @@ def poll_domain(system: System, url: str, keys: list[str]) -> tuple[str | None, 
             if k in pending:
                 pending.remove(k)
     return h.get("status"), int(h.get("unassigned_shards") or 0), pending
+
+
+# --- one index: count it, rebuild it from documents (reindex-case). Plain functions: the calling task declares
+# es:DescribeDomain and es:ESHttp<Verb> (opensearch-py does not go through botocore: checked by review and tests).
+
+from collections.abc import Iterable, Iterator  # noqa: E402  (this section is appended)
+from urllib.parse import quote  # noqa: E402
+
+from pydantic import BaseModel  # noqa: E402
+
+from opsbook.masking import mask  # noqa: E402
+
+MAX_RESULT_WINDOW = 10_000  # OpenSearch's default index.max_result_window: from + size beyond it is refused
+
+
+class DomainUnavailable(ValueError):
+    """The domain has no usable endpoint (being deleted, or none yet and no override)."""
+
+
+class IndexState(BaseModel):
+    url: str
+    exists: bool
+    count: int  # 0 when the index does not exist
+
+
+class Rebuilt(BaseModel):
+    written: int = 0  # documents given and indexed
+    batches: int = 0
+    created: bool = False
+    removed: int = 0  # documents that were not among those given
+    unlisted: int = 0  # documents beyond the result window that could not be checked
+
+
+def domain_url(system: System, domain: str) -> str:
+    """The domain's HTTP endpoint: DescribeDomain, then the inventory/sandbox override (endpoint_for)."""
+    dom = next((d for d in system.opensearch_domains if d.name == domain), None) or OpenSearchDomain(name=domain)
+    status = aws.client("opensearch", system.region).describe_domain(DomainName=dom.name)["DomainStatus"]
+    if status.get("Deleted"):
+        raise DomainUnavailable(f"OpenSearch domain {dom.name} is being deleted")
+    url = endpoint_for(dom, status)
+    if not url:
+        raise DomainUnavailable(f"OpenSearch domain {dom.name} has no endpoint yet and the inventory gives no endpoint override")
+    return url
+
+
+def _count(client: Any, index: str) -> int | None:
+    """GET {index}/_count (opensearch-py's count() POSTs); None when the index does not exist."""
+    body = client.transport.perform_request("GET", f"/{quote(index)}/_count", params={"ignore": 404})
+    if "count" in body:
+        return int(body["count"])
+    if (body.get("error") or {}).get("type") == "index_not_found_exception":
+        return None
+    raise RuntimeError(f"GET {index}/_count answered {body.get('status')}: {(body.get('error') or {}).get('reason', body)}")
+
+
+def index_count(url: str, region: str, index: str) -> int | None:
+    """Documents in the index; None when the index does not exist."""
+    return _count(os_client(url, region), index)
+
+
+def refresh_and_count(url: str, region: str, index: str) -> int | None:
+    c = os_client(url, region)
+    c.indices.refresh(index=index, ignore=404)  # a missing index is counted as None below
+    return _count(c, index)
+
+
+def _bulk(client: Any, actions: list[dict[str, Any]]) -> None:
+    from opensearchpy import helpers
+
+    if not actions:
+        return
+    _, errors = helpers.bulk(client, actions, chunk_size=len(actions), raise_on_error=False, max_retries=3,
+                             initial_backoff=1, max_backoff=10)
+    if errors:
+        first = [next(iter(e.values())) for e in errors[:3]]
+        reasons = "; ".join(f"{e.get('_id')}: {(e.get('error') or {}).get('type')} {(e.get('error') or {}).get('reason', '')}".strip()
+                            for e in first)
+        raise RuntimeError(mask(f"{len(errors)} of {len(actions)} bulk item(s) failed: {reasons}"))
+
+
+def _listed_ids(client: Any, index: str, total: int, page: int = 1000) -> list[str]:
+    """Document ids of the index, as far as from/size reaches (the result window)."""
+    ids: list[str] = []
+    for start in range(0, min(total, MAX_RESULT_WINDOW), page):
+        size = min(page, MAX_RESULT_WINDOW - start)
+        hits = client.search(index=index, body={"query": {"match_all": {}}, "_source": False, "from": start, "size": size})
+        batch = [h["_id"] for h in hits["hits"]["hits"]]
+        ids += batch
+        if len(batch) < size:
+            break
+    return ids
+
+
+def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Lists of ``size`` items (the last one shorter), without reading ahead."""
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def rebuild_index(url: str, region: str, index: str, docs: Iterable[dict[str, Any]], key: str, batch_size: int,
+                  on_batch: Callable[[Rebuilt], None] | None = None) -> Rebuilt:
+    """Make the index hold exactly ``docs``: create it if missing, bulk-index in batches
+    (document id = ``doc[key]``, so nothing is duplicated), then remove documents not among them."""
+    client = os_client(url, region, timeout=60)
+    done = Rebuilt()
+    answer = client.indices.create(index=index, ignore=400)  # PUT; an existing index is kept and refilled
+    if answer.get("acknowledged"):
+        done.created = True
+    elif (answer.get("error") or {}).get("type") != "resource_already_exists_exception":
+        raise RuntimeError(f"creating index {index} failed: {(answer.get('error') or {}).get('reason', answer)}")
+    written: set[str] = set()
+    for batch in chunks(docs, batch_size):
+        actions = [{"_op_type": "index", "_index": index, "_id": str(d[key]), "_source": d} for d in batch]
+        _bulk(client, actions)
+        written.update(a["_id"] for a in actions)
+        done.written, done.batches = len(written), done.batches + 1
+        if on_batch:
+            on_batch(done)
+    client.indices.refresh(index=index)
+    count = _count(client, index) or 0
+    if count > len(written):
+        stray = [i for i in _listed_ids(client, index, count) if i not in written]
+        _bulk(client, [{"_op_type": "delete", "_index": index, "_id": i} for i in stray])
+        client.indices.refresh(index=index)
+        done.removed = len(stray)
+        done.unlisted = max(0, count - MAX_RESULT_WINDOW)
+    return done
+
+
+@aws_task(iam=["es:DescribeDomain", "es:ESHttpGet"], name="read-case-index", cache_policy=NO_CACHE)
+def read_index(system: System, domain: str, index: str) -> IndexState:
+    """The domain's endpoint and how many documents the index holds (exists=False: no such index)."""
+    url = domain_url(system, domain)
+    n = index_count(url, system.region, index)
+    return IndexState(url=url, exists=n is not None, count=n or 0)

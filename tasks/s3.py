@@ -303,3 +303,24 @@ class BucketState(BaseModel):
 def read_bucket_policies(system: System, buckets: list[str], deadline: aws.Deadline) -> list[BucketState]:
     return [BucketState(bucket=b, policy=p) if err is None else BucketState(bucket=b, error=aws.describe_error(err))
             for b, p, err in aws.parallel(lambda b: read_policy(system, b), buckets, deadline=deadline)]
+
+
+# --- uploads per user (bill-shock-breaker) ------------------------------------------------------------
+
+
+
+@aws_task(iam=["s3:ListBucket"], name="count-uploads", cache_policy=NO_CACHE)
+def count_uploads(system: System, users: list[str], now: datetime | None = None) -> dict[str, int]:
+    """Uploads per user in the window, for the given (top) users only (keys: <prefix><user>/...)."""
+    cfg = system.bill_shock
+    if not cfg.uploads_bucket or not users:
+        return {}
+    since = (now or datetime.now(timezone.utc)) - timedelta(minutes=cfg.window_minutes)
+    s3 = aws.client("s3", system.region)
+    out = {}
+    for u, n, err in aws.parallel(lambda u: sum(1 for o in aws.paginate(s3, "list_objects_v2", "Contents", Bucket=cfg.uploads_bucket,
+                                                                         Prefix=f"{cfg.uploads_prefix}{u}/") if o["LastModified"] >= since), users):
+        if err is not None:
+            raise err
+        out[u] = n
+    return out

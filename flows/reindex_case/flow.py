@@ -36,13 +36,25 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from flows.reindex_case.judge import (
+    INDEX_KIND,
+    RUNBOOK,
+    STATUS_KIND,
+    CaseError,
+    CaseTarget,
+    documents,
+    index_finding,
+    plan_for,
+    planned_documents,
+    status_finding,
+    target_for,
+)
 from opsbook import aws
 from opsbook.findings import Finding, Status
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
 from opsbook.masking import mask
 from opsbook.mutation.core import (
-    Action,
     Applier,
     Approval,
     Identity,
@@ -54,60 +66,12 @@ from opsbook.mutation.core import (
 )
 from opsbook.mutation.session import SESSION_TASKS, MutationSession
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
-from tasks import cases
-from tasks.cases import (
-    CaseTarget,
-    IndexState,
-    Rebuilt,
-    read_case,
-    read_evidence,
-    read_index,
-)
+from tasks import dynamodb as ddb
+from tasks import opensearch as ops
+from tasks.dynamodb import read_case, read_evidence
+from tasks.opensearch import IndexState, Rebuilt, read_index
 
-RUNBOOK = "reindex-case"
-STATUS_KIND, INDEX_KIND = "case-status", "case-index"
-ACTIVE = "active"
 RERUN = "; run again once the cause is fixed (the rebuild overwrites, it never duplicates)"
-
-
-def documents(n: int) -> str:
-    return f"{n} documents"
-
-
-# --- deciding (pure: unit-tested without AWS) ----------------------------------------------
-
-
-def plan_for(system: System, identity: Identity, t: CaseTarget, status: str, evidence: int | BaseException,
-             index: IndexState | BaseException) -> Plan:
-    store = t.store
-    plan = Plan(runbook=RUNBOOK, system=system.name, identity=identity)
-    if status == ACTIVE:
-        plan.unchanged.append(f"{t.case_resource}: already {ACTIVE}")
-    else:
-        odd = "" if status == "closed" else f"; {status!r} is not 'closed': check this is the case that was closed by mistake"
-        plan.actions.append(Action(
-            kind=STATUS_KIND, resource=t.case_resource, current=status, target=ACTIVE, iam_action="dynamodb:UpdateItem",
-            evidence=f"{store.cases_table} item {store.case_key}={t.case_id} has {store.status_attribute}={status}; "
-                     f"the update applies only while it still is {status}" + odd))
-    failed = [(what, e) for what, e in ((f"its evidence in {store.evidence_table}", evidence), (f"index {t.index}", index))
-              if isinstance(e, BaseException)]
-    if failed:
-        plan.notes += [f"{t.index_resource}: could not read {what} ({aws.describe_error(e)}); left out of the plan" for what, e in failed]
-        return plan
-    assert isinstance(evidence, int) and isinstance(index, IndexState)
-    m, n = evidence, index.count
-    if index.exists and n == m:
-        plan.unchanged.append(f"{t.index_resource}: {documents(n)}, one for each evidence item in {store.evidence_table}")
-        return plan
-    why = (f"index {t.index} does not exist (deleted with the case?); it is created and filled"
-           if not index.exists else f"the index holds {documents(n)} and {store.evidence_table} has {m} evidence items; it is refilled")
-    plan.actions.append(Action(
-        kind=INDEX_KIND, resource=t.index_resource, current=documents(n), target=f"{documents(m)} from DynamoDB",
-        iam_action="es:ESHttpPost", reversible=False,
-        evidence=f"{why} from {store.evidence_table} in bulk batches, document id = {store.evidence_key} (a re-run overwrites, "
-                 "never duplicates); documents whose evidence is not in DynamoDB are removed. No undo: the index is derived "
-                 "data, rebuilt from DynamoDB, the source of truth"))
-    return plan
 
 
 # --- acting ------------------------------------------------------------------------------------
@@ -127,21 +91,21 @@ class CaseWork:
                 INDEX_KIND: Applier(read=self.read_index, apply=self.rebuild)}
 
     def read_status(self, system: System, resource: str) -> str:
-        return cases.read_status(system, self.t) or cases.NO_CASE
+        return ddb.read_status(system, self.t.store, self.t.case_id) or ddb.NO_CASE
 
     def set_status(self, system: System, resource: str, value: str) -> None:
         a = self.planned[STATUS_KIND]
         expected = a.current if value == a.target else a.target  # forward, or the undo of a later failure
         try:
-            cases.set_status(system, self.t, expected, value)
-        except cases.StatusChanged as exc:
+            ddb.set_status(system, self.t.store, self.t.case_id, expected, value)
+        except ddb.StatusChanged as exc:
             if value == a.target:  # a failed undo is recorded as undo-failed, not as drift
                 self.drifted.append(str(exc))
             raise
 
     def read_index(self, system: System, resource: str) -> str:
         assert self.t.url
-        return documents(cases.index_count(self.t.url, system.region, self.t.index) or 0)
+        return documents(ops.index_count(self.t.url, system.region, self.t.index) or 0)
 
     def rebuild(self, system: System, resource: str, value: str) -> None:
         assert self.t.url
@@ -156,18 +120,18 @@ class CaseWork:
                 print(f"opsbook: {RUNBOOK}: {self.t.index}: {done.written}/{total} documents written "
                       f"({done.batches} batch(es) of up to {self.batch_size})", file=sys.stderr)
 
-        docs = cases.evidence(system, self.t, self.batch_size)
-        self.rebuilt = cases.rebuild_index(self.t.url, system.region, self.t.index, docs, self.t.store.evidence_key,
-                                           self.batch_size, on_batch)
+        docs = ddb.evidence(system, self.t.store, self.t.case_id, self.batch_size)
+        self.rebuilt = ops.rebuild_index(self.t.url, system.region, self.t.index, docs, self.t.store.evidence_key,
+                                         self.batch_size, on_batch)
         update_progress_artifact(progress, progress=100.0)
 
 
 @aws_task(iam=["dynamodb:GetItem", "dynamodb:Query", "es:ESHttpGet"], name="check-drift", cache_policy=NO_CACHE)
 def check_drift(system: System, plan: Plan, t: CaseTarget, batch_size: int) -> None:
     drifted = drift(system, plan, CaseWork(system, plan, t, batch_size).appliers())
-    index = next((a for a in plan.actions if a.kind == INDEX_KIND), None)
-    if index is not None:
-        planned, now = int(index.target.split()[0]), cases.count_evidence(system, t)
+    planned = planned_documents(plan)
+    if planned is not None:
+        now = ddb.count_evidence(system, t.store, t.case_id)
         if now != planned:
             drifted.append(f"{t.store.evidence_table} had {planned} evidence items for {t.case_id} when planned and has {now} now")
     if drifted:
@@ -195,24 +159,12 @@ def verify_reindex(system: System, plan: Plan, t: CaseTarget, rebuilt: Rebuilt |
     out = []
     for a in plan.actions:
         if a.kind == STATUS_KIND:
-            now = cases.read_status(system, t) or cases.NO_CASE
-            out.append(Finding(check="case-status", resource=a.resource, status=Status.OK if now == ACTIVE else Status.CRIT,
-                               summary=f"{t.case_id} is {now}" + ("" if now == ACTIVE else f" after it was set to {ACTIVE}")))
+            out.append(status_finding(a.resource, t.case_id, ddb.read_status(system, t.store, t.case_id) or ddb.NO_CASE))
             continue
         assert t.url
-        n = cases.refresh_and_count(t.url, system.region, t.index)
-        m = rebuilt.written if rebuilt else cases.count_evidence(system, t)
-        details = rebuilt.model_dump() if rebuilt else {}
-        if n == m:
-            out.append(Finding(check="case-index", resource=a.resource, status=Status.OK, value=n, details=details,
-                               summary=f"{t.index} holds {documents(n)}, one for each evidence item in {t.store.evidence_table}"))
-        else:
-            beyond = (f"; {rebuilt.unlisted} document(s) beyond the result window ({cases.MAX_RESULT_WINDOW}) could not be checked"
-                      if rebuilt and rebuilt.unlisted else "")
-            out.append(Finding(check="case-index", resource=a.resource, status=Status.CRIT, value=n if n is not None else -1, details=details,
-                               summary=mask(f"{t.index} holds {documents(n) if n is not None else 'no index'} after the rebuild, "
-                                            f"but {t.store.evidence_table} has {m} evidence items{beyond}; searches of this case "
-                                            "are incomplete: run again, or compare the two")))
+        n = ops.refresh_and_count(t.url, system.region, t.index)
+        m = rebuilt.written if rebuilt else ddb.count_evidence(system, t.store, t.case_id)
+        out.append(index_finding(a.resource, t, n, m, rebuilt, ops.MAX_RESULT_WINDOW))
     return out
 
 
@@ -252,10 +204,11 @@ def reindex_case(
     with session:
         identity = session.identity()
         try:
-            t = cases.target_for(inv, case_id)
-        except cases.CaseError as exc:
+            t = target_for(inv, case_id)
+        except CaseError as exc:
             raise Refused(f"{exc}; nothing was changed") from None
-        reads = (read_case.submit(inv, t), read_evidence.submit(inv, t), read_index.submit(inv, t))
+        reads = (read_case.submit(inv, t.store, t.case_id), read_evidence.submit(inv, t.store, t.case_id),
+                 read_index.submit(inv, t.store.opensearch_domain, t.index))
         status, evidence, index = (_outcome(f) for f in reads)
         if isinstance(status, BaseException):
             raise Refused(f"could not read case {t.case_id} from {t.store.cases_table}: {aws.describe_error(status)}; nothing was changed")
@@ -267,7 +220,7 @@ def reindex_case(
         session.report.findings += [Finding(check="reindex-case-plan", resource=t.index_resource, status=Status.UNKNOWN,
                                             summary=mask(n.split(": ", 1)[1])) for n in plan.notes if "could not read" in n]
         if session.gate(plan):
-            planned = next((int(a.target.split()[0]) for a in plan.actions if a.kind == INDEX_KIND), 0)
+            planned = planned_documents(plan) or 0
             session.lease(inv.mutations.lease_ttl_s + planned // 100)  # ~100 documents a second at worst
             check_drift.submit(inv, plan, t, batch_size).result()
             done, ok, drifted, rebuilt = apply_reindex.submit(inv, plan, t, batch_size, session.approval, identity).result()

@@ -33,7 +33,7 @@ from tasks.awslambda import (
 )
 from tasks.cloudwatch import DurationStats
 from tasks.logs import LogScan, classify_lambda_line
-from tasks.sqs import MAX_VISIBILITY_S, VISIBILITY_IAM, VISIBILITY_KIND, QueueState
+from tasks.sqs import MAX_VISIBILITY_S, VISIBILITY_IAM, VISIBILITY_KIND, QueueVisibility
 
 RUNBOOK = "remediate-lambda-timeout"
 CHECK = "lambda-timeouts"
@@ -209,7 +209,7 @@ class _Case:
 
 
 def diagnose(system: System, cfg: FunctionConfig, scan: TimeoutScan | None, stats: DurationStats | str | None,
-             queues: dict[str, QueueState]) -> Diagnosis:
+             queues: dict[str, QueueVisibility]) -> Diagnosis:
     """The verdict on one function and, when it times out for lack of time, the actions that fix it.
 
     ``stats``: the function's durations, or why they could not be read.
@@ -271,7 +271,7 @@ def _unreadable(case: _Case, cfg: FunctionConfig, scan: TimeoutScan | None, stat
     return None
 
 
-def _gather(case: _Case, cfg: FunctionConfig, scan: TimeoutScan, stats: DurationStats, queues: dict[str, QueueState]) -> None:
+def _gather(case: _Case, cfg: FunctionConfig, scan: TimeoutScan, stats: DurationStats, queues: dict[str, QueueVisibility]) -> None:
     """The numbers every summary shows, and the feeding queues' visibility against the current timeout."""
     pol, name = case.system.remediation, case.name
     case.timeout_s, case.memory_mb = cfg.timeout_s or 0, cfg.memory_mb or 0
@@ -372,7 +372,7 @@ def _sizing(case: _Case, scan: TimeoutScan, stats: DurationStats) -> _Sizing:
     return _Sizing(longest_s=longest_s, needed=needed, cap=cap, bound_kind=bound_kind, bound_why=bound_why)
 
 
-def _visibility(case: _Case, queues: dict[str, QueueState], target: int) -> tuple[list[Action], list[str]]:
+def _visibility(case: _Case, queues: dict[str, QueueVisibility], target: int) -> tuple[list[Action], list[str]]:
     """A queue feeding the function must keep its messages invisible for factor x the new timeout: its actions, or why not."""
     pol, name, timeout_s = case.system.remediation, case.name, case.timeout_s
     actions: list[Action] = []
@@ -425,7 +425,7 @@ def _memory_fix(case: _Case, s: _Sizing, why_needed: str) -> tuple[Action | None
     return action, f"memory {memory_mb} -> {mem} MB ({cant.rstrip(': ')})"
 
 
-def _size_fix(case: _Case, scan: TimeoutScan, stats: DurationStats, queues: dict[str, QueueState], head: str, k: int, n: float) -> Diagnosis:
+def _size_fix(case: _Case, scan: TimeoutScan, stats: DurationStats, queues: dict[str, QueueVisibility], head: str, k: int, n: float) -> Diagnosis:
     """Too slow for its timeout: the queue, timeout and memory actions that fix it, within the bounds."""
     pol = case.system.remediation
     s = _sizing(case, scan, stats)
@@ -455,13 +455,13 @@ def _size_fix(case: _Case, scan: TimeoutScan, stats: DurationStats, queues: dict
 
 
 def diagnose_all(inv: System, configs: list[FunctionConfig], logs: list[LogScan] | str, since: dict[str, datetime],
-                 stats: list[DurationStats] | str, queues: list[QueueState] | str, now: datetime) -> list[Diagnosis]:
+                 stats: list[DurationStats] | str, queues: list[QueueVisibility] | str, now: datetime) -> list[Diagnosis]:
     """A diagnosis per function; a read that failed as a whole (its error text instead of the data) makes every function it
     covers UNKNOWN (never a fix)."""
     by_log = {} if isinstance(logs, str) else {s.function: s for s in logs}
     by_stats = {} if isinstance(stats, str) else {s.function: s for s in stats}
     if isinstance(queues, str):
-        qs = {n: QueueState(name=n, error=queues) for n in all_queues(inv, configs)}
+        qs = {n: QueueVisibility(name=n, error=queues) for n in all_queues(inv, configs)}
     else:
         qs = {q.name: q for q in queues}
     out = []

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from opsbook.mutation.core import Action, Identity, Plan
+from tasks import dynamodb
 from tasks.dynamodb import (
     TableCapacity,
     capacity_value,
@@ -94,3 +95,9 @@ def test_undo_within_limits_moves_refused_changes_to_cannot_and_reads_only_when_
     assert "allowed any time" in plan.actions[0].evidence and "by its own policy" in plan.actions[1].evidence
     ok = undo_within_limits(Plan(runbook="rb", system="s", identity=ME, actions=actions[:1]), lambda t: cap(), NOW)
     assert "a decrease (AWS allows 4 a UTC day" in ok.actions[0].evidence
+
+
+def test_to_document_gives_plain_json():
+    item = {"n": {"N": "2.5"}, "k": {"N": "7"}, "ss": {"SS": ["b", "a"]}, "m": {"M": {"x": {"BOOL": True}}},
+            "b": {"B": b"\x00\x01"}, "l": {"L": [{"N": "1"}, {"S": "s"}, {"NULL": True}]}}
+    assert dynamodb.to_document(item) == {"n": 2.5, "k": 7, "ss": ["a", "b"], "m": {"x": True}, "b": "AAE=", "l": [1, "s", None]}

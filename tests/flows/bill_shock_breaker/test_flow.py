@@ -1,4 +1,5 @@
-"""bill-shock-breaker against the sandbox: spikes trip, normal traffic does not."""
+"""bill-shock-breaker against the sandbox: spikes trip, normal traffic does not. Budgets, spikes, state
+transitions and findings without the sandbox: test_judge.py."""
 
 from __future__ import annotations
 
@@ -12,11 +13,10 @@ from flows.bill_shock_breaker.breaker_client import BreakerClient
 from flows.bill_shock_breaker.flow import bill_shock_breaker
 from opsbook.findings import Status
 from opsbook.iam import iam_action, policy_for
-from opsbook.inventory import load_system
 from opsbook.mutation.core import ShellApproval, shell_approval
 from opsbook.report import RunReport
 from sandbox import leh_spend
-from tasks import breaker
+from tasks import dynamodb
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 REGION = "ap-northeast-2"
@@ -39,7 +39,7 @@ def leh(seeded, sandbox):
 
 
 def states(inv, *cases):
-    return {c: v.get("state") for c, v in breaker.read_breakers(inv, list(cases)).items()}
+    return {c: v.get("state") for c, v in dynamodb.read_breakers(inv, list(cases)).items()}
 
 
 def test_normal_traffic_trips_nothing(leh, sandbox):
@@ -61,13 +61,11 @@ def test_a_spiking_case_trips_automatically_and_twice_is_harmless(leh, sandbox):
     assert report.records[0]["resource"] == "case-spike" and report.records[0]["status"] == "applied"
     again = run(dry_run=False, approver="schedule")
     assert again.outcome == "nothing-to-do" and states(leh, "case-spike") == {"case-spike": "OPEN"}
-
-
-def test_a_case_over_its_budget_trips(leh, sandbox):
-    leh_spend.publish(sandbox, leh, "CaseId", {"case-big": (150000.0, 250000.0)})
-    report = run(dry_run=False)
-    assert states(leh, "case-big") == {"case-big": "OPEN"}
-    assert "> budget 200,000" in report.records[0]["detail"] or "budget" in report.plan["actions"][0]["evidence"]
+    # every call made is covered by the policy `opsbook policy bill-shock-breaker` prints
+    policy = set(policy_for(bsb.TASKS)["Statement"][0]["Action"])
+    used = {iam_action(*op.split(":")) for op in report.api_calls_by_operation} - {None}
+    assert "dynamodb:UpdateItem" in used and used <= policy, used - policy
+    assert report.undeclared_iam_actions == []
 
 
 def test_global_spike_pauses_the_service_only_after_approval(leh, sandbox):
@@ -116,13 +114,6 @@ def test_half_open_after_cooldown_then_closed_and_reset_by_hand(leh, sandbox):
     assert report.outcome == "done" and states(leh, "stuck") == {"stuck": "CLOSED"}
 
 
-def test_judge_is_pure_and_spikes_need_a_floor():
-    cfg = load_system("leh").bill_shock
-    usage = bsb.Usage(window_minutes=15, cases={"tiny": [600.0] + [10.0] * 95, "spike": [90000.0] + [6000.0] * 95})
-    v = bsb.judge(cfg, usage, {}, {}, None, datetime.now(timezone.utc))
-    assert set(v.trip) == {"spike"}  # 60x on 10 tokens is noise below spike_min_tokens
-
-
 def test_worker_helper_honours_open_and_allows_when_the_table_is_unreadable(leh, sandbox):
     ddb = boto3.client("dynamodb", region_name=REGION, endpoint_url=sandbox.endpoint)
     cw = boto3.client("cloudwatch", region_name=REGION, endpoint_url=sandbox.endpoint)
@@ -134,12 +125,3 @@ def test_worker_helper_honours_open_and_allows_when_the_table_is_unreadable(leh,
     assert BreakerClient("no-such-table", dynamodb=ddb, cloudwatch=cw, on_error="deny").allowed("c-open") is False
     names = [m["MetricName"] for m in cw.list_metrics(Namespace="LEH/AI")["Metrics"]]
     assert "BreakerReadErrors" in names
-
-
-def test_calls_are_covered_by_the_printed_policy(leh, sandbox):
-    leh_spend.publish(sandbox, leh, "CaseId", {"case-spike": (6000.0, 90000.0)})
-    report = run(dry_run=False)
-    policy = set(policy_for(bsb.TASKS)["Statement"][0]["Action"])
-    used = {iam_action(*op.split(":")) for op in report.api_calls_by_operation} - {None}
-    assert "dynamodb:UpdateItem" in used and used <= policy, used - policy
-    assert report.undeclared_iam_actions == []

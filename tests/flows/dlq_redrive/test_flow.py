@@ -1,5 +1,5 @@
 """dlq-redrive against the sandbox: plan, move 1,000 without loss, filters, breakers, no consumer, the
-approval's bound, a refilling DLQ, and a kill part-way."""
+approval's bound, a refilling DLQ, and a kill part-way. The pure parts: test_judge.py and tests/tasks/test_sqs.py."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import boto3
 import pytest
 
 from flows.dlq_redrive import flow as rd
+from flows.dlq_redrive import judge as rj
 from flows.dlq_redrive.flow import dlq_redrive
 from opsbook.findings import Status
 from opsbook.iam import iam_action, policy_for
@@ -23,11 +24,10 @@ from opsbook.inventory import load_system
 from opsbook.mutation.core import ShellApproval, shell_approval
 from opsbook.report import RunReport
 from sandbox import leh_queues
-from tasks import redrive
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 DLQ, SRC = "leh-ai-jobs-dlq", "leh-ai-jobs"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]  # the project root (tests/opsbook would shadow opsbook from tests/)
 
 
 def run(approval: ShellApproval | None = None, **params) -> RunReport:
@@ -56,47 +56,6 @@ def leh(seeded, sandbox):
     inv = seeded("leh")
     leh_queues.consumer_mapping(sandbox, inv)
     return inv
-
-
-# --- pure parts ---------------------------------------------------------------------------------
-
-
-def test_entries_keep_body_attributes_and_fifo_identity():
-    msg = {"MessageId": "m-1", "Body": '{"case_id": "c"}', "Attributes": {"MessageGroupId": "c", "AWSTraceHeader": "Root=1-a"},
-           "MessageAttributes": {"n": {"DataType": "Number", "StringValue": "3", "StringListValues": []},
-                                 "b": {"DataType": "Binary", "BinaryValue": b"\x00"}}}
-    e = redrive.send_entry(msg, "0", fifo=True)
-    assert e["MessageBody"] == msg["Body"] and e["MessageAttributes"] == {"n": {"DataType": "Number", "StringValue": "3"},
-                                                                         "b": {"DataType": "Binary", "BinaryValue": b"\x00"}}
-    assert (e["MessageGroupId"], e["MessageDeduplicationId"]) == ("c", "redrive-m-1")
-    assert e["MessageSystemAttributes"]["AWSTraceHeader"]["StringValue"] == "Root=1-a"
-    assert "MessageGroupId" not in redrive.send_entry(msg, "0", fifo=False)
-    big = [{"Id": str(i), "MessageBody": "x" * 400} for i in range(10)]
-    assert [len(c) for c in redrive.chunks_by_size(big, 1000)] == [2, 2, 2, 2, 2]
-
-
-def test_refill_verdict():
-    draining = [(0, 1000, 0), (30, 700, 300), (61, 400, 600)]
-    assert redrive.refill_verdict(draining) is None
-    refilling = [(0, 1000, 0), (30, 1000, 300), (61, 1010, 600)]
-    assert "refills as fast as it drains: 610 message(s) arrived while 600 were moved" in redrive.refill_verdict(refilling)
-    assert redrive.refill_verdict(refilling[:2]) is None  # too few samples
-
-
-def test_pacer_spaces_what_was_sent():
-    p = redrive.Pacer(100)
-    assert p.wait() == 0
-    p.spend(10)
-    t0 = time.monotonic()
-    p.wait()
-    assert 0.08 <= time.monotonic() - t0 <= 0.3
-
-
-def test_queue_choice_is_explicit():
-    inv = load_system("leh")
-    assert rd.pick_queue(inv, None).dlq == DLQ and rd.pick_queue(inv, DLQ).name == SRC
-    with pytest.raises(rd.Refused, match="not a queue with a dead-letter queue"):
-        rd.pick_queue(inv, "nope")
 
 
 # --- against the sandbox ------------------------------------------------------------------------
@@ -180,17 +139,13 @@ def test_max_messages_then_an_empty_dlq(leh, sandbox):
     assert empty.outcome == "nothing-to-do" and empty.status is Status.OK and empty.plan["unchanged"] == [f"{DLQ}: empty, nothing to move"]
 
 
-@pytest.mark.parametrize("consumer", ["disabled", "missing"])
-def test_no_enabled_consumer_cannot_move(leh, sandbox, consumer):
-    if consumer == "disabled":
-        leh_queues.consumer_mapping(sandbox, leh, enabled=False)
-    else:
-        leh_queues.delete_consumer_mapping(sandbox, leh)
+def test_no_enabled_consumer_cannot_move(leh, sandbox):  # no mapping at all: test_judge.py
+    leh_queues.consumer_mapping(sandbox, leh, enabled=False)
     leh_queues.fill_dlq(sandbox, leh, 20)
     report = execute()
     assert report.outcome == "nothing-to-do" and report.status is Status.WARN and report.plan["actions"] == []
     [cannot] = report.plan["cannot"]
-    assert cannot.startswith("leh-ai-worker: ") and ("is Disabled, not Enabled" if consumer == "disabled" else "no event source mapping") in cannot
+    assert cannot.startswith("leh-ai-worker: ") and "is Disabled, not Enabled" in cannot
     assert "nothing consumes leh-ai-jobs" in cannot and finding(report, "dlq-redrive-plan").status is Status.WARN
     assert leh_queues.depth(sandbox, leh, DLQ)["visible"] == 20 and leh_queues.depth(sandbox, leh, SRC)["visible"] == 0
 
@@ -262,7 +217,7 @@ def test_approval_is_bound_to_the_planned_count(leh, sandbox):
 
 
 def test_a_dlq_that_refills_as_fast_as_it_drains_stops_with_a_warning(leh, sandbox, monkeypatch):
-    monkeypatch.setattr(redrive, "REFILL_WINDOW_S", 1.0)
+    monkeypatch.setattr(rj, "REFILL_WINDOW_S", 1.0)
     leh_queues.fill_dlq(sandbox, leh, 300)
     stop = threading.Event()
 

@@ -9,8 +9,8 @@ import boto3
 import pytest
 
 from flows.maintenance_audit import flow as ma
-from flows.maintenance_audit.judge import judge
 from flows.maintenance_audit.flow import maintenance_audit
+from flows.maintenance_audit.judge import judge
 from opsbook import aws
 from opsbook.findings import Status
 from opsbook.iam import iam_action, policy_for

@@ -9,13 +9,15 @@ import pytest
 from opensearchpy import OpenSearch
 
 from flows.reindex_case import flow as rc
+from flows.reindex_case import judge as rj
 from flows.reindex_case.flow import reindex_case
 from opsbook.findings import Status
 from opsbook.iam import iam_action, policy_for
 from opsbook.mutation.core import Identity, Refused, ShellApproval, shell_approval
 from opsbook.report import RunReport
 from sandbox.leh_cases import delete_case, evidence_doc, seed_case
-from tasks import cases
+from tasks import dynamodb as ddb
+from tasks import opensearch as ops
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 CASE = "CASE-2025-0042"
@@ -158,21 +160,21 @@ def test_a_large_case_pages_batches_and_is_covered_by_the_policy(leh, sandbox, c
 def test_the_status_update_is_conditional_on_the_planned_value(leh, sandbox):
     seed_case(sandbox, leh, CASE, 5)
     delete_case(sandbox, leh, CASE)
-    t = cases.target_for(leh, CASE)
-    index = cases.read_index.fn(leh, t)
+    t = rj.target_for(leh, CASE)
+    index = ops.read_index.fn(leh, t.store.opensearch_domain, t.index)
     t = t.model_copy(update={"url": index.url})
     ident = Identity(account="123456789012", arn="arn:aws:sts::123456789012:assumed-role/x/y", region="ap-northeast-2")
-    plan = rc.plan_for(leh, ident, t, "closed", cases.read_evidence.fn(leh, t), index)
+    plan = rj.plan_for(leh, ident, t, "closed", ddb.read_evidence.fn(leh, t.store, t.case_id), index)
     boto3.client("dynamodb", region_name="ap-northeast-2", endpoint_url=sandbox.endpoint).update_item(
         TableName="leh-cases", Key={"case_id": {"S": CASE}}, UpdateExpression="SET #s = :a",
         ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues={":a": {"S": "active"}})  # someone reopened it
     with pytest.raises(Refused, match=f"leh-cases/{CASE} was closed when planned and is now active"):
         rc.check_drift.fn(leh, plan, t, 500)
     work = rc.CaseWork(leh, plan, t, 500)
-    with pytest.raises(cases.StatusChanged, match="was closed when planned and is now active"):
+    with pytest.raises(ddb.StatusChanged, match="was closed when planned and is now active"):
         work.set_status(leh, t.case_resource, "active")
     assert work.drifted and status_of(sandbox) == "active"
-    findings = {f.check: f for f in rc.verify_reindex.fn(leh, plan, t, cases.Rebuilt(written=5))}  # the index is still gone
+    findings = {f.check: f for f in rc.verify_reindex.fn(leh, plan, t, ops.Rebuilt(written=5))}  # the index is still gone
     assert findings["case-status"].status is Status.OK and findings["case-index"].status is Status.CRIT
     assert "holds no index after the rebuild, but leh-evidence has 5 evidence items" in findings["case-index"].summary
 
@@ -199,7 +201,7 @@ def test_a_change_while_acting_stops_the_run_and_changes_nothing(leh, sandbox, m
 def test_a_failed_rebuild_undoes_the_status_and_says_how_far_it_got(leh, sandbox, monkeypatch):
     seed_case(sandbox, leh, CASE, 25)
     delete_case(sandbox, leh, CASE)
-    real = cases.rebuild_index
+    real = ops.rebuild_index
 
     def dies_after_a_batch(url, region, index, docs, key, batch_size, on_batch=None):
         def docs_then_outage():
@@ -209,7 +211,7 @@ def test_a_failed_rebuild_undoes_the_status_and_says_how_far_it_got(leh, sandbox
                 yield d
         return real(url, region, index, docs_then_outage(), key, batch_size, on_batch)
 
-    monkeypatch.setattr(cases, "rebuild_index", dies_after_a_batch)
+    monkeypatch.setattr(ops, "rebuild_index", dies_after_a_batch)
     try:
         report = run(case_id=CASE, dry_run=False, approval="yes", batch_size=10)
     finally:
@@ -219,17 +221,3 @@ def test_a_failed_rebuild_undoes_the_status_and_says_how_far_it_got(leh, sandbox
         ("case-status", "applied"), ("case-index", "failed"), ("case-status", "undone")]
     assert report.records[1]["detail"].startswith("10 document(s) written in 1 batch(es), index created; ")
     assert status_of(sandbox) == "closed" and count(sandbox) == 10  # the case stays as it was; the next run refills the index
-
-
-def test_unreadable_index_leaves_it_out_of_the_plan():
-    from opsbook.inventory import load_system
-
-    leh = load_system("leh")
-    t = cases.target_for(leh, CASE)
-    ident = Identity(account="123456789012", arn="arn", region="ap-northeast-2")
-    plan = rc.plan_for(leh, ident, t, "closed", 1, ConnectionError("cluster unreachable"))
-    assert [a.kind for a in plan.actions] == ["case-status"] and "could not read index" in plan.notes[0]
-    assert cases.to_document({"n": {"N": "2.5"}, "k": {"N": "7"}, "ss": {"SS": ["b", "a"]}, "m": {"M": {"x": {"BOOL": True}}}}) == \
-        {"n": 2.5, "k": 7, "ss": ["a", "b"], "m": {"x": True}}
-    with pytest.raises(cases.CaseError, match="does not accept"):
-        cases.index_name(leh.case_store, "a*b")

@@ -13,7 +13,7 @@ from opsbook.mutation.core import Identity, Record
 from tasks.awslambda import FunctionConfig, parse_time
 from tasks.cloudwatch import DurationStats
 from tasks.logs import LogScan, classify_lambda_line
-from tasks.sqs import QueueState
+from tasks.sqs import QueueVisibility
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 HOUR_AGO = NOW - timedelta(hours=1)
@@ -35,7 +35,7 @@ def parts(fn="f", timeout=60, memory=1024, timeouts=5, invocations=50, avg_ms=50
 
 def case(system, fn="f", vis: int | None = 600, **kw):
     cfg, scan, stats = parts(fn, **kw)
-    queues = {"q": QueueState(name="q", visibility_s=vis, error=None if vis is not None else "AccessDenied")}
+    queues = {"q": QueueVisibility(name="q", visibility_s=vis, error=None if vis is not None else "AccessDenied")}
     return j.diagnose(system, cfg, scan, stats, queues)
 
 

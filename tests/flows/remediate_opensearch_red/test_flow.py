@@ -8,6 +8,7 @@ import boto3
 import pytest
 
 from flows.remediate_opensearch_red import flow as ror
+from flows.remediate_opensearch_red import judge
 from flows.remediate_opensearch_red.flow import remediate_opensearch_red
 from opsbook.findings import Status
 from opsbook.iam import iam_action, policy_for
@@ -17,8 +18,12 @@ from opsbook.mutation.core import Identity, Plan, Refused, ShellApproval, shell_
 from opsbook.report import RunReport
 from sandbox.faults import apply_fault
 from sandbox.opensearch_faults import apply_scenario
-from flows.remediate_opensearch_red import judge
-from tasks.opensearch import parse_explain, read_cluster_allocation, read_domain_status, read_restore_points
+from tasks.opensearch import (
+    parse_explain,
+    read_cluster_allocation,
+    read_domain_status,
+    read_restore_points,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -12,6 +12,7 @@ import boto3
 import pytest
 
 from flows.security_incident import flow as si
+from flows.security_incident import judge as sec
 from flows.security_incident.flow import security_incident
 from opsbook import aws
 from opsbook.findings import Status
@@ -27,7 +28,6 @@ from opsbook.mutation.core import (
 )
 from opsbook.report import RunReport
 from sandbox import security as ssec
-from flows.security_incident import judge as sec
 from tasks.cognito import read_users
 from tasks.s3 import NO_POLICY, read_bucket_policies
 
