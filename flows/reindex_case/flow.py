@@ -69,7 +69,7 @@ from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
 from tasks import dynamodb as ddb
 from tasks import opensearch as ops
 from tasks.dynamodb import read_case, read_evidence
-from tasks.opensearch import IndexState, Rebuilt, read_index
+from tasks.opensearch import DomainUnavailable, IndexState, Rebuilt, read_index
 
 RERUN = "; run again once the cause is fixed (the rebuild overwrites, it never duplicates)"
 
@@ -210,6 +210,8 @@ def reindex_case(
         reads = (read_case.submit(inv, t.store, t.case_id), read_evidence.submit(inv, t.store, t.case_id),
                  read_index.submit(inv, t.store.opensearch_domain, t.index))
         status, evidence, index = (_outcome(f) for f in reads)
+        if isinstance(index, DomainUnavailable):  # said as the runbook's own error, as it always was
+            index = CaseError(str(index))
         if isinstance(status, BaseException):
             raise Refused(f"could not read case {t.case_id} from {t.store.cases_table}: {aws.describe_error(status)}; nothing was changed")
         if status is None:
