@@ -60,8 +60,8 @@ def log(msg: str) -> None:
 
 
 def pick_alarm(system: Any, runbook: str) -> str:
-    from sandbox.seed import sample_alarm_names
     from flows.alarm_bridge.judge import routed_runbook
+    from sandbox.seed import sample_alarm_names
 
     for name in sample_alarm_names(system):
         if routed_runbook(system, name) == runbook:

@@ -18,8 +18,6 @@ from typing import Any
 from opsbook.inventory import System, name_matches
 from sandbox.server import ACCOUNT_ID, Sandbox, sandbox_client
 
-_client = sandbox_client  # the name the tests import (to go once the layout branches are merged)
-
 
 def _zip() -> bytes:
     buf = io.BytesIO()
@@ -175,7 +173,7 @@ def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None
 
     # two weeks of the metrics AWS and the system's code publish (S3 storage too: moto publishes none)
     from sandbox.metrics import (
-        seed_weekly_metrics,  # sandbox.metrics uses this module's _client
+        seed_weekly_metrics,
     )
 
     made["metrics"] = seed_weekly_metrics(sb, system, namespaces=None if weeks_of_metrics else {"AWS/S3"})

@@ -15,7 +15,7 @@ from opsbook.findings import Finding, Status
 from opsbook.iam import iam_action, policy_for
 from opsbook.report import RunReport
 from sandbox.faults import _put, apply_fault
-from sandbox.seed import _client
+from sandbox.server import sandbox_client
 
 SEEDS = ["hr-resource-optimization", "t-developer", "todo-app", "leh"]
 TD_SERVICE = "t-developer-cluster-production/t-developer-service-production"
@@ -43,7 +43,7 @@ def make_target_groups(sb, system, targets: int = 2) -> None:
     """The sandbox seed creates no ALB target groups; create the inventory's, with healthy IP targets."""
     if not any(s.target_group for s in system.ecs_services):
         return
-    ec2, elb = _client(sb, "ec2", system.region), _client(sb, "elbv2", system.region)
+    ec2, elb = sandbox_client(sb, "ec2", system.region), sandbox_client(sb, "elbv2", system.region)
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     for s in system.ecs_services:
         if s.target_group:
@@ -136,7 +136,7 @@ def test_hr_p1_alarm_errors_of_the_last_hour_and_planted_secrets(healthy, sandbo
     inside the hour with a masked top message; secrets planted in log lines never reach the JSON or the markdown."""
     hr = healthy("hr-resource-optimization")
     # the seed makes alarms from the name filters only; add the seed 000 alarm the guide names (P1)
-    _client(sandbox, "cloudwatch", hr.region).put_metric_alarm(
+    sandbox_client(sandbox, "cloudwatch", hr.region).put_metric_alarm(
         AlarmName="api-gateway-5xx-errors-team2", MetricName="5XXError", Namespace="AWS/ApiGateway", Statistic="Sum", Period=300,
         EvaluationPeriods=1, Threshold=5, ComparisonOperator="GreaterThanThreshold")
     apply_fault(sandbox, hr, "alarm-firing", alarm="api-gateway-5xx-errors-team2")
