@@ -25,8 +25,9 @@ import time
 import urllib.request
 from urllib.parse import urlparse
 
-import browser_support as bs  # tests/e2e/browser_support.py (rootdir-less test dirs are on sys.path)
 import pytest
+
+from tests.e2e import browser_support as bs
 
 _missing = bs.missing_requirements()
 if _missing:

@@ -26,8 +26,7 @@ import httpx
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from services import Postgres, PrefectServer, Worker, missing_postgres  # noqa: E402
+from tests.e2e.services import Postgres, PrefectServer, Worker, missing_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 POOL = "opsbook-fleet"
