@@ -85,10 +85,12 @@ def seeded(sandbox):
 
 @pytest.fixture(scope="session")
 def prefect_harness():
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    # no heartbeat thread (1 s a flow), and run logs stay in the test's output instead of being written to the
+    # test server (no test reads them from the API; the CLI and browser tests, in their own processes, still send them)
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_LOGGING_TO_API_ENABLED: False}):
         with prefect_test_harness(server_startup_timeout=90):
             yield
 
