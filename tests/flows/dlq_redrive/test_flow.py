@@ -240,7 +240,10 @@ def test_a_dlq_that_refills_as_fast_as_it_drains_stops_with_a_warning(leh, sandb
     assert finding(report, "redrive-moved").value < 300 and report.outcome == "done-with-warnings"
 
 
-def test_a_kill_mid_redrive_loses_nothing_and_duplicates_at_most_one_batch(leh, sandbox):
+# one kill trial in `make test`; the battery (early, late) in `make chaos`
+@pytest.mark.parametrize("kill_after", [300, pytest.param(10, marks=pytest.mark.chaos), pytest.param(150, marks=pytest.mark.chaos),
+                                        pytest.param(600, marks=pytest.mark.chaos)])
+def test_a_kill_mid_redrive_loses_nothing_and_duplicates_at_most_one_batch(leh, sandbox, kill_after):
     from prefect.settings import PREFECT_API_URL
 
     filled = leh_queues.fill_dlq(sandbox, leh, 1000)
@@ -255,7 +258,7 @@ def test_a_kill_mid_redrive_loses_nothing_and_duplicates_at_most_one_batch(leh, 
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and proc.poll() is None:
                 moved = int(sqs.get_queue_attributes(QueueUrl=src, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
-                if moved >= 300:
+                if moved >= kill_after:
                     break
                 time.sleep(0.02)
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
@@ -268,10 +271,12 @@ def test_a_kill_mid_redrive_loses_nothing_and_duplicates_at_most_one_batch(leh, 
                 proc.wait(10)
         err = proc.stderr.read().decode()
     assert "opsbook: dlq-redrive: leh-ai-jobs-dlq -> leh-ai-jobs: moved" in err  # progress on the shell
-    time.sleep(3)  # past the 2 s visibility timeout of the batch in hand
+    until = time.monotonic() + 30  # the batch in hand is visible again after its 2 s visibility timeout
+    while leh_queues.depth(sandbox, leh, DLQ)["in_flight"] and time.monotonic() < until:
+        time.sleep(0.2)
     assert leh_queues.depth(sandbox, leh, DLQ)["in_flight"] == 0
     dlq, source = leh_queues.read_all(sandbox, leh, DLQ), leh_queues.read_all(sandbox, leh, SRC)
-    assert 300 <= len(source) < 1000
+    assert kill_after <= len(source) < 1000
     everything = [key(m["body"], m["attributes"]) for m in dlq + source]
     assert set(everything) == {key(b, a) for b, a in filled["sent"]}  # none lost, none altered
     assert len(everything) - 1000 <= 10  # a kill between send and delete duplicates at most one batch
