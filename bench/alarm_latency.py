@@ -121,12 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         cw = aws.client("cloudwatch", system.region)
 
         from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import (
-            DeploymentFilter,
-            DeploymentFilterId,
-            FlowRunFilter,
-            FlowRunFilterExpectedStartTime,
-        )
+        from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterExpectedStartTime
 
         from flows.alarm_bridge.flow import alarm_bridge
 

@@ -26,19 +26,7 @@ import tempfile
 from datetime import datetime, timezone
 from typing import Any
 
-from bench.harness import (
-    OPSBOOK,
-    RESULTS,
-    ROOT,
-    T_OPSBOOK,
-    T_SERVER_STOP,
-    SandboxProc,
-    free_port,
-    last_json,
-    log,
-    machine,
-    timed,
-)
+from bench.harness import OPSBOOK, RESULTS, ROOT, T_OPSBOOK, T_SERVER_STOP, SandboxProc, free_port, last_json, log, machine, timed
 
 SYSTEMS = ["hr-resource-optimization", "t-developer", "todo-app", "leh"]
 TARGET_S = 10.0

@@ -36,20 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.harness import (
-    BENCH,
-    OPSBOOK,
-    RESULTS,
-    ROOT,
-    T_SERVER_STOP,
-    SandboxProc,
-    aws_cli,
-    free_port,
-    last_json,
-    log,
-    machine,
-    timed,
-)
+from bench.harness import BENCH, OPSBOOK, RESULTS, ROOT, T_SERVER_STOP, SandboxProc, aws_cli, free_port, last_json, log, machine, timed
 
 HR = "hr-resource-optimization"
 TD = "t-developer"

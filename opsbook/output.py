@@ -41,9 +41,7 @@ def _one_line(text: str, limit: int = REASON_MAX) -> str:
 
 def reason(report: Any) -> str:
     """Why the run has its status, in a few words: the worst finding, or what a mutating run did."""
-    from opsbook.report import (
-        sort_findings,  # here, not at the top: an error line must not wait for Prefect's import
-    )
+    from opsbook.report import sort_findings  # here, not at the top: an error line must not wait for Prefect's import
 
     worst = [f for f in sort_findings(report.findings) if f.status is report.status and f.status is not Status.OK]
     if worst:

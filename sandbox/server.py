@@ -67,11 +67,7 @@ class Sandbox:
 
     # --- lifecycle -------------------------------------------------------------------
     def start(self) -> Sandbox:
-        from moto.moto_server.werkzeug_app import (
-            DomainDispatcherApplication,
-            MotoRequestHandler,
-            create_backend_app,
-        )
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
 

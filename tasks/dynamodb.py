@@ -22,12 +22,7 @@ from opsbook.inventory import DynamoTable, System
 from opsbook.mutation.core import Applier, Identity, Plan, undo_plan
 from opsbook.resources import Discovered
 from opsbook.snapshots import iso_utc
-from tasks.autoscaling import (
-    BOUNDS_KIND,
-    ScalableTarget,
-    describe_targets,
-    table_resource_ids,
-)
+from tasks.autoscaling import BOUNDS_KIND, ScalableTarget, describe_targets, table_resource_ids
 from tasks.cloudwatch import as_utc
 
 

@@ -38,13 +38,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from flows.alarm_bridge.judge import (
-    BridgeMemory,
-    ScheduleSpec,
-    SeenRun,
-    WatchedDeployment,
-    table_names,
-)
+from flows.alarm_bridge.judge import BridgeMemory, ScheduleSpec, SeenRun, WatchedDeployment, table_names
 from opsbook.inventory import System, known_systems
 from opsbook.masking import mask_obj
 from tasks.cloudwatch import Alarm, alarm_priority

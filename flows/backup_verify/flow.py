@@ -36,58 +36,21 @@ from typing import Annotated, Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.backup_verify.judge import (
-    BACKUP,
-    PITR,
-    RUNBOOK,
-    VERSIONING,
-    decide,
-    fix_what,
-    fixed_check,
-    judge,
-    nothing_checked,
-)
+from flows.backup_verify.judge import BACKUP, PITR, RUNBOOK, VERSIONING, decide, fix_what, fixed_check, judge, nothing_checked
 from opsbook import aws
 from opsbook.collect import future_value
 from opsbook.findings import unknown
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import (
-    Applier,
-    Approval,
-    Identity,
-    Plan,
-    Record,
-    Refused,
-    drift,
-)
-from opsbook.mutation.fixes import (
-    act,
-    applied_items,
-    apply_each,
-    conclude,
-    wait_verified,
-)
+from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, drift
+from opsbook.mutation.fixes import act, applied_items, apply_each, conclude, wait_verified
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, mark_verified
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
 from opsbook.resources import Discovered, discover
-from tasks.dynamodb import (
-    TableBackups,
-    backup_status,
-    read_latest_backup,
-    read_pitr,
-    read_table_backups,
-    set_pitr,
-    take_backup,
-)
+from tasks.dynamodb import TableBackups, backup_status, read_latest_backup, read_pitr, read_table_backups, set_pitr, take_backup
 from tasks.opensearch import read_snapshots
 from tasks.rds import read_rds_snapshots
-from tasks.s3 import (
-    BucketProtection,
-    read_bucket_protection,
-    read_versioning,
-    set_versioning,
-)
+from tasks.s3 import BucketProtection, read_bucket_protection, read_versioning, set_versioning
 
 READ_DEADLINE_S = 120.0
 VERIFY_TIMEOUT_S = 60.0  # on-demand backups are AVAILABLE within seconds whatever the table's size

@@ -46,22 +46,10 @@ from opsbook.findings import Finding, Status
 from opsbook.inventory import ApiGatewayApi, System, load_system
 from opsbook.masking import mask
 from opsbook.params import Deadline, Param, SystemName
-from opsbook.report import (
-    ICON,
-    RunReport,
-    findings_section,
-    judge,
-    publish_artifacts,
-    sort_findings,
-)
+from opsbook.report import ICON, RunReport, findings_section, judge, publish_artifacts, sort_findings
 from tasks.apigateway import ApiInfo, read_api
 from tasks.awslambda import FunctionInfo, read_functions
-from tasks.cloudwatch import (
-    ApiMetrics,
-    FunctionMetrics,
-    read_api_metrics,
-    read_function_metrics,
-)
+from tasks.cloudwatch import ApiMetrics, FunctionMetrics, read_api_metrics, read_function_metrics
 from tasks.iam_roles import RolePolicies, read_roles
 from tasks.logs import FunctionErrors, read_function_errors
 

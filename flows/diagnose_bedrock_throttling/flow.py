@@ -45,14 +45,7 @@ from opsbook.findings import Finding, Status
 from opsbook.inventory import System, load_system
 from opsbook.masking import mask
 from opsbook.params import Deadline, Names, Param, SystemName
-from opsbook.report import (
-    ICON,
-    RunReport,
-    findings_section,
-    judge,
-    publish_artifacts,
-    sort_findings,
-)
+from opsbook.report import ICON, RunReport, findings_section, judge, publish_artifacts, sort_findings
 from tasks.cloudwatch import UsageMetrics, read_invocations
 from tasks.logs import LogTarget, ThrottleStats, read_throttles
 from tasks.servicequotas import QuotaSet, read_quotas

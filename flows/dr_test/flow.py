@@ -34,17 +34,7 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.dr_test.judge import (
-    INDEX_PREFIX,
-    RUNBOOK,
-    TAG,
-    dr_bucket,
-    is_copy,
-    judge_restore,
-    object_prefix,
-    restore_finding,
-    restores,
-)
+from flows.dr_test.judge import INDEX_PREFIX, RUNBOOK, TAG, dr_bucket, is_copy, judge_restore, object_prefix, restore_finding, restores
 from opsbook import aws
 from opsbook.findings import Finding, Status
 from opsbook.iam import aws_task

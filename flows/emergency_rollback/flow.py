@@ -23,47 +23,17 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from flows.emergency_rollback.judge import (
-    ALIAS_KIND,
-    ECS_KIND,
-    RUNBOOK,
-    failed_actions,
-    plan_rollback,
-    targets,
-    unread_findings,
-    verified,
-)
+from flows.emergency_rollback.judge import ALIAS_KIND, ECS_KIND, RUNBOOK, failed_actions, plan_rollback, targets, unread_findings, verified
 from opsbook import aws
 from opsbook.collect import future_value
 from opsbook.findings import Finding, Status
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import (
-    Applier,
-    Approval,
-    Identity,
-    Plan,
-    Refused,
-    apply_plan,
-    drift,
-)
+from opsbook.mutation.core import Applier, Approval, Identity, Plan, Refused, apply_plan, drift
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records
-from opsbook.params import (
-    ApprovalTimeout,
-    Approver,
-    DryRun,
-    Param,
-    SettleTimeout,
-    SystemName,
-)
+from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SettleTimeout, SystemName
 from tasks.awslambda import read_alias, read_alias_history, set_alias
-from tasks.ecs import (
-    read_service_history,
-    read_task_definition,
-    set_task_definition,
-    settle_state,
-    split_resource,
-)
+from tasks.ecs import read_service_history, read_task_definition, set_task_definition, settle_state, split_resource
 from tasks.health import CHECKS as HEALTH_TASKS
 from tasks.health import health_after
 

@@ -87,10 +87,7 @@ def ensure_limits(limits: dict[str, Quota]) -> dict[str, str]:
     limit after a quota increase), repairing only what makes them unusable as rate limits (no slot
     decay, inactive). Safe to call from many runs at once. Returns name -> created|kept|repaired."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import (
-        GlobalConcurrencyLimitCreate,
-        GlobalConcurrencyLimitUpdate,
-    )
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     out: dict[str, str] = {}

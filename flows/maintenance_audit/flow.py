@@ -33,35 +33,13 @@ from typing import Annotated, Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.maintenance_audit.judge import (
-    KMS_ROTATION,
-    RETENTION,
-    RUNBOOK,
-    decide,
-    fix_what,
-    fixed_check,
-    judge,
-)
+from flows.maintenance_audit.judge import KMS_ROTATION, RETENTION, RUNBOOK, decide, fix_what, fixed_check, judge
 from opsbook import aws
 from opsbook.collect import future_value
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import (
-    Applier,
-    Approval,
-    Identity,
-    Plan,
-    Record,
-    Refused,
-    drift,
-)
-from opsbook.mutation.fixes import (
-    act,
-    applied_items,
-    apply_each,
-    conclude,
-    wait_verified,
-)
+from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, drift
+from opsbook.mutation.fixes import act, applied_items, apply_each, conclude, wait_verified
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, mark_verified
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
 from tasks.acm import read_certificates
@@ -69,19 +47,8 @@ from tasks.awslambda import read_runtimes
 from tasks.ec2 import read_security_groups
 from tasks.ecr import read_image_scans
 from tasks.iam_roles import read_iam_roles
-from tasks.kms import (
-    KeyRotation,
-    read_key_rotation,
-    read_kms_rotation,
-    set_key_rotation,
-)
-from tasks.logs import (
-    LogGroupState,
-    read_log_retention,
-    read_retention,
-    sample_audit_logs,
-    set_retention,
-)
+from tasks.kms import KeyRotation, read_key_rotation, read_kms_rotation, set_key_rotation
+from tasks.logs import LogGroupState, read_log_retention, read_retention, sample_audit_logs, set_retention
 from tasks.rds import read_rds_snapshots
 from tasks.s3 import read_tmp_prefixes
 from tasks.secretsmanager import read_secret_rotation

@@ -54,16 +54,7 @@ from opsbook.findings import Finding, Status
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
 from opsbook.masking import mask
-from opsbook.mutation.core import (
-    Applier,
-    Approval,
-    Identity,
-    Plan,
-    Record,
-    Refused,
-    apply_plan,
-    drift,
-)
+from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, apply_plan, drift
 from opsbook.mutation.session import SESSION_TASKS, MutationSession
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
 from tasks import dynamodb as ddb

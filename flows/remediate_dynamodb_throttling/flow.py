@@ -70,28 +70,10 @@ from opsbook.collect import future_value
 from opsbook.findings import unknown
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import (
-    Applier,
-    Approval,
-    Identity,
-    Plan,
-    Record,
-    Refused,
-    apply_plan,
-    drift,
-)
+from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, apply_plan, drift
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records
 from opsbook.mutation.verify import change_findings, wait_for_records
-from opsbook.params import (
-    ApprovalTimeout,
-    Approver,
-    DryRun,
-    Names,
-    Param,
-    SettleTimeout,
-    SystemName,
-    UndoRun,
-)
+from opsbook.params import ApprovalTimeout, Approver, DryRun, Names, Param, SettleTimeout, SystemName, UndoRun
 from opsbook.resources import discover, discovered_or_inventory
 from tasks.autoscaling import BOUNDS_KIND, read_bounds, read_table_targets, set_bounds
 from tasks.cloudwatch import read_table_usage, read_usage

@@ -17,15 +17,7 @@ from opsbook.findings import Finding, Status, unknown
 from opsbook.inventory import System
 from opsbook.mutation.core import Action, Identity, Plan, Record
 from opsbook.resources import Discovered
-from tasks.autoscaling import (
-    BOUNDS_IAM,
-    BOUNDS_KIND,
-    ScalableTarget,
-    bounds_value,
-    table_of,
-    table_resource_ids,
-    table_target_key,
-)
+from tasks.autoscaling import BOUNDS_IAM, BOUNDS_KIND, ScalableTarget, bounds_value, table_of, table_resource_ids, table_target_key
 from tasks.cloudwatch import Usage
 from tasks.dynamodb import (
     CAPACITY_IAM,

@@ -47,49 +47,13 @@ from opsbook.collect import future_value
 from opsbook.findings import Finding, Status, unknown
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import (
-    Applier,
-    Approval,
-    Identity,
-    Plan,
-    Record,
-    Refused,
-    apply_plan,
-    drift,
-    undo_plan,
-)
-from opsbook.mutation.session import (
-    SESSION_TASKS,
-    MutationSession,
-    mark_verified,
-    read_records,
-)
-from opsbook.params import (
-    ApprovalTimeout,
-    Approver,
-    DryRun,
-    Names,
-    Param,
-    SystemName,
-    UndoRun,
-)
-from tasks.awslambda import (
-    CONFIG_KEYS,
-    MEMORY_KIND,
-    TIMEOUT_KIND,
-    config_reader,
-    config_setter,
-    read_config_settled,
-    read_configs,
-)
+from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, apply_plan, drift, undo_plan
+from opsbook.mutation.session import SESSION_TASKS, MutationSession, mark_verified, read_records
+from opsbook.params import ApprovalTimeout, Approver, DryRun, Names, Param, SystemName, UndoRun
+from tasks.awslambda import CONFIG_KEYS, MEMORY_KIND, TIMEOUT_KIND, config_reader, config_setter, read_config_settled, read_configs
 from tasks.cloudwatch import read_duration_metrics
 from tasks.logs import LAMBDA_INVOCATION_PATTERN, scan_log, scan_timeouts
-from tasks.sqs import (
-    VISIBILITY_KIND,
-    read_queue_visibility,
-    read_queues,
-    set_queue_visibility,
-)
+from tasks.sqs import VISIBILITY_KIND, read_queue_visibility, read_queues, set_queue_visibility
 
 RUNBOOK = j.RUNBOOK
 READ_DEADLINE_S = 120.0

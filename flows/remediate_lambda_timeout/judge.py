@@ -24,13 +24,7 @@ from opsbook.findings import Finding, Status, unknown
 from opsbook.inventory import LambdaFunction, System
 from opsbook.mutation.core import Action, Identity, Plan, Record
 from opsbook.pii import mask_log
-from tasks.awslambda import (
-    CONFIG_IAM,
-    MEMORY_KIND,
-    TIMEOUT_KIND,
-    FunctionConfig,
-    parse_time,
-)
+from tasks.awslambda import CONFIG_IAM, MEMORY_KIND, TIMEOUT_KIND, FunctionConfig, parse_time
 from tasks.cloudwatch import DurationStats
 from tasks.logs import LogScan, classify_lambda_line
 from tasks.sqs import MAX_VISIBILITY_S, VISIBILITY_IAM, VISIBILITY_KIND, QueueVisibility

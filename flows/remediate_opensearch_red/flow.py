@@ -68,29 +68,9 @@ from opsbook.collect import future_value
 from opsbook.findings import Finding, Status
 from opsbook.iam import aws_task
 from opsbook.inventory import OpenSearchDomain, System, load_system
-from opsbook.mutation.core import (
-    Approval,
-    Identity,
-    Plan,
-    Record,
-    Refused,
-    undo_plan,
-)
-from opsbook.mutation.session import (
-    SESSION_TASKS,
-    MutationSession,
-    mark_verified,
-    read_records,
-)
-from opsbook.params import (
-    ApprovalTimeout,
-    Approver,
-    DryRun,
-    Param,
-    SettleTimeout,
-    SystemName,
-    UndoRun,
-)
+from opsbook.mutation.core import Approval, Identity, Plan, Record, Refused, undo_plan
+from opsbook.mutation.session import SESSION_TASKS, MutationSession, mark_verified, read_records
+from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SettleTimeout, SystemName, UndoRun
 from tasks.opensearch import (
     MAX_EXPLAIN_DEFAULT,
     os_error,

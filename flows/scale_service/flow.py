@@ -59,27 +59,10 @@ from opsbook.collect import future_value
 from opsbook.findings import unknown
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import (
-    Applier,
-    Approval,
-    Identity,
-    Plan,
-    Record,
-    Refused,
-    apply_plan,
-    drift,
-)
+from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, apply_plan, drift
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records
 from opsbook.mutation.verify import change_findings, wait_for_records
-from opsbook.params import (
-    ApprovalTimeout,
-    Approver,
-    DryRun,
-    Param,
-    SettleTimeout,
-    SystemName,
-    UndoRun,
-)
+from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SettleTimeout, SystemName, UndoRun
 from opsbook.resources import discover, discovered_or_inventory
 from tasks.autoscaling import BOUNDS_KIND, read_bounds, set_bounds
 from tasks.dynamodb import (
@@ -91,13 +74,7 @@ from tasks.dynamodb import (
     table_names,
     undo_capacity_plan,
 )
-from tasks.ecs import (
-    DESIRED_KIND,
-    describe_service,
-    read_desired,
-    read_service_scaling,
-    set_desired,
-)
+from tasks.ecs import DESIRED_KIND, describe_service, read_desired, read_service_scaling, set_desired
 
 RUNBOOK = j.RUNBOOK
 APPLIERS = {

@@ -18,15 +18,7 @@ from opsbook.inventory import System
 from opsbook.mutation.core import Action, Identity, Plan, Refused
 from opsbook.resources import Discovered
 from tasks.autoscaling import BOUNDS_IAM, BOUNDS_KIND, bounds_value, table_target_key
-from tasks.dynamodb import (
-    CAPACITY_IAM,
-    CAPACITY_KIND,
-    ON_DEMAND,
-    PROVISIONED,
-    TableState,
-    capacity_value,
-    decrease_blocked_until,
-)
+from tasks.dynamodb import CAPACITY_IAM, CAPACITY_KIND, ON_DEMAND, PROVISIONED, TableState, capacity_value, decrease_blocked_until
 from tasks.ecs import DESIRED_IAM, DESIRED_KIND, ServiceState, services
 
 RUNBOOK = "scale-service"

@@ -77,40 +77,11 @@ from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
 from opsbook.masking import mask
 from opsbook.mutation import statestore
-from opsbook.mutation.core import (
-    Applier,
-    Approval,
-    Identity,
-    Plan,
-    Record,
-    Refused,
-    drift,
-    undo_plan,
-)
+from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, drift, undo_plan
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records
-from opsbook.params import (
-    ApprovalTimeout,
-    Approver,
-    DryRun,
-    Names,
-    Param,
-    SettleTimeout,
-    SystemName,
-)
-from tasks.cognito import (
-    UserState,
-    read_user,
-    read_users,
-    set_user,
-    sign_out_everywhere,
-)
-from tasks.s3 import (
-    NO_POLICY,
-    BucketState,
-    read_bucket_policies,
-    read_policy,
-    set_policy,
-)
+from opsbook.params import ApprovalTimeout, Approver, DryRun, Names, Param, SettleTimeout, SystemName
+from tasks.cognito import UserState, read_user, read_users, set_user, sign_out_everywhere
+from tasks.s3 import NO_POLICY, BucketState, read_bucket_policies, read_policy, set_policy
 from tasks.secretsmanager import (
     VIA_PUT,
     VIA_ROTATE,

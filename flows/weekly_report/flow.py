@@ -18,29 +18,15 @@ import time
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import (
-    create_link_artifact,
-    create_markdown_artifact,
-    create_table_artifact,
-)
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
-from flows.weekly_report.judge import (
-    idle_resources,
-    judge_report,
-    judge_users,
-    unconfirmed,
-)
+from flows.weekly_report.judge import idle_resources, judge_report, judge_users, unconfirmed
 from flows.weekly_report.models import Trend, Window, trends_of, week_window
 from flows.weekly_report.plan import plan_series
-from flows.weekly_report.render import (
-    html_report,
-    markdown_report,
-    report_key,
-    series_rows,
-)
+from flows.weekly_report.render import html_report, markdown_report, report_key, series_rows
 from opsbook import aws
 from opsbook.collect import settled
 from opsbook.findings import Finding, Status, overall, unknown

@@ -23,13 +23,7 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from opsbook.inventory import known_systems
-from tests.test_packaging import (
-    ROOT,
-    dockerfile_copies,
-    dockerfile_pip_installs,
-    lock_pins,
-    runtime_packages,
-)
+from tests.test_packaging import ROOT, dockerfile_copies, dockerfile_pip_installs, lock_pins, runtime_packages
 
 pytestmark = pytest.mark.skipif(os.environ.get("OPSBOOK_E2E_INSTALL") != "1",
                                 reason="a fresh-venv install of the image's runtime: `make check-install` runs it")

@@ -4,16 +4,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from opsbook.inventory import (
-    SYSTEMS_DIR,
-    InventoryError,
-    System,
-    known_systems,
-    load_file,
-    load_system,
-    name_matches,
-    systems_dir,
-)
+from opsbook.inventory import SYSTEMS_DIR, InventoryError, System, known_systems, load_file, load_system, name_matches, systems_dir
 
 SEEDS = ["hr-resource-optimization", "leh", "t-developer", "todo-app"]
 

@@ -32,9 +32,7 @@ def test_bounds_reach_the_form_and_are_enforced():
 
 
 def test_names_take_a_list_a_comma_separated_string_or_nothing():
-    from flows.remediate_dynamodb_throttling.flow import (
-        remediate_dynamodb_throttling as flow,
-    )
+    from flows.remediate_dynamodb_throttling.flow import remediate_dynamodb_throttling as flow
 
     def tables(value):
         return flow.validate_parameters({"system": "x", "tables": value})["tables"]

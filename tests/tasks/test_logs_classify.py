@@ -8,14 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tasks.logs import (
-    LogTarget,
-    classify,
-    error_type,
-    minute_of,
-    model_of,
-    summarize_throttles,
-)
+from tasks.logs import LogTarget, classify, error_type, minute_of, model_of, summarize_throttles
 
 
 @pytest.mark.parametrize("line,kind", [

@@ -6,13 +6,7 @@ import json
 
 import pytest
 
-from tasks.secretsmanager import (
-    SecretState,
-    SecurityError,
-    new_secret_binary,
-    new_secret_string,
-    version_value,
-)
+from tasks.secretsmanager import SecretState, SecurityError, new_secret_binary, new_secret_string, version_value
 
 
 def test_new_secret_value_keeps_the_shape_and_never_the_values():

@@ -18,11 +18,7 @@ from prefect.states import Completed, Scheduled
 from flows.alarm_bridge.flow import TASKS, alarm_bridge
 from flows.alarm_bridge.judge import EVENT, ScheduleSpec, routed_runbook
 from flows.alarm_bridge.prefect_api import ensure_missed_run_automation, fire_times
-from flows.alarm_bridge.triggers import (
-    bridge_deployment,
-    trigger_parameters,
-    triggers_for,
-)
+from flows.alarm_bridge.triggers import bridge_deployment, trigger_parameters, triggers_for
 from opsbook.findings import Status
 from opsbook.iam import iam_action, policy_for
 from opsbook.report import RunReport

@@ -15,14 +15,7 @@ from opsbook import aws
 from opsbook.findings import Status
 from opsbook.iam import iam_action, policy_for
 from opsbook.mutation import statestore
-from opsbook.mutation.core import (
-    Action,
-    Identity,
-    Plan,
-    Refused,
-    ShellApproval,
-    shell_approval,
-)
+from opsbook.mutation.core import Action, Identity, Plan, Refused, ShellApproval, shell_approval
 from opsbook.report import RunReport
 from opsbook.resources import Discovered
 from sandbox.backups import apply_gap, good_backups

@@ -9,12 +9,7 @@ import json
 
 import pytest
 
-from flows.diagnose_api_5xx.flow import (
-    TASKS,
-    api_markdown,
-    diagnose_api_5xx,
-    select_apis,
-)
+from flows.diagnose_api_5xx.flow import TASKS, api_markdown, diagnose_api_5xx, select_apis
 from opsbook.findings import Finding, Status
 from opsbook.iam import iam_action, policy_for
 from opsbook.inventory import load_system

@@ -4,14 +4,7 @@ every piece that could not be read a blind spot (UNKNOWN), never OK."""
 
 from __future__ import annotations
 
-from flows.diagnose_api_5xx.judge import (
-    VERDICT,
-    api_verdict,
-    function_findings,
-    functions_of,
-    judge_apis,
-    rank_causes,
-)
+from flows.diagnose_api_5xx.judge import VERDICT, api_verdict, function_findings, functions_of, judge_apis, rank_causes
 from opsbook.findings import Finding, Status
 from opsbook.inventory import ApiGatewayApi, LambdaFunction, System
 from tasks.apigateway import ApiInfo, Route

@@ -9,12 +9,7 @@ import json
 
 import pytest
 
-from flows.diagnose_bedrock_throttling.flow import (
-    TASKS,
-    bedrock_markdown,
-    bedrock_targets,
-    diagnose_bedrock_throttling,
-)
+from flows.diagnose_bedrock_throttling.flow import TASKS, bedrock_markdown, bedrock_targets, diagnose_bedrock_throttling
 from opsbook.findings import Finding, Status
 from opsbook.iam import iam_action, policy_for
 from opsbook.inventory import load_system

@@ -177,11 +177,7 @@ def test_an_error_after_a_send_stops_the_run_and_counts_duplicates(leh, sandbox,
 
 def _wait_paused(timeout: float = 60):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
     from prefect.client.schemas.objects import StateType
 
     t0 = time.monotonic()

@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.emergency_check.judge import (
-    RECENT_CHECK,
-    escalation_for,
-    implied_priority,
-    judge_recent,
-    judge_recent_errors,
-    verdict,
-)
+from flows.emergency_check.judge import RECENT_CHECK, escalation_for, implied_priority, judge_recent, judge_recent_errors, verdict
 from opsbook.findings import Finding, Status
 from opsbook.inventory import System, Thresholds, load_system
 

@@ -141,11 +141,7 @@ def test_ecs_settles_when_the_rollout_completes(seeded, sandbox):
 
 def _wait_paused(flow_name: str, timeout: float = 60):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
     from prefect.client.schemas.objects import StateType
 
     t0 = time.monotonic()

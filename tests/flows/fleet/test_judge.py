@@ -7,15 +7,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from flows.fleet.judge import (
-    calls_by_operation,
-    check_account,
-    judge_targets,
-    outcome_fields,
-    refuse_mutating,
-    target_rows,
-    unknown_result,
-)
+from flows.fleet.judge import calls_by_operation, check_account, judge_targets, outcome_fields, refuse_mutating, target_rows, unknown_result
 from flows.fleet.targets import FleetError, Target, TargetResult, load_targets
 from opsbook.findings import Finding, Status, overall
 from opsbook.report import RunReport

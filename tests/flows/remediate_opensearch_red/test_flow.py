@@ -18,12 +18,7 @@ from opsbook.mutation.core import Identity, Plan, Refused, ShellApproval, shell_
 from opsbook.report import RunReport
 from sandbox.faults import apply_fault
 from sandbox.opensearch_faults import apply_scenario
-from tasks.opensearch import (
-    parse_explain,
-    read_cluster_allocation,
-    read_domain_status,
-    read_restore_points,
-)
+from tasks.opensearch import parse_explain, read_cluster_allocation, read_domain_status, read_restore_points
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

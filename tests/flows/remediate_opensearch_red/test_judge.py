@@ -9,14 +9,7 @@ from flows.remediate_opensearch_red import judge as j
 from opsbook.findings import Status
 from opsbook.inventory import OpenSearchDomain, load_system
 from opsbook.mutation.core import Identity
-from tasks.opensearch import (
-    ClusterState,
-    DomainInfo,
-    NodeDisk,
-    RestorePoint,
-    ShardExplain,
-    parse_explain,
-)
+from tasks.opensearch import ClusterState, DomainInfo, NodeDisk, RestorePoint, ShardExplain, parse_explain
 
 HR = load_system("hr-resource-optimization")
 DOMAIN = "hr-resource-optimization-team2"

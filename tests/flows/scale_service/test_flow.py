@@ -16,14 +16,7 @@ from opsbook.findings import Status
 from opsbook.iam import iam_action, policy_for
 from opsbook.inventory import load_system
 from opsbook.mutation import statestore
-from opsbook.mutation.core import (
-    Action,
-    Identity,
-    Plan,
-    Refused,
-    ShellApproval,
-    shell_approval,
-)
+from opsbook.mutation.core import Action, Identity, Plan, Refused, ShellApproval, shell_approval
 from opsbook.report import RunReport
 from sandbox.capacity import apply_scenario, make_provisioned
 from tasks import ecs

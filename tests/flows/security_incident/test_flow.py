@@ -18,14 +18,7 @@ from opsbook import aws
 from opsbook.findings import Status
 from opsbook.iam import iam_action, policy_for
 from opsbook.mutation import statestore
-from opsbook.mutation.core import (
-    Action,
-    Identity,
-    Plan,
-    Refused,
-    ShellApproval,
-    shell_approval,
-)
+from opsbook.mutation.core import Action, Identity, Plan, Refused, ShellApproval, shell_approval
 from opsbook.report import RunReport
 from sandbox import security as ssec
 from tasks.cognito import read_users

@@ -22,16 +22,7 @@ from opsbook.findings import Finding, Status
 from opsbook.iam import iam_action, policy_for
 from opsbook.inventory import SYSTEMS_DIR, load_system
 from opsbook.report import RunReport
-from sandbox.metrics import (
-    SLO_THIS_WEEK,
-    SUCCESS_FAILURE_PCT,
-    VOLUME,
-    day_noons,
-    nearest_rank,
-    slow_pipeline,
-    spread,
-    weekly_datums,
-)
+from sandbox.metrics import SLO_THIS_WEEK, SUCCESS_FAILURE_PCT, VOLUME, day_noons, nearest_rank, slow_pipeline, spread, weekly_datums
 from sandbox.server import CREDENTIALS
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

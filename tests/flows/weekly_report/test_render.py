@@ -9,24 +9,11 @@ from datetime import datetime
 from flows.weekly_report.judge import judge_report, judge_trends
 from flows.weekly_report.models import Series, Trend, Window
 from flows.weekly_report.plan import plan_series
-from flows.weekly_report.render import (
-    MAX_CHARTS,
-    chart_plan,
-    html_report,
-    markdown_report,
-    series_rows,
-    sparkline,
-)
+from flows.weekly_report.render import MAX_CHARTS, chart_plan, html_report, markdown_report, series_rows, sparkline
 from opsbook.findings import Status, overall
 from opsbook.resources import Discovered
 from tasks.costexplorer import CostReport
-from tests.flows.weekly_report.test_judge import (
-    HR,
-    active_function,
-    idle_function,
-    trend,
-    up,
-)
+from tests.flows.weekly_report.test_judge import HR, active_function, idle_function, trend, up
 
 WINDOW = Window(start=datetime(2024, 1, 1, tzinfo=HR.tz), end=datetime(2024, 1, 15, tzinfo=HR.tz), timezone=HR.timezone)
 

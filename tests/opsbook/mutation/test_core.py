@@ -9,17 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from opsbook.mutation import core as mutation
-from opsbook.mutation.core import (
-    Action,
-    Identity,
-    Plan,
-    Refused,
-    approval_form,
-    approve,
-    prefect_user,
-    shell_approval,
-    shell_approval_mode,
-)
+from opsbook.mutation.core import Action, Identity, Plan, Refused, approval_form, approve, prefect_user, shell_approval, shell_approval_mode
 
 ME = Identity(account="123456789012", arn="arn:aws:iam::123456789012:user/me", region="us-east-1")
 TD = "arn:aws:ecs:us-east-1:123456789012:task-definition/api"

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from opsbook.findings import Finding, Status
 from opsbook.mutation.core import Record
-from opsbook.mutation.fixes import (
-    after_fixes,
-    applied_items,
-    fix_findings,
-    wait_verified,
-)
+from opsbook.mutation.fixes import after_fixes, applied_items, fix_findings, wait_verified
 
 
 def rec(resource: str, status: str = "applied", after: str | None = "on") -> Record:
