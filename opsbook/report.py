@@ -150,3 +150,16 @@ def judge(runbook: str, system: System, findings: list[Finding], calls: aws.Call
         flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None, flow_run_url=run_url(),
         undeclared_iam_actions=sorted(calls.undeclared),
     )
+
+
+def finish_read_only(runbook: str, inv: System, findings: list[Finding], calls: aws.CallLog, started: float, publish: Any,
+                     logger: Any) -> Any:
+    """A read-only runbook's last steps: the report (the ``judge`` task), its artifacts (``publish``, the runbook's own
+    task), a log line; CRIT ends the run Failed with the report as its data."""
+    from prefect.states import Failed
+
+    report = judge.submit(runbook, inv, findings, calls, started).result()
+    report.count_calls(calls, started)
+    publish.submit(report).result()
+    logger.info("%s | %s", report.headline(), mask(report.findings[0].summary) if report.findings else "")
+    return Failed(message=report.headline(), data=report) if report.status is Status.CRIT else report

@@ -37,7 +37,6 @@ from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import Failed
 
 from flows.diagnose_api_5xx.judge import VERDICT, functions_of, judge_apis
 from opsbook import aws
@@ -46,7 +45,7 @@ from opsbook.findings import Finding, Status
 from opsbook.inventory import ApiGatewayApi, System, load_system
 from opsbook.masking import mask
 from opsbook.params import Deadline, Param, SystemName
-from opsbook.report import ICON, RunReport, findings_section, judge, publish_artifacts, sort_findings
+from opsbook.report import ICON, RunReport, findings_section, finish_read_only, publish_artifacts, sort_findings
 from tasks.apigateway import ApiInfo, read_api
 from tasks.awslambda import FunctionInfo, read_functions
 from tasks.cloudwatch import ApiMetrics, FunctionMetrics, read_api_metrics, read_function_metrics
@@ -141,14 +140,7 @@ def diagnose_api_5xx(
 
 
 def _finish(inv: System, findings: list[Finding], calls: aws.CallLog, started: float, logger: Any) -> Any:
-    report = judge.submit(RUNBOOK, inv, findings, calls, started).result()
-    report.runbook = RUNBOOK
-    report.count_calls(calls, started)
-    publish.submit(report).result()
-    logger.info("%s | %s", report.headline(), mask(report.findings[0].summary) if report.findings else "")
-    if report.status is Status.CRIT:
-        return Failed(message=report.headline(), data=report)
-    return report
+    return finish_read_only(RUNBOOK, inv, findings, calls, started, publish, logger)
 
 
 TASKS = [read_api, read_api_metrics, read_functions, read_function_metrics, read_function_errors, read_roles]

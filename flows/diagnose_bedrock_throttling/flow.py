@@ -36,7 +36,6 @@ from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import Failed
 
 from flows.diagnose_bedrock_throttling.judge import VERDICT, judge_throttling
 from opsbook import aws
@@ -45,7 +44,7 @@ from opsbook.findings import Finding, Status
 from opsbook.inventory import System, load_system
 from opsbook.masking import mask
 from opsbook.params import Deadline, Names, Param, SystemName
-from opsbook.report import ICON, RunReport, findings_section, judge, publish_artifacts, sort_findings
+from opsbook.report import ICON, RunReport, findings_section, finish_read_only, publish_artifacts, sort_findings
 from tasks.cloudwatch import UsageMetrics, read_invocations
 from tasks.logs import LogTarget, ThrottleStats, read_throttles
 from tasks.servicequotas import QuotaSet, read_quotas
@@ -138,14 +137,7 @@ def diagnose_bedrock_throttling(
 
 
 def _finish(inv: System, findings: list[Finding], calls: aws.CallLog, started: float, logger: Any) -> Any:
-    report = judge.submit(RUNBOOK, inv, findings, calls, started).result()
-    report.runbook = RUNBOOK
-    report.count_calls(calls, started)
-    publish.submit(report).result()
-    logger.info("%s | %s", report.headline(), mask(report.findings[0].summary))
-    if report.status is Status.CRIT:
-        return Failed(message=report.headline(), data=report)
-    return report
+    return finish_read_only(RUNBOOK, inv, findings, calls, started, publish, logger)
 
 
 TASKS = [read_throttles, read_invocations, read_quotas]
