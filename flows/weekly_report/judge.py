@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from flows.weekly_report.models import ACTIVITY
 from opsbook.findings import Finding, Status, unknown
 from opsbook.inventory import System
 
@@ -32,9 +33,6 @@ if TYPE_CHECKING:
     from tasks.dynamodb import DistinctCount
 
 NOTABLE_PCT = 25.0  # a week-over-week change at least this large is called out
-# The metrics a resource publishes whenever it is used: none in either week means it was idle.
-ACTIVITY = {"lambda": ("Invocations",), "apigateway": ("Count",), "dynamodb": ("ConsumedReadCapacityUnits", "ConsumedWriteCapacityUnits"),
-            "s3": ("BucketSizeBytes", "NumberOfObjects")}
 NOUNS = {"custom": "custom metrics", "lambda": "functions", "apigateway": "APIs", "dynamodb": "tables", "s3": "buckets"}
 IDLE_TEXT = {
     "custom": "had no datapoints in either week: nothing was published, so nothing can be said of them; check their publisher",

@@ -6,9 +6,12 @@ from datetime import date, datetime, time, timedelta
 
 from pydantic import BaseModel
 
-from flows.weekly_report.judge import ACTIVITY
 from opsbook.inventory import System
 from tasks.cloudwatch import MetricSeries, TwoWeeks
+
+# the metrics that show a resource is used at all (an idle resource has none of them)
+ACTIVITY = {"lambda": ("Invocations",), "apigateway": ("Count",), "dynamodb": ("ConsumedReadCapacityUnits", "ConsumedWriteCapacityUnits"),
+            "s3": ("BucketSizeBytes", "NumberOfObjects")}
 
 
 class Window(BaseModel):
