@@ -225,9 +225,9 @@ LINES = {
 
 
 def _log(sb: Sandbox, system: System, group: str, stream: str, events: list[tuple[datetime, str]]) -> None:
-    from sandbox.faults import _put
+    from sandbox.faults import _put as put_log_lines  # (this module's own _put writes metrics)
 
-    _put(sb, system, group, stream, events, create_group=True)
+    put_log_lines(sb, system, group, stream, events, create_group=True)
 
 
 def function_logs(sb: Sandbox, system: System, function: str, kind: str, count: int, old: int = 0, at: list[datetime] | None = None,

@@ -194,7 +194,6 @@ def sandbox_client(sb: Sandbox, service: str, region: str) -> Any:
 
 def fast_moto_sqs() -> None:
     """Make moto's SQS cost O(1) per message where it walked the queue (same results); idempotent, this process only."""
-    import time
 
     from moto.sqs.models import Message, SQSBackend
 

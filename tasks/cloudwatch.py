@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from opsbook import aws
-from opsbook.components import alarm_priority, judge_alarms  # noqa: F401  (alarm_priority: tasks/alarm_bridge.py imports it from here)
+from opsbook.components import judge_alarms
 from opsbook.findings import Finding
 from opsbook.iam import aws_task, declares
 from opsbook.inventory import ApiGatewayApi, System

@@ -648,7 +648,6 @@ def read_evidence(system: System, store: CaseStore, case_id: str) -> int:
 # conditional, so writing twice is harmless and two runs never overwrite each other blindly. The AI worker reads
 # it through flows/bill_shock_breaker/breaker_client.py (no opsbook imports).
 
-from opsbook.iam import declares  # noqa: E402  (this section is appended)
 
 BREAKER_OPEN, BREAKER_HALF_OPEN, BREAKER_CLOSED = "OPEN", "HALF_OPEN", "CLOSED"
 

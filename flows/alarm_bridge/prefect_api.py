@@ -39,9 +39,10 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from flows.alarm_bridge.judge import BridgeMemory, ScheduleSpec, SeenRun, WatchedDeployment, table_names
+from opsbook.components import alarm_priority
 from opsbook.inventory import System, known_systems
 from opsbook.masking import mask_obj
-from tasks.cloudwatch import Alarm, alarm_priority
+from tasks.cloudwatch import Alarm
 
 NAMESPACE = uuid.UUID("6f1d5a52-4c7e-4b8e-9a51-0b5d2c1e7a10")  # event ids: uuid5(NAMESPACE, system/alarm/time)
 MAX_VARIABLE_CHARS = 4900  # Prefect's limit is 5000 (prefect.types.MAX_VARIABLE_VALUE_LENGTH)
