@@ -19,12 +19,12 @@ demo: $(STAMP)
 	$(BIN)/opsbook demo
 
 test: $(STAMP)
-	$(BIN)/pytest -n 2 --dist loadgroup -m "not chaos"
+	$(BIN)/pytest -n 2 --dist loadfile -m "not chaos"
 
 # The long batteries (kill trials, throttling, silent endpoints) and the fleet over 50 targets: minutes, not
 # part of `make test`.
 chaos: $(STAMP)
-	$(BIN)/pytest -n 2 --dist loadgroup -m chaos
+	$(BIN)/pytest -n 2 --dist loadfile -m chaos
 	OPSBOOK_E2E_FLEET_ACCOUNTS=25 $(BIN)/pytest -q tests/e2e/test_fleet_postgres.py
 
 # The Prefect UI with every runbook deployed: http://127.0.0.1:4200 . Against the
