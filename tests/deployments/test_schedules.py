@@ -3,8 +3,6 @@ import pytest
 from deployments.schedules import build, deployment_specs
 
 
-pytestmark = pytest.mark.xdist_group("deployments")  # its module/session fixtures are built once, on one worker
-
 def test_every_seed_system_has_its_daily_health_schedule_in_its_time_zone():
     specs = {s["name"]: s for s in deployment_specs()}
     for system in ("hr-resource-optimization", "t-developer", "todo-app", "leh"):

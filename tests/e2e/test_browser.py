@@ -29,8 +29,6 @@ import pytest
 
 from tests.e2e import browser_support as bs
 
-pytestmark = pytest.mark.xdist_group("browser")  # its module/session fixtures are built once, on one worker
-
 _missing = bs.missing_requirements()
 if _missing:
     _msg = "browser e2e test needs " + " and ".join(_missing)

@@ -13,8 +13,6 @@ import pytest
 
 from sandbox.faults import apply_fault
 
-pytestmark = pytest.mark.xdist_group("cli-e2e")  # its module/session fixtures are built once, on one worker
-
 OPSBOOK = [sys.executable, "-m", "opsbook.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.xdist_group("docs")  # its module/session fixtures are built once, on one worker
-
 ROOT = Path(__file__).resolve().parents[2]
 REGENERATE = {
     "runbooks": "python -m opsbook.docs > docs/runbooks.md",
