@@ -85,12 +85,19 @@ def seeded(sandbox):
 
 @pytest.fixture(scope="session")
 def prefect_harness():
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
+    from prefect.settings import (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_LOCAL_STORAGE_PATH, PREFECT_LOGGING_TO_API_ENABLED,
+                                  PREFECT_RESULTS_PERSIST_BY_DEFAULT, PREFECT_TASKS_DEFAULT_PERSIST_RESULT, temporary_settings)
     from prefect.testing.utilities import prefect_test_harness
 
-    # no heartbeat thread (1 s a flow), and run logs stay in the test's output instead of being written to the
-    # test server (no test reads them from the API; the CLI and browser tests, in their own processes, still send them)
-    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_LOGGING_TO_API_ENABLED: False}):
+    # - no heartbeat thread (1 s a flow);
+    # - run logs stay in the test's output instead of being written to the test server (no test reads them from the
+    #   API; the CLI and browser tests, in their own processes, still send them);
+    # - a flow's result (its report) is persisted: when the test server's SQLite is locked at the moment a run ends,
+    #   the engine can be handed the server's copy of the final state, which then carries a reference to the result
+    #   instead of nothing (MissingResult). Tasks stay unpersisted, so nothing is ever served from a task cache.
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_LOGGING_TO_API_ENABLED: False,
+                             PREFECT_RESULTS_PERSIST_BY_DEFAULT: True, PREFECT_TASKS_DEFAULT_PERSIST_RESULT: False,
+                             PREFECT_LOCAL_STORAGE_PATH: os.path.join(os.environ["OPSBOOK_HOME"], "prefect-results")}):
         with prefect_test_harness(server_startup_timeout=90):
             yield
 
