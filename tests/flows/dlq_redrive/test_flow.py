@@ -266,7 +266,8 @@ def test_a_kill_mid_redrive_loses_nothing_and_duplicates_at_most_one_batch(leh, 
                 proc.kill()
                 proc.wait(10)
         err = proc.stderr.read().decode()
-    assert "opsbook: dlq-redrive: leh-ai-jobs-dlq -> leh-ai-jobs: moved" in err  # progress on the shell
+    if kill_after >= 300:  # a kill within the first batches can come before the first progress line
+        assert "opsbook: dlq-redrive: leh-ai-jobs-dlq -> leh-ai-jobs: moved" in err  # progress on the shell
     until = time.monotonic() + 30  # the batch in hand is visible again after its 2 s visibility timeout
     while leh_queues.depth(sandbox, leh, DLQ)["in_flight"] and time.monotonic() < until:
         time.sleep(0.2)
