@@ -7,7 +7,9 @@
   ``OPSBOOK_RETRY_MODE``); every call has connect/read timeouts.
 - One client per (service, region, profile), shared across threads (boto3
   clients are thread-safe; adaptive mode's rate limiter is per client). Nothing
-  is created at import time.
+  is created at import time. Every session shares one botocore data loader, so a
+  service's model is read from disk once per process, not once per session (an
+  assumed role, a reset, a fleet target all make new sessions).
 - Every API call is counted by service and operation (``api_calls()``), and
   each call is checked against the IAM actions the running task declared.
 - ``paginate`` pages every list call to the end.
@@ -37,6 +39,8 @@ from urllib.parse import urlparse
 
 import boto3
 import botocore.config
+import botocore.loaders
+import botocore.session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from opsbook.iam import check_call
@@ -47,6 +51,7 @@ R = TypeVar("R")
 _lock = threading.Lock()
 _sessions: dict[str | None, boto3.Session] = {}
 _clients: dict[tuple[str, str, str | None, str | None], Any] = {}
+_loader: botocore.loaders.Loader | None = None
 
 # --- API call accounting -----------------------------------------------------------
 
@@ -119,14 +124,28 @@ def _config() -> botocore.config.Config:
     )
 
 
+def _new_session(**kwargs: Any) -> boto3.Session:
+    """A boto3 session that counts and checks its calls, reading service models through the process's one loader
+    (a loader caches every model it has parsed: ~0.1 s of JSON per service that a new session would read again)."""
+    global _loader
+    if _loader is None:
+        _loader = botocore.loaders.create_loader()
+    core = botocore.session.get_session()
+    core.register_component("data_loader", _loader)
+    s = boto3.Session(botocore_session=core, **kwargs)
+    paths = _loader.search_paths  # boto3 appends its own data path to the loader each time: keep it once
+    if len(paths) > 1 and paths[-1] in paths[:-1]:
+        paths.pop()
+    s.events.register("before-call", _count_call)
+    return s
+
+
 def session(profile: str | None = None) -> boto3.Session:
     profile = profile or os.environ.get("AWS_PROFILE") or None
     with _lock:
         s = _sessions.get(profile)
         if s is None:
-            s = boto3.Session(profile_name=profile)
-            s.events.register("before-call", _count_call)
-            _sessions[profile] = s
+            s = _sessions[profile] = _new_session(profile_name=profile)
         return s
 
 
@@ -251,10 +270,8 @@ def _role_client(role: AssumedRole, service: str, region: str) -> Any:
             return c
         s = _role_sessions.get(role.access_key_id)
         if s is None:
-            s = boto3.Session(aws_access_key_id=role.access_key_id, aws_secret_access_key=role.secret_access_key,
-                              aws_session_token=role.session_token)
-            s.events.register("before-call", _count_call)
-            _role_sessions[role.access_key_id] = s
+            s = _role_sessions[role.access_key_id] = _new_session(
+                aws_access_key_id=role.access_key_id, aws_secret_access_key=role.secret_access_key, aws_session_token=role.session_token)
     c = s.client(service, region_name=region, config=_config())
     with _lock:
         return _role_clients.setdefault(key, c)

@@ -3,7 +3,7 @@
 - ``aws_mock``: in-process moto (``mock_aws``) for unit tests of tasks.
 - ``sandbox``: one moto server + OpenSearch test double on 127.0.0.1 for the
   session; ``seeded(*systems)`` resets it and seeds inventories.
-- ``prefect_harness``: one Prefect test server for flow-level tests (~10 s once).
+- ``prefect_harness``: one Prefect test server for flow-level tests (~8 s once per worker).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+from unittest import mock
 
 import pytest
 
@@ -87,7 +88,9 @@ def seeded(sandbox):
 def prefect_harness():
     from prefect.settings import (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_LOCAL_STORAGE_PATH, PREFECT_LOGGING_TO_API_ENABLED,
                                   PREFECT_RESULTS_PERSIST_BY_DEFAULT, PREFECT_TASKS_DEFAULT_PERSIST_RESULT, temporary_settings)
-    from prefect.testing.utilities import prefect_test_harness
+    from prefect.testing import utilities
+
+    from tests import prefect_db
 
     # - no heartbeat thread (1 s a flow);
     # - run logs stay in the test's output instead of being written to the test server (no test reads them from the
@@ -95,10 +98,14 @@ def prefect_harness():
     # - a flow's result (its report) is persisted: when the test server's SQLite is locked at the moment a run ends,
     #   the engine can be handed the server's copy of the final state, which then carries a reference to the result
     #   instead of nothing (MissingResult). Tasks stay unpersisted, so nothing is ever served from a task cache.
+    # - the server's database starts as a copy of an already migrated one (tests/prefect_db.py): the harness puts its
+    #   database in a new temp dir (mkdtemp), which gets the copy first.
+    db_dir = tempfile.mkdtemp(prefix="opsbook-test-prefect-")
+    prefect_db.copy_to(db_dir, "prefect-test.db")  # the name prefect_test_harness gives it
     with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_LOGGING_TO_API_ENABLED: False,
                              PREFECT_RESULTS_PERSIST_BY_DEFAULT: True, PREFECT_TASKS_DEFAULT_PERSIST_RESULT: False,
                              PREFECT_LOCAL_STORAGE_PATH: os.path.join(os.environ["OPSBOOK_HOME"], "prefect-results")}):
-        with prefect_test_harness(server_startup_timeout=90):
+        with mock.patch.object(utilities, "mkdtemp", lambda: db_dir), utilities.prefect_test_harness(server_startup_timeout=90):
             yield
 
 
