@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
@@ -100,12 +101,18 @@ def prefect_harness():
     #   instead of nothing (MissingResult). Tasks stay unpersisted, so nothing is ever served from a task cache.
     # - the server's database starts as a copy of an already migrated one (tests/prefect_db.py): the harness puts its
     #   database in a new temp dir (mkdtemp), which gets the copy first.
+    # - the server neither writes every event to its database nor records task runs from them (no test here reads
+    #   either back from the API; a third of the server's CPU, which the two xdist workers share): the browser,
+    #   CLI and fleet tests run servers with every service on.
+    quiet = {"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false", "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false"}
     db_dir = tempfile.mkdtemp(prefix="opsbook-test-prefect-")
     prefect_db.copy_to(db_dir, "prefect-test.db")  # the name prefect_test_harness gives it
     with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_LOGGING_TO_API_ENABLED: False,
                              PREFECT_RESULTS_PERSIST_BY_DEFAULT: True, PREFECT_TASKS_DEFAULT_PERSIST_RESULT: False,
                              PREFECT_LOCAL_STORAGE_PATH: os.path.join(os.environ["OPSBOOK_HOME"], "prefect-results")}):
-        with mock.patch.object(utilities, "mkdtemp", lambda: db_dir), utilities.prefect_test_harness(server_startup_timeout=90):
+        with mock.patch.object(utilities, "mkdtemp", lambda: db_dir), contextlib.ExitStack() as harness:
+            with mock.patch.dict(os.environ, quiet):  # the server process's environment; not the tests' own subprocesses'
+                harness.enter_context(utilities.prefect_test_harness(server_startup_timeout=90))
             yield
 
 

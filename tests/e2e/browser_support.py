@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlparse
 
+from opsbook.server import DEFAULT_PORT
+from tests import prefect_db
+
 ROOT = Path(__file__).resolve().parents[2]
 # Kept as test output (git-ignored: `tests/e2e/screenshots/`); emptied at the start of each run.
 SHOTS = ROOT / "tests" / "e2e" / "screenshots"
@@ -169,6 +172,9 @@ class Stack:
                     "PYTHONUNBUFFERED": "1"}
         for var in ("PREFECT_API_URL", "PREFECT_UI_URL", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
             self.env.pop(var, None)
+        # the server's database: a copy of one migrated once per Prefect version (tests/prefect_db.py), not 10-14 s
+        # of migrations here; a server started on no database at all is tests/e2e/test_cli.py's
+        prefect_db.copy_to(self.home / ("prefect" if self.port == DEFAULT_PORT else f"prefect-{self.port}"))  # server.database_dir
         cmd = self.serve_command()
         log(f"starting {' '.join(cmd)} (OPSBOOK_HOME={self.home}, port {self.port}); log: {self.serve_log}")
         self.serve = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
