@@ -128,9 +128,9 @@ def _new_session(**kwargs: Any) -> boto3.Session:
     """A boto3 session that counts and checks its calls, reading service models through the process's one loader
     (a loader caches every model it has parsed: ~0.1 s of JSON per service that a new session would read again)."""
     global _loader
-    if _loader is None:
-        _loader = botocore.loaders.create_loader()
     core = botocore.session.get_session()
+    if _loader is None:
+        _loader = botocore.loaders.create_loader(core.get_config_variable("data_path"))  # AWS_DATA_PATH, as botocore's own
     core.register_component("data_loader", _loader)
     s = boto3.Session(botocore_session=core, **kwargs)
     paths = _loader.search_paths  # boto3 appends its own data path to the loader each time: keep it once

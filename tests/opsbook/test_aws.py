@@ -149,3 +149,13 @@ def test_gate_sees_each_call_with_its_region(aws_mock):
         describe()
     describe()  # outside the context: no gate
     assert seen == [("cloudwatch", "DescribeAlarms", "eu-west-1")]
+
+
+def test_sessions_share_one_model_loader_and_its_search_path_stays_put(aws_mock):
+    first = aws.client("dynamodb", "us-east-1")
+    paths = list(aws._loader.search_paths)
+    for _ in range(3):
+        aws.reset_clients()
+        again = aws.client("dynamodb", "us-east-1")
+        assert again is not first and again._loader is first._loader  # a new client, the same parsed models
+    assert aws._loader.search_paths == paths  # boto3 adds its data path once, not once per session
