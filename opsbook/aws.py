@@ -7,9 +7,9 @@
   ``OPSBOOK_RETRY_MODE``); every call has connect/read timeouts.
 - One client per (service, region, profile), shared across threads (boto3
   clients are thread-safe; adaptive mode's rate limiter is per client). Nothing
-  is created at import time. Every session shares one botocore data loader, so a
-  service's model is read from disk once per process, not once per session (an
-  assumed role, a reset, a fleet target all make new sessions).
+  is created at import time. Every session shares the first session's botocore
+  data loader, so a service's model is read from disk once per process, not once
+  per session (an assumed role, a reset, a fleet target all make new sessions).
 - Every API call is counted by service and operation (``api_calls()``), and
   each call is checked against the IAM actions the running task declared.
 - ``paginate`` pages every list call to the end.
@@ -126,16 +126,22 @@ def _config() -> botocore.config.Config:
 
 def _new_session(**kwargs: Any) -> boto3.Session:
     """A boto3 session that counts and checks its calls, reading service models through the process's one loader
-    (a loader caches every model it has parsed: ~0.1 s of JSON per service that a new session would read again)."""
+    (a loader caches every model it has parsed: ~0.1 s of JSON per service that a new session would read again).
+
+    The first session is built exactly as boto3 builds one (profile, ``data_path``, ``AWS_DATA_PATH``) and its loader
+    becomes the shared one; later sessions get it before boto3 reads anything. Models stay parsed for the life of
+    the process: a change to ``~/.aws/models`` or ``AWS_DATA_PATH`` takes a new process."""
     global _loader
-    core = botocore.session.get_session()
     if _loader is None:
-        _loader = botocore.loaders.create_loader(core.get_config_variable("data_path"))  # AWS_DATA_PATH, as botocore's own
-    core.register_component("data_loader", _loader)
-    s = boto3.Session(botocore_session=core, **kwargs)
-    paths = _loader.search_paths  # boto3 appends its own data path to the loader each time: keep it once
-    if len(paths) > 1 and paths[-1] in paths[:-1]:
-        paths.pop()
+        s = boto3.Session(**kwargs)
+        _loader = s._session.get_component("data_loader")
+    else:
+        core = botocore.session.get_session()
+        core.register_component("data_loader", _loader)
+        s = boto3.Session(botocore_session=core, **kwargs)
+        paths = _loader.search_paths  # boto3 adds its own data path to the loader each time: keep it once
+        if len(paths) > 1 and paths[-1] in paths[:-1]:
+            paths.pop()
     s.events.register("before-call", _count_call)
     return s
 

@@ -236,7 +236,7 @@ def fast_moto_metric_data() -> None:
 
     def get_metric_data(self: CloudWatchBackend, queries: list[dict[str, Any]], start_time: Any, end_time: Any,
                         scan_by: str = "TimestampAscending") -> list[dict[str, Any]]:
-        if len(queries) < 2 or any("MetricStat" not in q for q in queries):
+        if len(queries) < 2 or any("MetricStat" not in q or "Expression" in q for q in queries):
             return original(self, queries, start_time, end_time, scan_by)
         datapoints = self.get_all_metrics()
         results: list[dict[str, Any]] = []

@@ -102,8 +102,10 @@ def prefect_harness():
     # - the server's database starts as a copy of an already migrated one (tests/prefect_db.py): the harness puts its
     #   database in a new temp dir (mkdtemp), which gets the copy first.
     # - the server neither writes every event to its database nor records task runs from them (no test here reads
-    #   either back from the API; a third of the server's CPU, which the two xdist workers share): the browser,
-    #   CLI and fleet tests run servers with every service on.
+    #   either back from the API; a third of the server's CPU, which the two xdist workers share). The two settings
+    #   also stay in this session's Prefect settings (which the harness re-reads while they are set), so processes
+    #   Prefect starts from them (a Runner's flow runs) inherit them; only a server reads them. The browser, CLI and
+    #   fleet tests start their servers from os.environ, with every service on.
     quiet = {"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false", "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false"}
     db_dir = tempfile.mkdtemp(prefix="opsbook-test-prefect-")
     prefect_db.copy_to(db_dir, "prefect-test.db")  # the name prefect_test_harness gives it

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -23,7 +24,10 @@ from pathlib import Path
 def template() -> Path:
     """The migrated empty database (made on first use)."""
     where = Path(tempfile.gettempdir()) / f"opsbook-test-prefect-db-{version('prefect')}-{os.getuid()}"
-    where.mkdir(exist_ok=True)
+    where.mkdir(mode=0o700, exist_ok=True)
+    st = where.lstat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o077 or where.is_symlink():
+        raise RuntimeError(f"{where} is not a private directory of this user: remove it")
     db = where / "prefect.db"
     with open(where / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -36,6 +40,8 @@ def template() -> Path:
                                  capture_output=True, text=True, timeout=300)
             if out.returncode != 0:
                 raise RuntimeError(f"prefect server database upgrade failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+            with sqlite3.connect(work / "prefect.db") as con:  # everything in the one file that is copied
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             os.replace(work / "prefect.db", db)  # whole or not at all
             shutil.rmtree(work, ignore_errors=True)
     return db

@@ -6,6 +6,7 @@ import random
 from datetime import datetime, timedelta, timezone
 
 import boto3
+import pytest
 from moto.cloudwatch.models import CloudWatchBackend, cloudwatch_backends
 
 from sandbox.server import fast_moto_metric_data
@@ -41,6 +42,7 @@ def _queries(rng: random.Random) -> list[dict]:
                 "Period": rng.choice([60, 300, 3600]), "Stat": rng.choice(["Sum", "Maximum", "SampleCount", "Average"])}
         if rng.random() < 0.2:
             stat["Unit"] = "Count"
+        rng.shuffle(dims)  # the order a caller lists dimensions in is not the order they were put in
         q = {"Id": f"q{i}", "MetricStat": stat}
         if rng.random() < 0.2:
             q["ReturnData"] = False
@@ -54,6 +56,8 @@ def test_get_metric_data_per_query_answers_what_moto_answers(aws_mock):
     fast_moto_metric_data()
     moto_own = CloudWatchBackend._opsbook_moto_get_metric_data
     now = datetime.now(timezone.utc).replace(microsecond=0)
+    boto3.client("s3", region_name=REGION).create_bucket(  # moto adds metrics of its own for S3 (aws_metric_data)
+        Bucket="metrics-too", CreateBucketConfiguration={"LocationConstraint": REGION})
     for seed in range(5):
         rng = random.Random(seed)
         _put_random_datapoints(rng, now)
@@ -76,3 +80,17 @@ def test_an_expression_takes_moto_path_unchanged(aws_mock):
                {"Id": "total", "Expression": "a * 2"}]
     start, end = _naive(now - timedelta(hours=3)), _naive(now + timedelta(minutes=1))
     assert backend.get_metric_data(queries, start, end) == CloudWatchBackend._opsbook_moto_get_metric_data(backend, queries, start, end)
+
+
+def test_a_bad_window_is_the_same_error(aws_mock):
+    fast_moto_metric_data()
+    backend = cloudwatch_backends["123456789012"][REGION]
+    queries = _queries(random.Random(3))
+    now = _naive(datetime.now(timezone.utc).replace(microsecond=0))
+    for start, end in ((now, now), (now + timedelta(hours=1), now)):
+        with pytest.raises(Exception) as fast:
+            backend.get_metric_data(queries, start, end)
+        with pytest.raises(Exception) as moto_own:
+            CloudWatchBackend._opsbook_moto_get_metric_data(backend, queries, start, end)
+        assert (type(fast.value), str(fast.value)) == (type(moto_own.value), str(moto_own.value))
+
