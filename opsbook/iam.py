@@ -43,6 +43,8 @@ _SPECIAL = {
     ("s3", "DeleteObjects"): "s3:DeleteObject",
     ("s3", "ListObjects"): "s3:ListBucket",
     ("sts", "GetCallerIdentity"): None,  # needs no permission
+    # a transaction needs each item's own action (PutItem, DeleteItem, ...); a ConditionCheck item needs this one
+    ("dynamodb", "TransactWriteItems"): "dynamodb:ConditionCheckItem",
 }
 
 _declared: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar("opsbook_iam", default=None)

@@ -347,7 +347,8 @@ class Mutations(Strict):
     """Where mutating runbooks keep their leases and durable records (created on first use)."""
 
     state_table: str = Field("opsbook-state", description="DynamoDB table (pk, sk) for leases and action records")
-    lease_ttl_s: int = Field(900, ge=60, le=86400)
+    lease_ttl_s: int = Field(60, ge=10, le=3600, description="a lease lapses this long after its holder's last heartbeat "
+                             "(renewed every quarter of it while the run lives): how long a re-run waits after a kill")
     approval_timeout_s: int = Field(3600, ge=10, le=7 * 86400)
     settle_timeout_s: int = Field(300, ge=5, le=3600)
 

@@ -43,8 +43,9 @@ from opsbook.findings import unknown
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
 from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, drift
-from opsbook.mutation.fixes import act, applied_items, apply_each, conclude, wait_verified
+from opsbook.mutation.fixes import act, applied_items, conclude, wait_verified
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, mark_verified
+from opsbook.mutation.steps import apply_each
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
 from opsbook.resources import Discovered, discover
 from tasks.dynamodb import TableBackups, backup_status, read_latest_backup, read_pitr, read_table_backups, set_pitr, take_backup
@@ -153,7 +154,7 @@ def backup_verify(
     notifies. Replication and snapshot gaps are findings with instructions.
     """
     inv = load_system(system)
-    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s)
+    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s, appliers=APPLIERS)
     with session:
         identity = session.identity()
         found = discovered(session, inv)

@@ -134,7 +134,7 @@ def _read_all(inv: System, identity: Identity, q: SqsQueue, function: str | None
 def _move(session: MutationSession, inv: System, q: SqsQueue, function: str | None, reads: dict[str, Any], plan: Plan,
           job: RedriveJob, steer: CaseSteer) -> None:
     """Lease, check the consumer again, move, read the depths again, record, judge, notify."""
-    session.lease(LEASE_TTL_S)
+    session.lease()
     if function:  # approval may have taken an hour: is the worker still consuming?
         now = read_consumer_mapping.submit(inv, function, queue_arn(session.identity_, q.name)).result()
         if not now.enabled:

@@ -29,8 +29,9 @@ from opsbook.collect import future_value
 from opsbook.findings import Finding, Status
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import Applier, Approval, Identity, Plan, Refused, apply_plan, drift
+from opsbook.mutation.core import Applier, Approval, Identity, Plan, Refused, drift
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records
+from opsbook.mutation.steps import apply_plan
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SettleTimeout, SystemName
 from tasks.awslambda import read_alias, read_alias_history, set_alias
 from tasks.ecs import read_service_history, read_task_definition, set_task_definition, settle_state, split_resource
@@ -133,7 +134,7 @@ def emergency_rollback(
     marked guess and needs accept_guess on top of the approval.
     """
     inv = load_system(system)
-    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s,
+    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s, appliers=APPLIERS,
                               accept_guess=accept_guess)
     with session:
         identity = session.identity()
@@ -149,7 +150,7 @@ def emergency_rollback(
         session.report.findings += unread_findings(plan)
         if session.gate(plan):
             settle = settle_timeout_s or inv.mutations.settle_timeout_s
-            session.lease(inv.mutations.lease_ttl_s + settle)
+            session.lease()
             check_drift.submit(inv, plan).result()
             done, ok = apply_rollback.submit(inv, plan, session.approval, identity).result()
             if ok:  # say so at once; the final notice follows once it settled (or not)

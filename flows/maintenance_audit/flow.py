@@ -39,8 +39,9 @@ from opsbook.collect import future_value
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
 from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, drift
-from opsbook.mutation.fixes import act, applied_items, apply_each, conclude, wait_verified
+from opsbook.mutation.fixes import act, applied_items, conclude, wait_verified
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, mark_verified
+from opsbook.mutation.steps import apply_each
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
 from tasks.acm import read_certificates
 from tasks.awslambda import read_runtimes
@@ -143,7 +144,7 @@ def maintenance_audit(
     each back, records and notifies. Everything else is a finding with instructions.
     """
     inv = load_system(system)
-    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s)
+    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s, appliers=APPLIERS)
     with session:
         identity = session.identity()
         states = read_all(inv)

@@ -54,8 +54,9 @@ from opsbook.findings import Finding, Status
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
 from opsbook.masking import mask
-from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, apply_plan, drift
+from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, drift
 from opsbook.mutation.session import SESSION_TASKS, MutationSession
+from opsbook.mutation.steps import apply_plan
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
 from tasks import dynamodb as ddb
 from tasks import opensearch as ops
@@ -213,8 +214,7 @@ def reindex_case(
         session.report.findings += [Finding(check="reindex-case-plan", resource=t.index_resource, status=Status.UNKNOWN,
                                             summary=mask(n.split(": ", 1)[1])) for n in plan.notes if "could not read" in n]
         if session.gate(plan):
-            planned = planned_documents(plan) or 0
-            session.lease(inv.mutations.lease_ttl_s + planned // 100)  # ~100 documents a second at worst
+            session.lease()
             check_drift.submit(inv, plan, t, batch_size).result()
             done, ok, drifted, rebuilt = apply_reindex.submit(inv, plan, t, batch_size, session.approval, identity).result()
             if drifted:

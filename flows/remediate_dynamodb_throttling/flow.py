@@ -70,23 +70,15 @@ from opsbook.collect import future_value
 from opsbook.findings import unknown
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, apply_plan, drift
+from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, drift
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records
+from opsbook.mutation.steps import apply_plan
 from opsbook.mutation.verify import change_findings, wait_for_records
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Names, Param, SettleTimeout, SystemName, UndoRun
 from opsbook.resources import discover, discovered_or_inventory
 from tasks.autoscaling import BOUNDS_KIND, read_bounds, read_table_targets, set_bounds
 from tasks.cloudwatch import read_table_usage, read_usage
-from tasks.dynamodb import (
-    CAPACITY_KIND,
-    TableCapacity,
-    describe_capacity,
-    read_capacities,
-    read_capacity,
-    set_capacity,
-    table_names,
-    undo_capacity_plan,
-)
+from tasks.dynamodb import CAPACITY_KIND, TableCapacity, describe_capacity, read_capacities, read_capacity, set_capacity, table_names, undo_capacity_plan
 
 RUNBOOK = j.RUNBOOK
 CHECK = j.CHECK
@@ -181,7 +173,7 @@ def throttling_after(system: System, tables: list[str], changed_at: datetime) ->
 def act(inv: System, session: MutationSession, identity: Identity, plan: Plan, settle_timeout_s: int) -> None:
     """Leases, drift check, apply, wait until ACTIVE with the new capacity, throttles since, record, notify."""
     settle = settle_timeout_s or inv.mutations.settle_timeout_s
-    session.lease(inv.mutations.lease_ttl_s + settle)
+    session.lease()
     check_drift.submit(inv, plan).result()
     changed_at = datetime.now(timezone.utc)
     done, ok = apply_changes.submit(inv, plan, session.approval, identity).result()
@@ -226,7 +218,7 @@ def remediate_dynamodb_throttling(
     that earlier run of this runbook changed.
     """
     inv = load_system(system)
-    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s)
+    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s, appliers=APPLIERS)
     choice = inv.remediation.dynamodb_prefer if prefer == "inventory" else prefer
     with session:
         identity = session.identity()

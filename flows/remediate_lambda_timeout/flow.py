@@ -47,8 +47,9 @@ from opsbook.collect import future_value
 from opsbook.findings import Finding, Status, unknown
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, apply_plan, drift, undo_plan
+from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, drift, undo_plan
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, mark_verified, read_records
+from opsbook.mutation.steps import apply_plan
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Names, Param, SystemName, UndoRun
 from tasks.awslambda import CONFIG_KEYS, MEMORY_KIND, TIMEOUT_KIND, config_reader, config_setter, read_config_settled, read_configs
 from tasks.cloudwatch import read_duration_metrics
@@ -215,7 +216,7 @@ def observe_changes(inv: System, functions: list[str], since: datetime, observe_
 def act(inv: System, session: MutationSession, identity: Identity, plan: Plan, observe_s: int, undo_run: str) -> None:
     """Leases, drift check, apply, read back, record, watch (or say what the undo put back), notify."""
     settle = inv.mutations.settle_timeout_s
-    session.lease(inv.mutations.lease_ttl_s + settle + observe_s)
+    session.lease()
     check_drift.submit(inv, plan).result()
     done, ok = apply_fixes.submit(inv, plan, session.approval, identity, session.run_id).result()
     if ok:  # after a failure part-way what was applied has been undone: there is nothing to read back
@@ -260,7 +261,7 @@ def remediate_lambda_timeout(
     printed) plans putting back what that run changed instead.
     """
     inv = load_system(system)
-    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s)
+    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s, appliers=APPLIERS)
     with session:
         identity = session.identity()
         records_f = read_records.submit(inv)

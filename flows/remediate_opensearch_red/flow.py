@@ -256,7 +256,7 @@ def remediate_opensearch_red(
 def act_and_verify(session: MutationSession, inv: System, identity: Identity, plan: Plan, ts: list[Target], settle: float,
                    poll_s: float, max_explain: int) -> None:
     """After approval: lease, drift check, retry, wait for the retried copies, read the clusters again, record, notify."""
-    session.lease(inv.mutations.lease_ttl_s + settle)
+    session.lease()
     by_name = {t.domain.name: t for t in ts}
     urls = {a.resource: by_name[a.resource].info.endpoint for a in plan.actions}  # type: ignore[union-attr]
     check_drift.submit(inv, plan, urls).result()

@@ -59,21 +59,14 @@ from opsbook.collect import future_value
 from opsbook.findings import unknown
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, apply_plan, drift
+from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, drift
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records
+from opsbook.mutation.steps import apply_plan
 from opsbook.mutation.verify import change_findings, wait_for_records
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SettleTimeout, SystemName, UndoRun
 from opsbook.resources import discover, discovered_or_inventory
 from tasks.autoscaling import BOUNDS_KIND, read_bounds, set_bounds
-from tasks.dynamodb import (
-    CAPACITY_KIND,
-    describe_capacity,
-    read_capacity,
-    read_table_scaling,
-    set_capacity,
-    table_names,
-    undo_capacity_plan,
-)
+from tasks.dynamodb import CAPACITY_KIND, describe_capacity, read_capacity, read_table_scaling, set_capacity, table_names, undo_capacity_plan
 from tasks.ecs import DESIRED_KIND, describe_service, read_desired, read_service_scaling, set_desired
 
 RUNBOOK = j.RUNBOOK
@@ -168,7 +161,7 @@ def verify_changes(system: System, records: list[Record], timeout_s: float) -> l
 def act(inv: System, session: MutationSession, identity: Identity, plan: Plan, settle_timeout_s: int) -> None:
     """Leases, drift check, apply, wait until running = desired (and the table ACTIVE), record, notify."""
     settle = settle_timeout_s or inv.mutations.settle_timeout_s
-    session.lease(inv.mutations.lease_ttl_s + settle)
+    session.lease()
     check_drift.submit(inv, plan).result()
     done, ok = apply_changes.submit(inv, plan, session.approval, identity).result()
     if ok:
@@ -214,7 +207,7 @@ def scale_service(
     """
     inv = load_system(system)
     req = j.Request.from_form(desired, delta, hold, service, table, read_units, write_units)
-    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s)
+    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s, appliers=APPLIERS)
     with session:
         identity = session.identity()
         records_f = read_records.submit(inv)

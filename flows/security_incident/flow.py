@@ -82,16 +82,7 @@ from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_record
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Names, Param, SettleTimeout, SystemName
 from tasks.cognito import UserState, read_user, read_users, set_user, sign_out_everywhere
 from tasks.s3 import NO_POLICY, BucketState, read_bucket_policies, read_policy, set_policy
-from tasks.secretsmanager import (
-    VIA_PUT,
-    VIA_ROTATE,
-    SecretState,
-    SecurityError,
-    complete_rotation,
-    read_secret_version,
-    read_secrets,
-    rotate,
-)
+from tasks.secretsmanager import VIA_PUT, VIA_ROTATE, SecretState, SecurityError, complete_rotation, read_secret_version, read_secrets, rotate
 
 READ_DEADLINE_S = 60.0
 
@@ -336,7 +327,7 @@ def security_incident(
         plan.notes.append(escalation)
         if session.gate(plan):
             settle = settle_timeout_s or inv.mutations.settle_timeout_s
-            session.lease(inv.mutations.lease_ttl_s + settle)
+            session.lease()
             check_drift.submit(inv, plan, subjects).result()
             record_subjects.submit(inv, plan, subjects, session.run_id).result()
             done = apply_actions.submit(inv, plan, subjects, session.approval, identity, session.run_id).result()

@@ -48,7 +48,6 @@ from opsbook.findings import Status
 from opsbook.iam import aws_task
 from opsbook.inventory import System
 from opsbook.masking import mask
-from opsbook.mutation import statestore
 
 
 class Refused(RuntimeError):
@@ -284,8 +283,9 @@ class Record(BaseModel):
     kind: str
     before: str
     after: str | None
-    status: Literal["applied", "verified", "failed", "undone", "undo-failed", "not-attempted"]
+    status: Literal["intended", "applied", "verified", "failed", "undone", "undo-failed", "not-attempted", "abandoned"]
     detail: str = ""
+    step_id: str = Field("", description="the step's id when it was taken as intent -> act -> outcome (opsbook.mutation.steps)")
     flow_run_id: str | None = None
     approver: str | None = None
     approved_via: str | None = None
@@ -379,79 +379,6 @@ def drift(system: System, plan: Plan, appliers: dict[str, Applier]) -> list[str]
         if now != a.current:
             out.append(f"{a.resource} was {a.current} when planned and is now {now}")
     return out
-
-
-def take_leases(system: System, plan: Plan, run_id: str, ttl_s: int | None = None) -> list[str]:
-    holder = f"{getpass.getuser()}@{socket.gethostname()} run {run_id}"
-    taken: list[str] = []
-    try:
-        for resource in sorted({a.resource for a in plan.actions}):
-            statestore.acquire_lease(system, resource, holder, run_id, ttl_s)
-            taken.append(resource)
-    except statestore.LeaseHeld as exc:
-        for r in taken:
-            statestore.release_lease(system, r, run_id)
-        raise Refused(str(exc)) from None
-    return taken
-
-
-def apply_plan(system: System, plan: Plan, appliers: dict[str, Applier], approval: Approval, run_id: str | None,
-               identity: Identity) -> tuple[list[Record], bool]:
-    """Apply every action in order; on a failure undo the applied ones in reverse. Returns (records, ok)."""
-    base = dict(runbook=plan.runbook, system=plan.system, flow_run_id=run_id, approver=approval.approver,
-                approved_via=approval.via, caller_arn=identity.arn, plan_fingerprint=plan.fingerprint)
-    records: list[Record] = []
-    applied: list[Action] = []
-    for i, a in enumerate(plan.actions):
-        try:
-            appliers[a.kind].apply(system, a.resource, a.target)
-            applied.append(a)
-            records.append(Record(**base, resource=a.resource, kind=a.kind, before=a.current, after=a.target, status="applied"))
-        except Exception as exc:
-            records.append(Record(**base, resource=a.resource, kind=a.kind, before=a.current, after=None, status="failed",
-                                  detail=aws.describe_error(exc)))
-            for rest in plan.actions[i + 1 :]:
-                records.append(Record(**base, resource=rest.resource, kind=rest.kind, before=rest.current, after=None,
-                                      status="not-attempted", detail="an earlier action failed"))
-            for done in reversed(applied):
-                try:
-                    if not done.reversible:
-                        raise RuntimeError("action is not reversible")
-                    appliers[done.kind].apply(system, done.resource, done.current)
-                    records.append(Record(**base, resource=done.resource, kind=done.kind, before=done.target, after=done.current,
-                                          status="undone", detail=f"compensating for the failure of {a.resource}"))
-                except Exception as undo_exc:
-                    records.append(Record(**base, resource=done.resource, kind=done.kind, before=done.target, after=done.target,
-                                          status="undo-failed", detail=f"left at {done.target}: {aws.describe_error(undo_exc)}"))
-            return records, False
-    return records, True
-
-
-@aws_task(iam=["dynamodb:PutItem", "dynamodb:DescribeTable", "dynamodb:CreateTable"], name="record-actions",
-          cache_policy=NO_CACHE, read_only=False)
-def record_actions(system: System, records: list[Record]) -> list[str]:
-    """Prefect event + durable record for every executed action; a table artifact. Returns errors."""
-    from prefect.artifacts import create_table_artifact
-    from prefect.events import emit_event
-
-    errors: list[str] = []
-    for n, r in enumerate(records):
-        payload = r.model_dump(mode="json")
-        emit_event(event=f"opsbook.action.{r.status}", resource={"prefect.resource.id": f"opsbook.{r.kind}.{r.resource}",
-                   "prefect.resource.name": r.resource}, payload=payload)
-        try:
-            statestore.put_record(system, payload, n)
-        except Exception as exc:  # the artifact and event still carry it; the run reports the gap
-            errors.append(f"durable record of {r.resource} not written: {aws.describe_error(exc)}")
-    if records:
-        create_table_artifact(
-            key=f"{records[0].runbook}-{system.name}-actions".lower(),
-            table=[{k: v for k, v in r.model_dump(mode="json").items() if k in
-                    ("resource", "status", "before", "after", "detail", "flow_run_id", "approver", "os_user", "caller_arn", "at")}
-                   for r in records],
-            description=f"{len(records)} action record(s)",
-        )
-    return errors
 
 
 @aws_task(iam=["sns:Publish"], name="notify-actions", cache_policy=NO_CACHE, read_only=False)

@@ -9,27 +9,11 @@ from typing import Any
 
 from opsbook import aws
 from opsbook.findings import Finding, Status, unknown
-from opsbook.inventory import System
-from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record
+from opsbook.mutation.core import Identity, Record
 from opsbook.mutation.session import MutationSession
 
 # (kind, resource, target) -> (True: the target is read back; None: not yet, keep waiting; False: not there, what was read)
 Check = Callable[[str, str, str], tuple[bool | None, str]]
-
-
-def apply_each(system: System, plan: Plan, appliers: dict[str, Applier], approval: Approval, identity: Identity, run_id: str) -> list[Record]:
-    """Every action in order; a failure is recorded (the run ends failed) and the others still run."""
-    base = dict(runbook=plan.runbook, system=plan.system, flow_run_id=run_id, approver=approval.approver, approved_via=approval.via,
-                caller_arn=identity.arn, plan_fingerprint=plan.fingerprint)
-    records = []
-    for a in plan.actions:
-        try:
-            appliers[a.kind].apply(system, a.resource, a.target)
-            records.append(Record(**base, resource=a.resource, kind=a.kind, before=a.current, after=a.target, status="applied"))
-        except Exception as exc:  # recorded and reported; the other fixes are independent
-            records.append(Record(**base, resource=a.resource, kind=a.kind, before=a.current, after=None, status="failed",
-                                  detail=aws.describe_error(exc)))
-    return records
 
 
 def applied_items(records: list[Record]) -> list[tuple[str, str, str]]:

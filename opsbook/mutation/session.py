@@ -5,7 +5,7 @@
         identity = session.identity()
         plan = ...                                  # runbook-specific: read state, decide
         if session.gate(plan):                      # publishes the plan; dry run / nothing to do ends here
-            session.lease([resources], ttl_s)       # AWS lease, released on exit
+            session.lease()                         # AWS leases (heartbeat), released on exit
             ...check drift, act, verify...          # runbook-specific
             session.record(records)                 # events, table artifact, durable record
             session.notify(subject, body)           # SNS (dry runs never get here)
@@ -35,8 +35,9 @@ from opsbook import aws
 from opsbook.findings import Finding, Status, overall
 from opsbook.iam import aws_task
 from opsbook.inventory import System
-from opsbook.mutation import statestore
+from opsbook.mutation import statestore, steps
 from opsbook.mutation.core import (
+    Applier,
     Approval,
     Identity,
     Outcome,
@@ -48,23 +49,22 @@ from opsbook.mutation.core import (
     guess_advice,
     notify_actions,
     publish_plan,
-    record_actions,
     shell_approval_mode,
-    take_leases,
 )
 from opsbook.report import RunReport, publish_report, run_url
 
+_LEASE_IAM = ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DescribeTable", "dynamodb:CreateTable"]
+_STEP_IAM = ["dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable", "dynamodb:CreateTable"]
 
-@aws_task(iam=["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DescribeTable", "dynamodb:CreateTable"], name="take-leases",
-          cache_policy=NO_CACHE, read_only=False)
-def lease_task(system: System, plan: Plan, run_id: str, ttl_s: int) -> list[str]:
-    return take_leases(system, plan, run_id, ttl_s)
+
+@aws_task(iam=_LEASE_IAM, name="take-leases", cache_policy=NO_CACHE, read_only=False)
+def lease_task(journal: steps.Journal, resources: list[str]) -> list[str]:
+    return journal.take(resources)
 
 
 @aws_task(iam=["dynamodb:DeleteItem"], name="release-leases", cache_policy=NO_CACHE, read_only=False)
-def release_task(system: System, resources: list[str], run_id: str) -> None:
-    for r in resources:
-        statestore.release_lease(system, r, run_id)
+def release_task(journal: steps.Journal) -> None:
+    journal.release()
 
 
 @aws_task(iam=["dynamodb:Query", "dynamodb:DescribeTable"], name="read-records", cache_policy=NO_CACHE)
@@ -72,13 +72,52 @@ def read_records(system: System) -> list[dict[str, Any]]:
     return statestore.read_records(system)
 
 
+@aws_task(iam=["dynamodb:Query", "dynamodb:DescribeTable"] + _LEASE_IAM + _STEP_IAM + ["dynamodb:DeleteItem"], name="recover-open-steps",
+          cache_policy=NO_CACHE, read_only=False)
+def recover_task(system: System, runbook: str, appliers: dict[str, Applier], run_id: str) -> list[Finding]:
+    """Steps an earlier run of this runbook left between intent and outcome (it was killed), closed from the live state."""
+    return steps.recover(system, runbook, appliers, run_id)
+
+
+@aws_task(iam=_STEP_IAM, name="record-actions", cache_policy=NO_CACHE, read_only=False)
+def record_actions(system: System, records: list[Record]) -> list[str]:
+    """A Prefect event for every action, its durable record unless its step wrote it already (a later word, such as
+    verified, is written fenced under the run's lease), and a table artifact. Returns errors."""
+    from prefect.artifacts import create_table_artifact
+    from prefect.events import emit_event
+
+    errors: list[str] = []
+    for n, r in enumerate(records):
+        payload = r.model_dump(mode="json")
+        emit_event(event=f"opsbook.action.{r.status}", resource={"prefect.resource.id": f"opsbook.{r.kind}.{r.resource}",
+                   "prefect.resource.name": r.resource}, payload=payload)
+        journal = steps.active(r.flow_run_id)
+        try:
+            if journal is not None and r.resource in journal.leases:  # fenced, numbered by the run's journal
+                if not r.step_id or journal.written.get(r.step_id) != r.status:
+                    journal.note(r)
+            elif not r.step_id:
+                statestore.put_record(system, payload, n)
+        except Exception as exc:  # the artifact and event still carry it; the run reports the gap
+            errors.append(f"durable record of {r.resource} ({r.status}) not written: {aws.describe_error(exc)}")
+    if records:
+        create_table_artifact(
+            key=f"{records[0].runbook}-{system.name}-actions".lower(),
+            table=[{k: v for k, v in r.model_dump(mode="json").items() if k in
+                    ("resource", "status", "before", "after", "detail", "flow_run_id", "approver", "os_user", "caller_arn", "at")}
+                   for r in records],
+            description=f"{len(records)} action record(s)",
+        )
+    return errors
+
+
 # Tasks every mutating runbook uses: add them to the runbook's TASKS (for `opsbook policy`).
-SESSION_TASKS = [confirm_identity, lease_task, release_task, read_records, record_actions, notify_actions]
+SESSION_TASKS = [confirm_identity, recover_task, lease_task, release_task, read_records, record_actions, notify_actions]
 
 
 class MutationSession:
     def __init__(self, runbook: str, inv: System, *, dry_run: bool, approver: str | None = None,
-                 approval_timeout_s: int | None = None, accept_guess: bool = False) -> None:
+                 approval_timeout_s: int | None = None, accept_guess: bool = False, appliers: dict[str, Applier] | None = None) -> None:
         self.runbook, self.inv, self.dry_run = runbook, inv, dry_run
         self.approver, self.accept_guess = approver or None, accept_guess
         self.approval_timeout_s = approval_timeout_s or inv.mutations.approval_timeout_s
@@ -91,11 +130,16 @@ class MutationSession:
         self.plan: Plan | None = None
         self.approval: Approval | None = None
         self.identity_: Identity | None = None
-        self.leased: list[str] = []
+        self.appliers = appliers or {}
+        self.journal: steps.Journal | None = None
 
     # --- steps -----------------------------------------------------------------------
     def identity(self) -> Identity:
+        """Who we are (a pinned account that does not match refuses); then the steps an earlier, killed run of this runbook
+        left open are closed from the live state, so that what is planned next starts from complete records."""
         self.identity_ = confirm_identity.submit(self.inv).result()
+        if self.appliers and not self.dry_run:
+            self.report.findings += recover_task.submit(self.inv, self.runbook, self.appliers, self.run_id).result()
         return self.identity_
 
     def gate(self, plan: Plan, policy: str | None = None) -> bool:
@@ -142,9 +186,15 @@ class MutationSession:
         self.report.findings += [Finding(check="approval-notice", resource=self.inv.name, status=Status.WARN,
                                          summary=f"not told that the run waits for approval: {e}") for e in sent["errors"]]
 
-    def lease(self, ttl_s: int | None = None) -> None:
+    def lease(self, resources: list[str] | None = None) -> None:
+        """Lease the plan's resources (or ``resources``) for this run: a heartbeat keeps them while the run lives, every step's
+        durable write checks them, and they are released when the session ends (or lapse about a minute after a kill)."""
         assert self.plan is not None
-        self.leased = lease_task.submit(self.inv, self.plan, self.run_id, ttl_s or self.inv.mutations.lease_ttl_s).result()
+        self.journal = steps.Journal(self.inv, self.runbook, self.run_id)
+        lease_task.submit(self.journal, resources if resources is not None else [a.resource for a in self.plan.actions]).result()
+        steps.activate(self.journal)
+        self.journal.start_heartbeat()
+        self.report.findings += [Finding(check="lease", resource=self.inv.name, status=Status.WARN, summary=t) for t in self.journal.took_over()]
 
     def record(self, records: list[Record]) -> None:
         errors = record_actions.submit(self.inv, records).result()
@@ -166,12 +216,16 @@ class MutationSession:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        journal, self.journal = self.journal, None
         try:
-            if self.leased:
-                release_task.submit(self.inv, self.leased, self.run_id).result()
+            if journal is not None:
+                steps.deactivate(journal)
+                held = ", ".join(journal.leases)
+                release_task.submit(journal).result()
         except Exception as rel_exc:  # the lease expires by itself; say so
-            self.report.findings.append(Finding(check="lease", resource=", ".join(self.leased), status=Status.WARN,
-                                                summary=f"lease not released ({aws.describe_error(rel_exc)}); it expires by itself"))
+            self.report.findings.append(Finding(check="lease", resource=held, status=Status.WARN,
+                                                summary=f"lease not released ({aws.describe_error(rel_exc)}); it lapses by itself within "
+                                                        f"{self.inv.mutations.lease_ttl_s} s"))
         if exc is None:
             return False
         if isinstance(exc, Refused):

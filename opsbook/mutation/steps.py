@@ -1,0 +1,333 @@
+"""Taking a plan's steps so that a kill at any moment leaves nothing lost and nothing done twice.
+
+Each step of an approved plan is taken as
+
+    intent (durable, fenced)  ->  the AWS call  ->  outcome (durable, fenced; closes the intent)
+
+under a lease per resource that a heartbeat keeps alive while the run lives (``Journal``). A run killed
+between intent and outcome leaves the intent open; the next run of the runbook on the system reads the
+open intents before it plans (``recover``), reads the live state and closes each one: at its target ->
+``applied`` (the step was taken), at its starting value -> ``abandoned`` (it was not), anything else ->
+``abandoned`` with a WARN (changed by someone else; look at it). Plans are made from the records after
+that, so a rollback can never go past its target because a record was missing.
+
+A lease lapses about ``mutations.lease_ttl_s`` (60 s) after its holder's last heartbeat, or at once when
+Prefect says the holder's run has finished; an unreachable Prefect API or a run it does not know says
+nothing (the heartbeat decides). Each takeover adds one to the lease's fencing version, and every durable
+write of a step checks it in the same transaction, so a holder that lost its lease (stalled, then back)
+can neither write nor act: its next intent fails before its next AWS call.
+
+``OPSBOOK_CHAOS_KILL=<boundary>[:<n>]`` kills the process (SIGKILL) at the n-th (default first) crossing of
+a step boundary (``leased``, ``intended``, ``acted``, ``recorded``, ``settled``): the chaos battery's hook.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import signal
+import socket
+import threading
+import uuid
+from collections import Counter
+from typing import Any
+
+from opsbook import aws
+from opsbook.findings import Finding, Status
+from opsbook.inventory import System
+from opsbook.mutation import statestore
+from opsbook.mutation.core import (
+    Action,
+    Applier,
+    Approval,
+    Identity,
+    Plan,
+    Record,
+    Refused,
+)
+
+BOUNDARIES = ("leased", "intended", "acted", "recorded", "settled")
+_crossed: Counter[str] = Counter()
+
+
+def boundary(name: str) -> None:
+    """The chaos battery's kill point (``OPSBOOK_CHAOS_KILL``); nothing otherwise."""
+    want = os.environ.get("OPSBOOK_CHAOS_KILL")
+    if not want:
+        return
+    where, _, nth = want.partition(":")
+    if where != name:
+        return
+    _crossed[name] += 1
+    if _crossed[name] == int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def holder_name(run_id: str) -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()} run {run_id}"
+
+
+def prefect_run_finished(run_id: str) -> bool:
+    """True only when the Prefect API says flow run ``run_id`` is in a final state; unreachable, unknown: False."""
+    try:
+        rid = uuid.UUID(run_id)
+    except ValueError:
+        return False
+    try:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(rid).state
+        return bool(state is not None and state.is_final())
+    except Exception:  # unknown is never dead: the heartbeat decides
+        return False
+
+
+class Journal:
+    """One run's leases (kept alive by a heartbeat thread) and its fenced durable writes: intents and outcomes."""
+
+    def __init__(self, system: System, runbook: str, run_id: str, ttl_s: int | None = None) -> None:
+        self.system, self.runbook, self.run_id = system, runbook, run_id
+        self.ttl_s = ttl_s or system.mutations.lease_ttl_s
+        self.leases: dict[str, statestore.Lease] = {}
+        self.written: dict[str, str] = {}  # step id -> the status durably written last
+        self.lost = ""
+        self._n = 0
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # --- leases ----------------------------------------------------------------------
+    def take(self, resources: list[str], check_open: bool = True) -> list[str]:
+        """Lease every resource (sorted, so two runs never wait on each other crosswise), or none: Refused naming the holder."""
+        taken: list[str] = []
+        try:
+            for resource in sorted(set(resources)):
+                self.leases[resource] = statestore.acquire_lease(self.system, resource, holder_name(self.run_id), self.run_id, self.ttl_s,
+                                                                 is_dead=prefect_run_finished)
+                taken.append(resource)
+        except statestore.LeaseHeld as exc:
+            self.release(taken)
+            raise Refused(str(exc)) from None
+        # A step left open on a resource this run now holds was left by a run that stopped after this run planned
+        # (its lease lapsed since): the plan was made without its outcome. Refuse; the next run closes it first.
+        stale = [] if not check_open else [i for i in statestore.open_intents(self.system) if i["resource"] in taken and i.get("flow_run_id") != self.run_id]
+        if stale:
+            self.release(taken)
+            raise Refused("an earlier run stopped part-way through a step on " + ", ".join(sorted({i["resource"] for i in stale}))
+                          + f" ({', '.join(i['step_id'] for i in stale)}) after this run made its plan; nothing was changed; "
+                          "run again: the next run closes that step from the live state before it plans")
+        boundary("leased")
+        return taken
+
+    def took_over(self) -> list[str]:
+        return [f"{r}: took over the lease of {lease.took_over}" for r, lease in self.leases.items() if lease.took_over]
+
+    def start_heartbeat(self) -> None:
+        if self._beat is None:
+            self._beat = threading.Thread(target=self._heartbeat, name=f"opsbook-lease-{self.run_id}", daemon=True)
+            self._beat.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.ttl_s / 4):
+            for lease in list(self.leases.values()):
+                try:
+                    statestore.renew_lease(lease)
+                except statestore.LeaseLost as exc:
+                    self.lost = str(exc)
+                except Exception:  # a missed beat; the next one tries again (the lease lasts ttl_s)
+                    pass
+
+    def release(self, resources: list[str] | None = None) -> None:
+        """Stop the heartbeat and give the leases back (``resources``: only those)."""
+        if resources is None:
+            self._stop.set()
+        for r in list(resources if resources is not None else self.leases):
+            self.leases.pop(r, None)
+            statestore.release_lease(self.system, r, self.run_id)
+
+    # --- fenced writes ----------------------------------------------------------------
+    def _lease(self, resource: str) -> statestore.Lease:
+        if self.lost:
+            raise statestore.LeaseLost(self.lost)
+        if resource not in self.leases:
+            raise statestore.LeaseLost(f"this run holds no lease on {resource}")
+        return self.leases[resource]
+
+    def _next(self) -> int:
+        with self._lock:
+            self._n += 1
+            return self._n
+
+    def intend(self, record: Record, on_success: str) -> Record:
+        """Write the intent of a step (its record with status ``intended``) before its AWS call; the record, with its step id."""
+        n = self._next()
+        step_id = f"{self.runbook}#{self.run_id}#{n:03d}"
+        intent = record.model_copy(update={"status": "intended", "step_id": step_id,
+                                           "detail": f"about to set {record.after} (then {on_success})"})
+        body = {**intent.model_dump(mode="json"), "on_success": on_success}
+        statestore.fenced_write(self._lease(record.resource), [(intent.model_dump(mode="json"), n)], open_intent=(step_id, body))
+        self.written[step_id] = "intended"
+        return intent
+
+    def outcome(self, record: Record) -> Record:
+        """Write the outcome of a step and close its intent, in one transaction."""
+        statestore.fenced_write(self._lease(record.resource), [(record.model_dump(mode="json"), self._next())], close_intent=record.step_id)
+        self.written[record.step_id] = record.status
+        return record
+
+    def note(self, record: Record) -> None:
+        """A later word on a step (verified), or a record of no step (not attempted), fenced like the rest."""
+        statestore.fenced_write(self._lease(record.resource), [(record.model_dump(mode="json"), self._next())])
+        if record.step_id:
+            self.written[record.step_id] = record.status
+
+
+_ACTIVE: dict[str, Journal] = {}
+
+
+def activate(journal: Journal) -> None:
+    _ACTIVE[journal.run_id] = journal
+
+
+def deactivate(journal: Journal) -> None:
+    if _ACTIVE.get(journal.run_id) is journal:
+        del _ACTIVE[journal.run_id]
+
+
+def active(run_id: str | None) -> Journal | None:
+    """The journal of the mutating run ``run_id`` in this process (its leases are taken), if any."""
+    return _ACTIVE.get(run_id or "")
+
+
+# --- taking the steps ---------------------------------------------------------------------
+
+
+def _intend(journal: Journal | None, record: Record, on_success: str) -> Record:
+    if journal is None:
+        return record
+    intent = journal.intend(record, on_success)
+    boundary("intended")
+    return record.model_copy(update={"step_id": intent.step_id})
+
+
+def _done(journal: Journal | None, record: Record) -> Record:
+    """The outcome, durably; when it cannot be written the intent stays open and the next run closes it from the live state."""
+    boundary("acted")
+    if journal is None:
+        return record
+    try:
+        journal.outcome(record)
+    except Exception as exc:
+        return record.model_copy(update={"detail": f"{record.detail} (outcome not recorded: {aws.describe_error(exc)}; "
+                                                   "the next run closes its open intent from the live state)".lstrip()})
+    boundary("recorded")
+    return record
+
+
+def _failed(journal: Journal | None, record: Record, exc: BaseException) -> Record:
+    failed = record.model_copy(update={"after": None, "status": "failed", "detail": aws.describe_error(exc)})
+    return _done(journal, failed)
+
+
+def take_steps(system: System, plan: Plan, appliers: dict[str, Applier], approval: Approval, identity: Identity, run_id: str | None,
+               *, undo_on_failure: bool) -> tuple[list[Record], bool]:
+    """Every action of the plan in order, each as intent -> act -> outcome. On a failure: ``undo_on_failure`` undoes the
+    applied ones in reverse (each undo a step of its own) and attempts no more; otherwise the others still run (independent
+    fixes). A lost lease stops at once, undoing nothing (another run holds the resources now). Returns (records, ok)."""
+    journal = active(run_id)
+    base = dict(runbook=plan.runbook, system=plan.system, flow_run_id=run_id, approver=approval.approver,
+                approved_via=approval.via, caller_arn=identity.arn, plan_fingerprint=plan.fingerprint)
+    records: list[Record] = []
+    applied: list[Action] = []
+    for i, a in enumerate(plan.actions):
+        rec = Record(**base, resource=a.resource, kind=a.kind, before=a.current, after=a.target, status="applied")
+        try:
+            rec = _intend(journal, rec, "applied")
+        except statestore.LeaseLost as exc:
+            records += [Record(**base, resource=r.resource, kind=r.kind, before=r.current, after=None, status="not-attempted",
+                               detail=f"{exc}; stopped here, nothing undone") for r in plan.actions[i:]]
+            return records, False
+        try:
+            appliers[a.kind].apply(system, a.resource, a.target)
+        except Exception as exc:
+            records.append(_failed(journal, rec, exc))
+            if not undo_on_failure:  # recorded and reported; the other fixes are independent
+                continue
+            records += [Record(**base, resource=r.resource, kind=r.kind, before=r.current, after=None, status="not-attempted",
+                               detail="an earlier action failed") for r in plan.actions[i + 1:]]
+            records += undo_applied(journal, system, appliers, applied, base, a.resource)
+            return records, False
+        records.append(_done(journal, rec))
+        applied.append(a)
+    return records, all(r.status == "applied" for r in records)
+
+
+def apply_plan(system: System, plan: Plan, appliers: dict[str, Applier], approval: Approval, run_id: str | None,
+               identity: Identity) -> tuple[list[Record], bool]:
+    """All or nothing: a failure undoes what was applied. Returns (records, ok)."""
+    return take_steps(system, plan, appliers, approval, identity, run_id, undo_on_failure=True)
+
+
+def apply_each(system: System, plan: Plan, appliers: dict[str, Applier], approval: Approval, identity: Identity, run_id: str) -> list[Record]:
+    """Independent fixes: a failure is recorded (the run ends failed) and the others still run; nothing is undone."""
+    return take_steps(system, plan, appliers, approval, identity, run_id, undo_on_failure=False)[0]
+
+
+def undo_applied(journal: Journal | None, system: System, appliers: dict[str, Applier], applied: list[Action],
+                 base: dict[str, Any], failed_resource: str) -> list[Record]:
+    out = []
+    for done in reversed(applied):
+        undo = Record(**base, resource=done.resource, kind=done.kind, before=done.target, after=done.current, status="undone",
+                      detail=f"compensating for the failure of {failed_resource}")
+        try:
+            if not done.reversible:
+                raise RuntimeError("action is not reversible")
+            undo = _intend(journal, undo, "undone")
+            appliers[done.kind].apply(system, done.resource, done.current)
+            out.append(_done(journal, undo))
+        except Exception as undo_exc:
+            out.append(undo.model_copy(update={"after": done.target, "status": "undo-failed",
+                                               "detail": f"left at {done.target}: {aws.describe_error(undo_exc)}"}))
+    return out
+
+
+# --- after a kill: close the steps a run left open ----------------------------------------------
+
+
+def recover(system: System, runbook: str, appliers: dict[str, Applier], run_id: str) -> list[Finding]:
+    """Close every intent of ``runbook`` on ``system`` that a stopped run left open, from the live state (see the module's
+    docstring). A step whose resource another live run holds refuses the run (that run is changing it now; planning
+    without its outcome could repeat it)."""
+    findings: list[Finding] = []
+    for intent in statestore.open_intents(system, runbook):
+        resource, kind, step_id = intent["resource"], intent["kind"], intent["step_id"]
+        step = appliers.get(kind)
+        if step is None:
+            findings.append(Finding(check="open-intent", resource=resource, status=Status.WARN,
+                                    summary=f"{step_id}: an open {kind} step this version of {runbook} cannot read; look at it"))
+            continue
+        journal = Journal(system, runbook, run_id)
+        try:
+            journal.take([resource], check_open=False)
+        except Refused as exc:  # planning now would use records without that step's outcome
+            raise Refused(f"{resource} has an open step ({step_id}) and a live run holds it: {exc}; nothing was changed") from None
+        try:
+            now = step.read(system, resource)
+            target, start = intent.get("after"), intent.get("before")
+            who = f"run {intent.get('flow_run_id')} ({intent.get('approver') or '?'})"
+            if now == target:
+                status, detail, level = intent.get("on_success", "applied"), f"{who} took this step and stopped before recording it; found at its target by run {run_id}", Status.OK
+            elif now == start:
+                status, detail, level = "abandoned", f"{who} stopped before taking this step; found unchanged by run {run_id}", Status.OK
+            else:
+                status, detail, level = "abandoned", (f"{who} stopped around this step; found at {now}, neither {start} nor {target}: "
+                                                      "changed since by someone else; look at it"), Status.WARN
+            rec = Record(**{k: v for k, v in intent.items() if k in Record.model_fields and k not in ("status", "detail", "at", "os_user", "host")},
+                         status=status, detail=detail)
+            rec = rec.model_copy(update={"after": target if status != "abandoned" else None})
+            journal.outcome(rec)
+            findings.append(Finding(check="open-intent", resource=resource, status=level, summary=f"{step_id}: {status}: {detail}"))
+        finally:
+            journal.release()
+    return findings
