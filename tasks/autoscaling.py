@@ -90,6 +90,7 @@ def split_target_key(key: str) -> tuple[str, str, str]:
     return dimension.split(":", 1)[0], resource_id, dimension
 
 
+@declares(["application-autoscaling:DescribeScalableTargets"])
 def read_bounds(system: System, key: str) -> str:
     ns, rid, dim = split_target_key(key)
     t = describe_targets(system, ns, [rid]).get(key)

@@ -63,6 +63,7 @@ def read_alias_history(system: System, resource: str) -> dict[str, Any]:
     return {"value": alias_value(a), "version": a["FunctionVersion"], "versions": versions}
 
 
+@declares(["lambda:GetAlias"])
 def read_alias(system: System, resource: str) -> str:
     fn, alias = split_alias(resource)
     return alias_value(aws.client("lambda", system.region).get_alias(FunctionName=fn, Name=alias))

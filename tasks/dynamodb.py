@@ -235,6 +235,7 @@ def describe_capacity(system: System, table: str) -> TableCapacity:
     return table_capacity(aws.client("dynamodb", system.region).describe_table(TableName=table))
 
 
+@declares(["dynamodb:DescribeTable"])
 def read_capacity(system: System, table: str) -> str:
     return describe_capacity(system, table).value
 
@@ -402,6 +403,7 @@ def read_table_backups(system: System, found: Discovered, deadline: aws.Deadline
     return out
 
 
+@declares(["dynamodb:DescribeContinuousBackups"])
 def read_pitr(system: System, table: str) -> str:
     d = aws.client("dynamodb", system.region).describe_continuous_backups(TableName=table)["ContinuousBackupsDescription"]
     return d.get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus", "DISABLED")
@@ -412,6 +414,7 @@ def set_pitr(system: System, table: str, value: str) -> None:
         TableName=table, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": value == "ENABLED"})
 
 
+@declares(["dynamodb:ListBackups"])
 def read_latest_backup(system: System, table: str) -> str:
     """The newest AVAILABLE backup's creation time (ISO, UTC), or "none"."""
     return iso_utc(read_backups(system, DynamoTable(name=table), datetime.now(timezone.utc))["latest_backup"])
@@ -421,6 +424,7 @@ def take_backup(system: System, table: str, name: str) -> None:
     aws.client("dynamodb", system.region).create_backup(TableName=table, BackupName=name)
 
 
+@declares(["dynamodb:ListBackups"])
 def backup_status(system: System, table: str, name: str) -> str | None:
     """The status of the table's backup with this name (None: no such backup)."""
     c = aws.client("dynamodb", system.region)

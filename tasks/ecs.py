@@ -73,6 +73,7 @@ def read_service_history(system: System, resource: str) -> dict[str, Any]:
     }
 
 
+@declares(["ecs:DescribeServices"])
 def read_task_definition(system: System, resource: str) -> str:
     cluster, service = split_resource(resource)
     svc = aws.client("ecs", system.region).describe_services(cluster=cluster, services=[service])["services"][0]
@@ -121,6 +122,7 @@ def describe_service(system: System, resource: str) -> dict[str, Any]:
     return svc
 
 
+@declares(["ecs:DescribeServices"])
 def read_desired(system: System, resource: str) -> str:
     return str(describe_service(system, resource)["desiredCount"])
 

@@ -6,7 +6,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from opsbook import aws
-from opsbook.iam import aws_task
+from opsbook.iam import aws_task, declares
 from opsbook.inventory import System
 
 ENABLED, DISABLED = "ENABLED", "DISABLED"  # a key's rotation as one comparable value
@@ -45,6 +45,7 @@ def read_kms_rotation(system: System, deadline: aws.Deadline, only: list[str] | 
     return [s if err is None else KeyRotation(alias=alias_name(a), error=aws.describe_error(err)) for a, s, err in aws.parallel(one, aliases, deadline=deadline)]
 
 
+@declares(["kms:ListAliases", "kms:GetKeyRotationStatus"])
 def read_key_rotation(system: System, alias: str) -> str:
     key = alias_targets(system).get(alias)
     if key is None:

@@ -477,6 +477,7 @@ def sample_audit_logs(system: System, deadline: aws.Deadline) -> list[AuditSampl
             for g, s, err in aws.parallel(lambda g: read_audit_events(system, g, now), groups, deadline=deadline)]
 
 
+@declares(["logs:DescribeLogGroups"])
 def read_retention(system: System, group: str) -> str:
     s = read_log_group(system, group, False, True)
     if not s.exists:

@@ -189,6 +189,7 @@ def read_bucket_protection(system: System, found: Discovered, deadline: aws.Dead
     return out
 
 
+@declares(["s3:GetBucketVersioning"])
 def read_versioning(system: System, bucket: str) -> str:
     return aws.client("s3", system.region).get_bucket_versioning(Bucket=bucket).get("Status") or NEVER_ENABLED
 

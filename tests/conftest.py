@@ -4,6 +4,8 @@
 - ``sandbox``: one moto server + OpenSearch test double on 127.0.0.1 for the
   session; ``seeded(*systems)`` resets it and seeds inventories.
 - ``prefect_harness``: one Prefect test server for flow-level tests (~8 s once per worker).
+- ``local_prefect``: the environment of a local Prefect server started the way `opsbook run` starts it, for
+  tests that run the CLI as a subprocess.
 """
 
 from __future__ import annotations
@@ -122,3 +124,19 @@ def prefect_harness():
 def closed_port() -> int:
     """A loopback port nothing listens on."""
     return free_port()
+
+
+@pytest.fixture(scope="session")
+def local_prefect(tmp_path_factory):
+    """A local Prefect server started the way `opsbook run` starts it (once per session): the environment to run the CLI in."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root, cli = Path(__file__).resolve().parents[1], [sys.executable, "-m", "opsbook.cli"]
+    env = {**os.environ, "OPSBOOK_HOME": str(tmp_path_factory.mktemp("opsbook-home")), "OPSBOOK_PREFECT_PORT": str(free_port())}
+    env.pop("PREFECT_API_URL", None)
+    out = subprocess.run(cli + ["server", "start"], env=env, capture_output=True, text=True, timeout=120, cwd=root)
+    assert out.returncode == 0, out.stderr
+    yield env
+    subprocess.run(cli + ["server", "stop"], env=env, capture_output=True, text=True, timeout=60, cwd=root)

@@ -298,10 +298,19 @@ class Record(BaseModel):
 
 @dataclass(frozen=True)
 class Applier:
-    """How one kind of action reads and sets its value (idempotent: setting the current value is a no-op)."""
+    """One kind of step: how it reads and sets its value (idempotent: setting the current value is a no-op), and, where
+    the value read back is not the target itself (a backup's name vs the newest backup's time), whether the target's
+    effect is there (``reached``; default: the value read equals the target). The read and apply functions declare
+    their IAM actions (``opsbook.iam.declares``)."""
 
     read: Callable[[System, str], str]
     apply: Callable[[System, str, str], None]
+    reached: Callable[[System, str, str], bool] | None = None
+
+    def at_target(self, system: System, resource: str, target: str) -> tuple[bool, str]:
+        """(is the step's effect there, the value read now)."""
+        now = self.read(system, resource)
+        return (self.reached(system, resource, target) if self.reached is not None else now == target), now
 
 
 # --- steps ---------------------------------------------------------------------------

@@ -194,9 +194,11 @@ class MutationSession:
         lease_task.submit(self.journal, resources if resources is not None else [a.resource for a in self.plan.actions]).result()
         steps.activate(self.journal)
         self.journal.start_heartbeat()
-        self.report.findings += [Finding(check="lease", resource=self.inv.name, status=Status.WARN, summary=t) for t in self.journal.took_over()]
+        self.report.findings += [Finding(check="lease", resource=self.inv.name, status=Status.OK, summary=t) for t in self.journal.took_over()]
 
     def record(self, records: list[Record]) -> None:
+        if self.journal is not None:
+            steps.boundary("settled")  # acted and waited: what follows writes the verified word
         errors = record_actions.submit(self.inv, records).result()
         self.report.records += [r.model_dump(mode="json") for r in records]
         self.report.findings += [Finding(check="record", resource=self.inv.mutations.state_table, status=Status.WARN, summary=e) for e in errors]

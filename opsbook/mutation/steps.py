@@ -313,10 +313,10 @@ def recover(system: System, runbook: str, appliers: dict[str, Applier], run_id: 
         except Refused as exc:  # planning now would use records without that step's outcome
             raise Refused(f"{resource} has an open step ({step_id}) and a live run holds it: {exc}; nothing was changed") from None
         try:
-            now = step.read(system, resource)
             target, start = intent.get("after"), intent.get("before")
+            reached, now = step.at_target(system, resource, str(target))
             who = f"run {intent.get('flow_run_id')} ({intent.get('approver') or '?'})"
-            if now == target:
+            if reached:
                 status, detail, level = intent.get("on_success", "applied"), f"{who} took this step and stopped before recording it; found at its target by run {run_id}", Status.OK
             elif now == start:
                 status, detail, level = "abandoned", f"{who} stopped before taking this step; found unchanged by run {run_id}", Status.OK

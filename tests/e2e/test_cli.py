@@ -17,22 +17,6 @@ OPSBOOK = [sys.executable, "-m", "opsbook.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def local_prefect(tmp_path_factory):
-    """A local Prefect server started the way `opsbook run` starts it (once per session)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OPSBOOK_HOME": str(tmp_path_factory.mktemp("opsbook-home")), "OPSBOOK_PREFECT_PORT": str(port)}
-    env.pop("PREFECT_API_URL", None)
-    out = subprocess.run(OPSBOOK + ["server", "start"], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert out.returncode == 0, out.stderr
-    yield env
-    subprocess.run(OPSBOOK + ["server", "stop"], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
-
-
 def opsbook(env: dict, *args: str, sandbox=None, timeout: float = 120) -> subprocess.CompletedProcess:
     full = dict(env)
     if sandbox is not None:
