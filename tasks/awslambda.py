@@ -69,6 +69,7 @@ def read_alias(system: System, resource: str) -> str:
     return alias_value(aws.client("lambda", system.region).get_alias(FunctionName=fn, Name=alias))
 
 
+@declares(["lambda:GetAlias", "lambda:UpdateAlias"])
 def set_alias(system: System, resource: str, value: str) -> None:
     """Point the alias at one version (clearing any weighted routing). Idempotent."""
     if read_alias(system, resource) == value:

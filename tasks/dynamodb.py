@@ -409,17 +409,19 @@ def read_pitr(system: System, table: str) -> str:
     return d.get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus", "DISABLED")
 
 
+@declares(["dynamodb:UpdateContinuousBackups"])
 def set_pitr(system: System, table: str, value: str) -> None:
     aws.client("dynamodb", system.region).update_continuous_backups(
         TableName=table, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": value == "ENABLED"})
 
 
-@declares(["dynamodb:ListBackups"])
+@declares(["dynamodb:ListBackups", "dynamodb:DescribeContinuousBackups"])
 def read_latest_backup(system: System, table: str) -> str:
     """The newest AVAILABLE backup's creation time (ISO, UTC), or "none"."""
     return iso_utc(read_backups(system, DynamoTable(name=table), datetime.now(timezone.utc))["latest_backup"])
 
 
+@declares(["dynamodb:CreateBackup"])
 def take_backup(system: System, table: str, name: str) -> None:
     aws.client("dynamodb", system.region).create_backup(TableName=table, BackupName=name)
 

@@ -80,6 +80,7 @@ def read_task_definition(system: System, resource: str) -> str:
     return svc["taskDefinition"]
 
 
+@declares(["ecs:DescribeServices", "ecs:UpdateService"])
 def set_task_definition(system: System, resource: str, task_definition: str) -> None:
     """Idempotent: a service already on this task definition is left alone (no new deployment)."""
     if read_task_definition(system, resource) == task_definition:

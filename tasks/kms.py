@@ -53,6 +53,7 @@ def read_key_rotation(system: System, alias: str) -> str:
     return ENABLED if aws.client("kms", system.region).get_key_rotation_status(KeyId=key)["KeyRotationEnabled"] else DISABLED
 
 
+@declares(["kms:ListAliases", "kms:EnableKeyRotation", "kms:DisableKeyRotation"])
 def set_key_rotation(system: System, alias: str, value: str) -> None:
     key = alias_targets(system)[alias]
     c = aws.client("kms", system.region)

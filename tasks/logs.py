@@ -485,6 +485,7 @@ def read_retention(system: System, group: str) -> str:
     return str(s.retention_days) if s.retention_days is not None else NO_RETENTION
 
 
+@declares(["logs:PutRetentionPolicy", "logs:DeleteRetentionPolicy"])
 def set_retention(system: System, group: str, value: str) -> None:
     c = aws.client("logs", system.region)
     if value == NO_RETENTION:

@@ -194,6 +194,7 @@ def read_versioning(system: System, bucket: str) -> str:
     return aws.client("s3", system.region).get_bucket_versioning(Bucket=bucket).get("Status") or NEVER_ENABLED
 
 
+@declares(["s3:PutBucketVersioning"])
 def set_versioning(system: System, bucket: str, value: str) -> None:
     if value not in ("Enabled", "Suspended"):
         raise ValueError(f"versioning can only be set to Enabled or Suspended, not {value!r}")

@@ -42,10 +42,9 @@ from opsbook.collect import future_value
 from opsbook.findings import unknown
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, drift
+from opsbook.mutation.core import Applier, Identity, Plan, Record
 from opsbook.mutation.fixes import act, applied_items, conclude, wait_verified
-from opsbook.mutation.session import SESSION_TASKS, MutationSession, mark_verified
-from opsbook.mutation.steps import apply_each
+from opsbook.mutation.session import SESSION_TASKS, MutationSession, mark_verified, steps_policy
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
 from opsbook.resources import Discovered, discover
 from tasks.dynamodb import TableBackups, backup_status, read_latest_backup, read_pitr, read_table_backups, set_pitr, take_backup
@@ -97,20 +96,6 @@ def make_plan(inv: System, identity: Identity, tables: list[TableBackups], bucke
     return decide(inv, identity, tables, buckets, fix, now)
 
 
-@aws_task(iam=["dynamodb:DescribeContinuousBackups", "dynamodb:ListBackups", "s3:GetBucketVersioning"], name="check-backup-drift",
-          cache_policy=NO_CACHE)
-def check_drift(system: System, plan: Plan) -> None:
-    drifted = drift(system, plan, APPLIERS)
-    if drifted:
-        raise Refused("the state changed since the plan was made; nothing was changed (run again to plan afresh): " + "; ".join(drifted))
-
-
-@aws_task(iam=["dynamodb:UpdateContinuousBackups", "dynamodb:CreateBackup", "s3:PutBucketVersioning"], name="apply-backup-fixes",
-          cache_policy=NO_CACHE, read_only=False)
-def apply_fixes(system: System, plan: Plan, approval: Approval, identity: Identity, run_id: str) -> list[Record]:
-    """Every fix in order. Each only adds protection and none depends on another, so a failure is recorded and
-    the rest still run; nothing is undone (undoing PITR because versioning failed would leave less protection)."""
-    return apply_each(system, plan, APPLIERS, approval, identity, run_id)
 
 
 def verified(system: System, kind: str, resource: str, target: str) -> tuple[bool | None, str]:
@@ -166,12 +151,11 @@ def backup_verify(
         buckets = states["s3"] if isinstance(states["s3"], list) else []
         plan = make_plan.submit(inv, identity, tables, buckets, fix, now).result()
         if session.gate(plan):
-            done = act(session, identity, check_drift, apply_fixes, verify_fixes, VERIFY_TIMEOUT_S)
+            done = act(session, identity, verify_fixes, VERIFY_TIMEOUT_S)
             fixed = {"dynamodb": sorted({a.resource for a in plan.actions if a.kind in (PITR, BACKUP)}),
                      "s3": sorted({a.resource for a in plan.actions if a.kind == VERSIONING})}
             conclude(session, done, reread(inv, found, fixed), fixed, lambda st: judge(st, datetime.now(timezone.utc)), fixed_check, "backup-fix", fix_what)
     return session.finish()
 
 
-TASKS = [discover, read_table_backups, read_bucket_protection, read_snapshots, read_rds_snapshots, check_drift, apply_fixes,
-         verify_fixes] + SESSION_TASKS
+TASKS = [discover, read_table_backups, read_bucket_protection, read_snapshots, read_rds_snapshots, verify_fixes, steps_policy(APPLIERS)] + SESSION_TASKS

@@ -21,7 +21,6 @@ from typing import Annotated, Any
 from prefect import flow, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 
 from flows.emergency_rollback.judge import ALIAS_KIND, ECS_KIND, RUNBOOK, failed_actions, plan_rollback, targets, unread_findings, verified
 from opsbook import aws
@@ -29,9 +28,8 @@ from opsbook.collect import future_value
 from opsbook.findings import Finding, Status
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import Applier, Approval, Identity, Plan, Refused, drift
-from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records
-from opsbook.mutation.steps import apply_plan
+from opsbook.mutation.core import Applier, Identity, Plan, Refused
+from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records, steps_policy
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SettleTimeout, SystemName
 from tasks.awslambda import read_alias, read_alias_history, set_alias
 from tasks.ecs import read_service_history, read_task_definition, set_task_definition, settle_state, split_resource
@@ -53,17 +51,6 @@ def make_plan(system: System, identity: Identity, states: dict[str, Any], record
     return plan_rollback(system, identity, states, records, to_revision, force)
 
 
-@task(name="check-drift", cache_policy=NO_CACHE)
-def check_drift(system: System, plan: Plan) -> None:
-    drifted = drift(system, plan, APPLIERS)
-    if drifted:
-        raise Refused("the state changed since the plan was approved; nothing was changed: " + "; ".join(drifted))
-
-
-@aws_task(iam=["ecs:UpdateService", "ecs:DescribeServices", "lambda:UpdateAlias", "lambda:GetAlias"], name="apply-rollback",
-          cache_policy=NO_CACHE, read_only=False)
-def apply_rollback(system: System, plan: Plan, approval: Approval, identity: Identity) -> tuple[list, bool]:
-    return apply_plan(system, plan, APPLIERS, approval, str(flow_run.get_id()) if flow_run.get_id() else None, identity)
 
 
 @aws_task(iam=["ecs:DescribeServices", "lambda:GetAlias", "lambda:GetFunctionConfiguration"], name="wait-settled", cache_policy=NO_CACHE)
@@ -150,9 +137,7 @@ def emergency_rollback(
         session.report.findings += unread_findings(plan)
         if session.gate(plan):
             settle = settle_timeout_s or inv.mutations.settle_timeout_s
-            session.lease()
-            check_drift.submit(inv, plan).result()
-            done, ok = apply_rollback.submit(inv, plan, session.approval, identity).result()
+            done, ok = session.act(identity)
             if ok:  # say so at once; the final notice follows once it settled (or not)
                 session.notify("rolled back, settling", [f"{r.resource}: {r.before} -> {r.after}" for r in done])
             settled = wait_settled.submit(inv, plan, settle).result() if ok else []
@@ -165,5 +150,4 @@ def emergency_rollback(
     return session.finish()
 
 
-TASKS = [read_service_history, read_alias_history, apply_rollback, wait_settled] + SESSION_TASKS + \
-    list(HEALTH_TASKS)
+TASKS = [read_service_history, read_alias_history, wait_settled, steps_policy(APPLIERS)] + SESSION_TASKS + list(HEALTH_TASKS)

@@ -38,10 +38,9 @@ from opsbook import aws
 from opsbook.collect import future_value
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, drift
+from opsbook.mutation.core import Applier, Identity, Plan, Record
 from opsbook.mutation.fixes import act, applied_items, conclude, wait_verified
-from opsbook.mutation.session import SESSION_TASKS, MutationSession, mark_verified
-from opsbook.mutation.steps import apply_each
+from opsbook.mutation.session import SESSION_TASKS, MutationSession, mark_verified, steps_policy
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
 from tasks.acm import read_certificates
 from tasks.awslambda import read_runtimes
@@ -101,18 +100,6 @@ def make_plan(inv: System, identity: Identity, groups: list[LogGroupState], keys
     return decide(inv, identity, groups, keys, fix)
 
 
-@aws_task(iam=["logs:DescribeLogGroups", "kms:ListAliases", "kms:GetKeyRotationStatus"], name="check-maintenance-drift", cache_policy=NO_CACHE)
-def check_drift(system: System, plan: Plan) -> None:
-    drifted = drift(system, plan, APPLIERS)
-    if drifted:
-        raise Refused("the state changed since the plan was made; nothing was changed (run again to plan afresh): " + "; ".join(drifted))
-
-
-@aws_task(iam=["logs:PutRetentionPolicy", "logs:DeleteRetentionPolicy", "kms:ListAliases", "kms:EnableKeyRotation", "kms:DisableKeyRotation"],
-          name="apply-maintenance-fixes", cache_policy=NO_CACHE, read_only=False)
-def apply_fixes(system: System, plan: Plan, approval: Approval, identity: Identity, run_id: str) -> list[Record]:
-    """Every fix in order; each is independent, so a failure is recorded and the rest still run."""
-    return apply_each(system, plan, APPLIERS, approval, identity, run_id)
 
 
 @aws_task(iam=["logs:DescribeLogGroups", "kms:ListAliases", "kms:GetKeyRotationStatus"], name="verify-maintenance-fixes", cache_policy=NO_CACHE)
@@ -153,7 +140,7 @@ def maintenance_audit(
         keys = states.get("kms") if isinstance(states.get("kms"), list) else []
         plan = make_plan.submit(inv, identity, groups, keys, fix).result()
         if session.gate(plan):
-            done = act(session, identity, check_drift, apply_fixes, verify_fixes, VERIFY_TIMEOUT_S)
+            done = act(session, identity, verify_fixes, VERIFY_TIMEOUT_S)
             fixed = {"logs": sorted({x.resource for x in plan.actions if x.kind == RETENTION}),
                      "kms": sorted({x.resource for x in plan.actions if x.kind == KMS_ROTATION})}
             conclude(session, done, reread(inv, fixed), fixed, lambda st: judge(inv, st, datetime.now(timezone.utc)), fixed_check, "maintenance-fix", fix_what)
@@ -162,4 +149,4 @@ def maintenance_audit(
 
 TASKS = [read_log_retention, read_tmp_prefixes, sample_audit_logs, read_runtimes, read_iam_roles, read_resource_tags, read_kms_rotation,
          read_secret_rotation, read_security_groups, read_rds_snapshots, read_certificates, read_image_scans,
-         check_drift, apply_fixes, verify_fixes] + SESSION_TASKS
+         verify_fixes, steps_policy(APPLIERS)] + SESSION_TASKS

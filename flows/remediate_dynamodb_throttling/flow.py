@@ -62,7 +62,6 @@ from typing import Annotated, Any, Literal
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 
 from flows.remediate_dynamodb_throttling import judge as j
 from opsbook import aws
@@ -70,9 +69,8 @@ from opsbook.collect import future_value
 from opsbook.findings import unknown
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, drift
-from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records
-from opsbook.mutation.steps import apply_plan
+from opsbook.mutation.core import Applier, Identity, Plan, Record, Refused
+from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records, steps_policy
 from opsbook.mutation.verify import change_findings, wait_for_records
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Names, Param, SettleTimeout, SystemName, UndoRun
 from opsbook.resources import discover, discovered_or_inventory
@@ -129,17 +127,6 @@ def _error(value: Any) -> Any:
 # --- acting and verifying ---------------------------------------------------------------------
 
 
-@aws_task(iam=["dynamodb:DescribeTable", "application-autoscaling:DescribeScalableTargets"], name="check-capacity-drift", cache_policy=NO_CACHE)
-def check_drift(system: System, plan: Plan) -> None:
-    drifted = drift(system, plan, APPLIERS)
-    if drifted:
-        raise Refused("the state changed since the plan was made; nothing was changed (run again to plan afresh): " + "; ".join(drifted))
-
-
-@aws_task(iam=["dynamodb:DescribeTable", "dynamodb:UpdateTable", "application-autoscaling:DescribeScalableTargets",
-               "application-autoscaling:RegisterScalableTarget"], name="apply-capacity", cache_policy=NO_CACHE, read_only=False)
-def apply_changes(system: System, plan: Plan, approval: Approval, identity: Identity) -> tuple[list[Record], bool]:
-    return apply_plan(system, plan, APPLIERS, approval, str(flow_run.get_id()) if flow_run.get_id() else None, identity)
 
 
 def capacity_check(system: System, r: Record) -> Any:
@@ -173,10 +160,8 @@ def throttling_after(system: System, tables: list[str], changed_at: datetime) ->
 def act(inv: System, session: MutationSession, identity: Identity, plan: Plan, settle_timeout_s: int) -> None:
     """Leases, drift check, apply, wait until ACTIVE with the new capacity, throttles since, record, notify."""
     settle = settle_timeout_s or inv.mutations.settle_timeout_s
-    session.lease()
-    check_drift.submit(inv, plan).result()
     changed_at = datetime.now(timezone.utc)
-    done, ok = apply_changes.submit(inv, plan, session.approval, identity).result()
+    done, ok = session.act(identity)
     if ok:
         done = verify_changes.submit(inv, done, settle).result()
         tables_changed = j.changed_tables(plan)
@@ -231,5 +216,5 @@ def remediate_dynamodb_throttling(
     return session.finish()
 
 
-TASKS = [discover, read_capacities, read_table_targets, read_table_usage, plan_undo, check_drift, apply_changes, verify_changes,
+TASKS = [discover, read_capacities, read_table_targets, read_table_usage, plan_undo, verify_changes, steps_policy(APPLIERS),
          throttling_after] + SESSION_TASKS

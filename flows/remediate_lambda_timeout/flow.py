@@ -47,9 +47,8 @@ from opsbook.collect import future_value
 from opsbook.findings import Finding, Status, unknown
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, drift, undo_plan
-from opsbook.mutation.session import SESSION_TASKS, MutationSession, mark_verified, read_records
-from opsbook.mutation.steps import apply_plan
+from opsbook.mutation.core import Applier, Identity, Plan, Record, undo_plan
+from opsbook.mutation.session import SESSION_TASKS, MutationSession, mark_verified, read_records, steps_policy
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Names, Param, SystemName, UndoRun
 from tasks.awslambda import CONFIG_KEYS, MEMORY_KIND, TIMEOUT_KIND, config_reader, config_setter, read_config_settled, read_configs
 from tasks.cloudwatch import read_duration_metrics
@@ -126,33 +125,6 @@ def plan_undo(inv: System, identity: Identity, records: list[dict[str, Any]], ru
     return undo_plan(inv, RUNBOOK, identity, records, run_id, APPLIERS, j.IAM)
 
 
-@aws_task(iam=["lambda:GetFunctionConfiguration", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"], name="check-lambda-drift", cache_policy=NO_CACHE)
-def check_drift(inv: System, plan: Plan) -> None:
-    drifted = drift(inv, plan, APPLIERS)
-    if drifted:
-        raise Refused("the state changed since the plan was made; nothing was changed (run again to plan afresh): " + "; ".join(drifted))
-
-
-@aws_task(iam=["lambda:GetFunctionConfiguration", "lambda:UpdateFunctionConfiguration", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
-               "sqs:SetQueueAttributes"], name="apply-lambda-fixes", cache_policy=NO_CACHE, read_only=False)
-def apply_fixes(inv: System, plan: Plan, approval: Approval, identity: Identity, run_id: str) -> tuple[list[Record], bool]:
-    """Every action in order, each waiting until Lambda reports the update Successful; on a failure the applied ones are undone in reverse."""
-    progress = create_progress_artifact(progress=0.0, description=f"{RUNBOOK}: applying {len(plan.actions)} change(s)")
-    total = len(plan.actions)
-    done = {"n": 0}
-
-    def tracked(kind: str, ap: Applier) -> Applier:
-        def apply(system: System, resource: str, value: str) -> None:
-            print(f"opsbook: {RUNBOOK}: {resource}: {kind} -> {value} ({done['n'] + 1}/{total})", file=sys.stderr)
-            ap.apply(system, resource, value)
-            done["n"] += 1
-            update_progress_artifact(progress, progress=100.0 * min(1.0, done["n"] / max(total, 1)))
-
-        return Applier(read=ap.read, apply=apply)
-
-    result = apply_plan(inv, plan, {k: tracked(k, a) for k, a in APPLIERS.items()}, approval, run_id, identity)
-    update_progress_artifact(progress, progress=100.0)
-    return result
 
 
 def read_back(system: System, kind: str, resource: str) -> tuple[str, str]:
@@ -216,9 +188,7 @@ def observe_changes(inv: System, functions: list[str], since: datetime, observe_
 def act(inv: System, session: MutationSession, identity: Identity, plan: Plan, observe_s: int, undo_run: str) -> None:
     """Leases, drift check, apply, read back, record, watch (or say what the undo put back), notify."""
     settle = inv.mutations.settle_timeout_s
-    session.lease()
-    check_drift.submit(inv, plan).result()
-    done, ok = apply_fixes.submit(inv, plan, session.approval, identity, session.run_id).result()
+    done, ok = session.act(identity)
     if ok:  # after a failure part-way what was applied has been undone: there is nothing to read back
         done = verify_fixes.submit(inv, done, min(VERIFY_TIMEOUT_S, settle)).result()
     session.record(done)  # durable before the watch, which can take minutes
@@ -274,5 +244,5 @@ def remediate_lambda_timeout(
     return session.finish()
 
 
-TASKS = [read_configs, scan_timeouts, read_duration_metrics, read_queues, plan_undo, check_drift, apply_fixes,
-         verify_fixes, observe_changes] + SESSION_TASKS
+TASKS = [read_configs, scan_timeouts, read_duration_metrics, read_queues, plan_undo, verify_fixes, observe_changes,
+         steps_policy(APPLIERS)] + SESSION_TASKS

@@ -51,7 +51,6 @@ from typing import Annotated, Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 
 from flows.scale_service import judge as j
 from opsbook import aws
@@ -59,9 +58,8 @@ from opsbook.collect import future_value
 from opsbook.findings import unknown
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, drift
-from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records
-from opsbook.mutation.steps import apply_plan
+from opsbook.mutation.core import Applier, Identity, Plan, Record, Refused
+from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records, steps_policy
 from opsbook.mutation.verify import change_findings, wait_for_records
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SettleTimeout, SystemName, UndoRun
 from opsbook.resources import discover, discovered_or_inventory
@@ -118,19 +116,6 @@ def plan_request(inv: System, session: MutationSession, identity: Identity, req:
 # --- acting and verifying ----------------------------------------------------------------------
 
 
-@aws_task(iam=["ecs:DescribeServices", "dynamodb:DescribeTable", "application-autoscaling:DescribeScalableTargets"], name="check-scaling-drift",
-          cache_policy=NO_CACHE)
-def check_drift(system: System, plan: Plan) -> None:
-    drifted = drift(system, plan, APPLIERS)
-    if drifted:
-        raise Refused("the state changed since the plan was made; nothing was changed (run again to plan afresh): " + "; ".join(drifted))
-
-
-@aws_task(iam=["ecs:DescribeServices", "ecs:UpdateService", "dynamodb:DescribeTable", "dynamodb:UpdateTable",
-               "application-autoscaling:DescribeScalableTargets", "application-autoscaling:RegisterScalableTarget"],
-          name="apply-scaling", cache_policy=NO_CACHE, read_only=False)
-def apply_changes(system: System, plan: Plan, approval: Approval, identity: Identity) -> tuple[list[Record], bool]:
-    return apply_plan(system, plan, APPLIERS, approval, str(flow_run.get_id()) if flow_run.get_id() else None, identity)
 
 
 def _check(system: System, r: Record) -> Any:
@@ -161,9 +146,7 @@ def verify_changes(system: System, records: list[Record], timeout_s: float) -> l
 def act(inv: System, session: MutationSession, identity: Identity, plan: Plan, settle_timeout_s: int) -> None:
     """Leases, drift check, apply, wait until running = desired (and the table ACTIVE), record, notify."""
     settle = settle_timeout_s or inv.mutations.settle_timeout_s
-    session.lease()
-    check_drift.submit(inv, plan).result()
-    done, ok = apply_changes.submit(inv, plan, session.approval, identity).result()
+    done, ok = session.act(identity)
     if ok:
         session.notify("scaled, converging", [f"{r.resource}: {r.before} -> {r.after}" for r in done])
         done = verify_changes.submit(inv, done, settle).result()
@@ -220,4 +203,4 @@ def scale_service(
     return session.finish()
 
 
-TASKS = [discover, read_service_scaling, read_table_scaling, plan_undo, check_drift, apply_changes, verify_changes] + SESSION_TASKS
+TASKS = [discover, read_service_scaling, read_table_scaling, plan_undo, verify_changes, steps_policy(APPLIERS)] + SESSION_TASKS

@@ -1,5 +1,5 @@
 """Independent fixes: each action only adds protection and none depends on another, so a failure is recorded and the
-rest still run (nothing is undone, unlike ``apply_plan``); each applied fix is read back until it shows its target."""
+rest still run (nothing is undone, unlike an all-or-nothing plan); each applied fix is read back until it shows its target."""
 
 from __future__ import annotations
 
@@ -68,13 +68,11 @@ def after_fixes(findings: list[Finding], after: dict[str, Any], fixed: dict[str,
     return findings
 
 
-def act(session: MutationSession, identity: Identity, check_drift: Any, apply_fixes: Any, verify_fixes: Any, timeout_s: float) -> list[Record]:
-    """After approval: leases, the drift check (refused when the state changed), the fixes, each read back. The records."""
-    inv, plan = session.inv, session.plan
-    session.lease()
-    check_drift.submit(inv, plan).result()
-    done = apply_fixes.submit(inv, plan, session.approval, identity, session.run_id).result()
-    return verify_fixes.submit(inv, done, min(timeout_s, inv.mutations.settle_timeout_s)).result()
+def act(session: MutationSession, identity: Identity, verify_fixes: Any, timeout_s: float) -> list[Record]:
+    """After approval: the fixes through the mechanism (leases, the drift check, each fix intent -> act -> outcome; a
+    failure does not stop the others, nothing is undone: each fix only adds protection), each read back. The records."""
+    done, _ = session.act(identity, undo_on_failure=False)
+    return verify_fixes.submit(session.inv, done, min(timeout_s, session.inv.mutations.settle_timeout_s)).result()
 
 
 def conclude(session: MutationSession, done: list[Record], after: dict[str, Any], fixed: dict[str, list[str]],

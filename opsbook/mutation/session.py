@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 from prefect import get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Failed
@@ -46,6 +49,7 @@ from opsbook.mutation.core import (
     Refused,
     approve,
     confirm_identity,
+    drift,
     guess_advice,
     notify_actions,
     publish_plan,
@@ -111,8 +115,47 @@ def record_actions(system: System, records: list[Record]) -> list[str]:
     return errors
 
 
+@aws_task(iam=[], name="check-drift", cache_policy=NO_CACHE)
+def check_drift(system: System, plan: Plan, appliers: dict[str, Applier]) -> None:
+    """Read every planned resource again after approval: any difference from the plan refuses the run (nothing changed).
+    The steps' read functions declare their IAM actions."""
+    drifted = drift(system, plan, appliers)
+    if drifted:
+        raise Refused("the state changed since the plan was made; nothing was changed (run again to plan afresh): " + "; ".join(drifted))
+
+
+@aws_task(iam=_STEP_IAM, name="take-steps", cache_policy=NO_CACHE, read_only=False)
+def take_steps(system: System, plan: Plan, appliers: dict[str, Applier], approval: Approval, identity: Identity, run_id: str,
+               undo_on_failure: bool) -> tuple[list[Record], bool]:
+    """The plan's steps, each intent -> act -> outcome (opsbook.mutation.steps.take_steps), with a progress artifact and a
+    line on the shell per step. The steps' functions declare their IAM actions."""
+    progress = create_progress_artifact(progress=0.0, description=f"{plan.runbook}: applying {len(plan.actions)} change(s)")
+    total, done = len(plan.actions), [0]
+
+    def tracked(kind: str, step: Applier) -> Applier:
+        def apply(system: System, resource: str, value: str) -> None:
+            print(f"opsbook: {plan.runbook}: {resource}: {kind} -> {value} ({done[0] + 1}/{total})", file=sys.stderr)
+            step.apply(system, resource, value)
+            done[0] += 1
+            update_progress_artifact(progress, progress=100.0 * min(1.0, done[0] / max(total, 1)))
+
+        return replace(step, apply=apply)
+
+    result = steps.take_steps(system, plan, {k: tracked(k, a) for k, a in appliers.items()}, approval, identity, run_id,
+                              undo_on_failure=undo_on_failure)
+    update_progress_artifact(progress, progress=100.0)
+    return result
+
+
+def steps_policy(appliers: dict[str, Applier]) -> Any:
+    """The IAM actions a runbook's steps declare (read, apply), as an entry of its TASKS (for `opsbook policy`)."""
+    actions = sorted({a for step in appliers.values() for fn in (step.read, step.apply, step.reached) if fn is not None
+                      for a in getattr(fn, "iam_actions", ())})
+    return SimpleNamespace(name="steps", iam_actions=tuple(actions))
+
+
 # Tasks every mutating runbook uses: add them to the runbook's TASKS (for `opsbook policy`).
-SESSION_TASKS = [confirm_identity, recover_task, lease_task, release_task, read_records, record_actions, notify_actions]
+SESSION_TASKS = [confirm_identity, recover_task, lease_task, release_task, read_records, check_drift, take_steps, record_actions, notify_actions]
 
 
 class MutationSession:
@@ -195,6 +238,15 @@ class MutationSession:
         steps.activate(self.journal)
         self.journal.start_heartbeat()
         self.report.findings += [Finding(check="lease", resource=self.inv.name, status=Status.OK, summary=t) for t in self.journal.took_over()]
+
+    def act(self, identity: Identity, undo_on_failure: bool = True) -> tuple[list[Record], bool]:
+        """After approval, the plan's steps through the mechanism: leases (heartbeat), the drift check (refused when the
+        state changed since the plan), then each step as intent -> act -> outcome; on a failure, ``undo_on_failure``
+        undoes what was applied (else the other, independent, steps still run). (records, ok)."""
+        assert self.plan is not None and self.approval is not None and self.appliers
+        self.lease()
+        check_drift.submit(self.inv, self.plan, self.appliers).result()
+        return take_steps.submit(self.inv, self.plan, self.appliers, self.approval, identity, self.run_id, undo_on_failure).result()
 
     def record(self, records: list[Record]) -> None:
         if self.journal is not None:

@@ -36,15 +36,7 @@ from opsbook import aws
 from opsbook.findings import Finding, Status
 from opsbook.inventory import System
 from opsbook.mutation import statestore
-from opsbook.mutation.core import (
-    Action,
-    Applier,
-    Approval,
-    Identity,
-    Plan,
-    Record,
-    Refused,
-)
+from opsbook.mutation.core import Action, Applier, Approval, Identity, Plan, Record, Refused
 
 BOUNDARIES = ("leased", "intended", "acted", "recorded", "settled")
 _crossed: Counter[str] = Counter()

@@ -16,6 +16,7 @@ from opsbook.findings import Status
 from opsbook.iam import iam_action, policy_for
 from opsbook.mutation import statestore
 from opsbook.mutation.core import Action, Identity, Plan, Refused, ShellApproval, shell_approval
+from opsbook.mutation.session import check_drift
 from opsbook.report import RunReport
 from opsbook.resources import Discovered
 from sandbox.backups import apply_gap, good_backups
@@ -198,4 +199,4 @@ def test_a_fix_whose_state_changed_since_the_plan_is_refused(seeded, sandbox):
     plan = Plan(runbook=RUNBOOK, system=TODO, identity=ident, actions=[
         Action(kind="dynamodb-pitr", resource="todos", current="DISABLED", target="ENABLED", iam_action="dynamodb:UpdateContinuousBackups")])
     with pytest.raises(Refused, match="todos was DISABLED when planned and is now ENABLED"):
-        bv.check_drift.fn(todo, plan)
+        check_drift.fn(todo, plan, bv.APPLIERS)  # the step reads what the plan read

@@ -17,6 +17,7 @@ from opsbook.iam import iam_action, policy_for
 from opsbook.inventory import load_system
 from opsbook.mutation import statestore
 from opsbook.mutation.core import Action, Identity, Plan, Refused, ShellApproval, shell_approval
+from opsbook.mutation.session import check_drift
 from opsbook.report import RunReport
 from sandbox.capacity import apply_scenario, make_provisioned
 from tasks import ecs
@@ -174,7 +175,7 @@ def test_drift_between_plan_and_action_refuses(seeded, sandbox):
     plan = Plan(runbook=ss.RUNBOOK, system=inv.name, identity=me,
                 actions=[Action(kind=DESIRED, resource=SVC, current="5", target="7", iam_action="ecs:UpdateService")])
     with pytest.raises(Refused, match="was 5 when planned and is now 2"):
-        ss.check_drift.fn(inv, plan)
+        check_drift.fn(inv, plan, ss.APPLIERS)  # the step reads what the plan read
 
 
 def test_calls_made_are_covered_by_the_printed_policy(seeded, sandbox):

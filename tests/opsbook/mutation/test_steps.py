@@ -193,6 +193,15 @@ def test_a_lost_lease_stops_before_the_next_call_and_undoes_nothing(aws_mock):
     assert world.values == {"a": "2", "b": "5"} and world.calls == [("a", "2")]
 
 
+def test_drift_since_the_plan_refuses_before_any_step(aws_mock):
+    from opsbook.mutation.session import check_drift
+    world = World(a="1", b="7")
+    with pytest.raises(Refused, match="b was 5 when planned and is now 7"):
+        check_drift.fn(INV, plan_of(("a", "1", "2"), ("b", "5", "6")), {"k": world.applier})
+    assert world.calls == []
+    check_drift.fn(INV, plan_of(("a", "1", "2")), {"k": world.applier})  # unchanged: no error
+
+
 # --- a kill between intent and outcome, and the next run -----------------------------------------
 
 
