@@ -584,6 +584,7 @@ def to_document(item: dict[str, Any]) -> dict[str, Any]:
     return {k: plain(_deserializer.deserialize(v)) for k, v in item.items()}
 
 
+@declares(["dynamodb:GetItem"])
 def read_status(system: System, store: CaseStore, case_id: str) -> str | None:
     """The case's status (NO_STATUS when it has none); None when there is no such case."""
     item = aws.client("dynamodb", system.region).get_item(

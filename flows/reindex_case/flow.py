@@ -72,9 +72,10 @@ RERUN = "; run again once the cause is fixed (the rebuild overwrites, it never d
 class CaseWork:
     """This run's appliers (the case's status, its index) and what they did."""
 
-    def __init__(self, system: System, plan: Plan, t: CaseTarget, batch_size: int) -> None:
+    def __init__(self, system: System, plan: Plan | None, t: CaseTarget, batch_size: int) -> None:
+        """``plan`` None: only to read (closing a killed run's open step)."""
         self.system, self.t, self.batch_size = system, t, batch_size
-        self.planned = {a.kind: a for a in plan.actions}
+        self.planned = {a.kind: a for a in plan.actions} if plan is not None else {}
         self.drifted: list[str] = []
         self.rebuilt: Rebuilt | None = None
 
@@ -210,6 +211,8 @@ def reindex_case(
             raise Refused(f"no case {t.case_id!r} in {t.store.cases_table} (key {t.store.case_key}); check the case id; nothing was changed")
         if isinstance(index, IndexState):
             t = t.model_copy(update={"url": index.url})
+        if t.url:
+            session.recover(CaseWork(inv, None, t, batch_size).appliers())
         plan = make_plan.submit(inv, identity, t, status, evidence, index).result()
         session.report.findings += [Finding(check="reindex-case-plan", resource=t.index_resource, status=Status.UNKNOWN,
                                             summary=mask(n.split(": ", 1)[1])) for n in plan.notes if "could not read" in n]

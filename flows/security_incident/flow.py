@@ -134,11 +134,19 @@ def make_plan(inv: System, identity: Identity, req: Requests, secrets: list[Secr
 @aws_task(iam=["s3:GetBucketPolicy", "cognito-idp:AdminGetUser"], name="plan-undo", cache_policy=NO_CACHE)
 def plan_undo(inv: System, identity: Identity, records: list[dict[str, Any]], run_id: str) -> tuple[Plan, dict]:
     """The inverse of run ``run_id`` from its durable records, read against the state now."""
-    subjects = {r["resource"]: {"pool_id": r["pool_id"], "pool_name": r.get("pool_name", ""), "username": r["username"]}
-                for r in records if r.get("runbook") == SUBJECTS and r.get("flow_run_id") == run_id}
+    subjects = recorded_subjects(records, run_id)
     plan = undo_plan(inv, RUNBOOK, identity, records, run_id, appliers(subjects, lenient=True),
                      {LOCK: "s3:PutBucketPolicy", DISABLE: "cognito-idp:AdminEnableUser"}, irreversible=IRREVERSIBLE)
     return undo_fixups(plan), subjects
+
+
+def recorded_subjects(records: list[dict[str, Any]], run_id: str | None = None) -> dict[str, dict[str, str]]:
+    """pseudonym -> who is behind it, as run ``run_id`` (any run: the newest) recorded before it acted."""
+    out: dict[str, dict[str, str]] = {}
+    for r in records:  # newest first: the first word on a pseudonym wins
+        if r.get("runbook") == SUBJECTS and (run_id is None or r.get("flow_run_id") == run_id):
+            out.setdefault(r["resource"], {"pool_id": r["pool_id"], "pool_name": r.get("pool_name", ""), "username": r["username"]})
+    return out
 
 
 @aws_task(iam=["secretsmanager:DescribeSecret", "s3:GetBucketPolicy", "cognito-idp:AdminGetUser"], name="check-drift", cache_policy=NO_CACHE)
@@ -313,6 +321,9 @@ def security_incident(
     with session:
         identity = session.identity()
         records = future_value(read_records.submit(inv))
+        # a killed run's open step, read with the subjects it recorded; the records then say how it ended
+        if not isinstance(records, BaseException) and session.recover(appliers(recorded_subjects(records), lenient=True)):
+            records = future_value(read_records.submit(inv))
         _, escalation = security_escalation(inv)
         if undo_run:
             if rotate_secrets or lock_buckets or disable_users:

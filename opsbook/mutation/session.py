@@ -181,9 +181,17 @@ class MutationSession:
         """Who we are (a pinned account that does not match refuses); then the steps an earlier, killed run of this runbook
         left open are closed from the live state, so that what is planned next starts from complete records."""
         self.identity_ = confirm_identity.submit(self.inv).result()
-        if self.appliers and not self.dry_run:
-            self.report.findings += recover_task.submit(self.inv, self.runbook, self.appliers, self.run_id).result()
+        if self.appliers:
+            self.recover(self.appliers)
         return self.identity_
+
+    def recover(self, appliers: dict[str, Applier]) -> list[Finding]:
+        """Close the steps an earlier, killed run of this runbook left open (read with ``appliers``: a runbook whose steps
+        depend on what it read calls this itself, before it plans). A dry run changes nothing, not even records.
+        The findings (one per step closed)."""
+        found = [] if self.dry_run else recover_task.submit(self.inv, self.runbook, appliers, self.run_id).result()
+        self.report.findings += found
+        return found
 
     def gate(self, plan: Plan, policy: str | None = None) -> bool:
         """Publish the plan; True when the run should act (approved), False when it ends here.
