@@ -53,6 +53,14 @@ def _scenarios(*names: str) -> Callable[[Any, Any], None]:
     return setup
 
 
+def _provisioned_table(table: str, read: int, write: int) -> Callable[[Any, Any], None]:
+    def setup(sb, system):
+        from sandbox.capacity import apply_scenario, make_provisioned
+        apply_scenario(sb, system, "ecs-scalable-target")
+        make_provisioned(sb, system, table, read, write)
+    return setup
+
+
 # (id, runbook, system, set-up, params)
 SCENARIOS = [
     ("rollback-alias", "emergency-rollback", "todo-app", _fault("bad-release"), ["accept_guess=true", "settle_timeout_s=10"]),
@@ -61,6 +69,9 @@ SCENARIOS = [
     ("dynamodb-on-demand", "remediate-dynamodb-throttling", "hr-resource-optimization", _scenarios("throttled-provisioned-table"),
      ["settle_timeout_s=10"]),
     ("scale-ecs", "scale-service", "t-developer", _scenarios("ecs-scalable-target", "ecs-tasks-pending"), ["desired=10", "settle_timeout_s=5"]),
+    # three steps in one plan (desired count, the auto scaling minimum, the table's write capacity): kills at the 1st and 3rd
+    ("scale-ecs-hold-and-table", "scale-service", "t-developer", _provisioned_table("t-developer-metadata-production", 5, 5),
+     ["desired=6", "hold=true", "table=t-developer-metadata-production", "write_units=9", "settle_timeout_s=5"]),
 ]
 RESULTS: list[dict[str, Any]] = []
 
