@@ -97,6 +97,12 @@ def read_bounds(system: System, key: str) -> str:
     return t.bounds if t else "none"
 
 
+@declares(["application-autoscaling:DescribeScalableTargets"])
+def bounds_settled(system: System, key: str, target: str) -> tuple[bool, str]:
+    now = read_bounds(system, key)
+    return now == target, f"bounds {now}"
+
+
 @declares(["application-autoscaling:DescribeScalableTargets", "application-autoscaling:RegisterScalableTarget"])
 def set_bounds(system: System, key: str, value: str) -> None:
     """RegisterScalableTarget updates the existing target's bounds in place (idempotent)."""

@@ -69,6 +69,16 @@ def read_alias(system: System, resource: str) -> str:
     return alias_value(aws.client("lambda", system.region).get_alias(FunctionName=fn, Name=alias))
 
 
+@declares(["lambda:GetAlias", "lambda:GetFunctionConfiguration"])
+def alias_settled(system: System, resource: str, target: str) -> tuple[bool, str]:
+    """The alias resolves to ``target`` and that version is Active (the settled check of the alias step)."""
+    if read_alias(system, resource) != target:
+        return False, f"alias does not resolve to {target} yet"
+    fn = resource.rsplit(":", 1)[0]
+    state = aws.client("lambda", system.region).get_function_configuration(FunctionName=fn, Qualifier=target.split("+")[0]).get("State", "Active")
+    return state == "Active", f"alias resolves to {target}, version {state}"
+
+
 @declares(["lambda:GetAlias", "lambda:UpdateAlias"])
 def set_alias(system: System, resource: str, value: str) -> None:
     """Point the alias at one version (clearing any weighted routing). Idempotent."""

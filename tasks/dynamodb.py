@@ -236,6 +236,14 @@ def describe_capacity(system: System, table: str) -> TableCapacity:
 
 
 @declares(["dynamodb:DescribeTable"])
+def capacity_settled(system: System, table: str, target: str) -> tuple[bool, str]:
+    """The table (and its GSIs) ACTIVE with the target capacity: the settled check of the capacity step."""
+    cap = describe_capacity(system, table)
+    gsis = ", ".join(f"{i.name} {i.status}" for i in cap.indexes)
+    return cap.active and cap.value == target, f"{cap.status}{' (GSIs ' + gsis + ')' if gsis else ''}: {cap.value}"
+
+
+@declares(["dynamodb:DescribeTable"])
 def read_capacity(system: System, table: str) -> str:
     return describe_capacity(system, table).value
 

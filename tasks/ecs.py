@@ -107,6 +107,12 @@ def settle_state(svc: dict[str, Any], target: str) -> tuple[bool, str]:
     return True, f"{running}/{desired} tasks running on {target.rsplit('/', 1)[-1]}"
 
 
+@declares(["ecs:DescribeServices"])
+def task_definition_settled(system: System, resource: str, target: str) -> tuple[bool, str]:
+    """The service's rollout onto ``target`` is complete (the settled check of the task-definition step)."""
+    return settle_state(describe_service(system, resource), target)
+
+
 # --- desired count (scale-service): ``read_desired``/``set_desired`` are the ``Applier`` of DESIRED_KIND --------
 
 DESIRED_KIND = "ecs-desired-count"
@@ -126,6 +132,14 @@ def describe_service(system: System, resource: str) -> dict[str, Any]:
 @declares(["ecs:DescribeServices"])
 def read_desired(system: System, resource: str) -> str:
     return str(describe_service(system, resource)["desiredCount"])
+
+
+@declares(["ecs:DescribeServices"])
+def desired_settled(system: System, resource: str, target: str) -> tuple[bool, str]:
+    """desiredCount is the target and as many tasks run: the settled check of the desired-count step."""
+    svc = describe_service(system, resource)
+    desired, running = svc["desiredCount"], svc.get("runningCount", 0)
+    return desired == int(target) and running == desired, f"desired {desired}, running {running}, pending {svc.get('pendingCount', 0)}"
 
 
 @declares(["ecs:DescribeServices", "ecs:UpdateService"])

@@ -114,10 +114,10 @@ def unread_findings(plan: Plan) -> list[Finding]:
     return [unknown("rollback-plan", n.split(":")[0], n) for n in plan.notes if "could not read" in n]
 
 
-def verified(done: list[Record], settled: list[Finding]) -> list[Record]:
-    """An action whose resource settled (an OK rollback-settled finding) is recorded as verified."""
-    ok = {f.resource for f in settled if f.status is Status.OK}
-    return [r.model_copy(update={"status": "verified"}) if r.resource in ok else r for r in done]
+def settled_findings(done: list[Record]) -> list[Finding]:
+    """One rollback-settled finding per step taken: OK once it settled (verified), WARN while it has not (still applied)."""
+    return [Finding(check="rollback-settled", resource=r.resource, status=Status.OK if r.status == "verified" else Status.WARN, summary=r.detail)
+            for r in done if r.status in ("verified", "applied")]
 
 
 def failed_actions(done: list[Record]) -> list[Finding]:

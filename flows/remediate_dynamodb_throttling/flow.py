@@ -69,19 +69,20 @@ from opsbook.collect import future_value
 from opsbook.findings import unknown
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import Applier, Identity, Plan, Record, Refused
+from opsbook.mutation.core import Applier, Identity, Plan, Refused
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records, steps_policy
-from opsbook.mutation.verify import change_findings, wait_for_records
+from opsbook.mutation.verify import change_findings
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Names, Param, SettleTimeout, SystemName, UndoRun
 from opsbook.resources import discover, discovered_or_inventory
-from tasks.autoscaling import BOUNDS_KIND, read_bounds, read_table_targets, set_bounds
+from tasks.autoscaling import BOUNDS_KIND, bounds_settled, read_bounds, read_table_targets, set_bounds
 from tasks.cloudwatch import read_table_usage, read_usage
-from tasks.dynamodb import CAPACITY_KIND, TableCapacity, describe_capacity, read_capacities, read_capacity, set_capacity, table_names, undo_capacity_plan
+from tasks.dynamodb import CAPACITY_KIND, TableCapacity, capacity_settled, read_capacities, read_capacity, set_capacity, table_names, undo_capacity_plan
 
 RUNBOOK = j.RUNBOOK
 CHECK = j.CHECK
 READ_DEADLINE_S = 60.0
-APPLIERS = {CAPACITY_KIND: Applier(read=read_capacity, apply=set_capacity), BOUNDS_KIND: Applier(read=read_bounds, apply=set_bounds)}
+APPLIERS = {CAPACITY_KIND: Applier(read=read_capacity, apply=set_capacity, settled=capacity_settled),
+            BOUNDS_KIND: Applier(read=read_bounds, apply=set_bounds, settled=bounds_settled)}
 
 
 # --- collecting, judging, planning --------------------------------------------------------------
@@ -129,25 +130,6 @@ def _error(value: Any) -> Any:
 
 
 
-def capacity_check(system: System, r: Record) -> Any:
-    target = r.after or ""
-
-    def check() -> tuple[bool, str]:
-        if r.kind == CAPACITY_KIND:
-            cap = describe_capacity(system, r.resource)
-            ok = cap.active and cap.value == target
-            gsis = ", ".join(f"{i.name} {i.status}" for i in cap.indexes)
-            return ok, f"{cap.status}{' (GSIs ' + gsis + ')' if gsis else ''}: {cap.value}"
-        now = APPLIERS[r.kind].read(system, r.resource)
-        return now == target, f"bounds {now}"
-    return check
-
-
-@aws_task(iam=["dynamodb:DescribeTable", "application-autoscaling:DescribeScalableTargets"], name="wait-capacity", cache_policy=NO_CACHE)
-def verify_changes(system: System, records: list[Record], timeout_s: float) -> list[Record]:
-    """Wait (bounded, with progress) until each table is ACTIVE with the new capacity, and each target has its bounds."""
-    return wait_for_records(RUNBOOK, records, lambda r: capacity_check(system, r), timeout_s,
-                            "not confirmed after {timeout} s: {what}; the next run checks it again")
 
 
 @aws_task(iam=["cloudwatch:GetMetricData"], name="throttling-after", cache_policy=NO_CACHE)
@@ -163,7 +145,7 @@ def act(inv: System, session: MutationSession, identity: Identity, plan: Plan, s
     changed_at = datetime.now(timezone.utc)
     done, ok = session.act(identity)
     if ok:
-        done = verify_changes.submit(inv, done, settle).result()
+        done = session.settle(done, settle, "not confirmed after {timeout} s: {what}; the next run checks it again")
         tables_changed = j.changed_tables(plan)
         after = future_value(throttling_after.submit(inv, tables_changed, changed_at))
         session.report.findings += (after if isinstance(after, list)
@@ -216,5 +198,5 @@ def remediate_dynamodb_throttling(
     return session.finish()
 
 
-TASKS = [discover, read_capacities, read_table_targets, read_table_usage, plan_undo, verify_changes, steps_policy(APPLIERS),
+TASKS = [discover, read_capacities, read_table_targets, read_table_usage, plan_undo, steps_policy(APPLIERS),
          throttling_after] + SESSION_TASKS

@@ -19,16 +19,7 @@ from opsbook.mutation.core import Action, Identity, Plan, Record
 from opsbook.resources import Discovered
 from tasks.autoscaling import BOUNDS_IAM, BOUNDS_KIND, ScalableTarget, bounds_value, table_of, table_resource_ids, table_target_key
 from tasks.cloudwatch import Usage
-from tasks.dynamodb import (
-    CAPACITY_IAM,
-    CAPACITY_KIND,
-    ON_DEMAND,
-    PROVISIONED,
-    TableCapacity,
-    capacity_value,
-    switch_blocked_until,
-    table_names,
-)
+from tasks.dynamodb import CAPACITY_IAM, CAPACITY_KIND, ON_DEMAND, PROVISIONED, TableCapacity, capacity_value, switch_blocked_until, table_names
 
 RUNBOOK = "remediate-dynamodb-throttling"
 CHECK = "dynamodb-throttling"

@@ -58,20 +58,20 @@ from opsbook.collect import future_value
 from opsbook.findings import unknown
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import Applier, Identity, Plan, Record, Refused
+from opsbook.mutation.core import Applier, Identity, Plan, Refused
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records, steps_policy
-from opsbook.mutation.verify import change_findings, wait_for_records
+from opsbook.mutation.verify import change_findings
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SettleTimeout, SystemName, UndoRun
 from opsbook.resources import discover, discovered_or_inventory
-from tasks.autoscaling import BOUNDS_KIND, read_bounds, set_bounds
-from tasks.dynamodb import CAPACITY_KIND, describe_capacity, read_capacity, read_table_scaling, set_capacity, table_names, undo_capacity_plan
-from tasks.ecs import DESIRED_KIND, describe_service, read_desired, read_service_scaling, set_desired
+from tasks.autoscaling import BOUNDS_KIND, bounds_settled, read_bounds, set_bounds
+from tasks.dynamodb import CAPACITY_KIND, capacity_settled, read_capacity, read_table_scaling, set_capacity, table_names, undo_capacity_plan
+from tasks.ecs import DESIRED_KIND, desired_settled, read_desired, read_service_scaling, set_desired
 
 RUNBOOK = j.RUNBOOK
 APPLIERS = {
-    CAPACITY_KIND: Applier(read=read_capacity, apply=set_capacity),
-    BOUNDS_KIND: Applier(read=read_bounds, apply=set_bounds),
-    DESIRED_KIND: Applier(read=read_desired, apply=set_desired),
+    CAPACITY_KIND: Applier(read=read_capacity, apply=set_capacity, settled=capacity_settled),
+    BOUNDS_KIND: Applier(read=read_bounds, apply=set_bounds, settled=bounds_settled),
+    DESIRED_KIND: Applier(read=read_desired, apply=set_desired, settled=desired_settled),
 }
 
 
@@ -118,29 +118,6 @@ def plan_request(inv: System, session: MutationSession, identity: Identity, req:
 
 
 
-def _check(system: System, r: Record) -> Any:
-    target = r.after or ""
-
-    def check() -> tuple[bool, str]:
-        if r.kind == DESIRED_KIND:
-            svc = describe_service(system, r.resource)
-            desired, running = svc["desiredCount"], svc.get("runningCount", 0)
-            return desired == int(target) and running == desired, f"desired {desired}, running {running}, pending {svc.get('pendingCount', 0)}"
-        if r.kind == CAPACITY_KIND:
-            cap = describe_capacity(system, r.resource)
-            return cap.active and cap.value == target, f"{cap.status}: {cap.value}"
-        now = APPLIERS[r.kind].read(system, r.resource)
-        return now == target, f"bounds {now}"
-    return check
-
-
-@aws_task(iam=["ecs:DescribeServices", "dynamodb:DescribeTable", "application-autoscaling:DescribeScalableTargets"], name="wait-scaled",
-          cache_policy=NO_CACHE)
-def verify_changes(system: System, records: list[Record], timeout_s: float) -> list[Record]:
-    """Bounded wait with progress: desiredCount read back and running = desired; tables ACTIVE with the capacity; bounds read back."""
-    return wait_for_records(RUNBOOK, records, lambda r: _check(system, r), timeout_s,
-                            "not there after {timeout} s: {what}; the change is made, the service is still converging "
-                            "(check its events: capacity, image pulls, health checks)")
 
 
 def act(inv: System, session: MutationSession, identity: Identity, plan: Plan, settle_timeout_s: int) -> None:
@@ -149,7 +126,8 @@ def act(inv: System, session: MutationSession, identity: Identity, plan: Plan, s
     done, ok = session.act(identity)
     if ok:
         session.notify("scaled, converging", [f"{r.resource}: {r.before} -> {r.after}" for r in done])
-        done = verify_changes.submit(inv, done, settle).result()
+        done = session.settle(done, settle, "not there after {timeout} s: {what}; the change is made, the service is still converging "
+                                            "(check its events: capacity, image pulls, health checks)")
     session.record(done)
     session.report.findings += change_findings("scaling-change", done)
     session.done(ok)
@@ -203,4 +181,4 @@ def scale_service(
     return session.finish()
 
 
-TASKS = [discover, read_service_scaling, read_table_scaling, plan_undo, verify_changes, steps_policy(APPLIERS)] + SESSION_TASKS
+TASKS = [discover, read_service_scaling, read_table_scaling, plan_undo, steps_policy(APPLIERS)] + SESSION_TASKS

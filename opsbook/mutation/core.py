@@ -306,6 +306,14 @@ class Applier:
     read: Callable[[System, str], str]
     apply: Callable[[System, str, str], None]
     reached: Callable[[System, str, str], bool] | None = None
+    settled: Callable[[System, str, str], tuple[bool, str]] | None = None  # (done, what is seen) after the change; default: reached
+
+    def settled_now(self, system: System, resource: str, target: str) -> tuple[bool, str]:
+        """Has the change taken effect (an ECS rollout complete, a version Active)? (yes, what is seen)."""
+        if self.settled is not None:
+            return self.settled(system, resource, target)
+        reached, now = self.at_target(system, resource, target)
+        return reached, f"reads {now}"
 
     def at_target(self, system: System, resource: str, target: str) -> tuple[bool, str]:
         """(is the step's effect there, the value read now)."""

@@ -55,6 +55,7 @@ from opsbook.mutation.core import (
     publish_plan,
     shell_approval_mode,
 )
+from opsbook.mutation.verify import wait_for_records
 from opsbook.report import RunReport, publish_report, run_url
 
 _LEASE_IAM = ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DescribeTable", "dynamodb:CreateTable"]
@@ -147,15 +148,25 @@ def take_steps(system: System, plan: Plan, appliers: dict[str, Applier], approva
     return result
 
 
+@aws_task(iam=[], name="wait-settled", cache_policy=NO_CACHE)
+def wait_settled(system: System, records: list[Record], appliers: dict[str, Applier], timeout_s: float, label: str,
+                 not_yet: str = "not settled after {timeout} s: {what}; the next run checks it again") -> list[Record]:
+    """Poll each applied step's settled check (bounded by ``timeout_s``, with a progress artifact and a line on the shell):
+    settled -> ``verified`` ("read back after N s: ..."); not within the time -> stays ``applied`` and says what was seen."""
+    return wait_for_records(label, records, lambda r: lambda: appliers[r.kind].settled_now(system, r.resource, r.after or ""), timeout_s,
+                            not_yet=not_yet)
+
+
 def steps_policy(appliers: dict[str, Applier]) -> Any:
     """The IAM actions a runbook's steps declare (read, apply), as an entry of its TASKS (for `opsbook policy`)."""
-    actions = sorted({a for step in appliers.values() for fn in (step.read, step.apply, step.reached) if fn is not None
+    actions = sorted({a for step in appliers.values() for fn in (step.read, step.apply, step.reached, step.settled) if fn is not None
                       for a in getattr(fn, "iam_actions", ())})
     return SimpleNamespace(name="steps", iam_actions=tuple(actions))
 
 
 # Tasks every mutating runbook uses: add them to the runbook's TASKS (for `opsbook policy`).
-SESSION_TASKS = [confirm_identity, recover_task, lease_task, release_task, read_records, check_drift, take_steps, record_actions, notify_actions]
+SESSION_TASKS = [confirm_identity, recover_task, lease_task, release_task, read_records, check_drift, take_steps, wait_settled, record_actions,
+                 notify_actions]
 
 
 class MutationSession:
@@ -255,6 +266,12 @@ class MutationSession:
         self.lease()
         check_drift.submit(self.inv, self.plan, self.appliers).result()
         return take_steps.submit(self.inv, self.plan, self.appliers, self.approval, identity, self.run_id, undo_on_failure).result()
+
+    def settle(self, records: list[Record], timeout_s: float, not_yet: str = "") -> list[Record]:
+        """Wait (bounded) until each applied step has taken effect; those become ``verified``. ``not_yet``: what a step
+        not settled in time says ({timeout}, {what}), when the runbook knows better than "the next run checks it again"."""
+        extra = {"not_yet": not_yet} if not_yet else {}
+        return wait_settled.submit(self.inv, records, self.appliers, timeout_s, self.runbook, **extra).result()
 
     def record(self, records: list[Record]) -> None:
         if self.journal is not None:

@@ -51,13 +51,19 @@ def wait_for_records(label: str, records: list[Record], check: Callable[[Record]
                      not_yet: str) -> list[Record]:
     """``wait_until`` every applied record's check passes: those become ``verified`` ("read back after N s: ..."); the others stay
     ``applied`` with "not <not_yet> after N s: <last answer>; ..." (``not_yet`` says what is missing and what to do)."""
-    seen = wait_until(label, {r.resource: check(r) for r in records if r.status == "applied"}, timeout_s)
+    applied = [r for r in records if r.status == "applied"]
+    shared = {r.resource for r in applied if sum(o.resource == r.resource for o in applied) > 1}
+
+    def _key(r: Record) -> str:  # the resource, with the kind where one resource has two kinds of change
+        return f"{r.resource} ({r.kind})" if r.resource in shared else r.resource
+
+    seen = wait_until(label, {_key(r): check(r) for r in applied}, timeout_s)
     out = []
     for r in records:
         if r.status != "applied":
             out.append(r)
             continue
-        ok, what, secs = seen[r.resource]
+        ok, what, secs = seen[_key(r)]
         out.append(r.model_copy(update={"status": "verified" if ok else "applied",
                                         "detail": f"read back after {secs:g} s: {what}" if ok else not_yet.format(timeout=f"{timeout_s:g}", what=what)}))
     return out

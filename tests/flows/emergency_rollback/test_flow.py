@@ -111,7 +111,7 @@ def test_ecs_uses_the_previous_deployment_and_waits_bounded(seeded, sandbox):
     assert action["guess"] is False  # evidence: --yes alone applies it (the twin of the guess refused in the todo-app test)
     assert service_td(sandbox) == fault["from"]
     settle = [f for f in report.findings if f.check == "rollback-settled"][0]
-    assert settle.status is Status.WARN and "not stable after 3 s" in settle.summary  # moto keeps the old deployment
+    assert settle.status is Status.WARN and "not settled after 3 s" in settle.summary  # moto keeps the old deployment
     assert report.outcome == "done-with-warnings" and report.status is Status.WARN
     again = run("t-developer", dry_run=False, approval="yes", settle_timeout_s=3)
     assert again.outcome == "nothing-to-do" and service_td(sandbox) == fault["from"]

@@ -13,11 +13,11 @@ from flows.emergency_rollback.judge import (
     failed_actions,
     last_rollback,
     plan_rollback,
+    settled_findings,
     targets,
     unread_findings,
-    verified,
 )
-from opsbook.findings import Finding, Status
+from opsbook.findings import Status
 from opsbook.inventory import System
 from opsbook.mutation.core import Identity, Record, Refused
 
@@ -150,12 +150,10 @@ def record(resource, status="applied"):
     return Record(runbook=RUNBOOK, system="s", resource=resource, kind=ALIAS_KIND, before="2", after="1", status=status, detail="boom")
 
 
-def test_settled_actions_are_verified_the_others_stay_applied():
-    settled = [Finding(check="rollback-settled", resource="a", status=Status.OK, summary="ok"),
-               Finding(check="rollback-settled", resource="b", status=Status.WARN, summary="not stable")]
-    got = verified([record("a"), record("b")], settled)
-    assert [r.status for r in got] == ["verified", "applied"]
-    assert verified([record("a")], [])[0].status == "applied"  # nothing settled (or not acted): nothing verified
+def test_a_settled_step_is_ok_one_not_settled_yet_is_a_warning_and_a_failed_one_is_left_to_failed_actions():
+    got = settled_findings([record("a", "verified"), record("b", "applied"), record("c", "failed")])
+    assert [(f.resource, f.status, f.summary) for f in got] == [("a", Status.OK, "boom"), ("b", Status.WARN, "boom")]
+    assert settled_findings([]) == []
 
 
 def test_failed_steps_are_crit():
