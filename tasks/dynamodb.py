@@ -445,6 +445,13 @@ def backup_status(system: System, table: str, name: str) -> str | None:
     return None
 
 
+@declares(["dynamodb:ListBackups"])
+def backup_settled(system: System, table: str, name: str) -> tuple[bool, str]:
+    """The on-demand backup ``name`` is AVAILABLE: the settled check of the backup step."""
+    status = backup_status(system, table, name)
+    return status == "AVAILABLE", f"backup {name} {status or 'not found'}"
+
+
 @aws_task(iam=["dynamodb:ListBackups", "dynamodb:DescribeBackup", "dynamodb:DescribeContinuousBackups", "dynamodb:DescribeTable"],
           name="find-table-backups", cache_policy=NO_CACHE)
 def find_table_backups(system: System) -> dict[str, dict[str, Any]]:

@@ -40,14 +40,13 @@ from flows.backup_verify.judge import BACKUP, PITR, RUNBOOK, VERSIONING, decide,
 from opsbook import aws
 from opsbook.collect import future_value
 from opsbook.findings import unknown
-from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import Applier, Identity, Plan, Record
-from opsbook.mutation.fixes import act, applied_items, conclude, wait_verified
-from opsbook.mutation.session import SESSION_TASKS, MutationSession, mark_verified, steps_policy
+from opsbook.mutation.core import Applier, Identity, Plan
+from opsbook.mutation.fixes import act, conclude
+from opsbook.mutation.session import SESSION_TASKS, MutationSession, steps_policy
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
 from opsbook.resources import Discovered, discover
-from tasks.dynamodb import TableBackups, backup_status, read_latest_backup, read_pitr, read_table_backups, set_pitr, take_backup
+from tasks.dynamodb import TableBackups, backup_settled, backup_status, read_latest_backup, read_pitr, read_table_backups, set_pitr, take_backup
 from tasks.opensearch import read_snapshots
 from tasks.rds import read_rds_snapshots
 from tasks.s3 import BucketProtection, read_bucket_protection, read_versioning, set_versioning
@@ -57,7 +56,8 @@ VERIFY_TIMEOUT_S = 60.0  # on-demand backups are AVAILABLE within seconds whatev
 APPLIERS = {
     PITR: Applier(read=read_pitr, apply=set_pitr),
     VERSIONING: Applier(read=read_versioning, apply=set_versioning),
-    BACKUP: Applier(read=read_latest_backup, apply=take_backup, reached=lambda s, table, name: backup_status(s, table, name) is not None),
+    BACKUP: Applier(read=read_latest_backup, apply=take_backup, reached=lambda s, table, name: backup_status(s, table, name) is not None,
+                    settled=backup_settled),
 }
 
 
@@ -98,26 +98,6 @@ def make_plan(inv: System, identity: Identity, tables: list[TableBackups], bucke
 
 
 
-def verified(system: System, kind: str, resource: str, target: str) -> tuple[bool | None, str]:
-    """(True: the target state is read back; None: not yet (still creating); False: not there), and what was read."""
-    if kind == PITR:
-        now = read_pitr(system, resource)
-        return now == target, f"PITR {now}"
-    if kind == VERSIONING:
-        now = read_versioning(system, resource)
-        return now == target, f"versioning {now}"
-    if kind == BACKUP:
-        status = backup_status(system, resource, target)
-        return (True if status == "AVAILABLE" else None if status == "CREATING" else False), f"backup {target} {status or 'not found'}"
-    raise ValueError(f"unknown action kind {kind}")
-
-
-@aws_task(iam=["dynamodb:DescribeContinuousBackups", "dynamodb:ListBackups", "s3:GetBucketVersioning"], name="verify-backup-fixes",
-          cache_policy=NO_CACHE)
-def verify_fixes(system: System, records: list[Record], timeout_s: float) -> list[Record]:
-    """Read every applied fix back: verified when AWS shows the target state."""
-    seen = wait_verified(applied_items(records), lambda k, r, t: verified(system, k, r, t), timeout_s, poll_s=2.0)
-    return mark_verified(records, seen, timeout_s)
 
 
 # --- the runbook --------------------------------------------------------------------------------
@@ -151,11 +131,11 @@ def backup_verify(
         buckets = states["s3"] if isinstance(states["s3"], list) else []
         plan = make_plan.submit(inv, identity, tables, buckets, fix, now).result()
         if session.gate(plan):
-            done = act(session, identity, verify_fixes, VERIFY_TIMEOUT_S)
+            done = act(session, identity, VERIFY_TIMEOUT_S)
             fixed = {"dynamodb": sorted({a.resource for a in plan.actions if a.kind in (PITR, BACKUP)}),
                      "s3": sorted({a.resource for a in plan.actions if a.kind == VERSIONING})}
             conclude(session, done, reread(inv, found, fixed), fixed, lambda st: judge(st, datetime.now(timezone.utc)), fixed_check, "backup-fix", fix_what)
     return session.finish()
 
 
-TASKS = [discover, read_table_backups, read_bucket_protection, read_snapshots, read_rds_snapshots, verify_fixes, steps_policy(APPLIERS)] + SESSION_TASKS
+TASKS = [discover, read_table_backups, read_bucket_protection, read_snapshots, read_rds_snapshots, steps_policy(APPLIERS)] + SESSION_TASKS

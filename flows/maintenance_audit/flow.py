@@ -36,11 +36,10 @@ from prefect.cache_policies import NO_CACHE
 from flows.maintenance_audit.judge import KMS_ROTATION, RETENTION, RUNBOOK, decide, fix_what, fixed_check, judge
 from opsbook import aws
 from opsbook.collect import future_value
-from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import Applier, Identity, Plan, Record
-from opsbook.mutation.fixes import act, applied_items, conclude, wait_verified
-from opsbook.mutation.session import SESSION_TASKS, MutationSession, mark_verified, steps_policy
+from opsbook.mutation.core import Applier, Identity, Plan
+from opsbook.mutation.fixes import act, conclude
+from opsbook.mutation.session import SESSION_TASKS, MutationSession, steps_policy
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
 from tasks.acm import read_certificates
 from tasks.awslambda import read_runtimes
@@ -102,16 +101,6 @@ def make_plan(inv: System, identity: Identity, groups: list[LogGroupState], keys
 
 
 
-@aws_task(iam=["logs:DescribeLogGroups", "kms:ListAliases", "kms:GetKeyRotationStatus"], name="verify-maintenance-fixes", cache_policy=NO_CACHE)
-def verify_fixes(system: System, records: list[Record], timeout_s: float) -> list[Record]:
-    """Read each applied fix back until it shows its target (or the timeout passes)."""
-
-    def check(kind: str, resource: str, target: str) -> tuple[bool, str]:
-        now = APPLIERS[kind].read(system, resource)
-        return now == target, f"{kind} {now}"
-
-    return mark_verified(records, wait_verified(applied_items(records), check, timeout_s, poll_s=1.0, patient=True), timeout_s)
-
 
 # --- the runbook --------------------------------------------------------------------------------
 
@@ -140,7 +129,7 @@ def maintenance_audit(
         keys = states.get("kms") if isinstance(states.get("kms"), list) else []
         plan = make_plan.submit(inv, identity, groups, keys, fix).result()
         if session.gate(plan):
-            done = act(session, identity, verify_fixes, VERIFY_TIMEOUT_S)
+            done = act(session, identity, VERIFY_TIMEOUT_S)
             fixed = {"logs": sorted({x.resource for x in plan.actions if x.kind == RETENTION}),
                      "kms": sorted({x.resource for x in plan.actions if x.kind == KMS_ROTATION})}
             conclude(session, done, reread(inv, fixed), fixed, lambda st: judge(inv, st, datetime.now(timezone.utc)), fixed_check, "maintenance-fix", fix_what)
@@ -149,4 +138,4 @@ def maintenance_audit(
 
 TASKS = [read_log_retention, read_tmp_prefixes, sample_audit_logs, read_runtimes, read_iam_roles, read_resource_tags, read_kms_rotation,
          read_secret_rotation, read_security_groups, read_rds_snapshots, read_certificates, read_image_scans,
-         verify_fixes, steps_policy(APPLIERS)] + SESSION_TASKS
+         steps_policy(APPLIERS)] + SESSION_TASKS

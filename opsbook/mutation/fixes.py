@@ -3,7 +3,6 @@ rest still run (nothing is undone, unlike an all-or-nothing plan); each applied 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,32 +15,6 @@ from opsbook.mutation.session import MutationSession
 Check = Callable[[str, str, str], tuple[bool | None, str]]
 
 
-def applied_items(records: list[Record]) -> list[tuple[str, str, str]]:
-    """(kind, resource, target) of every applied record: what to read back."""
-    return [(r.kind, r.resource, r.after or "") for r in records if r.status == "applied"]
-
-
-def wait_verified(items: list[tuple[str, str, str]], check: Check, timeout_s: float, poll_s: float,
-                  patient: bool = False) -> dict[tuple[str, str], tuple[bool | None, str]]:
-    """Read each (kind, resource, target) back until all are settled or ``timeout_s`` passes (bounded; never hangs).
-    Settled: True or False (``patient``: only True; a mismatch or a failed read is read again until the timeout)."""
-    started = time.monotonic()
-    result: dict[tuple[str, str], tuple[bool | None, str]] = {}
-    pending = list(items)
-    while pending:
-        for kind, resource, target in list(pending):
-            try:
-                ok, seen = check(kind, resource, target)
-            except Exception as exc:  # reported on the record; the fix itself was applied
-                ok, seen = False, f"could not read it back ({aws.describe_error(exc)})"
-            result[(kind, resource)] = (ok, seen)
-            settled = ok is True if patient else ok is not None
-            if settled:
-                pending.remove((kind, resource, target))
-        if not pending or time.monotonic() - started >= timeout_s:
-            break
-        time.sleep(poll_s)
-    return result
 
 
 def fix_findings(records: list[Record], check: str, what: Callable[[Record], str]) -> list[Finding]:
@@ -68,11 +41,12 @@ def after_fixes(findings: list[Finding], after: dict[str, Any], fixed: dict[str,
     return findings
 
 
-def act(session: MutationSession, identity: Identity, verify_fixes: Any, timeout_s: float) -> list[Record]:
+def act(session: MutationSession, identity: Identity, timeout_s: float) -> list[Record]:
     """After approval: the fixes through the mechanism (leases, the drift check, each fix intent -> act -> outcome; a
-    failure does not stop the others, nothing is undone: each fix only adds protection), each read back. The records."""
+    failure does not stop the others, nothing is undone: each fix only adds protection), each read back until settled
+    (at most ``timeout_s``, and the inventory's settle_timeout_s). The records."""
     done, _ = session.act(identity, undo_on_failure=False)
-    return verify_fixes.submit(session.inv, done, min(timeout_s, session.inv.mutations.settle_timeout_s)).result()
+    return session.settle(done, min(timeout_s, session.inv.mutations.settle_timeout_s))
 
 
 def conclude(session: MutationSession, done: list[Record], after: dict[str, Any], fixed: dict[str, list[str]],

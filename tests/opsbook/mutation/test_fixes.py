@@ -4,31 +4,15 @@ from __future__ import annotations
 
 from opsbook.findings import Finding, Status
 from opsbook.mutation.core import Record
-from opsbook.mutation.fixes import after_fixes, applied_items, fix_findings, wait_verified
+from opsbook.mutation.fixes import after_fixes, fix_findings
 
 
 def rec(resource: str, status: str = "applied", after: str | None = "on") -> Record:
     return Record(runbook="rb", system="s", resource=resource, kind="k", before="off", after=after, status=status)
 
 
-def test_wait_verified_settles_or_times_out():
-    answers = iter([None, True])
-    seen = wait_verified([("k", "a", "on")], lambda k, r, t: (next(answers), "read"), timeout_s=5, poll_s=0)
-    assert seen == {("k", "a"): (True, "read")}
-    assert wait_verified([("k", "a", "on")], lambda k, r, t: (False, "off"), timeout_s=5, poll_s=0) == {("k", "a"): (False, "off")}
-    calls = []
-    patient = wait_verified([("k", "a", "on")], lambda k, r, t: calls.append(1) or (False, "off"), timeout_s=0.05, poll_s=0.01, patient=True)
-    assert patient == {("k", "a"): (False, "off")} and len(calls) > 1  # read again until the timeout
-
-    def boom(k, r, t):
-        raise RuntimeError("denied")
-
-    assert wait_verified([("k", "a", "on")], boom, timeout_s=5, poll_s=0)[("k", "a")] == (False, "could not read it back (RuntimeError: denied)")
-
-
-def test_applied_items_and_fix_findings():
+def test_fix_findings():
     records = [rec("a", "verified"), rec("b"), rec("c", "failed", None)]
-    assert applied_items(records) == [("k", "b", "on")]
     assert [(f.status, f.summary) for f in fix_findings(records, "fix", lambda r: f"set {r.resource}")] == [
         (Status.OK, "set a: verified"), (Status.WARN, "set b: applied"), (Status.CRIT, "set c: failed")]
 

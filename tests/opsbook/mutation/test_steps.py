@@ -202,6 +202,24 @@ def test_drift_since_the_plan_refuses_before_any_step(aws_mock):
     check_drift.fn(INV, plan_of(("a", "1", "2")), {"k": world.applier})  # unchanged: no error
 
 
+def test_waiting_until_settled_verifies_what_settled_and_says_what_did_not(prefect_harness):
+    from opsbook.mutation.session import wait_settled
+
+    def settled(system, resource, target):
+        if resource == "broken":
+            raise RuntimeError("denied")
+        return (True, "ready") if resource == "a" else (False, "still creating")
+
+    step = Applier(read=lambda s, r: "x", apply=lambda s, r, v: None, settled=settled)
+    records = [Record(runbook="rb", system="x", resource=r, kind="k", before="0", after="1", status=st)
+               for r, st in [("a", "applied"), ("b", "applied"), ("broken", "applied"), ("c", "failed")]]
+    out = {r.resource: r for r in wait_settled.fn(INV, records, {"k": step}, 1, "rb")}
+    assert out["a"].status == "verified" and "ready" in out["a"].detail
+    assert out["b"].status == "applied" and out["b"].detail == "not settled after 1 s: still creating; the next run checks it again"
+    assert out["broken"].status == "applied" and "RuntimeError: denied" in out["broken"].detail
+    assert out["c"] == records[3]  # a failed step is not waited for
+
+
 # --- a kill between intent and outcome, and the next run -----------------------------------------
 
 
