@@ -208,6 +208,16 @@ def read_config_settled(system: System, fn: str, key: str) -> tuple[str, str]:
     return value, f"{key} {cfg[key]}{' s' if key == 'Timeout' else ' MB'}, LastUpdateStatus {status}"
 
 
+def config_settled(key: str) -> Any:
+    """An Applier's settled check: the function's ``key`` reads as the target and its update is no longer in progress."""
+    @declares(["lambda:GetFunctionConfiguration"])
+    def settled(system: System, fn: str, target: str) -> tuple[bool, str]:
+        value, how = read_config_settled(system, fn, key)
+        return value == target, how
+
+    return settled
+
+
 # --- a function's role, timeout and memory (diagnose-api-5xx) ---------------------------------------------------
 
 class FunctionInfo(BaseModel):

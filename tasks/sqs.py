@@ -188,6 +188,12 @@ def read_queue_visibility(system: System, queue: str) -> str:
     return str(read_visibility(system.region, queue))
 
 
+@declares(["sqs:GetQueueUrl", "sqs:GetQueueAttributes"])
+def queue_visibility_settled(system: System, queue: str, target: str) -> tuple[bool, str]:
+    v = read_queue_visibility(system, queue)
+    return v == target, f"VisibilityTimeout {v} s"
+
+
 @declares(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SetQueueAttributes"])
 def set_queue_visibility(system: System, queue: str, value: str) -> None:
     if read_queue_visibility(system, queue) == value:

@@ -47,22 +47,22 @@ from opsbook.collect import future_value
 from opsbook.findings import Finding, Status, unknown
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import Applier, Identity, Plan, Record, undo_plan
-from opsbook.mutation.session import SESSION_TASKS, MutationSession, mark_verified, read_records, steps_policy
+from opsbook.mutation.core import Applier, Identity, Plan, undo_plan
+from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records, steps_policy
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Names, Param, SystemName, UndoRun
-from tasks.awslambda import CONFIG_KEYS, MEMORY_KIND, TIMEOUT_KIND, config_reader, config_setter, read_config_settled, read_configs
+from tasks.awslambda import MEMORY_KIND, TIMEOUT_KIND, config_reader, config_setter, config_settled, read_configs
 from tasks.cloudwatch import read_duration_metrics
 from tasks.logs import LAMBDA_INVOCATION_PATTERN, scan_log, scan_timeouts
-from tasks.sqs import VISIBILITY_KIND, read_queue_visibility, read_queues, set_queue_visibility
+from tasks.sqs import VISIBILITY_KIND, queue_visibility_settled, read_queue_visibility, read_queues, set_queue_visibility
 
 RUNBOOK = j.RUNBOOK
 READ_DEADLINE_S = 120.0
 VERIFY_TIMEOUT_S = 60.0
 CHECK = j.CHECK
 APPLIERS = {
-    TIMEOUT_KIND: Applier(read=config_reader("Timeout"), apply=config_setter("Timeout")),
-    MEMORY_KIND: Applier(read=config_reader("MemorySize"), apply=config_setter("MemorySize")),
-    VISIBILITY_KIND: Applier(read=read_queue_visibility, apply=set_queue_visibility),
+    TIMEOUT_KIND: Applier(read=config_reader("Timeout"), apply=config_setter("Timeout"), settled=config_settled("Timeout")),
+    MEMORY_KIND: Applier(read=config_reader("MemorySize"), apply=config_setter("MemorySize"), settled=config_settled("MemorySize")),
+    VISIBILITY_KIND: Applier(read=read_queue_visibility, apply=set_queue_visibility, settled=queue_visibility_settled),
 }
 
 
@@ -127,33 +127,6 @@ def plan_undo(inv: System, identity: Identity, records: list[dict[str, Any]], ru
 
 
 
-def read_back(system: System, kind: str, resource: str) -> tuple[str, str]:
-    """(value, how it reads) for the verification: a Lambda value counts once its update is no longer in progress."""
-    if kind == VISIBILITY_KIND:
-        v = read_queue_visibility(system, resource)
-        return v, f"VisibilityTimeout {v} s"
-    return read_config_settled(system, resource, CONFIG_KEYS[kind])
-
-
-@aws_task(iam=["lambda:GetFunctionConfiguration", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"], name="verify-lambda-fixes", cache_policy=NO_CACHE)
-def verify_fixes(inv: System, records: list[Record], timeout_s: float) -> list[Record]:
-    """Read every applied value back until it shows the target (and the update is no longer in progress), bounded."""
-    pending = {(r.kind, r.resource): r.after or "" for r in records if r.status == "applied"}
-    seen: dict[tuple[str, str], tuple[bool, str]] = {}
-    started = time.monotonic()
-    while pending:
-        for key, target in list(pending.items()):
-            try:
-                value, how = read_back(inv, *key)
-            except Exception as exc:  # a read that fails is "not verified, and why", never dropped
-                value, how = None, f"could not be read: {aws.describe_error(exc)}"
-            seen[key] = (value == target, how)
-            if value == target:
-                del pending[key]
-        if not pending or time.monotonic() - started >= timeout_s:
-            break
-        time.sleep(1.0)
-    return mark_verified(records, seen, timeout_s)
 
 
 def observe_once(region: str, fn: str, log_group: str, since: datetime) -> j.Observation:
@@ -190,7 +163,7 @@ def act(inv: System, session: MutationSession, identity: Identity, plan: Plan, o
     settle = inv.mutations.settle_timeout_s
     done, ok = session.act(identity)
     if ok:  # after a failure part-way what was applied has been undone: there is nothing to read back
-        done = verify_fixes.submit(inv, done, min(VERIFY_TIMEOUT_S, settle)).result()
+        done = session.settle(done, min(VERIFY_TIMEOUT_S, settle))
     session.record(done)  # durable before the watch, which can take minutes
     session.report.findings += j.fix_findings(done)
     changed = list(dict.fromkeys(r.resource for r in done if r.kind != VISIBILITY_KIND and r.status == "verified"))
@@ -244,5 +217,5 @@ def remediate_lambda_timeout(
     return session.finish()
 
 
-TASKS = [read_configs, scan_timeouts, read_duration_metrics, read_queues, plan_undo, verify_fixes, observe_changes,
+TASKS = [read_configs, scan_timeouts, read_duration_metrics, read_queues, plan_undo, observe_changes,
          steps_policy(APPLIERS)] + SESSION_TASKS
