@@ -56,7 +56,7 @@ VERIFY_TIMEOUT_S = 60.0  # on-demand backups are AVAILABLE within seconds whatev
 APPLIERS = {
     PITR: Applier(read=read_pitr, apply=set_pitr),
     VERSIONING: Applier(read=read_versioning, apply=set_versioning),
-    BACKUP: Applier(read=read_latest_backup, apply=take_backup, reached=lambda s, table, name: backup_status(s, table, name) is not None,
+    BACKUP: Applier(read=read_latest_backup, apply=take_backup, reached=lambda s, table, before, name: backup_status(s, table, name) is not None,
                     settled=backup_settled),
 }
 

@@ -76,7 +76,7 @@ from opsbook.findings import unknown
 from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
 from opsbook.masking import mask
-from opsbook.mutation import statestore
+from opsbook.mutation import statestore, steps
 from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, drift, undo_plan
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Names, Param, SettleTimeout, SystemName
@@ -117,7 +117,8 @@ def appliers(subjects: dict[str, dict[str, str]], lenient: bool = False) -> dict
     def no_apply(system: System, resource: str, value: str) -> None:
         raise SecurityError("a secret rotation is never undone: the old credential must not come back")
 
-    return {ROTATE: Applier(read=guard(read_secret_version, ROTATE), apply=no_apply),
+    return {ROTATE: Applier(read=guard(read_secret_version, ROTATE), apply=no_apply,  # rotated: AWSCURRENT is no longer the one before
+                           reached=lambda s, r, before, target: guard(read_secret_version, ROTATE)(s, r) != before),
             LOCK: Applier(read=guard(read_policy, LOCK), apply=set_policy),
             DISABLE: Applier(read=guard(user_read, DISABLE), apply=user_apply)}
 
@@ -219,20 +220,27 @@ def apply_actions(inv: System, plan: Plan, subjects: dict, approval: Approval, i
     """Each action in order; each is independent: a failure is recorded and the rest still run (nothing is reopened)."""
     base = dict(runbook=RUNBOOK, system=inv.name, flow_run_id=run_id, approver=approval.approver, approved_via=approval.via,
                 caller_arn=identity.arn, plan_fingerprint=plan.fingerprint)
+    journal = steps.active(run_id)
     records: list[Record] = []
     for a in plan.actions:
+        # each action a step of the mechanism: its intent durably before the call, its outcome after (a killed run's
+        # open step is closed by the next run from the live state: a rotation is never taken twice for want of a record)
+        intent = steps.intend(journal, Record(**base, resource=a.resource, kind=a.kind, before=a.current, after=a.target,
+                                              status="applied"), "applied")
         try:
             if a.kind == ROTATE:
-                records += _rotate(inv, a, base)
+                taken = _rotate(inv, a, base)
             elif a.kind == LOCK:
-                records += _lock(inv, a, base, identity, run_id)
+                taken = _lock(inv, a, base, identity, run_id)
             elif a.kind == DISABLE:
-                records += _disable(inv, a, base, subjects[a.resource])
+                taken = _disable(inv, a, base, subjects[a.resource])
             else:
                 raise ValueError(f"unknown action kind {a.kind}")
         except Exception as exc:  # recorded (the run ends failed); the other actions are independent
-            records.append(Record(**base, resource=a.resource, kind=a.kind, before=a.current, after=None, status="failed",
-                                  detail=mask(aws.describe_error(exc))))
+            records.append(steps.failed(journal, intent, exc, mask(aws.describe_error(exc))))
+            continue
+        first = taken[0].model_copy(update={"step_id": intent.step_id})
+        records += [steps.done(journal, first)] + taken[1:]
     return records
 
 

@@ -299,26 +299,26 @@ class Record(BaseModel):
 @dataclass(frozen=True)
 class Applier:
     """One kind of step: how it reads and sets its value (idempotent: setting the current value is a no-op), and, where
-    the value read back is not the target itself (a backup's name vs the newest backup's time), whether the target's
-    effect is there (``reached``; default: the value read equals the target). The read and apply functions declare
+    the value read back is not the target itself (a backup's name vs the newest backup's time, a rotated secret's new
+    version), whether the step's effect is there (``reached``; default: the value read equals the target). The read and apply functions declare
     their IAM actions (``opsbook.iam.declares``)."""
 
     read: Callable[[System, str], str]
     apply: Callable[[System, str, str], None]
-    reached: Callable[[System, str, str], bool] | None = None
+    reached: Callable[[System, str, str, str], bool] | None = None  # (system, resource, before, target)
     settled: Callable[[System, str, str], tuple[bool, str]] | None = None  # (done, what is seen) after the change; default: reached
 
     def settled_now(self, system: System, resource: str, target: str) -> tuple[bool, str]:
         """Has the change taken effect (an ECS rollout complete, a version Active)? (yes, what is seen)."""
         if self.settled is not None:
             return self.settled(system, resource, target)
-        reached, now = self.at_target(system, resource, target)
-        return reached, f"reads {now}"
+        now = self.read(system, resource)
+        return now == target, f"reads {now}"
 
-    def at_target(self, system: System, resource: str, target: str) -> tuple[bool, str]:
+    def at_target(self, system: System, resource: str, before: str, target: str) -> tuple[bool, str]:
         """(is the step's effect there, the value read now)."""
         now = self.read(system, resource)
-        return (self.reached(system, resource, target) if self.reached is not None else now == target), now
+        return (self.reached(system, resource, before, target) if self.reached is not None else now == target), now
 
 
 # --- steps ---------------------------------------------------------------------------

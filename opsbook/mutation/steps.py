@@ -195,7 +195,8 @@ def active(run_id: str | None) -> Journal | None:
 # --- taking the steps ---------------------------------------------------------------------
 
 
-def _intend(journal: Journal | None, record: Record, on_success: str) -> Record:
+def intend(journal: Journal | None, record: Record, on_success: str) -> Record:
+    """Before a step's AWS call: its intent, durably (fenced); the record, with its step id. No journal: as it is."""
     if journal is None:
         return record
     intent = journal.intend(record, on_success)
@@ -203,7 +204,7 @@ def _intend(journal: Journal | None, record: Record, on_success: str) -> Record:
     return record.model_copy(update={"step_id": intent.step_id})
 
 
-def _done(journal: Journal | None, record: Record) -> Record:
+def done(journal: Journal | None, record: Record) -> Record:
     """The outcome, durably; when it cannot be written the intent stays open and the next run closes it from the live state."""
     boundary("acted")
     if journal is None:
@@ -217,9 +218,9 @@ def _done(journal: Journal | None, record: Record) -> Record:
     return record
 
 
-def _failed(journal: Journal | None, record: Record, exc: BaseException) -> Record:
-    failed = record.model_copy(update={"after": None, "status": "failed", "detail": aws.describe_error(exc)})
-    return _done(journal, failed)
+def failed(journal: Journal | None, record: Record, exc: BaseException, detail: str = "") -> Record:
+    """A step whose AWS call failed: its outcome ``failed`` with the error (or ``detail``)."""
+    return done(journal, record.model_copy(update={"after": None, "status": "failed", "detail": detail or aws.describe_error(exc)}))
 
 
 def take_steps(system: System, plan: Plan, appliers: dict[str, Applier], approval: Approval, identity: Identity, run_id: str | None,
@@ -235,7 +236,7 @@ def take_steps(system: System, plan: Plan, appliers: dict[str, Applier], approva
     for i, a in enumerate(plan.actions):
         rec = Record(**base, resource=a.resource, kind=a.kind, before=a.current, after=a.target, status="applied")
         try:
-            rec = _intend(journal, rec, "applied")
+            rec = intend(journal, rec, "applied")
         except statestore.LeaseLost as exc:
             records += [Record(**base, resource=r.resource, kind=r.kind, before=r.current, after=None, status="not-attempted",
                                detail=f"{exc}; stopped here, nothing undone") for r in plan.actions[i:]]
@@ -243,14 +244,14 @@ def take_steps(system: System, plan: Plan, appliers: dict[str, Applier], approva
         try:
             appliers[a.kind].apply(system, a.resource, a.target)
         except Exception as exc:
-            records.append(_failed(journal, rec, exc))
+            records.append(failed(journal, rec, exc))
             if not undo_on_failure:  # recorded and reported; the other fixes are independent
                 continue
             records += [Record(**base, resource=r.resource, kind=r.kind, before=r.current, after=None, status="not-attempted",
                                detail="an earlier action failed") for r in plan.actions[i + 1:]]
             records += undo_applied(journal, system, appliers, applied, base, a.resource)
             return records, False
-        records.append(_done(journal, rec))
+        records.append(done(journal, rec))
         applied.append(a)
     return records, all(r.status == "applied" for r in records)
 
@@ -269,18 +270,18 @@ def apply_each(system: System, plan: Plan, appliers: dict[str, Applier], approva
 def undo_applied(journal: Journal | None, system: System, appliers: dict[str, Applier], applied: list[Action],
                  base: dict[str, Any], failed_resource: str) -> list[Record]:
     out = []
-    for done in reversed(applied):
-        undo = Record(**base, resource=done.resource, kind=done.kind, before=done.target, after=done.current, status="undone",
+    for a in reversed(applied):
+        undo = Record(**base, resource=a.resource, kind=a.kind, before=a.target, after=a.current, status="undone",
                       detail=f"compensating for the failure of {failed_resource}")
         try:
-            if not done.reversible:
+            if not a.reversible:
                 raise RuntimeError("action is not reversible")
-            undo = _intend(journal, undo, "undone")
-            appliers[done.kind].apply(system, done.resource, done.current)
-            out.append(_done(journal, undo))
-        except Exception as undo_exc:
-            out.append(undo.model_copy(update={"after": done.target, "status": "undo-failed",
-                                               "detail": f"left at {done.target}: {aws.describe_error(undo_exc)}"}))
+            undo = intend(journal, undo, "undone")
+            appliers[a.kind].apply(system, a.resource, a.current)
+            out.append(done(journal, undo))
+        except Exception as undo_exc:  # its intent (when written) is closed with this outcome
+            left = undo.model_copy(update={"after": a.target, "status": "undo-failed", "detail": f"left at {a.target}: {aws.describe_error(undo_exc)}"})
+            out.append(done(journal, left) if left.step_id else left)
     return out
 
 
@@ -306,7 +307,7 @@ def recover(system: System, runbook: str, appliers: dict[str, Applier], run_id: 
             raise Refused(f"{resource} has an open step ({step_id}) and a live run holds it: {exc}; nothing was changed") from None
         try:
             target, start = intent.get("after"), intent.get("before")
-            reached, now = step.at_target(system, resource, str(target))
+            reached, now = step.at_target(system, resource, str(start), str(target))
             who = f"run {intent.get('flow_run_id')} ({intent.get('approver') or '?'})"
             if reached:
                 status, detail, level = intent.get("on_success", "applied"), f"{who} took this step and stopped before recording it; found at its target by run {run_id}", Status.OK
