@@ -318,7 +318,8 @@ def recover(system: System, runbook: str, appliers: dict[str, Applier], run_id: 
                                                       "changed since by someone else; look at it"), Status.WARN
             rec = Record(**{k: v for k, v in intent.items() if k in Record.model_fields and k not in ("status", "detail", "at", "os_user", "host")},
                          status=status, detail=detail)
-            rec = rec.model_copy(update={"after": target if status != "abandoned" else None})
+            # reached: the value read now (a target that only names the change, such as a rotation's new version, is not one)
+            rec = rec.model_copy(update={"after": None if status == "abandoned" else now})
             journal.outcome(rec)
             findings.append(Finding(check="open-intent", resource=resource, status=level, summary=f"{step_id}: {status}: {detail}"))
         finally:

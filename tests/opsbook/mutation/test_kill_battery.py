@@ -61,6 +61,11 @@ def _provisioned_table(table: str, read: int, write: int) -> Callable[[Any, Any]
     return setup
 
 
+def _incident(sb, system):
+    from sandbox.security import incident
+    incident(sb, system)
+
+
 # (id, runbook, system, set-up, params)
 SCENARIOS = [
     ("rollback-alias", "emergency-rollback", "todo-app", _fault("bad-release"), ["accept_guess=true", "settle_timeout_s=10"]),
@@ -69,6 +74,9 @@ SCENARIOS = [
     ("dynamodb-on-demand", "remediate-dynamodb-throttling", "hr-resource-optimization", _scenarios("throttled-provisioned-table"),
      ["settle_timeout_s=10"]),
     ("scale-ecs", "scale-service", "t-developer", _scenarios("ecs-scalable-target", "ecs-tasks-pending"), ["desired=10", "settle_timeout_s=5"]),
+    # a rotation (its new version is not known before the call) and a bucket lock, independent steps
+    ("security-rotate-and-lock", "security-incident", "t-developer", _incident,
+     ['rotate_secrets=["t-developer/production/api-keys"]', 'lock_buckets=["t-developer-projects-production"]']),
     # three steps in one plan (desired count, the auto scaling minimum, the table's write capacity): kills at the 1st and 3rd
     ("scale-ecs-hold-and-table", "scale-service", "t-developer", _provisioned_table("t-developer-metadata-production", 5, 5),
      ["desired=6", "hold=true", "table=t-developer-metadata-production", "write_units=9", "settle_timeout_s=5"]),
@@ -115,15 +123,24 @@ def fresh(sandbox, system: str, setup) -> Any:
     return inv
 
 
-def live(runbook: str, inv, resources: list[tuple[str, str]]) -> dict[str, str]:
-    appliers = importlib.import_module(RUNBOOKS[runbook].module).APPLIERS
-    return {f"{k}|{r}": appliers[k].read(inv, r) for k, r in resources}
+ROTATION = "secret-rotation"  # its new version's id differs from run to run: compared as "rotated from the start value"
+
+
+def live(runbook: str, inv, resources: list[tuple[str, str]], start: dict[str, str] | None = None) -> dict[str, str]:
+    module = importlib.import_module(RUNBOOKS[runbook].module)
+    appliers = module.APPLIERS if hasattr(module, "APPLIERS") else module.appliers({})
+    out = {f"{k}|{r}": appliers[k].read(inv, r) for k, r in resources}
+    if start is not None:
+        out = {key: ("rotated" if v != start[key] else "not rotated") if key.startswith(ROTATION) else v for key, v in out.items()}
+    return out
 
 
 def effects(inv, runbook: str) -> list[tuple[str, str, str, str]]:
     """(kind, resource, before, after) of every step with an effect, from the durable records (last word per step)."""
-    return sorted((r["kind"], r["resource"], r["before"], str(r["after"])) for r in statestore.read_records(inv)
-                  if r.get("runbook") == runbook and r["status"] in ("applied", "verified"))
+    rotation = ROTATION.__eq__
+    return sorted((r["kind"], r["resource"], "the version before" if rotation(r["kind"]) else r["before"],
+                   "a new version" if rotation(r["kind"]) else str(r["after"]))
+                  for r in statestore.read_records(inv) if r.get("runbook") == runbook and r["status"] in ("applied", "verified"))
 
 
 def rerun_until_accepted(env, sandbox, runbook, inv_path, params, limit_s: float) -> tuple[int, dict, float, int]:
@@ -151,19 +168,21 @@ def test_kill_at_every_step_boundary_then_rerun(prefect_env, sandbox, tmp_path, 
     assert rc in (0, 1, 2) and twin and twin["outcome"] in ("done", "done-with-warnings"), err[-3000:]
     twin_rc = rc
     resources = [(a["kind"], a["resource"]) for a in twin["plan"]["actions"]]
-    want_state, want_effects = live(runbook, inv, resources), effects(inv, runbook)
+    twin_start = {f"{a['kind']}|{a['resource']}": a["current"] for a in twin["plan"]["actions"]}
+    want_state, want_effects = live(runbook, inv, resources, twin_start), effects(inv, runbook)
     assert want_effects, "the twin took no step: the scenario tests nothing"
     steps_n = len(resources)
     for boundary in BOUNDARIES:
         for nth in sorted({1, steps_n}) if boundary in ("intended", "acted", "recorded") else [1]:
             inv = fresh(sandbox, system, setup)
             start_state = live(runbook, inv, resources)
+            norm = lambda: live(runbook, inv, resources, start_state)  # noqa: E731
             kill_at = f"{boundary}:{nth}"
             rc, _, err = run_cli(prefect_env, sandbox, runbook, inv_path, params, kill_at=kill_at)
             landed = rc == -9
             mid_state = live(runbook, inv, resources)
             rc2, again, waited, refusals = rerun_until_accepted(prefect_env, sandbox, runbook, inv_path, params, limit_s=TTL_S + 60)
-            got_state, got_effects = live(runbook, inv, resources), effects(inv, runbook)
+            got_state, got_effects = norm(), effects(inv, runbook)
             row = {"scenario": sid, "runbook": runbook, "kill_at": kill_at, "landed": landed, "changed_before_kill":
                    mid_state != start_state, "rerun_outcome": again["outcome"], "rerun_wait_s": round(waited, 1),
                    "refusals": refusals, "state_as_twin": got_state == want_state, "effects": len(got_effects),
