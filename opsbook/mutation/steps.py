@@ -24,6 +24,7 @@ a step boundary (``leased``, ``intended``, ``acted``, ``recorded``, ``settled``)
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import signal
 import socket
@@ -38,6 +39,7 @@ from opsbook.inventory import System
 from opsbook.mutation import statestore
 from opsbook.mutation.core import Action, Applier, Approval, Identity, Plan, Record, Refused
 
+_log = logging.getLogger("opsbook.lease")
 BOUNDARIES = ("leased", "intended", "acted", "recorded", "settled")
 _crossed: Counter[str] = Counter()
 
@@ -127,8 +129,9 @@ class Journal:
                     statestore.renew_lease(lease)
                 except statestore.LeaseLost as exc:
                     self.lost = str(exc)
-                except Exception:  # a missed beat; the next one tries again (the lease lasts ttl_s)
-                    pass
+                except Exception as exc:  # a missed beat; the next one tries again (the lease lasts ttl_s)
+                    _log.warning("lease heartbeat on %s missed (%s); retrying in %.0f s; the lease lapses at %.0f",
+                                 lease.resource, aws.describe_error(exc), self.ttl_s / 4, lease.expires_at)
 
     def release(self, resources: list[str] | None = None) -> None:
         """Stop the heartbeat and give the leases back (``resources``: only those)."""
