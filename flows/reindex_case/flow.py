@@ -51,7 +51,7 @@ from flows.reindex_case.judge import (
 )
 from opsbook import aws
 from opsbook.findings import Finding, Status
-from opsbook.iam import aws_task
+from opsbook.iam import aws_task, declares
 from opsbook.inventory import System, load_system
 from opsbook.masking import mask
 from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, drift
@@ -83,6 +83,7 @@ class CaseWork:
         return {STATUS_KIND: Applier(read=self.read_status, apply=self.set_status),
                 INDEX_KIND: Applier(read=self.read_index, apply=self.rebuild)}
 
+    @declares(["dynamodb:GetItem"])
     def read_status(self, system: System, resource: str) -> str:
         return ddb.read_status(system, self.t.store, self.t.case_id) or ddb.NO_CASE
 
@@ -96,6 +97,7 @@ class CaseWork:
                 self.drifted.append(str(exc))
             raise
 
+    @declares(["es:ESHttpGet"])
     def read_index(self, system: System, resource: str) -> str:
         assert self.t.url
         return documents(ops.index_count(self.t.url, system.region, self.t.index) or 0)

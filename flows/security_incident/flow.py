@@ -67,6 +67,7 @@ from flows.security_incident.judge import (
     read_findings,
     resolve_requests,
     result_findings,
+    same_policy,
     security_escalation,
     undo_fixups,
 )
@@ -117,9 +118,19 @@ def appliers(subjects: dict[str, dict[str, str]], lenient: bool = False) -> dict
     def no_apply(system: System, resource: str, value: str) -> None:
         raise SecurityError("a secret rotation is never undone: the old credential must not come back")
 
-    return {ROTATE: Applier(read=guard(read_secret_version, ROTATE), apply=no_apply,  # rotated: AWSCURRENT is no longer the one before
-                           reached=lambda s, r, before, target: guard(read_secret_version, ROTATE)(s, r) != before),
-            LOCK: Applier(read=guard(read_policy, LOCK), apply=set_policy),
+    def rotated(system: System, resource: str, before: str, target: str) -> bool:
+        """A rotation's step was taken: AWSCURRENT is readable and no longer the version before (a value that could not be
+        read proves nothing)."""
+        now = guard(read_secret_version, ROTATE)(system, resource)
+        return not now.startswith("unreadable") and now != before
+
+    def locked(system: System, resource: str, before: str, target: str) -> bool:
+        """The policy is the target, as S3 gives it back (reformatted): compared as JSON."""
+        now = guard(read_policy, LOCK)(system, resource)
+        return not now.startswith("unreadable") and same_policy(now, target)
+
+    return {ROTATE: Applier(read=guard(read_secret_version, ROTATE), apply=no_apply, reached=rotated),
+            LOCK: Applier(read=guard(read_policy, LOCK), apply=set_policy, reached=locked),
             DISABLE: Applier(read=guard(user_read, DISABLE), apply=user_apply)}
 
 

@@ -100,7 +100,12 @@ def record_actions(system: System, records: list[Record]) -> list[str]:
         try:
             if journal is not None and r.resource in journal.leases:  # fenced, numbered by the run's journal
                 if not r.step_id or journal.written.get(r.step_id) != r.status:
-                    journal.note(r)
+                    try:
+                        journal.note(r)
+                    except statestore.LeaseLost:
+                        if r.step_id:  # a step's word is its holder's only: the next run reads the live state
+                            raise
+                        statestore.put_record(system, payload, 500 + n)  # a fact of an action taken is never dropped
             elif not r.step_id:
                 statestore.put_record(system, payload, n)
         except Exception as exc:  # the artifact and event still carry it; the run reports the gap
@@ -138,7 +143,10 @@ def take_steps(system: System, plan: Plan, appliers: dict[str, Applier], approva
             print(f"opsbook: {plan.runbook}: {resource}: {kind} -> {value} ({done[0] + 1}/{total})", file=sys.stderr)
             step.apply(system, resource, value)
             done[0] += 1
-            update_progress_artifact(progress, progress=100.0 * min(1.0, done[0] / max(total, 1)))
+            try:  # the change is made: a progress update that fails must not make it a failed step
+                update_progress_artifact(progress, progress=100.0 * min(1.0, done[0] / max(total, 1)))
+            except Exception:
+                pass
 
         return replace(step, apply=apply)
 
@@ -299,6 +307,7 @@ class MutationSession:
         try:
             if journal is not None:
                 steps.deactivate(journal)
+                journal.stop_heartbeat()  # whatever happens to the release below
                 held = ", ".join(journal.leases)
                 release_task.submit(journal).result()
         except Exception as rel_exc:  # the lease expires by itself; say so

@@ -29,6 +29,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections import Counter
 from typing import Any
@@ -109,8 +110,9 @@ class Journal:
         if stale:
             self.release(taken)
             raise Refused("an earlier run stopped part-way through a step on " + ", ".join(sorted({i["resource"] for i in stale}))
-                          + f" ({', '.join(i['step_id'] for i in stale)}) after this run made its plan; nothing was changed; "
-                          "run again: the next run closes that step from the live state before it plans")
+                          + f" ({', '.join(i['step_id'] for i in stale)}); nothing was changed; run "
+                          + " or ".join(sorted({str(i.get('runbook')) for i in stale}))
+                          + " again on this system: it closes that step from the live state before it plans")
         boundary("leased")
         return taken
 
@@ -133,6 +135,9 @@ class Journal:
                     _log.warning("lease heartbeat on %s missed (%s); retrying in %.0f s; the lease lapses at %.0f",
                                  lease.resource, aws.describe_error(exc), self.ttl_s / 4, lease.expires_at)
 
+    def stop_heartbeat(self) -> None:
+        self._stop.set()
+
     def release(self, resources: list[str] | None = None) -> None:
         """Stop the heartbeat and give the leases back (``resources``: only those)."""
         if resources is None:
@@ -148,6 +153,14 @@ class Journal:
         if resource not in self.leases:
             raise statestore.LeaseLost(f"this run holds no lease on {resource}")
         return self.leases[resource]
+
+    def check(self, resource: str) -> None:
+        """Right before a step's AWS call: LeaseLost when the lease is lost, or so close to lapsing (the heartbeat lagging,
+        the process stalled) that another run may take it over during the call."""
+        lease = self._lease(resource)
+        if time.time() > lease.expires_at - min(10.0, lease.ttl_s / 4):
+            raise statestore.LeaseLost(f"the lease on {resource} lapses at {lease.expires_at:.0f} and was not renewed in time "
+                                       "(the run stalled?): not acting on it")
 
     def _next(self) -> int:
         with self._lock:
@@ -204,6 +217,7 @@ def intend(journal: Journal | None, record: Record, on_success: str) -> Record:
         return record
     intent = journal.intend(record, on_success)
     boundary("intended")
+    journal.check(record.resource)  # the next thing is the AWS call
     return record.model_copy(update={"step_id": intent.step_id})
 
 
@@ -244,6 +258,15 @@ def take_steps(system: System, plan: Plan, appliers: dict[str, Applier], approva
             records += [Record(**base, resource=r.resource, kind=r.kind, before=r.current, after=None, status="not-attempted",
                                detail=f"{exc}; stopped here, nothing undone") for r in plan.actions[i:]]
             return records, False
+        except Exception as exc:  # the intent could not be written (throttled, unreachable): the call is not made
+            records.append(rec.model_copy(update={"after": None, "status": "not-attempted",
+                                                  "detail": f"its intent could not be written ({aws.describe_error(exc)}); not attempted"}))
+            if not undo_on_failure:
+                continue
+            records += [Record(**base, resource=r.resource, kind=r.kind, before=r.current, after=None, status="not-attempted",
+                               detail="an earlier action could not be attempted") for r in plan.actions[i + 1:]]
+            records += undo_applied(journal, system, appliers, applied, base, a.resource)
+            return records, False
         try:
             appliers[a.kind].apply(system, a.resource, a.target)
         except Exception as exc:
@@ -256,7 +279,7 @@ def take_steps(system: System, plan: Plan, appliers: dict[str, Applier], approva
             return records, False
         records.append(done(journal, rec))
         applied.append(a)
-    return records, all(r.status == "applied" for r in records)
+    return records, bool(records) and all(r.status == "applied" for r in records)
 
 
 def apply_plan(system: System, plan: Plan, appliers: dict[str, Applier], approval: Approval, run_id: str | None,
@@ -292,22 +315,28 @@ def undo_applied(journal: Journal | None, system: System, appliers: dict[str, Ap
 
 
 def recover(system: System, runbook: str, appliers: dict[str, Applier], run_id: str) -> list[Finding]:
-    """Close every intent of ``runbook`` on ``system`` that a stopped run left open, from the live state (see the module's
-    docstring). A step whose resource another live run holds refuses the run (that run is changing it now; planning
-    without its outcome could repeat it)."""
+    """Close every step left open on ``system`` by a stopped run (of this runbook, or of another whose kind of step this one
+    reads: the same capacity, the same alias) from the live state (see the module's docstring). A step whose resource a
+    live run holds refuses the run when the step is this runbook's (planning without its outcome could repeat it); another
+    runbook's is left to its run, and a plan of this run that touches the resource refuses at its lease (``Journal.take``)."""
     findings: list[Finding] = []
-    for intent in statestore.open_intents(system, runbook):
+    for intent in statestore.open_intents(system):
         resource, kind, step_id = intent["resource"], intent["kind"], intent["step_id"]
         step = appliers.get(kind)
-        if step is None:
-            findings.append(Finding(check="open-intent", resource=resource, status=Status.WARN,
-                                    summary=f"{step_id}: an open {kind} step this version of {runbook} cannot read; look at it"))
+        if step is None:  # another runbook's kind of step: its own next run closes it (a run that would act on it refuses)
+            if intent.get("runbook") == runbook:
+                findings.append(Finding(check="open-intent", resource=resource, status=Status.WARN,
+                                        summary=f"{step_id}: an open {kind} step this version of {runbook} cannot read; look at it"))
             continue
         journal = Journal(system, runbook, run_id)
         try:
             journal.take([resource], check_open=False)
-        except Refused as exc:  # planning now would use records without that step's outcome
-            raise Refused(f"{resource} has an open step ({step_id}) and a live run holds it: {exc}; nothing was changed") from None
+        except Refused as exc:
+            if intent.get("runbook") == runbook:  # planning now would use records without that step's outcome
+                raise Refused(f"{resource} has an open step ({step_id}) and a live run holds it: {exc}; nothing was changed") from None
+            findings.append(Finding(check="open-intent", resource=resource, status=Status.OK,  # its own run finishes it;
+                                    summary=f"{step_id} is being taken by a live run ({exc}); left to it"))  # a plan on it refuses
+            continue
         try:
             target, start = intent.get("after"), intent.get("before")
             reached, now = step.at_target(system, resource, str(start), str(target))

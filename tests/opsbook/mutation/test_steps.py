@@ -253,13 +253,65 @@ def test_a_value_neither_before_nor_target_is_a_warning_to_look_at(aws_mock):
     assert finding.status is Status.WARN and "found at 9" in finding.summary and "look at it" in finding.summary
 
 
-def test_an_open_step_whose_resource_a_live_run_holds_refuses_the_run_before_it_plans(aws_mock):
+def test_an_open_step_a_live_run_is_taking_refuses_planning_when_it_is_this_runbooks_else_is_left_to_its_run(aws_mock):
     world = World(a="1")
     live = journal("live", "a")
     live.intend(Record(runbook="rb", system="x", resource="a", kind="k", before="1", after="2", status="applied", flow_run_id="live"), "applied")
-    with pytest.raises(Refused, match="open step .* a live run holds it"):
+    with pytest.raises(Refused, match="a has an open step .* a live run holds it"):  # records without that step's outcome
         steps.recover(INV, "rb", {"k": world.applier}, "next")
+    [finding] = steps.recover(INV, "other-rb", {"k": world.applier}, "next")  # another runbook is not held up by it
+    assert finding.status is Status.OK and "left to it" in finding.summary
     assert len(statestore.open_intents(INV)) == 1 and world.calls == []
+    with pytest.raises(Refused, match="being changed by"):
+        journal("next", "a")
+
+
+def test_another_runbooks_open_step_is_closed_when_this_one_reads_its_kind_else_the_refusal_names_that_runbook(aws_mock):
+    world = World(a="1", b="5")
+    for resource, kind, before, after in [("a", "k", "1", "2"), ("b", "other-kind", "5", "6")]:
+        j = journal(f"killed-{resource}", resource)
+        j.runbook = "other-runbook"
+        j.intend(Record(runbook="other-runbook", system="x", resource=resource, kind=kind, before=before, after=after, status="applied",
+                        flow_run_id=f"killed-{resource}"), "applied")
+        j.leases.clear()
+        expire(resource)
+    [closed] = steps.recover(INV, "rb", {"k": world.applier}, "next")
+    assert closed.resource == "a" and "abandoned" in closed.summary
+    assert [i["resource"] for i in statestore.open_intents(INV)] == ["b"]
+    with pytest.raises(Refused, match="run other-runbook again"):
+        journal("next", "b")
+
+
+def test_no_call_is_made_on_a_lease_about_to_lapse(aws_mock):
+    world = World(a="1")
+    j = journal("stalled", "a")
+    j.leases["a"].expires_at = time.time() + 1  # the heartbeat has not renewed it: another run may take it any moment
+    steps.activate(j)
+    try:
+        records, ok = steps.apply_plan(INV, plan_of(("a", "1", "2")), {"k": world.applier}, OK, "stalled", ME)
+    finally:
+        steps.deactivate(j)
+    assert not ok and records[0].status == "not-attempted" and "not renewed in time" in records[0].detail and world.calls == []
+
+
+def test_an_intent_that_cannot_be_written_is_not_acted_on_and_the_plan_is_undone(aws_mock, monkeypatch):
+    world = World(a="1", b="5")
+    j = journal("run-1", "a", "b")
+    steps.activate(j)
+    real = statestore.fenced_write
+
+    def throttled_on_b(lease, records, open_intent=None, close_intent=None):
+        if open_intent is not None and open_intent[1]["resource"] == "b" and open_intent[1]["status"] == "intended":
+            raise RuntimeError("ProvisionedThroughputExceededException")
+        return real(lease, records, open_intent, close_intent)
+
+    monkeypatch.setattr(statestore, "fenced_write", throttled_on_b)
+    try:
+        records, ok = steps.apply_plan(INV, plan_of(("a", "1", "2"), ("b", "5", "6")), {"k": world.applier}, OK, "run-1", ME)
+    finally:
+        steps.deactivate(j)
+    assert not ok and [(r.resource, r.status) for r in records] == [("a", "applied"), ("b", "not-attempted"), ("a", "undone")]
+    assert world.values == {"a": "1", "b": "5"} and ("b", "6") not in world.calls
 
 
 def test_a_step_left_open_after_the_plan_was_made_refuses_taking_the_lease(aws_mock):
