@@ -27,10 +27,12 @@ Everything else is a finding with the exact next step, never applied:
 Steps, per domain of the system (or only ``domain``): confirm identity ->
 DescribeDomain -> cluster health, unassigned shards, explanations, disk per
 node, indices -> restore points for lost indices -> judge -> plan -> (dry run
-ends here) -> approve -> lease -> drift check (the failed copies are read
-again) -> retry -> poll ``_cluster/health`` and the retried copies until they
-are STARTED (bounded by ``settle_timeout_s``, progress artifact + stderr) ->
-read the cluster again (the report shows the state after) -> record -> notify.
+ends here) -> approve -> the mutation mechanism's steps (opsbook.mutation:
+lease, drift check reading the failed copies again, per domain intent ->
+retry -> outcome; a re-run after a kill closes an open retry from the live
+copies) -> poll ``_cluster/health`` and the retried copies until they are
+STARTED (bounded by ``settle_timeout_s``, progress artifact + stderr) -> read
+the cluster again (the report shows the state after) -> record -> notify.
 Running it again once the cluster is green plans nothing.
 
 API calls per domain: 1 DescribeDomain + 2 HTTP on a green cluster (health,
@@ -42,12 +44,9 @@ poll round and the re-read; plus the session's (identity, lease, records, SNS).
 
 from __future__ import annotations
 
-import sys
-import time
 from typing import Annotated, Any
 
 from prefect import flow, task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.remediate_opensearch_red.judge import (
@@ -59,21 +58,22 @@ from flows.remediate_opensearch_red.judge import (
     diagnose,
     failed_state,
     judge_domain,
-    not_recovered,
-    recovered,
-    retried_copies,
+    poll_answer,
+    retried_keys,
+    retry_finding,
+    retry_outcome,
 )
 from opsbook import aws
 from opsbook.collect import future_value
 from opsbook.findings import Finding, Status
-from opsbook.iam import aws_task
+from opsbook.iam import declares
 from opsbook.inventory import OpenSearchDomain, System, load_system
-from opsbook.mutation.core import Approval, Identity, Plan, Record, Refused, undo_plan
-from opsbook.mutation.session import SESSION_TASKS, MutationSession, mark_verified, read_records
+from opsbook.mutation.core import Applier, Identity, Plan, Record, undo_plan
+from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records, steps_policy
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SettleTimeout, SystemName, UndoRun
 from tasks.opensearch import (
     MAX_EXPLAIN_DEFAULT,
-    os_error,
+    domain_url,
     poll_domain,
     read_cluster_allocation,
     read_domain_status,
@@ -92,79 +92,41 @@ def targets(inv: System, domain: str | None) -> list[Target]:
     return [Target(domain=named or OpenSearchDomain(name=domain), named=named is not None)]
 
 
-# --- tasks -------------------------------------------------------------------------------
+# --- the step: one retry per domain --------------------------------------------------------------
+
+
+def appliers(urls: dict[str, str]) -> dict[str, Applier]:
+    """The retry of a domain's failed allocations, as a step of the mutation mechanism. ``urls``: the endpoints this run
+    read (a re-run closing a killed run's open retry reads its domain's endpoint: DescribeDomain)."""
+
+    def url(system: System, domain: str) -> str:
+        if domain not in urls:
+            urls[domain] = domain_url(system, domain)
+        return urls[domain]
+
+    @declares(["es:DescribeDomain", "es:ESHttpGet"])
+    def read(system: System, domain: str) -> str:
+        return failed_state(*read_failed_copies(system, url(system, domain)))
+
+    @declares(["es:DescribeDomain", "es:ESHttpPost"])
+    def apply(system: System, domain: str, target: str) -> None:
+        retry_failed(system, url(system, domain))
+
+    def reached(system: System, domain: str, before: str, target: str) -> bool:
+        return read(system, domain) != before  # a retry resets the failed copies; the same ones failed again read as before
+
+    @declares(["es:DescribeDomain", "es:ESHttpGet"])
+    def settled(system: System, domain: str, target: str) -> tuple[bool, str]:
+        keys = retried_keys(target)
+        status, _, left = poll_domain(system, url(system, domain), keys)
+        return poll_answer(status, keys, left)
+
+    return {RETRY_KIND: Applier(read=read, apply=apply, reached=reached, settled=settled)}
 
 
 @task(name="plan-opensearch-retry", cache_policy=NO_CACHE)
 def make_plan(inv: System, identity: Identity, ts: list[Target]) -> Plan:
     return decide(inv, identity, ts)
-
-
-@aws_task(iam=["es:ESHttpGet"], name="check-opensearch-drift", cache_policy=NO_CACHE)
-def check_drift(system: System, plan: Plan, urls: dict[str, str]) -> None:
-    """The failed copies are read again after approval: any difference stops the run before anything is done."""
-    drifted = []
-    for a in plan.actions:
-        now = failed_state(*read_failed_copies(system, urls[a.resource]))
-        if now != a.current:
-            drifted.append(f"{a.resource} was '{a.current}' when planned and is now '{now}'")
-    if drifted:
-        raise Refused("the cluster changed since the plan was made; nothing was changed (run again to plan afresh): " + "; ".join(drifted))
-
-
-@aws_task(iam=["es:ESHttpPost"], name="retry-failed-allocation", cache_policy=NO_CACHE, read_only=False)
-def apply_retries(system: System, plan: Plan, urls: dict[str, str], approval: Approval, identity: Identity, run_id: str) -> list[Record]:
-    """One reroute per domain. Each is independent and harmless, so a failure is recorded and the rest still run."""
-    base = dict(runbook=plan.runbook, system=plan.system, flow_run_id=run_id, approver=approval.approver, approved_via=approval.via,
-                caller_arn=identity.arn, plan_fingerprint=plan.fingerprint)
-    records = []
-    for a in plan.actions:
-        try:
-            retry_failed(system, urls[a.resource])
-            records.append(Record(**base, resource=a.resource, kind=a.kind, before=a.current, after=a.target, status="applied"))
-        except Exception as exc:  # recorded; the run ends failed
-            records.append(Record(**base, resource=a.resource, kind=a.kind, before=a.current, after=None, status="failed",
-                                  detail=aws.describe_error(exc)))
-    return records
-
-
-@aws_task(iam=["es:ESHttpGet"], name="wait-cluster-recovered", cache_policy=NO_CACHE)
-def wait_health(system: System, waits: list[tuple[str, str, str, list[str]]], timeout_s: float, poll_s: float) -> dict[str, Finding]:
-    """Poll each domain's health (and the retried copies) until every retried copy is STARTED, or the timeout.
-
-    ``waits``: (domain, url, status before, retried copies). Progress goes to a Prefect progress artifact
-    and a line on stderr each round; the wait never exceeds ``timeout_s`` (plus one poll)."""
-    started = time.monotonic()
-    pending = {t[0]: t for t in waits}
-    last: dict[str, tuple[str | None, int, list[str]] | str] = {}
-    out: dict[str, Finding] = {}
-    progress = create_progress_artifact(progress=0.0, description=f"{RUNBOOK}: waiting for {len(pending)} domain(s) to recover")
-    while pending:
-        for dom, (_, url, before, keys) in list(pending.items()):
-            try:
-                last[dom] = poll_domain(system, url, keys)
-            except Exception as exc:  # keep polling: a cluster under recovery can answer slowly
-                last[dom] = os_error(exc)[1]
-                continue
-            status, _, left = last[dom]  # type: ignore[misc]
-            if not left:
-                out[dom] = recovered(dom, before, status, keys, round(time.monotonic() - started, 1))
-                del pending[dom]
-        elapsed = time.monotonic() - started
-        done = len(waits) - len(pending)
-        update_progress_artifact(progress, progress=100.0 * min(1.0, max(done / max(len(waits), 1), elapsed / max(timeout_s, 1e-9))))
-        if pending:
-            print(f"opsbook: {RUNBOOK}: {done}/{len(waits)} recovered after {elapsed:.0f}/{timeout_s:g} s; "
-                  + "; ".join(f"{d}: " + (f"{v[0]}, {v[1]} unassigned, {len(v[2])} retried copy(ies) not started"
-                                          if isinstance(v, tuple) else str(v))
-                              for d, v in ((d, last.get(d, "no answer yet")) for d in pending)), file=sys.stderr)
-        if not pending or elapsed >= timeout_s:
-            break
-        time.sleep(min(poll_s, max(0.0, timeout_s - elapsed)))
-    for dom, (_, _, before, keys) in pending.items():
-        out[dom] = not_recovered(dom, before, keys, timeout_s, last.get(dom, "no answer"))
-    update_progress_artifact(progress, progress=100.0)
-    return out
 
 
 def read_all(inv: System, ts: list[Target], max_explain: int) -> list[Target]:
@@ -228,7 +190,9 @@ def remediate_opensearch_red(
     again); the run says so for that flow run's records and changes nothing.
     """
     inv = load_system(system)
-    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s)
+    urls: dict[str, str] = {}
+    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s,
+                              appliers=appliers(urls))
     with session:
         identity = session.identity()
         if undo_run:
@@ -241,6 +205,7 @@ def remediate_opensearch_red(
             session.report.findings.append(Finding(check="opensearch-domains", resource=inv.name, status=Status.OK, value=0, summary=(
                 "no OpenSearch domain in the inventory: nothing to check (name one with domain=NAME)")))
         ts = read_all(inv, ts, max_explain)
+        urls.update({t.domain.name: t.info.endpoint for t in ts if t.info and t.info.endpoint})
         for t in ts:
             session.report.findings += judge_domain(inv, t)
             if not t.named:
@@ -248,37 +213,32 @@ def remediate_opensearch_red(
                     f"not in {inv.name}'s inventory: checked because it was asked for (no snapshot repository known)")))
         plan = make_plan.submit(inv, identity, ts).result()
         if session.gate(plan):
-            act_and_verify(session, inv, identity, plan, ts, settle_timeout_s or inv.mutations.settle_timeout_s, poll_s,
-                           max_explain)
+            act_and_verify(session, inv, identity, ts, settle_timeout_s or inv.mutations.settle_timeout_s, poll_s, max_explain)
     return session.finish()
 
 
-def act_and_verify(session: MutationSession, inv: System, identity: Identity, plan: Plan, ts: list[Target], settle: float,
-                   poll_s: float, max_explain: int) -> None:
-    """After approval: lease, drift check, retry, wait for the retried copies, read the clusters again, record, notify."""
-    session.lease()
+def act_and_verify(session: MutationSession, inv: System, identity: Identity, ts: list[Target], settle: float, poll_s: float,
+                   max_explain: int) -> None:
+    """After approval: the retries through the mechanism (independent: a failed one does not stop the others), the wait for
+    the retried copies, the clusters read again (the report shows the state after), record, notify."""
+    done, ok = session.act(identity, undo_on_failure=False)
+
+    def word(r: Record, settled: bool, what: str, secs: float) -> str:
+        return retry_outcome(str(r.before), settled, what, retried_keys(r.after or ""), secs)
+
+    done = session.settle(done, settle, poll_s=poll_s, word=word)
     by_name = {t.domain.name: t for t in ts}
-    urls = {a.resource: by_name[a.resource].info.endpoint for a in plan.actions}  # type: ignore[union-attr]
-    check_drift.submit(inv, plan, urls).result()
-    done = apply_retries.submit(inv, plan, urls, session.approval, identity, session.run_id).result()
-    applied = {r.resource for r in done if r.status == "applied"}
-    waits = [(a.resource, urls[a.resource], by_name[a.resource].cluster.status or "red",  # type: ignore[union-attr]
-              retried_copies(by_name[a.resource].cluster)) for a in plan.actions if a.resource in applied]  # type: ignore[arg-type]
-    settled = wait_health.submit(inv, waits, settle, poll_s).result() if waits else {}
-    seen = {(RETRY_KIND, d): (f.status is Status.OK, f.summary) for d, f in settled.items()}
-    done = mark_verified(done, seen, settle)
-    after = read_all(inv, [Target(domain=by_name[d].domain, named=by_name[d].named) for d in sorted(applied)], max_explain)
+    applied = sorted({r.resource for r in done if r.status in ("applied", "verified")})
+    after = read_all(inv, [Target(domain=by_name[d].domain, named=by_name[d].named) for d in applied], max_explain)
     fresh = {t.domain.name: [f for f in judge_domain(inv, t) if f.check in CLUSTER_CHECKS] for t in after}
     session.report.findings = [f for f in session.report.findings
                                if not (f.check in CLUSTER_CHECKS and f.resource.split("/")[0] in fresh)]
     for d in sorted(fresh):
         session.report.findings += fresh[d]
-    session.report.findings += list(settled.values())
-    session.report.findings += [Finding(check="opensearch-retry", resource=r.resource, status=Status.CRIT,
-                                        summary=f"retry failed: {r.detail}") for r in done if r.status == "failed"]
+    session.report.findings += [retry_finding(r.resource, r.status, r.detail) for r in done]
     session.record(done)
-    session.done(all(r.status != "failed" for r in done))
+    session.done(ok)
     session.notify(session.report.outcome, [f"{r.resource}: {r.status}; {r.detail or r.after}" for r in done])
 
 
-TASKS = [read_domain_status, read_cluster_allocation, read_restore_points, check_drift, apply_retries, wait_health] + SESSION_TASKS
+TASKS = [read_domain_status, read_cluster_allocation, read_restore_points, steps_policy(appliers({}))] + SESSION_TASKS

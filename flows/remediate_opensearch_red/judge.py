@@ -318,20 +318,36 @@ def restore_finding(t: Target, index: str) -> Finding:
                    details=p.model_dump() if p else {})
 
 
-def recovered(domain: str, before: str, status: str | None, keys: list[str], took: float) -> Finding:
-    better = _RANK.get(status or "red", 2) < _RANK.get(before, 2)
-    return Finding(check="opensearch-retry", resource=domain, status=Status.OK, value=took, summary=(
-        f"{before} -> {status} after {took:g} s: the {len(keys)} retried copy(ies) are STARTED"
-        + ("" if better or status == "green" else f"; the cluster stays {status} for the other causes")))
+def retried_keys(target: str) -> list[str]:
+    """The copies a planned retry expects STARTED (the end of its ``target``)."""
+    return [k for k in target.rpartition("STARTED: ")[2].split(", ") if k]
 
 
-def not_recovered(domain: str, before: str, keys: list[str], timeout_s: float,
-                  last: tuple[str | None, int, list[str]] | str) -> Finding:
-    what = (f"{last[0]}, {len(last[2])} of {len(keys)} retried copy(ies) not started ({', '.join(last[2][:5])})"
-            if isinstance(last, tuple) else str(last))
-    return Finding(check="opensearch-retry", resource=domain, status=Status.WARN, value=timeout_s, summary=(
-        f"was {before}; not recovered after {timeout_s:g} s: {what}; the allocation may have failed again: run again "
-        "to read the explanation"))
+def poll_answer(status: str | None, keys: list[str], left: list[str]) -> tuple[bool, str]:
+    """A poll after the retry: (every retried copy STARTED, the cluster's status and what is left)."""
+    if not left:
+        return True, f"{status}"
+    return False, f"{status}, {len(left)} of {len(keys)} retried copy(ies) not started ({', '.join(left[:5])})"
+
+
+def retry_outcome(before: str, settled: bool, what: str, keys: list[str], secs: float) -> str:
+    """A retry's record detail (and its finding's summary): recovered, or not within the wait. ``before``: the plan's
+    current ("red; 2 copy(ies) failed ..."); ``what``: the last poll's answer."""
+    was = before.split(";")[0]
+    if not settled:
+        return (f"was {was}; not recovered after {secs:g} s: {what}; the allocation may have failed again: run again "
+                "to read the explanation")
+    status = what or "red"
+    better = _RANK.get(status, 2) < _RANK.get(was, 2)
+    return (f"{was} -> {status} after {secs:g} s: the {len(keys)} retried copy(ies) are STARTED"
+            + ("" if better or status == "green" else f"; the cluster stays {status} for the other causes"))
+
+
+def retry_finding(domain: str, status: str, detail: str | None) -> Finding:
+    """One finding per retry: OK verified, WARN applied but not recovered in time, CRIT failed."""
+    level = {"verified": Status.OK, "applied": Status.WARN}.get(status, Status.CRIT)
+    return Finding(check="opensearch-retry", resource=domain, status=level,
+                   summary=(detail or "") if level is not Status.CRIT else f"retry {status}: {detail}")
 
 
 # --- the plan ------------------------------------------------------------------------------------------

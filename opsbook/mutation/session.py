@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
@@ -158,11 +159,13 @@ def take_steps(system: System, plan: Plan, appliers: dict[str, Applier], approva
 
 @aws_task(iam=[], name="wait-settled", cache_policy=NO_CACHE)
 def wait_settled(system: System, records: list[Record], appliers: dict[str, Applier], timeout_s: float, label: str,
-                 not_yet: str = "not settled after {timeout} s: {what}; the next run checks it again") -> list[Record]:
-    """Poll each applied step's settled check (bounded by ``timeout_s``, with a progress artifact and a line on the shell):
-    settled -> ``verified`` ("read back after N s: ..."); not within the time -> stays ``applied`` and says what was seen."""
+                 not_yet: str = "not settled after {timeout} s: {what}; the next run checks it again", poll_s: float = 2.0,
+                 word: Callable[[Record, bool, str, float], str] | None = None) -> list[Record]:
+    """Poll each applied step's settled check every ``poll_s`` (bounded by ``timeout_s``, with a progress artifact and a line
+    on the shell): settled -> ``verified`` ("read back after N s: ..."); not within the time -> stays ``applied`` and says
+    what was seen (``word``: how the runbook words both)."""
     return wait_for_records(label, records, lambda r: lambda: appliers[r.kind].settled_now(system, r.resource, r.after or ""), timeout_s,
-                            not_yet=not_yet)
+                            not_yet=not_yet, poll_s=poll_s, word=word)
 
 
 def steps_policy(appliers: dict[str, Applier]) -> Any:
@@ -275,11 +278,13 @@ class MutationSession:
         check_drift.submit(self.inv, self.plan, self.appliers).result()
         return take_steps.submit(self.inv, self.plan, self.appliers, self.approval, identity, self.run_id, undo_on_failure).result()
 
-    def settle(self, records: list[Record], timeout_s: float, not_yet: str = "") -> list[Record]:
+    def settle(self, records: list[Record], timeout_s: float, not_yet: str = "", poll_s: float = 2.0,
+               word: Callable[[Record, bool, str, float], str] | None = None) -> list[Record]:
         """Wait (bounded) until each applied step has taken effect; those become ``verified``. ``not_yet``: what a step
-        not settled in time says ({timeout}, {what}), when the runbook knows better than "the next run checks it again"."""
+        not settled in time says ({timeout}, {what}), when the runbook knows better than "the next run checks it again";
+        ``word(record, settled, last answer, seconds)``: the record's detail either way."""
         extra = {"not_yet": not_yet} if not_yet else {}
-        return wait_settled.submit(self.inv, records, self.appliers, timeout_s, self.runbook, **extra).result()
+        return wait_settled.submit(self.inv, records, self.appliers, timeout_s, self.runbook, poll_s=poll_s, word=word, **extra).result()
 
     def record(self, records: list[Record]) -> None:
         if self.journal is not None:
@@ -343,16 +348,3 @@ class MutationSession:
         if report.status is Status.CRIT:
             return Failed(message=report.headline(), data=report)
         return report
-
-
-def mark_verified(records: list[Record], seen: dict[tuple[str, str], tuple[bool, str]], timeout_s: float) -> list[Record]:
-    """Applied records become ``verified`` when the read-back ``seen[(kind, resource)]`` shows the target."""
-    out = []
-    for r in records:
-        if r.status != "applied":
-            out.append(r)
-            continue
-        ok, what = seen[(r.kind, r.resource)]
-        out.append(r.model_copy(update={"status": "verified" if ok else "applied",
-                                        "detail": f"read back: {what}" + ("" if ok else f" after {timeout_s:g} s; the next run checks it again")}))
-    return out

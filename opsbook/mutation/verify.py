@@ -48,24 +48,26 @@ def wait_until(label: str, checks: dict[str, Callable[[], tuple[bool, str]]], ti
 
 
 def wait_for_records(label: str, records: list[Record], check: Callable[[Record], Callable[[], tuple[bool, str]]], timeout_s: float,
-                     not_yet: str) -> list[Record]:
+                     not_yet: str, poll_s: float = 2.0, word: Callable[[Record, bool, str, float], str] | None = None) -> list[Record]:
     """``wait_until`` every applied record's check passes: those become ``verified`` ("read back after N s: ..."); the others stay
-    ``applied`` with "not <not_yet> after N s: <last answer>; ..." (``not_yet`` says what is missing and what to do)."""
+    ``applied`` with "not <not_yet> after N s: <last answer>; ..." (``not_yet`` says what is missing and what to do).
+    ``word(record, settled, last answer, seconds)``: the record's detail, where the runbook says it better."""
     applied = [r for r in records if r.status == "applied"]
     shared = {r.resource for r in applied if sum(o.resource == r.resource for o in applied) > 1}
 
     def _key(r: Record) -> str:  # the resource, with the kind where one resource has two kinds of change
         return f"{r.resource} ({r.kind})" if r.resource in shared else r.resource
 
-    seen = wait_until(label, {_key(r): check(r) for r in applied}, timeout_s)
+    seen = wait_until(label, {_key(r): check(r) for r in applied}, timeout_s, poll_s)
     out = []
     for r in records:
         if r.status != "applied":
             out.append(r)
             continue
         ok, what, secs = seen[_key(r)]
-        out.append(r.model_copy(update={"status": "verified" if ok else "applied",
-                                        "detail": f"read back after {secs:g} s: {what}" if ok else not_yet.format(timeout=f"{timeout_s:g}", what=what)}))
+        detail = (word(r, ok, what, secs) if word is not None else f"read back after {secs:g} s: {what}" if ok
+                  else not_yet.format(timeout=f"{timeout_s:g}", what=what))
+        out.append(r.model_copy(update={"status": "verified" if ok else "applied", "detail": detail}))
     return out
 
 

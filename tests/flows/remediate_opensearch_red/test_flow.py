@@ -15,6 +15,7 @@ from opsbook.iam import iam_action, policy_for
 from opsbook.inventory import OpenSearchDomain
 from opsbook.mutation import statestore
 from opsbook.mutation.core import Identity, Plan, Refused, ShellApproval, shell_approval
+from opsbook.mutation.session import check_drift
 from opsbook.report import RunReport
 from sandbox.faults import apply_fault
 from sandbox.opensearch_faults import apply_scenario
@@ -94,12 +95,13 @@ def test_failed_allocation_dry_run_then_execute_retries_verifies_green_records_a
     assert not findings(report, "opensearch-shard")
     assert statestore.read_records(hr)[0]["resource"] == HR_DOMAIN
     err = capfd.readouterr().err
-    assert "opsbook: remediate-opensearch-red: 0/1 recovered after" in err and "retried copy(ies) not started" in err
+    assert "opsbook: remediate-opensearch-red: 0/1 done after" in err and "retried copy(ies) not started" in err
 
     again = run(HR, dry_run=False, approval="yes")
     assert again.outcome == "nothing-to-do" and again.status is Status.OK and again.plan["actions"] == []
     assert again.plan["unchanged"] == [f"{HR_DOMAIN}: cluster green"] and again.records == []
-    assert again.api_calls_by_operation == {"sts:GetCallerIdentity": 1, "opensearch:DescribeDomain": 1, "es:ESHttpGet": 2}
+    assert again.api_calls_by_operation == {"sts:GetCallerIdentity": 1, "opensearch:DescribeDomain": 1, "es:ESHttpGet": 2,
+                                            "dynamodb:Query": 1}  # the steps a killed run left open (none)
 
     undo = run(HR, undo_run=report.flow_run_id, dry_run=False, approval="yes")  # a retry has no inverse: said, nothing done
     assert undo.outcome == "nothing-to-do" and undo.plan["actions"] == [] and undo.records == []
@@ -183,7 +185,7 @@ def test_systems_without_a_domain_have_nothing_to_check(seeded):
     assert report.outcome == "nothing-to-do" and report.status is Status.OK
     [f] = report.findings
     assert (f.check, f.status) == ("opensearch-domains", Status.OK) and "nothing to check" in f.summary
-    assert report.api_calls_by_operation == {"sts:GetCallerIdentity": 1}
+    assert report.api_calls_by_operation == {"sts:GetCallerIdentity": 1, "dynamodb:Query": 1}  # and the open steps of a killed run: none
 
 
 # --- failures, UNKNOWN, drift, processing (task level: no flow run needed) ---------------------------
@@ -227,11 +229,12 @@ def test_drift_between_plan_and_act_refuses(seeded, sandbox):
     apply_scenario(sandbox, hr, "failed-allocation")
     t = target(hr, HR_DOMAIN)
     plan = judge.decide(hr, IDENTITY, [t])
-    urls = {HR_DOMAIN: t.info.endpoint}
-    ror.check_drift.fn(hr, plan, urls)  # unchanged: passes
+    steps = ror.appliers({HR_DOMAIN: t.info.endpoint})
+    check_drift.fn(hr, plan, steps)  # unchanged: passes
     sandbox.opensearch.heal(HR_DOMAIN)  # someone fixed it meanwhile
     with pytest.raises(Refused, match="changed since the plan was made"):
-        ror.check_drift.fn(hr, plan, urls)
+        check_drift.fn(hr, plan, steps)
+    assert ror.appliers({})[judge.RETRY_KIND].read(hr, HR_DOMAIN) == judge.failed_state("green", [])  # a re-run finds the endpoint
     assert isinstance(plan, Plan)
 
 

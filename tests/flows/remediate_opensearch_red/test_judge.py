@@ -190,10 +190,15 @@ def test_nothing_is_retried_when_green_by_design_processing_unread_or_blocked_by
 
 
 def test_retry_findings_after_the_wait():
-    ok = j.recovered(DOMAIN, "red", "yellow", ["e[0]p"], 3.2)
-    assert ok.status is Status.OK and ok.summary == ("red -> yellow after 3.2 s: the 1 retried copy(ies) are STARTED")
-    same = j.recovered(DOMAIN, "red", "red", ["e[0]p"], 1.0)
-    assert "the cluster stays red for the other causes" in same.summary
-    late = j.not_recovered(DOMAIN, "red", ["e[0]p", "e[0]r"], 20, ("red", 2, ["e[0]r"]))
-    assert late.status is Status.WARN and "red, 1 of 2 retried copy(ies) not started (e[0]r)" in late.summary
-    assert "no answer" in j.not_recovered(DOMAIN, "red", [], 5, "no answer").summary
+    keys = j.retried_keys("POST _cluster/reroute?retry_failed=true; expect STARTED: e[0]p, e[0]r")
+    assert keys == ["e[0]p", "e[0]r"] and j.retried_keys("expect STARTED: ") == []
+    assert j.poll_answer("green", keys, []) == (True, "green")
+    assert j.poll_answer("red", keys, ["e[0]r"]) == (False, "red, 1 of 2 retried copy(ies) not started (e[0]r)")
+    before = j.failed_state("red", ["e[0]p"])
+    assert j.retry_outcome(before, True, "yellow", ["e[0]p"], 3.2) == "red -> yellow after 3.2 s: the 1 retried copy(ies) are STARTED"
+    assert "the cluster stays red for the other causes" in j.retry_outcome(before, True, "red", ["e[0]p"], 1.0)
+    late = j.retry_outcome(before, False, "red, 1 of 2 retried copy(ies) not started (e[0]r)", keys, 20)
+    assert late.startswith("was red; not recovered after 20 s: red, 1 of 2") and "run again" in late
+    assert (j.retry_finding(DOMAIN, "verified", "x").status, j.retry_finding(DOMAIN, "applied", late).status) == (Status.OK, Status.WARN)
+    failed = j.retry_finding(DOMAIN, "failed", "ConnectionError: refused")
+    assert failed.status is Status.CRIT and failed.summary == "retry failed: ConnectionError: refused"
