@@ -132,17 +132,13 @@ MAX_VISIBILITY_S = 43200  # 12 h
 # return them again, and in SQS FIFO order they would block the queue) and made visible again when the run
 # ends. After a kill they reappear when that hold expires.
 
-import getpass  # noqa: E402  (this section is appended)
-import socket  # noqa: E402
-import sys  # noqa: E402
+import sys  # noqa: E402  (this section is appended)
 import time  # noqa: E402
 from collections import Counter  # noqa: E402
 from typing import Protocol  # noqa: E402
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact  # noqa: E402
 from pydantic import ConfigDict, Field  # noqa: E402
-
-from opsbook.mutation import statestore  # noqa: E402
 
 BATCH = 10  # SQS's batch maximum
 DEPTH_EVERY_BATCHES = 5  # measure the DLQ's depth every few batches (refill check)
@@ -237,7 +233,6 @@ class RedriveJob(BaseModel):
     visibility_timeout_s: int
     max_batch_bytes: int
     run_id: str = "local"
-    lease_ttl_s: int = 60
 
 
 class RedriveResult(BaseModel):
@@ -388,7 +383,6 @@ class _Mover:
         self.sent_not_deleted: set[str] = set()
         self.idle = 0
         self.long_polled = False
-        self.last_lease = self.started
         self.last_progress = self.started - PROGRESS_EVERY_S  # the first batch shows at once
         self.progress = create_progress_artifact(progress=0.0, description=f"dlq-redrive: {job.dlq} -> {job.source}, at most {job.limit}")
 
@@ -479,7 +473,8 @@ class _Mover:
             self.set_aside([(by_id[i], f"send-failed:{code}") for i, code in refused.items()])
 
     def after_batch(self) -> bool:
-        """Every few batches: the DLQ's depth (stop, True, when it refills); keep the lease; show progress."""
+        """Every few batches: the DLQ's depth (stop, True, when it refills); show progress. (The run's lease on the DLQ is
+        kept by the mutation session's heartbeat.)"""
         r, job = self.r, self.job
         r.batches += 1
         if r.batches % DEPTH_EVERY_BATCHES == 0:
@@ -488,10 +483,6 @@ class _Mover:
             if r.refill:
                 r.stop_reason = "the DLQ refills as fast as it drains"
                 return True
-        if time.monotonic() - self.last_lease > job.lease_ttl_s / 3:  # keep the lease while we work; a killed run frees it soon
-            statestore.acquire_lease(self.system, job.dlq, f"{getpass.getuser()}@{socket.gethostname()} run {job.run_id}",
-                                     job.run_id, job.lease_ttl_s)
-            self.last_lease = time.monotonic()
         self.show()
         return False
 
@@ -548,8 +539,7 @@ class _Mover:
         self.show(final=True)
 
 
-@aws_task(iam=["sqs:GetQueueAttributes", "sqs:ReceiveMessage", *SEND, *DELETE, *VISIBILITY, "dynamodb:BatchGetItem",
-               "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DescribeTable", "dynamodb:CreateTable"],
+@aws_task(iam=["sqs:GetQueueAttributes", "sqs:ReceiveMessage", *SEND, *DELETE, *VISIBILITY, "dynamodb:BatchGetItem"],
           name="redrive-messages", cache_policy=NO_CACHE, read_only=False)
 def redrive_messages(system: System, job: RedriveJob, steer: Steer) -> RedriveResult:
     """Move at most ``job.limit`` messages from the DLQ to the source queue, one batch at a time, at most

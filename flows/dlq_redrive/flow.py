@@ -9,9 +9,12 @@ Steps: confirm identity -> plan (read concurrently: the DLQ's depth, a masked
 sample of its messages, the source queue's settings, the consumer's event
 source mapping; then the breakers of the sampled cases) -> (dry run ends
 here) -> approval, bound to the plan: at most the planned count is moved even
-if more arrive -> lease on the DLQ (renewed while moving, so a killed run
-frees it within a minute) -> the consumer is checked again -> move -> verify
-the depths -> record -> notify.
+if more arrive -> lease on the DLQ (the mutation session's heartbeat keeps it
+while the run lives, so a killed run frees it within a minute) -> the consumer
+is checked again -> the move, as one step of the mutation mechanism (its
+intent written before the first batch, its outcome after the last; a re-run
+after a kill closes it from the DLQ's depth) -> verify the depths -> record ->
+notify.
 
 The plan cannot move when nothing consumes the source queue (no event source
 mapping, or one not Enabled): the messages would wait there and expire after
@@ -29,7 +32,7 @@ made visible again in the DLQ when it ends.
 
 API calls: 3 per batch of 10 moved (ReceiveMessage, SendMessageBatch,
 DeleteMessageBatch), a GetQueueAttributes every 5 batches, a BatchGetItem for
-cases whose breaker was not read in the last 5 s, a lease renewal every 20 s:
+cases whose breaker was not read in the last 5 s, a lease heartbeat every 15 s:
 about 0.33 calls a message, plus about 25 for the plan, the session, the
 verification and the record (bench/redrive.py: 347 calls for 1,000).
 """
@@ -60,16 +63,38 @@ from flows.dlq_redrive.judge import (
 )
 from opsbook import aws
 from opsbook.findings import unknown
+from opsbook.iam import declares
 from opsbook.inventory import SqsQueue, System, load_system
-from opsbook.mutation.core import Identity, Plan, Record, Refused
-from opsbook.mutation.session import SESSION_TASKS, MutationSession
+from opsbook.mutation import steps
+from opsbook.mutation.core import Applier, Identity, Plan, Record, Refused
+from opsbook.mutation.session import SESSION_TASKS, MutationSession, steps_policy
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
 from tasks.awslambda import read_consumer_mapping
 from tasks.dynamodb import BREAKER_CLOSED, read_breakers, read_case_breakers
-from tasks.sqs import RedriveJob, peek_dlq, read_queue, redrive_messages
+from tasks.sqs import RedriveJob, peek_dlq, queue_depth, read_queue, redrive_messages
 
-LEASE_TTL_S = 60  # renewed every 20 s while moving
 BREAKER_TTL_S = 5.0  # re-read a case's breaker at most this often while moving
+
+
+# --- the step: the move, closed after a kill from the DLQ's depth -------------------------------------------
+
+
+@declares(["sqs:GetQueueUrl", "sqs:GetQueueAttributes"])
+def read_depth(system: System, dlq: str) -> str:
+    url = aws.client("sqs", system.region).get_queue_url(QueueName=dlq)["QueueUrl"]
+    return f"{queue_depth(system.region, url)} messages"
+
+
+def moved_some(system: System, dlq: str, before: str, target: str) -> bool:
+    """A killed move went (in part) when the DLQ holds fewer messages than when it started; the re-run plans the rest."""
+    return int(read_depth(system, dlq).split()[0]) < int(before.split()[0])
+
+
+def not_by_value(system: System, dlq: str, target: str) -> None:
+    raise Refused(f"{dlq}: a redrive is a move of messages (redrive-messages), not a value to set; run dlq-redrive")
+
+
+APPLIERS = {KIND: Applier(read=read_depth, apply=not_by_value, reached=moved_some)}
 
 
 class CaseSteer:
@@ -140,17 +165,19 @@ def _move(session: MutationSession, inv: System, q: SqsQueue, function: str | No
         if not now.enabled:
             raise Refused(f"{function}'s event source mapping from {q.name} is now {now.state or 'gone'}, not Enabled; "
                           "nothing was moved")
+    a, dlq, journal = session.approval, reads["dlq"], steps.active(session.run_id)
+    [action] = plan.actions
+    intent = steps.intend(journal, Record(runbook=RUNBOOK, system=inv.name, resource=q.dlq, kind=KIND, before=action.current,
+                                          after=action.target, status="applied", flow_run_id=session.run_id,
+                                          approver=a.approver if a else None, approved_via=a.via if a else None,
+                                          caller_arn=session.identity_.arn, plan_fingerprint=plan.fingerprint), "applied")
     result = redrive_messages.submit(inv, job, steer).result()
+    ok = result.error is None and result.failed == 0
+    record = steps.done(journal, intent.model_copy(update={
+        "after": f"{result.moved} moved to {q.name}", "status": "applied" if ok else "failed",
+        "detail": f"{result.moved} moved, {result.skipped} skipped, {result.failed} failed, {result.duplicates} duplicated; {result.stop_reason}"}))
     after_f = {"dlq": read_queue.submit(inv, q.dlq), "source": read_queue.submit(inv, q.name)}
     after = {k: _value(f) for k, f in after_f.items()}
-    a, dlq = session.approval, reads["dlq"]
-    ok = result.error is None and result.failed == 0
-    record = Record(runbook=RUNBOOK, system=inv.name, resource=q.dlq, kind=KIND, before=f"{dlq.depth} messages",
-                    after=f"{result.moved} moved to {q.name}", status="applied" if ok else "failed",
-                    detail=(f"{result.moved} moved, {result.skipped} skipped, {result.failed} failed, {result.duplicates} "
-                            f"duplicated; {result.stop_reason}"),
-                    flow_run_id=session.run_id, approver=a.approver if a else None, approved_via=a.via if a else None,
-                    caller_arn=session.identity_.arn, plan_fingerprint=plan.fingerprint)
     session.record([record])
     session.report.findings += judge(q.dlq, q.name, job, result, (dlq, reads["source"]), after, session.calls.total)
     session.done(result.error is None)
@@ -190,7 +217,8 @@ def dlq_redrive(
     """
     inv = load_system(system)
     case_id, evidence_id = case_id or None, evidence_id or None  # "" (not given) filters nothing
-    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s)
+    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s,
+                              appliers=APPLIERS)  # a move a killed run left open is closed from the DLQ's depth before planning
     with session:
         identity = session.identity()
         q = pick_queue(inv, queue)
@@ -207,9 +235,9 @@ def dlq_redrive(
             job = RedriveJob(dlq=q.dlq, dlq_url=dlq.url, source=q.name, source_url=source.url, fifo=source.fifo,
                              limit=planned_limit(dlq.depth, max_messages), budget=dlq.depth, rate_per_s=rate,
                              visibility_timeout_s=visibility_timeout_s, max_batch_bytes=min(source.max_message_bytes, 1024 * 1024),
-                             run_id=session.run_id, lease_ttl_s=LEASE_TTL_S)
+                             run_id=session.run_id)
             _move(session, inv, q, function, reads, plan, job, CaseSteer(inv, case_id, evidence_id, inv.bill_shock is not None))
     return session.finish()
 
 
-TASKS = [read_queue, peek_dlq, read_consumer_mapping, read_case_breakers, redrive_messages] + SESSION_TASKS
+TASKS = [read_queue, peek_dlq, read_consumer_mapping, read_case_breakers, redrive_messages, steps_policy(APPLIERS)] + SESSION_TASKS

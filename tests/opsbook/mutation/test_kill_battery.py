@@ -61,6 +61,21 @@ def _provisioned_table(table: str, read: int, write: int) -> Callable[[Any, Any]
     return setup
 
 
+def _opensearch(name: str) -> Callable[[Any, Any], None]:
+    def setup(sb, system):
+        from sandbox.opensearch_faults import apply_scenario
+        apply_scenario(sb, system, name)
+    return setup
+
+
+def _dead_letters(count: int) -> Callable[[Any, Any], None]:
+    def setup(sb, system):
+        from sandbox import leh_queues
+        leh_queues.consumer_mapping(sb, system)
+        leh_queues.fill_dlq(sb, system, count)
+    return setup
+
+
 def _incident(sb, system):
     from sandbox.security import incident
     incident(sb, system)
@@ -77,6 +92,11 @@ SCENARIOS = [
     # a rotation (its new version is not known before the call) and a bucket lock, independent steps
     ("security-rotate-and-lock", "security-incident", "t-developer", _incident,
      ['rotate_secrets=["t-developer/production/api-keys"]', 'lock_buckets=["t-developer-projects-production"]']),
+    # a retry has no value to set: its step is reached once the failed copies are no longer the ones planned on
+    ("opensearch-retry", "remediate-opensearch-red", "hr-resource-optimization", _opensearch("failed-allocation"),
+     ["settle_timeout_s=10", "poll_s=0.5"]),
+    # a move of messages, not a value: its step is reached once the DLQ holds fewer than when it started
+    ("dlq-redrive", "dlq-redrive", "leh", _dead_letters(40), ["visibility_timeout_s=2"]),
     # three steps in one plan (desired count, the auto scaling minimum, the table's write capacity): kills at the 1st and 3rd
     ("scale-ecs-hold-and-table", "scale-service", "t-developer", _provisioned_table("t-developer-metadata-production", 5, 5),
      ["desired=6", "hold=true", "table=t-developer-metadata-production", "write_units=9", "settle_timeout_s=5"]),
@@ -124,6 +144,7 @@ def fresh(sandbox, system: str, setup) -> Any:
 
 
 ROTATION = "secret-rotation"  # its new version's id differs from run to run: compared as "rotated from the start value"
+REDRIVE = "sqs-redrive"  # its outcome counts what moved; closed after a kill it says the depth read then: compared as "moved"
 
 
 def live(runbook: str, inv, resources: list[tuple[str, str]], start: dict[str, str] | None = None) -> dict[str, str]:
@@ -139,7 +160,7 @@ def effects(inv, runbook: str) -> list[tuple[str, str, str, str]]:
     """(kind, resource, before, after) of every step with an effect, from the durable records (last word per step)."""
     rotation = ROTATION.__eq__
     return sorted((r["kind"], r["resource"], "the version before" if rotation(r["kind"]) else r["before"],
-                   "a new version" if rotation(r["kind"]) else str(r["after"]))
+                   "a new version" if rotation(r["kind"]) else "moved" if r["kind"] == REDRIVE else str(r["after"]))
                   for r in statestore.read_records(inv) if r.get("runbook") == runbook and r["status"] in ("applied", "verified"))
 
 
