@@ -144,12 +144,15 @@ def fresh(sandbox, system: str, setup) -> Any:
 
 
 ROTATION = "secret-rotation"  # its new version's id differs from run to run: compared as "rotated from the start value"
-REDRIVE = "sqs-redrive"  # its outcome counts what moved; closed after a kill it says the depth read then: compared as "moved"
+
+
+def appliers_of(runbook: str) -> dict[str, Any]:
+    module = importlib.import_module(RUNBOOKS[runbook].module)
+    return module.APPLIERS if hasattr(module, "APPLIERS") else module.appliers({})
 
 
 def live(runbook: str, inv, resources: list[tuple[str, str]], start: dict[str, str] | None = None) -> dict[str, str]:
-    module = importlib.import_module(RUNBOOKS[runbook].module)
-    appliers = module.APPLIERS if hasattr(module, "APPLIERS") else module.appliers({})
+    appliers = appliers_of(runbook)
     out = {f"{k}|{r}": appliers[k].read(inv, r) for k, r in resources}
     if start is not None:
         out = {key: ("rotated" if v != start[key] else "not rotated") if key.startswith(ROTATION) else v for key, v in out.items()}
@@ -157,10 +160,12 @@ def live(runbook: str, inv, resources: list[tuple[str, str]], start: dict[str, s
 
 
 def effects(inv, runbook: str) -> list[tuple[str, str, str, str]]:
-    """(kind, resource, before, after) of every step with an effect, from the durable records (last word per step)."""
-    rotation = ROTATION.__eq__
-    return sorted((r["kind"], r["resource"], "the version before" if rotation(r["kind"]) else r["before"],
-                   "a new version" if rotation(r["kind"]) else "moved" if r["kind"] == REDRIVE else str(r["after"]))
+    """(kind, resource, before, after) of every step with an effect, from the durable records (last word per step). A step
+    whose effect is not a value it sets (``reached``: a rotation, a retry, a move) is compared by its effect: its outcome
+    says what was done (a count, a new version) when the run finished it, or the value read when a re-run closed it."""
+    appliers = appliers_of(runbook)
+    return sorted((r["kind"], r["resource"], "the version before" if r["kind"] == ROTATION else r["before"],
+                   "reached" if appliers[r["kind"]].reached is not None else str(r["after"]))
                   for r in statestore.read_records(inv) if r.get("runbook") == runbook and r["status"] in ("applied", "verified"))
 
 
