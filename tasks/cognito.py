@@ -57,6 +57,11 @@ def read_user(system: System, pool_id: str, username: str) -> tuple[str, bool]:
     return u["Username"], bool(u.get("Enabled", True))
 
 
+def account_state(system: System, pool_id: str, username: str) -> str:
+    """enabled / disabled."""
+    return "enabled" if read_user(system, pool_id, username)[1] else "disabled"
+
+
 @declares(["cognito-idp:AdminDisableUser", "cognito-idp:AdminEnableUser"])
 def set_user(system: System, pool_id: str, username: str, enabled: bool) -> None:
     c = aws.client("cognito-idp", system.region)

@@ -50,61 +50,75 @@ from flows.bill_shock_breaker.judge import (
     top_users,
 )
 from opsbook import aws
-from opsbook.iam import aws_task
+from opsbook.iam import aws_task, declares
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import Plan, Record, Refused
-from opsbook.mutation.session import SESSION_TASKS, MutationSession
+from opsbook.mutation.core import Applier, Identity, Plan, Record, Refused
+from opsbook.mutation.session import SESSION_TASKS, MutationSession, steps_policy
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
-from tasks.awslambda import read_worker
+from tasks.awslambda import event_source_mappings, read_worker
 from tasks.cloudwatch import read_token_usage
+from tasks.cognito import account_state, find_user_pool, set_user
 from tasks.dynamodb import read_breaker_states, read_breakers, set_breaker_state
 from tasks.s3 import count_uploads
 
-# --- act -------------------------------------------------------------------------------------
+# --- the steps: a case's breaker, a user's account, the worker's event source mapping ---------------------------
 
 
-def _user_pool_id(system: System) -> str:
+def _mapping(system: System) -> dict[str, Any]:
     cfg = system.bill_shock
-    c = aws.client("cognito-idp", system.region)
-    for p in aws.paginate(c, "list_user_pools", "UserPools", MaxResults=60):
-        if p["Name"] == cfg.cognito_user_pool:
-            return p["Id"]
-    raise Refused(f"Cognito user pool {cfg.cognito_user_pool!r} not found in {system.region}")
+    sqs = aws.client("sqs", system.region)
+    arn = sqs.get_queue_attributes(QueueUrl=sqs.get_queue_url(QueueName=cfg.source_queue)["QueueUrl"],
+                                   AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    maps = event_source_mappings(system.region, cfg.worker_function, arn)
+    if not maps:
+        raise Refused(f"no event source mapping from {cfg.source_queue} to {cfg.worker_function}")
+    return maps[0]
 
 
-def _apply_one(system: System, a: Any, consumer: dict | None, approver: str, run_id: str) -> tuple[str, str]:
-    """Do one action; (status, detail)."""
-    if a.kind == "breaker":
-        changed = set_breaker_state(system, a.resource, a.target, reason=a.evidence, by=approver, run=run_id, only_if=(a.current,))
-        return ("applied", "") if changed else ("applied", "already in that state (no write)")
-    if a.kind == "block-user":
-        c = aws.client("cognito-idp", system.region)
-        if a.target == "disabled":
-            c.admin_disable_user(UserPoolId=_user_pool_id(system), Username=a.resource)
-        else:
-            c.admin_enable_user(UserPoolId=_user_pool_id(system), Username=a.resource)
-        return "applied", ""
-    if a.kind == "pause-service":
-        aws.client("lambda", system.region).update_event_source_mapping(UUID=consumer["mapping_uuid"], Enabled=a.target == "Enabled")
-        return "applied", "messages wait in the queue"
-    raise ValueError(f"unknown action kind {a.kind}")
+def appliers(ctx: dict[str, Any]) -> dict[str, Applier]:
+    """bill-shock's three kinds of step. ``ctx`` (filled once approved): ``why`` and ``was``, resource -> the plan's evidence
+    (a breaker's reason) and current; ``by``, ``run``: who approved, which run. A breaker is written only if it still is
+    what the plan read (a conditional write: tripping twice is harmless); a paused worker is reached while Disabling."""
+
+    @declares(["dynamodb:BatchGetItem"])
+    def read_breaker(system: System, case: str) -> str:
+        return read_breakers(system, [case]).get(case, {}).get("state", CLOSED)
+
+    @declares(["dynamodb:UpdateItem"])
+    def set_breaker(system: System, case: str, state: str) -> None:
+        was = ctx.get("was", {}).get(case)
+        set_breaker_state(system, case, state, reason=ctx.get("why", {}).get(case, RUNBOOK), by=ctx.get("by", ""), run=ctx.get("run", ""),
+                          only_if=(was,) if was else None)
+
+    def read_account(system: System, user: str) -> str:
+        return account_state(system, find_user_pool(system)[0], user)
+
+    def set_account(system: System, user: str, state: str) -> None:
+        set_user(system, find_user_pool(system)[0], user, enabled=state == "enabled")
+
+    @declares(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "lambda:ListEventSourceMappings"])
+    def read_worker_state(system: System, resource: str) -> str:
+        return str(_mapping(system).get("State"))
+
+    @declares(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "lambda:ListEventSourceMappings", "lambda:UpdateEventSourceMapping"])
+    def set_worker_state(system: System, resource: str, state: str) -> None:
+        aws.client("lambda", system.region).update_event_source_mapping(UUID=_mapping(system)["UUID"], Enabled=state == "Enabled")
+
+    def worker_reached(system: System, resource: str, before: str, target: str) -> bool:
+        return read_worker_state(system, resource) in (target, target[:-1] + "ing")  # Disabling: messages already wait
+
+    return {"breaker": Applier(read=read_breaker, apply=set_breaker),
+            "block-user": Applier(read=read_account, apply=set_account),
+            "pause-service": Applier(read=read_worker_state, apply=set_worker_state, reached=worker_reached)}
 
 
-@aws_task(iam=["dynamodb:UpdateItem", "cognito-idp:ListUserPools", "cognito-idp:AdminDisableUser", "cognito-idp:AdminEnableUser",
-               "lambda:UpdateEventSourceMapping"], name="apply-breaker-actions", cache_policy=NO_CACHE, read_only=False)
-def apply_actions(system: System, plan: Plan, consumer: dict | None, approver: str, via: str, run_id: str, caller: str) -> list[Record]:
-    records = []
-    base = dict(runbook=RUNBOOK, system=system.name, flow_run_id=run_id, approver=approver, approved_via=via, caller_arn=caller,
-                plan_fingerprint=plan.fingerprint)
-    for a in plan.actions:
-        try:
-            status, detail = _apply_one(system, a, consumer, approver, run_id)
-            records.append(Record(**base, resource=a.resource, kind=a.kind, before=a.current, after=a.target, status=status, detail=detail))
-        except Refused:
-            raise
-        except Exception as exc:  # recorded, and the remaining actions still run: each is independent
-            records.append(Record(**base, resource=a.resource, kind=a.kind, before=a.current, after=None, status="failed", detail=aws.describe_error(exc)))
-    return records
+@aws_task(iam=[], name="read-accounts", cache_policy=NO_CACHE)
+def read_accounts(system: System, users: list[str]) -> dict[str, str]:
+    """enabled / disabled, of each user a block is judged for (one already disabled needs no step)."""
+    if not users:
+        return {}
+    pool = find_user_pool(system)[0]
+    return {u: account_state(system, pool, u) for u in users}
 
 
 @task(name="hand-off-escalation", cache_policy=NO_CACHE)
@@ -121,12 +135,13 @@ def hand_off(system: System, plan: Plan) -> dict[str, Any]:
                 "by_hand": f"opsbook run {RUNBOOK} --system {system.name} --param mode=escalate --execute"}
 
 
-def _act(session: MutationSession, inv: System, plan: Plan, consumer: dict | None) -> list[Record]:
-    """Apply the approved plan, record it and close the session's outcome."""
-    a = session.approval
-    records = apply_actions.submit(inv, plan, consumer, a.approver, a.via, session.run_id, session.identity_.arn).result()
+def _act(session: MutationSession, identity: Identity, plan: Plan, ctx: dict[str, Any]) -> list[Record]:
+    """The approved plan through the mechanism (each step independent: a failed one does not stop the others), recorded."""
+    ctx.update(why={a.resource: a.evidence for a in plan.actions}, was={a.resource: a.current for a in plan.actions},
+               by=session.approval.approver, run=session.run_id)
+    records, ok = session.act(identity, undo_on_failure=False)
     session.record(records)
-    session.done(all(r.status == "applied" for r in records))
+    session.done(ok)
     return records
 
 
@@ -137,26 +152,26 @@ def _news(records: list[Record]) -> list[str]:
 # --- the steps of each mode --------------------------------------------------------------------
 
 
-def _reset(session: MutationSession, inv: System, consumer: dict[str, Any], case_id: str, resume_service: bool) -> None:
+def _reset(session: MutationSession, inv: System, identity: Identity, ctx: dict[str, Any], consumer: dict[str, Any], case_id: str,
+           resume_service: bool) -> None:
     """mode=reset: close a case's breaker and/or resume the worker, behind approval."""
     current = read_breakers(inv, [case_id]).get(case_id, {}).get("state", CLOSED) if case_id else CLOSED
     plan = reset_plan(inv, session.identity_, case_id, current, resume_service, consumer)
     if not case_id and not resume_service:
         raise Refused("mode=reset needs case_id=... and/or resume_service=true")
     if session.gate(plan):
-        records = _act(session, inv, plan, consumer)
+        records = _act(session, identity, plan, ctx)
         session.notify(f"reset: {session.report.outcome}", _news(records))
 
 
-def _escalate(session: MutationSession, inv: System, plan: Plan, consumer: dict | None) -> None:
+def _escalate(session: MutationSession, identity: Identity, ctx: dict[str, Any], plan: Plan) -> None:
     """mode=escalate: act on what needs approval (``plan``: the automatic plan carrying the gated actions)."""
     if session.gate(plan):
-        session.lease()
-        records = _act(session, inv, plan, consumer)
+        records = _act(session, identity, plan, ctx)
         session.notify(f"escalation: {session.report.outcome}", _news(records))
 
 
-def _evaluate(session: MutationSession, inv: System, verdict: Any, auto: Plan, gated: Plan, consumer: dict | None,
+def _evaluate(session: MutationSession, inv: System, identity: Identity, ctx: dict[str, Any], verdict: Any, auto: Plan, gated: Plan,
               dry_run: bool) -> None:
     """mode=evaluate: the automatic actions now; what needs approval is handed to an escalate run (never waited for)."""
     cfg = inv.bill_shock
@@ -164,7 +179,7 @@ def _evaluate(session: MutationSession, inv: System, verdict: Any, auto: Plan, g
                          + ("; the inventory allows blocking accounts / pausing the service without approval"
                             if cfg.auto_block_accounts or cfg.auto_pause_service else ""))
     if acted:
-        _act(session, inv, auto, consumer)
+        _act(session, identity, auto, ctx)
     if gated.actions:
         session.report.findings.append(needs_approval(inv.name, gated))
         if not dry_run:
@@ -197,13 +212,15 @@ def bill_shock_breaker(
     if inv.bill_shock is None:
         raise ValueError(f"{inv.name} has no bill_shock section in its inventory")
     cfg = inv.bill_shock
-    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s)
+    ctx: dict[str, Any] = {}
+    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s,
+                              appliers=appliers(ctx))
     now = datetime.now(timezone.utc)
     with session:
         identity = session.identity()
         consumer_f = read_worker.submit(inv, cfg.source_queue, cfg.worker_function)
         if mode == "reset":
-            _reset(session, inv, consumer_f.result(), case_id, resume_service)
+            _reset(session, inv, identity, ctx, consumer_f.result(), case_id, resume_service)
             return session.finish()
         usage = read_token_usage.submit(inv, now).result()
         states = read_breaker_states.submit(inv, candidates(cfg, usage)).result()
@@ -213,13 +230,13 @@ def bill_shock_breaker(
         create_markdown_artifact(key=f"{RUNBOOK}-{inv.name}-usage", markdown=report_markdown(cfg, verdict, usage),
                                  description=f"{verdict.tokens_hour:,.0f} tokens in the last hour")
         session.report.findings += findings_for(cfg, verdict, consumer, now)
-        auto, gated = plan_for(inv, identity, verdict, states, consumer)
+        auto, gated = plan_for(inv, identity, verdict, states, consumer, read_accounts.submit(inv, sorted(verdict.block)).result())
         if mode == "escalate":
             auto.actions = gated.actions  # this run exists to act on what needs approval
-            _escalate(session, inv, auto, consumer)
+            _escalate(session, identity, ctx, auto)
             return session.finish()
-        _evaluate(session, inv, verdict, auto, gated, consumer, dry_run)
+        _evaluate(session, inv, identity, ctx, verdict, auto, gated, dry_run)
     return session.finish()
 
 
-TASKS = [read_token_usage, read_breaker_states, read_worker, count_uploads, apply_actions] + SESSION_TASKS
+TASKS = [read_token_usage, read_breaker_states, read_worker, count_uploads, read_accounts, steps_policy(appliers({}))] + SESSION_TASKS

@@ -153,8 +153,11 @@ def _pause_action(cfg: BillShock, current: str, target: str, evidence: str) -> A
                   iam_action="lambda:UpdateEventSourceMapping", evidence=evidence)
 
 
-def plan_for(system: System, identity: Any, v: Verdict, states: dict, consumer: dict | None) -> tuple[Plan, Plan]:
-    """(automatic plan, plan that needs approval)."""
+def plan_for(system: System, identity: Any, v: Verdict, states: dict, consumer: dict | None,
+             accounts: dict[str, str] | None = None) -> tuple[Plan, Plan]:
+    """(automatic plan, plan that needs approval). ``accounts``: user -> enabled / disabled, as read (a user already disabled
+    needs no block)."""
+    accounts = accounts or {}
     cfg = system.bill_shock
     auto = Plan(runbook=RUNBOOK, system=system.name, identity=identity)
     gated = Plan(runbook=RUNBOOK, system=system.name, identity=identity)
@@ -162,6 +165,9 @@ def plan_for(system: System, identity: Any, v: Verdict, states: dict, consumer: 
     auto.actions += [_breaker_action(c, OPEN, HALF_OPEN, r) for c, r in v.half_open.items()]
     auto.actions += [_breaker_action(c, HALF_OPEN, CLOSED, r) for c, r in v.close.items()]
     for u, r in v.block.items():
+        if accounts.get(u) == "disabled":
+            auto.unchanged.append(f"{u}: already disabled")
+            continue
         (auto if cfg.auto_block_accounts else gated).actions.append(
             Action(kind="block-user", resource=u, current="enabled", target="disabled", iam_action="cognito-idp:AdminDisableUser", evidence=r))
     if v.pause_service and consumer and consumer.get("mapping_uuid"):

@@ -79,6 +79,10 @@ def test_users_over_budget_and_mass_upload_at_the_threshold():
     allowed = System(name="t", region="ap-northeast-2", bill_shock=BillShock(auto_block_accounts=True))
     auto, gated = j.plan_for(allowed, ID, v, {}, None)
     assert [a.kind for a in auto.actions] == ["block-user"] and gated.actions == []
+    auto, gated = j.plan_for(SYS, ID, v, {}, None, {"u-100": "disabled"})  # already blocked: no step, said
+    assert auto.actions == gated.actions == [] and auto.unchanged == ["u-100: already disabled"]
+    auto, gated = j.plan_for(SYS, ID, v, {}, None, {"u-100": "enabled"})
+    assert [(a.resource, a.current, a.target) for a in gated.actions] == [("u-100", "enabled", "disabled")]
 
 
 def test_global_budget_pauses_behind_approval_unless_already_paused():

@@ -76,6 +76,15 @@ def _dead_letters(count: int) -> Callable[[Any, Any], None]:
     return setup
 
 
+def _spend(cases: dict[str, tuple[float, float]]) -> Callable[[Any, Any], None]:
+    def setup(sb, system):
+        from sandbox import leh_spend
+        leh_spend.event_source_mapping(sb, system)
+        leh_spend.normal_traffic(sb, system)
+        leh_spend.publish(sb, system, system.bill_shock.case_dimension, cases)
+    return setup
+
+
 def _incident(sb, system):
     from sandbox.security import incident
     incident(sb, system)
@@ -97,6 +106,9 @@ SCENARIOS = [
      ["settle_timeout_s=10", "poll_s=0.5"]),
     # a move of messages, not a value: its step is reached once the DLQ holds fewer than when it started
     ("dlq-redrive", "dlq-redrive", "leh", _dead_letters(40), ["visibility_timeout_s=2"]),
+    # two cases tripped by policy (no person approves a trip), then the whole worker paused behind approval
+    ("bill-shock-trip", "bill-shock-breaker", "leh", _spend({"spike-a": (6000.0, 90000.0), "spike-b": (6000.0, 90000.0)}), []),
+    ("bill-shock-pause", "bill-shock-breaker", "leh", _spend({f"hot-{i}": (60000.0, 60000.0) for i in range(30)}), ["mode=escalate"]),
     # three steps in one plan (desired count, the auto scaling minimum, the table's write capacity): kills at the 1st and 3rd
     ("scale-ecs-hold-and-table", "scale-service", "t-developer", _provisioned_table("t-developer-metadata-production", 5, 5),
      ["desired=6", "hold=true", "table=t-developer-metadata-production", "write_units=9", "settle_timeout_s=5"]),
