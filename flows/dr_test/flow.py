@@ -18,8 +18,12 @@ always remove it:
   under ``drtest_`` with no replicas; document counts compared; timed.
 
 It writes only its own tagged copies, so ``dry_run=false`` runs without
-approval; every run first removes leftovers of a killed run, and removes its
-own copies at the end whether it passes, fails or is cancelled. A missing
+approval. It leases the system's DR test (a second one is refused while it
+runs: its start would remove this one's copies), writes each restore's intent
+before the restore starts and its outcome after (opsbook.mutation), first
+removes leftovers of a killed run (whose open restores the next run closes
+from what is left of them), and removes its own copies at the end whether it
+passes, fails or is cancelled. A missing
 backup or snapshot is a CRIT finding. A history table (same artifact key per
 system) lets each run be compared with the last.
 """
@@ -30,6 +34,7 @@ import json
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
+from botocore.exceptions import ClientError
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -37,16 +42,62 @@ from prefect.cache_policies import NO_CACHE
 from flows.dr_test.judge import INDEX_PREFIX, RUNBOOK, TAG, dr_bucket, is_copy, judge_restore, object_prefix, restore_finding, restores
 from opsbook import aws
 from opsbook.findings import Finding, Status
-from opsbook.iam import aws_task
+from opsbook.iam import aws_task, declares
 from opsbook.inventory import System, load_system
-from opsbook.mutation.core import Action, Plan, Record
-from opsbook.mutation.session import SESSION_TASKS, MutationSession
+from opsbook.mutation import steps
+from opsbook.mutation.core import Action, Applier, Plan, Record, Refused
+from opsbook.mutation.session import SESSION_TASKS, MutationSession, steps_policy
 from opsbook.params import Approver, Param, SystemName
 from tasks.dynamodb import find_table_backups, remove_tables, restore_table
-from tasks.opensearch import find_snapshots, remove_indices, restore_indices
+from tasks.opensearch import client_for, domain_statuses, find_snapshots, remove_indices, restore_indices
 from tasks.s3 import find_object_versions, remove_prefix, restore_objects
 
 FINDERS = {"dynamodb": find_table_backups, "s3": find_object_versions, "opensearch": find_snapshots}
+ABSENT, RESTORED = "absent", "restored (test copy)"
+
+
+# --- the steps: a test copy each (closed after a kill from whether the copy is there) -------------------------------
+
+
+@declares(["dynamodb:DescribeTable"])
+def table_copy(system: System, copy: str) -> str:
+    try:
+        aws.client("dynamodb", system.region).describe_table(TableName=copy)
+    except ClientError as exc:
+        if aws.error_code(exc) == "ResourceNotFoundException":
+            return ABSENT
+        raise
+    return RESTORED
+
+
+@declares(["s3:ListBucket"])
+def object_copies(system: System, where: str) -> str:
+    bucket, _, prefix = where.removeprefix("s3://").partition("/")
+    try:
+        found = aws.client("s3", system.region).list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount", 0)
+    except ClientError as exc:
+        if aws.error_code(exc) == "NoSuchBucket":
+            return ABSENT
+        raise
+    return RESTORED if found else ABSENT
+
+
+@declares(["es:DescribeDomains", "es:ESHttpGet"])
+def index_copies(system: System, where: str) -> str:
+    name, _, pattern = where.partition("/")
+    for d in system.opensearch_domains:
+        if d.snapshot_repository and (system.dr.opensearch_dr_domain or d.name) == name:
+            c = client_for(system, d, name, domain_statuses(system, [d.name]).get(d.name))
+            return RESTORED if c.cat.indices(index=pattern, format="json") else ABSENT
+    return ABSENT
+
+
+def not_by_value(system: System, copy: str, value: str) -> None:
+    raise Refused(f"{copy}: a test copy is made by a restore (dr-test), not set to a value")
+
+
+APPLIERS = {kind: Applier(read=read, apply=not_by_value)
+            for kind, read in (("restore-table", table_copy), ("restore-objects", object_copies), ("restore-indices", index_copies))}
 
 
 @aws_task(iam=["dynamodb:ListTables", "dynamodb:DeleteTable", "s3:ListBucket", "s3:DeleteObject", "s3:DeleteBucket",
@@ -77,8 +128,11 @@ def run_restores(inv: System, actions: list[Action], found: dict[str, dict[str, 
                  findings: list[Finding], rows: list[dict[str, Any]], records: list[Record]) -> None:
     """Every restore at once, then each judged against the backup and the RTO: a finding, a history row, a record."""
     rto_s = inv.dr.rto_table_minutes * 60
-    running = [(a, start_restore(inv, a, found, account, run)) for a in actions]
-    for a, fut in running:
+    journal = steps.active(base["flow_run_id"])
+    intents = [steps.intend(journal, Record(**base, resource=a.target, kind=a.kind, before=ABSENT, after=RESTORED, status="applied"), "applied")
+               for a in actions]  # every intent first: the restores then run at once
+    running = [(a, i, start_restore(inv, a, found, account, run)) for a, i in zip(actions, intents)]
+    for a, intent, fut in running:
         try:
             verdict = judge_restore(a, fut.result(), None)
         except Exception as exc:
@@ -87,8 +141,8 @@ def run_restores(inv: System, actions: list[Action], found: dict[str, dict[str, 
         findings.append(f)
         rows.append({"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "component": f"{f.check} {a.resource}",
                      "result": "PASS" if f.status is Status.OK else "FAIL", "seconds": round(verdict["seconds"], 1), "rto_s": rto_s})
-        records.append(Record(**base, resource=a.target, kind=a.kind, before="absent", after="restored (test copy)" if verdict["ok"] else None,
-                              status="applied" if verdict["ok"] else "failed", detail=verdict["why"][:300]))
+        records.append(steps.done(journal, intent.model_copy(update={"after": RESTORED if verdict["ok"] else None, "detail": verdict["why"][:300],
+                                                                     "status": "applied" if verdict["ok"] else "failed"})))
 
 
 def history(system: System, rows: list[dict[str, Any]]) -> None:
@@ -120,7 +174,7 @@ def dr_test(
 ) -> Any:
     """Restore test copies, prove them, always remove them. Writes only its own copies: no approval needed to act."""
     inv = load_system(system)
-    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver)
+    session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, appliers=APPLIERS)  # a killed run's restores: closed
     run = session.run_id[:8]
     rows: list[dict[str, Any]] = []
     with session:
@@ -131,6 +185,7 @@ def dr_test(
         plan = Plan(runbook=RUNBOOK, system=inv.name, identity=identity, actions=actions)
         session.report.findings += findings
         if session.gate(plan, policy="dr-test writes only its own tagged test copies and removes them"):
+            session.lease([f"{RUNBOOK}:{inv.name}"] + [a.target for a in plan.actions])  # one DR test of a system at a time
             removed_before = remove_copies.submit(inv, identity.account, False).result()
             if removed_before:
                 session.report.findings.append(Finding(check="dr-leftovers", resource=inv.name, status=Status.WARN, value=len(removed_before),
@@ -151,4 +206,5 @@ def dr_test(
     return session.finish()
 
 
-TASKS = [find_table_backups, find_object_versions, find_snapshots, remove_copies, restore_table, restore_objects, restore_indices] + SESSION_TASKS
+TASKS = ([find_table_backups, find_object_versions, find_snapshots, remove_copies, restore_table, restore_objects, restore_indices,
+          steps_policy(APPLIERS)] + SESSION_TASKS)

@@ -24,6 +24,7 @@ from opsbook.inventory import load_system
 from opsbook.mutation.core import ShellApproval, shell_approval
 from opsbook.report import RunReport
 from sandbox import leh_queues
+from tests.helpers import wait_paused
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 DLQ, SRC = "leh-ai-jobs-dlq", "leh-ai-jobs"
@@ -175,22 +176,6 @@ def test_an_error_after_a_send_stops_the_run_and_counts_duplicates(leh, sandbox,
     assert leh_queues.depth(sandbox, leh, DLQ) == {"visible": 10, "in_flight": 0 if retry_works else 10}
 
 
-def _wait_paused(timeout: float = 60):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
-    from prefect.client.schemas.objects import StateType
-
-    t0 = time.monotonic()
-    with get_client(sync_client=True) as client:
-        while time.monotonic() - t0 < timeout:
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
-            runs = [r for r in runs if r.state.is_paused()]
-            if runs:
-                return runs[0].id
-            time.sleep(0.2)
-    raise AssertionError("no paused run")
-
-
 def test_approval_is_bound_to_the_planned_count(leh, sandbox):
     from prefect.flow_runs import resume_flow_run
 
@@ -199,7 +184,7 @@ def test_approval_is_bound_to_the_planned_count(leh, sandbox):
     t = threading.Thread(target=lambda: out.setdefault("report", run(dry_run=False, approval_timeout_s=60,
                                                                      rate_per_s=3000)), daemon=True)
     t.start()
-    run_id = _wait_paused()
+    run_id = wait_paused()
     leh_queues.fill_dlq(sandbox, leh, 30, start=100)  # more dead letters arrive while the plan waits for approval
     resume_flow_run(run_id, run_input={"approve": True, "approver": "alice", "reason": "INC-7 outage over"})
     t.join(60)

@@ -5,7 +5,6 @@ and usernames never shown."""
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime, timezone
 
 import boto3
@@ -23,6 +22,7 @@ from opsbook.report import RunReport
 from sandbox import security as ssec
 from tasks.cognito import read_users
 from tasks.s3 import NO_POLICY, read_bucket_policies
+from tests.helpers import inbox
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -61,16 +61,6 @@ def artifacts_text(flow_run_id: str) -> str:
     assert arts, "the run published no artifacts"
     return "\n".join(json.dumps(a.data) if not isinstance(a.data, str) else a.data for a in arts) + \
         "\n".join(a.description or "" for a in arts)
-
-
-def inbox(sandbox, region, topic_suffix):
-    sns = boto3.client("sns", region_name=region, endpoint_url=sandbox.endpoint)
-    sqs = boto3.client("sqs", region_name=region, endpoint_url=sandbox.endpoint)
-    url = sqs.create_queue(QueueName=f"inbox-{int(time.time() * 1000)}")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    topic = [t["TopicArn"] for t in sns.list_topics()["Topics"] if t["TopicArn"].endswith(topic_suffix)][0]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
-    return lambda: [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])]
 
 
 def assert_covered(report: RunReport, *must: str) -> None:

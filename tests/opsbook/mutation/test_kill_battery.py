@@ -227,7 +227,7 @@ def test_kill_at_every_step_boundary_then_rerun(prefect_env, sandbox, tmp_path, 
                    "twin_effects": len(want_effects), "open_intents": len(statestore.open_intents(inv))}
             RESULTS.append(row)
             print("kill-battery", json.dumps(row), flush=True)
-            assert rc2 in (0, twin_rc) and again["outcome"] in ("done", "done-with-warnings", "nothing-to-do"), (kill_at, again["findings"])
+            assert rc2 <= twin_rc and again["outcome"] in ("done", "done-with-warnings", "nothing-to-do"), (kill_at, again["findings"])
             assert not [f for f in again["findings"] if f["check"] == "open-intent" and f["status"] != "OK"], (kill_at, again["findings"])
             assert got_state == want_state, (kill_at, got_state, want_state)  # nothing past its target, nothing lost
             assert got_effects == want_effects, (kill_at, got_effects, want_effects)  # nothing done twice
@@ -249,3 +249,77 @@ def test_a_rerun_after_a_kill_waits_about_a_minute(prefect_env, sandbox, tmp_pat
     print("kill-battery", json.dumps(RESULTS[-1]), flush=True)
     assert rc2 == 0 and again["outcome"] == "nothing-to-do" and waited < 90
     assert live("emergency-rollback", inv, [("lambda-alias", "todo-api:LIVE")]) == {"lambda-alias|todo-api:LIVE": "1"}
+
+
+# --- dr-test: its steps make copies; after a kill nothing of them may stay -----------------------------------------
+
+
+def _dr_backups(sb, system):
+    """hr-resource-optimization with something to restore of each kind: a table's backup, a previous object version, a snapshot."""
+    import boto3
+    kw = dict(region_name=system.region, endpoint_url=sb.endpoint)
+    ddb, s3 = boto3.client("dynamodb", **kw), boto3.client("s3", **kw)
+    for t in system.dynamodb_tables:
+        keys = ddb.describe_table(TableName=t.name)["Table"]["KeySchema"]
+        for i in range(10):
+            ddb.put_item(TableName=t.name, Item={k["AttributeName"]: {"S": f"dr-{i}"} for k in keys})
+        ddb.create_backup(TableName=t.name, BackupName=f"{t.name}-nightly")
+    bucket = system.s3_buckets[0].name
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    for v in ("first", "second"):
+        s3.put_object(Bucket=bucket, Key="cv/kim.pdf", Body=v.encode())
+    domain = system.opensearch_domains[0]
+    sb.opensearch.add_snapshot(domain.name, domain.snapshot_repository, "nightly", ["employee_profiles"])
+
+
+def dr_copies(inv, sandbox) -> list[str]:
+    """Every DR test copy of the system left anywhere: tables, objects under its prefix, drtest_ indices."""
+    import boto3
+
+    from flows.dr_test import flow as drt
+    from flows.dr_test.judge import INDEX_PREFIX, dr_bucket, is_copy
+    ddb = boto3.client("dynamodb", region_name=inv.region, endpoint_url=sandbox.endpoint)
+    left = [f"table {t}" for t in ddb.list_tables()["TableNames"] if is_copy(inv, t)]
+    bucket = dr_bucket(inv, statestore_account(inv))
+    if drt.object_copies(inv, f"s3://{bucket}/drtest/{inv.name}/") != drt.ABSENT:
+        left.append(f"objects s3://{bucket}/drtest/{inv.name}/")
+    for d in inv.opensearch_domains:
+        where = f"{inv.dr.opensearch_dr_domain or d.name}/{INDEX_PREFIX}*"
+        if d.snapshot_repository and drt.index_copies(inv, where) != drt.ABSENT:
+            left.append(f"indices {where}")
+    return left
+
+
+def statestore_account(inv) -> str:
+    from opsbook import aws
+    return aws.caller_identity(inv.region)["account"]
+
+
+def test_dr_test_killed_at_every_step_boundary_leaves_no_copy(prefect_env, sandbox, tmp_path):
+    system = "hr-resource-optimization"
+    inv_path = inventory_copy(tmp_path, system, TTL_S)
+    inv = fresh(sandbox, system, _dr_backups)
+    rc, twin, err = run_cli(prefect_env, sandbox, "dr-test", inv_path, [])
+    assert twin and twin["outcome"] == "done", [(f["check"], f["resource"], f["status"], f["summary"]) for f in (twin or {}).get("findings", [])] or err[-3000:]
+    twin_rc = rc
+    kinds = sorted({a["kind"] for a in twin["plan"]["actions"]})
+    assert kinds == ["restore-indices", "restore-objects", "restore-table"], kinds  # copies of each kind
+    assert dr_copies(inv, sandbox) == []
+    for kill_at in ["leased:1", "intended:1", "intended:3", "acted:1", "acted:3", "recorded:1", "settled:1"]:
+        inv = fresh(sandbox, system, _dr_backups)
+        rc, _, err = run_cli(prefect_env, sandbox, "dr-test", inv_path, [], kill_at=kill_at)
+        landed = rc == -9
+        left_by_kill = dr_copies(inv, sandbox)
+        rc2, again, waited, refusals = rerun_until_accepted(prefect_env, sandbox, "dr-test", inv_path, [], limit_s=TTL_S + 60)
+        row = {"scenario": "dr-test-copies", "runbook": "dr-test", "kill_at": kill_at, "landed": landed, "copies_after_kill":
+               len(left_by_kill), "rerun_outcome": again["outcome"], "rerun_wait_s": round(waited, 1), "refusals": refusals,
+               "copies_after_rerun": len(dr_copies(inv, sandbox)), "open_intents": len(statestore.open_intents(inv))}
+        RESULTS.append(row)
+        print("kill-battery", json.dumps(row), flush=True)
+        # a kill after a copy was made leaves leftovers: the re-run removes them first and says so (WARN)
+        assert again["outcome"] in ("done", "done-with-warnings") and rc2 in (twin_rc, 1), (kill_at, again["findings"])
+        assert (again["outcome"] == "done") == (not left_by_kill), (kill_at, left_by_kill, again["findings"])
+        assert row["copies_after_rerun"] == 0 and row["open_intents"] == 0, (kill_at, dr_copies(inv, sandbox))
+        assert not [f for f in again["findings"] if f["check"] == "open-intent" and f["status"] != "OK"], (kill_at, again["findings"])
+        assert waited < TTL_S + 45, (kill_at, waited)
+
