@@ -269,6 +269,9 @@ class Steer(Protocol):
     def refill(self, samples: list[tuple[float, int, int]]) -> str | None:
         """Why to stop because the DLQ refills ((s since start, depth, moved) samples), or None."""
 
+    def halt(self) -> str | None:
+        """Why to stop before the next batch (the run no longer holds the DLQ: another run may be moving), or None."""
+
 
 def send_entry(msg: dict[str, Any], entry_id: str, fifo: bool) -> dict[str, Any]:
     """A SendMessageBatch entry carrying the message's body, message attributes and trace header unchanged."""
@@ -489,7 +492,7 @@ class _Mover:
     def loop(self) -> None:
         self.r.depth_samples.append((0.0, queue_depth(self.region, self.job.dlq_url), 0))
         while True:
-            stop = self.stop_before()
+            stop = self.stop_before() or self.steer.halt()
             if stop:
                 self.r.stop_reason = stop
                 return

@@ -75,6 +75,9 @@ def _mapping(system: System) -> dict[str, Any]:
     return maps[0]
 
 
+TURNING = {"Disabled": "Disabling", "Enabled": "Enabling"}  # an event source mapping on its way to the state
+
+
 def appliers(ctx: dict[str, Any]) -> dict[str, Applier]:
     """bill-shock's three kinds of step. ``ctx`` (filled once approved): ``why`` and ``was``, resource -> the plan's evidence
     (a breaker's reason) and current; ``by``, ``run``: who approved, which run. A breaker is written only if it still is
@@ -90,9 +93,11 @@ def appliers(ctx: dict[str, Any]) -> dict[str, Applier]:
         set_breaker_state(system, case, state, reason=ctx.get("why", {}).get(case, RUNBOOK), by=ctx.get("by", ""), run=ctx.get("run", ""),
                           only_if=(was,) if was else None)
 
+    @declares(["cognito-idp:ListUserPools", "cognito-idp:AdminGetUser"])
     def read_account(system: System, user: str) -> str:
         return account_state(system, find_user_pool(system)[0], user)
 
+    @declares(["cognito-idp:ListUserPools", "cognito-idp:AdminDisableUser", "cognito-idp:AdminEnableUser"])
     def set_account(system: System, user: str, state: str) -> None:
         set_user(system, find_user_pool(system)[0], user, enabled=state == "enabled")
 
@@ -105,20 +110,30 @@ def appliers(ctx: dict[str, Any]) -> dict[str, Applier]:
         aws.client("lambda", system.region).update_event_source_mapping(UUID=_mapping(system)["UUID"], Enabled=state == "Enabled")
 
     def worker_reached(system: System, resource: str, before: str, target: str) -> bool:
-        return read_worker_state(system, resource) in (target, target[:-1] + "ing")  # Disabling: messages already wait
+        return read_worker_state(system, resource) in (target, TURNING[target])  # Disabling: messages already wait
 
     return {"breaker": Applier(read=read_breaker, apply=set_breaker),
             "block-user": Applier(read=read_account, apply=set_account),
             "pause-service": Applier(read=read_worker_state, apply=set_worker_state, reached=worker_reached)}
 
 
-@aws_task(iam=[], name="read-accounts", cache_policy=NO_CACHE)
+@aws_task(iam=["cognito-idp:ListUserPools", "cognito-idp:AdminGetUser"], name="read-accounts", cache_policy=NO_CACHE)
 def read_accounts(system: System, users: list[str]) -> dict[str, str]:
-    """enabled / disabled, of each user a block is judged for (one already disabled needs no step)."""
+    """enabled / disabled, of each user a block is judged for (one already disabled needs no step); what could not be read
+    says why ("unreadable: ..."): such a block is not planned (it could not be checked after approval either)."""
     if not users:
         return {}
-    pool = find_user_pool(system)[0]
-    return {u: account_state(system, pool, u) for u in users}
+    try:
+        pool = find_user_pool(system)[0]
+    except Exception as exc:
+        return {u: f"unreadable: {aws.describe_error(exc)}" for u in users}
+    out = {}
+    for u in users:
+        try:
+            out[u] = account_state(system, pool, u)
+        except Exception as exc:  # this user only: the others, and the breakers, go on
+            out[u] = f"unreadable: {aws.describe_error(exc)}"
+    return out
 
 
 @task(name="hand-off-escalation", cache_policy=NO_CACHE)

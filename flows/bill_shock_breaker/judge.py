@@ -168,11 +168,14 @@ def plan_for(system: System, identity: Any, v: Verdict, states: dict, consumer: 
         if accounts.get(u) == "disabled":
             auto.unchanged.append(f"{u}: already disabled")
             continue
+        if str(accounts.get(u, "")).startswith("unreadable"):
+            auto.cannot.append(f"{u}: suspected mass upload, but the account {accounts[u]}: block it by hand")
+            continue
         (auto if cfg.auto_block_accounts else gated).actions.append(
             Action(kind="block-user", resource=u, current="enabled", target="disabled", iam_action="cognito-idp:AdminDisableUser", evidence=r))
     if v.pause_service and consumer and consumer.get("mapping_uuid"):
         (auto if cfg.auto_pause_service else gated).actions.append(
-            _pause_action(cfg, "Enabled", "Disabled", v.pause_service + "; messages wait in the queue, nothing is dropped"))
+            _pause_action(cfg, str(consumer.get("state")), "Disabled", v.pause_service + "; messages wait in the queue, nothing is dropped"))
     elif v.pause_service:
         auto.cannot.append(f"service: {v.pause_service}, but no event source mapping from {cfg.source_queue} to {cfg.worker_function} to pause")
     return auto, gated
@@ -190,7 +193,7 @@ def reset_plan(system: System, identity: Any, case_id: str, current: str, resume
             plan.unchanged.append(f"{case_id}: already CLOSED")
     if resume_service:
         if consumer.get("state") in PAUSED:
-            plan.actions.append(_pause_action(cfg, "Disabled", "Enabled", "resumed by hand"))
+            plan.actions.append(_pause_action(cfg, str(consumer.get("state")), "Enabled", "resumed by hand"))
         else:
             plan.unchanged.append("service: the worker is consuming")
     return plan

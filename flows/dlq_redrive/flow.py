@@ -65,7 +65,7 @@ from opsbook import aws
 from opsbook.findings import unknown
 from opsbook.iam import declares
 from opsbook.inventory import SqsQueue, System, load_system
-from opsbook.mutation import steps
+from opsbook.mutation import statestore, steps
 from opsbook.mutation.core import Applier, Identity, Plan, Record, Refused
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, steps_policy
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
@@ -99,10 +99,13 @@ APPLIERS = {KIND: Applier(read=read_depth, apply=not_by_value, reached=moved_som
 
 class CaseSteer:
     """Which messages redrive-messages moves: the case/evidence filter, and the case breakers (re-read at most
-    every BREAKER_TTL_S while moving; None: the system has no breaker table); when the DLQ refills."""
+    every BREAKER_TTL_S while moving; None: the system has no breaker table); when the DLQ refills; when the run lost
+    its lease on the DLQ (stop: another run may be moving)."""
 
-    def __init__(self, system: System, case_id: str | None, evidence_id: str | None, breakers: bool) -> None:
+    def __init__(self, system: System, case_id: str | None, evidence_id: str | None, breakers: bool, run_id: str = "",
+                 dlq: str | None = None) -> None:
         self.system, self.case_id, self.evidence_id, self.breakers = system, case_id, evidence_id, breakers
+        self.run_id, self.dlq = run_id, dlq  # the lease this run must hold while it moves
         self.read: dict[str, tuple[float, str]] = {}  # case -> (read at, state)
 
     def states(self, cases: set[str]) -> dict[str, str]:
@@ -113,6 +116,17 @@ class CaseSteer:
             for c in stale:
                 self.read[c] = (now, str(items.get(c, {}).get("state", BREAKER_CLOSED)))
         return {c: self.read[c][1] for c in cases}
+
+    def halt(self) -> str | None:
+        """Stop moving once this run's lease on the DLQ is lost (or about to lapse unrenewed): another run may take it over."""
+        journal = steps.active(self.run_id)
+        if journal is None or self.dlq is None:
+            return None
+        try:
+            journal.check(self.dlq)
+        except statestore.LeaseLost as exc:
+            return f"stopped: {exc}"
+        return None
 
     def choose(self, msgs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str | None]]:
         ids = [parse_body(m["Body"]) for m in msgs]
@@ -236,7 +250,8 @@ def dlq_redrive(
                              limit=planned_limit(dlq.depth, max_messages), budget=dlq.depth, rate_per_s=rate,
                              visibility_timeout_s=visibility_timeout_s, max_batch_bytes=min(source.max_message_bytes, 1024 * 1024),
                              run_id=session.run_id)
-            _move(session, inv, q, function, reads, plan, job, CaseSteer(inv, case_id, evidence_id, inv.bill_shock is not None))
+            _move(session, inv, q, function, reads, plan, job, CaseSteer(inv, case_id, evidence_id, inv.bill_shock is not None,
+                                                                              session.run_id, q.dlq))
     return session.finish()
 
 

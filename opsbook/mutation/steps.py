@@ -339,7 +339,13 @@ def recover(system: System, runbook: str, appliers: dict[str, Applier], run_id: 
             continue
         try:
             target, start = intent.get("after"), intent.get("before")
-            reached, now = step.at_target(system, resource, str(start), str(target))
+            try:
+                reached, now = step.at_target(system, resource, str(start), str(target))
+            except Exception as exc:  # gone, or unreachable: left open (a plan on it refuses); the run goes on
+                findings.append(Finding(check="open-intent", resource=resource, status=Status.WARN, summary=(
+                    f"{step_id}: an open {kind} step whose state could not be read ({aws.describe_error(exc)}); left open: "
+                    "look at it (a plan that touches it refuses until a run can read it)")))
+                continue
             who = f"run {intent.get('flow_run_id')} ({intent.get('approver') or '?'})"
             if reached:
                 status, detail, level = intent.get("on_success", "applied"), f"{who} took this step and stopped before recording it; found at its target by run {run_id}", Status.OK

@@ -125,3 +125,12 @@ def test_worker_helper_honours_open_and_allows_when_the_table_is_unreadable(leh,
     assert BreakerClient("no-such-table", dynamodb=ddb, cloudwatch=cw, on_error="deny").allowed("c-open") is False
     names = [m["MetricName"] for m in cw.list_metrics(Namespace="LEH/AI")["Metrics"]]
     assert "BreakerReadErrors" in names
+
+
+def test_a_pause_is_reached_while_the_mapping_is_disabling_and_a_resume_while_enabling(monkeypatch):
+    """A run killed right after UpdateEventSourceMapping: the re-run finds the mapping on its way and closes the step applied."""
+    step = bsb.appliers({})["pause-service"]
+    for state, target, reached in [("Disabling", "Disabled", True), ("Disabled", "Disabled", True), ("Enabled", "Disabled", False),
+                                   ("Enabling", "Enabled", True), ("Disabling", "Enabled", False)]:
+        monkeypatch.setattr(bsb, "_mapping", lambda system, s=state: {"State": s, "UUID": "m"})
+        assert step.reached(None, "leh-ai-worker<-leh-ai-jobs", "x", target) is reached, (state, target)

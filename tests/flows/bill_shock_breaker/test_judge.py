@@ -81,6 +81,9 @@ def test_users_over_budget_and_mass_upload_at_the_threshold():
     assert [a.kind for a in auto.actions] == ["block-user"] and gated.actions == []
     auto, gated = j.plan_for(SYS, ID, v, {}, None, {"u-100": "disabled"})  # already blocked: no step, said
     assert auto.actions == gated.actions == [] and auto.unchanged == ["u-100: already disabled"]
+    auto, gated = j.plan_for(SYS, ID, v, {}, None, {"u-100": "unreadable: UserNotFoundException"})  # never blocked unchecked
+    assert auto.actions == gated.actions == [] and auto.cannot == [
+        "u-100: suspected mass upload, but the account unreadable: UserNotFoundException: block it by hand"]
     auto, gated = j.plan_for(SYS, ID, v, {}, None, {"u-100": "enabled"})
     assert [(a.resource, a.current, a.target) for a in gated.actions] == [("u-100", "enabled", "disabled")]
 

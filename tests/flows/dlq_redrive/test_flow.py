@@ -221,6 +221,28 @@ def test_a_dlq_that_refills_as_fast_as_it_drains_stops_with_a_warning(leh, sandb
     assert finding(report, "redrive-moved").value < 300 and report.outcome == "done-with-warnings"
 
 
+def test_a_lost_lease_stops_the_move_before_the_next_batch(leh, sandbox, monkeypatch):
+    """A run that lost its lease (stalled past its TTL, another run took over) moves no further batch."""
+    from opsbook.mutation import statestore, steps
+
+    leh_queues.fill_dlq(sandbox, leh, 100)
+    real, checks = steps.Journal.check, []
+
+    def check(self, resource):
+        checks.append(resource)
+        if len(checks) > 4:  # the intent's check, then three batches: then another run holds the DLQ
+            raise statestore.LeaseLost(f"the lease on {resource} was taken over by run other")
+        real(self, resource)
+
+    monkeypatch.setattr(steps.Journal, "check", check)
+    report = execute()
+    [rec] = report.records
+    moved = finding(report, "redrive-moved").value
+    assert 0 < moved <= 30 and "taken over by run other" in rec["detail"], rec  # at most the three batches before it
+    left = leh_queues.depth(sandbox, leh, DLQ)
+    assert left["visible"] + left["in_flight"] == 100 - moved  # nothing lost
+
+
 # one kill trial in `make test`; the battery (early, late) in `make chaos`
 @pytest.mark.parametrize("kill_after", [300, pytest.param(10, marks=pytest.mark.chaos), pytest.param(150, marks=pytest.mark.chaos),
                                         pytest.param(600, marks=pytest.mark.chaos)])

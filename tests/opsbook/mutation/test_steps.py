@@ -253,6 +253,18 @@ def test_a_value_neither_before_nor_target_is_a_warning_to_look_at(aws_mock):
     assert finding.status is Status.WARN and "found at 9" in finding.summary and "look at it" in finding.summary
 
 
+def test_an_open_step_whose_resource_cannot_be_read_is_left_open_with_a_warning_and_the_run_goes_on(aws_mock):
+    world = World(a="1")
+    killed_between_intent_and_outcome(world, "a", "1", "2", acted=False)
+    del world.values["a"]  # deleted since (a user, a domain): its read raises
+    [finding] = steps.recover(INV, "rb", {"k": world.applier}, "next")
+    assert finding.status is Status.WARN and "could not be read" in finding.summary and "left open" in finding.summary
+    assert len(statestore.open_intents(INV)) == 1 and world.calls == []
+    journal("next", "b")  # a plan on other resources takes its leases
+    with pytest.raises(Refused):  # one on that resource refuses: its last step is still unknown
+        journal("other", "a")
+
+
 def test_an_open_step_a_live_run_is_taking_refuses_planning_when_it_is_this_runbooks_else_is_left_to_its_run(aws_mock):
     world = World(a="1")
     live = journal("live", "a")
