@@ -85,6 +85,14 @@ def _spend(cases: dict[str, tuple[float, float]]) -> Callable[[Any, Any], None]:
     return setup
 
 
+def _lambda_timeouts(sb, system):
+    from sandbox import lambda_timeouts as sc
+    pre, dae = "ProjectRecommendationEngine", "DomainAnalysisEngine"
+    sc.healthy_lambdas(sb, system, skip=(pre, dae))
+    sc.lambda_timeouts(sb, system, pre, others_healthy=False)
+    sc.lambda_timeouts(sb, system, dae, others_healthy=False)
+
+
 def _incident(sb, system):
     from sandbox.security import incident
     incident(sb, system)
@@ -109,6 +117,10 @@ SCENARIOS = [
     # two cases tripped by policy (no person approves a trip), then the whole worker paused behind approval
     ("bill-shock-trip", "bill-shock-breaker", "leh", _spend({"spike-a": (6000.0, 90000.0), "spike-b": (6000.0, 90000.0)}), []),
     ("bill-shock-pause", "bill-shock-breaker", "leh", _spend({f"hot-{i}": (60000.0, 60000.0) for i in range(30)}), ["mode=escalate"]),
+    # three steps (a timeout; a function behind the API: more memory, then its timeout aligned below the API's)
+    ("lambda-timeout", "remediate-lambda-timeout", "hr-resource-optimization", _lambda_timeouts, ["observe_s=0"]),
+    # a missing log retention (the seed's worker log group), an independent fix
+    ("log-retention", "maintenance-audit", "leh", lambda sb, s: None, []),
     # three steps in one plan (desired count, the auto scaling minimum, the table's write capacity): kills at the 1st and 3rd
     ("scale-ecs-hold-and-table", "scale-service", "t-developer", _provisioned_table("t-developer-metadata-production", 5, 5),
      ["desired=6", "hold=true", "table=t-developer-metadata-production", "write_units=9", "settle_timeout_s=5"]),
