@@ -41,6 +41,7 @@ from opsbook.iam import aws_task
 from opsbook.inventory import System
 from opsbook.mutation import statestore, steps
 from opsbook.mutation.core import (
+    Action,
     Applier,
     Approval,
     Identity,
@@ -80,9 +81,11 @@ def read_records(system: System) -> list[dict[str, Any]]:
 
 @aws_task(iam=["dynamodb:Query", "dynamodb:DescribeTable"] + _LEASE_IAM + _STEP_IAM + ["dynamodb:DeleteItem"], name="recover-open-steps",
           cache_policy=NO_CACHE, read_only=False)
-def recover_task(system: System, runbook: str, appliers: dict[str, Applier], run_id: str) -> list[Finding]:
-    """Steps an earlier run of this runbook left between intent and outcome (it was killed), closed from the live state."""
-    return steps.recover(system, runbook, appliers, run_id)
+def recover_task(system: System, runbook: str, appliers: dict[str, Applier], run_id: str) -> tuple[list[Finding], list[Action]]:
+    """Steps an earlier run of this runbook left between intent and outcome (it was killed), closed from the live state;
+    and the steps of its approved plan it never took (to be planned again)."""
+    carried: list[Action] = []
+    return steps.recover(system, runbook, appliers, run_id, carried), carried
 
 
 @aws_task(iam=_STEP_IAM, name="record-actions", cache_policy=NO_CACHE, read_only=False)
@@ -197,6 +200,7 @@ class MutationSession:
         self.identity_: Identity | None = None
         self.appliers = appliers or {}
         self.journal: steps.Journal | None = None
+        self.carried: list[Action] = []  # steps of a killed run's plan it never took (recover)
 
     # --- steps -----------------------------------------------------------------------
     def identity(self) -> Identity:
@@ -211,7 +215,7 @@ class MutationSession:
         """Close the steps an earlier, killed run of this runbook left open (read with ``appliers``: a runbook whose steps
         depend on what it read calls this itself, before it plans). A dry run changes nothing, not even records.
         The findings (one per step closed)."""
-        found = [] if self.dry_run else recover_task.submit(self.inv, self.runbook, appliers, self.run_id).result()
+        found, self.carried = ([], []) if self.dry_run else recover_task.submit(self.inv, self.runbook, appliers, self.run_id).result()
         self.report.findings += found
         return found
 
@@ -221,6 +225,10 @@ class MutationSession:
         ``policy``: the plan needs no person's approval because the inventory or
         the runbook's purpose allows it (e.g. tripping a case's breaker); the
         reason is recorded as the approval."""
+        mine = {(a.kind, a.resource) for a in plan.actions}
+        carried = [a for a in self.carried if (a.kind, a.resource) not in mine]
+        if carried:  # a killed run's approved plan, finished: its steps first, in its order, behind this run's approval
+            plan.actions = carried + plan.actions
         self.plan = plan
         publish_plan.submit(plan).result()
         self.report.plan = plan.model_dump(mode="json")

@@ -40,6 +40,8 @@ from opsbook.inventory import System
 from opsbook.mutation import statestore
 from opsbook.mutation.core import Action, Applier, Approval, Identity, Plan, Record, Refused
 
+PLAN = "plan"  # the open-intent item of a plan of several steps (see Journal.open_plan)
+
 _log = logging.getLogger("opsbook.lease")
 BOUNDARIES = ("leased", "intended", "acted", "recorded", "settled")
 _crossed: Counter[str] = Counter()
@@ -178,6 +180,20 @@ class Journal:
         self.written[step_id] = "intended"
         return intent
 
+    def open_plan(self, plan: Plan, approval: Approval) -> str:
+        """Before the first step of a plan of several: the whole plan, durably (its id), so that a re-run after a kill
+        between two steps knows which steps the approved plan still had to take."""
+        plan_id = f"{self.runbook}#{self.run_id}#000"
+        body = {"runbook": self.runbook, "system": self.system.name, "kind": PLAN, "resource": plan.actions[0].resource,
+                "flow_run_id": self.run_id, "approver": approval.approver, "plan_fingerprint": plan.fingerprint,
+                "actions": [a.model_dump(mode="json") for a in plan.actions]}
+        statestore.fenced_write(self._lease(plan.actions[0].resource), [], open_intent=(plan_id, body))
+        return plan_id
+
+    def close_plan(self, plan_id: str, resource: str) -> None:
+        """Every step of the plan has its outcome (or the run undid them): the plan is no longer open."""
+        statestore.fenced_write(self._lease(resource), [], close_intent=plan_id)
+
     def outcome(self, record: Record) -> Record:
         """Write the outcome of a step and close its intent, in one transaction."""
         statestore.fenced_write(self._lease(record.resource), [(record.model_dump(mode="json"), self._next())], close_intent=record.step_id)
@@ -246,6 +262,18 @@ def take_steps(system: System, plan: Plan, appliers: dict[str, Applier], approva
     applied ones in reverse (each undo a step of its own) and attempts no more; otherwise the others still run (independent
     fixes). A lost lease stops at once, undoing nothing (another run holds the resources now). Returns (records, ok)."""
     journal = active(run_id)
+    plan_id = journal.open_plan(plan, approval) if journal is not None and len(plan.actions) > 1 else None
+    records, ok = _take(journal, system, plan, appliers, approval, identity, run_id, undo_on_failure)
+    if plan_id:
+        try:
+            journal.close_plan(plan_id, plan.actions[0].resource)  # type: ignore[union-attr]
+        except Exception:  # a lost lease, or unreachable: left open, the next run finds each step's outcome and closes it
+            pass
+    return records, ok
+
+
+def _take(journal: Journal | None, system: System, plan: Plan, appliers: dict[str, Applier], approval: Approval, identity: Identity,
+          run_id: str | None, undo_on_failure: bool) -> tuple[list[Record], bool]:
     base = dict(runbook=plan.runbook, system=plan.system, flow_run_id=run_id, approver=approval.approver,
                 approved_via=approval.via, caller_arn=identity.arn, plan_fingerprint=plan.fingerprint)
     records: list[Record] = []
@@ -314,13 +342,14 @@ def undo_applied(journal: Journal | None, system: System, appliers: dict[str, Ap
 # --- after a kill: close the steps a run left open ----------------------------------------------
 
 
-def recover(system: System, runbook: str, appliers: dict[str, Applier], run_id: str) -> list[Finding]:
+def recover(system: System, runbook: str, appliers: dict[str, Applier], run_id: str, carried: list[Action] | None = None) -> list[Finding]:
     """Close every step left open on ``system`` by a stopped run (of this runbook, or of another whose kind of step this one
     reads: the same capacity, the same alias) from the live state (see the module's docstring). A step whose resource a
     live run holds refuses the run when the step is this runbook's (planning without its outcome could repeat it); another
     runbook's is left to its run, and a plan of this run that touches the resource refuses at its lease (``Journal.take``)."""
     findings: list[Finding] = []
-    for intent in statestore.open_intents(system):
+    items = statestore.open_intents(system)
+    for intent in [i for i in items if i["kind"] != PLAN]:
         resource, kind, step_id = intent["resource"], intent["kind"], intent["step_id"]
         step = appliers.get(kind)
         if step is None:  # another runbook's kind of step: its own next run closes it (a run that would act on it refuses)
@@ -362,4 +391,48 @@ def recover(system: System, runbook: str, appliers: dict[str, Applier], run_id: 
             findings.append(Finding(check="open-intent", resource=resource, status=level, summary=f"{step_id}: {status}: {detail}"))
         finally:
             journal.release()
+    for plan in [i for i in items if i["kind"] == PLAN and i.get("runbook") == runbook]:
+        findings += finish_plan(system, runbook, appliers, run_id, plan, carried if carried is not None else [])
     return findings
+
+
+def finish_plan(system: System, runbook: str, appliers: dict[str, Applier], run_id: str, plan: dict[str, Any],
+                carried: list[Action]) -> list[Finding]:
+    """A plan of several steps a killed run left open (its steps' own intents are closed by now). When it took some of its
+    steps, the ones it never took go into ``carried`` (planned again by this run, behind its own approval) if they still
+    read as planned; a run that took none, or that failed and undid, leaves nothing to carry."""
+    actions = [Action(**a) for a in plan["actions"]]
+    journal = Journal(system, runbook, run_id)
+    try:
+        journal.take(sorted({a.resource for a in actions}), check_open=False)
+    except Refused:
+        return []  # its run is alive (a lease it holds): it finishes its plan
+    try:
+        words = {(r["kind"], r["resource"]): r["status"] for r in reversed(statestore.read_records(system))
+                 if r.get("flow_run_id") == plan["flow_run_id"] and r.get("plan_fingerprint") == plan["plan_fingerprint"]}
+        taken = [a for a in actions if words.get((a.kind, a.resource)) in ("applied", "verified")]
+        if not taken or any(w in ("failed", "undone", "undo-failed") for w in words.values()):
+            left: list[Action] = []
+        else:
+            left = [a for a in actions if words.get((a.kind, a.resource)) in (None, "abandoned", "not-attempted")]
+        who = f"run {plan['flow_run_id']} ({plan.get('approver') or '?'})"
+        out, again = [], []
+        for a in left:
+            step = appliers.get(a.kind)
+            now = step.read(system, a.resource) if step is not None else None
+            if now == a.current:
+                again.append(a.model_copy(update={"evidence": f"left by {who}, killed after {len(taken)} of {len(actions)} steps of "
+                                                              f"plan {plan['plan_fingerprint']}: {a.evidence}"}))
+            else:
+                out.append(Finding(check="open-plan", resource=a.resource, status=Status.WARN, summary=(
+                    f"{who} was killed before this step of plan {plan['plan_fingerprint']} ({a.kind} {a.current} -> {a.target}); "
+                    f"it reads {now} now, not {a.current}: not planned again; look at it")))
+        if again:
+            out.append(Finding(check="open-plan", resource=system.name, status=Status.OK, summary=(
+                f"{who} was killed after {len(taken)} of {len(actions)} steps of plan {plan['plan_fingerprint']}; "
+                f"{len(again)} step(s) it never took are planned again: " + ", ".join(f"{a.resource} {a.kind}" for a in again))))
+        carried += again
+        journal.close_plan(plan["step_id"], plan["resource"])
+        return out
+    finally:
+        journal.release()

@@ -343,3 +343,60 @@ def test_replay_then_plan_never_goes_past_the_target(aws_mock):
     steps.recover(INV, "rb", {"k": world.applier}, "rerun")
     [last] = statestore.read_records(INV, resource="svc")
     assert (last["before"], last["after"], last["status"]) == ("td:3", "td:2", "applied")  # the judge sees: already at the target
+
+
+class Killed(BaseException):
+    """What a SIGKILL looks like from inside: nothing after it runs (no undo, no outcome, no release)."""
+
+
+@pytest.mark.parametrize("killed_on, carried", [("b", ["b", "c"]), ("c", ["c"]), ("a", [])])
+def test_a_plan_killed_part_way_has_its_untaken_steps_planned_again_only_when_it_took_some(aws_mock, killed_on, carried):
+    world = World(a="1", b="5", c="7")
+    real = world.apply
+
+    def apply(system, resource, value):
+        if resource == killed_on:
+            raise Killed()
+        real(system, resource, value)
+
+    world.applier = Applier(read=world.applier.read, apply=apply)
+    j = journal("killed", "a", "b", "c")
+    steps.activate(j)
+    with pytest.raises(Killed):
+        steps.apply_plan(INV, plan_of(("a", "1", "2"), ("b", "5", "6"), ("c", "7", "8")), {"k": world.applier}, OK, "killed", ME)
+    steps.deactivate(j)
+    j.leases.clear()
+    for r in "abc":
+        expire(r)
+    out: list[Action] = []
+    findings = steps.recover(INV, "rb", {"k": world.applier}, "next", out)
+    assert [(a.resource, a.current, a.target) for a in out] == [(r, world.values[r], str(int(world.values[r]) + 1)) for r in carried]
+    assert all("left by run killed (ann), killed after" in a.evidence for a in out)
+    assert bool([f for f in findings if f.check == "open-plan"]) == bool(carried)
+    assert statestore.open_intents(INV) == []  # the plan and its killed step are closed
+
+
+def test_an_untaken_step_that_changed_since_is_a_warning_not_planned_again(aws_mock):
+    world = World(a="1", b="5")
+    j = journal("killed", "a", "b")
+    plan = plan_of(("a", "1", "2"), ("b", "5", "6"))
+    j.open_plan(plan, OK)
+    rec = j.intend(Record(runbook="rb", system="x", resource="a", kind="k", before="1", after="2", status="applied", flow_run_id="killed",
+                          plan_fingerprint=plan.fingerprint), "applied")
+    world.values["a"] = "2"
+    j.outcome(rec.model_copy(update={"status": "applied"}))
+    j.leases.clear()
+    expire("a"), expire("b")
+    world.values["b"] = "9"  # someone else changed it since
+    out: list[Action] = []
+    [warn] = steps.recover(INV, "rb", {"k": world.applier}, "next", out)
+    assert out == [] and warn.status is Status.WARN and "reads 9 now, not 5" in warn.summary
+
+
+def test_a_plan_that_finished_leaves_nothing_open(aws_mock):
+    world = World(a="1", b="5", c="7")
+    world.fail_on = "c"  # a failure undoes: the run closed its plan itself
+    records, ok = run_plan(world, plan_of(("a", "1", "2"), ("b", "5", "6"), ("c", "7", "8")))
+    assert not ok and statestore.open_intents(INV) == []
+    run_plan(World(a="1", b="5"), plan_of(("a", "1", "2"), ("b", "5", "6")), run_id="run-2")
+    assert statestore.open_intents(INV) == []
