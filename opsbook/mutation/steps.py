@@ -405,8 +405,9 @@ def finish_plan(system: System, runbook: str, appliers: dict[str, Applier], run_
     journal = Journal(system, runbook, run_id)
     try:
         journal.take(sorted({a.resource for a in actions}), check_open=False)
-    except Refused:
-        return []  # its run is alive (a lease it holds): it finishes its plan
+    except Refused as exc:  # planning now could leave its untaken steps behind: wait for it (alive) or its lease to lapse
+        raise Refused(f"plan {plan['plan_fingerprint']} of run {plan['flow_run_id']} is still open and a live run holds it: {exc}; "
+                      "nothing was changed") from None
     try:
         words = {(r["kind"], r["resource"]): r["status"] for r in reversed(statestore.read_records(system))
                  if r.get("flow_run_id") == plan["flow_run_id"] and r.get("plan_fingerprint") == plan["plan_fingerprint"]}

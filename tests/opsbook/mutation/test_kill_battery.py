@@ -239,7 +239,13 @@ def test_kill_at_every_step_boundary_then_rerun(prefect_env, sandbox, tmp_path, 
                    "twin_effects": len(want_effects), "open_intents": len(statestore.open_intents(inv))}
             RESULTS.append(row)
             print("kill-battery", json.dumps(row), flush=True)
-            assert rc2 <= twin_rc and again["outcome"] in ("done", "done-with-warnings", "nothing-to-do"), (kill_at, again["findings"])
+            # no worse than the twin; or nothing left to do and a check that cannot judge yet (a function changed a moment
+            # ago has no invocations since: UNKNOWN, exit 3), never about the steps themselves
+            blind = [f"{f['check']} {f['resource']}: {f['summary'][:160]}" for f in again["findings"] if f["status"] == "UNKNOWN"]
+            row["unknown"] = blind
+            assert again["outcome"] in ("done", "done-with-warnings", "nothing-to-do"), (kill_at, again["findings"])
+            assert rc2 <= twin_rc or (again["outcome"] == "nothing-to-do" and blind and not any(
+                b.startswith(("open-intent", "open-plan")) for b in blind)), (kill_at, rc2, blind or again["findings"])
             assert not [f for f in again["findings"] if f["check"] == "open-intent" and f["status"] != "OK"], (kill_at, again["findings"])
             assert got_state == want_state, (kill_at, got_state, want_state)  # nothing past its target, nothing lost
             assert got_effects == want_effects, (kill_at, got_effects, want_effects)  # nothing done twice

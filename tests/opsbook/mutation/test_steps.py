@@ -400,3 +400,14 @@ def test_a_plan_that_finished_leaves_nothing_open(aws_mock):
     assert not ok and statestore.open_intents(INV) == []
     run_plan(World(a="1", b="5"), plan_of(("a", "1", "2"), ("b", "5", "6")), run_id="run-2")
     assert statestore.open_intents(INV) == []
+
+
+def test_an_open_plan_a_live_run_holds_refuses_planning_until_it_lapses(aws_mock):
+    world = World(a="1", b="5")
+    j = journal("live", "a", "b")
+    j.open_plan(plan_of(("a", "1", "2"), ("b", "5", "6")), OK)  # between two steps, its lease not lapsed yet
+    with pytest.raises(Refused, match="is still open and a live run holds it"):
+        steps.recover(INV, "rb", {"k": world.applier}, "next", [])
+    j.leases.clear()
+    expire("a"), expire("b")
+    assert steps.recover(INV, "rb", {"k": world.applier}, "next", []) == [] and statestore.open_intents(INV) == []  # took none
