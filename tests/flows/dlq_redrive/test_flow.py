@@ -243,9 +243,9 @@ def test_a_lost_lease_stops_the_move_before_the_next_batch(leh, sandbox, monkeyp
     assert left["visible"] + left["in_flight"] == 100 - moved  # nothing lost
 
 
-# one kill trial in `make test`; the battery (early, late) in `make chaos`
-@pytest.mark.parametrize("kill_after", [300, pytest.param(10, marks=pytest.mark.chaos), pytest.param(150, marks=pytest.mark.chaos),
-                                        pytest.param(600, marks=pytest.mark.chaos)])
+# kill trials mid-move (early, middle, late): `make chaos`, with the kill battery at the step's boundaries
+@pytest.mark.chaos
+@pytest.mark.parametrize("kill_after", [10, 150, 300, 600])
 def test_a_kill_mid_redrive_loses_nothing_and_duplicates_at_most_one_batch(leh, sandbox, kill_after):
     from prefect.settings import PREFECT_API_URL
 
