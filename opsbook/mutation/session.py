@@ -149,8 +149,8 @@ def take_steps(system: System, plan: Plan, appliers: dict[str, Applier], approva
             done[0] += 1
             try:  # the change is made: a progress update that fails must not make it a failed step
                 update_progress_artifact(progress, progress=100.0 * min(1.0, done[0] / max(total, 1)))
-            except Exception:
-                pass
+            except Exception as exc:
+                print(f"opsbook: {plan.runbook}: progress not updated ({aws.describe_error(exc)}); the step itself is done", file=sys.stderr)
 
         return replace(step, apply=apply)
 

@@ -267,8 +267,8 @@ def take_steps(system: System, plan: Plan, appliers: dict[str, Applier], approva
     if plan_id:
         try:
             journal.close_plan(plan_id, plan.actions[0].resource)  # type: ignore[union-attr]
-        except Exception:  # a lost lease, or unreachable: left open, the next run finds each step's outcome and closes it
-            pass
+        except Exception as exc:  # a lost lease, or unreachable: left open, the next run finds each step's outcome and closes it
+            _log.warning("plan %s left open (%s): the next run of %s closes it", plan_id, aws.describe_error(exc), plan.runbook)
     return records, ok
 
 
