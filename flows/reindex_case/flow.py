@@ -81,7 +81,12 @@ class CaseWork:
 
     def appliers(self) -> dict[str, Applier]:
         return {STATUS_KIND: Applier(read=self.read_status, apply=self.set_status),
-                INDEX_KIND: Applier(read=self.read_index, apply=self.rebuild)}
+                INDEX_KIND: Applier(read=self.read_index, apply=self.rebuild, reached=self.rebuilt_to)}
+
+    def rebuilt_to(self, system: System, resource: str, before: str, target: str) -> bool:
+        """The rebuild's target names where the documents come from ("30 documents from DynamoDB"): it is reached when the
+        index holds that many (a run killed after its rebuild, before its outcome)."""
+        return self.read_index(system, resource) == documents(int(target.split()[0]))
 
     @declares(["dynamodb:GetItem"])
     def read_status(self, system: System, resource: str) -> str:

@@ -341,3 +341,56 @@ def test_dr_test_killed_at_every_step_boundary_leaves_no_copy(prefect_env, sandb
         assert not [f for f in again["findings"] if f["check"] == "open-intent" and f["status"] != "OK"], (kill_at, again["findings"])
         assert waited < TTL_S + 45, (kill_at, waited)
 
+
+
+# --- reindex-case: its steps are read through the case the run resolved (the case's status, its index) -------------
+
+
+def test_reindex_case_killed_at_every_step_boundary_restores_once(prefect_env, sandbox, tmp_path):
+    from sandbox.leh_cases import delete_case, seed_case
+    case, index = "CASE-2025-0042", "evidence-case-2025-0042"
+
+    def setup(sb, system):
+        seed_case(sb, system, "CASE-OTHER", 4)  # a neighbour that must never be touched
+        seed_case(sb, system, case, 30)
+        delete_case(sb, system, case)
+
+    def state() -> tuple[str, int | None, int]:
+        import boto3
+        item = boto3.client("dynamodb", region_name="ap-northeast-2", endpoint_url=sandbox.endpoint).get_item(
+            TableName="leh-cases", Key={"case_id": {"S": case}})["Item"]
+        try:
+            docs = len(sandbox.opensearch.docs("leh-cases", index))
+        except KeyError:
+            docs = None
+        return item["status"]["S"], docs, len(sandbox.opensearch.docs("leh-cases", "evidence-case-other"))
+
+    def steps_taken(inv) -> list[tuple[str, str]]:  # the outcome's words differ when a re-run closed the step: its effect counts
+        return sorted((r["kind"], r["before"]) for r in statestore.read_records(inv)
+                      if r.get("runbook") == "reindex-case" and r["status"] in ("applied", "verified"))
+
+    system, params = "leh", [f"case_id={case}"]
+    inv_path = inventory_copy(tmp_path, system, TTL_S)
+    inv = fresh(sandbox, system, setup)
+    rc, twin, err = run_cli(prefect_env, sandbox, "reindex-case", inv_path, params)
+    assert twin and twin["outcome"] == "done", err[-3000:]
+    want_state, want_steps = state(), steps_taken(inv)
+    assert want_state == ("active", 30, 4) and len(want_steps) == 2
+    for kill_at in ["leased:1", "intended:1", "intended:2", "acted:1", "acted:2", "recorded:1", "recorded:2", "settled:1"]:
+        inv = fresh(sandbox, system, setup)
+        rc, _, err = run_cli(prefect_env, sandbox, "reindex-case", inv_path, params, kill_at=kill_at)
+        mid = state()
+        rc2, again, waited, refusals = rerun_until_accepted(prefect_env, sandbox, "reindex-case", inv_path, params, limit_s=TTL_S + 60)
+        row = {"scenario": "reindex-case", "runbook": "reindex-case", "kill_at": kill_at, "landed": rc == -9,
+               "changed_before_kill": mid != ("closed", None, 4), "rerun_outcome": again["outcome"], "rerun_wait_s": round(waited, 1),
+               "refusals": refusals, "state_as_twin": state() == want_state, "effects": len(steps_taken(inv)),
+               "twin_effects": len(want_steps), "open_intents": len(statestore.open_intents(inv))}
+        RESULTS.append(row)
+        print("kill-battery", json.dumps(row), flush=True)
+        assert again["outcome"] in ("done", "done-with-warnings", "nothing-to-do") and rc2 <= rc_twin(twin), (kill_at, again["findings"])
+        assert row["state_as_twin"] and steps_taken(inv) == want_steps and row["open_intents"] == 0, (kill_at, state(), steps_taken(inv))
+        assert waited < TTL_S + 45, (kill_at, waited)
+
+
+def rc_twin(report: dict) -> int:
+    return {"OK": 0, "WARN": 1, "CRIT": 2}.get(report["status"], 3)
