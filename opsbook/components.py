@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from opsbook.findings import Finding, Status, by_threshold, unknown
-from opsbook.inventory import DynamoTable, S3Bucket, System, name_matches
+from opsbook.inventory import DeclaredAlarm, DynamoTable, S3Bucket, System, name_matches
 
 
 def _missing(named: bool) -> str:
@@ -232,6 +232,102 @@ def judge_alarms(system: System, alarms: list[dict[str, Any]]) -> list[Finding]:
         out.append(Finding(check="alarms", resource=a["AlarmName"], status=status, value=1,
                            summary=f"in ALARM{f' ({prio})' if prio else ''}: {a.get('StateReason', '')}"[:300],
                            details={"priority": prio, "since": since.isoformat() if since else None}))
+    return out
+
+
+# --- declared alarms (the alarms the seed calls for) ---------------------------------------------
+
+_WORST = [Status.OK, Status.WARN, Status.UNKNOWN, Status.CRIT]
+
+
+def declared_names(system: System, found: Any) -> list[tuple[str, DeclaredAlarm, str | None]]:
+    """Every declared alarm as (name or glob, declaration, the resource it watches): a template gives one alarm per
+    resource of its kind, named and tag-discovered (``found``: the run's discovery; an API is expanded by its name,
+    which tag discovery does not give)."""
+    kinds: dict[str, list[str]] = {
+        "{function}": [f.name for f in system.lambda_functions] + list(getattr(found, "lambda_functions", [])),
+        "{table}": [t.name for t in system.dynamodb_tables] + list(getattr(found, "dynamodb_tables", [])),
+        "{api}": [a.name for a in system.api_gateway_apis],
+        "{queue}": [q.name for q in system.sqs_queues] + list(getattr(found, "sqs_queues", [])),
+        "{service}": [s.service for s in system.ecs_services] + [svc for _, svc in getattr(found, "ecs_services", [])],
+        "{domain}": [d.name for d in system.opensearch_domains] + list(getattr(found, "opensearch_domains", [])),
+    }
+    out: list[tuple[str, DeclaredAlarm, str | None]] = []
+    seen: set[str] = set()
+    for d in system.alarms.declared:
+        ph = d.placeholder
+        for resource in dict.fromkeys(kinds[ph]) if ph else [None]:
+            name = d.name.replace(ph, resource) if ph and resource else d.name
+            if name not in seen:
+                seen.add(name)
+                out.append((name, d, resource))
+    return out
+
+
+def _for_how_long(minutes: float) -> str:
+    if minutes < 120:
+        return f"{minutes:.0f} min"
+    return f"{minutes / 60:.1f} h" if minutes < 48 * 60 else f"{minutes / 1440:.1f} days"
+
+
+def _alarm_problems(system: System, alarm: dict[str, Any], topics: dict[str, bool | str],
+                    now: datetime) -> list[tuple[Status, str]]:
+    """What is wrong with one existing declared alarm: state, actions, the topics its actions notify."""
+    name, state = alarm["AlarmName"], alarm.get("StateValue")
+    out: list[tuple[Status, str]] = []
+    if state == "ALARM" and not system.alarms.matches(name):  # those the name filters match are reported as firing already
+        prio = alarm_priority(system, name)
+        out.append((PRIORITY_STATUS.get(prio or "", Status.CRIT), f"in ALARM{f' ({prio})' if prio else ''}: {alarm.get('StateReason', '')}"))
+    if state == "INSUFFICIENT_DATA":
+        since = alarm.get("StateUpdatedTimestamp")
+        minutes = (now - since).total_seconds() / 60 if since else None
+        if minutes is None or minutes >= system.alarms.insufficient_data_warn_minutes:
+            how_long = f"for {_for_how_long(minutes)} (since {since:%Y-%m-%d %H:%M} UTC)" if minutes is not None else "(since when unknown)"
+            out.append((Status.WARN, f"in INSUFFICIENT_DATA {how_long}: its metric stopped or never started, so it cannot fire"))
+    actions = alarm.get("AlarmActions") or []
+    if not actions:
+        out.append((Status.WARN, "has no alarm actions: nobody is notified when it fires"))
+    elif alarm.get("ActionsEnabled") is False:
+        out.append((Status.WARN, "its actions are disabled: nobody is notified when it fires"))
+    for arn in actions:
+        seen = topics.get(arn, True)
+        if seen is False:
+            out.append((Status.WARN, f"its action topic {arn} does not exist: the notification goes nowhere"))
+        elif isinstance(seen, str):
+            out.append((Status.UNKNOWN, f"its action topic {arn} could not be read: {seen}"))
+    return out
+
+
+def judge_declared_alarms(system: System, declared: list[tuple[str, DeclaredAlarm, str | None]], alarms: dict[str, dict[str, Any]],
+                          topics: dict[str, bool | str], now: datetime) -> list[Finding]:
+    """Each declared alarm: missing, firing (when the name filters do not already report it), INSUFFICIENT_DATA for
+    longer than the inventory allows, no or disabled actions, an action topic that does not exist. One finding per alarm
+    with a problem, named after it; the rest are one OK line. ``alarms``: every alarm read, by name; ``topics``: SNS topic
+    ARN -> exists (True/False) or why it could not be read."""
+    out: list[Finding] = []
+    fine: list[str] = []
+    for name, decl, resource in declared:
+        source = f" ({decl.source})" if decl.source else ""
+        matching = [a for n, a in sorted(alarms.items()) if name_matches(name, n)] if decl.is_pattern else [alarms[name]] if name in alarms else []
+        if not matching:
+            what = f"no alarm matches {name}" if decl.is_pattern else "does not exist"
+            watched = f" for {resource}" if resource else ""
+            out.append(Finding(check="alarms", resource=name, status=Status.WARN, value=0, details={"declared": decl.name, "watches": resource},
+                               summary=f"declared alarm{watched} {what}{source}: nothing pages anyone when it should fire"))
+            continue
+        for a in matching:
+            problems = _alarm_problems(system, a, topics, now)
+            if not problems:
+                fine.append(a["AlarmName"])
+                continue
+            status = max((s for s, _ in problems), key=_WORST.index)
+            out.append(Finding(check="alarms", resource=a["AlarmName"], status=status, value=len(problems),
+                               summary=("; ".join(p for _, p in problems) + source)[:400],
+                               details={"declared": decl.name, "state": a.get("StateValue"), "actions": a.get("AlarmActions") or [],
+                                        "actions_enabled": a.get("ActionsEnabled")}))
+    if fine:
+        out.append(Finding(check="alarms", resource="declared alarms", status=Status.OK, value=len(fine), details={"alarms": sorted(fine)[:200]},
+                           summary=f"{len(fine)} declared alarm(s) exist, with actions and data" + (f"; {len(out)} with a problem above" if out else "")))
     return out
 
 

@@ -137,10 +137,49 @@ class LogGroup(Strict):
     error_pattern: str = "ERROR"
 
 
+PLACEHOLDERS = {"{function}": "lambda_functions", "{table}": "dynamodb_tables", "{api}": "api_gateway_apis",
+                "{queue}": "sqs_queues", "{service}": "ecs_services", "{domain}": "opensearch_domains"}
+
+
+class DeclaredAlarm(Strict):
+    """An alarm the seed calls for. ``name``: an exact name, a template with one placeholder (``{function}``, ``{table}``,
+    ``{api}``, ``{queue}``, ``{service}``, ``{domain}``: one alarm per resource of that kind, named and tag-discovered),
+    or a glob (``*`` ``?``): at least one alarm matches."""
+
+    name: str = Field(min_length=1)
+    source: str = Field("", description="where the seed calls for it (shown in the finding)")
+
+    @field_validator("name")
+    @classmethod
+    def _one_placeholder(cls, v: str) -> str:
+        found = re.findall(r"\{[^}]*\}", v)
+        unknown = [p for p in found if p not in PLACEHOLDERS]
+        if unknown:
+            raise ValueError(f"{v!r}: unknown placeholder {unknown[0]} (use one of {', '.join(PLACEHOLDERS)})")
+        if len(found) > 1:
+            raise ValueError(f"{v!r}: at most one placeholder")
+        if found and any(c in v for c in "*?["):
+            raise ValueError(f"{v!r}: a placeholder and a glob cannot be combined")
+        return v
+
+    @property
+    def placeholder(self) -> str | None:
+        return next((p for p in PLACEHOLDERS if p in self.name), None)
+
+    @property
+    def is_pattern(self) -> bool:
+        return any(c in self.name for c in "*?[")
+
+
 class AlarmFilter(Strict):
     """Case-insensitive substrings, or globs when they contain * ? or [."""
 
     name_filters: list[str] = Field(default_factory=list)
+    declared: list[DeclaredAlarm] = Field(
+        default_factory=list, description="alarms that must exist, have actions and data (daily-health: missing, no actions, "
+                                          "INSUFFICIENT_DATA or an action topic that does not exist is a WARN named after the alarm)")
+    insufficient_data_warn_minutes: int = Field(60, ge=0, description="a declared alarm in INSUFFICIENT_DATA this long is a WARN "
+                                                                       "(its metric stopped, or never started)")
     priorities: dict[str, Literal["P0", "P1", "P2", "P3"]] = Field(
         default_factory=dict, description="alarm name glob -> priority (seed's alarm response table)"
     )

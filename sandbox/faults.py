@@ -10,7 +10,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from opsbook.components import declared_names
 from opsbook.inventory import System
+from opsbook.resources import Discovered
 from sandbox.seed import sample_alarm_names
 from sandbox.server import Sandbox, sandbox_client
 
@@ -45,6 +47,46 @@ def alarm_firing(sb: Sandbox, system: System, alarm: str | None = None) -> dict[
     name = alarm or _need(sample_alarm_names(system), "an alarm name filter", "alarm-firing", system)
     sandbox_client(sb, "cloudwatch", system.region).set_alarm_state(AlarmName=name, StateValue="ALARM", StateReason="Threshold Crossed: 1 datapoint [12.0] > 5.0 (sandbox fault)")
     return {"resource": name}
+
+
+def _declared(system: System, fault: str, alarm: str | None, index: int = 0) -> str:
+    names = [n for n, d, _ in declared_names(system, Discovered()) if not d.is_pattern]
+    return alarm or _need(names[index:], "a declared alarm", fault, system)
+
+
+def alarm_missing(sb: Sandbox, system: System, alarm: str | None = None) -> dict[str, Any]:
+    """A declared alarm that was deleted (or never created)."""
+    name = _declared(system, "alarm-missing", alarm)
+    sandbox_client(sb, "cloudwatch", system.region).delete_alarms(AlarmNames=[name])
+    return {"resource": name}
+
+
+def alarm_no_actions(sb: Sandbox, system: System, alarm: str | None = None) -> dict[str, Any]:
+    """A declared alarm re-created without actions: it fires and nobody is told."""
+    name = _declared(system, "alarm-no-actions", alarm, 1)
+    sandbox_client(sb, "cloudwatch", system.region).put_metric_alarm(
+        AlarmName=name, MetricName="Errors", Namespace="AWS/Lambda", Statistic="Sum", Period=300, EvaluationPeriods=1, Threshold=5,
+        ComparisonOperator="GreaterThanThreshold", AlarmActions=[])
+    return {"resource": name}
+
+
+def alarm_insufficient_data(sb: Sandbox, system: System, alarm: str | None = None, minutes: int = 180) -> dict[str, Any]:
+    """A declared alarm whose metric stopped ``minutes`` ago (INSUFFICIENT_DATA since then)."""
+    from moto.core.utils import utcnow
+
+    name = _declared(system, "alarm-insufficient-data", alarm, 2)
+    sandbox_client(sb, "cloudwatch", system.region).set_alarm_state(AlarmName=name, StateValue="INSUFFICIENT_DATA", StateReason="no datapoints (sandbox fault)")
+    sb.backend("cloudwatch", system.region).alarms[name].state_updated_timestamp = utcnow() - timedelta(minutes=minutes)
+    return {"resource": name, "minutes": minutes}
+
+
+def alarm_topic_deleted(sb: Sandbox, system: System) -> dict[str, Any]:
+    """The SNS topic the alarms notify, deleted: every alarm's action goes nowhere."""
+    sns = sandbox_client(sb, "sns", system.region)
+    topic = _need([system.notifications.sns_topic] if system.notifications.sns_topic else [], "an SNS topic", "alarm-topic-deleted", system)
+    arn = next(t["TopicArn"] for t in sns.list_topics()["Topics"] if t["TopicArn"].split(":")[-1] == topic.split(":")[-1])
+    sns.delete_topic(TopicArn=arn)
+    return {"resource": arn}
 
 
 def log_errors(sb: Sandbox, system: System, group: str | None = None, inside: int = 7, outside: int = 4) -> dict[str, Any]:
@@ -138,6 +180,10 @@ FAULTS: dict[str, Callable[..., dict[str, Any]]] = {
     "bad-release": bad_release,
     "table-missing": table_missing,
     "alarm-firing": alarm_firing,
+    "alarm-missing": alarm_missing,
+    "alarm-no-actions": alarm_no_actions,
+    "alarm-insufficient-data": alarm_insufficient_data,
+    "alarm-topic-deleted": alarm_topic_deleted,
     "log-errors": log_errors,
     "ecs-degraded": ecs_degraded,
     "opensearch-red": opensearch_red,

@@ -15,7 +15,9 @@ import zipfile
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from opsbook.components import declared_names
 from opsbook.inventory import System, name_matches
+from opsbook.resources import Discovered
 from sandbox.server import ACCOUNT_ID, Sandbox, sandbox_client
 
 
@@ -142,13 +144,6 @@ def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None
         s3.create_bucket(Bucket=b.name, **kw)
         s3.put_bucket_tagging(Bucket=b.name, Tagging={"TagSet": tag_list})
 
-    alarm_names = sample_alarm_names(system)
-    alarm_names += [f"{system.name}-extra-alarm-{i}-{(system.alarms.name_filters or ['x'])[0].replace('*', 'x')}" for i in range(extra.get("alarms", 0))]
-    for n in alarm_names:
-        cw.put_metric_alarm(AlarmName=n, MetricName="Errors", Namespace="AWS/Lambda", Statistic="Sum", Period=300, EvaluationPeriods=1,
-                            Threshold=5, ComparisonOperator="GreaterThanThreshold")
-        made["alarms"].append(n)
-
     sqs = sandbox_client(sb, "sqs", r)
     for q in system.sqs_queues:
         attrs = {}
@@ -159,9 +154,18 @@ def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None
         sqs.create_queue(QueueName=q.name, Attributes=attrs, tags=tags)
 
     topic = system.notifications.sns_topic
-    if topic:
-        name = topic.split(":")[-1]
-        made["topic_arn"] = sandbox_client(sb, "sns", r).create_topic(Name=name, Tags=tag_list)["TopicArn"]
+    if topic:  # the topic the alarms notify
+        made["topic_arn"] = sandbox_client(sb, "sns", r).create_topic(Name=topic.split(":")[-1], Tags=tag_list)["TopicArn"]
+
+    # every alarm the inventory declares (one per seeded function or table for a template), healthy: actions, data
+    found = Discovered(lambda_functions=fn_names, dynamodb_tables=table_names)
+    declared = [n.replace("*", "sandbox").replace("?", "x") if d.is_pattern else n for n, d, _ in declared_names(system, found)]
+    alarm_names = list(dict.fromkeys(declared + sample_alarm_names(system)))
+    alarm_names += [f"{system.name}-extra-alarm-{i}-{(system.alarms.name_filters or ['x'])[0].replace('*', 'x')}" for i in range(extra.get("alarms", 0))]
+    for n in alarm_names:
+        cw.put_metric_alarm(AlarmName=n, MetricName="Errors", Namespace="AWS/Lambda", Statistic="Sum", Period=300, EvaluationPeriods=1,
+                            Threshold=5, ComparisonOperator="GreaterThanThreshold", AlarmActions=[made["topic_arn"]] if topic else [])
+        made["alarms"].append(n)
 
     if system.cognito and system.cognito.user_pool_name:
         sandbox_client(sb, "cognito-idp", r).create_user_pool(PoolName=system.cognito.user_pool_name, UserPoolTags=tags)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -10,23 +11,70 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from opsbook import aws
-from opsbook.components import judge_alarms
-from opsbook.findings import Finding
+from opsbook.components import declared_names, judge_alarms, judge_declared_alarms
+from opsbook.findings import Finding, unknown
 from opsbook.iam import aws_task, declares
 from opsbook.inventory import ApiGatewayApi, System
+from opsbook.resources import Discovered
 
 # GetMetricData: 50 requests a second per account and region (CloudWatch service quotas).
 GET_METRIC_DATA_TPS = 50.0
 
-@aws_task(iam=["cloudwatch:DescribeAlarms"], cache_policy=NO_CACHE)
-def check_alarms(system: System, deadline: aws.Deadline) -> list[Finding]:
-    if not system.alarms.name_filters:
-        return []
+@aws_task(iam=["cloudwatch:DescribeAlarms", "sns:GetTopicAttributes"], cache_policy=NO_CACHE)
+def check_alarms(system: System, found: Discovered, deadline: aws.Deadline) -> list[Finding]:
+    """The system's alarms in ALARM (by its name filters), and every alarm it declares: there, with actions and data."""
     c = aws.client("cloudwatch", system.region)
-    alarms: list[dict[str, Any]] = []
-    for page in c.get_paginator("describe_alarms").paginate(StateValue="ALARM", AlarmTypes=["MetricAlarm", "CompositeAlarm"]):
-        alarms += page.get("MetricAlarms", []) + page.get("CompositeAlarms", [])
-    return judge_alarms(system, alarms)
+    out: list[Finding] = []
+    if system.alarms.name_filters:
+        firing: list[dict[str, Any]] = []
+        for page in c.get_paginator("describe_alarms").paginate(StateValue="ALARM", AlarmTypes=ALARM_TYPES):
+            firing += page.get("MetricAlarms", []) + page.get("CompositeAlarms", [])
+        out += judge_alarms(system, firing)
+    declared = declared_names(system, found)
+    if not declared:
+        return out
+    try:
+        alarms = read_alarms_named(c, [n for n, d, _ in declared if not d.is_pattern], [n for n, d, _ in declared if d.is_pattern], deadline)
+    except Exception as exc:  # the declared alarms cannot be judged: one UNKNOWN with the reason, the firing ones stay
+        return out + [unknown("alarms", "declared alarms", aws.describe_error(exc))]
+    topics = topics_exist({arn for a in alarms.values() for arn in a.get("AlarmActions") or [] if arn.startswith("arn:aws:sns:")}, deadline)
+    return out + judge_declared_alarms(system, declared, alarms, topics, datetime.now(timezone.utc))
+
+
+ALARM_TYPES = ["MetricAlarm", "CompositeAlarm"]
+
+
+def read_alarms_named(c: Any, names: list[str], patterns: list[str], deadline: aws.Deadline) -> dict[str, dict[str, Any]]:
+    """Alarms in any state, by name (100 a call, DescribeAlarms' limit) and by the literal prefix of each glob; every page."""
+    def read(kw: dict[str, Any]) -> list[dict[str, Any]]:
+        got: list[dict[str, Any]] = []
+        for page in c.get_paginator("describe_alarms").paginate(AlarmTypes=ALARM_TYPES, **kw):
+            got += page.get("MetricAlarms", []) + page.get("CompositeAlarms", [])
+        return got
+
+    prefixes = {re.split(r"[*?\[]", p, maxsplit=1)[0] for p in patterns}
+    queries = [{"AlarmNames": names[i:i + 100]} for i in range(0, len(names), 100)]
+    queries += [{"AlarmNamePrefix": p} if p else {} for p in sorted(prefixes)]
+    out: dict[str, dict[str, Any]] = {}
+    for _, got, err in aws.parallel(read, queries, deadline=deadline):
+        if err is not None:
+            raise err
+        out.update({a["AlarmName"]: a for a in got or []})
+    return out
+
+
+def topics_exist(arns: set[str], deadline: aws.Deadline) -> dict[str, bool | str]:
+    """SNS topic ARN -> whether it exists, or why that could not be read."""
+    def exists(arn: str) -> bool:
+        try:
+            aws.client("sns", arn.split(":")[3]).get_topic_attributes(TopicArn=arn)
+        except Exception as exc:
+            if aws.error_code(exc) in ("NotFound", "NotFoundException"):
+                return False
+            raise
+        return True
+
+    return {arn: ok if err is None else aws.describe_error(err) for arn, ok, err in aws.parallel(exists, sorted(arns), deadline=deadline)}
 
 
 class MetricsUnreadable(RuntimeError):

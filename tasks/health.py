@@ -37,7 +37,7 @@ def submit_checks(inv: System, found: PrefectFuture, deadline: aws.Deadline, log
         "apigateway": check_apis.submit(inv, found, deadline),
         "ecs": check_services.submit(inv, found, deadline),
         "s3": check_buckets.submit(inv, found, deadline),
-        "alarms": check_alarms.submit(inv, deadline),
+        "alarms": check_alarms.submit(inv, found, deadline),
         "dlq": check_dlqs.submit(inv, deadline),
     }
     if logs:

@@ -8,6 +8,7 @@ import pytest
 
 from opsbook.components import (
     alarm_priority,
+    declared_names,
     judge_alarms,
     judge_alias,
     judge_apis,
@@ -15,6 +16,7 @@ from opsbook.components import (
     judge_bucket_absent,
     judge_cluster,
     judge_count,
+    judge_declared_alarms,
     judge_created,
     judge_dlq,
     judge_domain,
@@ -28,6 +30,7 @@ from opsbook.components import (
 )
 from opsbook.findings import Status
 from opsbook.inventory import DynamoTable, S3Bucket, System
+from opsbook.resources import Discovered
 
 NOW = datetime(2026, 3, 10, 3, 0, tzinfo=timezone.utc)  # 12:00 in Seoul
 DENIED = "DescribeX: access denied (nope); grant the IAM action (see `opsbook policy`)"
@@ -200,6 +203,80 @@ def test_alarms_by_priority():
     assert by["team2-other"].status is Status.CRIT and by["team2-other"].details["priority"] is None  # no priority: CRIT
     [quiet] = judge_alarms(inv, alarms[3:])
     assert quiet.status is Status.OK and quiet.value == 0
+
+
+TOPIC = "arn:aws:sns:us-east-1:123456789012:alerts"
+
+
+def declaring(*names: str, **alarms) -> System:
+    return system(lambda_functions=[{"name": "fa"}, {"name": "fb"}], dynamodb_tables=[{"name": "t1"}],
+                  alarms={"name_filters": ["team2"], "priorities": {"latency*": "P2"}, "declared": [{"name": n, "source": "seed"} for n in names], **alarms})
+
+
+def alarm(name: str, state: str = "OK", actions: list[str] | None = None, since: datetime = NOW - timedelta(days=3), **kw) -> dict:
+    return {"AlarmName": name, "StateValue": state, "AlarmActions": [TOPIC] if actions is None else actions, "ActionsEnabled": True,
+            "StateUpdatedTimestamp": since, "StateReason": "threshold crossed", **kw}
+
+
+def test_declared_templates_expand_over_named_and_discovered_resources_once():
+    inv = declaring("errors-{function}-team2", "throttle-{table}", "latency", "queue-{queue}")
+    names = [n for n, _, _ in declared_names(inv, Discovered(lambda_functions=["fb", "fc"], dynamodb_tables=["t2"]))]
+    assert names == ["errors-fa-team2", "errors-fb-team2", "errors-fc-team2", "throttle-t1", "throttle-t2", "latency"]  # no queue: no alarm
+    assert [n for n, _, _ in declared_names(system(), Discovered())] == []
+
+
+@pytest.mark.parametrize("bad, why", [("x-{fn}", "unknown placeholder"), ("{function}-{table}", "at most one"), ("x-*-{table}", "cannot be combined")])
+def test_a_declared_name_that_cannot_be_expanded_is_refused(bad, why):
+    with pytest.raises(ValueError, match=why):
+        declaring(bad)
+
+
+def test_every_declared_alarm_healthy_is_one_ok_line_naming_how_many():
+    inv = declaring("errors-{function}-team2", "latency")
+    declared = declared_names(inv, Discovered())
+    alarms = {a["AlarmName"]: a for a in (alarm("errors-fa-team2"), alarm("errors-fb-team2"), alarm("latency"))}
+    [ok] = judge_declared_alarms(inv, declared, alarms, {TOPIC: True}, NOW)
+    assert ok.status is Status.OK and ok.value == 3 and ok.resource == "declared alarms"
+
+
+def test_each_declared_alarm_problem_is_a_finding_named_after_the_alarm():
+    inv = declaring("errors-{function}-team2", "latency", "gone-*", "silent", "off", "orphan", "stale", "fresh", "hidden")
+    alarms = {a["AlarmName"]: a for a in (
+        alarm("errors-fa-team2"),  # errors-fb-team2 is missing
+        alarm("latency", state="ALARM"),  # firing, not matched by the name filters: its priority (P2)
+        alarm("silent", actions=[]),
+        alarm("off", ActionsEnabled=False),
+        alarm("orphan", actions=["arn:aws:sns:us-east-1:123456789012:deleted"]),
+        alarm("stale", state="INSUFFICIENT_DATA", since=NOW - timedelta(hours=3, minutes=20)),
+        alarm("fresh", state="INSUFFICIENT_DATA", since=NOW - timedelta(minutes=59)),  # under the 60 min allowed
+        alarm("hidden", actions=["arn:aws:sns:us-east-1:123456789012:secret"]),
+    )}
+    topics = {TOPIC: True, "arn:aws:sns:us-east-1:123456789012:deleted": False, "arn:aws:sns:us-east-1:123456789012:secret": "access denied"}
+    by = {f.resource: f for f in judge_declared_alarms(inv, declared_names(inv, Discovered()), alarms, topics, NOW)}
+    assert by["errors-fb-team2"].status is Status.WARN and "for fb does not exist (seed)" in by["errors-fb-team2"].summary
+    assert by["gone-*"].status is Status.WARN and "no alarm matches gone-*" in by["gone-*"].summary
+    assert by["latency"].status is Status.WARN and by["latency"].summary.startswith("in ALARM (P2): threshold crossed")
+    assert "no alarm actions" in by["silent"].summary and "disabled" in by["off"].summary
+    assert "deleted does not exist" in by["orphan"].summary
+    assert by["stale"].status is Status.WARN and "INSUFFICIENT_DATA for 3.3 h (since 2026-03-09 23:40 UTC)" in by["stale"].summary
+    assert by["hidden"].status is Status.UNKNOWN and "access denied" in by["hidden"].summary
+    assert {"errors-fa-team2", "fresh"} <= set(by["declared alarms"].details["alarms"]) and by["declared alarms"].value == 2
+    assert all(by[n].status is Status.WARN for n in ("silent", "off", "orphan"))
+
+
+def test_a_declared_alarm_firing_that_the_name_filters_report_is_not_reported_twice():
+    inv = declaring("errors-team2")
+    [ok] = judge_declared_alarms(inv, declared_names(inv, Discovered()), {"errors-team2": alarm("errors-team2", state="ALARM")}, {TOPIC: True}, NOW)
+    assert ok.status is Status.OK  # judge_alarms reports it firing, with its priority
+
+
+def test_insufficient_data_exactly_at_the_limit_is_a_warning_and_the_limit_is_the_inventorys():
+    inv = declaring("a", insufficient_data_warn_minutes=30)
+    at = {"a": alarm("a", state="INSUFFICIENT_DATA", since=NOW - timedelta(minutes=30))}
+    [f] = judge_declared_alarms(inv, declared_names(inv, Discovered()), at, {TOPIC: True}, NOW)
+    assert f.status is Status.WARN and "30 min" in f.summary
+    under = {"a": alarm("a", state="INSUFFICIENT_DATA", since=NOW - timedelta(minutes=29))}
+    assert judge_declared_alarms(inv, declared_names(inv, Discovered()), under, {TOPIC: True}, NOW)[0].status is Status.OK
 
 
 # --- Lambda ---------------------------------------------------------------------------------

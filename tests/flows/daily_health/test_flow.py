@@ -52,6 +52,36 @@ def test_healthy_hr_is_ok_checks_every_component_and_calls_only_what_the_policy_
     assert report.undeclared_iam_actions == []
 
 
+def test_declared_alarms_missing_silent_or_without_data_are_each_a_warning_named_after_the_alarm(seeded, sandbox):
+    """Seed 000 calls for lambda-errors-<function>-team2 on every function, tag-discovered ones too; the twin is the
+    healthy run above (every declared alarm there: one OK line)."""
+    hr = seeded("hr-resource-optimization", extra={"functions": 2})
+    apply_fault(sandbox, hr, "alarm-missing", alarm="lambda-errors-hr-resource-optimization-extra-fn-1-team2")  # discovered by tag only
+    apply_fault(sandbox, hr, "alarm-no-actions", alarm="api-gateway-latency")
+    apply_fault(sandbox, hr, "alarm-insufficient-data", alarm="dynamodb-read-throttle-Employees-Team2", minutes=200)
+    report, _ = run("hr-resource-optimization")
+    assert sorted(not_ok(report)) == [("alarms", "api-gateway-latency", "WARN"), ("alarms", "dynamodb-read-throttle-Employees-Team2", "WARN"),
+                                      ("alarms", "lambda-errors-hr-resource-optimization-extra-fn-1-team2", "WARN")]
+    assert "does not exist" in only(report, "alarms", "lambda-errors-hr-resource-optimization-extra-fn-1-team2").summary
+    assert "no alarm actions" in only(report, "alarms", "api-gateway-latency").summary
+    assert "INSUFFICIENT_DATA for 3.3 h" in only(report, "alarms", "dynamodb-read-throttle-Employees-Team2").summary
+    assert only(report, "alarms", "declared alarms").value == 8 + 2 + 2 + 6 + 6 - 3  # every other declared alarm, checked
+
+
+def test_declared_alarms_notifying_a_deleted_topic_are_warnings_and_a_firing_one_keeps_its_priority(seeded, sandbox):
+    todo = seeded("todo-app")
+    healthy, _ = run("todo-app")
+    assert not_ok(healthy) == [] and only(healthy, "alarms", "declared alarms").value == 2
+    apply_fault(sandbox, todo, "alarm-topic-deleted")
+    apply_fault(sandbox, todo, "alarm-firing", alarm="todo-api-high-error-rate")
+    report, _ = run("todo-app")
+    assert sorted(not_ok(report)) == [("alarms", "todo-api-high-error-rate", "CRIT"), ("alarms", "todo-api-high-error-rate", "WARN"),
+                                      ("alarms", "todo-api-high-latency", "WARN")]
+    assert all("alerts does not exist" in f.summary for f in report.findings if f.status is Status.WARN)
+    firing = [f for f in report.findings if f.resource == "todo-api-high-error-rate" and f.status is Status.CRIT]
+    assert firing[0].summary.startswith("in ALARM (P1)")
+
+
 def test_hr_faults_each_found_the_run_fails_with_its_saved_masked_report(seeded, sandbox):
     """One run, several independent faults (each rule at its thresholds: tests/opsbook/test_components.py)."""
     from prefect.client.orchestration import get_client

@@ -135,10 +135,7 @@ def test_hr_p1_alarm_errors_of_the_last_hour_and_planted_secrets(healthy, sandbo
     """One run: a P1 alarm names the first escalation and its contact; the errors of the last hour are the subset
     inside the hour with a masked top message; secrets planted in log lines never reach the JSON or the markdown."""
     hr = healthy("hr-resource-optimization")
-    # the seed makes alarms from the name filters only; add the seed 000 alarm the guide names (P1)
-    sandbox_client(sandbox, "cloudwatch", hr.region).put_metric_alarm(
-        AlarmName="api-gateway-5xx-errors-team2", MetricName="5XXError", Namespace="AWS/ApiGateway", Statistic="Sum", Period=300,
-        EvaluationPeriods=1, Threshold=5, ComparisonOperator="GreaterThanThreshold")
+    # the seed makes every alarm the inventory declares: seed 000's api-gateway-5xx-errors-team2 (P1) among them
     apply_fault(sandbox, hr, "alarm-firing", alarm="api-gateway-5xx-errors-team2")
     now = datetime.now(timezone.utc)
     fault = apply_fault(sandbox, hr, "log-errors", group="/aws/lambda/TechTrendCollector", inside=7, outside=4)
