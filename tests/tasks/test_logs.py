@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tasks.logs import message_shape, top_messages
+from tasks.logs import LineBudget, message_shape, top_messages
 
 
 def test_message_shapes_group_like_lines():
@@ -11,3 +11,14 @@ def test_message_shapes_group_like_lines():
     assert message_shape(lines[2]) == "ERROR db <hex> gone"
     assert top_messages(lines)[0] == {"message": "ERROR timeout after N s #N", "count": 2}
     assert top_messages([]) == []
+
+
+def test_line_budget_gives_each_group_its_share_then_the_pool():
+    b = LineBudget(10, ["/a", "/b", "/c"])  # shares of 3, a pool of 1
+    assert b.room("/a") == 4 and b.take("/a", 100) == 4 and b.room("/a") == 0
+    assert b.take("/b", 2) == 2 and b.room("/b") == 1  # its own share still holds 1; the pool is empty
+    b.release("/c")  # /c found nothing: its share goes to the pool
+    assert b.room("/a") == 3 and b.take("/a", 5) == 3
+    assert b.take("/b", 5) == 1 and b.take("/b", 5) == 0
+    assert b.take("/unknown", 1) == 0
+    assert LineBudget(2, ["/a", "/b", "/c"]).room("/a") == 2  # fewer lines than groups: all in the pool
