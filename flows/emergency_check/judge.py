@@ -114,7 +114,8 @@ def _ranked(group: str, res: dict[str, Any] | None) -> dict[str, Any] | None:
 def judge_top_errors(reads: list[dict[str, Any]], system: str, minutes: int, budget: int, n: int = TOP_N) -> list[Finding]:
     """The window's error messages over every log group, ranked by how often they were seen (rank_messages): the top
     ``n``. UNKNOWN when the line budget was reached (the ranking is of the first lines only; the finding says which
-    groups were cut); the groups that could not be read are named (each is UNKNOWN in its own finding)."""
+    groups were cut) or no group could be read; the groups that could not be read are named (each is UNKNOWN in its own
+    finding)."""
     if not reads:
         return []
     read = [r for r in reads if r["result"] is not None]
@@ -132,7 +133,8 @@ def judge_top_errors(reads: list[dict[str, Any]], system: str, minutes: int, bud
         summary = f"ranked the first {lines} of ≥{seen} lines; the budget ({budget} lines) was reached (cut: {', '.join(cut)}). " + summary
     if unread:
         summary += f". {len(unread)} log group(s) not read (UNKNOWN, see their findings): {', '.join(sorted(unread))}"
-    return [Finding(check=TOP_CHECK, resource=system, status=Status.UNKNOWN if cut else Status.OK, value=lines, summary=mask(summary)[:600],
+    status = Status.UNKNOWN if cut or not read else Status.OK  # the first lines only, or none at all: not a ranking to trust
+    return [Finding(check=TOP_CHECK, resource=system, status=status, value=lines, summary=mask(summary)[:600],
                     details={"top_messages": ranked[:n], "messages": len(ranked), "lines_ranked": lines, "lines_seen": seen,
                              "budget": budget, "budget_reached": bool(cut), "cut_groups": cut, "groups_read": len(read),
                              "unread_groups": unread, "window_minutes": minutes})]

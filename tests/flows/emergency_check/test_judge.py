@@ -138,6 +138,14 @@ def test_ranking_at_the_budget_says_so_and_names_the_groups_cut():
     assert low.status is Status.UNKNOWN and low.value == 2
 
 
+
+def test_ranking_with_no_group_read_is_unknown():
+    f = judge_top_errors([{"group": "/d", "result": None, "unreadable": None}], "sys", 60, 100)[0]
+    assert f.status is Status.UNKNOWN and f.details["top_messages"] == [] and f.details["groups_read"] == 0
+    assert f.summary.endswith("1 log group(s) not read (UNKNOWN, see their findings): /d")
+    assert f.details["unread_groups"] == {"/d": "log group does not exist (never written to, or wrong name)"}
+
+
 def test_window_errors_are_the_groups_then_the_ranking():
     system = System(name="sys", region="us-east-1", thresholds=Thresholds(log_errors_warn=1, log_errors_crit=100, error_lines_budget=50))
     got = judge_window_errors([read("/a", [(1, "ERROR x 1")])], system, 60)
