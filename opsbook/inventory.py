@@ -235,6 +235,9 @@ class Thresholds(Strict):
     rate_limit_crit: int = Field(500, ge=1)
     dlq_messages_warn: int = Field(1, ge=1)
     dlq_messages_crit: int = Field(100, ge=1)
+    error_lines_budget: int = Field(10_000, ge=1, le=1_000_000, description="ERROR lines emergency-check reads in all (over every "
+                                    "log group) to rank the messages of its window; when reached, the ranking and the counts of "
+                                    "the groups cut are lower bounds, and the findings say so")
     availability_slo_pct: float | None = None
     error_rate_slo_pct: float | None = None
     pipeline_p95_slo_s: float | None = None

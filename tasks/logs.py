@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -23,6 +24,8 @@ from tasks.cloudwatch import minutes_window
 # hard quota (AWS knowledge center: cloudwatch-logs-throttling); honoured by
 # default against real AWS (see aws.quotas_enabled).
 FILTER_LOG_EVENTS_TPS = 5.0
+FILTER_PAGE_MAX = 10_000  # events a FilterLogEvents page holds at most (its limit parameter)
+ERROR_LINES_BUDGET = 10_000  # the default of Thresholds.error_lines_budget
 
 
 def log_groups(system: System, found: Discovered) -> list[LogGroup]:
@@ -96,16 +99,92 @@ def top_messages(samples: list[str], n: int = 3) -> list[dict[str, Any]]:
     return [{"message": shape, "count": c} for shape, c in counts.most_common(n)]
 
 
+class LineBudget:
+    """A total of log lines shared by concurrent readers of several log groups. Each group is sure of its share
+    (total // groups), so one storming group cannot leave the others unread; the rest, and what a group that finished
+    early leaves, goes to whoever asks first. Thread-safe."""
+
+    def __init__(self, total: int, groups: list[str]) -> None:
+        self.total = total
+        share = total // max(1, len(groups))
+        self._share = dict.fromkeys(groups, share)
+        self._pool = total - share * len(groups)
+        self._lock = threading.Lock()
+
+    def room(self, group: str) -> int:
+        with self._lock:
+            return self._share.get(group, 0) + self._pool
+
+    def take(self, group: str, wanted: int) -> int:
+        """Lines granted (at most ``wanted``): the group's own share first, then the common pool."""
+        with self._lock:
+            own = min(self._share.get(group, 0), wanted)
+            more = min(self._pool, wanted - own)
+            if own:
+                self._share[group] -= own
+            self._pool -= more
+            return own + more
+
+    def release(self, group: str) -> None:
+        """The group is done: what is left of its share goes to the pool."""
+        with self._lock:
+            self._pool += self._share.pop(group, 0)
+
+
+@declares(["logs:FilterLogEvents"])
+def read_error_lines(region: str, group: str, pattern: str, start: datetime, end: datetime, budget: LineBudget,
+                     samples: int = 20) -> dict[str, Any]:
+    """Every line matching ``pattern`` in [start, end), over every page, while ``budget`` grants lines: masked, with their
+    timestamps. {"count": lines seen (a lower bound when "cut"), "lines": [(ms, masked line)] (the ones granted),
+    "samples": the first ``samples`` of them, "pages", "cut": the budget stopped the read before the group's last line}."""
+    c = aws.client("logs", region)
+    lim = aws.limiter("filter_log_events", FILTER_LOG_EVENTS_TPS)
+    kwargs: dict[str, Any] = dict(logGroupName=group, filterPattern=pattern,
+                                  startTime=int(start.timestamp() * 1000), endTime=int(end.timestamp() * 1000) - 1)
+    lines: list[tuple[int, str]] = []
+    masked: dict[str, str] = {}  # an error storm repeats lines: mask each distinct one once
+    seen, pages, cut = 0, 0, False
+    try:
+        while True:
+            room = budget.room(group)
+            if room <= 0:
+                cut = True
+                break
+            lim.acquire()
+            page = c.filter_log_events(**kwargs, limit=min(FILTER_PAGE_MAX, room))
+            pages += 1
+            events = page.get("events", [])
+            seen += len(events)
+            granted = budget.take(group, len(events))
+            for e in events[:granted]:
+                raw = e.get("message", "").strip()
+                if raw not in masked:
+                    masked[raw] = mask_log(raw)[:200]
+                lines.append((e["timestamp"], masked[raw]))
+            token = page.get("nextToken")
+            if granted < len(events):
+                cut = True
+                break
+            if not token or token == kwargs.get("nextToken"):
+                break
+            kwargs["nextToken"] = token
+    finally:
+        budget.release(group)
+    return {"count": seen, "samples": [m for _, m in lines[:samples]], "pages": pages, "lines": lines, "cut": cut}
+
+
 @aws_task(iam=["logs:FilterLogEvents"], name="recent-errors", cache_policy=NO_CACHE)
-def count_recent_errors(system: System, found: Discovered, deadline: aws.Deadline, minutes: int = 60, samples: int = 20) -> list[dict[str, Any]]:
-    """ERROR lines of the last ``minutes`` per function/log group, with up to ``samples`` masked lines and their
-    top message shapes: [{"group", "result" (count_matches' answer + "top", None if not read), "unreadable"}]."""
+def count_recent_errors(system: System, found: Discovered, deadline: aws.Deadline, minutes: int = 60, samples: int = 20,
+                        budget: int = ERROR_LINES_BUDGET) -> list[dict[str, Any]]:
+    """Every ERROR line of the last ``minutes`` per function/log group, concurrently, at most ``budget`` lines in all (see
+    LineBudget): [{"group", "result" (read_error_lines' answer, None if not read), "unreadable"}]. Ranking the lines'
+    messages is the caller's (pure) business."""
     end = datetime.now(timezone.utc)
     start = end - timedelta(minutes=minutes)
     groups = log_groups(system, found)
-    res = aws.parallel(lambda g: count_matches(system.region, g.name, g.error_pattern, start, end, samples=samples), groups, deadline=deadline)
-    return [{"group": g.name, "result": r | {"top": top_messages(r["samples"])} if r is not None else None, "unreadable": aws.unreadable(e)}
-            for g, r, e in res]
+    shared = LineBudget(budget, [g.name for g in groups])
+    res = aws.parallel(lambda g: read_error_lines(system.region, g.name, g.error_pattern, start, end, shared, samples), groups, deadline=deadline)
+    return [{"group": g.name, "result": r, "unreadable": aws.unreadable(e)} for g, r, e in res]
 
 
 # --- Lambda's own log lines: "Task timed out after N seconds" and REPORT lines -----------------------

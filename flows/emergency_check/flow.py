@@ -4,9 +4,10 @@ Sources: 000 장애 대응 2. 초기 평가 (emergency_check.sh) and 알람별 �
 001 장애 대응 가이드 P0 즉시 대응 1-2 (ECS service, ALB target health), 002
 장애 대응 절차 P0-P3. Every component at once, within a hard deadline: the
 daily-health component checks (without their 24 h log scans), the errors of the
-LAST HOUR with their top messages, ALB target health, the alarms firing with
-their priority. Then the verdict: the incident priority implied and whom to
-escalate to, shown first, followed by the findings by severity.
+LAST HOUR with their messages ranked over every line read (up to the inventory's
+thresholds.error_lines_budget, said when reached), ALB target health, the alarms
+firing with their priority. Then the verdict: the incident priority implied and
+whom to escalate to, shown first, followed by the findings by severity.
 
 The priority and escalation rules: judge.py.
 """
@@ -18,7 +19,7 @@ from typing import Annotated
 
 from prefect import allow_failure, flow, get_run_logger
 
-from flows.emergency_check.judge import RECENT_CHECK, judge_recent_errors, verdict
+from flows.emergency_check.judge import RECENT_CHECK, judge_window_errors, verdict
 from flows.emergency_check.report import ordered, publish
 from opsbook import aws
 from opsbook.collect import gather_by
@@ -41,7 +42,7 @@ from tasks.sqs import check_dlqs
 RUNBOOK = "emergency-check"
 TASKS = [discover, check_functions, check_tables, check_domains, check_apis, check_services, check_buckets,
          check_alarms, check_dlqs, count_recent_errors, check_target_health]
-SAMPLES = 20  # masked sample lines kept per log group to find the top messages
+SAMPLES = 20  # masked sample lines shown per log group (the messages are ranked over every line read)
 WINDOW_MINUTES = 60
 
 
@@ -63,10 +64,10 @@ def emergency_check(
 
     found = discover.submit(inv)
     checks = submit_checks(inv, found, deadline, logs=False)
-    checks[RECENT_CHECK] = count_recent_errors.submit(inv, found, deadline, WINDOW_MINUTES, SAMPLES)
+    checks[RECENT_CHECK] = count_recent_errors.submit(inv, found, deadline, WINDOW_MINUTES, SAMPLES, inv.thresholds.error_lines_budget)
     checks["alb-targets"] = check_target_health.submit(inv, deadline)
 
-    findings = gather_by(checks, deadline, grace, {RECENT_CHECK: lambda reads: judge_recent_errors(reads, inv.thresholds, WINDOW_MINUTES)})
+    findings = gather_by(checks, deadline, grace, {RECENT_CHECK: lambda reads: judge_window_errors(reads, inv, WINDOW_MINUTES)})
     found.wait(timeout=deadline.remaining + grace)
     if found.state.is_completed():
         findings += coverage(inv, found.result())

@@ -1,6 +1,12 @@
 """emergency-check's own judging (pure): the errors of the last hour, the incident priority the findings
 imply and whom to escalate to. The component rules are opsbook.components'.
 
+Errors of the last hour: each log group's ERROR lines against the daily thresholds, and
+the messages of every line read (numbers and ids folded) ranked by how often they were
+seen, with when first and last, over all groups. The lines read are bounded by
+``thresholds.error_lines_budget``: when it is reached, the ranking is of the first lines
+only and says so (UNKNOWN), and a group cut short has a lower bound for its count.
+
 Priority (002: P0 전체 서비스 중단, P1 주요 기능 장애, P2 부분 기능 장애, P3 개선 사항):
 
 - P0: the front door is down: an ECS service with 0 running tasks (or missing,
@@ -28,15 +34,21 @@ goes to the first entry without paging; P3 escalates to nobody.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime, timezone
 from typing import Any
 
 from opsbook.components import log_group_unread
 from opsbook.findings import Finding, Status, by_threshold
 from opsbook.inventory import EscalationLevel, System, Thresholds
 from opsbook.masking import mask
+from tasks.logs import message_shape
 
 PRIORITIES = ("P0", "P1", "P2", "P3")
 RECENT_CHECK = "log-errors-1h"
+TOP_CHECK = "log-errors-1h-top"  # the messages of the window ranked over every log group
+TOP_N = 10  # messages the ranking finding lists
+GROUP_TOP_N = 3  # messages each log group's finding lists
 VERDICT = "incident-priority"
 _PRIO_STATUS = {"P0": Status.CRIT, "P1": Status.CRIT, "P2": Status.WARN, "P3": Status.OK}
 _COMPONENT_CHECKS = {"ecs-service", "alb-targets", "lambda-state", "dynamodb-status", "opensearch-domain", "opensearch-health"}
@@ -46,22 +58,92 @@ _CLASSIFIED = {"ecs-service", "alb-targets", "apigateway-present", "lambda-state
 # --- errors of the last hour ----------------------------------------------------------------
 
 
+def rank_messages(lines: Iterable[tuple[str, int, str]]) -> list[dict[str, Any]]:
+    """Every message of ``lines`` ((log group, epoch ms, masked line)) folded by tasks.logs.message_shape (numbers and ids
+    folded), counted, with when it was first and last seen and the log groups it came from: most frequent first; a tie
+    goes to the message seen first, then the message itself (so the order never depends on the order read)."""
+    agg: dict[str, list[Any]] = {}  # shape -> [count, first ms, last ms, groups]
+    for group, ms, line in lines:
+        a = agg.get(shape := message_shape(line))
+        if a is None:
+            agg[shape] = [1, ms, ms, {group}]
+        else:
+            a[0] += 1
+            a[1], a[2] = min(a[1], ms), max(a[2], ms)
+            a[3].add(group)
+    ranked = sorted(agg.items(), key=lambda kv: (-kv[1][0], kv[1][1], kv[0]))
+    return [{"message": shape, "count": n, "first_seen": _iso(first), "last_seen": _iso(last), "groups": sorted(groups)}
+            for shape, (n, first, last, groups) in ranked]
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def judge_recent(group: str, res: dict[str, Any] | None, unreadable: str | None, warn: int, crit: int, minutes: int) -> Finding:
-    """ERROR lines of the last ``minutes`` in one log group against the daily thresholds, with the top messages."""
+    """ERROR lines of the last ``minutes`` in one log group against the daily thresholds, with the top messages. A group the
+    line budget cut ("cut") has a lower bound: its status as far as it reaches, UNKNOWN below the WARN threshold."""
     if res is None:
         return log_group_unread(RECENT_CHECK, group, unreadable)
-    n, top = res["count"], res["top"]
+    n, top, cut = res["count"], res["top"], bool(res.get("cut"))
+    status = by_threshold(n, warn, crit)
     summary = f"{n} ERROR lines in the last {minutes} min"
+    if cut:
+        status = status if n >= warn else Status.UNKNOWN
+        summary = (f"≥{n} ERROR lines in the last {minutes} min (the line budget was reached before this group's last line: a lower bound)"
+                   if n else "not read: the line budget was spent on the other log groups before this one was read")
     if top:
         summary += "; top: " + "; ".join(f"{t['message']} (×{t['count']})" for t in top)
-    return Finding(check=RECENT_CHECK, resource=group, status=by_threshold(n, warn, crit), value=n, summary=mask(summary)[:400],
+    return Finding(check=RECENT_CHECK, resource=group, status=status, value=n, summary=mask(summary)[:400],
                    details={"top_messages": top, "samples": res["samples"], "sampled": len(res["samples"]),
-                            "window_minutes": minutes, "warn": warn, "crit": crit})
+                            "window_minutes": minutes, "warn": warn, "crit": crit, "cut": cut, "lines_ranked": len(res.get("lines", ()))})
 
 
 def judge_recent_errors(reads: list[dict[str, Any]], th: Thresholds, minutes: int) -> list[Finding]:
-    """Every log group read by tasks.logs.count_recent_errors."""
-    return [judge_recent(r["group"], r["result"], r["unreadable"], th.log_errors_warn, th.log_errors_crit, minutes) for r in reads]
+    """Every log group read by tasks.logs.count_recent_errors, each with its own top messages (over every line read)."""
+    return [judge_recent(r["group"], _ranked(r["group"], r["result"]), r["unreadable"], th.log_errors_warn, th.log_errors_crit, minutes)
+            for r in reads]
+
+
+def _ranked(group: str, res: dict[str, Any] | None) -> dict[str, Any] | None:
+    if res is None or "lines" not in res:
+        return res
+    return res | {"top": rank_messages((group, ms, line) for ms, line in res["lines"])[:GROUP_TOP_N]}
+
+
+def judge_top_errors(reads: list[dict[str, Any]], system: str, minutes: int, budget: int, n: int = TOP_N) -> list[Finding]:
+    """The window's error messages over every log group, ranked by how often they were seen (rank_messages): the top
+    ``n``. UNKNOWN when the line budget was reached (the ranking is of the first lines only; the finding says which
+    groups were cut) or no group could be read; the groups that could not be read are named (each is UNKNOWN in its own
+    finding)."""
+    if not reads:
+        return []
+    read = [r for r in reads if r["result"] is not None]
+    unread = {r["group"]: r["unreadable"] or "log group does not exist (never written to, or wrong name)" for r in reads if r["result"] is None}
+    ranked = rank_messages((r["group"], ms, line) for r in read for ms, line in r["result"].get("lines", ()))
+    lines = sum(t["count"] for t in ranked)
+    seen = sum(r["result"]["count"] for r in read)
+    cut = sorted(r["group"] for r in read if r["result"].get("cut"))
+    if ranked:
+        summary = (f"{len(ranked)} distinct message(s) in {lines} ERROR lines of the last {minutes} min; top: "
+                   + "; ".join(f"{t['message']} (×{t['count']}, {t['first_seen'][11:]}–{t['last_seen'][11:]})" for t in ranked[:3]))
+    else:
+        summary = f"no ERROR lines in the last {minutes} min in the {len(read)} log group(s) read"
+    if cut:
+        summary = f"ranked the first {lines} of ≥{seen} lines; the budget ({budget} lines) was reached (cut: {', '.join(cut)}). " + summary
+    if unread:
+        summary += f". {len(unread)} log group(s) not read (UNKNOWN, see their findings): {', '.join(sorted(unread))}"
+    status = Status.UNKNOWN if cut or not read else Status.OK  # the first lines only, or none at all: not a ranking to trust
+    return [Finding(check=TOP_CHECK, resource=system, status=status, value=lines, summary=mask(summary)[:600],
+                    details={"top_messages": ranked[:n], "messages": len(ranked), "lines_ranked": lines, "lines_seen": seen,
+                             "budget": budget, "budget_reached": bool(cut), "cut_groups": cut, "groups_read": len(read),
+                             "unread_groups": unread, "window_minutes": minutes})]
+
+
+def judge_window_errors(reads: list[dict[str, Any]], system: System, minutes: int) -> list[Finding]:
+    """The errors of the window: each log group against the thresholds, then the messages ranked over all of them."""
+    th = system.thresholds
+    return judge_recent_errors(reads, th, minutes) + judge_top_errors(reads, system.name, minutes, th.error_lines_budget)
 
 
 # --- verdict -------------------------------------------------------------------------------------

@@ -8,11 +8,14 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import yaml
 
 from flows.emergency_check.flow import TASKS, emergency_check
+from flows.emergency_check.judge import TOP_CHECK
 from flows.emergency_check.report import emergency_markdown
 from opsbook.findings import Finding, Status
 from opsbook.iam import iam_action, policy_for
+from opsbook.inventory import SYSTEMS_DIR
 from opsbook.report import RunReport
 from sandbox.faults import _put, apply_fault
 from sandbox.server import sandbox_client
@@ -79,10 +82,12 @@ def test_each_healthy_seed_system_is_p3_and_ok_in_time_with_30ms_latency(healthy
         assert v.check == "incident-priority" and v.details["priority"] == "P3" and v.summary.startswith("P3")
         checks = {f.check for f in report.findings}
         assert "log-errors" not in checks and "security-logs" not in checks  # no 24 h scans
-        assert checks >= {"alarms", "log-errors-1h"}
+        assert checks >= {"alarms", "log-errors-1h", TOP_CHECK}
+        top = only(report, TOP_CHECK, name)  # no error lines: no top errors
+        assert top.details["top_messages"] == [] and top.value == 0 and top.summary.startswith("no ERROR lines in the last 60 min")
         assert report.undeclared_iam_actions == [] and report.runbook == "emergency-check"
         md = emergency_markdown(report)
-        assert md.splitlines()[0].endswith("**P3**") and "Everything checked is OK." in md
+        assert md.splitlines()[0].endswith("**P3**") and "Everything checked is OK." in md and "Top error messages" not in md
     print("emergency-check at 30 ms:", durations)  # a figure, not a check: speed is bench/emergency.py's
 
 
@@ -173,6 +178,68 @@ def test_hr_p1_alarm_errors_of_the_last_hour_and_planted_secrets(healthy, sandbo
     for label in ("[SECRET]", "[BASIC-AUTH]", "[GITHUB-TOKEN]", "[SLACK-TOKEN]", "[PRIVATE-KEY]", "[EMAIL]", "[IP]"):
         assert label in samples, label
     assert "allows 0.0.0.0/0; parser version 1.2.3.4 at 10.0.3.12 failed" in samples  # what the on-call needs stays
+
+
+def iso(t: datetime) -> str:
+    return datetime.fromtimestamp(int(t.timestamp() * 1000) / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def plant_a_then_b(sandbox, system, group: str, now: datetime, b_lines: int = 30) -> tuple[list[datetime], list[datetime]]:
+    """5 lines of message A early in the hour, then ``b_lines`` of B later (numbers and ids vary: only folding groups them)."""
+    a_at = [now - timedelta(minutes=55 - i) for i in range(5)]
+    b_at = [now - timedelta(minutes=30 - i * 0.5) for i in range(b_lines)]
+    _put(sandbox, system, group, "planted-a", [(t, f"ERROR cache node {10 + i} unreachable after {i * 7} ms") for i, t in enumerate(a_at)])
+    _put(sandbox, system, group, "planted-b", [(t, f"ERROR payment {i:04d}-3f2a9c1e-1234-4abc-9def-0123456789{i:02d} for order {7000 + i} "
+                                                    f"declined: 0a1b2c3d4e5f{i:04x}") for i, t in enumerate(b_at)])
+    return a_at, b_at
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_most_frequent_message_of_the_hour_is_first_with_counts_and_first_last_seen(healthy, sandbox):
+    """The 20 sample lines kept per group were the oldest: 5 of A then 15 of B, so B's count was 15. Every line is ranked now."""
+    hr = healthy("hr-resource-optimization")
+    now = datetime.now(timezone.utc)
+    a_at, b_at = plant_a_then_b(sandbox, hr, "/aws/lambda/ResumeParser", now)
+    report = run("hr-resource-optimization")
+
+    top = only(report, TOP_CHECK, "hr-resource-optimization")
+    assert top.status is Status.OK and top.value == 35 and top.details["budget_reached"] is False
+    ranked = top.details["top_messages"]
+    assert [(t["message"], t["count"]) for t in ranked] == [
+        ("ERROR payment N-<id> for order N declined: <hex>", 30), ("ERROR cache node N unreachable after N ms", 5)]
+    assert (ranked[0]["first_seen"], ranked[0]["last_seen"]) == (iso(b_at[0]), iso(b_at[-1]))
+    assert (ranked[1]["first_seen"], ranked[1]["last_seen"]) == (iso(a_at[0]), iso(a_at[-1]))
+    assert ranked[0]["groups"] == ranked[1]["groups"] == ["/aws/lambda/ResumeParser"]  # the twin groups added nothing
+    group = only(report, "log-errors-1h", "/aws/lambda/ResumeParser")
+    assert group.value == 35 and group.details["top_messages"][0]["count"] == 30 and group.details["sampled"] == 20
+    twin = only(report, "log-errors-1h", "/aws/lambda/AffinityScoreCalculator")
+    assert twin.status is Status.OK and twin.value == 0 and twin.details["top_messages"] == []
+    md = emergency_markdown(report)
+    assert "**Top error messages, last 60 min** (35 ERROR lines ranked, 2 distinct messages" in md
+    assert f"1. ×30 ERROR payment N-<id> for order N declined: <hex> — first {iso(b_at[0])}, last {iso(b_at[-1])} · /aws/lambda/ResumeParser" in md
+    assert "2. ×5 ERROR cache node N unreachable after N ms" in md
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_small_line_budget_is_reached_and_said(healthy, sandbox, tmp_path):
+    hr = healthy("hr-resource-optimization")
+    plant_a_then_b(sandbox, hr, "/aws/lambda/ResumeParser", datetime.now(timezone.utc))
+    inv = yaml.safe_load((SYSTEMS_DIR / "hr-resource-optimization.yaml").read_text())
+    inv["thresholds"]["error_lines_budget"] = 12
+    path = tmp_path / "hr-resource-optimization.yaml"
+    path.write_text(yaml.safe_dump(inv, allow_unicode=True))
+    report = run(str(path))
+
+    top = only(report, TOP_CHECK, "hr-resource-optimization")
+    assert top.status is Status.UNKNOWN and top.details["budget_reached"] is True and top.details["budget"] == 12
+    assert top.details["cut_groups"] == ["/aws/lambda/ResumeParser"] and 0 < top.value <= 12
+    assert top.summary.startswith(f"ranked the first {top.value} of ≥{top.details['lines_seen']} lines; the budget (12 lines) was reached "
+                                  "(cut: /aws/lambda/ResumeParser)")
+    group = only(report, "log-errors-1h", "/aws/lambda/ResumeParser")
+    assert group.summary.startswith(f"≥{group.value} ERROR lines in the last 60 min (the line budget was reached") and group.details["cut"]
+    assert group.status is Status.WARN  # HR warns from 1 line: the lower bound reaches it
+    assert f"{TOP_CHECK} hr-resource-optimization" in report.findings[0].details["blind_spots"]
+    assert "the budget (12 lines) was reached (cut: /aws/lambda/ResumeParser)" in emergency_markdown(report)
 
 
 @pytest.mark.usefixtures("prefect_harness")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import pytest
 
-from flows.emergency_check.judge import RECENT_CHECK, escalation_for, implied_priority, judge_recent, judge_recent_errors, verdict
+from flows.emergency_check.judge import (RECENT_CHECK, TOP_CHECK, escalation_for, implied_priority, judge_recent, judge_recent_errors,
+                                         judge_top_errors, judge_window_errors, rank_messages, verdict)
 from opsbook.findings import Finding, Status
 from opsbook.inventory import System, Thresholds, load_system
 
@@ -49,6 +52,105 @@ def test_recent_errors_use_the_daily_thresholds_per_group():
     got = judge_recent_errors(reads, Thresholds(log_errors_warn=1, log_errors_crit=100), 60)
     assert [(f.resource, f.status) for f in got] == [("/a", Status.OK), ("/b", Status.CRIT), ("/c", Status.UNKNOWN)]
     assert judge_recent_errors([], Thresholds(), 60) == []
+
+
+# --- the messages of the hour ranked over every line -------------------------------------------------
+
+T0 = datetime(2026, 12, 4, 8, 0, tzinfo=timezone.utc)
+
+
+def ms(minute: float) -> int:
+    return int((T0 + timedelta(minutes=minute)).timestamp() * 1000)
+
+
+def read(group, lines, cut=False, seen=None):
+    """A group as tasks.logs.count_recent_errors answers it: lines are (minute, masked line)."""
+    ls = [(ms(m), line) for m, line in lines]
+    return {"group": group, "unreadable": None,
+            "result": {"count": len(ls) if seen is None else seen, "samples": [x for _, x in ls[:20]], "pages": 1, "lines": ls, "cut": cut}}
+
+
+def test_ranking_nothing_read_is_empty():
+    assert rank_messages([]) == []
+    f = judge_top_errors([read("/a", []), read("/b", [])], "sys", 60, 10_000)[0]
+    assert f.check == TOP_CHECK and f.resource == "sys" and f.status is Status.OK and f.value == 0
+    assert f.details["top_messages"] == [] and f.summary == "no ERROR lines in the last 60 min in the 2 log group(s) read"
+    assert judge_top_errors([], "sys", 60, 10_000) == []  # no log groups: no ranking
+
+
+def test_ranking_one_message_folded_with_first_and_last_seen():
+    got = rank_messages([("/a", ms(10 + i), f"ERROR order {1000 + i} failed for 3f2a9c1e-1234-4abc-9def-0123456789a{i}") for i in range(4)])
+    assert got == [{"message": "ERROR order N failed for <id>", "count": 4, "first_seen": "2026-12-04T08:10:00Z",
+                    "last_seen": "2026-12-04T08:13:00Z", "groups": ["/a"]}]
+
+
+def test_ranking_puts_the_most_frequent_first_over_every_line_and_group():
+    """The bug: 20 samples, the oldest, made the early message A the top; every line read makes B the top."""
+    a = [(1 + i, f"ERROR cache miss for key {i}") for i in range(25)]
+    b = [(30 + i * 0.5, f"ERROR payment {i} declined by gateway gw-{i % 3}") for i in range(30)]
+    reads = [read("/a", a[:10] + b[:10]), read("/b", a[10:] + b[10:])]
+    f = judge_top_errors(reads, "sys", 60, 10_000)[0]
+    top = f.details["top_messages"]
+    assert [(t["message"], t["count"], t["groups"]) for t in top] == [
+        ("ERROR payment N declined by gateway gw-N", 30, ["/a", "/b"]), ("ERROR cache miss for key N", 25, ["/a", "/b"])]
+    assert (top[0]["first_seen"], top[0]["last_seen"]) == ("2026-12-04T08:30:00Z", "2026-12-04T08:44:30Z")
+    assert (top[1]["first_seen"], top[1]["last_seen"]) == ("2026-12-04T08:01:00Z", "2026-12-04T08:25:00Z")
+    assert f.status is Status.OK and f.value == 55 and f.details["budget_reached"] is False and f.details["messages"] == 2
+    assert f.summary.startswith("2 distinct message(s) in 55 ERROR lines of the last 60 min; top: ERROR payment N declined by gateway gw-N (×30, 08:30:00Z–08:44:30Z)")
+    # each group's own finding ranks its own lines, not its first 20
+    per = {x.resource: x for x in judge_recent_errors(reads, Thresholds(log_errors_warn=1, log_errors_crit=100), 60)}
+    assert per["/b"].details["top_messages"][0]["count"] == 20 and per["/b"].details["top_messages"][0]["message"].startswith("ERROR payment")
+    assert per["/b"].details["sampled"] == 20 and per["/b"].details["lines_ranked"] == 35
+
+
+def test_ranking_ties_go_to_the_message_seen_first_then_the_message():
+    lines = [("/a", ms(5), "ERROR b"), ("/a", ms(1), "ERROR c"), ("/a", ms(6), "ERROR b"), ("/a", ms(2), "ERROR c"),
+             ("/a", ms(3), "ERROR a"), ("/b", ms(3), "ERROR a"), ("/a", ms(0), "ERROR x")]
+    assert [(t["message"], t["count"]) for t in rank_messages(lines)] == [("ERROR c", 2), ("ERROR a", 2), ("ERROR b", 2), ("ERROR x", 1)]
+    assert [t["message"] for t in rank_messages(reversed(lines))] == ["ERROR c", "ERROR a", "ERROR b", "ERROR x"]  # whatever the order read
+
+
+def test_folding_keeps_distinct_messages_distinct():
+    lines = ["ERROR db timeout for user 12", "ERROR db timeout for user 13", "ERROR cache timeout for user 12",
+             "ERROR db refused for user 12", "ERROR [EMAIL] not found", "ERROR [IP] not found", "WARN db timeout for user 1"]
+    got = rank_messages(("/a", ms(i), line) for i, line in enumerate(lines))
+    assert [(t["message"], t["count"]) for t in got] == [
+        ("ERROR db timeout for user N", 2), ("ERROR cache timeout for user N", 1), ("ERROR db refused for user N", 1),
+        ("ERROR [EMAIL] not found", 1), ("ERROR [IP] not found", 1), ("WARN db timeout for user N", 1)]
+
+
+def test_ranking_at_the_budget_says_so_and_names_the_groups_cut():
+    reads = [read("/a", [(i / 10, f"ERROR storm {i}") for i in range(8)], cut=True, seen=12), read("/b", [(1, "ERROR once")]),
+             read("/c", [], cut=True, seen=0), {"group": "/d", "result": None, "unreadable": "FilterLogEvents: access denied"}]
+    f = judge_top_errors(reads, "sys", 60, 9, n=1)[0]
+    assert f.status is Status.UNKNOWN and f.value == 9
+    assert f.summary.startswith("ranked the first 9 of ≥13 lines; the budget (9 lines) was reached (cut: /a, /c). 2 distinct message(s)")
+    assert f.summary.endswith("1 log group(s) not read (UNKNOWN, see their findings): /d")
+    assert f.details["cut_groups"] == ["/a", "/c"] and f.details["budget_reached"] is True and f.details["lines_seen"] == 13
+    assert f.details["unread_groups"] == {"/d": "FilterLogEvents: access denied"}
+    assert [t["message"] for t in f.details["top_messages"]] == ["ERROR storm N"]  # the top n only
+    per = {x.resource: x for x in judge_recent_errors(reads, Thresholds(log_errors_warn=5, log_errors_crit=100), 60)}
+    # a group cut short: a lower bound, its status as far as it reaches; below WARN it is UNKNOWN, not OK
+    assert per["/a"].status is Status.WARN and per["/a"].value == 12 and per["/a"].summary.startswith("≥12 ERROR lines in the last 60 min (the line budget")
+    assert per["/c"].status is Status.UNKNOWN and per["/c"].summary.startswith("not read: the line budget was spent")
+    assert per["/b"].status is Status.OK and per["/d"].status is Status.UNKNOWN and "access denied" in per["/d"].summary
+    low = judge_recent_errors([read("/e", [(1, "ERROR x")], cut=True, seen=2)], Thresholds(log_errors_warn=5, log_errors_crit=100), 60)[0]
+    assert low.status is Status.UNKNOWN and low.value == 2
+
+
+
+def test_ranking_with_no_group_read_is_unknown():
+    f = judge_top_errors([{"group": "/d", "result": None, "unreadable": None}], "sys", 60, 100)[0]
+    assert f.status is Status.UNKNOWN and f.details["top_messages"] == [] and f.details["groups_read"] == 0
+    assert f.summary.endswith("1 log group(s) not read (UNKNOWN, see their findings): /d")
+    assert f.details["unread_groups"] == {"/d": "log group does not exist (never written to, or wrong name)"}
+
+
+def test_window_errors_are_the_groups_then_the_ranking():
+    system = System(name="sys", region="us-east-1", thresholds=Thresholds(log_errors_warn=1, log_errors_crit=100, error_lines_budget=50))
+    got = judge_window_errors([read("/a", [(1, "ERROR x 1")])], system, 60)
+    assert [(f.check, f.resource, f.status) for f in got] == [(RECENT_CHECK, "/a", Status.WARN), (TOP_CHECK, "sys", Status.OK)]
+    assert got[1].details["budget"] == 50
 
 
 # --- priority ---------------------------------------------------------------------------------------
