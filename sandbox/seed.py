@@ -167,6 +167,12 @@ def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None
                             Threshold=5, ComparisonOperator="GreaterThanThreshold", AlarmActions=[made["topic_arn"]] if topic else [])
         made["alarms"].append(n)
 
+    kms = sandbox_client(sb, "kms", r)
+    for alias in system.audit.kms_key_aliases:  # the keys whose rotation the audit checks: rotating
+        key = kms.create_key(Description=f"{system.name} {alias}", Tags=[{"TagKey": k, "TagValue": v} for k, v in tags.items()])["KeyMetadata"]["KeyId"]
+        kms.create_alias(AliasName=alias if alias.startswith("alias/") else f"alias/{alias}", TargetKeyId=key)
+        kms.enable_key_rotation(KeyId=key)
+
     if system.cognito and system.cognito.user_pool_name:
         sandbox_client(sb, "cognito-idp", r).create_user_pool(PoolName=system.cognito.user_pool_name, UserPoolTags=tags)
 

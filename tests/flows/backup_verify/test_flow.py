@@ -95,7 +95,7 @@ def test_each_gap_is_its_exact_finding(seeded, sandbox):
         apply_gap(sandbox, td, gap)
     apply_gap(sandbox, hr, "versioning-off")
     apply_gap(sandbox, hr, "snapshot-stale")
-    client(sandbox, "dynamodb", hr.region).update_continuous_backups(  # a table the inventory does not require backups of
+    client(sandbox, "dynamodb", hr.region).update_continuous_backups(  # seed 000 backs up all six tables (a table not required: test_judge)
         TableName="EmployeeAffinity-Team2", PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": False})
 
     report = run(TD)
@@ -107,11 +107,11 @@ def test_each_gap_is_its_exact_finding(seeded, sandbox):
     assert [(a["kind"], a["resource"]) for a in report.plan["actions"]] == [("dynamodb-pitr", TD_TABLE), ("dynamodb-backup", TD_TABLE)]
 
     report = run(HR)
-    assert not_ok(report) == [("dynamodb-pitr", "EmployeeAffinity-Team2", "WARN"), ("opensearch-snapshot", HR_DOMAIN, "CRIT"),
+    assert not_ok(report) == [("dynamodb-pitr", "EmployeeAffinity-Team2", "CRIT"), ("opensearch-snapshot", HR_DOMAIN, "CRIT"),
                               ("s3-versioning", "hr-resumes-bucket-team2", "CRIT")]
     assert "is 48.0 h old (limit 26 h)" in finding(report, "opensearch-snapshot", HR_DOMAIN).summary
     assert "versioning Suspended" in finding(report, "s3-versioning", "hr-resumes-bucket-team2").summary
-    assert [(a["kind"], a["resource"]) for a in report.plan["actions"]] == [("s3-versioning", "hr-resumes-bucket-team2")]  # advice only for the WARN
+    assert [(a["kind"], a["resource"]) for a in report.plan["actions"]] == [("dynamodb-pitr", "EmployeeAffinity-Team2"), ("s3-versioning", "hr-resumes-bucket-team2")]
 
 
 @pytest.mark.parametrize("system, gaps, expected", [

@@ -47,7 +47,7 @@ def test_in_process_fleet_runs_each_target_in_its_account_and_region(harness, sa
     seed_table(sandbox, A, "ap-northeast-2")
     targets = [{"account_id": A, "region": "ap-northeast-2", "system": "todo-app"},   # the inventory's own region
                {"account_id": B, "region": "us-west-2", "system": "todo-app"},        # the inventory re-pointed to another region
-               {"account_id": C, "region": "us-east-1", "system": "t-developer"}]      # inventory pins 123456789012: re-pointed to C
+               {"account_id": C, "region": "us-east-1", "system": "t-developer"}]      # the inventory pins no account: run in C
     path = write(tmp_path, {"role_name": "opsbook-readonly", "targets": targets})
     state = fleet(targets_file=path, params={"notify": False}, return_state=True)
     report = state.result(raise_on_failure=False)
