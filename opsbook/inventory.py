@@ -171,8 +171,9 @@ class SqsQueue(Strict):
 
 
 class Endpoint(Strict):
-    """A URL users reach, probed by daily-health and emergency-check (seed 002 일일 점검: ``curl -f https://api.todo-app.com/health``):
-    status, latency and, for https, the certificate's expiry. Not an AWS call: an HTTP request from where the run runs."""
+    """A URL users reach, probed by daily-health and emergency-check (seed 002's health check after a deploy:
+    ``curl -f https://api.todo-app.com/health``): status, latency and, for https, the certificate's expiry. Not an AWS
+    call: an HTTP request from where the run runs."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     url: str = Field(description="http:// or https:// URL")

@@ -1,6 +1,7 @@
-"""HTTP endpoints users reach (seed 002 일일 점검: ``curl -f https://api.todo-app.com/health``): one request each,
-concurrently, with the endpoint's short timeout; status, latency and, for https, the certificate's notAfter read from
-the TLS handshake. Not AWS: no IAM action, no AWS call counted.
+"""HTTP endpoints users reach (seed 002's health check after a deploy, 4단계 포스트 배포 검증: ``curl -f
+https://api.todo-app.com/health``; no runbook probed it daily): one request each, concurrently, with the endpoint's
+short timeout; status, latency and, for https, the certificate's notAfter read from the TLS handshake. Not AWS: no IAM
+action, no AWS call counted.
 
 Where a request may go: a run on the sandbox (``AWS_ENDPOINT_URL`` on loopback) or in the test suite
 (``OPSBOOK_LOOPBACK_ONLY=1``) reaches loopback only; the sandbox maps each scheme's public URLs to its local endpoint
