@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -206,6 +207,49 @@ class SqsQueue(Strict):
     dlq: str | None = None
     consumer_function: str | None = None
     redrive_rate_per_s: float = Field(50, gt=0, le=3000, description="dlq-redrive: messages moved per second at most")
+
+
+class Endpoint(Strict):
+    """A URL users reach, probed by daily-health and emergency-check (seed 002's health check after a deploy:
+    ``curl -f https://api.todo-app.com/health``): status, latency and, for https, the certificate's expiry. Not an AWS
+    call: an HTTP request from where the run runs."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    url: str = Field(description="http:// or https:// URL")
+    method: Literal["GET", "HEAD"] = "GET"
+    expect_status: list[int] = Field(default_factory=list, description="healthy status codes; empty: any 2xx or 3xx (redirects are not followed)")
+    expect_body: str | None = Field(None, description="a substring the body must contain (the first 64 KiB are read)")
+    timeout_s: float = Field(5, gt=0, le=30, description="connect and read timeout; no answer by then is CRIT (unreachable)")
+    latency_warn_ms: float = Field(1000, gt=0, description="a slower answer is WARN")
+    latency_crit_ms: float = Field(3000, gt=0, description="a slower answer is CRIT")
+    tls_expiry_warn_days: int = Field(30, ge=0, description="https: a certificate expiring within this many days is WARN")
+    tls_expiry_crit_days: int = Field(7, ge=0, description="https: ... CRIT")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        parsed = urlsplit(v)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"{v!r} is not an http:// or https:// URL with a host")
+        if parsed.username or parsed.password:
+            raise ValueError(f"{parsed.scheme}://{parsed.hostname}...: credentials do not belong in an inventory URL")
+        return v
+
+    @field_validator("expect_status")
+    @classmethod
+    def _statuses(cls, v: list[int]) -> list[int]:
+        bad = [s for s in v if not 100 <= s <= 599]
+        if bad:
+            raise ValueError(f"{bad} are not HTTP status codes (100-599)")
+        return v
+
+    @model_validator(mode="after")
+    def _warn_below_crit(self) -> Endpoint:
+        if self.latency_warn_ms > self.latency_crit_ms:
+            raise ValueError("latency_warn_ms must not exceed latency_crit_ms")
+        if self.tls_expiry_crit_days > self.tls_expiry_warn_days:
+            raise ValueError("tls_expiry_crit_days must not exceed tls_expiry_warn_days")
+        return self
 
 
 class Notifications(Strict):
@@ -413,6 +457,7 @@ class System(Strict):
     alarms: AlarmFilter = Field(default_factory=AlarmFilter)
     custom_metrics: list[CustomMetric] = Field(default_factory=list)
     sqs_queues: list[SqsQueue] = Field(default_factory=list)
+    endpoints: list[Endpoint] = Field(default_factory=list, description="HTTP endpoints users reach, probed by daily-health and emergency-check")
     notifications: Notifications = Field(default_factory=Notifications)
     cognito: Cognito | None = None
     security_logs: SecurityLogs | None = None
@@ -440,7 +485,7 @@ class System(Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> System:
-        for field in ("lambda_functions", "dynamodb_tables", "opensearch_domains", "s3_buckets", "sqs_queues"):
+        for field in ("lambda_functions", "dynamodb_tables", "opensearch_domains", "s3_buckets", "sqs_queues", "endpoints"):
             names = [r.name for r in getattr(self, field)]
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:

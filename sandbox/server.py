@@ -1,5 +1,6 @@
 """The embedded AWS: moto's server on 127.0.0.1 (a free port), plus the
-OpenSearch test double, with an optional per-call latency (like a real region).
+OpenSearch test double and the endpoint double (the systems' public HTTP(S)
+URLs), with an optional per-call latency (like a real region).
 
 Moto runs in this process, so where moto cannot produce a signal (ECS running
 counts, S3 storage metrics) the sandbox sets it through moto's own state.
@@ -15,6 +16,7 @@ from typing import Any
 
 from werkzeug.serving import make_server
 
+from sandbox.endpoint_double import EndpointDouble
 from sandbox.opensearch_double import OpenSearchDouble
 
 ACCOUNT_ID = "123456789012"  # moto's default account
@@ -63,6 +65,7 @@ class Sandbox:
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self.opensearch = OpenSearchDouble()
+        self.endpoints = EndpointDouble()  # the systems' public HTTP(S) endpoints (inventory `endpoints`)
         self.port = 0
 
     # --- lifecycle -------------------------------------------------------------------
@@ -85,6 +88,7 @@ class Sandbox:
         self._thread.start()
         self.opensearch.start()
         self.opensearch.set_latency(self.latency_ms / 1000.0)
+        self.endpoints.start()
         return self
 
     def reset(self) -> None:
@@ -93,6 +97,7 @@ class Sandbox:
 
         urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"), timeout=10).read()
         self.opensearch.reset()
+        self.endpoints.reset()
 
     def set_latency_ms(self, ms: float) -> None:
         self.latency_ms = ms
@@ -106,6 +111,7 @@ class Sandbox:
             self._server.server_close()
             self._server = None
         self.opensearch.stop()
+        self.endpoints.stop()
 
     def __enter__(self) -> Sandbox:
         return self.start()
@@ -124,6 +130,7 @@ class Sandbox:
             **CREDENTIALS,
             "AWS_EC2_METADATA_DISABLED": "true",
             "OPSBOOK_OPENSEARCH_URL_TEMPLATE": f"http://127.0.0.1:{self.opensearch.port}/{{domain}}",
+            **self.endpoints.env(),  # public URLs go to the endpoint double; nothing leaves loopback
         }
 
     def apply_env(self) -> None:

@@ -19,13 +19,14 @@ from tasks.awslambda import check_functions
 from tasks.cloudwatch import check_alarms
 from tasks.dynamodb import check_tables
 from tasks.ecs import check_services
+from tasks.endpoints import check_endpoints
 from tasks.logs import check_error_logs, check_security_logs
 from tasks.opensearch import check_domains
 from tasks.s3 import check_buckets
 from tasks.sqs import check_dlqs
 
 CHECKS = [discover, check_functions, check_tables, check_domains, check_apis, check_services, check_buckets,
-          check_alarms, check_error_logs, check_security_logs, check_dlqs]
+          check_alarms, check_error_logs, check_security_logs, check_dlqs, check_endpoints]
 
 
 def submit_checks(inv: System, found: PrefectFuture, deadline: aws.Deadline, logs: bool = True) -> dict[str, PrefectFuture]:
@@ -39,6 +40,7 @@ def submit_checks(inv: System, found: PrefectFuture, deadline: aws.Deadline, log
         "s3": check_buckets.submit(inv, found, deadline),
         "alarms": check_alarms.submit(inv, found, deadline),
         "dlq": check_dlqs.submit(inv, deadline),
+        "endpoints": check_endpoints.submit(inv, deadline),  # what users reach: an HTTP request each, not AWS
     }
     if logs:
         checks["log-errors"] = check_error_logs.submit(inv, found, deadline)

@@ -24,7 +24,8 @@ for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "PREFECT_A
 os.environ.update({
     "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
     "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-    "OPSBOOK_IAM_STRICT": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+    "OPSBOOK_IAM_STRICT": "1", "OPSBOOK_LOOPBACK_ONLY": "1",  # no endpoint probe leaves the machine (tasks/endpoints.py)
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
     "OPSBOOK_HOME": tempfile.mkdtemp(prefix="opsbook-test-home-"),
 })
 # ... nor a Prefect server a developer's Prefect profile names (opsbook reads the active profile like Prefect does)

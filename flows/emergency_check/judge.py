@@ -12,10 +12,13 @@ Priority (002: P0 전체 서비스 중단, P1 주요 기능 장애, P2 부분 �
 - P0: the front door is down: an ECS service with 0 running tasks (or missing,
   or its cluster missing), an ALB target group with 0 healthy targets, every
   Lambda function failing (state Failed/missing, or its errors of the last hour
-  at the CRIT threshold), a REST API named in the inventory missing.
+  at the CRIT threshold), a REST API named in the inventory missing, an
+  endpoint users reach unreachable or answering a wrong status (the inventory's
+  ``endpoints``: 002's ``curl -f https://api.todo-app.com/health``).
 - P1: a data component is down: a DynamoDB table missing or not ACTIVE, an
   OpenSearch cluster red or its domain missing; some (not all) Lambda functions
-  failing; an ECS deployment FAILED with tasks still running.
+  failing; an ECS deployment FAILED with tasks still running; an endpoint
+  slower than its CRIT latency (001 P1: 서비스 성능 저하).
 - Firing alarms: their priority from ``alarms.priorities`` (an alarm without
   one counts as P2).
 - P2: any other CRIT finding, or a component degraded (WARN on ECS, ALB,
@@ -52,7 +55,8 @@ GROUP_TOP_N = 3  # messages each log group's finding lists
 VERDICT = "incident-priority"
 _PRIO_STATUS = {"P0": Status.CRIT, "P1": Status.CRIT, "P2": Status.WARN, "P3": Status.OK}
 _COMPONENT_CHECKS = {"ecs-service", "alb-targets", "lambda-state", "dynamodb-status", "opensearch-domain", "opensearch-health"}
-_CLASSIFIED = {"ecs-service", "alb-targets", "apigateway-present", "lambda-state", "dynamodb-status", "opensearch-health", "opensearch-domain", "alarms"}
+_CLASSIFIED = {"ecs-service", "alb-targets", "apigateway-present", "lambda-state", "dynamodb-status", "opensearch-health", "opensearch-domain",
+               "alarms", "endpoint"}
 
 
 # --- errors of the last hour ----------------------------------------------------------------
@@ -180,6 +184,9 @@ def implied_priority(findings: list[Finding]) -> tuple[str, list[str]]:
     for f in by_check.get("apigateway-present", []):
         if f.status is Status.CRIT:
             reasons["P0"].append(f"API {f.resource}: {f.summary}")
+    for f in by_check.get("endpoint", []):
+        if f.status is Status.CRIT:
+            reasons["P1" if f.details.get("failure") == "latency" else "P0"].append(f"endpoint {f.resource}: {f.summary}")
     state_crit = _lambda_reasons(by_check, reasons)
     for check, what in (("dynamodb-status", "DynamoDB"), ("opensearch-health", "OpenSearch"), ("opensearch-domain", "OpenSearch")):
         for f in by_check.get(check, []):

@@ -159,6 +159,20 @@ def test_backup_missing(seeded, sandbox):
     assert only(report, "lambda-alias", "todo-api:LIVE").status is Status.OK
 
 
+def test_todo_app_probes_its_public_health_url_500_is_crit_and_its_healthy_twin_ok(seeded, sandbox):
+    todo = seeded("todo-app")
+    report, _ = run("todo-app")  # the healthy twin
+    f = only(report, "endpoint", "https://api.todo-app.com/health")
+    assert f.status is Status.OK and f.summary.startswith("GET answered 200 in ") and f.details["probed_url"].startswith("https://127.0.0.1:")
+    assert only(report, "endpoint-tls", "https://api.todo-app.com/health").status is Status.OK
+    assert not_ok(report) == [] and report.undeclared_iam_actions == []
+    apply_fault(sandbox, todo, "endpoint-500")
+    report, state = run("todo-app")
+    f = only(report, "endpoint", "https://api.todo-app.com/health")
+    assert f.status is Status.CRIT and "answered 500" in f.summary and report.status is Status.CRIT and state == "FAILED"
+    assert not_ok(report) == [("endpoint", "https://api.todo-app.com/health", "CRIT")]
+
+
 def test_tag_discovery_and_named_resources_combine_as_a_union(seeded, sandbox):
     seeded("hr-resource-optimization", extra={"functions": 2})
     lam = boto3.client("lambda", region_name="us-east-2", endpoint_url=sandbox.endpoint)
@@ -182,7 +196,8 @@ def test_aws_unreachable_ends_unknown_in_seconds(monkeypatch, closed_port):
     report, _ = run("todo-app")  # how long a dead endpoint can hold a call is tests/opsbook/test_aws.py's (client config)
     assert report.status is Status.UNKNOWN
     assert report.findings and all(f.status is Status.UNKNOWN for f in report.findings)
-    assert all("cannot reach AWS endpoint" in f.summary for f in report.findings if f.check != "discovery")
+    assert all("cannot reach AWS endpoint" in f.summary for f in report.findings if f.check not in ("discovery", "endpoint"))
+    assert "reaches loopback only" in only(report, "endpoint").summary  # not AWS; and no sandbox map to probe with
     aws.reset_clients()
 
 

@@ -85,6 +85,7 @@ def test_each_healthy_seed_system_is_p3_and_ok_in_time_with_30ms_latency(healthy
         assert checks >= {"alarms", "log-errors-1h", TOP_CHECK}
         top = only(report, TOP_CHECK, name)  # no error lines: no top errors
         assert top.details["top_messages"] == [] and top.value == 0 and top.summary.startswith("no ERROR lines in the last 60 min")
+        assert ("endpoint" in checks) is (name == "todo-app")  # the one seed that gives a public URL
         assert report.undeclared_iam_actions == [] and report.runbook == "emergency-check"
         md = emergency_markdown(report)
         assert md.splitlines()[0].endswith("**P3**") and "Everything checked is OK." in md and "Top error messages" not in md
@@ -109,6 +110,18 @@ def test_t_developer_ecs_running_zero_is_p0(healthy, sandbox):
     # the findings follow the verdict by severity
     assert [f.status for f in report.findings[1:]] == sorted((f.status for f in report.findings[1:]),
                                                              key=["CRIT", "WARN", "UNKNOWN", "OK"].index)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_todo_app_public_health_url_answering_500_is_p0(healthy, sandbox):
+    todo = healthy("todo-app")  # its healthy twin: every seed system P3 above, with the endpoint probed OK
+    apply_fault(sandbox, todo, "endpoint-500")
+    report = run("todo-app")
+    v = report.findings[0]
+    assert v.details["priority"] == "P0" and v.details["reasons"][0].startswith("endpoint https://api.todo-app.com/health: GET answered 500")
+    assert v.summary.startswith("P0; escalate to P0: 모든 이해관계자 (respond within 5 min)")
+    assert only(report, "endpoint", "https://api.todo-app.com/health").status is Status.CRIT
+    assert "endpoint" in {f.check for f in report.findings} and report.undeclared_iam_actions == []
 
 
 # one line each, as an application would log them: the secrets of issue 13 (the first five leaked), personal data, and

@@ -178,6 +178,17 @@ def test_front_door_down_is_p0_and_its_healthy_twin_is_p3():
     assert implied_priority(healthy) == ("P3", [])
 
 
+def test_an_endpoint_users_reach_down_is_p0_slow_is_p1_and_its_healthy_twin_is_p3():
+    url = "https://api.example.com/health"
+    assert implied_priority([F("endpoint", url, "CRIT", failure="unreachable")]) == ("P0", [f"endpoint {url}: endpoint CRIT"])
+    assert implied_priority([F("endpoint", url, "CRIT", 500, failure="status")])[0] == "P0"
+    assert implied_priority([F("endpoint", url, "CRIT", 4000, failure="latency")])[0] == "P1"
+    assert implied_priority([F("endpoint", url, "WARN", 1500, failure="latency")])[0] == "P3"  # slow, not down: daily-health's
+    assert implied_priority([F("endpoint-tls", url, "CRIT", 3.0)])[0] == "P2"  # a certificate about to expire: any other CRIT
+    assert implied_priority([F("endpoint", url, "OK", 40), F("endpoint-tls", url, "OK", 300.0)]) == ("P3", [])
+    assert implied_priority([F("endpoint", url, "UNKNOWN")]) == ("P3", [])  # not probed: a blind spot
+
+
 def test_priorities_from_components_and_alarms():
     assert implied_priority([F("opensearch-health", "d", "CRIT", 2)])[0] == "P1"
     assert implied_priority([F("opensearch-domain", "d", "CRIT")])[0] == "P1"
