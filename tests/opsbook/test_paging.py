@@ -124,3 +124,14 @@ def test_post_reports_an_error_answer_without_the_secret_or_the_path():
 def test_post_to_a_closed_port_is_a_paging_error(closed_port):
     with pytest.raises(pg.PagingError, match="ConnectError"):
         pg.post(f"http://127.0.0.1:{closed_port}/x", {}, None, bearer=False)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_secret_comes_from_a_prefect_secret_block():
+    from prefect.blocks.system import Secret
+
+    Secret(value=KEY).save("opsbook-test-paging-key", overwrite=True)
+    assert pg.read_secret(Paging(kind="pagerduty", secret_block="opsbook-test-paging-key"), {}) == KEY
+    with pytest.raises(pg.PagingError, match="'no-such-block' could not be read") as exc:
+        pg.read_secret(Paging(kind="pagerduty", secret_block="no-such-block"), {})
+    assert KEY not in str(exc.value)
