@@ -40,6 +40,7 @@ from opsbook.masking import mask
 log = logging.getLogger("opsbook.paging")
 
 TIMEOUT_S = 10.0
+MAX_EVENTS = 50  # a run's events at most (PagerDuty takes about 120 a minute a routing key); the rest go with the next run
 _SEVERITY = {Status.CRIT: "critical", Status.WARN: "warning"}
 
 
@@ -129,7 +130,9 @@ def refusal(p: Paging, aws_endpoint: str | None) -> str | None:
 
 
 class PagingError(Exception):
-    pass
+    def __init__(self, message: str, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable  # no answer at all: the rest of the run's events are not tried
 
 
 def read_secret(p: Paging, environ: Any = os.environ) -> str | None:
@@ -177,7 +180,7 @@ def post(url: str, body: dict[str, Any], secret: str | None, bearer: bool) -> No
     try:
         r = httpx.post(url, json=body, headers=headers, timeout=TIMEOUT_S)
     except httpx.HTTPError as exc:
-        raise PagingError(f"{where(url)}: {type(exc).__name__}") from None
+        raise PagingError(f"{where(url)}: {type(exc).__name__}", unreachable=True) from None
     if not 200 <= r.status_code < 300:
         text = r.text[:200].replace(secret, "***") if secret else r.text[:200]
         raise PagingError(f"{where(url)} answered HTTP {r.status_code}: {mask(' '.join(text.split()))}")
@@ -188,26 +191,34 @@ def post(url: str, body: dict[str, Any], secret: str | None, bearer: bool) -> No
 
 def _send(p: Paging, secret: str | None, plan: PagePlan, opened: set[str], system: str, runbook: str,
           findings: list[Finding], run_url: str | None, result: dict[str, Any]) -> set[str]:
-    """Send the plan's events; returns the open fingerprints after what the channel accepted."""
+    """Send the plan's events (at most MAX_EVENTS; none after the channel did not answer); returns the open fingerprints
+    after what the channel accepted."""
     escalation = escalation_text(findings)
     now = set(opened)
-    for f in plan.trigger:
-        fp = fingerprint(f.check, f.resource)
+    events: list[tuple[str, Finding | None]] = [(fingerprint(f.check, f.resource), f) for f in plan.trigger]
+    events += [(fp, None) for fp in plan.resolve]
+    for i, (fp, f) in enumerate(events):
         key = dedup_key(system, runbook, fp)
+        what = f"trigger {f.check} {f.resource}" if f is not None else f"resolve {key}"
+        if i == MAX_EVENTS:
+            result["errors"].append(f"{len(events) - i} event(s) not sent: at most {MAX_EVENTS} a run; the next run sends them")
+            break
+        body = (trigger_event(p, secret, key, f, system, runbook, run_url, escalation) if f is not None
+                else resolve_event(p, secret, key, system, runbook))
         try:
-            post(p.endpoint, trigger_event(p, secret, key, f, system, runbook, run_url, escalation), secret, p.kind == "webhook")
+            post(p.endpoint, body, secret, p.kind == "webhook")
+        except PagingError as exc:
+            result["errors"].append(f"{what}: {exc}; the next run tries again")
+            if exc.unreachable and i + 1 < len(events):
+                result["errors"].append(f"{len(events) - i - 1} more event(s) not tried: the channel did not answer")
+                break
+            continue
+        if f is not None:
             now.add(fp)
             result["triggered"].append(f"{f.check} {f.resource} ({key})")
-        except PagingError as exc:
-            result["errors"].append(f"trigger {f.check} {f.resource}: {exc}; the next run tries again")
-    for fp in plan.resolve:
-        key = dedup_key(system, runbook, fp)
-        try:
-            post(p.endpoint, resolve_event(p, secret, key, system, runbook), secret, p.kind == "webhook")
+        else:
             now.discard(fp)
             result["resolved"].append(key)
-        except PagingError as exc:
-            result["errors"].append(f"resolve {key}: {exc}; the next run tries again")
     return now
 
 

@@ -135,3 +135,23 @@ def test_the_secret_comes_from_a_prefect_secret_block():
     with pytest.raises(pg.PagingError, match="'no-such-block' could not be read") as exc:
         pg.read_secret(Paging(kind="pagerduty", secret_block="no-such-block"), {})
     assert KEY not in str(exc.value)
+
+
+def _result() -> dict:
+    return {"triggered": [], "resolved": [], "errors": []}
+
+
+def test_a_run_sends_at_most_max_events_and_stops_when_the_channel_does_not_answer(monkeypatch, closed_port):
+    monkeypatch.setattr(pg, "MAX_EVENTS", 3)
+    crits = [f("lambda-state", Status.CRIT, f"fn-{i}") for i in range(5)]
+    plan = pg.plan_pages([], crits)
+    hook = Paging(kind="webhook", url="http://127.0.0.1:1/")
+    with Receiver() as rx:
+        out = _result()
+        now = pg._send(hook.model_copy(update={"url": rx.url}), None, plan, set(), "s", "r", crits, None, out)
+        assert len(rx.events) == 3 and len(now) == 3 and len(out["triggered"]) == 3
+        assert out["errors"] == ["2 event(s) not sent: at most 3 a run; the next run sends them"]
+    out = _result()
+    dead = hook.model_copy(update={"url": f"http://127.0.0.1:{closed_port}/"})
+    assert pg._send(dead, None, plan, set(), "s", "r", crits, None, out) == set()
+    assert len(out["errors"]) == 2 and out["errors"][1] == "4 more event(s) not tried: the channel did not answer"
