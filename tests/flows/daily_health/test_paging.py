@@ -5,8 +5,9 @@ that changes no status, and failed logins at CRIT name the inventory's breach le
 
 from __future__ import annotations
 
-import yaml
+import boto3
 import pytest
+import yaml
 
 from flows.daily_health.flow import daily_health
 from opsbook import paging as pg
@@ -71,7 +72,7 @@ def test_a_crit_pages_once_and_resolves_on_recovery_and_warn_pages_nothing(seede
     report, _ = run(path)  # still CRIT: no second trigger
     assert report.status is Status.CRIT and len(receiver.events) == 1 and report.notification["paging"]["open"] == 1
 
-    sandbox_sqs = __import__("boto3").client("sqs", region_name=leh.region, endpoint_url=sandbox.endpoint)
+    sandbox_sqs = boto3.client("sqs", region_name=leh.region, endpoint_url=sandbox.endpoint)
     sandbox_sqs.purge_queue(QueueUrl=sandbox_sqs.get_queue_url(QueueName=DLQ)["QueueUrl"])
     report, _ = run(path)
     assert report.status is Status.OK
@@ -128,7 +129,7 @@ def test_failed_logins_at_crit_name_the_breach_level_and_the_page_carries_it(see
     assert logins.status is Status.CRIT and logins.value == 200
     [esc] = [f for f in report.findings if f.check == ESCALATION]
     assert esc.summary.startswith("escalate to security: 보안 담당자 + 경영진 (respond within 0 min): suspected breach (failed-logins ")
-    assert f"escalate to security: 보안 담당자 + 경영진" in markdown(report)
+    assert "escalate to security: 보안 담당자 + 경영진" in markdown(report)
     [ev] = [e for e in receiver.events if e["check"] == "failed-logins"]
     assert ev["event_action"] == "trigger" and ev["escalation"] == esc.summary and "routing_key" not in ev
     assert all(e["check"] != ESCALATION for e in receiver.events)  # the escalation travels with the finding, not as a page
