@@ -251,10 +251,44 @@ class Endpoint(Strict):
             raise ValueError("tls_expiry_crit_days must not exceed tls_expiry_warn_days")
         return self
 
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+
+
+class Paging(Strict):
+    """A paging channel besides SNS: CRIT findings (``min_status``) go to it once per incident, and a resolve when they clear.
+
+    ``pagerduty``: the PagerDuty Events API v2 (the integration's routing key is the secret); ``webhook``: the same
+    events as JSON to ``url`` (the secret, if any, as ``Authorization: Bearer``). The secret is read at send time from
+    the environment variable ``routing_key_env`` or the Prefect Secret block ``secret_block``, never from this file."""
+
+    kind: Literal["pagerduty", "webhook"]
+    url: str | None = Field(None, description=f"where events are posted; pagerduty: {PAGERDUTY_EVENTS_URL} unless set")
+    routing_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                        description="environment variable holding the routing key (webhook: the bearer token)")
+    secret_block: str | None = Field(None, description="Prefect Secret block holding the routing key (or the bearer token)")
+    min_status: Literal["CRIT", "WARN"] = Field("CRIT", description="the least severe finding that pages")
+
+    @model_validator(mode="after")
+    def _where_and_secret(self) -> Paging:
+        if self.routing_key_env and self.secret_block:
+            raise ValueError("give routing_key_env or secret_block, not both")
+        if self.kind == "pagerduty" and not (self.routing_key_env or self.secret_block):
+            raise ValueError("pagerduty needs its routing key: routing_key_env or secret_block")
+        if self.kind == "webhook" and not self.url:
+            raise ValueError("webhook needs a url")
+        if self.url and not re.match(r"^https?://[^/\s]+", self.url):
+            raise ValueError(f"url must be http(s)://host/...: {self.url[:40]!r}")
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        return self.url or PAGERDUTY_EVENTS_URL
+
 
 class Notifications(Strict):
     sns_topic: str | None = Field(None, description="topic name or ARN")
     prefect_block: str | None = Field(None, description="name of a Prefect notification block")
+    paging: Paging | None = Field(None, description="a paging channel (PagerDuty or a webhook) for CRIT findings, once per incident")
 
 
 class Cognito(Strict):
@@ -314,6 +348,8 @@ class EscalationLevel(Strict):
     who: str
     respond_within_minutes: int
     when: str = ""
+    breach: bool = Field(False, description="the level a suspected breach (a security incident; an IAM or exposure finding at "
+                                            "CRIT) goes to at once; at most one level")
 
 
 class BillShock(Strict):
@@ -473,6 +509,14 @@ class System(Strict):
     reporting: Reporting = Field(default_factory=Reporting)
     case_store: CaseStore | None = None
     schedules: dict[str, Schedule] = Field(default_factory=dict)
+
+    @field_validator("escalation")
+    @classmethod
+    def _one_breach_level(cls, v: list[EscalationLevel]) -> list[EscalationLevel]:
+        marked = [e.level for e in v if e.breach]
+        if len(marked) > 1:
+            raise ValueError(f"only one level may be marked breach: true (marked: {', '.join(marked)})")
+        return v
 
     @field_validator("timezone")
     @classmethod

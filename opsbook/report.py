@@ -98,8 +98,18 @@ def markdown(report: RunReport) -> str:
     if report.notification and report.notification.get("kind"):
         n = report.notification
         lines += ["", f"Notification: {n['kind']} sent to {', '.join(n['sent']) or 'nobody'}" + (f"; errors: {'; '.join(n['errors'])}" if n["errors"] else "")]
+    if report.notification and report.notification.get("paging"):
+        lines += ["", paging_line(report.notification["paging"])]
     lines += ["", "Every finding is in the table artifact with the same key plus `-findings`."]
     return "\n".join(lines)
+
+
+def paging_line(p: dict[str, Any]) -> str:
+    """What the paging channel got this run (opsbook.paging.page_findings' result)."""
+    done = [f"triggered {', '.join(p['triggered'])}"] if p.get("triggered") else []
+    done += [f"resolved {', '.join(p['resolved'])}"] if p.get("resolved") else []
+    text = f"Paging ({p.get('channel', 'channel')}): " + ("; ".join(done) or f"nothing new ({p.get('open', 0)} incident(s) open)")
+    return text + (f"; errors: {'; '.join(p['errors'])}" if p.get("errors") else "")
 
 
 def findings_section(report: RunReport, skip: tuple[str, ...] = ()) -> list[str]:

@@ -14,10 +14,12 @@ from typing import Annotated, Any
 from prefect import allow_failure, flow, get_run_logger
 from prefect.states import Failed
 
-from flows.daily_health.judge import ends_failed
+from flows.daily_health.judge import BREACH_CHECKS, ends_failed
 from opsbook import aws
+from opsbook.escalation import breach_escalation
 from opsbook.inventory import load_system
 from opsbook.notify import notify_status
+from opsbook.paging import page_report
 from opsbook.params import Deadline, Param, SystemName
 from opsbook.report import judge, markdown, publish_report
 from tasks.health import CHECKS, run_checks
@@ -31,7 +33,7 @@ def daily_health(
     system: SystemName,
     deadline_seconds: Deadline = 60.0,
     notify: Annotated[bool, Param("Alert the system's channels (SNS topic, Prefect block) when the status changes: once on "
-                                  "WARN/CRIT, once on recovery")] = True,
+                                  "WARN/CRIT, once on recovery; page CRIT findings once per incident (notifications.paging)")] = True,
 ) -> Any:
     """Check every component of a system; CRIT ends the run Failed, with its report saved."""
     started = time.monotonic()
@@ -41,6 +43,7 @@ def daily_health(
     deadline = aws.Deadline(deadline_seconds)
 
     checks, findings = run_checks(inv, deadline)
+    findings += breach_escalation(inv, findings, BREACH_CHECKS)
 
     report = judge.submit(RUNBOOK, inv, findings, calls, started, wait_for=[allow_failure(f) for f in checks.values()]).result()
     if notify:
@@ -51,6 +54,7 @@ def daily_health(
         else:
             report.notification = {"kind": None, "sent": [], "errors": [f"notify task failed: {note.state.message}"]}
             logger.warning("notification failed: %s", note.state.message)
+        page_report(report, inv, RUNBOOK)
     report.count_calls(calls, started)
     publish_report.submit(report).result()
     logger.info(report.headline())

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from opsbook.findings import Status
 
+# Suspected breach at CRIT (opsbook.escalation): failed logins beyond failed_logins_crit are an attack on the accounts
+# (001 보안 인시던트 대응: 의심스러운 활동 감지 시). Add a public-exposure check here when daily-health gains one.
+BREACH_CHECKS = frozenset({"failed-logins"})
+
 
 def ends_failed(status: Status) -> bool:
     """CRIT ends the run Failed, with its report saved (the schedule's history shows the bad mornings);

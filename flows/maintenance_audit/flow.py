@@ -9,7 +9,11 @@ Steps: confirm identity -> read concurrently (log retention, tmp/ prefixes,
 an audit-log sample, Lambda runtimes, IAM roles, tags, KMS, secrets, security
 groups, RDS snapshots, ACM certificates, ECR image scans) -> judge (pure, a finding per resource and check, each
 saying what to do) -> plan the fixes -> (dry run ends here) -> approve ->
-leases -> drift check -> act -> read back -> record -> notify.
+leases -> drift check -> act -> read back -> record -> notify. A security
+group open to the internet (CRIT) or personal data in the audit log names the
+inventory's breach escalation level; CRIT findings page the inventory's paging
+channel once per incident, on dry runs too (they are what was found, not what
+was changed).
 
 Fixes (``fix=True``): set retention to ``audit.log_retention_days`` on log
 groups that have none (undo: DeleteRetentionPolicy) and enable rotation of the
@@ -33,13 +37,15 @@ from typing import Annotated, Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.maintenance_audit.judge import KMS_ROTATION, RETENTION, RUNBOOK, decide, fix_what, fixed_check, judge
+from flows.maintenance_audit.judge import BREACH_CHECKS, KMS_ROTATION, RETENTION, RUNBOOK, decide, fix_what, fixed_check, judge
 from opsbook import aws
 from opsbook.collect import future_value
+from opsbook.escalation import breach_escalation
 from opsbook.inventory import System, load_system
 from opsbook.mutation.core import Applier, Identity, Plan
 from opsbook.mutation.fixes import act, conclude
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, steps_policy
+from opsbook.paging import page_report
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
 from tasks.acm import read_certificates
 from tasks.awslambda import read_runtimes
@@ -125,6 +131,7 @@ def maintenance_audit(
         identity = session.identity()
         states = read_all(inv)
         session.report.findings += judge(inv, states, datetime.now(timezone.utc))
+        session.report.findings += breach_escalation(inv, session.report.findings, BREACH_CHECKS)
         groups = states["logs"] if isinstance(states["logs"], list) else []
         keys = states.get("kms") if isinstance(states.get("kms"), list) else []
         plan = make_plan.submit(inv, identity, groups, keys, fix).result()
@@ -133,6 +140,7 @@ def maintenance_audit(
             fixed = {"logs": sorted({x.resource for x in plan.actions if x.kind == RETENTION}),
                      "kms": sorted({x.resource for x in plan.actions if x.kind == KMS_ROTATION})}
             conclude(session, done, reread(inv, fixed), fixed, lambda st: judge(inv, st, datetime.now(timezone.utc)), fixed_check, "maintenance-fix", fix_what)
+    page_report(session.report, inv, RUNBOOK)
     return session.finish()
 
 

@@ -35,6 +35,9 @@ RUNTIME_DEPRECATIONS: dict[str, str] = {
     "java8": "2024-01-08", "go1.x": "2024-01-08", "ruby2.7": "2023-12-07", "dotnet6": "2024-12-20", "dotnetcore3.1": "2023-04-03",
     "provided": "2024-01-08",
 }
+# Suspected breach at CRIT (opsbook.escalation): a security group open to the internet on SSH, RDP or everything, and
+# personal data or secrets in the audit log (003: 데이터 유출 -> Lv3). The IAM role check only ever WARNs (unused roles).
+BREACH_CHECKS = frozenset({"security-group-open", "audit-log-pii"})
 WORLD = ("0.0.0.0/0", "::/0")  # a source range open to the whole internet (IPv4, IPv6)
 RISKY = ("all traffic", "tcp/22 ", "tcp/3389 ")  # open to the world: CRIT (anything else open: WARN)
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from opsbook.escalation import breach_level, breach_line
 from opsbook.findings import Finding, Status, unknown
 from opsbook.inventory import EscalationLevel, System
 from opsbook.masking import mask
@@ -79,7 +80,11 @@ def subject_label(index: int, username: str) -> str:
 
 
 def security_escalation(system: System) -> tuple[EscalationLevel | None, str]:
-    """The inventory's escalation entry for a security incident, and the line to send."""
+    """The inventory's escalation entry for a security incident (a suspected breach), and the line to send: the level
+    marked ``breach: true``; else (an inventory written before the marker) one named or described as security."""
+    marked = breach_level(system)
+    if marked is not None:
+        return marked, breach_line(marked)
     for e in system.escalation:
         text = f"{e.level} {e.when}".lower()
         if "security" in text or "보안" in text:

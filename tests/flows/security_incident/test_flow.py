@@ -233,7 +233,7 @@ def test_users_are_disabled_signed_out_masked_and_re_enabled_by_the_undo(seeded,
     assert all(a["resource"].startswith("todo-app-users/") and "***#" in a["resource"] for a in dry.plan["actions"])
     assert any(u.endswith("already disabled") for u in dry.plan["unchanged"])
     assert dry.plan["cannot"] == [f"disable_users[3] (n***): no such user in the pool todo-app-users ({ssec.pool_id(sandbox, todo)}); not disabled"]
-    assert any("no escalation level for security incidents" in n for n in dry.plan["notes"])
+    assert any(n.startswith("escalate to security: 보안팀 (security@company.com)") for n in dry.plan["notes"])
     assert ssec.user_enabled(sandbox, todo, "suspicious-user@example.com")
 
     done = run(TODO, disable_users=asked, dry_run=False, approval="yes")

@@ -78,7 +78,12 @@ def test_security_escalation_entry_of_each_seed_system():
     assert entry.level == "security" and "보안 담당자" in line and "within 0 min" in line
     assert j.security_escalation(load_system(LEH))[0].level == "Lv3"  # 'security incident' in when
     assert j.security_escalation(load_system(LEH))[1].startswith("escalate to Lv3: CTO / PM")
-    entry, line = j.security_escalation(load_system(TODO))
+    entry, line = j.security_escalation(load_system(TODO))  # 002: 보안팀과 레벨 3에 동시 통보
+    assert entry.level == "security" and line.startswith("escalate to security: 보안팀") and line.endswith(": suspected breach")
+    hr = j.security_escalation(load_system(HR))  # 000: L3 -> L4 on 보안 침해 의심, not the first level
+    assert hr[0].level == "L4" and hr[1] == "escalate to L4: CTO (respond within 120 min): suspected breach"
+    unmarked = load_system(TODO).model_copy(update={"escalation": load_system(TODO).escalation[:4]})
+    entry, line = j.security_escalation(unmarked)
     assert entry is None and "no escalation level for security" in line and "P0" in line
     bare = load_system(TODO).model_copy(update={"escalation": []})
     assert j.security_escalation(bare) == (None, "the inventory names no escalation levels: add one for security incidents")
