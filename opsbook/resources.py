@@ -43,6 +43,10 @@ class Discovered(BaseModel):
     def count(self) -> int:
         return sum(len(getattr(self, f)) for f in _FOUND_FIELDS)
 
+    def confirmed(self, kind: str) -> set[str]:
+        """The names of a kind shown to exist: here, those discovery found."""
+        return set(getattr(self, KINDS[kind][1]))
+
 
 _FOUND_FIELDS = ("lambda_functions", "dynamodb_tables", "opensearch_domains", "api_gateway_ids", "s3_buckets", "sqs_queues",
                  "ecs_services", "log_groups")
@@ -225,6 +229,7 @@ class Resolved(Discovered):
     missing: dict[str, list[str]] = Field(default_factory=dict)
     tags: dict[str, dict[str, str]] = Field(default_factory=dict)
     unreadable: dict[str, str] = Field(default_factory=dict)
+    looked_up: list[str] = Field(default_factory=list)  # "kind:name" of the named resources looked up
     probed: bool = False
 
     def discovered(self, kind: str) -> list[str]:
@@ -240,6 +245,11 @@ class Resolved(Discovered):
         """Where a name came from: "named", "discovered" or "named+discovered"."""
         where = [w for w, names in (("named", self.named.get(kind, [])), ("discovered", self.discovered(kind))) if name in names]
         return "+".join(where)
+
+    def confirmed(self, kind: str) -> set[str]:
+        """The names of a kind shown to exist: found by discovery, or named and found by their lookup."""
+        looked_up = {n for n in self.named.get(kind, []) if f"{kind}:{n}" in self.looked_up and f"{kind}:{n}" not in self.unreadable}
+        return set(self.discovered(kind)) | (looked_up - set(self.missing.get(kind, [])))
 
     def present(self, system: System) -> System:
         """The inventory without its declared-but-missing resources: what the audits read (each missing one is reported
@@ -266,6 +276,7 @@ def build_resolved(system: System, mappings: list[dict[str, Any]], probes: dict[
             p = probes.get(f"{kind}:{n}")
             if p is None or n in res.discovered(kind):
                 continue
+            res.looked_up.append(f"{kind}:{n}")
             if p.error:
                 res.unreadable[f"{kind}:{n}"] = p.error
             elif p.exists is False:
@@ -275,18 +286,21 @@ def build_resolved(system: System, mappings: list[dict[str, Any]], probes: dict[
     return res
 
 
-def to_probe(system: System, found: Discovered) -> list[tuple[str, str]]:
-    """(kind, name) of every named resource discovery did not see: none when each carries the discovery tags."""
-    return [(kind, n) for kind, names in named_in(system).items() for n in names if n not in getattr(found, KINDS[kind][1])]
+def to_probe(system: System, found: Discovered, kinds: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
+    """(kind, name) of every named resource (of ``kinds``, default all) discovery did not see: none when each carries the
+    discovery tags."""
+    return [(kind, n) for kind, names in named_in(system).items() for n in names
+            if (kinds is None or kind in kinds) and n not in getattr(found, KINDS[kind][1])]
 
 
 def _tags(items: list[dict[str, str]], key: str = "Key", value: str = "Value") -> dict[str, str]:
     return {t[key]: t[value] for t in items}
 
 
-def probe(system: System, kind: str, name: str) -> Probe:
-    """One named resource looked up with the fewest calls that say whether it exists and, when the audit needs them, its tags."""
-    r, want_tags = system.region, bool(system.audit.required_tags)
+def probe(system: System, kind: str, name: str, want_tags: bool = False) -> Probe:
+    """One named resource looked up with the fewest calls that say whether it exists and, when ``want_tags``, its tags
+    (a function's and a bucket's come with the lookup anyway)."""
+    r = system.region
     try:
         if kind == "lambda":  # GetFunction answers both
             return Probe(exists=True, tags=aws.client("lambda", r).get_function(FunctionName=name).get("Tags") or {})
@@ -327,16 +341,39 @@ def _table_tags(c: Any, arn: str) -> dict[str, str]:
         kwargs["NextToken"] = page["NextToken"]
 
 
-@aws_task(iam=["tag:GetResources", "lambda:GetFunction", "dynamodb:DescribeTable", "dynamodb:ListTagsOfResource", "s3:GetBucketTagging",
-               "sqs:GetQueueUrl", "sqs:ListQueueTags", "logs:DescribeLogGroups"], cache_policy=NO_CACHE)
-def resolve(system: System, deadline: aws.Deadline | None = None) -> Resolved:
-    """The run's one resolution: tag discovery (one paged call), then a lookup of each named resource it did not see."""
+# the IAM actions of the lookups, by kind (with its tags, where they are a call of their own)
+LOOKUP_IAM = {"lambda": ["lambda:GetFunction"], "dynamodb": ["dynamodb:DescribeTable"], "s3": ["s3:GetBucketTagging"],
+              "sqs": ["sqs:GetQueueUrl"], "logs": ["logs:DescribeLogGroups"]}
+TAGS_IAM = {"dynamodb": ["dynamodb:ListTagsOfResource"], "sqs": ["sqs:ListQueueTags"]}
+
+
+def resolve_once(system: System, deadline: aws.Deadline | None, kinds: tuple[str, ...], tags: bool) -> Resolved:
+    """Tag discovery (one paged call), then a lookup of each named resource of ``kinds`` that discovery did not see."""
     enabled = bool(system.discovery.tags)
     mappings, error = tagged(system) if enabled else ([], None)
     seen = classify([m["ResourceARN"] for m in mappings])
-    results = aws.parallel(lambda kn: probe(system, *kn), to_probe(system, seen), deadline=deadline)
+    results = aws.parallel(lambda kn: probe(system, *kn, want_tags=tags), to_probe(system, seen, kinds), deadline=deadline)
     probes = {f"{k}:{n}": p if err is None else Probe(error=aws.describe_error(err)) for (k, n), p, err in results}
     return build_resolved(system, mappings, probes, enabled=enabled, error=error, probed=True)
+
+
+def resolver(kinds: tuple[str, ...], tags: bool = False, name: str = "resolve") -> Any:
+    """The run's one resolution as a task that looks up the named resources of ``kinds`` (the ones its runbook reads) and
+    declares just the IAM actions those lookups need; ``tags``: may read their tags (``tags=`` of the call)."""
+    may_tag = tags
+    iam = ["tag:GetResources"] + [a for k in kinds for a in LOOKUP_IAM[k] + (TAGS_IAM.get(k, []) if may_tag else [])]
+
+    @aws_task(iam=iam, name=name, cache_policy=NO_CACHE)
+    def resolve(system: System, deadline: aws.Deadline | None = None, tags: bool = False) -> Resolved:
+        return resolve_once(system, deadline, kinds, tags and may_tag)
+
+    resolve.__doc__ = f"The run's one resolution: tag discovery, then a lookup of each named {', '.join(kinds)} resource it did not see."
+    return resolve
+
+
+resolve = resolver(tuple(KINDS), tags=True)  # every kind: maintenance-audit (its required-tags check reads the tags)
+resolve_tables_buckets = resolver(("dynamodb", "s3"), name="resolve-tables-buckets")  # backup-verify
+resolve_metered = resolver(("lambda", "dynamodb", "s3"), name="resolve-metered")  # weekly-report (the kinds it reads metrics of)
 
 
 def resolved_or_named(system: System, outcome: Resolved | BaseException) -> Resolved:

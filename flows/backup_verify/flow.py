@@ -48,7 +48,7 @@ from opsbook.mutation.core import Applier, Identity, Plan
 from opsbook.mutation.fixes import act, conclude
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, steps_policy
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
-from opsbook.resources import Resolved, resolution_findings, resolve, resolved_or_named
+from opsbook.resources import Resolved, resolution_findings, resolve_tables_buckets, resolved_or_named
 from tasks.dynamodb import TableBackups, backup_settled, backup_status, read_latest_backup, read_pitr, read_table_backups, set_pitr, take_backup
 from tasks.opensearch import read_snapshots
 from tasks.rds import read_rds_snapshots
@@ -70,7 +70,7 @@ APPLIERS = {
 def resolved(session: MutationSession, inv: System) -> Resolved:
     """The run's resources, resolved once; discovery that fails is UNKNOWN and only the named resources are checked; a named
     one that does not exist is CRIT once (its backups cannot be verified) and not read further."""
-    found = resolved_or_named(inv, future_value(resolve.submit(inv, aws.Deadline(READ_DEADLINE_S))))
+    found = resolved_or_named(inv, future_value(resolve_tables_buckets.submit(inv, aws.Deadline(READ_DEADLINE_S))))
     session.report.findings += resolution_findings(inv, found, Status.CRIT)
     return found
 
@@ -140,4 +140,4 @@ def backup_verify(
     return session.finish()
 
 
-TASKS = [resolve, read_table_backups, read_bucket_protection, read_snapshots, read_rds_snapshots, steps_policy(APPLIERS)] + SESSION_TASKS
+TASKS = [resolve_tables_buckets, read_table_backups, read_bucket_protection, read_snapshots, read_rds_snapshots, steps_policy(APPLIERS)] + SESSION_TASKS

@@ -65,7 +65,7 @@ APPLIERS = {RETENTION: Applier(read=read_retention, apply=set_retention), KMS_RO
 
 def resolved(inv: System) -> Resolved:
     """The run's resources, resolved once (a resolution that failed as a whole: the named ones, and the reason)."""
-    return resolved_or_named(inv, future_value(resolve.submit(inv, aws.Deadline(READ_DEADLINE_S))))
+    return resolved_or_named(inv, future_value(resolve.submit(inv, aws.Deadline(READ_DEADLINE_S), tags=bool(inv.audit.required_tags))))
 
 
 def read_all(inv: System, found: Resolved) -> dict[str, Any]:

@@ -24,7 +24,7 @@ def test_confirm_idle_reports_missing_resources_and_not_existing_ones(aws_mock):
 # --- the run's one resolution (pure: built from what was read) -------------------------------------
 
 from opsbook.findings import Status  # noqa: E402
-from opsbook.resources import Probe, Resolved, build_resolved, kind_name, resolution_findings, resolve, resolved_or_named, to_probe  # noqa: E402
+from opsbook.resources import Probe, Resolved, build_resolved, kind_name, resolution_findings, resolve, resolve_tables_buckets, resolved_or_named, to_probe  # noqa: E402
 from tasks.tagging import resource_tags  # noqa: E402
 
 ACCT = "arn:aws:{svc}:us-east-2:123456789012:{res}"
@@ -102,8 +102,19 @@ def test_resolve_looks_up_only_what_discovery_did_not_see(aws_mock):
     ddb.create_table(TableName="Employees-Team2", BillingMode="PAY_PER_REQUEST", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
                      AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}], Tags=[{"Key": "Owner", "Value": "hr"}])
     boto3.client("s3", region_name=region).create_bucket(Bucket="hr-reports-bucket-team2", CreateBucketConfiguration={"LocationConstraint": region})
-    res = resolve.fn(HR)
+    res = resolve.fn(HR, tags=True)
     assert res.enabled and not res.error and res.probed and res.count() == 0
     assert res.tags["dynamodb:Employees-Team2"] == {"Owner": "hr"} and res.tags["s3:hr-reports-bucket-team2"] == {}
     assert sorted(res.missing) == ["dynamodb", "lambda", "s3"] and len(res.missing["lambda"]) == 8 and len(res.missing["dynamodb"]) == 5
     assert res.names("dynamodb") == ["Employees-Team2"] and res.names("s3") == ["hr-reports-bucket-team2"]
+    assert res.confirmed("dynamodb") == {"Employees-Team2"} and res.confirmed("lambda") == set()
+    only_tables = resolve_tables_buckets.fn(HR, tags=True)  # a resolver without the tag-reading actions reads no tags
+    assert only_tables.missing == {k: res.missing[k] for k in ("dynamodb", "s3")} and "dynamodb:Employees-Team2" not in only_tables.tags
+    assert set(resolve_tables_buckets.iam_actions) == {"tag:GetResources", "dynamodb:DescribeTable", "s3:GetBucketTagging"}
+
+
+def test_confirmed_is_what_discovery_or_a_lookup_showed_to_exist():
+    probes = {"lambda:ResumeParser": Probe(exists=True, tags={}), "lambda:AffinityScoreCalculator": Probe(error="AccessDenied")}
+    res = build_resolved(HR, hr_mappings({"ResumeParser", "AffinityScoreCalculator", "DomainAnalysisEngine"}), probes, enabled=True, probed=True)
+    seen = res.confirmed("lambda")
+    assert "ResumeParser" in seen and "extra-fn" in seen and "AffinityScoreCalculator" not in seen and "DomainAnalysisEngine" not in seen

@@ -110,7 +110,7 @@ def test_hr_collectors_retention_runtimes_roles_tags(seeded, sandbox):
     assert {r: s for (c, r), (s, _) in found.items()} == {"Team2-old-role": "WARN", "Team2-busy-role": "OK", "Team2-never-role": "WARN"}
 
     boto3.client("s3", region_name=hr.region, endpoint_url=sandbox.endpoint).delete_bucket_tagging(Bucket="hr-frontend-bucket-team2")
-    found = {(f.check, f.resource): (f.status.value, f.summary) for f in judge(hr, {"tags": resource_tags(resolve.fn(hr))}, datetime.now(timezone.utc))}
+    found = {(f.check, f.resource): (f.status.value, f.summary) for f in judge(hr, {"tags": resource_tags(resolve.fn(hr, tags=True))}, datetime.now(timezone.utc))}
     bad = sorted(r for (c, r), (s, _) in found.items() if s != "OK")
     assert bad == ["s3:hr-frontend-bucket-team2"] and len(found) == 8 + 6 + 4
 
