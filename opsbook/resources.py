@@ -221,9 +221,9 @@ class Probe(BaseModel):
 
 
 class Resolved(Discovered):
-    """The run's resources: Discovered's tag-found names, plus the named ones by kind, those of them that do not exist
-    (``missing``), the tags known of each ("kind:name" -> tags; None-less: a resource absent has not been read) and the
-    named ones whose lookup failed (``unreadable``: kept in the audited set, their checks say UNKNOWN)."""
+    """The run's resources: Discovered's tag-found names, plus, by kind, the named ones (``named``), those of them that do
+    not exist (``missing``), the tags read of each ("kind:name" -> tags, from discovery or the lookup; absent: not read)
+    and the named ones whose lookup failed (``unreadable``: kept in the audited set, their checks say UNKNOWN)."""
 
     named: dict[str, list[str]] = Field(default_factory=dict)
     missing: dict[str, list[str]] = Field(default_factory=dict)
