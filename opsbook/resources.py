@@ -4,6 +4,8 @@ tags, so this is how "all Team=Team2 functions" is answered correctly."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
@@ -39,7 +41,15 @@ class Discovered(BaseModel):
     error: str | None = None
 
     def count(self) -> int:
-        return sum(len(v) for v in self.model_dump(exclude={"enabled", "error"}).values())
+        return sum(len(getattr(self, f)) for f in _FOUND_FIELDS)
+
+    def confirmed(self, kind: str) -> set[str]:
+        """The names of a kind shown to exist: here, those discovery found."""
+        return set(getattr(self, KINDS[kind][1]))
+
+
+_FOUND_FIELDS = ("lambda_functions", "dynamodb_tables", "opensearch_domains", "api_gateway_ids", "s3_buckets", "sqs_queues",
+                 "ecs_services", "log_groups")
 
 
 def classify(arns: list[str]) -> Discovered:
@@ -73,21 +83,28 @@ def classify(arns: list[str]) -> Discovered:
     return d
 
 
-@aws_task(iam=["tag:GetResources"], cache_policy=NO_CACHE)
-def discover(system: System) -> Discovered:
-    """Find the system's resources by its discovery tags (empty when it has none)."""
-    if not system.discovery.tags:
-        return Discovered()
+def tagged(system: System) -> tuple[list[dict[str, Any]], str | None]:
+    """Every resource carrying the system's discovery tags, as GetResources' mappings (ARN and tags), over every page;
+    or the reason discovery failed."""
     c = aws.client("resourcegroupstaggingapi", system.region)
     filters = [{"Key": k, "Values": [v]} for k, v in system.discovery.tags.items()]
     try:
-        arns = [
-            r["ResourceARN"]
-            for r in aws.paginate(c, "get_resources", "ResourceTagMappingList", TagFilters=filters, ResourceTypeFilters=RESOURCE_TYPES, ResourcesPerPage=100)
-        ]
+        return list(aws.paginate(c, "get_resources", "ResourceTagMappingList", TagFilters=filters, ResourceTypeFilters=RESOURCE_TYPES,
+                                 ResourcesPerPage=100)), None
     except Exception as exc:  # turned into an UNKNOWN finding by the flow
-        return Discovered(enabled=True, error=aws.describe_error(exc))
-    return classify(arns)
+        return [], aws.describe_error(exc)
+
+
+@aws_task(iam=["tag:GetResources"], cache_policy=NO_CACHE)
+def discover(system: System) -> Discovered:
+    """Find the system's resources by its discovery tags (empty when it has none): ``resolve`` without looking up the
+    named resources discovery did not see (daily-health's checks read each of them, and say CRIT when one is missing)."""
+    if not system.discovery.tags:
+        return Discovered()
+    mappings, error = tagged(system)
+    if error:
+        return Discovered(enabled=True, error=error)
+    return classify([m["ResourceARN"] for m in mappings])
 
 
 def coverage(system: System, found: Discovered) -> list[Finding]:
@@ -154,3 +171,227 @@ def discovered_or_inventory(system: System, found: Discovered | BaseException, f
         reason = aws.describe_error(found) if isinstance(found, BaseException) else found.error
         return Discovered(), [unknown("discovery", f"tags {system.discovery.tags}", f"{reason}; {fallback}")]
     return found, []
+
+
+# --- one resolution a run: named ∪ tag-discovered, and what is declared but missing ----------------
+#
+# What every audit-type runbook reads: the inventory's named resources and the tag-discovered ones (the set
+# daily-health checks), minus the named ones that do not exist, which are reported once (``resolution_findings``)
+# and not audited further. Discovery is one paged GetResources; a named resource discovery did not see (untagged,
+# or missing) is looked up once, with the call that also gives its tags where there is one. Pure parts below
+# (``kind_name``, ``build_resolved``, ``Resolved``'s methods) are tested without AWS.
+
+# kind -> the inventory's field (its items have .name) and Discovered's field
+KINDS = {"lambda": ("lambda_functions", "lambda_functions"), "dynamodb": ("dynamodb_tables", "dynamodb_tables"),
+         "s3": ("s3_buckets", "s3_buckets"), "sqs": ("sqs_queues", "sqs_queues"), "logs": ("log_groups", "log_groups")}
+KIND_LABEL = {"lambda": "Lambda function", "dynamodb": "DynamoDB table", "s3": "S3 bucket", "sqs": "SQS queue", "logs": "log group"}
+MISSING_CHECK = "inventory"
+
+
+def kind_name(arn: str) -> tuple[str, str] | None:
+    """(kind, name) of a function, table, bucket, queue or log group ARN; None for anything else (pure)."""
+    parts = arn.split(":", 5)
+    if len(parts) < 6:
+        return None
+    service, res = parts[2], parts[5]
+    if service == "lambda" and res.startswith("function:"):
+        return "lambda", res.split(":")[1]
+    if service == "dynamodb" and res.startswith("table/") and "/" not in res[6:]:
+        return "dynamodb", res[6:]
+    if service == "s3" and "/" not in res:
+        return "s3", res
+    if service == "sqs":
+        return "sqs", res
+    if service == "logs" and res.startswith("log-group:"):
+        return "logs", res[len("log-group:"):].removesuffix(":*")
+    return None
+
+
+def named_in(system: System) -> dict[str, list[str]]:
+    """The names the inventory declares, by kind."""
+    return {kind: [x.name for x in getattr(system, field)] for kind, (field, _) in KINDS.items()}
+
+
+class Probe(BaseModel):
+    """One lookup of a named resource discovery did not see: does it exist, and its tags (None: not read); or why it could not be told."""
+
+    exists: bool | None = None
+    tags: dict[str, str] | None = None
+    error: str | None = None
+
+
+class Resolved(Discovered):
+    """The run's resources: Discovered's tag-found names, plus, by kind, the named ones (``named``), those of them that do
+    not exist (``missing``), the tags read of each ("kind:name" -> tags, from discovery or the lookup; absent: not read)
+    and the named ones whose lookup failed (``unreadable``: kept in the audited set, their checks say UNKNOWN)."""
+
+    named: dict[str, list[str]] = Field(default_factory=dict)
+    missing: dict[str, list[str]] = Field(default_factory=dict)
+    tags: dict[str, dict[str, str]] = Field(default_factory=dict)
+    unreadable: dict[str, str] = Field(default_factory=dict)
+    looked_up: list[str] = Field(default_factory=list)  # "kind:name" of the named resources looked up
+    probed: bool = False
+
+    def discovered(self, kind: str) -> list[str]:
+        return list(getattr(self, KINDS[kind][1]))
+
+    def names(self, kind: str) -> list[str]:
+        """What to check of a kind: the named ones that exist (inventory order), then the tag-discovered others."""
+        gone = set(self.missing.get(kind, []))
+        named = [n for n in self.named.get(kind, []) if n not in gone]
+        return named + [n for n in self.discovered(kind) if n not in named and n not in gone]
+
+    def source(self, kind: str, name: str) -> str:
+        """Where a name came from: "named", "discovered" or "named+discovered"."""
+        where = [w for w, names in (("named", self.named.get(kind, [])), ("discovered", self.discovered(kind))) if name in names]
+        return "+".join(where)
+
+    def confirmed(self, kind: str) -> set[str]:
+        """The names of a kind shown to exist: found by discovery, or named and found by their lookup."""
+        looked_up = {n for n in self.named.get(kind, []) if f"{kind}:{n}" in self.looked_up and f"{kind}:{n}" not in self.unreadable}
+        return set(self.discovered(kind)) | (looked_up - set(self.missing.get(kind, [])))
+
+    def present(self, system: System) -> System:
+        """The inventory without its declared-but-missing resources: what the audits read (each missing one is reported
+        once by ``resolution_findings``)."""
+        update = {}
+        for kind, gone in self.missing.items():
+            field = KINDS[kind][0]
+            update[field] = [x for x in getattr(system, field) if x.name not in gone]
+        return system.model_copy(update=update) if update else system
+
+
+def build_resolved(system: System, mappings: list[dict[str, Any]], probes: dict[str, Probe], *, enabled: bool,
+                   error: str | None = None, probed: bool = False) -> Resolved:
+    """The run's resolution from what was read (pure): GetResources' mappings (ARN + tags), and the lookups of the named
+    resources discovery did not see ("kind:name" -> Probe)."""
+    found = classify([m["ResourceARN"] for m in mappings]) if enabled and not error else Discovered(enabled=enabled, error=error)
+    res = Resolved(**found.model_dump(), named=named_in(system), probed=probed)
+    for m in mappings if not error else []:
+        key = kind_name(m["ResourceARN"])
+        if key:
+            res.tags[f"{key[0]}:{key[1]}"] = {t["Key"]: t["Value"] for t in m.get("Tags", [])}
+    for kind, names in res.named.items():
+        for n in names:
+            p = probes.get(f"{kind}:{n}")
+            if p is None or n in res.discovered(kind):
+                continue
+            res.looked_up.append(f"{kind}:{n}")
+            if p.error:
+                res.unreadable[f"{kind}:{n}"] = p.error
+            elif p.exists is False:
+                res.missing.setdefault(kind, []).append(n)
+            elif p.tags is not None:
+                res.tags[f"{kind}:{n}"] = p.tags
+    return res
+
+
+def to_probe(system: System, found: Discovered, kinds: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
+    """(kind, name) of every named resource (of ``kinds``, default all) discovery did not see: none when each carries the
+    discovery tags."""
+    return [(kind, n) for kind, names in named_in(system).items() for n in names
+            if (kinds is None or kind in kinds) and n not in getattr(found, KINDS[kind][1])]
+
+
+def _tags(items: list[dict[str, str]], key: str = "Key", value: str = "Value") -> dict[str, str]:
+    return {t[key]: t[value] for t in items}
+
+
+def probe(system: System, kind: str, name: str, want_tags: bool = False) -> Probe:
+    """One named resource looked up with the fewest calls that say whether it exists and, when ``want_tags``, its tags
+    (a function's and a bucket's come with the lookup anyway)."""
+    r = system.region
+    try:
+        if kind == "lambda":  # GetFunction answers both
+            return Probe(exists=True, tags=aws.client("lambda", r).get_function(FunctionName=name).get("Tags") or {})
+        if kind == "s3":  # GetBucketTagging too: NoSuchBucket, or NoSuchTagSet (exists, no tags)
+            try:
+                return Probe(exists=True, tags=_tags(aws.client("s3", r).get_bucket_tagging(Bucket=name)["TagSet"]))
+            except Exception as exc:
+                if aws.error_code(exc) == "NoSuchTagSet":
+                    return Probe(exists=True, tags={})
+                raise
+        if kind == "dynamodb":
+            c = aws.client("dynamodb", r)
+            arn = c.describe_table(TableName=name)["Table"]["TableArn"]
+            return Probe(exists=True, tags=_table_tags(c, arn) if want_tags else None)
+        if kind == "sqs":
+            c = aws.client("sqs", r)
+            url = c.get_queue_url(QueueName=name)["QueueUrl"]
+            return Probe(exists=True, tags=c.list_queue_tags(QueueUrl=url).get("Tags", {}) if want_tags else None)
+        if kind == "logs":
+            groups = aws.paginate(aws.client("logs", r), "describe_log_groups", "logGroups", logGroupNamePrefix=name)
+            return Probe(exists=any(g["logGroupName"] == name for g in groups))
+    except Exception as exc:
+        if aws.is_not_found(exc):
+            return Probe(exists=False)
+        raise
+    raise ValueError(f"no lookup for kind {kind!r}")
+
+
+def _table_tags(c: Any, arn: str) -> dict[str, str]:
+    """ListTagsOfResource over every page (botocore has no paginator for it)."""
+    out: dict[str, str] = {}
+    kwargs: dict[str, Any] = {"ResourceArn": arn}
+    while True:
+        page = c.list_tags_of_resource(**kwargs)
+        out |= _tags(page.get("Tags", []))
+        if not page.get("NextToken"):
+            return out
+        kwargs["NextToken"] = page["NextToken"]
+
+
+# the IAM actions of the lookups, by kind (with its tags, where they are a call of their own)
+LOOKUP_IAM = {"lambda": ["lambda:GetFunction"], "dynamodb": ["dynamodb:DescribeTable"], "s3": ["s3:GetBucketTagging"],
+              "sqs": ["sqs:GetQueueUrl"], "logs": ["logs:DescribeLogGroups"]}
+TAGS_IAM = {"dynamodb": ["dynamodb:ListTagsOfResource"], "sqs": ["sqs:ListQueueTags"]}
+
+
+def resolve_once(system: System, deadline: aws.Deadline | None, kinds: tuple[str, ...], tags: bool) -> Resolved:
+    """Tag discovery (one paged call), then a lookup of each named resource of ``kinds`` that discovery did not see."""
+    enabled = bool(system.discovery.tags)
+    mappings, error = tagged(system) if enabled else ([], None)
+    seen = classify([m["ResourceARN"] for m in mappings])
+    results = aws.parallel(lambda kn: probe(system, *kn, want_tags=tags), to_probe(system, seen, kinds), deadline=deadline)
+    probes = {f"{k}:{n}": p if err is None else Probe(error=aws.describe_error(err)) for (k, n), p, err in results}
+    return build_resolved(system, mappings, probes, enabled=enabled, error=error, probed=True)
+
+
+def resolver(kinds: tuple[str, ...], tags: bool = False, name: str = "resolve") -> Any:
+    """The run's one resolution as a task that looks up the named resources of ``kinds`` (the ones its runbook reads) and
+    declares just the IAM actions those lookups need; ``tags``: may read their tags (``tags=`` of the call)."""
+    may_tag = tags
+    iam = ["tag:GetResources"] + [a for k in kinds for a in LOOKUP_IAM[k] + (TAGS_IAM.get(k, []) if may_tag else [])]
+
+    @aws_task(iam=iam, name=name, cache_policy=NO_CACHE)
+    def resolve(system: System, deadline: aws.Deadline | None = None, tags: bool = False) -> Resolved:
+        return resolve_once(system, deadline, kinds, tags and may_tag)
+
+    resolve.__doc__ = f"The run's one resolution: tag discovery, then a lookup of each named {', '.join(kinds)} resource it did not see."
+    return resolve
+
+
+resolve = resolver(tuple(KINDS), tags=True)  # every kind: maintenance-audit (its required-tags check reads the tags)
+resolve_tables_buckets = resolver(("dynamodb", "s3"), name="resolve-tables-buckets")  # backup-verify
+resolve_metered = resolver(("lambda", "dynamodb", "s3"), name="resolve-metered")  # weekly-report (the kinds it reads metrics of)
+
+
+def resolved_or_named(system: System, outcome: Resolved | BaseException) -> Resolved:
+    """``resolve``'s result, or, when its task failed as a whole, the named resources only with the reason as the error."""
+    if isinstance(outcome, BaseException):
+        return build_resolved(system, [], {}, enabled=True, error=aws.describe_error(outcome))
+    return outcome
+
+
+def resolution_findings(system: System, res: Resolved, status: Status = Status.WARN) -> list[Finding]:
+    """Once a run: each declared-but-missing resource (not audited further), and discovery that failed (UNKNOWN: only
+    the named resources were audited, never silently fewer)."""
+    out = []
+    if res.error:
+        out.append(unknown("discovery", f"tags {system.discovery.tags}", f"{res.error}; only the inventory's named resources were checked"))
+    for kind, names in res.missing.items():
+        for n in names:
+            out.append(Finding(check=MISSING_CHECK, resource=n, status=status, details={"kind": kind},
+                               summary=f"{KIND_LABEL[kind]} named in the inventory but does not exist in {system.region}; not audited "
+                                       f"further: fix the name in systems/{system.name}.yaml, or remove it"))
+    return out

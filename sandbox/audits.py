@@ -188,5 +188,50 @@ def ecr_image(sb: Sandbox, system: System, repository: str, tag: str = "latest",
     return {"resource": repository, "image_digest": image["imageDigest"], "counts": counts or {}}
 
 
+# --- named and tag-discovered resources side by side: what the one resolution must cover ------------------------
+
+DEPRECATED = {"discovered-0": "python3.7", "discovered-1": "nodejs14.x", "discovered-2": "python3.9"}
+
+
+def audit_hygiene(sb: Sandbox, system: System, faulty: bool = True) -> dict[str, Any]:
+    """Tag-only functions and log groups next to the named ones, every log group at the policy's retention; with ``faulty``,
+    the planted faults (``planted``: (check, resource) each): deprecated runtimes on a named function, on tag-discovered
+    ones and on a named function that lost its discovery tag (still audited: it is named); no retention on a named
+    function's group, a tag-discovered function's group and tag-discovered log groups; the ``Team`` tag removed from a
+    named function, table and bucket (only a named resource can lack the tag discovery finds them by)."""
+    r, tags = system.region, {**system.discovery.tags, "opsbook:system": system.name}
+    lam, logs = sandbox_client(sb, "lambda", r), sandbox_client(sb, "logs", r)
+    role = sandbox_client(sb, "iam", r).get_role(RoleName=f"{system.name}-lambda-role")["Role"]["Arn"]
+    found_fns = [f"{system.name}-{k}" for k in ("discovered-0", "discovered-1", "discovered-2", "discovered-3")]
+    found_groups = [f"/{system.name}/discovered-{i}" for i in range(2)]
+    for fn in found_fns:
+        lam.create_function(FunctionName=fn, Runtime="python3.12", Role=role, Handler="handler.handler", Code={"ZipFile": _zip()}, Tags=tags)
+        logs.create_log_group(logGroupName=f"/aws/lambda/{fn}")  # Lambda's own group carries no tag: found through its function
+    for g in found_groups:
+        logs.create_log_group(logGroupName=g, tags=tags)
+    days = system.audit.log_retention_days
+    for g in (g for page in logs.get_paginator("describe_log_groups").paginate() for g in page["logGroups"]):
+        logs.put_retention_policy(logGroupName=g["logGroupName"], retentionInDays=days)
+    if not faulty:
+        return {"resource": system.name, "planted": []}
+    named = [f.name for f in system.lambda_functions]
+    untagged_fn, table, bucket = named[4], system.dynamodb_tables[0].name, system.s3_buckets[2].name
+    runtimes = {named[0]: "python3.8", untagged_fn: "nodejs16.x"} | {f"{system.name}-{k}": v for k, v in DEPRECATED.items()}
+    for fn, runtime in runtimes.items():
+        lam.update_function_configuration(FunctionName=fn, Runtime=runtime)
+    no_retention = [f"/aws/lambda/{named[6]}", f"/aws/lambda/{found_fns[3]}", *found_groups]
+    for g in no_retention:
+        logs.delete_retention_policy(logGroupName=g)
+    lam.untag_resource(Resource=lam.get_function(FunctionName=untagged_fn)["Configuration"]["FunctionArn"], TagKeys=list(system.discovery.tags))
+    ddb = sandbox_client(sb, "dynamodb", r)
+    ddb.untag_resource(ResourceArn=ddb.describe_table(TableName=table)["Table"]["TableArn"], TagKeys=list(system.discovery.tags))
+    s3 = sandbox_client(sb, "s3", r)
+    kept = [t for t in s3.get_bucket_tagging(Bucket=bucket)["TagSet"] if t["Key"] not in system.discovery.tags]
+    s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": kept})
+    planted = ([("lambda-runtime", fn) for fn in runtimes] + [("logs-retention", g) for g in no_retention]
+               + [("required-tags", f"lambda:{untagged_fn}"), ("required-tags", f"dynamodb:{table}"), ("required-tags", f"s3:{bucket}")])
+    return {"resource": system.name, "planted": planted}
+
+
 __all__ = ["AUDIT_EVENTS", "log_group", "audit_events", "tmp_rule", "tmp_objects", "role", "function_runtime", "kms_key", "secret",
-           "security_group", "certificate", "ecr_image", "_zip"]
+           "security_group", "certificate", "ecr_image", "audit_hygiene", "_zip"]

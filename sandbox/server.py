@@ -76,6 +76,7 @@ class Sandbox:
 
         fast_moto_sqs()  # moto's SQS walks the whole queue per message; same results, O(1)
         fast_moto_metric_data()  # moto's GetMetricData scans every datapoint per period per query; same results
+        moto_log_groups_tagged()  # moto's GetResources lists no log group; AWS's does (logs:log-group)
 
         class QuietHandler(MotoRequestHandler):
             def log_request(self, *args: Any, **kwargs: Any) -> None:
@@ -198,6 +199,23 @@ def sandbox_client(sb: Sandbox, service: str, region: str) -> Any:
 
     return boto3.client(service, region_name=region, endpoint_url=sb.endpoint,
                         aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"], aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+
+
+def moto_log_groups_tagged() -> None:
+    """Let moto's Resource Groups Tagging API list log groups with their tags, as AWS's does (moto's logs backend yields
+    none); idempotent, this process only."""
+    from moto.core.resource_tagging import TaggedResource
+    from moto.logs.models import LogsBackend
+
+    if getattr(LogsBackend, "_opsbook_tagged", False):
+        return
+
+    def iter_tagged_resources(self: LogsBackend) -> Any:
+        for g in list(self.groups.values()):
+            yield TaggedResource(arn=g.arn, tags=dict(self.list_tags_for_resource(g.arn)), resource_type="logs:log-group")
+
+    LogsBackend.iter_tagged_resources = iter_tagged_resources  # type: ignore[method-assign]
+    LogsBackend._opsbook_tagged = True  # type: ignore[attr-defined]
 
 
 def fast_moto_sqs() -> None:

@@ -256,14 +256,15 @@ class FunctionRuntime(BaseModel):
 
 
 @aws_task(iam=["lambda:GetFunctionConfiguration"], name="read-runtimes", cache_policy=NO_CACHE)
-def read_runtimes(system: System, deadline: aws.Deadline) -> list[FunctionRuntime]:
+def read_runtimes(system: System, found: Discovered, deadline: aws.Deadline) -> list[FunctionRuntime]:
+    """The runtime of every named and tag-discovered function."""
     c = aws.client("lambda", system.region)
 
     def one(name: str) -> FunctionRuntime:
         cfg = c.get_function_configuration(FunctionName=name)
         return FunctionRuntime(function=name, runtime=cfg.get("Runtime"), package_type=cfg.get("PackageType"))
 
-    names = [f.name for f in system.lambda_functions]
+    names = function_names(system, found)
     return [s if err is None else FunctionRuntime(function=n, error=aws.describe_error(err)) for n, s, err in aws.parallel(one, names, deadline=deadline)]
 
 

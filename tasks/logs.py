@@ -506,10 +506,11 @@ class AuditSample(BaseModel):
     error: str | None = None
 
 
-def log_groups_of(system: System) -> list[tuple[str, bool, bool]]:
-    """(name, audit, named in the inventory) for every function's group and the inventory's groups."""
+def log_groups_of(system: System, found: Discovered) -> list[tuple[str, bool, bool]]:
+    """(name, audit, named in the inventory) for every named or tag-discovered function's group, the inventory's groups
+    and the tag-discovered ones."""
     explicit = {g.name for g in system.log_groups}
-    return [(g.name, g.audit, g.name in explicit) for g in system.all_log_groups()]
+    return [(g.name, g.audit, g.name in explicit) for g in log_groups(system, found)]
 
 
 def read_log_group(system: System, name: str, audit: bool, named: bool) -> LogGroupState:
@@ -521,8 +522,8 @@ def read_log_group(system: System, name: str, audit: bool, named: bool) -> LogGr
 
 
 @aws_task(iam=["logs:DescribeLogGroups"], name="read-log-retention", cache_policy=NO_CACHE)
-def read_log_retention(system: System, deadline: aws.Deadline, only: list[str] | None = None) -> list[LogGroupState]:
-    groups = [g for g in log_groups_of(system) if only is None or g[0] in only]
+def read_log_retention(system: System, found: Discovered, deadline: aws.Deadline, only: list[str] | None = None) -> list[LogGroupState]:
+    groups = [g for g in log_groups_of(system, found) if only is None or g[0] in only]
     return [s if err is None else LogGroupState(name=g[0], audit=g[1], named=g[2], error=aws.describe_error(err))
             for g, s, err in aws.parallel(lambda g: read_log_group(system, *g), groups, deadline=deadline)]
 

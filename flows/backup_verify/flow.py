@@ -6,7 +6,9 @@ replication, OpenSearch snapshots to ``backup_repo``), 001 and 002 백업
 The seeds' scripts take a backup of every table on each run; this runbook
 checks first and changes only what falls short, behind the safe-mutation path.
 
-Steps: confirm identity -> discover the system's tagged resources -> read
+Steps: confirm identity -> resolve the system's resources once (named and
+tag-discovered, the set daily-health checks; a named table or bucket that does
+not exist is reported once, CRIT, and not read further) -> read
 concurrently (DynamoDB PITR and backups, S3 versioning and replication,
 OpenSearch snapshots, RDS automated snapshots) -> judge (a finding per
 resource and check, each saying what to do) -> plan the fixes -> (dry run ends
@@ -24,7 +26,8 @@ Running again once everything is fixed plans nothing.
 
 API calls: 2 a table (DescribeContinuousBackups, ListBackups pages), 1-2 a
 bucket (GetBucketVersioning, GetBucketReplication where required), 2 HTTP
-calls a snapshot repository, 1 + pages an RDS instance, 1 for discovery, plus
+calls a snapshot repository, 1 + pages an RDS instance, pages of GetResources
+for discovery + 1-2 a named resource discovery did not see, plus
 the session's (identity, leases, records, SNS) and 3-4 a fix.
 """
 
@@ -39,13 +42,13 @@ from prefect.cache_policies import NO_CACHE
 from flows.backup_verify.judge import BACKUP, PITR, RUNBOOK, VERSIONING, decide, fix_what, fixed_check, judge, nothing_checked
 from opsbook import aws
 from opsbook.collect import future_value
-from opsbook.findings import unknown
+from opsbook.findings import Status
 from opsbook.inventory import System, load_system
 from opsbook.mutation.core import Applier, Identity, Plan
 from opsbook.mutation.fixes import act, conclude
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, steps_policy
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
-from opsbook.resources import Discovered, discover
+from opsbook.resources import Resolved, resolution_findings, resolve_tables_buckets, resolved_or_named
 from tasks.dynamodb import TableBackups, backup_settled, backup_status, read_latest_backup, read_pitr, read_table_backups, set_pitr, take_backup
 from tasks.opensearch import read_snapshots
 from tasks.rds import read_rds_snapshots
@@ -64,24 +67,22 @@ APPLIERS = {
 # --- collect ------------------------------------------------------------------------------------
 
 
-def discovered(session: MutationSession, inv: System) -> Discovered:
-    """The system's tagged resources; discovery that fails is UNKNOWN and only the named resources are checked."""
-    found = future_value(discover.submit(inv))
-    if isinstance(found, BaseException):
-        session.report.findings.append(unknown("discovery", f"tags {inv.discovery.tags}", f"{aws.describe_error(found)}; "
-                                               "only the inventory's named resources were checked"))
-        return Discovered()
+def resolved(session: MutationSession, inv: System) -> Resolved:
+    """The run's resources, resolved once; discovery that fails is UNKNOWN and only the named resources are checked; a named
+    one that does not exist is CRIT once (its backups cannot be verified) and not read further."""
+    found = resolved_or_named(inv, future_value(resolve_tables_buckets.submit(inv, aws.Deadline(READ_DEADLINE_S))))
+    session.report.findings += resolution_findings(inv, found, Status.CRIT)
     return found
 
 
-def read_all(inv: System, found: Discovered) -> dict[str, Any]:
+def read_all(inv: System, found: Resolved) -> dict[str, Any]:
     deadline = aws.Deadline(READ_DEADLINE_S)
     futures = {"dynamodb": read_table_backups.submit(inv, found, deadline), "s3": read_bucket_protection.submit(inv, found, deadline),
                "opensearch": read_snapshots.submit(inv, deadline), "rds": read_rds_snapshots.submit(inv, deadline)}
     return {k: future_value(f) for k, f in futures.items()}
 
 
-def reread(inv: System, found: Discovered, fixed: dict[str, list[str]]) -> dict[str, Any]:
+def reread(inv: System, found: Resolved, fixed: dict[str, list[str]]) -> dict[str, Any]:
     """The fixed tables and buckets read again, for the report to show the state after the fixes."""
     futures = {"dynamodb": read_table_backups.submit(inv, found, aws.Deadline(READ_DEADLINE_S), fixed["dynamodb"]),
                "s3": read_bucket_protection.submit(inv, found, aws.Deadline(READ_DEADLINE_S), fixed["s3"])}
@@ -122,7 +123,8 @@ def backup_verify(
     session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s, appliers=APPLIERS)
     with session:
         identity = session.identity()
-        found = discovered(session, inv)
+        found = resolved(session, inv)
+        inv = found.present(inv)  # without the missing ones, reported above
         states = read_all(inv, found)
         now = datetime.now(timezone.utc)
         checked = judge(states, now)
@@ -138,4 +140,4 @@ def backup_verify(
     return session.finish()
 
 
-TASKS = [discover, read_table_backups, read_bucket_protection, read_snapshots, read_rds_snapshots, steps_policy(APPLIERS)] + SESSION_TASKS
+TASKS = [resolve_tables_buckets, read_table_backups, read_bucket_protection, read_snapshots, read_rds_snapshots, steps_policy(APPLIERS)] + SESSION_TASKS

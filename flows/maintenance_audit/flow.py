@@ -5,7 +5,9 @@ tags, Lambda runtimes, KMS rotation), 001 월간 유지보수 (log cleanup) and 
 보안 점검 (security groups, secrets rotation), 003 정기 점검 (S3 tmp/ lifecycle,
 RDS snapshots, audit-log PII sampling).
 
-Steps: confirm identity -> read concurrently (log retention, tmp/ prefixes,
+Steps: confirm identity -> resolve the system's resources once (named and
+tag-discovered, the set daily-health checks; a named one that does not exist is
+reported once and not audited further) -> read concurrently (log retention, tmp/ prefixes,
 an audit-log sample, Lambda runtimes, IAM roles, tags, KMS, secrets, security
 groups, RDS snapshots, ACM certificates, ECR image scans) -> judge (pure, a finding per resource and check, each
 saying what to do) -> plan the fixes -> (dry run ends here) -> approve ->
@@ -22,9 +24,8 @@ deleting tmp/ objects, lifecycle rules, roles, tags, runtimes, secrets and
 security groups are findings with instructions, never automatic. Running again
 once fixed plans nothing.
 
-API calls: 1+ a log group, 1 + pages a tmp/ prefix, pages of FilterLogEvents an
-audit group (capped), 1 a function, ListRoles pages + 1 a matching role, pages
-of GetResources, ListAliases + 1 a key, 1 a secret, DescribeSecurityGroups
+API calls: pages of GetResources (discovery) + 1-2 a named resource discovery did not see, 1+ a log group, 1 + pages a tmp/ prefix, pages of FilterLogEvents an
+audit group (capped), 1 a function, ListRoles pages + 1 a matching role, ListAliases + 1 a key, 1 a secret, DescribeSecurityGroups
 pages, 1 + pages an RDS instance, ListCertificates pages + 1 a matching
 certificate, DescribeImages pages + 1 an ECR repository, plus the session's and 2-3 a fix.
 """
@@ -47,8 +48,9 @@ from opsbook.mutation.fixes import act, conclude
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, steps_policy
 from opsbook.paging import page_report
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
+from opsbook.resources import Resolved, resolution_findings, resolve, resolved_or_named
 from tasks.acm import read_certificates
-from tasks.awslambda import read_runtimes
+from tasks.awslambda import function_names, read_runtimes
 from tasks.ec2 import read_security_groups
 from tasks.ecr import read_image_scans
 from tasks.iam_roles import read_iam_roles
@@ -57,7 +59,7 @@ from tasks.logs import LogGroupState, read_log_retention, read_retention, sample
 from tasks.rds import read_rds_snapshots
 from tasks.s3 import read_tmp_prefixes
 from tasks.secretsmanager import read_secret_rotation
-from tasks.tagging import read_resource_tags
+from tasks.tagging import resource_tags
 
 READ_DEADLINE_S = 120.0
 VERIFY_TIMEOUT_S = 30.0
@@ -67,17 +69,22 @@ APPLIERS = {RETENTION: Applier(read=read_retention, apply=set_retention), KMS_RO
 # --- collect ------------------------------------------------------------------------------------
 
 
-def read_all(inv: System) -> dict[str, Any]:
-    """Every concern the inventory configures, read concurrently; a read task that failed is its exception (UNKNOWN)."""
+def resolved(inv: System) -> Resolved:
+    """The run's resources, resolved once (a resolution that failed as a whole: the named ones, and the reason)."""
+    return resolved_or_named(inv, future_value(resolve.submit(inv, aws.Deadline(READ_DEADLINE_S), tags=bool(inv.audit.required_tags))))
+
+
+def read_all(inv: System, found: Resolved) -> dict[str, Any]:
+    """Every concern the inventory configures, over the resolved resources (``inv`` without the missing ones), read
+    concurrently; a read task that failed is its exception (UNKNOWN)."""
     deadline = aws.Deadline(READ_DEADLINE_S)
     a = inv.audit
     reads: list[tuple[str, bool, Any, tuple]] = [
-        ("logs", True, read_log_retention, (inv, deadline)),
+        ("logs", True, read_log_retention, (inv, found, deadline)),
         ("tmp", any(b.tmp_prefix for b in inv.s3_buckets), read_tmp_prefixes, (inv, deadline)),
         ("audit-log", any(g.audit for g in inv.log_groups), sample_audit_logs, (inv, deadline)),
-        ("runtimes", bool(inv.lambda_functions), read_runtimes, (inv, deadline)),
+        ("runtimes", bool(function_names(inv, found)), read_runtimes, (inv, found, deadline)),
         ("iam", bool(a.iam_role_patterns), read_iam_roles, (inv, deadline)),
-        ("tags", bool(a.required_tags), read_resource_tags, (inv,)),
         ("kms", bool(a.kms_key_aliases), read_kms_rotation, (inv, deadline)),
         ("secrets", bool(a.secrets), read_secret_rotation, (inv, deadline)),
         ("security-groups", bool(a.security_group_patterns), read_security_groups, (inv,)),
@@ -86,12 +93,13 @@ def read_all(inv: System) -> dict[str, Any]:
         ("ecr-scans", bool(a.ecr_repositories), read_image_scans, (inv, deadline)),
     ]
     futures = {name: t.submit(*args) for name, wanted, t, args in reads if wanted}
-    return {k: future_value(f) for k, f in futures.items()}
+    tags = {"tags": resource_tags(found)} if a.required_tags else {}  # read by the resolution: no call of its own
+    return {k: future_value(f) for k, f in futures.items()} | tags
 
 
-def reread(inv: System, fixed: dict[str, list[str]]) -> dict[str, Any]:
+def reread(inv: System, found: Resolved, fixed: dict[str, list[str]]) -> dict[str, Any]:
     """The fixed log groups and keys read again, for the report to show the state after the fixes."""
-    futures = {"logs": read_log_retention.submit(inv, aws.Deadline(READ_DEADLINE_S), fixed["logs"])}
+    futures = {"logs": read_log_retention.submit(inv, found, aws.Deadline(READ_DEADLINE_S), fixed["logs"])}
     if fixed["kms"]:
         futures["kms"] = read_kms_rotation.submit(inv, aws.Deadline(READ_DEADLINE_S), fixed["kms"])
     return {k: future_value(f) for k, f in futures.items()}
@@ -129,7 +137,10 @@ def maintenance_audit(
     session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s, appliers=APPLIERS)
     with session:
         identity = session.identity()
-        states = read_all(inv)
+        found = resolved(inv)
+        session.report.findings += resolution_findings(inv, found)
+        inv = found.present(inv)  # the missing ones are reported above, once, and not audited further
+        states = read_all(inv, found)
         session.report.findings += judge(inv, states, datetime.now(timezone.utc))
         session.report.findings += breach_escalation(inv, session.report.findings, BREACH_CHECKS)
         groups = states["logs"] if isinstance(states["logs"], list) else []
@@ -139,11 +150,11 @@ def maintenance_audit(
             done = act(session, identity, VERIFY_TIMEOUT_S)
             fixed = {"logs": sorted({x.resource for x in plan.actions if x.kind == RETENTION}),
                      "kms": sorted({x.resource for x in plan.actions if x.kind == KMS_ROTATION})}
-            conclude(session, done, reread(inv, fixed), fixed, lambda st: judge(inv, st, datetime.now(timezone.utc)), fixed_check, "maintenance-fix", fix_what)
+            conclude(session, done, reread(inv, found, fixed), fixed, lambda st: judge(inv, st, datetime.now(timezone.utc)), fixed_check, "maintenance-fix", fix_what)
     page_report(session.report, inv, RUNBOOK)
     return session.finish()
 
 
-TASKS = [read_log_retention, read_tmp_prefixes, sample_audit_logs, read_runtimes, read_iam_roles, read_resource_tags, read_kms_rotation,
+TASKS = [resolve, read_log_retention, read_tmp_prefixes, sample_audit_logs, read_runtimes, read_iam_roles, read_kms_rotation,
          read_secret_rotation, read_security_groups, read_rds_snapshots, read_certificates, read_image_scans,
          steps_policy(APPLIERS)] + SESSION_TASKS

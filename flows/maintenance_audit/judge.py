@@ -172,11 +172,13 @@ def judge_role(s: RoleUse, unused_days: int, now: datetime) -> Finding:
 
 
 def judge_tags(s: ResourceTags, required: list[str]) -> Finding:
-    missing = [t for t in required if t not in s.tags]
     res = f"{s.kind}:{s.name}"
+    if s.error:
+        return unknown("required-tags", res, s.error)
+    missing = [t for t in required if t not in s.tags]
     if missing:
         return Finding(check="required-tags", resource=res, status=Status.WARN, details={"missing": missing},
-                       summary=f"missing tag(s) {', '.join(missing)}" + ("" if s.tags else " (no tags at all, or not found)"))
+                       summary=f"missing tag(s) {', '.join(missing)}" + ("" if s.tags else " (no tags at all)"))
     return Finding(check="required-tags", resource=res, status=Status.OK, summary=f"carries {', '.join(required)}")
 
 

@@ -4,9 +4,11 @@ Sources: 001 주간 리포트 (PipelineExecutionTime average, GenerationSuccess,
 users of the metadata table), 000 용량 관리 (DynamoDB consumed capacity average/max,
 S3 bucket sizes), 002 주간 점검 / 용량 계획 / 비용 모니터링 (Cost Explorer by service).
 
-Reads top to bottom like the procedure: discover the system's resources, read
+Reads top to bottom like the procedure: resolve the system's resources once
+(named and tag-discovered, the set daily-health checks; a named function, table
+or bucket that does not exist is reported once and not read further), read
 every metric of both weeks in one GetMetricData batch, look up the idle
-resources that discovery did not see (a missing one has no datapoints either),
+APIs that the API listing did not show (a missing one has no datapoints either),
 count users, read cost, judge (SLO breaches, notable changes, idle resources
 one line per kind, UNKNOWN for what could not be read and for an SLO without
 data), store the HTML report, publish the markdown, table and link artifacts.
@@ -34,7 +36,7 @@ from opsbook.inventory import System, load_system
 from opsbook.masking import mask
 from opsbook.params import Param, SystemName
 from opsbook.report import RunReport, artifact_key, publish_report, run_url
-from opsbook.resources import Discovered, Unreadable, confirm_idle, discover
+from opsbook.resources import Discovered, Resolved, Unreadable, build_resolved, confirm_idle, resolution_findings, resolve_metered
 from tasks.apigateway import api_names
 from tasks.cloudwatch import read_trends
 from tasks.costexplorer import read_costs
@@ -42,7 +44,7 @@ from tasks.dynamodb import count_distinct_users
 from tasks.s3 import store_html
 
 RUNBOOK = "weekly-report"
-TASKS = [discover, api_names, read_trends, confirm_idle, count_distinct_users, read_costs, store_html]
+TASKS = [resolve_metered, api_names, read_trends, confirm_idle, count_distinct_users, read_costs, store_html]
 
 
 def outcome(fut: PrefectFuture) -> tuple[Any, str | None]:
@@ -54,11 +56,12 @@ def outcome(fut: PrefectFuture) -> tuple[Any, str | None]:
     return None, aws.describe_error(exc) if isinstance(exc, BaseException) else str(fut.state.message)
 
 
-def resolve(inv: System) -> tuple[Discovered, list[Finding]]:
-    """The system's resources found by tag; discovery that failed or erred is UNKNOWN (the inventory's names stay)."""
-    found, reason = outcome(discover.submit(inv))
-    reason = reason or (found.error if found else None)
-    return found if found is not None else Discovered(), [unknown("discovery", f"tags {inv.discovery.tags}", reason)] if reason else []
+def resolved(inv: System) -> tuple[Resolved, list[Finding]]:
+    """The run's resources, resolved once: discovery that failed or erred is UNKNOWN (the inventory's names stay); a named
+    function, table or bucket that does not exist is reported once (and read no further)."""
+    found, reason = outcome(resolve_metered.submit(inv, aws.Deadline(60)))
+    res = found if found is not None else build_resolved(inv, [], {}, enabled=True, error=reason)
+    return res, resolution_findings(inv, res)
 
 
 def read_api_names(inv: System, found: Discovered, findings: list[Finding]) -> list[str]:
@@ -118,7 +121,8 @@ def weekly_report(
     window = week_window(inv, weeks_back)
 
     # collect: resources, every metric of both weeks, the idle ones looked up, users, cost
-    found, findings = resolve(inv)
+    found, findings = resolved(inv)
+    inv = found.present(inv)  # without the missing ones, reported above
     users_f = count_distinct_users.submit(inv)
     cost_f = read_costs.submit(window.start.date(), window.end.date()) if inv.reporting.cost_explorer else None
     apis = read_api_names(inv, found, findings)

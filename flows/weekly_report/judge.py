@@ -155,8 +155,9 @@ def idle_resources(trends: list[Trend]) -> dict[str, list[str]]:
 
 
 def unconfirmed(system: System, found: Discovered, apis: list[str], idle: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Idle resources nothing has shown to exist: named in the inventory only (tag discovery and the API listing prove the others)."""
-    seen = {"lambda": set(found.lambda_functions), "dynamodb": set(found.dynamodb_tables), "s3": set(found.s3_buckets),
+    """Idle resources nothing has shown to exist: named in the inventory only (tag discovery, the run's lookup of the named
+    ones and the API listing prove the others)."""
+    seen = {"lambda": found.confirmed("lambda"), "dynamodb": found.confirmed("dynamodb"), "s3": found.confirmed("s3"),
             "apigateway": set(apis) - {a.name for a in system.api_gateway_apis}}
     out = {kind: [n for n in names if n not in seen[kind]] for kind, names in idle.items() if kind in seen}
     return {kind: names for kind, names in out.items() if names}

@@ -200,3 +200,18 @@ def test_a_fix_whose_state_changed_since_the_plan_is_refused(seeded, sandbox):
         Action(kind="dynamodb-pitr", resource="todos", current="DISABLED", target="ENABLED", iam_action="dynamodb:UpdateContinuousBackups")])
     with pytest.raises(Refused, match="todos was DISABLED when planned and is now ENABLED"):
         check_drift.fn(todo, plan, bv.APPLIERS)  # the step reads what the plan read
+
+
+def test_a_named_table_that_does_not_exist_is_crit_once_and_not_read(seeded, sandbox, monkeypatch):
+    """The run's one resolution finds it missing: one finding, no PITR or backup finding, no fix planned for it."""
+    from opsbook.inventory import load_system
+
+    hr = seeded(HR)
+    good_backups(sandbox, hr)
+    ghost = hr.dynamodb_tables[0].model_copy(update={"name": "Ghost-Team2"})  # backup_required, like Employees-Team2
+    with_ghost = hr.model_copy(update={"dynamodb_tables": [*hr.dynamodb_tables, ghost]})
+    monkeypatch.setattr(bv, "load_system", lambda name: with_ghost if name == HR else load_system(name))
+    report = run(HR)
+    assert not_ok(report) == [("inventory", "Ghost-Team2", "CRIT")]
+    assert "named in the inventory but does not exist" in finding(report, "inventory", "Ghost-Team2").summary
+    assert report.plan["actions"] == [] and report.undeclared_iam_actions == []

@@ -16,6 +16,7 @@ from opsbook.findings import Status
 from opsbook.iam import iam_action, policy_for
 from opsbook.mutation.core import ShellApproval, shell_approval
 from opsbook.report import RunReport
+from opsbook.resources import resolve
 from sandbox import audits as sa
 from sandbox.backups import create_rds_instance
 from tasks.acm import read_certificates
@@ -27,7 +28,7 @@ from tasks.kms import read_kms_rotation
 from tasks.logs import read_log_retention, sample_audit_logs
 from tasks.s3 import read_tmp_prefixes
 from tasks.secretsmanager import read_secret_rotation
-from tasks.tagging import read_resource_tags
+from tasks.tagging import resource_tags
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -54,7 +55,7 @@ def test_leh_collectors_retention_tmp_audit_sample_and_certificates(seeded, sand
 
     leh = seeded(LEH)
     sa.log_group(sandbox, leh, "/leh/audit", retention_days=3653, events=["x" * 1000])
-    found = judged(leh, "logs", read_log_retention, aws.Deadline(30))
+    found = judged(leh, "logs", read_log_retention, resolve.fn(leh), aws.Deadline(30))
     status, text = found[("logs-retention", "/aws/lambda/leh-ai-worker")]
     assert status == "WARN" and "no retention" in text and "set retention to 30 days" in text
     status, text = found[("logs-retention", "/leh/audit")]
@@ -91,13 +92,13 @@ def test_hr_collectors_retention_runtimes_roles_tags(seeded, sandbox):
     hr = seeded(HR)
     sa.log_group(sandbox, hr, "/aws/lambda/ResumeParser", retention_days=365, events=["y" * 2048])
     sa.log_group(sandbox, hr, "/aws/lambda/TechTrendCollector", retention_days=14)
-    found = judged(hr, "logs", read_log_retention, aws.Deadline(30))
+    found = judged(hr, "logs", read_log_retention, resolve.fn(hr), aws.Deadline(30))
     status, text = found[("logs-retention", "/aws/lambda/ResumeParser")]
     assert status == "WARN" and "would delete every event older than 30 days" in text and "KiB stored" in text
     assert found[("logs-retention", "/aws/lambda/TechTrendCollector")][0] == "OK"
 
     sa.function_runtime(sandbox, hr, "ResumeParser", "python3.8")
-    found = judged(hr, "runtimes", read_runtimes, aws.Deadline(30))
+    found = judged(hr, "runtimes", read_runtimes, resolve.fn(hr), aws.Deadline(30))
     assert found[("lambda-runtime", "ResumeParser")][0] == "CRIT" and "deprecated on 2024-10-14" in found[("lambda-runtime", "ResumeParser")][1]
     assert found[("lambda-runtime", "AffinityScoreCalculator")][0] == "OK"  # python3.12
 
@@ -109,7 +110,7 @@ def test_hr_collectors_retention_runtimes_roles_tags(seeded, sandbox):
     assert {r: s for (c, r), (s, _) in found.items()} == {"Team2-old-role": "WARN", "Team2-busy-role": "OK", "Team2-never-role": "WARN"}
 
     boto3.client("s3", region_name=hr.region, endpoint_url=sandbox.endpoint).delete_bucket_tagging(Bucket="hr-frontend-bucket-team2")
-    found = judged(hr, "tags", read_resource_tags)
+    found = {(f.check, f.resource): (f.status.value, f.summary) for f in judge(hr, {"tags": resource_tags(resolve.fn(hr, tags=True))}, datetime.now(timezone.utc))}
     bad = sorted(r for (c, r), (s, _) in found.items() if s != "OK")
     assert bad == ["s3:hr-frontend-bucket-team2"] and len(found) == 8 + 6 + 4
 
