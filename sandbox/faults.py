@@ -150,10 +150,11 @@ FAULTS: dict[str, Callable[..., dict[str, Any]]] = {
 
 def _register_scenarios() -> None:
     """The remediation runbooks' scenarios (each module owns its own) under their fault names."""
-    from sandbox import capacity, opensearch_faults
+    from sandbox import audits, capacity, lambda_timeouts, opensearch_faults
 
     FAULTS.update(capacity.SCENARIOS)
     FAULTS.update({f"opensearch-{name}": fn for name, fn in opensearch_faults.SCENARIOS.items()})
+    FAULTS.update({"lambda-slow": lambda_timeouts.slow_durations, "lambda-config-drift": audits.function_config})
 
 
 _register_scenarios()
