@@ -113,6 +113,11 @@ def _traffic(sb: Sandbox, system: System, function: str, *, minutes: int, per_mi
             "avg_ms": sum(durations_all) / len(durations_all) if durations_all else None}
 
 
+def configure(sb: Sandbox, system: System, function: str, *, timeout_s: int, memory_mb: int) -> None:
+    """The function as deployed with this timeout and memory (the seed gives it the inventory's ``expected_*``)."""
+    sandbox_client(sb, "lambda", system.region).update_function_configuration(FunctionName=function, Timeout=timeout_s, MemorySize=memory_mb)
+
+
 def healthy_lambdas(sb: Sandbox, system: System, functions: list[str] | None = None, *, minutes: int = 30, per_minute: int = 4,
                     skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """Every (or the named) function runs at 5-30 % of its timeout, never timing out."""
@@ -268,5 +273,5 @@ def metrics_unreadable(sb: Sandbox, system: System) -> None:
     sb.backend("cloudwatch", system.region).get_metric_data = refuse
 
 
-__all__ = ["lambda_timeouts", "healthy_lambdas", "slow_durations", "traffic_after_change", "connect_queue", "slow_update", "failing_update",
+__all__ = ["lambda_timeouts", "healthy_lambdas", "slow_durations", "configure", "traffic_after_change", "connect_queue", "slow_update", "failing_update",
            "metrics_unreadable", "backdate"]

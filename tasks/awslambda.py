@@ -283,6 +283,12 @@ class FunctionInfo(BaseModel):
 
 @aws_task(iam=["lambda:GetFunctionConfiguration"], cache_policy=NO_CACHE)
 def read_functions(system: System, functions: list[str], deadline: aws.Deadline) -> dict[str, FunctionInfo]:
+    return function_infos(system, functions, deadline)
+
+
+@declares(["lambda:GetFunctionConfiguration"])
+def function_infos(system: System, functions: list[str], deadline: aws.Deadline) -> dict[str, FunctionInfo]:
+    """Each function's role, timeout and memory (concurrently); one that does not exist has ``exists`` False, an unreadable one ``error``."""
     c = aws.client("lambda", system.region)
     out: dict[str, FunctionInfo] = {}
     for fn, cfg, err in aws.parallel(lambda n: c.get_function_configuration(FunctionName=n), functions, deadline=deadline):
@@ -291,6 +297,14 @@ def read_functions(system: System, functions: list[str], deadline: aws.Deadline)
         else:
             out[fn] = FunctionInfo(function=fn, exists=True, role_arn=cfg.get("Role"), timeout_s=cfg.get("Timeout"), memory_mb=cfg.get("MemorySize"))
     return out
+
+
+@aws_task(iam=["lambda:GetFunctionConfiguration"], name="read-lambda-sizes", cache_policy=NO_CACHE)
+def read_function_sizes(system: System, deadline: aws.Deadline, names: list[str] | None = None) -> list[FunctionInfo]:
+    """Timeout and memory of the inventory's functions that declare ``expected_memory_mb``/``expected_timeout_s`` (or of
+    ``names``): what maintenance-audit compares with the inventory."""
+    wanted = names if names is not None else [f.name for f in system.lambda_functions if f.expected_memory_mb or f.expected_timeout_s]
+    return list(function_infos(system, wanted, deadline).values())
 
 
 # --- runtimes -------------------------------------------------------------------------------
