@@ -37,7 +37,7 @@ from typing import Annotated, Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.maintenance_audit.judge import KMS_ROTATION, RETENTION, RUNBOOK, UNDO_IAM, decide, fix_what, fixed_check, judge
+from flows.maintenance_audit.judge import KMS_ROTATION, RETENTION, RUNBOOK, decide, fix_what, fixed_check, judge
 from opsbook import aws
 from opsbook.collect import future_value
 from opsbook.inventory import System, load_system
@@ -48,8 +48,8 @@ from opsbook.mutation.fixes import act, conclude
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records, steps_policy
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName, UndoRun
 from tasks.acm import read_certificates
-from tasks.awslambda import (MEMORY_KIND, TIMEOUT_KIND, FunctionInfo, config_reader, config_setter, config_settled, read_function_sizes,
-                             read_runtimes)
+from tasks.awslambda import (CONFIG_IAM, MEMORY_KIND, TIMEOUT_KIND, FunctionInfo, config_reader, config_setter, config_settled,
+                             read_function_sizes, read_runtimes)
 from tasks.ec2 import read_security_groups
 from tasks.ecr import read_image_scans
 from tasks.iam_roles import read_iam_roles
@@ -68,6 +68,7 @@ APPLIERS = {
     MEMORY_KIND: Applier(read=config_reader("MemorySize"), apply=config_setter("MemorySize"), settled=config_settled("MemorySize")),
     TIMEOUT_KIND: Applier(read=config_reader("Timeout"), apply=config_setter("Timeout"), settled=config_settled("Timeout")),
 }
+UNDO_IAM = {RETENTION: "logs:DeleteRetentionPolicy", KMS_ROTATION: "kms:DisableKeyRotation", MEMORY_KIND: CONFIG_IAM, TIMEOUT_KIND: CONFIG_IAM}
 
 
 # --- collect ------------------------------------------------------------------------------------

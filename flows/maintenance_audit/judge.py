@@ -26,7 +26,6 @@ from tasks.tagging import ResourceTags
 RUNBOOK = "maintenance-audit"
 RETENTION, KMS_ROTATION = "logs-retention", "kms-rotation"  # action kinds (and the checks they fix)
 DRIFT = "lambda-config-drift"  # the check whose fixes are MEMORY_KIND and TIMEOUT_KIND actions
-UNDO_IAM = {RETENTION: "logs:DeleteRetentionPolicy", KMS_ROTATION: "kms:DisableKeyRotation", MEMORY_KIND: CONFIG_IAM, TIMEOUT_KIND: CONFIG_IAM}
 
 # AWS Lambda runtime deprecation dates (docs.aws.amazon.com/lambda/latest/dg/lambda-runtimes.html, as published by
 # 2025-11: python3.9 moved to 2025-12-15, nodejs18.x deprecated 2025-09-01). Inventory `audit.runtime_deprecations` overrides.
