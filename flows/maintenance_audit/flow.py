@@ -40,9 +40,9 @@ from prefect.cache_policies import NO_CACHE
 from flows.maintenance_audit.judge import KMS_ROTATION, RETENTION, RUNBOOK, decide, fix_what, fixed_check, judge
 from opsbook import aws
 from opsbook.collect import future_value
-from opsbook.inventory import System, load_system
 from opsbook.findings import Finding, Status
 from opsbook.iam import aws_task
+from opsbook.inventory import System, load_system
 from opsbook.mutation.core import Applier, Identity, Plan, undo_plan
 from opsbook.mutation.fixes import act, conclude
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records, steps_policy
