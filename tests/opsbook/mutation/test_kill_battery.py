@@ -123,6 +123,8 @@ SCENARIOS = [
     ("lambda-timeout", "remediate-lambda-timeout", "hr-resource-optimization", _lambda_timeouts, ["observe_s=0"]),
     # a missing log retention (the seed's worker log group), an independent fix
     ("log-retention", "maintenance-audit", "leh", lambda sb, s: None, []),
+    # a function's memory and timeout off the inventory's expected_* (set back), next to its log group's missing retention
+    ("lambda-config-drift", "maintenance-audit", "todo-app", _fault("lambda-config-drift"), []),
     # three steps in one plan (desired count, the auto scaling minimum, the table's write capacity): kills at the 1st and 3rd
     ("scale-ecs-hold-and-table", "scale-service", "t-developer", _provisioned_table("t-developer-metadata-production", 5, 5),
      ["desired=6", "hold=true", "table=t-developer-metadata-production", "write_units=9", "settle_timeout_s=5"]),
