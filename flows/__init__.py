@@ -32,7 +32,7 @@ CATALOGUE: list[Runbook] = [
             "restore copies of tables, objects and indices, prove them right against the RTO, always remove them",
             needs("table, bucket or OpenSearch domain", lambda s: s.dynamodb_tables or s.s3_buckets or s.opensearch_domains or s.discovery.tags)),
     Runbook("maintenance-audit", "flows.maintenance_audit.flow", "maintenance_audit", True,
-            "log retention, tmp/ lifecycle, audit-log PII sample, runtimes, IAM roles, tags, KMS, secrets, security groups, RDS"),
+            "log retention, tmp/ lifecycle, audit-log PII sample, runtimes, Lambda memory/timeout drift, IAM roles, tags, KMS, secrets, security groups, RDS"),
     Runbook("reindex-case", "flows.reindex_case.flow", "reindex_case", True,
             "restore a soft-deleted case and rebuild its search index from DynamoDB",
             needs("case_store section", lambda s: s.case_store)),

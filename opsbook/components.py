@@ -366,6 +366,32 @@ def judge_alias(resource: str, alias: dict[str, Any] | None, unreadable: str | N
                    details={"version": alias["FunctionVersion"]})
 
 
+def judge_duration(name: str, timeout_s: int | None, p99_ms: float | None, warn_pct: float, crit_pct: float, hours: float,
+                   unreadable: str | None = None) -> Finding:
+    """Duration p99 over the window against the configured timeout: at or above ``crit_pct`` % CRIT (invocations are about
+    to time out), at or above ``warn_pct`` % WARN; no datapoint is an idle function (OK, said so); unreadable UNKNOWN."""
+    check = "lambda-duration"
+    if unreadable is not None:
+        return unknown(check, name, unreadable)
+    if not timeout_s:
+        return unknown(check, name, "the function's configured timeout was not in its configuration")
+    window = f"the last {hours:g} h"
+    if p99_ms is None:
+        return Finding(check=check, resource=name, status=Status.OK, details={"timeout_s": timeout_s, "window_hours": hours},
+                       summary=f"no invocations in the window (no Duration datapoint in {window}; timeout {timeout_s} s)")
+    pct = 100.0 * p99_ms / (timeout_s * 1000)
+    details = {"p99_ms": round(p99_ms, 1), "timeout_s": timeout_s, "pct": round(pct, 1), "warn_pct": warn_pct, "crit_pct": crit_pct,
+               "window_hours": hours}
+    text = f"Duration p99 {p99_ms / 1000:.2f} s over {window} = {pct:.0f} % of its {timeout_s} s timeout (WARN at {warn_pct:g} %, CRIT at {crit_pct:g} %)"
+    if pct >= crit_pct:
+        return Finding(check=check, resource=name, status=Status.CRIT, value=round(pct, 1), details=details,
+                       summary=f"{text}: its slowest invocations end at the timeout; see remediate-lambda-timeout")
+    if pct >= warn_pct:
+        return Finding(check=check, resource=name, status=Status.WARN, value=round(pct, 1), details=details,
+                       summary=f"{text}: close to timing out; find what got slower, or raise the timeout (remediate-lambda-timeout)")
+    return Finding(check=check, resource=name, status=Status.OK, value=round(pct, 1), details=details, summary=text)
+
+
 # --- API Gateway --------------------------------------------------------------------------------
 
 

@@ -320,12 +320,21 @@ class Thresholds(Strict):
     error_rate_slo_pct: float | None = None
     pipeline_p95_slo_s: float | None = None
     api_p95_slo_ms: float | None = None
+    lambda_duration_warn_pct: float = Field(80, gt=0, le=100, description="a function's Duration p99 over daily-health's window at or "
+                                            "above this share of its configured timeout is WARN")
+    lambda_duration_crit_pct: float = Field(95, gt=0, le=100, description="... and CRIT (the next invocations time out)")
 
     @model_validator(mode="after")
     def _warn_below_crit(self) -> Thresholds:
         for kind in ("log_errors", "failed_logins", "rate_limit", "dlq_messages"):
             if getattr(self, f"{kind}_warn") > getattr(self, f"{kind}_crit"):
                 raise ValueError(f"{kind}_warn must not exceed {kind}_crit")
+        return self
+
+    @model_validator(mode="after")
+    def _duration_warn_below_crit(self) -> Thresholds:
+        if self.lambda_duration_warn_pct > self.lambda_duration_crit_pct:
+            raise ValueError("lambda_duration_warn_pct must not exceed lambda_duration_crit_pct")
         return self
 
 

@@ -104,6 +104,22 @@ def function_runtime(sb: Sandbox, system: System, function: str, runtime: str = 
     return {"resource": function, "runtime": runtime}
 
 
+def function_config(sb: Sandbox, system: System, function: str | None = None, memory_mb: int | None = None,
+                    timeout_s: int | None = None) -> dict[str, Any]:
+    """A function's memory and/or timeout changed by hand (drifted from the inventory's ``expected_*``). Default: the
+    inventory's first function with expected values, its memory a quarter and its timeout a tenth of them."""
+    declared = [f for f in system.lambda_functions if f.expected_memory_mb or f.expected_timeout_s]
+    spec = next((f for f in system.lambda_functions if f.name == function), None) if function else (declared or [None])[0]
+    if spec is None:
+        raise ValueError(f"fault 'lambda-config-drift' needs a Lambda function with expected_memory_mb/expected_timeout_s in {system.name}")
+    if memory_mb is None and timeout_s is None:
+        memory_mb = max(128, spec.expected_memory_mb // 4) if spec.expected_memory_mb else None
+        timeout_s = max(1, spec.expected_timeout_s // 10) if spec.expected_timeout_s else None
+    change = {k: v for k, v in (("MemorySize", memory_mb), ("Timeout", timeout_s)) if v is not None}
+    sandbox_client(sb, "lambda", system.region).update_function_configuration(FunctionName=spec.name, **change)
+    return {"resource": spec.name, "memory_mb": memory_mb, "timeout_s": timeout_s}
+
+
 def kms_key(sb: Sandbox, system: System, alias: str, rotation: bool) -> dict[str, Any]:
     kms = sandbox_client(sb, "kms", system.region)
     key = kms.create_key(Description=f"{system.name} {alias}")["KeyMetadata"]["KeyId"]

@@ -205,6 +205,17 @@ def _register_scenarios() -> None:
 
 _register_scenarios()
 
+
+def _register_lambda_faults() -> None:
+    """A function whose Duration p99 nears its timeout (daily-health) and one whose memory/timeout drifted from the
+    inventory's expected_* (maintenance-audit); their modules own them."""
+    from sandbox import audits, lambda_timeouts
+
+    FAULTS.update({"lambda-slow": lambda_timeouts.slow_durations, "lambda-config-drift": audits.function_config})
+
+
+_register_lambda_faults()
+
 # What `opsbook demo` injects into each seed system.
 DEMO_FAULTS: dict[str, list[str]] = {
     "hr-resource-optimization": ["alarm-firing", "log-errors", "opensearch-red"],

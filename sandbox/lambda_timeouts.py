@@ -113,6 +113,11 @@ def _traffic(sb: Sandbox, system: System, function: str, *, minutes: int, per_mi
             "avg_ms": sum(durations_all) / len(durations_all) if durations_all else None}
 
 
+def configure(sb: Sandbox, system: System, function: str, *, timeout_s: int, memory_mb: int) -> None:
+    """The function as deployed with this timeout and memory (the seed gives it the inventory's ``expected_*``)."""
+    sandbox_client(sb, "lambda", system.region).update_function_configuration(FunctionName=function, Timeout=timeout_s, MemorySize=memory_mb)
+
+
 def healthy_lambdas(sb: Sandbox, system: System, functions: list[str] | None = None, *, minutes: int = 30, per_minute: int = 4,
                     skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """Every (or the named) function runs at 5-30 % of its timeout, never timing out."""
@@ -143,6 +148,32 @@ def lambda_timeouts(sb: Sandbox, system: System, function: str | None = None, *,
     if others_healthy:
         out["healthy"] = healthy_lambdas(sb, system, skip=(name,))
     return out
+
+
+def slow_durations(sb: Sandbox, system: System, function: str | None = None, share: float = 0.96, *, minutes: int = 10,
+                   per_minute: int = 10) -> dict[str, Any]:
+    """``function`` (default: the inventory's first) ran ``per_minute`` invocations a minute for the last ``minutes``, each
+    lasting ``share`` of its configured timeout: its Duration p99 over any window holding them is exactly that share (only the
+    AWS/Lambda metrics are written: daily-health compares them with the timeout)."""
+    from sandbox.metrics import enable_percentiles
+
+    if not system.lambda_functions and function is None:
+        raise ValueError(f"fault 'lambda-slow' needs a Lambda function in the inventory of {system.name}")
+    name = function or system.lambda_functions[0].name
+    enable_percentiles()  # moto computes no pNN itself
+    timeout_s = int(_config(sb, system, name)["Timeout"])
+    ms = round(timeout_s * 1000 * share, 3)
+    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    dims = [{"Name": "FunctionName", "Value": name}]
+    data: list[dict[str, Any]] = []
+    for m in range(minutes, 0, -1):
+        ts = now - timedelta(minutes=m)
+        data += [{"MetricName": "Invocations", "Dimensions": dims, "Timestamp": ts, "Value": float(per_minute), "Unit": "Count"},
+                 {"MetricName": "Duration", "Dimensions": dims, "Timestamp": ts, "Values": [ms] * per_minute, "Unit": "Milliseconds"}]
+    cw = sandbox_client(sb, "cloudwatch", system.region)
+    for i in range(0, len(data), 500):
+        cw.put_metric_data(Namespace="AWS/Lambda", MetricData=data[i : i + 500])
+    return {"resource": name, "timeout_s": timeout_s, "duration_ms": ms, "share": share, "invocations": minutes * per_minute}
 
 
 def connect_queue(sb: Sandbox, system: System, function: str, queue: str) -> str:
@@ -242,5 +273,5 @@ def metrics_unreadable(sb: Sandbox, system: System) -> None:
     sb.backend("cloudwatch", system.region).get_metric_data = refuse
 
 
-__all__ = ["lambda_timeouts", "healthy_lambdas", "traffic_after_change", "connect_queue", "slow_update", "failing_update",
+__all__ = ["lambda_timeouts", "healthy_lambdas", "slow_durations", "configure", "traffic_after_change", "connect_queue", "slow_update", "failing_update",
            "metrics_unreadable", "backdate"]

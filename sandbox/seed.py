@@ -53,6 +53,13 @@ def sample_alarm_names(system: System) -> list[str]:
     return out
 
 
+def function_sizes(system: System, name: str) -> dict[str, int]:
+    """Timeout and memory as the inventory expects them (``expected_*``: a healthy function has not drifted); 30 s and
+    512 MB where it names none."""
+    spec = next((f for f in system.lambda_functions if f.name == name), None)
+    return {"Timeout": (spec and spec.expected_timeout_s) or 30, "MemorySize": (spec and spec.expected_memory_mb) or 512}
+
+
 def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None, weeks_of_metrics: bool = True) -> dict[str, Any]:
     """Create the inventory's resources in the sandbox; returns what was created.
 
@@ -73,7 +80,7 @@ def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None
     fn_names = [f.name for f in system.lambda_functions] + [f"{system.name}-extra-fn-{i}" for i in range(extra.get("functions", 0))]
     for name in fn_names:
         lam.create_function(FunctionName=name, Runtime="python3.12", Role=role, Handler="handler.handler",
-                            Code={"ZipFile": _zip()}, Tags=tags, Timeout=30, MemorySize=512)
+                            Code={"ZipFile": _zip()}, Tags=tags, **function_sizes(system, name))
         made["functions"].append(name)
     for f in system.lambda_functions:
         if f.aliases:

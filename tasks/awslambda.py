@@ -5,18 +5,19 @@ from __future__ import annotations
 import re
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from opsbook import aws
-from opsbook.components import judge_alias, judge_function
+from opsbook.components import judge_alias, judge_duration, judge_function
 from opsbook.findings import Finding
 from opsbook.iam import aws_task, declares
 from opsbook.inventory import System
 from opsbook.resources import Discovered
+from tasks.cloudwatch import peak, run_metric_queries
 
 
 def function_names(system: System, found: Discovered) -> list[str]:
@@ -36,6 +37,53 @@ def check_functions(system: System, found: Discovered, deadline: aws.Deadline) -
     aliases = [(f.name, a) for f in system.lambda_functions for a in f.aliases if f.name in present]
     for (fn, alias), res, err in aws.parallel(lambda fa: c.get_alias(FunctionName=fa[0], Name=fa[1]), aliases, deadline=deadline):
         findings.append(judge_alias(f"{fn}:{alias}", res, aws.unreadable(err)))
+    return findings
+
+
+# --- Duration p99 against the timeout (daily-health) -----------------------------------------------------------
+
+DURATION_WINDOW_H = 24.0  # daily-health's window: its log scans read the last 24 h too
+
+
+def read_duration_p99(region: str, names: list[str], hours: float) -> dict[str, float | None]:
+    """Each function's Duration p99 (ms) over the last ``hours``, in one batched GetMetricData (every page, 500 queries a
+    call); None: no datapoint (no invocation in the window)."""
+    if not names:
+        return {}
+    period = max(60, round(hours * 60) * 60)  # one period over the whole window
+    end = datetime.now(timezone.utc).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    specs = {n: ("AWS/Lambda", "Duration", {"FunctionName": n}, "p99", period) for n in names}
+    res = run_metric_queries(region, specs, end - timedelta(seconds=period), end)
+    return {n: peak(res[n]) for n in names}
+
+
+@aws_task(iam=["lambda:GetFunctionConfiguration", "cloudwatch:GetMetricData"], name="check-lambda-durations", cache_policy=NO_CACHE)
+def check_durations(system: System, found: Discovered, deadline: aws.Deadline, hours: float = DURATION_WINDOW_H) -> list[Finding]:
+    """Every function daily-health checks (named and tag-discovered): its Duration p99 over the window against its
+    configured timeout. The timeouts (one read a function, concurrently) and the batched metric read run side by side.
+    A function that does not exist is the state check's finding (lambda-state), not this one's."""
+    names = function_names(system, found)
+    if not names:
+        return []
+    c = aws.client("lambda", system.region)
+    jobs = {"timeouts": lambda: aws.parallel(lambda n: c.get_function_configuration(FunctionName=n)["Timeout"], names, deadline=deadline),
+            "p99": lambda: read_duration_p99(system.region, names, hours)}
+    done = {k: (res, err) for k, res, err in aws.parallel(lambda k: jobs[k](), list(jobs), deadline=deadline)}
+    timeouts, lost = done["timeouts"]
+    if lost is not None:  # the reads as a whole did not finish: each function's timeout is unknown
+        timeouts = [(n, None, lost) for n in names]
+    p99, p99_err = done["p99"]
+    th = system.thresholds
+    findings = []
+    for name, timeout_s, err in timeouts:
+        if err is not None and aws.is_not_found(err):
+            continue
+        if err is not None:
+            why: str | None = f"the function's timeout: {aws.describe_error(err)}"
+        else:
+            why = f"Duration p99 (GetMetricData): {aws.describe_error(p99_err)}" if p99_err is not None else None
+        findings.append(judge_duration(name, timeout_s, (p99 or {}).get(name), th.lambda_duration_warn_pct, th.lambda_duration_crit_pct,
+                                       hours, why))
     return findings
 
 
@@ -235,6 +283,12 @@ class FunctionInfo(BaseModel):
 
 @aws_task(iam=["lambda:GetFunctionConfiguration"], cache_policy=NO_CACHE)
 def read_functions(system: System, functions: list[str], deadline: aws.Deadline) -> dict[str, FunctionInfo]:
+    return function_infos(system, functions, deadline)
+
+
+@declares(["lambda:GetFunctionConfiguration"])
+def function_infos(system: System, functions: list[str], deadline: aws.Deadline) -> dict[str, FunctionInfo]:
+    """Each function's role, timeout and memory (concurrently); one that does not exist has ``exists`` False, an unreadable one ``error``."""
     c = aws.client("lambda", system.region)
     out: dict[str, FunctionInfo] = {}
     for fn, cfg, err in aws.parallel(lambda n: c.get_function_configuration(FunctionName=n), functions, deadline=deadline):
@@ -243,6 +297,14 @@ def read_functions(system: System, functions: list[str], deadline: aws.Deadline)
         else:
             out[fn] = FunctionInfo(function=fn, exists=True, role_arn=cfg.get("Role"), timeout_s=cfg.get("Timeout"), memory_mb=cfg.get("MemorySize"))
     return out
+
+
+@aws_task(iam=["lambda:GetFunctionConfiguration"], name="read-lambda-sizes", cache_policy=NO_CACHE)
+def read_function_sizes(system: System, deadline: aws.Deadline, names: list[str] | None = None) -> list[FunctionInfo]:
+    """Timeout and memory of the inventory's functions that declare ``expected_memory_mb``/``expected_timeout_s`` (or of
+    ``names``): what maintenance-audit compares with the inventory."""
+    wanted = names if names is not None else [f.name for f in system.lambda_functions if f.expected_memory_mb or f.expected_timeout_s]
+    return list(function_infos(system, wanted, deadline).values())
 
 
 # --- runtimes -------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from opsbook.findings import Finding
 from opsbook.inventory import System
 from opsbook.resources import coverage, discover
 from tasks.apigateway import check_apis
-from tasks.awslambda import check_functions
+from tasks.awslambda import check_durations, check_functions
 from tasks.cloudwatch import check_alarms
 from tasks.dynamodb import check_tables
 from tasks.ecs import check_services
@@ -26,11 +26,12 @@ from tasks.s3 import check_buckets
 from tasks.sqs import check_dlqs
 
 CHECKS = [discover, check_functions, check_tables, check_domains, check_apis, check_services, check_buckets,
-          check_alarms, check_error_logs, check_security_logs, check_dlqs, check_endpoints]
+          check_alarms, check_error_logs, check_security_logs, check_dlqs, check_endpoints, check_durations]
 
 
 def submit_checks(inv: System, found: PrefectFuture, deadline: aws.Deadline, logs: bool = True) -> dict[str, PrefectFuture]:
-    """Every component check, submitted concurrently after discovery (the DAG's middle row)."""
+    """Every component check, submitted concurrently after discovery (the DAG's middle row); ``logs``: with the checks over
+    the last 24 h (log scans, Lambda Duration p99 against the timeout), which only daily-health runs."""
     checks = {
         "lambda": check_functions.submit(inv, found, deadline),
         "dynamodb": check_tables.submit(inv, found, deadline),
@@ -45,6 +46,7 @@ def submit_checks(inv: System, found: PrefectFuture, deadline: aws.Deadline, log
     if logs:
         checks["log-errors"] = check_error_logs.submit(inv, found, deadline)
         checks["security-logs"] = check_security_logs.submit(inv, deadline)
+        checks["lambda-duration"] = check_durations.submit(inv, found, deadline)  # p99 over the same 24 h
     return checks
 
 
@@ -59,5 +61,5 @@ def run_checks(inv: System, deadline: aws.Deadline, logs: bool = True) -> tuple[
 
 
 def health_after(inv: System) -> list[Finding]:
-    """The system's component checks after acting (no 24 h log scans: those belong to daily-health)."""
+    """The system's component checks after acting (no 24 h log scans or Duration p99: those belong to daily-health)."""
     return run_checks(inv, aws.Deadline(60), logs=False)[1]

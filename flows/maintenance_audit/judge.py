@@ -9,11 +9,11 @@ from typing import Any
 
 from opsbook.collect import judge_states
 from opsbook.findings import Finding, Status, unknown
-from opsbook.inventory import System
+from opsbook.inventory import LambdaFunction, System
 from opsbook.mutation.core import Action, Identity, Plan, Record
 from opsbook.snapshots import judge_rds
 from tasks.acm import CertificateState
-from tasks.awslambda import FunctionRuntime
+from tasks.awslambda import CONFIG_IAM, MEMORY_KIND, TIMEOUT_KIND, FunctionInfo, FunctionRuntime
 from tasks.ec2 import SecurityGroup
 from tasks.ecr import ImageScan
 from tasks.iam_roles import RoleUse
@@ -25,6 +25,7 @@ from tasks.tagging import ResourceTags
 
 RUNBOOK = "maintenance-audit"
 RETENTION, KMS_ROTATION = "logs-retention", "kms-rotation"  # action kinds (and the checks they fix)
+DRIFT = "lambda-config-drift"  # the check whose fixes are MEMORY_KIND and TIMEOUT_KIND actions
 
 # AWS Lambda runtime deprecation dates (docs.aws.amazon.com/lambda/latest/dg/lambda-runtimes.html, as published by
 # 2025-11: python3.9 moved to 2025-12-15, nodejs18.x deprecated 2025-09-01). Inventory `audit.runtime_deprecations` overrides.
@@ -153,6 +154,85 @@ def judge_runtime(s: FunctionRuntime, table: dict[str, date], warn_days: int, to
     return Finding(check=check, resource=s.function, status=Status.OK, value=days, summary=f"{s.runtime}: deprecated on {when} ({days} days)")
 
 
+# --- Lambda memory and timeout against the inventory's expected_* (000 성능 최적화) ---------------------------------
+
+SIZE_FIELDS = {MEMORY_KIND: ("memory_mb", "expected_memory_mb", "memory", "MB"), TIMEOUT_KIND: ("timeout_s", "expected_timeout_s", "timeout", "s")}
+
+
+def size_text(kind: str, value: int | str | None, word: bool = True) -> str:
+    """'memory 1024 MB', 'timeout 300 s' (without the word: '1024 MB')."""
+    _, _, name, unit = SIZE_FIELDS[kind]
+    return f"{name} {value} {unit}" if word else f"{value} {unit}"
+
+
+def declared(spec: LambdaFunction | None) -> list[str]:
+    """The kinds whose value the inventory declares for the function (none: not judged)."""
+    return [k for k, (_, expected_field, _, _) in SIZE_FIELDS.items() if spec is not None and getattr(spec, expected_field) is not None]
+
+
+def as_configured(s: FunctionInfo, spec: LambdaFunction) -> str:
+    """'memory 1024 MB, timeout 300 s': the settings the inventory declares, as the function has them."""
+    return ", ".join(size_text(k, getattr(s, SIZE_FIELDS[k][0])) for k in declared(spec))
+
+
+def size_drift(s: FunctionInfo, spec: LambdaFunction) -> list[tuple[str, int | None, int]]:
+    """(kind, configured, expected) of each setting the inventory expects and the function does not have; memory first."""
+    out = []
+    for kind, (field, expected_field, _, _) in SIZE_FIELDS.items():
+        want, have = getattr(spec, expected_field), getattr(s, field)
+        if want is not None and have != want:
+            out.append((kind, have, want))
+    return out
+
+
+def judge_config_drift(s: FunctionInfo, spec: LambdaFunction | None) -> list[Finding]:
+    """The configured memory/timeout against the inventory's ``expected_*``: a difference is WARN naming both values (the fix
+    is planned); unreadable UNKNOWN; a function without ``expected_*`` is not judged."""
+    if spec is None or not declared(spec):
+        return []
+    if s.error:
+        return [unknown(DRIFT, s.function, s.error)]
+    if not s.exists:
+        return [Finding(check=DRIFT, resource=s.function, status=Status.WARN,
+                        summary="the function named in the inventory does not exist; check the name (nothing to compare)")]
+    drift = size_drift(s, spec)
+    if any(have is None for _, have, _ in drift):
+        return [unknown(DRIFT, s.function, "GetFunctionConfiguration returned no " + " or ".join(SIZE_FIELDS[k][2] for k, h, _ in drift if h is None))]
+    details = {"memory_mb": s.memory_mb, "timeout_s": s.timeout_s, "expected_memory_mb": spec.expected_memory_mb,
+               "expected_timeout_s": spec.expected_timeout_s}
+    if drift:
+        what = "; ".join(f"{size_text(k, have)}, expected {size_text(k, want, word=False)}" for k, have, want in drift)
+        return [Finding(check=DRIFT, resource=s.function, status=Status.WARN, value=len(drift), details=details,
+                        summary=f"{what}: changed outside the inventory; fix: set back to the expected value(s) (planned; undo: the "
+                                "previous value). If the change was deliberate (e.g. remediate-lambda-timeout raised it), update "
+                                "the inventory's expected_* instead of approving")]
+    return [Finding(check=DRIFT, resource=s.function, status=Status.OK, value=0, details=details,
+                    summary=f"{as_configured(s, spec)}, as the inventory expects")]
+
+
+def drift_actions(inv: System, functions: Iterable[FunctionInfo]) -> tuple[list[Action], list[str]]:
+    """Set each drifted memory/timeout back to the inventory's value (memory first); unreadable or missing: no action.
+    (actions, functions already as expected)."""
+    specs = {f.name: f for f in inv.lambda_functions}
+    actions: list[Action] = []
+    same: list[str] = []
+    for s in functions:
+        spec = specs.get(s.function)
+        if spec is None or not declared(spec) or s.error or not s.exists:
+            continue
+        drift = size_drift(s, spec)
+        if any(have is None for _, have, _ in drift):
+            continue
+        if not drift:
+            same.append(f"{s.function}: {as_configured(s, spec)}, as expected")
+        queue = f"; it is fed by {spec.sqs_source}: keep its VisibilityTimeout >= 6x the timeout" if spec.sqs_source else ""
+        for kind, have, want in drift:
+            actions.append(Action(kind=kind, resource=s.function, current=str(have), target=str(want), iam_action=CONFIG_IAM,
+                                  evidence=f"the inventory expects {size_text(kind, want)} ({SIZE_FIELDS[kind][1]}), configured "
+                                           f"{size_text(kind, have)} (undo: back to {have}){queue if kind == TIMEOUT_KIND else ''}"))
+    return actions, same
+
+
 def judge_role(s: RoleUse, unused_days: int, now: datetime) -> Finding:
     check = "iam-role-unused"
     if s.error:
@@ -277,6 +357,7 @@ def judge(inv: System, states: dict[str, Any], now: datetime) -> list[Finding]:
     """A finding per resource and check; a read task that failed as a whole is UNKNOWN with its reason."""
     a = inv.audit
     table = deprecations(inv)
+    specs = {f.name: f for f in inv.lambda_functions}
     judges: dict[str, Any] = {
         "logs": lambda s: [judge_log_retention(s, a.log_retention_days)],
         "tmp": judge_tmp,
@@ -290,12 +371,15 @@ def judge(inv: System, states: dict[str, Any], now: datetime) -> list[Finding]:
         "rds": lambda s: [judge_rds(s, now)],
         "certificates": lambda s: [judge_certificate(s, a.certificate_warn_days, now)],
         "ecr-scans": lambda s: [judge_image_scan(s)],
+        "lambda-config": lambda s: judge_config_drift(s, specs.get(s.function)),
     }
     return judge_states(states, judges, lambda name: name)
 
 
-def decide(inv: System, identity: Identity, groups: Iterable[LogGroupState], keys: Iterable[KeyRotation], fix: bool) -> Plan:
-    """Set the policy's retention on groups that have none; enable rotation of keys that have it off. Unreadable: no action."""
+def decide(inv: System, identity: Identity, groups: Iterable[LogGroupState], keys: Iterable[KeyRotation], fix: bool,
+           functions: Iterable[FunctionInfo] = ()) -> Plan:
+    """Set the policy's retention on groups that have none; enable rotation of keys that have it off; set a function's
+    drifted memory/timeout back to the inventory's. Unreadable: no action."""
     plan = Plan(runbook=RUNBOOK, system=inv.name, identity=identity)
     target = str(inv.audit.log_retention_days)
     wanted: list[Action] = []
@@ -316,6 +400,9 @@ def decide(inv: System, identity: Identity, groups: Iterable[LogGroupState], key
         else:
             wanted.append(Action(kind=KMS_ROTATION, resource=k.alias, current=DISABLED, target=ENABLED, iam_action="kms:EnableKeyRotation",
                                  evidence=f"key {k.key_id}: yearly automatic rotation off (undo: disable rotation)"))
+    sized, same = drift_actions(inv, functions)
+    wanted += sized
+    plan.unchanged += same
     plan.propose(wanted, fix)
     plan.notes.append("shortening a retention, tmp/ objects and lifecycle rules, IAM roles, tags, runtimes, secrets, security groups and "
                       "RDS snapshots are never changed by this runbook: their findings say what to do")
@@ -323,9 +410,11 @@ def decide(inv: System, identity: Identity, groups: Iterable[LogGroupState], key
 
 
 def fix_what(r: Record) -> str:
+    if r.kind in SIZE_FIELDS:
+        return f"{size_text(r.kind, r.after)} (was {r.before})"
     return f"retention {r.after} days" if r.kind == RETENTION else "enable key rotation"
 
 
 def fixed_check(check: str) -> bool:
     """The checks a fix changes: their findings are replaced by the re-read ones."""
-    return check in (RETENTION, KMS_ROTATION)
+    return check in (RETENTION, KMS_ROTATION, DRIFT)

@@ -20,6 +20,7 @@ from opsbook.components import (
     judge_created,
     judge_dlq,
     judge_domain,
+    judge_duration,
     judge_function,
     judge_service,
     judge_storage,
@@ -298,6 +299,24 @@ def test_alias_present_missing_unreadable():
     assert judge_alias("f:LIVE", {"FunctionVersion": "3"}).summary == "alias points to version 3"
     assert judge_alias("f:LIVE", None).status is Status.CRIT
     assert judge_alias("f:LIVE", None, DENIED).status is Status.UNKNOWN
+
+
+@pytest.mark.parametrize("p99_ms, status", [(23999.0, Status.OK), (24000.0, Status.WARN), (28499.0, Status.WARN), (28500.0, Status.CRIT),
+                                             (30030.0, Status.CRIT)])
+def test_duration_p99_against_the_timeout_at_the_thresholds(p99_ms, status):
+    f = judge_duration("f", 30, p99_ms, 80, 95, 24)  # exactly 80 % (24 s of 30) is WARN, exactly 95 % CRIT
+    assert f.status is status and f.check == "lambda-duration" and f.details["timeout_s"] == 30
+
+
+def test_duration_summary_idle_unreadable_and_no_timeout():
+    f = judge_duration("f", 300, 288000.0, 80, 95, 24)
+    assert f.value == 96.0 and f.summary.startswith("Duration p99 288.00 s over the last 24 h = 96 % of its 300 s timeout "
+                                                   "(WARN at 80 %, CRIT at 95 %)") and "remediate-lambda-timeout" in f.summary
+    idle = judge_duration("f", 30, None, 80, 95, 24)  # no datapoint: nothing ran, which is not a failure to read
+    assert idle.status is Status.OK and idle.value is None and "no invocations in the window" in idle.summary
+    assert judge_duration("f", 30, 29000.0, 80, 95, 24, DENIED).status is Status.UNKNOWN  # never OK when unread
+    assert judge_duration("f", None, 29000.0, 80, 95, 24).status is Status.UNKNOWN
+    assert judge_duration("f", 30, 29000.0, 99, 100, 24).status is Status.OK  # the inventory's thresholds apply
 
 
 # --- API Gateway ----------------------------------------------------------------------------

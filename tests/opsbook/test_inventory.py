@@ -54,6 +54,16 @@ def test_thresholds_warn_above_crit_is_rejected(tmp_path):
     assert "log_errors_warn must not exceed log_errors_crit" in str(pytest.raises(InventoryError, load_file, p).value)
 
 
+def test_lambda_duration_thresholds_default_and_warn_above_crit_is_rejected(tmp_path):
+    p = _write(tmp_path, "d", "name: d\nregion: us-east-1\n")
+    th = load_file(p).thresholds
+    assert (th.lambda_duration_warn_pct, th.lambda_duration_crit_pct) == (80, 95)
+    p = _write(tmp_path, "e", "name: e\nregion: us-east-1\nthresholds: {lambda_duration_warn_pct: 96, lambda_duration_crit_pct: 95}\n")
+    assert "lambda_duration_warn_pct must not exceed lambda_duration_crit_pct" in str(pytest.raises(InventoryError, load_file, p).value)
+    p = _write(tmp_path, "f", "name: f\nregion: us-east-1\nthresholds: {lambda_duration_crit_pct: 120}\n")
+    assert "lambda_duration_crit_pct" in str(pytest.raises(InventoryError, load_file, p).value)
+
+
 def test_yaml_errors_and_name_mismatch(tmp_path):
     p = _write(tmp_path, "bad", "name: [unclosed\n")
     assert "not valid YAML" in str(pytest.raises(InventoryError, load_file, p).value)

@@ -232,3 +232,35 @@ def test_notifies_once_per_change_and_on_recovery(seeded, sandbox):
     report, _ = run("leh", notify=True)
     rec = received()
     assert len(rec) == 1 and rec[0]["Subject"].startswith("[opsbook RECOVERED]") and report.status is Status.OK
+
+
+def test_lambda_duration_p99_against_the_timeout_crit_warn_and_the_healthy_twin(seeded, sandbox):
+    """Each function's Duration p99 over 24 h against its configured timeout (HR's thresholds: WARN 80 %, CRIT 95 %); the
+    rule's edges are tests/opsbook/test_components.py's. A function without invocations is idle, not unknown."""
+    hr = seeded("hr-resource-optimization", extra={"functions": 1})
+    apply_fault(sandbox, hr, "lambda-slow", function="ResumeParser", share=0.96)  # timeout 300 s: p99 288 s
+    apply_fault(sandbox, hr, "lambda-slow", function="AffinityScoreCalculator", share=0.85)  # 180 s: 153 s
+    apply_fault(sandbox, hr, "lambda-slow", function="QuantitativeAnalysis", share=0.50)  # the healthy twin: 60 of 120 s
+    report, state = run("hr-resource-optimization")
+    durations = {f.resource: f for f in report.findings if f.check == "lambda-duration"}
+    assert len(durations) == 9 and "hr-resource-optimization-extra-fn-0" in durations  # named and tag-discovered
+    crit, warn, ok = durations["ResumeParser"], durations["AffinityScoreCalculator"], durations["QuantitativeAnalysis"]
+    assert crit.status is Status.CRIT and crit.value == 96.0 and "Duration p99 288.00 s" in crit.summary and "300 s timeout" in crit.summary
+    assert warn.status is Status.WARN and warn.value == 85.0 and "85 % of its 180 s timeout" in warn.summary
+    assert ok.status is Status.OK and ok.value == 50.0 and ok.details["p99_ms"] == 60000.0
+    idle = durations["TechTrendCollector"]
+    assert idle.status is Status.OK and "no invocations in the window" in idle.summary
+    assert report.status is Status.CRIT and state == "FAILED"
+    assert {(c, r) for c, r, _ in not_ok(report)} == {("lambda-duration", "ResumeParser"), ("lambda-duration", "AffinityScoreCalculator")}
+    assert report.api_calls_by_operation["cloudwatch:GetMetricData"] >= 1 and report.undeclared_iam_actions == []
+
+
+@pytest.mark.filterwarnings("ignore:Exception\\(AccessDenied\\):UserWarning")  # moto: CloudWatch models no AccessDenied shape
+def test_lambda_duration_unreadable_metrics_are_unknown_never_ok(seeded, sandbox):
+    from sandbox.lambda_timeouts import metrics_unreadable
+
+    todo = seeded("todo-app")
+    metrics_unreadable(sandbox, todo)
+    report, _ = run("todo-app")
+    f = only(report, "lambda-duration", "todo-api")
+    assert f.status is Status.UNKNOWN and "Duration p99" in f.summary and "not authorized" in f.summary.lower()

@@ -198,3 +198,53 @@ def test_ecr_clean_image_in_a_flow_run_is_not_flagged_and_iam_covered(seeded, sa
     used = {iam_action(*op.split(":")) for op in report.api_calls_by_operation} - {None}
     assert {"ecr:DescribeImages", "ecr:DescribeImageScanFindings"} <= used <= policy, used - policy
     assert report.undeclared_iam_actions == []
+
+
+def test_lambda_memory_timeout_drift_dry_run_plans_approval_fixes_undo_puts_back_and_the_twins_are_left_alone(seeded, sandbox):
+    hr = seeded(HR)  # seeded as the inventory expects (ResumeParser 1024 MB / 300 s, QuantitativeAnalysis 512 MB / 120 s)
+    sa.function_config(sandbox, hr, "ResumeParser", memory_mb=256, timeout_s=30)
+    sa.function_config(sandbox, hr, "QuantitativeAnalysis", timeout_s=60)
+    lam = boto3.client("lambda", region_name=hr.region, endpoint_url=sandbox.endpoint)
+
+    def sizes(fn):
+        c = lam.get_function_configuration(FunctionName=fn)
+        return c["MemorySize"], c["Timeout"]
+
+    def sized(report):
+        return [(a["kind"], a["resource"], a["current"], a["target"]) for a in report.plan["actions"] if a["kind"].startswith("lambda-")]
+
+    dry = run(HR)
+    drift = {f.resource: f for f in dry.findings if f.check == "lambda-config-drift"}
+    assert len(drift) == 8 and drift["ResumeParser"].status is Status.WARN
+    assert drift["ResumeParser"].summary.startswith("memory 256 MB, expected 1024 MB; timeout 30 s, expected 300 s")
+    assert drift["QuantitativeAnalysis"].summary.startswith("timeout 60 s, expected 120 s")
+    twins = [f for r, f in drift.items() if r not in ("ResumeParser", "QuantitativeAnalysis")]
+    assert all(f.status is Status.OK and f.summary.endswith("as the inventory expects") for f in twins)
+    assert sized(dry) == [("lambda-memory", "ResumeParser", "256", "1024"), ("lambda-timeout", "ResumeParser", "30", "300"),
+                          ("lambda-timeout", "QuantitativeAnalysis", "60", "120")]
+    assert sizes("ResumeParser") == (256, 30) and dry.records == []  # a dry run changes nothing
+
+    done = run(HR, dry_run=False, approval="yes", approver="kim")
+    assert done.outcome == "done", [(f.check, f.resource, f.summary) for f in done.findings if f.status is not Status.OK]
+    assert sizes("ResumeParser") == (1024, 300) and sizes("QuantitativeAnalysis") == (512, 120)
+    assert [(r["resource"], r["kind"], r["before"], r["after"], r["status"]) for r in done.records if r["kind"].startswith("lambda-")] == [
+        ("ResumeParser", "lambda-memory", "256", "1024", "verified"), ("ResumeParser", "lambda-timeout", "30", "300", "verified"),
+        ("QuantitativeAnalysis", "lambda-timeout", "60", "120", "verified")]
+    after = [f for f in done.findings if f.check == "lambda-config-drift"]
+    assert len(after) == 8 and all(f.status is Status.OK for f in after)  # re-read after the fix
+    fixes = sorted(f.summary for f in done.findings if f.check == "maintenance-fix" and f.resource == "ResumeParser")
+    assert fixes[0].startswith("memory 1024 MB (was 256): verified") and fixes[1].startswith("timeout 300 s (was 30): verified"), fixes
+    policy = set(policy_for(ma.TASKS)["Statement"][0]["Action"])
+    used = {iam_action(*op.split(":")) for op in done.api_calls_by_operation} - {None}
+    assert "lambda:UpdateFunctionConfiguration" in used and used <= policy, used - policy
+    assert done.undeclared_iam_actions == []
+
+    again = run(HR)
+    assert sized(again) == []  # fixed: nothing planned
+
+    undo = run(HR, dry_run=False, approval="yes", undo_run=done.flow_run_id)
+    assert sizes("ResumeParser") == (256, 30) and sizes("QuantitativeAnalysis") == (512, 60)
+    assert {(r["resource"], r["kind"], r["after"], r["status"]) for r in undo.records if r["kind"].startswith("lambda-")} == {
+        ("ResumeParser", "lambda-memory", "256", "verified"), ("ResumeParser", "lambda-timeout", "30", "verified"),
+        ("QuantitativeAnalysis", "lambda-timeout", "60", "verified")}
+    assert undo.outcome == "done" and undo.undeclared_iam_actions == []

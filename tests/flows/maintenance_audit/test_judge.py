@@ -9,10 +9,10 @@ import pytest
 
 from flows.maintenance_audit import judge as j
 from opsbook.findings import Status
-from opsbook.inventory import Audit, System
+from opsbook.inventory import Audit, LambdaFunction, System
 from opsbook.mutation.core import Identity, Record
 from tasks.acm import CertificateState
-from tasks.awslambda import FunctionRuntime
+from tasks.awslambda import FunctionInfo, FunctionRuntime
 from tasks.ec2 import IngressRule, SecurityGroup
 from tasks.ecr import ImageScan
 from tasks.iam_roles import RoleUse
@@ -198,3 +198,66 @@ def test_fix_findings_text_and_which_checks_a_fix_replaces():
     r = Record(runbook="maintenance-audit", system="sys", resource="/g", kind="logs-retention", before="none", after="30", status="verified")
     assert j.fix_what(r) == "retention 30 days" and j.fix_what(r.model_copy(update={"kind": "kms-rotation"})) == "enable key rotation"
     assert j.fixed_check("logs-retention") and j.fixed_check("kms-rotation") and not j.fixed_check("s3-tmp-age")
+
+
+# --- Lambda memory/timeout against the inventory's expected_* ------------------------------------------------------
+
+
+def sized(**kw) -> System:
+    fns = [LambdaFunction(name="big", expected_memory_mb=1024, expected_timeout_s=300), LambdaFunction(name="mem", expected_memory_mb=512),
+           LambdaFunction(name="free"), LambdaFunction(name="queued", expected_timeout_s=60, sqs_source="jobs")]
+    return System(name="sys", region="ap-northeast-2", lambda_functions=fns, **kw)
+
+
+def info(name: str, memory: int | None = 1024, timeout: int | None = 300, **kw) -> FunctionInfo:
+    return FunctionInfo(function=name, exists=True, memory_mb=memory, timeout_s=timeout, **kw)
+
+
+def test_config_drift_names_both_values_exactly_at_the_expected_is_ok():
+    spec = sized().lambda_functions[0]
+    [f] = j.judge_config_drift(info("big"), spec)
+    assert f.status is Status.OK and f.summary == "memory 1024 MB, timeout 300 s, as the inventory expects"
+    [f] = j.judge_config_drift(info("big", memory=256), spec)
+    assert f.status is Status.WARN and f.summary.startswith("memory 256 MB, expected 1024 MB: changed outside the inventory")
+    [f] = j.judge_config_drift(info("big", memory=2048, timeout=30), spec)  # more than expected is drift too
+    assert f.status is Status.WARN and f.summary.startswith("memory 2048 MB, expected 1024 MB; timeout 30 s, expected 300 s")
+    assert f.value == 2 and "update the inventory's expected_* instead" in f.summary
+    [f] = j.judge_config_drift(info("mem", memory=512, timeout=3), sized().lambda_functions[1])  # only memory is expected
+    assert f.status is Status.OK and f.summary == "memory 512 MB, as the inventory expects"
+
+
+def test_config_drift_unreadable_missing_and_undeclared():
+    spec = sized().lambda_functions[0]
+    [f] = j.judge_config_drift(FunctionInfo(function="big", error="GetFunctionConfiguration: access denied"), spec)
+    assert f.status is Status.UNKNOWN and "access denied" in f.summary  # never OK unread
+    [f] = j.judge_config_drift(info("big", memory=None), spec)
+    assert f.status is Status.UNKNOWN and "no memory" in f.summary
+    [f] = j.judge_config_drift(FunctionInfo(function="big"), spec)
+    assert f.status is Status.WARN and "does not exist" in f.summary
+    assert j.judge_config_drift(info("free", memory=128), sized().lambda_functions[2]) == []  # no expected_*: not judged
+    assert j.judge_config_drift(info("stranger"), None) == []
+    found = j.judge(sized(), {"lambda-config": [info("big", timeout=30), info("free")]}, NOW)
+    assert [(f.check, f.resource, f.status) for f in found] == [("lambda-config-drift", "big", Status.WARN)]
+    assert j.judge(sized(), {"lambda-config": RuntimeError("throttled")}, NOW)[0].status is Status.UNKNOWN
+
+
+def test_plan_sets_drifted_memory_and_timeout_back_memory_first():
+    functions = [info("big", memory=256, timeout=30), info("mem", memory=512), info("queued", timeout=30),
+                 FunctionInfo(function="gone"), info("free", memory=128), FunctionInfo(function="err", error="denied")]
+    plan = j.decide(sized(), IDENT, [], [], fix=True, functions=functions)
+    assert [(a.kind, a.resource, a.current, a.target) for a in plan.actions] == [
+        ("lambda-memory", "big", "256", "1024"), ("lambda-timeout", "big", "30", "300"), ("lambda-timeout", "queued", "30", "60")]
+    assert all(a.iam_action == "lambda:UpdateFunctionConfiguration" and a.reversible for a in plan.actions)
+    assert "the inventory expects memory 1024 MB (expected_memory_mb), configured memory 256 MB (undo: back to 256)" == plan.actions[0].evidence
+    assert "fed by jobs" in plan.actions[2].evidence
+    assert plan.unchanged == ["mem: memory 512 MB, as expected"]
+    assert j.decide(sized(), IDENT, [], [], fix=True, functions=[info("big")]).actions == []  # the healthy twin
+    report_only = j.decide(sized(), IDENT, [], [], fix=False, functions=functions)
+    assert report_only.actions == [] and "big: lambda-memory 256 -> 1024" in report_only.notes[0]
+
+
+def test_fix_text_of_a_size_and_the_drift_check_is_replaced():
+    r = Record(runbook="maintenance-audit", system="sys", resource="big", kind="lambda-memory", before="256", after="1024", status="verified")
+    assert j.fix_what(r) == "memory 1024 MB (was 256)"
+    assert j.fix_what(r.model_copy(update={"kind": "lambda-timeout", "before": "30", "after": "300"})) == "timeout 300 s (was 30)"
+    assert j.fixed_check("lambda-config-drift") and not j.fixed_check("lambda-runtime")

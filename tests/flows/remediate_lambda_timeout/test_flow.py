@@ -18,6 +18,12 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 HR, PRE, DAE = "hr-resource-optimization", "ProjectRecommendationEngine", "DomainAnalysisEngine"
 
 
+def tight(sandbox, hr, *functions):
+    """Deployed at 30 s / 512 MB, below the inventory's expected_* (the seed's values): the sizes these scenarios start from."""
+    for fn in functions:
+        sc.configure(sandbox, hr, fn, timeout_s=30, memory_mb=512)
+
+
 def run(system: str, approval: ShellApproval | None = None, **params) -> RunReport:  # noqa
     with shell_approval(approval):  # the shell's --execute [--yes]; None: the UI form
         state = remediate_lambda_timeout(system=system, return_state=True, **params)
@@ -66,6 +72,7 @@ def after_change(sandbox):
 
 def test_hr_fix_is_sized_applied_verified_recorded_and_not_planned_again(seeded, sandbox, after_change):
     hr = seeded(HR)
+    tight(sandbox, hr, PRE, DAE)
     sc.healthy_lambdas(sandbox, hr, skip=(PRE, DAE))
     slow = sc.lambda_timeouts(sandbox, hr, PRE, others_healthy=False)
     sc.lambda_timeouts(sandbox, hr, DAE, others_healthy=False)
@@ -106,6 +113,7 @@ def test_hr_fix_is_sized_applied_verified_recorded_and_not_planned_again(seeded,
 
 def test_undo_restores_the_previous_configuration(seeded, sandbox):
     hr = seeded(HR)
+    tight(sandbox, hr, DAE)
     sc.lambda_timeouts(sandbox, hr, DAE)
     fixed = run(HR, dry_run=False, approval="yes", observe_s=1)
     assert fixed.outcome == "done-with-warnings" and config(sandbox, hr.region, DAE) == (46, 512)
@@ -177,6 +185,7 @@ def test_a_failure_part_way_undoes_the_queue_change(seeded, sandbox):
 
 def test_still_timing_out_after_the_change_is_a_warning(seeded, sandbox, after_change):
     hr = seeded(HR)
+    tight(sandbox, hr, DAE)
     sc.lambda_timeouts(sandbox, hr, DAE)
     w = after_change(hr, DAE, timeout_share=0.5)
     report = run(HR, dry_run=False, approval="yes", observe_s=6)
@@ -192,13 +201,14 @@ def test_a_healthy_system_is_left_alone(seeded, sandbox):
     report = run(HR, dry_run=False, approval="yes")
     assert report.outcome == "nothing-to-do" and report.status is Status.OK and report.records == []
     assert len([f for f in report.findings if f.check == "lambda-timeouts" and f.status is Status.OK]) == 8
-    assert "max 9.00 s" in finding(report, PRE).summary  # left alone with its numbers
-    assert all(config(sandbox, hr.region, f.name) == (30, 512) for f in hr.lambda_functions)
+    assert "max 90.00 s" in finding(report, PRE).summary  # left alone with its numbers (30 % of its 300 s timeout)
+    assert all(config(sandbox, hr.region, f.name) == (f.expected_timeout_s, f.expected_memory_mb) for f in hr.lambda_functions)
 
 
 @pytest.mark.filterwarnings("ignore:Exception\\(AccessDenied\\):UserWarning")  # moto: CloudWatch models no AccessDenied shape
 def test_unreadable_metrics_are_unknown_and_only_the_functions_asked_for_are_checked(seeded, sandbox):
     hr = seeded(HR)
+    tight(sandbox, hr, PRE)
     sc.lambda_timeouts(sandbox, hr, PRE, others_healthy=False)
     sc.metrics_unreadable(sandbox, hr)
     blind = run(HR, dry_run=False, approval="yes", functions=[PRE, "NoSuchFunction"])

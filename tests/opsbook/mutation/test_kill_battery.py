@@ -88,6 +88,8 @@ def _spend(cases: dict[str, tuple[float, float]]) -> Callable[[Any, Any], None]:
 def _lambda_timeouts(sb, system):
     from sandbox import lambda_timeouts as sc
     pre, dae = "ProjectRecommendationEngine", "DomainAnalysisEngine"
+    for fn in (pre, dae):  # deployed at 30 s / 512 MB, below the inventory's expected_* (the seed's sizes)
+        sc.configure(sb, system, fn, timeout_s=30, memory_mb=512)
     sc.healthy_lambdas(sb, system, skip=(pre, dae))
     sc.lambda_timeouts(sb, system, pre, others_healthy=False)
     sc.lambda_timeouts(sb, system, dae, others_healthy=False)
@@ -121,6 +123,8 @@ SCENARIOS = [
     ("lambda-timeout", "remediate-lambda-timeout", "hr-resource-optimization", _lambda_timeouts, ["observe_s=0"]),
     # a missing log retention (the seed's worker log group), an independent fix
     ("log-retention", "maintenance-audit", "leh", lambda sb, s: None, []),
+    # a function's memory and timeout off the inventory's expected_* (set back), next to its log group's missing retention
+    ("lambda-config-drift", "maintenance-audit", "todo-app", _fault("lambda-config-drift"), []),
     # three steps in one plan (desired count, the auto scaling minimum, the table's write capacity): kills at the 1st and 3rd
     ("scale-ecs-hold-and-table", "scale-service", "t-developer", _provisioned_table("t-developer-metadata-production", 5, 5),
      ["desired=6", "hold=true", "table=t-developer-metadata-production", "write_units=9", "settle_timeout_s=5"]),
