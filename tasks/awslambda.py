@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from opsbook import aws
 from opsbook.components import judge_alias, judge_duration, judge_function
-from opsbook.findings import Finding
+from opsbook.findings import Finding, Status
 from opsbook.iam import aws_task, declares
 from opsbook.inventory import System
 from opsbook.resources import Discovered
@@ -57,33 +57,27 @@ def read_duration_p99(region: str, names: list[str], hours: float) -> dict[str, 
     return {n: peak(res[n]) for n in names}
 
 
-@aws_task(iam=["lambda:GetFunctionConfiguration", "cloudwatch:GetMetricData"], name="check-lambda-durations", cache_policy=NO_CACHE)
-def check_durations(system: System, found: Discovered, deadline: aws.Deadline, hours: float = DURATION_WINDOW_H) -> list[Finding]:
-    """Every function daily-health checks (named and tag-discovered): its Duration p99 over the window against its
-    configured timeout. The timeouts (one read a function, concurrently) and the batched metric read run side by side.
-    A function that does not exist is the state check's finding (lambda-state), not this one's."""
-    names = function_names(system, found)
-    if not names:
+@aws_task(iam=["cloudwatch:GetMetricData"], name="check-lambda-durations", cache_policy=NO_CACHE)
+def check_durations(system: System, states: list[Finding], hours: float = DURATION_WINDOW_H) -> list[Finding]:
+    """Every function check_functions read (named and tag-discovered): its Duration p99 over the window, one batched
+    GetMetricData, against the timeout that read found (``states``: its lambda-state findings; no second read). A function
+    that does not exist is lambda-state's finding, not this one's; one whose configuration could not be read is UNKNOWN."""
+    fns = [f for f in states if f.check == "lambda-state" and (f.status is not Status.CRIT or f.details)]  # CRIT without details: missing
+    if not fns:
         return []
-    c = aws.client("lambda", system.region)
-    jobs = {"timeouts": lambda: aws.parallel(lambda n: c.get_function_configuration(FunctionName=n)["Timeout"], names, deadline=deadline),
-            "p99": lambda: read_duration_p99(system.region, names, hours)}
-    done = {k: (res, err) for k, res, err in aws.parallel(lambda k: jobs[k](), list(jobs), deadline=deadline)}
-    timeouts, lost = done["timeouts"]
-    if lost is not None:  # the reads as a whole did not finish: each function's timeout is unknown
-        timeouts = [(n, None, lost) for n in names]
-    p99, p99_err = done["p99"]
+    try:
+        p99, p99_err = read_duration_p99(system.region, [f.resource for f in fns], hours), None
+    except Exception as exc:  # every function's p99 is then unknown, with the reason
+        p99, p99_err = {}, exc
     th = system.thresholds
     findings = []
-    for name, timeout_s, err in timeouts:
-        if err is not None and aws.is_not_found(err):
-            continue
-        if err is not None:
-            why: str | None = f"the function's timeout: {aws.describe_error(err)}"
+    for f in fns:
+        if f.status is Status.UNKNOWN and not f.details:
+            why: str | None = f"the function's configuration (its timeout): {f.summary}"
         else:
             why = f"Duration p99 (GetMetricData): {aws.describe_error(p99_err)}" if p99_err is not None else None
-        findings.append(judge_duration(name, timeout_s, (p99 or {}).get(name), th.lambda_duration_warn_pct, th.lambda_duration_crit_pct,
-                                       hours, why))
+        findings.append(judge_duration(f.resource, f.details.get("timeout_s"), p99.get(f.resource), th.lambda_duration_warn_pct,
+                                       th.lambda_duration_crit_pct, hours, why))
     return findings
 
 
