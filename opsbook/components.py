@@ -15,7 +15,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
-from opsbook.findings import Finding, Status, by_threshold, unknown
+from opsbook.findings import Finding, Status, by_threshold, unknown, worst
 from opsbook.inventory import DeclaredAlarm, DynamoTable, S3Bucket, System, name_matches
 
 
@@ -237,8 +237,6 @@ def judge_alarms(system: System, alarms: list[dict[str, Any]]) -> list[Finding]:
 
 # --- declared alarms (the alarms the seed calls for) ---------------------------------------------
 
-_WORST = [Status.OK, Status.WARN, Status.UNKNOWN, Status.CRIT]
-
 
 def declared_names(system: System, found: Any) -> list[tuple[str, DeclaredAlarm, str | None]]:
     """Every declared alarm as (name or glob, declaration, the resource it watches): a template gives one alarm per
@@ -306,6 +304,7 @@ def judge_declared_alarms(system: System, declared: list[tuple[str, DeclaredAlar
     ARN -> exists (True/False) or why it could not be read."""
     out: list[Finding] = []
     fine: list[str] = []
+    judged: set[str] = set()  # an alarm two declarations match (a name and a glob) is judged once
     for name, decl, resource in declared:
         source = f" ({decl.source})" if decl.source else ""
         matching = [a for n, a in sorted(alarms.items()) if name_matches(name, n)] if decl.is_pattern else [alarms[name]] if name in alarms else []
@@ -316,11 +315,14 @@ def judge_declared_alarms(system: System, declared: list[tuple[str, DeclaredAlar
                                summary=f"declared alarm{watched} {what}{source}: nothing pages anyone when it should fire"))
             continue
         for a in matching:
+            if a["AlarmName"] in judged:
+                continue
+            judged.add(a["AlarmName"])
             problems = _alarm_problems(system, a, topics, now)
             if not problems:
                 fine.append(a["AlarmName"])
                 continue
-            status = max((s for s, _ in problems), key=_WORST.index)
+            status = worst(s for s, _ in problems)
             out.append(Finding(check="alarms", resource=a["AlarmName"], status=status, value=len(problems),
                                summary=("; ".join(p for _, p in problems) + source)[:400],
                                details={"declared": decl.name, "state": a.get("StateValue"), "actions": a.get("AlarmActions") or [],

@@ -9,6 +9,7 @@ the reason, never OK.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Literal
@@ -49,8 +50,14 @@ class Probe(BaseModel):
 
 
 def is_loopback_host(host: str | None) -> bool:
+    """localhost or a loopback address (127.0.0.0/8, ::1); a name like 127.example.com is not."""
     host = (host or "").strip("[]").lower()
-    return host in ("localhost", "::1") or host.startswith("127.")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_map(raw: str | None) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import Enum
 from typing import Any
 
@@ -34,6 +35,11 @@ class Finding(BaseModel):
     summary: str
     value: float | int | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+def worst(statuses: Iterable[Status]) -> Status:
+    """The most severe of some statuses, in the run's order: OK < UNKNOWN < WARN < CRIT (a known WARN outranks an UNKNOWN)."""
+    return max(statuses, key=_RANK.__getitem__)
 
 
 def overall(findings: list[Finding]) -> Status:

@@ -120,9 +120,9 @@ def where(url: str) -> str:
 
 def refusal(p: Paging, aws_endpoint: str | None) -> str | None:
     """Why nothing may be sent: AWS calls go to a loopback endpoint (sandbox, tests) and the receiver is not on loopback."""
-    if aws.is_loopback_url(aws_endpoint) and not aws.is_loopback_url(p.endpoint):
-        return (f"AWS calls go to {where(aws_endpoint or '')} (a sandbox on this machine) and the paging URL "
-                f"{where(p.endpoint)} is not on loopback")
+    if (aws.is_loopback_url(aws_endpoint) or os.environ.get("OPSBOOK_LOOPBACK_ONLY") == "1") and not aws.is_loopback_url(p.endpoint):
+        sandboxed = f"AWS calls go to {where(aws_endpoint)} (a sandbox on this machine)" if aws_endpoint else "this run is sandboxed (OPSBOOK_LOOPBACK_ONLY=1)"
+        return f"{sandboxed} and the paging URL {where(p.endpoint)} is not on loopback"
     return None
 
 
@@ -182,7 +182,7 @@ def post(url: str, body: dict[str, Any], secret: str | None, bearer: bool) -> No
     except httpx.HTTPError as exc:
         raise PagingError(f"{where(url)}: {type(exc).__name__}", unreachable=True) from None
     if not 200 <= r.status_code < 300:
-        text = r.text[:200].replace(secret, "***") if secret else r.text[:200]
+        text = (r.text.replace(secret, "***") if secret else r.text)[:200]
         raise PagingError(f"{where(url)} answered HTTP {r.status_code}: {mask(' '.join(text.split()))}")
 
 
@@ -231,11 +231,12 @@ def page_findings(system: System, runbook: str, findings: list[Finding], run_url
         return {}
     result: dict[str, Any] = {"channel": f"{p.kind}:{where(p.endpoint)}", "triggered": [], "resolved": [], "open": 0, "errors": []}
     key = state_key(runbook, system.name)
+    read_ok = True
     try:
         opened = remembered(key)
-    except Exception as exc:  # page anyway: a CRIT paged twice beats one not paged
+    except Exception as exc:  # page anyway: a CRIT paged twice beats one not paged (the channel dedups by key)
         result["errors"].append(f"the open incidents could not be read ({type(exc).__name__}): every CRIT finding pages again")
-        opened = []
+        opened, read_ok = [], False
     plan = plan_pages(opened, findings, p.min_status)
     result["open"] = len(opened)
     if plan.empty:
@@ -250,7 +251,7 @@ def page_findings(system: System, runbook: str, findings: list[Finding], run_url
         return result
     now = _send(p, secret, plan, set(opened), system.name, runbook, findings, run_url, result)
     result["open"] = len(now)
-    if now != set(opened):
+    if now != set(opened) and read_ok:  # after a failed read, writing would forget the incidents earlier runs opened
         try:
             remember(key, sorted(now))
         except Exception as exc:

@@ -379,7 +379,7 @@ resolve_metered = resolver(("lambda", "dynamodb", "s3"), name="resolve-metered")
 def resolved_or_named(system: System, outcome: Resolved | BaseException) -> Resolved:
     """``resolve``'s result, or, when its task failed as a whole, the named resources only with the reason as the error."""
     if isinstance(outcome, BaseException):
-        return build_resolved(system, [], {}, enabled=True, error=aws.describe_error(outcome))
+        return build_resolved(system, [], {}, enabled=bool(system.discovery.tags), error=f"the resolution failed: {aws.describe_error(outcome)}")
     return outcome
 
 
@@ -388,7 +388,8 @@ def resolution_findings(system: System, res: Resolved, status: Status = Status.W
     the named resources were audited, never silently fewer)."""
     out = []
     if res.error:
-        out.append(unknown("discovery", f"tags {system.discovery.tags}", f"{res.error}; only the inventory's named resources were checked"))
+        where = f"tags {system.discovery.tags}" if system.discovery.tags else "named resources"
+        out.append(unknown("discovery", where, f"{res.error}; only the inventory's named resources were checked"))
     for kind, names in res.missing.items():
         for n in names:
             out.append(Finding(check=MISSING_CHECK, resource=n, status=status, details={"kind": kind},

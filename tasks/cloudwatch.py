@@ -37,7 +37,8 @@ def check_alarms(system: System, found: Discovered, deadline: aws.Deadline) -> l
         alarms = read_alarms_named(c, [n for n, d, _ in declared if not d.is_pattern], [n for n, d, _ in declared if d.is_pattern], deadline)
     except Exception as exc:  # the declared alarms cannot be judged: one UNKNOWN with the reason, the firing ones stay
         return out + [unknown("alarms", "declared alarms", aws.describe_error(exc))]
-    topics = topics_exist({arn for a in alarms.values() for arn in a.get("AlarmActions") or [] if arn.startswith("arn:aws:sns:")}, deadline)
+    sns = {arn for a in alarms.values() for arn in a.get("AlarmActions") or [] if arn.count(":") >= 5 and arn.split(":")[2] == "sns"}  # any partition
+    topics = topics_exist(sns, deadline)
     return out + judge_declared_alarms(system, declared, alarms, topics, datetime.now(timezone.utc))
 
 

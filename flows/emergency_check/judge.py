@@ -137,7 +137,8 @@ def judge_top_errors(reads: list[dict[str, Any]], system: str, minutes: int, bud
         summary = f"ranked the first {lines} of ≥{seen} lines; the budget ({budget} lines) was reached (cut: {', '.join(cut)}). " + summary
     if unread:
         summary += f". {len(unread)} log group(s) not read (UNKNOWN, see their findings): {', '.join(sorted(unread))}"
-    status = Status.UNKNOWN if cut or not read else Status.OK  # the first lines only, or none at all: not a ranking to trust
+    failed = any(r["unreadable"] for r in reads if r["result"] is None)  # not read (denied, throttled), not merely absent
+    status = Status.UNKNOWN if cut or not read or failed else Status.OK  # the first lines only, or some or none: not a ranking to trust
     return [Finding(check=TOP_CHECK, resource=system, status=status, value=lines, summary=mask(summary)[:600],
                     details={"top_messages": ranked[:n], "messages": len(ranked), "lines_ranked": lines, "lines_seen": seen,
                              "budget": budget, "budget_reached": bool(cut), "cut_groups": cut, "groups_read": len(read),

@@ -265,6 +265,14 @@ def test_each_declared_alarm_problem_is_a_finding_named_after_the_alarm():
     assert all(by[n].status is Status.WARN for n in ("silent", "off", "orphan"))
 
 
+def test_a_known_problem_outranks_an_unreadable_topic_and_other_partitions_topics_count():
+    inv = declaring("silent-*", "silent-1")  # a glob and a name matching the same alarm: judged once
+    gov = "arn:aws-us-gov:sns:us-gov-west-1:123456789012:gone"
+    alarms = {"silent-1": alarm("silent-1", actions=["arn:aws:sns:us-east-1:123456789012:secret", gov], ActionsEnabled=False)}
+    [f] = judge_declared_alarms(inv, declared_names(inv, Discovered()), alarms, {"arn:aws:sns:us-east-1:123456789012:secret": "denied", gov: False}, NOW)
+    assert f.status is Status.WARN and "disabled" in f.summary and "gone does not exist" in f.summary and "denied" in f.summary
+
+
 def test_a_declared_alarm_firing_that_the_name_filters_report_is_not_reported_twice():
     inv = declaring("errors-team2")
     [ok] = judge_declared_alarms(inv, declared_names(inv, Discovered()), {"errors-team2": alarm("errors-team2", state="ALARM")}, {TOPIC: True}, NOW)

@@ -94,7 +94,8 @@ def test_paging_inventory_rules():
         System.model_validate({**load_system("leh").model_dump(), "notifications": {"paging": {"kind": "sms"}}})
 
 
-def test_sandboxed_runs_post_to_loopback_only():
+def test_sandboxed_runs_post_to_loopback_only(monkeypatch):
+    monkeypatch.delenv("OPSBOOK_LOOPBACK_ONLY", raising=False)  # the suite sets it: a real run does not
     pd = Paging(kind="pagerduty", routing_key_env="PD_KEY")
     why = pg.refusal(pd, "http://127.0.0.1:5000")
     assert why and "https://events.pagerduty.com is not on loopback" in why
@@ -155,3 +156,28 @@ def test_a_run_sends_at_most_max_events_and_stops_when_the_channel_does_not_answ
     dead = hook.model_copy(update={"url": f"http://127.0.0.1:{closed_port}/"})
     assert pg._send(dead, None, plan, set(), "s", "r", crits, None, out) == set()
     assert len(out["errors"]) == 2 and out["errors"][1] == "4 more event(s) not tried: the channel did not answer"
+
+
+def test_a_failed_read_of_the_open_incidents_pages_again_but_never_overwrites_them(monkeypatch):
+    """Writing after a failed read would forget the incidents earlier runs opened: they would never be resolved."""
+    crit = f("lambda-state", Status.CRIT, "fn")
+    inv = load_system("todo-app").model_copy(update={"notifications": load_system("todo-app").notifications.model_copy(
+        update={"paging": Paging(kind="webhook", url="http://127.0.0.1:1/")})})
+    written: list = []
+    monkeypatch.setattr(pg, "remembered", lambda key: (_ for _ in ()).throw(RuntimeError("variables unreachable")))
+    monkeypatch.setattr(pg, "remember", lambda key, keys: written.append(keys))
+    with Receiver() as rx:
+        hook = inv.notifications.paging.model_copy(update={"url": rx.url})
+        inv = inv.model_copy(update={"notifications": inv.notifications.model_copy(update={"paging": hook})})
+        out = pg.page_findings.fn(inv, "daily-health", [crit])
+        assert len(rx.events) == 1 and written == [] and "could not be read" in out["errors"][0]
+
+
+def test_loopback_is_an_address_not_a_prefix_and_loopback_only_refuses_a_public_receiver(monkeypatch):
+    from opsbook.endpoints import is_loopback_host
+
+    assert is_loopback_host("127.0.0.1") and is_loopback_host("127.3.2.1") and is_loopback_host("::1") and is_loopback_host("localhost")
+    assert not is_loopback_host("127.example.com") and not is_loopback_host("api.todo-app.com")
+    monkeypatch.setenv("OPSBOOK_LOOPBACK_ONLY", "1")
+    why = pg.refusal(Paging(kind="pagerduty", routing_key_env="PD_KEY"), None)  # no AWS endpoint set, still sandboxed
+    assert why == "this run is sandboxed (OPSBOOK_LOOPBACK_ONLY=1) and the paging URL https://events.pagerduty.com is not on loopback"

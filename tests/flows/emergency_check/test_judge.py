@@ -258,3 +258,11 @@ def test_a_missing_table_is_p1_and_todo_app_calls_its_p1_entry():
     v = verdict(todo, [Finding(check="dynamodb-status", resource="todos", status=Status.CRIT, summary="named in the inventory but does not exist")])
     assert v.details["priority"] == "P1" and "todos" in v.summary
     assert v.summary.startswith("P1; escalate to P1: Primary On-Call (respond within 15 min)")
+
+
+def test_a_ranking_missing_a_group_that_could_not_be_read_is_unknown_and_one_merely_absent_is_not():
+    denied = {"group": "/c", "unreadable": "FilterLogEvents: access denied", "result": None}
+    absent = {"group": "/d", "unreadable": None, "result": None}
+    f = judge_top_errors([read("/a", [(1, "ERROR x")]), denied], "sys", 60, 10_000)[0]
+    assert f.status is Status.UNKNOWN and "/c" in f.summary
+    assert judge_top_errors([read("/a", [(1, "ERROR x")]), absent], "sys", 60, 10_000)[0].status is Status.OK
