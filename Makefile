@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# pip installs without compiling bytecode (half of a fresh set-up: 11k files, 30 s here). The set-up then imports
+# The install compiles no bytecode (11k files, 30 s here). The set-up then imports
 # what a run, the server and the sandbox import (2.4k files, 12 s), which compiles and keeps them even where the
 # shell sets PYTHONDONTWRITEBYTECODE (then nothing else would ever be compiled and kept: every `opsbook run`
 # would compile prefect again); make's own commands keep what else they import.
@@ -14,10 +14,13 @@ WARM := from opsbook import cli, registry, runner; [rb.load() for rb in registry
 
 .PHONY: demo test chaos serve setup bench clean check-install
 
+# uv installs the same pinned set as pip (requirements.lock constrains every package) in a quarter of the time
+# (5 s against 20 s here: parallel downloads, no bytecode); where uv cannot be had, pip does it.
 $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade "pip>=24"
-	$(BIN)/pip install -q --no-compile -c requirements.lock -e '.[test,sandbox]'
+	if $(BIN)/pip install -q "uv==0.13.9" && $(BIN)/uv pip install -q --python $(BIN)/python -c requirements.lock -e '.[test,sandbox]'; \
+	then :; else echo "setup: uv unavailable, installing with pip"; \
+	  $(BIN)/pip install -q --upgrade "pip>=24" && $(BIN)/pip install -q --no-compile -c requirements.lock -e '.[test,sandbox]'; fi
 	$(RUN) $(BIN)/python -c "$(WARM)"
 	touch $(STAMP)
 
