@@ -281,6 +281,7 @@ class RestartState(BaseModel):
     deployments: int = 0
     min_healthy_pct: int | None = None
     max_pct: int | None = None
+    controller: str = "ECS"
 
 
 @aws_task(iam=["ecs:DescribeServices"], name="read-service-deployments", cache_policy=NO_CACHE)
@@ -293,4 +294,5 @@ def read_restart_state(system: System, resource: str) -> RestartState:
                         pending=svc.get("pendingCount", 0), task_definition=svc.get("taskDefinition", ""),
                         primary=str(primary.get("id") or "none"), primary_created=created.isoformat() if hasattr(created, "isoformat") else str(created or ""),
                         rollout=primary.get("rolloutState") or "", deployments=len(svc.get("deployments", [])),
-                        min_healthy_pct=conf.get("minimumHealthyPercent"), max_pct=conf.get("maximumPercent"))
+                        min_healthy_pct=conf.get("minimumHealthyPercent"), max_pct=conf.get("maximumPercent"),
+                        controller=(svc.get("deploymentController") or {}).get("type") or "ECS")

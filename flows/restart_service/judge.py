@@ -103,6 +103,10 @@ def plan_restart(inv: System, identity: Identity, st: RestartState, agent_note: 
                               f"{recent['status']}), less than {within_min} min ago: not restarted again (a re-run after a kill, or two people "
                               f"at once); to restart once more, set not_within_min=0")
         return plan
+    if st.controller != "ECS" or st.primary == "none":
+        plan.cannot.append(f"{st.resource}: deployment controller {st.controller}" + (", no PRIMARY deployment" if st.primary == "none" else "")
+                           + ": its tasks are replaced through that controller (CodeDeploy, or the external one), not by a forced ECS deployment")
+        return plan
     if st.desired == 0:
         plan.cannot.append(f"{st.resource}: runs no tasks (desired count 0): nothing to restart; scale it up with scale-service")
         return plan

@@ -117,6 +117,12 @@ def test_no_tasks_or_a_deployment_under_way_plans_nothing_and_says_why():
     assert busy.actions == [] and "a deployment is under way (2 deployments, rollout IN_PROGRESS" in busy.cannot[0]
 
 
+def test_a_service_deployed_by_codedeploy_is_not_forced():
+    st = state().model_copy(update={"controller": "CODE_DEPLOY"})
+    plan = j.plan_restart(inv(), ME, st, "", [], NOW, 30)
+    assert plan.actions == [] and "deployment controller CODE_DEPLOY" in plan.cannot[0]
+
+
 def test_state_finding_names_the_primary_deployment():
     [f] = j.state_findings(state())
     assert f.status.value == "OK" and "PRIMARY deployment ecs-svc/1 (COMPLETED" in f.summary
