@@ -12,8 +12,8 @@ from flows.restart_service.flow import restart_service
 from opsbook.findings import Status
 from opsbook.iam import iam_action, policy_for
 from opsbook.inventory import SYSTEMS_DIR, load_system
-from opsbook.mutation import statestore
-from opsbook.mutation.core import ShellApproval, shell_approval
+from opsbook.mutation import statestore, steps
+from opsbook.mutation.core import Record, ShellApproval, shell_approval
 from opsbook.report import RunReport
 from sandbox.faults import apply_fault
 from sandbox.seed import seed_system
@@ -72,6 +72,27 @@ def test_dry_run_changes_nothing_execute_restarts_once_verifies_records_and_a_re
     force_new_deployment(td, SVC, restart_target(first))
     assert read_primary(td, SVC) == second
     assert [r["status"] for r in statestore.read_records(load_system(TD)) if r["kind"] == RESTART_KIND] == ["verified"]
+
+
+def test_a_run_killed_after_its_restart_call_is_closed_as_applied_and_the_rerun_restarts_nothing(seeded, sandbox):
+    td = seeded(TD)
+    apply_fault(sandbox, td, "ecs-rolling-restart", settle_after_s=0.2)
+    first = read_primary(td, SVC)
+    # a run killed between its UpdateService call and its outcome: the intent stays open (its lease lapsed since)
+    journal = steps.Journal(td, rs.RUNBOOK, "killed-run")
+    journal.take([SVC])
+    steps.intend(journal, Record(runbook=rs.RUNBOOK, system=TD, resource=SVC, kind=RESTART_KIND, before=first, after=restart_target(first),
+                                 status="applied", flow_run_id="killed-run", approver="kim"), "applied")
+    force_new_deployment(td, SVC, restart_target(first))
+    journal.release()
+    restarted = read_primary(td, SVC)
+    assert restarted != first and len(statestore.open_intents(td)) == 1
+    again = run(TD, dry_run=False, approval="yes", settle_timeout_s=10)
+    assert again.outcome == "nothing-to-do" and "ecs:UpdateService" not in again.api_calls_by_operation, again.findings
+    closed = next(f for f in again.findings if f.check == "open-intent")
+    assert closed.status is Status.OK and "applied: run killed-run (kim) took this step" in closed.summary
+    assert "already restarted at" in again.plan["unchanged"][0] and statestore.open_intents(td) == []
+    assert read_primary(td, SVC) == restarted
 
 
 def test_not_settling_is_a_warning_with_the_counts(seeded, sandbox):
