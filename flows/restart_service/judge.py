@@ -91,29 +91,34 @@ def rolling_note(st: RestartState) -> str:
     return f"rolling: at least {lo} % of {st.desired} tasks stay in service, at most {hi} % run at once"
 
 
-def plan_restart(inv: System, identity: Identity, st: RestartState, agent_note: str, records: list[dict[str, Any]], now: datetime,
-                 within_min: int) -> Plan:
-    """One forced new deployment of the service, or nothing and why (see flow.py)."""
-    plan = Plan(runbook=RUNBOOK, system=inv.name, identity=identity)
-    if agent_note:
-        plan.notes.append(agent_note)
+def why_not(st: RestartState, records: list[dict[str, Any]], now: datetime, within_min: int) -> tuple[str, str] | None:
+    """("unchanged" or "cannot", why) when the service is not to be restarted now; None when it is."""
     recent = recent_restart(records, st.resource, now, timedelta(minutes=within_min)) if within_min else None
     if recent is not None:
-        plan.unchanged.append(f"{st.resource}: already restarted at {recent['at']} by {recent.get('approver') or '?'} (run {recent.get('flow_run_id')}, "
-                              f"{recent['status']}), less than {within_min} min ago: not restarted again (a re-run after a kill, or two people "
-                              f"at once); to restart once more, set not_within_min=0")
-        return plan
+        return "unchanged", (f"{st.resource}: already restarted at {recent['at']} by {recent.get('approver') or '?'} (run {recent.get('flow_run_id')}, "
+                             f"{recent['status']}), less than {within_min} min ago: not restarted again (a re-run after a kill, or two people "
+                             "at once); to restart once more, set not_within_min=0")
     if st.controller != "ECS" or st.primary == "none":
-        plan.cannot.append(f"{st.resource}: deployment controller {st.controller}" + (", no PRIMARY deployment" if st.primary == "none" else "")
-                           + ": its tasks are replaced through that controller (CodeDeploy, or the external one), not by a forced ECS deployment")
-        return plan
+        return "cannot", (f"{st.resource}: deployment controller {st.controller}" + (", no PRIMARY deployment" if st.primary == "none" else "")
+                          + ": its tasks are replaced through that controller (CodeDeploy, or the external one), not by a forced ECS deployment")
     if st.desired == 0:
-        plan.cannot.append(f"{st.resource}: runs no tasks (desired count 0): nothing to restart; scale it up with scale-service")
-        return plan
+        return "cannot", f"{st.resource}: runs no tasks (desired count 0): nothing to restart; scale it up with scale-service"
     if st.deployments > 1 or st.rollout == "IN_PROGRESS":
-        plan.cannot.append(f"{st.resource}: a deployment is under way ({st.deployments} deployments, rollout {st.rollout or '-'} on "
-                           f"{st.primary}): a restart now would start yet another one; wait until it completes, or roll it back "
-                           "(emergency-rollback) if it is the fault")
+        return "cannot", (f"{st.resource}: a deployment is under way ({st.deployments} deployments, rollout {st.rollout or '-'} on "
+                          f"{st.primary}): a restart now would start yet another one; wait until it completes, or roll it back "
+                          "(emergency-rollback) if it is the fault")
+    return None
+
+
+def plan_restart(inv: System, identity: Identity, st: RestartState, agent_note: str, records: list[dict[str, Any]], now: datetime,
+                 within_min: int) -> Plan:
+    """One forced new deployment of the service (what it means for the agent asked about in its evidence), or nothing and
+    why (the agent's note then among the notes). See flow.py."""
+    plan = Plan(runbook=RUNBOOK, system=inv.name, identity=identity)
+    skip = why_not(st, records, now, within_min)
+    if skip is not None:
+        (plan.unchanged if skip[0] == "unchanged" else plan.cannot).append(skip[1])
+        plan.notes += [agent_note] if agent_note else []
         return plan
     plan.actions.append(Action(kind=RESTART_KIND, resource=st.resource, current=st.primary, target=restart_target(st.primary),
                                iam_action=RESTART_IAM, reversible=False,

@@ -48,7 +48,7 @@ def test_dry_run_changes_nothing_execute_restarts_once_verifies_records_and_a_re
     [action] = dry.plan["actions"]
     assert (action["kind"], action["resource"], action["current"], action["target"]) == (RESTART_KIND, SVC, first, restart_target(first))
     assert action["reversible"] is False and action["iam_action"] == "ecs:UpdateService"
-    assert any("the WHOLE service" in n and "all its agents" in n for n in dry.plan["notes"])  # t-developer maps no agent
+    assert "the WHOLE service" in action["evidence"] and "all its agents" in action["evidence"]  # t-developer maps no agent
     assert deployments(sandbox) == start and "ecs:UpdateService" not in dry.api_calls_by_operation
 
     report = run(TD, dry_run=False, approval="yes", approver="devops-lead", settle_timeout_s=20)
@@ -121,7 +121,7 @@ def test_an_agent_mapped_to_its_own_service_restarts_that_one_an_unmapped_one_th
     unmapped = run(str(path), agent="download", service=SERVICE)
     [action] = unmapped.plan["actions"]
     assert action["resource"] == SVC
-    assert any("agent download has no service of its own" in n and f"the WHOLE service {SVC} restarts, all its agents "
-               "(nl-input, ui-selection, generation)" in n for n in unmapped.plan["notes"])
+    assert "agent download has no service of its own" in action["evidence"]
+    assert f"the WHOLE service {SVC} restarts, all its agents (nl-input, ui-selection, generation)" in action["evidence"]
     refused = run(str(path), agent="download")
     assert refused.outcome == "refused" and "say which with service=" in refused.findings[-1].summary

@@ -97,8 +97,10 @@ def test_one_forced_deployment_not_reversible_with_the_rolling_rule():
 
 def test_minimum_healthy_zero_warns_of_a_short_outage_and_the_agent_note_is_in_the_plan():
     plan = j.plan_restart(inv(), ME, state(lo=0, hi=100), "agent x ... WHOLE service", [], NOW, 30)
-    assert "a short outage" in plan.actions[0].evidence and plan.notes == ["agent x ... WHOLE service"]
-    assert "WHOLE service" in plan.actions[0].evidence
+    assert "a short outage" in plan.actions[0].evidence and "; agent x ... WHOLE service" in plan.actions[0].evidence
+    assert plan.notes == []  # said once, with the step
+    idle = j.plan_restart(inv(), ME, state(desired=0, running=0), "agent x ... WHOLE service", [], NOW, 30)
+    assert idle.notes == ["agent x ... WHOLE service"]
 
 
 def test_a_recent_restart_is_not_repeated_unless_asked():
