@@ -122,6 +122,10 @@ class EcsService(Strict):
     target_group: str | None = None
     min_tasks: int | None = None
     max_tasks: int | None = None
+    agents: list[str] = Field(default_factory=list, description=(
+        "the agents (containers of the product's pipeline, e.g. T-Developer's Parser) this service runs: restart-service "
+        "agent=NAME restarts the service that lists NAME (ECS restarts whole tasks, never one container); an agent no "
+        "service lists restarts the system's service as a whole, and the plan says so"))
 
 
 class S3Bucket(Strict):

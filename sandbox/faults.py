@@ -196,9 +196,10 @@ FAULTS: dict[str, Callable[..., dict[str, Any]]] = {
 
 def _register_scenarios() -> None:
     """The remediation runbooks' scenarios (each module owns its own) under their fault names."""
-    from sandbox import capacity, endpoint_double, opensearch_faults
+    from sandbox import capacity, endpoint_double, opensearch_faults, restarts
 
     FAULTS.update(capacity.SCENARIOS)
+    FAULTS.update(restarts.SCENARIOS)
     FAULTS.update(endpoint_double.SCENARIOS)
     FAULTS.update({f"opensearch-{name}": fn for name, fn in opensearch_faults.SCENARIOS.items()})
 

@@ -170,3 +170,129 @@ def read_service_scaling(system: System, resource: str) -> ServiceState:
     except Exception as exc:  # the bounds fall back to the inventory's, and the report says why
         state.target_error = aws.describe_error(exc)
     return state
+
+
+# --- restart (restart-service): a forced new deployment; ``read_primary``/``force_new_deployment`` are the ``Applier`` of RESTART_KIND ---
+
+RESTART_KIND = "ecs-force-new-deployment"
+RESTART_IAM = "ecs:UpdateService"
+_REPLACING = "a new deployment replacing "
+
+
+def restart_target(primary_id: str) -> str:
+    """The restart step's target: it names the change (the deployment read when planned is no longer PRIMARY), not a value."""
+    return f"{_REPLACING}{primary_id}"
+
+
+def replaced_id(target: str) -> str:
+    """The deployment a restart target replaces (``restart_target``'s argument)."""
+    if not target.startswith(_REPLACING):
+        raise ValueError(f"not a restart target: {target!r}")
+    return target[len(_REPLACING):]
+
+
+def primary_of(svc: dict[str, Any]) -> dict[str, Any]:
+    return next((d for d in svc.get("deployments", []) if d.get("status") == "PRIMARY"), {})
+
+
+@declares(["ecs:DescribeServices"])
+def read_primary(system: System, resource: str) -> str:
+    """The id of the service's PRIMARY deployment ("none" when it has none): what a restart replaces."""
+    return str(primary_of(describe_service(system, resource)).get("id") or "none")
+
+
+@declares(["ecs:DescribeServices"])
+def restart_reached(system: System, resource: str, before: str, target: str) -> bool:
+    """The restart was made: the deployment PRIMARY when it was planned (``before``) no longer is. A re-run after a kill
+    between the call and its record finds it so and does not restart again."""
+    return read_primary(system, resource) != before
+
+
+@declares(["ecs:DescribeServices", "ecs:UpdateService"])
+def force_new_deployment(system: System, resource: str, target: str) -> None:
+    """UpdateService forceNewDeployment=true: new tasks replace the running ones (rolling, within the service's
+    deploymentConfiguration). Idempotent: when the deployment it replaces is no longer PRIMARY, the restart is made."""
+    if read_primary(system, resource) != replaced_id(target):
+        return
+    cluster, service = split_resource(resource)
+    aws.client("ecs", system.region).update_service(cluster=cluster, service=service, forceNewDeployment=True)
+
+
+def restart_settle_state(svc: dict[str, Any], replaced: str, targets: list[dict[str, Any]] | None = None, target_group: str = "",
+                         target_error: str = "") -> tuple[bool, str]:
+    """Has a restart replacing deployment ``replaced`` finished? (pure) A new PRIMARY deployment with every desired task
+    RUNNING, its rollout COMPLETED, no other deployment left (the old tasks are gone), and, where the service has a target
+    group (``target_group``), every registered target healthy and at least as many as desired."""
+    deps = svc.get("deployments", [])
+    primary = primary_of(svc)
+    desired = int(primary.get("desiredCount", svc.get("desiredCount", 0)) or 0)
+    running = int(primary.get("runningCount", 0) or 0)
+    old = [d for d in deps if d is not primary]
+    old_running = sum(int(d.get("runningCount", 0) or 0) for d in old)
+    rollout = primary.get("rolloutState") or "-"
+    seen = f"new deployment {primary.get('id', '?')}: {running} of {desired} tasks running, rollout {rollout}"
+    if not primary or primary.get("id") == replaced:
+        return False, f"deployment {replaced} is still PRIMARY: no new deployment yet"
+    if rollout == "FAILED":
+        return False, f"{seen}: FAILED ({primary.get('rolloutStateReason') or 'no reason given'})"
+    if old:
+        seen += f"; old deployment(s) {', '.join(str(d.get('id', '?')) for d in old)} still running {old_running} task(s)"
+    else:
+        seen += "; old tasks gone"
+    ok = running >= desired and not old and rollout in ("COMPLETED", "-")
+    if target_group:
+        if targets is None:
+            return False, f"{seen}; target group {target_group} not read: {target_error or 'no answer'}"
+        healthy = sum(1 for t in targets if t.get("TargetHealth", {}).get("State") == "healthy")
+        other = [f"{t.get('Target', {}).get('Id', '?')} {t.get('TargetHealth', {}).get('State', '?')}" for t in targets
+                 if t.get("TargetHealth", {}).get("State") != "healthy"]
+        seen += f"; target group {target_group}: {healthy}/{len(targets)} healthy" + (f" ({', '.join(other[:3])})" if other else "")
+        ok = ok and healthy >= desired and not other
+    return ok, seen
+
+
+@declares(["ecs:DescribeServices", "elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetHealth"])
+def restart_settled(system: System, resource: str, target: str) -> tuple[bool, str]:
+    """The settled check of the restart step (``restart_settle_state`` on the service and its target group's health)."""
+    from tasks.elb import target_health
+
+    svc = describe_service(system, resource)
+    spec = next((s for s in system.ecs_services if f"{s.cluster}/{s.service}" == resource), None)
+    targets, error = None, ""
+    if spec is not None and spec.target_group:
+        try:
+            targets = target_health(system, spec)
+        except Exception as exc:  # not healthy as far as anyone can tell: the wait goes on, and says why
+            error = aws.describe_error(exc)
+    return restart_settle_state(svc, replaced_id(target), targets, (spec.target_group or "") if spec else "", error)
+
+
+class RestartState(BaseModel):
+    """What a restart is planned from: the service's counts and deployments."""
+
+    resource: str
+    desired: int
+    running: int
+    pending: int = 0
+    task_definition: str = ""
+    primary: str = "none"
+    primary_created: str = ""
+    rollout: str = ""
+    deployments: int = 0
+    min_healthy_pct: int | None = None
+    max_pct: int | None = None
+    controller: str = "ECS"
+
+
+@aws_task(iam=["ecs:DescribeServices"], name="read-service-deployments", cache_policy=NO_CACHE)
+def read_restart_state(system: System, resource: str) -> RestartState:
+    svc = describe_service(system, resource)
+    primary = primary_of(svc)
+    conf = svc.get("deploymentConfiguration") or {}
+    created = primary.get("createdAt")
+    return RestartState(resource=resource, desired=svc.get("desiredCount", 0), running=svc.get("runningCount", 0),
+                        pending=svc.get("pendingCount", 0), task_definition=svc.get("taskDefinition", ""),
+                        primary=str(primary.get("id") or "none"), primary_created=created.isoformat() if hasattr(created, "isoformat") else str(created or ""),
+                        rollout=primary.get("rolloutState") or "", deployments=len(svc.get("deployments", [])),
+                        min_healthy_pct=conf.get("minimumHealthyPercent"), max_pct=conf.get("maximumPercent"),
+                        controller=(svc.get("deploymentController") or {}).get("type") or "ECS")

@@ -9,8 +9,11 @@ from prefect.cache_policies import NO_CACHE
 from opsbook import aws
 from opsbook.components import judge_targets
 from opsbook.findings import Finding
-from opsbook.iam import aws_task
+from opsbook.iam import aws_task, declares
 from opsbook.inventory import EcsService, System
+
+
+TARGET_HEALTH_IAM = ["elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetHealth"]
 
 
 def _one(region: str, svc: EcsService) -> dict[str, Any]:
@@ -21,7 +24,13 @@ def _one(region: str, svc: EcsService) -> dict[str, Any]:
     return {"arn": arn, "targets": c.describe_target_health(TargetGroupArn=arn).get("TargetHealthDescriptions", [])}
 
 
-@aws_task(iam=["elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetHealth"], cache_policy=NO_CACHE)
+@declares(TARGET_HEALTH_IAM)
+def target_health(system: System, svc: EcsService) -> list[dict[str, Any]]:
+    """The registered targets of the service's target group with their health (TargetHealthDescriptions)."""
+    return _one(system.region, svc)["targets"]
+
+
+@aws_task(iam=TARGET_HEALTH_IAM, cache_policy=NO_CACHE)
 def check_target_health(system: System, deadline: aws.Deadline) -> list[Finding]:
     svcs = [s for s in system.ecs_services if s.target_group]
     out: list[Finding] = []

@@ -128,6 +128,8 @@ SCENARIOS = [
     # three steps in one plan (desired count, the auto scaling minimum, the table's write capacity): kills at the 1st and 3rd
     ("scale-ecs-hold-and-table", "scale-service", "t-developer", _provisioned_table("t-developer-metadata-production", 5, 5),
      ["desired=6", "hold=true", "table=t-developer-metadata-production", "write_units=9", "settle_timeout_s=5"]),
+    # a restart is no value either: reached once the deployment it replaces is PRIMARY no more; the re-run restarts nothing
+    ("restart-ecs", "restart-service", "t-developer", _fault("ecs-rolling-restart"), ["agent=parser", "settle_timeout_s=5"]),
 ]
 RESULTS: list[dict[str, Any]] = []
 
@@ -172,6 +174,7 @@ def fresh(sandbox, system: str, setup) -> Any:
 
 
 ROTATION = "secret-rotation"  # its new version's id differs from run to run: compared as "rotated from the start value"
+RESTART = "ecs-force-new-deployment"  # so does a new deployment's id: compared the same way
 
 
 def appliers_of(runbook: str) -> dict[str, Any]:
@@ -183,7 +186,7 @@ def live(runbook: str, inv, resources: list[tuple[str, str]], start: dict[str, s
     appliers = appliers_of(runbook)
     out = {f"{k}|{r}": appliers[k].read(inv, r) for k, r in resources}
     if start is not None:
-        out = {key: ("rotated" if v != start[key] else "not rotated") if key.startswith(ROTATION) else v for key, v in out.items()}
+        out = {key: ("rotated" if v != start[key] else "not rotated") if key.startswith((ROTATION, RESTART)) else v for key, v in out.items()}
     return out
 
 
@@ -192,7 +195,7 @@ def effects(inv, runbook: str) -> list[tuple[str, str, str, str]]:
     whose effect is not a value it sets (``reached``: a rotation, a retry, a move) is compared by its effect: its outcome
     says what was done (a count, a new version) when the run finished it, or the value read when a re-run closed it."""
     appliers = appliers_of(runbook)
-    return sorted((r["kind"], r["resource"], "the version before" if r["kind"] == ROTATION else r["before"],
+    return sorted((r["kind"], r["resource"], "the version before" if r["kind"] in (ROTATION, RESTART) else r["before"],
                    "reached" if appliers[r["kind"]].reached is not None else str(r["after"]))
                   for r in statestore.read_records(inv) if r.get("runbook") == runbook and r["status"] in ("applied", "verified"))
 
