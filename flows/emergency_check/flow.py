@@ -31,18 +31,19 @@ from tasks.apigateway import check_apis
 from tasks.awslambda import check_functions
 from tasks.cloudwatch import check_alarms
 from tasks.dynamodb import check_tables
-from tasks.ecs import check_services
-from tasks.elb import check_target_health
+from tasks.ecs import check_services, check_utilisation
+from tasks.elb import check_target_health, check_target_metrics
 from tasks.endpoints import check_endpoints
 from tasks.health import submit_checks
-from tasks.logs import count_recent_errors
+from tasks.logs import check_agent_times, count_recent_errors
 from tasks.opensearch import check_domains
 from tasks.s3 import check_buckets
 from tasks.sqs import check_dlqs
 
 RUNBOOK = "emergency-check"
 TASKS = [discover, check_functions, check_tables, check_domains, check_apis, check_services, check_buckets,
-         check_alarms, check_dlqs, count_recent_errors, check_target_health, check_endpoints]
+         check_alarms, check_dlqs, count_recent_errors, check_target_health, check_endpoints, check_utilisation, check_target_metrics,
+         check_agent_times]
 SAMPLES = 20  # masked sample lines shown per log group (the messages are ranked over every line read)
 WINDOW_MINUTES = 60
 
