@@ -6,7 +6,10 @@ Sources: 000 장애 대응 2. 초기 평가 (emergency_check.sh) and 알람별 �
 daily-health component checks (without their 24 h log scans), the errors of the
 LAST HOUR with their messages ranked over every line read (up to the inventory's
 thresholds.error_lines_budget, said when reached), ALB target health, the alarms
-firing with their priority. Then the verdict: the incident priority implied and
+firing with their priority; and for ECS services the last hour's performance
+(001 P1 서비스 성능 저하: CPU/memory against their targets, the target group's
+response time p95, 5XX and unhealthy hosts, each agent's execution_time p95 and
+the pipeline's from the service's log). Then the verdict: the incident priority implied and
 whom to escalate to, shown first, followed by the findings by severity.
 
 The priority and escalation rules: judge.py.
