@@ -11,9 +11,10 @@ moto runs no task and publishes no AWS/ECS or AWS/ApplicationELB metric, so ``se
 - the agents' ``execution_time`` lines in the service's ``log_group`` (JSON and key=value, a run id each), every agent
   and the pipeline under their targets.
 
-Faults on top (sandbox.faults registers them): ``tdev-cpu-hot`` (CPU peaks over its target), ``tdev-slow-agent`` (one
-agent's runs take longer than its target), ``tdev-alb-5xx`` (target 5XX over the error SLO). Datapoints are placed
-minutes before now: the checks read the last hour.
+Faults on top (sandbox.faults registers them): ``tdev-cpu-hot`` / ``tdev-memory-hot`` (CPU or memory peaks over its
+target), ``tdev-slow-agent`` (one agent's runs take longer than its target), ``tdev-alb-5xx`` (target 5XX over the error
+SLO), ``tdev-slow-responses`` (the response time p95 past 60 s), ``tdev-unhealthy-hosts`` (the newest minute has unhealthy
+hosts). Datapoints are placed minutes before now: the checks read the last hour.
 """
 
 from __future__ import annotations
@@ -148,12 +149,22 @@ def _service(system: System, fault: str, what: str = "", needs: str | None = Non
     raise ValueError(f"fault {fault!r} needs an ECS service{what} in the inventory of {system.name}")
 
 
+def _hot(sb: Sandbox, system: System, fault: str, kind: str, pct: float, minutes_ago: float) -> dict[str, Any]:
+    s = _service(system, fault)
+    metric, target = {"cpu": ("CPUUtilization", system.thresholds.ecs_cpu_target_pct), "memory": ("MemoryUtilization", system.thresholds.ecs_memory_target_pct)}[kind]
+    sandbox_client(sb, "cloudwatch", system.region).put_metric_data(
+        Namespace="AWS/ECS", MetricData=[_value(metric, ecs_dims(s), _ago(datetime.now(timezone.utc), minutes_ago), pct, "Percent")])
+    return {"resource": f"{s.cluster}/{s.service}", "pct": pct, "target_pct": target}
+
+
 def cpu_hot(sb: Sandbox, system: System, pct: float = 92.0, minutes_ago: float = 5) -> dict[str, Any]:
     """The service's CPU peaks at ``pct`` % ``minutes_ago`` minutes ago (001 P1: over the 70 % target)."""
-    s = _service(system, "tdev-cpu-hot")
-    sandbox_client(sb, "cloudwatch", system.region).put_metric_data(
-        Namespace="AWS/ECS", MetricData=[_value("CPUUtilization", ecs_dims(s), _ago(datetime.now(timezone.utc), minutes_ago), pct, "Percent")])
-    return {"resource": f"{s.cluster}/{s.service}", "pct": pct, "target_pct": system.thresholds.ecs_cpu_target_pct}
+    return _hot(sb, system, "tdev-cpu-hot", "cpu", pct, minutes_ago)
+
+
+def memory_hot(sb: Sandbox, system: System, pct: float = 91.0, minutes_ago: float = 5) -> dict[str, Any]:
+    """The service's memory peaks at ``pct`` % (over the 80 % target)."""
+    return _hot(sb, system, "tdev-memory-hot", "memory", pct, minutes_ago)
 
 
 def slow_agent(sb: Sandbox, system: System, agent: str = "generation", seconds: float = 25.0, runs: int = RUNS) -> dict[str, Any]:
@@ -168,11 +179,33 @@ def slow_agent(sb: Sandbox, system: System, agent: str = "generation", seconds: 
 
 def alb_5xx(sb: Sandbox, system: System, errors: float = 40.0, minutes_ago: float = 10) -> dict[str, Any]:
     """``errors`` target 5XX in one minute of the last hour (of the seed's 3 x 400 requests: 40 is 3.3 %)."""
-    s = _service(system, "tdev-alb-5xx", " with a target_group", "target_group")
-    sandbox_client(sb, "cloudwatch", system.region).put_metric_data(
-        Namespace="AWS/ApplicationELB",
-        MetricData=[_value("HTTPCode_Target_5XX_Count", alb_dims(sb, system, s), _ago(datetime.now(timezone.utc), minutes_ago), errors, "Count")])
+    s = _alb_put(sb, system, "tdev-alb-5xx", [("HTTPCode_Target_5XX_Count", errors, "Count")], minutes_ago)
     return {"resource": s.target_group, "errors": errors, "requests": REQUESTS * len(MINUTES_AGO)}
 
 
-SCENARIOS = {"tdev-cpu-hot": cpu_hot, "tdev-slow-agent": slow_agent, "tdev-alb-5xx": alb_5xx}
+def _alb_put(sb: Sandbox, system: System, fault: str, data: list[tuple[str, float | list[float], str]], minutes_ago: float) -> EcsService:
+    s = _service(system, fault, " with a target_group", "target_group")
+    dims, ts = alb_dims(sb, system, s), _ago(datetime.now(timezone.utc), minutes_ago)
+    datums = [{"MetricName": m, "Dimensions": dims, "Timestamp": ts, "Unit": unit, **({"Values": v} if isinstance(v, list) else {"Value": v})}
+              for m, v, unit in data]
+    sandbox_client(sb, "cloudwatch", system.region).put_metric_data(Namespace="AWS/ApplicationELB", MetricData=datums)
+    return s
+
+
+def slow_responses(sb: Sandbox, system: System, seconds: float = 65.0, minutes_ago: float = 8) -> dict[str, Any]:
+    """As many responses of ``seconds`` as the seed's healthy ones, in one minute: the hour's p95 goes to ``seconds``
+    (001 P1: responses > 60 s)."""
+    s = _alb_put(sb, system, "tdev-slow-responses", [("TargetResponseTime", [seconds] * 10 * len(MINUTES_AGO), "Seconds")], minutes_ago)
+    return {"resource": s.target_group, "seconds": seconds}
+
+
+def unhealthy_hosts(sb: Sandbox, system: System, unhealthy: int = 1, minutes_ago: float = 1) -> dict[str, Any]:
+    """The newest minute: ``unhealthy`` of the service's hosts fail their health checks."""
+    tasks = next((s.min_tasks or 2 for s in system.ecs_services if s.target_group), 2)
+    s = _alb_put(sb, system, "tdev-unhealthy-hosts", [("UnHealthyHostCount", float(unhealthy), "Count"),
+                                                      ("HealthyHostCount", float(max(tasks - unhealthy, 0)), "Count")], minutes_ago)
+    return {"resource": s.target_group, "unhealthy": unhealthy}
+
+
+SCENARIOS = {"tdev-cpu-hot": cpu_hot, "tdev-memory-hot": memory_hot, "tdev-slow-agent": slow_agent, "tdev-alb-5xx": alb_5xx,
+             "tdev-slow-responses": slow_responses, "tdev-unhealthy-hosts": unhealthy_hosts}
