@@ -14,7 +14,8 @@ moto runs no task and publishes no AWS/ECS or AWS/ApplicationELB metric, so ``se
 Faults on top (sandbox.faults registers them): ``tdev-cpu-hot`` / ``tdev-memory-hot`` (CPU or memory peaks over its
 target), ``tdev-slow-agent`` (one agent's runs take longer than its target), ``tdev-alb-5xx`` (target 5XX over the error
 SLO), ``tdev-slow-responses`` (the response time p95 past 60 s), ``tdev-unhealthy-hosts`` (the newest minute has unhealthy
-hosts). Datapoints are placed minutes before now: the checks read the last hour.
+hosts). Datapoints are placed minutes before now: the checks read the last hour, so a sandbox kept longer than an hour
+reads UNKNOWN (tasks run and publish nothing), as a real service that stopped publishing would.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from opsbook.inventory import EcsService, System
-from sandbox.metrics import enable_percentiles, spread
+from sandbox.metrics import RAW_VALUES, enable_percentiles, spread
 from sandbox.server import Sandbox, sandbox_client
 
 # 001's T-Developer pipeline: its agents and what each takes, healthy (seconds; together about 19 s, the SLO is 45 s)
@@ -151,7 +152,8 @@ def _service(system: System, fault: str, what: str = "", needs: str | None = Non
 
 def _hot(sb: Sandbox, system: System, fault: str, kind: str, pct: float, minutes_ago: float) -> dict[str, Any]:
     s = _service(system, fault)
-    metric, target = {"cpu": ("CPUUtilization", system.thresholds.ecs_cpu_target_pct), "memory": ("MemoryUtilization", system.thresholds.ecs_memory_target_pct)}[kind]
+    th = system.thresholds
+    metric, target = {"cpu": ("CPUUtilization", th.ecs_cpu_target_pct), "memory": ("MemoryUtilization", th.ecs_memory_target_pct)}[kind]
     sandbox_client(sb, "cloudwatch", system.region).put_metric_data(
         Namespace="AWS/ECS", MetricData=[_value(metric, ecs_dims(s), _ago(datetime.now(timezone.utc), minutes_ago), pct, "Percent")])
     return {"resource": f"{s.cluster}/{s.service}", "pct": pct, "target_pct": target}
@@ -177,12 +179,6 @@ def slow_agent(sb: Sandbox, system: System, agent: str = "generation", seconds: 
             "target_s": system.thresholds.agent_execution_target_s}
 
 
-def alb_5xx(sb: Sandbox, system: System, errors: float = 40.0, minutes_ago: float = 10) -> dict[str, Any]:
-    """``errors`` target 5XX in one minute of the last hour (of the seed's 3 x 400 requests: 40 is 3.3 %)."""
-    s = _alb_put(sb, system, "tdev-alb-5xx", [("HTTPCode_Target_5XX_Count", errors, "Count")], minutes_ago)
-    return {"resource": s.target_group, "errors": errors, "requests": REQUESTS * len(MINUTES_AGO)}
-
-
 def _alb_put(sb: Sandbox, system: System, fault: str, data: list[tuple[str, float | list[float], str]], minutes_ago: float) -> EcsService:
     s = _service(system, fault, " with a target_group", "target_group")
     dims, ts = alb_dims(sb, system, s), _ago(datetime.now(timezone.utc), minutes_ago)
@@ -192,10 +188,16 @@ def _alb_put(sb: Sandbox, system: System, fault: str, data: list[tuple[str, floa
     return s
 
 
+def alb_5xx(sb: Sandbox, system: System, errors: float = 40.0, minutes_ago: float = 10) -> dict[str, Any]:
+    """``errors`` target 5XX in one minute of the last hour (of the seed's 3 x 400 requests: 40 is 3.3 %)."""
+    s = _alb_put(sb, system, "tdev-alb-5xx", [("HTTPCode_Target_5XX_Count", errors, "Count")], minutes_ago)
+    return {"resource": s.target_group, "errors": errors, "requests": REQUESTS * len(MINUTES_AGO)}
+
+
 def slow_responses(sb: Sandbox, system: System, seconds: float = 65.0, minutes_ago: float = 8) -> dict[str, Any]:
     """As many responses of ``seconds`` as the seed's healthy ones, in one minute: the hour's p95 goes to ``seconds``
     (001 P1: responses > 60 s)."""
-    s = _alb_put(sb, system, "tdev-slow-responses", [("TargetResponseTime", [seconds] * 10 * len(MINUTES_AGO), "Seconds")], minutes_ago)
+    s = _alb_put(sb, system, "tdev-slow-responses", [("TargetResponseTime", [seconds] * RAW_VALUES * len(MINUTES_AGO), "Seconds")], minutes_ago)
     return {"resource": s.target_group, "seconds": seconds}
 
 
