@@ -119,11 +119,11 @@ class ApiGatewayApi(Strict):
 class EcsService(Strict):
     cluster: str
     service: str
+    log_group: str | None = Field(None, description="the service's log group (its tasks' awslogs-group): daily-health and emergency-check "
+                                  "read the per-agent execution_time lines of the last hour from it (001 성능 모니터링)")
     target_group: str | None = None
     min_tasks: int | None = None
     max_tasks: int | None = None
-    log_group: str | None = Field(None, description="the service's log group (its tasks' awslogs-group): daily-health and emergency-check "
-                                  "read the per-agent execution_time lines of the last hour from it (001 성능 모니터링)")
 
 
 class S3Bucket(Strict):
