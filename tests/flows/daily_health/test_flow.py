@@ -269,8 +269,8 @@ def test_lambda_duration_unreadable_metrics_are_unknown_never_ok(seeded, sandbox
 
 def test_t_developer_performance_faults_each_found_and_the_healthy_twin_ok(seeded, sandbox):
     """001 P1 / 성능 모니터링: ECS CPU and memory (Maximum of the last hour), the target group's p95, 5XX and unhealthy hosts,
-    the agents' execution_time lines; the seed's healthy hour is OK on every one; then one run with five faults (each
-    rule at its edges: tests/opsbook/test_performance.py; the slow agent: tests/flows/emergency_check/test_flow.py)."""
+    the agents' execution_time lines; the seed's healthy hour is OK on every one; then one run with six faults (each
+    rule at its edges: tests/opsbook/test_performance.py; an agent past 60 s is P1: tests/flows/emergency_check/test_flow.py)."""
     td = seeded("t-developer")
     healthy, _ = run("t-developer")
     assert not_ok(healthy) == [] and healthy.undeclared_iam_actions == []
@@ -289,10 +289,14 @@ def test_t_developer_performance_faults_each_found_and_the_healthy_twin_ok(seede
     apply_fault(sandbox, td, "tdev-alb-5xx", errors=40)
     apply_fault(sandbox, td, "tdev-slow-responses", seconds=65)
     apply_fault(sandbox, td, "tdev-unhealthy-hosts", unhealthy=1)
+    apply_fault(sandbox, td, "tdev-slow-agent", agent="search", seconds=25)
     report, state = run("t-developer")
     tg = "t-developer-tg-production"
-    assert sorted(not_ok(report)) == [("alb-5xx", tg, "WARN"), ("alb-latency", tg, "CRIT"), ("alb-unhealthy", tg, "WARN"),
-                                      ("ecs-cpu", svc, "WARN"), ("ecs-memory", svc, "WARN")] and state == "FAILED"
+    assert sorted(not_ok(report)) == [("agent-time", "search", "WARN"), ("alb-5xx", tg, "WARN"), ("alb-latency", tg, "CRIT"),
+                                      ("alb-unhealthy", tg, "WARN"), ("ecs-cpu", svc, "WARN"), ("ecs-memory", svc, "WARN")] and state == "FAILED"
+    agent = only(report, "agent-time", "search")
+    assert agent.value == 25.0 and "target 10 s, CRIT past 60 s" in agent.summary and only(report, "agent-time", svc).value == 8
+    assert only(report, "pipeline-time", svc).status is Status.OK  # 25 s runs: under the 45 s SLO
     cpu = only(report, "ecs-cpu", svc)
     assert cpu.value == 92.0 and cpu.summary.startswith("CPU peaked at 92.0 % over the last 1 h (target 70 %): over its target")
     assert only(report, "ecs-memory", svc).summary.startswith("memory peaked at 85.0 % over the last 1 h (target 80 %)")
