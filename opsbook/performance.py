@@ -156,7 +156,8 @@ def _errors(m: TargetGroupMetrics, tg: str, th: Thresholds, window: str, base: d
         return Finding(check="alb-5xx", resource=tg, status=Status.OK, value=0, details=details, summary=f"no request in {window}")
     pct = 100.0 * errors / m.requests
     details["pct"] = round(pct, 2)
-    text = f"{errors:.0f} target 5XX of {m.requests:.0f} requests ({pct:.2f} %) over {window} (service {m.service}; target {warn:g} %, CRIT past {crit:g} %)"
+    text = (f"{errors:.0f} target 5XX of {m.requests:.0f} requests ({pct:.2f} %) over {window} "
+            f"(service {m.service}; target {warn:g} %, CRIT past {crit:g} %)")
     status = _over(pct, warn, crit)
     if status is not Status.OK:
         text += ": read the service's error log (diagnose, then roll back or scale)"
@@ -299,7 +300,8 @@ def judge_agents(service: str, group: str, t: AgentTimings | None, th: Threshold
                                    f"target {target:g} s, CRIT past {crit:g} s; service {service}){cut}: the pipeline's bottleneck"))
     if fine:
         slowest = max(fine, key=fine.__getitem__)
-        out.append(Finding(check="agent-time", resource=service, status=Status.OK, value=len(fine), details={**base, "p95_s": fine, "target_s": target},
+        out.append(Finding(check="agent-time", resource=service, status=Status.OK, value=len(fine),
+                           details={**base, "p95_s": fine, "target_s": target},
                            summary=f"{len(fine)} agent(s) within {target:g} s p95 over {window} (slowest {slowest}: {fine[slowest]:.2f} s){cut}"
                                    + (f"; {len(out)} over it above" if out else "")))
     if t.pipeline:

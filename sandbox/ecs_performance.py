@@ -27,6 +27,7 @@ from typing import Any
 from opsbook.inventory import EcsService, System
 from sandbox.metrics import RAW_VALUES, enable_percentiles, spread
 from sandbox.server import Sandbox, sandbox_client
+from tasks.elb import dimension_of
 
 # 001's T-Developer pipeline: its agents and what each takes, healthy (seconds; together about 19 s, the SLO is 45 s)
 AGENTS = {"nl_input": 1.2, "ui_selection": 0.8, "parser": 1.5, "component_decision": 2.0, "match_rate": 1.0, "search": 3.0,
@@ -63,15 +64,14 @@ def make_load_balancer(sb: Sandbox, system: System, s: EcsService, targets: int)
                         DefaultActions=[{"Type": "forward", "TargetGroupArn": tg["TargetGroupArn"]}])
     if targets:
         elb.register_targets(TargetGroupArn=tg["TargetGroupArn"], Targets=[{"Id": f"10.0.0.{10 + i}", "Port": 80} for i in range(targets)])
-    return {"TargetGroup": tg["TargetGroupArn"].split(":", 5)[-1], "LoadBalancer": lb["LoadBalancerArn"].split(":", 5)[-1].removeprefix("loadbalancer/")}
+    return {"TargetGroup": dimension_of(tg["TargetGroupArn"]), "LoadBalancer": dimension_of(lb["LoadBalancerArn"])}
 
 
 def alb_dims(sb: Sandbox, system: System, s: EcsService) -> list[dict[str, str]]:
     """The dimensions of the target group the seed made (looked up again)."""
     elb = sandbox_client(sb, "elbv2", system.region)
     tg = elb.describe_target_groups(Names=[s.target_group])["TargetGroups"][0]
-    return _dims(TargetGroup=tg["TargetGroupArn"].split(":", 5)[-1],
-                 LoadBalancer=tg["LoadBalancerArns"][0].split(":", 5)[-1].removeprefix("loadbalancer/"))
+    return _dims(TargetGroup=dimension_of(tg["TargetGroupArn"]), LoadBalancer=dimension_of(tg["LoadBalancerArns"][0]))
 
 
 def _value(name: str, dims: list[dict[str, str]], ts: datetime, v: float, unit: str) -> dict[str, Any]:
@@ -92,7 +92,8 @@ def healthy_datums(system: System, s: EcsService, alb: list[dict[str, str]] | No
             out["AWS/ApplicationELB"] += [
                 _value("RequestCount", alb, ts, REQUESTS, "Count"), _value("HealthyHostCount", alb, ts, tasks, "Count"),
                 _value("UnHealthyHostCount", alb, ts, 0, "Count"),
-                {"MetricName": "TargetResponseTime", "Dimensions": alb, "Timestamp": ts, "Values": spread(target * RESPONSE_P95_SHARE), "Unit": "Seconds"}]
+                {"MetricName": "TargetResponseTime", "Dimensions": alb, "Timestamp": ts, "Values": spread(target * RESPONSE_P95_SHARE),
+                 "Unit": "Seconds"}]
     return {ns: d for ns, d in out.items() if d}
 
 

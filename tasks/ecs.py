@@ -56,7 +56,8 @@ def utilisation_queries(services: list[str]) -> list[dict[str, Any]]:
     for i, resource in enumerate(services):
         cluster, service = split_resource(resource)
         for kind, (metric, _) in UTILISATION.items():
-            out.append(metric_query(f"u{i}_{kind}", "AWS/ECS", metric, {"ClusterName": cluster, "ServiceName": service}, "Maximum", UTILISATION_PERIOD_S))
+            dims = {"ClusterName": cluster, "ServiceName": service}
+            out.append(metric_query(f"u{i}_{kind}", "AWS/ECS", metric, dims, "Maximum", UTILISATION_PERIOD_S))
     return out
 
 

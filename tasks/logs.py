@@ -598,7 +598,8 @@ def check_agent_times(system: System, states: list[Finding], deadline: aws.Deadl
     for svc, got, err in res:
         name = f"{svc.cluster}/{svc.service}"
         if err is not None:
-            out += judge_agents(name, svc.log_group or "", None, system.thresholds, running.get(name), f"log group {svc.log_group}: {aws.describe_error(err)}")
+            why = f"log group {svc.log_group}: {aws.describe_error(err)}"
+            out += judge_agents(name, svc.log_group or "", None, system.thresholds, running.get(name), why)
             continue
         events, truncated = got or ([], False)
         timings = agent_timings(e["message"] for e in events)
