@@ -3,7 +3,7 @@
 moto runs no task and publishes no AWS/ECS or AWS/ApplicationELB metric, so ``seed_service_performance`` (called by
 ``seed_system`` for every service the inventory names) puts what a healthy service would have:
 
-- the load balancer in front of a service with a ``target_group`` (a VPC, two subnets, an ALB, the target group with
+- the load balancer in front of a service with a ``target_group`` (in the default VPC: an ALB, the target group with
   one IP target per task, a listener forwarding to it: what DescribeTargetGroups answers with its LoadBalancerArns);
 - AWS/ECS CPUUtilization and MemoryUtilization under the inventory's targets (``HEALTHY_CPU`` / ``HEALTHY_MEMORY`` of
   them), AWS/ApplicationELB requests, response times (raw values: the percentile patch of sandbox.metrics answers
@@ -55,9 +55,14 @@ def make_load_balancer(sb: Sandbox, system: System, s: EcsService, targets: int)
     """The service's target group behind an ALB (a listener forwards to it), ``targets`` IP targets registered. Returns the
     AWS/ApplicationELB dimensions."""
     ec2, elb = sandbox_client(sb, "ec2", system.region), sandbox_client(sb, "elbv2", system.region)
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    zones = [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]][:2]
-    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=z)["Subnet"]["SubnetId"] for i, z in enumerate(zones)]
+    vpcs = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]  # moto's default VPC: cheaper than a new one
+    if vpcs:
+        vpc = vpcs[0]["VpcId"]
+        subnets = [n["SubnetId"] for n in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]][:2]
+    else:
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        zones = [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]][:2]
+        subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=z)["Subnet"]["SubnetId"] for i, z in enumerate(zones)]
     lb = elb.create_load_balancer(Name=s.service[:32].strip("-"), Subnets=subnets, Scheme="internet-facing", Type="application")["LoadBalancers"][0]
     tg = elb.create_target_group(Name=s.target_group, Protocol="HTTP", Port=80, VpcId=vpc, TargetType="ip")["TargetGroups"][0]
     elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=80,
