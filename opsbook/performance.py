@@ -131,6 +131,9 @@ def judge_target_group(m: TargetGroupMetrics | None, tg: str, service: str, th: 
 def _latency(m: TargetGroupMetrics, tg: str, th: Thresholds, window: str, base: dict[str, Any]) -> Finding:
     target, crit = latency_target_s(th), th.slow_response_crit_s
     details = {**base, "p95_s": m.p95_s, "target_s": target, "crit_s": crit}
+    if m.p95_s is None and m.requests:
+        return Finding(check="alb-latency", resource=tg, status=Status.UNKNOWN, details=details,
+                       summary=f"could not be read: {m.requests:.0f} requests in {window} but no TargetResponseTime p95 (no percentile answered)")
     if m.p95_s is None:
         return Finding(check="alb-latency", resource=tg, status=Status.OK, details=details,
                        summary=f"no request in {window} (no TargetResponseTime datapoint; the host counts are published)")

@@ -96,6 +96,11 @@ def test_5xx_share_warn_over_the_error_slo_crit_past_5_pct(errors, status):
     assert f"{errors:.0f} target 5XX of 1000 requests" in f.summary
 
 
+def test_requests_without_a_response_time_p95_are_unknown_not_idle():
+    f = by(judge_target_group(tg(p95_s=None), "tg", SVC, TD), "alb-latency")
+    assert f.status is Status.UNKNOWN and "1000 requests in the last 1 h but no TargetResponseTime p95" in f.summary
+
+
 def test_5xx_without_requests_is_a_warning_and_no_traffic_is_ok():
     f = by(judge_target_group(tg(requests=None, errors_5xx=3.0, p95_s=None), "tg", SVC, TD), "alb-5xx")
     assert f.status is Status.WARN and "no RequestCount" in f.summary
