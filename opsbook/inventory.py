@@ -119,6 +119,8 @@ class ApiGatewayApi(Strict):
 class EcsService(Strict):
     cluster: str
     service: str
+    log_group: str | None = Field(None, description="the service's log group (its tasks' awslogs-group): daily-health and emergency-check "
+                                  "read the per-agent execution_time lines of the last hour from it (001 성능 모니터링)")
     target_group: str | None = None
     min_tasks: int | None = None
     max_tasks: int | None = None
@@ -324,6 +326,13 @@ class Thresholds(Strict):
     error_rate_slo_pct: float | None = None
     pipeline_p95_slo_s: float | None = None
     api_p95_slo_ms: float | None = None
+    ecs_cpu_target_pct: float = Field(70, gt=0, le=100, description="an ECS service's CPUUtilization Maximum over the last hour above "
+                                      "this is WARN (001: CPU < 70 %)")
+    ecs_memory_target_pct: float = Field(80, gt=0, le=100, description="... and its MemoryUtilization (001: memory < 80 %)")
+    agent_execution_target_s: float = Field(10, gt=0, description="an agent's execution_time p95 over the last hour (the service's log "
+                                            "lines) above this is WARN (001: each agent < 10 s)")
+    slow_response_crit_s: float = Field(60, gt=0, description="an ALB target response time p95, an agent's or the pipeline's execution "
+                                        "time p95 above this is CRIT (001 P1 서비스 성능 저하: responses > 60 s)")
     lambda_duration_warn_pct: float = Field(80, gt=0, le=100, description="a function's Duration p99 over daily-health's window at or "
                                             "above this share of its configured timeout is WARN")
     lambda_duration_crit_pct: float = Field(95, gt=0, le=100, description="... and CRIT (the next invocations time out)")

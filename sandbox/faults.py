@@ -217,10 +217,21 @@ def _register_lambda_faults() -> None:
 
 _register_lambda_faults()
 
+
+def _register_service_performance() -> None:
+    """An ECS service's last hour gone wrong (001 P1 서비스 성능 저하): CPU or memory over its target, an agent slower
+    than its target, target 5XX over the error SLO, responses past 60 s, unhealthy hosts; sandbox.ecs_performance owns them."""
+    from sandbox import ecs_performance
+
+    FAULTS.update(ecs_performance.SCENARIOS)
+
+
+_register_service_performance()
+
 # What `opsbook demo` injects into each seed system.
 DEMO_FAULTS: dict[str, list[str]] = {
     "hr-resource-optimization": ["alarm-firing", "log-errors", "opensearch-red"],
-    "t-developer": ["ecs-degraded", "security-events"],
+    "t-developer": ["ecs-degraded", "security-events", "tdev-slow-agent"],
     "todo-app": ["backup-missing"],
     "leh": ["dlq-messages", "log-errors"],
 }

@@ -189,9 +189,11 @@ def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None
         made["log_groups"].append(system.security_logs.log_group)
 
     # two weeks of the metrics AWS and the system's code publish (S3 storage too: moto publishes none)
+    from sandbox.ecs_performance import seed_service_performance
     from sandbox.metrics import seed_weekly_metrics
 
     made["metrics"] = seed_weekly_metrics(sb, system, namespaces=None if weeks_of_metrics else {"AWS/S3"})
+    made["performance"] = seed_service_performance(sb, system)  # the ECS services' last hour: ALB, utilisation, agents' lines
     return made
 
 

@@ -1,7 +1,8 @@
-"""ECS: running vs desired tasks and deployment state."""
+"""ECS: running vs desired tasks and deployment state; CPU and memory utilisation of the last hour."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from prefect.cache_policies import NO_CACHE
@@ -9,11 +10,13 @@ from pydantic import BaseModel
 
 from opsbook import aws
 from opsbook.components import judge_service, td_revision
-from opsbook.findings import Finding
+from opsbook.findings import Finding, Status
 from opsbook.iam import aws_task, declares
 from opsbook.inventory import System
+from opsbook.performance import UTILISATION, judge_utilisation
 from opsbook.resources import Discovered
 from tasks.autoscaling import ScalableTarget, describe_targets
+from tasks.cloudwatch import get_metric_data, metric_query
 
 
 def services(system: System, found: Discovered) -> list[tuple[str, str]]:
@@ -42,6 +45,56 @@ def check_services(system: System, found: Discovered, deadline: aws.Deadline) ->
         for s in svs:
             findings.append(judge_service(cl, s, got.get(s), (cl, s) in named, reason, gone))
     return findings
+
+
+# --- utilisation (001 P1 서비스 성능 저하 1: CPU/memory of the last hour) ------------------------------------------
+
+
+def utilisation_queries(services: list[str]) -> list[dict[str, Any]]:
+    """CPU and memory Maximum over one period each ("cluster/service" names); ids ``u{i}_cpu`` / ``u{i}_memory``."""
+    out = []
+    for i, resource in enumerate(services):
+        cluster, service = split_resource(resource)
+        for kind, (metric, _) in UTILISATION.items():
+            dims = {"ClusterName": cluster, "ServiceName": service}
+            out.append(metric_query(f"u{i}_{kind}", "AWS/ECS", metric, dims, "Maximum", UTILISATION_PERIOD_S))
+    return out
+
+
+UTILISATION_PERIOD_S = 3600  # the window, one period: the Maximum of the hour in one datapoint
+
+
+def measured_services(states: list[Finding]) -> list[tuple[str, int | None, str | None]]:
+    """(cluster/service, running tasks or None, why the service could not be read) of each ecs-service finding, except those of
+    services that do not exist (their finding is the CRIT)."""
+    out = []
+    for f in states:
+        if f.check != "ecs-service" or (f.status is Status.CRIT and not f.details):
+            continue
+        out.append((f.resource, f.details.get("running"), f.summary if f.status is Status.UNKNOWN and not f.details else None))
+    return out
+
+
+@aws_task(iam=["cloudwatch:GetMetricData"], cache_policy=NO_CACHE)
+def check_utilisation(system: System, states: list[Finding], hours: float = 1) -> list[Finding]:
+    """Every ECS service check_services read: CPUUtilization and MemoryUtilization Maximum over the last hour (AWS/ECS,
+    ClusterName + ServiceName), one batched GetMetricData, against the inventory's targets."""
+    services = measured_services(states)
+    if not services:
+        return []
+    end = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    try:
+        data, err = get_metric_data(system.region, utilisation_queries([s for s, _, _ in services]), end - timedelta(hours=hours), end), None
+    except Exception as exc:  # every service's utilisation is then unknown, with the reason
+        data, err = {}, f"GetMetricData: {aws.describe_error(exc)}"
+    th = system.thresholds
+    out = []
+    for i, (resource, running, unread) in enumerate(services):
+        for kind, target in (("cpu", th.ecs_cpu_target_pct), ("memory", th.ecs_memory_target_pct)):
+            points = [v for _, v in data.get(f"u{i}_{kind}", [])]
+            why = err if err is not None else (None if points or unread is None else f"the service could not be read either: {unread}")
+            out.append(judge_utilisation(resource, kind, max(points) if points else None, target, running, why, hours))
+    return out
 
 
 # --- rollback support ------------------------------------------------------------------

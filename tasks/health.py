@@ -18,15 +18,17 @@ from tasks.apigateway import check_apis
 from tasks.awslambda import check_durations, check_functions
 from tasks.cloudwatch import check_alarms
 from tasks.dynamodb import check_tables
-from tasks.ecs import check_services
+from tasks.ecs import check_services, check_utilisation
+from tasks.elb import check_target_metrics
 from tasks.endpoints import check_endpoints
-from tasks.logs import check_error_logs, check_security_logs
+from tasks.logs import check_agent_times, check_error_logs, check_security_logs
 from tasks.opensearch import check_domains
 from tasks.s3 import check_buckets
 from tasks.sqs import check_dlqs
 
 CHECKS = [discover, check_functions, check_tables, check_domains, check_apis, check_services, check_buckets,
-          check_alarms, check_error_logs, check_security_logs, check_dlqs, check_endpoints, check_durations]
+          check_alarms, check_error_logs, check_security_logs, check_dlqs, check_endpoints, check_durations,
+          check_utilisation, check_target_metrics, check_agent_times]
 
 
 def submit_checks(inv: System, found: PrefectFuture, deadline: aws.Deadline, logs: bool = True) -> dict[str, PrefectFuture]:
@@ -43,6 +45,9 @@ def submit_checks(inv: System, found: PrefectFuture, deadline: aws.Deadline, log
         "dlq": check_dlqs.submit(inv, deadline),
         "endpoints": check_endpoints.submit(inv, deadline),  # what users reach: an HTTP request each, not AWS
     }
+    checks["ecs-utilisation"] = check_utilisation.submit(inv, checks["ecs"])  # CPU/memory Maximum of the last hour, of the services read
+    checks["alb-metrics"] = check_target_metrics.submit(inv, deadline)  # the target groups' p95, 5XX, unhealthy hosts of the last hour
+    checks["agent-times"] = check_agent_times.submit(inv, checks["ecs"], deadline)  # the services' agent execution_time lines of the last hour
     if logs:
         checks["log-errors"] = check_error_logs.submit(inv, found, deadline)
         checks["security-logs"] = check_security_logs.submit(inv, deadline)

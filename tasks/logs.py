@@ -16,6 +16,7 @@ from opsbook.components import judge_count
 from opsbook.findings import Finding
 from opsbook.iam import aws_task, declares
 from opsbook.inventory import LogGroup, System
+from opsbook.performance import agent_timings, judge_agents
 from opsbook.pii import mask_log
 from opsbook.resources import Discovered
 from tasks.cloudwatch import minutes_window
@@ -572,3 +573,35 @@ def set_retention(system: System, group: str, value: str) -> None:
         c.delete_retention_policy(logGroupName=group)
     else:
         c.put_retention_policy(logGroupName=group, retentionInDays=int(value))
+
+
+# --- agents' execution_time lines of an ECS service (001 성능 이슈 대응 1: 병목 에이전트 식별) -----------------------------
+
+TIMING_PATTERN = "execution_time"  # the seed's own filter (aws logs filter-log-events --filter-pattern "execution_time")
+TIMING_LINES_MAX = 5_000  # per service and run; beyond it the p95s are of the first lines only (said in the findings)
+TIMING_WINDOW_MINUTES = 60
+
+
+@aws_task(iam=["logs:FilterLogEvents"], cache_policy=NO_CACHE)
+def check_agent_times(system: System, states: list[Finding], deadline: aws.Deadline, minutes: int = TIMING_WINDOW_MINUTES) -> list[Finding]:
+    """Each ECS service with a log_group: its lines carrying agent and execution_time over the last hour (FilterLogEvents,
+    every page up to TIMING_LINES_MAX), each agent's p95 and the pipeline's against the inventory's targets. ``states``:
+    check_services' findings (a service that runs tasks and logs no timing is UNKNOWN; one that runs none is not)."""
+    svcs = [s for s in system.ecs_services if s.log_group]
+    if not svcs:
+        return []
+    running = {f.resource: f.details.get("running") for f in states if f.check == "ecs-service"}
+    end = datetime.now(timezone.utc)
+    start = end - timedelta(minutes=minutes)
+    res = aws.parallel(lambda s: read_events(system.region, s.log_group or "", TIMING_PATTERN, start, end, TIMING_LINES_MAX), svcs, deadline=deadline)
+    out: list[Finding] = []
+    for svc, got, err in res:
+        name = f"{svc.cluster}/{svc.service}"
+        if err is not None:
+            why = f"log group {svc.log_group}: {aws.describe_error(err)}"
+            out += judge_agents(name, svc.log_group or "", None, system.thresholds, running.get(name), why)
+            continue
+        events, truncated = got or ([], False)
+        timings = agent_timings(e["message"] for e in events)
+        out += judge_agents(name, svc.log_group or "", timings, system.thresholds, running.get(name), None, truncated, minutes)
+    return out

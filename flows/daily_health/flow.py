@@ -2,7 +2,8 @@
 
 Sources: 000 §일상 운영 1 (daily_health_check.sh) and 부록 A, 001 일일 점검 and
 일일 보안 점검, 002 일일 점검, 003 (DLQ). Reads top to bottom like the procedure:
-discover the system's resources, check every component concurrently, judge,
+discover the system's resources, check every component concurrently (ECS
+services with their last hour's performance: 001 성능 모니터링), judge,
 report, notify on a change of status.
 """
 

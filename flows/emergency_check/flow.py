@@ -6,7 +6,10 @@ Sources: 000 장애 대응 2. 초기 평가 (emergency_check.sh) and 알람별 �
 daily-health component checks (without their 24 h log scans), the errors of the
 LAST HOUR with their messages ranked over every line read (up to the inventory's
 thresholds.error_lines_budget, said when reached), ALB target health, the alarms
-firing with their priority. Then the verdict: the incident priority implied and
+firing with their priority; and for ECS services the last hour's performance
+(001 P1 서비스 성능 저하: CPU/memory against their targets, the target group's
+response time p95, 5XX and unhealthy hosts, each agent's execution_time p95 and
+the pipeline's from the service's log). Then the verdict: the incident priority implied and
 whom to escalate to, shown first, followed by the findings by severity.
 
 The priority and escalation rules: judge.py.
@@ -31,18 +34,19 @@ from tasks.apigateway import check_apis
 from tasks.awslambda import check_functions
 from tasks.cloudwatch import check_alarms
 from tasks.dynamodb import check_tables
-from tasks.ecs import check_services
-from tasks.elb import check_target_health
+from tasks.ecs import check_services, check_utilisation
+from tasks.elb import check_target_health, check_target_metrics
 from tasks.endpoints import check_endpoints
 from tasks.health import submit_checks
-from tasks.logs import count_recent_errors
+from tasks.logs import check_agent_times, count_recent_errors
 from tasks.opensearch import check_domains
 from tasks.s3 import check_buckets
 from tasks.sqs import check_dlqs
 
 RUNBOOK = "emergency-check"
 TASKS = [discover, check_functions, check_tables, check_domains, check_apis, check_services, check_buckets,
-         check_alarms, check_dlqs, count_recent_errors, check_target_health, check_endpoints]
+         check_alarms, check_dlqs, count_recent_errors, check_target_health, check_endpoints, check_utilisation, check_target_metrics,
+         check_agent_times]
 SAMPLES = 20  # masked sample lines shown per log group (the messages are ranked over every line read)
 WINDOW_MINUTES = 60
 

@@ -18,7 +18,9 @@ Priority (002: P0 전체 서비스 중단, P1 주요 기능 장애, P2 부분 �
 - P1: a data component is down: a DynamoDB table missing or not ACTIVE, an
   OpenSearch cluster red or its domain missing; some (not all) Lambda functions
   failing; an ECS deployment FAILED with tasks still running; an endpoint
-  slower than its CRIT latency (001 P1: 서비스 성능 저하).
+  slower than its CRIT latency, or a service's response time, an agent or the
+  pipeline past ``slow_response_crit_s``, or its target 5XX past 5 % (001 P1:
+  서비스 성능 저하, 응답시간 > 60초, 일부 요청 실패).
 - Firing alarms: their priority from ``alarms.priorities`` (an alarm without
   one counts as P2).
 - P2: any other CRIT finding, or a component degraded (WARN on ECS, ALB,
@@ -55,8 +57,9 @@ GROUP_TOP_N = 3  # messages each log group's finding lists
 VERDICT = "incident-priority"
 _PRIO_STATUS = {"P0": Status.CRIT, "P1": Status.CRIT, "P2": Status.WARN, "P3": Status.OK}
 _COMPONENT_CHECKS = {"ecs-service", "alb-targets", "lambda-state", "dynamodb-status", "opensearch-domain", "opensearch-health"}
+_PERFORMANCE_CHECKS = {"alb-latency": "response time", "alb-5xx": "target 5XX", "agent-time": "agent", "pipeline-time": "pipeline"}
 _CLASSIFIED = {"ecs-service", "alb-targets", "apigateway-present", "lambda-state", "dynamodb-status", "opensearch-health", "opensearch-domain",
-               "alarms", "endpoint"}
+               "alarms", "endpoint", *_PERFORMANCE_CHECKS}
 
 
 # --- errors of the last hour ----------------------------------------------------------------
@@ -188,6 +191,10 @@ def implied_priority(findings: list[Finding]) -> tuple[str, list[str]]:
     for f in by_check.get("endpoint", []):
         if f.status is Status.CRIT:
             reasons["P1" if f.details.get("failure") == "latency" else "P0"].append(f"endpoint {f.resource}: {f.summary}")
+    for check, what in _PERFORMANCE_CHECKS.items():  # 001 P1 서비스 성능 저하
+        for f in by_check.get(check, []):
+            if f.status is Status.CRIT:
+                reasons["P1"].append(f"{what} {f.resource}: {f.summary}")
     state_crit = _lambda_reasons(by_check, reasons)
     for check, what in (("dynamodb-status", "DynamoDB"), ("opensearch-health", "OpenSearch"), ("opensearch-domain", "OpenSearch")):
         for f in by_check.get(check, []):

@@ -265,3 +265,44 @@ def test_lambda_duration_unreadable_metrics_are_unknown_never_ok(seeded, sandbox
     report, _ = run("todo-app")
     f = only(report, "lambda-duration", "todo-api")
     assert f.status is Status.UNKNOWN and "Duration p99" in f.summary and "not authorized" in f.summary.lower()
+
+
+def test_t_developer_performance_faults_each_found_and_the_healthy_twin_ok(seeded, sandbox):
+    """001 P1 / 성능 모니터링: ECS CPU and memory (Maximum of the last hour), the target group's p95, 5XX and unhealthy hosts,
+    the agents' execution_time lines; the seed's healthy hour is OK on every one; then one run with six faults (each
+    rule at its edges: tests/opsbook/test_performance.py; an agent past 60 s is P1: tests/flows/emergency_check/test_flow.py)."""
+    td = seeded("t-developer")
+    healthy, _ = run("t-developer")
+    assert not_ok(healthy) == [] and healthy.undeclared_iam_actions == []
+    svc = "t-developer-cluster-production/t-developer-service-production"
+    assert only(healthy, "ecs-cpu", svc).value == 38.5 and "(target 70 %)" in only(healthy, "ecs-cpu", svc).summary  # 35 x 1.1
+    assert only(healthy, "ecs-memory", svc).value == 59.4
+    assert only(healthy, "alb-latency").details["target_s"] == 45 and only(healthy, "alb-latency").value < 45
+    assert only(healthy, "alb-5xx").value == 0 and only(healthy, "alb-unhealthy").summary.startswith("0 unhealthy, 2 healthy")
+    assert only(healthy, "agent-time", svc).value == 9 and only(healthy, "pipeline-time", svc).value < 45  # 9 agents within 10 s
+    calls = healthy.api_calls_by_operation
+    assert calls["cloudwatch:GetMetricData"] == 3  # ECS utilisation, the target group: one call each (and the S3 storage)
+    assert calls["elbv2:DescribeTargetGroups"] == 1 and calls["logs:FilterLogEvents"] >= 4  # errors, security x 2, agents
+
+    apply_fault(sandbox, td, "tdev-cpu-hot", pct=92)
+    apply_fault(sandbox, td, "tdev-memory-hot", pct=85)
+    apply_fault(sandbox, td, "tdev-alb-5xx", errors=40)
+    apply_fault(sandbox, td, "tdev-slow-responses", seconds=65)
+    apply_fault(sandbox, td, "tdev-unhealthy-hosts", unhealthy=1)
+    apply_fault(sandbox, td, "tdev-slow-agent", agent="search", seconds=25)
+    report, state = run("t-developer")
+    tg = "t-developer-tg-production"
+    assert sorted(not_ok(report)) == [("agent-time", "search", "WARN"), ("alb-5xx", tg, "WARN"), ("alb-latency", tg, "CRIT"),
+                                      ("alb-unhealthy", tg, "WARN"), ("ecs-cpu", svc, "WARN"), ("ecs-memory", svc, "WARN")] and state == "FAILED"
+    agent = only(report, "agent-time", "search")
+    assert agent.value == 25.0 and "target 10 s, CRIT past 60 s" in agent.summary and only(report, "agent-time", svc).value == 8
+    assert only(report, "pipeline-time", svc).status is Status.OK  # 25 s runs: under the 45 s SLO
+    cpu = only(report, "ecs-cpu", svc)
+    assert cpu.value == 92.0 and cpu.summary.startswith("CPU peaked at 92.0 % over the last 1 h (target 70 %): over its target")
+    assert only(report, "ecs-memory", svc).summary.startswith("memory peaked at 85.0 % over the last 1 h (target 80 %)")
+    errors = only(report, "alb-5xx")
+    assert errors.value == 3.33 and "40 target 5XX of 1200 requests (3.33 %)" in errors.summary and "target 2 %" in errors.summary
+    slow = only(report, "alb-latency")
+    assert slow.value == 65.0 and slow.summary.startswith("TargetResponseTime p95 65.00 s over the last 1 h") and "responses > 60 s" in slow.summary
+    assert only(report, "alb-unhealthy").summary.startswith("1 unhealthy, 1 healthy host(s) in the newest minute")
+    assert report.api_calls_by_operation["cloudwatch:GetMetricData"] == 3

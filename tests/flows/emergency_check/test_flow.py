@@ -42,26 +42,10 @@ def not_ok(report: RunReport):
     return [(f.check, f.resource, f.status.value) for f in report.findings if f.status is not Status.OK]
 
 
-def make_target_groups(sb, system, targets: int = 2) -> None:
-    """The sandbox seed creates no ALB target groups; create the inventory's, with healthy IP targets."""
-    if not any(s.target_group for s in system.ecs_services):
-        return
-    ec2, elb = sandbox_client(sb, "ec2", system.region), sandbox_client(sb, "elbv2", system.region)
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    for s in system.ecs_services:
-        if s.target_group:
-            arn = elb.create_target_group(Name=s.target_group, Protocol="HTTP", Port=80, VpcId=vpc, TargetType="ip")["TargetGroups"][0]["TargetGroupArn"]
-            if targets:
-                elb.register_targets(TargetGroupArn=arn, Targets=[{"Id": f"10.0.0.{10 + i}", "Port": 80} for i in range(targets)])
-
-
 @pytest.fixture
-def healthy(seeded, sandbox):
-    def _healthy(name: str):
-        system = seeded(name)
-        make_target_groups(sandbox, system)
-        return system
-    return _healthy
+def healthy(seeded):
+    """A seeded system: healthy (the seed puts each ECS service's target group behind an ALB, with a healthy IP target a task)."""
+    return seeded
 
 
 # --- end to end ---------------------------------------------------------------------------------
@@ -256,13 +240,43 @@ def test_a_small_line_budget_is_reached_and_said(healthy, sandbox, tmp_path):
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_missing_target_group_is_unknown_with_the_reason(seeded):
-    seeded("t-developer")  # the sandbox seed has no ALB target groups
+def test_missing_target_group_is_unknown_with_the_reason(seeded, sandbox):
+    td = seeded("t-developer")
+    elb = sandbox_client(sandbox, "elbv2", td.region)
+    tg = elb.describe_target_groups(Names=["t-developer-tg-production"])["TargetGroups"][0]
+    for lb in tg["LoadBalancerArns"]:
+        for listener in elb.describe_listeners(LoadBalancerArn=lb)["Listeners"]:
+            elb.delete_listener(ListenerArn=listener["ListenerArn"])
+    elb.delete_target_group(TargetGroupArn=tg["TargetGroupArn"])
     report = run("t-developer")
     f = only(report, "alb-targets", "t-developer-tg-production")
-    assert f.status is Status.UNKNOWN and "not found" in f.summary and "sandbox seed creates no ALB target groups" in f.summary
+    assert f.status is Status.UNKNOWN and "target group t-developer-tg-production not found in us-east-1" in f.summary
+    assert "check the inventory's target_group" in f.summary
+    for check in ("alb-latency", "alb-5xx", "alb-unhealthy"):  # its metrics cannot be found either
+        assert "not found" in only(report, check, "t-developer-tg-production").summary
     v = report.findings[0]
-    assert v.details["priority"] == "P3" and v.details["blind_spots"] == ["alb-targets t-developer-tg-production"]
+    assert v.details["priority"] == "P3" and sorted(v.details["blind_spots"]) == [
+        "alb-5xx t-developer-tg-production", "alb-latency t-developer-tg-production", "alb-targets t-developer-tg-production",
+        "alb-unhealthy t-developer-tg-production"]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_t_developer_agent_slower_than_60_s_is_p1_naming_the_agent(healthy, sandbox):
+    """001 P1 (응답시간 > 60초) and 성능 이슈 대응 1 (병목 에이전트 식별): the twin is the healthy T-Developer above (P3, every
+    agent, the pipeline, CPU/memory and the target group's numbers OK)."""
+    td = healthy("t-developer")
+    apply_fault(sandbox, td, "tdev-slow-agent", agent="generation", seconds=75)
+    report = run("t-developer")
+    f = only(report, "agent-time", "generation")
+    assert f.status is Status.CRIT and f.value == 75.0
+    assert f.summary.startswith("agent generation execution_time p95 75.00 s over the last 60 min (24 runs, max 75.00 s; target 10 s, CRIT past 60 s")
+    assert only(report, "agent-time", TD_SERVICE).value == 8  # the other agents: within their target
+    assert only(report, "pipeline-time", TD_SERVICE).value == 75.0  # the runs it slowed (request ids of its own: 75 s each)
+    assert sorted(not_ok(report)) == [("agent-time", "generation", "CRIT"), ("incident-priority", "t-developer", "CRIT"),
+                                      ("pipeline-time", TD_SERVICE, "CRIT")]
+    v = report.findings[0]
+    assert v.details["priority"] == "P1" and v.details["reasons"][0].startswith("agent generation: agent generation execution_time p95 75.00 s")
+    assert report.api_calls_by_operation["logs:FilterLogEvents"] >= 2 and report.undeclared_iam_actions == []
 
 
 @pytest.mark.usefixtures("prefect_harness")

@@ -189,6 +189,16 @@ def test_an_endpoint_users_reach_down_is_p0_slow_is_p1_and_its_healthy_twin_is_p
     assert implied_priority([F("endpoint", url, "UNKNOWN")]) == ("P3", [])  # not probed: a blind spot
 
 
+@pytest.mark.parametrize("check", ["alb-latency", "alb-5xx", "agent-time", "pipeline-time"])
+def test_a_service_slower_than_60_s_is_p1_over_its_target_is_not_an_incident(check):
+    """001 P1 서비스 성능 저하 (응답시간 > 60초, 일부 요청 실패): CRIT past slow_response_crit_s / 5 % 5XX; WARN (over the
+    target) stays daily-health's; CPU and memory over their targets are no incident by themselves."""
+    prio, reasons = implied_priority([F(check, "generation", "CRIT", 70.0)])
+    assert prio == "P1" and reasons[0].endswith(f"generation: {check} CRIT")
+    assert implied_priority([F(check, "generation", "WARN", 20.0), F("ecs-cpu", "c/s", "WARN", 92.0), F("ecs-memory", "c/s", "WARN", 90.0)])[0] == "P3"
+    assert implied_priority([F(check, "generation", "UNKNOWN")]) == ("P3", [])
+
+
 def test_priorities_from_components_and_alarms():
     assert implied_priority([F("opensearch-health", "d", "CRIT", 2)])[0] == "P1"
     assert implied_priority([F("opensearch-domain", "d", "CRIT")])[0] == "P1"
