@@ -1,15 +1,17 @@
-"""ALB target health for ECS services that name a target group (seed 001 P0 즉시 대응 2)."""
+"""ALB target health for ECS services that name a target group (seed 001 P0 즉시 대응 2), and the CloudWatch dimensions of
+their ALB metrics (``alb_targets``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
 
 from opsbook import aws
 from opsbook.components import judge_targets
 from opsbook.findings import Finding
-from opsbook.iam import aws_task
+from opsbook.iam import aws_task, declares
 from opsbook.inventory import EcsService, System
 
 
@@ -30,9 +32,69 @@ def check_target_health(system: System, deadline: aws.Deadline) -> list[Finding]
         reason = None
         if err is not None and aws.error_code(err) in ("TargetGroupNotFound", "TargetGroupNotFoundException"):
             reason = f"target group {tg} not found in {system.region} (service {name}); check the inventory's target_group"
-            if aws.is_loopback_url(aws.endpoint_url()):
-                reason += " (the sandbox seed creates no ALB target groups)"
         elif err is not None:
             reason = aws.describe_error(err)
         out.append(judge_targets(tg, name, res["targets"] if res else None, reason))
     return out
+
+
+# --- CloudWatch dimensions of a service's target group (availability; ALB metrics) --------------------------------
+
+
+class AlbTarget(BaseModel):
+    """An ECS service's target group and the CloudWatch dimensions of its ALB metrics (AWS/ApplicationELB): ``TargetGroup``
+    ``targetgroup/NAME/ID`` and ``LoadBalancer`` ``app/NAME/ID`` of each load balancer that forwards to it; or why not."""
+
+    service: str  # cluster/service
+    target_group: str  # as the inventory names it (a name or an ARN)
+    arn: str | None = None
+    target_group_dim: str | None = None
+    load_balancer_dims: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+
+def arn_dimension(arn: str, marker: str) -> str:
+    """The CloudWatch dimension value of an ELB ARN: what follows ``loadbalancer/`` (``app/NAME/ID``) or starts at
+    ``targetgroup/`` (``targetgroup/NAME/ID``)."""
+    rest = arn.split(":", 5)[-1]
+    return rest.removeprefix("loadbalancer/") if marker == "loadbalancer" else rest
+
+
+def alb_target(svc: EcsService, tg: dict[str, Any] | None, reason: str | None = None) -> AlbTarget:
+    """What DescribeTargetGroups answered for the service's target group, as dimensions (pure)."""
+    name, ref = f"{svc.cluster}/{svc.service}", svc.target_group or ""
+    if tg is None:
+        return AlbTarget(service=name, target_group=ref, error=reason or f"target group {ref} not found")
+    lbs = tg.get("LoadBalancerArns") or []
+    out = AlbTarget(service=name, target_group=ref, arn=tg["TargetGroupArn"], target_group_dim=arn_dimension(tg["TargetGroupArn"], "targetgroup"),
+                    load_balancer_dims=[arn_dimension(a, "loadbalancer") for a in lbs])
+    if not lbs:
+        out.error = f"no load balancer forwards to target group {ref} (service {name}): there are no ALB request counts to measure"
+    return out
+
+
+@declares(["elasticloadbalancing:DescribeTargetGroups"])
+def alb_targets(system: System, deadline: aws.Deadline | None = None) -> list[AlbTarget]:
+    """Each ECS service's target group (the inventory's ``target_group``) resolved to its ALB metric dimensions: one
+    DescribeTargetGroups a target group, concurrently; a group that is missing or unreadable carries the reason."""
+    svcs = [s for s in system.ecs_services if s.target_group]
+
+    def one(svc: EcsService) -> dict[str, Any]:
+        tg = svc.target_group or ""
+        kw = {"TargetGroupArns": [tg]} if tg.startswith("arn:") else {"Names": [tg]}
+        return aws.client("elbv2", system.region).describe_target_groups(**kw)["TargetGroups"][0]
+
+    out = []
+    for svc, res, err in aws.parallel(one, svcs, deadline=deadline):
+        if err is not None and aws.error_code(err) in ("TargetGroupNotFound", "TargetGroupNotFoundException"):
+            out.append(alb_target(svc, None, f"target group {svc.target_group} not found in {system.region} (service {svc.cluster}/{svc.service}); "
+                                             "check the inventory's target_group"))
+        else:
+            out.append(alb_target(svc, res, None if err is None else aws.describe_error(err)))
+    return out
+
+
+@aws_task(iam=["elasticloadbalancing:DescribeTargetGroups"], name="read-alb-targets", cache_policy=NO_CACHE)
+def read_alb_targets(system: System) -> list[AlbTarget]:
+    """``alb_targets`` as a task (weekly-report)."""
+    return alb_targets(system, aws.Deadline(60))

@@ -16,7 +16,7 @@ from opsbook.inventory import System
 from opsbook.resources import coverage, discover
 from tasks.apigateway import check_apis
 from tasks.awslambda import check_durations, check_functions
-from tasks.cloudwatch import check_alarms
+from tasks.cloudwatch import check_alarms, check_availability
 from tasks.dynamodb import check_tables
 from tasks.ecs import check_services
 from tasks.endpoints import check_endpoints
@@ -26,12 +26,12 @@ from tasks.s3 import check_buckets
 from tasks.sqs import check_dlqs
 
 CHECKS = [discover, check_functions, check_tables, check_domains, check_apis, check_services, check_buckets,
-          check_alarms, check_error_logs, check_security_logs, check_dlqs, check_endpoints, check_durations]
+          check_alarms, check_error_logs, check_security_logs, check_dlqs, check_endpoints, check_durations, check_availability]
 
 
 def submit_checks(inv: System, found: PrefectFuture, deadline: aws.Deadline, logs: bool = True) -> dict[str, PrefectFuture]:
     """Every component check, submitted concurrently after discovery (the DAG's middle row); ``logs``: with the checks over
-    the last 24 h (log scans, Lambda Duration p99 against the timeout), which only daily-health runs."""
+    the last 24 h (log scans, Lambda Duration p99 against the timeout, availability against the SLO), which only daily-health runs."""
     checks = {
         "lambda": check_functions.submit(inv, found, deadline),
         "dynamodb": check_tables.submit(inv, found, deadline),
@@ -47,6 +47,7 @@ def submit_checks(inv: System, found: PrefectFuture, deadline: aws.Deadline, log
         checks["log-errors"] = check_error_logs.submit(inv, found, deadline)
         checks["security-logs"] = check_security_logs.submit(inv, deadline)
         checks["lambda-duration"] = check_durations.submit(inv, checks["lambda"])  # p99 over the same 24 h, against the timeouts read
+        checks["availability"] = check_availability.submit(inv, found, deadline)  # 1 - 5XX / requests over the same 24 h, against the SLO
     return checks
 
 

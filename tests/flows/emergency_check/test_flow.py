@@ -18,7 +18,6 @@ from opsbook.iam import iam_action, policy_for
 from opsbook.inventory import SYSTEMS_DIR
 from opsbook.report import RunReport
 from sandbox.faults import _put, apply_fault
-from sandbox.server import sandbox_client
 
 SEEDS = ["hr-resource-optimization", "t-developer", "todo-app", "leh"]
 TD_SERVICE = "t-developer-cluster-production/t-developer-service-production"
@@ -42,26 +41,10 @@ def not_ok(report: RunReport):
     return [(f.check, f.resource, f.status.value) for f in report.findings if f.status is not Status.OK]
 
 
-def make_target_groups(sb, system, targets: int = 2) -> None:
-    """The sandbox seed creates no ALB target groups; create the inventory's, with healthy IP targets."""
-    if not any(s.target_group for s in system.ecs_services):
-        return
-    ec2, elb = sandbox_client(sb, "ec2", system.region), sandbox_client(sb, "elbv2", system.region)
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    for s in system.ecs_services:
-        if s.target_group:
-            arn = elb.create_target_group(Name=s.target_group, Protocol="HTTP", Port=80, VpcId=vpc, TargetType="ip")["TargetGroups"][0]["TargetGroupArn"]
-            if targets:
-                elb.register_targets(TargetGroupArn=arn, Targets=[{"Id": f"10.0.0.{10 + i}", "Port": 80} for i in range(targets)])
-
-
 @pytest.fixture
-def healthy(seeded, sandbox):
-    def _healthy(name: str):
-        system = seeded(name)
-        make_target_groups(sandbox, system)
-        return system
-    return _healthy
+def healthy(seeded):
+    """A seeded system: its ECS services' target groups are there with healthy IP targets (sandbox/alb.py)."""
+    return seeded
 
 
 # --- end to end ---------------------------------------------------------------------------------
@@ -256,11 +239,11 @@ def test_a_small_line_budget_is_reached_and_said(healthy, sandbox, tmp_path):
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_missing_target_group_is_unknown_with_the_reason(seeded):
-    seeded("t-developer")  # the sandbox seed has no ALB target groups
+def test_missing_target_group_is_unknown_with_the_reason(seeded, sandbox):
+    apply_fault(sandbox, seeded("t-developer"), "alb-target-group-missing")  # the healthy twin: the test of every seed system above
     report = run("t-developer")
     f = only(report, "alb-targets", "t-developer-tg-production")
-    assert f.status is Status.UNKNOWN and "not found" in f.summary and "sandbox seed creates no ALB target groups" in f.summary
+    assert f.status is Status.UNKNOWN and "not found" in f.summary and "check the inventory's target_group" in f.summary
     v = report.findings[0]
     assert v.details["priority"] == "P3" and v.details["blind_spots"] == ["alb-targets t-developer-tg-production"]
 
