@@ -12,12 +12,7 @@ from pydantic import BaseModel, Field
 
 from opsbook import aws
 from opsbook.availability import CHECK as AVAILABILITY
-from opsbook.availability import (
-    Traffic,
-    add_counts,
-    judge_availability,
-    nothing_to_measure,
-)
+from opsbook.availability import Traffic, add_counts, judge_availability, nothing_to_measure
 from opsbook.components import declared_names, judge_alarms, judge_declared_alarms
 from opsbook.findings import Finding, unknown
 from opsbook.iam import aws_task, declares

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from opsbook.availability import (
-    Traffic,
-    add_counts,
-    availability_pct,
-    budget,
-    judge_availability,
-    nothing_to_measure,
-    pct_text,
-)
+from opsbook.availability import Traffic, add_counts, availability_pct, budget, judge_availability, nothing_to_measure, pct_text
 from opsbook.findings import Status
 from opsbook.inventory import Thresholds
 

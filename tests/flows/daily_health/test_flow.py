@@ -265,3 +265,33 @@ def test_lambda_duration_unreadable_metrics_are_unknown_never_ok(seeded, sandbox
     report, _ = run("todo-app")
     f = only(report, "lambda-duration", "todo-api")
     assert f.status is Status.UNKNOWN and "Duration p99" in f.summary and "not authorized" in f.summary.lower()
+    f = only(report, "availability", "todo-api")  # the requests and 5XX of the same 24 h: unread, so never OK
+    assert f.status is Status.UNKNOWN and "GetMetricData" in f.summary and "not authorized" in f.summary.lower()
+
+
+def test_availability_below_the_slo_is_crit_and_its_healthy_twins_ok_with_traffic_and_without(seeded, sandbox):
+    """todo-app's API (API Gateway, SLO 99.9 %) and T-Developer's target group (ALB, SLO 99.5 %), 1 - 5XX / requests over 24 h;
+    the rule's edges (exactly at the SLO, budget mostly spent, unreadable) are tests/opsbook/test_availability.py's."""
+    from sandbox.metrics import recent_traffic
+
+    todo, td = seeded("todo-app", "t-developer")
+    recent_traffic(sandbox, todo, 10_000, 3)  # todo-app's healthy twin: 99.97 %, 70 % of the budget left; T-Developer's: no traffic
+    healthy = {name: run(name)[0] for name in ("todo-app", "t-developer")}
+    api, tg = only(healthy["todo-app"], "availability", "todo-api"), only(healthy["t-developer"], "availability", "t-developer-tg-production")
+    assert api.status is Status.OK and api.value == pytest.approx(99.97) and api.details["budget_left_pct"] == 70
+    assert api.summary.startswith("99.97 % available over the last 24 h (3 5XX of 10,000 requests) against the 99.9 % SLO; error budget 10 5XX")
+    assert tg.status is Status.OK and tg.value is None and tg.summary.startswith("no traffic over the last 24 h")
+    assert tg.details["service"] == "t-developer-cluster-production/t-developer-service-production" and "app/t-developer-alb/" in tg.details["source"]
+    assert all(not_ok(r) == [] for r in healthy.values()), {n: not_ok(r) for n, r in healthy.items()}
+    assert healthy["t-developer"].api_calls_by_operation["elbv2:DescribeTargetGroups"] == 1  # what the check adds
+    assert healthy["t-developer"].api_calls_by_operation["cloudwatch:GetMetricData"] == 2  # ... and one batch (the other: S3 storage)
+
+    apply_fault(sandbox, todo, "slo-breach")  # 2 % of 10,000 more requests failed in the same 24 h
+    apply_fault(sandbox, td, "slo-breach")
+    for name, subject, slo in (("todo-app", "todo-api", "99.9 %"), ("t-developer", "t-developer-tg-production", "99.5 %")):
+        report, state = run(name)
+        f = only(report, "availability", subject)
+        assert f.status is Status.CRIT and f.summary.startswith("BELOW SLO: ") and f"against the {slo} SLO" in f.summary, f.summary
+        assert f.details["below_slo"] and f.details["budget_left_pct"] < 0 and f.details["burn_rate"] > 1
+        assert not_ok(report) == [("availability", subject, "CRIT")] and state == "FAILED" and report.undeclared_iam_actions == []
+    assert f.details["requests"] == 10_000 and f.details["errors_5xx"] == 200 and f.value == 98.0  # T-Developer: the burst alone
