@@ -71,11 +71,12 @@ def budget(slo_pct: float, requests: float, errors: float) -> Budget:
                   left_pct=left, burn_rate=burn, below_slo=below)
 
 
-def pct_text(v: float) -> str:
-    """99.975 %, 99.9 %, 100 %: three decimals at most (more only where a value under 100 would read 100), zeros cut."""
+def pct_text(v: float, slo: float | None = None) -> str:
+    """99.975 %, 99.9 %, 100 %: three decimals, zeros cut; more where that would read 100 for less, or read as the ``slo``
+    it is not (99.8999 against 99.9)."""
     for digits in (3, 4, 5, 6):
         s = f"{v:.{digits}f}"
-        if float(s) != 100.0 or v >= 100.0:
+        if (float(s) != 100.0 or v >= 100.0) and (slo is None or v == slo or float(s) != slo):
             break
     return s.rstrip("0").rstrip(".") + " %"
 
@@ -115,7 +116,7 @@ def judge_availability(t: Traffic, th: Thresholds, window: str) -> Finding | Non
     details.update(availability_pct=round(pct, 4), budget_allowed=b.allowed, budget_used=b.errors, budget_left_pct=b.left_pct,
                    burn_rate=b.burn_rate, below_slo=b.below_slo, exhausts_before_period_end=b.below_slo,
                    period_days=th.availability_period_days)
-    text = (f"{pct_text(pct)} available over {window} ({_n(b.errors)} 5XX of {_n(b.requests)} requests) against the "
+    text = (f"{pct_text(pct, slo)} available over {window} ({_n(b.errors)} 5XX of {_n(b.requests)} requests) against the "
             f"{pct_text(slo)} SLO; {budget_text(b, slo, th.availability_period_days)}")
     if b.below_slo:
         return Finding(check=CHECK, resource=t.subject, status=Status.CRIT, value=round(pct, 4), details=details,

@@ -97,6 +97,9 @@ def test_budget_numbers_and_words():
     b = budget(99.5, 4000, 10)
     assert b.allowed == 20 and b.left_pct == 50 and b.burn_rate == 0.5 and not b.below_slo
     assert pct_text(99.95) == "99.95 %" and pct_text(100.0) == "100 %" and pct_text(99.9999) == "99.9999 %" and pct_text(99.5) == "99.5 %"
+    assert pct_text(99.8999) == "99.9 %" and pct_text(99.8999, 99.9) == "99.8999 %" and pct_text(99.9, 99.9) == "99.9 %"
+    f = judge_availability(api(1_000_000, 1001), TH, DAY)  # a hair below: never printed as the SLO it misses
+    assert f.status is Status.CRIT and f.summary.startswith("BELOW SLO: 99.8999 % available")
 
 
 def test_alb_counts_add_the_load_balancers_own_5xx_to_requests_and_errors():
