@@ -322,7 +322,13 @@ class Thresholds(Strict):
     error_lines_budget: int = Field(10_000, ge=1, le=1_000_000, description="ERROR lines emergency-check reads in all (over every "
                                     "log group) to rank the messages of its window; when reached, the ranking and the counts of "
                                     "the groups cut are lower bounds, and the findings say so")
-    availability_slo_pct: float | None = None
+    availability_slo_pct: float | None = Field(None, gt=0, le=100, description="the availability SLO: daily-health (last 24 h) and "
+                                               "weekly-report (this week and the one before) measure 1 - 5XX / requests of the system's "
+                                               "APIs (API Gateway) and load-balanced ECS services (ALB) against it; none: not measured")
+    availability_budget_warn_pct: float = Field(25, ge=0, le=100, description="WARN when less than this share of the window's error "
+                                                "budget ((1 - SLO) x requests) is left; below the SLO is CRIT")
+    availability_period_days: int = Field(30, ge=1, le=366, description="the SLO period the burn rate is told against (how long a "
+                                          "period's budget lasts at the window's pace)")
     error_rate_slo_pct: float | None = None
     pipeline_p95_slo_s: float | None = None
     api_p95_slo_ms: float | None = None

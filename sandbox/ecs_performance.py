@@ -3,8 +3,8 @@
 moto runs no task and publishes no AWS/ECS or AWS/ApplicationELB metric, so ``seed_service_performance`` (called by
 ``seed_system`` for every service the inventory names) puts what a healthy service would have:
 
-- the load balancer in front of a service with a ``target_group`` (in the default VPC: an ALB, the target group with
-  one IP target per task, a listener forwarding to it: what DescribeTargetGroups answers with its LoadBalancerArns);
+- for a service with a ``target_group``, its metrics under the dimensions of the ALB that sandbox/alb.py put in front
+  of it (``seed_system`` seeds the load balancers first);
 - AWS/ECS CPUUtilization and MemoryUtilization under the inventory's targets (``HEALTHY_CPU`` / ``HEALTHY_MEMORY`` of
   them), AWS/ApplicationELB requests, response times (raw values: the percentile patch of sandbox.metrics answers
   their p95), host counts, no 5XX;
@@ -51,29 +51,8 @@ def ecs_dims(s: EcsService) -> list[dict[str, str]]:
     return _dims(ClusterName=s.cluster, ServiceName=s.service)
 
 
-def make_load_balancer(sb: Sandbox, system: System, s: EcsService, targets: int) -> dict[str, str]:
-    """The service's target group behind an ALB (a listener forwards to it), ``targets`` IP targets registered. Returns the
-    AWS/ApplicationELB dimensions."""
-    ec2, elb = sandbox_client(sb, "ec2", system.region), sandbox_client(sb, "elbv2", system.region)
-    vpcs = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]  # moto's default VPC: cheaper than a new one
-    if vpcs:
-        vpc = vpcs[0]["VpcId"]
-        subnets = [n["SubnetId"] for n in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]][:2]
-    else:
-        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        zones = [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]][:2]
-        subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=z)["Subnet"]["SubnetId"] for i, z in enumerate(zones)]
-    lb = elb.create_load_balancer(Name=s.service[:32].strip("-"), Subnets=subnets, Scheme="internet-facing", Type="application")["LoadBalancers"][0]
-    tg = elb.create_target_group(Name=s.target_group, Protocol="HTTP", Port=80, VpcId=vpc, TargetType="ip")["TargetGroups"][0]
-    elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=80,
-                        DefaultActions=[{"Type": "forward", "TargetGroupArn": tg["TargetGroupArn"]}])
-    if targets:
-        elb.register_targets(TargetGroupArn=tg["TargetGroupArn"], Targets=[{"Id": f"10.0.0.{10 + i}", "Port": 80} for i in range(targets)])
-    return {"TargetGroup": dimension_of(tg["TargetGroupArn"]), "LoadBalancer": dimension_of(lb["LoadBalancerArn"])}
-
-
 def alb_dims(sb: Sandbox, system: System, s: EcsService) -> list[dict[str, str]]:
-    """The dimensions of the target group the seed made (looked up again)."""
+    """The dimensions of the target group the seed made (sandbox/alb.py), looked up."""
     elb = sandbox_client(sb, "elbv2", system.region)
     tg = elb.describe_target_groups(Names=[s.target_group])["TargetGroups"][0]
     return _dims(TargetGroup=dimension_of(tg["TargetGroupArn"]), LoadBalancer=dimension_of(tg["LoadBalancerArns"][0]))
@@ -133,7 +112,7 @@ def seed_service_performance(sb: Sandbox, system: System, now: datetime | None =
     for s in system.ecs_services:
         alb = None
         if s.target_group and not s.target_group.startswith("arn:"):
-            alb = _dims(**make_load_balancer(sb, system, s, s.min_tasks or 2))
+            alb = alb_dims(sb, system, s)  # the ALB sandbox/alb.py put in front of it (seed_system, before this)
             made["load_balancers"] += 1
         for ns, data in healthy_datums(system, s, alb, now).items():
             cw.put_metric_data(Namespace=ns, MetricData=data)

@@ -13,6 +13,7 @@ from typing import Any
 from opsbook.components import declared_names
 from opsbook.inventory import System
 from opsbook.resources import Discovered
+from sandbox.alb import target_group_missing
 from sandbox.seed import sample_alarm_names
 from sandbox.server import Sandbox, sandbox_client
 
@@ -175,6 +176,20 @@ def bad_release(sb: Sandbox, system: System) -> dict[str, Any]:
     return {"resource": f"{f.name}:{f.aliases[0]}", "from": before, "to": version}
 
 
+def slo_breach(sb: Sandbox, system: System, requests: int = 10_000, errors_pct: float = 2.0, hours_ago: float = 0.5) -> dict[str, Any]:
+    """A burst of 5XX ``hours_ago`` (inside daily-health's 24 h; ``hours_ago`` past local midnight puts it in weekly-report's
+    week): ``errors_pct`` % of ``requests`` on every API and seeded target group, far below any availability SLO."""
+    from sandbox.metrics import recent_traffic
+
+    if system.thresholds.availability_slo_pct is None:
+        raise ValueError(f"fault 'slo-breach' needs thresholds.availability_slo_pct in the inventory of {system.name}")
+    errors = round(requests * errors_pct / 100)
+    subjects = recent_traffic(sb, system, requests, errors, hours_ago)
+    if not subjects:
+        raise ValueError(f"fault 'slo-breach' needs an API Gateway API or an ECS service with a target_group in the inventory of {system.name}")
+    return {"resource": subjects[0], "subjects": subjects, "requests": requests, "errors": errors}
+
+
 FAULTS: dict[str, Callable[..., dict[str, Any]]] = {
     "bad-deploy": bad_deploy,
     "bad-release": bad_release,
@@ -191,6 +206,8 @@ FAULTS: dict[str, Callable[..., dict[str, Any]]] = {
     "dlq-messages": dlq_messages,
     "security-events": security_events,
     "backup-missing": backup_missing,
+    "slo-breach": slo_breach,
+    "alb-target-group-missing": target_group_missing,
 }
 
 

@@ -1,7 +1,8 @@
 """Two weeks of daily metrics for a seeded system, for the weekly report.
 
 ``seed_system`` calls ``seed_weekly_metrics`` for every system: what Lambda, API
-Gateway, DynamoDB, S3 and the system's own code would have published over the
+Gateway, DynamoDB, S3, the ALB in front of its ECS services (``sandbox.alb``) and
+the system's own code would have published over the
 14 local days ending yesterday (one timestamp a day, local noon), for the
 resources the inventory names (tag-only extras stay idle, as unused resources
 are). moto accepts PutMetricData with past timestamps (AWS/ namespaces too);
@@ -13,7 +14,10 @@ over week by ``VOLUME[k]`` (traffic), ``LATENCY[k]`` (duration, latency) and
 ``1 + trend`` (same weekday shape). One SLO breach is plausible and seeded:
 a custom metric with an SLO (T-Developer's pipeline p95, 45 s) is at
 ``SLO_LAST_WEEK`` x the SLO last week and ``SLO_THIS_WEEK`` x this week (a WARN,
-under the 1.5 x that makes it CRIT). S3 storage grows to ``S3_SIZE_BYTES`` /
+under the 1.5 x that makes it CRIT). The APIs and target groups meet their
+availability SLO both weeks with most of the error budget left (``API_5XX_SHARE``,
+``ALB_*``); ``recent_traffic`` adds requests and 5XX to daily-health's last 24 h
+(the ``slo-breach`` fault is one). S3 storage grows to ``S3_SIZE_BYTES`` /
 ``S3_OBJECTS`` yesterday (what daily-health reads as the latest value).
 
 Datums are cheap for moto's linear scans: counters are one value a day,
@@ -35,6 +39,7 @@ from typing import Any
 
 from flows.weekly_report.judge import is_success_metric
 from opsbook.inventory import CustomMetric, System
+from sandbox.alb import alb_dimensions
 from sandbox.server import Sandbox, sandbox_client
 
 _PCT = re.compile(r"^p(\d{1,2}(?:\.\d+)?)$")
@@ -139,14 +144,33 @@ def lambda_data(names: list[str], days: list[datetime]) -> list[dict[str, Any]]:
             for datum in _requests(_dims(FunctionName=fn), k, i, ts, 900.0 + 250 * k, 120.0 + 60 * (k % 5), ("Invocations", "Errors", "Duration"), 0.004)]
 
 
+API_5XX_SHARE = 0.0002  # of the requests, before the ERRORS trend: within a 99.9 % SLO both weeks, with most of the budget left
+
+
 def api_data(names: list[str], days: list[datetime]) -> list[dict[str, Any]]:
-    """Count, 5XXError (about 0.1 %), Latency (raw values) and 4XXError (1.5 % of the requests) of each REST API."""
+    """Count, 5XXError (about 0.02 %: ``API_5XX_SHARE``), Latency (raw values) and 4XXError (1.5 % of the requests) of each REST API."""
     out = []
     for k, api in enumerate(names):
         d, base = _dims(ApiName=api), 5000.0 + 2000 * k
         for i, ts in enumerate(days):
-            out += _requests(d, k, i, ts, base, 240.0 + 40 * (k % 3), ("Count", "5XXError", "Latency"), 0.001)
+            out += _requests(d, k, i, ts, base, 240.0 + 40 * (k % 3), ("Count", "5XXError", "Latency"), API_5XX_SHARE)
             out.append(_value("4XXError", d, ts, round(daily(base * 0.015, trend(VOLUME, k), i, ts.date()))))
+    return out
+
+
+ALB_REQUESTS, ALB_TARGET_5XX_SHARE, ALB_ELB_5XX_SHARE = 20_000.0, 0.0004, 0.0001  # a day; within a 99.5 % SLO, most budget left
+
+
+def alb_data(albs: list[dict[str, Any]], days: list[datetime]) -> list[dict[str, Any]]:
+    """RequestCount and HTTPCode_Target_5XX_Count of each target group (LoadBalancer + TargetGroup) and HTTPCode_ELB_5XX_Count of
+    its load balancer (``sandbox.alb.alb_dimensions``)."""
+    out = []
+    for k, a in enumerate(albs):
+        pair, lb = _dims(LoadBalancer=a["LoadBalancer"], TargetGroup=a["TargetGroup"]), _dims(LoadBalancer=a["LoadBalancer"])
+        for i, ts in enumerate(days):
+            out += [_value("RequestCount", pair, ts, round(daily(ALB_REQUESTS, trend(VOLUME, k), i, ts.date()))),
+                    _value("HTTPCode_Target_5XX_Count", pair, ts, round(daily(ALB_REQUESTS * ALB_TARGET_5XX_SHARE, trend(ERRORS, k), i, ts.date()))),
+                    _value("HTTPCode_ELB_5XX_Count", lb, ts, round(daily(ALB_REQUESTS * ALB_ELB_5XX_SHARE, trend(ERRORS, k), i, ts.date())))]
     return out
 
 
@@ -200,9 +224,10 @@ def custom_data(system: System, m: CustomMetric, k: int, days: list[datetime]) -
     return out
 
 
-def weekly_datums(system: System, days: list[datetime]) -> dict[str, list[dict[str, Any]]]:
-    """Namespace -> datums for every resource the inventory names (pure)."""
+def weekly_datums(system: System, days: list[datetime], albs: list[dict[str, Any]] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Namespace -> datums for every resource the inventory names, and the ALB target groups ``albs`` (pure)."""
     by_ns: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_ns["AWS/ApplicationELB"] += alb_data(albs or [], days)
     by_ns["AWS/Lambda"] += lambda_data([f.name for f in system.lambda_functions], days)
     by_ns["AWS/ApiGateway"] += api_data([a.name for a in system.api_gateway_apis], days)
     by_ns["AWS/DynamoDB"] += table_data([t.name for t in system.dynamodb_tables], days)
@@ -225,7 +250,8 @@ def seed_weekly_metrics(sb: Sandbox, system: System, now: datetime | None = None
     """Publish the 14 days (of ``namespaces`` only, when given); returns the number of datums and PutMetricData calls."""
     enable_percentiles()
     cw = sandbox_client(sb, "cloudwatch", system.region)
-    by_ns = {ns: data for ns, data in weekly_datums(system, day_noons(system, now)).items() if namespaces is None or ns in namespaces}
+    albs = alb_dimensions(sb, system) if namespaces is None or "AWS/ApplicationELB" in namespaces else []
+    by_ns = {ns: data for ns, data in weekly_datums(system, day_noons(system, now), albs).items() if namespaces is None or ns in namespaces}
     calls = sum(put_metric_data(cw, ns, data) for ns, data in by_ns.items())
     return {"datums": sum(len(v) for v in by_ns.values()), "calls": calls}
 
@@ -236,3 +262,20 @@ def slow_pipeline(sb: Sandbox, system: System, metric: str, seconds: float, per_
     cw = sandbox_client(sb, "cloudwatch", system.region)
     data = [_values(m.name, _dims(**m.dimensions), ts, [seconds] * per_day, m.unit or "None") for ts in day_noons(system, now)[7:]]
     put_metric_data(cw, m.namespace, data)
+
+
+def recent_traffic(sb: Sandbox, system: System, requests: int, errors: int, hours_ago: float = 0.5, now: datetime | None = None) -> list[str]:
+    """``requests`` requests and ``errors`` 5XX ``hours_ago`` on every API (Count, 5XXError) and every seeded target group
+    (RequestCount, HTTPCode_Target_5XX_Count; no ELB 5XX): the traffic daily-health's availability reads. Returns the subjects."""
+    ts = (now or datetime.now(system.tz)) - timedelta(hours=hours_ago)
+    cw = sandbox_client(sb, "cloudwatch", system.region)
+    subjects = []
+    for a in system.api_gateway_apis:
+        d = _dims(ApiName=a.name)
+        put_metric_data(cw, "AWS/ApiGateway", [_value("Count", d, ts, requests), _value("5XXError", d, ts, errors)])
+        subjects.append(a.name)
+    for a in alb_dimensions(sb, system):
+        d = _dims(LoadBalancer=a["LoadBalancer"], TargetGroup=a["TargetGroup"])
+        put_metric_data(cw, "AWS/ApplicationELB", [_value("RequestCount", d, ts, requests), _value("HTTPCode_Target_5XX_Count", d, ts, errors)])
+        subjects.append(a["target_group"])
+    return subjects

@@ -18,6 +18,7 @@ from typing import Any
 from opsbook.components import declared_names
 from opsbook.inventory import System, name_matches
 from opsbook.resources import Discovered
+from sandbox.alb import seed_load_balancers
 from sandbox.server import ACCOUNT_ID, Sandbox, sandbox_client
 
 
@@ -143,6 +144,7 @@ def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None
         ecs.create_service(cluster=s.cluster, serviceName=s.service, taskDefinition=td, desiredCount=s.min_tasks or 2,
                            tags=[{"key": k, "value": v} for k, v in tags.items()])
         sb.set_ecs_running(r, s.cluster, s.service, s.min_tasks or 2)
+    made["target_groups"] = seed_load_balancers(sb, system)  # the ALB in front of them: healthy targets, metric dimensions
 
     s3 = sandbox_client(sb, "s3", r)
     cw = sandbox_client(sb, "cloudwatch", r)

@@ -252,11 +252,18 @@ def fast_moto_metric_data() -> None:
     moto scans every datapoint of the region once per period of every query: O(queries x periods x datapoints),
     seconds for a runbook that asks for 30 cases' token counts over a day. Each MetricStat query is answered by
     moto's own code over the datapoints that pass moto's own filter (the metric name and exact dimensions, or the
-    namespace and name without dimensions); a request with an expression takes moto's path unchanged."""
+    namespace and name without dimensions); a request with an expression takes moto's path unchanged. Dimensions match
+    in any order, as in CloudWatch."""
     from moto.cloudwatch.models import CloudWatchBackend, Dimension
 
     if getattr(CloudWatchBackend, "_opsbook_fast", False):
         return
+    # CloudWatch matches a dimension set whatever the order it is given in; moto sorts both sides to compare them,
+    # but its Dimension.__lt__ compares a value with a name, so two dimensions in another order never matched
+    Dimension.__lt__ = lambda a, b: (a.name or "", a.value or "") < (b.name or "", b.value or "")  # type: ignore[method-assign]
+    # ... which also let moto's own S3 storage metrics through: the size of the sandbox's (empty) buckets at this minute,
+    # newer than the daily storage numbers the seed publishes as AWS would (sandbox.metrics); the sandbox publishes them
+    CloudWatchBackend.aws_metric_data = property(lambda self: [])  # type: ignore[method-assign,assignment]
     original = CloudWatchBackend.get_metric_data
 
     def get_metric_data(self: CloudWatchBackend, queries: list[dict[str, Any]], start_time: Any, end_time: Any,

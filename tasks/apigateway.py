@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from opsbook import aws
 from opsbook.components import judge_apis
 from opsbook.findings import Finding
-from opsbook.iam import aws_task
+from opsbook.iam import aws_task, declares
 from opsbook.inventory import ApiGatewayApi, System
 from opsbook.resources import Discovered
 
@@ -29,6 +29,12 @@ def check_apis(system: System, found: Discovered, deadline: aws.Deadline) -> lis
 @aws_task(iam=["apigateway:GET"], cache_policy=NO_CACHE)
 def api_names(system: System, found: Discovered) -> list[str]:
     """API names (CloudWatch's ApiName dimension): the inventory's, plus tag-discovered ids mapped to names."""
+    return all_api_names(system, found)
+
+
+@declares(["apigateway:GET"])
+def all_api_names(system: System, found: Discovered) -> list[str]:
+    """``api_names`` as a function: one GetRestApis listing, only when discovery found API ids."""
     names = [a.name for a in system.api_gateway_apis]
     if not found.api_gateway_ids:
         return names

@@ -11,11 +11,16 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from opsbook import aws
+from opsbook.availability import CHECK as AVAILABILITY
+from opsbook.availability import Traffic, add_counts, judge_availability, nothing_to_measure
 from opsbook.components import declared_names, judge_alarms, judge_declared_alarms
 from opsbook.findings import Finding, unknown
 from opsbook.iam import aws_task, declares
 from opsbook.inventory import ApiGatewayApi, System
+from opsbook.performance import TargetGroupMetrics, judge_target_group
 from opsbook.resources import Discovered
+from tasks.apigateway import all_api_names
+from tasks.elb import AlbTarget, alb_targets
 
 # GetMetricData: 50 requests a second per account and region (CloudWatch service quotas).
 GET_METRIC_DATA_TPS = 50.0
@@ -504,6 +509,153 @@ def read_invocations(system: System, functions: list[str], models: list[str], mi
         out.model_throttles[model] = total(res[f"m{j}.InvocationThrottles"])
         inp, outp = total(res[f"m{j}.InputTokenCount"]), total(res[f"m{j}.OutputTokenCount"])
         out.model_tokens[model] = (inp or 0) + (outp or 0) if inp is not None or outp is not None else None
+    return out
+
+
+# --- availability: requests and 5XX of the system's APIs and load-balanced services (daily-health) -----------------
+
+AVAILABILITY_WINDOW_H = 24.0  # daily-health's window, as its log scans
+
+
+class TrafficSubject(BaseModel):
+    """What one availability is measured on: an API or a service's target group, the Sums that count its requests and
+    5XX (``opsbook.availability.ROLES``), or why they cannot be read."""
+
+    subject: str
+    kind: str  # apigateway | alb
+    series: list[MetricSeries] = Field(default_factory=list)
+    source: str = ""
+    service: str | None = None
+    error: str | None = None
+
+
+def api_traffic(api: str) -> TrafficSubject:
+    """API Gateway's Count and 5XXError by ApiName: every stage of the API (the dimension weekly-report reads)."""
+    d = [{"ApiName": api}]
+    return TrafficSubject(subject=api, kind="apigateway", source="AWS/ApiGateway Count and 5XXError by ApiName",
+                          series=[MetricSeries(namespace="AWS/ApiGateway", metric=m, stat="Sum", dimension_sets=d) for m in ("Count", "5XXError")])
+
+
+def alb_traffic(t: AlbTarget) -> TrafficSubject:
+    """The target group's RequestCount and HTTPCode_Target_5XX_Count (LoadBalancer + TargetGroup), and each load balancer's own
+    HTTPCode_ELB_5XX_Count (LoadBalancer only: every target group behind it), summed over the load balancers."""
+    name = t.target_group.rsplit("/", 2)[-2] if t.target_group.startswith("arn:") else t.target_group
+    if t.error is not None:
+        return TrafficSubject(subject=name, kind="alb", service=t.service, error=t.error, source="elbv2 DescribeTargetGroups")
+    pair = [{"LoadBalancer": lb, "TargetGroup": t.target_group_dim or ""} for lb in t.load_balancer_dims]
+    lbs = [{"LoadBalancer": lb} for lb in t.load_balancer_dims]
+    return TrafficSubject(subject=name, kind="alb", service=t.service,
+                          source=(f"AWS/ApplicationELB RequestCount and HTTPCode_Target_5XX_Count of {t.target_group_dim} behind "
+                                  f"{', '.join(t.load_balancer_dims)}, plus the load balancer's HTTPCode_ELB_5XX_Count (in requests and 5XX)"),
+                          series=[MetricSeries(namespace="AWS/ApplicationELB", metric="RequestCount", stat="Sum", dimension_sets=pair),
+                                  MetricSeries(namespace="AWS/ApplicationELB", metric="HTTPCode_Target_5XX_Count", stat="Sum", dimension_sets=pair),
+                                  MetricSeries(namespace="AWS/ApplicationELB", metric="HTTPCode_ELB_5XX_Count", stat="Sum", dimension_sets=lbs)])
+
+
+def read_traffic(region: str, subjects: list[TrafficSubject], start: datetime, end: datetime) -> list[Traffic]:
+    """Each subject's requests and 5XX over [start, end): one batched GetMetricData for all (one period over the window);
+    a subject that could not be resolved, or a read that failed, carries the reason."""
+    period = max(60, int((end - start).total_seconds()) // 60 * 60)
+    specs: dict[str, MetricSpec] = {f"{n}.{m}.{j}": (s.namespace, s.metric, dims, "Sum", period)
+                                    for n, sub in enumerate(subjects) if sub.error is None
+                                    for m, s in enumerate(sub.series) for j, dims in enumerate(s.dimension_sets)}
+    res: dict[str, list[tuple[datetime, float]]] = {}
+    reason = None
+    try:
+        res = run_metric_queries(region, specs, end - timedelta(seconds=period), end) if specs else {}
+    except Exception as exc:  # every subject read in the batch is then unknown, with the reason
+        reason = f"GetMetricData: {aws.describe_error(exc)}"
+    out = []
+    for n, sub in enumerate(subjects):
+        base = {"subject": sub.subject, "kind": sub.kind, "source": sub.source, "service": sub.service}
+        if sub.error is not None or reason is not None:
+            out.append(Traffic(**base, error=sub.error or reason))
+            continue
+        sums = [((s.namespace, s.metric), _sum_or_none([total(res[f"{n}.{m}.{j}"]) for j in range(len(s.dimension_sets))]))
+                for m, s in enumerate(sub.series)]
+        req, err = add_counts(sums)
+        out.append(Traffic(**base, requests=req, errors=err))
+    return out
+
+
+def _sum_or_none(values: list[float | None]) -> float | None:
+    got = [v for v in values if v is not None]
+    return sum(got) if got else None
+
+
+@aws_task(iam=["cloudwatch:GetMetricData", "apigateway:GET"], name="check-availability",
+          cache_policy=NO_CACHE)
+def check_availability(system: System, found: Discovered, targets: list[AlbTarget], deadline: aws.Deadline,
+                       hours: float = AVAILABILITY_WINDOW_H) -> list[Finding]:
+    """Availability over the last ``hours`` against ``thresholds.availability_slo_pct`` and the error budget left, for every
+    API (named and tag-discovered: GetRestApis only when discovery found some) and every ECS service's target group
+    (``targets``: read_alb_targets); one GetMetricData for all. No SLO: no finding, no call."""
+    th = system.thresholds
+    if th.availability_slo_pct is None:
+        return []
+    out: list[Finding] = []
+    try:
+        apis = all_api_names(system, found)
+    except Exception as exc:  # the named APIs are still measured
+        apis = [a.name for a in system.api_gateway_apis]
+        out.append(unknown(AVAILABILITY, "(tag-discovered APIs)", f"GetRestApis: {aws.describe_error(exc)}"))
+    subjects = [api_traffic(a) for a in apis] + [alb_traffic(t) for t in targets]
+    if not subjects:
+        return out + nothing_to_measure(system.name, th)
+    end = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    window = f"the last {hours:g} h"
+    return out + [f for t in read_traffic(system.region, subjects, end - timedelta(hours=hours), end) if (f := judge_availability(t, th, window))]
+
+
+# --- the target groups' metrics of the last hour (001 P1 서비스 성능 저하: response time p95, target 5XX, unhealthy hosts) ---
+
+WINDOW_PERIOD_S = 3600  # the window, one period (sums and the p95 of the hour)
+HOSTS_PERIOD_S = 60  # host counts a minute: the newest is now's
+ALB_SERIES = {"requests": ("RequestCount", "Sum", WINDOW_PERIOD_S), "errors_5xx": ("HTTPCode_Target_5XX_Count", "Sum", WINDOW_PERIOD_S),
+              "p95_s": ("TargetResponseTime", "p95", WINDOW_PERIOD_S), "unhealthy": ("UnHealthyHostCount", "Maximum", HOSTS_PERIOD_S),
+              "healthy": ("HealthyHostCount", "Minimum", HOSTS_PERIOD_S)}
+
+
+def alb_dims(t: AlbTarget) -> dict[str, str]:
+    return {"TargetGroup": t.target_group_dim or "", "LoadBalancer": t.load_balancer_dims[0]}
+
+
+def alb_queries(dims: list[dict[str, str]]) -> list[dict[str, Any]]:
+    return [metric_query(f"t{i}_{key}", "AWS/ApplicationELB", metric, d, stat, period)
+            for i, d in enumerate(dims) for key, (metric, stat, period) in ALB_SERIES.items()]
+
+
+def alb_values(i: int, data: dict[str, list[tuple[datetime, float]]]) -> dict[str, float | None]:
+    """The window's value of each series of target group ``i``: its one datapoint, the newest minute for host counts."""
+    out: dict[str, float | None] = {}
+    for key, (_, stat, period) in ALB_SERIES.items():
+        points = data.get(f"t{i}_{key}", [])  # newest first
+        out[key] = (sum(v for _, v in points) if stat == "Sum" else points[0][1]) if points else None
+    return out
+
+
+@aws_task(iam=["cloudwatch:GetMetricData"], cache_policy=NO_CACHE)
+def check_target_metrics(system: System, targets: list[AlbTarget], hours: float = 1) -> list[Finding]:
+    """Each ECS service's target group (``targets``: read_alb_targets, DescribeTargetGroups): response time p95, target 5XX
+    against requests, unhealthy hosts over the last hour (AWS/ApplicationELB, TargetGroup + LoadBalancer), one batched
+    GetMetricData."""
+    readable = [t for t in targets if t.error is None]
+    end = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    data: dict[str, list[tuple[datetime, float]]] = {}
+    metrics_err = None
+    if readable:
+        try:
+            data = get_metric_data(system.region, alb_queries([alb_dims(t) for t in readable]), end - timedelta(hours=hours), end)
+        except Exception as exc:  # every target group's numbers are then unknown, with the reason
+            metrics_err = f"GetMetricData: {aws.describe_error(exc)}"
+    pos = {id(t): i for i, t in enumerate(readable)}
+    out: list[Finding] = []
+    for t in targets:
+        if t.error is not None:
+            out += judge_target_group(None, t.target_group, t.service, system.thresholds, t.error, hours)
+        else:
+            m = TargetGroupMetrics(target_group=t.target_group, service=t.service, dimensions=alb_dims(t), **alb_values(pos[id(t)], data))
+            out += judge_target_group(m, t.target_group, t.service, system.thresholds, metrics_err, hours)
     return out
 
 

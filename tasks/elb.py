@@ -1,20 +1,18 @@
-"""ALB target health for ECS services that name a target group (seed 001 P0 즉시 대응 2), and the target group's
-metrics of the last hour (001 P1 서비스 성능 저하: response time p95, target 5XX, unhealthy hosts)."""
+"""ALB target health for ECS services that name a target group (seed 001 P0 즉시 대응 2), and the CloudWatch dimensions of
+their ALB metrics (``alb_targets``: what tasks/cloudwatch.py reads for performance and availability)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
 
 from opsbook import aws
 from opsbook.components import judge_targets
 from opsbook.findings import Finding
 from opsbook.iam import aws_task, declares
 from opsbook.inventory import EcsService, System
-from opsbook.performance import TargetGroupMetrics, judge_target_group
-from tasks.cloudwatch import get_metric_data, metric_query
 
 
 def _describe(region: str, svc: EcsService) -> dict[str, Any]:
@@ -55,7 +53,7 @@ def check_target_health(system: System, deadline: aws.Deadline) -> list[Finding]
     return out
 
 
-# --- the target group's CloudWatch metrics ---------------------------------------------------------------------------
+# --- CloudWatch dimensions of ELB resources ----------------------------------------------------------------------
 
 
 def dimension_of(arn: str) -> str:
@@ -64,65 +62,47 @@ def dimension_of(arn: str) -> str:
     return arn.split(":", 5)[-1].removeprefix("loadbalancer/")
 
 
-@declares(["elasticloadbalancing:DescribeTargetGroups"])
-def target_group_dimensions(region: str, svc: EcsService) -> dict[str, str]:
-    """AWS/ApplicationELB's TargetGroup and LoadBalancer dimensions of the service's target group (DescribeTargetGroups).
-    A target group behind no load balancer has no LoadBalancer (and ALB publishes nothing for it)."""
-    tg = _describe(region, svc)
-    dims = {"TargetGroup": dimension_of(tg["TargetGroupArn"])}
+# --- CloudWatch dimensions of a service's target group (availability; ALB metrics) --------------------------------
+
+
+class AlbTarget(BaseModel):
+    """An ECS service's target group and the CloudWatch dimensions of its ALB metrics (AWS/ApplicationELB): ``TargetGroup``
+    ``targetgroup/NAME/ID`` and ``LoadBalancer`` ``app/NAME/ID`` of each load balancer that forwards to it; or why not."""
+
+    service: str  # cluster/service
+    target_group: str  # as the inventory names it (a name or an ARN)
+    arn: str | None = None
+    target_group_dim: str | None = None
+    load_balancer_dims: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+
+def alb_target(svc: EcsService, tg: dict[str, Any] | None, reason: str | None = None) -> AlbTarget:
+    """What DescribeTargetGroups answered for the service's target group, as dimensions (pure)."""
+    name, ref = f"{svc.cluster}/{svc.service}", svc.target_group or ""
+    if tg is None:
+        return AlbTarget(service=name, target_group=ref, error=reason or f"target group {ref} not found")
     lbs = tg.get("LoadBalancerArns") or []
-    if lbs:
-        dims["LoadBalancer"] = dimension_of(lbs[0])
-    return dims
-
-
-WINDOW_PERIOD_S = 3600  # the window, one period (sums and the p95 of the hour)
-HOSTS_PERIOD_S = 60  # host counts a minute: the newest is now's
-ALB_SERIES = {"requests": ("RequestCount", "Sum", WINDOW_PERIOD_S), "errors_5xx": ("HTTPCode_Target_5XX_Count", "Sum", WINDOW_PERIOD_S),
-              "p95_s": ("TargetResponseTime", "p95", WINDOW_PERIOD_S), "unhealthy": ("UnHealthyHostCount", "Maximum", HOSTS_PERIOD_S),
-              "healthy": ("HealthyHostCount", "Minimum", HOSTS_PERIOD_S)}
-
-
-def alb_queries(dims: list[dict[str, str]]) -> list[dict[str, Any]]:
-    return [metric_query(f"t{i}_{key}", "AWS/ApplicationELB", metric, d, stat, period)
-            for i, d in enumerate(dims) for key, (metric, stat, period) in ALB_SERIES.items()]
-
-
-def alb_values(i: int, data: dict[str, list[tuple[datetime, float]]]) -> dict[str, float | None]:
-    """The window's value of each series of target group ``i``: its one datapoint, the newest minute for host counts."""
-    out: dict[str, float | None] = {}
-    for key, (_, stat, period) in ALB_SERIES.items():
-        points = data.get(f"t{i}_{key}", [])  # newest first
-        out[key] = (sum(v for _, v in points) if stat == "Sum" else points[0][1]) if points else None
+    out = AlbTarget(service=name, target_group=ref, arn=tg["TargetGroupArn"], target_group_dim=dimension_of(tg["TargetGroupArn"]),
+                    load_balancer_dims=[dimension_of(a) for a in lbs])
+    if not lbs:
+        out.error = f"no load balancer forwards to target group {ref} (service {name}): ALB publishes no metric for it"
     return out
 
 
-@aws_task(iam=["elasticloadbalancing:DescribeTargetGroups", "cloudwatch:GetMetricData"], cache_policy=NO_CACHE)
-def check_target_metrics(system: System, deadline: aws.Deadline, hours: float = 1) -> list[Finding]:
-    """Each ECS service's target group: response time p95, target 5XX against requests, unhealthy hosts over the last hour
-    (AWS/ApplicationELB, TargetGroup + LoadBalancer resolved with DescribeTargetGroups), one batched GetMetricData."""
+@declares(["elasticloadbalancing:DescribeTargetGroups"])
+def alb_targets(system: System, deadline: aws.Deadline | None = None) -> list[AlbTarget]:
+    """Each ECS service's target group (the inventory's ``target_group``) resolved to its ALB metric dimensions: one
+    DescribeTargetGroups a target group, concurrently; a group that is missing or unreadable carries the reason."""
     svcs = [s for s in system.ecs_services if s.target_group]
-    if not svcs:
-        return []
-    resolved = aws.parallel(lambda s: target_group_dimensions(system.region, s), svcs, deadline=deadline)
-    readable = [k for k, (_, dims, err) in enumerate(resolved) if err is None and dims and "LoadBalancer" in dims]
-    end = datetime.now(timezone.utc).replace(second=0, microsecond=0)
-    data: dict[str, list[tuple[datetime, float]]] = {}
-    metrics_err = None
-    if readable:
-        try:
-            data = get_metric_data(system.region, alb_queries([resolved[k][1] or {} for k in readable]), end - timedelta(hours=hours), end)
-        except Exception as exc:  # every target group's numbers are then unknown, with the reason
-            metrics_err = f"GetMetricData: {aws.describe_error(exc)}"
-    out: list[Finding] = []
-    for k, (svc, dims, err) in enumerate(resolved):
-        tg, name = svc.target_group or "", f"{svc.cluster}/{svc.service}"
-        if err is not None:
-            out += judge_target_group(None, tg, name, system.thresholds, _not_found(system, svc, err), hours)
-        elif "LoadBalancer" not in (dims or {}):
-            out += judge_target_group(None, tg, name, system.thresholds, f"target group {tg} is behind no load balancer (service {name}): "
-                                      "ALB publishes no metric for it", hours)
-        else:
-            m = TargetGroupMetrics(target_group=tg, service=name, dimensions=dims or {}, **alb_values(readable.index(k), data))
-            out += judge_target_group(m, tg, name, system.thresholds, metrics_err, hours)
+
+    out = []
+    for svc, res, err in aws.parallel(lambda s: _describe(system.region, s), svcs, deadline=deadline):
+        out.append(alb_target(svc, res, None if err is None else _not_found(system, svc, err)))
     return out
+
+
+@aws_task(iam=["elasticloadbalancing:DescribeTargetGroups"], name="read-alb-targets", cache_policy=NO_CACHE)
+def read_alb_targets(system: System) -> list[AlbTarget]:
+    """``alb_targets`` as a task (weekly-report)."""
+    return alb_targets(system, aws.Deadline(60))

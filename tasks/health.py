@@ -16,10 +16,10 @@ from opsbook.inventory import System
 from opsbook.resources import coverage, discover
 from tasks.apigateway import check_apis
 from tasks.awslambda import check_durations, check_functions
-from tasks.cloudwatch import check_alarms
+from tasks.cloudwatch import check_alarms, check_availability, check_target_metrics
 from tasks.dynamodb import check_tables
 from tasks.ecs import check_services, check_utilisation
-from tasks.elb import check_target_metrics
+from tasks.elb import read_alb_targets
 from tasks.endpoints import check_endpoints
 from tasks.logs import check_agent_times, check_error_logs, check_security_logs
 from tasks.opensearch import check_domains
@@ -28,12 +28,12 @@ from tasks.sqs import check_dlqs
 
 CHECKS = [discover, check_functions, check_tables, check_domains, check_apis, check_services, check_buckets,
           check_alarms, check_error_logs, check_security_logs, check_dlqs, check_endpoints, check_durations,
-          check_utilisation, check_target_metrics, check_agent_times]
+          check_utilisation, read_alb_targets, check_target_metrics, check_agent_times, check_availability]
 
 
 def submit_checks(inv: System, found: PrefectFuture, deadline: aws.Deadline, logs: bool = True) -> dict[str, PrefectFuture]:
     """Every component check, submitted concurrently after discovery (the DAG's middle row); ``logs``: with the checks over
-    the last 24 h (log scans, Lambda Duration p99 against the timeout), which only daily-health runs."""
+    the last 24 h (log scans, Lambda Duration p99 against the timeout, availability against the SLO), which only daily-health runs."""
     checks = {
         "lambda": check_functions.submit(inv, found, deadline),
         "dynamodb": check_tables.submit(inv, found, deadline),
@@ -46,12 +46,14 @@ def submit_checks(inv: System, found: PrefectFuture, deadline: aws.Deadline, log
         "endpoints": check_endpoints.submit(inv, deadline),  # what users reach: an HTTP request each, not AWS
     }
     checks["ecs-utilisation"] = check_utilisation.submit(inv, checks["ecs"])  # CPU/memory Maximum of the last hour, of the services read
-    checks["alb-metrics"] = check_target_metrics.submit(inv, deadline)  # the target groups' p95, 5XX, unhealthy hosts of the last hour
+    albs = read_alb_targets.submit(inv)  # each service's target group resolved once, for its metrics and availability
+    checks["alb-metrics"] = check_target_metrics.submit(inv, albs)  # the target groups' p95, 5XX, unhealthy hosts of the last hour
     checks["agent-times"] = check_agent_times.submit(inv, checks["ecs"], deadline)  # the services' agent execution_time lines of the last hour
     if logs:
         checks["log-errors"] = check_error_logs.submit(inv, found, deadline)
         checks["security-logs"] = check_security_logs.submit(inv, deadline)
         checks["lambda-duration"] = check_durations.submit(inv, checks["lambda"])  # p99 over the same 24 h, against the timeouts read
+        checks["availability"] = check_availability.submit(inv, found, albs, deadline)  # 1 - 5XX / requests over the same 24 h, against the SLO
     return checks
 
 

@@ -32,10 +32,10 @@ from opsbook.report import RunReport, judge
 from opsbook.resources import coverage, discover
 from tasks.apigateway import check_apis
 from tasks.awslambda import check_functions
-from tasks.cloudwatch import check_alarms
+from tasks.cloudwatch import check_alarms, check_target_metrics
 from tasks.dynamodb import check_tables
 from tasks.ecs import check_services, check_utilisation
-from tasks.elb import check_target_health, check_target_metrics
+from tasks.elb import check_target_health, read_alb_targets
 from tasks.endpoints import check_endpoints
 from tasks.health import submit_checks
 from tasks.logs import check_agent_times, count_recent_errors
@@ -45,7 +45,7 @@ from tasks.sqs import check_dlqs
 
 RUNBOOK = "emergency-check"
 TASKS = [discover, check_functions, check_tables, check_domains, check_apis, check_services, check_buckets,
-         check_alarms, check_dlqs, count_recent_errors, check_target_health, check_endpoints, check_utilisation, check_target_metrics,
+         check_alarms, check_dlqs, count_recent_errors, check_target_health, check_endpoints, check_utilisation, read_alb_targets, check_target_metrics,
          check_agent_times]
 SAMPLES = 20  # masked sample lines shown per log group (the messages are ranked over every line read)
 WINDOW_MINUTES = 60

@@ -2,16 +2,18 @@
 
 Sources: 001 주간 리포트 (PipelineExecutionTime average, GenerationSuccess, distinct
 users of the metadata table), 000 용량 관리 (DynamoDB consumed capacity average/max,
-S3 bucket sizes), 002 주간 점검 / 용량 계획 / 비용 모니터링 (Cost Explorer by service).
+S3 bucket sizes), 002 주간 점검 / 용량 계획 / 비용 모니터링 (Cost Explorer by service), and the
+inventories' availability SLO (API Gateway and ALB requests and 5XX, the error budget left).
 
 Reads top to bottom like the procedure: resolve the system's resources once
 (named and tag-discovered, the set daily-health checks; a named function, table
 or bucket that does not exist is reported once and not read further), read
-every metric of both weeks in one GetMetricData batch, look up the idle
+every metric of both weeks in one GetMetricData batch (with the ALB counts of the
+load-balanced services, their dimensions from DescribeTargetGroups), look up the idle
 APIs that the API listing did not show (a missing one has no datapoints either),
 count users, read cost, judge (SLO breaches, notable changes, idle resources
 one line per kind, UNKNOWN for what could not be read and for an SLO without
-data), store the HTML report, publish the markdown, table and link artifacts.
+data; availability and error budget against the SLO), store the HTML report, publish the markdown, table and link artifacts.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
-from flows.weekly_report.judge import idle_resources, judge_report, judge_users, unconfirmed
+from flows.weekly_report.judge import availability, idle_resources, judge_report, judge_users, unconfirmed
 from flows.weekly_report.models import Trend, Window, trends_of, week_window
 from flows.weekly_report.plan import plan_series
 from flows.weekly_report.render import html_report, markdown_report, report_key, series_rows
@@ -38,13 +40,14 @@ from opsbook.params import Param, SystemName
 from opsbook.report import RunReport, artifact_key, publish_report, run_url
 from opsbook.resources import Discovered, Resolved, Unreadable, build_resolved, confirm_idle, resolution_findings, resolve_metered
 from tasks.apigateway import api_names
-from tasks.cloudwatch import read_trends
+from tasks.cloudwatch import alb_traffic, api_traffic, read_trends
 from tasks.costexplorer import read_costs
 from tasks.dynamodb import count_distinct_users
+from tasks.elb import AlbTarget, read_alb_targets
 from tasks.s3 import store_html
 
 RUNBOOK = "weekly-report"
-TASKS = [resolve_metered, api_names, read_trends, confirm_idle, count_distinct_users, read_costs, store_html]
+TASKS = [resolve_metered, api_names, read_alb_targets, read_trends, confirm_idle, count_distinct_users, read_costs, store_html]
 
 
 def outcome(fut: PrefectFuture) -> tuple[Any, str | None]:
@@ -71,6 +74,16 @@ def read_api_names(inv: System, found: Discovered, findings: list[Finding]) -> l
         return apis
     findings.append(unknown("apigateway-names", "(tag-discovered APIs)", reason))
     return [a.name for a in inv.api_gateway_apis]
+
+
+def read_albs(inv: System) -> list[AlbTarget]:
+    """The load-balanced services' ALB metric dimensions, read only when the availability is measured (an SLO, a target group);
+    a failed read leaves each with the reason (its availability UNKNOWN)."""
+    svcs = [s for s in inv.ecs_services if s.target_group]
+    if inv.thresholds.availability_slo_pct is None or not svcs:
+        return []
+    albs, reason = outcome(read_alb_targets.submit(inv))
+    return albs if reason is None else [AlbTarget(service=f"{s.cluster}/{s.service}", target_group=s.target_group or "", error=reason) for s in svcs]
 
 
 def look_up_idle(inv: System, found: Discovered, apis: list[str], trends: list[Trend] | None) -> list[Unreadable]:
@@ -126,7 +139,8 @@ def weekly_report(
     users_f = count_distinct_users.submit(inv)
     cost_f = read_costs.submit(window.start.date(), window.end.date()) if inv.reporting.cost_explorer else None
     apis = read_api_names(inv, found, findings)
-    series = plan_series(inv, found, apis)
+    albs = read_albs(inv)
+    series = plan_series(inv, found, apis, albs)
     values, trends_error = outcome(read_trends.submit(inv.region, series, window.start, window.end))
     trends = None if values is None else trends_of(series, values)
     unreadable = look_up_idle(inv, found, apis, trends)
@@ -136,6 +150,7 @@ def weekly_report(
 
     # judge
     findings += judge_report(inv, trends, trends_error, unreadable, cost, cost_reason) + judge_users(counts) + lost
+    findings += availability(inv, [api_traffic(a) for a in apis] + [alb_traffic(t) for t in albs], trends, trends_error)
     status = overall(findings)
 
     # report: HTML in the bucket, markdown and link artifacts

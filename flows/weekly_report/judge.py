@@ -16,19 +16,27 @@ the report says which:
 Success rate (custom metrics named ``*Success``): each datapoint is one generation, 1 for success and 0 for
 failure (seed 001 publishes GenerationSuccess and reads its Sum), so rate = Sum / SampleCount of the week
 and error rate = 100 - rate, judged against ``thresholds.error_rate_slo_pct``.
+
+Availability (``thresholds.availability_slo_pct``): 1 - 5XX / requests of this week, for each API (Count, 5XXError)
+and each ECS service's target group (ALB counts, read hidden), with the error budget left and the burn rate
+(``opsbook.availability``: below the SLO CRIT, budget mostly spent WARN, no traffic OK and said so), last week's
+alongside and a value a day for the chart (a day without requests: no value, not 100 %).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flows.weekly_report.models import ACTIVITY
+from opsbook.availability import ROLES, Traffic, add_counts, availability_pct, budget, judge_availability, nothing_to_measure, pct_text
 from opsbook.findings import Finding, Status, unknown
-from opsbook.inventory import System
+from opsbook.inventory import System, Thresholds
 
 if TYPE_CHECKING:
     from flows.weekly_report.models import Series, Trend
     from opsbook.resources import Discovered, Unreadable
+    from tasks.cloudwatch import TrafficSubject
     from tasks.costexplorer import CostReport
     from tasks.dynamodb import DistinctCount
 
@@ -280,6 +288,59 @@ def success_rate(trends: list[Trend], system: System) -> list[Finding]:
         if s.kind == "custom" and is_success_metric(s.metric, s.stat):
             n = next((x for x in trends if x.series.hidden and x.series.metric == s.metric and x.series.namespace == s.namespace), None)
             out.append(_success_finding(t, n, system.thresholds.error_rate_slo_pct))
+    return out
+
+
+# --- availability against the SLO, both weeks ---------------------------------------------------------------------
+
+
+def _counts(ts: list[Trend], pick: Callable[[Trend], float | None]) -> tuple[float | None, float | None]:
+    return add_counts([((t.series.namespace, t.series.metric), pick(t)) for t in ts])
+
+
+def _week_text(requests: float | None, errors: float | None, slo: float) -> tuple[float | None, float | None, str]:
+    """Last week's availability, budget left and words."""
+    pct = availability_pct(requests, errors)
+    if pct is None:
+        return None, None, "last week: no traffic"
+    left = budget(slo, requests or 0.0, errors or 0.0).left_pct
+    return pct, left, f"last week: {pct_text(pct)}" + ("" if left is None else f" ({max(left, 0.0):g} % of its budget left)")
+
+
+def _availability_weeks(sub: TrafficSubject, trends: list[Trend], th: Thresholds) -> Finding:
+    """One subject: this week judged (``opsbook.availability``), last week and the 14 days alongside for the chart."""
+    mine = [t for t in trends if t.series.kind == sub.kind and t.series.resource == sub.subject and (t.series.namespace, t.series.metric) in ROLES]
+    req, err = _counts(mine, lambda t: t.this_week)
+    f = judge_availability(Traffic(subject=sub.subject, kind=sub.kind, requests=req, errors=err, source=sub.source, service=sub.service),
+                           th, "this week")
+    assert f is not None and th.availability_slo_pct is not None
+    last_req, last_err = _counts(mine, lambda t: t.last_week)
+    last_pct, last_left, words = _week_text(last_req, last_err, th.availability_slo_pct)
+    daily = [availability_pct(*_counts(mine, lambda t, i=i: t.daily[i])) for i in range(14)]
+    details = {**f.details, "daily": [None if v is None else round(v, 4) for v in daily], "last_week_pct": None if last_pct is None else round(last_pct, 4),
+               "last_week_budget_left_pct": last_left, "last_week_requests": last_req, "last_week_errors_5xx": last_err}
+    if all(v is None for v in daily):
+        details.pop("daily")  # nothing to chart
+    return f.model_copy(update={"details": details, "summary": f"{f.summary}; {words}"})
+
+
+def availability(system: System, subjects: list[TrafficSubject], trends: list[Trend] | None, trends_error: str | None) -> list[Finding]:
+    """Each API's and load-balanced service's availability this week against ``thresholds.availability_slo_pct``, the error
+    budget left and last week's (``opsbook.availability``'s rules); nothing without an SLO; UNKNOWN for a subject whose counts
+    could not be read (its target group not resolved, or the metrics batch failed)."""
+    th = system.thresholds
+    if th.availability_slo_pct is None:
+        return []
+    if not subjects:
+        return nothing_to_measure(system.name, th)
+    out = []
+    for sub in subjects:
+        reason = sub.error or (None if trends is not None else f"GetMetricData: {trends_error or 'not read'}")
+        if reason is not None:
+            f = judge_availability(Traffic(subject=sub.subject, kind=sub.kind, error=reason, source=sub.source, service=sub.service), th, "this week")
+            out += [f] if f else []
+            continue
+        out.append(_availability_weeks(sub, trends or [], th))
     return out
 
 

@@ -40,7 +40,7 @@ def week_window(system: System, weeks_back: int = 0, now: datetime | None = None
 class Series(MetricSeries):
     """One trend line: a metric statistic of one resource (summed over ``dimension_sets``)."""
 
-    kind: str  # custom, lambda, apigateway, dynamodb, s3
+    kind: str  # custom, lambda, apigateway, dynamodb, s3; alb (hidden: the availability's counts)
     resource: str
     unit: str = ""
     sparse: bool = False  # published only when it happens (errors, throttles): no data is normal

@@ -1,4 +1,5 @@
-"""The series weekly-report reads for a system: its custom metrics, then per function, API, table and bucket (pure)."""
+"""The series weekly-report reads for a system: its custom metrics, then per function, API, table and bucket, and the hidden
+ALB counts of its load-balanced services (pure)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from flows.weekly_report.models import Series
 from opsbook.inventory import System
 from opsbook.resources import Discovered
 from tasks.awslambda import function_names
+from tasks.cloudwatch import alb_traffic
 from tasks.dynamodb import table_names
+from tasks.elb import AlbTarget
 from tasks.s3 import buckets
 
 # DynamoDB publishes ThrottledRequests per (TableName, Operation) only; the report sums these.
@@ -76,8 +79,16 @@ def _bucket_series(b: str) -> list[Series]:
     ]
 
 
-def plan_series(system: System, found: Discovered, api_names: list[str]) -> list[Series]:
-    """Every series of the report, in report order (pure: tested without AWS)."""
+def _alb_series(t: AlbTarget) -> list[Series]:
+    """A service's target group: the ALB counts its availability is computed from (hidden: read for that, not shown)."""
+    sub = alb_traffic(t)
+    return [Series(kind="alb", resource=sub.subject, namespace=m.namespace, metric=m.metric, stat=m.stat, dimension_sets=m.dimension_sets,
+                   sparse=True, hidden=True) for m in sub.series]
+
+
+def plan_series(system: System, found: Discovered, api_names: list[str], albs: list[AlbTarget] | None = None) -> list[Series]:
+    """Every series of the report, in report order (pure: tested without AWS); ``albs``: the target groups whose counts the
+    availability needs (those resolved; the others are the availability's UNKNOWN)."""
     out = _custom_series(system)
     for fn in function_names(system, found):
         out += _lambda_series(fn)
@@ -87,4 +98,6 @@ def plan_series(system: System, found: Discovered, api_names: list[str]) -> list
         out += _table_series(t)
     for b in buckets(system, found):
         out += _bucket_series(b.name)
+    for t in albs or []:
+        out += _alb_series(t) if t.error is None else []
     return out

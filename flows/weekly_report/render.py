@@ -16,6 +16,7 @@ from pygal.style import Style
 
 from flows.weekly_report.judge import NOUNS, change_text, fmt
 from flows.weekly_report.models import Trend, Window
+from opsbook.availability import CHECK as AVAILABILITY
 from opsbook.findings import Finding, Status
 from opsbook.inventory import System
 from opsbook.masking import mask
@@ -126,7 +127,7 @@ def _totals(trends: list[Trend]) -> list[Chart]:
     """Per kind and counted metric (Sum), the day-by-day total over the resources with data, when there are several."""
     groups: dict[tuple[str, str], list[Trend]] = {}
     for t in trends:
-        if t.series.stat == "Sum" and t.series.kind != "custom" and not t.no_data:
+        if t.series.stat == "Sum" and t.series.kind != "custom" and not t.no_data and not t.series.hidden:
             groups.setdefault((t.series.kind, t.series.metric), []).append(t)
     out = []
     for (kind, metric), ts in groups.items():
@@ -148,11 +149,15 @@ def _priority(t: Trend, f: Finding | None) -> int:
 
 
 def chart_plan(trends: list[Trend], findings: list[Finding], limit: int = MAX_CHARTS) -> tuple[list[Chart], int]:
-    """The charts worth a look (totals, SLO series and rates, then WARN/CRIT, notable changes, the rest) and how many were left out."""
+    """The charts worth a look (rates and availability against their SLO, totals, SLO series, then WARN/CRIT, notable changes, the
+    rest) and how many were left out."""
     judged = {f.resource: f for f in findings if f.check.startswith("trend-")}
     charts = [Chart(title=mask(f.resource), unit="%", last=f.details["daily"][:7], this=f.details["daily"][7:], status=f.status,
                     slo=None if f.details.get("error_rate_slo_pct") is None else 100 - f.details["error_rate_slo_pct"], caption=mask(f.summary))
               for f in findings if f.check == "slo-success-rate" and f.details.get("daily")]
+    charts += [Chart(title=f"{mask(f.resource)} availability", unit="%", last=f.details["daily"][:7], this=f.details["daily"][7:],
+                     status=f.status, slo=f.details["slo_pct"], caption=mask(f.summary))
+               for f in findings if f.check == AVAILABILITY and f.details.get("daily")]
     charts += _totals(trends)
     shown = [t for t in trends if not t.series.hidden and not t.no_data]
     shown.sort(key=lambda t: (_priority(t, judged.get(t.series.key)), KINDS.index(t.series.kind)))

@@ -8,7 +8,8 @@ from opsbook.findings import Status
 from opsbook.inventory import load_system
 from opsbook.performance import agent_timings, judge_agents
 from sandbox.ecs_performance import AGENTS, RUNS, healthy_datums, timing_lines
-from tasks.elb import ALB_SERIES, alb_values, dimension_of
+from tasks.cloudwatch import ALB_SERIES, alb_values
+from tasks.elb import dimension_of
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=timezone.utc)
 

@@ -56,7 +56,7 @@ def test_get_metric_data_per_query_answers_what_moto_answers(aws_mock):
     fast_moto_metric_data()
     moto_own = CloudWatchBackend._opsbook_moto_get_metric_data
     now = datetime.now(timezone.utc).replace(microsecond=0)
-    boto3.client("s3", region_name=REGION).create_bucket(  # moto adds metrics of its own for S3 (aws_metric_data)
+    boto3.client("s3", region_name=REGION).create_bucket(  # moto would add S3 metrics of its own (the sandbox turns them off)
         Bucket="metrics-too", CreateBucketConfiguration={"LocationConstraint": REGION})
     for seed in range(5):
         rng = random.Random(seed)
@@ -94,3 +94,21 @@ def test_a_bad_window_is_the_same_error(aws_mock):
             CloudWatchBackend._opsbook_moto_get_metric_data(backend, queries, start, end)
         assert (type(fast.value), str(fast.value)) == (type(moto_own.value), str(moto_own.value))
 
+
+
+def test_dimensions_match_in_any_order_as_in_cloudwatch(aws_mock):
+    """moto's Dimension ordering compared a value with a name: a metric put as (TargetGroup, LoadBalancer) was never found
+    when asked as (LoadBalancer, TargetGroup). CloudWatch treats a dimension set as unordered, and so does the sandbox."""
+    fast_moto_metric_data()
+    cw = boto3.client("cloudwatch", region_name=REGION)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    put = [{"Name": "TargetGroup", "Value": "targetgroup/tg/1"}, {"Name": "LoadBalancer", "Value": "app/lb/2"}]
+    cw.put_metric_data(Namespace="AWS/ApplicationELB", MetricData=[{"MetricName": "RequestCount", "Dimensions": put,
+                                                                    "Timestamp": now - timedelta(minutes=5), "Value": 7.0}])
+    other = [{"Name": "LoadBalancer", "Value": "app/lb/2"}, {"Name": "TargetGroup", "Value": "targetgroup/tg/3"}]  # a twin: no match
+    for dims, expected in ((put, [7.0]), (list(reversed(put)), [7.0]), (other, [])):
+        q = {"Id": "q", "MetricStat": {"Metric": {"Namespace": "AWS/ApplicationELB", "MetricName": "RequestCount", "Dimensions": dims},
+                                       "Period": 3600, "Stat": "Sum"}}
+        for queries in ([q], [q, {**q, "Id": "q2"}]):  # moto's own path (one query) and the sandbox's (several)
+            res = cw.get_metric_data(MetricDataQueries=queries, StartTime=now - timedelta(hours=1), EndTime=now)["MetricDataResults"]
+            assert res[0]["Values"] == expected, (dims, len(queries))

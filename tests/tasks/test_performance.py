@@ -1,4 +1,4 @@
-"""The performance reads (tasks/ecs.py check_utilisation, tasks/elb.py check_target_metrics, tasks/logs.py
+"""The performance reads (tasks/ecs.py check_utilisation, tasks/cloudwatch.py check_target_metrics, tasks/logs.py
 check_agent_times) against in-process moto: what they cannot find or read is UNKNOWN with the reason, never OK."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from opsbook import aws
 from opsbook.findings import Finding, Status
 from opsbook.inventory import load_system
 from tasks.ecs import check_utilisation
-from tasks.elb import check_target_metrics
+from tasks.cloudwatch import check_target_metrics
+from tasks.elb import alb_targets
 from tasks.logs import check_agent_times
 
 SVC = "t-developer-cluster-production/t-developer-service-production"
@@ -41,14 +42,14 @@ def test_utilisation_one_call_for_every_service_no_datapoint_while_running_is_un
 
 def test_target_group_missing_or_behind_no_load_balancer_is_unknown_naming_it(aws_mock):
     td = load_system("t-developer")
-    out = check_target_metrics.fn(td, aws.Deadline(10))
+    out = check_target_metrics.fn(td, alb_targets(td))
     assert [f.check for f in out] == ["alb-latency", "alb-5xx", "alb-unhealthy"] and all(f.status is Status.UNKNOWN for f in out)
     assert "target group t-developer-tg-production not found in us-east-1" in out[0].summary
     vpc = boto3.client("ec2", region_name="us-east-1").create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     boto3.client("elbv2", region_name="us-east-1").create_target_group(Name="t-developer-tg-production", Protocol="HTTP", Port=80, VpcId=vpc)
     calls = aws.start_call_log()
-    out = check_target_metrics.fn(td, aws.Deadline(10))
-    assert all(f.status is Status.UNKNOWN and "behind no load balancer" in f.summary for f in out)
+    out = check_target_metrics.fn(td, alb_targets(td))
+    assert all(f.status is Status.UNKNOWN and "no load balancer forwards to target group" in f.summary for f in out)
     assert calls.by_operation() == {"elbv2:DescribeTargetGroups": 1}  # nothing to ask CloudWatch
 
 

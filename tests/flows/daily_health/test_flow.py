@@ -265,6 +265,38 @@ def test_lambda_duration_unreadable_metrics_are_unknown_never_ok(seeded, sandbox
     report, _ = run("todo-app")
     f = only(report, "lambda-duration", "todo-api")
     assert f.status is Status.UNKNOWN and "Duration p99" in f.summary and "not authorized" in f.summary.lower()
+    f = only(report, "availability", "todo-api")  # the requests and 5XX of the same 24 h: unread, so never OK
+    assert f.status is Status.UNKNOWN and "GetMetricData" in f.summary and "not authorized" in f.summary.lower()
+
+
+def test_availability_below_the_slo_is_crit_and_its_healthy_twins_ok_with_traffic_and_without(seeded, sandbox):
+    """todo-app's API (API Gateway, SLO 99.9 %) and T-Developer's target group (ALB, SLO 99.5 %), 1 - 5XX / requests over 24 h;
+    the rule's edges (exactly at the SLO, budget mostly spent, unreadable) are tests/opsbook/test_availability.py's."""
+    from sandbox.metrics import recent_traffic
+
+    todo, td = seeded("todo-app", "t-developer")
+    recent_traffic(sandbox, todo, 10_000, 3)  # todo-app's healthy twin: 99.97 %, 70 % of the budget left; T-Developer's: its
+    # seeded last hour (sandbox/ecs_performance.py: 1,200 requests, no 5XX); no traffic at all: tests/opsbook/test_availability.py
+    healthy = {name: run(name)[0] for name in ("todo-app", "t-developer")}
+    api, tg = only(healthy["todo-app"], "availability", "todo-api"), only(healthy["t-developer"], "availability", "t-developer-tg-production")
+    assert api.status is Status.OK and api.value == pytest.approx(99.97) and api.details["budget_left_pct"] == 70
+    assert api.summary.startswith("99.97 % available over the last 24 h (3 5XX of 10,000 requests) against the 99.9 % SLO; error budget 10 5XX")
+    assert tg.status is Status.OK and tg.value == 100 and tg.details["requests"] == 1200 and tg.summary.startswith("100 % available")
+    assert tg.details["service"] == "t-developer-cluster-production/t-developer-service-production" and "app/t-developer-alb/" in tg.details["source"]
+    assert all(not_ok(r) == [] for r in healthy.values()), {n: not_ok(r) for n, r in healthy.items()}
+    assert healthy["t-developer"].api_calls_by_operation["elbv2:DescribeTargetGroups"] == 1  # shared with the target group's metrics
+    assert healthy["t-developer"].api_calls_by_operation["cloudwatch:GetMetricData"] == 4  # one batch (and S3 storage, ECS, the hour's ALB)
+
+    apply_fault(sandbox, todo, "slo-breach")  # 2 % of 10,000 more requests failed in the same 24 h
+    apply_fault(sandbox, td, "slo-breach")
+    for name, subject, slo in (("todo-app", "todo-api", "99.9 %"), ("t-developer", "t-developer-tg-production", "99.5 %")):
+        report, state = run(name)
+        f = only(report, "availability", subject)
+        assert f.status is Status.CRIT and f.summary.startswith("BELOW SLO: ") and f"against the {slo} SLO" in f.summary, f.summary
+        assert f.details["below_slo"] and f.details["budget_left_pct"] < 0 and f.details["burn_rate"] > 1
+        assert not_ok(report) == [("availability", subject, "CRIT")] and state == "FAILED" and report.undeclared_iam_actions == []
+    assert f.details["requests"] == 11_200 and f.details["errors_5xx"] == 200 and f.value == pytest.approx(98.21, abs=0.01)  # T-Developer: the
+    # burst (2 % of 10,000) and the seeded hour (1,200 requests, no 5XX)
 
 
 def test_t_developer_performance_faults_each_found_and_the_healthy_twin_ok(seeded, sandbox):
@@ -281,7 +313,7 @@ def test_t_developer_performance_faults_each_found_and_the_healthy_twin_ok(seede
     assert only(healthy, "alb-5xx").value == 0 and only(healthy, "alb-unhealthy").summary.startswith("0 unhealthy, 2 healthy")
     assert only(healthy, "agent-time", svc).value == 9 and only(healthy, "pipeline-time", svc).value < 45  # 9 agents within 10 s
     calls = healthy.api_calls_by_operation
-    assert calls["cloudwatch:GetMetricData"] == 3  # ECS utilisation, the target group: one call each (and the S3 storage)
+    assert calls["cloudwatch:GetMetricData"] == 4  # ECS utilisation, the target group, availability: one call each (and the S3 storage)
     assert calls["elbv2:DescribeTargetGroups"] == 1 and calls["logs:FilterLogEvents"] >= 4  # errors, security x 2, agents
 
     apply_fault(sandbox, td, "tdev-cpu-hot", pct=92)
@@ -293,7 +325,8 @@ def test_t_developer_performance_faults_each_found_and_the_healthy_twin_ok(seede
     report, state = run("t-developer")
     tg = "t-developer-tg-production"
     assert sorted(not_ok(report)) == [("agent-time", "search", "WARN"), ("alb-5xx", tg, "WARN"), ("alb-latency", tg, "CRIT"),
-                                      ("alb-unhealthy", tg, "WARN"), ("ecs-cpu", svc, "WARN"), ("ecs-memory", svc, "WARN")] and state == "FAILED"
+                                      ("alb-unhealthy", tg, "WARN"), ("availability", tg, "CRIT"),  # 40 5XX of 1,200: 96.67 % < 99.5 %
+                                      ("ecs-cpu", svc, "WARN"), ("ecs-memory", svc, "WARN")] and state == "FAILED"
     agent = only(report, "agent-time", "search")
     assert agent.value == 25.0 and "target 10 s, CRIT past 60 s" in agent.summary and only(report, "agent-time", svc).value == 8
     assert only(report, "pipeline-time", svc).status is Status.OK  # 25 s runs: under the 45 s SLO
@@ -305,4 +338,4 @@ def test_t_developer_performance_faults_each_found_and_the_healthy_twin_ok(seede
     slow = only(report, "alb-latency")
     assert slow.value == 65.0 and slow.summary.startswith("TargetResponseTime p95 65.00 s over the last 1 h") and "responses > 60 s" in slow.summary
     assert only(report, "alb-unhealthy").summary.startswith("1 unhealthy, 1 healthy host(s) in the newest minute")
-    assert report.api_calls_by_operation["cloudwatch:GetMetricData"] == 3
+    assert report.api_calls_by_operation["cloudwatch:GetMetricData"] == 4

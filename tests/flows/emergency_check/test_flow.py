@@ -18,7 +18,6 @@ from opsbook.iam import iam_action, policy_for
 from opsbook.inventory import SYSTEMS_DIR
 from opsbook.report import RunReport
 from sandbox.faults import _put, apply_fault
-from sandbox.server import sandbox_client
 
 SEEDS = ["hr-resource-optimization", "t-developer", "todo-app", "leh"]
 TD_SERVICE = "t-developer-cluster-production/t-developer-service-production"
@@ -44,7 +43,7 @@ def not_ok(report: RunReport):
 
 @pytest.fixture
 def healthy(seeded):
-    """A seeded system: healthy (the seed puts each ECS service's target group behind an ALB, with a healthy IP target a task)."""
+    """A seeded system: healthy (sandbox/alb.py puts each ECS service's target group behind an ALB, with healthy IP targets)."""
     return seeded
 
 
@@ -241,13 +240,7 @@ def test_a_small_line_budget_is_reached_and_said(healthy, sandbox, tmp_path):
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_missing_target_group_is_unknown_with_the_reason(seeded, sandbox):
-    td = seeded("t-developer")
-    elb = sandbox_client(sandbox, "elbv2", td.region)
-    tg = elb.describe_target_groups(Names=["t-developer-tg-production"])["TargetGroups"][0]
-    for lb in tg["LoadBalancerArns"]:
-        for listener in elb.describe_listeners(LoadBalancerArn=lb)["Listeners"]:
-            elb.delete_listener(ListenerArn=listener["ListenerArn"])
-    elb.delete_target_group(TargetGroupArn=tg["TargetGroupArn"])
+    apply_fault(sandbox, seeded("t-developer"), "alb-target-group-missing")  # the healthy twin: the test of every seed system above
     report = run("t-developer")
     f = only(report, "alb-targets", "t-developer-tg-production")
     assert f.status is Status.UNKNOWN and "target group t-developer-tg-production not found in us-east-1" in f.summary

@@ -7,6 +7,7 @@ are tested purely in tests/flows/weekly_report/test_judge.py and test_render.py.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import boto3
 import pytest
@@ -22,6 +23,7 @@ from opsbook.findings import Finding, Status
 from opsbook.iam import iam_action, policy_for
 from opsbook.inventory import SYSTEMS_DIR, load_system
 from opsbook.report import RunReport
+from sandbox.faults import apply_fault
 from sandbox.metrics import SLO_THIS_WEEK, SUCCESS_FAILURE_PCT, VOLUME, day_noons, nearest_rank, slow_pipeline, spread, weekly_datums
 from sandbox.server import CREDENTIALS
 
@@ -76,6 +78,13 @@ def test_seeded_systems_show_trends_without_no_data(seeded, name):
     assert not {"idle", "unreadable"} & {f.check for f in report.findings}
     assert state == "COMPLETED" and report.status is Status.WARN  # the seeded errors of function 0 doubled
     assert only(report, "cost", "Cost Explorer").status is Status.UNKNOWN  # moto's Cost Explorer has nothing: never $0
+    slo = [f for f in report.findings if f.check == "availability"]
+    if name == "leh":  # no availability_slo_pct: not measured
+        assert slo == []
+    else:  # the seeded 5XX doubled, within the 99.9 % SLO with most of the budget left
+        [api] = slo
+        assert api.status is Status.OK and api.resource == "todo-api" and 99.9 < api.value < 100 and api.details["budget_left_pct"] > 25
+        assert api.details["last_week_pct"] > api.value and len([v for v in api.details["daily"] if v is not None]) == 14
 
 
 def test_t_developer_trends_slo_breach_success_rate_users_and_html(seeded, sandbox):
@@ -91,12 +100,17 @@ def test_t_developer_trends_slo_breach_success_rate_users_and_html(seeded, sandb
     assert rate.status is Status.OK and rate.value == pytest.approx(100 - SUCCESS_FAILURE_PCT[1], abs=0.3)  # under the 2 % SLO
     assert only(report, "users", "t-developer-metadata-production").value == 3  # the seed's user-0..2
     assert report.status is Status.WARN and state == "COMPLETED"  # a breach under 1.5 x the SLO
+    alb = only(report, "availability", "t-developer-tg-production")  # the ALB's counts: the fault's healthy twin, below
+    assert alb.status is Status.OK and 99.5 < alb.value < 100 and alb.details["budget_left_pct"] > 25 and alb.details["last_week_pct"] > 99.5
+    assert alb.summary.endswith("% of its budget left)") and "against the 99.5 % SLO" in alb.summary
+    assert report.api_calls_by_operation["elbv2:DescribeTargetGroups"] == 1 and report.api_calls_by_operation["cloudwatch:GetMetricData"] == 1
 
     key = f"opsbook-reports/t-developer/{week_window(td).end.date().isoformat()}.html"
     s3 = boto3.client("s3", region_name=td.region, endpoint_url=sandbox.endpoint, aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
                       aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
     page = s3.get_object(Bucket="t-developer-projects-production", Key=key)["Body"].read().decode()
     assert page.count("<svg") >= 5 and "<script" not in page and "PipelineExecutionTime p95" in page and "SLO 45 s" in page
+    assert "t-developer-tg-production availability" in page and "SLO 99.50 %" in page
     assert report.records[0]["html"] and key in report.records[0]["html"]
 
     with get_client(sync_client=True) as client:  # the markdown and the table of the series, for this run
@@ -117,9 +131,13 @@ def users_task_that_fails(system):
 def test_a_far_pipeline_breach_is_crit_and_the_run_fails_with_its_report_and_a_failed_read_is_unknown(seeded, sandbox, monkeypatch):
     td = seeded("t-developer", weeks_of_metrics=True)
     slow_pipeline(sandbox, td, "PipelineExecutionTime", 80.0)
+    yesterday_noon = day_noons(td)[-1]  # a 5XX burst yesterday morning: this week
+    apply_fault(sandbox, td, "slo-breach", requests=100_000, hours_ago=(datetime.now(td.tz) - yesterday_noon).total_seconds() / 3600 + 1)
     monkeypatch.setattr(weekly_flow, "count_distinct_users", users_task_that_fails)  # the healthy twin counts 3 users, above
     report, state = run("t-developer")
     assert only(report, "trend-custom", "T-Developer/Pipeline PipelineExecutionTime p95").status is Status.CRIT  # >= 1.5 x 45 s
+    alb = only(report, "availability", "t-developer-tg-production")
+    assert alb.status is Status.CRIT and alb.summary.startswith("BELOW SLO: ") and alb.details["errors_5xx"] > 2000 and alb.details["last_week_pct"] > 99.5
     assert only(report, "slo-success-rate", "T-Developer/Pipeline GenerationSuccess success rate").status is Status.OK
     users = only(report, "users", "(whole check)")
     assert users.status is Status.UNKNOWN and "RuntimeError: the users' Scan broke" in users.summary
