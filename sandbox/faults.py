@@ -216,6 +216,16 @@ def _register_lambda_faults() -> None:
 
 _register_lambda_faults()
 
+
+def _register_processing_faults() -> None:
+    """LEH's AI worker stuck (003 시나리오 A): trigger off, queue stalled, uploads without a result, OpenAI outage."""
+    from sandbox import leh_processing
+
+    FAULTS.update(leh_processing.SCENARIOS)
+
+
+_register_processing_faults()
+
 # What `opsbook demo` injects into each seed system.
 DEMO_FAULTS: dict[str, list[str]] = {
     "hr-resource-optimization": ["alarm-firing", "log-errors", "opensearch-red"],

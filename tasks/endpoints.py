@@ -23,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 
 from opsbook import aws
 from opsbook.endpoints import CA_ENV, CHECK, LOOPBACK_ENV, MAP_ENV, ErrorKind, Probe, is_loopback_host, judge_probe, parse_map, target
-from opsbook.findings import Finding, unknown
+from opsbook.findings import Finding, Status, unknown
 from opsbook.iam import aws_task
 from opsbook.inventory import Endpoint, System
 
@@ -137,3 +137,31 @@ def check_endpoints(system: System, deadline: aws.Deadline) -> list[Finding]:
     for ep, p, err in results:
         findings += judge_probe(ep, p, now) if p is not None else [unknown(CHECK, ep.url, aws.describe_error(err or RuntimeError("no result")))]
     return findings
+
+
+# --- the external provider's status page (daily-health, emergency-check, diagnose-stuck-processing) ----------------
+
+from opsbook.processing import PROVIDER, judge_provider_status, settings  # noqa: E402  (this section is appended)
+
+
+@aws_task(iam=[], name="check-provider-status", cache_policy=NO_CACHE)  # not AWS: one HTTP request to the provider's status page
+def check_provider_status(system: System, deadline: aws.Deadline) -> list[Finding]:
+    """stuck_processing.provider_status, probed like the endpoints (loopback only on the sandbox), judged as a status page."""
+    cfg = settings(system)
+    ep = cfg.provider_status
+    if ep is None:
+        return []
+    ep = ep.model_copy(update={"expect_body": ep.expect_body or ""})  # read the body: the page's own indicator
+    try:
+        mapping = parse_map(os.environ.get(MAP_ENV))
+    except ValueError as exc:
+        return [unknown(PROVIDER, ep.url, str(exc))]
+    try:
+        p = probe(ep, mapping, loopback_only(), deadline)
+    except Exception as exc:
+        return [unknown(PROVIDER, ep.url, aws.describe_error(exc))]
+    f = judge_provider_status(cfg.provider, ep.url, p.status, p.body, f"{p.error_kind}: {p.error}" if p.error else None, p.not_probed)
+    if f.status is not Status.WARN and ep.expect_body and p.status is not None and ep.expect_body not in (p.body or ""):
+        return [Finding(check=PROVIDER, resource=ep.url, status=Status.WARN, value=p.status, details=f.details,
+                        summary=f"{cfg.provider}'s status page answered {p.status} without {ep.expect_body!r}")]
+    return [f]
