@@ -1,0 +1,151 @@
+"""diagnose-stuck-processing's judgement (pure: no AWS, no Prefect, no clock: ``now`` is given).
+
+From the findings of the queue-fed worker's reads (opsbook/processing.py's rules: the trigger, the queue, the uploads
+without a result, the worker's errors split the provider's / its own, the provider's status page, and the DLQ's depth)
+and each worker's last code change (LastModified), the seed's cause (003 시나리오 A 복구 절차) and the next action:
+
+- ``trigger-off``: the SQS trigger is disabled (or missing) and nothing explains it: re-enable it;
+- ``breaker-pause``: the circuit breaker paused the worker (bill-shock-breaker): resume it through the breaker once
+  spend is back under budget;
+- ``external-outage``: the provider's status page is degraded, or its errors (429/5xx/timeouts) dominate: announce and
+  wait (1. 외부 장애 확인), then redrive what went to the DLQ;
+- ``code-bug``: the worker's own errors: hot-fix, deploy, then reprocess each stuck evidence (3. 코드 버그); "deploy the
+  fix first" while the worker has not changed since the failures began;
+- ``transient``: messages in the DLQ, nothing failing now: redrive the DLQ (2. 일시적 오류);
+- ``not-enqueued``: uploads without a result while the queue and the DLQ are empty and nothing errors: the jobs never
+  reached the queue (the upload's enqueue step) or were deleted unprocessed;
+- ``stalled``: the queue ages or uploads have no result while the trigger is on and nothing errors: the worker is not
+  being run (throttled, reserved concurrency 0, ...);
+- ``none``: nothing stuck; ``unknown``: the reads that would tell could not be made.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from opsbook.findings import Finding, Status, worst
+from opsbook.processing import BACKLOG, PROVIDER, TRIGGER, UPLOADS, WORKER_ERRORS
+
+RUNBOOK = "diagnose-stuck-processing"
+VERDICT = "stuck-processing-verdict"
+DLQ = "dlq-depth"
+EVIDENCE = (TRIGGER, BACKLOG, UPLOADS, WORKER_ERRORS, PROVIDER, DLQ)
+
+
+def _bad(findings: list[Finding], check: str, statuses: tuple[Status, ...] = (Status.WARN, Status.CRIT)) -> list[Finding]:
+    return [f for f in findings if f.check == check and f.status in statuses]
+
+
+def _count(findings: list[Finding], key: str) -> int:
+    return sum(int(f.details.get(key) or 0) for f in findings if f.check == WORKER_ERRORS)
+
+
+def first_failure(findings: list[Finding]) -> datetime | None:
+    """When the failures began: the first error line of the worker's own, else the oldest upload without a result."""
+    times = [f.details.get("first_internal_at") for f in findings if f.check == WORKER_ERRORS]
+    times += [f.details.get("oldest_missing_at") for f in findings if f.check == UPLOADS]
+    parsed = [datetime.fromisoformat(t) for t in times if t]
+    return min(parsed) if parsed else None
+
+
+def stuck_evidence(findings: list[Finding]) -> list[dict[str, Any]]:
+    """The uploads without a result (their key values and object key), as the reconciliation found them."""
+    return [m for f in findings if f.check == UPLOADS for m in f.details.get("missing_items", [])]
+
+
+def _trigger_off(system: str, region: str, f: Finding) -> tuple[str, str, list[str]]:
+    d = f.details
+    if not d.get("mappings"):
+        return ("trigger-off", f"nothing consumes {d.get('queue')}: {f.summary}",
+                [f"create the event source mapping from {d.get('queue')} to {d.get('function')} (the inventory's sqs_source), then "
+                 "watch the queue drain"])
+    return ("trigger-off", f.summary,
+            [f"re-enable the trigger: aws lambda update-event-source-mapping --uuid {d.get('uuid')} --enabled --region {region} "
+             "(nothing was changed: this runbook is read-only)", "then watch the queue's oldest message's age fall"])
+
+
+def _breaker(system: str, f: Finding) -> tuple[str, str, list[str]]:
+    return ("breaker-pause", f.summary,
+            ["the circuit breaker paused the worker on purpose (seed 003 시나리오 C): once spend is back under budget, resume it: "
+             f"opsbook run bill-shock-breaker --system {system} --param mode=reset --param resume_service=true --execute"])
+
+
+def _code_bug(system: str, findings: list[Finding], changed: dict[str, datetime | None]) -> tuple[str, str, list[str]]:
+    began = first_failure(findings)
+    stuck = stuck_evidence(findings)
+    errs = [f for f in findings if f.check == WORKER_ERRORS and f.details.get("internal")]
+    sample = (errs[0].details.get("internal_sample") or ["?"])[-1][:200] if errs else "?"
+    ids = ", ".join(str(m.get("evidence_id") or m.get("key")) for m in stuck[:5]) or "(none found by the reconciliation)"
+    fixed = [fn for fn, at in changed.items() if at is not None and began is not None and at > began]
+    what = f"the worker's own errors ({_count(findings, 'internal')}: e.g. {sample!r}); {len(stuck)} uploads without a result"
+    if fixed:
+        at = changed[fixed[0]]
+        return ("code-bug", what, [f"{fixed[0]} changed at {at:%Y-%m-%d %H:%M} UTC, after the failures began "
+                                   f"({began:%Y-%m-%d %H:%M} UTC): reprocess each stuck evidence ({ids}) through "
+                                   "POST /admin/reprocess-evidence {evidence_id}, then check each result appears"])
+    when = f" (the worker last changed at {min((a for a in changed.values() if a), default=None):%Y-%m-%d %H:%M} UTC, " \
+           f"before the failures began at {began:%Y-%m-%d %H:%M} UTC)" if began and any(changed.values()) else ""
+    return ("code-bug", what, [f"deploy the fix first{when}: hot-fix the worker; reprocessing before that fails the same way",
+                               f"then reprocess each stuck evidence ({ids}) through POST /admin/reprocess-evidence {{evidence_id}}"])
+
+
+def _cause(system: str, region: str, findings: list[Finding], changed: dict[str, datetime | None], provider: str) -> tuple[str, str, list[str]]:
+    """(cause, why, next actions) in the order the seed checks them; the trigger first (nothing else matters while off)."""
+    off = _bad(findings, TRIGGER, (Status.CRIT,))
+    if off:
+        return _trigger_off(system, region, off[0])
+    paused = [f for f in _bad(findings, TRIGGER, (Status.WARN,)) if f.details.get("breaker")]
+    if paused:
+        return _breaker(system, paused[0])
+    external, internal = _count(findings, "external"), _count(findings, "internal")
+    degraded = _bad(findings, PROVIDER, (Status.WARN,))
+    redrive = f"opsbook run dlq-redrive --system {system} --execute"
+    if degraded or (external and external >= internal):
+        why = "; ".join([f.summary for f in degraded] + ([f"{external} {provider} errors (429/5xx/timeouts) in the worker's log"] if external else []))
+        return ("external-outage", why, [f"announce it: {provider} is failing, uploads stay 'processing' (nothing is lost: "
+                                         "jobs wait or go to the DLQ); wait for it to recover (its status page)",
+                                         f"then redrive what went to the DLQ: {redrive}"])
+    if internal:
+        return _code_bug(system, findings, changed)
+    dlq = _bad(findings, DLQ)
+    if dlq:
+        return ("transient", f"{dlq[0].summary} and nothing is failing now",
+                [f"redrive the DLQ to the source queue (2. 일시적 오류): {redrive}"])
+    backlog, unprocessed = _bad(findings, BACKLOG), _bad(findings, UPLOADS)
+    if unprocessed and not backlog and all(f.details.get("visible", 0) + f.details.get("in_flight", 0) == 0 for f in findings if f.check == BACKLOG):
+        return ("not-enqueued", f"{unprocessed[0].summary}; yet the queue is empty, the DLQ too, and nothing errors",
+                ["the jobs never reached the queue (the upload's enqueue step: the S3 event notification or the upload API) or were "
+                 "deleted unprocessed: check that path, then reprocess each evidence (POST /admin/reprocess-evidence {evidence_id})"])
+    slow = backlog + unprocessed
+    if slow:
+        return ("stalled", "; ".join(f.summary for f in slow) + "; the trigger is on and nothing errors",
+                ["the worker is not being run: check its Throttles and reserved concurrency (0 stops an SQS trigger without an "
+                 "error), the mapping's maximum concurrency, and its Duration; jobs wait in the queue until its retention"])
+    unread = [f for f in findings if f.check in EVIDENCE and f.status is Status.UNKNOWN]
+    if not any(f.check in EVIDENCE for f in findings):
+        return ("unknown", "nothing was read", ["run it again; see the findings for the reads that failed"])
+    if unread:
+        return ("unknown", "; ".join(f"{f.check} {f.resource}: {f.summary}" for f in unread[:3]),
+                ["grant the reads that failed (opsbook policy diagnose-stuck-processing) and run it again"])
+    return ("none", "the trigger is on, the queue moves, every recent upload has its result, no error", [])
+
+
+def verdict(system: str, region: str, findings: list[Finding], changed: dict[str, datetime | None], provider: str = "the provider") -> Finding:
+    """The cause, the evidence's worst status, and the next actions (``details.next``)."""
+    cause, why, nxt = _cause(system, region, findings, changed, provider)
+    statuses = [f.status for f in findings if f.check in EVIDENCE and f.status is not Status.UNKNOWN]
+    status = Status.UNKNOWN if cause == "unknown" else worst(statuses) if statuses else Status.UNKNOWN
+    if cause == "none":
+        status = Status.OK
+    elif status is Status.OK:
+        status = Status.WARN
+    began = first_failure(findings)
+    stuck = stuck_evidence(findings)
+    title = {"trigger-off": "the worker's trigger is off", "breaker-pause": "paused by the circuit breaker",
+             "external-outage": f"external outage ({provider})", "code-bug": "a bug in the worker", "transient": "a transient failure",
+             "stalled": "the queue is not moving and nothing errors", "not-enqueued": "uploads never became jobs", "none": "nothing stuck", "unknown": "could not tell"}[cause]
+    summary = f"{title}: {why}" + (f". Next: {nxt[0]}" if nxt else "")
+    return Finding(check=VERDICT, resource=system, status=status, value=len(stuck), summary=summary[:1500],
+                   details={"cause": cause, "next": nxt, "first_failure": began.isoformat() if began else None,
+                            "stuck_evidence": stuck[:50], "workers_changed": {k: v.isoformat() if v else None for k, v in changed.items()}})

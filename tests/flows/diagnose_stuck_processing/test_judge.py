@@ -1,0 +1,106 @@
+"""diagnose-stuck-processing's verdict on hand-made findings: each of the seed's causes, their order, and the edges."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from flows.diagnose_stuck_processing.judge import VERDICT, first_failure, verdict
+from opsbook.findings import Finding, Status
+from opsbook.processing import BACKLOG, PROVIDER, TRIGGER, UPLOADS, WORKER_ERRORS
+
+T0 = datetime(2026, 12, 4, 10, 0, tzinfo=timezone.utc)
+
+
+def f(check, status=Status.OK, resource="r", summary="s", **details):
+    return Finding(check=check, resource=resource, status=status, summary=summary, details=details)
+
+
+OK = [f(TRIGGER, details_state="Enabled", mappings=1), f(BACKLOG), f(UPLOADS), f(WORKER_ERRORS, external=0, internal=0), f(PROVIDER), f("dlq-depth")]
+MISSING = [{"key": "uploads/u/case-1/ev-1.pdf", "case_id": "case-1", "evidence_id": "ev-1", "uploaded_at": T0.isoformat()}]
+
+
+def replace(findings, new):
+    return [x for x in findings if x.check != new.check] + [new]
+
+
+def cause(findings, changed=None):
+    v = verdict("leh", "ap-northeast-2", findings, changed or {}, "OpenAI")
+    assert v.check == VERDICT
+    return v.details["cause"], v
+
+
+def test_all_ok_is_nothing_stuck():
+    c, v = cause(OK)
+    assert (c, v.status, v.details["next"]) == ("none", Status.OK, [])
+
+
+def test_trigger_disabled_comes_first_with_the_command_to_re_enable_it():
+    findings = replace(OK, f(TRIGGER, Status.CRIT, summary="w's trigger from q is Disabled", uuid="u-1", mappings=1, queue="q", function="w"))
+    findings = replace(findings, f(WORKER_ERRORS, Status.WARN, internal=3, external=0, first_internal_at=T0.isoformat()))
+    c, v = cause(findings)
+    assert (c, v.status) == ("trigger-off", Status.CRIT) and "update-event-source-mapping --uuid u-1 --enabled --region ap-northeast-2" in v.details["next"][0]
+
+
+def test_missing_mapping_says_create_it():
+    c, v = cause(replace(OK, f(TRIGGER, Status.CRIT, mappings=0, queue="q", function="w")))
+    assert c == "trigger-off" and v.details["next"][0].startswith("create the event source mapping from q to w")
+
+
+def test_breaker_pause_points_to_the_breakers_reset():
+    c, v = cause(replace(OK, f(TRIGGER, Status.WARN, summary="paused by the circuit breaker", breaker={"state": "OPEN"})))
+    assert (c, v.status) == ("breaker-pause", Status.WARN) and "--param mode=reset --param resume_service=true" in v.details["next"][0]
+
+
+def test_provider_degraded_or_its_errors_dominating_is_an_external_outage():
+    c, v = cause(replace(OK, f(PROVIDER, Status.WARN, summary="OpenAI reports major")))
+    assert c == "external-outage" and v.details["next"][0].startswith("announce it: OpenAI is failing") and "dlq-redrive" in v.details["next"][1]
+    c, _ = cause(replace(OK, f(WORKER_ERRORS, Status.WARN, external=5, internal=5)))
+    assert c == "external-outage"
+    c, _ = cause(replace(OK, f(WORKER_ERRORS, Status.WARN, external=4, internal=5, first_internal_at=T0.isoformat())))
+    assert c == "code-bug"
+
+
+def test_code_bug_says_deploy_the_fix_first_until_the_worker_changed_after_the_first_failure():
+    findings = replace(OK, f(WORKER_ERRORS, Status.WARN, internal=7, external=0, first_internal_at=T0.isoformat(), internal_sample=["KeyError: 'pages'"]))
+    findings = replace(findings, f(UPLOADS, Status.WARN, missing_items=MISSING, oldest_missing_at=(T0 + timedelta(minutes=5)).isoformat()))
+    c, v = cause(findings, {"w": T0 - timedelta(days=2)})
+    assert c == "code-bug" and v.details["next"][0].startswith("deploy the fix first (the worker last changed at 2026-12-02 10:00 UTC")
+    assert "ev-1" in v.details["next"][1] and v.value == 1 and v.details["first_failure"] == T0.isoformat()
+    c, v = cause(findings, {"w": T0 + timedelta(hours=1)})
+    assert v.details["next"][0].startswith("w changed at 2026-12-04 11:00 UTC, after the failures began (2026-12-04 10:00 UTC): reprocess")
+    c, v = cause(findings, {"w": T0})  # exactly at the first failure: not after it
+    assert v.details["next"][0].startswith("deploy the fix first")
+    c, v = cause(findings, {"w": None})
+    assert v.details["next"][0].startswith("deploy the fix first:")
+
+
+def test_dlq_messages_with_nothing_failing_now_is_transient_and_points_to_the_redrive():
+    c, v = cause(replace(OK, f("dlq-depth", Status.WARN, summary="3 messages")))
+    assert c == "transient" and v.details["next"][0].endswith("opsbook run dlq-redrive --system leh --execute")
+
+
+def test_an_old_queue_with_nothing_erroring_is_stalled():
+    c, v = cause(replace(OK, f(BACKLOG, Status.CRIT, summary="q: oldest message 90 min old")))
+    assert (c, v.status) == ("stalled", Status.CRIT) and "reserved concurrency" in v.details["next"][0]
+
+
+def test_reads_that_failed_with_nothing_else_wrong_is_unknown_never_ok():
+    c, v = cause(replace(OK, f(BACKLOG, Status.UNKNOWN, summary="could not be read: denied")))
+    assert (c, v.status) == ("unknown", Status.UNKNOWN)
+    c, v = cause([])
+    assert (c, v.status) == ("unknown", Status.UNKNOWN)
+
+
+def test_first_failure_is_the_earliest_own_error_or_unprocessed_upload():
+    assert first_failure(OK) is None
+    later = (T0 + timedelta(hours=1)).isoformat()
+    assert first_failure([f(WORKER_ERRORS, first_internal_at=later), f(UPLOADS, oldest_missing_at=T0.isoformat())]) == T0
+
+
+def test_uploads_without_a_result_while_the_queue_is_empty_never_became_jobs():
+    findings = replace(OK, f(UPLOADS, Status.WARN, summary="5 of 8 uploads have no result", missing_items=MISSING))
+    findings = replace(findings, f(BACKLOG, visible=0, in_flight=0))
+    c, v = cause(findings)
+    assert (c, v.status) == ("not-enqueued", Status.WARN) and "enqueue" in v.details["next"][0]
+    c, _ = cause(replace(findings, f(BACKLOG, visible=3, in_flight=0)))  # waiting, young: not yet judged old, still not moving
+    assert c == "stalled"
