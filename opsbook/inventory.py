@@ -418,6 +418,33 @@ DEFAULT_EXTERNAL_ERROR_PATTERNS = [
 ]
 
 
+class Reprocess(Strict):
+    """How one stuck upload is processed again (003 시나리오 A, 3. 코드 버그: after the hot-fix, ``POST /admin/reprocess-evidence
+    {evidence_id}``): through the product's admin API when ``admin_api_url`` is set, else by sending its job to the worker's
+    queue again (``message``: the job's JSON body, each value a template over the upload's key values, ``{key}`` and
+    ``{uploaded_at}``). SQS delivers at least once and the API may be retried: the worker's idempotency is the product's."""
+
+    admin_api_url: str | None = Field(None, description="the full URL of POST /admin/reprocess-evidence (body {\"evidence_id\": ...}); "
+                                      "none: re-enqueue the job instead")
+    token_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                  description="environment variable holding the admin API's bearer token (read at call time)")
+    timeout_s: float = Field(10, gt=0, le=60)
+    queue: str | None = Field(None, description="re-enqueue: the queue (default: the worker's source queue)")
+    message: dict[str, str] = Field(default_factory=lambda: {"evidence_id": "{evidence_id}", "case_id": "{case_id}", "s3_key": "{key}",
+                                                             "task": "summarize-evidence", "reprocess": "true"},
+                                    description="re-enqueue: the job's body, each value a template ({evidence_id}, {case_id}, {key}, {uploaded_at})")
+    max_items: int = Field(50, ge=1, le=1000, description="at most this many evidences a plan (the rest: the next run)")
+
+    @field_validator("admin_api_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None:
+            parsed = urlsplit(v)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.username or parsed.password:
+                raise ValueError(f"{v!r} is not an http(s) URL with a host and without credentials")
+        return v
+
+
 class StuckProcessing(Strict):
     """Queue-fed work that stops moving (seed 003 시나리오 A, "uploads succeed, the UI shows 'processing' forever"): where
     daily-health, emergency-check and diagnose-stuck-processing look besides the worker's trigger and queue (every
@@ -443,6 +470,8 @@ class StuckProcessing(Strict):
     external_error_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_EXTERNAL_ERROR_PATTERNS), description=(
         "regexes: an error line matching one is the external provider's (OpenAI 429/5xx/timeouts), any other error line internal"))
     provider: str = Field("OpenAI", description="the external provider's name, in findings")
+    reprocess: Reprocess | None = Field(None, description="diagnose-stuck-processing's reprocess-evidence step (code bug, once the "
+                                        "worker changed since the failures began); none: re-enqueue with the default message")
     provider_status: Endpoint | None = Field(None, description="the provider's status endpoint (a Statuspage status.json, or any URL "
                                              "answering 2xx when healthy); probed like endpoints, from where the run runs")
 

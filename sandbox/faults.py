@@ -231,7 +231,7 @@ DEMO_FAULTS: dict[str, list[str]] = {
     "hr-resource-optimization": ["alarm-firing", "log-errors", "opensearch-red"],
     "t-developer": ["ecs-degraded", "security-events"],
     "todo-app": ["backup-missing"],
-    "leh": ["dlq-messages", "log-errors"],
+    "leh": ["dlq-messages", "log-errors", "leh-queue-stalled"],
 }
 
 

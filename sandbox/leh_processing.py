@@ -5,7 +5,8 @@ Moto cannot produce these signals: it leaves an event source mapping's LastProce
 metrics, runs no worker. So ``seed_processing`` (called by sandbox/seed.py for every inventory with a queue-fed worker)
 sets them: each worker's mapping Enabled with LastProcessingResult "OK" (``moto_processing_result``), a low
 ApproximateAgeOfOldestMessage for its queue over the last minutes, and a few processed uploads (object + result item).
-The provider's status page is the endpoint double's (healthy unless a fault plants a degraded answer).
+The provider's status page is the endpoint double's (healthy unless a fault plants a degraded answer), and so is the
+product's admin API (``serve_admin_api``: POST /admin/reprocess-evidence writes the evidence's result).
 
 Faults (sandbox/faults.py registers them): ``leh-trigger-off`` (the mapping disabled, jobs waiting), ``leh-queue-stalled``
 (old messages waiting, nothing erroring), ``leh-uploads-unprocessed`` (uploads older than the queue-age WARN with no
@@ -108,6 +109,32 @@ def put_uploads(sb: Sandbox, system: System, count: int, minutes_old: float, pro
     return keys
 
 
+def serve_admin_api(sb: Sandbox, system: System) -> str | None:
+    """The product's ``POST /admin/reprocess-evidence {evidence_id}`` on the endpoint double (stuck_processing.reprocess
+    .admin_api_url): finds the evidence's upload, "processes" it (writes its result item) and answers 202; 404 when no
+    upload is that evidence's. The requests are in ``sb.endpoints.posts``."""
+    rp = settings(system).reprocess
+    bucket, prefix, table = uploads_target(system)
+    if rp is None or not rp.admin_api_url or not bucket or not table:
+        return None
+    pk, sk = results_key(system, table)
+
+    def handle(body: bytes) -> tuple[int, str]:
+        evidence = json.loads(body or b"{}").get("evidence_id")
+        s3, ddb = sandbox_client(sb, "s3", system.region), sandbox_client(sb, "dynamodb", system.region)
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for o in page.get("Contents", []):
+                ids = map_key(o["Key"], settings(system).upload_key_pattern, pk, sk)
+                if ids and (ids.get(sk) if sk else ids.get(pk)) == evidence:
+                    ddb.put_item(TableName=table, Item={**{a: {"S": v} for a, v in ids.items()}, "status": {"S": "done"},
+                                                        "s3_key": {"S": o["Key"]}, "reprocessed": {"BOOL": True}})
+                    return 202, json.dumps({"evidence_id": evidence, "status": "reprocessing"})
+        return 404, json.dumps({"message": f"no evidence {evidence}"})
+
+    sb.endpoints.on_post(rp.admin_api_url, handle)
+    return rp.admin_api_url
+
+
 def seed_processing(sb: Sandbox, system: System) -> dict[str, Any]:
     """The healthy state: each worker's mapping Enabled ("OK"), its queue's oldest message a few seconds old, and a few
     uploads of the last hours each with its result."""
@@ -118,6 +145,7 @@ def seed_processing(sb: Sandbox, system: System) -> dict[str, Any]:
     bucket, _, table = uploads_target(system)
     if consumer_queues(system) and bucket and table:
         made["uploads"] = put_uploads(sb, system, PROCESSED_UPLOADS, 120, processed=True, tag="ok")
+    made["admin_api"] = serve_admin_api(sb, system)
     return made
 
 

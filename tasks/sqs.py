@@ -593,3 +593,11 @@ def check_backlogs(system: System, deadline: aws.Deadline) -> list[Finding]:
     th = system.thresholds
     return [judge_backlog(name, depth, aws.unreadable(err), ages.get(name), age_err, th.queue_age_warn_minutes, th.queue_age_crit_minutes)
             for name, depth, err in aws.parallel(lambda n: read_depth(system.region, n), queues, deadline=deadline)]
+
+
+@declares(["sqs:GetQueueUrl", "sqs:SendMessage"])
+def send_job(region: str, queue: str, body: dict[str, Any]) -> str:
+    """One job (a JSON body) sent to ``queue``; its message id (diagnose-stuck-processing's re-enqueue)."""
+    import json
+
+    return aws.client("sqs", region).send_message(QueueUrl=queue_url(region, queue), MessageBody=json.dumps(body))["MessageId"]

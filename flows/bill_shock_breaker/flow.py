@@ -38,8 +38,8 @@ from prefect.cache_policies import NO_CACHE
 from flows.bill_shock_breaker.judge import (
     CLOSED,
     OPEN,
-    SERVICE,
     RUNBOOK,
+    SERVICE,
     candidates,
     escalation_finding,
     evaluation_news,

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from opsbook.findings import Finding, Status, worst
+from opsbook.mutation.core import Action, Plan
 from opsbook.processing import BACKLOG, PROVIDER, TRIGGER, UPLOADS, WORKER_ERRORS
 
 RUNBOOK = "diagnose-stuck-processing"
@@ -71,17 +72,25 @@ def _breaker(system: str, f: Finding) -> tuple[str, str, list[str]]:
              f"opsbook run bill-shock-breaker --system {system} --param mode=reset --param resume_service=true --execute"])
 
 
+def worker_fixed(findings: list[Finding], changed: dict[str, datetime | None]) -> tuple[str, datetime, datetime] | None:
+    """(worker, when its code changed, when the failures began) when a worker changed after the failures began (the hot-fix
+    is deployed); None otherwise (or when either time is unknown: then the fix is not known to be there)."""
+    began = first_failure(findings)
+    fixed = sorted((at, fn) for fn, at in changed.items() if at is not None and began is not None and at > began)
+    return (fixed[-1][1], fixed[-1][0], began) if fixed and began else None
+
+
 def _code_bug(system: str, findings: list[Finding], changed: dict[str, datetime | None]) -> tuple[str, str, list[str]]:
     began = first_failure(findings)
     stuck = stuck_evidence(findings)
     errs = [f for f in findings if f.check == WORKER_ERRORS and f.details.get("internal")]
     sample = (errs[0].details.get("internal_sample") or ["?"])[-1][:200] if errs else "?"
     ids = ", ".join(str(m.get("evidence_id") or m.get("key")) for m in stuck[:5]) or "(none found by the reconciliation)"
-    fixed = [fn for fn, at in changed.items() if at is not None and began is not None and at > began]
+    fixed = worker_fixed(findings, changed)
     what = f"the worker's own errors ({_count(findings, 'internal')}: e.g. {sample!r}); {len(stuck)} uploads without a result"
     if fixed:
-        at = changed[fixed[0]]
-        return ("code-bug", what, [f"{fixed[0]} changed at {at:%Y-%m-%d %H:%M} UTC, after the failures began "
+        fn, at, began = fixed
+        return ("code-bug", what, [f"{fn} changed at {at:%Y-%m-%d %H:%M} UTC, after the failures began "
                                    f"({began:%Y-%m-%d %H:%M} UTC): reprocess each stuck evidence ({ids}) through "
                                    "POST /admin/reprocess-evidence {evidence_id}, then check each result appears"])
     when = f" (the worker last changed at {min((a for a in changed.values() if a), default=None):%Y-%m-%d %H:%M} UTC, " \
@@ -147,5 +156,43 @@ def verdict(system: str, region: str, findings: list[Finding], changed: dict[str
              "stalled": "the queue is not moving and nothing errors", "not-enqueued": "uploads never became jobs", "none": "nothing stuck", "unknown": "could not tell"}[cause]
     summary = f"{title}: {why}" + (f". Next: {nxt[0]}" if nxt else "")
     return Finding(check=VERDICT, resource=system, status=status, value=len(stuck), summary=summary[:1500],
-                   details={"cause": cause, "next": nxt, "first_failure": began.isoformat() if began else None,
+                   details={"cause": cause, "next": nxt, "fixed": cause == "code-bug" and worker_fixed(findings, changed) is not None, "first_failure": began.isoformat() if began else None,
                             "stuck_evidence": stuck[:50], "workers_changed": {k: v.isoformat() if v else None for k, v in changed.items()}})
+
+
+# --- the plan: reprocess each stuck evidence (code bug, fix deployed) ----------------------------------------------------
+
+REPROCESS = "reprocess-evidence"
+RESULT, NO_RESULT = "result", "no result"
+IDEMPOTENCY = ("each evidence is requested at most once by this plan; a retried request or SQS's at-least-once delivery may "
+               "still process one twice: the worker's idempotency is the product's")
+
+
+def evidence_resource(item: dict[str, Any], keys: list[str]) -> str:
+    """A step's resource: the result's key values, ``case/evidence``."""
+    return "/".join(str(item.get(k, "")) for k in keys)
+
+
+def reprocess_plan(plan: Plan, v: Finding, keys: list[str], how: str, iam: str, max_items: int, system: str) -> Plan:
+    """``plan`` with a reprocess-evidence step per stuck evidence (each once) when the verdict is a code bug whose fix is
+    deployed; otherwise no step, and the notes say what comes first (deploy the fix, redrive the DLQ, re-enable ...)."""
+    cause, nxt = v.details.get("cause"), list(v.details.get("next") or [])
+    redrive = f"opsbook run dlq-redrive --system {system} --execute"
+    if cause == "code-bug" and v.details.get("fixed"):
+        items = list({evidence_resource(m, keys): m for m in v.details.get("stuck_evidence", [])}.items())
+        for res, m in items[:max_items]:
+            plan.actions.append(Action(kind=REPROCESS, resource=res, current=NO_RESULT, target=RESULT, iam_action=iam, reversible=False,
+                                       evidence=f"uploaded {m.get('uploaded_at', '?')} as {m.get('key', '?')}, no result; {how}"))
+        if len(items) > max_items:
+            plan.notes.append(f"{len(items) - max_items} more stuck evidences are left for the next run (at most {max_items} a plan)")
+        if not items:
+            plan.notes.append("the fix is deployed, but the reconciliation found no upload without a result to reprocess")
+        plan.notes.append(IDEMPOTENCY)
+        plan.notes.append(f"and whatever went to the DLQ meanwhile: {redrive}")
+    elif cause == "code-bug":
+        plan.notes.append("no reprocess-evidence step: " + (nxt[0] if nxt else "deploy the fix first"))
+    elif cause == "transient":
+        plan.notes.append(f"transient: redrive the DLQ, not a reprocess: {redrive}")
+    else:
+        plan.notes += [f"{cause}: {n}" for n in nxt] or [f"{cause}: nothing to reprocess"]
+    return plan

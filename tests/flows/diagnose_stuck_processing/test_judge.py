@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from flows.diagnose_stuck_processing.judge import VERDICT, first_failure, verdict
+from flows.diagnose_stuck_processing.judge import IDEMPOTENCY, REPROCESS, VERDICT, first_failure, reprocess_plan, verdict
 from opsbook.findings import Finding, Status
+from opsbook.mutation.core import Identity, Plan
 from opsbook.processing import BACKLOG, PROVIDER, TRIGGER, UPLOADS, WORKER_ERRORS
 
 T0 = datetime(2026, 12, 4, 10, 0, tzinfo=timezone.utc)
@@ -65,8 +66,9 @@ def test_code_bug_says_deploy_the_fix_first_until_the_worker_changed_after_the_f
     findings = replace(findings, f(UPLOADS, Status.WARN, missing_items=MISSING, oldest_missing_at=(T0 + timedelta(minutes=5)).isoformat()))
     c, v = cause(findings, {"w": T0 - timedelta(days=2)})
     assert c == "code-bug" and v.details["next"][0].startswith("deploy the fix first (the worker last changed at 2026-12-02 10:00 UTC")
-    assert "ev-1" in v.details["next"][1] and v.value == 1 and v.details["first_failure"] == T0.isoformat()
+    assert "ev-1" in v.details["next"][1] and v.value == 1 and v.details["first_failure"] == T0.isoformat() and not v.details["fixed"]
     c, v = cause(findings, {"w": T0 + timedelta(hours=1)})
+    assert v.details["fixed"]
     assert v.details["next"][0].startswith("w changed at 2026-12-04 11:00 UTC, after the failures began (2026-12-04 10:00 UTC): reprocess")
     c, v = cause(findings, {"w": T0})  # exactly at the first failure: not after it
     assert v.details["next"][0].startswith("deploy the fix first")
@@ -104,3 +106,36 @@ def test_uploads_without_a_result_while_the_queue_is_empty_never_became_jobs():
     assert (c, v.status) == ("not-enqueued", Status.WARN) and "enqueue" in v.details["next"][0]
     c, _ = cause(replace(findings, f(BACKLOG, visible=3, in_flight=0)))  # waiting, young: not yet judged old, still not moving
     assert c == "stalled"
+
+
+# --- the plan ------------------------------------------------------------------------------------------------------
+
+KEYS = ["case_id", "evidence_id"]
+
+
+def plan_for(cause, fixed=False, stuck=MISSING, nxt=("do this",), max_items=50):
+    v = f(VERDICT, details_cause=None, cause=cause, fixed=fixed, stuck_evidence=list(stuck), next=list(nxt))
+    base = Plan(runbook="diagnose-stuck-processing", system="leh", identity=Identity(account="123456789012", region="ap-northeast-2", arn="arn:x"))
+    return reprocess_plan(base, v, KEYS, "POST https://api/admin/reprocess-evidence {evidence_id}", "HTTP POST", max_items, "leh")
+
+
+def test_a_fixed_code_bug_plans_one_reprocess_step_per_evidence_once_each():
+    stuck = MISSING + MISSING + [{**MISSING[0], "evidence_id": "ev-2", "key": "uploads/u/case-1/ev-2.pdf"}]
+    p = plan_for("code-bug", fixed=True, stuck=stuck)
+    assert [(a.kind, a.resource, a.current, a.target, a.reversible) for a in p.actions] == [
+        (REPROCESS, "case-1/ev-1", "no result", "result", False), (REPROCESS, "case-1/ev-2", "no result", "result", False)]
+    assert IDEMPOTENCY in p.notes and any("dlq-redrive" in n for n in p.notes)
+
+
+def test_the_plan_is_bounded_and_says_what_is_left():
+    stuck = [{**MISSING[0], "evidence_id": f"ev-{i}"} for i in range(5)]
+    p = plan_for("code-bug", fixed=True, stuck=stuck, max_items=3)
+    assert len(p.actions) == 3 and "2 more stuck evidences are left for the next run" in p.notes[0]
+
+
+def test_no_step_until_the_fix_is_deployed_and_transient_points_to_dlq_redrive():
+    p = plan_for("code-bug", fixed=False, nxt=("deploy the fix first: hot-fix the worker",))
+    assert p.actions == [] and p.notes == ["no reprocess-evidence step: deploy the fix first: hot-fix the worker"]
+    p = plan_for("transient")
+    assert p.actions == [] and p.notes == ["transient: redrive the DLQ, not a reprocess: opsbook run dlq-redrive --system leh --execute"]
+    assert plan_for("trigger-off").notes == ["trigger-off: do this"] and plan_for("none", nxt=()).notes == ["none: nothing to reprocess"]
