@@ -406,3 +406,14 @@ def check_triggers(system: System, deadline: aws.Deadline) -> list[Finding]:
     pairs = consumer_queues(system)
     return [f if err is None else judge_trigger(q, fn, None, aws.describe_error(err))
             for (q, fn), f, err in aws.parallel(lambda p: _trigger(system, *p), pairs, deadline=deadline)]
+
+
+@aws_task(iam=["lambda:GetFunctionConcurrency"], name="read-reserved-concurrency", cache_policy=NO_CACHE)
+def read_reserved_concurrency(system: System, names: list[str], deadline: aws.Deadline) -> dict[str, int | str | None]:
+    """Each function's reserved concurrency (None: none reserved; 0: it never runs, an SQS trigger included), or the reason
+    it could not be read (a string)."""
+    c = aws.client("lambda", system.region)
+    out: dict[str, int | str | None] = {}
+    for fn, res, err in aws.parallel(lambda n: c.get_function_concurrency(FunctionName=n), names, deadline=deadline):
+        out[fn] = aws.describe_error(err) if err is not None else res.get("ReservedConcurrentExecutions")
+    return out

@@ -15,7 +15,8 @@ For every queue-fed worker of the inventory (``sqs_queues[].consumer_function``)
 3. the uploads of the last ``stuck_processing.reconcile_hours`` without their result item (sample-bounded);
 4. the worker's error lines of the last ``hours``, the provider's (429/5xx/timeouts) apart from its own;
 5. the provider's status page (``stuck_processing.provider_status``) and the DLQ's depth;
-6. the worker's last code change (LastModified), against when the failures began.
+6. the worker's last code change (LastModified), against when the failures began, and its reserved concurrency (0: it
+   never runs, its trigger included).
 
 Then the verdict first: the cause and the next action (the commands are printed, never sent), and the plan. A dry run
 (the default, and every alarm-started run) ends there. For a code bug whose fix is deployed (a worker's LastModified
@@ -48,7 +49,7 @@ from opsbook.mutation.session import SESSION_TASKS, MutationSession, steps_polic
 from opsbook.params import ApprovalTimeout, Approver, Deadline, DryRun, Param, SettleTimeout, SystemName
 from opsbook.processing import consumer_queues, results_key, settings, uploads_target
 from opsbook.report import ICON, RunReport, findings_section, finish_read_only, publish_artifacts, sort_findings
-from tasks.awslambda import check_triggers, read_configs
+from tasks.awslambda import check_triggers, read_configs, read_reserved_concurrency
 from tasks.dynamodb import item_exists
 from tasks.endpoints import check_provider_status, post_json
 from tasks.logs import check_worker_errors
@@ -106,9 +107,9 @@ def how_requested(system: System) -> tuple[str, str]:
 
 
 @task(name="judge-stuck-processing", cache_policy=NO_CACHE)
-def diagnose(system: System, findings: list[Finding], changed: dict[str, datetime | None]) -> list[Finding]:
+def diagnose(system: System, findings: list[Finding], changed: dict[str, datetime | None], reserved: dict[str, Any]) -> list[Finding]:
     """The verdict first, then the evidence by severity."""
-    return [verdict(system.name, system.region, findings, changed, settings(system).provider)] + sort_findings(findings)
+    return [verdict(system.name, system.region, findings, changed, settings(system).provider, reserved)] + sort_findings(findings)
 
 
 def diagnosis_lines(v: Finding | None) -> list[str]:
@@ -147,15 +148,21 @@ def publish_stuck(system: str, v: Finding, findings: list[Finding]) -> None:
     create_markdown_artifact(key=f"{RUNBOOK}-{system}-diagnosis".lower(), markdown="\n".join(md), description=mask(v.summary)[:200])
 
 
-def collect(inv: System, deadline: aws.Deadline, hours: float, workers: list[str]) -> tuple[list[Finding], dict[str, datetime | None]]:
-    """Every read at once (each check reads one concern; a failed one is UNKNOWN, never dropped), and each worker's LastModified."""
+def collect(inv: System, deadline: aws.Deadline, hours: float, workers: list[str]
+            ) -> tuple[list[Finding], dict[str, datetime | None], dict[str, Any]]:
+    """Every read at once (each check reads one concern; a failed one is UNKNOWN, never dropped), each worker's LastModified and
+    reserved concurrency."""
     reads = {"worker-trigger": check_triggers.submit(inv, deadline), "queue-backlog": check_backlogs.submit(inv, deadline),
              "uploads-unprocessed": check_uploads.submit(inv, deadline), "worker-errors": check_worker_errors.submit(inv, deadline, hours),
              "provider-status": check_provider_status.submit(inv, deadline), "dlq": check_dlqs.submit(inv, deadline)}
     configs_f = read_configs.submit(inv, workers, deadline)
+    reserved_f = read_reserved_concurrency.submit(inv, workers, deadline)
     lost: list[Finding] = []
     configs = settled(configs_f, "read-lambda-configs", [], lost)
-    return gather(reads) + lost, {c.name: c.last_modified for c in configs}
+    reserved = settled(reserved_f, "read-reserved-concurrency", {}, lost)
+    lost += [Finding(check="worker-concurrency", resource=fn, status=Status.UNKNOWN, summary=f"could not be read: {why}")
+             for fn, why in reserved.items() if isinstance(why, str)]
+    return gather(reads) + lost, {c.name: c.last_modified for c in configs}, reserved
 
 
 def act(inv: System, session: MutationSession, identity: Identity, settle_timeout_s: int) -> None:
@@ -179,7 +186,7 @@ def diagnose_stuck_processing(
     settle_timeout_s: SettleTimeout = 0,
     approval_timeout_s: ApprovalTimeout = 0,
 ) -> Any:
-    """Why queue-fed work is stuck 'processing' (trigger off, external outage, code bug, transient, stalled), the next action, and for a fixed code bug a plan to reprocess each stuck evidence (dry run by default)."""
+    """Why queue-fed work is stuck 'processing' and the next action; a fixed code bug: a plan to reprocess each stuck evidence (dry run by default)."""
     inv = load_system(system)
     workers = list(dict.fromkeys(fn for _, fn in consumer_queues(inv)))
     if not workers:
@@ -191,8 +198,8 @@ def diagnose_stuck_processing(
     session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s, appliers=appliers(ctx))
     with session:
         identity = session.identity()
-        findings, changed = collect(inv, aws.Deadline(deadline_seconds), hours, workers)
-        findings = diagnose.submit(inv, findings, changed).result()
+        findings, changed, reserved = collect(inv, aws.Deadline(deadline_seconds), hours, workers)
+        findings = diagnose.submit(inv, findings, changed, reserved).result()
         session.report.findings += findings
         v = findings[0]
         ctx["items"] = {"/".join(str(m.get(k, "")) for k in result_keys(inv)[1]): m for m in v.details.get("stuck_evidence", [])}
@@ -205,5 +212,5 @@ def diagnose_stuck_processing(
     return session.finish()
 
 
-TASKS = [check_triggers, check_backlogs, check_uploads, check_worker_errors, check_provider_status, check_dlqs, read_configs,
+TASKS = [check_triggers, check_backlogs, check_uploads, check_worker_errors, check_provider_status, check_dlqs, read_configs, read_reserved_concurrency,
          steps_policy(appliers({}))] + SESSION_TASKS

@@ -5,6 +5,7 @@ without a result, the worker's errors split the provider's / its own, the provid
 and each worker's last code change (LastModified), the seed's cause (003 시나리오 A 복구 절차) and the next action:
 
 - ``trigger-off``: the SQS trigger is disabled (or missing) and nothing explains it: re-enable it;
+- ``throttled``: a worker's reserved concurrency is 0: it never runs, its trigger included: give it back;
 - ``breaker-pause``: the circuit breaker paused the worker (bill-shock-breaker): resume it through the breaker once
   spend is back under budget;
 - ``external-outage``: the provider's status page is degraded, or its errors (429/5xx/timeouts) dominate: announce and
@@ -99,11 +100,17 @@ def _code_bug(system: str, findings: list[Finding], changed: dict[str, datetime 
                                f"then reprocess each stuck evidence ({ids}) through POST /admin/reprocess-evidence {{evidence_id}}"])
 
 
-def _cause(system: str, region: str, findings: list[Finding], changed: dict[str, datetime | None], provider: str) -> tuple[str, str, list[str]]:
+def _cause(system: str, region: str, findings: list[Finding], changed: dict[str, datetime | None], provider: str,
+           reserved: dict[str, Any] | None = None) -> tuple[str, str, list[str]]:
     """(cause, why, next actions) in the order the seed checks them; the trigger first (nothing else matters while off)."""
     off = _bad(findings, TRIGGER, (Status.CRIT,))
     if off:
         return _trigger_off(system, region, off[0])
+    zero = sorted(fn for fn, n in (reserved or {}).items() if n == 0)
+    if zero:
+        return ("throttled", f"{', '.join(zero)} has reserved concurrency 0: it never runs, its SQS trigger included; jobs wait",
+                [f"give it back its concurrency: aws lambda delete-function-concurrency --function-name {zero[0]} --region {region} "
+                 "(or put the reserved value it had; nothing was changed)"])
     paused = [f for f in _bad(findings, TRIGGER, (Status.WARN,)) if f.details.get("breaker")]
     if paused:
         return _breaker(system, paused[0])
@@ -140,23 +147,32 @@ def _cause(system: str, region: str, findings: list[Finding], changed: dict[str,
     return ("none", "the trigger is on, the queue moves, every recent upload has its result, no error", [])
 
 
-def verdict(system: str, region: str, findings: list[Finding], changed: dict[str, datetime | None], provider: str = "the provider") -> Finding:
-    """The cause, the evidence's worst status, and the next actions (``details.next``)."""
-    cause, why, nxt = _cause(system, region, findings, changed, provider)
+TITLES = {"trigger-off": "the worker's trigger is off", "throttled": "the worker may not run (reserved concurrency 0)",
+          "breaker-pause": "paused by the circuit breaker", "external-outage": "external outage ({provider})", "code-bug": "a bug in the worker",
+          "transient": "a transient failure", "stalled": "the queue is not moving and nothing errors",
+          "not-enqueued": "uploads never became jobs", "none": "nothing stuck", "unknown": "could not tell"}
+
+
+def verdict(system: str, region: str, findings: list[Finding], changed: dict[str, datetime | None], provider: str = "the provider",
+            reserved: dict[str, Any] | None = None) -> Finding:
+    """The cause, the evidence's worst status, and the next actions (``details.next``). ``reserved``: each worker's reserved
+    concurrency (0: it never runs)."""
+    cause, why, nxt = _cause(system, region, findings, changed, provider, reserved)
     statuses = [f.status for f in findings if f.check in EVIDENCE and f.status is not Status.UNKNOWN]
     status = Status.UNKNOWN if cause == "unknown" else worst(statuses) if statuses else Status.UNKNOWN
     if cause == "none":
         status = Status.OK
+    elif cause == "throttled":
+        status = Status.CRIT
     elif status is Status.OK:
         status = Status.WARN
     began = first_failure(findings)
     stuck = stuck_evidence(findings)
-    title = {"trigger-off": "the worker's trigger is off", "breaker-pause": "paused by the circuit breaker",
-             "external-outage": f"external outage ({provider})", "code-bug": "a bug in the worker", "transient": "a transient failure",
-             "stalled": "the queue is not moving and nothing errors", "not-enqueued": "uploads never became jobs", "none": "nothing stuck", "unknown": "could not tell"}[cause]
+    title = TITLES[cause].format(provider=provider)
     summary = f"{title}: {why}" + (f". Next: {nxt[0]}" if nxt else "")
+    fixed = cause == "code-bug" and worker_fixed(findings, changed) is not None
     return Finding(check=VERDICT, resource=system, status=status, value=len(stuck), summary=summary[:1500],
-                   details={"cause": cause, "next": nxt, "fixed": cause == "code-bug" and worker_fixed(findings, changed) is not None, "first_failure": began.isoformat() if began else None,
+                   details={"cause": cause, "next": nxt, "fixed": fixed, "first_failure": began.isoformat() if began else None,
                             "stuck_evidence": stuck[:50], "workers_changed": {k: v.isoformat() if v else None for k, v in changed.items()}})
 
 

@@ -42,6 +42,12 @@ def test_each_cause_is_named_with_its_next_action_and_the_healthy_twin_is_nothin
     report, cause = run()
     assert (cause, report.status) == ("stalled", Status.CRIT)
 
+    lam = sandbox_client(sandbox, "lambda", leh.region)
+    lam.put_function_concurrency(FunctionName="leh-ai-worker", ReservedConcurrentExecutions=0)
+    report, cause = run()
+    assert cause == "throttled" and "delete-function-concurrency --function-name leh-ai-worker" in report.findings[0].details["next"][0]
+    lam.delete_function_concurrency(FunctionName="leh-ai-worker")
+
     backdate(sandbox, leh, "leh-ai-worker", days=2)  # the worker's code is older than its first failure
     apply_fault(sandbox, leh, "log-errors", group="/aws/lambda/leh-ai-worker")
     report, cause = run()

@@ -42,6 +42,13 @@ def test_trigger_disabled_comes_first_with_the_command_to_re_enable_it():
     assert (c, v.status) == ("trigger-off", Status.CRIT) and "update-event-source-mapping --uuid u-1 --enabled --region ap-northeast-2" in v.details["next"][0]
 
 
+def test_reserved_concurrency_zero_is_named_before_anything_but_the_trigger():
+    v = verdict("leh", "ap-northeast-2", replace(OK, f(BACKLOG, Status.CRIT)), {}, "OpenAI", {"w": 0, "other": None})
+    assert (v.details["cause"], v.status) == ("throttled", Status.CRIT) and "delete-function-concurrency --function-name w" in v.details["next"][0]
+    assert verdict("leh", "r", OK, {}, "OpenAI", {"w": 5}).details["cause"] == "none"
+    assert verdict("leh", "r", OK, {}, "OpenAI", {"w": "GetFunctionConcurrency: access denied"}).details["cause"] == "none"
+
+
 def test_missing_mapping_says_create_it():
     c, v = cause(replace(OK, f(TRIGGER, Status.CRIT, mappings=0, queue="q", function="w")))
     assert c == "trigger-off" and v.details["next"][0].startswith("create the event source mapping from q to w")
