@@ -1,4 +1,4 @@
-"""diagnose-stuck-processing: why queue-fed work stopped moving, and what to do next (read-only).
+"""diagnose-stuck-processing: why queue-fed work stopped moving, and what to do next (a dry run by default).
 
 Source: seed 003 시나리오 A "AI Worker 멈춤 (업로드 후 무한 '처리 중')": uploads land in S3 but no DynamoDB/OpenSearch
 result appears. The seed's diagnosis reads the worker's ERROR lines and the DLQ's depth; its recovery tells three

@@ -64,7 +64,7 @@ def _trigger_off(system: str, region: str, f: Finding) -> tuple[str, str, list[s
                  "watch the queue drain"])
     return ("trigger-off", f.summary,
             [f"re-enable the trigger: aws lambda update-event-source-mapping --uuid {d.get('uuid')} --enabled --region {region} "
-             "(nothing was changed: this runbook is read-only)", "then watch the queue's oldest message's age fall"])
+             "(printed, never sent by this runbook)", "then watch the queue's oldest message's age fall"])
 
 
 def _breaker(system: str, f: Finding) -> tuple[str, str, list[str]]:
