@@ -171,14 +171,14 @@ def map_key(key: str, pattern: str, pk: str, sk: str | None) -> dict[str, str] |
     return out if all(out.values()) else None
 
 
-def split_uploads(objects: list[tuple[str, datetime]], now: datetime, hours: float, grace_minutes: float, sample: int
+def split_uploads(objects: list[tuple[str, datetime]], now: datetime, hours: float, grace_minutes: float
                   ) -> tuple[list[tuple[str, datetime]], int, int]:
-    """(the uploads to look up: in the window, older than the grace, newest first, at most ``sample``; how many were in the
-    window; how many are still within the grace: not yet due, never 'missing')."""
+    """(the uploads due: in the window and older than the grace, newest first; how many were in the window; how many are
+    still within the grace: not yet due, never 'missing'). The caller samples the due ones it can map to a result key."""
     since, due = now - timedelta(hours=hours), now - timedelta(minutes=grace_minutes)
     window = [(k, t) for k, t in objects if t >= since]
     ripe = sorted(((k, t) for k, t in window if t <= due), key=lambda kt: kt[1], reverse=True)
-    return ripe[:sample], len(window), len(window) - len(ripe)
+    return ripe, len(window), len(window) - len(ripe)
 
 
 def judge_uploads(r: UploadsRead | None, hours: float, grace_minutes: float, warn: int, crit: int, unreadable: str | None = None) -> Finding:

@@ -330,7 +330,16 @@ def count_uploads(system: System, users: list[str], now: datetime | None = None)
 
 # --- uploads without a result (daily-health, emergency-check, diagnose-stuck-processing) ---------------------------
 
-from opsbook.processing import UploadsRead, judge_uploads, map_key, results_key, settings, split_uploads, uploads_target  # noqa: E402
+from opsbook.processing import (  # noqa: E402  (this section is appended)
+    UploadsRead,
+    consumer_queues,
+    judge_uploads,
+    map_key,
+    results_key,
+    settings,
+    split_uploads,
+    uploads_target,
+)
 
 
 def list_uploads(system: System, bucket: str, prefix: str, max_keys: int) -> tuple[list[tuple[str, datetime]], bool]:
@@ -381,13 +390,13 @@ def read_uploads(system: System, now: datetime) -> UploadsRead | None:
         r.error = None if r.missing_bucket else f"ListObjectsV2 s3://{bucket}/{prefix}: {aws.describe_error(exc)}"
         return r
     r.listed = len(objects)
-    due, r.in_window, r.pending = split_uploads(objects, now, cfg.reconcile_hours, system.thresholds.queue_age_warn_minutes, cfg.reconcile_sample)
+    due, r.in_window, r.pending = split_uploads(objects, now, cfg.reconcile_hours, system.thresholds.queue_age_warn_minutes)
     pk, sk = results_key(system, table)
-    for key, at in due:
+    for key, at in due:  # newest first: the sample is the newest due uploads that map to a result key
         ids = map_key(key, cfg.upload_key_pattern, pk, sk)
         if ids is None:
             r.unmapped.append(key)
-        else:
+        elif len(r.checked) < cfg.reconcile_sample:
             r.checked.append({"key": key, "uploaded_at": at.isoformat(), **ids})
     if not r.checked:
         return r
@@ -405,8 +414,6 @@ def check_uploads(system: System, deadline: aws.Deadline, now: datetime | None =
     """Uploads of the last stuck_processing.reconcile_hours (older than the queue-age WARN) without their result item:
     sample-bounded and paginated; counts checked/missing and a few keys. Nothing when no uploads bucket/results table is known
     or no queue-fed worker is declared."""
-    from opsbook.processing import consumer_queues
-
     if not consumer_queues(system):
         return []
     now = now or datetime.now(timezone.utc)

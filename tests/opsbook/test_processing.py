@@ -102,11 +102,11 @@ def test_backlog_of_a_missing_queue_is_crit():
 # --- the uploads --------------------------------------------------------------------------------------------------
 
 
-def test_split_uploads_keeps_the_window_leaves_young_ones_pending_and_samples_the_newest():
+def test_split_uploads_keeps_the_window_leaves_young_ones_pending_newest_first():
     objs = [("old", NOW - timedelta(hours=30)), ("young", NOW - timedelta(minutes=5)), ("due", NOW - timedelta(minutes=15)),
             ("a", NOW - timedelta(hours=2)), ("b", NOW - timedelta(hours=1))]
-    due, in_window, pending = p.split_uploads(objs, NOW, 24, 15, 2)
-    assert [k for k, _ in due] == ["due", "b"] and (in_window, pending) == (4, 1)
+    due, in_window, pending = p.split_uploads(objs, NOW, 24, 15)
+    assert [k for k, _ in due] == ["due", "b", "a"] and (in_window, pending) == (4, 1)
 
 
 def uploads(checked=0, missing=0, **kw):
