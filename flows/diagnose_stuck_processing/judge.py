@@ -12,6 +12,7 @@ and each worker's last code change (LastModified), the seed's cause (003 시나�
   wait (1. 외부 장애 확인), then redrive what went to the DLQ;
 - ``code-bug``: the worker's own errors: hot-fix, deploy, then reprocess each stuck evidence (3. 코드 버그); "deploy the
   fix first" while the worker has not changed since the failures began;
+- ``trigger-failing``: the mapping is on but its LastProcessingResult is a problem, nothing else explains it;
 - ``transient``: messages in the DLQ, nothing failing now: redrive the DLQ (2. 일시적 오류);
 - ``not-enqueued``: uploads without a result while the queue and the DLQ are empty and nothing errors: the jobs never
   reached the queue (the upload's enqueue step) or were deleted unprocessed;
@@ -124,6 +125,12 @@ def _cause(system: str, region: str, findings: list[Finding], changed: dict[str,
                                          f"then redrive what went to the DLQ: {redrive}"])
     if internal:
         return _code_bug(system, findings, changed)
+    failing = [f for f in _bad(findings, TRIGGER, (Status.WARN,)) if f.details.get("last_processing_result")]
+    if failing:
+        d = failing[0].details
+        return ("trigger-failing", f"{d.get('function')}'s trigger from {d.get('queue')} reports: {d.get('last_processing_result')}",
+                [f"the trigger cannot hand jobs to {d.get('function')}: check its execution role (sqs:ReceiveMessage, sqs:DeleteMessage, "
+                 f"sqs:GetQueueAttributes on {d.get('queue')}), that it can be invoked, and its log group"])
     dlq = _bad(findings, DLQ)
     if dlq:
         return ("transient", f"{dlq[0].summary} and nothing is failing now",
@@ -149,7 +156,7 @@ def _cause(system: str, region: str, findings: list[Finding], changed: dict[str,
 
 TITLES = {"trigger-off": "the worker's trigger is off", "throttled": "the worker may not run (reserved concurrency 0)",
           "breaker-pause": "paused by the circuit breaker", "external-outage": "external outage ({provider})", "code-bug": "a bug in the worker",
-          "transient": "a transient failure", "stalled": "the queue is not moving and nothing errors",
+          "transient": "a transient failure", "trigger-failing": "the trigger fails to hand jobs over", "stalled": "the queue is not moving and nothing errors",
           "not-enqueued": "uploads never became jobs", "none": "nothing stuck", "unknown": "could not tell"}
 
 

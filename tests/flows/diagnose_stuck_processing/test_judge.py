@@ -146,3 +146,11 @@ def test_no_step_until_the_fix_is_deployed_and_transient_points_to_dlq_redrive()
     p = plan_for("transient")
     assert p.actions == [] and p.notes == ["transient: redrive the DLQ, not a reprocess: opsbook run dlq-redrive --system leh --execute"]
     assert plan_for("trigger-off").notes == ["trigger-off: do this"] and plan_for("none", nxt=()).notes == ["none: nothing to reprocess"]
+
+
+def test_a_failing_processing_result_with_nothing_else_wrong_is_named_never_nothing_stuck():
+    trig = f(TRIGGER, Status.WARN, function="w", queue="q", last_processing_result="PROBLEM: Function call failed")
+    c, v = cause(replace(OK, trig))
+    assert (c, v.status) == ("trigger-failing", Status.WARN) and "execution role" in v.details["next"][0]
+    c, _ = cause(replace(replace(OK, trig), f(WORKER_ERRORS, Status.WARN, internal=2, external=0, first_internal_at=T0.isoformat())))
+    assert c == "code-bug"
