@@ -57,6 +57,11 @@ CATALOGUE: list[Runbook] = [
     Runbook("diagnose-bedrock-throttling", "flows.diagnose_bedrock_throttling.flow", "diagnose_bedrock_throttling", False,
             "ThrottlingException by Bedrock-calling function: peak minute, share of invocations, quota in force, the increase to request",
             needs("Bedrock-calling function (lambda_functions[].bedrock)", lambda s: any(f.bedrock for f in s.lambda_functions))),
+    Runbook("diagnose-stuck-processing", "flows.diagnose_stuck_processing.flow", "diagnose_stuck_processing", True,
+            "queue-fed work stuck 'processing': the worker's trigger, queue age, uploads without a result, provider vs own errors; the cause, "
+            "the next action; a fixed code bug: reprocess each stuck evidence behind approval (dry run by default)",
+            needs("SQS queue with a consumer_function", lambda s: any(q.consumer_function for q in s.sqs_queues)
+                  or any(f.sqs_source for f in s.lambda_functions))),
     Runbook("alarm-bridge", "flows.alarm_bridge.flow", "alarm_bridge", False,
             "every minute, all systems: alarms going into ALARM start their runbooks (Prefect events + triggers); missed scheduled runs are CRIT",
             needs("alarm routed to a runbook (alarms.runbooks)", lambda s: s.alarms.runbooks)),

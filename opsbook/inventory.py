@@ -342,6 +342,9 @@ class Thresholds(Strict):
     lambda_duration_warn_pct: float = Field(80, gt=0, le=100, description="a function's Duration p99 over daily-health's window at or "
                                             "above this share of its configured timeout is WARN")
     lambda_duration_crit_pct: float = Field(95, gt=0, le=100, description="... and CRIT (the next invocations time out)")
+    queue_age_warn_minutes: float = Field(15, gt=0, description="a worker's source queue (sqs_queues[].consumer_function) whose oldest "
+                                          "message is this old (AWS/SQS ApproximateAgeOfOldestMessage, Maximum over the last 15 min) is WARN")
+    queue_age_crit_minutes: float = Field(60, gt=0, description="... and CRIT (the work is stuck)")
 
     @model_validator(mode="after")
     def _warn_below_crit(self) -> Thresholds:
@@ -354,6 +357,8 @@ class Thresholds(Strict):
     def _duration_warn_below_crit(self) -> Thresholds:
         if self.lambda_duration_warn_pct > self.lambda_duration_crit_pct:
             raise ValueError("lambda_duration_warn_pct must not exceed lambda_duration_crit_pct")
+        if self.queue_age_warn_minutes > self.queue_age_crit_minutes:
+            raise ValueError("queue_age_warn_minutes must not exceed queue_age_crit_minutes")
         return self
 
 
@@ -423,6 +428,96 @@ class CaseStore(Strict):
     evidence_key: str = "evidence_id"
     opensearch_domain: str = "leh-cases"
     index_template: str = "evidence-{case_id}"
+
+
+DEFAULT_EXTERNAL_ERROR_PATTERNS = [
+    r"\b429\b", r"RateLimitError", r"Too Many Requests", r"rate[ _-]?limit",
+    r"\b50[0234]\b", r"InternalServerError", r"ServiceUnavailable", r"Bad Gateway", r"Gateway Time-?out",
+    r"APITimeoutError", r"APIConnectionError", r"ReadTimeout", r"ConnectTimeout", r"timed out.*(openai|api\.)", r"(openai|OpenAI).*timed? ?out",
+]
+
+
+class Reprocess(Strict):
+    """How one stuck upload is processed again (003 시나리오 A, 3. 코드 버그: after the hot-fix, ``POST /admin/reprocess-evidence
+    {evidence_id}``): through the product's admin API when ``admin_api_url`` is set, else by sending its job to the worker's
+    queue again (``message``: the job's JSON body, each value a template over the upload's key values, ``{key}`` and
+    ``{uploaded_at}``). SQS delivers at least once and the API may be retried: the worker's idempotency is the product's."""
+
+    admin_api_url: str | None = Field(None, description="the full URL of POST /admin/reprocess-evidence (body {\"evidence_id\": ...}); "
+                                      "none: re-enqueue the job instead")
+    token_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                  description="environment variable holding the admin API's bearer token (read at call time)")
+    timeout_s: float = Field(10, gt=0, le=60)
+    queue: str | None = Field(None, description="re-enqueue: the queue (default: the worker's source queue)")
+    message: dict[str, str] = Field(default_factory=lambda: {"evidence_id": "{evidence_id}", "case_id": "{case_id}", "s3_key": "{key}",
+                                                             "task": "summarize-evidence", "reprocess": "true"},
+                                    description="re-enqueue: the job's body, each value a template ({evidence_id}, {case_id}, {key}, {uploaded_at})")
+    max_items: int = Field(50, ge=1, le=1000, description="at most this many evidences a plan (the rest: the next run)")
+
+    @field_validator("admin_api_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None:
+            parsed = urlsplit(v)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.username or parsed.password:
+                raise ValueError(f"{v!r} is not an http(s) URL with a host and without credentials")
+        return v
+
+
+class StuckProcessing(Strict):
+    """Queue-fed work that stops moving (seed 003 시나리오 A, "uploads succeed, the UI shows 'processing' forever"): where
+    daily-health, emergency-check and diagnose-stuck-processing look besides the worker's trigger and queue (every
+    ``sqs_queues`` entry with a ``consumer_function``; thresholds ``queue_age_*_minutes``). Defaults come from
+    ``bill_shock`` (uploads bucket and prefix) and ``case_store`` (the evidence table) where those sections exist."""
+
+    uploads_bucket: str | None = Field(None, description="where uploads land (default: bill_shock.uploads_bucket)")
+    uploads_prefix: str | None = Field(None, description="the uploads' prefix (default: bill_shock.uploads_prefix)")
+    results_table: str | None = Field(None, description="the table holding one item per processed upload (default: case_store.evidence_table)")
+    upload_key_pattern: str = Field(
+        r"^uploads/[^/]+/(?P<case_id>[^/]+)/(?P<evidence_id>[^/]+?)(\.[^./]+)?$",
+        description="regex over an upload's key with named groups for the results table's partition (and sort) key: ``case_id`` "
+                    "and ``evidence_id``, or the table's own key names; keys that do not match are counted, not judged")
+    reconcile_hours: float = Field(24, gt=0, le=24 * 14, description="uploads of the last this many hours are reconciled")
+    reconcile_sample: int = Field(200, ge=1, le=5000, description="at most this many (newest) uploads are looked up (BatchGetItem, 100 a call)")
+    reconcile_list_max: int = Field(10_000, ge=100, le=1_000_000, description="at most this many keys are listed (1,000 a call); beyond, the "
+                                    "counts are a lower bound and say so")
+    unprocessed_warn: int = Field(1, ge=1, description="uploads older than queue_age_warn_minutes without a result: WARN from this many")
+    unprocessed_crit: int = Field(20, ge=1, description="... CRIT from this many")
+    worker_error_filter: str = Field('?ERROR ?Exception ?"Task timed out"', description="CloudWatch Logs filter pattern of the worker's "
+                                     "error lines (each line read is classified again: lines with none of ERROR, Error, Exception, "
+                                     "Traceback, 'Task timed out' are not errors)")
+    external_error_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_EXTERNAL_ERROR_PATTERNS), description=(
+        "regexes: an error line matching one is the external provider's (OpenAI 429/5xx/timeouts), any other error line internal"))
+    provider: str = Field("OpenAI", description="the external provider's name, in findings")
+    reprocess: Reprocess | None = Field(None, description="diagnose-stuck-processing's reprocess-evidence step (code bug, once the "
+                                        "worker changed since the failures began); none: re-enqueue with the default message")
+    provider_status: Endpoint | None = Field(None, description="the provider's status endpoint (a Statuspage status.json, or any URL "
+                                             "answering 2xx when healthy); probed like endpoints, from where the run runs")
+
+    @field_validator("upload_key_pattern")
+    @classmethod
+    def _regex(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return v
+
+    @field_validator("external_error_patterns")
+    @classmethod
+    def _regexes(cls, v: list[str]) -> list[str]:
+        for p in v:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"{p!r} is not a regular expression: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _warn_below_crit(self) -> StuckProcessing:
+        if self.unprocessed_warn > self.unprocessed_crit:
+            raise ValueError("unprocessed_warn must not exceed unprocessed_crit")
+        return self
 
 
 class RdsInstance(Strict):
@@ -536,6 +631,8 @@ class System(Strict):
     audit: Audit = Field(default_factory=Audit)
     reporting: Reporting = Field(default_factory=Reporting)
     case_store: CaseStore | None = None
+    stuck_processing: StuckProcessing | None = Field(None, description="queue-fed work that stops moving: uploads reconciliation, "
+                                                     "the worker's error split, the provider's status (see StuckProcessing)")
     schedules: dict[str, Schedule] = Field(default_factory=dict)
 
     @field_validator("escalation")

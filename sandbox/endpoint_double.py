@@ -54,6 +54,24 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._answer(head=False)
 
+    def do_POST(self) -> None:
+        """A product's API (``on_post``): the handler's answer, the request recorded in ``posts``; else like a GET."""
+        double = self.server.double
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        key = urlsplit(self.path).path.lstrip("/") or "/"
+        handler = double.post_handler(key)
+        double.record_post(key, body, self.headers.get("Authorization"))
+        if handler is None:
+            self._answer(head=False)
+            return
+        status, answer = handler(body)
+        data = answer.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def _answer(self, head: bool) -> None:
         double = self.server.double
         key = urlsplit(self.path).path.lstrip("/") or "/"
@@ -107,6 +125,8 @@ class EndpointDouble:
         self._dir = ""
         self._ca: tuple[Any, Any] | None = None
         self._ctx: ssl.SSLContext | None = None
+        self._post_handlers: dict[str, Any] = {}
+        self.posts: list[dict[str, Any]] = []  # every POST: key, body, authorization
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> EndpointDouble:
@@ -131,6 +151,8 @@ class EndpointDouble:
         """Every URL healthy again; requests held by a hang or a delay are let go."""
         with self._lock:
             self._faults.clear()
+            self._post_handlers.clear()
+            self.posts = []
             self._release.set()
             self._release = threading.Event()
         self.set_certificate_days(HEALTHY_DAYS)
@@ -158,6 +180,19 @@ class EndpointDouble:
         fault = {k: v for k, v in {"status": status, "delay_s": delay_s, "hang": hang, "drop": drop, "body": body}.items() if v}
         with self._lock:
             self._faults[key_of(url)] = fault
+
+    def on_post(self, url: str, handler: Any) -> None:
+        """POSTs to the public URL answer ``handler(body bytes) -> (status, JSON text)`` (a product's API in the sandbox)."""
+        with self._lock:
+            self._post_handlers[key_of(url)] = handler
+
+    def post_handler(self, key: str) -> Any:
+        with self._lock:
+            return self._post_handlers.get(key)
+
+    def record_post(self, key: str, body: bytes, authorization: str | None) -> None:
+        with self._lock:
+            self.posts.append({"key": key, "body": body.decode("utf-8", "replace"), "authorization": authorization})
 
     def heal(self, url: str) -> None:
         with self._lock:

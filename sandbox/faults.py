@@ -245,12 +245,22 @@ def _register_service_performance() -> None:
 
 _register_service_performance()
 
+
+def _register_processing_faults() -> None:
+    """LEH's AI worker stuck (003 시나리오 A): trigger off, queue stalled, uploads without a result, OpenAI outage."""
+    from sandbox import leh_processing
+
+    FAULTS.update(leh_processing.SCENARIOS)
+
+
+_register_processing_faults()
+
 # What `opsbook demo` injects into each seed system.
 DEMO_FAULTS: dict[str, list[str]] = {
     "hr-resource-optimization": ["alarm-firing", "log-errors", "opensearch-red"],
     "t-developer": ["ecs-degraded", "security-events", "tdev-slow-agent"],
     "todo-app": ["backup-missing"],
-    "leh": ["dlq-messages", "log-errors"],
+    "leh": ["dlq-messages", "log-errors", "leh-queue-stalled"],
 }
 
 

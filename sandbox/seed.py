@@ -190,6 +190,11 @@ def seed_system(sb: Sandbox, system: System, extra: dict[str, int] | None = None
         logs.create_log_stream(logGroupName=system.security_logs.log_group, logStreamName="sandbox")
         made["log_groups"].append(system.security_logs.log_group)
 
+    # queue-fed workers consuming (mapping Enabled, LastProcessingResult OK), queues young, uploads processed: what moto lacks
+    from sandbox.leh_processing import seed_processing
+
+    made["processing"] = seed_processing(sb, system)
+
     # two weeks of the metrics AWS and the system's code publish (S3 storage too: moto publishes none)
     from sandbox.ecs_performance import seed_service_performance
     from sandbox.metrics import seed_weekly_metrics

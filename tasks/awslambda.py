@@ -368,3 +368,52 @@ def read_worker(system: System, queue: str, function: str) -> dict[str, Any]:
     return {"mapping_uuid": m["UUID"] if m else None, "state": m.get("State") if m else None,
             "last_modified": m.get("LastModified") if m else None, "retention_s": int(attrs.get("MessageRetentionPeriod", 345600)),
             "queued": int(attrs.get("ApproximateNumberOfMessages", 0))}
+
+
+# --- the worker's trigger: is each queue-fed worker consuming? (daily-health, emergency-check, diagnose-stuck-processing) ---
+
+from opsbook.processing import SERVICE_BREAKER, consumer_queues, judge_trigger  # noqa: E402  (this section is appended)
+
+
+def _trigger(system: System, queue: str, function: str) -> Finding:
+    """Queue ARN, the mappings from it to the function (every page) and, when paused, the breaker table's service item."""
+    try:
+        sqs = aws.client("sqs", system.region)
+        arn = sqs.get_queue_attributes(QueueUrl=sqs.get_queue_url(QueueName=queue)["QueueUrl"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    except Exception as exc:
+        return judge_trigger(queue, function, None, f"the source queue {queue} does not exist" if aws.is_not_found(exc) else aws.describe_error(exc))
+    try:
+        maps = event_source_mappings(system.region, function, arn)
+    except Exception as exc:
+        return judge_trigger(queue, function, None, f"the function {function} does not exist" if aws.is_not_found(exc) else aws.describe_error(exc))
+    breaker, breaker_err = None, None
+    paused = maps and all(m.get("State") in ("Disabled", "Disabling") for m in maps)
+    if paused and system.bill_shock is not None:
+        from tasks.dynamodb import read_breakers
+
+        try:
+            breaker = read_breakers(system, [SERVICE_BREAKER]).get(SERVICE_BREAKER)
+        except Exception as exc:  # the pause is still reported; that it could not be explained is said
+            breaker_err = aws.describe_error(exc)
+    return judge_trigger(queue, function, maps, None, breaker, breaker_err)
+
+
+@aws_task(iam=["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "lambda:ListEventSourceMappings", "dynamodb:BatchGetItem"],
+          name="check-worker-triggers", cache_policy=NO_CACHE)
+def check_triggers(system: System, deadline: aws.Deadline) -> list[Finding]:
+    """Each queue-fed worker's event source mapping (State, LastProcessingResult); a paused one is explained by the circuit
+    breaker's service item (bill_shock.breaker_table) or CRIT."""
+    pairs = consumer_queues(system)
+    return [f if err is None else judge_trigger(q, fn, None, aws.describe_error(err))
+            for (q, fn), f, err in aws.parallel(lambda p: _trigger(system, *p), pairs, deadline=deadline)]
+
+
+@aws_task(iam=["lambda:GetFunctionConcurrency"], name="read-reserved-concurrency", cache_policy=NO_CACHE)
+def read_reserved_concurrency(system: System, names: list[str], deadline: aws.Deadline) -> dict[str, int | str | None]:
+    """Each function's reserved concurrency (None: none reserved; 0: it never runs, an SQS trigger included), or the reason
+    it could not be read (a string)."""
+    c = aws.client("lambda", system.region)
+    out: dict[str, int | str | None] = {}
+    for fn, res, err in aws.parallel(lambda n: c.get_function_concurrency(FunctionName=n), names, deadline=deadline):
+        out[fn] = aws.describe_error(err) if err is not None else res.get("ReservedConcurrentExecutions")
+    return out

@@ -762,3 +762,12 @@ def read_breaker_states(system: System, case_ids: list[str]) -> dict[str, dict[s
     states = read_breakers(system, case_ids)
     states.update(open_breakers(system))
     return states
+
+
+@declares(["dynamodb:GetItem"])
+def item_exists(system: System, table: str, key: dict[str, str]) -> bool:
+    """Whether ``table`` holds the item of ``key`` (string key attributes; a consistent read of the keys only)."""
+    names = {f"#k{i}": a for i, a in enumerate(key)}
+    item = aws.client("dynamodb", system.region).get_item(TableName=table, Key={a: {"S": v} for a, v in key.items()}, ConsistentRead=True,
+                                                          ProjectionExpression=", ".join(names), ExpressionAttributeNames=names).get("Item")
+    return item is not None

@@ -23,8 +23,8 @@ from prefect.cache_policies import NO_CACHE
 
 from opsbook import aws
 from opsbook.endpoints import CA_ENV, CHECK, LOOPBACK_ENV, MAP_ENV, ErrorKind, Probe, is_loopback_host, judge_probe, parse_map, target
-from opsbook.findings import Finding, unknown
-from opsbook.iam import aws_task
+from opsbook.findings import Finding, Status, unknown
+from opsbook.iam import aws_task, declares
 from opsbook.inventory import Endpoint, System
 
 BODY_BYTES = 64 * 1024
@@ -137,3 +137,63 @@ def check_endpoints(system: System, deadline: aws.Deadline) -> list[Finding]:
     for ep, p, err in results:
         findings += judge_probe(ep, p, now) if p is not None else [unknown(CHECK, ep.url, aws.describe_error(err or RuntimeError("no result")))]
     return findings
+
+
+# --- the external provider's status page (daily-health, emergency-check, diagnose-stuck-processing) ----------------
+
+from opsbook.processing import PROVIDER, judge_provider_status, settings  # noqa: E402  (this section is appended)
+
+
+@aws_task(iam=[], name="check-provider-status", cache_policy=NO_CACHE)  # not AWS: one HTTP request to the provider's status page
+def check_provider_status(system: System, deadline: aws.Deadline) -> list[Finding]:
+    """stuck_processing.provider_status, probed like the endpoints (loopback only on the sandbox), judged as a status page."""
+    cfg = settings(system)
+    ep = cfg.provider_status
+    if ep is None:
+        return []
+    ep = ep.model_copy(update={"expect_body": ep.expect_body or ""})  # read the body: the page's own indicator
+    try:
+        mapping = parse_map(os.environ.get(MAP_ENV))
+    except ValueError as exc:
+        return [unknown(PROVIDER, ep.url, str(exc))]
+    try:
+        p = probe(ep, mapping, loopback_only(), deadline)
+    except Exception as exc:
+        return [unknown(PROVIDER, ep.url, aws.describe_error(exc))]
+    f = judge_provider_status(cfg.provider, ep.url, p.status, p.body, f"{p.error_kind}: {p.error}" if p.error else None, p.not_probed)
+    if f.status is not Status.WARN and ep.expect_body and p.status is not None and ep.expect_body not in (p.body or ""):
+        return [Finding(check=PROVIDER, resource=ep.url, status=Status.WARN, value=p.status, details=f.details,
+                        summary=f"{cfg.provider}'s status page answered {p.status} without {ep.expect_body!r}")]
+    return [f]
+
+
+# --- the product's admin API: POST one request (diagnose-stuck-processing's reprocess-evidence step) -----------------
+
+
+@declares([])  # not AWS: an HTTP request to the product's own admin API
+def post_json(url: str, body: dict[str, Any], token_env: str | None, timeout_s: float) -> int:
+    """POST ``body`` as JSON (a bearer token from ``token_env`` when named), where a probe may go (loopback only on the
+    sandbox); returns the 2xx status, raises RuntimeError naming the answer otherwise."""
+    try:
+        where, why = target(url, parse_map(os.environ.get(MAP_ENV)), loopback_only())
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from None
+    if where is None:
+        raise RuntimeError(f"POST {url}: {why}")
+    headers = {"User-Agent": "opsbook", "Content-Type": "application/json"}
+    if token_env:
+        token = os.environ.get(token_env)
+        if not token:
+            raise RuntimeError(f"POST {url}: the admin API's token is not set (environment variable {token_env})")
+        headers["Authorization"] = f"Bearer {token}"
+    https = where.startswith("https://")
+    with httpx.Client(timeout=httpx.Timeout(timeout_s), verify=_ssl_context() if https else False, follow_redirects=False,
+                      trust_env=not is_loopback_host(httpx.URL(where).host), headers=headers) as client:
+        try:
+            r = client.post(where, json=body)
+        except httpx.HTTPError as exc:
+            kind, text = classify(exc)
+            raise RuntimeError(f"POST {url}: {kind}: {text}") from None
+    if not 200 <= r.status_code < 300:
+        raise RuntimeError(f"POST {url} answered {r.status_code}: {r.text[:200]}")
+    return r.status_code

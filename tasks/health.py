@@ -15,20 +15,21 @@ from opsbook.findings import Finding
 from opsbook.inventory import System
 from opsbook.resources import coverage, discover
 from tasks.apigateway import check_apis
-from tasks.awslambda import check_durations, check_functions
+from tasks.awslambda import check_durations, check_functions, check_triggers
 from tasks.cloudwatch import check_alarms, check_availability, check_target_metrics
 from tasks.dynamodb import check_tables
 from tasks.ecs import check_services, check_utilisation
 from tasks.elb import read_alb_targets
-from tasks.endpoints import check_endpoints
-from tasks.logs import check_agent_times, check_error_logs, check_security_logs
+from tasks.endpoints import check_endpoints, check_provider_status
+from tasks.logs import check_agent_times, check_error_logs, check_security_logs, check_worker_errors
 from tasks.opensearch import check_domains
-from tasks.s3 import check_buckets
-from tasks.sqs import check_dlqs
+from tasks.s3 import check_buckets, check_uploads
+from tasks.sqs import check_backlogs, check_dlqs
 
 CHECKS = [discover, check_functions, check_tables, check_domains, check_apis, check_services, check_buckets,
           check_alarms, check_error_logs, check_security_logs, check_dlqs, check_endpoints, check_durations,
-          check_utilisation, read_alb_targets, check_target_metrics, check_agent_times, check_availability]
+          check_utilisation, read_alb_targets, check_target_metrics, check_agent_times, check_availability,
+          check_triggers, check_backlogs, check_uploads, check_worker_errors, check_provider_status]
 
 
 def submit_checks(inv: System, found: PrefectFuture, deadline: aws.Deadline, logs: bool = True) -> dict[str, PrefectFuture]:
@@ -44,6 +45,11 @@ def submit_checks(inv: System, found: PrefectFuture, deadline: aws.Deadline, log
         "alarms": check_alarms.submit(inv, found, deadline),
         "dlq": check_dlqs.submit(inv, deadline),
         "endpoints": check_endpoints.submit(inv, deadline),  # what users reach: an HTTP request each, not AWS
+        "worker-trigger": check_triggers.submit(inv, deadline),  # queue-fed workers (003 A): the SQS trigger, paused or not
+        "queue-backlog": check_backlogs.submit(inv, deadline),  # ... their source queue's depth and oldest message's age
+        "uploads-unprocessed": check_uploads.submit(inv, deadline),  # ... uploads without a result (sample-bounded)
+        "worker-errors": check_worker_errors.submit(inv, deadline, 24 if logs else 1),  # ... the provider's errors vs their own
+        "provider-status": check_provider_status.submit(inv, deadline),  # ... the external provider's status page (HTTP)
     }
     checks["ecs-utilisation"] = check_utilisation.submit(inv, checks["ecs"])  # CPU/memory Maximum of the last hour, of the services read
     albs = read_alb_targets.submit(inv)  # each service's target group resolved once, for its metrics and availability

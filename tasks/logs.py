@@ -605,3 +605,33 @@ def check_agent_times(system: System, states: list[Finding], deadline: aws.Deadl
         timings = agent_timings(e["message"] for e in events)
         out += judge_agents(name, svc.log_group or "", timings, system.thresholds, running.get(name), None, truncated, minutes)
     return out
+
+
+# --- a queue-fed worker's errors: the provider's and its own (daily-health, emergency-check, diagnose-stuck-processing) ---
+
+from opsbook.processing import consumer_queues, judge_worker_errors, settings  # noqa: E402  (this section is appended)
+
+WORKER_MAX_EVENTS = 2_000  # per worker and run: enough to split and sample; beyond it the counts are lower bounds
+
+
+def read_worker_lines(system: System, group: str, hours: float, now: datetime) -> tuple[list[tuple[datetime, str]], bool]:
+    events, truncated = read_events(system.region, group, settings(system).worker_error_filter, now - timedelta(hours=hours), now,
+                                    max_events=WORKER_MAX_EVENTS)
+    return [(datetime.fromtimestamp(e["timestamp"] / 1000, timezone.utc), mask_log(e["message"])) for e in events], truncated
+
+
+@aws_task(iam=["logs:FilterLogEvents"], name="check-worker-errors", cache_policy=NO_CACHE)
+def check_worker_errors(system: System, deadline: aws.Deadline, hours: float = 24) -> list[Finding]:
+    """Each queue-fed worker's error lines of the last ``hours`` (its log group), split into the external provider's
+    (stuck_processing.external_error_patterns: 429, 5xx, timeouts) and its own, with a masked sample of each."""
+    cfg, th = settings(system), system.thresholds
+    groups = {f.name: f.log_group_name for f in system.lambda_functions}
+    workers = list(dict.fromkeys(fn for _, fn in consumer_queues(system)))
+    now = datetime.now(timezone.utc)
+    out = []
+    for fn, res, err in aws.parallel(lambda f: read_worker_lines(system, groups.get(f, f"/aws/lambda/{f}"), hours, now), workers, deadline=deadline):
+        group = groups.get(fn, f"/aws/lambda/{fn}")
+        lines, truncated = res if res is not None else (None, False)
+        out.append(judge_worker_errors(fn, group, lines, aws.unreadable(err), cfg.external_error_patterns, cfg.provider, hours,
+                                       th.log_errors_warn, th.log_errors_crit, truncated, missing_group=err is not None and aws.is_not_found(err)))
+    return out

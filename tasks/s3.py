@@ -326,3 +326,104 @@ def count_uploads(system: System, users: list[str], now: datetime | None = None)
             raise err
         out[u] = n
     return out
+
+
+# --- uploads without a result (daily-health, emergency-check, diagnose-stuck-processing) ---------------------------
+
+from opsbook.processing import (  # noqa: E402  (this section is appended)
+    UploadsRead,
+    consumer_queues,
+    judge_uploads,
+    map_key,
+    results_key,
+    settings,
+    split_uploads,
+    uploads_target,
+)
+
+
+def list_uploads(system: System, bucket: str, prefix: str, max_keys: int) -> tuple[list[tuple[str, datetime]], bool]:
+    """(key, LastModified) under the prefix, every page up to ``max_keys``; True when the listing was cut there."""
+    s3 = aws.client("s3", system.region)
+    out: list[tuple[str, datetime]] = []
+    for o in aws.paginate(s3, "list_objects_v2", "Contents", Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": 1000}):
+        if len(out) >= max_keys:
+            return out, True
+        out.append((o["Key"], aws.utc(o["LastModified"])))
+    return out, False
+
+
+def present_keys(system: System, table: str, keys: list[dict[str, str]]) -> set[tuple[str, ...]]:
+    """Which of ``keys`` have an item (BatchGetItem, 100 keys a call, the key attributes only, unprocessed keys asked again)."""
+    c = aws.client("dynamodb", system.region)
+    names = list(keys[0]) if keys else []
+    found: set[tuple[str, ...]] = set()
+    uniq = [dict(t) for t in dict.fromkeys(tuple(k.items()) for k in keys)]
+    for i in range(0, len(uniq), 100):
+        request: dict[str, Any] = {table: {"Keys": [{a: {"S": v} for a, v in k.items()} for k in uniq[i : i + 100]],
+                                           "ProjectionExpression": ", ".join(f"#k{n}" for n in range(len(names))),
+                                           "ExpressionAttributeNames": {f"#k{n}": a for n, a in enumerate(names)}}}
+        for _ in range(8):
+            res = c.batch_get_item(RequestItems=request)
+            for item in res.get("Responses", {}).get(table, []):
+                found.add(tuple(item[a]["S"] for a in names))
+            request = res.get("UnprocessedKeys") or {}
+            if not request:
+                break
+        if request:
+            raise RuntimeError(f"BatchGetItem left {len(request[table]['Keys'])} keys of {table} unprocessed after 8 tries (throttled)")
+    return found
+
+
+def read_uploads(system: System, now: datetime) -> UploadsRead | None:
+    """The uploads of the window (newest first, up to the sample, none younger than the queue-age WARN) and which have no
+    result item. None when the inventory names no uploads bucket or results table."""
+    bucket, prefix, table = uploads_target(system)
+    if not bucket or not table:
+        return None
+    cfg = settings(system)
+    r = UploadsRead(bucket=bucket, prefix=prefix, table=table)
+    try:
+        objects, r.list_cut = list_uploads(system, bucket, prefix, cfg.reconcile_list_max)
+    except Exception as exc:
+        r.missing_bucket = aws.error_code(exc) == "NoSuchBucket"
+        r.error = None if r.missing_bucket else f"ListObjectsV2 s3://{bucket}/{prefix}: {aws.describe_error(exc)}"
+        return r
+    r.listed = len(objects)
+    due, r.in_window, r.pending = split_uploads(objects, now, cfg.reconcile_hours, system.thresholds.queue_age_warn_minutes)
+    pk, sk = results_key(system, table)
+    for key, at in due:  # newest first: the sample is the newest due uploads that map to a result key
+        ids = map_key(key, cfg.upload_key_pattern, pk, sk)
+        if ids is None:
+            r.unmapped.append(key)
+        elif len(r.checked) < cfg.reconcile_sample:
+            r.checked.append({"key": key, "uploaded_at": at.isoformat(), **ids})
+    if not r.checked:
+        return r
+    try:
+        have = present_keys(system, table, [{a: c[a] for a in ([pk, sk] if sk else [pk])} for c in r.checked])
+    except Exception as exc:
+        r.error = f"BatchGetItem {table}: {aws.describe_error(exc)}"
+        return r
+    r.missing = [c for c in r.checked if tuple(c[a] for a in ([pk, sk] if sk else [pk])) not in have]
+    return r
+
+
+@aws_task(iam=["s3:ListBucket", "dynamodb:BatchGetItem"], name="check-unprocessed-uploads", cache_policy=NO_CACHE)
+def check_uploads(system: System, deadline: aws.Deadline, now: datetime | None = None) -> list[Finding]:
+    """Uploads of the last stuck_processing.reconcile_hours (older than the queue-age WARN) without their result item:
+    sample-bounded and paginated; counts checked/missing and a few keys. Nothing when no uploads bucket/results table is known
+    or no queue-fed worker is declared."""
+    if not consumer_queues(system):
+        return []
+    now = now or datetime.now(timezone.utc)
+    cfg = settings(system)
+    try:
+        r = read_uploads(system, now)
+    except Exception as exc:
+        bucket, prefix, _ = uploads_target(system)
+        return [judge_uploads(UploadsRead(bucket=bucket or "?", prefix=prefix, table="?"), cfg.reconcile_hours,
+                              system.thresholds.queue_age_warn_minutes, cfg.unprocessed_warn, cfg.unprocessed_crit, aws.describe_error(exc))]
+    if r is None:
+        return []
+    return [judge_uploads(r, cfg.reconcile_hours, system.thresholds.queue_age_warn_minutes, cfg.unprocessed_warn, cfg.unprocessed_crit)]

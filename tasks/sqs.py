@@ -560,3 +560,44 @@ def redrive_messages(system: System, job: RedriveJob, steer: Steer) -> RedriveRe
     finally:
         mover.release(calls_before)
     return mover.r
+
+
+# --- a worker's source queue: depth and the oldest message's age (daily-health, emergency-check, diagnose-stuck-processing) ---
+
+from datetime import datetime, timedelta, timezone  # noqa: E402  (this section is appended)
+
+from opsbook.processing import AGE_WINDOW_MINUTES, consumer_queues, judge_backlog  # noqa: E402
+from tasks.cloudwatch import peak, run_metric_queries  # noqa: E402
+
+
+def oldest_ages(region: str, queues: list[str], minutes: int = AGE_WINDOW_MINUTES) -> dict[str, float | None]:
+    """Each queue's ApproximateAgeOfOldestMessage (s), the Maximum over the last ``minutes``: one batched GetMetricData;
+    None: no datapoint in the window."""
+    end = datetime.now(timezone.utc).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    specs = {q: ("AWS/SQS", "ApproximateAgeOfOldestMessage", {"QueueName": q}, "Maximum", 60) for q in queues}
+    res = run_metric_queries(region, specs, end - timedelta(minutes=minutes + 1), end)
+    return {q: peak(res[q]) for q in queues}
+
+
+@aws_task(iam=["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "cloudwatch:GetMetricData"], name="check-queue-backlogs", cache_policy=NO_CACHE)
+def check_backlogs(system: System, deadline: aws.Deadline) -> list[Finding]:
+    """Each queue-fed worker's source queue: messages waiting and in flight, and the oldest message's age against
+    thresholds.queue_age_warn_minutes / queue_age_crit_minutes (no datapoint while messages wait: UNKNOWN)."""
+    queues = list(dict.fromkeys(q for q, _ in consumer_queues(system)))
+    if not queues:
+        return []
+    try:
+        ages, age_err = oldest_ages(system.region, queues), None
+    except Exception as exc:  # every age unknown, with the reason; the depths are still read
+        ages, age_err = {}, aws.describe_error(exc)
+    th = system.thresholds
+    return [judge_backlog(name, depth, aws.unreadable(err), ages.get(name), age_err, th.queue_age_warn_minutes, th.queue_age_crit_minutes)
+            for name, depth, err in aws.parallel(lambda n: read_depth(system.region, n), queues, deadline=deadline)]
+
+
+@declares(["sqs:GetQueueUrl", "sqs:SendMessage"])
+def send_job(region: str, queue: str, body: dict[str, Any]) -> str:
+    """One job (a JSON body) sent to ``queue``; its message id (diagnose-stuck-processing's re-enqueue)."""
+    import json
+
+    return aws.client("sqs", region).send_message(QueueUrl=queue_url(region, queue), MessageBody=json.dumps(body))["MessageId"]

@@ -37,7 +37,9 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.bill_shock_breaker.judge import (
     CLOSED,
+    OPEN,
     RUNBOOK,
+    SERVICE,
     candidates,
     escalation_finding,
     evaluation_news,
@@ -105,9 +107,14 @@ def appliers(ctx: dict[str, Any]) -> dict[str, Applier]:
     def read_worker_state(system: System, resource: str) -> str:
         return str(_mapping(system).get("State"))
 
-    @declares(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "lambda:ListEventSourceMappings", "lambda:UpdateEventSourceMapping"])
+    @declares(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "lambda:ListEventSourceMappings", "lambda:UpdateEventSourceMapping",
+               "dynamodb:UpdateItem"])
     def set_worker_state(system: System, resource: str, state: str) -> None:
+        """The mapping's state, and the breaker table's service item saying why, by whom (the health checks read it to tell
+        this pause from a trigger switched off by mistake)."""
         aws.client("lambda", system.region).update_event_source_mapping(UUID=_mapping(system)["UUID"], Enabled=state == "Enabled")
+        set_breaker_state(system, SERVICE, OPEN if state == "Disabled" else CLOSED, reason=ctx.get("why", {}).get(resource, RUNBOOK),
+                          by=ctx.get("by", ""), run=ctx.get("run", ""))
 
     def worker_reached(system: System, resource: str, before: str, target: str) -> bool:
         return read_worker_state(system, resource) in (target, TURNING[target])  # Disabling: messages already wait

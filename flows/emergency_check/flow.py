@@ -31,22 +31,22 @@ from opsbook.params import Param, SystemName
 from opsbook.report import RunReport, judge
 from opsbook.resources import coverage, discover
 from tasks.apigateway import check_apis
-from tasks.awslambda import check_functions
+from tasks.awslambda import check_functions, check_triggers
 from tasks.cloudwatch import check_alarms, check_target_metrics
 from tasks.dynamodb import check_tables
 from tasks.ecs import check_services, check_utilisation
 from tasks.elb import check_target_health, read_alb_targets
-from tasks.endpoints import check_endpoints
+from tasks.endpoints import check_endpoints, check_provider_status
 from tasks.health import submit_checks
-from tasks.logs import check_agent_times, count_recent_errors
+from tasks.logs import check_agent_times, check_worker_errors, count_recent_errors
 from tasks.opensearch import check_domains
-from tasks.s3 import check_buckets
-from tasks.sqs import check_dlqs
+from tasks.s3 import check_buckets, check_uploads
+from tasks.sqs import check_backlogs, check_dlqs
 
 RUNBOOK = "emergency-check"
 TASKS = [discover, check_functions, check_tables, check_domains, check_apis, check_services, check_buckets,
-         check_alarms, check_dlqs, count_recent_errors, check_target_health, check_endpoints, check_utilisation, read_alb_targets, check_target_metrics,
-         check_agent_times]
+         check_alarms, check_dlqs, count_recent_errors, check_target_health, check_endpoints, check_utilisation, read_alb_targets,
+         check_target_metrics, check_agent_times, check_triggers, check_backlogs, check_uploads, check_worker_errors, check_provider_status]
 SAMPLES = 20  # masked sample lines shown per log group (the messages are ranked over every line read)
 WINDOW_MINUTES = 60
 

@@ -79,11 +79,13 @@ def test_global_spike_pauses_the_service_only_after_approval(leh, sandbox):
     assert handoff.status is Status.WARN and "mode=escalate" in handoff.summary  # no deployment served in the test
     esc = run(mode="escalate", dry_run=False, approval="yes", approver="cfo")
     assert esc.outcome in ("done", "done-with-warnings") and leh_spend.mapping_state(sandbox, leh) in ("Disabled", "Disabling")
+    assert states(leh, "__service__") == {"__service__": "OPEN"}  # what daily-health's worker-trigger check reads: a pause, explained
     after = run(dry_run=False)
     paused = [f for f in after.findings if f.check == "service-paused"][0]
     assert "messages waiting" in paused.summary and paused.status in (Status.WARN, Status.CRIT)
     resumed = run(mode="reset", resume_service=True, dry_run=False, approval="yes")
     assert resumed.outcome == "done" and leh_spend.mapping_state(sandbox, leh) in ("Enabled", "Enabling")
+    assert states(leh, "__service__") == {"__service__": "CLOSED"}
 
 
 def test_mass_upload_plans_a_block_behind_approval(leh, sandbox):
