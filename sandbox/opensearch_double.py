@@ -653,7 +653,9 @@ class OpenSearchDouble:
                 hits = []
             else:
                 raise _index_missing(part)
-            out += [n for n in hits if n not in out]
+            for n in hits:
+                if n not in out:
+                    out.append(n)
         if forbid_closed:
             closed = [n for n in out if dom["indices"][n]["state"] != "open"]
             if closed and not ignore_unavailable:

@@ -353,6 +353,8 @@ def test_aliases_switch_atomically_and_resolve_for_search_count_and_writes(doubl
     assert os.indices.get_alias(name="profiles") == {"profiles-v1": {"aliases": {"profiles": {}}}}
     assert os.indices.exists_alias(name="profiles") and not os.indices.exists_alias(name="nope")
     assert os.count(index="profiles")["count"] == 3
+    assert [r["index"] for r in os.cat.indices(format="json")] == ["profiles-v1", "profiles-v2"]  # each index once
+    assert os.count(index="prof*")["count"] == 8
     assert os.search(index="profiles")["hits"]["hits"][0]["_index"] == "profiles-v1"
     assert os.index(index="profiles", id="w", body={"n": 9}, refresh=True)["_index"] == "profiles-v1"  # one index: writable
     assert os.get(index="profiles", id="w")["_source"] == {"n": 9}
