@@ -67,9 +67,22 @@ from opsbook.findings import Finding, Status
 from opsbook.iam import aws_task, declares
 from opsbook.inventory import OpenSearchDomain, System, load_system
 from opsbook.mutation.core import Applier, Identity, Plan, Record, Refused, undo_plan
-from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records, steps_policy
+from opsbook.mutation.session import (
+    SESSION_TASKS,
+    MutationSession,
+    read_records,
+    steps_policy,
+)
 from opsbook.mutation.verify import change_findings
-from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SettleTimeout, SystemName, UndoRun
+from opsbook.params import (
+    ApprovalTimeout,
+    Approver,
+    DryRun,
+    Param,
+    SettleTimeout,
+    SystemName,
+    UndoRun,
+)
 from tasks import opensearch as ops
 from tasks.opensearch import IndexSnapshot, LiveIndex, read_domain_status
 
@@ -207,7 +220,7 @@ class RestoreWork:
         if repo not in self._snaps:
             self._snaps[repo] = ops.read_repository_snapshots(self.url, self.system.region, repo)
         meta = next((s for s in self._snaps[repo] if s.name == snap), None)
-        original = index[: -len(f"-restored-{snap}")] if index.endswith(f"-restored-{snap}") else index
+        original = index.removesuffix(f"-restored-{snap}")
         return (meta.doc_counts.get(original) if meta else None), source
 
     def count(self, index: str) -> Finding:
