@@ -145,7 +145,8 @@ class RestoreWork:
     @declares(["es:ESHttpGet", "es:ESHttpPost"])
     def move_alias(self, system: System, resource: str, value: str) -> None:
         alias = self.name(resource)
-        if value == self.copy:  # never onto a copy whose documents are not all there
+        if value == self.copy:  # never onto a copy whose documents are not all there (a re-run: it may still recover)
+            self.wait_recovered(value)
             verdict = self.count(value)
             if verdict.status is not Status.OK:
                 raise RuntimeError(f"{alias} not moved: {verdict.summary}")
@@ -224,14 +225,15 @@ class RestoreWork:
         return (meta.doc_counts.get(original) if meta else None), source
 
     def count(self, index: str) -> Finding:
-        resource = f"{self.domain.name}/{index}"
+        """The index's documents against its source snapshot's count (or its own stats), as a finding."""
+        resource, then = f"{self.domain.name}/{index}", j.IF_SHORT[j.ALIAS_KIND if index == self.copy else j.DATA_KIND]
         try:
             live = self.live(index)
             expected, source = self.expected(index, live.source)
             searchable, primaries = ops.index_doc_counts(self.url, self.system.region, index)
-            verdict = j.count_finding(resource, index, searchable, primaries, expected, source)
+            verdict = j.count_finding(resource, index, searchable, primaries, expected, source, then=then)
         except Exception as exc:  # e.g. 503 while every primary still recovers
-            verdict = j.count_finding(resource, index, None, None, None, None, ops.os_error(exc)[1])
+            verdict = j.count_finding(resource, index, None, None, None, None, ops.os_error(exc)[1], then=then)
         self.counted[index] = verdict
         return verdict
 

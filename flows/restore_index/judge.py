@@ -254,28 +254,32 @@ def progress_line(index: str, done: int, total: int, pct: float) -> str:
     return f"{index}: {done}/{total} shard copies recovered, {pct:.0f} %"
 
 
+IF_SHORT = {  # what a count that falls short means, by where the restored data is
+    ALIAS_KIND: "not switched (the alias stays where it is); run again to continue",
+    DATA_KIND: "the index is restored in place but incomplete: run again to continue, or undo_run=<this run> to put the "
+               "live data back"}
+
+
 def count_finding(resource: str, index: str, searchable: int | None, primaries: int | None, expected: int | None,
-                  source: str | None, error: str | None = None) -> Finding:
+                  source: str | None, error: str | None = None, then: str = IF_SHORT[ALIAS_KIND]) -> Finding:
     """The restored index's documents read back: against the snapshot's count when it carries one, else against its own
-    stats (what its primaries hold must all be searchable). Says which."""
+    stats (what its primaries hold must all be searchable). Says which; ``then``: what a shortfall means."""
     where = f" (from {source})" if source else ""
     if error:
         return Finding(check="restore-count", resource=resource, status=Status.UNKNOWN,
-                       summary=f"{index}{where}: documents could not be counted ({error}); not verified")
+                       summary=f"{index}{where}: documents could not be counted ({error}); not verified: {then}")
     if expected is not None:
         ok = searchable == expected
         return Finding(check="restore-count", resource=resource, status=Status.OK if ok else Status.CRIT, value=searchable,
                        details={"expected": expected, "against": "snapshot metadata", "primaries": primaries},
                        summary=f"{index}{where} holds {searchable} searchable documents; the snapshot's metadata says {expected}"
-                               + ("" if ok else ": the restore is incomplete (still recovering, or shards failed): not switched; "
-                                                "run again to continue"))
+                               + ("" if ok else f": the restore is incomplete (still recovering, or shards failed): {then}"))
     ok = searchable is not None and primaries is not None and searchable == primaries and searchable >= 0
     return Finding(check="restore-count", resource=resource, status=Status.OK if ok else Status.CRIT, value=searchable,
                    details={"expected": primaries, "against": "restored index stats", "primaries": primaries},
                    summary=f"{index}{where} holds {searchable} searchable documents of {primaries} in its primaries (_stats); "
                            "the snapshot carries no document count, so this is checked against the restored index's own stats"
-                           + ("" if ok else ": not every document is searchable yet (recovering, or shards failed): not "
-                                            "switched; run again to continue"))
+                           + ("" if ok else f": not every document is searchable yet (recovering, or shards failed): {then}"))
 
 
 def parse_value(value: str) -> tuple[str, str] | None:

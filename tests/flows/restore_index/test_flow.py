@@ -107,15 +107,30 @@ def test_deleted_index_comes_back_behind_its_alias_latest_refusal_rerun_and_undo
     assert double.aliases(DOM) == {} and copy in indices(sandbox)  # the copy is kept
 
 
-def test_alias_switched_from_a_damaged_live_index_counts_by_stats_and_undo_switches_back(seeded, sandbox):
+def test_alias_switched_from_a_damaged_live_index_with_progress_a_short_copy_is_not_switched_undo_switches_back(
+        seeded, sandbox, capfd):
     seeded(HR)
     os, double = cluster(sandbox), sandbox.opensearch
     os.indices.put_alias(index="project_requirements", name="projects")
+    double.add_snapshot(DOM, REPO, "bad-0", ["project_requirements"], start_time_ms=1,
+                        metadata={"doc_counts": {"project_requirements": 99}})  # says more than it holds
     double.add_snapshot(DOM, REPO, "nightly-1", ["project_requirements"])  # no document count in its metadata
     os.delete_by_query(index="project_requirements", body={"query": {"match_all": {}}})  # the data is damaged
-    done = run("yes", index="projects", dry_run=False)
+
+    short = run("yes", index="projects", snapshot="bad-0", dry_run=False)  # the fault: the copy falls short of the snapshot
+    assert short.outcome == "failed" and short.status is Status.CRIT
+    counted = one(short, "restore-count")
+    assert counted.status is Status.CRIT and "holds 3 searchable documents; the snapshot's metadata says 99" in counted.summary
+    assert "not switched (the alias stays where it is)" in counted.summary
+    assert [r["status"] for r in short.records] == ["applied", "failed"]  # the copy is there (kept), the alias not moved
+    assert "projects not moved: project_requirements-restored-bad-0" in short.records[1]["detail"]
+    assert double.aliases(DOM) == {"projects": ["project_requirements"]}
+
+    double.set_recovery_time(DOM, 0.3)  # the restored copies recover a while: the run waits on _recovery, showing progress
+    done = run("yes", index="projects", dry_run=False, poll_s=0.05, settle_timeout_s=60)  # the twin: latest, healthy
     copy = "project_requirements-restored-nightly-1"
     assert done.outcome == "done", done.findings
+    assert f"{copy}: 2/2 shard copies recovered, 100 %" in capfd.readouterr().err
     counted = one(done, "restore-count")
     assert counted.status is Status.OK and "the snapshot carries no document count" in counted.summary
     assert "3 searchable documents of 3 in its primaries" in counted.summary

@@ -171,7 +171,9 @@ def test_counts_against_the_snapshot_metadata_or_the_index_stats_say_which():
     ok = j.count_finding("d/c", "c", 7, 7, 7, "r/s")
     assert ok.status is Status.OK and "the snapshot's metadata says 7" in ok.summary and ok.details["against"] == "snapshot metadata"
     short = j.count_finding("d/c", "c", 5, 7, 7, "r/s")
-    assert short.status is Status.CRIT and "not switched" in short.summary
+    assert short.status is Status.CRIT and "not switched (the alias stays where it is)" in short.summary
+    in_place = j.count_finding("d/c", "c", 5, 7, 7, "r/s", then=j.IF_SHORT[j.DATA_KIND])
+    assert "undo_run=<this run> to put the live data back" in in_place.summary
     stats = j.count_finding("d/c", "c", 3, 3, None, "r/s")
     assert stats.status is Status.OK and "checked against the restored index's own stats" in stats.summary
     partial = j.count_finding("d/c", "c", 2, 3, None, "r/s")
