@@ -169,7 +169,11 @@ def plan_restore(system: System, identity: Identity, domain: str, c: Chosen, liv
     plan = Plan(runbook=RUNBOOK, system=system.name, identity=identity)
     when = f", the newest successful one holding {c.index}" if c.latest else ""
     plan.notes.append(f"{domain}: restoring {c.index} from {c.repository}/{c.snapshot}{when}; {_count_note(c, live)}")
-    if aliases:
+    clash = [a for a in aliases if live.exists and not live.is_alias and a == live.name]
+    if clash:
+        plan.cannot.append(f"{domain}/_alias/{clash[0]}: {clash[0]} is the name of the live index itself, and an alias cannot "
+                           "have an index's name: give the alias the application reads (or no alias= to restore in place)")
+    elif aliases:
         _plan_aliased(plan, domain, c, aliases, copy, aliases_now)
     else:
         _plan_in_place(plan, domain, c, live, pre_state)

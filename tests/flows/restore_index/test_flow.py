@@ -143,6 +143,9 @@ def test_alias_switched_from_a_damaged_live_index_with_progress_a_short_copy_is_
 def test_unaliased_index_is_restored_in_place_after_a_pre_restore_snapshot_and_undone(seeded, sandbox):
     seeded(HR)
     os, double = cluster(sandbox), sandbox.opensearch
+    missing = run(index="project_requirements")  # no repository registered yet
+    assert missing.outcome == "refused"
+    assert "no snapshot repository 'backup_repo' is registered on the cluster" in missing.findings[-1].summary
     double.add_snapshot(DOM, REPO, "snap-a", ["project_requirements"])
     add_docs(sandbox, "project_requirements", range(2))  # 5 documents live, 3 in the snapshot
     dry = run(index="project_requirements", snapshot="snap-a")

@@ -180,3 +180,11 @@ def test_counts_against_the_snapshot_metadata_or_the_index_stats_say_which():
     assert partial.status is Status.CRIT and "not every document is searchable yet" in partial.summary
     unread = j.count_finding("d/c", "c", None, None, None, None, "cluster API answered 503")
     assert unread.status is Status.UNKNOWN and "not verified" in unread.summary
+
+
+def test_an_alias_named_as_the_live_index_cannot_be_planned_but_it_may_replace_a_gone_one():
+    live = LIVE.model_copy(update={"aliases": []})
+    plan = j.plan_restore(SYS, ID, DOM, C, live, ["profiles"], LiveIndex(name=COPY), {"profiles": []}, None)
+    assert plan.actions == [] and "an alias cannot have an index's name" in plan.cannot[0]
+    gone = j.plan_restore(SYS, ID, DOM, C, LiveIndex(name="profiles"), ["profiles"], LiveIndex(name=COPY), {"profiles": []}, None)
+    assert [(a.kind, a.current, a.target) for a in gone.actions][1] == (j.ALIAS_KIND, "none", COPY)
