@@ -48,6 +48,14 @@ that name with other data is refused); a run killed between a step's intent and 
 outcome is closed from the live state by the next run (opsbook.mutation.steps),
 which then plans only what is left. A restore accepted just before a kill goes on in
 the cluster; the next run finds the copy and waits for its recovery.
+
+Where an index came from is read from its ``_recovery`` (a SNAPSHOT recovery names
+the repository and snapshot). A cluster forgets that once the shards relocate or
+the cluster restarts: a copy is then recognised by its name (it derives from the
+index and the snapshot, and its documents are counted before any alias moves), but
+an index restored in place reads as live again, so a re-run would restore it again
+and an undo would find nothing to put back: undo soon, or by hand from
+``pre-restore-<index>-<snapshot>``.
 """
 
 from __future__ import annotations

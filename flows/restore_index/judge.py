@@ -187,6 +187,10 @@ def _plan_aliased(plan: Plan, domain: str, c: Chosen, aliases: list[str], copy: 
     if now == c.value:
         plan.unchanged.append(f"{domain}/{copy.name}: already restored from {c.repository}/{c.snapshot} (an earlier run): "
                               "continued, not restored again")
+    elif copy.exists and not copy.source:  # its _recovery no longer says (relocated, or the cluster restarted, since)
+        plan.unchanged.append(f"{domain}/{copy.name}: exists, taken as the copy an earlier run restored by its name (its "
+                              "_recovery no longer names a snapshot: relocated or restarted since): continued, not restored "
+                              "again; its documents are counted before any alias moves")
     elif now != ABSENT:
         plan.cannot.append(f"{domain}/{copy.name}: an index of that name exists and reads as {now}, not {c.value}: delete "
                            "or rename it, then run again")

@@ -127,7 +127,11 @@ def test_aliased_rerun_continues_the_copy_and_refuses_a_stranger_of_that_name():
     assert [a.kind for a in plan.actions] == [j.ALIAS_KIND] and "continued, not restored again" in plan.unchanged[0]
     done = j.plan_restore(SYS, ID, DOM, C, LIVE, ["p"], restored, {"p": [COPY]}, None)
     assert done.actions == [] and "already on" in done.unchanged[1]
-    stranger = LiveIndex(name=COPY, exists=True, state="open")
+    relocated = LiveIndex(name=COPY, exists=True, state="open")  # _recovery no longer names the snapshot
+    by_name = j.plan_restore(SYS, ID, DOM, C, LIVE, ["p"], relocated, {"p": ["profiles"]}, None)
+    assert [a.kind for a in by_name.actions] == [j.ALIAS_KIND] and "taken as the copy an earlier run restored by its name" in (
+        by_name.unchanged[0])
+    stranger = LiveIndex(name=COPY, exists=True, state="open", source="backup_repo/other")
     refused = j.plan_restore(SYS, ID, DOM, C, LIVE, ["p"], stranger, {"p": ["profiles"]}, None)
     assert refused.actions == [] and "delete or rename it" in refused.cannot[0]
 
