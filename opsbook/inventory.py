@@ -106,7 +106,9 @@ class OpenSearchDomain(Strict):
     name: str
     indices: list[str] = Field(default_factory=list)
     endpoint: str | None = Field(None, description="override of the domain endpoint (https://... or http://127.0.0.1:...)")
-    snapshot_repository: str | None = None
+    snapshot_repository: str | None = Field(None, description=(
+        "the snapshot repository registered on the cluster (000: backup_repo): backup-verify checks its snapshots' age, "
+        "dr-test restores from it, restore-index restores from it (backup_repo when unset)"))
 
 
 class ApiGatewayApi(Strict):

@@ -23,12 +23,27 @@ Implemented (per domain, state kept in memory, one lock around all of it):
     copies and allocates them where every other decider says yes)
   * ``GET /_nodes/stats/fs`` and ``GET /_nodes/{node}/stats/fs`` (only the ``fs`` metric)
   * ``/_snapshot``: register/get/delete repositories; create/get/delete/restore
-    snapshots (restore supports indices, rename_pattern/rename_replacement and
-    index_settings; snapshots complete instantly)
-  * indices and documents: ``PUT|GET|HEAD|DELETE /{index}``, ``_doc``
+    snapshots (restore supports indices, rename_pattern/rename_replacement,
+    include_aliases (default true: the snapshot's aliases come back) and
+    index_settings; a snapshot keeps each index's mappings and aliases and the
+    request's ``metadata``; snapshots complete instantly; a restored copy is
+    INITIALIZING for the domain's ``set_recovery_time``, then STARTED)
+  * indices and documents: ``PUT|GET|HEAD|DELETE /{index}`` (``mappings`` and
+    ``aliases`` kept on create, ``GET {index}/_mapping``), ``_doc``
     (``?op_type=create``), ``_bulk`` (index/create/delete), ``_refresh``,
     ``_count``, ``_search`` (match_all, term, terms, match, bool; size/from;
-    ``_source``) and ``_delete_by_query``.
+    ``_source``), ``_delete_by_query`` and ``GET [{index}/]_stats[/docs,store]``.
+  * aliases: ``GET _aliases``, ``POST _aliases`` (``add`` / ``remove`` /
+    ``remove_index`` actions, all or none applied), ``GET|HEAD [{index}/]_alias[/{name}]``,
+    ``PUT|DELETE {index}/_alias/{name}``; an alias resolves to its indices for
+    search, count, refresh, stats, recovery and mapping; a write through an alias needs
+    exactly one index (or its ``is_write_index``); ``DELETE {alias}`` is refused.
+  * ``POST {index}/_close`` and ``_open``: a closed index refuses search, count,
+    get and writes (400 ``index_closed_exception``), wildcards skip it there;
+    a snapshot restore may replace a closed index (same shard count) and opens it.
+  * ``GET [{index}/]_recovery[?active_only=true]``: per shard copy its type
+    (EMPTY_STORE, SNAPSHOT with its repository/snapshot source, PEER for
+    replicas), stage (INDEX while INITIALIZING, then DONE) and percent.
 
 Shard model: copy k of shard s lives on node (s + k) % nodes; a replica that
 cannot get its own node stays UNASSIGNED (INDEX_CREATED), as on a real cluster.
@@ -86,6 +101,10 @@ class ApiError(Exception):
 def _index_missing(name):
     return ApiError(404, "index_not_found_exception", f"no such index [{name}]", index=name,
                     **{"resource.type": "index_or_alias", "resource.id": name})
+
+
+def _index_closed(name):
+    return ApiError(400, "index_closed_exception", "closed", index=name)
 
 
 def _now_ms():
@@ -235,6 +254,16 @@ _ROUTES = [(set(m.split()), re.compile(p), fn) for m, p, fn in [
     ("PUT POST", r"_snapshot/(?P<repo>[^/]+)/(?P<snap>[^/_][^/]*)", "_api_create_snapshot"),
     ("DELETE", r"_snapshot/(?P<repo>[^/]+)/(?P<snap>[^/]+)", "_api_delete_snapshot"),
     ("POST", r"_snapshot/(?P<repo>[^/]+)/(?P<snap>[^/]+)/_restore", "_api_restore"),
+    ("GET", r"_aliases", "_api_get_aliases"),
+    ("POST", r"_aliases", "_api_update_aliases"),
+    ("GET HEAD", rf"(?:{IDX}/)?_alias(?:/(?P<name>[^/]+))?", "_api_get_alias"),
+    ("PUT POST", rf"{IDX}/_alias(?:es)?/(?P<name>[^/]+)", "_api_put_alias"),
+    ("DELETE", rf"{IDX}/_alias(?:es)?/(?P<name>[^/]+)", "_api_delete_alias"),
+    ("POST", rf"{IDX}/_close", "_api_close"),
+    ("POST", rf"{IDX}/_open", "_api_open"),
+    ("GET", rf"(?:{IDX}/)?_recovery", "_api_recovery"),
+    ("GET", rf"(?:{IDX}/)?_mapping", "_api_get_mapping"),
+    ("GET", rf"(?:{IDX}/)?_stats(?:/(?P<metric>[^/]+))?", "_api_stats"),
     ("POST PUT", rf"(?:{IDX}/)?_bulk", "_api_bulk"),
     ("POST GET", rf"(?:{IDX}/)?_refresh", "_api_refresh"),
     ("GET POST", rf"(?:{IDX}/)?_search", "_api_search"),
@@ -313,14 +342,29 @@ class OpenSearchDouble:
                 "disk": {f"{name}-node-{i + 1}": self._new_disk() for i in range(nodes)}}
         return name
 
-    def create_index(self, domain, index, shards=1, replicas=1, docs=None):
+    def create_index(self, domain, index, shards=1, replicas=1, docs=None, mappings=None, aliases=None):
+        """``aliases``: alias names (or alias -> options) the index gets, as ``PUT {index}`` with an aliases body."""
         with self._lock:
             dom = self._dom(domain)
             if index in dom["indices"]:
                 raise ValueError(f"index {index!r} already exists in {domain!r}")
             if isinstance(docs, list):
                 docs = {str(i + 1): d for i, d in enumerate(docs)}
-            self._new_index(dom, index, shards, replicas, copy.deepcopy(docs or {}))
+            if isinstance(aliases, (list, tuple, str)):
+                aliases = {a: {} for a in _split(aliases)}
+            self._check_new_name(dom, index)
+            self._new_index(dom, index, shards, replicas, copy.deepcopy(docs or {}), mappings=mappings, aliases=aliases)
+
+    def aliases(self, domain) -> dict:
+        """alias -> sorted index names, for assertions."""
+        with self._lock:
+            return {a: sorted(n for n, i in self._dom(domain)["indices"].items() if a in i["aliases"])
+                    for a in sorted({a for i in self._dom(domain)["indices"].values() for a in i["aliases"]})}
+
+    def index_state(self, domain, index) -> str:
+        """"open" or "close", for assertions."""
+        with self._lock:
+            return self._idx(domain, index)["state"]
 
     def make_red(self, domain, index, reason="NODE_LEFT", failed_attempts=None, details=None):
         """All copies (primaries and replicas) of the index become UNASSIGNED."""
@@ -388,15 +432,16 @@ class OpenSearchDouble:
             for idx in dom["indices"].values():
                 idx["copies"] = self._placement(dom, idx["shards"], idx["replicas"])
 
-    def add_snapshot(self, domain, repo, snapshot, indices, state="SUCCESS", start_time_ms=None):
-        """Record a snapshot of the indices' current docs; registers ``repo`` (type fs) if needed."""
+    def add_snapshot(self, domain, repo, snapshot, indices, state="SUCCESS", start_time_ms=None, metadata=None):
+        """Record a snapshot of the indices' current docs (with their mappings and aliases); registers ``repo`` (type fs)
+        if needed. ``metadata``: the snapshot's user metadata (as the create request's ``metadata``)."""
         with self._lock:
             dom = self._dom(domain)
             dom["repos"].setdefault(repo, {"type": "fs", "settings": {"location": f"/snapshots/{repo}"},
                                            "snapshots": {}})
             if snapshot in dom["repos"][repo]["snapshots"]:
                 raise ValueError(f"snapshot {repo}:{snapshot} already exists")
-            self._take_snapshot(dom, repo, snapshot, _split(indices), state=state, start_ms=start_time_ms)
+            self._take_snapshot(dom, repo, snapshot, _split(indices), state=state, start_ms=start_time_ms, metadata=metadata)
 
     def set_unreachable(self, domain, unreachable=True):
         with self._lock:
@@ -458,9 +503,9 @@ class OpenSearchDouble:
 
     def _start(self, dom, c, node):
         """Allocate copy ``c`` to ``node``: STARTED, or INITIALIZING for the domain's recovery time."""
-        wait = dom.get("recovery_s", 0.0)
+        wait, now = dom.get("recovery_s", 0.0), time.monotonic()
         c.update(state=INITIALIZING if wait else STARTED, node=node, reason=None, failed=0, details=None,
-                 ready=time.monotonic() + wait)
+                 ready=now + wait, init_at=now, init_ms=_now_ms())
 
     def _node_index_bytes(self, dom):
         out = {n: 0 for n in dom["nodes"]}
@@ -537,14 +582,34 @@ class OpenSearchDouble:
                   "reason": None if k < len(nodes) else "INDEX_CREATED", "at": now}
                  for k in range(replicas + 1)] for s in range(shards)]
 
-    def _new_index(self, dom, name, shards=1, replicas=1, docs=None):
+    def _new_index(self, dom, name, shards=1, replicas=1, docs=None, mappings=None, aliases=None, recovery=None):
         if not name or name != name.lower() or name[0] in "_-+" or any(ch in name for ch in ' "\\/*?<>|,#'):
             raise ApiError(400, "invalid_index_name_exception", f"Invalid index name [{name}]", index=name)
+        now = _now_ms()
         idx = {"uuid": uuid.uuid4().hex[:22], "shards": int(shards), "replicas": int(replicas),
                "docs": docs or {}, "versions": {k: 1 for k in docs or {}}, "seq": len(docs or {}),
-               "created": _now_ms(), "copies": self._placement(dom, int(shards), int(replicas))}
+               "created": now, "copies": self._placement(dom, int(shards), int(replicas)), "state": "open",
+               "mappings": copy.deepcopy(mappings or {}), "aliases": copy.deepcopy(aliases or {}),
+               "recovery": recovery or {"type": "EMPTY_STORE", "source": {}}}
+        for copies in idx["copies"]:
+            for c in copies:
+                c.update(init_ms=now, init_at=time.monotonic(), ready=0)
         dom["indices"][name] = idx
         return idx
+
+    @staticmethod
+    def _alias_map(dom):
+        """alias -> [index names holding it] (sorted by index name)."""
+        out = {}
+        for n in sorted(dom["indices"]):
+            for a in dom["indices"][n]["aliases"]:
+                out.setdefault(a, []).append(n)
+        return out
+
+    def _check_new_name(self, dom, name):
+        if name in self._alias_map(dom):
+            raise ApiError(400, "invalid_index_name_exception", f"Invalid index name [{name}], already exists as alias",
+                           index=name)
 
     @staticmethod
     def _shard_of(idx, doc_id):
@@ -559,8 +624,58 @@ class OpenSearchDouble:
         down = self._down_shards(idx)
         return {k: v for k, v in idx["docs"].items() if self._shard_of(idx, k) not in down}
 
-    def _resolve(self, dom, expr, ignore_unavailable=False):
-        return _pick(sorted(dom["indices"]), expr, None if ignore_unavailable else _index_missing)
+    def _resolve(self, dom, expr, ignore_unavailable=False, forbid_closed=False):
+        """Index names of a comma list / wildcard expression whose parts may be aliases. ``forbid_closed`` (search,
+        count, refresh, stats): a closed index named (or reached through an alias) is an error, one matched by a
+        wildcard is skipped (``expand_wildcards=open``)."""
+        indices, aliases = sorted(dom["indices"]), self._alias_map(dom)
+        parts = _split(expr)
+        if not parts or parts in (["_all"], ["*"]):
+            parts = ["*"]
+        out, named = [], set()
+        for part in parts:
+            if part.startswith("-") and out:
+                out = [n for n in out if not fnmatch.fnmatchcase(n, part[1:])]
+                continue
+            if "*" in part or part == "_all":
+                pat = "*" if part == "_all" else part
+                hits = [n for n in indices if fnmatch.fnmatchcase(n, pat)]
+                hits += [n for a, ns in aliases.items() if fnmatch.fnmatchcase(a, pat) for n in ns]
+                if forbid_closed:
+                    hits = [n for n in hits if dom["indices"][n]["state"] == "open"]
+            elif part in dom["indices"]:
+                hits = [part]
+                named.add(part)
+            elif part in aliases:
+                hits = list(aliases[part])
+                named.update(hits)
+            elif ignore_unavailable:
+                hits = []
+            else:
+                raise _index_missing(part)
+            for n in hits:
+                if n not in out:
+                    out.append(n)
+        if forbid_closed:
+            closed = [n for n in out if dom["indices"][n]["state"] != "open"]
+            if closed and not ignore_unavailable:
+                raise _index_closed(closed[0])
+            out = [n for n in out if n not in closed]
+        return out
+
+    def _write_index(self, dom, name):
+        """The concrete index a write to ``name`` (an index or an alias) goes to; None: no such index or alias."""
+        if name in dom["indices"]:
+            return name
+        holders = self._alias_map(dom).get(name)
+        if not holders:
+            return None
+        writers = [n for n in holders if dom["indices"][n]["aliases"][name].get("is_write_index")]
+        if len(writers) == 1 or (len(holders) == 1 and dom["indices"][holders[0]]["aliases"][name].get("is_write_index") is not False):
+            return (writers or holders)[0]
+        raise ApiError(400, "illegal_argument_exception", f"no write index is defined for alias [{name}]. The write index may "
+                       "be explicitly disabled using is_write_index=false or the alias points to multiple indices without "
+                       "one being designated as a write index")
 
     @staticmethod
     def _index_health(idx):
@@ -660,7 +775,9 @@ class OpenSearchDouble:
             pri = sum(sizes[s] for s, cs in enumerate(idx["copies"]) if cs[0]["state"] == STARTED)
             store = sum(sizes[s] for s, cs in enumerate(idx["copies"]) for c in cs if c["state"] == STARTED)
             live = None if len(down) == idx["shards"] else len(self._visible(idx))
-            rows.append({"health": self._index_health(idx), "status": "open", "index": n, "uuid": idx["uuid"],
+            if idx["state"] != "open":
+                live = None
+            rows.append({"health": self._index_health(idx), "status": idx["state"], "index": n, "uuid": idx["uuid"],
                          "pri": idx["shards"], "rep": idx["replicas"], "docs.count": live,
                          "docs.deleted": None if live is None else 0,
                          "store.size": _size(store, q), "pri.store.size": _size(pri, q)})
@@ -896,18 +1013,19 @@ class OpenSearchDouble:
         del dom["repos"][a["repo"]]
         return 200, {"acknowledged": True}
 
-    def _take_snapshot(self, dom, repo, name, names, state=None, start_ms=None, partial=True):
+    def _take_snapshot(self, dom, repo, name, names, state=None, start_ms=None, partial=True, metadata=None):
         data, failed, broken = {}, 0, []
         for n in names:
             idx = dom["indices"].get(n)
             if idx is None:
-                data[n] = {"shards": 1, "replicas": 1, "docs": {}}
+                data[n] = {"shards": 1, "replicas": 1, "docs": {}, "mappings": {}, "aliases": {}}
                 continue
             down = self._down_shards(idx, primary_only=True)
             if down:
                 broken.append(n)
                 failed += len(down)
-            data[n] = {"shards": idx["shards"], "replicas": idx["replicas"],
+            data[n] = {"shards": idx["shards"], "replicas": idx["replicas"], "mappings": copy.deepcopy(idx["mappings"]),
+                       "aliases": copy.deepcopy(idx["aliases"]),
                        "docs": {k: copy.deepcopy(v) for k, v in idx["docs"].items()
                                 if self._shard_of(idx, k) not in down}}
         if broken and not partial:
@@ -917,7 +1035,8 @@ class OpenSearchDouble:
         failed = {"FAILED": total, "PARTIAL": max(failed, 1), "SUCCESS": 0}.get(state, 0)
         start = _now_ms() if start_ms is None else int(start_ms)
         snap = {"name": name, "uuid": uuid.uuid4().hex[:22], "state": state, "indices": list(names), "data": data,
-                "start": start, "end": 0 if state == "IN_PROGRESS" else start + 1000, "failed": failed}
+                "start": start, "end": 0 if state == "IN_PROGRESS" else start + 1000, "failed": failed,
+                "metadata": copy.deepcopy(metadata) if metadata else None}
         dom["repos"][repo]["snapshots"][name] = snap
         return snap
 
@@ -930,7 +1049,8 @@ class OpenSearchDouble:
                 "state": snap["state"], "start_time": _iso(snap["start"]), "start_time_in_millis": snap["start"],
                 "end_time": _iso(end) if end else None, "end_time_in_millis": end,
                 "duration_in_millis": max(end - snap["start"], 0), "failures": [],
-                "shards": {"total": total, "failed": snap["failed"], "successful": total - snap["failed"]}}
+                "shards": {"total": total, "failed": snap["failed"], "successful": total - snap["failed"]},
+                **({"metadata": copy.deepcopy(snap["metadata"])} if snap.get("metadata") else {})}
 
     def _snapshots(self, dom, repo, expr):
         snaps = self._repo(dom, repo)["snapshots"]
@@ -948,7 +1068,7 @@ class OpenSearchDouble:
             raise ApiError(400, "invalid_snapshot_name_exception", f"[{repo}:{name}] Invalid snapshot name "
                            f"[{name}], snapshot with the same name already exists or name is not lowercase")
         names = self._resolve(dom, body.get("indices"), body.get("ignore_unavailable", False))
-        snap = self._take_snapshot(dom, repo, name, names, partial=bool(body.get("partial", False)))
+        snap = self._take_snapshot(dom, repo, name, names, partial=bool(body.get("partial", False)), metadata=body.get("metadata"))
         return 200, {"snapshot": self._snap_info(snap)} if _flag(q, "wait_for_completion") else {"accepted": True}
 
     def _api_delete_snapshot(self, dom, a, q, raw):
@@ -971,23 +1091,219 @@ class OpenSearchDouble:
         py_repl = re.sub(r"\$(\d+)", r"\\g<\1>", repl) if repl is not None else None
         targets = [(n, re.sub(pattern, py_repl, n) if pattern and py_repl is not None else n) for n in names]
         settings = _flat(body.get("index_settings"))
+        with_aliases = body.get("include_aliases", True) is not False
+        self._check_restore(dom, snap, tag, targets, with_aliases)
         for n, target in targets:
-            if target in dom["indices"]:
-                raise ApiError(500, "snapshot_restore_exception", f"{tag} cannot restore index [{target}] because "
-                               "an open index with same name already exists in the cluster. Either close or delete "
-                               "the existing index or restore the index under a different name by providing a "
-                               "rename pattern and replacement name")
-        if len({t for _, t in targets}) != len(targets):
-            raise ApiError(500, "snapshot_restore_exception", f"{tag} indices would be renamed to the same name")
-        for n, target in targets:
-            d = snap["data"][n]
-            self._new_index(dom, target, d["shards"], int(settings.get("number_of_replicas", d["replicas"])),
-                            copy.deepcopy(d["docs"]))
+            d, cur = snap["data"][n], dom["indices"].get(target)
+            aliases = {**(cur["aliases"] if cur else {}), **(d.get("aliases", {}) if with_aliases else {})}
+            source = {"repository": repo, "snapshot": name, "uuid": snap["uuid"], "version": VERSION, "index": n}
+            idx = self._new_index(dom, target, d["shards"], int(settings.get("number_of_replicas", d["replicas"])),
+                                  copy.deepcopy(d["docs"]), mappings=d.get("mappings"), aliases=aliases,
+                                  recovery={"type": "SNAPSHOT", "source": source})
+            if cur is not None:  # restored over a closed index: it keeps its uuid and is open again
+                idx["uuid"] = cur["uuid"]
+            for copies in idx["copies"]:
+                for c in copies:
+                    if c["state"] == STARTED:
+                        self._start(dom, c, c["node"])  # INITIALIZING for the domain's recovery time
         total = sum(snap["data"][n]["shards"] for n in names)
         if _flag(q, "wait_for_completion"):
             return 200, {"snapshot": {"snapshot": name, "indices": [t for _, t in targets],
                                       "shards": {"total": total, "failed": 0, "successful": total}}}
         return 200, {"accepted": True}
+
+    def _check_restore(self, dom, snap, tag, targets, with_aliases):
+        """OpenSearch's refusals of a restore, before anything is restored."""
+        aliases = self._alias_map(dom)
+        for n, target in targets:
+            cur = dom["indices"].get(target)
+            if target in aliases:
+                raise ApiError(500, "snapshot_restore_exception", f"{tag} cannot rename index [{n}] into [{target}] "
+                               "because of conflict with an alias with the same name")
+            if cur is not None and cur["state"] == "open":
+                raise ApiError(500, "snapshot_restore_exception", f"{tag} cannot restore index [{target}] because "
+                               "an open index with same name already exists in the cluster. Either close or delete "
+                               "the existing index or restore the index under a different name by providing a "
+                               "rename pattern and replacement name")
+            if cur is not None and cur["shards"] != snap["data"][n]["shards"]:
+                raise ApiError(500, "snapshot_restore_exception", f"{tag} cannot restore index [{target}] with "
+                               f"[{cur['shards']}] shards from a snapshot of index [{n}] with "
+                               f"[{snap['data'][n]['shards']}] shards")
+            clash = [x for x in (snap["data"][n].get("aliases", {}) if with_aliases else {}) if x in dom["indices"]]
+            if clash:
+                raise ApiError(500, "snapshot_restore_exception", f"{tag} cannot restore index [{target}] because "
+                               f"of alias [{clash[0]}] conflict with an index with the same name")
+        if len({t for _, t in targets}) != len(targets):
+            raise ApiError(500, "snapshot_restore_exception", f"{tag} indices would be renamed to the same name")
+
+    # ------------------------------------------------------------- aliases
+    def _aliases_of(self, dom, names, alias_expr=None):
+        out = {}
+        for n in names:
+            al = dom["indices"][n]["aliases"]
+            picked = _pick(sorted(al), alias_expr) if alias_expr else sorted(al)
+            out[n] = {"aliases": {x: copy.deepcopy(al[x]) for x in picked}}
+        return out
+
+    def _api_get_aliases(self, dom, a, q, raw):
+        return 200, self._aliases_of(dom, sorted(dom["indices"]))
+
+    def _api_get_alias(self, dom, a, q, raw):
+        names = self._resolve(dom, a["index"], _flag(q, "ignore_unavailable")) if a.get("index") else sorted(dom["indices"])
+        name = a.get("name")
+        out = self._aliases_of(dom, names, name)
+        if not name:
+            return 200, out
+        out = {n: v for n, v in out.items() if v["aliases"]}
+        found = {x for v in out.values() for x in v["aliases"]}
+        missing = [p for p in _split(name) if "*" not in p and p != "_all" and p not in found]
+        if missing:  # OpenSearch's own shape for this one: the error is a string
+            return 404, {"error": f"alias [{','.join(missing)}] missing", "status": 404, **out}
+        return 200, out
+
+    def _api_update_aliases(self, dom, a, q, raw):
+        actions = (_j(raw) or {}).get("actions")
+        if not isinstance(actions, list) or not actions:
+            raise ApiError(400, "action_request_validation_exception", "Validation Failed: 1: no actions specified;")
+        self._alias_actions(dom, actions)
+        return 200, {"acknowledged": True}
+
+    def _api_put_alias(self, dom, a, q, raw):
+        self._alias_actions(dom, [{"add": {**(_j(raw) or {}), "index": a["index"], "alias": a["name"]}}])
+        return 200, {"acknowledged": True}
+
+    def _api_delete_alias(self, dom, a, q, raw):
+        self._alias_actions(dom, [{"remove": {"index": a["index"], "alias": a["name"]}}])
+        return 200, {"acknowledged": True}
+
+    def _alias_actions(self, dom, actions):
+        """add / remove / remove_index actions, checked all first and then applied together (or none)."""
+        new = {n: copy.deepcopy(i["aliases"]) for n, i in dom["indices"].items()}
+        dropped = set()
+        for act in actions:
+            if not isinstance(act, dict) or len(act) != 1:
+                raise ApiError(400, "x_content_parse_exception", "[aliases] failed to parse field [actions]")
+            kind, spec = next(iter(act.items()))
+            if kind not in ("add", "remove", "remove_index") or not isinstance(spec, dict):
+                raise ApiError(400, "x_content_parse_exception", f"[aliases] unknown field [{kind}]")
+            expr = spec.get("indices", spec.get("index"))
+            if not expr:
+                raise ApiError(400, "action_request_validation_exception",
+                               "Validation Failed: 1: One of [index/indices] is required;")
+            if kind == "remove_index":
+                for part in _split(expr):
+                    if part not in dom["indices"] and part in self._alias_map(dom):
+                        raise ApiError(400, "illegal_argument_exception", f"The provided expression [{part}] matches "
+                                       "an alias, specify the corresponding concrete indices instead.")
+                dropped.update(self._resolve(dom, expr))
+                continue
+            names = [n for n in self._resolve(dom, expr) if n not in dropped]
+            wanted = _split(spec.get("aliases", spec.get("alias")))
+            if not wanted:
+                raise ApiError(400, "action_request_validation_exception",
+                               "Validation Failed: 1: One of [alias/aliases] is required;")
+            for x in wanted:
+                if kind == "add":
+                    if x in dom["indices"] and x not in dropped:
+                        raise ApiError(400, "invalid_alias_name_exception", f"Invalid alias name [{x}]: an index or "
+                                       "data stream exists with the same name as the alias")
+                    opts = {k: spec[k] for k in ("is_write_index", "filter", "routing", "index_routing",
+                                                 "search_routing", "is_hidden") if k in spec}
+                    for n in names:
+                        new[n][x] = opts
+                    continue
+                hit = [(n, y) for n in names for y in list(new[n]) if fnmatch.fnmatchcase(y, x)]
+                if not hit:
+                    raise ApiError(404, "aliases_not_found_exception", f"aliases [{x}] missing", **{
+                        "resource.type": "aliases", "resource.id": x})
+                for n, y in hit:
+                    del new[n][y]
+        for n, aliases in new.items():
+            dom["indices"][n]["aliases"] = aliases
+        for n in dropped:
+            del dom["indices"][n]
+
+    # -------------------------------------------- close / open, recovery, mappings, stats
+    def _api_close(self, dom, a, q, raw):
+        names = self._resolve(dom, a["index"], _flag(q, "ignore_unavailable"))
+        for n in names:
+            dom["indices"][n]["state"] = "close"
+        return 200, {"acknowledged": True, "shards_acknowledged": True, "indices": {n: {"closed": True} for n in names}}
+
+    def _api_open(self, dom, a, q, raw):
+        for n in self._resolve(dom, a["index"], _flag(q, "ignore_unavailable")):
+            dom["indices"][n]["state"] = "open"
+        return 200, {"acknowledged": True, "shards_acknowledged": True}
+
+    def _node_info(self, dom, node):
+        ip = self._ip(dom, node)
+        return {"id": node, "host": ip, "transport_address": f"{ip}:9300", "ip": ip, "name": node}
+
+    def _copy_recovery(self, dom, idx, s, c, size, files):
+        """One shard copy's entry of ``_recovery``: INITIALIZING -> stage INDEX with the share of its recovery time gone."""
+        now, done = time.monotonic(), c["state"] == STARTED
+        span = max(c.get("ready", 0) - c.get("init_at", now), 0.0)
+        frac = 1.0 if done or span <= 0 else min(0.999, (now - c.get("init_at", now)) / span)
+        start = c.get("init_ms", idx["created"])
+        took = int(span * 1000) if done else _now_ms() - start
+        pct = f"{frac * 100:.1f}%"
+        out = {"id": s, "type": idx["recovery"]["type"] if c["primary"] else "PEER", "stage": "DONE" if done else "INDEX",
+               "primary": c["primary"], "start_time_in_millis": start, "total_time_in_millis": took,
+               "source": (copy.deepcopy(idx["recovery"]["source"]) if c["primary"]
+                          else self._node_info(dom, idx["copies"][s][0]["node"])),
+               "target": self._node_info(dom, c["node"]),
+               "index": {"size": {"total_in_bytes": size, "reused_in_bytes": 0, "recovered_in_bytes": int(size * frac),
+                                  "percent": pct},
+                         "files": {"total": files, "reused": 0, "recovered": int(files * frac), "percent": pct},
+                         "total_time_in_millis": took, "source_throttle_time_in_millis": 0,
+                         "target_throttle_time_in_millis": 0},
+               "translog": {"recovered": 0, "total": 0, "percent": "100.0%", "total_on_start": 0, "total_time_in_millis": 0},
+               "verify_index": {"check_index_time_in_millis": 0, "total_time_in_millis": 0}}
+        if done:
+            out["stop_time_in_millis"] = start + took
+        return out
+
+    def _api_recovery(self, dom, a, q, raw):
+        active_only, out = _flag(q, "active_only"), {}
+        for n in self._resolve(dom, a.get("index"), _flag(q, "ignore_unavailable")):
+            idx = dom["indices"][n]
+            sizes, counts = self._shard_sizes(idx)
+            shards = [self._copy_recovery(dom, idx, s, c, sizes[s], counts[s])
+                      for s, copies in enumerate(idx["copies"]) for c in copies
+                      if self._on_node(c) and not (active_only and c["state"] == STARTED)]
+            if shards:
+                out[n] = {"shards": shards}
+        return 200, out
+
+    def _api_get_mapping(self, dom, a, q, raw):
+        names = self._resolve(dom, a.get("index"), _flag(q, "ignore_unavailable"))
+        return 200, {n: {"mappings": copy.deepcopy(dom["indices"][n]["mappings"])} for n in names}
+
+    def _api_stats(self, dom, a, q, raw):
+        metrics = _split(a.get("metric")) or ["_all"]
+        if set(metrics) - {"docs", "store", "_all"}:
+            raise ApiError(400, "unsupported_in_test_double", f"index stats metric [{a.get('metric')}] is not implemented "
+                           "by the opsbook OpenSearch test double (only docs, store)")
+        names = self._resolve(dom, a.get("index"), _flag(q, "ignore_unavailable"), forbid_closed=True)
+        per, copies_total, started = {}, 0, 0
+        blank = lambda: {"docs": {"count": 0, "deleted": 0}, "store": {"size_in_bytes": 0, "reserved_in_bytes": 0}}
+        every = {"primaries": blank(), "total": blank()}
+        for n in names:
+            idx = dom["indices"][n]
+            sizes, counts = self._shard_sizes(idx)
+            row = {"uuid": idx["uuid"], "primaries": blank(), "total": blank()}
+            for s, cs in enumerate(idx["copies"]):
+                for c in cs:
+                    copies_total += 1
+                    if c["state"] != STARTED:
+                        continue
+                    started += 1
+                    for part in ("primaries", "total") if c["primary"] else ("total",):
+                        for target in (row[part], every[part]):
+                            target["docs"]["count"] += counts[s]
+                            target["store"]["size_in_bytes"] += sizes[s]
+            per[n] = row
+        return 200, {"_shards": {"total": copies_total, "successful": started, "failed": 0}, "_all": every, "indices": per}
 
     # ---------------------------------------------------- indices & documents
     def _api_create_index(self, dom, a, q, raw):
@@ -996,7 +1312,14 @@ class OpenSearchDouble:
             raise ApiError(400, "resource_already_exists_exception",
                            f"index [{name}/{dom['indices'][name]['uuid']}] already exists", index=name)
         settings = _flat(body.get("settings"))
-        self._new_index(dom, name, int(settings.get("number_of_shards", 1)), int(settings.get("number_of_replicas", 1)))
+        self._check_new_name(dom, name)
+        aliases = body.get("aliases") or {}
+        clash = [a for a in aliases if a in dom["indices"] or a == name]
+        if clash:
+            raise ApiError(400, "invalid_alias_name_exception", f"Invalid alias name [{clash[0]}]: an index or data stream "
+                           "exists with the same name as the alias")
+        self._new_index(dom, name, int(settings.get("number_of_shards", 1)), int(settings.get("number_of_replicas", 1)),
+                        mappings=body.get("mappings"), aliases={a: dict(o or {}) for a, o in aliases.items()})
         return 200, {"acknowledged": True, "shards_acknowledged": True, "index": name}
 
     def _api_get_index(self, dom, a, q, raw):
@@ -1006,12 +1329,19 @@ class OpenSearchDouble:
         out = {}
         for n in names:
             i = dom["indices"][n]
-            out[n] = {"aliases": {}, "mappings": {}, "settings": {"index": {
-                "number_of_shards": str(i["shards"]), "number_of_replicas": str(i["replicas"]), "uuid": i["uuid"],
-                "provided_name": n, "creation_date": str(i["created"]), "version": {"created": "136327827"}}}}
+            settings = {"number_of_shards": str(i["shards"]), "number_of_replicas": str(i["replicas"]), "uuid": i["uuid"],
+                        "provided_name": n, "creation_date": str(i["created"]), "version": {"created": "136327827"}}
+            if i["state"] != "open":
+                settings["verified_before_close"] = "true"
+            out[n] = {"aliases": copy.deepcopy(i["aliases"]), "mappings": copy.deepcopy(i["mappings"]),
+                      "settings": {"index": settings}}
         return 200, out
 
     def _api_delete_index(self, dom, a, q, raw):
+        for part in _split(a["index"]):
+            if part not in dom["indices"] and part in self._alias_map(dom):
+                raise ApiError(400, "illegal_argument_exception", f"The provided expression [{part}] matches an alias, "
+                               "specify the corresponding concrete indices instead.")
         for n in self._resolve(dom, a["index"], _flag(q, "ignore_unavailable")):
             del dom["indices"][n]
         return 200, {"acknowledged": True}
@@ -1026,11 +1356,14 @@ class OpenSearchDouble:
 
     def _write(self, dom, name, doc_id, op, source):
         """index / create / delete one document; returns (http status, result item)."""
+        name = self._write_index(dom, name) or name
         idx = dom["indices"].get(name)
         if idx is None:
             if op == "delete":
                 raise _index_missing(name)
             idx = self._new_index(dom, name)
+        if idx["state"] != "open":
+            raise _index_closed(name)
         doc_id = str(doc_id) if doc_id not in (None, "") else uuid.uuid4().hex[:20]
         s = self._shard_of(idx, doc_id)
         if idx["copies"][s][0]["state"] != STARTED:
@@ -1061,9 +1394,12 @@ class OpenSearchDouble:
 
     def _api_get_doc(self, dom, a, q, raw):
         name, doc_id = a["index"], a["id"]
+        name = self._write_index(dom, name) or name
         if name not in dom["indices"]:
             raise _index_missing(name)
         idx = dom["indices"][name]
+        if idx["state"] != "open":
+            raise _index_closed(name)
         s = self._shard_of(idx, doc_id)
         if s in self._down_shards(idx):
             raise ApiError(503, "no_shard_available_action_exception", f"No shard available for [get [{name}][{doc_id}]]")
@@ -1102,14 +1438,14 @@ class OpenSearchDouble:
         return 200, {"took": 1, "errors": errors, "items": items}
 
     def _api_refresh(self, dom, a, q, raw):
-        names = self._resolve(dom, a.get("index"))
+        names = self._resolve(dom, a.get("index"), _flag(q, "ignore_unavailable"), forbid_closed=True)
         total = sum(len(c) for n in names for c in dom["indices"][n]["copies"])
         ok = sum(c["state"] == STARTED for n in names for cs in dom["indices"][n]["copies"] for c in cs)
         return 200, {"_shards": {"total": total, "successful": ok, "failed": 0}}
 
     def _searchable(self, dom, a, q, body):
         """(docs [(index, id, source)] matching the query, _shards header) over the target indices."""
-        names = self._resolve(dom, a.get("index"), _flag(q, "ignore_unavailable"))
+        names = self._resolve(dom, a.get("index"), _flag(q, "ignore_unavailable"), forbid_closed=True)
         pred = _compile((body or {}).get("query"))
         total = failed = 0
         hits = []

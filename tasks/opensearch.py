@@ -678,3 +678,136 @@ def read_index(system: System, domain: str, index: str) -> IndexState:
     url = domain_url(system, domain)
     n = index_count(url, system.region, index)
     return IndexState(url=url, exists=n is not None, count=n or 0)
+
+
+# --- restoring an index from a snapshot (restore-index). Plain functions: the calling task or step declares
+# es:ESHttp<Verb> (opsbook.iam.declares); opensearch-py does not go through botocore.
+
+
+class IndexSnapshot(BaseModel):
+    """One snapshot of a repository, as far as a restore of one of its indices needs it."""
+
+    name: str
+    state: str
+    indices: list[str] = Field(default_factory=list)
+    start_ms: int | None = None
+    doc_counts: dict[str, int] = Field(default_factory=dict, description="the snapshot's metadata.doc_counts, when its taker wrote them")
+
+
+class LiveIndex(BaseModel):
+    """What a name is on the cluster now: an index (its state, aliases, count, and the snapshot it was restored from),
+    an alias (its indices), or nothing."""
+
+    name: str
+    exists: bool = False
+    is_alias: bool = False
+    indices: list[str] = Field(default_factory=list)  # an alias: the indices it points to
+    aliases: list[str] = Field(default_factory=list)  # an index: its aliases
+    state: str | None = None  # open | close
+    count: int | None = None  # None: closed or absent
+    source: str | None = Field(None, description="repository/snapshot the index was restored from (its _recovery), None: not restored")
+
+
+class RepositoryMissing(LookupError):
+    """The snapshot repository is not registered on the cluster."""
+
+
+def read_repository_snapshots(url: str, region: str, repo: str) -> list[IndexSnapshot]:
+    """GET _snapshot/{repo}/_all: every snapshot, newest first (by start time)."""
+    c = os_client(url, region, timeout=30)
+    try:
+        snaps = c.snapshot.get(repository=repo, snapshot="_all").get("snapshots", [])
+    except NotFoundError as exc:
+        if exc.error == "repository_missing_exception":
+            raise RepositoryMissing(f"no snapshot repository {repo!r} is registered on the cluster") from None
+        raise
+    out = []
+    for s in snaps:
+        counts = (s.get("metadata") or {}).get("doc_counts") or {}
+        out.append(IndexSnapshot(name=s["snapshot"], state=s.get("state", "?"), indices=list(s.get("indices") or []),
+                                 start_ms=s.get("start_time_in_millis"),
+                                 doc_counts={k: int(v) for k, v in counts.items() if isinstance(v, int)}))
+    return sorted(out, key=lambda s: s.start_ms or 0, reverse=True)
+
+
+def snapshot_state(url: str, region: str, repo: str, name: str) -> str | None:
+    """The snapshot's state (SUCCESS, PARTIAL, FAILED, IN_PROGRESS); None: no such snapshot."""
+    body = os_client(url, region).snapshot.get(repository=repo, snapshot=name, ignore=404)
+    snaps = body.get("snapshots") or []
+    return snaps[0].get("state") if snaps else None
+
+
+def index_source(client: Any, index: str) -> str | None:
+    """repository/snapshot the index's primaries were restored from (GET {index}/_recovery), None: not from a snapshot."""
+    body = client.indices.recovery(index=index)
+    for shard in (body.get(index) or {}).get("shards", []):
+        if shard.get("primary") and shard.get("type") == "SNAPSHOT":
+            src = shard.get("source") or {}
+            return f"{src.get('repository')}/{src.get('snapshot')}"
+    return None
+
+
+def read_live_index(url: str, region: str, name: str) -> LiveIndex:
+    """What ``name`` is now: an alias (GET _alias/{name}), else an index (GET {name}, _cat/indices, _count, _recovery)."""
+    c = os_client(url, region, timeout=30)
+    held = c.indices.get_alias(name=name, ignore=404)
+    if "status" not in held and held:
+        return LiveIndex(name=name, exists=True, is_alias=True, indices=sorted(held))
+    got = c.indices.get(index=name, ignore=404)
+    if name not in got:
+        return LiveIndex(name=name)
+    [row] = c.cat.indices(index=name, format="json", h="index,status")
+    state = row.get("status") or "open"
+    count = _count(c, name) if state == "open" else None
+    return LiveIndex(name=name, exists=True, aliases=sorted(got[name].get("aliases") or {}), state=state, count=count,
+                     source=index_source(c, name))
+
+
+def read_recovery(url: str, region: str, index: str) -> dict[str, Any]:
+    """GET {index}/_recovery: each shard copy's stage and percent (the progress of a restore)."""
+    return os_client(url, region).indices.recovery(index=index)
+
+
+def restore_from_snapshot(url: str, region: str, repo: str, snapshot: str, index: str, target: str) -> None:
+    """POST _snapshot/{repo}/{snapshot}/_restore of ``index`` as ``target`` (renamed when they differ), without the
+    snapshot's aliases or the cluster's global state (the runbook moves aliases itself). Returns once accepted."""
+    import re
+
+    body: dict[str, Any] = {"indices": index, "include_aliases": False, "include_global_state": False}
+    if target != index:
+        body.update(rename_pattern=f"^{re.escape(index)}$", rename_replacement=target)
+    os_client(url, region, timeout=60).snapshot.restore(repository=repo, snapshot=snapshot, body=body)
+
+
+def close_index(url: str, region: str, index: str) -> None:
+    os_client(url, region, timeout=60).indices.close(index=index)
+
+
+def open_index(url: str, region: str, index: str) -> None:
+    os_client(url, region, timeout=60).indices.open(index=index)
+
+
+def switch_alias(url: str, region: str, alias: str, remove_from: list[str], add_to: str | None) -> None:
+    """One POST _aliases: ``alias`` off ``remove_from`` and onto ``add_to``, applied together (never neither nor both)."""
+    actions: list[dict[str, Any]] = [{"remove": {"index": i, "alias": alias}} for i in remove_from if i != add_to]
+    if add_to and add_to not in remove_from:
+        actions.append({"add": {"index": add_to, "alias": alias}})
+    if actions:
+        os_client(url, region, timeout=30).indices.update_aliases(body={"actions": actions})
+
+
+def take_index_snapshot(url: str, region: str, repo: str, name: str, index: str, metadata: dict[str, Any]) -> str:
+    """PUT _snapshot/{repo}/{name}?wait_for_completion=true of ``index`` alone; its state."""
+    res = os_client(url, region, timeout=600).snapshot.create(
+        repository=repo, snapshot=name, wait_for_completion=True,
+        body={"indices": index, "include_global_state": False, "metadata": metadata})
+    return (res.get("snapshot") or {}).get("state", "?")
+
+
+def index_doc_counts(url: str, region: str, index: str) -> tuple[int | None, int | None]:
+    """(searchable documents: refresh + _count, documents the primaries hold: _stats/docs) of an open index."""
+    c = os_client(url, region, timeout=30)
+    c.indices.refresh(index=index, ignore=404)
+    stats = c.indices.stats(index=index, metric="docs", ignore=404)
+    primaries = ((stats.get("indices") or {}).get(index) or {}).get("primaries", {}).get("docs", {}).get("count")
+    return _count(c, index), primaries

@@ -340,3 +340,148 @@ def test_recovery_time_and_single_node(double):
     assert explain["unassigned_info"]["reason"] == "INDEX_CREATED"
     assert _deciders(explain) == {"logs-node-1": ["same_shard"]}
     assert [r["node"] for r in os.cat.allocation(format="json")] == ["logs-node-1", "UNASSIGNED"]
+
+
+# --- aliases, close/open, recovery, mappings, restore over a closed index (restore-index) ---------------------------
+
+
+def test_aliases_switch_atomically_and_resolve_for_search_count_and_writes(double):
+    os = client(double, "logs")
+    double.create_index("logs", "profiles-v1", docs=[{"n": i} for i in range(3)], aliases=["profiles"])
+    double.create_index("logs", "profiles-v2", docs=[{"n": i} for i in range(5)])
+    assert os.indices.get_alias(index="profiles-v1") == {"profiles-v1": {"aliases": {"profiles": {}}}}
+    assert os.indices.get_alias(name="profiles") == {"profiles-v1": {"aliases": {"profiles": {}}}}
+    assert os.indices.exists_alias(name="profiles") and not os.indices.exists_alias(name="nope")
+    assert os.count(index="profiles")["count"] == 3
+    assert [r["index"] for r in os.cat.indices(format="json")] == ["profiles-v1", "profiles-v2"]  # each index once
+    assert os.count(index="prof*")["count"] == 8
+    assert os.search(index="profiles")["hits"]["hits"][0]["_index"] == "profiles-v1"
+    assert os.index(index="profiles", id="w", body={"n": 9}, refresh=True)["_index"] == "profiles-v1"  # one index: writable
+    assert os.get(index="profiles", id="w")["_source"] == {"n": 9}
+    assert os.indices.exists(index="profiles")
+    with pytest.raises(NotFoundError) as exc:
+        os.indices.get_alias(name="nope")
+    assert exc.value.status_code == 404
+
+    # one action fails -> none is applied
+    with pytest.raises(NotFoundError) as exc:
+        os.indices.update_aliases(body={"actions": [
+            {"remove": {"index": "profiles-v1", "alias": "profiles"}}, {"add": {"index": "profiles-v2", "alias": "profiles"}},
+            {"remove": {"index": "profiles-v2", "alias": "missing"}}]})
+    assert exc.value.error == "aliases_not_found_exception"
+    assert double.aliases("logs") == {"profiles": ["profiles-v1"]}
+    with pytest.raises(RequestError) as exc:  # an alias may not be named as an index
+        os.indices.update_aliases(body={"actions": [{"add": {"index": "profiles-v2", "alias": "profiles-v1"}}]})
+    assert exc.value.error == "invalid_alias_name_exception"
+    with pytest.raises(RequestError) as exc:  # nor an index as an alias
+        os.indices.create(index="profiles")
+    assert exc.value.error == "invalid_index_name_exception"
+
+    assert os.indices.update_aliases(body={"actions": [
+        {"remove": {"index": "profiles-v1", "alias": "profiles"}}, {"add": {"index": "profiles-v2", "alias": "profiles"}}]})[
+        "acknowledged"]
+    assert double.aliases("logs") == {"profiles": ["profiles-v2"]} and os.count(index="profiles")["count"] == 5
+    assert os.indices.get_alias()["profiles-v1"] == {"aliases": {}}
+    assert os.transport.perform_request("GET", "/_aliases")["profiles-v2"] == {"aliases": {"profiles": {}}}
+
+    os.indices.put_alias(index="profiles-v1", name="profiles")  # now on two indices: reads both, writes refused
+    assert os.count(index="profiles")["count"] == 9
+    with pytest.raises(RequestError) as exc:
+        os.index(index="profiles", id="x", body={"n": 1})
+    assert "no write index is defined for alias [profiles]" in str(exc.value.info)
+    with pytest.raises(RequestError) as exc:  # deleting goes by concrete names only
+        os.indices.delete(index="profiles")
+    assert "matches an alias" in str(exc.value.info)
+    os.indices.delete_alias(index="profiles-v1", name="profiles")
+    os.indices.delete(index="profiles-v2")  # an index takes its aliases with it
+    assert double.aliases("logs") == {}
+
+
+def test_closed_index_refuses_reads_and_writes_until_opened(double):
+    os = client(double, "logs")
+    double.create_index("logs", "app", docs=[{"n": i} for i in range(4)], mappings={"properties": {"n": {"type": "integer"}}})
+    double.create_index("logs", "app-2", docs=[{"n": 1}])
+    assert os.indices.close(index="app")["indices"] == {"app": {"closed": True}}
+    assert double.index_state("logs", "app") == "close"
+    for call in (lambda: os.count(index="app"), lambda: os.search(index="app"), lambda: os.get(index="app", id="1"),
+                 lambda: os.index(index="app", id="9", body={"n": 9}), lambda: os.indices.stats(index="app")):
+        with pytest.raises(RequestError) as exc:
+            call()
+        assert exc.value.error == "index_closed_exception"
+    assert os.count(index="app*")["count"] == 1  # a wildcard skips the closed index
+    assert {r["index"]: r["status"] for r in os.cat.indices(format="json")} == {"app": "close", "app-2": "open"}
+    assert os.indices.get(index="app")["app"]["settings"]["index"]["verified_before_close"] == "true"
+    assert os.indices.get_mapping(index="app") == {"app": {"mappings": {"properties": {"n": {"type": "integer"}}}}}
+    assert os.indices.open(index="app")["acknowledged"]
+    assert os.count(index="app")["count"] == 4
+    stats = os.indices.stats(index="app", metric="docs")
+    assert stats["indices"]["app"]["primaries"]["docs"]["count"] == 4 and stats["indices"]["app"]["total"]["docs"]["count"] == 8
+
+
+def test_restore_keeps_mappings_aliases_and_reports_recovery_progress(double):
+    os = client(double, "logs")
+    mappings = {"properties": {"name": {"type": "keyword"}}}
+    double.create_index("logs", "profiles-v1", shards=2, docs={str(i): {"name": f"p{i}"} for i in range(6)},
+                        mappings=mappings, aliases=["profiles"])
+    double.add_snapshot("logs", "backup_repo", "snap-1", "profiles-v1", metadata={"doc_counts": {"profiles-v1": 6}})
+    info = os.snapshot.get(repository="backup_repo", snapshot="snap-1")["snapshots"][0]
+    assert info["metadata"] == {"doc_counts": {"profiles-v1": 6}}
+    os.indices.delete(index="profiles-v1")
+    assert double.aliases("logs") == {}
+
+    double.set_recovery_time("logs", 30)  # copies restored now stay INITIALIZING: the recovery is in progress
+    os.snapshot.restore(repository="backup_repo", snapshot="snap-1", body={
+        "indices": "profiles-v1", "rename_pattern": "^profiles-v1$", "rename_replacement": "profiles-v1-restored",
+        "include_aliases": False, "include_global_state": False})
+    assert double.aliases("logs") == {}  # include_aliases=false: the snapshot's alias did not come back
+    rec = os.indices.recovery(index="profiles-v1-restored")["profiles-v1-restored"]["shards"]
+    primaries = [r for r in rec if r["primary"]]
+    assert len(rec) == 4 and {r["stage"] for r in rec} == {"INDEX"} and {r["type"] for r in primaries} == {"SNAPSHOT"}
+    assert primaries[0]["source"]["repository"] == "backup_repo" and primaries[0]["source"]["snapshot"] == "snap-1"
+    assert primaries[0]["source"]["index"] == "profiles-v1"
+    assert all(float(r["index"]["size"]["percent"].rstrip("%")) < 100 for r in rec)
+    with pytest.raises(TransportError) as exc:  # nothing searchable while the primaries recover
+        os.count(index="profiles-v1-restored")
+    assert exc.value.status_code == 503
+    assert os.cluster.health(index="profiles-v1-restored")["initializing_shards"] == 4
+    assert os.indices.recovery(index="profiles-v1-restored", active_only=True)["profiles-v1-restored"]["shards"]
+    double.set_recovery_time("logs", 0)
+    double.heal("logs")  # copies go back to STARTED on their nodes (the recovery is over)
+    rec = os.indices.recovery(index="profiles-v1-restored")["profiles-v1-restored"]["shards"]
+    assert {r["stage"] for r in rec} == {"DONE"}
+    assert os.indices.recovery(index="profiles-v1-restored", active_only=True) == {}
+    assert os.count(index="profiles-v1-restored")["count"] == 6
+    assert os.indices.get_mapping(index="profiles-v1-restored")["profiles-v1-restored"]["mappings"] == mappings
+
+    # the default include_aliases=true brings the snapshot's alias back
+    os.snapshot.restore(repository="backup_repo", snapshot="snap-1", wait_for_completion=True, body={"indices": "profiles-v1"})
+    assert double.aliases("logs") == {"profiles": ["profiles-v1"]}
+    with pytest.raises(TransportError) as exc:  # an alias of that name now exists: no index may take it
+        os.snapshot.restore(repository="backup_repo", snapshot="snap-1", body={
+            "indices": "profiles-v1", "rename_pattern": "(.+)", "rename_replacement": "profiles"})
+    assert "conflict with an alias" in str(exc.value.info)
+
+
+def test_restore_over_a_closed_index_only(double):
+    os = client(double, "logs")
+    double.create_index("logs", "app", docs=[{"n": i} for i in range(3)], aliases=["live"])
+    double.add_snapshot("logs", "r", "s1", "app")
+    os.index(index="app", id="late", body={"n": 99}, refresh=True)
+    uuid_before = os.indices.get(index="app")["app"]["settings"]["index"]["uuid"]
+    with pytest.raises(TransportError) as exc:  # open: refused, as OpenSearch does
+        os.snapshot.restore(repository="r", snapshot="s1", body={"indices": "app", "include_aliases": False})
+    assert exc.value.status_code == 500 and "an open index with same name already exists" in str(exc.value.info)
+    os.indices.close(index="app")
+    os.snapshot.restore(repository="r", snapshot="s1", wait_for_completion=True, body={"indices": "app", "include_aliases": False})
+    assert double.index_state("logs", "app") == "open" and os.count(index="app")["count"] == 3
+    assert os.indices.get(index="app")["app"]["settings"]["index"]["uuid"] == uuid_before
+    assert double.aliases("logs") == {"live": ["app"]}  # the index's own aliases stay
+    assert os.indices.recovery(index="app")["app"]["shards"][0]["source"]["snapshot"] == "s1"
+    double.create_index("logs", "wide", shards=2)
+    double.add_snapshot("logs", "r", "s2", "wide")
+    os.indices.delete(index="wide")
+    double.create_index("logs", "wide", shards=1)
+    os.indices.close(index="wide")
+    with pytest.raises(TransportError) as exc:
+        os.snapshot.restore(repository="r", snapshot="s2", body={"indices": "wide"})
+    assert "with [1] shards from a snapshot of index [wide] with [2] shards" in str(exc.value.info)
