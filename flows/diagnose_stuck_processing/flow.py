@@ -171,8 +171,7 @@ def act(inv: System, session: MutationSession, identity: Identity, settle_timeou
     done = session.settle(done, settle_timeout_s or inv.mutations.settle_timeout_s,
                           "no result after {timeout} s: {what}; the request was made: the next run (or the reconciliation) shows it")
     session.record(done)
-    session.done(ok)
-    session.notify(session.report.outcome, [f"{r.resource}: {r.kind}: {r.status} {r.detail}".strip() for r in done])
+    session.conclude(done, ok, lambda r: f"{r.resource}: {r.kind}: {r.status} {r.detail}".strip())
 
 
 @flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=7 * 86400)

@@ -97,8 +97,7 @@ def emergency_rollback(
             session.record(done)
             session.report.findings += settled_findings(done) + failed_actions(done)
             session.report.findings += health_after(inv)
-            session.done(ok)
-            session.notify(session.report.outcome, [f"{r.resource}: {r.status} {r.before} -> {r.after} {r.detail}".strip() for r in done])
+            session.conclude(done, ok, lambda r: f"{r.resource}: {r.status} {r.before} -> {r.after} {r.detail}".strip())
     return session.finish()
 
 

@@ -149,8 +149,7 @@ def put_back(session: MutationSession, inv: System, run_id: str) -> Any:
             session.report.findings.append(Finding(check="undo", resource=run_id, status=Status.OK if ok else Status.CRIT,
                                                    summary=f"{'put back' if ok else 'could not put back'} what run {run_id} changed: "
                                                            + "; ".join(f"{r.resource} {r.kind} {r.before} -> {r.after} ({r.status})" for r in done)))
-            session.done(ok)
-            session.notify(session.report.outcome, [f"{r.resource}: {r.kind} {r.before} -> {r.after}: {r.status} {r.detail}".strip() for r in done])
+            session.conclude(done, ok)
     return session.finish()
 
 

@@ -239,8 +239,7 @@ def reindex_case(
             session.report.findings += [Finding(check="reindex-action", resource=r.resource, status=Status.CRIT,
                                                 summary=mask(f"{r.status}: {r.detail}" + (RERUN if r.kind == INDEX_KIND else "")))
                                         for r in done if r.status in ("failed", "undo-failed")]
-            session.done(ok)
-            session.notify(session.report.outcome, [f"{r.resource}: {r.status} {r.before} -> {r.after} {r.detail}".strip() for r in done])
+            session.conclude(done, ok, lambda r: f"{r.resource}: {r.status} {r.before} -> {r.after} {r.detail}".strip())
     return session.finish()
 
 

@@ -153,8 +153,7 @@ def act(inv: System, session: MutationSession, identity: Identity, plan: Plan, s
     session.record(done)
     session.report.findings = j.resolved(session.report.findings, done)
     session.report.findings += change_findings("capacity-change", done)
-    session.done(ok and all(r.status in ("verified", "applied") for r in done))
-    session.notify(session.report.outcome, [f"{r.resource}: {r.kind} {r.before} -> {r.after}: {r.status} {r.detail}".strip() for r in done])
+    session.conclude(done, ok and all(r.status in ("verified", "applied") for r in done))
 
 
 # --- the runbook ----------------------------------------------------------------------------------

@@ -174,8 +174,7 @@ def act(inv: System, session: MutationSession, identity: Identity, plan: Plan, o
         session.report.findings.append(Finding(check="undo", resource=undo_run, status=Status.OK if ok else Status.CRIT,
                                                summary=f"{'put back' if ok else 'could not put back'} what run {undo_run} changed: "
                                                        + "; ".join(f"{r.resource} {r.kind} {r.before} -> {r.after} ({r.status})" for r in done)))
-    session.done(ok and all(r.status not in ("failed", "undo-failed") for r in done))
-    session.notify(session.report.outcome, [f"{r.resource}: {r.kind} {r.before} -> {r.after}: {r.status} {r.detail}".strip() for r in done])
+    session.conclude(done, ok and all(r.status not in ("failed", "undo-failed") for r in done))
 
 
 # --- the runbook --------------------------------------------------------------------------------------------

@@ -237,8 +237,7 @@ def act_and_verify(session: MutationSession, inv: System, identity: Identity, ts
         session.report.findings += fresh[d]
     session.report.findings += [retry_finding(r.resource, r.status, r.detail) for r in done]
     session.record(done)
-    session.done(ok)
-    session.notify(session.report.outcome, [f"{r.resource}: {r.status}; {r.detail or r.after}" for r in done])
+    session.conclude(done, ok, lambda r: f"{r.resource}: {r.status}; {r.detail or r.after}")
 
 
 TASKS = [read_domain_status, read_cluster_allocation, read_restore_points, steps_policy(appliers({}))] + SESSION_TASKS

@@ -85,8 +85,7 @@ def act(inv: System, session: MutationSession, identity: Identity, settle_timeou
                                             "(check the service's events: image pulls, health checks, capacity)")
     session.record(done)
     session.report.findings += change_findings("restart", done)
-    session.done(ok)
-    session.notify(session.report.outcome, [f"{r.resource}: {r.kind} {r.before} -> {r.after}: {r.status} {r.detail}".strip() for r in done])
+    session.conclude(done, ok)
 
 
 # --- the runbook ------------------------------------------------------------------------------------

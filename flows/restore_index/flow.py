@@ -342,8 +342,7 @@ def act(session: MutationSession, inv: System, identity: Identity, work: Restore
     done = [r.model_copy(update={"status": "verified"}) if r.status == "applied" and r.resource in good else r for r in done]
     session.record(done)
     session.report.findings += checks + change_findings("restore-step", done)
-    session.done(ok and all(f.status is Status.OK for f in checks if f.check == "restore-count"))
-    session.notify(session.report.outcome, [f"{r.resource}: {r.kind} {r.before} -> {r.after}: {r.status} {r.detail}".strip() for r in done])
+    session.conclude(done, ok and all(f.status is Status.OK for f in checks if f.check == "restore-count"))
 
 
 # --- the runbook -----------------------------------------------------------------------------------

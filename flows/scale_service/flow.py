@@ -130,8 +130,7 @@ def act(inv: System, session: MutationSession, identity: Identity, plan: Plan, s
                                             "(check its events: capacity, image pulls, health checks)")
     session.record(done)
     session.report.findings += change_findings("scaling-change", done)
-    session.done(ok)
-    session.notify(session.report.outcome, [f"{r.resource}: {r.kind} {r.before} -> {r.after}: {r.status} {r.detail}".strip() for r in done])
+    session.conclude(done, ok)
 
 
 # --- the runbook ------------------------------------------------------------------------------------

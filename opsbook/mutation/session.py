@@ -183,6 +183,11 @@ SESSION_TASKS = [confirm_identity, recover_task, lease_task, release_task, read_
                  notify_actions]
 
 
+def step_line(r: Record) -> str:
+    """A step as a notice says it: resource, kind, before -> after, status, detail."""
+    return f"{r.resource}: {r.kind} {r.before} -> {r.after}: {r.status} {r.detail}".strip()
+
+
 class MutationSession:
     def __init__(self, runbook: str, inv: System, *, dry_run: bool, approver: str | None = None,
                  approval_timeout_s: int | None = None, accept_guess: bool = False, appliers: dict[str, Applier] | None = None) -> None:
@@ -305,6 +310,11 @@ class MutationSession:
         a = self.approval
         body = "\n".join(lines + ([f"approved by {a.approver} via {a.via}: {a.reason}"] if a else []) + [f"run: {self.report.flow_run_url or self.run_id}"])
         self.report.notification = notify_actions.submit(self.inv, f"[opsbook] {self.runbook} {self.inv.name}: {subject}", body).result()
+
+    def conclude(self, records: list[Record], ok: bool, line: Callable[[Record], str] | None = None) -> None:
+        """The outcome of the steps taken (``done``) and the notice of it, a line a step (``step_line`` unless ``line``)."""
+        self.done(ok)
+        self.notify(self.report.outcome, [(line or step_line)(r) for r in records])
 
     def done(self, ok: bool) -> None:
         worst = overall(self.report.findings) if self.report.findings else Status.OK
