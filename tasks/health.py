@@ -13,6 +13,7 @@ from opsbook import aws
 from opsbook.collect import gather
 from opsbook.findings import Finding
 from opsbook.inventory import System
+from opsbook.processing import consumer_queues, settings
 from opsbook.resources import coverage, discover
 from tasks.apigateway import check_apis
 from tasks.awslambda import check_durations, check_functions, check_triggers
@@ -45,21 +46,30 @@ def submit_checks(inv: System, found: PrefectFuture, deadline: aws.Deadline, log
         "alarms": check_alarms.submit(inv, found, deadline),
         "dlq": check_dlqs.submit(inv, deadline),
         "endpoints": check_endpoints.submit(inv, deadline),  # what users reach: an HTTP request each, not AWS
-        "worker-trigger": check_triggers.submit(inv, deadline),  # queue-fed workers (003 A): the SQS trigger, paused or not
-        "queue-backlog": check_backlogs.submit(inv, deadline),  # ... their source queue's depth and oldest message's age
-        "uploads-unprocessed": check_uploads.submit(inv, deadline),  # ... uploads without a result (sample-bounded)
-        "worker-errors": check_worker_errors.submit(inv, deadline, 24 if logs else 1),  # ... the provider's errors vs their own
-        "provider-status": check_provider_status.submit(inv, deadline),  # ... the external provider's status page (HTTP)
     }
     checks["ecs-utilisation"] = check_utilisation.submit(inv, checks["ecs"])  # CPU/memory Maximum of the last hour, of the services read
-    albs = read_alb_targets.submit(inv)  # each service's target group resolved once, for its metrics and availability
-    checks["alb-metrics"] = check_target_metrics.submit(inv, albs)  # the target groups' p95, 5XX, unhealthy hosts of the last hour
-    checks["agent-times"] = check_agent_times.submit(inv, checks["ecs"], deadline)  # the services' agent execution_time lines of the last hour
+    # The checks of what only some inventories declare are submitted only for those (a task that has nothing to read is a
+    # box in the run graph and ~40 ms of bookkeeping, nothing more): they read the inventory's resources, not discovery's.
+    if consumer_queues(inv):  # queue-fed workers (003 A)
+        checks["worker-trigger"] = check_triggers.submit(inv, deadline)  # the SQS trigger, paused or not
+        checks["queue-backlog"] = check_backlogs.submit(inv, deadline)  # the source queue's depth and oldest message's age
+        checks["uploads-unprocessed"] = check_uploads.submit(inv, deadline)  # uploads without a result (sample-bounded)
+        checks["worker-errors"] = check_worker_errors.submit(inv, deadline, 24 if logs else 1)  # the provider's errors vs their own
+    if settings(inv).provider_status is not None:
+        checks["provider-status"] = check_provider_status.submit(inv, deadline)  # the external provider's status page (HTTP)
+    if any(s.target_group for s in inv.ecs_services):
+        albs = read_alb_targets.submit(inv)  # each service's target group resolved once, for its metrics and availability
+        checks["alb-metrics"] = check_target_metrics.submit(inv, albs)  # the target groups' p95, 5XX, unhealthy hosts of the last hour
+    else:
+        albs = None
+    if any(s.log_group for s in inv.ecs_services):
+        checks["agent-times"] = check_agent_times.submit(inv, checks["ecs"], deadline)  # the agents' execution_time lines of the last hour
     if logs:
         checks["log-errors"] = check_error_logs.submit(inv, found, deadline)
         checks["security-logs"] = check_security_logs.submit(inv, deadline)
         checks["lambda-duration"] = check_durations.submit(inv, checks["lambda"])  # p99 over the same 24 h, against the timeouts read
-        checks["availability"] = check_availability.submit(inv, found, albs, deadline)  # 1 - 5XX / requests over the same 24 h, against the SLO
+        if inv.thresholds.availability_slo_pct is not None:  # 1 - 5XX / requests over the same 24 h, against the SLO
+            checks["availability"] = check_availability.submit(inv, found, albs if albs is not None else [], deadline)
     return checks
 
 
