@@ -43,6 +43,7 @@ class Probe(BaseModel):
     error: str | None = None
     timeout_s: float | None = None  # the timeout the request had (the endpoint's, or less when the deadline was near)
     first_error: str | None = None  # a connection error before the one retry, which then answered or failed again
+    first_latency_ms: float | None = None  # a first answer slower than the WARN threshold, before the faster second one judged
     not_probed: str | None = None  # OUR side: why no request was made (UNKNOWN)
 
 
@@ -118,7 +119,8 @@ def _unreachable(ep: Endpoint, p: Probe, details: dict) -> Finding:
 def judge_endpoint(ep: Endpoint, p: Probe) -> Finding:
     """Reachable, the expected status (and body), within the latency thresholds. OK names status and latency."""
     details = {"name": ep.name, "method": ep.method, "status": p.status, "latency_ms": p.latency_ms,
-               **({"probed_url": p.probed_url} if p.probed_url else {}), **({"first_error": p.first_error} if p.first_error else {})}
+               **({"probed_url": p.probed_url} if p.probed_url else {}), **({"first_error": p.first_error} if p.first_error else {}),
+               **({"first_latency_ms": p.first_latency_ms} if p.first_latency_ms is not None else {})}
     if p.not_probed is not None:
         return Finding(check=CHECK, resource=ep.url, status=Status.UNKNOWN, summary=p.not_probed, details=details)
     if p.error is not None or p.status is None:

@@ -133,3 +133,18 @@ def test_no_time_left_is_unknown_not_probed(sandbox):
 def test_no_endpoints_no_findings_and_no_iam_action():
     assert check_endpoints.fn(system(), aws.Deadline(5)) == []
     assert check_endpoints.iam_actions == ()
+
+
+def test_one_slow_answer_is_probed_again_and_the_faster_judged(monkeypatch):
+    """A busy prober or a cold connection makes one sample slow: a slow first answer is asked again, and the faster of the
+    two is judged (the first is kept in the details); twice slow stays WARN (test_slow_is_warn_its_twin_ok)."""
+    from tasks import endpoints as te
+
+    answers = iter([{"status": 200, "latency_ms": 1800.0, "tls_not_after": None, "body": None, "timeout_s": 5},
+                    {"status": 200, "latency_ms": 40.0, "tls_not_after": None, "body": None, "timeout_s": 5}])
+    monkeypatch.setattr(te, "request", lambda ep, url, timeout: next(answers))
+    ep = Endpoint(name="api", url="http://127.0.0.1:9/health")
+    p = te.probe(ep, {}, True, aws.Deadline(30))
+    assert (p.latency_ms, p.first_latency_ms) == (40.0, 1800.0)
+    answers = iter([{"status": 200, "latency_ms": 300.0, "tls_not_after": None, "body": None, "timeout_s": 5}])
+    assert te.probe(ep, {}, True, aws.Deadline(30)).first_latency_ms is None  # under WARN: one request only
