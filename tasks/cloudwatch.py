@@ -20,7 +20,7 @@ from opsbook.inventory import ApiGatewayApi, System
 from opsbook.performance import TargetGroupMetrics, judge_target_group
 from opsbook.resources import Discovered
 from tasks.apigateway import all_api_names
-from tasks.elb import AlbTarget, alb_targets
+from tasks.elb import AlbTarget
 
 # GetMetricData: 50 requests a second per account and region (CloudWatch service quotas).
 GET_METRIC_DATA_TPS = 50.0

@@ -37,7 +37,6 @@ from opsbook.findings import unknown
 from opsbook.inventory import System, load_system
 from opsbook.mutation.core import Applier, Identity, Plan, Refused
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records, steps_policy
-from opsbook.mutation.verify import change_findings
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SettleTimeout, SystemName
 from opsbook.resources import discover, discovered_or_inventory
 from tasks.ecs import RESTART_KIND, RestartState, force_new_deployment, read_primary, read_restart_state, restart_reached, restart_settled
@@ -75,19 +74,6 @@ def plan_request(inv: System, session: MutationSession, identity: Identity, serv
 # --- acting and verifying ----------------------------------------------------------------------
 
 
-def act(inv: System, session: MutationSession, identity: Identity, settle_timeout_s: int) -> None:
-    """Lease, drift check, force the new deployment, wait until it is done (new tasks running and healthy, old ones gone), record, notify."""
-    settle = settle_timeout_s or inv.mutations.settle_timeout_s
-    done, ok = session.act(identity)
-    if ok:
-        session.notify("restarting, rolling", [f"{r.resource}: {r.after}" for r in done])
-        done = session.settle(done, settle, "the new deployment is not done after {timeout} s: {what}; ECS goes on rolling "
-                                            "(check the service's events: image pulls, health checks, capacity)")
-    session.record(done)
-    session.report.findings += change_findings("restart", done)
-    session.conclude(done, ok)
-
-
 # --- the runbook ------------------------------------------------------------------------------------
 
 
@@ -118,7 +104,10 @@ def restart_service(
         records_f = read_records.submit(inv)
         plan = plan_request(inv, session, identity, service, agent, not_within_min, records_f)
         if session.gate(plan):
-            act(inv, session, identity, settle_timeout_s)
+            # force the new deployment, wait until it is done (new tasks running and healthy, old ones gone), record, notify
+            session.act_and_settle(identity, settle_timeout_s, "restart", "restarting, rolling", lambda r: f"{r.resource}: {r.after}",
+                                   "the new deployment is not done after {timeout} s: {what}; ECS goes on rolling "
+                                   "(check the service's events: image pulls, health checks, capacity)")
     return session.finish()
 
 

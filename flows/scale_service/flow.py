@@ -60,7 +60,6 @@ from opsbook.iam import aws_task
 from opsbook.inventory import System, load_system
 from opsbook.mutation.core import Applier, Identity, Plan, Refused
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records, steps_policy
-from opsbook.mutation.verify import change_findings
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SettleTimeout, SystemName, UndoRun
 from opsbook.resources import discover, discovered_or_inventory
 from tasks.autoscaling import BOUNDS_KIND, bounds_settled, read_bounds, set_bounds
@@ -120,19 +119,6 @@ def plan_request(inv: System, session: MutationSession, identity: Identity, req:
 
 
 
-def act(inv: System, session: MutationSession, identity: Identity, plan: Plan, settle_timeout_s: int) -> None:
-    """Leases, drift check, apply, wait until running = desired (and the table ACTIVE), record, notify."""
-    settle = settle_timeout_s or inv.mutations.settle_timeout_s
-    done, ok = session.act(identity)
-    if ok:
-        session.notify("scaled, converging", [f"{r.resource}: {r.before} -> {r.after}" for r in done])
-        done = session.settle(done, settle, "not there after {timeout} s: {what}; the change is made, the service is still converging "
-                                            "(check its events: capacity, image pulls, health checks)")
-    session.record(done)
-    session.report.findings += change_findings("scaling-change", done)
-    session.conclude(done, ok)
-
-
 # --- the runbook ------------------------------------------------------------------------------------
 
 
@@ -176,7 +162,10 @@ def scale_service(
         else:
             plan = plan_request(inv, session, identity, req, records_f)
         if session.gate(plan):
-            act(inv, session, identity, plan, settle_timeout_s)
+            # apply, wait until running = desired (and the table ACTIVE), record, notify
+            session.act_and_settle(identity, settle_timeout_s, "scaling-change", "scaled, converging", lambda r: f"{r.resource}: {r.before} -> {r.after}",
+                                   "not there after {timeout} s: {what}; the change is made, the service is still converging "
+                                   "(check its events: capacity, image pulls, health checks)")
     return session.finish()
 
 

@@ -57,7 +57,7 @@ from opsbook.mutation.core import (
     publish_plan,
     shell_approval_mode,
 )
-from opsbook.mutation.verify import wait_for_records
+from opsbook.mutation.verify import change_findings, wait_for_records
 from opsbook.report import RunReport, publish_report, run_url
 
 _LEASE_IAM = ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DescribeTable", "dynamodb:CreateTable"]
@@ -310,6 +310,19 @@ class MutationSession:
         a = self.approval
         body = "\n".join(lines + ([f"approved by {a.approver} via {a.via}: {a.reason}"] if a else []) + [f"run: {self.report.flow_run_url or self.run_id}"])
         self.report.notification = notify_actions.submit(self.inv, f"[opsbook] {self.runbook} {self.inv.name}: {subject}", body).result()
+
+    def act_and_settle(self, identity: Identity, settle_timeout_s: float, check: str, acting: str, acted: Callable[[Record], str],
+                       not_yet: str) -> None:
+        """The whole acting of a runbook whose steps take a while to take effect: act (``act``), say so at once (``acting``:
+        the notice's subject, ``acted``: a line a step), wait for them (bounded: ``settle_timeout_s`` or the inventory's,
+        ``not_yet`` for a step not settled in time), record, a ``check`` finding a step, conclude."""
+        done, ok = self.act(identity)
+        if ok:
+            self.notify(acting, [acted(r) for r in done])
+            done = self.settle(done, settle_timeout_s or self.inv.mutations.settle_timeout_s, not_yet)
+        self.record(done)
+        self.report.findings += change_findings(check, done)
+        self.conclude(done, ok)
 
     def conclude(self, records: list[Record], ok: bool, line: Callable[[Record], str] | None = None) -> None:
         """The outcome of the steps taken (``done``) and the notice of it, a line a step (``step_line`` unless ``line``)."""
