@@ -266,7 +266,12 @@ def plan_forward(session: MutationSession, inv: System, identity: Identity, tabl
                                    caller_arn=identity.arn, detail=f"copy of {table} from {point.text()}")])
     notes.append(f"{copy}: {'restored by this run' if made else 'the copy an earlier run restored: continued, not restored again'}")
     if mode == "items":
-        diffs, names = diff.submit(inv, table, copy, point, updated_attribute, keys).result()
+        try:
+            diffs, names = diff.submit(inv, table, copy, point, updated_attribute, keys).result()
+        except Exception as exc:  # a side that cannot be read is UNKNOWN, never "nothing to do"
+            found = j.unreadable_finding(table, j.Unreadable(what=f"{table} or {copy}", error=aws.describe_error(exc)))
+            session.report.findings.append(found)
+            return Plan(runbook=RUNBOOK, system=inv.name, identity=identity, notes=notes, cannot=[f"{table}: {found.summary}"]), started, made
         return j.plan_items(inv.name, identity, table, point, copy, diffs, names, notes), started, made
     settings, arn, counted = read_switch_state.submit(inv, table, copy, point).result()
     session.report.findings.append(counted)

@@ -82,6 +82,10 @@ def test_items_from_a_backup_exactly_the_deleted_come_back_newer_untouched_rerun
     assert undo.outcome == "done", undo.findings
     assert items(ddb) == before  # the previous images (no t1, t2) are back
 
+    latest = run("yes", table=TABLE, restore_point="latest", dry_run=False)  # moto's PITR copies the table as it is now
+    assert latest.outcome == "nothing-to-do", latest.findings
+    assert any("sandbox: moto's point-in-time restore copies the table as it is now" in n for n in latest.plan["notes"])
+
 
 def grant(iam, role: str, resource: str) -> None:
     iam.put_role_policy(RoleName=role, PolicyName="table", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
