@@ -16,11 +16,11 @@ from opsbook.findings import Status
 from opsbook.iam import iam_action, policy_for
 from opsbook.mutation.core import ShellApproval, shell_approval
 from opsbook.report import RunReport
+from sandbox.faults import apply_fault
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 TODO, TABLE, FN = "todo-app", "todos", "todo-api"
-T0 = "2026-01-01T00:00:00Z"
 
 
 def run(approval: ShellApproval | None = None, **params) -> RunReport:
@@ -35,8 +35,8 @@ def run(approval: ShellApproval | None = None, **params) -> RunReport:
     return report
 
 
-def item(i: int, title: str, updated: str = T0) -> dict:
-    return {"id": {"S": f"t{i}"}, "title": {"S": title}, "updated_at": {"S": updated}, "tags": {"SS": ["b", "a"]}}
+def item(i: int, title: str) -> dict:
+    return {"id": {"S": f"t{i}"}, "title": {"S": title}}
 
 
 def items(ddb, table: str = TABLE) -> dict[str, dict]:
@@ -46,14 +46,10 @@ def items(ddb, table: str = TABLE) -> dict[str, dict]:
 def test_items_from_a_backup_exactly_the_deleted_come_back_newer_untouched_rerun_nothing_undo(seeded, sandbox):
     inv = seeded(TODO)
     ddb = boto3.client("dynamodb", region_name=inv.region, endpoint_url=sandbox.endpoint)
-    for i in range(6):
-        ddb.put_item(TableName=TABLE, Item=item(i, f"task {i}"))
-    arn = ddb.create_backup(TableName=TABLE, BackupName="before-the-incident")["BackupDetails"]["BackupArn"]
-    ddb.delete_item(TableName=TABLE, Key={"id": {"S": "t1"}})  # lost
-    ddb.delete_item(TableName=TABLE, Key={"id": {"S": "t2"}})  # lost
-    ddb.put_item(TableName=TABLE, Item=item(3, "edited by a user", "2099-01-01T00:00:00Z"))  # newer: never overwritten
-    ddb.put_item(TableName=TABLE, Item=item(9, "added since"))  # added: never touched
+    lost = apply_fault(sandbox, inv, "table-items-deleted")  # t00, t01 deleted after the backup; t05 edited, t16 added since
+    arn = lost["backup_arn"]
     before = items(ddb)
+    assert set(lost["deleted"]) == {"t00", "t01"} and not set(lost["deleted"]) & set(before)
 
     dry = run(table=TABLE, restore_point=arn)  # no copy yet: the plan shows the restore only
     assert dry.outcome == "planned" and [a["kind"] for a in dry.plan["actions"]] == [j.COPY_KIND]
@@ -65,9 +61,9 @@ def test_items_from_a_backup_exactly_the_deleted_come_back_newer_untouched_rerun
     [action] = done.plan["actions"]
     assert action["kind"] == j.ITEMS_KIND and json.loads(action["current"]) == [None, None]
     after = items(ddb)
-    assert set(after) == set(before) | {"t1", "t2"} and after["t1"]["title"]["S"] == "task 1"
-    assert after["t3"] == before["t3"] and after["t9"] == before["t9"]  # the newer and the added item untouched
-    assert any("newer" in u and "id=t3" in u for u in done.plan["unchanged"])
+    assert set(after) == set(before) | {"t00", "t01"} and after["t01"]["title"]["S"] == "task 1"
+    assert after["t05"] == before["t05"] and after["t16"] == before["t16"]  # the newer and the added item untouched
+    assert any("newer" in u and "id=t05" in u for u in done.plan["unchanged"])
     assert [r["status"] for r in done.records if r["kind"] == j.ITEMS_KIND] == ["verified"]
     rto = next(f for f in done.findings if f.check == "restore-rto")
     assert rto.status is Status.OK and "sandbox RTO" in rto.summary
@@ -80,28 +76,22 @@ def test_items_from_a_backup_exactly_the_deleted_come_back_newer_untouched_rerun
 
     undo = run("yes", undo_run=done.flow_run_id, dry_run=False)
     assert undo.outcome == "done", undo.findings
-    assert items(ddb) == before  # the previous images (no t1, t2) are back
+    assert items(ddb) == before  # the previous images (no t00, t01) are back
 
     latest = run("yes", table=TABLE, restore_point="latest", dry_run=False)  # moto's PITR copies the table as it is now
     assert latest.outcome == "nothing-to-do", latest.findings
     assert any("sandbox: moto's point-in-time restore copies the table as it is now" in n for n in latest.plan["notes"])
 
 
-def grant(iam, role: str, resource: str) -> None:
-    iam.put_role_policy(RoleName=role, PolicyName="table", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"], "Resource": resource}]}))
-
-
 def test_switch_refused_while_the_role_cannot_reach_the_copy_then_switched_undone_and_the_copy_removed(seeded, sandbox):
     inv = seeded(TODO)
-    kw = dict(region_name=inv.region, endpoint_url=sandbox.endpoint)
-    ddb, lam, iam = boto3.client("dynamodb", **kw), boto3.client("lambda", **kw), boto3.client("iam", **kw)
+    kw = {"region_name": inv.region, "endpoint_url": sandbox.endpoint}
+    ddb, lam = boto3.client("dynamodb", **kw), boto3.client("lambda", **kw)
     ddb.update_time_to_live(TableName=TABLE, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires"})
     ddb.put_item(TableName=TABLE, Item=item(1, "kept"))
-    lam.update_function_configuration(FunctionName=FN, Environment={"Variables": {"TABLE_NAME": TABLE, "STAGE": "prod"}})
-    role = f"{TODO}-lambda-role"
+    consumer = apply_fault(sandbox, inv, "table-consumer")  # the fault: its role is allowed on the table's ARN only
     account = boto3.client("sts", **kw).get_caller_identity()["Account"]
-    grant(iam, role, f"arn:aws:dynamodb:{inv.region}:{account}:table/{TABLE}")  # the fault: the copy is out of reach
+    assert consumer["allowed"].endswith(f":table/{TABLE}")
     arn = ddb.list_backups(TableName=TABLE)["BackupSummaries"][0]["BackupArn"]  # the seed's backup
     copy = j.copy_name(TABLE, arn)
 
@@ -111,11 +101,11 @@ def test_switch_refused_while_the_role_cannot_reach_the_copy_then_switched_undon
     assert not [a for a in blocked.plan["actions"] if a["kind"] == j.ENV_KIND]
     assert lam.get_function_configuration(FunctionName=FN)["Environment"]["Variables"]["TABLE_NAME"] == TABLE
 
-    grant(iam, role, f"arn:aws:dynamodb:{inv.region}:{account}:table/{TABLE}*")  # the twin: the copy is in reach
+    apply_fault(sandbox, inv, "table-consumer", allow=f"arn:aws:dynamodb:{inv.region}:{account}:table/{TABLE}*")  # the twin: in reach
     done = run("yes", table=TABLE, restore_point=arn, mode="switch", dry_run=False)
     assert done.outcome == "done", done.findings
     assert any("writes made to todos after" in n and "NOT in the copy" in n for n in done.plan["notes"])
-    assert lam.get_function_configuration(FunctionName=FN)["Environment"]["Variables"] == {"TABLE_NAME": copy, "STAGE": "prod"}
+    assert lam.get_function_configuration(FunctionName=FN)["Environment"]["Variables"] == {"TABLE_NAME": copy}
     assert ddb.describe_time_to_live(TableName=copy)["TimeToLiveDescription"]["AttributeName"] == "expires"
     assert ddb.describe_continuous_backups(TableName=copy)["ContinuousBackupsDescription"]["PointInTimeRecoveryDescription"][
         "PointInTimeRecoveryStatus"] == "ENABLED"
