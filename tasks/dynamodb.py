@@ -827,6 +827,13 @@ def start_table_restore(system: System, table: str, copy: str, arn: str | None, 
     return copy_arn
 
 
+@declares(["dynamodb:DescribeTable", "dynamodb:TagResource"])
+def tag_table(system: System, table: str, tags: dict[str, str]) -> None:
+    c = aws.client("dynamodb", system.region)
+    arn = c.describe_table(TableName=table)["Table"]["TableArn"]
+    c.tag_resource(ResourceArn=arn, Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+
+
 @declares(["dynamodb:DescribeTable"])
 def wait_table_active(system: System, table: str, copy: str, timeout_s: float, label: str) -> str | None:
     c = aws.client("dynamodb", system.region)

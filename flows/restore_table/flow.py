@@ -165,13 +165,16 @@ def read_point(system: System, table: str, point: j.RestorePoint, copy: str) -> 
 def ensure_copy(system: System, table: str, point: j.RestorePoint, copy: str, run_id: str, timeout_s: float) -> tuple[ddb.TableCopy, float, bool]:
     """The copy restored (or the one an earlier run started: continued) and ACTIVE: (copy, restore start epoch, made now)."""
     cp = ddb.read_table_copy(system, copy)
-    if cp.exists and (cp.tags.get("opsbook:restore-source") != table or cp.tags.get("opsbook:restore-point") != point.asked[:256]):
+    ours = j.copy_of(cp.tags, table, point) if cp.exists else True
+    if ours is False:
         raise Refused(f"{copy} exists and is not a copy of {table} at {point.asked} (tags {cp.tags}): not used; nothing was changed")
     made = not cp.exists
     started = time.time()
     if made:
         ddb.start_table_restore(system, table, copy, point.arn, point.at if point.kind == "time" else None,
                                 j.copy_tags(table, point, started, run_id))
+    elif ours is None:  # restored by a run that stopped before tagging it: tagged now (its RTO counts from now)
+        ddb.tag_table(system, copy, j.copy_tags(table, point, started, run_id))
     else:
         started = float(cp.tags.get("opsbook:restore-started") or started)
     status = ddb.wait_table_active(system, table, copy, timeout_s, RUNBOOK)
@@ -264,7 +267,9 @@ def plan_forward(session: MutationSession, inv: System, identity: Identity, tabl
             session.record([Record(runbook=RUNBOOK, system=inv.name, resource=copy, kind=j.COPY_KIND, before=j.ABSENT,
                                    after=f"restored from {point.asked}", status="applied", flow_run_id=session.run_id,
                                    caller_arn=identity.arn, detail=f"copy of {table} from {point.text()}")])
-    notes.append(f"{copy}: {'restored by this run' if made else 'the copy an earlier run restored: continued, not restored again'}")
+    point = j.as_of_copy(point, cp.tags)
+    notes.append(f"{copy}: {'restored by this run' if made else 'the copy an earlier run restored: continued, not restored again'} "
+                 f"({point.text()})")
     if mode == "items":
         try:
             diffs, names = diff.submit(inv, table, copy, point, updated_attribute, keys).result()

@@ -24,6 +24,7 @@ IAM = {ITEMS_KIND: "dynamodb:PutItem", SETTING_KIND: "dynamodb:UpdateTable", ENV
 ABSENT = "absent"
 SETTINGS = ("ttl", "stream", "pitr", "tags")
 GROUP_ITEMS, GROUP_BYTES = 10, 60_000  # one step writes at most this many items / bytes of images (records stay small)
+GROUP_KEY_BYTES = 1500  # its keys name its resource, which keys its lease (a DynamoDB key: at most 2048 bytes)
 UPDATED_GUESSES = ("updated_at", "updatedAt", "modified_at", "modifiedAt", "last_modified", "lastModified")
 TABLE_ACTIONS = ("GetItem", "BatchGetItem", "Query", "Scan", "PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem",
                  "ConditionCheckItem", "DescribeTable")
@@ -74,8 +75,30 @@ def copy_name(table: str, asked: str) -> str:
 
 
 def copy_tags(table: str, point: RestorePoint, started_epoch: float, run_id: str) -> dict[str, str]:
-    return {"opsbook:restore-source": table, "opsbook:restore-point": point.asked[:256],
+    tags = {"opsbook:restore-source": table, "opsbook:restore-point": point.asked[:256],
             "opsbook:restore-started": f"{started_epoch:.3f}", "opsbook:restore-run": run_id}
+    if point.at is not None:
+        tags["opsbook:restore-at"] = point.at.isoformat()
+    return tags
+
+
+def copy_of(tags: dict[str, str], table: str, point: RestorePoint) -> bool | None:
+    """Is a table of the copy's name this table's copy at this point (True), another table (False), or untagged (None:
+    its restore was started and the run stopped before tagging it; the name derives from both, so it is taken as ours)?"""
+    if not any(is_restore_tag(k) for k in tags):
+        return None
+    return tags.get("opsbook:restore-source") == table and tags.get("opsbook:restore-point") == point.asked[:256]
+
+
+def as_of_copy(point: RestorePoint, tags: dict[str, str]) -> RestorePoint:
+    """The point with the time the copy was restored to (``latest`` restored days ago is as of then, not of now)."""
+    raw = tags.get("opsbook:restore-at")
+    if not raw:
+        return point
+    try:
+        return point.model_copy(update={"at": datetime.fromisoformat(raw)})
+    except ValueError:
+        return point
 
 
 def is_restore_tag(key: str) -> bool:
@@ -197,14 +220,14 @@ def diff_items(restored: list[dict[str, Any]], live: list[dict[str, Any]], key_n
 def groups(diffs: list[ItemDiff], max_items: int = GROUP_ITEMS, max_bytes: int = GROUP_BYTES) -> list[list[ItemDiff]]:
     """The writes in groups (one step each): at most ``max_items`` items or ``max_bytes`` of images a group."""
     out: list[list[ItemDiff]] = []
-    size = 0
+    size = keys = 0
     for d in (d for d in diffs if d.writes):
-        n = len(dumps(canon(d.restored))) + len(dumps(canon(d.live)))
-        if not out or len(out[-1]) >= max_items or size + n > max_bytes:
+        n, k = len(dumps(canon(d.restored))) + len(dumps(canon(d.live))), len(dumps(canon(d.key))) + 1
+        if not out or len(out[-1]) >= max_items or size + n > max_bytes or keys + k > GROUP_KEY_BYTES:
             out.append([])
-            size = 0
+            size = keys = 0
         out[-1].append(d)
-        size += n
+        size, keys = size + n, keys + k
     return out
 
 

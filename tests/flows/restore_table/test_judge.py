@@ -192,3 +192,20 @@ def test_counts_and_rto():
     assert "sandbox RTO" in j.rto_finding("t", 2.0, 30, True).summary
     assert j.rto_finding("t", 2000.0, 30, False).status is Status.WARN
     assert j.rto_finding("t", 2.0, None, False).status is Status.OK
+
+
+def test_a_table_of_the_copys_name_is_ours_only_by_its_tags_untagged_is_taken_as_ours():
+    point = j.parse_restore_point("latest", "todos")
+    tags = j.copy_tags("todos", point.model_copy(update={"at": AT}), 1.0, "run")
+    assert j.copy_of(tags, "todos", point) is True
+    assert j.copy_of(tags, "other", point) is False
+    assert j.copy_of({"team": "x"}, "todos", point) is None  # stopped before tagging: the name derives from both
+    assert j.as_of_copy(point, tags).at == AT  # latest restored earlier is as of then
+    assert j.as_of_copy(point, {}).at is None
+
+
+def test_long_keys_make_smaller_groups_so_a_resource_fits_a_lease_key():
+    diffs = j.diff_items([it("k" * 400 + str(i)) for i in range(5)], [], KEY, AT, None)
+    gs = j.groups(diffs)
+    assert [len(g) for g in gs] == [3, 2]
+    assert all(len(j.items_resource("todos", [d.key for d in g]).encode()) < 2000 for g in gs)
