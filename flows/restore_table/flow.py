@@ -213,7 +213,7 @@ def read_consumers(system: System, table: str, copy: str) -> list[j.Consumer]:
 
 
 @aws_task(iam=["dynamodb:DescribeTimeToLive", "dynamodb:DescribeTable", "dynamodb:DescribeContinuousBackups",
-               "dynamodb:ListTagsOfResource", "dynamodb:Scan", "dynamodb:DescribeBackup"], name="read-switch-state", cache_policy=NO_CACHE)
+               "dynamodb:ListTagsOfResource", "dynamodb:Scan", "dynamodb:DescribeBackup", "dynamodb:BatchGetItem"], name="read-switch-state", cache_policy=NO_CACHE)
 def read_switch_state(system: System, table: str, copy: str, point: j.RestorePoint) -> tuple[dict[str, tuple[str, str]], str, Finding]:
     """Each setting on the table and on the copy, the table's ARN, the copy's count finding."""
     settings: dict[str, tuple[str, str]] = {}
@@ -227,7 +227,8 @@ def read_switch_state(system: System, table: str, copy: str, point: j.RestorePoi
     arn = c.describe_table(TableName=table)["Table"]["TableArn"]
     try:
         expected = ddb.restore_point_facts(system, table, point.arn).get("item_count") if point.arn else None
-        counted = j.count_finding(copy, ddb.scan_count(c, copy), expected, ddb.scan_count(c, table), point.kind)
+        sample = ddb.sample_differences(c, table, copy, ddb.key_names(system, table), system.dr.sample_items)
+        counted = j.count_finding(copy, ddb.scan_count(c, copy), expected, ddb.scan_count(c, table), point.kind, sample=sample)
     except Exception as exc:
         counted = j.count_finding(copy, None, None, None, point.kind, aws.describe_error(exc))
     return settings, arn, counted
@@ -391,7 +392,7 @@ def plan_removal(inv: System, identity: Identity, table: str, point: j.RestorePo
     copy = j.copy_name(table, point.asked)
     cp = read_copy_task.submit(inv, copy).result()
     pointing = [f"{c.function} ({c.variable})" for c in read_consumers.submit(inv, table, copy).result() if c.value == copy]
-    return j.plan_remove(inv.name, identity, table, copy, cp.exists, pointing)
+    return j.plan_remove(inv.name, identity, table, copy, cp.exists, pointing, j.copy_of(cp.tags, table, point))
 
 
 @aws_task(iam=["dynamodb:DescribeTable", "dynamodb:ListTagsOfResource"], name="read-copy", cache_policy=NO_CACHE)

@@ -371,11 +371,14 @@ def plan_switch(system_name: str, identity: Identity, table: str, point: Restore
     return plan
 
 
-def plan_remove(system_name: str, identity: Identity, table: str, copy: str, exists: bool, pointing: list[str]) -> Plan:
-    """The copy deleted, never while a consumer points at it."""
+def plan_remove(system_name: str, identity: Identity, table: str, copy: str, exists: bool, pointing: list[str],
+                ours: bool | None = True) -> Plan:
+    """The copy deleted, never while a consumer points at it, never a table tagged as something else."""
     plan = Plan(runbook=RUNBOOK, system=system_name, identity=identity)
     if not exists:
         plan.unchanged.append(f"{copy}: no such table (already removed, or never restored)")
+    elif ours is False:
+        plan.cannot.append(f"{copy}: its tags say it is not the copy of {table} at this restore point: not removed")
     elif pointing:
         plan.cannot.append(f"{copy}: still in use by {', '.join(pointing)}: not removed (undo the switch first)")
     else:
@@ -387,18 +390,23 @@ def plan_remove(system_name: str, identity: Identity, table: str, copy: str, exi
 # --- verifying -------------------------------------------------------------------------------------
 
 
-def count_finding(copy: str, count: int | None, expected: int | None, live_now: int | None, kind: str, error: str | None = None) -> Finding:
-    """The copy's items counted by scan against the backup's count (a backup), or beside the live table's (PITR: informative)."""
+def count_finding(copy: str, count: int | None, expected: int | None, live_now: int | None, kind: str, error: str | None = None,
+                  sample: tuple[int, int] | None = None) -> Finding:
+    """The copy's items counted by scan against the backup's count (a backup), or beside the live table's (PITR: informative);
+    ``sample``: (live items sampled, how many read otherwise in the copy: changed or added after the restore point)."""
     if error or count is None:
         return Finding(check="restore-copy-count", resource=copy, status=Status.UNKNOWN, summary=f"{copy}: not counted ({error}): not verified")
+    sampled = (f"; {sample[1]} of {sample[0]} live items sampled read otherwise in the copy (written after the restore point)"
+               if sample else "")
+    details = {"expected": expected, "live": live_now, "sampled": sample[0] if sample else None, "differ": sample[1] if sample else None}
     if kind == "backup" and expected is not None:
         ok = count == expected
-        return Finding(check="restore-copy-count", resource=copy, status=Status.OK if ok else Status.WARN, value=count,
-                       details={"expected": expected, "live": live_now},
+        return Finding(check="restore-copy-count", resource=copy, status=Status.OK if ok else Status.WARN, value=count, details=details,
                        summary=f"{copy} holds {count} items; the backup says {expected}" + ("" if ok else
-                               " (a backup's ItemCount can lag by hours: look at it before switching)") + f"; the live table has {live_now}")
-    return Finding(check="restore-copy-count", resource=copy, status=Status.OK, value=count, details={"live": live_now},
-                   summary=f"{copy} holds {count} items; the live table has {live_now} now (writes after the restore point differ)")
+                               " (a backup's ItemCount can lag by hours: look at it before switching)") + f"; the live table has {live_now}"
+                               + sampled)
+    return Finding(check="restore-copy-count", resource=copy, status=Status.OK, value=count, details=details,
+                   summary=f"{copy} holds {count} items; the live table has {live_now} now (writes after the restore point differ)" + sampled)
 
 
 def rto_finding(table: str, seconds: float, target_minutes: float | None, sandbox: bool) -> Finding:

@@ -105,6 +105,9 @@ def test_switch_refused_while_the_role_cannot_reach_the_copy_then_switched_undon
     done = run("yes", table=TABLE, restore_point=arn, mode="switch", dry_run=False)
     assert done.outcome == "done", done.findings
     assert any("writes made to todos after" in n and "NOT in the copy" in n for n in done.plan["notes"])
+    counted = next(f for f in done.findings if f.check == "restore-copy-count")  # the item written after the seed's backup
+    assert counted.status is Status.OK and "holds 0 items; the backup says 0; the live table has 1" in counted.summary
+    assert "1 of 1 live items sampled read otherwise in the copy" in counted.summary
     assert lam.get_function_configuration(FunctionName=FN)["Environment"]["Variables"] == {"TABLE_NAME": copy}
     assert ddb.describe_time_to_live(TableName=copy)["TimeToLiveDescription"]["AttributeName"] == "expires"
     assert ddb.describe_continuous_backups(TableName=copy)["ContinuousBackupsDescription"]["PointInTimeRecoveryDescription"][

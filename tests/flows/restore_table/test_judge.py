@@ -182,6 +182,7 @@ def test_a_copy_is_never_removed_while_in_use():
     assert j.plan_remove("s", ID, "todos", "copy", True, ["api (TABLE)"]).cannot
     assert [a.kind for a in j.plan_remove("s", ID, "todos", "copy", True, []).actions] == [j.REMOVE_KIND]
     assert j.plan_remove("s", ID, "todos", "copy", False, []).actions == []
+    assert j.plan_remove("s", ID, "todos", "copy", True, [], ours=False).cannot
 
 
 def test_counts_and_rto():
@@ -189,6 +190,7 @@ def test_counts_and_rto():
     assert j.count_finding("c", 4, 5, 7, "backup").status is Status.WARN
     assert j.count_finding("c", None, None, None, "backup", "AccessDenied").status is Status.UNKNOWN
     assert j.count_finding("c", 4, None, 7, "latest").status is Status.OK
+    assert "2 of 5 live items sampled read otherwise" in j.count_finding("c", 5, 5, 7, "backup", sample=(5, 2)).summary
     assert "sandbox RTO" in j.rto_finding("t", 2.0, 30, True).summary
     assert j.rto_finding("t", 2000.0, 30, False).status is Status.WARN
     assert j.rto_finding("t", 2.0, None, False).status is Status.OK

@@ -407,17 +407,10 @@ def rc_twin(report: dict) -> int:
 
 
 def _table_items_lost(sb, system) -> str:
-    """todos with 25 items, a backup of them, then 12 deleted (two groups of writes) and one edited after the backup
-    (newer: never overwritten). The backup's ARN (the restore point)."""
-    import boto3
-    ddb = boto3.client("dynamodb", region_name=system.region, endpoint_url=sb.endpoint)
-    for i in range(25):
-        ddb.put_item(TableName="todos", Item={"id": {"S": f"t{i:02d}"}, "n": {"N": str(i)}, "updated_at": {"S": "2026-01-01T00:00:00Z"}})
-    arn = ddb.create_backup(TableName="todos", BackupName="before")["BackupDetails"]["BackupArn"]
-    for i in range(12):
-        ddb.delete_item(TableName="todos", Key={"id": {"S": f"t{i:02d}"}})
-    ddb.put_item(TableName="todos", Item={"id": {"S": "t20"}, "n": {"N": "-1"}, "updated_at": {"S": "2099-01-01T00:00:00Z"}})
-    return arn
+    """todos with 25 items, a backup of them, then 12 deleted (two groups of writes), one edited after the backup (newer:
+    never overwritten) and one added. The backup's ARN (the restore point)."""
+    from sandbox.faults import apply_fault
+    return apply_fault(sb, system, "table-items-deleted", items=25, deleted=12)["backup_arn"]
 
 
 @pytest.mark.parametrize("sid", ["restore-table-items"])
@@ -435,7 +428,7 @@ def test_restore_table_items_killed_at_every_step_boundary_writes_each_item_once
 
     def state(inv) -> tuple[dict[str, str], int]:
         ddb = boto3.client("dynamodb", region_name=inv.region, endpoint_url=sandbox.endpoint)
-        rows = {it["id"]["S"]: it["n"]["N"] for it in ddb.scan(TableName="todos", ConsistentRead=True)["Items"]}
+        rows = {it["id"]["S"]: it["title"]["S"] for it in ddb.scan(TableName="todos", ConsistentRead=True)["Items"]}
         return rows, len([t for t in ddb.list_tables()["TableNames"] if t.startswith("todos-restore-")])
 
     def groups_written(inv) -> list[str]:
@@ -446,7 +439,8 @@ def test_restore_table_items_killed_at_every_step_boundary_writes_each_item_once
     rc, twin, err = run_cli(prefect_env, sandbox, "restore-table", inv_path, params)
     assert twin and twin["outcome"] == "done", err[-3000:]
     want_state, want_groups = state(inv), groups_written(inv)
-    assert len(want_groups) == 2 and want_state[1] == 1 and len(want_state[0]) == 25 and want_state[0]["t20"] == "-1"
+    assert len(want_groups) == 2 and want_state[1] == 1 and len(want_state[0]) == 26
+    assert want_state[0]["t24"] == "edited after the backup" and want_state[0]["t00"] == "task 0"
     for kill_at in ["leased:1", "intended:1", "intended:2", "acted:1", "acted:2", "recorded:1", "recorded:2", "settled:1"]:
         inv, params = setup()
         rc, _, err = run_cli(prefect_env, sandbox, "restore-table", inv_path, params, kill_at=kill_at)
