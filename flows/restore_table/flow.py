@@ -361,8 +361,20 @@ def restore_table(
     settle_timeout_s: SettleTimeout = 0,
     undo_run: UndoRun = "",
 ) -> Any:
-    """Restore a DynamoDB table to a point in time or from a backup into a tagged copy, then write back the lost items
-    (items) or point the consumers at the copy (switch); verified, recorded, undoable. dry_run (default) ends after the plan."""
+    """Restore a DynamoDB table to a point in time or from a backup into a tagged copy (``<table>-restore-<digest>``: a
+    re-run continues with it, never a second one), then write back the lost items (items) or point the consumers at the
+    copy (switch). Which to use, and what each touches: docs/restores.md.
+
+    items: the copy diffed against the live table; deleted items and items changed without a newer update time are put
+    back (conditional PutItem, in parallel, groups of 10 with progress); newer, added and unknown-age items are never
+    touched (keys=[...] names the ones to put back regardless of age). switch: TTL, stream, PITR and tags copied onto the
+    copy, counted and sampled, each consumer's role checked against the copy's ARN, then the consumers' environment
+    variable rewritten; writes after the restore point are not in the copy (the plan says so).
+
+    dry_run (default) ends after the plan and makes no copy. Otherwise the copy is restored first (a table of its own),
+    then the run asks for approval (a form on the paused run in the UI; the shell's prompt or --yes), writes, reads back,
+    records and notifies, with the RTO against dr.rto_table_minutes. ``undo_run``: the previous item images or
+    environment values of that run back. ``remove_copy``: the copy deleted, never while a consumer names it."""
     inv = load_system(system)
     session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s, appliers=APPLIERS)
     with session:
