@@ -39,6 +39,10 @@ CATALOGUE: list[Runbook] = [
     Runbook("restore-index", "flows.restore_index.flow", "restore_index", True,
             "bring an OpenSearch index back from a snapshot (named or latest): restored copy behind its alias, or in place; verified, undoable",
             needs("OpenSearch domain", lambda s: s.opensearch_domains)),
+    Runbook("restore-table", "flows.restore_table.flow", "restore_table", True,
+            "bring a DynamoDB table's data back from a backup or a point in time: a tagged copy, then the lost items written back "
+            "(never a newer one) or the consumers switched to it; verified, undoable",
+            needs("DynamoDB table", lambda s: s.dynamodb_tables)),
     Runbook("remediate-dynamodb-throttling", "flows.remediate_dynamodb_throttling.flow", "remediate_dynamodb_throttling", True,
             "throttled tables: throttle events, consumed vs provisioned, auto scaling; on-demand, capacity or bounds behind approval",
             needs("DynamoDB table", lambda s: s.dynamodb_tables or s.discovery.tags)),

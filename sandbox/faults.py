@@ -255,6 +255,15 @@ def _register_processing_faults() -> None:
 
 _register_processing_faults()
 
+def _register_table_restore() -> None:
+    """Items lost after a backup, and a function reading a table (restore-table); sandbox.table_restore owns them."""
+    from sandbox import table_restore
+
+    FAULTS.update(table_restore.SCENARIOS)
+
+
+_register_table_restore()
+
 # What `opsbook demo` injects into each seed system.
 DEMO_FAULTS: dict[str, list[str]] = {
     "hr-resource-optimization": ["alarm-firing", "log-errors", "opensearch-red"],

@@ -417,3 +417,39 @@ def read_reserved_concurrency(system: System, names: list[str], deadline: aws.De
     for fn, res, err in aws.parallel(lambda n: c.get_function_concurrency(FunctionName=n), names, deadline=deadline):
         out[fn] = aws.describe_error(err) if err is not None else res.get("ReservedConcurrentExecutions")
     return out
+
+
+# --- a function's environment variables (restore-table's cutover). Plain functions: the calling step declares them.
+
+UNSET = "(unset)"
+
+
+@declares(["lambda:GetFunctionConfiguration"])
+def read_environment(system: System, fn: str) -> tuple[dict[str, str], str]:
+    """(its environment variables, its execution role's name)."""
+    cfg = aws.client("lambda", system.region).get_function_configuration(FunctionName=fn)
+    return dict((cfg.get("Environment") or {}).get("Variables") or {}), str(cfg.get("Role", "")).rsplit("/", 1)[-1]
+
+
+@declares(["lambda:GetFunctionConfiguration"])
+def read_env_var(system: System, resource: str) -> str:
+    """``resource``: FUNCTION/env/VARIABLE; its value, or (unset)."""
+    fn, _, var = resource.partition("/env/")
+    return read_environment(system, fn)[0].get(var, UNSET)
+
+
+@declares(["lambda:GetFunctionConfiguration", "lambda:UpdateFunctionConfiguration"])
+def set_env_var(system: System, resource: str, value: str) -> None:
+    """Set one variable, the others as they are (idempotent); waits for the update to finish."""
+    fn, _, var = resource.partition("/env/")
+    settle = min(float(system.mutations.settle_timeout_s), 300.0)
+    cfg = wait_updated(system, fn, settle)
+    env = dict((cfg.get("Environment") or {}).get("Variables") or {})
+    if env.get(var, UNSET) == value:
+        return
+    if value == UNSET:
+        env.pop(var, None)
+    else:
+        env[var] = value
+    aws.client("lambda", system.region).update_function_configuration(FunctionName=fn, Environment={"Variables": env})
+    wait_updated(system, fn, settle)

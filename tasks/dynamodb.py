@@ -771,3 +771,169 @@ def item_exists(system: System, table: str, key: dict[str, str]) -> bool:
     item = aws.client("dynamodb", system.region).get_item(TableName=table, Key={a: {"S": v} for a, v in key.items()}, ConsistentRead=True,
                                                           ProjectionExpression=", ".join(names), ExpressionAttributeNames=names).get("Item")
     return item is not None
+
+
+# --- restore-table: a restored copy (tagged with its source and restore point), its items, its settings. Plain functions:
+# the calling task or step declares their IAM actions.
+
+
+class TableCopy(BaseModel):
+    name: str
+    exists: bool = False
+    status: str | None = None
+    arn: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+@declares(["dynamodb:DescribeTable", "dynamodb:ListTagsOfResource"])
+def read_table_copy(system: System, name: str) -> TableCopy:
+    c = aws.client("dynamodb", system.region)
+    try:
+        desc = c.describe_table(TableName=name)["Table"]
+    except ClientError as exc:
+        if aws.error_code(exc) == "ResourceNotFoundException":
+            return TableCopy(name=name)
+        raise
+    tags = {t["Key"]: t["Value"] for t in aws.paginate(c, "list_tags_of_resource", "Tags", ResourceArn=desc["TableArn"])}
+    return TableCopy(name=name, exists=True, status=desc.get("TableStatus"), arn=desc["TableArn"], tags=tags)
+
+
+@declares(["dynamodb:DescribeBackup", "dynamodb:DescribeContinuousBackups"])
+def restore_point_facts(system: System, table: str, arn: str | None) -> dict[str, Any]:
+    """A backup's creation time, item count and source table; or the table's PITR status and latest restorable time."""
+    c = aws.client("dynamodb", system.region)
+    if arn:
+        d = c.describe_backup(BackupArn=arn)["BackupDescription"]
+        det, src = d["BackupDetails"], d.get("SourceTableDetails", {})
+        return {"at": det["BackupCreationDateTime"], "status": det.get("BackupStatus"), "item_count": src.get("ItemCount"),
+                "source": src.get("TableName")}
+    pitr = c.describe_continuous_backups(TableName=table)["ContinuousBackupsDescription"].get("PointInTimeRecoveryDescription", {})
+    return {"status": pitr.get("PointInTimeRecoveryStatus", "DISABLED"), "at": pitr.get("LatestRestorableDateTime"),
+            "earliest": pitr.get("EarliestRestorableDateTime")}
+
+
+@declares(["dynamodb:RestoreTableFromBackup", "dynamodb:RestoreTableToPointInTime", "dynamodb:TagResource"])
+def start_table_restore(system: System, table: str, copy: str, arn: str | None, at: datetime | None, tags: dict[str, str]) -> str:
+    """Restore into ``copy`` (a backup ARN, a time, else the latest restorable time) and tag it; its ARN."""
+    c = aws.client("dynamodb", system.region)
+    if arn:
+        res = c.restore_table_from_backup(TargetTableName=copy, BackupArn=arn)
+    elif at is not None:
+        res = c.restore_table_to_point_in_time(SourceTableName=table, TargetTableName=copy, RestoreDateTime=at)
+    else:
+        res = c.restore_table_to_point_in_time(SourceTableName=table, TargetTableName=copy, UseLatestRestorableTime=True)
+    copy_arn = res["TableDescription"]["TableArn"]
+    c.tag_resource(ResourceArn=copy_arn, Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+    return copy_arn
+
+
+@declares(["dynamodb:DescribeTable", "dynamodb:TagResource"])
+def tag_table(system: System, table: str, tags: dict[str, str]) -> None:
+    c = aws.client("dynamodb", system.region)
+    arn = c.describe_table(TableName=table)["Table"]["TableArn"]
+    c.tag_resource(ResourceArn=arn, Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+
+
+@declares(["dynamodb:DescribeTable"])
+def wait_table_active(system: System, table: str, copy: str, timeout_s: float, label: str) -> str | None:
+    c = aws.client("dynamodb", system.region)
+    return wait_active(c, table, copy, c.describe_table(TableName=copy)["Table"].get("TableStatus"), time.monotonic(), timeout_s, label)
+
+
+@declares(["dynamodb:DescribeTable"])
+def key_names(system: System, table: str) -> list[str]:
+    schema = aws.client("dynamodb", system.region).describe_table(TableName=table)["Table"]["KeySchema"]
+    return [k["AttributeName"] for k in sorted(schema, key=lambda k: k["KeyType"] != "HASH")]
+
+
+@declares(["dynamodb:Scan"])
+def scan_items(system: System, table: str) -> list[dict[str, Any]]:
+    """Every item of the table (a consistent scan)."""
+    c = aws.client("dynamodb", system.region)
+    return [it for page in c.get_paginator("scan").paginate(TableName=table, ConsistentRead=True) for it in page["Items"]]
+
+
+@declares(["dynamodb:BatchGetItem"])
+def get_items(system: System, table: str, keys: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+    """The items of ``keys`` (consistent reads), in their order; None where there is none."""
+    c = aws.client("dynamodb", system.region)
+    got: list[dict[str, Any]] = []
+    for i in range(0, len(keys), 100):
+        req: dict[str, Any] = {table: {"Keys": keys[i: i + 100], "ConsistentRead": True}}
+        while req:
+            r = c.batch_get_item(RequestItems=req)
+            got += r["Responses"].get(table, [])
+            req = r.get("UnprocessedKeys") or {}
+    names = list(keys[0]) if keys else []
+    by = {json.dumps({k: it[k] for k in names}, sort_keys=True): it for it in got}
+    return [by.get(json.dumps(k, sort_keys=True)) for k in keys]
+
+
+def _equals(image: dict[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]]:
+    names = {f"#a{i}": a for i, a in enumerate(sorted(image))}
+    values = {f":v{i}": image[a] for i, a in enumerate(sorted(image))}
+    return " AND ".join(f"#a{i} = :v{i}" for i in range(len(image))), names, values
+
+
+@declares(["dynamodb:PutItem", "dynamodb:DeleteItem"])
+def write_item_if(system: System, table: str, key: dict[str, Any], image: dict[str, Any] | None, expected: dict[str, Any] | None) -> None:
+    """Put ``image`` (None: delete the item) only while the live item is still ``expected`` (None: there is none):
+    ConditionalCheckFailedException otherwise, and nothing is written."""
+    c = aws.client("dynamodb", system.region)
+    if expected is None:
+        names = {f"#k{i}": k for i, k in enumerate(key)}
+        cond: dict[str, Any] = {"ConditionExpression": " AND ".join(f"attribute_not_exists(#k{i})" for i in range(len(key))),
+                                "ExpressionAttributeNames": names}
+    else:
+        expr, names, values = _equals(expected)
+        cond = {"ConditionExpression": expr, "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}
+    if image is None:
+        c.delete_item(TableName=table, Key=key, **cond)
+    else:
+        c.put_item(TableName=table, Item=image, **cond)
+
+
+@declares(["dynamodb:DescribeTimeToLive", "dynamodb:DescribeTable", "dynamodb:DescribeContinuousBackups", "dynamodb:ListTagsOfResource"])
+def read_table_setting(system: System, table: str, setting: str) -> str:
+    """A setting a restore does not bring, as a value: ttl (off | attribute NAME), stream (off | its view type),
+    pitr (ENABLED | DISABLED), tags (JSON, without opsbook's restore tags)."""
+    c = aws.client("dynamodb", system.region)
+    if setting == "ttl":
+        d = c.describe_time_to_live(TableName=table).get("TimeToLiveDescription", {})
+        return f"attribute {d['AttributeName']}" if d.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and d.get("AttributeName") else "off"
+    if setting == "stream":
+        s = c.describe_table(TableName=table)["Table"].get("StreamSpecification") or {}
+        return s.get("StreamViewType", "off") if s.get("StreamEnabled") else "off"
+    if setting == "pitr":
+        return read_pitr(system, table)
+    arn = c.describe_table(TableName=table)["Table"]["TableArn"]
+    tags = {t["Key"]: t["Value"] for t in aws.paginate(c, "list_tags_of_resource", "Tags", ResourceArn=arn)}
+    return json.dumps({k: v for k, v in tags.items() if not k.startswith("opsbook:restore-")}, sort_keys=True)
+
+
+@declares(["dynamodb:UpdateTimeToLive", "dynamodb:UpdateTable", "dynamodb:UpdateContinuousBackups", "dynamodb:TagResource",
+           "dynamodb:DescribeTable"])
+def set_table_setting(system: System, table: str, setting: str, value: str) -> None:
+    c = aws.client("dynamodb", system.region)
+    if setting == "ttl":
+        now = read_table_setting(system, table, "ttl")
+        attr = value.removeprefix("attribute ") if value != "off" else now.removeprefix("attribute ")
+        if now != value and attr != "off":
+            c.update_time_to_live(TableName=table, TimeToLiveSpecification={"Enabled": value != "off", "AttributeName": attr})
+    elif setting == "stream":
+        spec = {"StreamEnabled": False} if value == "off" else {"StreamEnabled": True, "StreamViewType": value}
+        c.update_table(TableName=table, StreamSpecification=spec)
+    elif setting == "pitr":
+        set_pitr(system, table, value)
+    else:
+        arn = c.describe_table(TableName=table)["Table"]["TableArn"]
+        c.tag_resource(ResourceArn=arn, Tags=[{"Key": k, "Value": v} for k, v in json.loads(value).items()])
+
+
+@declares(["dynamodb:DeleteTable"])
+def delete_table(system: System, table: str) -> None:
+    try:
+        aws.client("dynamodb", system.region).delete_table(TableName=table)
+    except ClientError as exc:
+        if aws.error_code(exc) != "ResourceNotFoundException":
+            raise

@@ -101,3 +101,34 @@ def test_to_document_gives_plain_json():
     item = {"n": {"N": "2.5"}, "k": {"N": "7"}, "ss": {"SS": ["b", "a"]}, "m": {"M": {"x": {"BOOL": True}}},
             "b": {"B": b"\x00\x01"}, "l": {"L": [{"N": "1"}, {"S": "s"}, {"NULL": True}]}}
     assert dynamodb.to_document(item) == {"n": 2.5, "k": 7, "ss": ["a", "b"], "m": {"x": True}, "b": "AAE=", "l": [1, "s", None]}
+
+
+# --- restore-table's item writes (in-process moto): a conditional write never overwrites what it did not read ---------
+
+
+def test_conditional_item_writes_and_reads_in_key_order(aws_mock):
+    import boto3
+    from botocore.exceptions import ClientError
+
+    from opsbook.inventory import System
+
+    system = System(name="t", region="us-east-1")
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    ddb.create_table(TableName="T", BillingMode="PAY_PER_REQUEST", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                     AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+    a = {"id": {"S": "a"}, "v": {"N": "1"}, "s": {"SS": ["x", "y"]}}
+    ka, kb = {"id": {"S": "a"}}, {"id": {"S": "b"}}
+    dynamodb.write_item_if(system, "T", ka, a, None)  # absent as read: written
+    with pytest.raises(ClientError, match="ConditionalCheckFailed"):
+        dynamodb.write_item_if(system, "T", ka, a, None)  # it exists now: never overwritten
+    newer = {**a, "v": {"N": "2"}}
+    with pytest.raises(ClientError, match="ConditionalCheckFailed"):
+        dynamodb.write_item_if(system, "T", ka, newer, {**a, "v": {"N": "9"}})  # not what was read: nothing written
+    dynamodb.write_item_if(system, "T", ka, newer, a)
+    assert dynamodb.get_items(system, "T", [kb, ka]) == [None, newer]
+    dynamodb.write_item_if(system, "T", ka, None, newer)  # an undo of a put-back item: deleted while still as written
+    assert dynamodb.get_items(system, "T", [ka]) == [None]
+    assert dynamodb.key_names(system, "T") == ["id"]
+    assert dynamodb.read_table_setting(system, "T", "ttl") == "off"
+    dynamodb.set_table_setting(system, "T", "ttl", "attribute exp")
+    assert dynamodb.read_table_setting(system, "T", "ttl") == "attribute exp"
