@@ -91,7 +91,6 @@ def _demo_case(applied: list[dict[str, Any]], no_postgres: str | None) -> int:
 def demo(keep_server: bool = False, verbose: bool = False) -> int:
     from opsbook import aws, runner, server
     from opsbook.report import RunReport
-
     from sandbox.postgres import missing_postgres
 
     t0 = time.monotonic()

@@ -91,7 +91,7 @@ def connect(system: System, db: CaseDatabase) -> Iterator[Any]:
                                sslmode=sslmode, connect_timeout=db.connect_timeout_s, application_name="opsbook", **kw)
     except psycopg.OperationalError as exc:
         raise CaseDbUnavailable(f"cannot connect to {db.database} on {host}:{port} as {db.user} (sslmode {sslmode}): "
-                                f"{str(exc).strip().splitlines()[-1]}") from None
+                                f"{' '.join(line.strip() for line in str(exc).strip().splitlines())}") from None
     try:
         yield conn
     finally:

@@ -150,6 +150,21 @@ def test_an_unknown_case_is_refused(leh, sandbox):
     assert bad.outcome == "refused" and "not a case id" in bad.findings[-1].summary
 
 
+def test_without_a_case_database_it_says_what_to_configure(sandbox, tmp_path):
+    import yaml
+
+    from opsbook.inventory import SYSTEMS_DIR
+
+    data = yaml.safe_load((SYSTEMS_DIR / "leh.yaml").read_text())
+    del data["case_store"]["database"]
+    (tmp_path / "leh.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
+    with shell_approval("yes"):
+        report = reindex_case(system=str(tmp_path / "leh.yaml"), case_id=CASE, dry_run=False, return_state=True).result(raise_on_failure=False)
+    assert report.outcome == "refused" and report.status is Status.UNKNOWN and report.records == []
+    assert "names no database for its cases; configure case_store.database" in report.findings[-1].summary
+    assert "password_secret" in report.findings[-1].summary and "nothing was changed" in report.findings[-1].summary
+
+
 def test_a_large_case_pages_batches_and_is_covered_by_the_policy(leh, sandbox, capsys, monkeypatch):
     from opensearchpy.transport import Transport
 
