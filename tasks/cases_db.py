@@ -52,7 +52,7 @@ def where(db: CaseDatabase, environ: dict[str, str] | None = None) -> tuple[str,
         return host.strip("[]"), int(port), "disable"
     if env.get(LOOPBACK_ENV) == "1" and not is_loopback_host(db.host):
         raise CaseDbUnavailable(f"{LOOPBACK_ENV}=1 (the sandbox or the tests): not connecting to {db.host}; the sandbox sets "
-                                f"{ENDPOINT_ENV} to its local PostgreSQL when it seeds a case")
+                                f"{ENDPOINT_ENV} to its local PostgreSQL when it seeds a case (--sandbox --fault leh:leh-case-deleted)")
     return db.host, db.port, db.sslmode
 
 
