@@ -6,7 +6,9 @@ One cluster in a temp dir, listening on 127.0.0.1:<free port> only (its socket i
 ``postgres`` user (``runuser -u postgres --``) in a temp dir that user owns; as anyone else, as that user.
 
 ``password`` set: TCP connections need it (scram-sha-256, as RDS asks for one); the local socket stays trusted
-for the set-up. Where the server package is missing, ``missing_postgres()`` says what to install.
+for the set-up. ``tls``: TCP offers TLS with a throwaway self-signed certificate (``sslmode=require`` works as against
+RDS), where ``openssl`` is installed (``tls`` says whether it is on). Where the server package is missing,
+``missing_postgres()`` says what to install.
 """
 
 from __future__ import annotations
@@ -64,13 +66,32 @@ def tail(path: Path, n: int = 40) -> str:
 class Postgres:
     """A throwaway PostgreSQL cluster listening on 127.0.0.1:<free port>, socket in its temp dir."""
 
-    def __init__(self, database: str = "prefect", password: str | None = None) -> None:
+    def __init__(self, database: str = "prefect", password: str | None = None, tls: bool = False) -> None:
         self.database = database
         self.password = password  # the superuser's (postgres) password over TCP; None: trusted
+        self.tls_wanted = tls  # TLS on TCP with a throwaway self-signed certificate (as RDS offers TLS), where openssl is here
+        self.tls = False  # whether it is on
         self.bindir = postgres_bindir()
         self.port = 0
         self.dir: Path | None = None
         self.started = False
+
+    def _certificate(self) -> list[str]:
+        """A self-signed certificate for 127.0.0.1 (a day), the server's options for it; [] without openssl."""
+        openssl = shutil.which("openssl")
+        if not openssl or self.dir is None:
+            return []
+        crt, key = self.dir / "server.crt", self.dir / "server.key"
+        out = subprocess.run([openssl, "req", "-new", "-x509", "-days", "1", "-nodes", "-subj", "/CN=127.0.0.1", "-newkey", "rsa:2048",
+                              "-keyout", str(key), "-out", str(crt)], capture_output=True, text=True, timeout=60, check=False)
+        if out.returncode != 0:
+            return []
+        os.chmod(key, 0o600)
+        if os.geteuid() == 0:
+            for f in (crt, key):
+                shutil.chown(f, "postgres", "postgres")
+        self.tls = True
+        return [f"-c ssl=on -c ssl_cert_file={crt} -c ssl_key_file={key}"]
 
     def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         cmd = [str(self.bindir / args[0]), *args[1:]]
@@ -103,8 +124,8 @@ class Postgres:
         if self.password is not None:
             (self.dir / "pwfile").unlink()
         self.port = free_port()
-        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off -c synchronous_commit=off "
-                "-c full_page_writes=off -c max_connections=200")
+        opts = " ".join([f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off -c synchronous_commit=off "
+                         "-c full_page_writes=off -c max_connections=200", *(self._certificate() if self.tls_wanted else [])])
         self._run("pg_ctl", "-D", data, "-l", str(self.dir / "postgres.log"), "-o", opts, "-w", "-t", "60", "start")
         self.started = True
         self._run("createdb", "-h", str(self.dir), "-p", str(self.port), "-U", "postgres", self.database)

@@ -125,7 +125,8 @@ class Sandbox:
 
     def start_postgres(self) -> Any:
         """The local PostgreSQL standing in for the case stores' databases (loopback only; started once, on first use: initdb
-        takes seconds the runs that need no case store do not pay). Points this process at it (OPSBOOK_CASE_DB_ENDPOINT);
+        takes seconds the runs that need no case store do not pay), with TLS where openssl is here (sslmode require, as
+        against RDS). Points this process at it (OPSBOOK_CASE_DB_ENDPOINT, OPSBOOK_CASE_DB_SSLMODE);
         RuntimeError saying what to install where the server package is missing."""
         import secrets
 
@@ -135,13 +136,15 @@ class Sandbox:
             why = missing_postgres()
             if why:
                 raise RuntimeError(f"the sandbox's case store needs a local PostgreSQL: {why}")
-            self.postgres = Postgres(database="postgres_sandbox", password=secrets.token_urlsafe(18)).start()
+            self.postgres = Postgres(database="postgres_sandbox", password=secrets.token_urlsafe(18), tls=True).start()
         os.environ.update(self.postgres_env())
         return self.postgres
 
     def postgres_env(self) -> dict[str, str]:
         started = self.postgres is not None and self.postgres.started
-        return {"OPSBOOK_CASE_DB_ENDPOINT": f"127.0.0.1:{self.postgres.port}"} if started else {}
+        if not started:
+            return {}
+        return {"OPSBOOK_CASE_DB_ENDPOINT": f"127.0.0.1:{self.postgres.port}", "OPSBOOK_CASE_DB_SSLMODE": "require" if self.postgres.tls else "disable"}
 
     def __enter__(self) -> Sandbox:
         return self.start()

@@ -7,7 +7,8 @@ with psycopg.sql.Identifier); values are always parameters.
 
 Where the connection goes: the inventory's host and port, TLS as its ``sslmode`` says (``require`` by default, as RDS
 asks). ``OPSBOOK_CASE_DB_ENDPOINT=127.0.0.1:<port>`` (the sandbox sets it) points every case database at a local
-PostgreSQL instead; it must be loopback, and TLS is then off (a local server has no certificate). With
+PostgreSQL instead; it must be loopback, and its TLS is ``OPSBOOK_CASE_DB_SSLMODE`` (``require``: the sandbox's
+self-signed certificate, encrypted but not verified; ``disable``, the default: none). With
 ``OPSBOOK_LOOPBACK_ONLY=1`` (the sandbox, the tests) a database off this machine is refused before connecting.
 The password is read at connect time from Secrets Manager or the environment and never leaves this module.
 """
@@ -27,6 +28,7 @@ from opsbook.iam import aws_task, declares
 from opsbook.inventory import CaseDatabase, System, is_loopback_host
 
 ENDPOINT_ENV = "OPSBOOK_CASE_DB_ENDPOINT"  # host:port of a local PostgreSQL standing in for every case database (the sandbox)
+SSLMODE_ENV = "OPSBOOK_CASE_DB_SSLMODE"  # its TLS: require (a self-signed certificate) or disable (none); default disable
 LOOPBACK_ENV = "OPSBOOK_LOOPBACK_ONLY"
 NO_STATUS = "(none)"  # the row's status is NULL
 NO_CASE = "(no such case)"
@@ -49,7 +51,10 @@ def where(db: CaseDatabase, environ: dict[str, str] | None = None) -> tuple[str,
         if not host or not port.isdigit() or not is_loopback_host(host):
             raise CaseDbUnavailable(f"{ENDPOINT_ENV}={override!r} is not a loopback host:port (it stands in for the case "
                                     "database on this machine only)")
-        return host.strip("[]"), int(port), "disable"
+        sslmode = (env.get(SSLMODE_ENV) or "disable").strip()
+        if sslmode not in ("disable", "require"):
+            raise CaseDbUnavailable(f"{SSLMODE_ENV}={sslmode!r}: a local stand-in takes require or disable")
+        return host.strip("[]"), int(port), sslmode
     if env.get(LOOPBACK_ENV) == "1" and not is_loopback_host(db.host):
         raise CaseDbUnavailable(f"{LOOPBACK_ENV}=1 (the sandbox or the tests): not connecting to {db.host}; the sandbox sets "
                                 f"{ENDPOINT_ENV} to its local PostgreSQL when it seeds a case (--sandbox --fault leh:leh-case-deleted)")

@@ -48,6 +48,10 @@ def test_allowed_settings():
 def test_where_the_connection_goes():
     assert cases_db.where(db(), {}) == (RDS, 5432, "require")
     assert cases_db.where(db(), {"OPSBOOK_CASE_DB_ENDPOINT": "127.0.0.1:6543"}) == ("127.0.0.1", 6543, "disable")
+    local_tls = {"OPSBOOK_CASE_DB_ENDPOINT": "127.0.0.1:6543", "OPSBOOK_CASE_DB_SSLMODE": "require"}
+    assert cases_db.where(db(), local_tls) == ("127.0.0.1", 6543, "require")
+    with pytest.raises(cases_db.CaseDbUnavailable, match="takes require or disable"):
+        cases_db.where(db(), {**local_tls, "OPSBOOK_CASE_DB_SSLMODE": "verify-full"})
     with pytest.raises(cases_db.CaseDbUnavailable, match="not a loopback host:port"):
         cases_db.where(db(), {"OPSBOOK_CASE_DB_ENDPOINT": "db.example.com:5432"})
     with pytest.raises(cases_db.CaseDbUnavailable, match=f"OPSBOOK_LOOPBACK_ONLY=1 .*not connecting to {RDS}"):
@@ -78,7 +82,27 @@ def test_the_password_from_secrets_manager_or_the_environment(aws_mock, monkeypa
 def test_an_unreachable_database_says_where_and_never_the_password(aws_mock, monkeypatch, closed_port):
     boto3.client("secretsmanager", region_name="ap-northeast-2").create_secret(Name="leh/db", SecretString="hunter2-secret")
     monkeypatch.setenv("OPSBOOK_CASE_DB_ENDPOINT", f"127.0.0.1:{closed_port}")
+    monkeypatch.delenv("OPSBOOK_CASE_DB_SSLMODE", raising=False)  # the default: disable
     with pytest.raises(cases_db.CaseDbUnavailable) as e:
         cases_db.read_status(SYS, db(connect_timeout_s=2), "CASE-1")
     assert f"cannot connect to leh on 127.0.0.1:{closed_port} as ops (sslmode disable)" in str(e.value)
     assert "hunter2" not in str(e.value)
+
+
+def test_the_sandboxs_case_database_speaks_tls_and_needs_the_password(seeded, sandbox, case_postgres):
+    """What the sandbox stands in for RDS with: TLS (sslmode require) and a password (scram) from Secrets Manager."""
+    import psycopg
+
+    from sandbox.leh_cases import case_db
+
+    leh = seeded("leh")
+    d = case_db(sandbox, leh)
+    if not case_postgres.tls:
+        pytest.skip("openssl is missing: the sandbox's PostgreSQL runs without TLS")
+    assert cases_db.where(d) == ("127.0.0.1", case_postgres.port, "require")
+    with cases_db.connect(leh, d) as conn:
+        assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone() == (True,)
+        assert conn.execute("SELECT current_user").fetchone() == ("opsbook_cases",)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(host="127.0.0.1", port=case_postgres.port, dbname="leh", user="opsbook_cases", password="wrong",
+                        sslmode="require", connect_timeout=5).close()
