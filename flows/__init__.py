@@ -34,7 +34,7 @@ CATALOGUE: list[Runbook] = [
     Runbook("maintenance-audit", "flows.maintenance_audit.flow", "maintenance_audit", True,
             "log retention, tmp/ lifecycle, audit-log PII sample, runtimes, Lambda memory/timeout drift, IAM roles, tags, KMS, secrets, security groups, RDS"),
     Runbook("reindex-case", "flows.reindex_case.flow", "reindex_case", True,
-            "restore a soft-deleted case and rebuild its search index from DynamoDB",
+            "restore a soft-deleted case in its SQL database (PostgreSQL/RDS) and rebuild its search index from DynamoDB with the product's mapping",
             needs("case_store section", lambda s: s.case_store)),
     Runbook("restore-index", "flows.restore_index.flow", "restore_index", True,
             "bring an OpenSearch index back from a snapshot (named or latest): restored copy behind its alias, or in place; verified, undoable",

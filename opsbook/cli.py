@@ -386,7 +386,7 @@ def build_parser() -> Parser:
     se.add_argument("--fault", action="append", metavar="SYSTEM:FAULT", help="with --sandbox: inject a named fault")
     se.add_argument("-v", "--verbose", action="store_true")
     se.set_defaults(fn=cmd_serve)
-    d = sub.add_parser("demo", help="sandbox + faults + daily-health for the four seed systems")
+    d = sub.add_parser("demo", help="sandbox + faults + daily-health for the four seed systems (+ reindex-case's plan for a closed LEH case)")
     d.add_argument("--keep-server", action="store_true", help="leave the Prefect server running to browse the runs")
     d.add_argument("-v", "--verbose", action="store_true")
     d.set_defaults(fn=cmd_demo)

@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from datetime import datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -420,16 +420,74 @@ class BillShock(Strict):
     retention_warn_fraction: float = Field(0.5, gt=0, lt=1, description="warn when a pause has lasted this share of the queue's retention")
 
 
-class CaseStore(Strict):
-    """LEH's cases (the seed's SQL ``cases`` table, kept in DynamoDB here) and their search index."""
+_SQL_NAME = r"^[A-Za-z_][A-Za-z0-9_$]*$"
+_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
-    cases_table: str = "leh-cases"
-    case_key: str = "case_id"
-    status_attribute: str = "status"
+
+def is_loopback_host(host: str) -> bool:
+    """localhost or a loopback address (127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    host = host.strip("[]").lower()
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class CaseDatabase(Strict):
+    """The SQL database holding LEH's ``cases`` table (seed 003 시나리오 B: ``UPDATE cases SET status = 'active' WHERE id =
+    '{case_id}'`` on its RDS PostgreSQL), reached with psycopg 3. The password comes from Secrets Manager (``password_secret``:
+    a plain string, or JSON with a ``password`` key as RDS keeps it) or from an environment variable (``password_env``), read at
+    connect time and never shown. The sandbox points every case database at its local PostgreSQL (OPSBOOK_CASE_DB_ENDPOINT,
+    loopback only)."""
+
+    host: str = Field(min_length=1, description="the database's endpoint (an RDS instance's Endpoint.Address)")
+    port: int = Field(5432, ge=1, le=65535)
+    database: str = Field(min_length=1, description="the database (dbname) holding the cases table")
+    user: str = Field(min_length=1, description="the database user opsbook connects as (needs SELECT and UPDATE on the table)")
+    sslmode: Literal["disable", "require", "verify-ca", "verify-full"] = Field(
+        "require", description="libpq sslmode: TLS as RDS requires (verify-full with sslrootcert to check the RDS CA); "
+        "disable only for a database on loopback")
+    sslrootcert: str | None = Field(None, description="the CA bundle for verify-ca / verify-full (e.g. RDS's global-bundle.pem)")
+    password_secret: str | None = Field(None, description="Secrets Manager secret id or ARN holding the password")
+    password_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                     description="environment variable holding the password (read at connect time)")
+    table: str = Field("cases", pattern=r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$",
+                       description="the cases table (optionally schema.table)")
+    id_column: str = Field("id", pattern=_SQL_NAME)
+    status_column: str = Field("status", pattern=_SQL_NAME)
+    connect_timeout_s: int = Field(10, ge=1, le=60)
+
+    @model_validator(mode="after")
+    def _auth_and_tls(self) -> CaseDatabase:
+        if (self.password_secret is None) == (self.password_env is None):
+            raise ValueError("give exactly one of password_secret (a Secrets Manager secret id) and password_env "
+                             "(an environment variable's name)")
+        if self.sslmode == "disable" and not is_loopback_host(self.host):
+            raise ValueError(f"sslmode disable is allowed only for a database on loopback, not {self.host}: use require "
+                             "(RDS), or verify-full with sslrootcert")
+        if self.sslmode.startswith("verify") and not self.sslrootcert:
+            raise ValueError(f"sslmode {self.sslmode} needs sslrootcert (the CA bundle, e.g. RDS's global-bundle.pem)")
+        return self
+
+
+class CaseStore(Strict):
+    """LEH's cases (seed 003 시나리오 B): their status in an SQL table (``database``), their evidence in a DynamoDB table,
+    one search index a case built from that evidence with the product's mapping (``index_mapping``)."""
+
+    database: CaseDatabase | None = Field(None, description="the SQL database holding the cases table (RDS PostgreSQL); "
+                                          "reindex-case says what to configure without it")
+    case_key: str = Field("case_id", description="the evidence table's partition key (the case id)")
     evidence_table: str = "leh-evidence"
     evidence_key: str = "evidence_id"
     opensearch_domain: str = "leh-cases"
     index_template: str = "evidence-{case_id}"
+    index_mapping: dict[str, Any] | None = Field(None, description="the product's mapping of a case's index (the index's "
+                                                 "``mappings``: {properties: {field: {type: ...}}}): a rebuilt index is created "
+                                                 "with it, an index whose fields differ from it is rebuilt")
 
 
 DEFAULT_EXTERNAL_ERROR_PATTERNS = [

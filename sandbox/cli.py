@@ -66,13 +66,39 @@ def serve(systems: list[str] | None, faults: list[str], latency_ms: float, scale
     return 0
 
 
+CASE_FAULT = "leh-case-deleted"
+
+
+def _demo_case(applied: list[dict[str, Any]], no_postgres: str | None) -> int:
+    """reindex-case's plan (a dry run) for the LEH case the demo closed: the case's row read from PostgreSQL."""
+    from opsbook import runner
+    from opsbook.report import RunReport
+
+    case = next((a for a in applied if a["fault"] == CASE_FAULT), None)
+    if case is None:
+        print(f"reindex-case leh: not shown: the sandbox's case store needs a local PostgreSQL: {no_postgres}")
+        return 0
+    report, _ = runner.run_runbook("reindex-case", "leh", {"case_id": case["case_id"]})
+    if not isinstance(report, RunReport):
+        print(f"reindex-case leh: could not finish: {report}")
+        return 3
+    print(report.headline())
+    for a in (report.plan or {}).get("actions", []):
+        print(f"    PLAN    {a['kind']:20} {a['resource']:36} {a['current']} -> {a['target']}")
+    return 0
+
+
 def demo(keep_server: bool = False, verbose: bool = False) -> int:
     from opsbook import aws, runner, server
     from opsbook.report import RunReport
+    from sandbox.postgres import missing_postgres
 
     t0 = time.monotonic()
     names = known_systems()
     faults = [f"{n}:{f}" for n in names for f in DEMO_FAULTS.get(n, [])]
+    no_postgres = missing_postgres() if "leh" in names else "no leh inventory"
+    if not no_postgres:  # 003 시나리오 B: a case closed by mistake, in the sandbox's local PostgreSQL (started for it)
+        faults.append(f"leh:{CASE_FAULT}")
     print(f"opsbook demo: starting the embedded AWS sandbox (moto on 127.0.0.1) and seeding {len(names)} systems...", file=sys.stderr)
     sb, applied = start_seeded(names, faults)
     aws.require_loopback_endpoint()
@@ -95,6 +121,7 @@ def demo(keep_server: bool = False, verbose: bool = False) -> int:
             for f in report.findings:
                 if f.status.value != "OK":
                     print(f"    {f.status.value:7} {f.check:20} {f.resource:36} {f.summary[:110]}")
+        worst = max(worst, _demo_case(applied, no_postgres))
         print()
         print(f"Demo done in {time.monotonic() - t0:.0f} s. The runs are kept by the Prefect server at {meta['ui_url']}.")
         if keep_server:

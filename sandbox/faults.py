@@ -255,6 +255,7 @@ def _register_processing_faults() -> None:
 
 _register_processing_faults()
 
+
 def _register_table_restore() -> None:
     """Items lost after a backup, and a function reading a table (restore-table); sandbox.table_restore owns them."""
     from sandbox import table_restore
@@ -263,6 +264,17 @@ def _register_table_restore() -> None:
 
 
 _register_table_restore()
+
+
+def _register_case_faults() -> None:
+    """A LEH case closed by mistake, its index dropped (003 시나리오 B; starts the sandbox's PostgreSQL); sandbox.leh_cases owns it."""
+    from sandbox import leh_cases
+
+    FAULTS.update(leh_cases.SCENARIOS)
+
+
+_register_case_faults()
+
 
 # What `opsbook demo` injects into each seed system.
 DEMO_FAULTS: dict[str, list[str]] = {

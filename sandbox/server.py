@@ -67,6 +67,8 @@ class Sandbox:
         self.opensearch = OpenSearchDouble()
         self.endpoints = EndpointDouble()  # the systems' public HTTP(S) endpoints (inventory `endpoints`)
         self.port = 0
+        self.postgres: Any = None  # sandbox/postgres.Postgres: the case stores' SQL database, started by the first case seeded
+        self.sql_tables: set[tuple[str, str]] = set()  # (database, table) seeded there: emptied by reset()
 
     # --- lifecycle -------------------------------------------------------------------
     def start(self) -> Sandbox:
@@ -99,6 +101,10 @@ class Sandbox:
         urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"), timeout=10).read()
         self.opensearch.reset()
         self.endpoints.reset()
+        if self.postgres is not None and self.postgres.started:
+            for database, table in sorted(self.sql_tables):
+                with self.postgres.connect(database) as conn:
+                    conn.execute(f"TRUNCATE {table}")  # noqa: S608 (the sandbox's own table names)
 
     def set_latency_ms(self, ms: float) -> None:
         self.latency_ms = ms
@@ -113,6 +119,32 @@ class Sandbox:
             self._server = None
         self.opensearch.stop()
         self.endpoints.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres = None
+
+    def start_postgres(self) -> Any:
+        """The local PostgreSQL standing in for the case stores' databases (loopback only; started once, on first use: initdb
+        takes seconds the runs that need no case store do not pay), with TLS where openssl is here (sslmode require, as
+        against RDS). Points this process at it (OPSBOOK_CASE_DB_ENDPOINT, OPSBOOK_CASE_DB_SSLMODE);
+        RuntimeError saying what to install where the server package is missing."""
+        import secrets
+
+        from sandbox.postgres import Postgres, missing_postgres
+
+        if self.postgres is None or not self.postgres.started:
+            why = missing_postgres()
+            if why:
+                raise RuntimeError(f"the sandbox's case store needs a local PostgreSQL: {why}")
+            self.postgres = Postgres(database="postgres_sandbox", password=secrets.token_urlsafe(18), tls=True).start()
+        os.environ.update(self.postgres_env())
+        return self.postgres
+
+    def postgres_env(self) -> dict[str, str]:
+        started = self.postgres is not None and self.postgres.started
+        if not started:
+            return {}
+        return {"OPSBOOK_CASE_DB_ENDPOINT": f"127.0.0.1:{self.postgres.port}", "OPSBOOK_CASE_DB_SSLMODE": "require" if self.postgres.tls else "disable"}
 
     def __enter__(self) -> Sandbox:
         return self.start()
@@ -132,6 +164,7 @@ class Sandbox:
             "AWS_EC2_METADATA_DISABLED": "true",
             "OPSBOOK_OPENSEARCH_URL_TEMPLATE": f"http://127.0.0.1:{self.opensearch.port}/{{domain}}",
             **self.endpoints.env(),  # public URLs go to the endpoint double; nothing leaves loopback
+            **self.postgres_env(),  # the case stores' SQL database, once started
         }
 
     def apply_env(self) -> None:

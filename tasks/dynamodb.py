@@ -558,8 +558,8 @@ def remove_tables(system: System, is_copy: Callable[[str], bool]) -> list[str]:
     return removed
 
 
-# --- a case store's items (reindex-case): the case's status, its evidence. Plain functions: the calling task
-# declares dynamodb:GetItem / Query / UpdateItem.
+# --- a case store's evidence (reindex-case; the case's status is in its SQL database: tasks/cases_db.py). Plain
+# functions: the calling task declares dynamodb:Query.
 
 import base64  # noqa: E402  (this section is appended)
 from collections.abc import Iterator  # noqa: E402
@@ -570,13 +570,7 @@ from botocore.exceptions import ClientError  # noqa: E402
 
 from opsbook.inventory import CaseStore  # noqa: E402
 
-NO_STATUS = "(none)"  # the case item has no status attribute
-NO_CASE = "(no such case)"
 _deserializer = TypeDeserializer()
-
-
-class StatusChanged(RuntimeError):
-    """The conditional status update found another value than the one planned."""
 
 
 def plain(value: Any) -> Any:
@@ -599,40 +593,6 @@ def to_document(item: dict[str, Any]) -> dict[str, Any]:
     return {k: plain(_deserializer.deserialize(v)) for k, v in item.items()}
 
 
-@declares(["dynamodb:GetItem"])
-def read_status(system: System, store: CaseStore, case_id: str) -> str | None:
-    """The case's status (NO_STATUS when it has none); None when there is no such case."""
-    item = aws.client("dynamodb", system.region).get_item(
-        TableName=store.cases_table, Key={store.case_key: {"S": case_id}}, ConsistentRead=True, ProjectionExpression="#k, #s",
-        ExpressionAttributeNames={"#k": store.case_key, "#s": store.status_attribute}).get("Item")
-    if item is None:
-        return None
-    if store.status_attribute not in item:
-        return NO_STATUS
-    return str(to_document({"s": item[store.status_attribute]})["s"])
-
-
-def set_status(system: System, store: CaseStore, case_id: str, expected: str, value: str) -> None:
-    """Set the status, only if it still is ``expected`` (else StatusChanged, saying what it is now)."""
-    names = {"#k": store.case_key, "#s": store.status_attribute}
-    values: dict[str, Any] = {":to": {"S": value}}
-    if expected == NO_STATUS:
-        condition = "attribute_exists(#k) AND attribute_not_exists(#s)"
-    else:
-        condition = "attribute_exists(#k) AND #s = :from"
-        values[":from"] = {"S": expected}
-    try:
-        aws.client("dynamodb", system.region).update_item(
-            TableName=store.cases_table, Key={store.case_key: {"S": case_id}}, UpdateExpression="SET #s = :to",
-            ConditionExpression=condition, ExpressionAttributeNames=names, ExpressionAttributeValues=values)
-    except ClientError as exc:
-        if aws.error_code(exc) != "ConditionalCheckFailedException":
-            raise
-        now = read_status(system, store, case_id)
-        raise StatusChanged(f"{store.cases_table}/{case_id} was {expected} when planned and is now {now or NO_CASE} "
-                            f"(changed by someone else); it was not set to {value}") from None
-
-
 def _by_case(store: CaseStore, case_id: str) -> dict[str, Any]:
     return dict(TableName=store.evidence_table, KeyConditionExpression="#k = :c", ExpressionAttributeNames={"#k": store.case_key},
                 ExpressionAttributeValues={":c": {"S": case_id}}, ConsistentRead=True)
@@ -651,11 +611,6 @@ def count_evidence(system: System, store: CaseStore, case_id: str) -> int:
     Pages by hand: ``aws.paginate`` yields list items and ``Count`` is a number per page."""
     c = aws.client("dynamodb", system.region)
     return sum(page.get("Count", 0) for page in c.get_paginator("query").paginate(**_by_case(store, case_id), Select="COUNT"))
-
-
-@aws_task(iam=["dynamodb:GetItem"], name="read-case", cache_policy=NO_CACHE)
-def read_case(system: System, store: CaseStore, case_id: str) -> str | None:
-    return read_status(system, store, case_id)
 
 
 @aws_task(iam=["dynamodb:Query"], name="read-case-evidence", cache_policy=NO_CACHE)

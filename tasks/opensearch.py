@@ -560,6 +560,7 @@ class IndexState(BaseModel):
     url: str
     exists: bool
     count: int  # 0 when the index does not exist
+    mapping: dict[str, Any] | None = None  # the index's ``mappings`` (read when asked for and the index exists)
 
 
 class Rebuilt(BaseModel):
@@ -642,13 +643,27 @@ def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
+def index_mapping(url: str, region: str, index: str) -> dict[str, Any] | None:
+    """The index's ``mappings`` (GET {index}/_mapping); None when the index does not exist."""
+    body = os_client(url, region).transport.perform_request("GET", f"/{quote(index)}/_mapping", params={"ignore": 404})
+    if index in body:
+        return dict(body[index].get("mappings") or {})
+    if (body.get("error") or {}).get("type") == "index_not_found_exception":
+        return None
+    raise RuntimeError(f"GET {index}/_mapping answered {body.get('status')}: {(body.get('error') or {}).get('reason', body)}")
+
+
 def rebuild_index(url: str, region: str, index: str, docs: Iterable[dict[str, Any]], key: str, batch_size: int,
-                  on_batch: Callable[[Rebuilt], None] | None = None) -> Rebuilt:
-    """Make the index hold exactly ``docs``: create it if missing, bulk-index in batches
-    (document id = ``doc[key]``, so nothing is duplicated), then remove documents not among them."""
+                  on_batch: Callable[[Rebuilt], None] | None = None, mappings: dict[str, Any] | None = None,
+                  recreate: bool = False) -> Rebuilt:
+    """Make the index hold exactly ``docs``: create it if missing (with ``mappings``), bulk-index in batches
+    (document id = ``doc[key]``, so nothing is duplicated), then remove documents not among them. ``recreate``: delete
+    it first (its mapping is wrong, and a field's type cannot change in place)."""
     client = os_client(url, region, timeout=60)
     done = Rebuilt()
-    answer = client.indices.create(index=index, ignore=400)  # PUT; an existing index is kept and refilled
+    if recreate:
+        client.indices.delete(index=index, ignore=404)
+    answer = client.indices.create(index=index, body={"mappings": mappings} if mappings else None, ignore=400)  # PUT; an existing index is kept and refilled
     if answer.get("acknowledged"):
         done.created = True
     elif (answer.get("error") or {}).get("type") != "resource_already_exists_exception":
@@ -673,11 +688,12 @@ def rebuild_index(url: str, region: str, index: str, docs: Iterable[dict[str, An
 
 
 @aws_task(iam=["es:DescribeDomain", "es:ESHttpGet"], name="read-case-index", cache_policy=NO_CACHE)
-def read_index(system: System, domain: str, index: str) -> IndexState:
-    """The domain's endpoint and how many documents the index holds (exists=False: no such index)."""
+def read_index(system: System, domain: str, index: str, with_mapping: bool = False) -> IndexState:
+    """The domain's endpoint and how many documents the index holds (exists=False: no such index); ``with_mapping``: its mapping too."""
     url = domain_url(system, domain)
     n = index_count(url, system.region, index)
-    return IndexState(url=url, exists=n is not None, count=n or 0)
+    mapping = index_mapping(url, system.region, index) if with_mapping and n is not None else None
+    return IndexState(url=url, exists=n is not None, count=n or 0, mapping=mapping)
 
 
 # --- restoring an index from a snapshot (restore-index). Plain functions: the calling task or step declares

@@ -2,7 +2,7 @@
 
 - ``aws_mock``: in-process moto (``mock_aws``) for unit tests of tasks.
 - ``sandbox``: one moto server + OpenSearch test double on 127.0.0.1 for the
-  session; ``seeded(*systems)`` resets it and seeds inventories.
+  session; ``seeded(*systems)`` resets it and seeds inventories; ``case_postgres``: its local PostgreSQL (case stores).
 - ``prefect_harness``: one Prefect test server for flow-level tests (~8 s once per worker).
 - ``local_prefect``: the environment of a local Prefect server started the way `opsbook run` starts it, for
   tests that run the CLI as a subprocess.
@@ -71,6 +71,19 @@ def sandbox(sandbox_server, monkeypatch):
     aws.reset_clients()
     yield sandbox_server
     aws.reset_clients()
+
+
+@pytest.fixture
+def case_postgres(sandbox):
+    """The sandbox's local PostgreSQL for case stores (LEH's `cases` table): started once a session, on first use, so
+    tests that need no case store do not pay initdb's seconds; emptied by the sandbox's reset. Skips, saying what to
+    install, where PostgreSQL's server package is missing (CI installs it: .ci/run)."""
+    from sandbox.postgres import missing_postgres
+
+    why = missing_postgres()
+    if why:
+        pytest.skip(f"the sandbox's case store needs a local PostgreSQL: {why}")
+    return sandbox.start_postgres()
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""Real services for end-to-end tests: PostgreSQL (Debian's package), a Prefect
-server on it, and Prefect process workers, each in its own temp dir, on
+"""Real services for end-to-end tests: PostgreSQL (Debian's package; sandbox/postgres.py, which the sandbox's
+case store shares), a Prefect server on it, and Prefect process workers, each in its own temp dir, on
 127.0.0.1 only, stopped and removed by ``stop()`` (use them in try/finally or as
 context managers).
 
@@ -10,59 +10,26 @@ they run as that user.
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+
+from sandbox.postgres import (  # noqa: F401 (their home moved)
+    INSTALL_HINT,
+    Postgres,
+    free_port,
+    missing_postgres,
+    postgres_bindir,
+)
+from sandbox.postgres import tail as _tail
 
 PREFECT = [sys.executable, "-m", "prefect"]
-INSTALL_HINT = "install PostgreSQL's server package (Debian/Ubuntu: `apt-get install postgresql`)"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def postgres_bindir() -> Path | None:
-    """Debian's /usr/lib/postgresql/<version>/bin (newest), or None when the server package is missing."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
-    if found:
-        return Path(found[-1]).parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb and shutil.which("pg_ctl") else None
-
-
-def missing_postgres() -> str | None:
-    """Why the PostgreSQL tests cannot run here, or None."""
-    if postgres_bindir() is None:
-        return f"PostgreSQL server binaries (initdb, pg_ctl) not found: {INSTALL_HINT}"
-    if os.geteuid() == 0:
-        try:
-            import pwd
-
-            pwd.getpwnam("postgres")
-        except KeyError:
-            return f"running as root but there is no `postgres` user to run PostgreSQL as: {INSTALL_HINT}"
-        if not shutil.which("runuser"):
-            return "running as root and `runuser` (util-linux) is missing: cannot drop to the postgres user"
-    return None
-
-
-def _tail(path: Path, n: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
 
 
 def _stop_group(proc: subprocess.Popen | None, timeout: float = 15.0) -> None:
@@ -79,66 +46,6 @@ def _stop_group(proc: subprocess.Popen | None, timeout: float = 15.0) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
-
-
-class Postgres:
-    """A throwaway PostgreSQL cluster listening on 127.0.0.1:<free port>, socket in its temp dir."""
-
-    def __init__(self, database: str = "prefect") -> None:
-        self.database = database
-        self.bindir = postgres_bindir()
-        self.port = 0
-        self.dir: Path | None = None
-        self.started = False
-
-    def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        cmd = [str(self.bindir / args[0]), *args[1:]]
-        if os.geteuid() == 0:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(self.dir))
-        if out.returncode != 0:
-            log = self.dir / "postgres.log" if self.dir else None
-            raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}"
-                               + (f"\nserver log:\n{_tail(log)}" if log and log.exists() else ""))
-        return out
-
-    def start(self) -> Postgres:
-        if self.bindir is None:
-            raise RuntimeError(missing_postgres() or INSTALL_HINT)
-        self.dir = Path(tempfile.mkdtemp(prefix="opsbook-pg-"))
-        if os.geteuid() == 0:
-            shutil.chown(self.dir, "postgres", "postgres")
-        os.chmod(self.dir, 0o700)
-        data = str(self.dir / "data")
-        self._run("initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "--no-instructions")
-        self.port = free_port()
-        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off -c synchronous_commit=off "
-                "-c full_page_writes=off -c max_connections=200")
-        self._run("pg_ctl", "-D", data, "-l", str(self.dir / "postgres.log"), "-o", opts, "-w", "-t", "60", "start")
-        self.started = True
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", self.database)
-        return self
-
-    @property
-    def url(self) -> str:
-        """The SQLAlchemy URL Prefect's server takes (PREFECT_API_DATABASE_CONNECTION_URL)."""
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{self.database}"
-
-    def stop(self) -> None:
-        try:
-            if self.started and self.dir is not None:
-                self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "-w", "-t", "30", "stop", timeout=60)
-                self.started = False
-        finally:
-            if self.dir is not None:
-                shutil.rmtree(self.dir, ignore_errors=True)
-                self.dir = None
-
-    def __enter__(self) -> Postgres:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
 
 class PrefectServer:
@@ -205,7 +112,7 @@ class PrefectServer:
     def __enter__(self) -> PrefectServer:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
@@ -257,5 +164,5 @@ class Worker:
     def __enter__(self) -> Worker:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

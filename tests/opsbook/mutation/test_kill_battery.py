@@ -350,11 +350,12 @@ def test_dr_test_killed_at_every_step_boundary_leaves_no_copy(prefect_env, sandb
 
 
 
-# --- reindex-case: its steps are read through the case the run resolved (the case's status, its index) -------------
+# --- reindex-case: its steps are read through the case the run resolved (the case's row in the sandbox's PostgreSQL, its
+# index) -------------
 
 
-def test_reindex_case_killed_at_every_step_boundary_restores_once(prefect_env, sandbox, tmp_path):
-    from sandbox.leh_cases import delete_case, seed_case
+def test_reindex_case_killed_at_every_step_boundary_restores_once(prefect_env, sandbox, case_postgres, tmp_path):
+    from sandbox.leh_cases import case_status, delete_case, seed_case
     case, index = "CASE-2025-0042", "evidence-case-2025-0042"
 
     def setup(sb, system):
@@ -362,15 +363,13 @@ def test_reindex_case_killed_at_every_step_boundary_restores_once(prefect_env, s
         seed_case(sb, system, case, 30)
         delete_case(sb, system, case)
 
-    def state() -> tuple[str, int | None, int]:
-        import boto3
-        item = boto3.client("dynamodb", region_name="ap-northeast-2", endpoint_url=sandbox.endpoint).get_item(
-            TableName="leh-cases", Key={"case_id": {"S": case}})["Item"]
+    def state() -> tuple[str | None, int | None, int, str | None]:
         try:
             docs = len(sandbox.opensearch.docs("leh-cases", index))
         except KeyError:
             docs = None
-        return item["status"]["S"], docs, len(sandbox.opensearch.docs("leh-cases", "evidence-case-other"))
+        return (case_status(sandbox, inv, case), docs, len(sandbox.opensearch.docs("leh-cases", "evidence-case-other")),
+                case_status(sandbox, inv, "CASE-OTHER"))
 
     def steps_taken(inv) -> list[tuple[str, str]]:  # the outcome's words differ when a re-run closed the step: its effect counts
         return sorted((r["kind"], r["before"]) for r in statestore.read_records(inv)
@@ -382,14 +381,14 @@ def test_reindex_case_killed_at_every_step_boundary_restores_once(prefect_env, s
     rc, twin, err = run_cli(prefect_env, sandbox, "reindex-case", inv_path, params)
     assert twin and twin["outcome"] == "done", err[-3000:]
     want_state, want_steps = state(), steps_taken(inv)
-    assert want_state == ("active", 30, 4) and len(want_steps) == 2
+    assert want_state == ("active", 30, 4, "active") and len(want_steps) == 2
     for kill_at in ["leased:1", "intended:1", "intended:2", "acted:1", "acted:2", "recorded:1", "recorded:2", "settled:1"]:
         inv = fresh(sandbox, system, setup)
         rc, _, err = run_cli(prefect_env, sandbox, "reindex-case", inv_path, params, kill_at=kill_at)
         mid = state()
         rc2, again, waited, refusals = rerun_until_accepted(prefect_env, sandbox, "reindex-case", inv_path, params, limit_s=TTL_S + 60)
         row = {"scenario": "reindex-case", "runbook": "reindex-case", "kill_at": kill_at, "landed": rc == -9,
-               "changed_before_kill": mid != ("closed", None, 4), "rerun_outcome": again["outcome"], "rerun_wait_s": round(waited, 1),
+               "changed_before_kill": mid != ("closed", None, 4, "active"), "rerun_outcome": again["outcome"], "rerun_wait_s": round(waited, 1),
                "refusals": refusals, "state_as_twin": state() == want_state, "effects": len(steps_taken(inv)),
                "twin_effects": len(want_steps), "open_intents": len(statestore.open_intents(inv))}
         RESULTS.append(row)
