@@ -30,7 +30,7 @@ demo: $(STAMP)
 	$(RUN) $(BIN)/opsbook demo
 
 test: $(STAMP)
-	$(RUN) $(BIN)/pytest -n 2 --dist loadfile -m "not chaos"
+	$(RUN) $(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder -m "not chaos"
 
 # The long batteries (kill trials, throttling, silent endpoints) and the fleet over 50 targets: minutes, not
 # part of `make test`.
