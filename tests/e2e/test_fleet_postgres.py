@@ -73,7 +73,7 @@ import json
 from flows.fleet.flow import deploy_target, fleet
 dep_id = deploy_target({pool!r})
 state = fleet(runbook="daily-health", targets_file={targets!r}, deployment="fleet-target/fleet-target",
-              params={{"notify": False}}, timeout_s=600, poll_s=2.0, return_state=True)
+              params={{"notify": False}}, timeout_s=600, poll_s=0.5, return_state=True)
 report = state.result(raise_on_failure=False)
 print(json.dumps({{"deployment_id": dep_id, "state": state.type.value, "message": state.message,
                   "report": report.model_dump(mode="json")}}))
