@@ -185,25 +185,28 @@ def test_unaliased_index_is_restored_in_place_after_a_pre_restore_snapshot_and_u
 
 
 def test_a_run_killed_after_its_restore_call_is_continued_never_restored_twice(seeded, sandbox):
+    from sandbox.faults import apply_fault
     hr = seeded(HR)
     os, double = cluster(sandbox), sandbox.opensearch
-    os.indices.put_alias(index="employee_profiles", name="profiles")
-    double.add_snapshot(DOM, REPO, "snap-k", ["employee_profiles"])
-    copy = "employee_profiles-restored-snap-k"
+    lost = apply_fault(sandbox, hr, "index-deleted")  # employee_profiles gone behind its alias, snapshot "nightly" holds it
+    alias, copy = "employee_profiles-live", "employee_profiles-restored-nightly"
+    assert (lost["index"], lost["alias"], lost["snapshot"], lost["documents"]) == ("employee_profiles", alias, "nightly", 3)
+    assert double.aliases(DOM) == {} and "employee_profiles" not in indices(sandbox)
     # the killed run: its intent written, the restore accepted, then killed before its outcome (its lease lapsed since)
     journal = steps.Journal(hr, j.RUNBOOK, "killed-run")
     journal.take([f"{DOM}/{copy}"])
     steps.intend(journal, Record(runbook=j.RUNBOOK, system=HR, resource=f"{DOM}/{copy}", kind=j.RESTORE_KIND, before="absent",
-                                 after=f"snapshot {REPO}/snap-k", status="applied", flow_run_id="killed-run", approver="kim"), "applied")
-    os.snapshot.restore(repository=REPO, snapshot="snap-k", body={
+                                 after=f"snapshot {REPO}/nightly", status="applied", flow_run_id="killed-run", approver="kim"), "applied")
+    os.snapshot.restore(repository=REPO, snapshot="nightly", body={
         "indices": "employee_profiles", "rename_pattern": "^employee_profiles$", "rename_replacement": copy, "include_aliases": False})
     journal.release()
-    again = run("yes", index="profiles", dry_run=False)
+    again = run("yes", index="employee_profiles", alias=alias, dry_run=False)
     assert again.outcome == "done", again.findings
     closed = one(again, "open-intent")
     assert closed.status is Status.OK and "applied: run killed-run (kim) took this step" in closed.summary
     assert [a["kind"] for a in again.plan["actions"]] == [j.ALIAS_KIND]
-    assert any("already restored from backup_repo/snap-k (an earlier run): continued" in u for u in again.plan["unchanged"])
-    assert indices(sandbox).count(copy) == 1 and double.aliases(DOM) == {"profiles": [copy]}
+    assert any("already restored from backup_repo/nightly (an earlier run): continued" in u for u in again.plan["unchanged"])
+    assert indices(sandbox).count(copy) == 1 and double.aliases(DOM) == {alias: [copy]}
+    assert os.count(index=alias)["count"] == 3  # as the snapshot's metadata says (the 2 written after it are not in it)
     assert statestore.open_intents(load_system(HR)) == []
     assert one(again, "restore-rto").status is Status.OK  # counted from the killed run's restore (the copy's _recovery)
