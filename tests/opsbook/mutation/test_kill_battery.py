@@ -454,3 +454,63 @@ def test_restore_table_items_killed_at_every_step_boundary_writes_each_item_once
         assert state(inv) == want_state, (kill_at, state(inv))  # every lost item back once, the newer one untouched, one copy
         assert groups_written(inv) == want_groups and row["open_intents"] == 0, (kill_at, groups_written(inv))
         assert waited < TTL_S + 45, (kill_at, waited)
+
+
+# --- restore-index: an index deleted behind its alias comes back from its snapshot; its steps are the copy's restore (read
+# through the copy's _recovery) and the alias's move -------------
+
+
+@pytest.mark.parametrize("sid", ["restore-index-alias"])
+def test_restore_index_killed_at_every_step_boundary_restores_one_copy_behind_the_alias(prefect_env, sandbox, tmp_path, sid):
+    from opensearchpy import OpenSearch
+
+    from sandbox.faults import apply_fault
+    system, domain = "hr-resource-optimization", "hr-resource-optimization-team2"
+    lost: list[dict[str, Any]] = []
+
+    def setup(sb, s):
+        lost.append(apply_fault(sb, s, "index-deleted"))  # employee_profiles gone, its alias with it; snapshot "nightly" holds it
+
+    def state() -> tuple[dict[str, list[str]], int | None, list[str], bool]:
+        """(aliases, documents read through the alias, restored copies, the deleted index back under its own name)."""
+        os_ = OpenSearch(sandbox.opensearch.url_for(domain), timeout=5, max_retries=0)
+        names = sorted(r["index"] for r in os_.cat.indices(format="json"))
+        aliases = sandbox.opensearch.aliases(domain)
+        docs = os_.count(index=alias)["count"] if alias in aliases else None
+        return aliases, docs, [n for n in names if n.startswith("employee_profiles-restored-")], "employee_profiles" in names
+
+    def steps_taken(inv) -> list[tuple[str, str, str]]:  # a step a re-run closed has other words: its effect counts
+        return sorted((r["kind"], r["resource"], r["before"]) for r in statestore.read_records(inv)
+                      if r.get("runbook") == "restore-index" and r["status"] in ("applied", "verified"))
+
+    def rto(report: dict) -> float | None:
+        return next((f["value"] for f in report["findings"] if f["check"] == "restore-rto"), None)
+
+    inv_path = inventory_copy(tmp_path, system, TTL_S)
+    inv = fresh(sandbox, system, setup)
+    alias, copy = lost[-1]["alias"], "employee_profiles-restored-nightly"
+    params = ["index=employee_profiles", f"alias={alias}", "poll_s=0.2"]
+    rc, twin, err = run_cli(prefect_env, sandbox, "restore-index", inv_path, params)
+    assert twin and twin["outcome"] == "done", err[-3000:]
+    want_state, want_steps = state(), steps_taken(inv)
+    assert want_state == ({alias: [copy]}, lost[-1]["documents"], [copy], False), want_state
+    assert [k for k, _, _ in want_steps] == ["index-alias", "index-restore"]
+    RESULTS.append({"scenario": sid, "runbook": "restore-index", "kill_at": None, "twin_rto_s": rto(twin)})
+    print("kill-battery", json.dumps(RESULTS[-1]), flush=True)
+    for kill_at in ["leased:1", "intended:1", "intended:2", "acted:1", "acted:2", "recorded:1", "recorded:2", "settled:1"]:
+        inv = fresh(sandbox, system, setup)
+        rc, _, err = run_cli(prefect_env, sandbox, "restore-index", inv_path, params, kill_at=kill_at)
+        mid = state()
+        rc2, again, waited, refusals = rerun_until_accepted(prefect_env, sandbox, "restore-index", inv_path, params, limit_s=TTL_S + 60)
+        row = {"scenario": sid, "runbook": "restore-index", "kill_at": kill_at, "landed": rc == -9,
+               "changed_before_kill": mid != ({}, None, [], False), "rerun_outcome": again["outcome"], "rerun_wait_s": round(waited, 1),
+               "refusals": refusals, "state_as_twin": state() == want_state, "effects": len(steps_taken(inv)),
+               "twin_effects": len(want_steps), "open_intents": len(statestore.open_intents(inv)), "rerun_rto_s": rto(again)}
+        RESULTS.append(row)
+        print("kill-battery", json.dumps(row), flush=True)
+        assert again["outcome"] in ("done", "done-with-warnings", "nothing-to-do") and rc2 <= rc_twin(twin), (kill_at, again["findings"])
+        assert not [f for f in again["findings"] if f["check"] == "open-intent" and f["status"] != "OK"], (kill_at, again["findings"])
+        # the alias on the one restored copy, as many documents as the snapshot, no second copy, nothing restored over the name
+        assert state() == want_state, (kill_at, state())
+        assert steps_taken(inv) == want_steps and row["open_intents"] == 0, (kill_at, steps_taken(inv))
+        assert waited < TTL_S + 45, (kill_at, waited)
