@@ -277,7 +277,8 @@ _register_case_faults()
 
 
 def _register_index_restore() -> None:
-    """An OpenSearch index deleted behind its alias, with a snapshot holding it (restore-index); sandbox.index_restore owns it."""
+    """An OpenSearch index deleted behind its alias, or damaged where read by its name, with a snapshot holding it
+    (restore-index); sandbox.index_restore owns them."""
     from sandbox import index_restore
 
     FAULTS.update(index_restore.SCENARIOS)

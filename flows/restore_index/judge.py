@@ -104,14 +104,19 @@ def concrete(live: LiveIndex, snaps: list[IndexSnapshot]) -> tuple[str, list[str
 
 
 def pick_snapshot(repo: str, snaps: list[IndexSnapshot], index: str, wanted: str) -> Chosen:
-    """The named snapshot, or with ``latest`` the newest SUCCESS one holding the index; RestoreError says why not."""
-    holding = [s for s in snaps if index in s.indices and s.state == "SUCCESS"]
+    """The named snapshot, or with ``latest`` the newest SUCCESS one holding the index; RestoreError says why not. The
+    snapshots this runbook takes before restoring in place (``pre-restore-...``) are undo points, never a backup: ``latest``
+    passes them over (else a re-run would restore the damaged data it saved over the restored index)."""
+    holding = [s for s in snaps if index in s.indices and s.state == "SUCCESS" and not s.name.startswith(PRE_PREFIX)]
     others = ", ".join(s.name for s in holding[:5]) or "none"
     if wanted == LATEST and not any(s.name == LATEST for s in snaps):
         if not holding:
-            held = sorted({s.state for s in snaps if index in s.indices})
+            held = sorted({s.state for s in snaps if index in s.indices and not s.name.startswith(PRE_PREFIX)})
+            saved = [s.name for s in snaps if index in s.indices and s.name.startswith(PRE_PREFIX)]
             raise RestoreError(f"no successful snapshot in {repo} holds {index} ({len(snaps)} snapshot(s) there"
-                               + (f"; some that hold it are {', '.join(held)}" if held else "") + "): nothing to restore from")
+                               + (f"; some that hold it are {', '.join(held)}" if held else "")
+                               + (f"; {', '.join(saved[:3])} only saved it before a restore: put it back with undo_run=<that run's "
+                                  "id>" if saved else "") + "): nothing to restore from")
         best = max(holding, key=lambda s: s.start_ms or 0)
         return Chosen(repository=repo, snapshot=best.name, index=index, start_ms=best.start_ms,
                       expected=best.doc_counts.get(index), latest=True)

@@ -177,6 +177,8 @@ def test_unaliased_index_is_restored_in_place_after_a_pre_restore_snapshot_and_u
     assert saved["state"] == "SUCCESS" and saved["metadata"]["doc_counts"] == {"project_requirements": 5}
     rto = one(done, "restore-rto")
     assert rto.status is Status.OK and rto.details["until"] == "index verified" and "restored in place and verified" in rto.summary
+    again = run(index="project_requirements")  # latest: snap-a again, never the newer pre-restore snapshot (the damaged data)
+    assert again.outcome == "nothing-to-do" and any("already restored from backup_repo/snap-a" in u for u in again.plan["unchanged"])
     undo = run("yes", undo_run=done.flow_run_id, dry_run=False)
     assert undo.outcome == "done", undo.findings
     assert os.count(index="project_requirements")["count"] == 5

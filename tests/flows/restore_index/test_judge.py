@@ -239,3 +239,16 @@ def test_in_place_rto_runs_to_the_index_verified_and_sandbox_figures_say_so():
 def test_an_rto_not_reached_or_not_known_is_unknown_with_the_reason(times, aliased, error, says):
     f = j.rto_finding("r", *times, aliased, 60, False, start_error=error)
     assert f.status is Status.UNKNOWN and f.value is None and says in f.summary and "target 60 min" in f.summary
+
+
+def test_latest_passes_over_the_runbooks_own_pre_restore_snapshots():
+    """A re-run with latest after an in-place restore (or a kill after the pre-restore snapshot) must not restore the data
+    the runbook saved before restoring over it (the kill battery found it)."""
+    snaps = [snap("pre-restore-profiles-s1", at=99), snap("s1", at=10)]
+    assert j.pick_snapshot("r", snaps, "profiles", "latest").snapshot == "s1"
+    with pytest.raises(j.RestoreError) as exc:
+        j.pick_snapshot("r", [snap("pre-restore-profiles-s1", at=99)], "profiles", "latest")
+    assert "pre-restore-profiles-s1 only saved it before a restore: put it back with undo_run=" in str(exc.value)
+    with pytest.raises(j.RestoreError) as exc:
+        j.pick_snapshot("r", snaps, "profiles", "nope")
+    assert "snapshots holding profiles: s1 (or" in str(exc.value)  # never offered
