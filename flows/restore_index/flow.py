@@ -8,7 +8,8 @@ the progress, verifies, and puts the data where the application reads it.
 
 Parameters: ``index`` (the index, or the alias the application reads), ``snapshot``
 (a name, or ``latest``: the newest SUCCESS snapshot in the domain's repository that
-holds the index), ``domain`` (only needed when the system has several), ``alias``
+holds the index, never one of this runbook's own ``pre-restore-`` snapshots),
+``domain`` (only needed when the system has several), ``alias``
 (the alias the application reads, when the cluster cannot say: the index was
 deleted and its aliases with it). The repository is the inventory's
 ``opensearch_domains[].snapshot_repository``, ``backup_repo`` (the seed's) when unset.
@@ -386,7 +387,8 @@ def restore_index(
     system: SystemName,
     index: Annotated[str, Param("The index to restore, or the alias the application reads it by (not needed with undo_run)")] = "",
     snapshot: Annotated[str, Param("The snapshot to restore from; latest: the newest successful snapshot in the domain's "
-                                   "repository that holds the index", min_length=1)] = j.LATEST,
+                                   "repository that holds the index (never this runbook's own pre-restore-... snapshots)",
+                                   min_length=1)] = j.LATEST,
     domain: Annotated[str, Param("The OpenSearch domain; empty: the system's only one")] = "",
     alias: Annotated[str, Param("The alias the application reads the index by, when the cluster cannot say (the index is "
                                 "gone, and its aliases with it); empty: the aliases the cluster shows")] = "",
