@@ -276,6 +276,17 @@ def _register_case_faults() -> None:
 _register_case_faults()
 
 
+def _register_index_restore() -> None:
+    """An OpenSearch index deleted behind its alias, or damaged where read by its name, with a snapshot holding it
+    (restore-index); sandbox.index_restore owns them."""
+    from sandbox import index_restore
+
+    FAULTS.update(index_restore.SCENARIOS)
+
+
+_register_index_restore()
+
+
 # What `opsbook demo` injects into each seed system.
 DEMO_FAULTS: dict[str, list[str]] = {
     "hr-resource-optimization": ["alarm-firing", "log-errors", "opensearch-red"],

@@ -8,7 +8,8 @@ the progress, verifies, and puts the data where the application reads it.
 
 Parameters: ``index`` (the index, or the alias the application reads), ``snapshot``
 (a name, or ``latest``: the newest SUCCESS snapshot in the domain's repository that
-holds the index), ``domain`` (only needed when the system has several), ``alias``
+holds the index, never one of this runbook's own ``pre-restore-`` snapshots),
+``domain`` (only needed when the system has several), ``alias``
 (the alias the application reads, when the cluster cannot say: the index was
 deleted and its aliases with it). The repository is the inventory's
 ``opensearch_domains[].snapshot_repository``, ``backup_repo`` (the seed's) when unset.
@@ -19,7 +20,13 @@ nothing), at once -> pick the snapshot (a named one that lacks the index, or is 
 SUCCESS, is refused, naming the snapshots that do hold it) -> read the restored
 copy / the aliases / the pre-restore snapshot -> plan -> (dry run ends here) ->
 approve -> the mutation mechanism's steps (lease, drift check, intent -> act ->
-outcome each) -> verify -> record -> notify.
+outcome each) -> verify (counts, aliases, the RTO) -> record -> notify.
+
+RTO: from the snapshot restore's start (the restored index's ``_recovery``: a restore
+a killed run started counts from then) to the restored index verified (its documents
+counted right) and, aliased, to the alias switched onto it; against the inventory's
+``dr.rto_index_minutes`` (OK within it, WARN over). On the sandbox the figure is
+labelled as such: the test double moves no data.
 
 Aliased (the name is an alias, the index has aliases, or ``alias=`` is given):
  1. ``index-restore``: restore the index under ``<index>-restored-<snapshot>``
@@ -112,6 +119,9 @@ class RestoreWork:
         self.copy: str | None = None
         self.counted: dict[str, Finding] = {}
         self._snaps: dict[str, list[IndexSnapshot]] = {}
+        self.called: dict[str, float] = {}  # index -> when this run asked for its restore (epoch s)
+        self.verified_at: dict[str, float] = {}  # index -> when its documents first counted right
+        self.switched_at: float | None = None  # when the last alias moved onto the copy
 
     def appliers(self) -> dict[str, Applier]:
         return {j.RESTORE_KIND: Applier(read=self.read_copy, apply=self.restore_copy),
@@ -139,6 +149,7 @@ class RestoreWork:
         now = self.read_copy(system, resource)
         if now == j.ABSENT:
             index = copy[: -len(f"-restored-{src[1]}")]
+            self.called[copy] = time.time()
             ops.restore_from_snapshot(self.url, system.region, src[0], src[1], index, copy)
         elif now != value:
             raise RuntimeError(f"{copy} exists and reads as {now}, not {value}: not restored over")
@@ -161,6 +172,8 @@ class RestoreWork:
         held = self.live(alias)
         ops.switch_alias(self.url, system.region, alias, held.indices if held.is_alias else [],
                          None if value == j.NO_ALIAS else value)
+        if value == self.copy:
+            self.switched_at = time.time()
 
     # pre-restore snapshot (not aliased)
     @declares(READ)
@@ -204,6 +217,7 @@ class RestoreWork:
         if j.data_value(live) != j.source_value(*src):
             if live.exists and live.state == "open":
                 ops.close_index(self.url, system.region, index)
+            self.called[index] = time.time()
             ops.restore_from_snapshot(self.url, system.region, src[0], src[1], index, index)
         self.wait_recovered(index)
         ops.open_index(self.url, system.region, index)  # a restore opens it; a run killed after the close did not
@@ -243,7 +257,26 @@ class RestoreWork:
         except Exception as exc:  # e.g. 503 while every primary still recovers
             verdict = j.count_finding(resource, index, None, None, None, None, ops.os_error(exc)[1], then=then)
         self.counted[index] = verdict
+        if verdict.status is Status.OK:
+            self.verified_at.setdefault(index, time.time())
         return verdict
+
+    def rto(self, records: list[Record]) -> Finding | None:
+        """A forward run that restored or switched: the snapshot restore's start (the cluster's _recovery, so a restore an
+        earlier, killed, run started counts from then; else when this run asked) to the index verified and the alias switched,
+        against dr.rto_index_minutes. None: an undo, or nothing restored or switched by this run."""
+        if self.chosen is None or not any(r.kind in (j.RESTORE_KIND, j.ALIAS_KIND, j.DATA_KIND) for r in records):
+            return None
+        index = self.copy or self.chosen.index
+        started_ms, error = None, None
+        try:
+            started_ms = j.restore_started_ms(ops.read_recovery(self.url, self.system.region, index), index)
+        except ops.TransportError as exc:  # its start is then this run's call, when it made one; else not measured, saying why
+            error = ops.os_error(exc)[1]
+        started = started_ms / 1000 if started_ms is not None else self.called.get(index)
+        return j.rto_finding(f"{self.domain.name}/{index}", started, self.verified_at.get(index), self.switched_at,
+                             self.copy is not None, self.system.dr.rto_index_minutes, aws.is_loopback_url(aws.endpoint_url()),
+                             start_error=error)
 
 
 # --- reading and planning ------------------------------------------------------------------------
@@ -313,7 +346,7 @@ def plan_undo(inv: System, identity: Identity, records: list[dict[str, Any]], ru
 @aws_task(iam=["es:ESHttpGet", "es:ESHttpPost"], name="verify-restore", cache_policy=NO_CACHE)
 def verify(system: System, work: RestoreWork, records: list[Record]) -> list[Finding]:
     """Read back: each restored index's documents counted (what the alias step already counted is not counted again), the
-    pre-restore snapshot SUCCESS, each alias on its target."""
+    pre-restore snapshot SUCCESS, each alias on its target; the RTO of a forward run."""
     out = []
     for r in records:
         if r.status != "applied":
@@ -330,7 +363,8 @@ def verify(system: System, work: RestoreWork, records: list[Record]) -> list[Fin
             now = work.read_alias(system, r.resource)
             out.append(Finding(check="restore-alias", resource=r.resource, status=Status.OK if now == r.after else Status.CRIT,
                                summary=f"{work.name(r.resource)} is on {now}" + ("" if now == r.after else f", not on {r.after}")))
-    return list(work.counted.values()) + out
+    rto = work.rto(records)
+    return list(work.counted.values()) + out + ([rto] if rto else [])
 
 
 def act(session: MutationSession, inv: System, identity: Identity, work: RestoreWork) -> None:
@@ -353,7 +387,8 @@ def restore_index(
     system: SystemName,
     index: Annotated[str, Param("The index to restore, or the alias the application reads it by (not needed with undo_run)")] = "",
     snapshot: Annotated[str, Param("The snapshot to restore from; latest: the newest successful snapshot in the domain's "
-                                   "repository that holds the index", min_length=1)] = j.LATEST,
+                                   "repository that holds the index (never this runbook's own pre-restore-... snapshots)",
+                                   min_length=1)] = j.LATEST,
     domain: Annotated[str, Param("The OpenSearch domain; empty: the system's only one")] = "",
     alias: Annotated[str, Param("The alias the application reads the index by, when the cluster cannot say (the index is "
                                 "gone, and its aliases with it); empty: the aliases the cluster shows")] = "",
@@ -369,7 +404,8 @@ def restore_index(
 
     dry_run (default) ends after the plan. Otherwise the run asks for approval
     (a form on the paused run in the UI; the shell's prompt or --yes), restores with
-    progress, counts the documents, switches, records and notifies.
+    progress, counts the documents, switches, records and notifies, with the RTO (the restore's start to the index
+    verified and the alias switched) against dr.rto_index_minutes.
     ``undo_run``: switch the aliases back / restore the pre-restore snapshot of that run.
     """
     inv = load_system(system)

@@ -1,5 +1,5 @@
 """restore-index's decisions (pure: no cluster, no Prefect, no clock): which snapshot, the names, the plan, the
-restore's progress and what the counts read back mean. See flow.py's docstring for the procedure."""
+restore's progress, what the counts read back mean, the RTO. See flow.py's docstring for the procedure."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from opsbook import rto
 from opsbook.findings import Finding, Status
 from opsbook.inventory import OpenSearchDomain, System
 from opsbook.mutation.core import Action, Identity, Plan
@@ -103,14 +104,19 @@ def concrete(live: LiveIndex, snaps: list[IndexSnapshot]) -> tuple[str, list[str
 
 
 def pick_snapshot(repo: str, snaps: list[IndexSnapshot], index: str, wanted: str) -> Chosen:
-    """The named snapshot, or with ``latest`` the newest SUCCESS one holding the index; RestoreError says why not."""
-    holding = [s for s in snaps if index in s.indices and s.state == "SUCCESS"]
+    """The named snapshot, or with ``latest`` the newest SUCCESS one holding the index; RestoreError says why not. The
+    snapshots this runbook takes before restoring in place (``pre-restore-...``) are undo points, never a backup: ``latest``
+    passes them over (else a re-run would restore the damaged data it saved over the restored index)."""
+    holding = [s for s in snaps if index in s.indices and s.state == "SUCCESS" and not s.name.startswith(PRE_PREFIX)]
     others = ", ".join(s.name for s in holding[:5]) or "none"
     if wanted == LATEST and not any(s.name == LATEST for s in snaps):
         if not holding:
-            held = sorted({s.state for s in snaps if index in s.indices})
+            held = sorted({s.state for s in snaps if index in s.indices and not s.name.startswith(PRE_PREFIX)})
+            saved = [s.name for s in snaps if index in s.indices and s.name.startswith(PRE_PREFIX)]
             raise RestoreError(f"no successful snapshot in {repo} holds {index} ({len(snaps)} snapshot(s) there"
-                               + (f"; some that hold it are {', '.join(held)}" if held else "") + "): nothing to restore from")
+                               + (f"; some that hold it are {', '.join(held)}" if held else "")
+                               + (f"; {', '.join(saved[:3])} only saved it before a restore: put it back with undo_run=<that run's "
+                                  "id>" if saved else "") + "): nothing to restore from")
         best = max(holding, key=lambda s: s.start_ms or 0)
         return Chosen(repository=repo, snapshot=best.name, index=index, start_ms=best.start_ms,
                       expected=best.doc_counts.get(index), latest=True)
@@ -294,3 +300,47 @@ def parse_value(value: str) -> tuple[str, str] | None:
     """(repository, snapshot) of a "snapshot R/S" value; None otherwise."""
     m = re.fullmatch(r"snapshot ([^/]+)/([^,]+)(?:, closed)?", value)
     return (m.group(1), m.group(2)) if m else None
+
+
+# --- RTO ---------------------------------------------------------------------------------------------
+
+
+def restore_started_ms(body: dict[str, Any], index: str) -> int | None:
+    """When the cluster started restoring the index from a snapshot (its _recovery: the earliest start of a primary's
+    SNAPSHOT recovery), None when its _recovery no longer names a snapshot (relocated or restarted since)."""
+    starts = [s.get("start_time_in_millis") for s in (body.get(index) or {}).get("shards") or []
+              if s.get("primary") and s.get("type") == "SNAPSHOT"]
+    starts = [int(t) for t in starts if isinstance(t, int | float)]
+    return min(starts) if starts else None
+
+
+SANDBOX_WHY = "the OpenSearch test double restores without moving any data"
+
+
+def rto_finding(resource: str, started_s: float | None, verified_s: float | None, switched_s: float | None, aliased: bool,
+                target_minutes: float | None, sandbox: bool, start_error: str | None = None) -> Finding:
+    """The snapshot restore's start -> the restored index verified (its documents counted right) and, aliased, -> the alias
+    switched (the application reads the restored data), against the inventory's ``dr.rto_index_minutes``. Epoch seconds;
+    None: not reached in this run (UNKNOWN, saying why; ``start_error``: why the start could not be read)."""
+    to_verified = None if started_s is None or verified_s is None else max(0.0, verified_s - started_s)
+    to_switched = None if started_s is None or switched_s is None else max(0.0, switched_s - started_s)
+    details = {"to_verified_s": None if to_verified is None else round(to_verified, 1),
+               "to_switched_s": None if to_switched is None else round(to_switched, 1),
+               "until": "alias switched" if aliased else "index verified"}
+    why = ""
+    if started_s is None:
+        why = (f"the restore's start could not be read ({start_error})" if start_error else
+               "the restore's start is not known: the index's _recovery no longer names a snapshot (relocated or restarted since)")
+    elif verified_s is None:
+        why = "the restored index was not verified (its documents did not count right): its data is not usable yet"
+    elif aliased and switched_s is None:
+        why = f"the restored index was verified after {to_verified:.1f} s, but the alias was not switched"
+    if why:
+        return rto.rto_finding(resource, None, target_minutes, sandbox, span="", sandbox_why=SANDBOX_WHY, details=details,
+                               unmeasured=why)
+    if aliased:
+        span = f"from the snapshot restore's start to the alias switched (the restored index verified after {to_verified:.1f} s)"
+        seconds = to_switched
+    else:
+        span, seconds = "from the snapshot restore's start to the index restored in place and verified (its documents counted)", to_verified
+    return rto.rto_finding(resource, seconds, target_minutes, sandbox, span=span, sandbox_why=SANDBOX_WHY, details=details)

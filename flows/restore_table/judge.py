@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from opsbook import rto
 from opsbook.findings import Finding, Status
 from opsbook.mutation.core import Action, Identity, Plan
 from tasks.iam_roles import RolePolicies
@@ -410,16 +411,9 @@ def count_finding(copy: str, count: int | None, expected: int | None, live_now: 
 
 
 def rto_finding(table: str, seconds: float, target_minutes: float | None, sandbox: bool) -> Finding:
-    """Restore start -> data usable, against the inventory's RTO target; sandbox figures say so."""
-    label = "sandbox RTO (moto restores at once: not a production figure)" if sandbox else "RTO"
-    if target_minutes is None:
-        return Finding(check="restore-rto", resource=table, status=Status.OK, value=round(seconds, 1),
-                       summary=f"{label}: {seconds:.1f} s from the restore's start to usable data; the inventory has no target")
-    ok = seconds <= target_minutes * 60
-    return Finding(check="restore-rto", resource=table, status=Status.OK if ok else Status.WARN, value=round(seconds, 1),
-                   details={"target_s": target_minutes * 60, "sandbox": sandbox},
-                   summary=f"{label}: {seconds:.1f} s from the restore's start to usable data; target {target_minutes:g} min"
-                           + ("" if ok else ": over the target"))
+    """Restore start -> data usable, against the inventory's RTO target; sandbox figures say so (opsbook.rto)."""
+    return rto.rto_finding(table, seconds, target_minutes, sandbox, span="from the restore's start to usable data",
+                           sandbox_why="moto restores at once")
 
 
 class Unreadable(BaseModel):

@@ -1,7 +1,8 @@
 """restore-index against the sandbox (moto + the OpenSearch test double): an index deleted from the cluster comes back from
 its snapshot behind its alias and is undone; an alias is switched back to its live index; an unaliased index is restored in
 place over a pre-restore snapshot and undone; `latest` picks the newest snapshot holding the index; a snapshot lacking it
-is refused; a run killed after its restore call is continued by the next, never restoring twice."""
+is refused; a run killed after its restore call is continued by the next, never restoring twice; the RTO within its target,
+over it (a slow restore), and not measured when the copy falls short."""
 
 from __future__ import annotations
 
@@ -93,6 +94,10 @@ def test_deleted_index_comes_back_behind_its_alias_latest_refusal_rerun_and_undo
     counted = one(done, "restore-count")
     assert counted.status is Status.OK and "the snapshot's metadata says 7" in counted.summary
     assert [r["status"] for r in done.records] == ["verified", "verified"]
+    rto = one(done, "restore-rto")  # the restore's start to the alias switched, within dr.rto_index_minutes (60)
+    assert rto.status is Status.OK and rto.resource == f"{DOM}/{copy}" and rto.details["until"] == "alias switched"
+    assert rto.summary.startswith("sandbox RTO (the OpenSearch test double") and "to the alias switched" in rto.summary
+    assert 0 <= rto.details["to_verified_s"] <= rto.details["to_switched_s"] == rto.value
     assert {"es:ESHttpPost", "es:ESHttpGet"} <= {iam_action(*op.split(":")) for op in done.api_calls_by_operation}
 
     again = run("yes", index="profiles", dry_run=False)  # by the alias now; the same copy, nothing to do
@@ -108,8 +113,8 @@ def test_deleted_index_comes_back_behind_its_alias_latest_refusal_rerun_and_undo
 
 
 def test_alias_switched_from_a_damaged_live_index_with_progress_a_short_copy_is_not_switched_undo_switches_back(
-        seeded, sandbox, capfd):
-    seeded(HR)
+        seeded, sandbox, capfd, monkeypatch):
+    hr = seeded(HR)
     os, double = cluster(sandbox), sandbox.opensearch
     os.indices.put_alias(index="project_requirements", name="projects")
     double.add_snapshot(DOM, REPO, "bad-0", ["project_requirements"], start_time_ms=1,
@@ -125,11 +130,19 @@ def test_alias_switched_from_a_damaged_live_index_with_progress_a_short_copy_is_
     assert [r["status"] for r in short.records] == ["applied", "failed"]  # the copy is there (kept), the alias not moved
     assert "projects not moved: project_requirements-restored-bad-0" in short.records[1]["detail"]
     assert double.aliases(DOM) == {"projects": ["project_requirements"]}
+    assert one(short, "restore-rto").status is Status.UNKNOWN  # not usable: no RTO figure
+    assert "the restored index was not verified" in one(short, "restore-rto").summary
 
+    # a target of 0.06 s: the restore below takes at least the double's 0.3 s recovery, so its RTO is over it
+    slow = hr.model_copy(update={"dr": hr.dr.model_copy(update={"rto_index_minutes": 0.001})})
+    monkeypatch.setattr(ri, "load_system", lambda name: slow if name == HR else load_system(name))
     double.set_recovery_time(DOM, 0.3)  # the restored copies recover a while: the run waits on _recovery, showing progress
     done = run("yes", index="projects", dry_run=False, poll_s=0.05, settle_timeout_s=60)  # the twin: latest, healthy
     copy = "project_requirements-restored-nightly-1"
-    assert done.outcome == "done", done.findings
+    assert done.outcome == "done-with-warnings" and done.status is Status.WARN, done.findings
+    rto = one(done, "restore-rto")
+    assert rto.status is Status.WARN and rto.value >= 0.3 and "target 0.001 min: over the target" in rto.summary
+    assert [f.check for f in done.findings if f.status is not Status.OK] == ["restore-rto"]
     assert f"{copy}: 2/2 shard copies recovered, 100 %" in capfd.readouterr().err
     counted = one(done, "restore-count")
     assert counted.status is Status.OK and "the snapshot carries no document count" in counted.summary
@@ -138,6 +151,7 @@ def test_alias_switched_from_a_damaged_live_index_with_progress_a_short_copy_is_
     assert os.count(index="project_requirements")["count"] == 0  # the live index keeps its (damaged) data
     undo = run("yes", undo_run=done.flow_run_id, dry_run=False)
     assert undo.outcome == "done" and double.aliases(DOM) == {"projects": ["project_requirements"]}
+    assert not [f for f in undo.findings if f.check == "restore-rto"]  # an undo is no restore
 
 
 def test_unaliased_index_is_restored_in_place_after_a_pre_restore_snapshot_and_undone(seeded, sandbox):
@@ -161,6 +175,10 @@ def test_unaliased_index_is_restored_in_place_after_a_pre_restore_snapshot_and_u
     assert double.index_state(DOM, "project_requirements") == "open" and os.count(index="project_requirements")["count"] == 3
     saved = os.snapshot.get(repository=REPO, snapshot=pre)["snapshots"][0]
     assert saved["state"] == "SUCCESS" and saved["metadata"]["doc_counts"] == {"project_requirements": 5}
+    rto = one(done, "restore-rto")
+    assert rto.status is Status.OK and rto.details["until"] == "index verified" and "restored in place and verified" in rto.summary
+    again = run(index="project_requirements")  # latest: snap-a again, never the newer pre-restore snapshot (the damaged data)
+    assert again.outcome == "nothing-to-do" and any("already restored from backup_repo/snap-a" in u for u in again.plan["unchanged"])
     undo = run("yes", undo_run=done.flow_run_id, dry_run=False)
     assert undo.outcome == "done", undo.findings
     assert os.count(index="project_requirements")["count"] == 5
@@ -169,24 +187,28 @@ def test_unaliased_index_is_restored_in_place_after_a_pre_restore_snapshot_and_u
 
 
 def test_a_run_killed_after_its_restore_call_is_continued_never_restored_twice(seeded, sandbox):
+    from sandbox.faults import apply_fault
     hr = seeded(HR)
     os, double = cluster(sandbox), sandbox.opensearch
-    os.indices.put_alias(index="employee_profiles", name="profiles")
-    double.add_snapshot(DOM, REPO, "snap-k", ["employee_profiles"])
-    copy = "employee_profiles-restored-snap-k"
+    lost = apply_fault(sandbox, hr, "index-deleted")  # employee_profiles gone behind its alias, snapshot "nightly" holds it
+    alias, copy = "employee_profiles-live", "employee_profiles-restored-nightly"
+    assert (lost["index"], lost["alias"], lost["snapshot"], lost["documents"]) == ("employee_profiles", alias, "nightly", 3)
+    assert double.aliases(DOM) == {} and "employee_profiles" not in indices(sandbox)
     # the killed run: its intent written, the restore accepted, then killed before its outcome (its lease lapsed since)
     journal = steps.Journal(hr, j.RUNBOOK, "killed-run")
     journal.take([f"{DOM}/{copy}"])
     steps.intend(journal, Record(runbook=j.RUNBOOK, system=HR, resource=f"{DOM}/{copy}", kind=j.RESTORE_KIND, before="absent",
-                                 after=f"snapshot {REPO}/snap-k", status="applied", flow_run_id="killed-run", approver="kim"), "applied")
-    os.snapshot.restore(repository=REPO, snapshot="snap-k", body={
+                                 after=f"snapshot {REPO}/nightly", status="applied", flow_run_id="killed-run", approver="kim"), "applied")
+    os.snapshot.restore(repository=REPO, snapshot="nightly", body={
         "indices": "employee_profiles", "rename_pattern": "^employee_profiles$", "rename_replacement": copy, "include_aliases": False})
     journal.release()
-    again = run("yes", index="profiles", dry_run=False)
+    again = run("yes", index="employee_profiles", alias=alias, dry_run=False)
     assert again.outcome == "done", again.findings
     closed = one(again, "open-intent")
     assert closed.status is Status.OK and "applied: run killed-run (kim) took this step" in closed.summary
     assert [a["kind"] for a in again.plan["actions"]] == [j.ALIAS_KIND]
-    assert any("already restored from backup_repo/snap-k (an earlier run): continued" in u for u in again.plan["unchanged"])
-    assert indices(sandbox).count(copy) == 1 and double.aliases(DOM) == {"profiles": [copy]}
+    assert any("already restored from backup_repo/nightly (an earlier run): continued" in u for u in again.plan["unchanged"])
+    assert indices(sandbox).count(copy) == 1 and double.aliases(DOM) == {alias: [copy]}
+    assert os.count(index=alias)["count"] == 3  # as the snapshot's metadata says (the 2 written after it are not in it)
     assert statestore.open_intents(load_system(HR)) == []
+    assert one(again, "restore-rto").status is Status.OK  # counted from the killed run's restore (the copy's _recovery)

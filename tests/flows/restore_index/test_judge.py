@@ -192,3 +192,63 @@ def test_an_alias_named_as_the_live_index_cannot_be_planned_but_it_may_replace_a
     assert plan.actions == [] and "an alias cannot have an index's name" in plan.cannot[0]
     gone = j.plan_restore(SYS, ID, DOM, C, LiveIndex(name="profiles"), ["profiles"], LiveIndex(name=COPY), {"profiles": []}, None)
     assert [(a.kind, a.current, a.target) for a in gone.actions][1] == (j.ALIAS_KIND, "none", COPY)
+
+
+# --- RTO ------------------------------------------------------------------------------------------
+
+
+def _shard(primary: bool, kind: str, start: int | None) -> dict:
+    return {"primary": primary, "type": kind, "stage": "DONE"} | ({"start_time_in_millis": start} if start is not None else {})
+
+
+def test_the_restore_starts_with_the_earliest_primary_snapshot_recovery():
+    body = {"p": {"shards": [_shard(True, "SNAPSHOT", 5_000), _shard(False, "PEER", 1_000), _shard(True, "SNAPSHOT", 4_000)]}}
+    assert j.restore_started_ms(body, "p") == 4_000
+    assert j.restore_started_ms({"p": {"shards": [_shard(True, "EMPTY_STORE", 1), _shard(True, "SNAPSHOT", None)]}}, "p") is None
+    assert j.restore_started_ms({}, "p") is None
+
+
+def test_aliased_rto_runs_to_the_alias_switched_exactly_at_the_target_is_ok():
+    f = j.rto_finding("hr-os/p-restored-s2", 1000.0, 1500.0, 4600.0, True, 60, False)
+    assert f.status is Status.OK and f.value == 3600.0
+    assert f.summary == ("RTO: 3600.0 s from the snapshot restore's start to the alias switched (the restored index verified "
+                         "after 500.0 s); target 60 min")
+    assert f.details == {"target_s": 3600, "sandbox": False, "to_verified_s": 500.0, "to_switched_s": 3600.0, "until": "alias switched"}
+
+
+def test_over_the_target_is_warn_counting_to_the_switch_not_to_the_count():
+    f = j.rto_finding("r", 0.0, 3000.0, 3600.5, True, 60, False)
+    assert f.status is Status.WARN and f.summary.endswith("target 60 min: over the target")
+    assert j.rto_finding("r", 0.0, 3600.0, None, False, 60, False).status is Status.OK  # in place: to the count
+
+
+def test_in_place_rto_runs_to_the_index_verified_and_sandbox_figures_say_so():
+    f = j.rto_finding("hr-os/p", 10.0, 12.5, None, False, 60, True)
+    assert f.status is Status.OK and f.value == 2.5 and f.details["until"] == "index verified"
+    assert f.summary.startswith("sandbox RTO (the OpenSearch test double restores without moving any data: not a production "
+                                "figure): 2.5 s from the snapshot restore's start to the index restored in place and verified")
+
+
+@pytest.mark.parametrize(("times", "aliased", "error", "says"), [
+    ((None, 5.0, 6.0), True, None, "the index's _recovery no longer names a snapshot"),
+    ((None, 5.0, 6.0), True, "cluster API answered 503", "the restore's start could not be read (cluster API answered 503)"),
+    ((1.0, None, None), True, None, "the restored index was not verified"),
+    ((1.0, None, None), False, None, "the restored index was not verified"),
+    ((1.0, 3.0, None), True, None, "verified after 2.0 s, but the alias was not switched"),
+])
+def test_an_rto_not_reached_or_not_known_is_unknown_with_the_reason(times, aliased, error, says):
+    f = j.rto_finding("r", *times, aliased, 60, False, start_error=error)
+    assert f.status is Status.UNKNOWN and f.value is None and says in f.summary and "target 60 min" in f.summary
+
+
+def test_latest_passes_over_the_runbooks_own_pre_restore_snapshots():
+    """A re-run with latest after an in-place restore (or a kill after the pre-restore snapshot) must not restore the data
+    the runbook saved before restoring over it (the kill battery found it)."""
+    snaps = [snap("pre-restore-profiles-s1", at=99), snap("s1", at=10)]
+    assert j.pick_snapshot("r", snaps, "profiles", "latest").snapshot == "s1"
+    with pytest.raises(j.RestoreError) as exc:
+        j.pick_snapshot("r", [snap("pre-restore-profiles-s1", at=99)], "profiles", "latest")
+    assert "pre-restore-profiles-s1 only saved it before a restore: put it back with undo_run=" in str(exc.value)
+    with pytest.raises(j.RestoreError) as exc:
+        j.pick_snapshot("r", snaps, "profiles", "nope")
+    assert "snapshots holding profiles: s1 (or" in str(exc.value)  # never offered

@@ -454,3 +454,71 @@ def test_restore_table_items_killed_at_every_step_boundary_writes_each_item_once
         assert state(inv) == want_state, (kill_at, state(inv))  # every lost item back once, the newer one untouched, one copy
         assert groups_written(inv) == want_groups and row["open_intents"] == 0, (kill_at, groups_written(inv))
         assert waited < TTL_S + 45, (kill_at, waited)
+
+
+# --- restore-index: an index deleted behind its alias comes back from its snapshot as a restored copy, the alias moved onto
+# it; an index read by its name is snapshotted, then restored in place. Steps read through the cluster (_recovery, _alias) --
+
+
+@pytest.mark.parametrize("sid", ["restore-index-alias", "restore-index-in-place"])
+def test_restore_index_killed_at_every_step_boundary_restores_once(prefect_env, sandbox, tmp_path, sid):
+    from opensearchpy import OpenSearch
+
+    from sandbox.faults import apply_fault
+    system, domain, index = "hr-resource-optimization", "hr-resource-optimization-team2", "employee_profiles"
+    aliased = sid == "restore-index-alias"
+    lost: list[dict[str, Any]] = []
+
+    def setup(sb, s):  # aliased: gone, its alias with it; in place: 2 documents deleted. A snapshot "nightly" holds it whole
+        lost.append(apply_fault(sb, s, "index-deleted" if aliased else "index-damaged"))
+
+    def state() -> tuple[dict[str, list[str]], int | None, list[str], str | None, list[tuple[str, str]]]:
+        """(aliases, documents where the application reads them, restored copies, the index's state (None: absent),
+        pre-restore snapshots and their states)."""
+        os_ = OpenSearch(sandbox.opensearch.url_for(domain), timeout=5, max_retries=0)
+        rows = {r["index"]: r["status"] for r in os_.cat.indices(format="json")}
+        aliases = sandbox.opensearch.aliases(domain)
+        read = alias if aliased else index
+        docs = os_.count(index=read)["count"] if read in aliases or rows.get(read) == "open" else None
+        snaps = os_.snapshot.get(repository=lost[-1]["repository"], snapshot="_all")["snapshots"]
+        return (aliases, docs, sorted(n for n in rows if n.startswith(f"{index}-restored-")), rows.get(index),
+                sorted((x["snapshot"], x["state"]) for x in snaps if x["snapshot"].startswith("pre-restore-")))
+
+    def steps_taken(inv) -> list[tuple[str, str, str]]:  # a step a re-run closed has other words: its effect counts
+        return sorted((r["kind"], r["resource"], r["before"]) for r in statestore.read_records(inv)
+                      if r.get("runbook") == "restore-index" and r["status"] in ("applied", "verified"))
+
+    def rto(report: dict) -> float | None:
+        return next((f["value"] for f in report["findings"] if f["check"] == "restore-rto"), None)
+
+    inv_path = inventory_copy(tmp_path, system, TTL_S)
+    inv = fresh(sandbox, system, setup)
+    alias, copy, docs = lost[-1].get("alias"), f"{index}-restored-nightly", lost[-1]["documents"]
+    params = [f"index={index}", "poll_s=0.2"] + ([f"alias={alias}"] if aliased else [])  # snapshot=latest
+    rc, twin, err = run_cli(prefect_env, sandbox, "restore-index", inv_path, params)
+    assert twin and twin["outcome"] == "done", err[-3000:]
+    want_state, want_steps = state(), steps_taken(inv)
+    assert want_state == (({alias: [copy]}, docs, [copy], None, []) if aliased else
+                          ({}, docs, [], "open", [(f"pre-restore-{index}-nightly", "SUCCESS")])), want_state
+    assert [k for k, _, _ in want_steps] == (["index-alias", "index-restore"] if aliased else ["index-data", "index-pre-snapshot"])
+    RESULTS.append({"scenario": sid, "runbook": "restore-index", "kill_at": None, "twin_rto_s": rto(twin)})
+    print("kill-battery", json.dumps(RESULTS[-1]), flush=True)
+    for kill_at in ["leased:1", "intended:1", "intended:2", "acted:1", "acted:2", "recorded:1", "recorded:2", "settled:1"]:
+        inv = fresh(sandbox, system, setup)
+        start = state()
+        rc, _, err = run_cli(prefect_env, sandbox, "restore-index", inv_path, params, kill_at=kill_at)
+        mid = state()
+        rc2, again, waited, refusals = rerun_until_accepted(prefect_env, sandbox, "restore-index", inv_path, params, limit_s=TTL_S + 60)
+        row = {"scenario": sid, "runbook": "restore-index", "kill_at": kill_at, "landed": rc == -9,
+               "changed_before_kill": mid != start, "rerun_outcome": again["outcome"], "rerun_wait_s": round(waited, 1),
+               "refusals": refusals, "state_as_twin": state() == want_state, "effects": len(steps_taken(inv)),
+               "twin_effects": len(want_steps), "open_intents": len(statestore.open_intents(inv)), "rerun_rto_s": rto(again)}
+        RESULTS.append(row)
+        print("kill-battery", json.dumps(row), flush=True)
+        assert again["outcome"] in ("done", "done-with-warnings", "nothing-to-do") and rc2 <= rc_twin(twin), (kill_at, again["findings"])
+        assert not [f for f in again["findings"] if f["check"] == "open-intent" and f["status"] != "OK"], (kill_at, again["findings"])
+        # the snapshot's documents where the application reads them (aliased: the alias on the one restored copy; in place:
+        # the index open), no second copy, one pre-restore snapshot (in place), each step once
+        assert state() == want_state, (kill_at, state())
+        assert steps_taken(inv) == want_steps and row["open_intents"] == 0, (kill_at, steps_taken(inv))
+        assert waited < TTL_S + 45, (kill_at, waited)
