@@ -589,7 +589,7 @@ class DisasterRecovery(Strict):
     """dr-test, backup-verify and the restore runbooks' settings (seeds 000/001/002: RTO a table 30 min, a region 2 h)."""
 
     rto_table_minutes: float = Field(30, gt=0)
-    rto_index_minutes: float = Field(60, gt=0, description="restore-index: from the snapshot restore's start to the restored "
+    rto_index_minutes: float = Field(60, gt=0, description="restore-index and dr-test's index restores: from the snapshot restore's start to the restored "
                                      "index verified and its alias switched")
     rto_region_minutes: float = Field(120, gt=0)
     test_bucket: str | None = Field(None, description="S3 bucket for restored objects; created and tagged by the run when absent")

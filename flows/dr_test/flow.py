@@ -112,9 +112,14 @@ def remove_copies(system: System, account: str, delete_bucket: bool) -> list[str
     return removed
 
 
+def rto_seconds(inv: System, kind: str) -> float:
+    """The inventory's RTO for this kind of restore: indices have their own target, tables and objects the table one."""
+    return (inv.dr.rto_index_minutes if kind == "restore-indices" else inv.dr.rto_table_minutes) * 60
+
+
 def start_restore(inv: System, a: Action, found: dict[str, dict[str, Any]], account: str, run: str) -> Any:
     """Submit the action's restore (they run at once: a DR test takes as long as the slowest restore, not their sum)."""
-    rto_s = inv.dr.rto_table_minutes * 60
+    rto_s = rto_seconds(inv, a.kind)
     if a.kind == "restore-table":
         return restore_table.submit(inv, a.resource, found["dynamodb"][a.resource], a.target, rto_s, {TAG: inv.name}, RUNBOOK)
     if a.kind == "restore-objects":
@@ -127,7 +132,6 @@ def start_restore(inv: System, a: Action, found: dict[str, dict[str, Any]], acco
 def run_restores(inv: System, actions: list[Action], found: dict[str, dict[str, Any]], account: str, run: str, base: dict[str, Any],
                  findings: list[Finding], rows: list[dict[str, Any]], records: list[Record]) -> None:
     """Every restore at once, then each judged against the backup and the RTO: a finding, a history row, a record."""
-    rto_s = inv.dr.rto_table_minutes * 60
     journal = steps.active(base["flow_run_id"])
     intents = [steps.intend(journal, Record(**base, resource=a.target, kind=a.kind, before=ABSENT, after=RESTORED, status="applied"), "applied")
                for a in actions]  # every intent first: the restores then run at once
@@ -137,10 +141,10 @@ def run_restores(inv: System, actions: list[Action], found: dict[str, dict[str, 
             verdict = judge_restore(a, fut.result(), None)
         except Exception as exc:
             verdict = judge_restore(a, None, aws.describe_error(exc))
-        f = restore_finding(a, verdict, rto_s)
+        f = restore_finding(a, verdict, rto_seconds(inv, a.kind))
         findings.append(f)
         rows.append({"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "component": f"{f.check} {a.resource}",
-                     "result": "PASS" if f.status is Status.OK else "FAIL", "seconds": round(verdict["seconds"], 1), "rto_s": rto_s})
+                     "result": "PASS" if f.status is Status.OK else "FAIL", "seconds": round(verdict["seconds"], 1), "rto_s": rto_seconds(inv, a.kind)})
         records.append(steps.done(journal, intent.model_copy(update={"after": RESTORED if verdict["ok"] else None, "detail": verdict["why"][:300],
                                                                      "status": "applied" if verdict["ok"] else "failed"})))
 
