@@ -46,6 +46,9 @@ def where(db: CaseDatabase, environ: dict[str, str] | None = None) -> tuple[str,
     """(host, port, sslmode) this process connects to: the inventory's, or the sandbox's local PostgreSQL."""
     env = os.environ if environ is None else environ
     override = (env.get(ENDPOINT_ENV) or "").strip()
+    if override and env.get(LOOPBACK_ENV) != "1":
+        raise CaseDbUnavailable(f"{ENDPOINT_ENV} is set but {LOOPBACK_ENV} is not: the stand-in is the sandbox's alone; "
+                                f"unset {ENDPOINT_ENV} to reach {db.host} (the real password is never sent to a stand-in)")
     if override:
         host, _, port = override.rpartition(":")
         if not host or not port.isdigit() or not is_loopback_host(host):
@@ -92,8 +95,10 @@ def connect(system: System, db: CaseDatabase) -> Iterator[Any]:
     host, port, sslmode = where(db)
     kw: dict[str, Any] = {"sslrootcert": db.sslrootcert} if db.sslrootcert and sslmode.startswith("verify") else {}
     try:
+        # a row the application holds locked makes the guarded UPDATE wait: 5 s, then an error saying so, never a hang
         conn = psycopg.connect(host=host, port=port, dbname=db.database, user=db.user, password=password(system, db),
-                               sslmode=sslmode, connect_timeout=db.connect_timeout_s, application_name="opsbook", **kw)
+                               sslmode=sslmode, connect_timeout=db.connect_timeout_s, application_name="opsbook",
+                               options="-c lock_timeout=5000 -c statement_timeout=30000", **kw)
     except psycopg.OperationalError as exc:
         raise CaseDbUnavailable(f"cannot connect to {db.database} on {host}:{port} as {db.user} (sslmode {sslmode}): "
                                 f"{' '.join(line.strip() for line in str(exc).strip().splitlines())}") from None

@@ -47,13 +47,16 @@ def test_allowed_settings():
 
 def test_where_the_connection_goes():
     assert cases_db.where(db(), {}) == (RDS, 5432, "require")
-    assert cases_db.where(db(), {"OPSBOOK_CASE_DB_ENDPOINT": "127.0.0.1:6543"}) == ("127.0.0.1", 6543, "disable")
-    local_tls = {"OPSBOOK_CASE_DB_ENDPOINT": "127.0.0.1:6543", "OPSBOOK_CASE_DB_SSLMODE": "require"}
+    assert cases_db.where(db(), {"OPSBOOK_CASE_DB_ENDPOINT": "127.0.0.1:6543", "OPSBOOK_LOOPBACK_ONLY": "1"}) == ("127.0.0.1", 6543, "disable")
+    # a stand-in left in a real shell never receives the real database's password
+    with pytest.raises(cases_db.CaseDbUnavailable, match="OPSBOOK_CASE_DB_ENDPOINT is set but OPSBOOK_LOOPBACK_ONLY is not"):
+        cases_db.where(db(), {"OPSBOOK_CASE_DB_ENDPOINT": "127.0.0.1:6543"})
+    local_tls = {"OPSBOOK_CASE_DB_ENDPOINT": "127.0.0.1:6543", "OPSBOOK_CASE_DB_SSLMODE": "require", "OPSBOOK_LOOPBACK_ONLY": "1"}
     assert cases_db.where(db(), local_tls) == ("127.0.0.1", 6543, "require")
     with pytest.raises(cases_db.CaseDbUnavailable, match="takes require or disable"):
         cases_db.where(db(), {**local_tls, "OPSBOOK_CASE_DB_SSLMODE": "verify-full"})
     with pytest.raises(cases_db.CaseDbUnavailable, match="not a loopback host:port"):
-        cases_db.where(db(), {"OPSBOOK_CASE_DB_ENDPOINT": "db.example.com:5432"})
+        cases_db.where(db(), {"OPSBOOK_CASE_DB_ENDPOINT": "db.example.com:5432", "OPSBOOK_LOOPBACK_ONLY": "1"})
     with pytest.raises(cases_db.CaseDbUnavailable, match=f"OPSBOOK_LOOPBACK_ONLY=1 .*not connecting to {RDS}"):
         cases_db.where(db(), {"OPSBOOK_LOOPBACK_ONLY": "1"})
     assert cases_db.where(db(host="::1", sslmode="disable"), {"OPSBOOK_LOOPBACK_ONLY": "1"}) == ("::1", 5432, "disable")
