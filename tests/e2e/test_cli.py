@@ -160,5 +160,11 @@ def test_sandbox_flag_seeds_a_sandbox_for_this_run_only(local_prefect):
     assert out.returncode == 1 and result["status"] == "WARN", out.stderr
     assert find(result, "dlq-depth", "leh-ai-jobs-dlq")["status"] == "WARN"
     assert result["timing"]["sandbox"] is True and "embedded sandbox at http://127.0.0.1:" in result["timing"]["aws"]
-    healthy = json.loads(opsbook(env, "run", "daily-health", "--system", "leh", "--sandbox", "--json").stdout)
-    assert healthy["status"] == "OK", [f for f in healthy["findings"] if f["status"] != "OK"]  # a new sandbox each run
+    # stopped afterwards: nothing answers on its port any more, so the next --sandbox run starts a new one (leh's healthy
+    # twin through the CLI: test_human_output_and_quiet_console)
+    import re
+    import socket
+
+    port = int(re.search(r"embedded sandbox at http://127\.0\.0\.1:(\d+)", result["timing"]["aws"]).group(1))
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
