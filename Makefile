@@ -9,8 +9,10 @@ STAMP := $(VENV)/.installed
 # shell sets PYTHONDONTWRITEBYTECODE (then nothing else would ever be compiled and kept: every `opsbook run`
 # would compile prefect again); make's own commands keep what else they import.
 RUN := env -u PYTHONDONTWRITEBYTECODE
-WARM := from opsbook import cli, registry, runner; [rb.load() for rb in registry.RUNBOOKS.values()]; \
-	import prefect.server.api.server, prefect.cli, opensearchpy, moto.server, sandbox.server
+# Two halves at once, one a core (9 s in a row, 6 s side by side here):
+WARM_SERVER := import prefect.server.api.server, prefect.cli
+WARM_RUN := from opsbook import cli, registry, runner; [rb.load() for rb in registry.RUNBOOKS.values()]; \
+	import opensearchpy, moto.server, sandbox.server
 
 .PHONY: demo test chaos serve setup bench clean check-install
 
@@ -21,7 +23,7 @@ $(STAMP): pyproject.toml requirements.lock
 	if $(BIN)/pip install -q "uv==0.13.9" && $(BIN)/uv pip install -q --python $(BIN)/python -c requirements.lock -e '.[test,sandbox]'; \
 	then :; else echo "setup: uv unavailable, installing with pip"; \
 	  $(BIN)/pip install -q --upgrade "pip>=24" && $(BIN)/pip install -q --no-compile -c requirements.lock -e '.[test,sandbox]'; fi
-	$(RUN) $(BIN)/python -c "$(WARM)"
+	$(RUN) $(BIN)/python -c "$(WARM_SERVER)" & warm=$$!; $(RUN) $(BIN)/python -c "$(WARM_RUN)" && wait $$warm
 	touch $(STAMP)
 
 setup: $(STAMP)
