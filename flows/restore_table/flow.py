@@ -71,6 +71,7 @@ from tasks.iam_roles import RolePolicies, read_role
 
 RUNBOOK = j.RUNBOOK
 PLANNED: dict[str, str] = {}  # items resource -> the images the approved plan read (what each conditional write expects)
+PARTIAL: dict[str, str] = {}  # items resource -> what its last write left unwritten, and why (partially applied)
 
 
 # --- the steps -----------------------------------------------------------------------------------
@@ -85,29 +86,41 @@ def read_items(system: System, resource: str) -> str:
 @declares(["dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"])
 def write_items(system: System, resource: str, value: str) -> None:
     """Each item of the group to its image in ``value``, in parallel, each conditional on the live item being as planned;
-    an item already there is skipped (a re-run), one changed since the plan is not written (the step fails, naming it)."""
+    an item already there is skipped (a re-run), one changed since the plan is not written. Some written, some not: the
+    step is partially applied (``PARTIAL`` names the ones not written, and why); none written: the step fails."""
     table, keys = j.parse_items_resource(resource)
     if resource not in PLANNED:
         raise RuntimeError(f"{resource}: no plan of this run read it: not written")
     target, planned = j.parse_images(value), j.parse_images(PLANNED[resource])
     now = ddb.get_items(system, table, keys)
 
-    def one(i: int) -> str | None:
-        if j.canon(now[i]) == target[i]:
-            return None
-        if j.canon(now[i]) != planned[i]:
-            return f"{j.dumps(keys[i])} changed since the plan: not overwritten"
-        try:
-            ddb.write_item_if(system, table, keys[i], target[i], now[i])
-        except ClientError as exc:
-            if aws.error_code(exc) == "ConditionalCheckFailedException":
-                return f"{j.dumps(keys[i])} changed while writing: not overwritten"
-            raise
-        return None
+    def one(i: int) -> str:
+        step = j.item_step(j.canon(now[i]), planned[i], target[i])
+        if step == "changed":
+            return "changed since the plan: not overwritten"
+        if step == "write":
+            try:
+                ddb.write_item_if(system, table, keys[i], target[i], now[i])
+            except ClientError as exc:
+                if aws.error_code(exc) == "ConditionalCheckFailedException":
+                    return "changed while writing: not overwritten"
+                raise
+        return ""
 
-    problems = [res or aws.describe_error(err) for _, res, err in aws.parallel(one, range(len(keys)), max_workers=8) if res or err]
-    if problems:
-        raise RuntimeError("; ".join(problems))
+    PARTIAL.pop(resource, None)
+    not_written = {i: res or aws.describe_error(err) for i, res, err in aws.parallel(one, range(len(keys)), max_workers=8) if res or err}
+    if len(not_written) == len(keys):
+        raise RuntimeError(j.partial_detail(keys, not_written))
+    if not_written:
+        PARTIAL[resource] = j.partial_detail(keys, not_written)
+
+
+def items_reached(system: System, resource: str, before: str, target: str) -> bool:
+    return j.items_reached(before, target, read_items(system, resource))
+
+
+def undo_items(resource: str, before: str, after: str, now: str) -> tuple[str, list[str]]:
+    return j.undo_items(j.parse_items_resource(resource)[1], before, after, now)
 
 
 @declares(["dynamodb:DescribeTimeToLive", "dynamodb:DescribeTable", "dynamodb:DescribeContinuousBackups", "dynamodb:ListTagsOfResource"])
@@ -134,7 +147,7 @@ def remove_copy_table(system: System, copy: str, value: str) -> None:
     ddb.delete_table(system, copy)
 
 
-APPLIERS = {j.ITEMS_KIND: Applier(read=read_items, apply=write_items),
+APPLIERS = {j.ITEMS_KIND: Applier(read=read_items, apply=write_items, reached=items_reached),
             j.SETTING_KIND: Applier(read=read_setting, apply=set_setting),
             j.ENV_KIND: Applier(read=lam.read_env_var, apply=lam.set_env_var),
             j.REMOVE_KIND: Applier(read=read_copy_exists, apply=remove_copy_table)}
@@ -292,7 +305,7 @@ def plan_undo(inv: System, identity: Identity, records: list[dict[str, Any]], ru
     steps = {k: a for k, a in APPLIERS.items() if k in (j.ITEMS_KIND, j.ENV_KIND)}
     kept = {j.SETTING_KIND: "settings copied onto the copy stay on it", j.REMOVE_KIND: "a removed copy cannot come back",
             j.COPY_KIND: "the copy is kept (remove_copy=true removes it)"}
-    plan = undo_plan(inv, RUNBOOK, identity, records, run_id, steps, j.IAM, irreversible=kept)
+    plan = undo_plan(inv, RUNBOOK, identity, records, run_id, steps, j.IAM, irreversible=kept, parts={j.ITEMS_KIND: undo_items})
     plan.notes += [c for c in plan.cannot if any(f"{k} has no undo" in c for k in kept)]
     plan.cannot = [c for c in plan.cannot if c not in plan.notes]
     return plan
@@ -310,6 +323,9 @@ def verify(system: System, records: list[Record]) -> list[Record]:
         if r.status != "applied":
             out.append(r)
             continue
+        if r.resource in PARTIAL:  # applied, partially: it stays applied (a warning) and names the items not written
+            out.append(r.model_copy(update={"detail": PARTIAL[r.resource]}))
+            continue
         now = APPLIERS[r.kind].read(system, r.resource)
         out.append(r.model_copy(update={"status": "verified", "detail": "read back"} if now == r.after else
                                 {"detail": f"read back as {now[:200]}, not the target"}))
@@ -321,11 +337,13 @@ def act(session: MutationSession, inv: System, identity: Identity) -> bool:
     record, notify. True when every step is verified."""
     assert session.plan is not None
     PLANNED.update({a.resource: a.current for a in session.plan.actions if a.kind == j.ITEMS_KIND})
+    for a in session.plan.actions:
+        PARTIAL.pop(a.resource, None)
     done, ok = session.act(identity, undo_on_failure=False)
     done = verify.submit(inv, done).result()
     session.record(done)
     session.report.findings += change_findings("restore-step", done)
-    good = ok and all(r.status == "verified" for r in done)
+    good = ok and all(r.status == "verified" or r.resource in PARTIAL for r in done)  # partial: done with warnings
     session.conclude(done, good)
     return good
 

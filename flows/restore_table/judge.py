@@ -251,6 +251,44 @@ def parse_images(value: str) -> list[dict[str, Any] | None]:
     return json.loads(value)
 
 
+def item_step(now: Any, planned: Any, target: Any) -> Literal["already", "write", "changed"]:
+    """One item of a group being written (canonical images): already at its image (a re-run: skipped), still as the plan
+    read it (written, conditionally), or changed since the plan (never overwritten)."""
+    if now == target:
+        return "already"
+    return "write" if now == planned else "changed"
+
+
+def partial_detail(keys: list[dict[str, Any]], not_written: dict[int, str]) -> str:
+    """A group some of whose items were not written: how many were, and each one that was not, with the reason."""
+    return (f"partially applied: {len(keys) - len(not_written)} of {len(keys)} item(s) written; not written: "
+            + "; ".join(f"{dumps(keys[i])} ({why})" for i, why in sorted(not_written.items())))
+
+
+def items_reached(before: str, target: str, now: str) -> bool:
+    """A group a stopped run left open: taken (and closed as such) when any of its items reads as its restored image; the
+    others read as the plan found them (not written) or as someone else left them (said by the undo, item by item)."""
+    b, t, n = parse_images(before), parse_images(target), parse_images(now)
+    return any(x == y and x != z for x, y, z in zip(n, t, b, strict=False))
+
+
+def undo_items(keys: list[dict[str, Any]], before: str, after: str, now: str) -> tuple[str, list[str]]:
+    """Undo of a group, item by item: (the images to write, the items that cannot be undone and why). An item still at its
+    restored image gets its previous image back; one already at its previous image (never written, or put back) is left;
+    any other was changed since and is left as it is, named."""
+    b, a, n = parse_images(before), parse_images(after), parse_images(now)
+    out, cannot = [], []
+    for k, was, restored, is_now in zip(keys, b, a, n, strict=False):
+        if is_now == restored and is_now != was:
+            out.append(was)
+        else:
+            out.append(is_now)
+            if is_now != was:
+                cannot.append(f"{dumps(k)} is not the restored image the run wrote (changed since, or never written by it): "
+                              "not undone; look at it by hand")
+    return dumps(out), cannot
+
+
 def _counts(diffs: list[ItemDiff]) -> dict[str, int]:
     out: dict[str, int] = {}
     for d in diffs:

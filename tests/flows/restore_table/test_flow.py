@@ -122,3 +122,32 @@ def test_switch_refused_while_the_role_cannot_reach_the_copy_then_switched_undon
     removed = run("yes", table=TABLE, restore_point=arn, remove_copy=True, dry_run=False)
     assert removed.outcome == "done", removed.findings
     assert copy not in ddb.list_tables()["TableNames"]
+
+
+def test_a_group_half_written_is_partially_applied_and_undo_puts_back_exactly_the_written_items(seeded, sandbox, monkeypatch):
+    inv = seeded(TODO)
+    ddb = boto3.client("dynamodb", region_name=inv.region, endpoint_url=sandbox.endpoint)
+    lost = apply_fault(sandbox, inv, "table-items-deleted", items=12, deleted=10)  # t00..t09: one group of 10
+    before = items(ddb)
+    foreign = {"id": {"S": "t03"}, "title": {"S": "re-created by someone else"}}
+
+    once = [True]
+
+    def changed_between_plan_and_write(system, resource, value):  # after approval and the drift check (once: not in the undo)
+        if once.pop() if once else False:
+            ddb.put_item(TableName=TABLE, Item=foreign)
+        rt.write_items(system, resource, value)
+
+    monkeypatch.setitem(rt.APPLIERS, j.ITEMS_KIND, rt.Applier(read=rt.read_items, apply=changed_between_plan_and_write,
+                                                              reached=rt.items_reached))
+    done = run("yes", table=TABLE, restore_point=lost["backup_arn"], dry_run=False)
+    assert done.outcome == "done-with-warnings", done.findings
+    [rec] = [r for r in done.records if r["kind"] == j.ITEMS_KIND]
+    assert rec["status"] == "applied" and "partially applied: 9 of 10" in rec["detail"] and '"t03"' in rec["detail"]
+    after = items(ddb)
+    assert after["t03"] == foreign and {f"t{i:02d}" for i in range(10)} <= set(after)
+
+    undo = run("yes", undo_run=done.flow_run_id, dry_run=False)
+    assert undo.outcome == "done-with-warnings", undo.findings  # the plan names t03: it cannot be undone
+    assert any('"t03"' in c and "not undone" in c for c in undo.plan["cannot"])
+    assert items(ddb) == before | {"t03": foreign}  # exactly the 9 written are gone again; t03 left as someone left it

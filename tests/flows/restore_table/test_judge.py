@@ -141,6 +141,40 @@ def test_an_unreadable_side_is_unknown():
     assert f.status is Status.UNKNOWN and "not known to be complete" in f.summary
 
 
+# --- a group written item by item: partial outcomes, a kill inside it, its undo ---------------------
+
+
+def test_each_item_of_a_group_is_written_skipped_or_refused_on_its_own():
+    restored, planned = j.canon(it("a", "back")), None
+    assert j.item_step(None, planned, restored) == "write"
+    assert j.item_step(restored, planned, restored) == "already"  # a re-run
+    assert j.item_step(j.canon(it("a", "someone else")), planned, restored) == "changed"
+    keys = [{"id": {"S": k}} for k in ("a", "b", "c")]
+    detail = j.partial_detail(keys, {1: "changed since the plan: not overwritten"})
+    assert detail.startswith("partially applied: 2 of 3 item(s) written; not written: ")
+    assert '{"id":{"S":"b"}} (changed since the plan: not overwritten)' in detail and '"a"' not in detail
+
+
+def test_a_group_half_written_by_a_killed_run_counts_as_taken_never_as_someone_elses():
+    before = j.images_value([None, None, None])
+    target = j.images_value([it("a"), it("b"), it("c")])
+    assert j.items_reached(before, target, j.images_value([it("a"), None, None]))
+    assert j.items_reached(before, target, target)
+    assert not j.items_reached(before, target, before)  # stopped before writing any
+    assert not j.items_reached(before, target, j.images_value([it("a", "other"), None, None]))
+
+
+def test_undo_puts_back_exactly_the_items_still_as_restored_and_names_the_others():
+    keys = [{"id": {"S": k}} for k in ("a", "b", "c", "d")]
+    before = j.images_value([None, it("b", "old"), None, None])
+    after = j.images_value([it("a"), it("b"), it("c"), it("d")])
+    now = j.images_value([it("a"), it("b"), it("c", "someone else"), None])  # d: never written (refused) or put back
+    target, cannot = j.undo_items(keys, before, after, now)
+    assert json.loads(target) == [None, j.canon(it("b", "old")), j.canon(it("c", "someone else")), None]
+    assert len(cannot) == 1 and '"c"' in cannot[0] and "not undone" in cannot[0]
+    assert j.undo_items(keys, before, after, before) == (before, [])  # all back already: nothing to write
+
+
 # --- switch ------------------------------------------------------------------------------------------
 
 
