@@ -36,6 +36,7 @@ it is labelled so (moto restores at once, and its point-in-time restore copies t
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from botocore.exceptions import ClientError
@@ -196,13 +197,15 @@ def ensure_copy(system: System, table: str, point: j.RestorePoint, copy: str, ru
     return ddb.read_table_copy(system, copy), started, made
 
 
-@aws_task(iam=["dynamodb:Scan", "dynamodb:DescribeTable"], name="diff-items", cache_policy=NO_CACHE)
+@aws_task(iam=["dynamodb:Scan", "dynamodb:DescribeTable", "dynamodb:DescribeTimeToLive"], name="diff-items", cache_policy=NO_CACHE)
 def diff(system: System, table: str, copy: str, point: j.RestorePoint, updated_attribute: str, keys: list[str]
          ) -> tuple[list[j.ItemDiff], list[str]]:
+    """The copy's items against the live table's; an item whose TTL (the live table's TTL attribute) is past is expired."""
     names = ddb.key_names(system, table)
     restored, live = ddb.scan_items(system, copy), ddb.scan_items(system, table)
     attr = updated_attribute or j.guess_updated_attribute(restored + live)
-    return j.diff_items(restored, live, names, point.at, attr, keys), names
+    ttl = j.ttl_attribute(ddb.read_table_setting(system, table, "ttl"))
+    return j.diff_items(restored, live, names, point.at, attr, keys, ttl, datetime.now(UTC)), names
 
 
 @aws_task(iam=["lambda:GetFunctionConfiguration", "dynamodb:DescribeTable", "iam:ListAttachedRolePolicies", "iam:ListRolePolicies",

@@ -142,7 +142,7 @@ class ItemDiff(BaseModel):
     key: dict[str, Any]
     restored: dict[str, Any] | None
     live: dict[str, Any] | None
-    verdict: Literal["deleted", "changed", "newer", "unknown-age", "added"]
+    verdict: Literal["deleted", "changed", "newer", "unknown-age", "added", "expired"]
     why: str = ""
 
     @property
@@ -189,12 +189,38 @@ def _changed(key: dict[str, Any], restored: dict[str, Any], live: dict[str, Any]
                         + " tells whether the live item is newer: not overwritten; name it in keys=[...] to put it back")
 
 
+def ttl_attribute(setting: str) -> str | None:
+    """The TTL attribute of a table's ttl setting (``read_table_setting``: off | attribute NAME)."""
+    return (setting.removeprefix("attribute ").strip() or None) if setting.startswith("attribute ") else None
+
+
+def expired(item: dict[str, Any] | None, ttl_attr: str | None, now: datetime | None) -> str | None:
+    """Why the item's TTL is past (DynamoDB would delete it again), or None (no TTL, not a number, in the future)."""
+    if not item or not ttl_attr or now is None or "N" not in item.get(ttl_attr, {}):
+        return None
+    try:
+        at = float(item[ttl_attr]["N"])
+    except ValueError:
+        return None
+    if at >= now.timestamp():
+        return None
+    return (f"its TTL {ttl_attr}={item[ttl_attr]['N']} ({datetime.fromtimestamp(at, tz=UTC).isoformat(timespec='seconds')}) is past: "
+            "expired, never put back")
+
+
+def _expire(d: ItemDiff, ttl_attr: str | None, now: datetime | None) -> ItemDiff:
+    why = expired(d.restored, ttl_attr, now) if d.writes else None
+    return d.model_copy(update={"verdict": "expired", "why": why}) if why else d
+
+
 def diff_items(restored: list[dict[str, Any]], live: list[dict[str, Any]], key_names: list[str], at: datetime | None,
-               updated_attribute: str | None, keys: list[str] | None = None) -> list[ItemDiff]:
+               updated_attribute: str | None, keys: list[str] | None = None, ttl_attr: str | None = None,
+               clock: datetime | None = None) -> list[ItemDiff]:
     """Every item that differs between the copy (as at the restore point) and the live table, with its verdict:
     deleted (in the copy only: goes back), changed (goes back: older than the restore point, or named), newer (changed
     after the restore point: never overwritten), unknown-age (no time tells: not overwritten unless named), added (in the
-    live table only: written after the restore point, never touched). ``keys``: only these partition key values."""
+    live table only: written after the restore point, never touched), expired (would go back, but its TTL ``ttl_attr`` is
+    before ``clock``, the time now: never written, even when named). ``keys``: only these partition key values."""
     pk = key_names[0]
     wanted = set(keys or [])
     by_key = {dumps(canon(key_of(it, key_names))): it for it in live}
@@ -215,7 +241,7 @@ def diff_items(restored: list[dict[str, Any]], live: list[dict[str, Any]], key_n
         if ks not in seen and (not wanted or pk_text(key_of(it, key_names), pk) in wanted):
             out.append(ItemDiff(key=key_of(it, key_names), restored=None, live=it, verdict="added",
                                 why="written after the restore point: not in the copy, never touched"))
-    return sorted(out, key=lambda d: dumps(canon(d.key)))
+    return sorted((_expire(d, ttl_attr, clock) for d in out), key=lambda d: dumps(canon(d.key)))
 
 
 def groups(diffs: list[ItemDiff], max_items: int = GROUP_ITEMS, max_bytes: int = GROUP_BYTES) -> list[list[ItemDiff]]:
@@ -307,7 +333,7 @@ def plan_items(system_name: str, identity: Identity, table: str, point: RestoreP
     pk, c = key_names[0], _counts(diffs)
     plan.notes.append(f"{table}: diffed against {copy} ({point.text()}): {c.get('deleted', 0)} deleted, {c.get('changed', 0)} changed "
                       f"(put back), {c.get('newer', 0)} newer and {c.get('unknown-age', 0)} of unknown age (kept), {c.get('added', 0)} "
-                      "added since (kept)")
+                      "added since (kept)" + (f", {c['expired']} expired (TTL past: never put back)" if c.get("expired") else ""))
     for d in diffs:
         if not d.writes:
             plan.unchanged.append(f"{table}: {_show(d, pk)}")

@@ -64,6 +64,7 @@ def test_items_from_a_backup_exactly_the_deleted_come_back_newer_untouched_rerun
     assert set(after) == set(before) | {"t00", "t01"} and after["t01"]["title"]["S"] == "task 1"
     assert after["t05"] == before["t05"] and after["t16"] == before["t16"]  # the newer and the added item untouched
     assert any("newer" in u and "id=t05" in u for u in done.plan["unchanged"])
+    assert lost["expired"] not in after and any(f"id={lost['expired']}" in u and "is past: expired" in u for u in done.plan["unchanged"])
     assert [r["status"] for r in done.records if r["kind"] == j.ITEMS_KIND] == ["verified"]
     rto = next(f for f in done.findings if f.check == "restore-rto")
     assert rto.status is Status.OK and "sandbox RTO" in rto.summary

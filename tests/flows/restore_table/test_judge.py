@@ -107,6 +107,22 @@ def test_the_usual_update_attribute_is_guessed():
     assert j.guess_updated_attribute([it("a")]) is None
 
 
+def test_an_item_whose_ttl_is_past_is_expired_never_put_back_even_when_named():
+    now = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    old, fresh = {"expires": {"N": "1700000000"}}, {"expires": {"N": "4102444800"}}
+    restored = [it("a", **old), it("b", **fresh), it("c", "was", "2025-01-01T00:00:00Z", **old), it("d")]
+    live = [it("c", "now", "2025-06-01T00:00:00Z", **old)]
+    d = {x.key["id"]["S"]: x for x in j.diff_items(restored, live, KEY, AT, "updated_at", None, "expires", now)}
+    assert {k: x.verdict for k, x in d.items()} == {"a": "expired", "b": "deleted", "c": "expired", "d": "deleted"}
+    assert "expires=1700000000 (2023-11-14T22:13:20+00:00) is past" in d["a"].why and not d["a"].writes
+    assert verdicts(j.diff_items(restored, live, KEY, AT, "updated_at", ["a"], "expires", now)) == {"a": "expired"}
+    assert verdicts(j.diff_items(restored, live, KEY, AT, "updated_at", None, None, now))["a"] == "deleted"  # no TTL on the table
+    assert j.ttl_attribute("attribute expires") == "expires" and j.ttl_attribute("off") is None
+    plan = j.plan_items("todo-app", ID, "todos", j.parse_restore_point(ARN, "todos"), "todos-restore-x", list(d.values()), KEY, [])
+    assert [json.loads(a.resource.partition(" ")[2]) for a in plan.actions] == [[{"id": {"S": "b"}}, {"id": {"S": "d"}}]]
+    assert any("id=a" in u and "expired" in u for u in plan.unchanged) and "2 expired (TTL past" in plan.notes[-1]
+
+
 # --- groups and the plan ---------------------------------------------------------------------------
 
 
