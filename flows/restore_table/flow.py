@@ -336,13 +336,14 @@ def verify(system: System, records: list[Record]) -> list[Record]:
 
 
 def act(session: MutationSession, inv: System, identity: Identity) -> bool:
-    """After approval: the steps (a failed one stops the rest; what was written stays, recorded, for undo), read back,
-    record, notify. True when every step is verified."""
+    """After approval: the steps (item groups and settings independent: what was written stays, recorded, for undo; the
+    consumers' variables all or nothing: a failed one sets back those switched, so consumers never split between two
+    tables), read back, record, notify. True when every step is verified (or an item group partially applied)."""
     assert session.plan is not None
     PLANNED.update({a.resource: a.current for a in session.plan.actions if a.kind == j.ITEMS_KIND})
     for a in session.plan.actions:
         PARTIAL.pop(a.resource, None)
-    done, ok = session.act(identity, undo_on_failure=False)
+    done, ok = session.act(identity, undo_on_failure=(j.ENV_KIND,))  # consumers all or nothing; items and settings independent
     done = verify.submit(inv, done).result()
     session.record(done)
     session.report.findings += change_findings("restore-step", done)
