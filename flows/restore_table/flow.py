@@ -28,7 +28,9 @@ environment names the table) may use the copy (its role's policies allow on the 
 then rewrite each consumer's variable to the copy; verified by GetFunctionConfiguration. Writes after the restore point
 are not in the copy (the plan says so). Undo sets the variables back.
 
-A copy is removed only with ``remove_copy=true``, never while a consumer's environment names it. RTO (the restore's
+Undo sets the variables back; writes made to the copy meanwhile stay only in it (the undo plan says so). A copy is removed
+only with ``remove_copy=true``, never while a consumer's environment names it, and, once the records show a consumer was
+switched onto it, only with ``force=true`` as well. RTO (the restore's
 start, from the copy's tag, to usable data) is compared with the inventory's ``dr.rto_table_minutes``; on the sandbox
 it is labelled so (moto restores at once, and its point-in-time restore copies the table as it is now: no history).
 """
@@ -311,6 +313,7 @@ def plan_undo(inv: System, identity: Identity, records: list[dict[str, Any]], ru
     plan = undo_plan(inv, RUNBOOK, identity, records, run_id, steps, j.IAM, irreversible=kept, parts={j.ITEMS_KIND: undo_items})
     plan.notes += [c for c in plan.cannot if any(f"{k} has no undo" in c for k in kept)]
     plan.cannot = [c for c in plan.cannot if c not in plan.notes]
+    plan.notes += j.switch_undo_notes(plan.actions)
     return plan
 
 
@@ -377,6 +380,8 @@ def restore_table(
                                        "points at it)")] = False,
     updated_attribute: Annotated[str, Param("items: the attribute holding an item's update time (ISO-8601 or epoch); empty: "
                                             "updated_at, updatedAt, modified_at, ... when the items have one")] = "",
+    force: Annotated[bool, Param("remove_copy: remove the copy even though the records show a consumer was switched onto it "
+                                 "(writes made to it while switched are lost)")] = False,
     dry_run: DryRun = True,
     approver: Approver = "",
     approval_timeout_s: ApprovalTimeout = 0,
@@ -396,7 +401,7 @@ def restore_table(
     dry_run (default) ends after the plan and makes no copy. Otherwise the copy is restored first (a table of its own),
     then the run asks for approval (a form on the paused run in the UI; the shell's prompt or --yes), writes, reads back,
     records and notifies, with the RTO against dr.rto_table_minutes. ``undo_run``: the previous item images or
-    environment values of that run back. ``remove_copy``: the copy deleted, never while a consumer names it."""
+    environment values of that run back. ``remove_copy``: the copy deleted, never while a consumer names it (nor, without ``force``, once one was switched onto it)."""
     inv = load_system(system)
     session = MutationSession(RUNBOOK, inv, dry_run=dry_run, approver=approver, approval_timeout_s=approval_timeout_s, appliers=APPLIERS)
     with session:
@@ -411,7 +416,7 @@ def restore_table(
             except j.RestoreError as exc:
                 raise Refused(f"{exc}; nothing was changed") from None
             if remove_copy:
-                plan = plan_removal(inv, identity, table.strip(), point)
+                plan = plan_removal(inv, identity, table.strip(), point, force)
             else:
                 plan, started, made = plan_forward(session, inv, identity, table.strip(), point, mode, keys, updated_attribute.strip(),
                                                    settle_timeout_s or inv.mutations.settle_timeout_s)
@@ -422,11 +427,12 @@ def restore_table(
     return session.finish()
 
 
-def plan_removal(inv: System, identity: Identity, table: str, point: j.RestorePoint) -> Plan:
+def plan_removal(inv: System, identity: Identity, table: str, point: j.RestorePoint, force: bool) -> Plan:
     copy = j.copy_name(table, point.asked)
     cp = read_copy_task.submit(inv, copy).result()
     pointing = [f"{c.function} ({c.variable})" for c in read_consumers.submit(inv, table, copy).result() if c.value == copy]
-    return j.plan_remove(inv.name, identity, table, copy, cp.exists, pointing, j.copy_of(cp.tags, table, point))
+    switched = j.switched_onto(read_records.submit(inv).result(), copy)
+    return j.plan_remove(inv.name, identity, table, copy, cp.exists, pointing, j.copy_of(cp.tags, table, point), switched, force)
 
 
 @aws_task(iam=["dynamodb:DescribeTable", "dynamodb:ListTagsOfResource"], name="read-copy", cache_policy=NO_CACHE)

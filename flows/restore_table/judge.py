@@ -436,9 +436,29 @@ def plan_switch(system_name: str, identity: Identity, table: str, point: Restore
     return plan
 
 
+def switched_onto(records: list[dict[str, Any]], copy: str) -> list[str]:
+    """Each consumer the records show was ever switched onto ``copy`` (``function/env/VAR (run ID)``): it may hold writes
+    made while they used it, which are nowhere else."""
+    return sorted({f"{r['resource']} (run {r.get('flow_run_id') or '?'})" for r in records
+                   if r.get("runbook") == RUNBOOK and r.get("kind") == ENV_KIND and r.get("after") == copy
+                   and r.get("status") in ("applied", "verified")})
+
+
+def switch_undo_notes(actions: list[Action]) -> list[str]:
+    """What an undo of a switch does not bring back: writes made to the copy while the consumers used it."""
+    copies = sorted({a.current for a in actions if a.kind == ENV_KIND and a.current != a.target})
+    return [f"writes made to {c} while the consumers used it stay only in {c}: setting them back does not copy them to "
+            f"{a_target(actions, c)} (not counted; compare the tables and merge by hand before remove_copy)" for c in copies]
+
+
+def a_target(actions: list[Action], copy: str) -> str:
+    return next(a.target for a in actions if a.kind == ENV_KIND and a.current == copy)
+
+
 def plan_remove(system_name: str, identity: Identity, table: str, copy: str, exists: bool, pointing: list[str],
-                ours: bool | None = True) -> Plan:
-    """The copy deleted, never while a consumer points at it, never a table tagged as something else."""
+                ours: bool | None = True, switched: list[str] | None = None, force: bool = False) -> Plan:
+    """The copy deleted, never while a consumer points at it, never a table tagged as something else, and, when the records
+    show a consumer was ever switched onto it (``switched``: it may hold writes nowhere else), only with ``force``."""
     plan = Plan(runbook=RUNBOOK, system=system_name, identity=identity)
     if not exists:
         plan.unchanged.append(f"{copy}: no such table (already removed, or never restored)")
@@ -446,9 +466,14 @@ def plan_remove(system_name: str, identity: Identity, table: str, copy: str, exi
         plan.cannot.append(f"{copy}: its tags say it is not the copy of {table} at this restore point: not removed")
     elif pointing:
         plan.cannot.append(f"{copy}: still in use by {', '.join(pointing)}: not removed (undo the switch first)")
+    elif switched and not force:
+        plan.cannot.append(f"{copy}: the records show {', '.join(switched)} switched onto it: writes made to it then are only in "
+                           f"it: not removed (merge them into {table}, then give force=true to remove it anyway)")
     else:
+        was = (f"; force=true: removed although {', '.join(switched)} used it (writes made to it then are lost)" if switched else
+               "; no consumer points at it")
         plan.actions.append(Action(kind=REMOVE_KIND, resource=copy, current="exists", target=ABSENT, iam_action=IAM[REMOVE_KIND],
-                                   reversible=False, evidence=f"the copy of {table} made by this runbook; no consumer points at it"))
+                                   reversible=False, evidence=f"the copy of {table} made by this runbook{was}"))
     return plan
 
 

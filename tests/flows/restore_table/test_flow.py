@@ -119,8 +119,11 @@ def test_switch_refused_while_the_role_cannot_reach_the_copy_then_switched_undon
 
     undo = run("yes", undo_run=done.flow_run_id, dry_run=False)
     assert undo.outcome == "done", undo.findings
+    assert any(f"stay only in {copy}" in n for n in undo.plan["notes"])
     assert lam.get_function_configuration(FunctionName=FN)["Environment"]["Variables"]["TABLE_NAME"] == TABLE
-    removed = run("yes", table=TABLE, restore_point=arn, remove_copy=True, dry_run=False)
+    used = run("yes", table=TABLE, restore_point=arn, remove_copy=True, dry_run=False)  # it may hold writes made while switched
+    assert any("switched onto it" in c and "force=true" in c for c in used.plan["cannot"]) and copy in ddb.list_tables()["TableNames"]
+    removed = run("yes", table=TABLE, restore_point=arn, remove_copy=True, force=True, dry_run=False)
     assert removed.outcome == "done", removed.findings
     assert copy not in ddb.list_tables()["TableNames"]
 

@@ -235,6 +235,22 @@ def test_a_copy_is_never_removed_while_in_use():
     assert j.plan_remove("s", ID, "todos", "copy", True, [], ours=False).cannot
 
 
+def test_a_copy_a_consumer_was_switched_onto_is_removed_only_with_force_and_its_undo_says_what_stays_in_it():
+    recs = [{"runbook": j.RUNBOOK, "kind": j.ENV_KIND, "resource": "fn/env/T", "after": "c", "status": "verified", "flow_run_id": "r1"},
+            {"runbook": j.RUNBOOK, "kind": j.ENV_KIND, "resource": "fn/env/T", "after": "todos", "status": "verified", "flow_run_id": "r2"},
+            {"runbook": j.RUNBOOK, "kind": j.ENV_KIND, "resource": "g/env/T", "after": None, "status": "failed", "flow_run_id": "r1"}]
+    switched = j.switched_onto(recs, "c")
+    assert switched == ["fn/env/T (run r1)"] and j.switched_onto(recs, "other") == []
+    refused = j.plan_remove("todo-app", ID, "todos", "c", True, [], True, switched)
+    assert not refused.actions and "fn/env/T (run r1) switched onto it" in refused.cannot[0] and "force=true" in refused.cannot[0]
+    forced = j.plan_remove("todo-app", ID, "todos", "c", True, [], True, switched, force=True)
+    assert [a.kind for a in forced.actions] == [j.REMOVE_KIND] and "lost" in forced.actions[0].evidence
+    assert [a.kind for a in j.plan_remove("todo-app", ID, "todos", "c", True, [], True, []).actions] == [j.REMOVE_KIND]
+    back = [j.Action(kind=j.ENV_KIND, resource="fn/env/T", current="c", target="todos", iam_action="x")]
+    [note] = j.switch_undo_notes(back)
+    assert "stay only in c" in note and "to todos" in note
+
+
 def test_counts_and_rto():
     assert j.count_finding("c", 5, 5, 7, "backup").status is Status.OK
     assert j.count_finding("c", 4, 5, 7, "backup").status is Status.WARN
