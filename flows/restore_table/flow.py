@@ -176,8 +176,13 @@ def read_point(system: System, table: str, point: j.RestorePoint, copy: str) -> 
     return point.model_copy(update={"at": at}), ddb.read_table_copy(system, copy)
 
 
+# what AWS requires on the target table for a restore, besides the restore action itself (as dr-test's restore_table)
+RESTORE_TARGET_IAM = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Query",
+                      "dynamodb:Scan", "dynamodb:BatchWriteItem"]
+
+
 @aws_task(iam=["dynamodb:RestoreTableFromBackup", "dynamodb:RestoreTableToPointInTime", "dynamodb:TagResource", "dynamodb:DescribeTable",
-               "dynamodb:ListTagsOfResource"], name="restore-copy", cache_policy=NO_CACHE, read_only=False)
+               "dynamodb:ListTagsOfResource", *RESTORE_TARGET_IAM], name="restore-copy", cache_policy=NO_CACHE, read_only=False)
 def ensure_copy(system: System, table: str, point: j.RestorePoint, copy: str, run_id: str, timeout_s: float) -> tuple[ddb.TableCopy, float, bool]:
     """The copy restored (or the one an earlier run started: continued) and ACTIVE: (copy, restore start epoch, made now)."""
     cp = ddb.read_table_copy(system, copy)

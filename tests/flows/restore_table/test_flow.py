@@ -35,6 +35,12 @@ def run(approval: ShellApproval | None = None, **params) -> RunReport:
     return report
 
 
+def test_restoring_the_copy_declares_what_aws_requires_on_the_target_table():
+    declared = set(policy_for([rt.ensure_copy])["Statement"][0]["Action"])
+    assert {"dynamodb:RestoreTableFromBackup", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:GetItem",
+            "dynamodb:Query", "dynamodb:Scan", "dynamodb:BatchWriteItem"} <= declared
+
+
 def item(i: int, title: str) -> dict:
     return {"id": {"S": f"t{i}"}, "title": {"S": title}}
 
