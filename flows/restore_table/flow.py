@@ -184,24 +184,30 @@ RESTORE_TARGET_IAM = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Delet
 @aws_task(iam=["dynamodb:RestoreTableFromBackup", "dynamodb:RestoreTableToPointInTime", "dynamodb:TagResource", "dynamodb:DescribeTable",
                "dynamodb:ListTagsOfResource", *RESTORE_TARGET_IAM], name="restore-copy", cache_policy=NO_CACHE, read_only=False)
 def ensure_copy(system: System, table: str, point: j.RestorePoint, copy: str, run_id: str, timeout_s: float) -> tuple[ddb.TableCopy, float, bool]:
-    """The copy restored (or the one an earlier run started: continued) and ACTIVE: (copy, restore start epoch, made now)."""
+    """The copy restored (or the one an earlier run started: continued, waited for while CREATING) and ACTIVE, then tagged
+    (DynamoDB refuses tags while CREATING; ``latest``'s restore-at from its RestoreSummary): (copy, restore start, made now)."""
     cp = ddb.read_table_copy(system, copy)
-    ours = j.copy_of(cp.tags, table, point) if cp.exists else True
-    if ours is False:
+    if cp.exists and j.copy_of(cp.tags, table, point) is False:
         raise Refused(f"{copy} exists and is not a copy of {table} at {point.asked} (tags {cp.tags}): not used; nothing was changed")
     made = not cp.exists
     started = time.time()
     if made:
-        ddb.start_table_restore(system, table, copy, point.arn, point.at if point.kind == "time" else None,
-                                j.copy_tags(table, point, started, run_id))
-    elif ours is None:  # restored by a run that stopped before tagging it: tagged now (its RTO counts from now)
-        ddb.tag_table(system, copy, j.copy_tags(table, point, started, run_id))
-    else:
-        started = float(cp.tags.get("opsbook:restore-started") or started)
+        ddb.start_table_restore(system, table, copy, point.arn, point.at if point.kind == "time" else None)
     status = ddb.wait_table_active(system, table, copy, timeout_s, RUNBOOK)
     if status != "ACTIVE":
         raise Refused(f"{copy} is {status} after {timeout_s:g} s: run again to continue with it (it is never restored twice)")
-    return ddb.read_table_copy(system, copy), started, made
+    cp = ddb.read_table_copy(system, copy)
+    ours = j.copy_of(cp.tags, table, point)
+    if ours is False:
+        raise Refused(f"{copy} is not a copy of {table} at {point.asked} (tags {cp.tags}): not used; nothing was changed")
+    if ours is None:  # restored now, or by a run that stopped before tagging it: its RTO counts from its creation
+        at = cp.restore_at if point.kind == "latest" and cp.restore_at else point.at
+        started = started if made else (cp.created or started)
+        ddb.tag_table(system, copy, j.copy_tags(table, point.model_copy(update={"at": at}), started, run_id))
+        cp = ddb.read_table_copy(system, copy)
+    else:
+        started = float(cp.tags.get("opsbook:restore-started") or started)
+    return cp, started, made
 
 
 @aws_task(iam=["dynamodb:Scan", "dynamodb:DescribeTable", "dynamodb:DescribeTimeToLive"], name="diff-items", cache_policy=NO_CACHE)
@@ -276,7 +282,7 @@ def dry_copy_plan(inv: System, identity: Identity, table: str, point: j.RestoreP
 def plan_forward(session: MutationSession, inv: System, identity: Identity, table: str, point: j.RestorePoint, mode: str,
                  keys: list[str], updated_attribute: str, settle_s: float) -> tuple[Plan, float | None, bool]:
     """(the plan, the restore's start epoch, made now) for items or switch; the copy made first unless a dry run."""
-    copy = j.copy_name(table, point.asked)
+    copy = j.copy_name(table, point)
     point, cp = read_point.submit(inv, table, point, copy).result()
     notes = []
     if aws.is_loopback_url(aws.endpoint_url()) and point.kind != "backup":
@@ -286,6 +292,10 @@ def plan_forward(session: MutationSession, inv: System, identity: Identity, tabl
         return dry_copy_plan(inv, identity, table, point, copy, mode), None, False
     started, made = None, False
     if not session.dry_run:
+        if not cp.exists:  # the intent, durably, before the restore call: a kill after it leaves a trace of the copy
+            session.record([Record(runbook=RUNBOOK, system=inv.name, resource=copy, kind=j.COPY_KIND, before=j.ABSENT,
+                                   after=f"restored from {point.asked}", status="intended", flow_run_id=session.run_id,
+                                   caller_arn=identity.arn, detail=f"restore of {table} from {point.text()} about to start")])
         cp, started, made = ensure_copy.submit(inv, table, point, copy, session.run_id, settle_s).result()
         if made:
             session.record([Record(runbook=RUNBOOK, system=inv.name, resource=copy, kind=j.COPY_KIND, before=j.ABSENT,
@@ -433,7 +443,7 @@ def restore_table(
 
 
 def plan_removal(inv: System, identity: Identity, table: str, point: j.RestorePoint, force: bool) -> Plan:
-    copy = j.copy_name(table, point.asked)
+    copy = j.copy_name(table, point)
     cp = read_copy_task.submit(inv, copy).result()
     pointing = [f"{c.function} ({c.variable})" for c in read_consumers.submit(inv, table, copy).result() if c.value == copy]
     switched = j.switched_onto(read_records.submit(inv).result(), copy)

@@ -69,14 +69,32 @@ def parse_restore_point(value: str, table: str) -> RestorePoint:
     return RestorePoint(asked=v, kind="time", at=at.astimezone(UTC))
 
 
-def copy_name(table: str, asked: str) -> str:
-    """The restored copy's name: the same for the same table and restore point, so a re-run finds it (never a second)."""
-    digest = hashlib.sha256(f"{table}|{asked.strip()}".encode()).hexdigest()[:10]
+def point_key(point: RestorePoint) -> str:
+    """The restore point normalised: a time in UTC ISO-8601 (so ...T09:30:00Z and ...T09:30:00+00:00 are one), a backup's ARN,
+    ``latest``."""
+    if point.kind == "time" and point.at is not None:
+        return point.at.astimezone(UTC).isoformat()
+    return point.arn if point.kind == "backup" and point.arn else point.asked.strip()
+
+
+def _key_of(table: str, point: RestorePoint | str) -> str:
+    if isinstance(point, RestorePoint):
+        return point_key(point)
+    try:
+        return point_key(parse_restore_point(point, table))
+    except RestoreError:
+        return point.strip()
+
+
+def copy_name(table: str, point: RestorePoint | str) -> str:
+    """The restored copy's name: the same for the same table and (normalised) restore point, so a re-run finds it (never a
+    second)."""
+    digest = hashlib.sha256(f"{table}|{_key_of(table, point)}".encode()).hexdigest()[:10]
     return f"{table[:230]}-restore-{digest}"
 
 
 def copy_tags(table: str, point: RestorePoint, started_epoch: float, run_id: str) -> dict[str, str]:
-    tags = {"opsbook:restore-source": table, "opsbook:restore-point": point.asked[:256],
+    tags = {"opsbook:restore-source": table, "opsbook:restore-point": point_key(point)[:256],
             "opsbook:restore-started": f"{started_epoch:.3f}", "opsbook:restore-run": run_id}
     if point.at is not None:
         tags["opsbook:restore-at"] = point.at.isoformat()
@@ -85,10 +103,12 @@ def copy_tags(table: str, point: RestorePoint, started_epoch: float, run_id: str
 
 def copy_of(tags: dict[str, str], table: str, point: RestorePoint) -> bool | None:
     """Is a table of the copy's name this table's copy at this point (True), another table (False), or untagged (None:
-    its restore was started and the run stopped before tagging it; the name derives from both, so it is taken as ours)?"""
+    its restore was started and the run stopped before tagging it, or it is still being created, when it cannot be tagged;
+    the name derives from both, so it is taken as ours)?"""
     if not any(is_restore_tag(k) for k in tags):
         return None
-    return tags.get("opsbook:restore-source") == table and tags.get("opsbook:restore-point") == point.asked[:256]
+    return (tags.get("opsbook:restore-source") == table
+            and _key_of(table, tags.get("opsbook:restore-point", ""))[:256] == point_key(point)[:256])
 
 
 def as_of_copy(point: RestorePoint, tags: dict[str, str]) -> RestorePoint:

@@ -88,6 +88,9 @@ def test_items_from_a_backup_exactly_the_deleted_come_back_newer_untouched_rerun
     latest = run("yes", table=TABLE, restore_point="latest", dry_run=False)  # moto's PITR copies the table as it is now
     assert latest.outcome == "nothing-to-do", latest.findings
     assert any("sandbox: moto's point-in-time restore copies the table as it is now" in n for n in latest.plan["notes"])
+    desc = ddb.describe_table(TableName=j.copy_name(TABLE, "latest"))["Table"]  # latest: as of the copy's RestoreDateTime
+    tags = {t["Key"]: t["Value"] for t in ddb.list_tags_of_resource(ResourceArn=desc["TableArn"])["Tags"]}
+    assert tags["opsbook:restore-at"] == desc["RestoreSummary"]["RestoreDateTime"].isoformat()
 
 
 def test_switch_refused_while_the_role_cannot_reach_the_copy_then_switched_undone_and_the_copy_removed(seeded, sandbox):

@@ -53,6 +53,18 @@ def test_the_copy_name_is_stable_per_table_and_point_and_differs_between_points(
     assert a != j.copy_name("todos", "latest") and len(j.copy_name("t" * 255, "latest")) <= 255
 
 
+def test_one_restore_point_written_two_ways_is_one_copy_and_its_tags_match_either():
+    z, plus = "2026-12-04T09:30:00Z", "2026-12-04T18:30:00+09:00"
+    assert j.copy_name("todos", z) == j.copy_name("todos", plus) == j.copy_name("todos", j.parse_restore_point(plus, "todos"))
+    assert j.copy_name("todos", z) != j.copy_name("todos", "2026-12-04T09:31:00Z")
+    tags = j.copy_tags("todos", j.parse_restore_point(z, "todos"), 1.0, "r1")
+    assert tags["opsbook:restore-point"] == "2026-12-04T09:30:00+00:00"
+    assert j.copy_of(tags, "todos", j.parse_restore_point(plus, "todos")) is True
+    assert j.copy_of(tags | {"opsbook:restore-point": z}, "todos", j.parse_restore_point(plus, "todos")) is True  # tagged as asked
+    assert j.copy_of(tags, "todos", j.parse_restore_point("latest", "todos")) is False
+    assert j.copy_of({}, "todos", j.parse_restore_point(z, "todos")) is None  # CREATING, or not tagged yet
+
+
 # --- the diff --------------------------------------------------------------------------------------
 
 
