@@ -243,8 +243,9 @@ def read_consumers(system: System, table: str, copy: str) -> list[j.Consumer]:
 
 @aws_task(iam=["dynamodb:DescribeTimeToLive", "dynamodb:DescribeTable", "dynamodb:DescribeContinuousBackups",
                "dynamodb:ListTagsOfResource", "dynamodb:Scan", "dynamodb:DescribeBackup", "dynamodb:BatchGetItem"], name="read-switch-state", cache_policy=NO_CACHE)
-def read_switch_state(system: System, table: str, copy: str, point: j.RestorePoint) -> tuple[dict[str, tuple[str, str]], str, Finding]:
-    """Each setting on the table and on the copy, the table's ARN, the copy's count finding."""
+def read_switch_state(system: System, table: str, copy: str, point: j.RestorePoint) -> tuple[dict[str, tuple[str, str]], str | None, Finding]:
+    """Each setting on the table and on the copy, the table's ARN (None: the live table is gone, the classic disaster), the
+    copy's count finding. A setting of the table that cannot be read is "unreadable: why" (the plan names it)."""
     settings: dict[str, tuple[str, str]] = {}
     for s in j.SETTINGS:
         try:
@@ -253,11 +254,17 @@ def read_switch_state(system: System, table: str, copy: str, point: j.RestorePoi
             src = f"unreadable: {aws.describe_error(exc)}"
         settings[s] = (src, ddb.read_table_setting(system, copy, s))
     c = aws.client("dynamodb", system.region)
-    arn = c.describe_table(TableName=table)["Table"]["TableArn"]
+    try:
+        arn: str | None = c.describe_table(TableName=table)["Table"]["TableArn"]
+    except ClientError as exc:
+        if aws.error_code(exc) != "ResourceNotFoundException":
+            raise
+        arn = None
     try:
         expected = ddb.restore_point_facts(system, table, point.arn).get("item_count") if point.arn else None
-        sample = ddb.sample_differences(c, table, copy, ddb.key_names(system, table), system.dr.sample_items)
-        counted = j.count_finding(copy, ddb.scan_count(c, copy), expected, ddb.scan_count(c, table), point.kind, sample=sample)
+        sample = ddb.sample_differences(c, table, copy, ddb.key_names(system, table), system.dr.sample_items) if arn else None
+        counted = j.count_finding(copy, ddb.scan_count(c, copy), expected, ddb.scan_count(c, table) if arn else None, point.kind,
+                                  sample=sample)
     except Exception as exc:
         counted = j.count_finding(copy, None, None, None, point.kind, aws.describe_error(exc))
     return settings, arn, counted
@@ -314,8 +321,11 @@ def plan_forward(session: MutationSession, inv: System, identity: Identity, tabl
         return j.plan_items(inv.name, identity, table, point, copy, diffs, names, notes), started, made
     settings, arn, counted = read_switch_state.submit(inv, table, copy, point).result()
     session.report.findings.append(counted)
+    if arn is None:
+        notes.append(f"{table} no longer exists: its settings cannot be copied (named below); the consumers are checked against "
+                     "its ARN as their policies name it, and the cutover is planned")
     consumers = read_consumers.submit(inv, table, copy).result()
-    reach = j.reach_findings([c for c in consumers if c.value == table], arn, cp.arn or "")
+    reach = j.reach_findings([c for c in consumers if c.value == table], arn or j.sibling_arn(cp.arn or "", table), cp.arn or "")
     session.report.findings += reach
     return j.plan_switch(inv.name, identity, table, point, copy, settings, consumers, reach, notes), started, made
 

@@ -383,6 +383,11 @@ class Consumer(BaseModel):
     error: str | None = None
 
 
+def sibling_arn(copy_arn: str, table: str) -> str:
+    """The ARN ``table`` has (or had: a deleted table) in the copy's account and region."""
+    return f"{copy_arn.rpartition('/')[0]}/{table}" if "/" in copy_arn else copy_arn
+
+
 def missing_access(rp: RolePolicies, source_arn: str, copy_arn: str) -> list[str]:
     """The DynamoDB actions the role allows on the live table but not on the copy (denied, or no Allow covers it)."""
     out = []
@@ -508,15 +513,16 @@ def count_finding(copy: str, count: int | None, expected: int | None, live_now: 
         return Finding(check="restore-copy-count", resource=copy, status=Status.UNKNOWN, summary=f"{copy}: not counted ({error}): not verified")
     sampled = (f"; {sample[1]} of {sample[0]} live items sampled read otherwise in the copy (written after the restore point)"
                if sample else "")
+    live = f"the live table has {live_now}" if live_now is not None else "the live table is gone"
     details = {"expected": expected, "live": live_now, "sampled": sample[0] if sample else None, "differ": sample[1] if sample else None}
     if kind == "backup" and expected is not None:
         ok = count == expected
         return Finding(check="restore-copy-count", resource=copy, status=Status.OK if ok else Status.WARN, value=count, details=details,
                        summary=f"{copy} holds {count} items; the backup says {expected}" + ("" if ok else
-                               " (a backup's ItemCount can lag by hours: look at it before switching)") + f"; the live table has {live_now}"
+                               " (a backup's ItemCount can lag by hours: look at it before switching)") + f"; {live}"
                                + sampled)
     return Finding(check="restore-copy-count", resource=copy, status=Status.OK, value=count, details=details,
-                   summary=f"{copy} holds {count} items; the live table has {live_now} now (writes after the restore point differ)" + sampled)
+                   summary=f"{copy} holds {count} items; {live} now (writes after the restore point differ)" + sampled)
 
 
 def rto_finding(table: str, seconds: float, target_minutes: float | None, sandbox: bool) -> Finding:

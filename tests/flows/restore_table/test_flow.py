@@ -164,3 +164,20 @@ def test_a_group_half_written_is_partially_applied_and_undo_puts_back_exactly_th
     assert undo.outcome == "done-with-warnings", undo.findings  # the plan names t03: it cannot be undone
     assert any('"t03"' in c and "not undone" in c for c in undo.plan["cannot"])
     assert items(ddb) == before | {"t03": foreign}  # exactly the 9 written are gone again; t03 left as someone left it
+
+
+def test_switch_when_the_live_table_was_deleted_plans_the_cutover_and_names_the_settings_it_cannot_copy(seeded, sandbox):
+    inv = seeded(TODO)
+    kw = {"region_name": inv.region, "endpoint_url": sandbox.endpoint}
+    ddb, lam = boto3.client("dynamodb", **kw), boto3.client("lambda", **kw)
+    account = boto3.client("sts", **kw).get_caller_identity()["Account"]
+    apply_fault(sandbox, inv, "table-consumer", allow=f"arn:aws:dynamodb:{inv.region}:{account}:table/{TABLE}*")
+    arn = ddb.list_backups(TableName=TABLE)["BackupSummaries"][0]["BackupArn"]
+    ddb.delete_table(TableName=TABLE)  # the classic disaster
+
+    done = run("yes", table=TABLE, restore_point=arn, mode="switch", dry_run=False)
+    assert done.outcome == "done-with-warnings", done.findings
+    assert any(f"{TABLE} no longer exists" in n for n in done.plan["notes"])
+    assert any("/ttl:" in c and "could not be read" in c for c in done.plan["cannot"])
+    assert next(f for f in done.findings if f.check == "restore-consumer-reach").status is Status.OK
+    assert lam.get_function_configuration(FunctionName=FN)["Environment"]["Variables"]["TABLE_NAME"] == j.copy_name(TABLE, arn)

@@ -263,6 +263,13 @@ def test_a_copy_a_consumer_was_switched_onto_is_removed_only_with_force_and_its_
     assert "stay only in c" in note and "to todos" in note
 
 
+def test_a_deleted_live_table_has_its_arn_beside_the_copys_and_its_count_says_gone():
+    copy_arn = "arn:aws:dynamodb:us-east-2:123456789012:table/todos-restore-abc"
+    assert j.sibling_arn(copy_arn, "todos") == "arn:aws:dynamodb:us-east-2:123456789012:table/todos"
+    f = j.count_finding("c", 3, 3, None, "backup")
+    assert f.status is Status.OK and "the live table is gone" in f.summary
+
+
 def test_counts_and_rto():
     assert j.count_finding("c", 5, 5, 7, "backup").status is Status.OK
     assert j.count_finding("c", 4, 5, 7, "backup").status is Status.WARN
