@@ -242,10 +242,13 @@ def read_consumers(system: System, table: str, copy: str) -> list[j.Consumer]:
 
 
 @aws_task(iam=["dynamodb:DescribeTimeToLive", "dynamodb:DescribeTable", "dynamodb:DescribeContinuousBackups",
-               "dynamodb:ListTagsOfResource", "dynamodb:Scan", "dynamodb:DescribeBackup", "dynamodb:BatchGetItem"], name="read-switch-state", cache_policy=NO_CACHE)
-def read_switch_state(system: System, table: str, copy: str, point: j.RestorePoint) -> tuple[dict[str, tuple[str, str]], str | None, Finding]:
+               "dynamodb:ListTagsOfResource", "dynamodb:Scan", "dynamodb:DescribeBackup", "dynamodb:BatchGetItem",
+               "lambda:ListEventSourceMappings"], name="read-switch-state", cache_policy=NO_CACHE)
+def read_switch_state(system: System, table: str, copy: str, point: j.RestorePoint
+                      ) -> tuple[dict[str, tuple[str, str]], str | None, Finding, list[str]]:
     """Each setting on the table and on the copy, the table's ARN (None: the live table is gone, the classic disaster), the
-    copy's count finding. A setting of the table that cannot be read is "unreadable: why" (the plan names it)."""
+    copy's count finding, the event source mappings on the table's stream. A setting of the table that cannot be read is
+    "unreadable: why" (the plan names it)."""
     settings: dict[str, tuple[str, str]] = {}
     for s in j.SETTINGS:
         try:
@@ -255,11 +258,12 @@ def read_switch_state(system: System, table: str, copy: str, point: j.RestorePoi
         settings[s] = (src, ddb.read_table_setting(system, copy, s))
     c = aws.client("dynamodb", system.region)
     try:
-        arn: str | None = c.describe_table(TableName=table)["Table"]["TableArn"]
+        desc = c.describe_table(TableName=table)["Table"]
     except ClientError as exc:
         if aws.error_code(exc) != "ResourceNotFoundException":
             raise
-        arn = None
+        desc = {}
+    arn: str | None = desc.get("TableArn")
     try:
         expected = ddb.restore_point_facts(system, table, point.arn).get("item_count") if point.arn else None
         sample = ddb.sample_differences(c, table, copy, ddb.key_names(system, table), system.dr.sample_items) if arn else None
@@ -267,7 +271,18 @@ def read_switch_state(system: System, table: str, copy: str, point: j.RestorePoi
                                   sample=sample)
     except Exception as exc:
         counted = j.count_finding(copy, None, None, None, point.kind, aws.describe_error(exc))
-    return settings, arn, counted
+    return settings, arn, counted, stream_mappings(system, desc.get("LatestStreamArn"))
+
+
+def stream_mappings(system: System, stream: str | None) -> list[str]:
+    """The event source mappings reading ``stream`` (function, UUID, state), or why they could not be listed."""
+    if not stream:
+        return []
+    try:
+        maps = aws.paginate(aws.client("lambda", system.region), "list_event_source_mappings", "EventSourceMappings", EventSourceArn=stream)
+        return [f"{m.get('FunctionArn', '?').rsplit(':', 1)[-1]} (event source mapping {m.get('UUID')}, {m.get('State')})" for m in maps]
+    except Exception as exc:
+        return [f"its event source mappings could not be listed ({aws.describe_error(exc)}): look at them"]
 
 
 # --- planning --------------------------------------------------------------------------------------
@@ -319,15 +334,16 @@ def plan_forward(session: MutationSession, inv: System, identity: Identity, tabl
             session.report.findings.append(found)
             return Plan(runbook=RUNBOOK, system=inv.name, identity=identity, notes=notes, cannot=[f"{table}: {found.summary}"]), started, made
         return j.plan_items(inv.name, identity, table, point, copy, diffs, names, notes), started, made
-    settings, arn, counted = read_switch_state.submit(inv, table, copy, point).result()
+    settings, arn, counted, mappings = read_switch_state.submit(inv, table, copy, point).result()
     session.report.findings.append(counted)
     if arn is None:
         notes.append(f"{table} no longer exists: its settings cannot be copied (named below); the consumers are checked against "
                      "its ARN as their policies name it, and the cutover is planned")
     consumers = read_consumers.submit(inv, table, copy).result()
-    reach = j.reach_findings([c for c in consumers if c.value == table], arn or j.sibling_arn(cp.arn or "", table), cp.arn or "")
+    reach = j.reach_findings([c for c in consumers if c.value == table or c.error], arn or j.sibling_arn(cp.arn or "", table),
+                             cp.arn or "")
     session.report.findings += reach
-    return j.plan_switch(inv.name, identity, table, point, copy, settings, consumers, reach, notes), started, made
+    return j.plan_switch(inv.name, identity, table, point, copy, settings, consumers, reach, notes, mappings), started, made
 
 
 @aws_task(iam=["dynamodb:BatchGetItem", "lambda:GetFunctionConfiguration"], name="plan-undo", cache_policy=NO_CACHE)

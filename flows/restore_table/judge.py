@@ -389,16 +389,18 @@ def sibling_arn(copy_arn: str, table: str) -> str:
 
 
 def missing_access(rp: RolePolicies, source_arn: str, copy_arn: str) -> list[str]:
-    """The DynamoDB actions the role allows on the live table but not on the copy (denied, or no Allow covers it)."""
+    """The DynamoDB actions the role allows on the live table (or its indexes, ``<arn>/index/*``) but not on the copy's
+    (denied, or no Allow covers it)."""
     out = []
-    for a in TABLE_ACTIONS:
-        action = f"dynamodb:{a}"
-        allow_src, deny_src = rp.allows(action, source_arn)
-        if not allow_src or deny_src:
-            continue
-        allow, deny = rp.allows(action, copy_arn)
-        if not allow or deny:
-            out.append(action)
+    for suffix, label in (("", ""), ("/index/*", " on its indexes")):
+        for a in TABLE_ACTIONS:
+            action = f"dynamodb:{a}"
+            allow_src, deny_src = rp.allows(action, source_arn + suffix)
+            if not allow_src or deny_src:
+                continue
+            allow, deny = rp.allows(action, copy_arn + suffix)
+            if not allow or deny:
+                out.append(action + label)
     return out
 
 
@@ -406,8 +408,13 @@ def reach_findings(consumers: list[Consumer], source_arn: str, copy_arn: str) ->
     out = []
     for c in consumers:
         res = f"{c.function}/env/{c.variable}"
-        if c.error or c.policies is None or c.policies.error:
-            why = c.error or (c.policies.error if c.policies else "no role read")
+        if c.error:  # which variable names the table is not known: nothing may be switched (consumers never split)
+            out.append(Finding(check="restore-consumer-reach", resource=c.function, status=Status.UNKNOWN,
+                               summary=f"{c.function}: its configuration could not be read ({c.error}): not known whether it reads "
+                                       "the table; no consumer switched"))
+            continue
+        if c.policies is None or c.policies.error:
+            why = c.policies.error if c.policies else "no role read"
             out.append(Finding(check="restore-consumer-reach", resource=res, status=Status.UNKNOWN,
                                summary=f"{c.function}: its role's policies could not be read ({why}): not switched"))
             continue
@@ -427,9 +434,11 @@ NOT_COPIED = ("auto scaling (Application Auto Scaling targets and policies of th
 
 
 def plan_switch(system_name: str, identity: Identity, table: str, point: RestorePoint, copy: str,
-                settings: dict[str, tuple[str, str]], consumers: list[Consumer], reach: list[Finding], notes: list[str]) -> Plan:
+                settings: dict[str, tuple[str, str]], consumers: list[Consumer], reach: list[Finding], notes: list[str],
+                mappings: list[str] | None = None) -> Plan:
     """Settings the restore did not bring copied onto the copy, then each consumer's environment variable rewritten to the
-    copy's name, only when every consumer can reach it."""
+    copy's name, only when every consumer can reach it (a consumer not read blocks them all). ``mappings``: the event source
+    mappings on the live table's stream, named for a person (not moved)."""
     plan = Plan(runbook=RUNBOOK, system=system_name, identity=identity, notes=list(notes))
     when = point.at.isoformat(timespec="seconds") if point.at else "the restore point"
     plan.notes.append(f"cutover from {table} to {copy} ({point.text()}): writes made to {table} after {when} are NOT in the copy; "
@@ -447,10 +456,14 @@ def plan_switch(system_name: str, identity: Identity, table: str, point: Restore
     if not consumers:
         plan.cannot.append(f"{table}: no Lambda function of the inventory names it in an environment variable: nothing to switch "
                            "(the application must be pointed at the copy by hand)")
+    plan.cannot += [f"{table}'s stream: {m}: not moved by this runbook (point it at {copy}'s stream by hand, once the stream is "
+                    "copied, or keep it)" for m in mappings or []]
     blocked = [f for f in reach if f.status is not Status.OK]
     plan.cannot += [f"{f.resource}: {f.summary}" for f in blocked]
     for c in consumers:
         res = f"{c.function}/env/{c.variable}"
+        if c.error:
+            continue
         if c.value == copy:
             plan.unchanged.append(f"{res}: already {copy}")
         elif not blocked:

@@ -240,6 +240,27 @@ def test_reach_findings_and_the_switch_plan():
     assert j.reach_findings([unread], SRC, COPY)[0].status is Status.UNKNOWN
 
 
+def test_reach_also_needs_the_copys_indexes_where_the_role_uses_the_tables():
+    rp = RolePolicies(role="r", statements=statements_of("p", {"Statement": [
+        {"Effect": "Allow", "Action": "dynamodb:*", "Resource": [SRC, COPY]},
+        {"Effect": "Allow", "Action": "dynamodb:Query", "Resource": f"{SRC}/index/*"}]}))
+    assert j.missing_access(rp, SRC, COPY) == ["dynamodb:Query on its indexes"]
+    assert j.missing_access(role("arn:aws:dynamodb:us-east-2:1:table/todos*"), SRC, COPY) == []
+
+
+def test_a_consumer_not_read_is_unknown_and_blocks_the_switch_and_stream_mappings_are_named():
+    point = j.RestorePoint(asked=ARN, kind="backup", arn=ARN, at=AT)
+    ok = j.Consumer(function="api", variable="TABLE", value="todos", role="r", policies=role("*"))
+    lost = j.Consumer(function="worker", variable="?", value="?", error="AccessDenied")
+    reach = j.reach_findings([ok, lost], SRC, COPY)
+    assert [(f.resource, f.status) for f in reach] == [("api/env/TABLE", Status.OK), ("worker", Status.UNKNOWN)]
+    assert "configuration could not be read (AccessDenied)" in reach[1].summary
+    plan = j.plan_switch("s", ID, "todos", point, "todos-restore-x", {}, [ok, lost], reach, [], ["indexer (event source mapping u1, Enabled)"])
+    assert not [a for a in plan.actions if a.kind == j.ENV_KIND] and not any("/env/?" in a.resource for a in plan.actions)
+    assert any(c.startswith("worker: ") for c in plan.cannot)
+    assert any("stream: indexer (event source mapping u1, Enabled): not moved" in c for c in plan.cannot)
+
+
 def test_a_copy_is_never_removed_while_in_use():
     assert j.plan_remove("s", ID, "todos", "copy", True, ["api (TABLE)"]).cannot
     assert [a.kind for a in j.plan_remove("s", ID, "todos", "copy", True, []).actions] == [j.REMOVE_KIND]
