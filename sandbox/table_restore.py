@@ -25,7 +25,8 @@ def _table(system: System, table: str | None) -> Any:
 
 def items_deleted(sb: Sandbox, system: System, table: str | None = None, items: int = 6, deleted: int = 2) -> dict[str, Any]:
     """``items`` items (updated_at before the backup), an on-demand backup of them, then the first ``deleted`` deleted, one
-    item edited after the backup (updated_at in the future: newer, never to be overwritten) and one added. The table has a
+    item edited after the backup (updated_at in the future: newer, never to be overwritten) and one added. The first item
+    carries binary attributes (B, BS). The table has a
     TTL (``expires``) and one more item in the backup whose TTL is past, deleted as DynamoDB's TTL would (``expired``: never
     to be put back)."""
     t = _table(system, table)
@@ -39,7 +40,7 @@ def items_deleted(sb: Sandbox, system: System, table: str | None = None, items: 
         return key | {"title": {"S": title}, "updated_at": {"S": updated}}
 
     for i in range(items):
-        ddb.put_item(TableName=t.name, Item=item(i, f"task {i}"))
+        ddb.put_item(TableName=t.name, Item=item(i, f"task {i}") | ({"blob": {"B": b"\x00\xff"}, "tags": {"BS": [b"b", b"a"]}} if i == 0 else {}))
     gone = item(items + 20, "expired before the incident") | {ttl: {"N": "1700000000"}}
     ddb.put_item(TableName=t.name, Item=gone)
     arn = ddb.create_backup(TableName=t.name, BackupName=f"{t.name}-before-the-incident")["BackupDetails"]["BackupArn"]

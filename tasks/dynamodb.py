@@ -826,8 +826,12 @@ def get_items(system: System, table: str, keys: list[dict[str, Any]]) -> list[di
             got += r["Responses"].get(table, [])
             req = r.get("UnprocessedKeys") or {}
     names = list(keys[0]) if keys else []
-    by = {json.dumps({k: it[k] for k in names}, sort_keys=True): it for it in got}
-    return [by.get(json.dumps(k, sort_keys=True)) for k in keys]
+
+    def text(key: dict[str, Any]) -> str:  # binary key values as base64
+        return json.dumps(key, sort_keys=True, default=lambda b: base64.b64encode(b).decode())
+
+    by = {text({k: it[k] for k in names}): it for it in got}
+    return [by.get(text(k)) for k in keys]
 
 
 def _equals(image: dict[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]]:

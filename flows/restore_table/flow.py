@@ -103,7 +103,7 @@ def write_items(system: System, resource: str, value: str) -> None:
             return "changed since the plan: not overwritten"
         if step == "write":
             try:
-                ddb.write_item_if(system, table, keys[i], target[i], now[i])
+                ddb.write_item_if(system, table, keys[i], j.decode(target[i]), now[i])
             except ClientError as exc:
                 if aws.error_code(exc) == "ConditionalCheckFailedException":
                     return "changed while writing: not overwritten"

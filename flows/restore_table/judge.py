@@ -4,6 +4,7 @@ See flow.py's docstring for the procedure."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -25,6 +26,7 @@ IAM = {ITEMS_KIND: "dynamodb:PutItem", SETTING_KIND: "dynamodb:UpdateTable", ENV
 ABSENT = "absent"
 SETTINGS = ("ttl", "stream", "pitr", "tags")
 GROUP_ITEMS, GROUP_BYTES = 10, 60_000  # one step writes at most this many items / bytes of images (records stay small)
+RECORD_IMAGE_BYTES = 350_000  # an item whose images (restored and live) exceed this cannot be kept in a record (400 KB an item)
 GROUP_KEY_BYTES = 1500  # its keys name its resource, which keys its lease (a DynamoDB key: at most 2048 bytes)
 UPDATED_GUESSES = ("updated_at", "updatedAt", "modified_at", "modifiedAt", "last_modified", "lastModified")
 TABLE_ACTIONS = ("GetItem", "BatchGetItem", "Query", "Scan", "PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem",
@@ -129,10 +131,18 @@ def is_restore_tag(key: str) -> bool:
 # --- items: canonical images, the diff, the groups -------------------------------------------------
 
 
+def _b64(x: Any) -> str:
+    return base64.b64encode(bytes(x)).decode() if isinstance(x, bytes | bytearray) else str(x)
+
+
 def canon_value(v: dict[str, Any]) -> Any:
-    """A DynamoDB-JSON value with set members sorted (so equal items print equal)."""
+    """A DynamoDB-JSON value with set members sorted (so equal items print equal), binary (B, BS) as base64 text."""
     (t, x), = v.items()
-    if t in ("SS", "NS", "BS"):
+    if t == "B":
+        return {t: _b64(x)}
+    if t == "BS":
+        return {t: sorted(_b64(y) for y in x)}
+    if t in ("SS", "NS"):
         return {t: sorted(x)}
     if t == "M":
         return {t: {k: canon_value(y) for k, y in sorted(x.items())}}
@@ -145,6 +155,25 @@ def canon(item: dict[str, Any] | None) -> Any:
     return None if item is None else {k: canon_value(v) for k, v in sorted(item.items())}
 
 
+def decode_value(v: dict[str, Any]) -> Any:
+    """A canonical value back into what DynamoDB takes: binary (B, BS) from base64 text to bytes."""
+    (t, x), = v.items()
+    if t == "B":
+        return {t: base64.b64decode(x)}
+    if t == "BS":
+        return {t: [base64.b64decode(y) for y in x]}
+    if t == "M":
+        return {t: {k: decode_value(y) for k, y in x.items()}}
+    if t == "L":
+        return {t: [decode_value(y) for y in x]}
+    return {t: x}
+
+
+def decode(item: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A canonical image (or key) as DynamoDB takes it (the writes)."""
+    return None if item is None else {k: decode_value(v) for k, v in item.items()}
+
+
 def dumps(x: Any) -> str:
     return json.dumps(x, sort_keys=True, separators=(",", ":"))
 
@@ -155,7 +184,7 @@ def key_of(item: dict[str, Any], key_names: list[str]) -> dict[str, Any]:
 
 def pk_text(key: dict[str, Any], pk: str) -> str:
     """The partition key's value as text (what ``keys=[...]`` names)."""
-    return str(next(iter(key[pk].values())))
+    return str(next(iter(canon_value(key[pk]).values())))
 
 
 class ItemDiff(BaseModel):
@@ -284,8 +313,13 @@ def items_resource(table: str, keys: list[dict[str, Any]]) -> str:
 
 
 def parse_items_resource(resource: str) -> tuple[str, list[dict[str, Any]]]:
+    """(table, the keys as DynamoDB takes them: binary decoded)."""
     table, _, keys = resource.partition("/items ")
-    return table, json.loads(keys)
+    return table, [decode(k) or {} for k in json.loads(keys)]
+
+
+def image_bytes(d: ItemDiff) -> int:
+    return len(dumps(canon(d.restored))) + len(dumps(canon(d.live)))
 
 
 def images_value(images: list[dict[str, Any] | None]) -> str:
@@ -308,7 +342,7 @@ def item_step(now: Any, planned: Any, target: Any) -> Literal["already", "write"
 def partial_detail(keys: list[dict[str, Any]], not_written: dict[int, str]) -> str:
     """A group some of whose items were not written: how many were, and each one that was not, with the reason."""
     return (f"partially applied: {len(keys) - len(not_written)} of {len(keys)} item(s) written; not written: "
-            + "; ".join(f"{dumps(keys[i])} ({why})" for i, why in sorted(not_written.items())))
+            + "; ".join(f"{dumps(canon(keys[i]))} ({why})" for i, why in sorted(not_written.items())))
 
 
 def items_reached(before: str, target: str, now: str) -> bool:
@@ -330,7 +364,7 @@ def undo_items(keys: list[dict[str, Any]], before: str, after: str, now: str) ->
         else:
             out.append(is_now)
             if is_now != was:
-                cannot.append(f"{dumps(k)} is not the restored image the run wrote (changed since, or never written by it): "
+                cannot.append(f"{dumps(canon(k))} is not the restored image the run wrote (changed since, or never written by it): "
                               "not undone; look at it by hand")
     return dumps(out), cannot
 
@@ -357,7 +391,10 @@ def plan_items(system_name: str, identity: Identity, table: str, point: RestoreP
     for d in diffs:
         if not d.writes:
             plan.unchanged.append(f"{table}: {_show(d, pk)}")
-    for g in groups(diffs):
+    big = [d for d in diffs if d.writes and image_bytes(d) > RECORD_IMAGE_BYTES]
+    plan.cannot += [f"{table}: {pk}={pk_text(d.key, pk)}: its images ({image_bytes(d) // 1000} KB) are too large to keep in a record "
+                    f"for undo (at most {RECORD_IMAGE_BYTES // 1000} KB): not written; put it back by hand from {copy}" for d in big]
+    for g in groups([d for d in diffs if d not in big]):
         keys = [d.key for d in g]
         deleted = sum(1 for d in g if d.live is None)
         plan.actions.append(Action(

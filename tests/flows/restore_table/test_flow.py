@@ -68,6 +68,7 @@ def test_items_from_a_backup_exactly_the_deleted_come_back_newer_untouched_rerun
     assert action["kind"] == j.ITEMS_KIND and json.loads(action["current"]) == [None, None]
     after = items(ddb)
     assert set(after) == set(before) | {"t00", "t01"} and after["t01"]["title"]["S"] == "task 1"
+    assert after["t00"]["blob"]["B"] == b"\x00\xff" and sorted(after["t00"]["tags"]["BS"]) == [b"a", b"b"]  # binary back as it was
     assert after["t05"] == before["t05"] and after["t16"] == before["t16"]  # the newer and the added item untouched
     assert any("newer" in u and "id=t05" in u for u in done.plan["unchanged"])
     assert lost["expired"] not in after and any(f"id={lost['expired']}" in u and "is past: expired" in u for u in done.plan["unchanged"])

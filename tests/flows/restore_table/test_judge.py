@@ -169,6 +169,25 @@ def test_an_unreadable_side_is_unknown():
     assert f.status is Status.UNKNOWN and "not known to be complete" in f.summary
 
 
+def test_binary_attributes_are_base64_in_images_and_bytes_again_for_the_writes():
+    item = it("a", blob={"B": b"\x00\xff"}, set={"BS": [b"b", b"a"]}, m={"M": {"x": {"B": b"\x01"}}}, l={"L": [{"B": b"\x02"}]})
+    [img] = j.parse_images(j.images_value([item]))
+    assert img["blob"] == {"B": "AP8="} and img["set"] == {"BS": ["YQ==", "Yg=="]}
+    back = j.decode(img)
+    assert back["blob"] == {"B": b"\x00\xff"} and back["set"] == {"BS": [b"a", b"b"]} and back["m"]["M"]["x"] == {"B": b"\x01"}
+    assert back["l"] == {"L": [{"B": b"\x02"}]} and j.canon(back) == img
+    key = {"id": {"B": b"\x07"}}
+    assert j.parse_items_resource(j.items_resource("t", [key])) == ("t", [key]) and j.pk_text(key, "id") == "Bw=="
+
+
+def test_an_item_too_large_for_a_record_is_refused_in_the_plan():
+    big = it("a", blob={"S": "x" * (j.RECORD_IMAGE_BYTES + 1)})
+    diffs = j.diff_items([big, it("b")], [], KEY, AT, None)
+    plan = j.plan_items("s", ID, "todos", j.parse_restore_point(ARN, "todos"), "c", diffs, KEY, [])
+    assert [json.loads(a.resource.partition(" ")[2]) for a in plan.actions] == [[{"id": {"S": "b"}}]]
+    assert len(plan.cannot) == 1 and "id=a" in plan.cannot[0] and "too large" in plan.cannot[0]
+
+
 # --- a group written item by item: partial outcomes, a kill inside it, its undo ---------------------
 
 
