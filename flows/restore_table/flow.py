@@ -41,7 +41,7 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from prefect import flow
 from prefect.cache_policies import NO_CACHE
 
@@ -281,7 +281,7 @@ def stream_mappings(system: System, stream: str | None) -> list[str]:
     try:
         maps = aws.paginate(aws.client("lambda", system.region), "list_event_source_mappings", "EventSourceMappings", EventSourceArn=stream)
         return [f"{m.get('FunctionArn', '?').rsplit(':', 1)[-1]} (event source mapping {m.get('UUID')}, {m.get('State')})" for m in maps]
-    except Exception as exc:
+    except (ClientError, BotoCoreError) as exc:
         return [f"its event source mappings could not be listed ({aws.describe_error(exc)}): look at them"]
 
 

@@ -120,7 +120,7 @@ def test_the_usual_update_attribute_is_guessed():
 
 
 def test_an_item_whose_ttl_is_past_is_expired_never_put_back_even_when_named():
-    now = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 6, 1, tzinfo=AT.tzinfo)
     old, fresh = {"expires": {"N": "1700000000"}}, {"expires": {"N": "4102444800"}}
     restored = [it("a", **old), it("b", **fresh), it("c", "was", "2025-01-01T00:00:00Z", **old), it("d")]
     live = [it("c", "now", "2025-06-01T00:00:00Z", **old)]
