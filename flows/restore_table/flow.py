@@ -9,7 +9,7 @@ ISO-8601 time with its zone; or the ARN of a backup of the table), ``mode`` (``i
 (items: only these partition key values), ``remove_copy`` (delete the copy of that table and restore point instead),
 ``updated_attribute`` (items: the attribute holding an item's update time; empty: the usual names are tried).
 
-The copy: ``<table>-restore-<digest of table and restore point>``, tagged ``opsbook:restore-source``/``-point``/
+The copy: ``<table>-restore-<digest of table and normalised restore point>``, tagged once ACTIVE ``opsbook:restore-source``/``-point``/
 ``-started``/``-run``. A re-run with the same table and restore point finds it and continues (waits for it, diffs it),
 never restoring a second one; a table of that name that is not such a copy is refused. A dry run makes no copy: its
 plan shows the restore and, once a copy exists, the writes. ``dry_run=false`` restores the copy before the approval
@@ -18,11 +18,15 @@ plan shows the restore and, once a copy exists, the writes. ``dry_run=false`` re
 items: every item of the copy and of the live table (consistent scans; ``keys``: only those), diffed: an item deleted
 since the restore point goes back (PutItem conditional on attribute_not_exists); a changed one goes back only when its
 update time (``updated_attribute``) is not after the restore point, or when ``keys`` names it; a newer one, one of
-unknown age and one added since are never touched. Writes go in groups (a step each, at most 10 items): each item
-a conditional PutItem/DeleteItem in parallel, valid only while the live item is still as read; read back after.
-Records keep each group's previous images: undo puts them back the same way (conditional on the restored images).
+unknown age and one added since are never touched, nor one whose TTL (the table's TTL attribute) is past (expired), nor
+one too large to keep in a record (named in the plan). Writes go in groups (a step each, at most 10 items): each item
+a conditional PutItem/DeleteItem in parallel, valid only while the live item is still as read; read back after. An
+item changed since the plan is not written: the group is partially applied (a warning names it). Records keep each
+group's previous images (binary as base64): undo goes item by item, an item still as restored gets its previous image
+back (conditional), any other is named and left; a run killed inside a group is closed by the next from each item.
 
-switch: copy onto the copy what a restore does not bring (TTL, stream, PITR, tags; auto scaling, alarms, resource
+switch (the consumers' variables all or nothing; a deleted live table: its settings named, the cutover planned; a
+consumer not read blocks it; stream event source mappings named for a person): copy onto the copy what a restore does not bring (TTL, stream, PITR, tags; auto scaling, alarms, resource
 policies are named in the plan, not copied), count it, check each consumer (an inventory Lambda function whose
 environment names the table) may use the copy (its role's policies allow on the copy what they allow on the table),
 then rewrite each consumer's variable to the copy; verified by GetFunctionConfiguration. Writes after the restore point
