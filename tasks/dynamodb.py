@@ -737,7 +737,9 @@ class TableCopy(BaseModel):
     exists: bool = False
     status: str | None = None
     arn: str | None = None
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)  # read only once ACTIVE (DynamoDB refuses ListTagsOfResource while CREATING)
+    restore_at: datetime | None = None  # RestoreSummary.RestoreDateTime: the time its data is as of
+    created: float | None = None  # CreationDateTime (epoch): when its restore started
 
 
 @declares(["dynamodb:DescribeTable", "dynamodb:ListTagsOfResource"])
@@ -749,8 +751,13 @@ def read_table_copy(system: System, name: str) -> TableCopy:
         if aws.error_code(exc) == "ResourceNotFoundException":
             return TableCopy(name=name)
         raise
-    tags = {t["Key"]: t["Value"] for t in aws.paginate(c, "list_tags_of_resource", "Tags", ResourceArn=desc["TableArn"])}
-    return TableCopy(name=name, exists=True, status=desc.get("TableStatus"), arn=desc["TableArn"], tags=tags)
+    status = desc.get("TableStatus")
+    tags = ({t["Key"]: t["Value"] for t in aws.paginate(c, "list_tags_of_resource", "Tags", ResourceArn=desc["TableArn"])}
+            if status == "ACTIVE" else {})
+    created = desc.get("CreationDateTime")
+    return TableCopy(name=name, exists=True, status=status, arn=desc["TableArn"], tags=tags,
+                     restore_at=(desc.get("RestoreSummary") or {}).get("RestoreDateTime"),
+                     created=created.timestamp() if isinstance(created, datetime) else None)
 
 
 @declares(["dynamodb:DescribeBackup", "dynamodb:DescribeContinuousBackups"])
@@ -768,8 +775,9 @@ def restore_point_facts(system: System, table: str, arn: str | None) -> dict[str
 
 
 @declares(["dynamodb:RestoreTableFromBackup", "dynamodb:RestoreTableToPointInTime", "dynamodb:TagResource"])
-def start_table_restore(system: System, table: str, copy: str, arn: str | None, at: datetime | None, tags: dict[str, str]) -> str:
-    """Restore into ``copy`` (a backup ARN, a time, else the latest restorable time) and tag it; its ARN."""
+def start_table_restore(system: System, table: str, copy: str, arn: str | None, at: datetime | None) -> str:
+    """Restore into ``copy`` (a backup ARN, a time, else the latest restorable time); its ARN. Not tagged here: DynamoDB
+    refuses TagResource while the table is CREATING (``tag_table`` once it is ACTIVE)."""
     c = aws.client("dynamodb", system.region)
     if arn:
         res = c.restore_table_from_backup(TargetTableName=copy, BackupArn=arn)
@@ -777,9 +785,7 @@ def start_table_restore(system: System, table: str, copy: str, arn: str | None, 
         res = c.restore_table_to_point_in_time(SourceTableName=table, TargetTableName=copy, RestoreDateTime=at)
     else:
         res = c.restore_table_to_point_in_time(SourceTableName=table, TargetTableName=copy, UseLatestRestorableTime=True)
-    copy_arn = res["TableDescription"]["TableArn"]
-    c.tag_resource(ResourceArn=copy_arn, Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
-    return copy_arn
+    return res["TableDescription"]["TableArn"]
 
 
 @declares(["dynamodb:DescribeTable", "dynamodb:TagResource"])
@@ -820,8 +826,12 @@ def get_items(system: System, table: str, keys: list[dict[str, Any]]) -> list[di
             got += r["Responses"].get(table, [])
             req = r.get("UnprocessedKeys") or {}
     names = list(keys[0]) if keys else []
-    by = {json.dumps({k: it[k] for k in names}, sort_keys=True): it for it in got}
-    return [by.get(json.dumps(k, sort_keys=True)) for k in keys]
+
+    def text(key: dict[str, Any]) -> str:  # binary key values as base64
+        return json.dumps(key, sort_keys=True, default=lambda b: base64.b64encode(b).decode())
+
+    by = {text({k: it[k] for k in names}): it for it in got}
+    return [by.get(text(k)) for k in keys]
 
 
 def _equals(image: dict[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]]:

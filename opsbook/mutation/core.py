@@ -418,7 +418,8 @@ def publish_plan(plan: Plan) -> Plan:
 
 
 def undo_plan(system: System, runbook: str, identity: Identity, records: list[dict[str, Any]], run_id: str,
-              appliers: dict[str, Applier], iam_actions: dict[str, str], irreversible: dict[str, str] | None = None) -> Plan:
+              appliers: dict[str, Applier], iam_actions: dict[str, str], irreversible: dict[str, str] | None = None,
+              parts: dict[str, Callable[[str, str, str, str], tuple[str, list[str]]]] | None = None) -> Plan:
     """The plan that puts back what run ``run_id`` changed (its durable records, newest first as read).
 
     One inverse action per (kind, resource) the run left changed: current = its
@@ -426,8 +427,10 @@ def undo_plan(system: System, runbook: str, identity: Identity, records: list[di
     at ``before`` is "unchanged"; anything else than ``after`` means someone
     changed it since, and the plan cannot undo it blindly (``cannot``).
     ``irreversible``: kind -> why it has no undo (e.g. a secret rotation: the old
-    credential must never come back)."""
-    irreversible = irreversible or {}
+    credential must never come back). ``parts``: kind -> (resource, before, after, now) -> (the value to put back, the
+    parts that cannot be and why), for a step made of parts undone one by one (a group of items: each still as the run
+    left it goes back, any other is named and left)."""
+    irreversible, parts = irreversible or {}, parts or {}
     plan = Plan(runbook=runbook, system=system.name, identity=identity, notes=[f"undo of run {run_id}"])
     mine = [r for r in records if r.get("flow_run_id") == run_id and r.get("runbook") == runbook]
     if not mine:
@@ -451,6 +454,14 @@ def undo_plan(system: System, runbook: str, identity: Identity, records: list[di
             continue
         now = appliers[r["kind"]].read(system, r["resource"])
         before, after = r["before"], r.get("after")
+        if r["kind"] in parts and now not in (before, after):
+            target, why = parts[r["kind"]](r["resource"], before, str(after), now)
+            plan.cannot += [f"{r['resource']}: {w}" for w in why]
+            if target != now:
+                plan.actions.append(Action(kind=r["kind"], resource=r["resource"], current=now, target=target,
+                                           iam_action=iam_actions.get(r["kind"], "?"),
+                                           evidence=f"undo of run {run_id} ({r.get('approver') or '?'}), part by part"))
+            continue
         if now == before:
             plan.unchanged.append(f"{r['resource']}: {r['kind']} already back at {before}")
         elif now != after:

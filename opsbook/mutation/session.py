@@ -136,7 +136,7 @@ def check_drift(system: System, plan: Plan, appliers: dict[str, Applier]) -> Non
 
 @aws_task(iam=_STEP_IAM, name="take-steps", cache_policy=NO_CACHE, read_only=False)
 def take_steps(system: System, plan: Plan, appliers: dict[str, Applier], approval: Approval, identity: Identity, run_id: str,
-               undo_on_failure: bool) -> tuple[list[Record], bool]:
+               undo_on_failure: bool | tuple[str, ...]) -> tuple[list[Record], bool]:
     """The plan's steps, each intent -> act -> outcome (opsbook.mutation.steps.take_steps), with a progress artifact and a
     line on the shell per step. The steps' functions declare their IAM actions."""
     progress = create_progress_artifact(progress=0.0, description=f"{plan.runbook}: applying {len(plan.actions)} change(s)")
@@ -282,7 +282,7 @@ class MutationSession:
         self.journal.start_heartbeat()
         self.report.findings += [Finding(check="lease", resource=self.inv.name, status=Status.OK, summary=t) for t in self.journal.took_over()]
 
-    def act(self, identity: Identity, undo_on_failure: bool = True) -> tuple[list[Record], bool]:
+    def act(self, identity: Identity, undo_on_failure: bool | tuple[str, ...] = True) -> tuple[list[Record], bool]:
         """After approval, the plan's steps through the mechanism: leases (heartbeat), the drift check (refused when the
         state changed since the plan), then each step as intent -> act -> outcome; on a failure, ``undo_on_failure``
         undoes what was applied (else the other, independent, steps still run). (records, ok)."""

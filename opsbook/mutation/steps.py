@@ -257,10 +257,11 @@ def failed(journal: Journal | None, record: Record, exc: BaseException, detail: 
 
 
 def take_steps(system: System, plan: Plan, appliers: dict[str, Applier], approval: Approval, identity: Identity, run_id: str | None,
-               *, undo_on_failure: bool) -> tuple[list[Record], bool]:
+               *, undo_on_failure: bool | tuple[str, ...]) -> tuple[list[Record], bool]:
     """Every action of the plan in order, each as intent -> act -> outcome. On a failure: ``undo_on_failure`` undoes the
     applied ones in reverse (each undo a step of its own) and attempts no more; otherwise the others still run (independent
-    fixes). A lost lease stops at once, undoing nothing (another run holds the resources now). Returns (records, ok)."""
+    fixes); a tuple of kinds: those kinds are all or nothing together (a failure of one undoes the applied ones of those
+    kinds and attempts no more of them), the other kinds independent. A lost lease stops at once, undoing nothing (another run holds the resources now). Returns (records, ok)."""
     journal = active(run_id)
     plan_id = journal.open_plan(plan, approval) if journal is not None and len(plan.actions) > 1 else None
     records, ok = _take(journal, system, plan, appliers, approval, identity, run_id, undo_on_failure)
@@ -273,13 +274,30 @@ def take_steps(system: System, plan: Plan, appliers: dict[str, Applier], approva
 
 
 def _take(journal: Journal | None, system: System, plan: Plan, appliers: dict[str, Applier], approval: Approval, identity: Identity,
-          run_id: str | None, undo_on_failure: bool) -> tuple[list[Record], bool]:
+          run_id: str | None, undo_on_failure: bool | tuple[str, ...]) -> tuple[list[Record], bool]:
     base = dict(runbook=plan.runbook, system=plan.system, flow_run_id=run_id, approver=approval.approver,
                 approved_via=approval.via, caller_arn=identity.arn, plan_fingerprint=plan.fingerprint)
     records: list[Record] = []
     applied: list[Action] = []
+    stopped = False  # a step of the all-or-nothing kinds failed: the rest of those kinds are not attempted
+
+    def together(kind: str) -> bool:
+        return undo_on_failure is True or (isinstance(undo_on_failure, tuple) and kind in undo_on_failure)
+
+    def fail(i: int, a: Action, why: str) -> list[Record]:
+        """After step i (of an all-or-nothing kind) failed: the rest of its kind not attempted, the applied ones undone."""
+        rest = [r for r in plan.actions[i + 1:] if together(r.kind)]
+        out = [Record(**base, resource=r.resource, kind=r.kind, before=r.current, after=None, status="not-attempted", detail=why)
+               for r in rest] if undo_on_failure is True else []
+        out += undo_applied(journal, system, appliers, [x for x in applied if together(x.kind)], base, a.resource)
+        applied[:] = [x for x in applied if not together(x.kind)]
+        return out
+
     for i, a in enumerate(plan.actions):
         rec = Record(**base, resource=a.resource, kind=a.kind, before=a.current, after=a.target, status="applied")
+        if stopped and together(a.kind):
+            records.append(rec.model_copy(update={"after": None, "status": "not-attempted", "detail": "an earlier action of its kind failed"}))
+            continue
         try:
             rec = intend(journal, rec, "applied")
         except statestore.LeaseLost as exc:
@@ -289,22 +307,24 @@ def _take(journal: Journal | None, system: System, plan: Plan, appliers: dict[st
         except Exception as exc:  # the intent could not be written (throttled, unreachable): the call is not made
             records.append(rec.model_copy(update={"after": None, "status": "not-attempted",
                                                   "detail": f"its intent could not be written ({aws.describe_error(exc)}); not attempted"}))
-            if not undo_on_failure:
+            if not together(a.kind):
                 continue
-            records += [Record(**base, resource=r.resource, kind=r.kind, before=r.current, after=None, status="not-attempted",
-                               detail="an earlier action could not be attempted") for r in plan.actions[i + 1:]]
-            records += undo_applied(journal, system, appliers, applied, base, a.resource)
-            return records, False
+            records += fail(i, a, "an earlier action could not be attempted")
+            if undo_on_failure is True:
+                return records, False
+            stopped = True
+            continue
         try:
             appliers[a.kind].apply(system, a.resource, a.target)
         except Exception as exc:
             records.append(failed(journal, rec, exc))
-            if not undo_on_failure:  # recorded and reported; the other fixes are independent
+            if not together(a.kind):  # recorded and reported; the other fixes are independent
                 continue
-            records += [Record(**base, resource=r.resource, kind=r.kind, before=r.current, after=None, status="not-attempted",
-                               detail="an earlier action failed") for r in plan.actions[i + 1:]]
-            records += undo_applied(journal, system, appliers, applied, base, a.resource)
-            return records, False
+            records += fail(i, a, "an earlier action failed")
+            if undo_on_failure is True:
+                return records, False
+            stopped = True
+            continue
         records.append(done(journal, rec))
         applied.append(a)
     return records, bool(records) and all(r.status == "applied" for r in records)

@@ -411,3 +411,16 @@ def test_an_open_plan_a_live_run_holds_refuses_planning_until_it_lapses(aws_mock
     j.leases.clear()
     expire("a"), expire("b")
     assert steps.recover(INV, "rb", {"k": world.applier}, "next", []) == [] and statestore.open_intents(INV) == []  # took none
+
+
+def test_kinds_all_or_nothing_together_undo_each_other_while_the_other_kinds_stay_independent():
+    settings, env = World(s1="0", s2="0"), World(e1="t", e2="t", e3="t")
+    env.fail_on = "e2"
+    plan = Plan(runbook="rb", system="x", identity=ME, actions=[
+        Action(kind=k, resource=r, current=c, target=t, iam_action="svc:Set")
+        for k, r, c, t in [("set", "s1", "0", "1"), ("env", "e1", "t", "c"), ("env", "e2", "t", "c"), ("set", "s2", "0", "1"),
+                           ("env", "e3", "t", "c")]])
+    records, ok = steps.take_steps(INV, plan, {"set": settings.applier, "env": env.applier}, OK, ME, None, undo_on_failure=("env",))
+    assert not ok and [(r.resource, r.status) for r in records] == [("s1", "applied"), ("e1", "applied"), ("e2", "failed"),
+                                                                     ("e1", "undone"), ("s2", "applied"), ("e3", "not-attempted")]
+    assert env.values == {"e1": "t", "e2": "t", "e3": "t"} and settings.values == {"s1": "1", "s2": "1"}

@@ -39,3 +39,18 @@ def test_the_last_record_of_a_resource_wins_and_unknown_runs_say_so():
     assert plan.actions == [] and "undone" in plan.unchanged[0]
     empty = undo_plan(INV, "rb", ME, records, "nope", appliers, {})
     assert empty.actions == [] and "no rb record of this run" in empty.cannot[0]
+
+
+def test_a_step_made_of_parts_is_undone_part_by_part_when_some_changed_since():
+    state = {"g": "a1,b9,c1", "h": "a1,b1"}  # g: its part b changed since; h: as the run left it (the whole step)
+    appliers = {"items": Applier(read=lambda s, r: state[r], apply=lambda s, r, v: None)}
+
+    def parts(resource, before, after, now):
+        b, a, n = before.split(","), after.split(","), now.split(",")
+        target = [was if cur == left else cur for was, left, cur in zip(b, a, n, strict=True)]
+        return ",".join(target), [f"{cur[0]} changed since" for cur, left, was in zip(n, a, b, strict=True) if cur not in (left, was)]
+
+    records = [rec("items", "g", "a0,b0,c0", "a1,b1,c1"), rec("items", "h", "a0,b0", "a1,b1")]
+    plan = undo_plan(INV, "rb", ME, records, "r1", appliers, {"items": "dynamodb:PutItem"}, parts={"items": parts})
+    assert sorted((a.resource, a.current, a.target) for a in plan.actions) == [("g", "a1,b9,c1", "a0,b9,c0"), ("h", "a1,b1", "a0,b0")]
+    assert plan.cannot == ["g: b changed since"]
