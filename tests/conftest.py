@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import socket
 import tempfile
 from unittest import mock
@@ -28,6 +30,7 @@ os.environ.update({
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
     "OPSBOOK_HOME": tempfile.mkdtemp(prefix="opsbook-test-home-"),
 })
+atexit.register(shutil.rmtree, os.environ["OPSBOOK_HOME"], ignore_errors=True)  # this process's home: nothing left in /tmp
 # ... nor a Prefect server a developer's Prefect profile names (opsbook reads the active profile like Prefect does)
 os.environ["PREFECT_PROFILES_PATH"] = os.path.join(os.environ["OPSBOOK_HOME"], "no-prefect-profiles.toml")
 
