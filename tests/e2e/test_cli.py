@@ -41,8 +41,9 @@ def find(result, check, resource=None):
 @pytest.mark.parametrize(
     "system,fault,params,check,resource,status,value,exit_code",
     [
-        ("hr-resource-optimization", "opensearch-red", {}, "opensearch-health", "hr-resource-optimization-team2", "CRIT", 2, 2),
-        # t-developer's ecs-degraded and a missing table: tests/flows/daily_health/test_flow.py (the same judgement, in-process)
+        # the smallest system (a CLI process is about the CLI: HR's opensearch-red, t-developer's ecs-degraded and HR's missing
+        # table are judged in-process in tests/flows/daily_health/test_flow.py)
+        ("todo-app", "table-missing", {}, "dynamodb-status", "todos", "CRIT", None, 2),
         ("leh", "dlq-messages", {"count": 4}, "dlq-depth", "leh-ai-jobs-dlq", "WARN", 4, 1),
     ],
 )
