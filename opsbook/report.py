@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Any
 
 from prefect import task
@@ -127,8 +127,38 @@ def finding_rows(findings: list[Finding]) -> list[dict[str, Any]]:
             for f in findings]
 
 
+# The reports this process published, by flow run id (the last few): a run's report survives Prefect losing it on the way
+# back. That happens when the final state update outlives the API's request timeout (the server's database locked by
+# other writers): the client retries, the server already holds the final state and answers with its own copy, which
+# carries no data. The run finished; only its result went missing in transit.
+_PUBLISHED: OrderedDict[str, RunReport] = OrderedDict()
+_KEEP = 64
+
+
+def _remember(report: RunReport) -> None:
+    if report.flow_run_id:
+        _PUBLISHED[report.flow_run_id] = report
+        _PUBLISHED.move_to_end(report.flow_run_id)
+        while len(_PUBLISHED) > _KEEP:
+            _PUBLISHED.popitem(last=False)
+
+
+def result_of(state: Any) -> Any:
+    """A finished flow run's result (its RunReport, or why there is none): the state's data, else the report this process
+    published for that run (see ``_PUBLISHED``)."""
+    try:
+        result = state.result(raise_on_failure=False)
+    except Exception as exc:  # noqa: BLE001 - a state without data raises MissingResult; the report may still be here
+        result = exc
+    if isinstance(result, RunReport):
+        return result
+    run_id = getattr(state.state_details, "flow_run_id", None)
+    return _PUBLISHED.get(str(run_id), result) if run_id else result
+
+
 def publish_artifacts(report: RunReport, md: str) -> RunReport:
     """The report's markdown artifact and its findings table (``KEY-findings``), masked."""
+    _remember(report)
     key = artifact_key(report.runbook, report.system)
     create_markdown_artifact(key=key, markdown=md, description=mask(report.headline()))
     rows = finding_rows(sort_findings(report.findings))

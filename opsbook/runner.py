@@ -147,11 +147,12 @@ def run_runbook(name: str, system: str, params: dict[str, Any], approval: str | 
     ``approval``: how the shell approves a mutating run ("prompt" or "yes"; None: the pause with a form in the UI)."""
     from opsbook import registry
     from opsbook.mutation.core import shell_approval
+    from opsbook.report import result_of
 
     flow = registry.get(name).load()
     t0 = time.monotonic()
     with shell_approval(approval):
         state = flow(system=system, **params, return_state=True)
     wall = time.monotonic() - t0
-    result = state.result(raise_on_failure=False)
+    result = result_of(state)
     return result, {"state": state.type.value, "state_message": state.message, "wall_s": round(wall, 2)}

@@ -8,6 +8,7 @@ counts, S3 storage metrics) the sandbox sets it through moto's own state.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -227,10 +228,16 @@ class Sandbox:
 
 
 def sandbox_client(sb: Sandbox, service: str, region: str) -> Any:
-    """A boto3 client for the sandbox's moto server (the sandbox's own credentials)."""
+    """A boto3 client for the sandbox's moto server (the sandbox's own credentials); one per endpoint, service and region
+    (boto3 clients are thread-safe; making one costs more than most of the calls seeding makes with it)."""
+    return _client(sb.endpoint, service, region)
+
+
+@functools.lru_cache(maxsize=256)
+def _client(endpoint: str, service: str, region: str) -> Any:
     import boto3
 
-    return boto3.client(service, region_name=region, endpoint_url=sb.endpoint,
+    return boto3.client(service, region_name=region, endpoint_url=endpoint,
                         aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"], aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
 
 

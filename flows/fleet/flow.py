@@ -118,7 +118,7 @@ from opsbook.iam import aws_task
 from opsbook.inventory import SYSTEMS_DIR, load_system
 from opsbook.masking import mask
 from opsbook.params import Param
-from opsbook.report import RunReport, publish_report
+from opsbook.report import RunReport, publish_report, result_of
 
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
@@ -205,7 +205,7 @@ def fleet_target(runbook: str, target: Target, fleet_run: str | None = None, par
             state = flow_fn(system=system_arg, **(params or {}), return_state=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    report = state.result(raise_on_failure=False)
+    report = result_of(state)
     outcome = report if isinstance(report, RunReport) else f"{runbook} did not finish: {_reason(state, report)}"
     result = target_result(target, runbook, outcome, role.arn, calls, gate, started)  # the credentials stay here
     logger.info("%s: %s (%s, %d API calls)", target.key, result.status.value, result.worker, result.api_calls)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+
+from opsbook import report as report_module
 from opsbook.findings import Finding, Status
 from opsbook.report import RunReport, finding_rows, markdown
 
@@ -35,3 +38,41 @@ def test_multi_line_reasons_stay_one_item_and_all_ok_says_so():
 def test_the_table_artifact_has_status_and_summary_first():
     rows = finding_rows([Finding(check="c", resource="r", status=Status.CRIT, summary=LONG, value=1)])
     assert list(rows[0]) == ["status", "summary", "check", "resource", "value"] and rows[0]["summary"] == LONG
+
+
+def _report(run_id: str | None, status: Status = Status.CRIT) -> RunReport:
+    return RunReport(runbook="daily-health", system="todo-app", status=status, api_calls=3, flow_run_id=run_id,
+                     findings=[Finding(check="tables", resource="todo", status=status, summary="todo: missing")])
+
+
+def test_a_report_prefect_lost_on_the_way_back_is_the_one_this_process_published():
+    """The final state update outlived the API timeout (a locked database), the retry got the server's copy without
+    data: the run's report is still the one it published, not 'did not finish'."""
+    from prefect.states import Failed
+
+    run_id = str(uuid.uuid4())
+    published = _report(run_id)
+    report_module._remember(published)
+    lost = Failed(message=published.headline())
+    lost.state_details.flow_run_id = uuid.UUID(run_id)
+    assert report_module.result_of(lost) is published
+
+
+def test_a_state_with_its_report_or_of_a_run_that_published_none_is_taken_as_it_is():
+    from prefect.states import Completed, Failed
+
+    kept = _report(str(uuid.uuid4()), Status.OK)
+    assert report_module.result_of(Completed(data=kept)) is kept
+    report_module._remember(_report(str(uuid.uuid4())))   # another run's report is never taken for this one
+    crashed = Failed(message="boom", data=RuntimeError("boom"))
+    crashed.state_details.flow_run_id = uuid.uuid4()
+    result = report_module.result_of(crashed)
+    assert isinstance(result, RuntimeError) and str(result) == "boom"
+
+
+def test_only_the_last_reports_are_kept():
+    ids = [str(uuid.uuid4()) for _ in range(report_module._KEEP + 5)]
+    for run_id in ids:
+        report_module._remember(_report(run_id))
+    assert ids[0] not in report_module._PUBLISHED and ids[-1] in report_module._PUBLISHED
+    assert len(report_module._PUBLISHED) == report_module._KEEP

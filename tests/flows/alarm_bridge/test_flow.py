@@ -151,13 +151,14 @@ def test_trigger_parameters_follow_each_flows_signature():
     assert spec["cron"] == "* * * * *" and "opsbook" in spec["tags"]
 
 
-def test_a_deployment_with_triggers_for_is_started_by_the_event(seeded):
+def test_a_deployment_with_triggers_for_is_started_by_the_event(seeded, removed_after):
     hr = seeded(HR)
     table = hr.dynamodb_tables[0].name
     alarm = f"dynamodb-{table}-throttle-reads"
     put_alarm(hr, alarm, {"TableName": table})
     dep_id = probe.to_deployment(name=f"probe-{uuid.uuid4().hex[:8]}", parameters={"system": HR},
                                  triggers=triggers_for(HR, "remediate-dynamodb-throttling", flow=probe)).apply()
+    removed_after["deployments"].append(dep_id)
     time.sleep(1.5)  # the trigger service loads new automations every ~1 s
     set_state(hr, alarm, "ALARM")
     assert sent(run(systems=[HR])[0]) == [alarm]
@@ -229,10 +230,26 @@ def test_fire_times_follow_the_cron_in_its_time_zone():
     assert len(fire_times(ScheduleSpec(cron="* * * * *"), now - timedelta(minutes=10), now)) == 10
 
 
-def test_the_watchdog_automation_starts_the_bridge_when_no_bridge_run_finished():
+@pytest.fixture
+def removed_after():
+    """Deployments and automations a test makes on the session's server, deleted after it: a proactive automation
+    left behind fires every window for the rest of the session (a run each time), and a deployment's triggers stay."""
+    made: dict[str, list] = {"deployments": [], "automations": []}
+    yield made
+    with get_client(sync_client=True) as c:
+        for automation_id in made["automations"]:
+            c.delete_automation(automation_id)
+        for dep_id in made["deployments"]:
+            c.delete_deployment(dep_id)
+
+
+def test_the_watchdog_automation_starts_the_bridge_when_no_bridge_run_finished(removed_after):
     dep_id = scheduled_probe.to_deployment(name=f"bridge-{uuid.uuid4().hex[:8]}", parameters={"system": HR}).apply()
+    removed_after["deployments"].append(dep_id)
     first = ensure_missed_run_automation(dep_id, within_s=10)
-    assert ensure_missed_run_automation(dep_id, within_s=10) != first  # replaced, not added
+    second = ensure_missed_run_automation(dep_id, within_s=10)
+    removed_after["automations"].append(second)
+    assert second != first  # replaced, not added
     with get_client(sync_client=True) as c:
         assert len([a for a in c.read_automations() if str(dep_id) in str(a.trigger)]) == 1
         deadline = time.monotonic() + 40
