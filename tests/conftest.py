@@ -149,11 +149,15 @@ def prefect_harness():
     # - the server's database starts as a copy of an already migrated one (tests/prefect_db.py): the harness puts its
     #   database in a new temp dir (mkdtemp), which gets the copy first.
     # - the server neither writes every event to its database nor records task runs from them (no test here reads
-    #   either back from the API; a third of the server's CPU, which the two xdist workers share). The two settings
-    #   also stay in this session's Prefect settings (which the harness re-reads while they are set), so processes
-    #   Prefect starts from them (a Runner's flow runs) inherit them; only a server reads them. The browser, CLI and
+    #   either back from the API; a third of the server's CPU, which the xdist workers share), and runs none of the
+    #   services no test here needs: the scheduler (no test waits for it to create runs; it would write runs for every
+    #   scheduled deployment a test applies), the foreman, repossessor and cleanup services (no workers, no
+    #   cancellations), analytics. Late runs, pause expirations and the triggers stay (alarm-bridge tests use them).
+    #   These settings only reach the server process (patched into os.environ while it starts). The browser, CLI and
     #   fleet tests start their servers from os.environ, with every service on.
-    quiet = {"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false", "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false"}
+    quiet = {f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false"
+             for name in ("EVENT_PERSISTER", "TASK_RUN_RECORDER", "SCHEDULER", "FOREMAN", "REPOSSESSOR", "CANCELLATION_CLEANUP",
+                          "CLEANUP_RECONCILER")} | {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     db_dir = tempfile.mkdtemp(prefix="opsbook-test-prefect-")
     prefect_db.copy_to(db_dir, "prefect-test.db")  # the name prefect_test_harness gives it
     with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_LOGGING_TO_API_ENABLED: False,
