@@ -31,10 +31,8 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(RUN) $(BIN)/opsbook demo
 
-# Four workers on two cores: a fifth of the cores stood idle with three (tests that wait for a rollout, an approval, a
-# subprocess); a fourth worker fills it (331 s against 346 s, one run after the other here).
 test: $(STAMP)
-	$(RUN) $(BIN)/pytest -n 4 --dist loadfile --no-loadscope-reorder -m "not chaos"
+	$(RUN) $(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder -m "not chaos"
 
 # The long batteries (kill trials, throttling, silent endpoints) and the fleet over 50 targets: minutes, not
 # part of `make test`.

@@ -57,7 +57,7 @@ def _expected_cost(item: pytest.Item) -> float:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The costliest files first, each file's tests kept together and in order. `make test` distributes whole files
-    (`-n 4 --dist loadfile --no-loadscope-reorder`) in this order: the long e2e files start at once, one worker each,
+    (`-n 3 --dist loadfile --no-loadscope-reorder`) in this order: the long e2e files start at once, one worker each,
     instead of last (xdist's own reorder puts the files with the most tests first, which left the browser, CLI and
     fleet files to one worker at the end: a minute and a half of the other workers idle)."""
     cost: dict[str, float] = {}
