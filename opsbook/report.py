@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter, OrderedDict
 from typing import Any
@@ -132,20 +133,23 @@ def finding_rows(findings: list[Finding]) -> list[dict[str, Any]]:
 # other writers): the client retries, the server already holds the final state and answers with its own copy, which
 # carries no data. The run finished; only its result went missing in transit.
 _PUBLISHED: OrderedDict[str, RunReport] = OrderedDict()
+_PUBLISHED_LOCK = threading.Lock()
 _KEEP = 64
 
 
 def _remember(report: RunReport) -> None:
     if report.flow_run_id:
-        _PUBLISHED[report.flow_run_id] = report
-        _PUBLISHED.move_to_end(report.flow_run_id)
-        while len(_PUBLISHED) > _KEEP:
-            _PUBLISHED.popitem(last=False)
+        with _PUBLISHED_LOCK:
+            _PUBLISHED[report.flow_run_id] = report
+            _PUBLISHED.move_to_end(report.flow_run_id)
+            while len(_PUBLISHED) > _KEEP:
+                _PUBLISHED.popitem(last=False)
 
 
 def result_of(state: Any) -> Any:
     """A finished flow run's result (its RunReport, or why there is none): the state's data, else the report this process
-    published for that run (see ``_PUBLISHED``)."""
+    published for that run (see ``_PUBLISHED``) when the state is the one the run ended with after publishing it:
+    Completed, or Failed with the report's headline (CRIT). A run that failed otherwise after publishing keeps its error."""
     try:
         result = state.result(raise_on_failure=False)
     except Exception as exc:  # noqa: BLE001 - a state without data raises MissingResult; the report may still be here
@@ -153,7 +157,11 @@ def result_of(state: Any) -> Any:
     if isinstance(result, RunReport):
         return result
     run_id = getattr(state.state_details, "flow_run_id", None)
-    return _PUBLISHED.get(str(run_id), result) if run_id else result
+    with _PUBLISHED_LOCK:
+        report = _PUBLISHED.get(str(run_id)) if run_id else None
+    if report is not None and (state.is_completed() or state.message == report.headline()):
+        return report
+    return result
 
 
 def publish_artifacts(report: RunReport, md: str) -> RunReport:

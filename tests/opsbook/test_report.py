@@ -70,6 +70,17 @@ def test_a_state_with_its_report_or_of_a_run_that_published_none_is_taken_as_it_
     assert isinstance(result, RuntimeError) and str(result) == "boom"
 
 
+def test_a_run_that_failed_after_publishing_keeps_its_error():
+    from prefect.states import Failed
+
+    run_id = str(uuid.uuid4())
+    report_module._remember(_report(run_id, Status.OK))
+    crashed = Failed(message="notify task raised after the report was published")
+    crashed.state_details.flow_run_id = uuid.UUID(run_id)
+    result = report_module.result_of(crashed)
+    assert not isinstance(result, RunReport) and "notify task raised" in str(result)
+
+
 def test_only_the_last_reports_are_kept():
     ids = [str(uuid.uuid4()) for _ in range(report_module._KEEP + 5)]
     for run_id in ids:
