@@ -153,8 +153,10 @@ def prefect_harness():
     #   services no test here needs: the scheduler (no test waits for it to create runs; it would write runs for every
     #   scheduled deployment a test applies), the foreman, repossessor and cleanup services (no workers, no
     #   cancellations), analytics. Late runs, pause expirations and the triggers stay (alarm-bridge tests use them).
-    #   These settings only reach the server process (patched into os.environ while it starts). The browser, CLI and
-    #   fleet tests start their servers from os.environ, with every service on.
+    #   They are patched into os.environ only while the harness starts its server; they also stay in this session's
+    #   Prefect settings (which the harness reads then), so processes Prefect starts from them (a Runner's flow runs)
+    #   inherit them; only a server reads them. The browser, CLI and fleet tests start their servers from os.environ,
+    #   with every service on (the browser stack's without its scheduler: tests/e2e/browser_support.py).
     quiet = {f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false"
              for name in ("EVENT_PERSISTER", "TASK_RUN_RECORDER", "SCHEDULER", "FOREMAN", "REPOSSESSOR", "CANCELLATION_CLEANUP",
                           "CLEANUP_RECONCILER")} | {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
