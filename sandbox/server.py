@@ -41,25 +41,6 @@ class _Latency:
         return self.app(environ, start_response)
 
 
-class _AtomicDynamoDBWrites:
-    """WSGI middleware: DynamoDB's writes one at a time, as real DynamoDB makes a conditional write atomic.
-
-    moto checks a ConditionExpression and then writes, unlocked: two threaded requests can both pass the
-    check (two runs "win" the same lease). Reads and every other service stay concurrent."""
-
-    WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
-
-    def __init__(self, app: Any) -> None:
-        self.app, self.lock = app, threading.Lock()
-
-    def __call__(self, environ: Any, start_response: Any) -> Any:
-        service, _, op = environ.get("HTTP_X_AMZ_TARGET", "").partition(".")
-        if service.startswith("DynamoDB_") and op in self.WRITES:
-            with self.lock:
-                return list(self.app(environ, start_response))  # the whole response, before the next write starts
-        return self.app(environ, start_response)
-
-
 class Sandbox:
     def __init__(self, latency_ms: float = 0.0) -> None:
         self.latency_ms = latency_ms
@@ -80,12 +61,13 @@ class Sandbox:
         fast_moto_sqs()  # moto's SQS walks the whole queue per message; same results, O(1)
         fast_moto_metric_data()  # moto's GetMetricData scans every datapoint per period per query; same results
         moto_log_groups_tagged()  # moto's GetResources lists no log group; AWS's does (logs:log-group)
+        atomic_moto_dynamodb_writes()  # moto checks a ConditionExpression then writes, unlocked; DynamoDB's write is atomic
 
         class QuietHandler(MotoRequestHandler):
             def log_request(self, *args: Any, **kwargs: Any) -> None:
                 return None
 
-        app = _Latency(_AtomicDynamoDBWrites(DomainDispatcherApplication(create_backend_app)), self.latency_ms / 1000.0)
+        app = _Latency(DomainDispatcherApplication(create_backend_app), self.latency_ms / 1000.0)
         self._server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto-sandbox", daemon=True)
@@ -256,6 +238,32 @@ def moto_log_groups_tagged() -> None:
 
     LogsBackend.iter_tagged_resources = iter_tagged_resources  # type: ignore[method-assign]
     LogsBackend._opsbook_tagged = True  # type: ignore[attr-defined]
+
+
+_DYNAMODB_WRITES = threading.Lock()
+
+
+def atomic_moto_dynamodb_writes() -> None:
+    """Make moto's DynamoDB writes one at a time, as real DynamoDB makes a conditional write atomic; idempotent, this
+    process only (the sandbox's server and the in-process ``mock_aws`` alike).
+
+    moto checks a ConditionExpression and then writes, unlocked: two threads can both pass the check (two runs "win"
+    the same lease). Reads and every other service stay concurrent."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    if getattr(DynamoHandler, "_opsbook_atomic", False):
+        return
+
+    def one_at_a_time(write: Any) -> Any:
+        @functools.wraps(write)
+        def locked(self: DynamoHandler) -> Any:
+            with _DYNAMODB_WRITES:
+                return write(self)
+        return locked
+
+    for name in ("put_item", "update_item", "delete_item", "batch_write_item", "transact_write_items"):
+        setattr(DynamoHandler, name, one_at_a_time(getattr(DynamoHandler, name)))
+    DynamoHandler._opsbook_atomic = True  # type: ignore[attr-defined]
 
 
 def fast_moto_sqs() -> None:

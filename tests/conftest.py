@@ -74,7 +74,9 @@ def aws_mock():
     from moto import mock_aws
 
     from opsbook import aws
+    from sandbox.server import atomic_moto_dynamodb_writes
 
+    atomic_moto_dynamodb_writes()  # conditional writes atomic, as in DynamoDB (tests race threads for a lease)
     aws.reset_clients()
     with mock_aws():
         yield
