@@ -49,8 +49,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _lock = threading.Lock()
-_sessions: dict[str | None, boto3.Session] = {}
-_clients: dict[tuple[str, str, str | None, str | None], Any] = {}
+_sessions: dict[tuple[str | None, tuple[tuple[str, str], ...]], boto3.Session] = {}
+_clients: dict[tuple[str, str, str | None, tuple[tuple[str, str], ...]], Any] = {}
 _loader: botocore.loaders.Loader | None = None
 
 # --- API call accounting -----------------------------------------------------------
@@ -146,24 +146,34 @@ def _new_session(**kwargs: Any) -> boto3.Session:
     return s
 
 
+_CLIENT_ENV = ("OPSBOOK_RETRY_MODE", "OPSBOOK_MAX_ATTEMPTS", "OPSBOOK_CONNECT_TIMEOUT", "OPSBOOK_READ_TIMEOUT", "OPSBOOK_MAX_POOL")
+
+
+def _env() -> tuple[tuple[str, str], ...]:
+    """What a session or client is made of besides its arguments: boto3's ``AWS_*`` variables (credentials, profile,
+    endpoint, retries) and opsbook's client settings. A change to any of them gets new sessions and clients."""
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_") or k in _CLIENT_ENV))
+
+
 def session(profile: str | None = None) -> boto3.Session:
     profile = profile or os.environ.get("AWS_PROFILE") or None
+    key = (profile, _env())
     with _lock:
-        s = _sessions.get(profile)
+        s = _sessions.get(key)
         if s is None:
-            s = _sessions[profile] = _new_session(profile_name=profile)
+            s = _sessions[key] = _new_session(profile_name=profile)
         return s
 
 
 def client(service: str, region: str, profile: str | None = None) -> Any:
-    """The shared client for a service and region (created on first use).
+    """The shared client for a service and region (created on first use, again only when the environment that made
+    it changed: credentials, profile, endpoint, retry and timeout settings).
 
     Inside ``with assumed(role):`` the client uses that role's credentials."""
     role = _assumed.get()
     if role is not None:
         return _role_client(role, service, region)
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
-    key = (service, region, profile or os.environ.get("AWS_PROFILE"), endpoint)
+    key = (service, region, profile, _env())
     with _lock:
         c = _clients.get(key)
     if c is not None:
@@ -175,7 +185,7 @@ def client(service: str, region: str, profile: str | None = None) -> Any:
 
 
 def reset_clients() -> None:
-    """Forget cached sessions/clients (tests that switch endpoints or credentials)."""
+    """Forget cached sessions and clients (a client is already new when its environment changed)."""
     with _lock:
         _clients.clear()
         _sessions.clear()
@@ -226,7 +236,7 @@ _assumed: contextvars.ContextVar[AssumedRole | None] = contextvars.ContextVar("o
 _call_gate: contextvars.ContextVar[Callable[[str, str, str | None], None] | None] = contextvars.ContextVar(
     "opsbook_call_gate", default=None)
 _role_sessions: dict[str, boto3.Session] = {}
-_role_clients: dict[tuple[str, str, str, str | None], Any] = {}
+_role_clients: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], Any] = {}
 
 
 def assume_role(role_arn: str, session_name: str, region: str, *, external_id: str | None = None,
@@ -268,8 +278,7 @@ def gated(gate: Callable[[str, str, str | None], None]) -> Iterator[None]:
 
 
 def _role_client(role: AssumedRole, service: str, region: str) -> Any:
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
-    key = (role.access_key_id, service, region, endpoint)
+    key = (role.access_key_id, service, region, _env())
     with _lock:
         c = _role_clients.get(key)
         if c is not None:

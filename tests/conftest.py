@@ -94,16 +94,13 @@ def sandbox_server():
 
 @pytest.fixture
 def sandbox(sandbox_server, monkeypatch):
-    """The session sandbox, emptied, with this process pointed at it."""
-    from opsbook import aws
-
+    """The session sandbox, emptied, with this process pointed at it (opsbook's clients of the sandbox are kept from
+    test to test: a client is new whenever the environment that made it changed)."""
     sandbox_server.reset()
     sandbox_server.set_latency_ms(0)
     for k, v in sandbox_server.env().items():
         monkeypatch.setenv(k, v)
-    aws.reset_clients()
     yield sandbox_server
-    aws.reset_clients()
 
 
 @pytest.fixture

@@ -18,6 +18,20 @@ def test_one_client_per_service_and_region_shared_across_threads(aws_mock):
     assert cfg.retries["mode"] in ("standard", "adaptive") and cfg.connect_timeout and cfg.read_timeout
 
 
+def test_a_client_is_kept_until_the_environment_that_made_it_changes(aws_mock, monkeypatch):
+    first = aws.client("dynamodb", "us-east-1")
+    assert aws.client("dynamodb", "us-east-1") is first
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "another-key")
+    other = aws.client("dynamodb", "us-east-1")
+    assert other is not first and other._request_signer._credentials.access_key == "another-key"
+    monkeypatch.setenv("OPSBOOK_MAX_ATTEMPTS", "1")
+    assert aws.client("dynamodb", "us-east-1").meta.config.retries["total_max_attempts"] == 2  # a try and a retry
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    assert aws.client("dynamodb", "us-east-1").meta.endpoint_url == "http://127.0.0.1:9"
+    monkeypatch.undo()
+    assert aws.client("dynamodb", "us-east-1") is first  # the first environment again: its client
+
+
 def test_paginate_reads_every_page_and_calls_are_counted(aws_mock):
     c = aws.client("logs", "us-east-2")
     for i in range(120):
