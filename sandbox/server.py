@@ -63,6 +63,8 @@ class Sandbox:
         moto_log_groups_tagged()  # moto's GetResources lists no log group; AWS's does (logs:log-group)
         atomic_moto_dynamodb_writes()  # moto checks a ConditionExpression then writes, unlocked; DynamoDB's write is atomic
         fast_moto_user_pools()  # moto parses the same RSA key for every user pool it creates: 0.13 s of CPU each
+        fast_moto_kms_keys()  # moto makes an RSA private key for every KMS key, symmetric ones too
+        moto_without_default_amis()  # moto loads thousands of public AMIs into each region's EC2 at its first call
 
         class QuietHandler(MotoRequestHandler):
             def log_request(self, *args: Any, **kwargs: Any) -> None:
@@ -300,6 +302,32 @@ def fast_moto_user_pools() -> None:
 
     models.jwk = types.SimpleNamespace(RSAKey=RSAKey)  # type: ignore[attr-defined]
     models._opsbook_fast = True  # type: ignore[attr-defined]
+
+
+def fast_moto_kms_keys() -> None:
+    """Give moto's KMS keys of one key spec one private key, made once (moto generates an RSA key for every key it
+    creates, symmetric keys included: ~0.1 s of CPU each; opsbook never signs with them); idempotent, this process."""
+    from moto.kms import models
+
+    if getattr(models, "_opsbook_fast", False):
+        return
+    generate, made = models.generate_private_key, {}
+
+    def generate_private_key(key_spec: str) -> Any:
+        if key_spec not in made:
+            made[key_spec] = generate(key_spec)
+        return made[key_spec]
+
+    models.generate_private_key = generate_private_key  # type: ignore[attr-defined]
+    models._opsbook_fast = True  # type: ignore[attr-defined]
+
+
+def moto_without_default_amis() -> None:
+    """Start moto's EC2 regions without the public AMIs it loads into each (no runbook reads an AMI; loading them is
+    most of the first EC2 call of every region after each reset), as MOTO_EC2_LOAD_DEFAULT_AMIS=false does."""
+    from moto import settings
+
+    settings.ec2_load_default_amis = lambda: False  # type: ignore[attr-defined]
 
 
 def fast_moto_sqs() -> None:

@@ -11,6 +11,7 @@ UNKNOWN (not probed), never a request off the machine. The rules: opsbook/endpoi
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import ssl
@@ -40,7 +41,15 @@ def loopback_only() -> bool:
 def _ssl_context() -> ssl.SSLContext:
     import certifi  # httpx's own default trust store
 
-    return ssl.create_default_context(cafile=os.environ.get(CA_ENV) or certifi.where())
+    cafile = os.environ.get(CA_ENV) or certifi.where()
+    return _trust(cafile, os.stat(cafile).st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _trust(cafile: str, version: int) -> ssl.SSLContext:
+    """One context per trust store and version of its file for the process (loading a CA bundle costs ~20 ms of CPU;
+    a context is safe to share between threads)."""
+    return ssl.create_default_context(cafile=cafile)
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
