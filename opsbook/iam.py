@@ -15,7 +15,8 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prefect import task
+from prefect import Task
+from prefect.utilities.annotations import opaque
 
 # botocore service name -> IAM service prefix where they differ
 _PREFIX = {
@@ -110,6 +111,23 @@ def _retry_read(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
+def _inert(value: Any) -> Any:
+    """An argument whose type says it holds no futures (``opsbook_inert``: an inventory), marked so that Prefect hands
+    it to the task as it is instead of walking every field for futures at submit and again at the run (~2 ms an
+    inventory, for every task run)."""
+    return opaque(value) if getattr(type(value), "opsbook_inert", False) else value
+
+
+class AwsTask(Task):  # type: ignore[type-arg]
+    """A Prefect task whose inert arguments are not walked by Prefect (the task receives the same objects)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return super().__call__(*map(_inert, args), **{k: _inert(v) for k, v in kwargs.items()})
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        return super().submit(*map(_inert, args), **{k: _inert(v) for k, v in kwargs.items()})
+
+
 def aws_task(*, iam: Iterable[str], name: str | None = None, read_only: bool = True, **task_kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
     """A Prefect task that calls AWS and declares its IAM actions.
 
@@ -124,7 +142,7 @@ def aws_task(*, iam: Iterable[str], name: str | None = None, read_only: bool = T
         if read_only:
             opts.update(retries=1, retry_delay_seconds=1, retry_condition_fn=_retry_read)
         opts.update(task_kwargs)
-        t = task(**opts)(wrapped)
+        t = AwsTask(fn=wrapped, **opts)
         t.iam_actions = wrapped.iam_actions  # type: ignore[attr-defined]
         return t
 

@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from datetime import datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -661,6 +661,10 @@ class Mutations(Strict):
 
 
 class System(Strict):
+    # read-only configuration that holds no Prefect futures: opsbook's tasks take it without Prefect walking its
+    # fields at each task run (opsbook.iam.aws_task)
+    opsbook_inert: ClassVar[bool] = True
+
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     description: str = ""
     source: str = Field("", description="the seed runbook this inventory comes from")
