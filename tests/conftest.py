@@ -133,8 +133,9 @@ def seeded(sandbox):
 
 @pytest.fixture(scope="session")
 def prefect_harness():
-    from prefect.settings import (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_LOCAL_STORAGE_PATH, PREFECT_LOGGING_TO_API_ENABLED,
-                                  PREFECT_RESULTS_PERSIST_BY_DEFAULT, PREFECT_TASKS_DEFAULT_PERSIST_RESULT, temporary_settings)
+    from prefect.settings import (PREFECT_API_SSL_CERT_FILE, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_LOCAL_STORAGE_PATH,
+                                  PREFECT_LOGGING_TO_API_ENABLED, PREFECT_RESULTS_PERSIST_BY_DEFAULT, PREFECT_TASKS_DEFAULT_PERSIST_RESULT,
+                                  temporary_settings)
     from prefect.testing import utilities
 
     from tests import prefect_db
@@ -156,18 +157,36 @@ def prefect_harness():
     #   Prefect settings (which the harness reads then), so processes Prefect starts from them (a Runner's flow runs)
     #   inherit them; only a server reads them. The browser, CLI and fleet tests start their servers from os.environ,
     #   with every service on (the browser stack's without its scheduler: tests/e2e/browser_support.py).
+    # - the test server's API is plain HTTP on loopback, so no certificate is ever checked; but Prefect builds a
+    #   verifying TLS context for every client it makes (one or more a flow run), loading the whole CA bundle each time
+    #   (20 ms of CPU). Its trust store here is one certificate (0.4 ms).
     quiet = {f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false"
              for name in ("EVENT_PERSISTER", "TASK_RUN_RECORDER", "SCHEDULER", "FOREMAN", "REPOSSESSOR", "CANCELLATION_CLEANUP",
                           "CLEANUP_RECONCILER")} | {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     db_dir = tempfile.mkdtemp(prefix="opsbook-test-prefect-")
     prefect_db.copy_to(db_dir, "prefect-test.db")  # the name prefect_test_harness gives it
-    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_LOGGING_TO_API_ENABLED: False,
+    with temporary_settings({PREFECT_API_SSL_CERT_FILE: _one_certificate(db_dir),
+                             PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_LOGGING_TO_API_ENABLED: False,
                              PREFECT_RESULTS_PERSIST_BY_DEFAULT: True, PREFECT_TASKS_DEFAULT_PERSIST_RESULT: False,
                              PREFECT_LOCAL_STORAGE_PATH: os.path.join(os.environ["OPSBOOK_HOME"], "prefect-results")}):
         with mock.patch.object(utilities, "mkdtemp", lambda: db_dir), contextlib.ExitStack() as harness:
             with mock.patch.dict(os.environ, quiet):  # the server process's environment; not the tests' own subprocesses'
                 harness.enter_context(utilities.prefect_test_harness(server_startup_timeout=90))
             yield
+
+
+def _one_certificate(directory: str) -> str:
+    """A trust store of one certificate (the first of certifi's bundle), for clients of a plain-HTTP server."""
+    import re
+    from pathlib import Path
+
+    import certifi
+
+    bundle = Path(certifi.where()).read_text(encoding="ascii")
+    path = os.path.join(directory, "one-ca.pem")
+    with open(path, "w", encoding="ascii") as f:
+        f.write(re.search(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\n", bundle, re.S).group(0))
+    return path
 
 
 @pytest.fixture
