@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import os
 import threading
 import time
@@ -49,8 +50,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _lock = threading.Lock()
-_sessions: dict[tuple[str | None, tuple[tuple[str, str], ...]], boto3.Session] = {}
-_clients: dict[tuple[str, str, str | None, tuple[tuple[str, str], ...]], Any] = {}
+_sessions: dict[tuple[str | None, bytes], boto3.Session] = {}
+_clients: dict[tuple[str, str, str | None, bytes], Any] = {}
 _loader: botocore.loaders.Loader | None = None
 
 # --- API call accounting -----------------------------------------------------------
@@ -146,13 +147,19 @@ def _new_session(**kwargs: Any) -> boto3.Session:
     return s
 
 
-_CLIENT_ENV = ("OPSBOOK_RETRY_MODE", "OPSBOOK_MAX_ATTEMPTS", "OPSBOOK_CONNECT_TIMEOUT", "OPSBOOK_READ_TIMEOUT", "OPSBOOK_MAX_POOL")
+# what botocore and opsbook read from the environment when they make a client, besides the AWS_* variables
+_CLIENT_ENV = ("OPSBOOK_RETRY_MODE", "OPSBOOK_MAX_ATTEMPTS", "OPSBOOK_CONNECT_TIMEOUT", "OPSBOOK_READ_TIMEOUT", "OPSBOOK_MAX_POOL",
+               "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "REQUESTS_CA_BUNDLE")
 
 
-def _env() -> tuple[tuple[str, str], ...]:
+def _env() -> bytes:
     """What a session or client is made of besides its arguments: boto3's ``AWS_*`` variables (credentials, profile,
-    endpoint, retries) and opsbook's client settings. A change to any of them gets new sessions and clients."""
-    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_") or k in _CLIENT_ENV))
+    endpoint, retries), proxies and CA bundle, and opsbook's client settings; a change to any of them gets new sessions
+    and clients. A digest, so that no credential sits in a cache key (or in a traceback's locals). Not what the
+    files named by AWS_CONFIG_FILE or AWS_SHARED_CREDENTIALS_FILE say: a session keeps what it read of them."""
+    names = sorted(k for k in list(os.environ) if k.startswith("AWS_") or k in _CLIENT_ENV)
+    pairs = [(k, v) for k in names if (v := os.environ.get(k)) is not None]  # another thread may unset one meanwhile
+    return hashlib.sha256(repr(pairs).encode()).digest()
 
 
 def session(profile: str | None = None) -> boto3.Session:
@@ -236,7 +243,7 @@ _assumed: contextvars.ContextVar[AssumedRole | None] = contextvars.ContextVar("o
 _call_gate: contextvars.ContextVar[Callable[[str, str, str | None], None] | None] = contextvars.ContextVar(
     "opsbook_call_gate", default=None)
 _role_sessions: dict[str, boto3.Session] = {}
-_role_clients: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], Any] = {}
+_role_clients: dict[tuple[str, str, str, bytes], Any] = {}
 
 
 def assume_role(role_arn: str, session_name: str, region: str, *, external_id: str | None = None,

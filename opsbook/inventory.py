@@ -790,14 +790,23 @@ def known_systems(directory: Path | None = None) -> list[str]:
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+def _yaml_error(path: Path) -> str:
+    """The Python loader's account of a document the C loader refused: it quotes the line and points at the column."""
+    try:
+        yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        return str(exc)
+    return "refused by libyaml, read by PyYAML's Python loader"  # the two loaders disagree: say so rather than nothing
+
+
 def load_file(path: Path | str) -> System:
     path = Path(path)
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)  # noqa: S506 (a safe loader)
     except FileNotFoundError:
         raise InventoryError(f"{path}: file not found") from None
-    except yaml.YAMLError as exc:
-        raise InventoryError(f"{path}: not valid YAML: {exc}") from None
+    except yaml.YAMLError:
+        raise InventoryError(f"{path}: not valid YAML: {_yaml_error(path)}") from None
     if not isinstance(raw, dict):
         raise InventoryError(f"{path}: field (top level): must be a mapping of fields, got {type(raw).__name__}")
     try:

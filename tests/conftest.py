@@ -182,9 +182,9 @@ def _one_certificate(directory: str) -> str:
 
     import certifi
 
-    bundle = Path(certifi.where()).read_text(encoding="ascii")
+    bundle = Path(certifi.where()).read_text(encoding="utf-8")
     path = os.path.join(directory, "one-ca.pem")
-    with open(path, "w", encoding="ascii") as f:
+    with open(path, "w", encoding="utf-8") as f:
         f.write(re.search(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\n", bundle, re.S).group(0))
     return path
 

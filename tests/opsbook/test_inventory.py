@@ -65,8 +65,9 @@ def test_lambda_duration_thresholds_default_and_warn_above_crit_is_rejected(tmp_
 
 
 def test_yaml_errors_and_name_mismatch(tmp_path):
-    p = _write(tmp_path, "bad", "name: [unclosed\n")
-    assert "not valid YAML" in str(pytest.raises(InventoryError, load_file, p).value)
+    p = _write(tmp_path, "bad", "name: bad\nregion: [us-east-1\n")
+    said = str(pytest.raises(InventoryError, load_file, p).value)
+    assert "not valid YAML" in said and "line 2" in said and "region: [us-east-1" in said and "^" in said  # the line, pointed at
     p = _write(tmp_path, "other", "name: something\nregion: us-east-1\n")
     assert "must match the file name" in str(pytest.raises(InventoryError, load_file, p).value)
 
