@@ -284,19 +284,31 @@ def gated(gate: Callable[[str, str, str | None], None]) -> Iterator[None]:
         _call_gate.reset(token)
 
 
-def _role_client(role: AssumedRole, service: str, region: str) -> Any:
-    key = (role.access_key_id, service, region, _env())
+def _role_session(role: AssumedRole) -> boto3.Session:
     with _lock:
-        c = _role_clients.get(key)
-        if c is not None:
-            return c
         s = _role_sessions.get(role.access_key_id)
         if s is None:
             s = _role_sessions[role.access_key_id] = _new_session(
                 aws_access_key_id=role.access_key_id, aws_secret_access_key=role.secret_access_key, aws_session_token=role.session_token)
-    c = s.client(service, region_name=region, config=_config())
+        return s
+
+
+def _role_client(role: AssumedRole, service: str, region: str) -> Any:
+    key = (role.access_key_id, service, region, _env())
+    with _lock:
+        c = _role_clients.get(key)
+    if c is not None:
+        return c
+    c = _role_session(role).client(service, region_name=region, config=_config())
     with _lock:
         return _role_clients.setdefault(key, c)
+
+
+def credentials() -> Any:
+    """The credentials AWS calls made here are signed with: inside ``with assumed(role):`` that role's, else the
+    process's (for what signs its own requests: opensearch-py's SigV4 auth)."""
+    role = _assumed.get()
+    return (_role_session(role) if role is not None else session()).get_credentials()
 
 
 # --- errors --------------------------------------------------------------------------

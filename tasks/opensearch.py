@@ -81,8 +81,7 @@ def os_client(url: str, region: str, timeout: float = 5.0) -> Any:
     if not aws.is_loopback_url(url):
         from opensearchpy import AWSV4SignerAuth
 
-        creds = aws.session().get_credentials()
-        kwargs["http_auth"] = AWSV4SignerAuth(creds, region, "es")
+        kwargs["http_auth"] = AWSV4SignerAuth(aws.credentials(), region, "es")  # a fleet target's role inside assumed()
     return OpenSearch(**kwargs)
 
 

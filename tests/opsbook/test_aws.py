@@ -176,3 +176,15 @@ def test_sessions_share_one_model_loader_and_its_search_path_stays_put(aws_mock)
         again = aws.client("dynamodb", "us-east-1")
         assert again is not first and again._loader is first._loader  # a new client, the same parsed models
     assert aws._loader.search_paths == paths  # boto3 adds its data path once, not once per session
+
+
+def test_requests_opsbook_signs_itself_use_the_assumed_roles_credentials(aws_mock):
+    from tasks.opensearch import os_client
+
+    mine = aws.credentials().access_key
+    role = aws.assume_role("arn:aws:iam::210987654321:role/opsbook-read", "fleet", "us-east-1")
+    with aws.assumed(role):
+        assert aws.credentials().access_key == role.access_key_id != mine
+        signed = os_client("https://search-leh.ap-northeast-2.es.amazonaws.com", "ap-northeast-2")  # made, not called
+        assert signed.transport.kwargs["http_auth"].signer.credentials.access_key == role.access_key_id
+    assert aws.credentials().access_key == mine
