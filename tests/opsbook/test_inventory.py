@@ -120,3 +120,18 @@ def test_all_log_groups_unions_function_groups_and_explicit_ones():
     s = System(name="s", region="us-east-1", lambda_functions=[{"name": "f"}], log_groups=[{"name": "/ecs/x"}, {"name": "/aws/lambda/f", "audit": True}])
     groups = {g.name: g for g in s.all_log_groups()}
     assert set(groups) == {"/aws/lambda/f", "/ecs/x"} and groups["/aws/lambda/f"].audit
+
+
+def test_a_region_aws_lacks_a_cron_out_of_range_a_bad_schedule_zone_and_a_key_named_twice_are_refused(tmp_path):
+    bad = {
+        "region": ("name: region\nregion: us-nowhere-7\n", "not a region AWS has"),
+        "cron": ("name: cron\nregion: us-east-1\nschedules:\n  daily-health: {cron: '99 99 * * *'}\n", "out of range"),
+        "zone": ("name: zone\nregion: us-east-1\nschedules:\n  daily-health: {cron: '0 9 * * *', timezone: Mars/Base}\n",
+                 "schedules.daily-health.timezone: Value error, unknown time zone 'Mars/Base'"),
+        "twice": ("name: twice\nregion: us-east-1\nregion: us-west-2\n", "the key 'region' appears twice"),
+    }
+    for name, (text, said) in bad.items():
+        assert said in str(pytest.raises(InventoryError, load_file, _write(tmp_path, name, text)).value), name
+    twin = _write(tmp_path, "twin", "name: twin\nregion: ap-northeast-2\nschedules:\n"
+                  "  daily-health: {cron: '*/30 9-18 * * MON-FRI', timezone: Europe/Dublin}\n")
+    assert load_file(twin).schedules["daily-health"].cron == "*/30 9-18 * * MON-FRI"
