@@ -820,6 +820,8 @@ class _UniqueKeys:
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)  # type: ignore[attr-defined]
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                continue  # an unhashable key: PyYAML's own construction says what is wrong with it
             if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} appears twice in one mapping",
                                                         key_node.start_mark)

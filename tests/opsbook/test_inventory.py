@@ -129,6 +129,7 @@ def test_a_region_aws_lacks_a_cron_out_of_range_a_bad_schedule_zone_and_a_key_na
         "zone": ("name: zone\nregion: us-east-1\nschedules:\n  daily-health: {cron: '0 9 * * *', timezone: Mars/Base}\n",
                  "schedules.daily-health.timezone: Value error, unknown time zone 'Mars/Base'"),
         "twice": ("name: twice\nregion: us-east-1\nregion: us-west-2\n", "the key 'region' appears twice"),
+        "listkey": ("name: listkey\n? [a, b]\n: 1\nregion: us-east-1\n", "not valid YAML"),  # said, not a TypeError
     }
     for name, (text, said) in bad.items():
         assert said in str(pytest.raises(InventoryError, load_file, _write(tmp_path, name, text)).value), name
