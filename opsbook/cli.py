@@ -2,7 +2,7 @@
 
   opsbook run RUNBOOK --system NAME [--param KEY=VALUE ...] [--json] [--execute [--yes]] [--sandbox]
   opsbook run RUNBOOK --help            the runbook's parameters, types, defaults and descriptions
-  opsbook list | policy RUNBOOK | serve | demo | sandbox | server start|stop|status
+  opsbook list | policy RUNBOOK | serve | demo | sandbox | replay | server start|stop|status
 
 Exit codes follow the Nagios plugin convention (see EXIT_CODES), and the first
 line on stdout is the plugin summary (``STATUS - text | perfdata``).
@@ -27,9 +27,10 @@ exit codes (the Nagios plugin convention, so monitors can run opsbook as a check
   1  WARN     something needs attention; mutating: done with warnings
   2  CRIT     something is broken; mutating: failed, or unhealthy afterwards
   3  UNKNOWN  data could not be read, or opsbook could not run as asked: usage error, unknown or
-              ill-typed --param, unknown system, broken inventory, no AWS credentials, Prefect
-              server down; mutating: refused (rejected, approval timed out, drift, lease held,
-              wrong account, a guessed target not accepted)
+              ill-typed --param, unknown system, broken inventory, no AWS credentials; mutating:
+              refused (rejected, approval timed out, drift, lease held, wrong account, a guessed
+              target not accepted). A Prefect server that does not answer is not one: the run goes
+              on without it (its records kept for `opsbook replay`)
 """
 # Parameters the CLI sets itself: never --param.
 SET_BY_CLI = {
@@ -161,7 +162,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     load_system(args.system)  # a broken inventory or unknown system fails before any AWS call
     params = parse_params(args.param or [])
     mode = execution_mode(rb.mutating, args.execute, args.yes, sys.stdin.isatty())
+    off = go_offline(args.offline, rb.name, args.system)  # before Prefect is imported: it reads its API address once
     runner.import_prefect(args.verbose)
+    if off:
+        off.record_events()
     flow = rb.load()
     try:
         params = runner.coerce(flow, params)
@@ -174,15 +178,48 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         where = aws_target(sb is not None)
         t0 = time.monotonic()
-        meta = runner.prepare_prefect(args.verbose)
+        if not off:
+            try:
+                meta = runner.prepare_prefect(args.verbose)
+            except RuntimeError as exc:  # opsbook could not start its local server either: go on without it
+                off = go_offline(False, rb.name, args.system, why=str(exc))
+                off.point(runner.prefect_settings())
+                off.record_events()
+        if off:
+            meta = offline_meta(off)
         if not args.json:
-            print(f"opsbook: {rb.name} {args.system} on {where}; Prefect {meta['api_url']}", file=sys.stderr)
+            print(f"opsbook: {rb.name} {args.system} on {where}; Prefect {meta['api_url'] or 'offline (journal)'}", file=sys.stderr)
         report, run_meta = runner.run_runbook(rb.name, args.system, params, approval=approval)
     finally:
+        if off:
+            off.finish()
         if sb is not None:
             sb.stop()
     meta.update(run_meta, aws=where, sandbox=sb is not None, total_s=round(time.monotonic() - t0, 2))
     return report_result(args, rb.name, report, meta)
+
+
+def go_offline(forced: bool, runbook: str, system: str, why: str | None = None) -> Any:
+    """Run without orchestration when the Prefect server does not answer (or --offline): one line says so."""
+    from opsbook import offline
+
+    t = server.configure()
+    if forced:
+        why = "--offline"
+    elif why is None:
+        got = server.unanswered(t, offline.probe_timeout())
+        if got is None or got[1]:  # it answers, or nothing listens on this machine's port: opsbook starts its server
+            return None
+        why = got[0]
+    off = offline.start(why, runbook, system)
+    print(f"opsbook: {why}; running {runbook} without orchestration, its records kept in {off.journal.path} "
+          "(`opsbook replay` sends them to the Prefect server once it answers)", file=sys.stderr, flush=True)
+    return off
+
+
+def offline_meta(off: Any) -> dict[str, Any]:
+    return {"api_url": None, "ui_url": None, "api_source": "offline", "server_started": False, "server_start_s": 0,
+            "offline": {"reason": off.reason, "journal": str(off.journal.path), "replay": "opsbook replay"}}
 
 
 def report_result(args: argparse.Namespace, runbook: str, report: Any, meta: dict[str, Any]) -> int:
@@ -286,6 +323,29 @@ def cmd_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Send the journals of runs made without the Prefect server (opsbook run --offline, or it did not answer)."""
+    import httpx
+
+    from opsbook import offline
+
+    journals = offline.pending()
+    if args.list or not journals:
+        for j in journals:
+            print(f"  {j.name}")
+        print(f"{len(journals)} offline run(s) waiting in {offline.journal_dir()}", file=sys.stderr)
+        return 0
+    t = server.configure()
+    server.ensure(t)  # a local server is started; a remote one that does not answer stops here (exit 3)
+    key, _ = server.setting("PREFECT_API_KEY")
+    with httpx.Client(base_url=t.api_url, headers={"Authorization": f"Bearer {key}"} if key else {}, timeout=30) as client:
+        for j in journals:
+            lines = offline.replay_file(j, client)
+            print(f"replayed {j.name}: {lines} records to {t.api_url}")
+    print(f"{len(journals)} offline run(s) now on {t.ui_url}/runs", file=sys.stderr)
+    return 0
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     return sandbox_module("cli").serve(args.systems, args.fault or [], args.latency_ms, args.scale)
 
@@ -348,6 +408,8 @@ def _add_run_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--sandbox", action="store_true", help="run against the embedded AWS sandbox (moto on 127.0.0.1, "
                    "seeded with the system), not your AWS account")
     r.add_argument("--fault", action="append", metavar="SYSTEM:FAULT", help="with --sandbox: inject a named fault first")
+    r.add_argument("--offline", action="store_true", help="run without the Prefect server (what happens by itself when it "
+                   "does not answer within OPSBOOK_PREFECT_TIMEOUT s): records kept for `opsbook replay`")
     r.add_argument("-v", "--verbose", action="store_true", help="show Prefect's task logs")
     r.add_argument("-h", "--help", action="store_true", help="show this help, or with RUNBOOK its parameters")
 
@@ -371,6 +433,9 @@ def build_parser() -> Parser:
     pol = sub.add_parser("policy", help="print the IAM policy a runbook needs")
     pol.add_argument("runbook")
     pol.set_defaults(fn=cmd_policy)
+    rp = sub.add_parser("replay", help="send the records of runs made without the Prefect server to it, now that it answers")
+    rp.add_argument("--list", action="store_true", help="only list what waits to be sent")
+    rp.set_defaults(fn=cmd_replay)
     sv = sub.add_parser("server", help="the Prefect server opsbook reports to (PREFECT_API_URL, else a local one)")
     sv.add_argument("action", choices=["start", "stop", "status"])
     sv.set_defaults(fn=cmd_server)

@@ -25,11 +25,17 @@ def import_prefect(verbose: bool = False) -> server.Target:
     """Configure the server, import Prefect, and check Prefect really reads that server."""
     t = server.configure()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # A server that stops answering mid-run fails its calls in seconds, not Prefect's default 60 s each
+    os.environ.setdefault("PREFECT_API_REQUEST_TIMEOUT", os.environ.get("OPSBOOK_PREFECT_REQUEST_TIMEOUT", "10"))
     if not verbose:  # Prefect's console chatter and task tracebacks stay in the UI; findings carry the reasons
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     from prefect.settings import get_current_settings
 
     settings = get_current_settings()
+    from opsbook import offline
+
+    if offline.active():  # the server does not answer: Prefect talks to this run's journal (it may have been imported)
+        offline.active().point(settings)
     if str(settings.api.url or "").rstrip("/") != t.api_url:
         raise RuntimeError(f"internal error: Prefect was imported before opsbook chose its server (Prefect reads "
                            f"{settings.api.url!r}, opsbook chose {t.api_url}); runs would go to a throw-away server")
@@ -39,6 +45,12 @@ def import_prefect(verbose: bool = False) -> server.Target:
     settings.flows.heartbeat_frequency = None
     _quiet_prefect_console(verbose)
     return t
+
+
+def prefect_settings() -> Any:
+    from prefect.settings import get_current_settings
+
+    return get_current_settings()
 
 
 def prepare_prefect(verbose: bool = False, quiet: bool = False) -> dict[str, Any]:

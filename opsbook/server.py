@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 import tomllib
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +138,31 @@ def healthy(url: str, timeout: float = 1.0) -> bool:
             return r.status == 200
     except OSError:
         return False
+
+
+def unanswered(t: Target, timeout: float) -> tuple[str, bool] | None:
+    """None when the API answers /health within ``timeout``; else (why, startable): startable when nothing listens
+    on this machine's port (opsbook may start its server there), not when it is silent, remote or answers wrong."""
+    import socket
+
+    key, _ = setting("PREFECT_API_KEY")
+    req = urllib.request.Request(f"{t.api_url}/health", headers={"Authorization": f"Bearer {key}"} if key else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            if r.status == 200:
+                return None
+            return f"{t.api_url}/health answered HTTP {r.status}", False
+    except urllib.error.HTTPError as exc:
+        return f"{t.api_url}/health answered HTTP {exc.code}", False
+    except (TimeoutError, socket.timeout):
+        return f"the Prefect server at {t.api_url} (from {t.source}) did not answer within {timeout:g} s", False
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, (TimeoutError, socket.timeout)):
+            return f"the Prefect server at {t.api_url} (from {t.source}) did not answer within {timeout:g} s", False
+        refused = isinstance(exc.reason, ConnectionRefusedError)
+        return f"the Prefect server at {t.api_url} (from {t.source}) cannot be reached: {exc.reason}", refused and t.local
+    except OSError as exc:
+        return f"the Prefect server at {t.api_url} (from {t.source}) cannot be reached: {exc}", False
 
 
 def _pidfile(t: Target) -> Path:

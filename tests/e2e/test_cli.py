@@ -167,3 +167,49 @@ def test_sandbox_flag_seeds_a_sandbox_for_this_run_only(local_prefect):
     port = int(re.search(r"embedded sandbox at http://127\.0\.0\.1:(\d+)", result["timing"]["aws"]).group(1))
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_a_silent_prefect_api_runs_the_runbook_without_it_then_replays_into_the_server(local_prefect, seeded, sandbox, tmp_path):
+    """Prefect's server accepts connections and never answers: the run says so in one line, runs without orchestration
+    (the same flow and tasks), keeps its records, and `opsbook replay` puts the run, its task runs and artifacts on the
+    server once it answers. The healthy twin is every other test here: a server that answers is used as always."""
+    import socket
+
+    seeded("todo-app")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts (the kernel completes the handshake) and never answers
+    home = tmp_path / "home"
+    env = {**local_prefect, "OPSBOOK_HOME": str(home), "OPSBOOK_PREFECT_TIMEOUT": "1",
+           "PREFECT_API_URL": f"http://127.0.0.1:{silent.getsockname()[1]}/api"}
+    try:
+        out = opsbook(env, "run", "emergency-check", "--system", "todo-app", "--json", sandbox=sandbox, timeout=60)
+    finally:
+        silent.close()
+    result = json.loads(out.stdout)
+    assert out.returncode == 0 and result["status"] == "OK" and result["api_calls"] > 0, out.stderr
+    said = [line for line in out.stderr.splitlines() if "without orchestration" in line]
+    assert len(said) == 1 and "did not answer within 1 s" in said[0] and "opsbook replay" in said[0], out.stderr
+    timing = result["timing"]
+    assert timing["offline"]["reason"].endswith("did not answer within 1 s") and result["flow_run_url"] is None
+    journal = Path(timing["offline"]["journal"])
+    kinds = [json.loads(line)["kind"] for line in journal.read_text().splitlines()]
+    assert kinds.count("flow_run") == 1 and kinds.count("artifact") >= 1 and kinds.count("event") >= 5
+
+    # The server answers again (the session's local server, as PREFECT_API_URL is unset): replay.
+    back = {**local_prefect, "OPSBOOK_HOME": str(home)}
+    listed = opsbook(back, "replay", "--list")
+    assert journal.name in listed.stdout
+    replayed = opsbook(back, "replay")
+    assert replayed.returncode == 0 and f"replayed {journal.name}" in replayed.stdout, replayed.stderr
+    assert not journal.exists() and (home / "offline" / "replayed" / journal.name).exists()
+    assert opsbook(back, "replay").stderr.startswith("0 offline run(s)")  # nothing is sent twice
+
+    import httpx
+
+    api = f"http://127.0.0.1:{local_prefect['OPSBOOK_PREFECT_PORT']}/api"
+    runs = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": ["opsbook:offline"]}}}).json()
+    mine = [r for r in runs if r["parameters"].get("system") == "todo-app"]
+    assert len(mine) == 1 and mine[0]["state_type"] == "COMPLETED"
+    arts = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [mine[0]["id"]]}}}).json()
+    assert any(a["key"] == "emergency-check-todo-app" for a in arts)

@@ -128,3 +128,59 @@ def test_an_empty_pidfile_never_signals_our_own_process_group(env):
     t = server.target()
     server._pidfile(t).write_text("")
     assert server.stop(t) is False
+
+
+def _listening(answer: bytes | None):
+    """A socket on loopback that answers /health with ``answer`` (raw HTTP), or never answers (None)."""
+    import socket
+    import threading
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+
+    def serve():
+        while True:
+            try:
+                c, _ = s.accept()
+            except OSError:
+                return
+            if answer is not None:
+                c.recv(4096)
+                c.sendall(answer)
+                c.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return s
+
+
+@pytest.mark.parametrize("answer,said,startable", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ntrue", None, None),  # the healthy twin
+    (None, "did not answer within 0.3 s", False),  # accepts, never answers: run offline, do not start a server there
+    (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n", "answered HTTP 503", False),
+])
+def test_a_server_that_does_not_answer_is_told_from_one_that_does(env, answer, said, startable):
+    s = _listening(answer)
+    try:
+        env.setenv("PREFECT_API_URL", f"http://127.0.0.1:{s.getsockname()[1]}/api")
+        got = server.unanswered(server.target(), timeout=0.3)
+    finally:
+        s.close()
+    if said is None:
+        assert got is None
+    else:
+        assert said in got[0] and got[1] is startable
+
+
+def test_nothing_listening_on_this_machine_means_opsbook_may_start_its_server_there(env):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # bound, never listening: refused
+    env.setenv("OPSBOOK_PREFECT_PORT", str(port))
+    why, startable = server.unanswered(server.target(), timeout=1)
+    assert startable and "cannot be reached" in why
+    elsewhere = server.Target(f"http://127.0.0.2:{port}/api", "127.0.0.2", port, "test")  # not one opsbook starts
+    assert not elsewhere.local and server.unanswered(elsewhere, timeout=1)[1] is False
