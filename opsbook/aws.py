@@ -100,6 +100,7 @@ def _count_call(event_name: str, model: Any = None, **kwargs: Any) -> None:
     # event_name: before-call.<service-id>.<Operation>
     service = model.service_model.service_name if model is not None else event_name.split(".")[1]
     op = model.name if model is not None else event_name.split(".")[2]
+    _within_bound(service, op)
     undeclared = check_call(service, op)  # raises in strict mode
     PROCESS_CALLS.add(service, op, undeclared)
     log = _current_log.get()
@@ -180,13 +181,18 @@ def client(service: str, region: str, profile: str | None = None) -> Any:
     role = _assumed.get()
     if role is not None:
         return _role_client(role, service, region)
-    key = (service, region, profile, _env())
+    cap = _timeout_cap()
+    key = (service, region, profile, _env(), cap)
     with _lock:
         c = _clients.get(key)
     if c is not None:
         return c
     s = session(profile)
-    c = s.client(service, region_name=region, config=_config())
+    config = _config()
+    if cap is not None:
+        config = config.merge(botocore.config.Config(read_timeout=min(config.read_timeout, cap),
+                                                     connect_timeout=min(config.connect_timeout, cap)))
+    c = s.client(service, region_name=region, config=config)
     with _lock:
         return _clients.setdefault(key, c)
 
@@ -389,6 +395,40 @@ class Deadline:
         return self.remaining <= 0
 
 
+# A read-only runbook's deadline bounds its AWS calls (bound_calls): a call is not started once the deadline has
+# passed, and a client made while it runs times out each attempt within the time left (in steps, so clients are
+# still shared: a step is a cache key).
+_bound: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar("opsbook_call_bound", default=None)
+_CAP_STEPS = (1.0, 2.0, 3.0, 5.0, 8.0, 13.0)
+
+
+@contextmanager
+def bounded(deadline: Deadline) -> Iterator[Deadline]:
+    """Every AWS call made inside (and in the tasks and threads started inside) is bounded by ``deadline``.
+    For reads only: a mutation in flight must finish and be recorded, and a notification after the reads is sent."""
+    token = _bound.set(deadline)
+    try:
+        yield deadline
+    finally:
+        _bound.reset(token)
+
+
+def _within_bound(service: str, operation: str) -> None:
+    d = _bound.get()
+    if d is not None and d.expired:
+        raise DeadlineExceeded(f"{service}:{operation} not called: the run's deadline ({d.seconds:g} s) had passed")
+
+
+def _timeout_cap() -> float | None:
+    """Seconds one attempt of a call may wait (connect, read) so that its attempts end within the time left."""
+    d = _bound.get()
+    if d is None:
+        return None
+    attempts = max(1, int(os.environ.get("OPSBOOK_MAX_ATTEMPTS", "3")))
+    share = d.remaining / attempts
+    return max([c for c in _CAP_STEPS if c <= share], default=_CAP_STEPS[0]) if share < _CAP_STEPS[-1] else None
+
+
 class RateLimiter:
     """A simple shared token spacing: at most ``rate`` calls a second (per process)."""
 
@@ -449,8 +489,14 @@ def parallel(
         return []
     out: list[tuple[T, R | None, BaseException | None]] = []
     pool = ThreadPoolExecutor(max_workers=min(max_workers, len(items)), thread_name_prefix="opsbook")
+    if deadline is not None and _bound.get() is None:
+        def run(item: T, fn: Callable[[T], R] = fn) -> R:
+            with bounded(deadline):  # the reads of this batch are bounded by its deadline
+                return fn(item)
+    else:
+        run = fn
     try:
-        futures = [pool.submit(contextvars.copy_context().run, fn, item) for item in items]
+        futures = [pool.submit(contextvars.copy_context().run, run, item) for item in items]
         timeout = deadline.remaining if deadline else None
         wait(futures, timeout=timeout)
         for item, fut in zip(items, futures):

@@ -473,13 +473,32 @@ def _fail(json_out: bool, runbook: str | None, system: str | None, message: str,
     return EXIT_UNKNOWN
 
 
+def end_without_abandoned(code: int) -> None:
+    """A read-only run's deadline bounds the process: calls still blocked past it (already UNKNOWN in the report)
+    are not waited for at exit (Python would join their threads: read timeout x attempts each)."""
+    collect = sys.modules.get("opsbook.collect")
+    if collect is None or not collect.abandoned():
+        return
+    print(f"opsbook: {len(collect.abandoned())} call(s) still blocked past the run's deadline abandoned, not waited for",
+          file=sys.stderr)
+    from opsbook import runner
+
+    runner.flush_prefect(timeout=3)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     from opsbook.inventory import InventoryError
 
     args = build_parser().parse_args(argv)
     json_out = getattr(args, "json", False)
     try:
-        return args.fn(args)
+        code = args.fn(args)
+        if argv is None:  # this process is the command: it ends now, whatever is still blocked past a deadline
+            end_without_abandoned(code)
+        return code
     except UsageError as exc:
         return _fail(json_out, getattr(args, "runbook", None), getattr(args, "system", None), f"error: {exc}")
     except InventoryError as exc:

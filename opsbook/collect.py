@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from prefect.futures import PrefectFuture
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from opsbook import aws
 from opsbook.findings import Finding, unknown
@@ -72,3 +74,28 @@ def judge_states(states: dict[str, Any], judges: dict[str, Callable[[Any], list[
         for s in value:
             out += judges[name](s)
     return out
+
+
+class DeadlineTaskRunner(ThreadPoolTaskRunner):
+    """The task runner of a read-only runbook with a deadline: at the end of the flow, tasks still running (given
+    up at the deadline, already UNKNOWN in its report) are abandoned, not waited for; ``abandoned()`` says whether
+    any still run, so that the process can end without waiting for them either (opsbook.cli)."""
+
+    _pools: list[Any] = []
+
+    def cancel_all(self) -> None:
+        for event in self._cancel_events.values():
+            event.set()
+        if self._executor is not None:
+            DeadlineTaskRunner._pools.append(self._executor)
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        self.cancel_all()
+        TaskRunner.__exit__(self, exc_type, exc_value, traceback)  # not ThreadPoolTaskRunner's: it waits
+
+
+def abandoned() -> list[threading.Thread]:
+    """Task threads of finished deadline runs that are still blocked in a call."""
+    return [t for pool in DeadlineTaskRunner._pools for t in list(getattr(pool, "_threads", ())) if t.is_alive()]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect.futures import PrefectFuture
 
 from opsbook import aws
-from opsbook.collect import gather
+from opsbook.collect import gather_by
 from opsbook.findings import Finding
 from opsbook.inventory import System
 from opsbook.processing import consumer_queues, settings
@@ -22,11 +22,17 @@ from tasks.dynamodb import check_tables
 from tasks.ecs import check_services, check_utilisation
 from tasks.elb import read_alb_targets
 from tasks.endpoints import check_endpoints, check_provider_status
-from tasks.logs import check_agent_times, check_error_logs, check_security_logs, check_worker_errors
+from tasks.logs import (
+    check_agent_times,
+    check_error_logs,
+    check_security_logs,
+    check_worker_errors,
+)
 from tasks.opensearch import check_domains
 from tasks.s3 import check_buckets, check_uploads
 from tasks.sqs import check_backlogs, check_dlqs
 
+GRACE_S = 2.0  # past the deadline, for a check's last call to come back before it is UNKNOWN
 CHECKS = [discover, check_functions, check_tables, check_domains, check_apis, check_services, check_buckets,
           check_alarms, check_error_logs, check_security_logs, check_dlqs, check_endpoints, check_durations,
           check_utilisation, read_alb_targets, check_target_metrics, check_agent_times, check_availability,
@@ -77,10 +83,11 @@ def run_checks(inv: System, deadline: aws.Deadline, logs: bool = True) -> tuple[
     """Discover, run the checks, gather findings (a failed check is UNKNOWN, never dropped)."""
     found = discover.submit(inv)
     checks = submit_checks(inv, found, deadline, logs)
-    found.wait()
+    findings = gather_by(checks, deadline, GRACE_S)  # a check not done by the deadline is UNKNOWN, not waited for
+    found.wait(timeout=deadline.remaining + GRACE_S)
     if found.state.is_completed():
-        return checks, gather(checks) + coverage(inv, found.result())
-    return checks, gather({"discovery": found} | checks)
+        return checks, findings + coverage(inv, found.result())
+    return checks, findings + gather_by({"discovery": found}, deadline, 0)
 
 
 def health_after(inv: System) -> list[Finding]:

@@ -17,6 +17,7 @@ from prefect.states import Failed
 
 from flows.daily_health.judge import BREACH_CHECKS, ends_failed
 from opsbook import aws
+from opsbook.collect import DeadlineTaskRunner
 from opsbook.escalation import breach_escalation
 from opsbook.inventory import load_system
 from opsbook.notify import notify_status
@@ -29,7 +30,7 @@ RUNBOOK = "daily-health"
 TASKS = [*CHECKS, notify_status]
 
 
-@flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=900)
+@flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=900, task_runner=DeadlineTaskRunner())
 def daily_health(
     system: SystemName,
     deadline_seconds: Deadline = 60.0,
@@ -43,10 +44,11 @@ def daily_health(
     calls = aws.start_call_log()
     deadline = aws.Deadline(deadline_seconds)
 
-    checks, findings = run_checks(inv, deadline)
+    with aws.bounded(deadline):  # the reads; a notification after them is sent whatever the time
+        checks, findings = run_checks(inv, deadline)
     findings += breach_escalation(inv, findings, BREACH_CHECKS)
 
-    report = judge.submit(RUNBOOK, inv, findings, calls, started, wait_for=[allow_failure(f) for f in checks.values()]).result()
+    report = judge.submit(RUNBOOK, inv, findings, calls, started, wait_for=[allow_failure(f) for f in checks.values() if f.state.is_final()]).result()
     if notify:
         note = notify_status.submit(inv, RUNBOOK, report.status, report.headline(), markdown(report))
         note.wait()

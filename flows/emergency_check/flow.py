@@ -25,7 +25,7 @@ from prefect import allow_failure, flow, get_run_logger
 from flows.emergency_check.judge import RECENT_CHECK, judge_window_errors, verdict
 from flows.emergency_check.report import ordered, publish
 from opsbook import aws
-from opsbook.collect import gather_by
+from opsbook.collect import DeadlineTaskRunner, gather_by
 from opsbook.inventory import load_system
 from opsbook.params import Param, SystemName
 from opsbook.report import RunReport, judge
@@ -51,7 +51,7 @@ SAMPLES = 20  # masked sample lines shown per log group (the messages are ranked
 WINDOW_MINUTES = 60
 
 
-@flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=300)
+@flow(name=RUNBOOK, log_prints=False, validate_parameters=True, timeout_seconds=300, task_runner=DeadlineTaskRunner())
 def emergency_check(
     system: SystemName,
     deadline_seconds: Annotated[float, Param("Seconds for the whole check (the first minutes of an incident): what is not read "
@@ -67,10 +67,11 @@ def emergency_check(
     deadline = aws.Deadline(max(0.5, deadline_seconds - reserve))
     grace = reserve / 2
 
-    found = discover.submit(inv)
-    checks = submit_checks(inv, found, deadline, logs=False)
-    checks[RECENT_CHECK] = count_recent_errors.submit(inv, found, deadline, WINDOW_MINUTES, SAMPLES, inv.thresholds.error_lines_budget)
-    checks["alb-targets"] = check_target_health.submit(inv, deadline)
+    with aws.bounded(deadline):  # no call outlives the deadline; what is not read by then is UNKNOWN
+        found = discover.submit(inv)
+        checks = submit_checks(inv, found, deadline, logs=False)
+        checks[RECENT_CHECK] = count_recent_errors.submit(inv, found, deadline, WINDOW_MINUTES, SAMPLES, inv.thresholds.error_lines_budget)
+        checks["alb-targets"] = check_target_health.submit(inv, deadline)
 
     findings = gather_by(checks, deadline, grace, {RECENT_CHECK: lambda reads: judge_window_errors(reads, inv, WINDOW_MINUTES)})
     found.wait(timeout=deadline.remaining + grace)

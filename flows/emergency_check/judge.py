@@ -232,9 +232,24 @@ def escalation_for(system: System, prio: str) -> tuple[EscalationLevel | None, E
     return None, None, "P3: no escalation (backlog)"
 
 
+def _seen_components(findings: list[Finding]) -> tuple[int, int]:
+    """(component findings read, component findings UNKNOWN): what the priority could be judged on."""
+    judged = [f for f in findings if f.check in _CLASSIFIED or f.check in _PERFORMANCE_CHECKS or f.check == "alarms"
+              or (f.resource == "(whole check)")]
+    blind = sum(1 for f in judged if f.status is Status.UNKNOWN)
+    return len(judged) - blind, blind
+
+
 def verdict(system: System, findings: list[Finding]) -> Finding:
-    """The incident-priority finding: the priority, whom to escalate to, why, and the blind spots (UNKNOWN)."""
+    """The incident-priority finding: the priority, whom to escalate to, why, and the blind spots (UNKNOWN).
+
+    Blind is never P3: when nothing that could show an incident was read (every component check UNKNOWN: AWS
+    unreachable, the deadline passed) the priority is UNKNOWN and escalation is as for P1 (an incident cannot be
+    ruled out); a P3 with component checks UNKNOWN is UNKNOWN as a finding (only what was seen is fine)."""
     prio, reasons = implied_priority(findings)
+    seen, blind_components = _seen_components(findings)
+    if prio in ("P2", "P3") and blind_components and not seen:
+        return _blind_verdict(system, findings, prio, reasons)
     now, nxt, how = escalation_for(system, prio)
     if now is not None:
         esc = f"escalate to {now.level}: {now.who} (respond within {now.respond_within_minutes} min)"
@@ -248,6 +263,25 @@ def verdict(system: System, findings: list[Finding]) -> Finding:
         summary += f". Because: {reasons[0]}" + (f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else "")
     if blind:
         summary += f". {len(blind)} blind spot(s) (UNKNOWN)"
-    return Finding(check=VERDICT, resource=system.name, status=_PRIO_STATUS[prio], value=int(prio[1]), summary=mask(summary)[:600],
+    status = _PRIO_STATUS[prio]
+    if status is Status.OK and blind_components:
+        status = Status.UNKNOWN
+        summary += f" ({blind_components} component check(s) not read: P3 only as far as seen)"
+    return Finding(check=VERDICT, resource=system.name, status=status, value=int(prio[1]), summary=mask(summary)[:600],
                    details={"priority": prio, "reasons": reasons, "escalation": now.model_dump() if now else None,
                             "next_escalation": nxt.model_dump() if nxt else None, "escalation_rule": how, "blind_spots": blind})
+
+
+def _blind_verdict(system: System, findings: list[Finding], seen_prio: str, reasons: list[str]) -> Finding:
+    now, nxt, how = escalation_for(system, "P1")
+    blind = [f"{f.check} {f.resource}" for f in findings if f.status is Status.UNKNOWN]
+    esc = (f"escalate as for P1: {now.level}: {now.who} (respond within {now.respond_within_minutes} min)" if now
+           else "the inventory lists no escalation: call the system's owner")
+    summary = (f"UNKNOWN; no component of {system.name} could be read ({len(blind)} blind spot(s): {', '.join(blind[:3])}"
+               f"{', ...' if len(blind) > 3 else ''}), so an incident cannot be ruled out; {esc}")
+    if reasons:
+        summary += f". Seen: {reasons[0]}"
+    return Finding(check=VERDICT, resource=system.name, status=Status.UNKNOWN, value=None, summary=mask(summary)[:600],
+                   details={"priority": "UNKNOWN", "seen_priority": seen_prio, "reasons": reasons,
+                            "escalation": now.model_dump() if now else None, "next_escalation": nxt.model_dump() if nxt else None,
+                            "escalation_rule": f"blind: as for P1 ({how})", "blind_spots": blind})

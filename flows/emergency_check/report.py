@@ -11,7 +11,14 @@ from prefect.cache_policies import NO_CACHE
 from flows.emergency_check.judge import TOP_CHECK, VERDICT
 from opsbook.findings import Finding, Status
 from opsbook.masking import mask
-from opsbook.report import ICON, RunReport, artifact_key, finding_lines, finding_rows, sort_findings
+from opsbook.report import (
+    ICON,
+    RunReport,
+    artifact_key,
+    finding_lines,
+    finding_rows,
+    sort_findings,
+)
 
 
 def ordered(findings: list[Finding]) -> list[Finding]:

@@ -283,3 +283,37 @@ def test_a_slow_aws_ends_unknown_at_the_deadline(healthy, sandbox):
     assert late, [(f.check, f.summary) for f in report.findings]
     assert report.status is not Status.OK
     assert report.findings[0].check == "incident-priority"
+
+
+@pytest.fixture
+def silent_endpoint():
+    """An address that accepts connections and never answers (an AWS endpoint that hangs)."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(64)
+    yield f"http://127.0.0.1:{s.getsockname()[1]}"
+    s.close()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_hung_endpoint_is_unknown_at_the_deadline_and_every_check_blind_escalates_as_for_p1(healthy, sandbox, silent_endpoint,
+                                                                                                monkeypatch):
+    healthy("todo-app")
+    # Lambda hangs, the rest answers: Lambda is UNKNOWN at the deadline, the rest is read, P3 only as far as seen
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", silent_endpoint)
+    report = run("todo-app", deadline_seconds=3.0)
+    lam = only(report, "lambda-state", "todo-api")
+    assert lam.status is Status.UNKNOWN and "deadline" in lam.summary
+    assert only(report, "dynamodb-status", "todos").status is Status.OK  # the twin in the same run: read, fine
+    v = report.findings[0]
+    assert v.details["priority"] == "P3" and v.status is Status.UNKNOWN and "only as far as seen" in v.summary
+    # every endpoint hangs: nothing could be read, so never P3: UNKNOWN, escalated as for P1
+    monkeypatch.setenv("AWS_ENDPOINT_URL", silent_endpoint)
+    monkeypatch.setenv("OPSBOOK_ENDPOINT_MAP", f"https={silent_endpoint},http={silent_endpoint}")  # users' endpoint too
+    report = run("todo-app", deadline_seconds=3.0)
+    v = report.findings[0]
+    assert v.details["priority"] == "UNKNOWN" and v.status is Status.UNKNOWN and report.status is Status.UNKNOWN
+    assert v.details["escalation"]["level"] == "P1" and "escalate as for P1" in v.summary
+    assert all(f.status is Status.UNKNOWN for f in report.findings if f.check in ("dynamodb-status", "lambda-state", "s3-storage"))

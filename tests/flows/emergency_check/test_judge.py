@@ -6,8 +6,18 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from flows.emergency_check.judge import (RECENT_CHECK, TOP_CHECK, escalation_for, implied_priority, judge_recent, judge_recent_errors,
-                                         judge_top_errors, judge_window_errors, rank_messages, verdict)
+from flows.emergency_check.judge import (
+    RECENT_CHECK,
+    TOP_CHECK,
+    escalation_for,
+    implied_priority,
+    judge_recent,
+    judge_recent_errors,
+    judge_top_errors,
+    judge_window_errors,
+    rank_messages,
+    verdict,
+)
 from opsbook.findings import Finding, Status
 from opsbook.inventory import System, Thresholds, load_system
 
@@ -276,3 +286,21 @@ def test_a_ranking_missing_a_group_that_could_not_be_read_is_unknown_and_one_mer
     f = judge_top_errors([read("/a", [(1, "ERROR x")]), denied], "sys", 60, 10_000)[0]
     assert f.status is Status.UNKNOWN and "/c" in f.summary
     assert judge_top_errors([read("/a", [(1, "ERROR x")]), absent], "sys", 60, 10_000)[0].status is Status.OK
+
+
+def test_every_component_blind_is_unknown_and_escalates_as_for_p1_never_p3():
+    todo = load_system("todo-app")
+    blind = [F("dynamodb-status", "todos", "UNKNOWN"), F("lambda-state", "todo-api", "UNKNOWN"),
+             F("alarms", "(whole check)", "UNKNOWN"), F("s3-storage", "b", "OK")]  # an OK that shows no incident
+    v = verdict(todo, blind)
+    assert v.status is Status.UNKNOWN and v.details["priority"] == "UNKNOWN" and v.value is None
+    assert v.summary.startswith("UNKNOWN; no component of todo-app could be read (3 blind spot(s)")
+    assert "escalate as for P1: P1: Primary On-Call" in v.summary and v.details["escalation"]["level"] == "P1"
+    # the healthy twin: the same checks read OK is P3, fine
+    seen = verdict(todo, [F("dynamodb-status", "todos", "OK"), F("lambda-state", "todo-api", "OK"), F("alarms", "alarms", "OK", 0)])
+    assert seen.details["priority"] == "P3" and seen.status is Status.OK
+    # partly blind: P3 as far as seen, but not OK
+    part = verdict(todo, [F("dynamodb-status", "todos", "OK"), F("lambda-state", "todo-api", "UNKNOWN")])
+    assert part.details["priority"] == "P3" and part.status is Status.UNKNOWN and "P3 only as far as seen" in part.summary
+    # blind, but what was seen shows an incident: that incident's priority
+    assert verdict(todo, [F("dynamodb-status", "todos", "CRIT"), F("lambda-state", "todo-api", "UNKNOWN")]).details["priority"] == "P1"
