@@ -7,6 +7,7 @@ import pytest
 from opsbook.inventory import SYSTEMS_DIR, InventoryError, System, known_systems, load_file, load_system, name_matches, systems_dir
 
 SEEDS = ["hr-resource-optimization", "leh", "t-developer", "todo-app"]
+BASE = "region: us-east-1\nlambda_functions: [{name: f}]\n"  # the least an inventory declares: a region and one resource
 
 
 def test_the_four_seed_systems_load():
@@ -55,7 +56,7 @@ def test_thresholds_warn_above_crit_is_rejected(tmp_path):
 
 
 def test_lambda_duration_thresholds_default_and_warn_above_crit_is_rejected(tmp_path):
-    p = _write(tmp_path, "d", "name: d\nregion: us-east-1\n")
+    p = _write(tmp_path, "d", f"name: d\n{BASE}")
     th = load_file(p).thresholds
     assert (th.lambda_duration_warn_pct, th.lambda_duration_crit_pct) == (80, 95)
     p = _write(tmp_path, "e", "name: e\nregion: us-east-1\nthresholds: {lambda_duration_warn_pct: 96, lambda_duration_crit_pct: 95}\n")
@@ -93,7 +94,7 @@ def test_a_missing_inventory_directory_is_an_error_not_an_empty_list(tmp_path):
     with pytest.raises(InventoryError, match=f"no inventory directory at {tmp_path / 'gone'} \\(given by the caller\\)"):
         known_systems(tmp_path / "gone")
     assert known_systems(tmp_path) == []  # an existing, empty directory holds no systems
-    _write(tmp_path, "a", "name: a\nregion: us-east-1\n")
+    _write(tmp_path, "a", f"name: a\n{BASE}")
     assert known_systems(tmp_path) == ["a"] and load_system("a", tmp_path).name == "a"
 
 
@@ -133,6 +134,6 @@ def test_a_region_aws_lacks_a_cron_out_of_range_a_bad_schedule_zone_and_a_key_na
     }
     for name, (text, said) in bad.items():
         assert said in str(pytest.raises(InventoryError, load_file, _write(tmp_path, name, text)).value), name
-    twin = _write(tmp_path, "twin", "name: twin\nregion: ap-northeast-2\nschedules:\n"
+    twin = _write(tmp_path, "twin", "name: twin\nregion: ap-northeast-2\nlambda_functions: [{name: f}]\nschedules:\n"
                   "  daily-health: {cron: '*/30 9-18 * * MON-FRI', timezone: Europe/Dublin}\n")
     assert load_file(twin).schedules["daily-health"].cron == "*/30 9-18 * * MON-FRI"
