@@ -110,7 +110,7 @@ class NameRule:
         if self.arn and v.startswith("arn:"):
             if re.fullmatch(self.arn, v):
                 return v
-            raise ValueError(f"{v!r} is not {self.what} ARN (expected {self.arn})")
+            raise ValueError(f"{v[:120]!r} is not a valid ARN for {self.what}; use one matching {self.arn}")
         bad = self._problem(v)
         if bad:
             raise ValueError(f"{v[:80]!r} is not {self.what}: {bad}; use {self.rule}{', or its ARN' if self.arn else ''}")
