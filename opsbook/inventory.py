@@ -131,6 +131,8 @@ def aws_name(rule: NameRule) -> Any:
 
 
 def _bucket_check(v: str) -> str | None:
+    if len(v) > 63 or re.search(r"[A-Z_]", v):  # a bucket created in us-east-1 before March 2018: the legacy rule only
+        return None
     if ".." in v or ".-" in v or "-." in v:
         return "two periods, or a period next to a hyphen"
     if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", v):
@@ -155,8 +157,9 @@ LAMBDA_ALIAS = NameRule("a Lambda alias", r"(?!^[0-9]+$)[a-zA-Z0-9_-]+", 1, 128,
                         botocore="lambda Alias")
 LOG_GROUP = NameRule("a CloudWatch Logs group name", r"[.\-_/#A-Za-z0-9]+", 1, 512, "1-512 of A-Z a-z 0-9 . - _ / #",
                      botocore="logs LogGroupName")
-S3_BUCKET = NameRule("an S3 bucket name", r"[a-z0-9][a-z0-9.-]*[a-z0-9]", 3, 63,
-                     "3-63 of a-z 0-9 . -, beginning and ending with a letter or digit", check=_bucket_check)
+S3_BUCKET = NameRule("an S3 bucket name", r"[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9]", 3, 255,
+                     "3-63 of a-z 0-9 . -, beginning and ending with a letter or digit (a legacy us-east-1 bucket: 3-255 of "
+                     "A-Z a-z 0-9 . - _)", check=_bucket_check)
 SQS_QUEUE = NameRule("an SQS queue name", r"[A-Za-z0-9_-]+(\.fifo)?", 1, 80, "1-80 of A-Z a-z 0-9 - _, a FIFO queue ending in .fifo")
 ECS_NAME = NameRule("an ECS cluster or service name", r"[A-Za-z0-9_-]+", 1, 255, "1-255 of A-Z a-z 0-9 - _")
 TARGET_GROUP = NameRule("a target group name", r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?", 1, 32,

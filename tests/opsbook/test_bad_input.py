@@ -85,7 +85,7 @@ BATTERY = [
      "lambda_functions.0.name"),
     ("backticks in a log group", BASE + "log_groups: [{name: '/app/`reboot`'}]", "daily-health", [], "log_groups.0.name"),
     ("space in a queue", BASE + "sqs_queues: [{name: 'jobs queue'}]", "dlq-redrive", [], "sqs_queues.0.name"),
-    ("uppercase bucket", BASE + "s3_buckets: [{name: My-Bucket}]", "backup-verify", [], "s3_buckets.0.name"),
+    ("bucket with a space", BASE + "s3_buckets: [{name: 'my bucket'}]", "backup-verify", [], "s3_buckets.0.name"),
     ("pipe in a cluster", BASE + "ecs_services: [{cluster: 'c|sh', service: s}]", "restart-service", [], "ecs_services.0.cluster"),
     ("uppercase domain", BASE + "opensearch_domains: [{name: Cases}]", "daily-health", [], "opensearch_domains.0.name"),
     ("ampersands in a topic", BASE + "notifications: {sns_topic: 'a&&b'}", "daily-health", [], "notifications.sns_topic"),

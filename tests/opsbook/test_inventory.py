@@ -259,7 +259,8 @@ BAD_NAMES = [
     ("lambda_functions: [{name: " + "f" * 65 + "}]", "lambda_functions.0.name"),
     ("dynamodb_tables: [{name: ab}]", "dynamodb_tables.0.name"),  # DynamoDB: at least 3
     (f"dynamodb_tables: [{{name: {SHELL}}}]", "dynamodb_tables.0.name"),
-    ("s3_buckets: [{name: My_Bucket}]", "s3_buckets.0.name"),
+    ("s3_buckets: [{name: my_bucket-}]", "s3_buckets.0.name"),  # the legacy rule too: ends with a letter or digit
+    ("s3_buckets: [{name: 'my bucket'}]", "s3_buckets.0.name"),
     ("s3_buckets: [{name: 'bucket..two'}]", "s3_buckets.0.name"),
     ("s3_buckets: [{name: 192.168.1.10}]", "s3_buckets.0.name"),
     ("sqs_queues: [{name: 'jobs queue'}]", "sqs_queues.0.name"),
@@ -305,7 +306,7 @@ def test_names_as_aws_allows_them_load_arns_fifo_and_the_longest(tmp_path):
             " {name: " + "f" * 64 + ", log_group: '/aws/lambda/x#1_.-'}]\n"
             "sqs_queues: [{name: jobs.fifo, dlq: jobs-dlq.fifo}]\n"
             "dynamodb_tables: [{name: " + "T" * 255 + "}, {name: a.b_c-d}]\n"
-            "s3_buckets: [{name: abc}, {name: my.bucket-1}]\n"
+            "s3_buckets: [{name: abc}, {name: my.bucket-1}, {name: Legacy_Logs_2017}]\n"  # a legacy us-east-1 name
             "ecs_services: [{cluster: c, service: s, target_group: "
             "'arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/tg-a/0123456789abcdef'}]\n"
             "api_gateway_apis: [{name: Todo API v2, stage: $default_not}]\n".replace("$default_not", "live_2")
