@@ -121,7 +121,7 @@ class NameRule:
             return f"{len(v)} characters, not {self.min_length}-{self.max_length}"
         if not re.fullmatch(self.pattern, v):
             odd = [c for c in dict.fromkeys(v) if (c in _SHELLISH or not c.isprintable()) and not re.fullmatch(self.pattern, f"ab{c}ab")]
-            return f"{''.join(odd)!r} not allowed" if odd else "a character or its place is not allowed"
+            return f"{''.join(odd)!r} not allowed" if odd else "a character or where it stands breaks the rule"
         return self.check(v) if self.check else None
 
 
