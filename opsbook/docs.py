@@ -125,6 +125,8 @@ def models_in(annotation: Any) -> list[type[BaseModel]]:
 
 
 def type_text(annotation: Any) -> str:
+    if typing.get_origin(annotation) is typing.Annotated:  # a checked str (an AWS name): its type, the rule under constraints
+        return type_text(typing.get_args(annotation)[0])
     if isinstance(annotation, type) and not typing.get_args(annotation):
         return f"[{annotation.__name__}](#{annotation.__name__.lower()})" if issubclass(annotation, BaseModel) else annotation.__name__
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
@@ -144,10 +146,23 @@ def default_text(field: Any) -> str:
     return f"`{json.dumps(field.default, ensure_ascii=False)}`"
 
 
+def name_rules(annotation: Any) -> list[Any]:
+    """The AWS naming rules (opsbook.inventory.NameRule) an annotation carries, also inside list[...], X | None, dict[...]."""
+    from opsbook.inventory import NameRule
+
+    if isinstance(annotation, NameRule):
+        return [annotation]
+    return [r for arg in typing.get_args(annotation) for r in name_rules(arg)]
+
+
 def constraints(field: Any) -> str:
-    """The bounds pydantic checks (ge, le, gt, lt, pattern), as text."""
-    signs = {"ge": ">=", "le": "<=", "gt": ">", "lt": "<", "pattern": "matches"}
-    out = [f"{sign} `{getattr(m, k)}`" for m in field.metadata for k, sign in signs.items() if getattr(m, k, None) is not None]
+    """The bounds pydantic checks (ge, le, gt, lt, pattern, lengths) and the naming rules, as text."""
+    signs = {"ge": ">=", "le": "<=", "gt": ">", "lt": "<", "pattern": "matches", "min_length": "length >=", "max_length": "length <="}
+    rules = name_rules(field.annotation) + [r for m in field.metadata for r in name_rules(m)]
+    out = [f"{sign} `{getattr(m, k)}`" for m in field.metadata if m not in rules for k, sign in signs.items()
+           if getattr(m, k, None) is not None]
+    out += [f"must be {r.what}: {r.rule}" + (" or its ARN" if r.arn else "") + (f" (botocore {r.botocore})" if r.botocore else "")
+            for r in dict.fromkeys(rules)]
     return "; ".join(out)
 
 
@@ -159,6 +174,9 @@ def model_section(model: type[BaseModel]) -> list[str]:
     for name, field in model.model_fields.items():
         what = " ".join(x for x in (field.description or "", constraints(field)) if x)
         lines.append(f"| `{name}` | {type_text(field.annotation)} | {default_text(field)} | {cell(what)} |")
+    order = getattr(model, "order_rules", lambda: [])()
+    if order:
+        lines += ["", "Checked in order: " + ", ".join(f"`{a}` <= `{b}`" for a, b in order) + "."]
     return lines + [""]
 
 

@@ -19,9 +19,10 @@ calling the flow directly keeps plain Python defaults. Measured with Prefect 3.8
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 
 def Param(description: str, **constraints: Any) -> Any:  # noqa: N802 (used like pydantic's Field)
@@ -53,7 +54,25 @@ ApprovalTimeout = Annotated[int, Param("Seconds the run waits for approval befor
                                        "0: the inventory's mutations.approval_timeout_s", ge=0, le=7 * 86400)]
 SettleTimeout = Annotated[int, Param("Seconds to wait after acting for the change to settle; 0: the inventory's "
                                      "mutations.settle_timeout_s", ge=0, le=6 * 3600)]
-UndoRun = Annotated[str, Param("The flow run id of an earlier run of this runbook: plan putting back what that run changed "
-                               "instead; empty: a normal run")]
+# A Prefect flow run id (a UUID), or empty. The pattern also reaches the form (the UI refuses another value there).
+RUN_ID_PATTERN = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"
+
+
+def _run_id(value: str) -> str:
+    if not re.fullmatch(RUN_ID_PATTERN, value):
+        raise ValueError(f"{value[:60]!r} is not a flow run id: give the UUID of the earlier run (like "
+                         "1f0c2b8e-5d2a-4c6e-9b1a-2f3d4e5f6a7b: its page in the Prefect UI, or flow_run_id in its --json "
+                         "output), or leave it empty for a normal run")
+    return value
+
+
+def RunId(description: str) -> Any:  # noqa: N802 (a type, like Param)
+    """A str parameter holding a flow run id or nothing, checked before the run does anything (a typo never reaches AWS)."""
+    field = Field(description=description, json_schema_extra={"description": description, "pattern": RUN_ID_PATTERN})
+    return Annotated[str, field, AfterValidator(_run_id)]
+
+
+UndoRun = RunId("The flow run id of an earlier run of this runbook: plan putting back what that run changed instead; "
+                "empty: a normal run")
 
 Deadline = Annotated[float, Param("Seconds the run may spend reading AWS; what is not read by then is UNKNOWN", gt=0, le=900)]

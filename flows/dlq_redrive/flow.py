@@ -209,7 +209,8 @@ def dlq_redrive(
     approval_timeout_s: ApprovalTimeout = 0,
     queue: Annotated[str, Param("The source queue (or its dead-letter queue) to redrive; empty: the system's only queue "
                                 "with a dead-letter queue")] = "",
-    max_messages: Annotated[int, Param("Move at most this many messages; 0: the whole dead-letter queue as planned", ge=0)] = 0,
+    max_messages: Annotated[int, Param("Move at most this many messages; 0: the whole dead-letter queue as planned", ge=0,
+                                       le=10**9)] = 0,
     rate_per_s: Annotated[float, Param("Move at most this many messages a second; 0: the inventory's redrive_rate_per_s",
                                        ge=0, le=3000)] = 0,
     case_id: Annotated[str, Param("Move only the messages of this case (others are set aside); empty: every case")] = "",

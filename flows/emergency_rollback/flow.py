@@ -57,7 +57,8 @@ def emergency_rollback(
     dry_run: DryRun = True,
     approver: Approver = "",
     to_revision: Annotated[int, Param("Roll back to this ECS task definition revision / Lambda version instead of the last "
-                                      "known-good one; 0: the last known-good release (a guess when nothing records it)", ge=0)] = 0,
+                                      "known-good one; 0: the last known-good release (a guess when nothing records it)", ge=0,
+                                      le=2**31 - 1)] = 0,
     only: Annotated[str, Param("Only the ECS services / Lambda aliases whose name contains this; empty: all of the system's")] = "",
     force: Annotated[bool, Param("Roll back further when the current release is already the target of an earlier rollback")] = False,
     accept_guess: Annotated[bool, Param("Apply a target marked guess (no record of the last known-good release) once approved; "

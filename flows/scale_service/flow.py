@@ -137,9 +137,9 @@ def scale_service(
                                 "undo it (until undo_run puts the minimum back)")] = False,
     table: Annotated[str, Param("A provisioned DynamoDB table of the system to set read_units/write_units on; empty: none")] = "",
     read_units: Annotated[int, Param("The table's provisioned read capacity units, at most the inventory's "
-                                     "remediation.dynamodb_max_capacity_units; 0: unchanged", ge=0)] = 0,
+                                     "remediation.dynamodb_max_capacity_units; 0: unchanged", ge=0, le=10**6)] = 0,
     write_units: Annotated[int, Param("The table's provisioned write capacity units, at most the inventory's "
-                                      "remediation.dynamodb_max_capacity_units; 0: unchanged", ge=0)] = 0,
+                                      "remediation.dynamodb_max_capacity_units; 0: unchanged", ge=0, le=10**6)] = 0,
     settle_timeout_s: SettleTimeout = 0,
     undo_run: UndoRun = "",
 ) -> Any:

@@ -80,12 +80,14 @@ from opsbook.masking import mask
 from opsbook.mutation import statestore, steps
 from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, drift, undo_plan
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records
-from opsbook.params import ApprovalTimeout, Approver, DryRun, Names, Param, SettleTimeout, SystemName
+from opsbook.params import ApprovalTimeout, Approver, DryRun, Names, Param, RunId, SettleTimeout, SystemName
 from tasks.cognito import UserState, read_user, read_users, set_user, sign_out_everywhere
 from tasks.s3 import NO_POLICY, BucketState, read_bucket_policies, read_policy, set_policy
 from tasks.secretsmanager import VIA_PUT, VIA_ROTATE, SecretState, SecurityError, complete_rotation, read_secret_version, read_secrets, rotate
 
 READ_DEADLINE_S = 60.0
+UndoLocks = RunId("The flow run id of an earlier run: put back its bucket locks and disabled users (never its rotations); "
+                  "empty: a normal run")
 
 
 def appliers(subjects: dict[str, dict[str, str]], lenient: bool = False) -> dict[str, Applier]:
@@ -318,8 +320,7 @@ def security_incident(
     lock_buckets: Annotated[Names, Param("S3 buckets to lock: deny all access but the break-glass roles (buckets the inventory "
                                          "allows)")] = [],  # noqa: B006 (validated into a new list)
     disable_users: Annotated[Names, Param("Cognito users (usernames or e-mail addresses) of the system's user pool to disable")] = [],  # noqa: B006
-    undo_run: Annotated[str, Param("The flow run id of an earlier run: put back its bucket locks and disabled users (never its "
-                                   "rotations); empty: a normal run")] = "",
+    undo_run: UndoLocks = "",
     rotate_again: Annotated[bool, Param("Rotate a secret even when this runbook rotated it moments ago")] = False,
     dry_run: DryRun = True,
     approver: Approver = "",

@@ -118,7 +118,7 @@ def test_table_status():
 
 def test_items_created_yesterday_at_the_minimum():
     inv = system()
-    t = DynamoTable(name="t", min_items_yesterday=5)
+    t = DynamoTable(name="tbl", min_items_yesterday=5)
     at = judge_created(inv, t, 5, None, NOW)
     assert at.status is Status.OK and at.summary == "5 items created on 2026-03-09 (Asia/Seoul)"
     below = judge_created(inv, t, 4, None, NOW)
@@ -127,7 +127,7 @@ def test_items_created_yesterday_at_the_minimum():
 
 
 def test_backup_age_and_pitr():
-    t = DynamoTable(name="t", backup_required=True, backup_max_age_hours=24)
+    t = DynamoTable(name="tbl", backup_required=True, backup_max_age_hours=24)
     info = lambda age_h, pitr="DISABLED", restorable=None: {"pitr": pitr, "latest_restorable": restorable,
                                                             "latest_backup": NOW - timedelta(hours=age_h) if age_h is not None else None}
     assert judge_backup(t, info(24), None, NOW).status is Status.OK  # exactly at the limit
@@ -144,12 +144,12 @@ def test_backup_age_and_pitr():
 
 
 def test_bucket_storage_at_the_warn_size_and_missing():
-    b = S3Bucket(name="b", size_warn_gb=5)
+    b = S3Bucket(name="bkt", size_warn_gb=5)
     at = judge_storage(b, 5 * 1024**3, 10)
     assert at.status is Status.WARN and at.summary == "5.00 GiB, 10 objects: above 5 GiB"
     under = judge_storage(b, 5 * 1024**3 - 1, None)
     assert under.status is Status.OK and under.value == 5 * 1024**3 - 1
-    assert judge_storage(S3Bucket(name="b"), 99 * 1024**4, 1).status is Status.OK  # no limit set
+    assert judge_storage(S3Bucket(name="bkt"), 99 * 1024**4, 1).status is Status.OK  # no limit set
     assert judge_storage(b, None, None).status is Status.UNKNOWN  # no datapoint yet: never OK
     assert judge_storage(b, None, None, DENIED).summary.endswith(DENIED)
     assert judge_bucket_absent("b", True, None).status is Status.CRIT
@@ -210,7 +210,7 @@ TOPIC = "arn:aws:sns:us-east-1:123456789012:alerts"
 
 
 def declaring(*names: str, **alarms) -> System:
-    return system(lambda_functions=[{"name": "fa"}, {"name": "fb"}], dynamodb_tables=[{"name": "t1"}],
+    return system(lambda_functions=[{"name": "fa"}, {"name": "fb"}], dynamodb_tables=[{"name": "tb1"}],
                   alarms={"name_filters": ["team2"], "priorities": {"latency*": "P2"}, "declared": [{"name": n, "source": "seed"} for n in names], **alarms})
 
 
@@ -222,7 +222,7 @@ def alarm(name: str, state: str = "OK", actions: list[str] | None = None, since:
 def test_declared_templates_expand_over_named_and_discovered_resources_once():
     inv = declaring("errors-{function}-team2", "throttle-{table}", "latency", "queue-{queue}")
     names = [n for n, _, _ in declared_names(inv, Discovered(lambda_functions=["fb", "fc"], dynamodb_tables=["t2"]))]
-    assert names == ["errors-fa-team2", "errors-fb-team2", "errors-fc-team2", "throttle-t1", "throttle-t2", "latency"]  # no queue: no alarm
+    assert names == ["errors-fa-team2", "errors-fb-team2", "errors-fc-team2", "throttle-tb1", "throttle-t2", "latency"]  # no queue: no alarm
     assert [n for n, _, _ in declared_names(system(), Discovered())] == []
 
 

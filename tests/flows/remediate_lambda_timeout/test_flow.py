@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import boto3
 import pytest
 
@@ -128,7 +130,7 @@ def test_undo_restores_the_previous_configuration(seeded, sandbox):
     assert [(r["kind"], r["before"], r["after"], r["status"]) for r in undone.records] == [("lambda-timeout", "46", "30", "verified")]
     twice = run(HR, dry_run=False, approval="yes", undo_run=fixed.flow_run_id)
     assert twice.outcome == "nothing-to-do" and "already back at 30" in twice.plan["unchanged"][0]
-    unknown_run = run(HR, undo_run="no-such-run")
+    unknown_run = run(HR, undo_run=str(uuid.uuid4()))  # a run id with no record of this runbook
     assert unknown_run.plan["actions"] == [] and "no remediate-lambda-timeout record of this run" in unknown_run.plan["cannot"][0]
 
 

@@ -75,10 +75,10 @@ def test_names_derive_from_index_and_snapshot_and_are_checked():
 
 def test_the_domain_is_the_only_one_or_named():
     assert j.pick_domain(SYS, "").name == DOM and j.pick_domain(SYS, DOM).name == DOM
-    assert j.repository(OpenSearchDomain(name="x")) == "backup_repo"  # the seed's repository when the inventory names none
+    assert j.repository(OpenSearchDomain(name="xyz")) == "backup_repo"  # the seed's repository when the inventory names none
     with pytest.raises(j.RestoreError, match="not an OpenSearch domain"):
         j.pick_domain(SYS, "other")
-    two = SYS.model_copy(update={"opensearch_domains": [OpenSearchDomain(name="a"), OpenSearchDomain(name="b")]})
+    two = SYS.model_copy(update={"opensearch_domains": [OpenSearchDomain(name="dom-a"), OpenSearchDomain(name="dom-b")]})
     with pytest.raises(j.RestoreError, match="give domain=NAME"):
         j.pick_domain(two, "")
 

@@ -5,6 +5,7 @@ and usernames never shown."""
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import datetime, timezone
 
 import boto3
@@ -190,9 +191,9 @@ def test_nothing_requested_unknown_undo_then_locks_with_and_without_a_previous_p
     assert report.outcome == "nothing-to-do" and report.status is Status.OK
     [f] = report.findings
     assert f.check == "security-request" and "hr-reports-bucket-team2" in f.summary and "Cognito pool: none" in f.summary
-    nope = run(HR, undo_run="no-such-run")
+    nope = run(HR, undo_run=str(uuid.uuid4()))  # a run id with no record of this runbook
     assert "no security-incident record of this run" in nope.plan["cannot"][0]
-    mixed = run(HR, undo_run="x", lock_buckets=["hr-reports-bucket-team2"])
+    mixed = run(HR, undo_run=str(uuid.uuid4()), lock_buckets=["hr-reports-bucket-team2"])
     assert mixed.outcome == "refused" and "cannot be combined" in mixed.findings[-1].summary
     # a bucket with a policy and one without: locked, then put back exactly
     made = ssec.incident(sandbox, hr)
