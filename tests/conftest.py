@@ -209,3 +209,18 @@ def local_prefect(tmp_path_factory):
     assert out.returncode == 0, out.stderr
     yield env
     subprocess.run(cli + ["server", "stop"], env=env, capture_output=True, text=True, timeout=60, cwd=root)
+
+
+@pytest.fixture
+def figure(request):
+    """``figure("battery: ...")``: a line of figures `make chaos` prints at the end (kept through xdist)."""
+    return lambda line: request.node.user_properties.append(("figure", line))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    lines = [v for reports in terminalreporter.stats.values() for r in reports
+             for k, v in getattr(r, "user_properties", []) if k == "figure" and getattr(r, "when", "call") == "call"]
+    if lines:
+        terminalreporter.section("figures")
+        for line in lines:
+            terminalreporter.write_line(line)
