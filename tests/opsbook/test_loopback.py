@@ -156,3 +156,21 @@ def test_a_run_on_a_loopback_aws_endpoint_refuses_a_public_cluster_or_webhook_in
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert len(lines) == 1 and "the paging channel (webhook): https://hooks.example.com is not on this machine" in lines[0]
     assert sockets == []  # neither the cluster nor the webhook, nor anything else off this machine, was even looked up
+
+
+def test_on_the_sandbox_a_cluster_off_the_machine_is_unknown_and_never_reached(seeded, sandbox, monkeypatch, sockets):
+    """The per-connection guard on the sandbox: its OpenSearch double (the template) is read; without the template the
+    domain's endpoint as moto answers it (a public name) is refused before any connection: UNKNOWN with the reason."""
+    from opsbook import aws
+    from opsbook.findings import Status
+    from opsbook.resources import Discovered
+    from tasks.opensearch import check_domains
+
+    hr = seeded("hr-resource-optimization")
+    healthy = [f for f in check_domains.fn(hr, Discovered(), aws.Deadline(30)) if f.check == "opensearch-health"]
+    assert healthy and all(f.status is not Status.UNKNOWN for f in healthy), healthy
+    monkeypatch.delenv(lb.OPENSEARCH_TEMPLATE_ENV)
+    blind = [f for f in check_domains.fn(hr, Discovered(), aws.Deadline(30)) if f.check == "opensearch-health"]
+    assert [f.status for f in blind] == [Status.UNKNOWN] * len(healthy)
+    assert all("is not on this machine, and AWS calls go to" in f.summary and lb.OPENSEARCH_TEMPLATE_ENV in f.summary for f in blind)
+    assert sockets == []
