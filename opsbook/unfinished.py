@@ -25,6 +25,7 @@ from typing import Any
 
 from prefect.client.schemas.objects import StateType
 from prefect.exceptions import UnfinishedRun, UpstreamTaskError
+from prefect.logging.configuration import ensure_logging_setup
 
 FINISHED = re.compile(r"Finished in state (?P<name>\w+)\((?P<message>'.*'|\".*\")?(?:, )?(?:type=(?P<type>\w+))?\)$", re.S)
 UPSTREAM = re.compile(r"Upstream task run '([0-9a-fA-F-]{36})'")
@@ -144,6 +145,7 @@ def watch() -> FailedSteps:
 
 
 SEEN = FailedSteps()
+ensure_logging_setup()  # Prefect's first logging set-up replaces its loggers' handlers; later ones are incremental (kept)
 watch()
 
 

@@ -91,3 +91,22 @@ def test_a_run_left_pending_by_a_failed_step_names_it():
     result = result_of(state)
     assert isinstance(result, u.StepFailed), result
     assert str(result).startswith("step 'boom-read' failed: LookupError: the queue is gone") and "PENDING" not in str(result)
+
+
+@flow(name="unfinished-session-demo")
+def session_demo() -> object:
+    from opsbook.inventory import System
+    from opsbook.mutation.session import MutationSession
+
+    session = MutationSession("unfinished-session-demo", System(name="x", region="us-east-1"), dry_run=True)
+    with session:
+        uses.submit(boom.submit()).result()
+    return session.finish()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_mutating_run_left_pending_names_the_failed_step_in_its_report():
+    report = result_of(session_demo(return_state=True))
+    error = [f for f in report.findings if f.check == "error"][0]
+    assert report.outcome == "failed" and error.summary.startswith("StepFailed: step 'boom-read' failed: LookupError: the queue is gone")
+    assert "PENDING" not in error.summary
