@@ -30,6 +30,18 @@ def test_when_a_run_is_loopback_only():
     assert not lb.loopback_only({"AWS_ENDPOINT_URL": "http://127.example.com:5000"})  # a name that looks local is not
 
 
+def test_the_aws_endpoint_and_paging_checks_follow_the_same_rule(monkeypatch):
+    from opsbook import aws, paging
+    from opsbook.inventory import Paging
+
+    assert aws.is_loopback_url("http://127.0.0.2:5000") and aws.is_loopback_url("http://[::1]:5000")
+    assert not aws.is_loopback_url("http://127.example.com:5000") and not aws.is_loopback_url(None)  # was taken for loopback
+    monkeypatch.delenv("OPSBOOK_LOOPBACK_ONLY", raising=False)
+    hook = Paging(kind="webhook", url="https://127.evil.example/hook")
+    assert "is not on loopback" in paging.refusal(hook, "http://127.0.0.1:5000")
+    assert paging.refusal(hook, None) is None  # real AWS: the real receiver
+
+
 def test_the_per_connection_guard_refuses_off_machine_and_allows_loopback():
     with pytest.raises(lb.NotLoopback) as exc:
         lb.require_loopback(f"{PUBLIC}/_cluster/health?token=s3cret", "OpenSearch cluster", "set X", LOCAL_AWS)
