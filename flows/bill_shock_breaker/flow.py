@@ -258,7 +258,9 @@ def bill_shock_breaker(
         identity = session.identity()
         consumer_f = read_worker.submit(inv, cfg.source_queue, cfg.worker_function)
         if mode == "reset":
-            _reset(session, inv, identity, ctx, _consumer(cfg, consumer_f, needed=resume_service)[0] or {}, case_id, resume_service)
+            consumer, consumer_error = _consumer(cfg, consumer_f, needed=resume_service)
+            session.report.findings += [consumer_unread(cfg, consumer_error)] if consumer_error else []
+            _reset(session, inv, identity, ctx, consumer or {}, case_id, resume_service)
             return session.finish()
         usage = read_token_usage.submit(inv, now).result()
         states = read_breaker_states.submit(inv, candidates(cfg, usage)).result()

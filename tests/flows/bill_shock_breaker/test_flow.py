@@ -156,6 +156,9 @@ def test_a_missing_source_queue_is_a_finding_and_the_case_breaker_still_trips(le
     assert [(f.status, f.resource) for f in unread] == [(Status.UNKNOWN, "leh-ai-jobs")]
     assert "the source queue leh-ai-jobs does not exist" in unread[0].summary and "read-consumer" in unread[0].summary
     assert not any("PENDING" in f.summary for f in report.findings)
+    closed = run(mode="reset", case_id="case-spike-2", dry_run=False, approval="yes")  # closing a case needs no consumer
+    assert closed.outcome == "done-with-warnings" and states(leh, "case-spike-2") == {"case-spike-2": "CLOSED"}
+    assert [f.check for f in closed.findings if f.status is Status.UNKNOWN] == ["worker-consumer"]
     # resuming the worker needs the consumer: the run stops, naming the step
     resumed = run(mode="reset", resume_service=True, dry_run=False, approval="yes")
     assert resumed.outcome == "failed" and "step 'read-consumer' failed: the source queue leh-ai-jobs does not exist" in \
