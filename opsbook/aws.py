@@ -211,10 +211,10 @@ def endpoint_url() -> str | None:
 
 
 def is_loopback_url(url: str | None) -> bool:
-    if not url:
-        return False
-    host = urlparse(url).hostname or ""
-    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+    """A URL on this machine: localhost or a loopback address (opsbook.loopback's rule; 127.example.com is not one)."""
+    from opsbook.loopback import is_loopback_host
+
+    return bool(url) and is_loopback_host(urlparse(url).hostname)
 
 
 def require_loopback_endpoint() -> str:

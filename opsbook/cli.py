@@ -137,6 +137,23 @@ def aws_target(sandboxed: bool) -> str:
     return f"real AWS ({creds.method} credentials{', profile ' + profile if profile else ''})"
 
 
+def refuse_off_machine(rb: Any, system: str) -> None:
+    """Loopback means loopback (opsbook.loopback): a run whose AWS calls stay on this machine refuses, before any call,
+    to read an OpenSearch cluster or page a channel off it (exit 3, one line naming what to set)."""
+    import importlib
+
+    from opsbook import loopback
+    from opsbook.inventory import load_system
+
+    if not loopback.loopback_only():
+        return
+    actions = {a for t in rb.tasks() for a in getattr(t, "iam_actions", ())}
+    pages = hasattr(importlib.import_module(rb.module), "page_report")  # the runbooks that page (opsbook.paging)
+    why = loopback.preflight(load_system(system), actions, pages)
+    if why:
+        raise UsageError(f"refusing to run: {why}")
+
+
 # --- commands ---------------------------------------------------------------------------------
 
 
@@ -177,6 +194,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     sb = start_sandbox([args.system], args.fault or []) if args.sandbox else None
     try:
         where = aws_target(sb is not None)
+        refuse_off_machine(rb, args.system)
         t0 = time.monotonic()
         if not off:
             try:

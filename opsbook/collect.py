@@ -12,6 +12,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from opsbook import aws
 from opsbook.findings import Finding, unknown
+from opsbook.unfinished import StepFailed, is_not_ready, why_not_run
 
 
 def gather(futures: dict[str, PrefectFuture]) -> list[Finding]:
@@ -23,10 +24,30 @@ def gather(futures: dict[str, PrefectFuture]) -> list[Finding]:
         if state.is_completed():
             findings += fut.result()
         else:
-            exc = state.result(raise_on_failure=False)
-            reason = aws.describe_error(exc) if isinstance(exc, BaseException) else str(state.message)
-            findings.append(unknown(name, "(whole check)", reason))
+            findings.append(unknown(name, "(whole check)", failure_reason(state)))
     return findings
+
+
+def failure_of(state: Any) -> BaseException:
+    """What a task that did not complete ended with: its exception, or (Prefect's NotReady: a step it needs failed, so it
+    never ran) a ``StepFailed`` naming that step and its error; never Prefect's "Run is in PENDING state"."""
+    if is_not_ready(state):
+        return StepFailed(f"did not run: {why_not_run(state)}")
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception as unfinished:  # noqa: BLE001 - a state without a result (not final): said with its message
+        return StepFailed(f"did not finish ({state.type.value}: {state.message or unfinished})")
+    return exc if isinstance(exc, BaseException) else StepFailed(str(state.message))
+
+
+def failure_reason(state: Any) -> str:
+    """``failure_of`` as the reason of an UNKNOWN finding."""
+    return error_text(failure_of(state))
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception as a reason: a ``StepFailed`` says it all, anything else as ``aws.describe_error`` says it."""
+    return str(exc) if isinstance(exc, StepFailed) else aws.describe_error(exc)
 
 
 def settled(fut: PrefectFuture, name: str, empty: Any, lost: list[Finding]) -> Any:
@@ -34,15 +55,14 @@ def settled(fut: PrefectFuture, name: str, empty: Any, lost: list[Finding]) -> A
     fut.wait()
     if fut.state.is_completed():
         return fut.result()
-    exc = fut.state.result(raise_on_failure=False)
-    lost.append(unknown(name, "(whole check)", aws.describe_error(exc) if isinstance(exc, BaseException) else str(fut.state.message)))
+    lost.append(unknown(name, "(whole check)", failure_reason(fut.state)))
     return empty
 
 
 def future_value(fut: Any) -> Any:
     """A future's result, or the exception it ended with (made UNKNOWN by the caller, never dropped)."""
     fut.wait()
-    return fut.result() if fut.state.is_completed() else fut.state.result(raise_on_failure=False)
+    return fut.result() if fut.state.is_completed() else failure_of(fut.state)
 
 
 def gather_by(futures: dict[str, PrefectFuture], deadline: aws.Deadline, grace: float,
@@ -55,7 +75,7 @@ def gather_by(futures: dict[str, PrefectFuture], deadline: aws.Deadline, grace: 
     late: list[Finding] = []
     for name, fut in futures.items():
         fut.wait(timeout=max(0.0, until - time.monotonic()))
-        if not fut.state.is_final():
+        if not fut.state.is_final() and not is_not_ready(fut.state):  # NotReady: it will never run (gather says why)
             late.append(unknown(name, "(whole check)", f"not finished within the run's deadline ({deadline.seconds:.1f} s)"))
         elif name in judges and fut.state.is_completed():
             findings += judges[name](fut.result())

@@ -13,6 +13,7 @@ from opsbook import aws
 from opsbook.findings import Status
 from opsbook.iam import aws_task
 from opsbook.inventory import System
+from opsbook.loopback import block_urls, require_loopback
 from opsbook.masking import mask
 
 log = logging.getLogger("opsbook.notify")
@@ -73,6 +74,9 @@ def publish(system: System, subject: str, body: str) -> dict[str, Any]:
             from prefect.blocks.core import Block
 
             block = Block.load(system.notifications.prefect_block)
+            for url in block_urls(block):  # a sandboxed run never posts to a real Slack or Teams
+                require_loopback(url, f"the Prefect block {system.notifications.prefect_block}'s URL",
+                                 "use a block posting to this machine, or run against real AWS")
             with block.raise_on_failure():
                 block.notify(body=text, subject=subj)
             result["sent"].append(f"prefect-block:{system.notifications.prefect_block}")

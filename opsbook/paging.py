@@ -31,7 +31,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from opsbook import aws
+from opsbook import aws, loopback
 from opsbook.escalation import CHECK as ESCALATION_CHECK
 from opsbook.findings import Finding, Status, overall
 from opsbook.inventory import Paging, System
@@ -120,7 +120,8 @@ def where(url: str) -> str:
 
 def refusal(p: Paging, aws_endpoint: str | None) -> str | None:
     """Why nothing may be sent: AWS calls go to a loopback endpoint (sandbox, tests) and the receiver is not on loopback."""
-    if (aws.is_loopback_url(aws_endpoint) or os.environ.get("OPSBOOK_LOOPBACK_ONLY") == "1") and not aws.is_loopback_url(p.endpoint):
+    if loopback.loopback_only({"AWS_ENDPOINT_URL": aws_endpoint or "", loopback.LOOPBACK_ENV: os.environ.get(loopback.LOOPBACK_ENV, "")}) \
+            and not aws.is_loopback_url(p.endpoint):  # the one rule (opsbook.loopback), said in paging's words
         sandboxed = f"AWS calls go to {where(aws_endpoint)} (a sandbox on this machine)" if aws_endpoint else "this run is sandboxed (OPSBOOK_LOOPBACK_ONLY=1)"
         return f"{sandboxed} and the paging URL {where(p.endpoint)} is not on loopback"
     return None

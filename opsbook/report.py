@@ -17,6 +17,7 @@ from opsbook import aws
 from opsbook.findings import Finding, Status, overall
 from opsbook.inventory import System
 from opsbook.masking import mask, mask_obj
+from opsbook.unfinished import explain
 
 ICON = {Status.OK: "✅", Status.WARN: "⚠️", Status.CRIT: "🔴", Status.UNKNOWN: "❔"}
 ORDER = {Status.CRIT: 0, Status.WARN: 1, Status.UNKNOWN: 2, Status.OK: 3}
@@ -149,7 +150,8 @@ def _remember(report: RunReport) -> None:
 def result_of(state: Any) -> Any:
     """A finished flow run's result (its RunReport, or why there is none): the state's data, else the report this process
     published for that run (see ``_PUBLISHED``) when the state is the one the run ended with after publishing it:
-    Completed, or Failed with the report's headline (CRIT). A run that failed otherwise after publishing keeps its error."""
+    Completed, or Failed with the report's headline (CRIT). A run that failed otherwise after publishing keeps its error;
+    one that ended on Prefect's "Run is in PENDING state" (a step it needed failed) names that step and its error."""
     try:
         result = state.result(raise_on_failure=False)
     except Exception as exc:  # noqa: BLE001 - a state without data raises MissingResult; the report may still be here
@@ -161,7 +163,7 @@ def result_of(state: Any) -> Any:
         report = _PUBLISHED.get(str(run_id)) if run_id else None
     if report is not None and (state.is_completed() or state.message == report.headline()):
         return report
-    return result
+    return explain(result, run_id) if isinstance(result, BaseException) else result  # never "Run is in PENDING state"
 
 
 def publish_artifacts(report: RunReport, md: str) -> RunReport:

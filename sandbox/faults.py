@@ -247,10 +247,12 @@ _register_service_performance()
 
 
 def _register_processing_faults() -> None:
-    """LEH's AI worker stuck (003 시나리오 A): trigger off, queue stalled, uploads without a result, OpenAI outage."""
-    from sandbox import leh_processing
+    """LEH's AI worker stuck (003 시나리오 A): trigger off, queue stalled, uploads without a result, OpenAI outage; and
+    bill-shock-breaker's (시나리오 C): a case's spend spiking, the worker's source queue gone."""
+    from sandbox import leh_processing, leh_spend
 
     FAULTS.update(leh_processing.SCENARIOS)
+    FAULTS.update(leh_spend.SCENARIOS)
 
 
 _register_processing_faults()

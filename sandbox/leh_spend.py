@@ -56,3 +56,36 @@ def event_source_mapping(sb: Sandbox, system: System) -> str:
 def mapping_state(sb: Sandbox, system: System) -> Any:
     lam = sandbox_client(sb, "lambda", system.region)
     return lam.get_event_source_mapping(UUID=event_source_mapping(sb, system))["State"]
+
+
+def source_queue_missing(sb: Sandbox, system: System) -> dict[str, Any]:
+    """The worker's source queue deleted (its event source mapping with it): the consumer cannot be read; the token
+    metrics and the breaker table are untouched, so a case's trip is still decided (bill-shock-breaker)."""
+    if system.bill_shock is None:
+        raise ValueError(f"fault 'leh-source-queue-missing' needs a bill_shock section in the inventory of {system.name}")
+    cfg = system.bill_shock
+    sqs = sandbox_client(sb, "sqs", system.region)
+    lam = sandbox_client(sb, "lambda", system.region)
+    try:
+        url = sqs.get_queue_url(QueueName=cfg.source_queue)["QueueUrl"]
+    except sqs.exceptions.QueueDoesNotExist:
+        return {"resource": cfg.source_queue}
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    for m in lam.list_event_source_mappings(FunctionName=cfg.worker_function, EventSourceArn=arn)["EventSourceMappings"]:
+        lam.delete_event_source_mapping(UUID=m["UUID"])
+    sqs.delete_queue(QueueUrl=url)
+    return {"resource": cfg.source_queue}
+
+
+def case_spike(sb: Sandbox, system: System, case: str = "case-spike", tokens: float = 90000.0) -> dict[str, Any]:
+    """One case's token use jumps to ``tokens`` in the last window from 6,000 a window (15x its baseline): its breaker trips."""
+    if system.bill_shock is None:
+        raise ValueError(f"fault 'leh-case-spike' needs a bill_shock section in the inventory of {system.name}")
+    publish(sb, system, system.bill_shock.case_dimension, {case: (6000.0, tokens)})
+    return {"resource": case, "tokens": tokens}
+
+
+SCENARIOS = {
+    "leh-source-queue-missing": source_queue_missing,
+    "leh-case-spike": case_spike,
+}

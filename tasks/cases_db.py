@@ -23,7 +23,7 @@ from typing import Any
 
 from prefect.cache_policies import NO_CACHE
 
-from opsbook import aws
+from opsbook import aws, loopback
 from opsbook.iam import aws_task, declares
 from opsbook.inventory import CaseDatabase, System, is_loopback_host
 
@@ -58,8 +58,10 @@ def where(db: CaseDatabase, environ: dict[str, str] | None = None) -> tuple[str,
         if sslmode not in ("disable", "require"):
             raise CaseDbUnavailable(f"{SSLMODE_ENV}={sslmode!r}: a local stand-in takes require or disable")
         return host.strip("[]"), int(port), sslmode
-    if env.get(LOOPBACK_ENV) == "1" and not is_loopback_host(db.host):
-        raise CaseDbUnavailable(f"{LOOPBACK_ENV}=1 (the sandbox or the tests): not connecting to {db.host}; the sandbox sets "
+    why = loopback.reason(env)  # the one rule: AWS on loopback, or OPSBOOK_LOOPBACK_ONLY=1
+    if why and not is_loopback_host(db.host):
+        lead = f"{LOOPBACK_ENV}=1 (the sandbox or the tests)" if env.get(LOOPBACK_ENV) == "1" else why
+        raise CaseDbUnavailable(f"{lead}: not connecting to {db.host}; the sandbox sets "
                                 f"{ENDPOINT_ENV} to its local PostgreSQL when it seeds a case (--sandbox --fault leh:leh-case-deleted)")
     return db.host, db.port, db.sslmode
 

@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 from prefect.cache_policies import NO_CACHE
 
-from opsbook import aws
-from opsbook.endpoints import CA_ENV, CHECK, LOOPBACK_ENV, MAP_ENV, ErrorKind, Probe, is_loopback_host, judge_probe, parse_map, target
+from opsbook import aws, loopback
+from opsbook.endpoints import CA_ENV, CHECK, MAP_ENV, ErrorKind, Probe, is_loopback_host, judge_probe, parse_map, target
 from opsbook.findings import Finding, Status, unknown
 from opsbook.iam import aws_task, declares
 from opsbook.inventory import Endpoint, System
@@ -34,8 +34,9 @@ MIN_TIMEOUT_S = 0.1
 
 
 def loopback_only() -> bool:
-    """No request leaves this machine: on the sandbox (AWS on loopback) or when the environment says so."""
-    return os.environ.get(LOOPBACK_ENV) == "1" or aws.is_loopback_url(aws.endpoint_url())
+    """No request leaves this machine: on the sandbox (AWS on loopback) or when the environment says so (the one rule:
+    opsbook.loopback)."""
+    return loopback.loopback_only()
 
 
 def _ssl_context() -> ssl.SSLContext:

@@ -22,9 +22,11 @@ from opsbook.components import judge_cluster, judge_domain
 from opsbook.findings import Finding
 from opsbook.iam import aws_task
 from opsbook.inventory import OpenSearchDomain, System
+from opsbook.loopback import OPENSEARCH_TEMPLATE_ENV, require_loopback
 from opsbook.resources import Discovered
 
-URL_TEMPLATE_ENV = "OPSBOOK_OPENSEARCH_URL_TEMPLATE"  # e.g. http://127.0.0.1:9200/{domain} (the sandbox sets it)
+URL_TEMPLATE_ENV = OPENSEARCH_TEMPLATE_ENV  # e.g. http://127.0.0.1:9200/{domain} (the sandbox sets it)
+CLUSTER_FIX = f"set {URL_TEMPLATE_ENV} to the local cluster (like http://127.0.0.1:9200/{{domain}}; the sandbox sets it)"
 
 
 def domains(system: System, found: Discovered) -> list[OpenSearchDomain]:
@@ -68,8 +70,11 @@ def _counting_connection() -> Any:
 
 
 def os_client(url: str, region: str, timeout: float = 5.0) -> Any:
+    """A client of the cluster at ``url``; on a loopback-only run (the sandbox) one off this machine is refused
+    (``opsbook.loopback.NotLoopback``: the caller's UNKNOWN with the reason), before any connection."""
     from opensearchpy import OpenSearch
 
+    require_loopback(url, "OpenSearch cluster", CLUSTER_FIX)
     parsed = urlparse(url)
     host = {"host": parsed.hostname, "port": parsed.port or (443 if parsed.scheme == "https" else 80)}
     if parsed.path.strip("/"):

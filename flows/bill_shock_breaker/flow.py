@@ -41,6 +41,7 @@ from flows.bill_shock_breaker.judge import (
     RUNBOOK,
     SERVICE,
     candidates,
+    consumer_unread,
     escalation_finding,
     evaluation_news,
     findings_for,
@@ -52,11 +53,13 @@ from flows.bill_shock_breaker.judge import (
     top_users,
 )
 from opsbook import aws
+from opsbook.collect import error_text, future_value
 from opsbook.iam import aws_task, declares
 from opsbook.inventory import System, load_system
 from opsbook.mutation.core import Applier, Identity, Plan, Record, Refused
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, steps_policy
 from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName
+from opsbook.unfinished import StepFailed
 from tasks.awslambda import event_source_mappings, read_worker
 from tasks.cloudwatch import read_token_usage
 from tasks.cognito import account_state, find_user_pool, set_user
@@ -141,6 +144,19 @@ def read_accounts(system: System, users: list[str]) -> dict[str, str]:
         except Exception as exc:  # this user only: the others, and the breakers, go on
             out[u] = f"unreadable: {aws.describe_error(exc)}"
     return out
+
+
+def _consumer(cfg: Any, fut: Any, needed: bool) -> tuple[dict[str, Any] | None, str | None]:
+    """The worker's consumer (its event source mapping and queue) as read, or None and why not. Only pausing and resuming
+    the worker need it: a failed read is a finding and the case breakers go on, unless ``needed`` (then the run stops,
+    naming the step)."""
+    got = future_value(fut)
+    if not isinstance(got, BaseException):
+        return got, None
+    reason = f"the source queue {cfg.source_queue} does not exist" if aws.is_not_found(got) else error_text(got)
+    if needed:
+        raise StepFailed(f"step 'read-consumer' failed: {reason}; resuming the worker needs its event source mapping")
+    return None, reason
 
 
 @task(name="hand-off-escalation", cache_policy=NO_CACHE)
@@ -242,17 +258,22 @@ def bill_shock_breaker(
         identity = session.identity()
         consumer_f = read_worker.submit(inv, cfg.source_queue, cfg.worker_function)
         if mode == "reset":
-            _reset(session, inv, identity, ctx, consumer_f.result(), case_id, resume_service)
+            consumer, consumer_error = _consumer(cfg, consumer_f, needed=resume_service)
+            session.report.findings += [consumer_unread(cfg, consumer_error)] if consumer_error else []
+            _reset(session, inv, identity, ctx, consumer or {}, case_id, resume_service)
             return session.finish()
         usage = read_token_usage.submit(inv, now).result()
         states = read_breaker_states.submit(inv, candidates(cfg, usage)).result()
-        consumer = consumer_f.result()
+        consumer, consumer_error = _consumer(cfg, consumer_f, needed=False)
         uploads = count_uploads.submit(inv, top_users(cfg, usage), now).result()
         verdict = judge(cfg, usage, states, uploads, consumer, now)
         create_markdown_artifact(key=f"{RUNBOOK}-{inv.name}-usage", markdown=report_markdown(cfg, verdict, usage),
                                  description=f"{verdict.tokens_hour:,.0f} tokens in the last hour")
         session.report.findings += findings_for(cfg, verdict, consumer, now)
-        auto, gated = plan_for(inv, identity, verdict, states, consumer, read_accounts.submit(inv, sorted(verdict.block)).result())
+        if consumer_error:  # a per-case trip does not need the consumer: said, and the breakers go on
+            session.report.findings.append(consumer_unread(cfg, consumer_error))
+        auto, gated = plan_for(inv, identity, verdict, states, consumer, read_accounts.submit(inv, sorted(verdict.block)).result(),
+                               consumer_error=consumer_error)
         if mode == "escalate":
             auto.actions = gated.actions  # this run exists to act on what needs approval
             _escalate(session, identity, ctx, auto)

@@ -132,6 +132,14 @@ def findings_for(cfg: BillShock, v: Verdict, consumer: dict[str, Any] | None, no
     return out
 
 
+def consumer_unread(cfg: BillShock, reason: str) -> Finding:
+    """The worker's consumer (source queue, event source mapping) could not be read: whether the service is paused, and
+    pausing it, are unknown; a case's breaker needs none of it and is judged all the same."""
+    return Finding(check="worker-consumer", resource=cfg.source_queue, status=Status.UNKNOWN,
+                   summary=f"step 'read-consumer' failed: {reason}; whether the AI worker is paused is unknown and no pause can be "
+                           f"planned; the case breakers were judged without it")
+
+
 def report_markdown(cfg: BillShock, v: Verdict, usage: TokenUsage) -> str:
     lines = [f"# bill-shock-breaker: last {cfg.window_minutes} min", "",
              f"Tokens: {v.tokens_window:,.0f} this window (~${v.cost_window_usd:,.2f}), {v.tokens_hour:,.0f} in the last hour "
@@ -154,9 +162,9 @@ def _pause_action(cfg: BillShock, current: str, target: str, evidence: str) -> A
 
 
 def plan_for(system: System, identity: Any, v: Verdict, states: dict, consumer: dict | None,
-             accounts: dict[str, str] | None = None) -> tuple[Plan, Plan]:
+             accounts: dict[str, str] | None = None, consumer_error: str | None = None) -> tuple[Plan, Plan]:
     """(automatic plan, plan that needs approval). ``accounts``: user -> enabled / disabled, as read (a user already disabled
-    needs no block)."""
+    needs no block); ``consumer_error``: why the worker's consumer could not be read (no pause is planned then)."""
     accounts = accounts or {}
     cfg = system.bill_shock
     auto = Plan(runbook=RUNBOOK, system=system.name, identity=identity)
@@ -176,6 +184,8 @@ def plan_for(system: System, identity: Any, v: Verdict, states: dict, consumer: 
     if v.pause_service and consumer and consumer.get("mapping_uuid"):
         (auto if cfg.auto_pause_service else gated).actions.append(
             _pause_action(cfg, str(consumer.get("state")), "Disabled", v.pause_service + "; messages wait in the queue, nothing is dropped"))
+    elif v.pause_service and consumer_error:
+        auto.cannot.append(f"service: {v.pause_service}, but the worker's trigger could not be read ({consumer_error}): pause it by hand")
     elif v.pause_service:
         auto.cannot.append(f"service: {v.pause_service}, but no event source mapping from {cfg.source_queue} to {cfg.worker_function} to pause")
     return auto, gated

@@ -59,6 +59,7 @@ from opsbook.mutation.core import (
 )
 from opsbook.mutation.verify import change_findings, wait_for_records
 from opsbook.report import RunReport, publish_report, run_url
+from opsbook.unfinished import explain
 
 _LEASE_IAM = ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DescribeTable", "dynamodb:CreateTable"]
 _STEP_IAM = ["dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable", "dynamodb:CreateTable"]
@@ -358,6 +359,7 @@ class MutationSession:
             self.report.findings.append(Finding(check="refused", resource=self.inv.name, status=Status.UNKNOWN, summary=str(exc)))
             return True
         if isinstance(exc, Exception):  # ends Failed with the report saved, never silently
+            exc = explain(exc, flow_run.get_id())  # a step left PENDING by a failed one: name the failed one
             self.logger.error("failed: %s", aws.describe_error(exc))
             self.report.outcome = Outcome.FAILED.value
             self.report.findings.append(Finding(check="error", resource=self.inv.name, status=Status.CRIT,

@@ -136,3 +136,30 @@ def test_a_pause_is_reached_while_the_mapping_is_disabling_and_a_resume_while_en
                                    ("Enabling", "Enabled", True), ("Disabling", "Enabled", False)]:
         monkeypatch.setattr(bsb, "_mapping", lambda system, s=state: {"State": s, "UUID": "m"})
         assert step.reached(None, "leh-ai-worker<-leh-ai-jobs", "x", target) is reached, (state, target)
+
+
+def test_a_missing_source_queue_is_a_finding_and_the_case_breaker_still_trips(leh, sandbox):
+    """Issue 19 item 5: the consumer read (source queue, mapping) is not needed to trip a case; its failure is said."""
+    from sandbox.faults import apply_fault
+
+    apply_fault(sandbox, leh, "leh-case-spike", case="case-spike")
+    healthy = run(dry_run=False, approver="schedule")  # the twin: queue present, no such finding
+    assert states(leh, "case-spike") == {"case-spike": "OPEN"}
+    assert not [f for f in healthy.findings if f.check == "worker-consumer"]
+    apply_fault(sandbox, leh, "leh-source-queue-missing")
+    apply_fault(sandbox, leh, "leh-case-spike", case="case-spike-2")
+    report = run(dry_run=False, approver="schedule")
+    assert report.outcome == "done-with-warnings", report.findings
+    assert states(leh, "case-spike-2") == {"case-spike-2": "OPEN"}
+    assert [(r["resource"], r["status"]) for r in report.records] == [("case-spike-2", "applied")]
+    unread = [f for f in report.findings if f.check == "worker-consumer"]
+    assert [(f.status, f.resource) for f in unread] == [(Status.UNKNOWN, "leh-ai-jobs")]
+    assert "the source queue leh-ai-jobs does not exist" in unread[0].summary and "read-consumer" in unread[0].summary
+    assert not any("PENDING" in f.summary for f in report.findings)
+    closed = run(mode="reset", case_id="case-spike-2", dry_run=False, approval="yes")  # closing a case needs no consumer
+    assert closed.outcome == "done-with-warnings" and states(leh, "case-spike-2") == {"case-spike-2": "CLOSED"}
+    assert [f.check for f in closed.findings if f.status is Status.UNKNOWN] == ["worker-consumer"]
+    # resuming the worker needs the consumer: the run stops, naming the step
+    resumed = run(mode="reset", resume_service=True, dry_run=False, approval="yes")
+    assert resumed.outcome == "failed" and "step 'read-consumer' failed: the source queue leh-ai-jobs does not exist" in \
+        resumed.findings[-1].summary

@@ -131,3 +131,17 @@ def test_candidates_top_users_table_and_news():
     assert head.startswith("1 case(s) tripped, 0 action(s) awaiting approval") and lines[0].startswith("case hot: OPEN (")
     esc = j.escalation_finding({"started": None, "deployment": "d", "error": "boom", "by_hand": "opsbook run x"})
     assert esc.status is Status.WARN and "could not start the approval run (boom); run: opsbook run x" in esc.summary
+
+
+def test_an_unread_consumer_is_a_finding_and_blocks_only_the_pause():
+    """Issue 19 item 5: the worker's queue unreadable; a case still trips, the pause is said as not plannable."""
+    hot = {f"c{i}": [60_000.0] * 4 + [0.0] * 92 for i in range(21)} | {"spike": flat(300_000)}
+    v = verdict(hot, consumer=None)
+    assert "spike" in v.trip and v.pause_service
+    auto, gated = j.plan_for(SYS, ID, v, {}, None, consumer_error="the source queue leh-ai-jobs does not exist")
+    assert ("breaker", "spike", "OPEN") in [(a.kind, a.resource, a.target) for a in auto.actions] and gated.actions == []
+    assert auto.cannot == [f"service: {v.pause_service}, but the worker's trigger could not be read (the source queue leh-ai-jobs "
+                           "does not exist): pause it by hand"]
+    f = j.consumer_unread(CFG, "the source queue leh-ai-jobs does not exist")
+    assert (f.check, f.status, f.resource) == ("worker-consumer", Status.UNKNOWN, "leh-ai-jobs")
+    assert f.summary.startswith("step 'read-consumer' failed: the source queue leh-ai-jobs does not exist;")
