@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -296,6 +297,20 @@ def _mapped(text: str, ids: dict[str, str]) -> str:
     return text
 
 
+_BUSY = {429, 502, 503, 504}  # a server under load ("database is locked"): tried again, as Prefect's client does
+
+
+def _request(client: Any, method: str, path: str, body: Any, tries: int = 6) -> Any:
+    delay = 0.5
+    for attempt in range(tries):
+        r = client.request(method, path, json=body)
+        if r.status_code not in _BUSY or attempt == tries - 1:
+            return r
+        time.sleep(float(r.headers.get("Retry-After") or delay))
+        delay = min(delay * 2, 8)
+    return r
+
+
 def _send(client: Any, path: Path, n: int, item: dict[str, Any], ids: dict[str, str]) -> None:
     method, template = _SENDS[item["kind"]]
     body = item["body"]
@@ -303,7 +318,7 @@ def _send(client: Any, path: Path, n: int, item: dict[str, Any], ids: dict[str, 
         body = {**body, "force": True}  # the states happened; the server records them as they were
     if item["kind"] == "flow_run":  # the UI shows which runs ran without it
         body = {**body, "tags": sorted({*(body.get("tags") or []), "opsbook:offline"})}
-    r = client.request(method, template.format(**item), json=body)
+    r = _request(client, method, template.format(**item), body)
     if r.status_code >= 400:
         raise RuntimeError(f"{path.name} line {n + 1} ({item['kind']}): the server answered HTTP {r.status_code}: "
                            f"{r.text[:200]}; fix that and run `opsbook replay` again (it resumes at this line)")
@@ -336,7 +351,7 @@ def replay_file(path: Path, client: Any) -> int:
             _send(client, path, n, item, ids)
             save(done=n + 1, ids=ids)
     for i in range(state["events_sent"], len(events), 200):  # POST /events records a batch
-        r = client.request("POST", "/events", json=events[i:i + 200])
+        r = _request(client, "POST", "/events", events[i:i + 200])
         if r.status_code >= 400:
             raise RuntimeError(f"{path.name}: the server refused its events: HTTP {r.status_code}: {r.text[:200]}")
         save(events_sent=min(i + 200, len(events)))

@@ -27,6 +27,7 @@ from opsbook.report import judge, markdown, publish_report
 from tasks.health import CHECKS, run_checks
 
 RUNBOOK = "daily-health"
+NOTIFY_S = 5.0  # seconds a notification has at least, past the deadline
 TASKS = [*CHECKS, notify_status]
 
 
@@ -49,11 +50,16 @@ def daily_health(
     findings += breach_escalation(inv, findings, BREACH_CHECKS)
 
     report = judge.submit(RUNBOOK, inv, findings, calls, started, wait_for=[allow_failure(f) for f in checks.values() if f.state.is_final()]).result()
-    if notify:
-        note = notify_status.submit(inv, RUNBOOK, report.status, report.headline(), markdown(report))
-        note.wait()
+    if notify:  # sent even after the deadline, but within NOTIFY_S more at most: a hung SNS cannot hold the run
+        with aws.bounded(aws.Deadline(max(deadline.remaining, NOTIFY_S))):
+            note = notify_status.submit(inv, RUNBOOK, report.status, report.headline(), markdown(report))
+        note.wait(timeout=max(deadline.remaining, NOTIFY_S) + 2)
         if note.state.is_completed():
             report.notification = note.result()
+        elif not note.state.is_final():
+            report.notification = {"kind": None, "sent": [], "errors": [f"not sent within {max(NOTIFY_S, 0):g} s past the "
+                                                                         "deadline: the notification service did not answer"]}
+            logger.warning("notification not sent in time")
         else:
             report.notification = {"kind": None, "sent": [], "errors": [f"notify task failed: {note.state.message}"]}
             logger.warning("notification failed: %s", note.state.message)
