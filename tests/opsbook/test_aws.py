@@ -190,3 +190,35 @@ def test_requests_opsbook_signs_itself_use_the_assumed_roles_credentials(aws_moc
         signed = os_client("https://search-leh.ap-northeast-2.es.amazonaws.com", "ap-northeast-2")  # made, not called
         assert signed.transport.kwargs["http_auth"].signer.credentials.access_key == role.access_key_id
     assert aws.credentials().access_key == mine
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_bounded_run_starts_no_call_after_its_deadline_and_caps_each_attempt(aws_mock, monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(aws.time, "monotonic", clock)
+    deadline = aws.Deadline(12.0, started=clock.now)
+    with aws.bounded(deadline):
+        c = aws.client("dynamodb", "us-east-1")
+        assert c.meta.config.read_timeout == 3.0 and c.meta.config.connect_timeout == 3.0  # 12 s / 3 attempts: the 3 s step
+        c.list_tables()  # within the deadline: called
+        clock.now += 13
+        with pytest.raises(aws.DeadlineExceeded, match=r"dynamodb:ListTables not called: the run's deadline \(12 s\) had passed"):
+            c.list_tables()
+    # the healthy twin: outside the bound, the same call is made, with the configured timeouts
+    plain = aws.client("dynamodb", "us-east-1")
+    plain.list_tables()
+    assert plain.meta.config.read_timeout == 15.0 and plain is not c
+
+
+def test_parallel_bounds_the_calls_of_its_items_by_its_deadline(aws_mock):
+    assert aws._bound.get() is None
+    seen = aws.parallel(lambda _: aws._bound.get(), [1, 2], deadline=aws.Deadline(30))
+    assert all(isinstance(bound, aws.Deadline) for _, bound, _ in seen)
+    assert aws._bound.get() is None  # not left behind in the caller
