@@ -10,8 +10,9 @@
   is created at import time. Every session shares the first session's botocore
   data loader, so a service's model is read from disk once per process, not once
   per session (an assumed role, a reset, a fleet target all make new sessions).
-- Every API call is counted by service and operation (``api_calls()``), and
-  each call is checked against the IAM actions the running task declared.
+- Every API call is counted by service and operation (``CallLog``), its retries
+  apart, and each call (once, whatever its retries) is checked against the IAM
+  actions the running task declared.
 - ``paginate`` pages every list call to the end.
 - ``Deadline`` and ``parallel`` run independent reads concurrently, bounded by
   the run's deadline and a per-API rate, so a run ends in bounded time.
@@ -58,11 +59,14 @@ _loader: botocore.loaders.Loader | None = None
 
 
 class CallLog:
-    """API calls by (service, operation); thread-safe."""
+    """API calls by (service, operation): each call once (``calls``: what the code asked for) and, apart, the attempts
+    botocore's retries added to them (``retries``: a throttled or failed attempt sent again). ``total`` and
+    ``by_operation`` count every attempt, each one a request AWS received; thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.calls: Counter[tuple[str, str]] = Counter()
+        self.retries: Counter[tuple[str, str]] = Counter()
         self.undeclared: set[str] = set()
 
     def add(self, service: str, operation: str, undeclared: str | None = None) -> None:
@@ -71,14 +75,29 @@ class CallLog:
             if undeclared:
                 self.undeclared.add(undeclared)
 
+    def add_retry(self, service: str, operation: str) -> None:
+        with self._lock:
+            self.retries[(service, operation)] += 1
+
     @property
     def total(self) -> int:
+        """Every attempt: the calls and their retries."""
         with self._lock:
-            return sum(self.calls.values())
+            return sum(self.calls.values()) + sum(self.retries.values())
+
+    @property
+    def retries_total(self) -> int:
+        with self._lock:
+            return sum(self.retries.values())
 
     def by_operation(self) -> dict[str, int]:
+        """Every attempt, by "service:Operation"."""
         with self._lock:
-            return {f"{s}:{o}": n for (s, o), n in sorted(self.calls.items())}
+            return {f"{s}:{o}": n for (s, o), n in sorted((self.calls + self.retries).items())}
+
+    def retries_by_operation(self) -> dict[str, int]:
+        with self._lock:
+            return {f"{s}:{o}": n for (s, o), n in sorted(self.retries.items())}
 
 
 _current_log: contextvars.ContextVar[CallLog | None] = contextvars.ContextVar("opsbook_call_log", default=None)
@@ -108,6 +127,19 @@ def _count_call(event_name: str, model: Any = None, **kwargs: Any) -> None:
     gate = _call_gate.get()
     if gate is not None:
         gate(service, op, (kwargs.get("context") or {}).get("client_region"))
+
+
+def _count_attempt(event_name: str, attempts: int = 1, operation: Any = None, **kwargs: Any) -> None:
+    """``needs-retry`` comes after every attempt of a call (``attempts``: 1 for the first); the second and later ones are
+    retries. Counted apart from the call (``_count_call``, once a call: the IAM check and the gate see each call once)."""
+    if attempts < 2:
+        return
+    service = operation.service_model.service_name if operation is not None else event_name.split(".")[1]
+    op = operation.name if operation is not None else event_name.split(".")[2]
+    PROCESS_CALLS.add_retry(service, op)
+    log = _current_log.get()
+    if log is not None:
+        log.add_retry(service, op)
 
 
 # --- sessions and clients ------------------------------------------------------------
@@ -144,6 +176,7 @@ def _new_session(**kwargs: Any) -> boto3.Session:
         if len(paths) > 1 and paths[-1] in paths[:-1]:
             paths.pop()
     s.events.register("before-call", _count_call)
+    s.events.register("needs-retry", _count_attempt)
     return s
 
 

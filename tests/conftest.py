@@ -98,6 +98,7 @@ def sandbox(sandbox_server, monkeypatch):
     test to test: a client is new whenever the environment that made it changed)."""
     sandbox_server.reset()
     sandbox_server.set_latency_ms(0)
+    sandbox_server.set_throttle_pct(0)
     for k, v in sandbox_server.env().items():
         monkeypatch.setenv(k, v)
     yield sandbox_server

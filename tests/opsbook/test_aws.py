@@ -188,3 +188,61 @@ def test_requests_opsbook_signs_itself_use_the_assumed_roles_credentials(aws_moc
         signed = os_client("https://search-leh.ap-northeast-2.es.amazonaws.com", "ap-northeast-2")  # made, not called
         assert signed.transport.kwargs["http_auth"].signer.credentials.access_key == role.access_key_id
     assert aws.credentials().access_key == mine
+
+
+def _answers(*statuses_bodies):
+    """A before-send handler answering each attempt in turn (no network), and the attempts it saw."""
+    from botocore.awsrequest import AWSResponse
+
+    seen = []
+
+    class Raw:
+        def __init__(self, body: bytes) -> None:
+            self.body = body
+
+        def stream(self, **kwargs):
+            yield self.body
+
+    def handler(request, **kwargs):
+        status, body = statuses_bodies[min(len(seen), len(statuses_bodies) - 1)]
+        seen.append(request.url)
+        return AWSResponse(request.url, status, {"Content-Type": "application/x-amz-json-1.0"}, Raw(body))
+
+    return handler, seen
+
+
+THROTTLED = (400, b'{"__type": "ThrottlingException", "message": "Rate exceeded"}')
+TABLES = (200, b'{"TableNames": ["t"]}')
+
+
+def test_a_call_throttled_once_then_answered_is_one_call_two_attempts_one_retry(monkeypatch):
+    import botocore.endpoint
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: the handler answers every attempt
+    monkeypatch.setattr(botocore.endpoint.time, "sleep", lambda s: None)  # botocore's backoff, not waited for here
+    aws.reset_clients()
+    c = aws.client("dynamodb", "us-east-1")
+    handler, seen = _answers(THROTTLED, TABLES)
+    c.meta.events.register_first("before-send.dynamodb.ListTables", handler)
+    checked = []
+    monkeypatch.setattr(aws, "check_call", lambda s, o: checked.append((s, o)))
+    log = aws.start_call_log()
+    assert c.list_tables()["TableNames"] == ["t"]
+    assert len(seen) == 2 and log.total == 2 and log.retries_total == 1
+    assert log.by_operation() == {"dynamodb:ListTables": 2} and log.retries_by_operation() == {"dynamodb:ListTables": 1}
+    assert log.calls[("dynamodb", "ListTables")] == 1
+    assert checked == [("dynamodb", "ListTables")]  # the IAM check sees the call once, not each attempt
+    aws.reset_clients()
+
+
+def test_a_call_answered_at_once_has_no_retry_healthy_twin(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    aws.reset_clients()
+    c = aws.client("dynamodb", "us-east-1")
+    handler, seen = _answers(TABLES)
+    c.meta.events.register_first("before-send.dynamodb.ListTables", handler)
+    monkeypatch.setattr(aws, "check_call", lambda s, o: None)
+    log = aws.start_call_log()
+    c.list_tables()
+    assert len(seen) == 1 and log.total == 1 and log.retries_total == 0 and log.retries_by_operation() == {}
+    aws.reset_clients()

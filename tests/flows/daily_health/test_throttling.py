@@ -1,0 +1,94 @@
+"""Throttling (issue 19, item 3): daily-health on a sandbox that answers a share of the AWS calls with each service's own
+throttling error (sandbox.server._Throttle) gives the findings of an unthrottled run; where a read still gives up, the
+difference is an UNKNOWN with its reason, never a finding gone missing. The battery over seeds and shares is `make chaos`;
+one 20 % run is in the normal suite."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flows.daily_health.flow import daily_health
+from opsbook.findings import Status
+from opsbook.report import RunReport
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+EXTRA = {"functions": 3, "tables": 2}  # tag-only resources: what only discovery finds
+
+
+def run(system: str) -> RunReport:
+    state = daily_health(system=system, notify=False, return_state=True)
+    report = state.result(raise_on_failure=False)
+    assert isinstance(report, RunReport), report
+    return report
+
+
+def keyed(report: RunReport) -> dict[tuple[str, str], str]:
+    """(check, resource) -> status; a key found more than once keeps every status, sorted."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for f in report.findings:
+        out.setdefault((f.check, f.resource), []).append(f.status.value)
+    return {k: ",".join(sorted(v)) for k, v in out.items()}
+
+
+def compare(base: RunReport, other: RunReport) -> dict[str, list]:
+    """How ``other`` differs from ``base``: findings whose status changed to UNKNOWN (with the reason), other changes,
+    findings of ``base`` missing from ``other`` (neither their key nor their resource in an UNKNOWN), and new ones."""
+    a, b = keyed(base), keyed(other)
+    unknown_resources = {f.resource for f in other.findings if f.status is Status.UNKNOWN}
+    reasons = {(f.check, f.resource): f.summary for f in other.findings if f.status is Status.UNKNOWN}
+    out: dict[str, list] = {"unknown": [], "changed": [], "missing": [], "added": []}
+    for k, status in a.items():
+        if k not in b:
+            (out["unknown"] if k[1] in unknown_resources else out["missing"]).append(k)
+        elif b[k] != status:
+            (out["unknown"] if b[k] == "UNKNOWN" else out["changed"]).append((k, status, b[k], reasons.get(k, "")))
+    out["added"] = [(k, b[k], reasons.get(k, "")) for k in b if k not in a]
+    return out
+
+
+def throttled_run(sandbox, system: str, pct: float, seed: int) -> RunReport:
+    sandbox.set_throttle_pct(pct, seed)
+    try:
+        return run(system)
+    finally:
+        sandbox.set_throttle_pct(0)
+
+
+def row(system: str, pct: float, seed: int, base: RunReport, report: RunReport) -> dict:
+    diff = compare(base, report)
+    return {"system": system, "pct": pct, "seed": seed, "findings": len(report.findings), "base_findings": len(base.findings),
+            "identical": not any(diff.values()), "unknown": len(diff["unknown"]), "changed": len(diff["changed"]),
+            "missing": len(diff["missing"]), "added": len(diff["added"]), "api_calls": report.api_calls,
+            "api_retries": getattr(report, "api_retries", None), "duration_s": report.duration_s,
+            "examples": [str(x)[:300] for x in (diff["missing"] + diff["changed"] + diff["unknown"] + diff["added"])[:4]]}
+
+
+SYSTEMS = ["todo-app", "hr-resource-optimization"]
+SEEDS_20 = [1, 2, 3, 4]
+SEEDS_50 = [1, 2]
+
+
+@pytest.mark.chaos
+def test_throttling_battery(seeded, sandbox, capsys):
+    rows = []
+    for system in SYSTEMS:
+        seeded(system, extra=EXTRA)
+        base = run(system)
+        assert not [f for f in base.findings if f.status is Status.UNKNOWN], keyed(base)
+        for pct, seeds in ((20, SEEDS_20), (50, SEEDS_50)):
+            for seed in seeds:
+                rows.append(row(system, pct, seed, base, throttled_run(sandbox, system, pct, seed)))
+                with capsys.disabled():
+                    print("throttling-battery", json.dumps(rows[-1]), flush=True)
+    r20 = [r for r in rows if r["pct"] == 20]
+    r50 = [r for r in rows if r["pct"] == 50]
+    summary = (f"throttling battery: 20 %: {sum(r['identical'] for r in r20)}/{len(r20)} runs identical; "
+               f"50 %: {sum(r['identical'] for r in r50)}/{len(r50)} identical, {sum(r['unknown'] + r['added'] for r in r50)} UNKNOWN, "
+               f"{sum(r['missing'] + r['changed'] for r in r50)} missing or changed")
+    with capsys.disabled():
+        print(summary, flush=True)
+    assert all(r["identical"] for r in r20), [r for r in r20 if not r["identical"]]
+    assert all(r["missing"] == 0 and r["changed"] == 0 for r in r50), [r for r in r50 if r["missing"] or r["changed"]]
