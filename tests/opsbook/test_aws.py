@@ -246,3 +246,44 @@ def test_a_call_answered_at_once_has_no_retry_healthy_twin(monkeypatch):
     c.list_tables()
     assert len(seen) == 1 and log.total == 1 and log.retries_total == 0 and log.retries_by_operation() == {}
     aws.reset_clients()
+
+
+UNAVAILABLE = (500, b'{"__type": "InternalServerError", "message": "try again"}')
+
+
+@pytest.mark.parametrize(("answer", "attempts"), [(THROTTLED, 10), (UNAVAILABLE, 4)])
+def test_throttling_is_retried_nine_times_with_a_short_backoff_other_errors_three(monkeypatch, answer, attempts):
+    """A throttled call gets 10 attempts, each wait at most 5 s (botocore's cap is 20 s); a 5xx keeps botocore's 4
+    (a hung or failing endpoint is not waited for ten times)."""
+    import botocore.endpoint
+    from botocore.exceptions import ClientError
+
+    slept = []
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setattr(botocore.endpoint.time, "sleep", slept.append)
+    monkeypatch.setattr(aws, "check_call", lambda s, o: None)
+    aws.reset_clients()
+    c = aws.client("dynamodb", "us-east-1")
+    handler, seen = _answers(answer)
+    c.meta.events.register_first("before-send.dynamodb.ListTables", handler)
+    log = aws.start_call_log()
+    with pytest.raises(ClientError):
+        c.list_tables()
+    assert len(seen) == attempts and log.total == attempts and log.retries_total == attempts - 1
+    assert len(slept) == attempts - 1 and max(slept) <= 5.0
+    aws.reset_clients()
+
+
+def test_a_call_throttled_five_times_then_answered_succeeds(monkeypatch):
+    import botocore.endpoint
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setattr(botocore.endpoint.time, "sleep", lambda s: None)
+    monkeypatch.setattr(aws, "check_call", lambda s, o: None)
+    aws.reset_clients()
+    c = aws.client("dynamodb", "us-east-1")
+    handler, seen = _answers(*[THROTTLED] * 5, TABLES)
+    c.meta.events.register_first("before-send.dynamodb.ListTables", handler)
+    log = aws.start_call_log()
+    assert c.list_tables()["TableNames"] == ["t"] and log.retries_total == 5 and len(seen) == 6
+    aws.reset_clients()

@@ -16,6 +16,7 @@ from opsbook.report import RunReport
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 EXTRA = {"functions": 3, "tables": 2}  # tag-only resources: what only discovery finds
+BIG = {"functions": 24, "tables": 12, "alarms": 12}  # the battery's HR: 32 functions, 17 tables (discovery pages)
 
 
 def run(system: str) -> RunReport:
@@ -75,7 +76,7 @@ SEEDS_50 = [1, 2]
 def test_throttling_battery(seeded, sandbox, capsys):
     rows = []
     for system in SYSTEMS:
-        seeded(system, extra=EXTRA)
+        seeded(system, extra=BIG if system.startswith("hr") else EXTRA)
         base = run(system)
         assert not [f for f in base.findings if f.status is Status.UNKNOWN], keyed(base)
         for pct, seeds in ((20, SEEDS_20), (50, SEEDS_50)):
