@@ -437,6 +437,17 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def is_throttled(exc: BaseException) -> bool:
+    """AWS throttled the call (a code botocore's retries treat as throttling), or answered with a 5xx: worth asking
+    again a little later, after botocore's own retries gave up."""
+    if not isinstance(exc, ClientError):
+        return False
+    from botocore.retries.standard import RetryContext, ThrottledRetryableChecker
+
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    return status >= 500 or ThrottledRetryableChecker().is_retryable(RetryContext(attempt_number=1, parsed_response=exc.response))
+
+
 def is_not_found(exc: BaseException) -> bool:
     return error_code(exc) in {
         "ResourceNotFoundException",

@@ -75,7 +75,7 @@ def submit_checks(inv: System, found: PrefectFuture, deadline: aws.Deadline, log
 
 def run_checks(inv: System, deadline: aws.Deadline, logs: bool = True) -> tuple[dict[str, PrefectFuture], list[Finding]]:
     """Discover, run the checks, gather findings (a failed check is UNKNOWN, never dropped)."""
-    found = discover.submit(inv)
+    found = discover.submit(inv, deadline)
     checks = submit_checks(inv, found, deadline, logs)
     found.wait()
     if found.state.is_completed():

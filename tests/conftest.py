@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import tempfile
+import uuid
 from unittest import mock
 
 import pytest
@@ -67,6 +68,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         cost[path] = float(declared) if declared is not None and not _skipped(item) else cost.get(path, 0.0) + _expected_cost(item)
     position = {path: i for i, path in enumerate(dict.fromkeys(i.nodeid.split("::", 1)[0] for i in items))}
     items.sort(key=lambda i: (-cost[i.nodeid.split("::", 1)[0]], position[i.nodeid.split("::", 1)[0]]))
+
+
+@pytest.fixture(autouse=True)
+def _discovery_memory(monkeypatch):
+    """Each test its own memory of complete discoveries (opsbook.resources.remember): what one test's run discovered
+    never names resources in another's (the directory is made only when a discovery writes to it)."""
+    monkeypatch.setenv("OPSBOOK_DISCOVERY_MEMORY", os.path.join(os.environ["OPSBOOK_HOME"], "discovery", uuid.uuid4().hex))
 
 
 @pytest.fixture
