@@ -42,6 +42,7 @@ from urllib.parse import urlparse
 
 import boto3
 import botocore.config
+from botocore import xform_name
 import botocore.loaders
 import botocore.session
 from botocore.exceptions import BotoCoreError, ClientError
@@ -128,6 +129,24 @@ def _count_call(event_name: str, model: Any = None, **kwargs: Any) -> None:
     gate = _call_gate.get()
     if gate is not None:
         gate(service, op, (kwargs.get("context") or {}).get("client_region"))
+    tps = API_QUOTAS_TPS.get((service, op))
+    if tps is not None:
+        limiter(xform_name(op), tps).acquire()
+
+
+# Per-API rate limits opsbook keeps itself: the published default quotas (per account and region) of the operations the
+# runbooks call in bursts (``parallel`` over log groups, alarm queries), applied before each call of them is sent when
+# quotas are on (``quotas_enabled``: against AWS, not the sandbox; OPSBOOK_RATE_<OPERATION> overrides), so a burst stays
+# under the quota instead of being throttled and retried. FilterLogEvents (5/s) and GetMetricData (50/s) are limited
+# where they are called, page by page (tasks/logs.py, tasks/cloudwatch.py); the fleet shares the same figures across
+# its workers (flows/fleet/ratelimits.py).
+API_QUOTAS_TPS: dict[tuple[str, str], float] = {
+    ("logs", "DescribeLogGroups"): 5.0,
+    ("logs", "GetLogEvents"): 25.0,
+    ("logs", "StartQuery"): 5.0,
+    ("cloudwatch", "DescribeAlarms"): 9.0,
+    ("cloudwatch", "GetMetricStatistics"): 400.0,
+}
 
 
 def _count_attempt(event_name: str, attempts: int = 1, operation: Any = None, **kwargs: Any) -> None:

@@ -287,3 +287,33 @@ def test_a_call_throttled_five_times_then_answered_succeeds(monkeypatch):
     log = aws.start_call_log()
     assert c.list_tables()["TableNames"] == ["t"] and log.retries_total == 5 and len(seen) == 6
     aws.reset_clients()
+
+
+def test_a_burst_of_an_api_with_a_low_quota_waits_its_turn_against_aws(aws_mock, monkeypatch):
+    """DescribeLogGroups (5/s) in parallel: each call takes a slot of its API's limiter first; other APIs do not."""
+    taken = []
+
+    class Recorder:
+        def __init__(self, api, tps):
+            self.api, self.tps = api, tps
+
+        def acquire(self):
+            taken.append((self.api, self.tps))
+
+    monkeypatch.setattr(aws, "limiter", Recorder)
+    c = aws.client("logs", "us-east-2")
+
+    @declares(["logs:DescribeLogGroups", "logs:CreateLogGroup"])
+    def burst():
+        c.create_log_group(logGroupName="/g")
+        return aws.parallel(lambda i: c.describe_log_groups(logGroupNamePrefix="/g"), range(8))
+
+    assert all(err is None for _, _, err in burst())
+    assert taken == [("describe_log_groups", 5.0)] * 8
+
+
+def test_the_limiter_spaces_calls_only_when_quotas_are_on(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")  # the sandbox: quotas off (auto)
+    assert aws.limiter("describe_log_groups", 5.0).interval == 0
+    monkeypatch.setenv("OPSBOOK_QUOTAS", "on")
+    assert aws.limiter("describe_log_groups", 5.0).interval == pytest.approx(0.2)
