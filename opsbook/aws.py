@@ -194,7 +194,8 @@ MAX_BACKOFF_S = 5.0
 
 class _Conditions:
     """Retry a throttled attempt up to ``throttle_attempts`` attempts, anything else botocore's standard mode retries
-    up to ``attempts`` (botocore.retries.standard's checkers)."""
+    up to ``attempts`` (botocore.retries.standard's checkers). Throttled: a throttling code, or HTTP 429 or 503 (S3's
+    SlowDown to a HEAD request has no body, so no code: botocore sees only "503")."""
 
     def __init__(self, attempts: int, throttle_attempts: int) -> None:
         from botocore.retries import standard
@@ -204,7 +205,8 @@ class _Conditions:
         self._other = standard.StandardRetryConditions(max_attempts=attempts)
 
     def is_retryable(self, context: Any) -> bool:
-        if self._throttled.is_retryable(context):
+        status = getattr(context.http_response, "status_code", None)
+        if self._throttled.is_retryable(context) or status in (429, 503):
             return self._throttle_max.is_retryable(context)
         return self._other.is_retryable(context)
 

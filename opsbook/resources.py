@@ -94,15 +94,20 @@ def classify(arns: list[str]) -> Discovered:
 
 
 # A page of GetResources that still fails after botocore's retries (throttled, or a 5xx) is asked for again after
-# 2, 4, 8 s (the pages already read are kept), within the run's deadline; then discovery gives up.
+# 2, 4, 8 s (the pages already read are kept), within the first third of the run's deadline (the checks that read what
+# discovery found need the rest); then discovery gives up.
 DISCOVERY_WAITS_S = (2.0, 4.0, 8.0)
 _sleep = time.sleep  # tests replace it: no test waits
+
+
+def _spent(deadline: aws.Deadline) -> float:
+    return deadline.seconds - deadline.remaining
 
 
 def tagged(system: System, deadline: aws.Deadline | None = None) -> tuple[list[dict[str, Any]], str | None]:
     """Every resource carrying the system's discovery tags, as GetResources' mappings (ARN and tags), over every page;
     or, with the mappings of the pages read, the reason discovery gave up. A page throttled through botocore's retries
-    is asked for again (``DISCOVERY_WAITS_S``) while the run's ``deadline`` leaves time to (without one: botocore's
+    is asked for again (``DISCOVERY_WAITS_S``) within the first third of the run's ``deadline`` (without one: botocore's
     retries only)."""
     c = aws.client("resourcegroupstaggingapi", system.region)
     filters = [{"Key": k, "Values": [v]} for k, v in system.discovery.tags.items()]
@@ -113,7 +118,7 @@ def tagged(system: System, deadline: aws.Deadline | None = None) -> tuple[list[d
         try:
             page = c.get_resources(**kwargs)
         except Exception as exc:  # turned into UNKNOWN findings by the flow
-            if waits and deadline is not None and aws.is_throttled(exc) and deadline.remaining > waits[0] + 5:
+            if waits and deadline is not None and aws.is_throttled(exc) and _spent(deadline) + waits[0] < deadline.seconds / 3:
                 _sleep(waits.pop(0))
                 continue
             tries = len(DISCOVERY_WAITS_S) - len(waits) + 1

@@ -251,9 +251,13 @@ def test_a_call_answered_at_once_has_no_retry_healthy_twin(monkeypatch):
 UNAVAILABLE = (500, b'{"__type": "InternalServerError", "message": "try again"}')
 
 
-@pytest.mark.parametrize(("answer", "attempts"), [(THROTTLED, 10), (UNAVAILABLE, 4)])
+SLOW_DOWN_HEAD = (503, b"")  # S3's SlowDown to a HEAD: no body, no code
+
+
+@pytest.mark.parametrize(("answer", "attempts"), [(THROTTLED, 10), (SLOW_DOWN_HEAD, 10), (UNAVAILABLE, 4)])
 def test_throttling_is_retried_nine_times_with_a_short_backoff_other_errors_three(monkeypatch, answer, attempts):
-    """A throttled call gets 10 attempts, each wait at most 5 s (botocore's cap is 20 s); a 5xx keeps botocore's 4
+    """A throttled call (a throttling code, or a 503 without one) gets 10 attempts, each wait at most 5 s (botocore's cap
+    is 20 s); a 500 keeps botocore's 4
     (a hung or failing endpoint is not waited for ten times)."""
     import botocore.endpoint
     from botocore.exceptions import ClientError
