@@ -321,3 +321,53 @@ def test_the_limiter_spaces_calls_only_when_quotas_are_on(monkeypatch):
     assert aws.limiter("describe_log_groups", 5.0).interval == 0
     monkeypatch.setenv("OPSBOOK_QUOTAS", "on")
     assert aws.limiter("describe_log_groups", 5.0).interval == pytest.approx(0.2)
+
+
+def _cycling(*answers):
+    from itertools import cycle
+
+    from botocore.awsrequest import AWSResponse
+
+    it, seen = cycle(answers), []
+
+    class Raw:
+        def __init__(self, body: bytes) -> None:
+            self.body = body
+
+        def stream(self, **kwargs):
+            yield self.body
+
+    def handler(request, **kwargs):
+        status, body = next(it)
+        seen.append(status)
+        return AWSResponse(request.url, status, {"Content-Type": "application/x-amz-json-1.0"}, Raw(body))
+
+    return handler, seen
+
+
+@pytest.mark.parametrize(("answers", "calls", "ok"), [
+    ((THROTTLED, THROTTLED, TABLES), 200, True),  # 400 throttled retries: botocore's quota (500 tokens, 5 each) would run dry
+    ((UNAVAILABLE,), 40, False),  # failures still spend it: once dry, a failing call is not retried
+])
+def test_throttled_retries_do_not_spend_the_retry_quota_failures_do(monkeypatch, answers, calls, ok):
+    import botocore.endpoint
+    from botocore.exceptions import ClientError
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setattr(botocore.endpoint.time, "sleep", lambda s: None)
+    monkeypatch.setattr(aws, "check_call", lambda s, o: None)
+    aws.reset_clients()
+    c = aws.client("dynamodb", "us-east-1")
+    handler, seen = _cycling(*answers)
+    c.meta.events.register_first("before-send.dynamodb.ListTables", handler)
+    outcomes = []
+    for _ in range(calls):
+        try:
+            outcomes.append(c.list_tables()["ResponseMetadata"]["RetryAttempts"])
+        except ClientError as exc:
+            outcomes.append(("failed", exc.response["ResponseMetadata"].get("RetryQuotaReached", False)))
+    if ok:
+        assert outcomes == [2] * calls
+    else:
+        assert outcomes[0] == ("failed", False) and outcomes[-1] == ("failed", True)
+    aws.reset_clients()
