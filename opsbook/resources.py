@@ -10,7 +10,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
@@ -177,6 +177,9 @@ def remembered(system: System) -> tuple[list[str], str | None]:
     return list(data.get("arns", [])), data.get("at")
 
 
+D = TypeVar("D", bound=Discovered)
+
+
 def unseen(found: Discovered, arns: list[str]) -> list[tuple[str, str]]:
     """[field, name] of each resource in ``arns`` that ``found`` does not hold (pure)."""
     out = []
@@ -187,7 +190,7 @@ def unseen(found: Discovered, arns: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def gave_up(system: System, found: Discovered) -> Discovered:
+def gave_up(system: System, found: D) -> D:
     """``found`` (what discovery read before it gave up) with the resources an earlier complete discovery found that
     it did not see."""
     arns, at = remembered(system)
@@ -389,8 +392,8 @@ def build_resolved(system: System, mappings: list[dict[str, Any]], probes: dict[
     """The run's resolution from what was read (pure): GetResources' mappings (ARN + tags), and the lookups of the named
     resources discovery did not see ("kind:name" -> Probe)."""
     found = classify([m["ResourceARN"] for m in mappings]) if enabled else Discovered()
-    if error:  # what discovery read before it gave up, and what an earlier complete one found that it did not see
-        found = gave_up(system, found.model_copy(update={"enabled": enabled, "error": error})) if enabled else Discovered(error=error)
+    if error:  # what discovery read before it gave up (``gave_up`` adds what an earlier complete one found that it did not see)
+        found = found.model_copy(update={"enabled": enabled, "error": error})
     res = Resolved(**found.model_dump(), named=named_in(system), probed=probed)
     for m in mappings:
         key = kind_name(m["ResourceARN"])
@@ -479,7 +482,8 @@ def resolve_once(system: System, deadline: aws.Deadline | None, kinds: tuple[str
     seen = classify([m["ResourceARN"] for m in mappings])
     results = aws.parallel(lambda kn: probe(system, *kn, want_tags=tags), to_probe(system, seen, kinds), deadline=deadline)
     probes = {f"{k}:{n}": p if err is None else Probe(error=aws.describe_error(err)) for (k, n), p, err in results}
-    return build_resolved(system, mappings, probes, enabled=enabled, error=error, probed=True)
+    res = build_resolved(system, mappings, probes, enabled=enabled, error=error, probed=True)
+    return gave_up(system, res) if error else res
 
 
 def resolver(kinds: tuple[str, ...], tags: bool = False, name: str = "resolve") -> Any:
@@ -504,7 +508,9 @@ resolve_metered = resolver(("lambda", "dynamodb", "s3"), name="resolve-metered")
 def resolved_or_named(system: System, outcome: Resolved | BaseException) -> Resolved:
     """``resolve``'s result, or, when its task failed as a whole, the named resources only with the reason as the error."""
     if isinstance(outcome, BaseException):
-        return build_resolved(system, [], {}, enabled=bool(system.discovery.tags), error=f"the resolution failed: {aws.describe_error(outcome)}")
+        enabled = bool(system.discovery.tags)
+        res = build_resolved(system, [], {}, enabled=enabled, error=f"the resolution failed: {aws.describe_error(outcome)}")
+        return gave_up(system, res) if enabled else res
     return outcome
 
 

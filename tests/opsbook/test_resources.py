@@ -210,6 +210,8 @@ def test_the_resolution_names_what_discovery_did_not_see_too(monkeypatch):
     full = hr_mappings()
     resources.remember(HR, full)
     res = build_resolved(HR, full[:6], {}, enabled=True, error="GetResources: ThrottlingException: Rate exceeded", probed=True)
+    assert res.unseen == [] and res.count() == 6  # pure: what was read
+    res = resources.gave_up(HR, res)
     findings = resolution_findings(HR, res)
     assert len(findings) == 1 + 15 and "only the 6 resource(s) it read and the inventory's named ones were checked" in findings[0].summary
     assert res.names("lambda")[:8] == [f.name for f in HR.lambda_functions]
