@@ -365,7 +365,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    return sandbox_module("cli").serve(args.systems, args.fault or [], args.latency_ms, args.scale)
+    if not 0 <= args.throttle_pct <= 100:
+        raise UsageError(f"--throttle-pct must be between 0 and 100, not {args.throttle_pct:g}")
+    return sandbox_module("cli").serve(args.systems, args.fault or [], args.latency_ms, args.scale,
+                                       throttle=(args.throttle_pct, args.throttle_seed))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -462,6 +465,9 @@ def build_parser() -> Parser:
     sb.add_argument("--fault", action="append", metavar="SYSTEM:FAULT", help="inject a named fault")
     sb.add_argument("--latency-ms", type=float, default=0.0)
     sb.add_argument("--scale", type=int, default=1, help="10 = the benchmark's 10x HR system")
+    sb.add_argument("--throttle-pct", type=float, default=0.0, metavar="PCT",
+                    help="answer PCT %% of the AWS calls (after seeding) with each service's own throttling error")
+    sb.add_argument("--throttle-seed", type=int, default=0, help="the seed of which calls are throttled (reproducible runs)")
     sb.set_defaults(fn=cmd_sandbox)
     se = sub.add_parser("serve", help="register every deployment on the Prefect server and serve them (schedules, UI runs)")
     se.add_argument("--work-pool", help="instead of serving, register the deployments on this process work pool")

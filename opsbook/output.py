@@ -56,7 +56,8 @@ def reason(report: Any) -> str:
 
 def perfdata(report: Any) -> str:
     c = report.counts()
-    return (f"api_calls={report.api_calls} duration_s={report.duration_s:.2f} "
+    retries = f"api_retries={report.api_retries} " if getattr(report, "api_retries", 0) else ""  # only when there were any
+    return (f"api_calls={report.api_calls} {retries}duration_s={report.duration_s:.2f} "
             f"crit={c['CRIT']} warn={c['WARN']} unknown={c['UNKNOWN']} ok={c['OK']}")
 
 
@@ -94,6 +95,7 @@ def print_report(report: Any, rich: bool, out: TextIO = sys.stdout) -> None:
         print(f"  {status_word(f.status, rich)} {f.check:{width}} {mask(f.resource)}: {mask(f.summary)}", file=out)
     c = report.counts()
     print(f"{c['CRIT']} CRIT, {c['WARN']} WARN, {c['UNKNOWN']} UNKNOWN, {c['OK']} OK; "
-          f"{report.api_calls} AWS API calls, {report.duration_s:.1f} s", file=out)
+          f"{report.api_calls} AWS API calls" + (f" ({report.api_retries} of them retries)" if getattr(report, "api_retries", 0) else "")
+          + f", {report.duration_s:.1f} s", file=out)
     if report.flow_run_url:
         print(f"run in the Prefect UI: {report.flow_run_url}", file=out)

@@ -30,6 +30,8 @@ class RunReport(BaseModel):
     findings: list[Finding]
     api_calls: int
     api_calls_by_operation: dict[str, int] = Field(default_factory=dict)
+    api_retries: int = 0  # of api_calls, the attempts botocore sent again (throttled, or a transient error)
+    api_retries_by_operation: dict[str, int] = Field(default_factory=dict)
     duration_s: float = 0.0
     region: str = ""
     flow_run_id: str | None = None
@@ -44,9 +46,12 @@ class RunReport(BaseModel):
     records: list[dict[str, Any]] = Field(default_factory=list)
 
     def count_calls(self, calls: Any, started: float) -> None:
-        """The run's AWS calls (a ``tasks.aws.CallLog``): total, by operation, undeclared IAM actions; and its duration."""
+        """The run's AWS calls (an ``opsbook.aws.CallLog``): every attempt, by operation, the retries among them, undeclared
+        IAM actions; and its duration."""
         self.api_calls = calls.total
         self.api_calls_by_operation = calls.by_operation()
+        self.api_retries = calls.retries_total
+        self.api_retries_by_operation = calls.retries_by_operation()
         self.undeclared_iam_actions = sorted(calls.undeclared)
         self.duration_s = round(time.monotonic() - started, 2)
 
@@ -59,7 +64,7 @@ class RunReport(BaseModel):
         outcome = f" [{self.outcome}]" if self.outcome else ""
         return (f"{self.runbook} {self.system}: {self.status.value}{outcome} "
                 f"({c['CRIT']} CRIT, {c['WARN']} WARN, {c['UNKNOWN']} UNKNOWN, {c['OK']} OK; "
-                f"{self.api_calls} API calls, {self.duration_s:.1f} s)")
+                f"{self.api_calls} API calls{retries_note(self)}, {self.duration_s:.1f} s)")
 
     def public(self) -> dict[str, Any]:
         """The JSON result: every text that can carry data read from AWS is masked
@@ -68,6 +73,11 @@ class RunReport(BaseModel):
         for key in ("findings", "notification", "records", "plan", "approval"):
             out[key] = mask_obj(out[key])
         return out
+
+
+def retries_note(report: RunReport) -> str:
+    """" (12 of them retries)" after the count of API calls, when botocore sent any call again."""
+    return f" ({report.api_retries} of them retries)" if report.api_retries else ""
 
 
 def sort_findings(findings: list[Finding]) -> list[Finding]:
@@ -90,7 +100,7 @@ def markdown(report: RunReport) -> str:
         f"# {ICON[report.status]} {report.runbook} · {report.system}: **{report.status.value}**",
         "",
         f"{c['CRIT']} CRIT · {c['WARN']} WARN · {c['UNKNOWN']} UNKNOWN · {c['OK']} OK — "
-        f"{len(report.findings)} findings, {report.api_calls} AWS API calls, {report.duration_s:.1f} s, region {report.region}",
+        f"{len(report.findings)} findings, {report.api_calls} AWS API calls{retries_note(report)}, {report.duration_s:.1f} s, region {report.region}",
         "",
     ]
     bad = [f for f in sort_findings(report.findings) if f.status is not Status.OK]
@@ -118,7 +128,7 @@ def findings_section(report: RunReport, skip: tuple[str, ...] = ()) -> list[str]
     """The counts line and every finding (but the ``skip`` checks) as ``finding_lines``, in the report's order."""
     c = report.counts()
     lines = [f"{c['CRIT']} CRIT · {c['WARN']} WARN · {c['UNKNOWN']} UNKNOWN · {c['OK']} OK — {len(report.findings)} findings, "
-             f"{report.api_calls} AWS API calls, {report.duration_s:.1f} s, region {report.region}", ""]
+             f"{report.api_calls} AWS API calls{retries_note(report)}, {report.duration_s:.1f} s, region {report.region}", ""]
     return lines + finding_lines([f for f in report.findings if f.check not in skip])
 
 
@@ -197,6 +207,7 @@ def judge(runbook: str, system: System, findings: list[Finding], calls: aws.Call
     return RunReport(
         runbook=runbook, system=system.name, status=overall(findings), findings=findings, region=system.region,
         api_calls=calls.total, api_calls_by_operation=calls.by_operation(), duration_s=round(time.monotonic() - started, 2),
+        api_retries=calls.retries_total, api_retries_by_operation=calls.retries_by_operation(),
         flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None, flow_run_url=run_url(),
         undeclared_iam_actions=sorted(calls.undeclared),
     )

@@ -4,7 +4,13 @@ tags, so this is how "all Team=Team2 functions" is answered correctly."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import os
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
 
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
@@ -39,6 +45,10 @@ class Discovered(BaseModel):
     log_groups: list[str] = Field(default_factory=list)
     enabled: bool = False
     error: str | None = None
+    # when discovery gave up: the resources an earlier complete discovery found that this one did not see
+    # ([field, name], e.g. ["lambda_functions", "ResumeParser"]) and when that was (None: no earlier discovery here)
+    unseen: list[tuple[str, str]] = Field(default_factory=list)
+    remembered_at: str | None = None
 
     def count(self) -> int:
         return sum(len(getattr(self, f)) for f in _FOUND_FIELDS)
@@ -83,35 +93,150 @@ def classify(arns: list[str]) -> Discovered:
     return d
 
 
-def tagged(system: System) -> tuple[list[dict[str, Any]], str | None]:
+# A page of GetResources that still fails after botocore's retries (throttled, or a 5xx) is asked for again after
+# 2, 4, 8 s (the pages already read are kept), within the first third of the run's deadline (the checks that read what
+# discovery found need the rest); then discovery gives up.
+DISCOVERY_WAITS_S = (2.0, 4.0, 8.0)
+_sleep = time.sleep  # tests replace it: no test waits
+
+
+def _spent(deadline: aws.Deadline) -> float:
+    return deadline.seconds - deadline.remaining
+
+
+def tagged(system: System, deadline: aws.Deadline | None = None) -> tuple[list[dict[str, Any]], str | None]:
     """Every resource carrying the system's discovery tags, as GetResources' mappings (ARN and tags), over every page;
-    or the reason discovery failed."""
+    or, with the mappings of the pages read, the reason discovery gave up. A page throttled through botocore's retries
+    is asked for again (``DISCOVERY_WAITS_S``) within the first third of the run's ``deadline`` (without one: botocore's
+    retries only)."""
     c = aws.client("resourcegroupstaggingapi", system.region)
     filters = [{"Key": k, "Values": [v]} for k, v in system.discovery.tags.items()]
+    kwargs: dict[str, Any] = {"TagFilters": filters, "ResourceTypeFilters": RESOURCE_TYPES, "ResourcesPerPage": 100}
+    out: list[dict[str, Any]] = []
+    pages, waits = 0, list(DISCOVERY_WAITS_S)
+    while True:
+        try:
+            page = c.get_resources(**kwargs)
+        except Exception as exc:  # turned into UNKNOWN findings by the flow
+            if waits and deadline is not None and aws.is_throttled(exc) and _spent(deadline) + waits[0] < deadline.seconds / 3:
+                _sleep(waits.pop(0))
+                continue
+            tries = len(DISCOVERY_WAITS_S) - len(waits) + 1
+            return out, aws.describe_error(exc) + (f" (page {pages + 1} asked for {tries} times)" if tries > 1 else "")
+        pages += 1
+        out += page.get("ResourceTagMappingList", [])
+        token = page.get("PaginationToken")
+        if not token or token == kwargs.get("PaginationToken"):
+            remember(system, out)
+            return out, None
+        kwargs["PaginationToken"] = token
+
+
+# --- what the last complete discovery found (on this machine): named when discovery gives up ---------------------------
+
+
+def _memory_path(system: System) -> Path:
+    home = Path(os.environ.get("OPSBOOK_HOME", Path.home() / ".opsbook")).expanduser()
+    return Path(os.environ.get("OPSBOOK_DISCOVERY_MEMORY", home / "discovery")).expanduser() / f"{system.name}.json"
+
+
+def _where(system: System) -> dict[str, Any]:
+    """What a remembered discovery must match: region, tags, endpoint (a sandbox's is not an account's) and the
+    assumed role's account (a fleet target's)."""
+    role = aws.current_role()
+    return {"region": system.region, "tags": system.discovery.tags, "endpoint": aws.endpoint_url(),
+            "account": role.account if role else None}
+
+
+def remember(system: System, mappings: list[dict[str, Any]]) -> None:
+    """Keep the ARNs a complete discovery found (``OPSBOOK_HOME/discovery/<system>.json``, or the directory
+    OPSBOOK_DISCOVERY_MEMORY names): when a later one gives up,
+    each of them it did not see is named as UNKNOWN instead of going missing. Best effort: a file that cannot be
+    written leaves only the next give-up less precise."""
+    path = _memory_path(system)
+    data = {**_where(system), "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "arns": sorted(m["ResourceARN"] for m in mappings)}
     try:
-        return list(aws.paginate(c, "get_resources", "ResourceTagMappingList", TagFilters=filters, ResourceTypeFilters=RESOURCE_TYPES,
-                                 ResourcesPerPage=100)), None
-    except Exception as exc:  # turned into an UNKNOWN finding by the flow
-        return [], aws.describe_error(exc)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)
+    except OSError:
+        pass
+
+
+def remembered(system: System) -> tuple[list[str], str | None]:
+    """(ARNs, when) the last complete discovery of the system found, where this run looks (``_where``); ([], None) when
+    there is none."""
+    try:
+        data = json.loads(_memory_path(system).read_text())
+    except (OSError, ValueError):
+        return [], None
+    if any(data.get(k) != v for k, v in _where(system).items()):
+        return [], None
+    return list(data.get("arns", [])), data.get("at")
+
+
+D = TypeVar("D", bound=Discovered)
+
+
+def unseen(found: Discovered, arns: list[str]) -> list[tuple[str, str]]:
+    """[field, name] of each resource in ``arns`` that ``found`` does not hold (pure)."""
+    out = []
+    for field, names in classify(arns).model_dump(include=set(_FOUND_FIELDS)).items():
+        have = {tuple(n) if isinstance(n, list) else n for n in getattr(found, field)}
+        out += [(field, "/".join(n) if isinstance(n, (list, tuple)) else n) for n in names
+                if (tuple(n) if isinstance(n, list) else n) not in have]
+    return out
+
+
+def gave_up(system: System, found: D) -> D:
+    """``found`` (what discovery read before it gave up) with the resources an earlier complete discovery found that
+    it did not see."""
+    arns, at = remembered(system)
+    return found.model_copy(update={"unseen": unseen(found, arns), "remembered_at": at})
 
 
 @aws_task(iam=["tag:GetResources"], cache_policy=NO_CACHE)
-def discover(system: System) -> Discovered:
+def discover(system: System, deadline: aws.Deadline | None = None) -> Discovered:
     """Find the system's resources by its discovery tags (empty when it has none): ``resolve`` without looking up the
-    named resources discovery did not see (daily-health's checks read each of them, and say CRIT when one is missing)."""
+    named resources discovery did not see (daily-health's checks read each of them, and say CRIT when one is missing).
+    When discovery gives up, the resources it read are kept and those it did not see are named (``unseen``)."""
     if not system.discovery.tags:
         return Discovered()
-    mappings, error = tagged(system)
+    mappings, error = tagged(system, deadline)
+    found = classify([m["ResourceARN"] for m in mappings])
     if error:
-        return Discovered(enabled=True, error=error)
-    return classify([m["ResourceARN"] for m in mappings])
+        return gave_up(system, found.model_copy(update={"error": error}))
+    return found
+
+
+FIELD_LABEL = {"lambda_functions": "Lambda function", "dynamodb_tables": "DynamoDB table", "opensearch_domains": "OpenSearch domain",
+               "api_gateway_ids": "API Gateway API", "s3_buckets": "S3 bucket", "sqs_queues": "SQS queue", "ecs_services": "ECS service",
+               "log_groups": "log group"}
+
+
+def unseen_findings(system: System, found: Discovered) -> list[Finding]:
+    """Discovery that gave up: one UNKNOWN saying so, and one for each resource an earlier complete discovery found that
+    this run did not see (never silently fewer resources)."""
+    if not found.error:
+        return []
+    if found.remembered_at:
+        named = (f"{len(found.unseen)} resource(s) tag discovery found at {found.remembered_at} were not seen and not checked "
+                 "(each is UNKNOWN)" if found.unseen else f"every resource tag discovery found at {found.remembered_at} was seen")
+    else:
+        named = "no earlier complete discovery on this machine names the resources it did not see"
+    out = [unknown("discovery", f"tags {system.discovery.tags}", f"{found.error}; {named}; run again when the API answers")]
+    for field, name in found.unseen:
+        out.append(Finding(check="discovery", resource=name, status=Status.UNKNOWN, details={"kind": field},
+                           summary=f"{FIELD_LABEL[field]} found by tag discovery at {found.remembered_at}, not seen this run "
+                                   f"({found.error}); not checked"))
+    return out
 
 
 def coverage(system: System, found: Discovered) -> list[Finding]:
     """Discovery problems, and the rule that finding no resources at all is never OK."""
-    out = []
-    if found.error:
-        out.append(unknown("discovery", f"tags {system.discovery.tags}", found.error))
+    out = unseen_findings(system, found)
     named = sum(len(getattr(system, f)) for f in ("lambda_functions", "dynamodb_tables", "opensearch_domains", "api_gateway_apis",
                                                   "ecs_services", "s3_buckets", "log_groups", "sqs_queues"))
     if found.enabled and not found.error and found.count() == 0:
@@ -169,7 +294,8 @@ def discovered_or_inventory(system: System, found: Discovered | BaseException, f
     UNKNOWN finding with the reason and ``fallback`` (what the run does instead, e.g. "only the inventory's tables were checked")."""
     if isinstance(found, BaseException) or found.error:
         reason = aws.describe_error(found) if isinstance(found, BaseException) else found.error
-        return Discovered(), [unknown("discovery", f"tags {system.discovery.tags}", f"{reason}; {fallback}")]
+        more = found.model_copy(update={"error": f"{reason}; {fallback}"}) if isinstance(found, Discovered) else None
+        return Discovered(), unseen_findings(system, more) if more else [unknown("discovery", f"tags {system.discovery.tags}", f"{reason}; {fallback}")]
     return found, []
 
 
@@ -265,9 +391,11 @@ def build_resolved(system: System, mappings: list[dict[str, Any]], probes: dict[
                    error: str | None = None, probed: bool = False) -> Resolved:
     """The run's resolution from what was read (pure): GetResources' mappings (ARN + tags), and the lookups of the named
     resources discovery did not see ("kind:name" -> Probe)."""
-    found = classify([m["ResourceARN"] for m in mappings]) if enabled and not error else Discovered(enabled=enabled, error=error)
+    found = classify([m["ResourceARN"] for m in mappings]) if enabled else Discovered()
+    if error:  # what discovery read before it gave up (``gave_up`` adds what an earlier complete one found that it did not see)
+        found = found.model_copy(update={"enabled": enabled, "error": error})
     res = Resolved(**found.model_dump(), named=named_in(system), probed=probed)
-    for m in mappings if not error else []:
+    for m in mappings:
         key = kind_name(m["ResourceARN"])
         if key:
             res.tags[f"{key[0]}:{key[1]}"] = {t["Key"]: t["Value"] for t in m.get("Tags", [])}
@@ -350,11 +478,12 @@ TAGS_IAM = {"dynamodb": ["dynamodb:ListTagsOfResource"], "sqs": ["sqs:ListQueueT
 def resolve_once(system: System, deadline: aws.Deadline | None, kinds: tuple[str, ...], tags: bool) -> Resolved:
     """Tag discovery (one paged call), then a lookup of each named resource of ``kinds`` that discovery did not see."""
     enabled = bool(system.discovery.tags)
-    mappings, error = tagged(system) if enabled else ([], None)
+    mappings, error = tagged(system, deadline) if enabled else ([], None)
     seen = classify([m["ResourceARN"] for m in mappings])
     results = aws.parallel(lambda kn: probe(system, *kn, want_tags=tags), to_probe(system, seen, kinds), deadline=deadline)
     probes = {f"{k}:{n}": p if err is None else Probe(error=aws.describe_error(err)) for (k, n), p, err in results}
-    return build_resolved(system, mappings, probes, enabled=enabled, error=error, probed=True)
+    res = build_resolved(system, mappings, probes, enabled=enabled, error=error, probed=True)
+    return gave_up(system, res) if error else res
 
 
 def resolver(kinds: tuple[str, ...], tags: bool = False, name: str = "resolve") -> Any:
@@ -379,7 +508,9 @@ resolve_metered = resolver(("lambda", "dynamodb", "s3"), name="resolve-metered")
 def resolved_or_named(system: System, outcome: Resolved | BaseException) -> Resolved:
     """``resolve``'s result, or, when its task failed as a whole, the named resources only with the reason as the error."""
     if isinstance(outcome, BaseException):
-        return build_resolved(system, [], {}, enabled=bool(system.discovery.tags), error=f"the resolution failed: {aws.describe_error(outcome)}")
+        enabled = bool(system.discovery.tags)
+        res = build_resolved(system, [], {}, enabled=enabled, error=f"the resolution failed: {aws.describe_error(outcome)}")
+        return gave_up(system, res) if enabled else res
     return outcome
 
 
@@ -387,9 +518,11 @@ def resolution_findings(system: System, res: Resolved, status: Status = Status.W
     """Once a run: each declared-but-missing resource (not audited further), and discovery that failed (UNKNOWN: only
     the named resources were audited, never silently fewer)."""
     out = []
-    if res.error:
-        where = f"tags {system.discovery.tags}" if system.discovery.tags else "named resources"
-        out.append(unknown("discovery", where, f"{res.error}; only the inventory's named resources were checked"))
+    if res.error and res.enabled:
+        read = f"only the {res.count()} resource(s) it read and the inventory's named ones" if res.count() else "only the inventory's named resources"
+        out += unseen_findings(system, res.model_copy(update={"error": f"{res.error}; {read} were checked"}))
+    elif res.error:
+        out.append(unknown("discovery", "named resources", f"{res.error}; only the inventory's named resources were checked"))
     for kind, names in res.missing.items():
         for n in names:
             out.append(Finding(check=MISSING_CHECK, resource=n, status=status, details={"kind": kind},

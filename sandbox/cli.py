@@ -29,7 +29,8 @@ def extra_for(system: System, scale: int) -> dict[str, int]:
     }
 
 
-def start_seeded(systems: list[str], faults: list[str], latency_ms: float = 0.0, scale: int = 1) -> tuple[Sandbox, list[dict[str, Any]]]:
+def start_seeded(systems: list[str], faults: list[str], latency_ms: float = 0.0, scale: int = 1,
+                 throttle: tuple[float, int] = (0.0, 0)) -> tuple[Sandbox, list[dict[str, Any]]]:
     sb = Sandbox(latency_ms=0.0).start()
     sb.apply_env()
     applied = []
@@ -39,21 +40,23 @@ def start_seeded(systems: list[str], faults: list[str], latency_ms: float = 0.0,
     for spec in faults:
         sys_name, _, fault = spec.partition(":")
         applied.append({"system": sys_name, **apply_fault(sb, load_system(sys_name), fault)})
-    # latency applies to the runs, not to seeding
+    # latency and throttling (percent, seed) apply to the runs, not to seeding
     sb.set_latency_ms(latency_ms)
+    sb.set_throttle_pct(*throttle)
     return sb, applied
 
 
-def serve(systems: list[str] | None, faults: list[str], latency_ms: float, scale: int) -> int:
+def serve(systems: list[str] | None, faults: list[str], latency_ms: float, scale: int, throttle: tuple[float, int] = (0.0, 0)) -> int:
     names = systems or known_systems()
-    sb, applied = start_seeded(names, faults, latency_ms, scale)
+    sb, applied = start_seeded(names, faults, latency_ms, scale, throttle)
     env_file = os.path.join(os.environ.get("OPSBOOK_HOME", os.path.expanduser("~/.opsbook")), "sandbox.env")
     os.makedirs(os.path.dirname(env_file), exist_ok=True)
     with open(env_file, "w") as f:
         f.writelines(f"export {k}={v}\n" for k, v in sb.env().items())
     for a in applied:
         print(f"fault applied: {a}", file=sys.stderr)
-    print(f"sandbox: moto on {sb.endpoint}, OpenSearch test double on 127.0.0.1:{sb.opensearch.port}; seeded {', '.join(names)}", file=sys.stderr)
+    print(f"sandbox: moto on {sb.endpoint}, OpenSearch test double on 127.0.0.1:{sb.opensearch.port}; seeded {', '.join(names)}"
+          + (f"; {throttle[0]:g} % of AWS calls throttled (seed {throttle[1]})" if throttle[0] else ""), file=sys.stderr)
     print(f"# use it from another shell:  source {env_file}", file=sys.stderr)
     for k, v in sb.env().items():
         print(f"export {k}={v}")

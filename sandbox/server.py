@@ -1,6 +1,7 @@
 """The embedded AWS: moto's server on 127.0.0.1 (a free port), plus the
 OpenSearch test double and the endpoint double (the systems' public HTTP(S)
-URLs), with an optional per-call latency (like a real region).
+URLs), with an optional per-call latency (like a real region) and an optional share of
+throttled calls (each service's own throttling error: ``set_throttle_pct``).
 
 Moto runs in this process, so where moto cannot produce a signal (ECS running
 counts, S3 storage metrics) the sandbox sets it through moto's own state.
@@ -9,10 +10,14 @@ counts, S3 storage metrics) the sandbox sets it through moto's own state.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
+import random
+import re
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 from werkzeug.serving import make_server
@@ -41,9 +46,88 @@ class _Latency:
         return self.app(environ, start_response)
 
 
+# --- throttling, as each service answers it ----------------------------------------------------------------------
+#
+# What botocore sees from AWS when a call is throttled, by the protocol the call went out in (the protocol botocore picks
+# from the model's ``metadata.protocols``: json first, then rest-json, rest-xml, query): every code below is one of
+# botocore's throttling codes (botocore.retries.standard.ThrottlingErrorDetector._THROTTLED_ERROR_CODES), so its retries
+# treat it as AWS's own. Services named by their SigV4 signing name (the Authorization header's credential scope).
+_JSON_THROTTLE = {"sqs": ("RequestThrottled", "RequestThrottled;Sender"),  # SQS (awsJson1_0, query-compatible)
+                  "monitoring": ("ThrottlingException", "Throttling;Sender")}  # CloudWatch (awsJson1_0, query-compatible)
+_SIGNING = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
+
+
+def throttle_response(service: str, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+    """(status, headers, body) of AWS's answer to a throttled call of ``service`` (its signing name), in the protocol of
+    the request: awsJson (an ``X-Amz-Target`` header): 400 ``ThrottlingException`` (SQS ``RequestThrottled``; the query
+    code in ``x-amzn-query-error`` where the service is query-compatible, as CloudWatch's ``Throttling``); query (a form
+    body): 400 ``Throttling`` (EC2: 503 ``RequestLimitExceeded``); S3: 503 ``SlowDown``; other REST services (Lambda,
+    API Gateway, OpenSearch's configuration API): 429 ``TooManyRequestsException``."""
+    rid = [("x-amzn-RequestId", "00000000-0000-4000-8000-throttled000")]
+    if environ.get("HTTP_X_AMZ_TARGET"):
+        code, query = _JSON_THROTTLE.get(service, ("ThrottlingException", None))
+        headers = [("Content-Type", environ.get("CONTENT_TYPE") or "application/x-amz-json-1.0"), *rid]
+        headers += [("x-amzn-query-error", query)] if query else []
+        return "400 Bad Request", headers, json.dumps({"__type": code, "message": "Rate exceeded"}).encode()
+    if (environ.get("CONTENT_TYPE") or "").startswith("application/x-www-form-urlencoded"):
+        if service == "ec2":
+            body = "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors></Response>"
+            return "503 Service Unavailable", [("Content-Type", "text/xml")], body.encode()
+        body = ("<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error>"
+                "<RequestId>00000000-0000-4000-8000-throttled000</RequestId></ErrorResponse>")
+        return "400 Bad Request", [("Content-Type", "text/xml"), *rid], body.encode()
+    if service == "s3":
+        body = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+        return "503 Slow Down", [("Content-Type", "application/xml")], body.encode()
+    headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", "TooManyRequestsException"), *rid]
+    return "429 Too Many Requests", headers, json.dumps({"message": "Rate exceeded", "Type": "User"}).encode()
+
+
+class _Throttle:
+    """WSGI middleware: answer a share of the AWS calls (``pct`` %, of the ``services`` signing names, default every one) as
+    the service answers a throttled call (``throttle_response``). Only signed AWS calls: moto's own API (reset) is never
+    throttled. Deterministic: the sequence of decisions comes from ``random.Random(seed)`` (which call gets which
+    decision follows the order calls arrive in). ``seen`` and ``throttled`` count calls by service."""
+
+    def __init__(self, app: Any, pct: float = 0.0, seed: int = 0, services: frozenset[str] | None = None) -> None:
+        self.app = app
+        self._lock = threading.Lock()
+        self.set(pct, seed, services)
+
+    def set(self, pct: float, seed: int = 0, services: frozenset[str] | None = None) -> None:
+        if not 0 <= pct <= 100:
+            raise ValueError(f"throttle_pct must be between 0 and 100, not {pct}")
+        with self._lock:
+            self.pct, self.seed, self.services = float(pct), seed, services
+            self._rng = random.Random(seed)
+            self.seen: Counter[str] = Counter()
+            self.throttled: Counter[str] = Counter()
+
+    def decide(self, service: str) -> bool:
+        """Whether this call of ``service`` is throttled (and counted)."""
+        with self._lock:
+            if self.services is not None and service not in self.services:
+                return False
+            self.seen[service] += 1
+            hit = self._rng.random() * 100 < self.pct
+            if hit:
+                self.throttled[service] += 1
+            return hit
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        if self.pct:
+            m = _SIGNING.search(environ.get("HTTP_AUTHORIZATION", ""))
+            if m and self.decide(m.group(1)):
+                status, headers, body = throttle_response(m.group(1), environ)
+                start_response(status, [*headers, ("Content-Length", str(len(body)))])
+                return [body]
+        return self.app(environ, start_response)
+
+
 class Sandbox:
-    def __init__(self, latency_ms: float = 0.0) -> None:
+    def __init__(self, latency_ms: float = 0.0, throttle_pct: float = 0.0, throttle_seed: int = 0) -> None:
         self.latency_ms = latency_ms
+        self.throttle = _Throttle(None, throttle_pct, throttle_seed)  # its app is moto's, once started
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self.opensearch = OpenSearchDouble()
@@ -81,7 +165,8 @@ class Sandbox:
                     self.backends[host] = super().get_backend_for_host(host)
                 return self.backends[host]
 
-        app = _Latency(Dispatcher(create_backend_app), self.latency_ms / 1000.0)
+        self.throttle.app = Dispatcher(create_backend_app)
+        app = _Latency(self.throttle, self.latency_ms / 1000.0)
         self._server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto-sandbox", daemon=True)
@@ -108,6 +193,12 @@ class Sandbox:
         if self._server is not None:
             self._server.app.seconds = ms / 1000.0
         self.opensearch.set_latency(ms / 1000.0)
+
+    def set_throttle_pct(self, pct: float, seed: int = 0, services: set[str] | None = None) -> None:
+        """Throttle ``pct`` % of the AWS calls from now on (of the ``services`` signing names, default every one), the
+        decisions drawn from ``random.Random(seed)``; 0 turns throttling off. Counts start again (``throttle.seen``,
+        ``throttle.throttled``)."""
+        self.throttle.set(pct, seed, frozenset(services) if services is not None else None)
 
     def stop(self) -> None:
         if self._server is not None:

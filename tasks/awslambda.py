@@ -34,9 +34,12 @@ def check_functions(system: System, found: Discovered, deadline: aws.Deadline) -
     results = aws.parallel(lambda n: c.get_function_configuration(FunctionName=n), names, deadline=deadline)
     findings = [judge_function(n, cfg, n in named, aws.unreadable(err)) for n, cfg, err in results]
     present = {n for n, _, err in results if err is None}
+    unread = {n: why for n, _, err in results if (why := aws.unreadable(err))}  # not missing: not read (its aliases neither)
     aliases = [(f.name, a) for f in system.lambda_functions for a in f.aliases if f.name in present]
     for (fn, alias), res, err in aws.parallel(lambda fa: c.get_alias(FunctionName=fa[0], Name=fa[1]), aliases, deadline=deadline):
         findings.append(judge_alias(f"{fn}:{alias}", res, aws.unreadable(err)))
+    findings += [judge_alias(f"{f.name}:{a}", None, f"not read: the function could not be read ({unread[f.name]})")
+                 for f in system.lambda_functions for a in f.aliases if f.name in unread]
     return findings
 
 

@@ -81,7 +81,7 @@ def submit_checks(inv: System, found: PrefectFuture, deadline: aws.Deadline, log
 
 def run_checks(inv: System, deadline: aws.Deadline, logs: bool = True) -> tuple[dict[str, PrefectFuture], list[Finding]]:
     """Discover, run the checks, gather findings (a failed check is UNKNOWN, never dropped)."""
-    found = discover.submit(inv)
+    found = discover.submit(inv, deadline)
     checks = submit_checks(inv, found, deadline, logs)
     findings = gather_by(checks, deadline, GRACE_S)  # a check not done by the deadline is UNKNOWN, not waited for
     found.wait(timeout=deadline.remaining + GRACE_S)

@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import tempfile
+import uuid
 from unittest import mock
 
 import pytest
@@ -69,6 +70,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda i: (-cost[i.nodeid.split("::", 1)[0]], position[i.nodeid.split("::", 1)[0]]))
 
 
+@pytest.fixture(autouse=True)
+def _discovery_memory(monkeypatch):
+    """Each test its own memory of complete discoveries (opsbook.resources.remember): what one test's run discovered
+    never names resources in another's (the directory is made only when a discovery writes to it)."""
+    monkeypatch.setenv("OPSBOOK_DISCOVERY_MEMORY", os.path.join(os.environ["OPSBOOK_HOME"], "discovery", uuid.uuid4().hex))
+
+
 @pytest.fixture
 def aws_mock():
     from moto import mock_aws
@@ -98,6 +106,7 @@ def sandbox(sandbox_server, monkeypatch):
     test to test: a client is new whenever the environment that made it changed)."""
     sandbox_server.reset()
     sandbox_server.set_latency_ms(0)
+    sandbox_server.set_throttle_pct(0)
     for k, v in sandbox_server.env().items():
         monkeypatch.setenv(k, v)
     yield sandbox_server

@@ -282,6 +282,7 @@ def alarm_bridge(
     report = RunReport(
         runbook=RUNBOOK, system=names[0] if len(names) == 1 else ("all" if not systems else f"{len(names)}-systems"), status=overall(findings), findings=findings,
         region=",".join(sorted({s.region for s in invs})), api_calls=calls.total, api_calls_by_operation=calls.by_operation(),
+        api_retries=calls.retries_total, api_retries_by_operation=calls.retries_by_operation(),
         duration_s=round(time.monotonic() - started, 2), flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None,
         flow_run_url=run_url(), notification=(notification or None), undeclared_iam_actions=sorted(calls.undeclared),
     )

@@ -162,6 +162,7 @@ def weekly_report(
     report = RunReport(
         runbook=RUNBOOK, system=inv.name, status=status, findings=findings, region=inv.region,
         api_calls=calls.total, api_calls_by_operation=calls.by_operation(), duration_s=round(time.monotonic() - started, 2),
+        api_retries=calls.retries_total, api_retries_by_operation=calls.retries_by_operation(),
         flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None, flow_run_url=run_url(),
         undeclared_iam_actions=sorted(calls.undeclared),
         records=[{"html": link, "window": {"start": window.start.isoformat(), "end": window.end.isoformat()}}],

@@ -222,3 +222,186 @@ def test_parallel_bounds_the_calls_of_its_items_by_its_deadline(aws_mock):
     seen = aws.parallel(lambda _: aws._bound.get(), [1, 2], deadline=aws.Deadline(30))
     assert all(isinstance(bound, aws.Deadline) for _, bound, _ in seen)
     assert aws._bound.get() is None  # not left behind in the caller
+
+
+def _answers(*statuses_bodies):
+    """A before-send handler answering each attempt in turn (no network), and the attempts it saw."""
+    from botocore.awsrequest import AWSResponse
+
+    seen = []
+
+    class Raw:
+        def __init__(self, body: bytes) -> None:
+            self.body = body
+
+        def stream(self, **kwargs):
+            yield self.body
+
+    def handler(request, **kwargs):
+        status, body = statuses_bodies[min(len(seen), len(statuses_bodies) - 1)]
+        seen.append(request.url)
+        return AWSResponse(request.url, status, {"Content-Type": "application/x-amz-json-1.0"}, Raw(body))
+
+    return handler, seen
+
+
+THROTTLED = (400, b'{"__type": "ThrottlingException", "message": "Rate exceeded"}')
+TABLES = (200, b'{"TableNames": ["t"]}')
+
+
+def test_a_call_throttled_once_then_answered_is_one_call_two_attempts_one_retry(monkeypatch):
+    import botocore.endpoint
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: the handler answers every attempt
+    monkeypatch.setattr(botocore.endpoint.time, "sleep", lambda s: None)  # botocore's backoff, not waited for here
+    aws.reset_clients()
+    c = aws.client("dynamodb", "us-east-1")
+    handler, seen = _answers(THROTTLED, TABLES)
+    c.meta.events.register_first("before-send.dynamodb.ListTables", handler)
+    checked = []
+    monkeypatch.setattr(aws, "check_call", lambda s, o: checked.append((s, o)))
+    log = aws.start_call_log()
+    assert c.list_tables()["TableNames"] == ["t"]
+    assert len(seen) == 2 and log.total == 2 and log.retries_total == 1
+    assert log.by_operation() == {"dynamodb:ListTables": 2} and log.retries_by_operation() == {"dynamodb:ListTables": 1}
+    assert log.calls[("dynamodb", "ListTables")] == 1
+    assert checked == [("dynamodb", "ListTables")]  # the IAM check sees the call once, not each attempt
+    aws.reset_clients()
+
+
+def test_a_call_answered_at_once_has_no_retry_healthy_twin(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    aws.reset_clients()
+    c = aws.client("dynamodb", "us-east-1")
+    handler, seen = _answers(TABLES)
+    c.meta.events.register_first("before-send.dynamodb.ListTables", handler)
+    monkeypatch.setattr(aws, "check_call", lambda s, o: None)
+    log = aws.start_call_log()
+    c.list_tables()
+    assert len(seen) == 1 and log.total == 1 and log.retries_total == 0 and log.retries_by_operation() == {}
+    aws.reset_clients()
+
+
+UNAVAILABLE = (500, b'{"__type": "InternalServerError", "message": "try again"}')
+
+
+SLOW_DOWN_HEAD = (503, b"")  # S3's SlowDown to a HEAD: no body, no code
+
+
+@pytest.mark.parametrize(("answer", "attempts"), [(THROTTLED, 10), (SLOW_DOWN_HEAD, 10), (UNAVAILABLE, 4)])
+def test_throttling_is_retried_nine_times_with_a_short_backoff_other_errors_three(monkeypatch, answer, attempts):
+    """A throttled call (a throttling code, or a 503 without one) gets 10 attempts, each wait at most 5 s (botocore's cap
+    is 20 s); a 500 keeps botocore's 4
+    (a hung or failing endpoint is not waited for ten times)."""
+    import botocore.endpoint
+    from botocore.exceptions import ClientError
+
+    slept = []
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setattr(botocore.endpoint.time, "sleep", slept.append)
+    monkeypatch.setattr(aws, "check_call", lambda s, o: None)
+    aws.reset_clients()
+    c = aws.client("dynamodb", "us-east-1")
+    handler, seen = _answers(answer)
+    c.meta.events.register_first("before-send.dynamodb.ListTables", handler)
+    log = aws.start_call_log()
+    with pytest.raises(ClientError):
+        c.list_tables()
+    assert len(seen) == attempts and log.total == attempts and log.retries_total == attempts - 1
+    assert len(slept) == attempts - 1 and max(slept) <= 5.0
+    aws.reset_clients()
+
+
+def test_a_call_throttled_five_times_then_answered_succeeds(monkeypatch):
+    import botocore.endpoint
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setattr(botocore.endpoint.time, "sleep", lambda s: None)
+    monkeypatch.setattr(aws, "check_call", lambda s, o: None)
+    aws.reset_clients()
+    c = aws.client("dynamodb", "us-east-1")
+    handler, seen = _answers(*[THROTTLED] * 5, TABLES)
+    c.meta.events.register_first("before-send.dynamodb.ListTables", handler)
+    log = aws.start_call_log()
+    assert c.list_tables()["TableNames"] == ["t"] and log.retries_total == 5 and len(seen) == 6
+    aws.reset_clients()
+
+
+def test_a_burst_of_an_api_with_a_low_quota_waits_its_turn_against_aws(aws_mock, monkeypatch):
+    """DescribeLogGroups (5/s) in parallel: each call takes a slot of its API's limiter first; other APIs do not."""
+    taken = []
+
+    class Recorder:
+        def __init__(self, api, tps):
+            self.api, self.tps = api, tps
+
+        def acquire(self):
+            taken.append((self.api, self.tps))
+
+    monkeypatch.setattr(aws, "limiter", Recorder)
+    c = aws.client("logs", "us-east-2")
+
+    @declares(["logs:DescribeLogGroups", "logs:CreateLogGroup"])
+    def burst():
+        c.create_log_group(logGroupName="/g")
+        return aws.parallel(lambda i: c.describe_log_groups(logGroupNamePrefix="/g"), range(8))
+
+    assert all(err is None for _, _, err in burst())
+    assert taken == [("describe_log_groups", 5.0)] * 8
+
+
+def test_the_limiter_spaces_calls_only_when_quotas_are_on(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")  # the sandbox: quotas off (auto)
+    assert aws.limiter("describe_log_groups", 5.0).interval == 0
+    monkeypatch.setenv("OPSBOOK_QUOTAS", "on")
+    assert aws.limiter("describe_log_groups", 5.0).interval == pytest.approx(0.2)
+
+
+def _cycling(*answers):
+    from itertools import cycle
+
+    from botocore.awsrequest import AWSResponse
+
+    it, seen = cycle(answers), []
+
+    class Raw:
+        def __init__(self, body: bytes) -> None:
+            self.body = body
+
+        def stream(self, **kwargs):
+            yield self.body
+
+    def handler(request, **kwargs):
+        status, body = next(it)
+        seen.append(status)
+        return AWSResponse(request.url, status, {"Content-Type": "application/x-amz-json-1.0"}, Raw(body))
+
+    return handler, seen
+
+
+@pytest.mark.parametrize(("answers", "calls", "ok"), [
+    ((THROTTLED, THROTTLED, TABLES), 200, True),  # 400 throttled retries: botocore's quota (500 tokens, 5 each) would run dry
+    ((UNAVAILABLE,), 40, False),  # failures still spend it: once dry, a failing call is not retried
+])
+def test_throttled_retries_do_not_spend_the_retry_quota_failures_do(monkeypatch, answers, calls, ok):
+    import botocore.endpoint
+    from botocore.exceptions import ClientError
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setattr(botocore.endpoint.time, "sleep", lambda s: None)
+    monkeypatch.setattr(aws, "check_call", lambda s, o: None)
+    aws.reset_clients()
+    c = aws.client("dynamodb", "us-east-1")
+    handler, seen = _cycling(*answers)
+    c.meta.events.register_first("before-send.dynamodb.ListTables", handler)
+    outcomes = []
+    for _ in range(calls):
+        try:
+            outcomes.append(c.list_tables()["ResponseMetadata"]["RetryAttempts"])
+        except ClientError as exc:
+            outcomes.append(("failed", exc.response["ResponseMetadata"].get("RetryQuotaReached", False)))
+    if ok:
+        assert outcomes == [2] * calls
+    else:
+        assert outcomes[0] == ("failed", False) and outcomes[-1] == ("failed", True)
+    aws.reset_clients()

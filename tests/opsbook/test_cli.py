@@ -134,3 +134,14 @@ def test_list_and_policy(capsys):
     assert run_main("policy", "daily-health") == 0
     policy = json.loads(capsys.readouterr().out)
     assert "logs:FilterLogEvents" in policy["Statement"][0]["Action"]
+
+
+def test_sandbox_throttle_share_out_of_range_is_refused_before_anything_starts(capsys):
+    assert run_main("sandbox", "--throttle-pct", "120") == 3
+    assert "--throttle-pct must be between 0 and 100, not 120" in capsys.readouterr().out  # the one UNKNOWN line
+
+
+def test_sandbox_throttle_share_reaches_the_sandbox_healthy_twin():
+    with mock.patch("sandbox.cli.serve", return_value=0) as serve:
+        assert run_main("sandbox", "--systems", "todo-app", "--throttle-pct", "20", "--throttle-seed", "7") == 0
+    assert serve.call_args.kwargs["throttle"] == (20.0, 7)

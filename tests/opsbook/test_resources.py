@@ -118,3 +118,102 @@ def test_confirmed_is_what_discovery_or_a_lookup_showed_to_exist():
     res = build_resolved(HR, hr_mappings({"ResumeParser", "AffinityScoreCalculator", "DomainAnalysisEngine"}), probes, enabled=True, probed=True)
     seen = res.confirmed("lambda")
     assert "ResumeParser" in seen and "extra-fn" in seen and "AffinityScoreCalculator" not in seen and "DomainAnalysisEngine" not in seen
+
+
+# --- discovery under throttling: asked again, then what it did not see named -------------------------------------------
+
+from botocore.exceptions import ClientError  # noqa: E402
+
+from opsbook import aws, resources  # noqa: E402
+from opsbook.resources import coverage, discover  # noqa: E402
+
+THROTTLED = ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"},
+                         "ResponseMetadata": {"HTTPStatusCode": 400}}, "GetResources")
+
+
+class Pages:
+    """GetResources over ``pages`` (lists of mappings); ``fail[n]``: how many times page n is throttled first (-1: always)."""
+
+    def __init__(self, pages: list[list[dict]], fail: dict[int, int] | None = None) -> None:
+        self.pages, self.fail, self.asked = pages, dict(fail or {}), []
+
+    def get_resources(self, **kwargs):
+        n = int(kwargs.get("PaginationToken", "0"))
+        self.asked.append(n)
+        if self.fail.get(n, 0):
+            self.fail[n] -= 1
+            raise THROTTLED
+        out = {"ResourceTagMappingList": self.pages[n]}
+        return out | ({"PaginationToken": str(n + 1)} if n + 1 < len(self.pages) else {})
+
+
+def _fake(monkeypatch, pages: Pages) -> list[float]:
+    slept: list[float] = []
+    monkeypatch.setattr(resources, "_sleep", slept.append)
+    monkeypatch.setattr(resources.aws, "client", lambda *a, **k: pages)
+    return slept
+
+
+def _split(mappings: list[dict]) -> list[list[dict]]:
+    return [mappings[:6], mappings[6:12], mappings[12:]]
+
+
+def test_a_throttled_discovery_page_is_asked_for_again_and_every_page_kept(monkeypatch):
+    pages = Pages(_split(hr_mappings()), fail={1: 2})
+    slept = _fake(monkeypatch, pages)
+    mappings, error = resources.tagged(HR, aws.Deadline(60))
+    assert error is None and len(mappings) == len(hr_mappings()) and pages.asked == [0, 1, 1, 1, 2] and slept == [2.0, 4.0]
+
+
+def test_a_discovery_answered_at_once_sleeps_never_healthy_twin(monkeypatch):
+    pages = Pages(_split(hr_mappings()))
+    slept = _fake(monkeypatch, pages)
+    assert resources.tagged(HR, aws.Deadline(60))[1] is None and pages.asked == [0, 1, 2] and slept == []
+
+
+def test_discovery_gives_up_within_the_deadline_keeping_the_pages_it_read(monkeypatch):
+    pages = Pages(_split(hr_mappings()), fail={1: -1})
+    slept = _fake(monkeypatch, pages)
+    mappings, error = resources.tagged(HR, aws.Deadline(60))
+    assert len(mappings) == 6 and "ThrottlingException" in error and "page 2 asked for 4 times" in error and slept == [2.0, 4.0, 8.0]
+    pages.asked.clear()
+    slept.clear()
+    assert resources.tagged(HR, aws.Deadline(6))[1] and slept == [] and pages.asked == [0, 1]  # no time left to wait
+    pages.asked.clear()
+    assert resources.tagged(HR, None)[1] and slept == [] and pages.asked == [0, 1]  # no deadline: botocore's retries only
+
+
+def test_when_discovery_gives_up_each_resource_an_earlier_one_found_and_it_did_not_see_is_unknown(monkeypatch):
+    full = hr_mappings()
+    _fake(monkeypatch, Pages(_split(full)))
+    assert discover.fn(HR, aws.Deadline(60)).count() == 21  # complete: remembered
+    _fake(monkeypatch, Pages(_split(full), fail={1: -1}))
+    found = discover.fn(HR, aws.Deadline(60))
+    assert found.error and found.count() == 6 and found.remembered_at  # the first page's resources are checked
+    findings = coverage(HR, found)
+    per_resource = {f.resource for f in findings if f.resource != f"tags {HR.discovery.tags}"}
+    assert all(f.status is Status.UNKNOWN and f.check == "discovery" for f in findings)
+    seen = {n for field in resources._FOUND_FIELDS for n in getattr(found, field)}
+    expected = {resources.kind_name(m["ResourceARN"])[1] for m in full} - seen
+    assert per_resource == expected and len(per_resource) == 21 - 6
+    assert "15 resource(s) tag discovery found at" in findings[0].summary
+    assert all("not seen this run (GetResources: ThrottlingException" in f.summary for f in findings[1:])
+
+
+def test_when_discovery_gives_up_with_no_earlier_one_it_says_it_cannot_name_what_it_missed(monkeypatch):
+    _fake(monkeypatch, Pages(_split(hr_mappings()), fail={0: -1}))
+    [f] = coverage(HR, discover.fn(HR, aws.Deadline(60)))
+    assert f.status is Status.UNKNOWN and "no earlier complete discovery on this machine" in f.summary
+
+
+def test_the_resolution_names_what_discovery_did_not_see_too(monkeypatch):
+    full = hr_mappings()
+    resources.remember(HR, full)
+    res = build_resolved(HR, full[:6], {}, enabled=True, error="GetResources: ThrottlingException: Rate exceeded", probed=True)
+    assert res.unseen == [] and res.count() == 6  # pure: what was read
+    res = resources.gave_up(HR, res)
+    findings = resolution_findings(HR, res)
+    assert len(findings) == 1 + 15 and "only the 6 resource(s) it read and the inventory's named ones were checked" in findings[0].summary
+    assert res.names("lambda")[:8] == [f.name for f in HR.lambda_functions]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")  # another endpoint: another account's memory
+    assert resources.remembered(HR) == ([], None)

@@ -112,3 +112,76 @@ def test_dimensions_match_in_any_order_as_in_cloudwatch(aws_mock):
         for queries in ([q], [q, {**q, "Id": "q2"}]):  # moto's own path (one query) and the sandbox's (several)
             res = cw.get_metric_data(MetricDataQueries=queries, StartTime=now - timedelta(hours=1), EndTime=now)["MetricDataResults"]
             assert res[0]["Values"] == expected, (dims, len(queries))
+
+
+# --- throttling (sandbox.server._Throttle) ----------------------------------------------------------------------------
+
+def _signed(service: str, **extra: str) -> dict:
+    return {"HTTP_AUTHORIZATION": f"AWS4-HMAC-SHA256 Credential=AKID/20260101/{REGION}/{service}/aws4_request, "
+                                  "SignedHeaders=host, Signature=0", **extra}
+
+
+def _call(mw, environ: dict) -> tuple[str, dict, bytes]:
+    got = {}
+
+    def start_response(status, headers):
+        got["status"], got["headers"] = status, dict(headers)
+
+    body = b"".join(mw(environ, start_response))
+    return got["status"], got["headers"], body
+
+
+def _moto(environ, start_response):
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [b"{}"]
+
+
+def test_a_seeded_share_of_signed_calls_is_throttled_the_same_way_each_time():
+    from sandbox.server import _Throttle
+
+    def statuses(seed: int) -> list[str]:
+        mw = _Throttle(_moto, 20, seed)
+        return [_call(mw, _signed("dynamodb", HTTP_X_AMZ_TARGET="DynamoDB_20120810.ListTables"))[0] for _ in range(500)]
+
+    first = statuses(7)
+    assert first == statuses(7) and first != statuses(8)  # the seed fixes the decisions
+    assert 70 <= sum(s.startswith("400") for s in first) <= 130  # about a fifth of 500
+    mw = _Throttle(_moto, 20, 7)
+    for _ in range(50):
+        _call(mw, {"PATH_INFO": "/moto-api/reset"})  # moto's own API, unsigned: never throttled nor counted
+    assert sum(mw.seen.values()) == 0
+
+
+def test_no_call_is_throttled_at_zero_percent_healthy_twin():
+    from sandbox.server import _Throttle
+
+    mw = _Throttle(_moto, 0, 7)
+    assert {_call(mw, _signed("dynamodb", HTTP_X_AMZ_TARGET="DynamoDB_20120810.ListTables"))[0] for _ in range(200)} == {"200 OK"}
+    with pytest.raises(ValueError, match="between 0 and 100"):
+        mw.set(120)
+
+
+@pytest.mark.parametrize(("service", "environ", "status", "code"), [
+    ("dynamodb", {"HTTP_X_AMZ_TARGET": "DynamoDB_20120810.ListTables", "CONTENT_TYPE": "application/x-amz-json-1.0"}, "400", "ThrottlingException"),
+    ("monitoring", {"HTTP_X_AMZ_TARGET": "GraniteServiceVersion20100801.DescribeAlarms"}, "400", "Throttling"),
+    ("sqs", {"HTTP_X_AMZ_TARGET": "AmazonSQS.ListQueues"}, "400", "RequestThrottled"),
+    ("sts", {"CONTENT_TYPE": "application/x-www-form-urlencoded; charset=utf-8"}, "400", "Throttling"),
+    ("ec2", {"CONTENT_TYPE": "application/x-www-form-urlencoded; charset=utf-8"}, "503", "RequestLimitExceeded"),
+    ("s3", {}, "503", "SlowDown"),
+    ("lambda", {}, "429", "TooManyRequestsException"),
+    ("apigateway", {}, "429", "TooManyRequestsException"),
+])
+def test_a_throttled_call_is_answered_as_its_service_answers_and_botocore_retries_it(service, environ, status, code):
+    """Parsed by botocore's own parser for the protocol, the code is one its retries treat as throttling."""
+    import botocore.parsers
+    from botocore.retries.standard import ThrottledRetryableChecker
+
+    from sandbox.server import _Throttle
+
+    got_status, headers, body = _call(_Throttle(_moto, 100), _signed(service, **environ))
+    assert got_status.startswith(status)
+    protocol = ("json" if "HTTP_X_AMZ_TARGET" in environ else "ec2" if service == "ec2" else "query" if environ
+                else "rest-xml" if service == "s3" else "rest-json")
+    parsed = botocore.parsers.create_parser(protocol).parse(
+        {"status_code": int(status), "headers": {k.lower(): v for k, v in headers.items()}, "body": body}, None)
+    assert parsed["Error"]["Code"] == code and code in ThrottledRetryableChecker._THROTTLED_ERROR_CODES

@@ -34,3 +34,33 @@ def test_a_function_whose_configuration_could_not_be_read_is_unknown_with_the_re
     denied = Finding(check="lambda-state", resource="ResumeParser", status=Status.UNKNOWN, summary="could not be read: access denied")
     [f] = check_durations.fn(hr, [denied])
     assert f.status is Status.UNKNOWN and "access denied" in f.summary and f.check == "lambda-duration"
+
+
+def test_an_alias_of_a_function_that_could_not_be_read_is_unknown_not_left_out(monkeypatch):
+    """A throttled GetFunctionConfiguration: the function and its declared alias are both UNKNOWN with the reason; a
+    missing function's alias is not looked up (its CRIT says it all); a read one's alias is read (the healthy twin)."""
+    from botocore.exceptions import ClientError
+
+    from opsbook.inventory import load_system
+
+    todo = load_system("todo-app")
+
+    class Lambda:
+        def __init__(self, code: str | None) -> None:
+            self.code = code
+
+        def get_function_configuration(self, FunctionName):
+            if self.code:
+                raise ClientError({"Error": {"Code": self.code, "Message": "no"}}, "GetFunctionConfiguration")
+            return {"FunctionName": FunctionName, "State": "Active", "LastUpdateStatus": "Successful", "MemorySize": 512, "Timeout": 30}
+
+        def get_alias(self, FunctionName, Name):
+            return {"FunctionVersion": "3"}
+
+    for code, alias in (("TooManyRequestsException", Status.UNKNOWN), ("ResourceNotFoundException", None), (None, Status.OK)):
+        monkeypatch.setattr(aws, "client", lambda *a, _c=Lambda(code), **k: _c)
+        findings = check_functions.fn(todo, Discovered(), aws.Deadline(30))
+        got = [f for f in findings if f.check == "lambda-alias"]
+        assert [f.status for f in got] == ([alias] if alias else []), findings
+        if alias is Status.UNKNOWN:
+            assert "the function could not be read (GetFunctionConfiguration: TooManyRequestsException" in got[0].summary
