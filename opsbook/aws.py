@@ -20,6 +20,9 @@
   credentials, with their own client cache; outside it nothing changes.
   ``with gated(fn):`` calls ``fn(service, operation, region)`` before each API
   call made in that context (the fleet's shared per-API rate limits).
+- ``with recording(fn):`` calls ``fn(service, operation, region, params)`` for
+  every API call the process makes meanwhile (the scoped-IAM check of the test
+  suite); off by default, and then one global read a call.
 """
 
 from __future__ import annotations
@@ -108,6 +111,37 @@ def _count_call(event_name: str, model: Any = None, **kwargs: Any) -> None:
     gate = _call_gate.get()
     if gate is not None:
         gate(service, op, (kwargs.get("context") or {}).get("client_region"))
+    if _recorder is not None:
+        _record(service, op, kwargs.get("context") or {})
+
+
+# --- recording calls with their parameters (off unless ``with recording(fn):``) ---------------------------------
+
+Recorder = Callable[[str, str, str, dict[str, Any]], None]
+_recorder: Recorder | None = None  # process-wide: calls from every thread (Prefect's task workers included)
+
+
+def _keep_params(params: dict[str, Any], context: dict[str, Any], **kwargs: Any) -> None:
+    """before-parameter-build: hand the call's parameters to the before-call hook (the request context is the call's)."""
+    if _recorder is not None:
+        context["opsbook_params"] = params
+
+
+def _record(service: str, operation: str, context: dict[str, Any]) -> None:
+    recorder = _recorder
+    if recorder is not None:
+        recorder(service, operation, context.get("client_region") or "", context.get("opsbook_params") or {})
+
+
+@contextmanager
+def recording(recorder: Recorder) -> Iterator[None]:
+    """Call ``recorder(service, operation, region, params)`` for every AWS API call made meanwhile, in any thread."""
+    global _recorder
+    previous, _recorder = _recorder, recorder
+    try:
+        yield
+    finally:
+        _recorder = previous
 
 
 # --- sessions and clients ------------------------------------------------------------
@@ -143,6 +177,7 @@ def _new_session(**kwargs: Any) -> boto3.Session:
         paths = _loader.search_paths  # boto3 adds its own data path to the loader each time: keep it once
         if len(paths) > 1 and paths[-1] in paths[:-1]:
             paths.pop()
+    s.events.register("before-parameter-build", _keep_params)
     s.events.register("before-call", _count_call)
     return s
 

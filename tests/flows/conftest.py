@@ -1,0 +1,118 @@
+"""Scoped IAM, held by every flow test: each AWS call a runbook makes while a test here runs it is recorded (with its
+parameters: opsbook.aws.recording) and, when the test ends, checked against ``opsbook policy RUNBOOK --system X`` for the
+system it ran on (opsbook.iam_scope, opsbook.iam_check). A call outside that policy fails the test that made it (an error
+at its teardown naming the call), so no flow test can pass on a call the printed policy would refuse on AWS.
+
+Tags the policy's conditions read (``aws:ResourceTag/...``) come from the run's own tagging calls and, for what was
+tagged before (the sandbox's seeded tags: discovery by tag), from the sandbox's Resource Groups Tagging API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+SANDBOX_ACCOUNT = "123456789012"  # moto's default account: what STS answers in the sandbox
+
+
+class FlowCalls:
+    """The AWS calls runbooks made in one test: [(runbook, System, Call)], attributed by the Prefect flow run making them."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, Any, Any]] = []
+        self._runs: dict[Any, tuple[Any, Any] | None] = {}
+
+    def __call__(self, service: str, operation: str, region: str, params: dict[str, Any]) -> None:
+        from prefect.context import FlowRunContext
+
+        from opsbook.iam_check import Call
+
+        ctx = FlowRunContext.get()
+        if ctx is None or ctx.flow_run is None:
+            return  # a test's own set-up or a task run outside a flow: no runbook to hold it to
+        key = ctx.flow_run.id
+        if key not in self._runs:
+            self._runs[key] = _runbook_and_system(ctx)
+        run = self._runs[key]
+        if run is not None:
+            self.calls.append((*run, Call(service, operation, region, dict(params))))
+
+
+def _runbook_and_system(ctx: Any) -> tuple[Any, Any] | None:
+    from opsbook.inventory import InventoryError, load_system
+    from opsbook.registry import RUNBOOKS
+
+    rb = RUNBOOKS.get(getattr(ctx.flow, "name", None))
+    system = (ctx.parameters or {}).get("system")
+    if rb is None or not isinstance(system, str):
+        return None  # not a runbook (the fleet's per-target flow), or no system parameter
+    try:
+        return rb, load_system(system)
+    except InventoryError:
+        return None
+
+
+def tag_ledger(calls: list[Any], account: str) -> dict[str, dict[str, str]]:
+    """Tags the recorded calls put on resources, by ARN (TagResource, CreateTable's Tags, PutBucketTagging)."""
+    tags: dict[str, dict[str, str]] = {}
+    for c in calls:
+        p = c.params
+        if c.service == "dynamodb" and c.operation in ("TagResource", "CreateTable"):
+            arn = p.get("ResourceArn") or f"arn:aws:dynamodb:{c.region}:{account}:table/{p.get('TableName')}"
+            tags.setdefault(arn, {}).update({t["Key"]: t["Value"] for t in p.get("Tags", [])})
+        elif c.service == "s3" and c.operation == "PutBucketTagging":
+            tags.setdefault(f"arn:aws:s3:::{p['Bucket']}", {}).update({t["Key"]: t["Value"] for t in p["Tagging"]["TagSet"]})
+    return tags
+
+
+def seeded_tags(endpoint: str, regions: set[str]) -> dict[str, dict[str, str]]:
+    import boto3
+
+    out: dict[str, dict[str, str]] = {}
+    for region in regions:
+        c = boto3.client("resourcegroupstaggingapi", region_name=region, endpoint_url=endpoint)
+        for page in c.get_paginator("get_resources").paginate():
+            for r in page["ResourceTagMappingList"]:
+                out[r["ResourceARN"]] = {t["Key"]: t["Value"] for t in r.get("Tags", [])}
+    return out
+
+
+def refusals(recorded: list[tuple[Any, Any, Any]], endpoint: str | None) -> list[str]:
+    """Every recorded call the runbook's scoped policy for its system refuses, said once each."""
+    from opsbook.iam_check import refusal
+    from opsbook.iam_scope import scoped_policy
+
+    calls = [c for _, _, c in recorded]
+    tags = tag_ledger(calls, SANDBOX_ACCOUNT)
+    needs_seeded = any(s.discovery.tags for _, s, _ in recorded)
+    if endpoint and needs_seeded:
+        tags = {**seeded_tags(endpoint, {c.region for c in calls}), **tags}
+    policies: dict[tuple[str, str], dict[str, Any]] = {}
+    out: list[str] = []
+    for rb, system, call in recorded:
+        key = (rb.name, system.name)
+        if key not in policies:
+            policies[key] = scoped_policy(rb.actions(), system, rb.copies())
+        why = refusal(policies[key], call, system.account_id or SANDBOX_ACCOUNT, tags.get)
+        if why:
+            line = f"{rb.name} --system {system.name}: {why} ({call.service}.{call.operation})"
+            if line not in out:
+                out.append(line)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def scoped_iam_held(request: pytest.FixtureRequest) -> Any:
+    from opsbook import aws
+
+    recorder = FlowCalls()
+    with aws.recording(recorder):
+        yield recorder
+    if not recorder.calls:
+        return
+    endpoint = request.getfixturevalue("sandbox_server").endpoint if "sandbox" in request.fixturenames else None
+    refused = refusals(recorder.calls, endpoint)
+    if refused:
+        pytest.fail("calls outside the runbook's scoped IAM policy (`opsbook policy RUNBOOK --system X`; opsbook/iam_scope.py):\n  "
+                    + "\n  ".join(refused[:20]), pytrace=False)
