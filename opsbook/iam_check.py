@@ -224,17 +224,35 @@ def allows(policy: Mapping[str, Any], action: str, resource: str, context: Mappi
     return False
 
 
-def _context(c: Call, resource: str, tags: Callable[[str], Mapping[str, str] | None], arn_of_function: Callable[[str], str]
-             ) -> dict[str, list[str]]:
-    ctx = {f"aws:ResourceTag/{k}": [v] for k, v in (tags(resource) or {}).items()}
+Facts = Callable[[str], Mapping[str, list[str]]]
+
+
+def no_facts(arn: str) -> Mapping[str, list[str]]:
+    return {}
+
+
+def _context(c: Call, resource: str, facts: Facts, arn_of_function: Callable[[str], str]) -> dict[str, list[str]]:
+    ctx = dict(facts(resource))
     if c.service == "lambda" and c.params.get("FunctionName"):
         ctx["lambda:FunctionArn"] = [arn_of_function(c.params["FunctionName"])]
     return ctx
 
 
-def refusal(policy: Mapping[str, Any], c: Call, account: str, tags: Callable[[str], Mapping[str, str] | None] = lambda arn: None
-            ) -> str | None:
-    """None when the policy allows the call; else what it refuses (the action and the resource)."""
+def tag_facts(tags: Mapping[str, Mapping[str, str]], aliases: Mapping[str, list[str]] | None = None) -> Facts:
+    """The condition keys of a resource from what is known of it: its tags (aws:ResourceTag/<key>) and, for a KMS key,
+    its aliases (kms:ResourceAliases), by ARN."""
+    def facts(arn: str) -> Mapping[str, list[str]]:
+        out = {f"aws:ResourceTag/{k}": [v] for k, v in (tags.get(arn) or {}).items()}
+        if aliases and aliases.get(arn):
+            out["kms:ResourceAliases"] = list(aliases[arn])
+        return out
+
+    return facts
+
+
+def refusal(policy: Mapping[str, Any], c: Call, account: str, facts: Facts = no_facts) -> str | None:
+    """None when the policy allows the call; else what it refuses (the action and the resource). ``facts(arn)``: the
+    condition keys the resource brings (its tags, a key's aliases); what it does not say is absent."""
     action = iam_action(c.service, c.operation)
     if action is None:
         return None  # needs no permission (sts:GetCallerIdentity)
@@ -244,6 +262,6 @@ def refusal(policy: Mapping[str, Any], c: Call, account: str, tags: Callable[[st
         return fn if fn.startswith("arn:") else f"arn:{part}:lambda:{c.region}:{account}:function:{fn}"
 
     for resource in call_resources(c, account):
-        if not allows(policy, action, resource, _context(c, resource, tags, fn_arn), account):
+        if not allows(policy, action, resource, _context(c, resource, facts, fn_arn), account):
             return f"{action} on {resource}"
     return None

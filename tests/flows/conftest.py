@@ -40,16 +40,19 @@ class FlowCalls:
 
 
 def _runbook_and_system(ctx: Any) -> tuple[Any, Any] | None:
-    from opsbook.inventory import InventoryError, load_system
+    import importlib
+
+    from opsbook import inventory
     from opsbook.registry import RUNBOOKS
 
     rb = RUNBOOKS.get(getattr(ctx.flow, "name", None))
     system = (ctx.parameters or {}).get("system")
     if rb is None or not isinstance(system, str):
         return None  # not a runbook (the fleet's per-target flow), or no system parameter
+    load = getattr(importlib.import_module(rb.module), "load_system", inventory.load_system)  # as the flow loads it (a test's patch)
     try:
-        return rb, load_system(system)
-    except InventoryError:
+        return rb, load(system)
+    except inventory.InventoryError:
         return None
 
 
@@ -78,23 +81,40 @@ def seeded_tags(endpoint: str, regions: set[str]) -> dict[str, dict[str, str]]:
     return out
 
 
+def key_aliases(endpoint: str, regions: set[str]) -> dict[str, list[str]]:
+    """KMS key ARN -> its aliases (kms:ResourceAliases)."""
+    import boto3
+
+    out: dict[str, list[str]] = {}
+    for region in regions:
+        c = boto3.client("kms", region_name=region, endpoint_url=endpoint)
+        for page in c.get_paginator("list_aliases").paginate():
+            for a in page["Aliases"]:
+                if a.get("TargetKeyId"):
+                    out.setdefault(f"arn:aws:kms:{region}:{SANDBOX_ACCOUNT}:key/{a['TargetKeyId']}", []).append(a["AliasName"])
+    return out
+
+
 def refusals(recorded: list[tuple[Any, Any, Any]], endpoint: str | None) -> list[str]:
     """Every recorded call the runbook's scoped policy for its system refuses, said once each."""
-    from opsbook.iam_check import refusal
+    from opsbook.iam_check import refusal, tag_facts
     from opsbook.iam_scope import scoped_policy
 
     calls = [c for _, _, c in recorded]
-    tags = tag_ledger(calls, SANDBOX_ACCOUNT)
-    needs_seeded = any(s.discovery.tags for _, s, _ in recorded)
-    if endpoint and needs_seeded:
-        tags = {**seeded_tags(endpoint, {c.region for c in calls}), **tags}
+    regions = {c.region for c in calls}
+    tags, aliases = tag_ledger(calls, SANDBOX_ACCOUNT), None
+    if endpoint and any(s.discovery.tags for _, s, _ in recorded):
+        tags = {**seeded_tags(endpoint, regions), **tags}
+    if endpoint and any(c.service == "kms" for c in calls):
+        aliases = key_aliases(endpoint, regions)
+    facts = tag_facts(tags, aliases)
     policies: dict[tuple[str, str], dict[str, Any]] = {}
     out: list[str] = []
     for rb, system, call in recorded:
         key = (rb.name, system.name)
         if key not in policies:
             policies[key] = scoped_policy(rb.actions(), system, rb.copies())
-        why = refusal(policies[key], call, system.account_id or SANDBOX_ACCOUNT, tags.get)
+        why = refusal(policies[key], call, system.account_id or SANDBOX_ACCOUNT, facts)
         if why:
             line = f"{rb.name} --system {system.name}: {why} ({call.service}.{call.operation})"
             if line not in out:
