@@ -281,6 +281,10 @@ def cmd_policy(args: argparse.Namespace) -> int:
         policy = pattern_policy(rb.actions(), rb.copies())
         print(f"{rb.name}: every region, account and resource name is * here; `opsbook policy {rb.name} --system NAME` "
               "names the inventory's resources", file=sys.stderr)
+    size = len(json.dumps(policy, separators=(",", ":")))
+    if size > 6144:  # IAM counts a policy's characters without white space
+        print(f"{size} characters: over IAM's 6,144 for a managed policy; attach it inline to the role (10,240 a role) "
+              "or split its statements into two managed policies", file=sys.stderr)
     print(json.dumps(policy, indent=2))
     return 0
 

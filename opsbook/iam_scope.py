@@ -133,7 +133,8 @@ DESTRUCTIVE = frozenset({"dynamodb:DeleteTable", "s3:DeleteBucket", "s3:DeleteOb
 ANY_NAME = {"iam:role": "RoleNamesNotInInventory", "iam:policy": "PolicyNamesNotInInventory",
             "acm:certificate": "CertificateIdsNotInInventory", "kms:key": "KeyIdsNotInInventory",
             "application-autoscaling:scalable-target": "ScalableTargetIdsNotInInventory",
-            "lambda:event-source-mapping": "MappingIdsNotInInventory", "rds:snapshot": "SnapshotNamesNotInInventory"}
+            "lambda:event-source-mapping": "MappingIdsNotInInventory", "rds:snapshot": "SnapshotNamesNotInInventory",
+            "apigateway:restapis": "ApiIdsNotInInventory"}
 
 
 @dataclass(frozen=True)
@@ -295,6 +296,9 @@ def scoped_policy(actions: Iterable[str], system: System, copies: Iterable[Copie
             if action not in DESTRUCTIVE:
                 _inventory_grants(b, action, kind, system, names)
     _kms_via_secrets(b, system)
+    managed = b.grants.get(_sid("iam:policy", "AnyName" + ANY_NAME["iam:policy"]))
+    if managed is not None:  # a role's attached policies include AWS managed ones (account "aws")
+        managed.resources.append(f"arn:{b.part}:iam::aws:policy/*")
     return b.policy()
 
 

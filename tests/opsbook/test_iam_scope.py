@@ -236,3 +236,13 @@ def test_copies_without_a_name_pattern_grant_nothing():
     nothing = Copies("dynamodb:table", "*-x-*", lambda s, a: [])
     policy = scoped_policy(["dynamodb:DeleteTable"], TODO, [nothing])
     assert policy["Statement"] == []
+
+
+def test_a_roles_aws_managed_policies_are_readable_and_kms_goes_through_secrets_manager_only():
+    policy = scoped_policy(registry.get("diagnose-api-5xx").actions(), TODO)
+    managed = Call("iam", "GetPolicy", "ap-northeast-2", {"PolicyArn": "arn:aws:iam::aws:policy/AWSLambdaBasicExecutionRole"})
+    assert refusal(policy, managed, ACCOUNT) is None
+    security = scoped_policy(registry.get("security-incident").actions(), load_system("leh"))
+    [kms] = granted(security, "kms:Decrypt")
+    assert kms["Condition"] == {"StringEquals": {"kms:ViaService": "secretsmanager.ap-northeast-2.amazonaws.com"}}
+    assert refusal(security, Call("kms", "Decrypt", "ap-northeast-2", {"KeyId": "k"}), ACCOUNT)  # not directly
