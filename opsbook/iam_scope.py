@@ -183,7 +183,6 @@ def inventory_names(system: System) -> dict[str, list[str]]:
                + _opt(system.dr.test_bucket, system.reporting.report_bucket, bs and bs.uploads_bucket, sp and sp.uploads_bucket))
     domains = [d.name for d in system.opensearch_domains] + _opt(system.dr.opensearch_dr_domain, cs and cs.opensearch_domain)
     secrets = list(system.security.secrets) + list(system.audit.secrets) + _opt(cs and cs.database and cs.database.password_secret)
-    topic = system.notifications.sns_topic
     pool = system.cognito.user_pool_id or "*" if system.cognito else None  # a pool named but not by id: any pool
     names = {
         _T: tables, _I: tables, _B: tables,
@@ -193,7 +192,7 @@ def inventory_names(system: System) -> dict[str, list[str]]:
         _SVC: [f"{s.cluster}/{s.service}" for s in system.ecs_services],
         _BK: buckets, _OB: [f"{b}/*" for b in buckets],
         _D: [n for d in domains for n in (d, f"{d}/*")],
-        "sns:topic": _opt(topic.rsplit(":", 1)[-1] if topic else None),
+        "sns:topic": _opt(system.notifications.sns_topic),  # a name, or an ARN kept as it is (another account's topic)
         _SEC: [f"{s}-??????" if not s.startswith("arn:") else s for s in secrets],  # AWS appends 6 characters to the name
         "cognito-idp:userpool": _opt(pool),
         "rds:db": [r.identifier for r in system.rds_instances],

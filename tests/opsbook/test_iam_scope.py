@@ -246,3 +246,12 @@ def test_a_roles_aws_managed_policies_are_readable_and_kms_goes_through_secrets_
     [kms] = granted(security, "kms:Decrypt")
     assert kms["Condition"] == {"StringEquals": {"kms:ViaService": "secretsmanager.ap-northeast-2.amazonaws.com"}}
     assert refusal(security, Call("kms", "Decrypt", "ap-northeast-2", {"KeyId": "k"}), ACCOUNT)  # not directly
+
+
+def test_a_topic_given_as_an_arn_is_kept_and_a_name_is_made_an_arn_of_the_inventorys_region():
+    other = "arn:aws:sns:us-east-1:210987654321:ops-alerts"
+    inv = TODO.model_copy(update={"notifications": TODO.notifications.model_copy(update={"sns_topic": other})})
+    [st] = granted(scoped_policy(["sns:Publish"], inv), "sns:Publish")
+    assert st["Resource"] == [other]
+    [st] = granted(scoped_policy(["sns:Publish"], TODO), "sns:Publish")
+    assert st["Resource"] == [f"arn:aws:sns:ap-northeast-2:{PRINCIPAL_ACCOUNT}:{TODO.notifications.sns_topic}"]
