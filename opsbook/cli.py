@@ -2,7 +2,7 @@
 
   opsbook run RUNBOOK --system NAME [--param KEY=VALUE ...] [--json] [--execute [--yes]] [--sandbox]
   opsbook run RUNBOOK --help            the runbook's parameters, types, defaults and descriptions
-  opsbook list | policy RUNBOOK [--system X] | serve | demo | sandbox | server start|stop|status
+  opsbook list | policy RUNBOOK | serve | demo | sandbox | server start|stop|status
 
 Exit codes follow the Nagios plugin convention (see EXIT_CODES), and the first
 line on stdout is the plugin summary (``STATUS - text | perfdata``).
