@@ -22,6 +22,9 @@
   credentials, with their own client cache; outside it nothing changes.
   ``with gated(fn):`` calls ``fn(service, operation, region)`` before each API
   call made in that context (the fleet's shared per-API rate limits).
+- ``with recording(fn):`` calls ``fn(service, operation, region, params)`` for
+  every API call the process makes meanwhile (the scoped-IAM check of the test
+  suite); off by default, and then one global read a call.
 """
 
 from __future__ import annotations
@@ -133,6 +136,8 @@ def _count_call(event_name: str, model: Any = None, **kwargs: Any) -> None:
     tps = API_QUOTAS_TPS.get((service, op))
     if tps is not None:
         limiter(xform_name(op), tps).acquire()
+    if _recorder is not None:
+        _record(service, op, kwargs.get("context") or {})
 
 
 # Per-API rate limits opsbook keeps itself: the published default quotas (per account and region) of the operations the
@@ -161,6 +166,35 @@ def _count_attempt(event_name: str, attempts: int = 1, operation: Any = None, **
     log = _current_log.get()
     if log is not None:
         log.add_retry(service, op)
+
+
+# --- recording calls with their parameters (off unless ``with recording(fn):``) ---------------------------------
+
+Recorder = Callable[[str, str, str, dict[str, Any]], None]
+_recorder: Recorder | None = None  # process-wide: calls from every thread (Prefect's task workers included)
+
+
+def _keep_params(params: dict[str, Any], context: dict[str, Any], **kwargs: Any) -> None:
+    """before-parameter-build: hand the call's parameters to the before-call hook (the request context is the call's)."""
+    if _recorder is not None:
+        context["opsbook_params"] = params
+
+
+def _record(service: str, operation: str, context: dict[str, Any]) -> None:
+    recorder = _recorder
+    if recorder is not None:
+        recorder(service, operation, context.get("client_region") or "", context.get("opsbook_params") or {})
+
+
+@contextmanager
+def recording(recorder: Recorder) -> Iterator[None]:
+    """Call ``recorder(service, operation, region, params)`` for every AWS API call made meanwhile, in any thread."""
+    global _recorder
+    previous, _recorder = _recorder, recorder
+    try:
+        yield
+    finally:
+        _recorder = previous
 
 
 # --- sessions and clients ------------------------------------------------------------
@@ -279,6 +313,7 @@ def _new_session(**kwargs: Any) -> boto3.Session:
         paths = _loader.search_paths  # boto3 adds its own data path to the loader each time: keep it once
         if len(paths) > 1 and paths[-1] in paths[:-1]:
             paths.pop()
+    s.events.register("before-parameter-build", _keep_params)
     s.events.register("before-call", _count_call)
     s.events.register("needs-retry", _count_attempt)
     s.events.register("before-send", _attempt_within_bound)

@@ -316,14 +316,31 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
+    """The runbook's IAM policy: with --system, on that inventory's resources (opsbook.iam_scope); without, on each
+    resource type's pattern with every region, account and name as * (said on stderr)."""
     from opsbook import registry
-    from opsbook.iam import policy_for
+    from opsbook.iam_scope import pattern_policy, scoped_policy
+    from opsbook.inventory import load_system
 
     try:
         rb = registry.get(args.runbook)
     except KeyError as exc:
         raise UsageError(str(exc.args[0])) from None
-    print(json.dumps(policy_for(rb.tasks()), indent=2))
+    if args.system:
+        system = load_system(args.system)
+        policy = scoped_policy(rb.actions(), system, rb.copies())
+        where = (f"account {system.account_id}" if system.account_id else
+                 "the account of the credentials that use it (${aws:PrincipalAccount}: the inventory pins no account_id)")
+        print(f"{rb.name} on {system.name}: resources of {system.region} in {where}", file=sys.stderr)
+    else:
+        policy = pattern_policy(rb.actions(), rb.copies())
+        print(f"{rb.name}: every region, account and resource name is * here; `opsbook policy {rb.name} --system NAME` "
+              "names the inventory's resources", file=sys.stderr)
+    size = len(json.dumps(policy, separators=(",", ":")))
+    if size > 6144:  # IAM counts a policy's characters without white space
+        print(f"{size} characters: over IAM's 6,144 for a managed policy; attach it inline to the role (10,240 a role) "
+              "or split its statements into two managed policies", file=sys.stderr)
+    print(json.dumps(policy, indent=2))
     return 0
 
 
@@ -453,6 +470,7 @@ def build_parser() -> Parser:
     sub.add_parser("list", help="runbooks and systems").set_defaults(fn=cmd_list)
     pol = sub.add_parser("policy", help="print the IAM policy a runbook needs")
     pol.add_argument("runbook")
+    pol.add_argument("--system", help="scope the policy to this inventory's resources (ARNs in its region and account)")
     pol.set_defaults(fn=cmd_policy)
     rp = sub.add_parser("replay", help="send the records of runs made without the Prefect server to it, now that it answers")
     rp.add_argument("--list", action="store_true", help="only list what waits to be sent")

@@ -84,7 +84,7 @@ def runbook_section(rb: Any, specs: list[dict[str, Any]], note: str) -> list[str
     if note:
         lines += [note, ""]
     lines += [f"**Parameters** (`--param KEY=VALUE`; the Run form in the UI; `opsbook run {rb.name} --help`):", ""]
-    lines += parameter_rows(flow) + ["", f"**IAM actions** (`opsbook policy {rb.name}` prints the policy): "
+    lines += parameter_rows(flow) + ["", f"**IAM actions** (`opsbook policy {rb.name} --system NAME` prints the policy on a system's resources): "
                                      + (", ".join(f"`{a}`" for a in actions) or "none") + ".", ""]
     lines += ["**Deployments** (`deployments/schedules.py`, from the inventories' `schedules:`):", ""]
     return lines + schedule_lines(specs) + [""]

@@ -42,6 +42,15 @@ class Runbook:
     def tasks(self) -> list[Any]:
         return list(getattr(importlib.import_module(self.module), "TASKS", []))
 
+    def copies(self) -> list[Any]:
+        """The resources the runbook makes for itself and removes (``IAM_COPIES``: opsbook.iam_scope.Copies), where its
+        destructive actions are allowed."""
+        return list(getattr(importlib.import_module(self.module), "IAM_COPIES", []))
+
+    def actions(self) -> list[str]:
+        """Every IAM action its tasks declare."""
+        return sorted({a for t in self.tasks() for a in getattr(t, "iam_actions", ())})
+
 
 CATALOGUE_MODULE = "flows"  # the package that declares CATALOGUE: list[Runbook]
 

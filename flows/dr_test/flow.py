@@ -39,10 +39,11 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.dr_test.judge import INDEX_PREFIX, RUNBOOK, TAG, dr_bucket, is_copy, judge_restore, object_prefix, restore_finding, restores
+from flows.dr_test.judge import INDEX_PREFIX, MARK, RUNBOOK, TAG, dr_bucket, is_copy, judge_restore, object_prefix, restore_finding, restores
 from opsbook import aws
 from opsbook.findings import Finding, Status
 from opsbook.iam import aws_task, declares
+from opsbook.iam_scope import Copies
 from opsbook.inventory import System, load_system
 from opsbook.mutation import steps
 from opsbook.mutation.core import Action, Applier, Plan, Record, Refused
@@ -212,3 +213,28 @@ def dr_test(
 
 TASKS = ([find_table_backups, find_object_versions, find_snapshots, remove_copies, restore_table, restore_objects, restore_indices,
           steps_policy(APPLIERS)] + SESSION_TASKS)
+
+
+def own_bucket(system: System, account: str) -> list[str]:
+    """The test bucket the run creates and removes (none when the inventory names one: that one is never removed)."""
+    if system.dr.test_bucket:
+        return []
+    if account.isdigit():
+        return [dr_bucket(system, account)]
+    stem = f"{system.name}-drtest-"  # the account is a policy variable: the name's length is not known here
+    return [f"{stem}{account}" if len(stem) + 12 <= 63 else f"{stem[:62]}*"]
+
+
+def _objects(system: System, account: str) -> list[str]:
+    bucket = system.dr.test_bucket or own_bucket(system, account)[0]
+    return [f"{bucket}/{object_prefix(system, '*')}*"]
+
+
+# the copies a run makes and removes (`opsbook policy dr-test --system X`: destructive actions only on these)
+IAM_COPIES = [
+    Copies("dynamodb:table", f"*{MARK}*", lambda s, a: [f"{t.name}{MARK}*" for t in s.dynamodb_tables], tag=TAG, tag_values=lambda s: [s.name]),
+    Copies("s3:bucket", "*-drtest-*", own_bucket),
+    Copies("s3:object", "*/drtest/*", _objects),
+    Copies("es:domain", f"*/{INDEX_PREFIX}*", lambda s, a: [f"{s.dr.opensearch_dr_domain or d.name}/{INDEX_PREFIX}*"
+                                                           for d in s.opensearch_domains if d.snapshot_repository]),
+]

@@ -65,6 +65,7 @@ from flows.reindex_case.judge import (
 from opsbook import aws
 from opsbook.findings import Finding, Status
 from opsbook.iam import aws_task, declares
+from opsbook.iam_scope import Copies
 from opsbook.inventory import System, load_system
 from opsbook.masking import mask
 from opsbook.mutation.core import Applier, Approval, Identity, Plan, Record, Refused, drift, undo_plan
@@ -300,3 +301,7 @@ def reindex_case(
 
 
 TASKS = [read_case, read_evidence, read_index, check_drift, apply_reindex, verify_reindex, plan_undo, read_records] + SESSION_TASKS
+
+# the case indices it rebuilds (deletes and creates again): its destructive action (es:ESHttpDelete) only there
+IAM_COPIES = [Copies("es:domain", "*/*", lambda s, a: [f"{s.case_store.opensearch_domain}/{s.case_store.index_template.format(case_id='*').lower()}"]
+                     if s.case_store else [])]

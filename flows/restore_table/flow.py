@@ -53,6 +53,7 @@ from flows.restore_table import judge as j
 from opsbook import aws
 from opsbook.findings import Finding
 from opsbook.iam import aws_task, declares
+from opsbook.iam_scope import Copies
 from opsbook.inventory import System, load_system
 from opsbook.mutation.core import Applier, Identity, Plan, Record, Refused, undo_plan
 from opsbook.mutation.session import (
@@ -487,3 +488,7 @@ def read_copy_task(system: System, copy: str) -> ddb.TableCopy:
 
 TASKS = [read_point, ensure_copy, diff, read_consumers, read_switch_state, plan_undo, verify, read_copy_task,
          steps_policy(APPLIERS)] + SESSION_TASKS
+
+# the copies it restores into (j.copy_name) and, once tagged with their source (j.copy_tags), may remove
+IAM_COPIES = [Copies("dynamodb:table", "*-restore-*", lambda s, a: [f"{t.name[:230]}-restore-*" for t in s.dynamodb_tables],
+                     tag="opsbook:restore-source", tag_values=lambda s: [t.name for t in s.dynamodb_tables])]

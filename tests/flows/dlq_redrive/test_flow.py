@@ -100,7 +100,7 @@ def test_execute_moves_1000_preserving_bodies_and_attributes(leh, sandbox, capsy
     from opsbook.cli import main
 
     assert main(["policy", "dlq-redrive"]) == 0
-    assert set(json.loads(capsys.readouterr().out)["Statement"][0]["Action"]) == policy
+    assert {a for s in json.loads(capsys.readouterr().out)["Statement"] for a in s["Action"]} == policy  # by resource type
 
 
 def test_case_filter_moves_only_that_case(leh, sandbox):
