@@ -127,7 +127,7 @@ def _argv(tmp_path, i: int, case: tuple, json_out: bool) -> list[str]:
 
 
 @pytest.mark.chaos
-def test_bad_input_battery_every_one_refused_in_one_line_before_any_aws_call(capsys, tmp_path):
+def test_bad_input_battery_every_one_refused_in_one_line_before_any_aws_call(capsys, tmp_path, figure):
     refusals, wrong = 0, []
     for i, case in enumerate(BATTERY):
         for json_out in (False, True):
@@ -141,4 +141,5 @@ def test_bad_input_battery_every_one_refused_in_one_line_before_any_aws_call(cap
     total = 2 * len(BATTERY)
     with capsys.disabled():
         print(f"\nbad-input battery: {refusals}/{total} refused before any AWS call ({len(BATTERY)} inputs, plain and --json)")
+    figure(f"bad-input battery: {refusals}/{total} refused before any AWS call ({len(BATTERY)} inputs, plain and --json)")
     assert len(BATTERY) >= 40 and not wrong, wrong

@@ -110,7 +110,7 @@ SEEDS_50 = [1, 2, 3]
 
 
 @pytest.mark.chaos
-def test_throttling_battery(seeded, sandbox, capsys):
+def test_throttling_battery(seeded, sandbox, capsys, figure):
     rows = []
     for system in SYSTEMS:
         seeded(system, extra=BIG if system.startswith("hr") else EXTRA)
@@ -131,6 +131,7 @@ def test_throttling_battery(seeded, sandbox, capsys):
                f"{sum(r['api_retries'] for r in r50)} of {sum(r['api_calls'] for r in r50)} at 50 %")
     with capsys.disabled():
         print(summary, flush=True)
+    figure(summary)
     assert all(r["identical"] for r in r20), [r for r in r20 if not r["identical"]]
     assert all(r["api_retries"] > 0 for r in r20 + r50)
     bad = [r for r in r50 + dead if r["missing"] or r["changed"] or r["added_not_unknown"]]
