@@ -172,7 +172,20 @@ def prefect_harness():
         with mock.patch.object(utilities, "mkdtemp", lambda: db_dir), contextlib.ExitStack() as harness:
             with mock.patch.dict(os.environ, quiet):  # the server process's environment; not the tests' own subprocesses'
                 harness.enter_context(utilities.prefect_test_harness(server_startup_timeout=90))
+            _guard_harness_server()
             yield
+
+
+def _guard_harness_server() -> None:
+    """The harness' server (Prefect's SubprocessASGIServer: one uvicorn process in this process group) is killed when
+    this process dies, even by SIGKILL (Prefect stops it only at a normal exit): sandbox/procs.py's watchdog."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    from sandbox.procs import guard
+
+    proc = getattr(SubprocessASGIServer._instances.get(None), "server_process", None)
+    if proc is not None:
+        guard(proc.pid)
 
 
 def _one_certificate(directory: str) -> str:
@@ -207,5 +220,8 @@ def local_prefect(tmp_path_factory):
     env.pop("PREFECT_API_URL", None)
     out = subprocess.run(cli + ["server", "start"], env=env, capture_output=True, text=True, timeout=120, cwd=root)
     assert out.returncode == 0, out.stderr
+    from tests.helpers import guard_local_server
+
+    guard_local_server(env)
     yield env
     subprocess.run(cli + ["server", "stop"], env=env, capture_output=True, text=True, timeout=60, cwd=root)

@@ -110,7 +110,7 @@ def test_stale_transition_and_unreachable_prefect_are_reported_not_sent(seeded, 
     import flows.alarm_bridge.flow as ab
 
     with monkeypatch.context() as m:  # (monkeypatch.undo() would also undo the sandbox fixture's endpoint)
-        m.setattr(ab, "send_event", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("refused")))
+        m.setattr(ab, "send_events", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("refused")))
         failed, state = run(systems=[HR])
     assert state == "FAILED" and failed.status is Status.CRIT
     assert "the next poll sends it again" in next(f for f in failed.findings if f.resource == "lambda-errors-team2").summary
