@@ -35,6 +35,12 @@ atexit.register(shutil.rmtree, os.environ["OPSBOOK_HOME"], ignore_errors=True)  
 os.environ["PREFECT_PROFILES_PATH"] = os.path.join(os.environ["OPSBOOK_HOME"], "no-prefect-profiles.toml")
 
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # an xdist worker dies with the pytest that started it (`make test` killed),
+    from sandbox.procs import die_with_parent  # and its watchdog (sandbox/procs.py) then kills what the worker started
+
+    die_with_parent()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -35,8 +35,18 @@ finding ends the run Failed.
 
 API calls a poll: 1 DescribeAlarms a region (+ pages), none for a system that
 routes no alarm; 1 SNS Publish a system with newly missed runs. Prefect API: a
-Variable read and write a system, one deployments read and two small flow-run
-reads, one POST an event.
+Variable read a system, one deployments read and two small flow-run reads.
+
+What a poll writes to the Prefect server, kept small because the bridge runs
+every minute on the same server (often SQLite) the UI reads from during an
+incident (``python -m bench.bridge_ui`` measures it): 3 task runs (read-alarms
+for every region, fire-transitions for every system, publish-report), 4 with
+the schedule check, whatever the number of systems, regions and alarms (plus
+one notify-missed-runs a system with newly missed runs); one POST for all of
+the poll's events; a system's memory Variable only when what it remembers
+changed (a transition sent, an alarm that left ALARM), the schedule memory only
+when it notified someone or every ``CHECKED_UNTIL_EVERY``; the report's two
+artifacts.
 """
 
 from __future__ import annotations
@@ -159,7 +169,7 @@ def fire_transitions(batch: list[tuple[System, list[Alarm]]], max_age_minutes: f
         transitions, keep = select_transitions(system, alarms, memory, now, timedelta(minutes=max_age_minutes))
         plans.append((system, memory, existed, transitions, keep))
     events = {(p[0].name, t.alarm.name): _event(p[0], t) for p in plans for t in p[3] if t.fate == "send"}
-    refused = _send_all(list(events.values()))
+    refused = _send_all(list(events.values())) if events else None
     sent_at = utcnow()
     sent: list[dict[str, Any]] = []
     for system, memory, existed, transitions, keep in plans:
