@@ -231,9 +231,11 @@ def main(argv: list[str] | None = None) -> int:
         return bridge_loop(args.seconds, args.interval, args.flaps, not args.no_deployments, args.bridges)
 
     # what this starts dies with it, even by SIGKILL: the bridge loop (a direct child), the server (detached), PostgreSQL
-    from sandbox.procs import die_with_parent, guard
+    from sandbox.procs import die_with_parent, guard, guard_env
 
     home = tempfile.mkdtemp(prefix="opsbook-bridge-ui-")
+    guard_env("OPSBOOK_HOME", home)
+    guard(remove=home)
     from sandbox.postgres import free_port
 
     port = free_port()
@@ -251,7 +253,6 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = pg.url
         target = server.configure()
         _, took = server.ensure(target, quiet=True)
-        guard(int((Path(home) / f"prefect-server-{port}.pid").read_text()), group=True, remove=home)
         log(f"Prefect server {target.api_url} ({'PostgreSQL' if pg else 'SQLite'}) healthy after {took:.1f} s")
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_API_URL": target.api_url}
         env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)

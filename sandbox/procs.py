@@ -12,6 +12,10 @@ is left running.
   on a pipe only this process holds the writing end of; at EOF (this process exited, however) it kills what is still
   registered (the process group, or the process) and removes the registered directories. ``release`` unregisters
   what was stopped normally. A process is recognised by its pid AND its start time, so a reused pid is never killed.
+- ``guard_env(name, value)``: the same watchdog kills every process whose environment holds ``name=value`` (with its
+  group when it leads one): for a server started in a session of its own by a child, before anything says its pid
+  (`opsbook server start` writes its pid file only once the server is healthy). The value must be this process's own
+  (a temp dir it made), so nothing else matches.
 
 Linux only (prctl, /proc); elsewhere both are no-ops.
 """
@@ -51,27 +55,42 @@ def start_time(pid: int) -> str | None:
 # The watchdog: reads commands from stdin until EOF, then kills and removes what is still registered.
 WATCHDOG = r"""
 import os, shutil, signal, sys
-procs, dirs = {}, {}
+procs, marks, dirs = {}, {}, {}
 for line in sys.stdin:
     op, kind, *rest = line.rstrip("\n").split(" ", 3)
-    key = (kind, rest[0])
+    table = {"dir": dirs, "env": marks}.get(kind, procs)
     if op == "add":
-        (procs if kind != "dir" else dirs)[key] = rest
+        table[(kind, rest[0])] = rest
     else:
-        procs.pop(key, None); dirs.pop(key, None)
-def same(pid, started):
+        table.pop((kind, rest[0]), None)
+def stat(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19] == started
+            return f.read().rsplit(")", 1)[1].split()
     except OSError:
-        return False
+        return None
+def kill(kind, pid):
+    try:
+        (os.killpg if kind == "group" else os.kill)(pid, signal.SIGKILL)
+    except OSError:
+        pass
 for (kind, pid), (_, started) in procs.items():
-    if same(int(pid), started):
-        try:
-            (os.killpg if kind == "group" else os.kill)(int(pid), signal.SIGKILL)
-        except OSError:
-            pass
-for (_, path), _ in dirs.items():
+    st = stat(int(pid))
+    if st and st[19] == started:
+        kill(kind, int(pid))
+if marks:
+    wanted = {m.encode() for (_, m) in marks}
+    for d in os.listdir("/proc"):
+        if d.isdigit() and int(d) != os.getpid():
+            try:
+                with open(f"/proc/{d}/environ", "rb") as f:
+                    env = set(f.read().split(b"\0"))
+            except OSError:
+                continue
+            if env & wanted:
+                st = stat(d)
+                kill("group" if st and st[3] == d else "pid", int(d))  # a session/group leader: its group too
+for (_, path) in dirs:
     shutil.rmtree(path, ignore_errors=True)
 """
 
@@ -102,6 +121,15 @@ def guard(pid: int | None = None, group: bool = False, remove: str | os.PathLike
             _send(f"add {'group' if group else 'pid'} {pid} {started}")
     if remove:
         _send(f"add dir {os.fspath(remove)} -")
+
+
+def guard_env(name: str, value: str) -> None:
+    """Kill every process whose environment has ``name=value`` when this process dies: for what is started in a
+    session of its own by a child that may itself be killed first (the server `opsbook server start` leaves running,
+    before its pid file exists). ``value`` must be unique to what this process started (a temp dir of its own)."""
+    if " " in name or "\n" in value:
+        raise ValueError("guard_env: no space in the name, no newline in the value")
+    _send(f"add env {name}={value} -")
 
 
 def release(pid: int | None = None, group: bool = False, remove: str | os.PathLike[str] | None = None) -> None:

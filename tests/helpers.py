@@ -36,15 +36,3 @@ def wait_paused(timeout: float = 60) -> Any:
                 return runs[0].id
             time.sleep(0.2)
     raise AssertionError("no paused run")
-
-
-def guard_local_server(env: dict[str, str]) -> None:
-    """A server `opsbook server start` left running (in a session of its own, by design: it outlives the command) is
-    killed with its group when this process dies, even by SIGKILL (sandbox/procs.py's watchdog); its pid file says which."""
-    from pathlib import Path
-
-    from sandbox.procs import guard
-
-    pidfile = Path(env["OPSBOOK_HOME"]) / f"prefect-server-{env['OPSBOOK_PREFECT_PORT']}.pid"
-    if pidfile.exists():
-        guard(int(pidfile.read_text().strip() or 0), group=True)

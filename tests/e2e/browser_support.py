@@ -24,9 +24,8 @@ from typing import Any, Iterator
 from urllib.parse import urlparse
 
 from opsbook.server import DEFAULT_PORT
-from sandbox.procs import die_with_parent, guard
+from sandbox.procs import die_with_parent, guard_env
 from tests import prefect_db
-from tests.helpers import guard_local_server
 
 ROOT = Path(__file__).resolve().parents[2]
 # Kept as test output (git-ignored: `tests/e2e/screenshots/`); emptied at the start of each run.
@@ -183,10 +182,10 @@ class Stack:
         prefect_db.copy_to(self.home / ("prefect" if self.port == DEFAULT_PORT else f"prefect-{self.port}"))  # server.database_dir
         cmd = self.serve_command()
         log(f"starting {' '.join(cmd)} (OPSBOOK_HOME={self.home}, port {self.port}); log: {self.serve_log}")
+        guard_env("OPSBOOK_HOME", str(self.home))  # serve, its flow runs and the Prefect server it starts, when this process dies
         self.serve = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
                                       stdout=open(self.serve_log, "wb"), stderr=subprocess.STDOUT,
                                       start_new_session=True, preexec_fn=die_with_parent)
-        guard(self.serve.pid, group=True)  # serve and its flow-run processes, when this process is killed
         # seed while the Prefect server starts (serve does not touch AWS until a run starts)
         for name in self.systems:
             seed_system(self.sandbox, load_system(name))
@@ -205,7 +204,6 @@ class Stack:
             if self.api.healthy() and self.api.call("POST", "/deployments/count") >= len(expected):
                 have = self.api.deployment_names()
                 if expected <= have and b"serving" in self.serve_log.read_bytes():
-                    guard_local_server(self.env)  # the Prefect server serve started, in a session of its own
                     log(f"{len(expected)} deployments served after {time.monotonic() - t0:.1f} s")
                     return
             time.sleep(0.5)
