@@ -138,3 +138,38 @@ print(json.dumps({"pids": [server.proc.pid, worker.proc.pid], "dirs": [str(serve
 time.sleep(300)
 """, timeout=180)
     assert_all_gone(info, seconds=30)
+
+
+@pytest.mark.chaos
+def test_a_local_server_still_starting_dies_with_the_process_that_asked_for_it():
+    """local_prefect's and the browser stack's case: `opsbook server start` starts the server in a session of its own and
+    writes its pid file only once it is healthy; the parent is killed before that. guard_env finds it by its OPSBOOK_HOME."""
+    info = start_and_kill("""
+import json, os, subprocess, sys, tempfile, time
+from sandbox.procs import die_with_parent, guard_env
+from sandbox.postgres import free_port
+home = tempfile.mkdtemp(prefix="opsbook-test-guard-home-")
+env = {**os.environ, "OPSBOOK_HOME": home, "OPSBOOK_PREFECT_PORT": str(free_port())}
+env.pop("PREFECT_API_URL", None)
+guard_env("OPSBOOK_HOME", home)
+cli = subprocess.Popen([sys.executable, "-m", "opsbook.cli", "server", "start"], env=env, preexec_fn=die_with_parent,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def server():
+    for d in os.listdir("/proc"):
+        try:
+            if b"prefect" in open(f"/proc/{d}/cmdline", "rb").read() and f"OPSBOOK_HOME={home}".encode() in open(f"/proc/{d}/environ", "rb").read().split(b"\\0") and int(d) != cli.pid:
+                return int(d)
+        except (OSError, ValueError):
+            pass
+end = time.monotonic() + 60
+while not server() and time.monotonic() < end:
+    time.sleep(0.05)
+print(json.dumps({"pids": [cli.pid, server()], "home": home}), flush=True)
+time.sleep(300)
+""")
+    try:
+        assert_all_gone(info, seconds=30)
+    finally:
+        import shutil
+
+        shutil.rmtree(info["home"], ignore_errors=True)
