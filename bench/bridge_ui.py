@@ -179,6 +179,7 @@ def summarize(results: list[tuple[str, str, int, float]], phase: str) -> dict[st
     lat = [r[3] for r in mine]
     by_503 = Counter(r[1] for r in mine if r[2] == 503)
     return {"calls": len(mine), "503": sum(by_503.values()), "other_errors": sum(1 for r in mine if r[2] not in (200, 201, 503)),
+            "slower_than_5s": sum(1 for r in mine if r[3] > 5),
             "p50_ms": round(pct(lat, 0.5) * 1000), "p95_ms": round(pct(lat, 0.95) * 1000), "max_ms": round(max(lat, default=0) * 1000),
             "503_by_path": dict(by_503)}
 
@@ -211,6 +212,16 @@ def count_rows(sqlite_path: Path | None, pg: Any) -> dict[str, int]:
     return out
 
 
+def server_log(path: Path) -> dict[str, int]:
+    """What the server's log says about the whole run: 503s answered to anyone (the bridge's own client retries them)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return {}
+    return {"retryable_errors_answered_503": text.count("Encountered retryable exception"),
+            "database_is_locked": text.count("database is locked")}
+
+
 # --- the parent -------------------------------------------------------------------------------------------
 
 
@@ -224,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--postgres", action="store_true", help="the Prefect server on a throwaway PostgreSQL instead of SQLite")
     ap.add_argument("--bridges", type=int, default=1, help="bridge runs at once (a stress multiplier; served, one at a time)")
     ap.add_argument("--no-deployments", action="store_true", help="do not register the deployments and their triggers first")
+    ap.add_argument("--server-log", help="keep a copy of the Prefect server's log here (it logs each 503 with its cause)")
     ap.add_argument("--bridge-loop", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -239,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     from sandbox.postgres import free_port
 
     port = free_port()
-    os.environ.update({"OPSBOOK_HOME": home, "OPSBOOK_PREFECT_PORT": str(port), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    os.environ.update({"OPSBOOK_HOME": home, "OPSBOOK_PREFECT_PORT": str(port), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                       "PREFECT_API_LOG_RETRYABLE_ERRORS": "true"})  # the server logs each 503 it answers (anyone's) with its cause
     os.environ.pop("PREFECT_API_URL", None)
     from opsbook import server
 
@@ -283,7 +296,12 @@ def main(argv: list[str] | None = None) -> int:
             "rows_per_run": {t: round((after[t] - before[t]) / runs, 1) for t in TABLES if after[t] >= 0},
             "ui_idle": summarize(poller.results, "baseline"),
             "ui_under_bridge": summarize(poller.results, "bridge"),
+            "server_log": server_log(Path(home) / "prefect-server.log"),
         }
+        if args.server_log:
+            import shutil
+
+            shutil.copyfile(Path(home) / "prefect-server.log", args.server_log)
         print(json.dumps(figures, indent=2))
         return 0
     finally:
