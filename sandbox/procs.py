@@ -23,6 +23,7 @@ Linux only (prctl, /proc); elsewhere both are no-ops.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -54,15 +55,16 @@ def start_time(pid: int) -> str | None:
 
 # The watchdog: reads commands from stdin until EOF, then kills and removes what is still registered.
 WATCHDOG = r"""
-import os, shutil, signal, sys
+import json, os, shutil, signal, sys
 procs, marks, dirs = {}, {}, {}
 for line in sys.stdin:
-    op, kind, *rest = line.rstrip("\n").split(" ", 3)
-    table = {"dir": dirs, "env": marks}.get(kind, procs)
-    if op == "add":
-        table[(kind, rest[0])] = rest
+    cmd = json.loads(line)
+    table = {"dir": dirs, "env": marks}.get(cmd["kind"], procs)
+    key = (cmd["kind"], cmd["what"])
+    if cmd["op"] == "add":
+        table[key] = cmd.get("started")
     else:
-        table.pop((kind, rest[0]), None)
+        table.pop(key, None)
 def stat(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -74,10 +76,10 @@ def kill(kind, pid):
         (os.killpg if kind == "group" else os.kill)(pid, signal.SIGKILL)
     except OSError:
         pass
-for (kind, pid), (_, started) in procs.items():
-    st = stat(int(pid))
+for (kind, pid), started in procs.items():
+    st = stat(pid)
     if st and st[19] == started:
-        kill(kind, int(pid))
+        kill(kind, pid)
 if marks:
     wanted = {m.encode() for (_, m) in marks}
     for d in os.listdir("/proc"):
@@ -99,7 +101,7 @@ _watchdog: subprocess.Popen[str] | None = None
 _owner = 0
 
 
-def _send(line: str) -> None:
+def _send(op: str, kind: str, what: int | str, started: str | None = None) -> None:
     global _watchdog, _owner
     if not sys.platform.startswith("linux"):
         return
@@ -109,7 +111,7 @@ def _send(line: str) -> None:
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             _owner = os.getpid()
         assert _watchdog.stdin is not None
-        _watchdog.stdin.write(line + "\n")
+        _watchdog.stdin.write(json.dumps({"op": op, "kind": kind, "what": what, "started": started}) + "\n")
         _watchdog.stdin.flush()
 
 
@@ -118,23 +120,21 @@ def guard(pid: int | None = None, group: bool = False, remove: str | os.PathLike
     if pid:
         started = start_time(pid)
         if started is not None:
-            _send(f"add {'group' if group else 'pid'} {pid} {started}")
+            _send("add", "group" if group else "pid", pid, started)
     if remove:
-        _send(f"add dir {os.fspath(remove)} -")
+        _send("add", "dir", os.fspath(remove))
 
 
 def guard_env(name: str, value: str) -> None:
     """Kill every process whose environment has ``name=value`` when this process dies: for what is started in a
     session of its own by a child that may itself be killed first (the server `opsbook server start` leaves running,
     before its pid file exists). ``value`` must be unique to what this process started (a temp dir of its own)."""
-    if " " in name or "\n" in value:
-        raise ValueError("guard_env: no space in the name, no newline in the value")
-    _send(f"add env {name}={value} -")
+    _send("add", "env", f"{name}={value}")
 
 
 def release(pid: int | None = None, group: bool = False, remove: str | os.PathLike[str] | None = None) -> None:
     """Forget what ``guard`` registered (it was stopped and removed normally)."""
     if pid:
-        _send(f"del {'group' if group else 'pid'} {pid}")
+        _send("del", "group" if group else "pid", pid)
     if remove:
-        _send(f"del dir {os.fspath(remove)}")
+        _send("del", "dir", os.fspath(remove))
