@@ -22,6 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sandbox.procs import guard, release
+
 INSTALL_HINT = "install PostgreSQL's server package (Debian/Ubuntu: `apt-get install postgresql`)"
 
 
@@ -56,6 +58,14 @@ def missing_postgres() -> str | None:
     return None
 
 
+def _leads_group(pid: int) -> bool:
+    """pg_ctl starts the server in a session of its own (setsid): then its backends are killed with it."""
+    try:
+        return os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return False
+
+
 def tail(path: Path, n: int = 40) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
@@ -75,6 +85,8 @@ class Postgres:
         self.port = 0
         self.dir: Path | None = None
         self.started = False
+        self.pid = 0  # the server's (postmaster's)
+        self.pid_group = False  # whether it leads its own process group
 
     def _certificate(self) -> list[str]:
         """A self-signed certificate for 127.0.0.1 (a day), the server's options for it; [] without openssl."""
@@ -108,6 +120,7 @@ class Postgres:
         if self.bindir is None:
             raise RuntimeError(missing_postgres() or INSTALL_HINT)
         self.dir = Path(tempfile.mkdtemp(prefix="opsbook-pg-"))
+        guard(remove=self.dir)  # removed, and the server killed (below), when this process dies, even by SIGKILL
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
         os.chmod(self.dir, 0o700)
@@ -128,6 +141,9 @@ class Postgres:
                          "-c full_page_writes=off -c max_connections=200", *(self._certificate() if self.tls_wanted else [])])
         self._run("pg_ctl", "-D", data, "-l", str(self.dir / "postgres.log"), "-o", opts, "-w", "-t", "60", "start")
         self.started = True
+        self.pid = self._postmaster()
+        self.pid_group = _leads_group(self.pid)
+        guard(self.pid, group=self.pid_group)  # pg_ctl daemonized it: its death is not ours
         self._run("createdb", "-h", str(self.dir), "-p", str(self.port), "-U", "postgres", self.database)
         return self
 
@@ -145,14 +161,21 @@ class Postgres:
         return psycopg.connect(host=str(self.dir), port=self.port, user="postgres", dbname=database or self.database,
                                autocommit=autocommit, connect_timeout=10)
 
+    def _postmaster(self) -> int:
+        """The server's pid (the first line of its postmaster.pid)."""
+        assert self.dir is not None
+        return int((self.dir / "data" / "postmaster.pid").read_text().split("\n", 1)[0])
+
     def stop(self) -> None:
         try:
             if self.started and self.dir is not None:
                 self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "-w", "-t", "30", "stop", timeout=60)
                 self.started = False
+                release(self.pid, group=self.pid_group)
         finally:
             if self.dir is not None:
                 shutil.rmtree(self.dir, ignore_errors=True)
+                release(remove=self.dir)
                 self.dir = None
 
     def __enter__(self) -> Postgres:

@@ -21,6 +21,8 @@ from unittest import mock
 
 import pytest
 
+from sandbox.procs import die_with_parent, guard, guard_env
+
 # Never reach a real account from the test suite, whatever the developer's shell has.
 for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "PREFECT_API_URL"):
     os.environ.pop(var, None)
@@ -32,8 +34,13 @@ os.environ.update({
     "OPSBOOK_HOME": tempfile.mkdtemp(prefix="opsbook-test-home-"),
 })
 atexit.register(shutil.rmtree, os.environ["OPSBOOK_HOME"], ignore_errors=True)  # this process's home: nothing left in /tmp
+guard(remove=os.environ["OPSBOOK_HOME"])  # ... even when it is killed (sandbox/procs.py)
 # ... nor a Prefect server a developer's Prefect profile names (opsbook reads the active profile like Prefect does)
 os.environ["PREFECT_PROFILES_PATH"] = os.path.join(os.environ["OPSBOOK_HOME"], "no-prefect-profiles.toml")
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # an xdist worker dies with the pytest that started it (`make test` killed),
+    die_with_parent()  # and its watchdog (sandbox/procs.py) then kills what the worker started
 
 
 def free_port() -> int:
@@ -173,15 +180,34 @@ def prefect_harness():
              for name in ("EVENT_PERSISTER", "TASK_RUN_RECORDER", "SCHEDULER", "FOREMAN", "REPOSSESSOR", "CANCELLATION_CLEANUP",
                           "CLEANUP_RECONCILER")} | {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     db_dir = tempfile.mkdtemp(prefix="opsbook-test-prefect-")
+    guard(remove=db_dir)
     prefect_db.copy_to(db_dir, "prefect-test.db")  # the name prefect_test_harness gives it
     with temporary_settings({PREFECT_API_SSL_CERT_FILE: _one_certificate(db_dir),
                              PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_LOGGING_TO_API_ENABLED: False,
                              PREFECT_RESULTS_PERSIST_BY_DEFAULT: True, PREFECT_TASKS_DEFAULT_PERSIST_RESULT: False,
                              PREFECT_LOCAL_STORAGE_PATH: os.path.join(os.environ["OPSBOOK_HOME"], "prefect-results")}):
         with mock.patch.object(utilities, "mkdtemp", lambda: db_dir), contextlib.ExitStack() as harness:
-            with mock.patch.dict(os.environ, quiet):  # the server process's environment; not the tests' own subprocesses'
+            with mock.patch.dict(os.environ, quiet), _guarded_harness_server():  # the server's environment, not the tests'
                 harness.enter_context(utilities.prefect_test_harness(server_startup_timeout=90))
             yield
+
+
+@contextlib.contextmanager
+def _guarded_harness_server():
+    """The harness' server (Prefect's SubprocessASGIServer: one uvicorn process in this process group) is killed when
+    this process dies, even by SIGKILL and while it starts (Prefect stops it only at a normal exit): registered with
+    sandbox/procs.py's watchdog as soon as it is started."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    start = SubprocessASGIServer._run_uvicorn_command
+
+    def started(self: SubprocessASGIServer):
+        proc = start(self)
+        guard(proc.pid)
+        return proc
+
+    with mock.patch.object(SubprocessASGIServer, "_run_uvicorn_command", started):
+        yield
 
 
 def _one_certificate(directory: str) -> str:
@@ -214,7 +240,9 @@ def local_prefect(tmp_path_factory):
     root, cli = Path(__file__).resolve().parents[1], [sys.executable, "-m", "opsbook.cli"]
     env = {**os.environ, "OPSBOOK_HOME": str(tmp_path_factory.mktemp("opsbook-home")), "OPSBOOK_PREFECT_PORT": str(free_port())}
     env.pop("PREFECT_API_URL", None)
-    out = subprocess.run(cli + ["server", "start"], env=env, capture_output=True, text=True, timeout=120, cwd=root)
+    guard_env("OPSBOOK_HOME", env["OPSBOOK_HOME"])  # the server (and the CLI starting it) die with this process, even while it starts
+    out = subprocess.run(cli + ["server", "start"], env=env, capture_output=True, text=True, timeout=120, cwd=root,
+                         preexec_fn=die_with_parent)
     assert out.returncode == 0, out.stderr
     yield env
     subprocess.run(cli + ["server", "stop"], env=env, capture_output=True, text=True, timeout=60, cwd=root)

@@ -35,8 +35,18 @@ finding ends the run Failed.
 
 API calls a poll: 1 DescribeAlarms a region (+ pages), none for a system that
 routes no alarm; 1 SNS Publish a system with newly missed runs. Prefect API: a
-Variable read and write a system, one deployments read and two small flow-run
-reads, one POST an event.
+Variable read a system, one deployments read and two small flow-run reads.
+
+What a poll writes to the Prefect server, kept small because the bridge runs
+every minute on the same server (often SQLite) the UI reads from during an
+incident (``python -m bench.bridge_ui`` measures it): 3 task runs (read-alarms
+for every region, fire-transitions for every system, publish-report), 4 with
+the schedule check, whatever the number of systems, regions and alarms (plus
+one notify-missed-runs a system with newly missed runs); one POST for all of
+the poll's events; a system's memory Variable only when what it remembers
+changed (a transition sent, an alarm that left ALARM), the schedule memory only
+when it notified someone or every ``CHECKED_UNTIL_EVERY``; the report's two
+artifacts.
 """
 
 from __future__ import annotations
@@ -54,6 +64,7 @@ from prefect.states import Failed
 from flows.alarm_bridge.judge import (
     EVENT,
     RUNBOOK,
+    BridgeMemory,
     MissedRun,
     Transition,
     held_finding,
@@ -78,7 +89,7 @@ from flows.alarm_bridge.prefect_api import (
     variable_name,
 )
 from opsbook import aws
-from opsbook.events import send_event
+from opsbook.events import send_events
 from opsbook.findings import Finding, Status, overall, unknown
 from opsbook.iam import aws_task
 from opsbook.inventory import System, known_systems, load_system
@@ -97,52 +108,99 @@ def _registered(runbook: str) -> bool:
     return runbook in registry.RUNBOOKS
 
 
-def _send(system: System, t: Transition, sent_at: datetime) -> tuple[Finding, dict[str, Any] | None]:
-    """Send the event of one new transition: (its finding, what was sent or None when the API refused it)."""
+@aws_task(iam=["cloudwatch:DescribeAlarms"], name="read-alarms", cache_policy=NO_CACHE, retries=0)
+def read_regions(regions: list[str]) -> dict[str, list[Alarm] | str]:
+    """Every region's alarms in ALARM, read concurrently in ONE task (one task run a poll, not one a region: each task
+    run is a row and three states in the Prefect server's database, every minute): region -> its alarms, or why they
+    could not be read (after one more try on a transient error, as a read task's retry would)."""
+    out: dict[str, list[Alarm] | str] = {}
+    for region, alarms, err in aws.parallel(_read_region, regions):
+        out[region] = alarms if err is None else aws.describe_error(err)
+    return out
+
+
+TRANSIENT = {"Throttling", "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded"}
+
+
+def _read_region(region: str) -> list[Alarm]:
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import ReadTimeoutError
+
+    try:
+        return read_alarms.fn(region)
+    except (BotoConnectionError, ReadTimeoutError):
+        pass
+    except Exception as exc:
+        if aws.error_code(exc) not in TRANSIENT:
+            raise
+    return read_alarms.fn(region)
+
+
+def _event(system: System, t: Transition) -> tuple[str, dict[str, str], dict[str, Any], Any, datetime]:
     a = t.alarm
-    body = payload(system, a, t.runbook)
     resource = {"prefect.resource.id": f"opsbook.alarm.{system.name}.{a.name}", "prefect.resource.name": a.name,
                 "opsbook.system": system.name, "opsbook.runbook": t.runbook}
-    eid = event_id(system.name, a.name, a.state_time)
+    return EVENT, resource, payload(system, a, t.runbook), event_id(system.name, a.name, a.state_time), a.state_time
+
+
+def _send_all(events: list[tuple[str, dict[str, str], dict[str, Any], Any, datetime]]) -> str | None:
+    """Send every new transition's event in one request: None when the API accepted them, else why not."""
     try:
-        send_event(EVENT, resource, body, eid, a.state_time)
+        send_events(events)
     except Exception as exc:
-        return refused_finding(t, f"{type(exc).__name__}: {exc}"), None
-    return (sent_finding(t, str(eid), body["priority"], _registered(t.runbook), sent_at),
-            {"alarm": a.name, "runbook": t.runbook, "event_id": str(eid), "state_time": a.state_time.isoformat()})
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 @task(name="fire-transitions", cache_policy=NO_CACHE, retries=0)
-def fire_transitions(system: System, alarms: list[Alarm], max_age_minutes: float, now: datetime | None = None) -> dict[str, Any]:
-    """Send one event per new ALARM transition of the system and remember it; findings for each routed alarm."""
+def fire_transitions(batch: list[tuple[System, list[Alarm]]], max_age_minutes: float, now: datetime | None = None) -> dict[str, Any]:
+    """For every system of the batch (one task run a poll): one event per new ALARM transition (all in one request),
+    remembered; findings for each routed alarm. A system's memory is written only when it changed."""
     now = now or utcnow()
-    try:
-        memory, existed = load_memory(system.name)
-    except Exception as exc:  # without the memory every poll would start the runbooks again: refuse to send
-        return {"sent": [], "findings": [unknown("alarm-memory", system.name,
-                                                 f"Prefect Variable {variable_name('alarms', system.name)} could not be read "
-                                                 f"({type(exc).__name__}: {exc}); no event sent until it can (check the Prefect API)")]}
-    transitions, keep = select_transitions(system, alarms, memory, now, timedelta(minutes=max_age_minutes))
     findings: list[Finding] = []
-    sent: list[dict[str, Any]] = []
-    for t in transitions:
-        if t.fate != "send":
-            findings.append(held_finding(t, now, existed, max_age_minutes, system.name))
+    plans: list[tuple[System, BridgeMemory, bool, list[Transition], BridgeMemory]] = []
+    for system, alarms in batch:
+        try:
+            memory, existed = load_memory(system.name)
+        except Exception as exc:  # without the memory every poll would start the runbooks again: refuse to send
+            findings.append(unknown("alarm-memory", system.name, f"Prefect Variable {variable_name('alarms', system.name)} could not be "
+                                    f"read ({type(exc).__name__}: {exc}); no event sent until it can (check the Prefect API)"))
             continue
-        finding, event = _send(system, t, utcnow())
-        findings.append(finding)
-        if event is not None:
-            keep.alarms[t.alarm.name] = t.alarm.state_time.astimezone(timezone.utc).isoformat()
-            sent.append(event)
+        transitions, keep = select_transitions(system, alarms, memory, now, timedelta(minutes=max_age_minutes))
+        plans.append((system, memory, existed, transitions, keep))
+    events = {(p[0].name, t.alarm.name): _event(p[0], t) for p in plans for t in p[3] if t.fate == "send"}
+    refused = _send_all(list(events.values())) if events else None
+    sent_at = utcnow()
+    sent: list[dict[str, Any]] = []
+    for system, memory, existed, transitions, keep in plans:
+        for t in transitions:
+            if t.fate != "send":
+                findings.append(held_finding(t, now, existed, max_age_minutes, system.name))
+            elif refused is not None:
+                findings.append(refused_finding(t, refused))
+            else:
+                eid = str(events[(system.name, t.alarm.name)][3])
+                findings.append(sent_finding(t, eid, events[(system.name, t.alarm.name)][2]["priority"], _registered(t.runbook), sent_at))
+                keep.alarms[t.alarm.name] = t.alarm.state_time.astimezone(timezone.utc).isoformat()
+                sent.append({"system": system.name, "alarm": t.alarm.name, "runbook": t.runbook, "event_id": eid,
+                             "state_time": t.alarm.state_time.isoformat()})
+        findings += _remember(system, memory, existed, keep)
+        if not transitions:
+            findings.append(none_routed(system))
+    return {"sent": sent, "findings": findings}
+
+
+def _remember(system: System, memory: BridgeMemory, existed: bool, keep: BridgeMemory) -> list[Finding]:
+    """Save the system's memory when what it remembers changed (or it had none): no write on a quiet poll."""
+    if existed and keep.alarms == memory.alarms:
+        return []
     try:
         save_memory(system.name, keep)
     except Exception as exc:
-        findings.append(Finding(check="alarm-memory", resource=system.name, status=Status.WARN,
-                                summary=f"could not save {variable_name('alarms', system.name)} ({type(exc).__name__}: {exc}); "
-                                        "the next poll sends these transitions again with the same event ids, which Prefect drops"))
-    if not transitions:
-        findings.append(none_routed(system))
-    return {"sent": sent, "findings": findings}
+        return [Finding(check="alarm-memory", resource=system.name, status=Status.WARN,
+                        summary=f"could not save {variable_name('alarms', system.name)} ({type(exc).__name__}: {exc}); "
+                                "the next poll sends these transitions again with the same event ids, which Prefect drops")]
+    return []
 
 
 @aws_task(iam=["sns:Publish"], name="notify-missed-runs", cache_policy=NO_CACHE, read_only=False)
@@ -159,7 +217,7 @@ def _failure(fut: PrefectFuture) -> str:
 
 
 def bridge_alarms(invs: list[System], max_age_minutes: float) -> tuple[list[Finding], list[dict[str, Any]]]:
-    """Read each region once, then each system's transitions concurrently (the DAG's alarm branch)."""
+    """Read every region once (one task), then every system's transitions (one task): the DAG's alarm branch."""
     findings: list[Finding] = []
     routed: list[System] = []
     for s in invs:
@@ -168,35 +226,48 @@ def bridge_alarms(invs: list[System], max_age_minutes: float) -> tuple[list[Find
             findings.append(nothing)
         else:
             routed.append(s)
-    reads = {region: read_alarms.submit(region) for region in sorted({s.region for s in routed})}
-    fires: dict[str, PrefectFuture] = {}
+    if not routed:
+        return findings, []
+    read = read_regions.submit(sorted({s.region for s in routed}))
+    read.wait()
+    regions: dict[str, list[Alarm] | str] = read.result() if read.state.is_completed() else {}
+    batch: list[tuple[System, list[Alarm]]] = []
     for s in routed:
-        read = reads[s.region]
-        read.wait()
-        if not read.state.is_completed():
-            findings.append(unknown("alarms-read", s.name, f"DescribeAlarms in {s.region}: {_failure(read)}; no alarm could start a runbook"))
-            continue
-        fires[s.name] = fire_transitions.submit(s, read, max_age_minutes)
-    sent: list[dict[str, Any]] = []
-    for name, fut in fires.items():
-        fut.wait()
-        if fut.state.is_completed():
-            out = fut.result()
-            findings += out["findings"]
-            sent += [{"system": name, **e} for e in out["sent"]]
+        got = regions.get(s.region, _failure(read) if not read.state.is_completed() else "not read")
+        if isinstance(got, str):
+            findings.append(unknown("alarms-read", s.name, f"DescribeAlarms in {s.region}: {got}; no alarm could start a runbook"))
         else:
-            findings.append(unknown("alarm-transition", name, _failure(fut)))
-    return findings, sent
+            batch.append((s, got))
+    if not batch:
+        return findings, []
+    fired = fire_transitions.submit(batch, max_age_minutes)
+    fired.wait()
+    if not fired.state.is_completed():
+        return findings + [unknown("alarm-transition", s.name, _failure(fired)) for s, _ in batch], []
+    out = fired.result()
+    return findings + out["findings"], out["sent"]
 
 
-@task(name="watch-schedules", cache_policy=NO_CACHE)
-def judge_and_remember(scheduled: dict[str, Any], memory: ScheduleMemory, now_iso: str, window_start_iso: str,
+def judge_and_remember(scheduled: dict[str, Any], memory: ScheduleMemory, now: datetime, window_start: datetime,
                        grace_minutes: float) -> dict[str, Any]:
-    now = datetime.fromisoformat(now_iso)
-    findings, missed = judge_schedules(scheduled["deployments"], scheduled["runs"], now, datetime.fromisoformat(window_start_iso),
+    """The schedules' findings, the missed runs and those not notified yet (pure computing: in the flow, no task run)."""
+    findings, missed = judge_schedules(scheduled["deployments"], scheduled["runs"], now, window_start,
                                        timedelta(minutes=grace_minutes), fire_times)
     fresh = [m for m in missed if m.key not in memory.notified]
     return {"findings": findings, "missed": missed, "fresh": fresh}
+
+
+# The schedule memory's "checked until" is written at most this often when nothing else in it changed: a poll that
+# notified nobody re-judges at most this much more of the window next time (idempotent: notified keys are kept),
+# instead of writing the Variable every minute.
+CHECKED_UNTIL_EVERY = timedelta(minutes=15)
+
+
+def memory_changed(memory: ScheduleMemory, notified_before: dict[str, int], cutoff: datetime) -> bool:
+    """Whether the schedule memory must be written this poll: something was notified, or "checked until" lags behind."""
+    if memory.notified != notified_before or not memory.checked_until:
+        return True
+    return cutoff - datetime.fromisoformat(memory.checked_until) >= CHECKED_UNTIL_EVERY
 
 
 def watch_schedules(systems: list[str] | None, grace_minutes: float, lookback_hours: float, notify: bool) -> tuple[list[Finding], dict[str, Any]]:
@@ -212,12 +283,11 @@ def watch_schedules(systems: list[str] | None, grace_minutes: float, lookback_ho
     if memory.checked_until:
         window_start = max(window_start, min(datetime.fromisoformat(memory.checked_until), cutoff))
     read = read_schedules.submit(window_start, now - lookback, systems)
-    judged = judge_and_remember.submit(read, memory, now.isoformat(), window_start.isoformat(), grace_minutes)
-    judged.wait()
-    if not judged.state.is_completed():
-        source = read if not read.state.is_completed() else judged
-        return [unknown("missed-scheduled-run", "(opsbook deployments)", f"the Prefect API could not be read: {_failure(source)}")], {}
-    out = judged.result()
+    read.wait()
+    if not read.state.is_completed():
+        return [unknown("missed-scheduled-run", "(opsbook deployments)", f"the Prefect API could not be read: {_failure(read)}")], {}
+    out = judge_and_remember(read.result(), memory, now, window_start, grace_minutes)
+    notified_before = dict(memory.notified)
     findings: list[Finding] = out["findings"]
     fresh: list[MissedRun] = out["fresh"]
     notification: dict[str, Any] = {"kind": None, "sent": [], "errors": []}
@@ -241,6 +311,9 @@ def watch_schedules(systems: list[str] | None, grace_minutes: float, lookback_ho
             notification["kind"] = "alert"
             for m in items:
                 memory.notified[m.key] = int(now.timestamp())
+    notification["missed"] = [m.model_dump(mode="json") for m in fresh]
+    if not memory_changed(memory, notified_before, cutoff):
+        return findings, notification
     memory.checked_until = cutoff.isoformat()
     try:
         save_schedule_memory(memory, keep_after=now - 2 * lookback)
@@ -248,7 +321,6 @@ def watch_schedules(systems: list[str] | None, grace_minutes: float, lookback_ho
         findings.append(Finding(check="missed-scheduled-run", resource="(bridge memory)", status=Status.WARN,
                                 summary=f"could not save the bridge's schedule memory ({type(exc).__name__}: {exc}); "
                                         "the next poll checks the same window again and may notify again"))
-    notification["missed"] = [m.model_dump(mode="json") for m in fresh]
     return findings, notification
 
 
@@ -295,4 +367,4 @@ def alarm_bridge(
     return report
 
 
-TASKS = [read_alarms, fire_transitions, read_schedules, judge_and_remember, notify_missed]
+TASKS = [read_regions, fire_transitions, read_schedules, notify_missed]

@@ -24,6 +24,7 @@ from typing import Any, Iterator
 from urllib.parse import urlparse
 
 from opsbook.server import DEFAULT_PORT
+from sandbox.procs import die_with_parent, guard_env
 from tests import prefect_db
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,9 +182,10 @@ class Stack:
         prefect_db.copy_to(self.home / ("prefect" if self.port == DEFAULT_PORT else f"prefect-{self.port}"))  # server.database_dir
         cmd = self.serve_command()
         log(f"starting {' '.join(cmd)} (OPSBOOK_HOME={self.home}, port {self.port}); log: {self.serve_log}")
+        guard_env("OPSBOOK_HOME", str(self.home))  # serve, its flow runs and the Prefect server it starts, when this process dies
         self.serve = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
                                       stdout=open(self.serve_log, "wb"), stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+                                      start_new_session=True, preexec_fn=die_with_parent)
         # seed while the Prefect server starts (serve does not touch AWS until a run starts)
         for name in self.systems:
             seed_system(self.sandbox, load_system(name))

@@ -28,6 +28,7 @@ from sandbox.postgres import (  # noqa: F401 (their home moved)
     postgres_bindir,
 )
 from sandbox.postgres import tail as _tail
+from sandbox.procs import die_with_parent, guard, release
 
 PREFECT = [sys.executable, "-m", "prefect"]
 
@@ -82,8 +83,10 @@ class PrefectServer:
         env.update(self.extra_env)
         log = open(self.home / "server.log", "wb")
         self.proc = subprocess.Popen(PREFECT + ["server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-                                     env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=str(self.home))
+                                     env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=str(self.home),
+                                     preexec_fn=die_with_parent)
         log.close()
+        guard(self.proc.pid, group=True, remove=self.home)  # and whatever it started, when this process is killed
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -101,6 +104,8 @@ class PrefectServer:
         try:
             _stop_group(self.proc)
         finally:
+            if self.proc is not None:
+                release(self.proc.pid, group=True, remove=self.home)
             self.proc = None
             if self.home is not None:
                 shutil.rmtree(self.home, ignore_errors=True)
@@ -138,8 +143,9 @@ class Worker:
         self.proc = subprocess.Popen(PREFECT + ["worker", "start", "--pool", self.pool, "--type", "process", "--limit",
                                                 str(self.limit), "--name", self.name],
                                      env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     cwd=str(self.cwd or self.dir))
+                                     cwd=str(self.cwd or self.dir), preexec_fn=die_with_parent)
         log.close()
+        guard(self.proc.pid, group=True, remove=self.dir)  # its flow-run processes share its group
         return self
 
     @property
@@ -156,6 +162,8 @@ class Worker:
         try:
             _stop_group(self.proc)
         finally:
+            if self.proc is not None:
+                release(self.proc.pid, group=True, remove=self.dir)
             self.proc = None
             if self.dir is not None:
                 shutil.rmtree(self.dir, ignore_errors=True)

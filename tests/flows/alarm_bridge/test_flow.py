@@ -87,6 +87,60 @@ def test_an_alarm_going_into_alarm_sends_one_event_a_second_poll_none_and_ok_the
     assert sent(run(systems=[HR])[0]) == [alarm]
 
 
+def test_a_poll_writes_little_to_the_prefect_server_and_a_quiet_poll_writes_no_memory(seeded, monkeypatch):
+    """The write cut that keeps the UI answering under the bridge (bench/bridge_ui.py): a poll of three systems in
+    three regions makes three task runs whatever the number of systems, regions and alarms (was one a region + one a
+    system + the report), sends its events in one request, and writes a system's memory only when it changed."""
+    from collections import Counter
+
+    from prefect.tasks import Task
+
+    import flows.alarm_bridge.flow as ab
+
+    systems = seeded(HR, "todo-app", "t-developer")
+    alarms = {HR: "lambda-errors-team2", "todo-app": "todo-api-high-error-rate", "t-developer": "t-developer-high-error-rate"}
+    for s in systems:
+        set_state(s, alarms[s.name], "ALARM")
+    names = [s.name for s in systems]
+    tasks: Counter[str] = Counter()
+    posts: list[int] = []
+    submit, send = Task.submit, ab.send_events
+    monkeypatch.setattr(Task, "submit", lambda self, *a, **k: (tasks.update([self.name]), submit(self, *a, **k))[1])
+    monkeypatch.setattr(ab, "send_events", lambda events: (posts.append(len(events)), send(events))[1])
+
+    def memory_written() -> dict[str, object]:
+        from flows.alarm_bridge.prefect_api import variable_name
+
+        with get_client(sync_client=True) as c:
+            return {n: getattr(c.read_variable_by_name(variable_name("alarms", n)), "updated", None) for n in names}
+
+    first, _ = run(systems=names)
+    assert sent(first) == sorted(alarms.values()) and posts == [3]
+    assert tasks == {"read-alarms": 1, "fire-transitions": 1, "publish-report": 1}, tasks
+    written = memory_written()
+    tasks.clear()
+    quiet, _ = run(systems=names)  # nothing changed: the same answer, nothing remembered anew
+    assert sent(quiet) == [] and posts == [3] and tasks == {"read-alarms": 1, "fire-transitions": 1, "publish-report": 1}
+    assert all("already started" in f.summary for f in quiet.findings if f.resource in alarms.values())
+    assert memory_written() == written
+    set_state(systems[1], alarms["todo-app"], "OK")  # one system's alarm leaves ALARM: only that system's memory is written
+    assert sent(run(systems=names)[0]) == [] and posts == [3]
+    now = memory_written()
+    assert now["todo-app"] != written["todo-app"] and {n: now[n] for n in (HR, "t-developer")} == {n: written[n] for n in (HR, "t-developer")}
+
+
+def test_the_schedule_memory_is_written_when_it_notified_or_lags_behind():
+    from flows.alarm_bridge.flow import CHECKED_UNTIL_EVERY, memory_changed
+    from flows.alarm_bridge.prefect_api import ScheduleMemory
+
+    now = datetime(2026, 12, 4, 12, 0, tzinfo=timezone.utc)
+    fresh = ScheduleMemory(checked_until=(now - timedelta(minutes=1)).isoformat(), notified={"a": 1})
+    assert not memory_changed(fresh, {"a": 1}, now)  # a quiet poll: no write
+    assert memory_changed(fresh, {}, now)  # it notified someone: remembered at once
+    assert memory_changed(ScheduleMemory(), {}, now)  # never checked
+    assert memory_changed(ScheduleMemory(checked_until=(now - CHECKED_UNTIL_EVERY).isoformat()), {}, now)
+
+
 def test_other_systems_alarms_and_unrouted_alarms_send_nothing(seeded):
     hr, todo, leh = seeded(HR, "todo-app", "leh")
     set_state(todo, "todo-api-high-error-rate", "ALARM")  # todo-app's, in leh's region
@@ -110,7 +164,7 @@ def test_stale_transition_and_unreachable_prefect_are_reported_not_sent(seeded, 
     import flows.alarm_bridge.flow as ab
 
     with monkeypatch.context() as m:  # (monkeypatch.undo() would also undo the sandbox fixture's endpoint)
-        m.setattr(ab, "send_event", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("refused")))
+        m.setattr(ab, "send_events", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("refused")))
         failed, state = run(systems=[HR])
     assert state == "FAILED" and failed.status is Status.CRIT
     assert "the next poll sends it again" in next(f for f in failed.findings if f.resource == "lambda-errors-team2").summary
