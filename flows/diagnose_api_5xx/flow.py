@@ -116,22 +116,23 @@ def diagnose_api_5xx(
         return _finish(inv, findings, calls, started, logger)
 
     # collect: the APIs and their metrics at once; then the functions they integrate; then those functions' roles
-    lost: list[Finding] = []
-    info_f = {a.name: read_api.submit(inv, a, deadline) for a in apis}
-    metrics_f = read_api_metrics.submit(inv, apis, minutes)
-    infos = {a.name: settled(info_f[a.name], f"read-api {a.name}", ApiInfo(name=a.name, error="the read task failed"), lost) for a in apis}
-    fns: list[str] = []
-    for a in apis:
-        fns += [f for f in functions_of(a, infos[a.name]) if f not in fns]
-    configs_f = read_functions.submit(inv, fns, deadline)
-    fmetrics_f = read_function_metrics.submit(inv, fns, minutes)
-    errors_f = read_function_errors.submit(inv, fns, deadline, minutes)
-    configs = settled(configs_f, "read-functions", {}, lost)
-    roles_f = read_roles.submit(inv, [c.role_name for c in configs.values() if c.role_name], deadline)
-    metrics = settled(metrics_f, "read-api-metrics", {a.name: ApiMetrics(api=a.name, error="the read task failed") for a in apis}, lost)
-    fmetrics = settled(fmetrics_f, "read-function-metrics", {}, lost)
-    errors = settled(errors_f, "read-function-errors", {}, lost)
-    roles = settled(roles_f, "read-roles", {}, lost)
+    with aws.bounded(deadline):  # no read starts after the deadline; each attempt times out within the time left
+        lost: list[Finding] = []
+        info_f = {a.name: read_api.submit(inv, a, deadline) for a in apis}
+        metrics_f = read_api_metrics.submit(inv, apis, minutes)
+        infos = {a.name: settled(info_f[a.name], f"read-api {a.name}", ApiInfo(name=a.name, error="the read task failed"), lost) for a in apis}
+        fns: list[str] = []
+        for a in apis:
+            fns += [f for f in functions_of(a, infos[a.name]) if f not in fns]
+        configs_f = read_functions.submit(inv, fns, deadline)
+        fmetrics_f = read_function_metrics.submit(inv, fns, minutes)
+        errors_f = read_function_errors.submit(inv, fns, deadline, minutes)
+        configs = settled(configs_f, "read-functions", {}, lost)
+        roles_f = read_roles.submit(inv, [c.role_name for c in configs.values() if c.role_name], deadline)
+        metrics = settled(metrics_f, "read-api-metrics", {a.name: ApiMetrics(api=a.name, error="the read task failed") for a in apis}, lost)
+        fmetrics = settled(fmetrics_f, "read-function-metrics", {}, lost)
+        errors = settled(errors_f, "read-function-errors", {}, lost)
+        roles = settled(roles_f, "read-roles", {}, lost)
 
     # judge, then report: the verdicts first, then the reads that failed, then the evidence
     findings = diagnose.submit(inv, apis, infos, metrics, configs, fmetrics, errors, roles, crit_rate_pct).result()

@@ -120,15 +120,16 @@ def diagnose_bedrock_throttling(
         return _finish(inv, findings, calls, started, logger)
 
     # collect: the throttle lines and the quotas at once; then the invocations and the metrics of the models the lines name
-    lost: list[Finding] = []
-    stats_f = read_throttles.submit(inv, targets, deadline, minutes)
-    quotas_f = read_quotas.submit(inv, "bedrock")
-    stats = settled(stats_f, "read-throttles", {t.function: ThrottleStats(function=t.function, group=t.group, error="the read task failed")
-                                                for t in targets}, lost)
-    models = sorted({m for s in stats.values() for m in s.models})
-    usage_f = read_invocations.submit(inv, [t.function for t in targets], models, minutes)
-    usage = settled(usage_f, "read-invocations", UsageMetrics(error="the read task failed"), lost)
-    quotas = settled(quotas_f, "read-quotas", QuotaSet(error="the read task failed"), lost)
+    with aws.bounded(deadline):  # no read starts after the deadline; each attempt times out within the time left
+        lost: list[Finding] = []
+        stats_f = read_throttles.submit(inv, targets, deadline, minutes)
+        quotas_f = read_quotas.submit(inv, "bedrock")
+        stats = settled(stats_f, "read-throttles", {t.function: ThrottleStats(function=t.function, group=t.group, error="the read task failed")
+                                                    for t in targets}, lost)
+        models = sorted({m for s in stats.values() for m in s.models})
+        usage_f = read_invocations.submit(inv, [t.function for t in targets], models, minutes)
+        usage = settled(usage_f, "read-invocations", UsageMetrics(error="the read task failed"), lost)
+        quotas = settled(quotas_f, "read-quotas", QuotaSet(error="the read task failed"), lost)
 
     # judge, then report: the verdict first, then the reads that failed, then the rest
     findings = diagnose.submit(inv, targets, how, stats, usage, quotas, minutes, headroom, crit_share_pct).result()
