@@ -9,7 +9,6 @@ the reason, never OK.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Literal
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from opsbook.findings import Finding, Status, unknown
 from opsbook.inventory import Endpoint
+from opsbook.loopback import is_loopback_host
 
 CHECK, TLS_CHECK = "endpoint", "endpoint-tls"
 MAP_ENV = "OPSBOOK_ENDPOINT_MAP"  # scheme=base,...: where a sandboxed run sends each scheme's URLs (the sandbox sets it)
@@ -48,17 +48,6 @@ class Probe(BaseModel):
 
 
 # --- where a probe may go ------------------------------------------------------------------------
-
-
-def is_loopback_host(host: str | None) -> bool:
-    """localhost or a loopback address (127.0.0.0/8, ::1); a name like 127.example.com is not."""
-    host = (host or "").strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_map(raw: str | None) -> dict[str, str]:
