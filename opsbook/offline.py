@@ -51,8 +51,9 @@ def probe_timeout() -> float:
 
 
 def journal_dir() -> Path:
+    """Where journals wait: readable by this user only (they hold what the Prefect server would: logs, artifacts)."""
     d = server.home() / "offline"
-    d.mkdir(parents=True, exist_ok=True)
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
     return d
 
 
@@ -72,7 +73,8 @@ class Journal:
     def write(self, kind: str, **data: Any) -> None:
         line = json.dumps({"kind": kind, "at": _now(), **data}, default=str)
         with self._lock:
-            with open(self.path, "a", encoding="utf-8") as f:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with open(fd, "a", encoding="utf-8") as f:
                 f.write(line + "\n")
             self.lines += 1
 
