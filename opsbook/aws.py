@@ -359,14 +359,16 @@ def client(service: str, region: str, profile: str | None = None) -> Any:
         c = _clients.get(key)
     if c is not None:
         return c
-    s = session(profile)
-    config = _config()
-    if cap is not None:
-        config = config.merge(botocore.config.Config(read_timeout=min(config.read_timeout, cap),
-                                                     connect_timeout=min(config.connect_timeout, cap)))
-    c = _throttle_retries(s.client(service, region_name=region, config=config))
+    c = _throttle_retries(session(profile).client(service, region_name=region, config=_capped_config(cap)))
     with _lock:
         return _clients.setdefault(key, c)
+
+
+def _capped_config(cap: float | None) -> botocore.config.Config:
+    config = _config()
+    if cap is None:
+        return config
+    return config.merge(botocore.config.Config(read_timeout=min(config.read_timeout, cap), connect_timeout=min(config.connect_timeout, cap)))
 
 
 def reset_clients() -> None:
@@ -472,12 +474,13 @@ def _role_session(role: AssumedRole) -> boto3.Session:
 
 
 def _role_client(role: AssumedRole, service: str, region: str) -> Any:
-    key = (role.access_key_id, service, region, _env())
+    cap = _timeout_cap()
+    key = (role.access_key_id, service, region, _env(), cap)
     with _lock:
         c = _role_clients.get(key)
     if c is not None:
         return c
-    c = _throttle_retries(_role_session(role).client(service, region_name=region, config=_config()))
+    c = _throttle_retries(_role_session(role).client(service, region_name=region, config=_capped_config(cap)))
     with _lock:
         return _role_clients.setdefault(key, c)
 

@@ -373,11 +373,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
     t = server.configure()
     server.ensure(t)  # a local server is started; a remote one that does not answer stops here (exit 3)
     key, _ = server.setting("PREFECT_API_KEY")
+    sent = 0
     with httpx.Client(base_url=t.api_url, headers={"Authorization": f"Bearer {key}"} if key else {}, timeout=30) as client:
         for j in journals:
-            lines = offline.replay_file(j, client)
+            try:
+                lines = offline.replay_file(j, client)
+            except offline.StillWriting as exc:
+                print(f"skipped {exc}", file=sys.stderr)
+                continue
+            except httpx.HTTPError as exc:
+                raise RuntimeError(f"replaying {j.name}: {type(exc).__name__}: {exc} ({t.api_url}); run `opsbook replay` "
+                                   "again once the server answers (it resumes where it stopped)") from None
+            sent += 1
             print(f"replayed {j.name}: {lines} records to {t.api_url}")
-    print(f"{len(journals)} offline run(s) now on {t.ui_url}/runs", file=sys.stderr)
+    print(f"{sent} offline run(s) now on {t.ui_url}/runs", file=sys.stderr)
     return 0
 
 

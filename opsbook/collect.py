@@ -117,5 +117,8 @@ class DeadlineTaskRunner(ThreadPoolTaskRunner):
 
 
 def abandoned() -> list[threading.Thread]:
-    """Task threads of finished deadline runs that are still blocked in a call."""
-    return [t for pool in DeadlineTaskRunner._pools for t in list(getattr(pool, "_threads", ())) if t.is_alive()]
+    """Threads still blocked in a call that nothing waits for any more: the task threads of finished deadline runs,
+    and opsbook's own worker threads (``aws.parallel``: items given up at their deadline)."""
+    tasks = {t for pool in DeadlineTaskRunner._pools for t in list(getattr(pool, "_threads", ()))}
+    ours = {t for t in threading.enumerate() if t.name.startswith("opsbook") and not t.daemon}
+    return [t for t in tasks | ours if t.is_alive()]

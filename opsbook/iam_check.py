@@ -48,11 +48,9 @@ def _dynamodb(c: Call, arn: Callable[[str], str]) -> list[str]:
     for key in ("ResourceArn", "BackupArn"):
         if key in p:
             return [p[key]]
-    if "TableName" in p:
-        table = _name_of(p["TableName"], "/")
-        if p.get("IndexName"):
-            return [arn(f"table/{table}/index/{p['IndexName']}")]
-        return [arn(f"table/{table}")]
+    if "TableName" in p:  # an ARN is the table it names (another account or region stays so), a name is in the caller's
+        table = p["TableName"] if p["TableName"].startswith("arn:") else arn(f"table/{p['TableName']}")
+        return [f"{table}/index/{p['IndexName']}" if p.get("IndexName") else table]
     return ["*"]
 
 
@@ -82,17 +80,26 @@ def _lambda(c: Call, arn: Callable[[str], str]) -> list[str]:
     fn = p.get("FunctionName")
     if not fn:
         return ["*"]
-    name = fn.split(":")[6] if fn.startswith("arn:") else fn.split(":")[0]
     qualifier = p.get("Qualifier") or p.get("Name") if c.operation in ("GetAlias", "UpdateAlias") else p.get("Qualifier")
-    if fn.startswith("arn:") and len(fn.split(":")) > 7:
-        qualifier = fn.split(":")[7]
+    if fn.startswith("arn:"):  # the function it names, in its own account and region; a qualifier in the ARN wins
+        base = ":".join(fn.split(":")[:7])
+        qualifier = fn.split(":")[7] if len(fn.split(":")) > 7 else qualifier
+        return [base + (f":{qualifier}" if qualifier else "")]
+    name, _, named_qualifier = fn.partition(":")  # "fn:live" is the alias live of fn
+    qualifier = named_qualifier or qualifier
     return [arn(f"function:{name}" + (f":{qualifier}" if qualifier else ""))]
 
 
 def _sqs(c: Call, arn: Callable[[str], str]) -> list[str]:
     p = c.params
-    if "QueueUrl" in p:
-        return [arn(unquote(urlparse(p["QueueUrl"]).path.rstrip("/").rsplit("/", 1)[-1]))]
+    if "QueueUrl" in p:  # https://sqs.<region>.amazonaws.com/<account>/<name>: the queue of that account and region
+        url = urlparse(p["QueueUrl"])
+        account_name = unquote(url.path).strip("/").split("/")
+        host = (url.hostname or "").split(".")
+        region = host[1] if len(host) > 2 and host[0] == "sqs" else c.region
+        if len(account_name) == 2 and account_name[0].isdigit():
+            return [f"arn:{partition(region)}:sqs:{region}:{account_name[0]}:{account_name[1]}"]
+        return [arn(account_name[-1])]
     if "QueueName" in p:
         return [arn(p["QueueName"])]
     return ["*"]

@@ -20,6 +20,7 @@ run the server has never heard of is never taken to be finished).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -28,6 +29,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 from typing import TYPE_CHECKING, Any
 
 from opsbook import server
@@ -57,26 +59,45 @@ def journal_dir() -> Path:
     return d
 
 
+def _without_userinfo(url: str | None) -> str | None:
+    """A URL without the user:password a proxy address may carry."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])) if "@" in parts.netloc else url
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
 @dataclass
 class Journal:
-    """The calls an offline run made to its API, in order: one JSON object a line, flushed as written."""
+    """The calls an offline run made to its API, in order: one JSON object a line, flushed as written. The file stays
+    open and locked (flock) for the life of the run: `opsbook replay` leaves a journal still being written alone."""
 
     path: Path
     reason: str
     _lock: threading.Lock = field(default_factory=threading.Lock)
     lines: int = 0
+    _file: Any = None
 
     def write(self, kind: str, **data: Any) -> None:
         line = json.dumps({"kind": kind, "at": _now(), **data}, default=str)
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            with open(fd, "a", encoding="utf-8") as f:
-                f.write(line + "\n")
+            if self._file is None:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                fcntl.flock(fd, fcntl.LOCK_EX)  # released when the run ends, however it ends
+                self._file = open(fd, "a", encoding="utf-8")
+            self._file.write(line + "\n")
+            self._file.flush()
             self.lines += 1
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
 
 
 class _State:
@@ -123,6 +144,8 @@ def _answer(st: _State, method: str, path: str, body: Any) -> tuple[int, Any]:
     with st.lock:
         if method == "GET" and parts == ["health"]:
             return 200, True
+        if parts and parts[0] == "variables":  # not readable offline; a 404 would read as "not set" (the default)
+            return 501, {"detail": f"Prefect variables are not available offline ({j.reason})"}
         if method == "GET" and parts == ["csrf-token"]:
             return 200, {"token": "offline", "client": "opsbook", "expiration": "2999-01-01T00:00:00+00:00"}
         if method == "GET" and parts == ["admin", "version"]:
@@ -243,6 +266,7 @@ class Offline:
                 self.journal.write("event", body=event.model_dump(mode="json"))
         AssertingEventsClient.reset()
         self.stop()
+        self.journal.close()
         return self.journal.lines
 
     def stop(self) -> None:
@@ -263,7 +287,7 @@ def start(reason: str, runbook: str, system: str) -> Offline:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     path = journal_dir() / f"{stamp}-{runbook}-{os.path.basename(system).removesuffix('.yaml')}-{os.getpid()}.jsonl"
     journal = Journal(path, reason)
-    journal.write("offline", reason=reason, runbook=runbook, system=system, configured=os.environ.get("PREFECT_API_URL"))
+    journal.write("offline", reason=reason, runbook=runbook, system=system, configured=_without_userinfo(os.environ.get("PREFECT_API_URL")))
     from http.server import ThreadingHTTPServer
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(_State(journal)))
@@ -299,7 +323,7 @@ def _mapped(text: str, ids: dict[str, str]) -> str:
     return text
 
 
-_BUSY = {429, 502, 503, 504}  # a server under load ("database is locked"): tried again, as Prefect's client does
+_BUSY = {429, 503}  # the server did not take it (under load: "database is locked"): tried again, as Prefect's client does
 
 
 def _request(client: Any, method: str, path: str, body: Any, tries: int = 6) -> Any:
@@ -328,16 +352,39 @@ def _send(client: Any, path: Path, n: int, item: dict[str, Any], ids: dict[str, 
         ids[item["id"]] = r.json()["id"]
 
 
+class StillWriting(RuntimeError):
+    """The journal's run is still going (it holds the journal's lock): replayed once it has ended."""
+
+
+_FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
 def replay_file(path: Path, client: Any) -> int:
     """Send one journal's calls to the server in order, the offline ids replaced by the server's; returns lines sent.
 
     Progress is kept next to the journal (``.progress.json``: lines done and the id map), so a replay that stops
-    part-way resumes where it stopped and sends nothing twice; a finished journal moves to ``replayed/``."""
+    part-way resumes where it stopped and sends nothing twice; a finished journal moves to ``replayed/``. A journal
+    whose run is still going is left alone (``StillWriting``); a run that stopped before its last state (killed)
+    is recorded Crashed, saying so."""
+    with open(path, encoding="utf-8") as held:
+        try:
+            fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # also keeps a second replay off this journal
+        except BlockingIOError:
+            raise StillWriting(f"{path.name}: its run is still going; replayed once it has ended") from None
+        sent = _replay_locked(path, held.read().splitlines(), client)
+        done = journal_dir() / "replayed"
+        done.mkdir(exist_ok=True)
+        path.rename(done / path.name)
+        path.with_suffix(".progress.json").unlink(missing_ok=True)
+    return sent
+
+
+def _replay_locked(path: Path, lines: list[str], client: Any) -> int:
     progress = path.with_suffix(".progress.json")
     state = json.loads(progress.read_text()) if progress.exists() else {"done": 0, "ids": {}, "events_sent": 0}
     ids: dict[str, str] = state["ids"]
-    lines = path.read_text(encoding="utf-8").splitlines()
     events: list[dict[str, Any]] = []
+    last: dict[str, str] = {}  # server flow run id -> the last state type the journal has for it
 
     def save(**change: Any) -> None:
         state.update(change)
@@ -349,18 +396,25 @@ def replay_file(path: Path, client: Any) -> int:
         item = json.loads(_mapped(raw, ids))
         if item["kind"] == "event":
             events.append(item["body"])  # task runs: sent last, once their flow run exists
-        elif item["kind"] in _SENDS and n >= state["done"]:
+            continue
+        if item["kind"] in _SENDS and n >= state["done"]:
             _send(client, path, n, item, ids)
             save(done=n + 1, ids=ids)
+        if item["kind"] == "flow_run":
+            last[ids.get(item["id"], item["id"])] = (item["body"].get("state") or {}).get("type", "PENDING")
+        elif item["kind"] == "set_state":
+            last[item["flow_run_id"]] = (item["body"].get("state") or {}).get("type", "")
+    for run_id, kind in last.items():
+        if kind not in _FINAL and run_id not in state.get("crashed", []):
+            body = {"state": {"type": "CRASHED", "name": "Crashed", "message": f"the offline run stopped before it finished "
+                              f"(killed, or its machine went down): its journal {path.name} ends in {kind}"}, "force": True}
+            _send(client, path, len(lines), {"kind": "set_state", "flow_run_id": run_id, "body": body}, ids)
+            save(crashed=[*state.get("crashed", []), run_id])
     for i in range(state["events_sent"], len(events), 200):  # POST /events records a batch
         r = _request(client, "POST", "/events", events[i:i + 200])
         if r.status_code >= 400:
             raise RuntimeError(f"{path.name}: the server refused its events: HTTP {r.status_code}: {r.text[:200]}")
         save(events_sent=min(i + 200, len(events)))
-    done = journal_dir() / "replayed"
-    done.mkdir(exist_ok=True)
-    path.rename(done / path.name)
-    progress.unlink(missing_ok=True)
     return len(lines)
 
 

@@ -25,7 +25,8 @@ def import_prefect(verbose: bool = False) -> server.Target:
     """Configure the server, import Prefect, and check Prefect really reads that server."""
     t = server.configure()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # A server that stops answering mid-run fails its calls in seconds, not Prefect's default 60 s each
+    # Each try of a Prefect API call waits 10 s, not Prefect's 60 s. A server silent from the start is not used at all
+    # (opsbook.offline); one that stops answering mid-run still costs up to ~2 min a call (Prefect's 5 retries).
     os.environ.setdefault("PREFECT_API_REQUEST_TIMEOUT", os.environ.get("OPSBOOK_PREFECT_REQUEST_TIMEOUT", "10"))
     if not verbose:  # Prefect's console chatter and task tracebacks stay in the UI; findings carry the reasons
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")

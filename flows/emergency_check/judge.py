@@ -233,11 +233,13 @@ def escalation_for(system: System, prio: str) -> tuple[EscalationLevel | None, E
 
 
 def _seen_components(findings: list[Finding]) -> tuple[int, int]:
-    """(component findings read, component findings UNKNOWN): what the priority could be judged on."""
+    """(AWS component findings read, component findings UNKNOWN): what the priority could be judged on. The users'
+    endpoint answering is not a component read: it says nothing of the data components behind it."""
     judged = [f for f in findings if f.check in _CLASSIFIED or f.check in _PERFORMANCE_CHECKS or f.check == "alarms"
               or (f.resource == "(whole check)")]
     blind = sum(1 for f in judged if f.status is Status.UNKNOWN)
-    return len(judged) - blind, blind
+    seen = sum(1 for f in judged if f.status is not Status.UNKNOWN and not f.check.startswith("endpoint"))
+    return seen, blind
 
 
 def verdict(system: System, findings: list[Finding]) -> Finding:

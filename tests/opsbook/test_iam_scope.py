@@ -132,6 +132,22 @@ def test_a_call_on_another_table_than_the_inventorys_is_refused_and_its_twin_on_
     assert refusal(policy, Call("dynamodb", "Scan", "us-east-1", {"TableName": "todos"}), ACCOUNT)  # another region
 
 
+def test_a_name_given_as_an_arn_or_a_queue_url_is_the_resource_it_names_not_the_callers_account():
+    from opsbook.iam_check import call_resources
+
+    assert refusal(restore_policy(), ddb("Scan", TableName=f"arn:aws:dynamodb:ap-northeast-2:{ACCOUNT}:table/todos"), ACCOUNT) is None
+    other = ddb("Scan", TableName="arn:aws:dynamodb:eu-west-1:999999999999:table/todos")  # another account's todos
+    assert refusal(restore_policy(), other, ACCOUNT) == "dynamodb:Scan on arn:aws:dynamodb:eu-west-1:999999999999:table/todos"
+    fn = Call("lambda", "GetFunction", "ap-northeast-2", {"FunctionName": "arn:aws:lambda:eu-west-1:999999999999:function:f"})
+    assert call_resources(fn, ACCOUNT) == ["arn:aws:lambda:eu-west-1:999999999999:function:f"]
+    alias = Call("lambda", "GetFunction", "ap-northeast-2", {"FunctionName": "f:live"})
+    assert call_resources(alias, ACCOUNT) == [f"arn:aws:lambda:ap-northeast-2:{ACCOUNT}:function:f:live"]
+    queue = Call("sqs", "GetQueueAttributes", "ap-northeast-2", {"QueueUrl": "https://sqs.eu-west-1.amazonaws.com/999999999999/q"})
+    assert call_resources(queue, ACCOUNT) == ["arn:aws:sqs:eu-west-1:999999999999:q"]
+    mine = Call("sqs", "GetQueueAttributes", "ap-northeast-2", {"QueueUrl": f"http://127.0.0.1:5000/{ACCOUNT}/q"})
+    assert call_resources(mine, ACCOUNT) == [f"arn:aws:sqs:ap-northeast-2:{ACCOUNT}:q"]  # the sandbox's form: the twin
+
+
 def test_delete_table_only_on_the_runbooks_copy_tagged_for_this_system():
     policy, copy = restore_policy(), "todos-restore-0123456789"
     arn = f"arn:aws:dynamodb:ap-northeast-2:{ACCOUNT}:table/{copy}"

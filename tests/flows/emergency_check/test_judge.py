@@ -302,5 +302,7 @@ def test_every_component_blind_is_unknown_and_escalates_as_for_p1_never_p3():
     # partly blind: P3 as far as seen, but not OK
     part = verdict(todo, [F("dynamodb-status", "todos", "OK"), F("lambda-state", "todo-api", "UNKNOWN")])
     assert part.details["priority"] == "P3" and part.status is Status.UNKNOWN and "P3 only as far as seen" in part.summary
+    # the users' endpoint answering is not a component read: still blind, escalated as for P1
+    assert verdict(todo, [*blind[:3], F("endpoint", "https://x/health", "OK", 40)]).details["priority"] == "UNKNOWN"
     # blind, but what was seen shows an incident: that incident's priority
     assert verdict(todo, [F("dynamodb-status", "todos", "CRIT"), F("lambda-state", "todo-api", "UNKNOWN")]).details["priority"] == "P1"
