@@ -93,12 +93,20 @@ def publish(system: System, subject: str, body: str) -> dict[str, Any]:
 def notify_status(system: System, runbook: str, status: Status, subject: str, body: str) -> dict[str, Any]:
     """Send an alert or a recovery notice when the status changed; returns what was done."""
     key = _state_key(runbook, system.name)
-    last = _last_notified(key)
+    try:
+        last, unread = _last_notified(key), None
+    except Exception as exc:  # no memory (Prefect down: an offline run): alert rather than stay silent; it may repeat one
+        last, unread = None, f"the last status notified could not be read ({type(exc).__name__}): an alert may repeat"
     kind = decide(last, status)
     if kind is None:
-        return {"kind": None, "previous": last, "sent": [], "errors": []}
+        return {"kind": None, "previous": last, "sent": [], "errors": [unread] if unread else []}
     prefix = "RECOVERED" if kind == "recovery" else status.value
     result = {"kind": kind, "previous": last, **publish(system, f"[opsbook {prefix}] {subject}", body)}
-    if result["sent"] and not result["errors"]:
-        _remember(key, status.value)
+    if unread:
+        result["errors"].append(unread)
+    elif result["sent"] and not result["errors"]:
+        try:
+            _remember(key, status.value)
+        except Exception as exc:
+            result["errors"].append(f"sent, but not remembered ({type(exc).__name__}: {exc}): the next run may repeat it")
     return result
