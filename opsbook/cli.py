@@ -1,6 +1,6 @@
 """opsbook command line.
 
-  opsbook run RUNBOOK --system NAME [--param KEY=VALUE ...] [--json] [--execute [--yes]] [--sandbox]
+  opsbook run RUNBOOK [RUNBOOK ...] --system NAME [--param KEY=VALUE ...] [--json] [--execute [--yes]] [--sandbox]
   opsbook run RUNBOOK --help            the runbook's parameters, types, defaults and descriptions
   opsbook list | policy RUNBOOK | serve | demo | sandbox | replay | server start|stop|status
 
@@ -162,6 +162,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from opsbook import registry, runner
     from opsbook.inventory import load_system
 
+    names = args.runbook or []
+    if len(names) > 1:
+        return cmd_run_many(args, names)
+    args.runbook = names[0] if names else None
     if args.runbook is None:
         if args.help:
             return print_run_help(None)
@@ -196,15 +200,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         where = aws_target(sb is not None)
         refuse_off_machine(rb, args.system)
         t0 = time.monotonic()
-        if not off:
-            try:
-                meta = runner.prepare_prefect(args.verbose)
-            except RuntimeError as exc:  # opsbook could not start its local server either: go on without it
-                off = go_offline(False, rb.name, args.system, why=str(exc))
-                off.point(runner.prefect_settings())
-                off.record_events()
-        if off:
-            meta = offline_meta(off)
+        off, meta = prefect_or_offline(off, args, rb.name)
         if not args.json:
             print(f"opsbook: {rb.name} {args.system} on {where}; Prefect {meta['api_url'] or 'offline (journal)'}", file=sys.stderr)
         report, run_meta = runner.run_runbook(rb.name, args.system, params, approval=approval)
@@ -215,6 +211,131 @@ def cmd_run(args: argparse.Namespace) -> int:
             sb.stop()
     meta.update(run_meta, aws=where, sandbox=sb is not None, total_s=round(time.monotonic() - t0, 2))
     return report_result(args, rb.name, report, meta)
+
+
+def prefect_or_offline(off: Any, args: argparse.Namespace, name: str) -> tuple[Any, dict[str, Any]]:
+    """The Prefect server up (started here when it is local and down), or, when it cannot be had, the offline journal."""
+    from opsbook import runner
+
+    if not off:
+        try:
+            return None, runner.prepare_prefect(args.verbose)
+        except RuntimeError as exc:  # opsbook could not start its local server either: go on without it
+            off = go_offline(False, name, args.system, why=str(exc))
+            off.point(runner.prefect_settings())
+            off.record_events()
+    return off, offline_meta(off)
+
+
+def many_params(rbs: list[Any], system: str, raw: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Each runbook's --param values: those it takes (an error when none takes one); mutating ones only plan."""
+    import inspect
+
+    from opsbook import runner
+
+    per: dict[str, dict[str, Any]] = {}
+    taken: set[str] = set()
+    for rb in rbs:
+        flow = rb.load()
+        accepted = inspect.signature(flow.fn).parameters
+        mine = {k: v for k, v in raw.items() if k in accepted}
+        taken |= set(mine)
+        try:
+            mine = runner.coerce(flow, mine)
+            runner.validate(flow, rb.name, {"system": system, **mine}, hidden=set(SET_BY_CLI))
+        except runner.ParameterError as exc:
+            raise UsageError(f"{rb.name}: {exc}") from None
+        per[rb.name] = {**mine, **({"dry_run": True} if rb.mutating else {})}
+    unused = [k for k in raw if k not in taken]
+    if unused:
+        raise UsageError(f"--param {unused[0]}: none of {', '.join(rb.name for rb in rbs)} has such a parameter")
+    return per
+
+
+def cmd_run_many(args: argparse.Namespace, names: list[str]) -> int:
+    """Several runbooks for one system in one process, sharing its resolution (tag discovery and lookups), one after
+    another; one report each, the worst status wins. Mutating runbooks only plan here (--execute takes one runbook)."""
+    from opsbook import registry, runner
+    from opsbook.inventory import load_system
+    from opsbook.resources import shared_reads
+
+    args.runbook = " ".join(names)
+    if len(set(names)) != len(names):
+        raise UsageError(f"a runbook named twice: {' '.join(names)}")
+    try:
+        rbs = [registry.get(n) for n in names]
+    except KeyError as exc:
+        raise UsageError(str(exc.args[0])) from None
+    if args.help:
+        raise UsageError("--help takes one runbook: opsbook run RUNBOOK --help")
+    if not args.system:
+        raise UsageError("the following arguments are required: --system")
+    if args.execute or args.yes:
+        raise UsageError("a combined run only plans: --execute takes one runbook (opsbook run RUNBOOK --system X --execute)")
+    if args.fault and not args.sandbox:
+        raise UsageError("--fault needs --sandbox (faults are injected into the embedded sandbox only)")
+    load_system(args.system)
+    raw = parse_params(args.param or [])
+    off = go_offline(args.offline, "+".join(names), args.system)
+    runner.import_prefect(args.verbose)
+    if off:
+        off.record_events()
+    per = many_params(rbs, args.system, raw)
+    sb = start_sandbox([args.system], args.fault or []) if args.sandbox else None
+    results: list[tuple[str, Any, dict[str, Any]]] = []
+    try:
+        where = aws_target(sb is not None)
+        for rb in rbs:
+            refuse_off_machine(rb, args.system)
+        t0 = time.monotonic()
+        off, meta = prefect_or_offline(off, args, names[0])
+        if not args.json:
+            print(f"opsbook: {', '.join(names)} {args.system} on {where}; Prefect {meta['api_url'] or 'offline (journal)'}",
+                  file=sys.stderr)
+        with shared_reads():
+            for rb in rbs:
+                report, run_meta = runner.run_runbook(rb.name, args.system, per[rb.name])
+                results.append((rb.name, report, run_meta))
+    finally:
+        if off:
+            off.finish()
+        if sb is not None:
+            sb.stop()
+    meta.update(aws=where, sandbox=sb is not None, total_s=round(time.monotonic() - t0, 2))
+    return report_many(args, results, meta)
+
+
+def report_many(args: argparse.Namespace, results: list[tuple[str, Any, dict[str, Any]]], meta: dict[str, Any]) -> int:
+    from opsbook import output
+    from opsbook.findings import Status, worst
+    from opsbook.report import RunReport
+
+    runs, statuses = [], []
+    for name, report, run_meta in results:
+        if isinstance(report, RunReport):
+            statuses.append(report.status)
+            runs.append({**report.public(), "exit_code": report.status.exit_code, "timing": run_meta})
+        else:
+            reason = f"{type(report).__name__}: {report}" if isinstance(report, BaseException) else str(run_meta.get("state_message"))
+            statuses.append(Status.UNKNOWN)
+            runs.append({"runbook": name, "system": args.system, "status": "UNKNOWN", "findings": [], "api_calls": 0,
+                         "error": f"{name} {args.system} could not finish: {reason}", "exit_code": EXIT_UNKNOWN, "timing": run_meta})
+    status = worst(statuses)
+    if args.json:
+        print(json.dumps({"runs": runs, "status": status.value, "exit_code": status.exit_code, "timing": meta}, default=str))
+        return status.exit_code
+    calls = sum(r["api_calls"] for r in runs)
+    print(f"{status.value} - {len(runs)} runbooks on {args.system}: " + ", ".join(f"{r['runbook']} {r['status']}" for r in runs)
+          + f" | api_calls={calls}")
+    fancy = output.fancy(sys.stdout, args.plain)
+    for (name, report, _), r in zip(results, runs):
+        print()
+        if isinstance(report, RunReport):
+            output.print_report(report, fancy)
+        else:
+            print(output.error_line(r["error"]))
+    print(f"  timing: total {meta['total_s']} s for {len(runs)} runbooks", file=sys.stderr)
+    return status.exit_code
 
 
 def go_offline(forced: bool, runbook: str, system: str, why: str | None = None) -> Any:
@@ -444,7 +565,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_run_arguments(r: argparse.ArgumentParser) -> None:
-    r.add_argument("runbook", nargs="?", metavar="RUNBOOK", help="the runbook (opsbook list)")
+    r.add_argument("runbook", nargs="*", metavar="RUNBOOK", help="the runbook (opsbook list); several: one process, one "
+                   "resolution, a report each (mutating ones only plan)")
     r.add_argument("--system", help="inventory name (systems/NAME.yaml) or path")
     r.add_argument("--param", action="append", metavar="KEY=VALUE", help="a runbook parameter (JSON for lists, numbers, "
                    "booleans); `opsbook run RUNBOOK --help` lists them")

@@ -4,10 +4,14 @@ tags, so this is how "all Team=Team2 functions" is answered correctly."""
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import json
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +23,8 @@ from opsbook import aws
 from opsbook.findings import Finding, Status, unknown
 from opsbook.iam import aws_task
 from opsbook.inventory import System
+
+T = TypeVar("T")
 
 RESOURCE_TYPES = [
     "lambda:function",
@@ -104,6 +110,42 @@ def _spent(deadline: aws.Deadline) -> float:
     return deadline.seconds - deadline.remaining
 
 
+# --- one set of reads for several runbooks (opsbook run A B C) -----------------------------------------------------
+
+_shared: contextvars.ContextVar[dict[tuple[Any, ...], Any] | None] = contextvars.ContextVar("opsbook_shared_reads", default=None)
+
+
+@contextmanager
+def shared_reads() -> Iterator[None]:
+    """Runs started inside share the resolver's reads (tag discovery, named lookups): a read that succeeded is not
+    made again by the next runbook of the same invocation (a failed one is). Outside it nothing is kept."""
+    token = _shared.set({})
+    try:
+        yield
+    finally:
+        _shared.reset(token)
+
+
+def _shared_read(key: Callable[..., tuple[Any, ...]], ok: Callable[[Any], bool]) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    def wrap(fn: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(fn)
+        def read(*args: Any, **kwargs: Any) -> T:
+            cache = _shared.get()
+            if cache is None:
+                return fn(*args, **kwargs)
+            k = (fn.__name__, aws.endpoint_url(), id(aws._assumed.get()), *key(*args, **kwargs))
+            if k in cache:
+                return cache[k]
+            value = fn(*args, **kwargs)
+            if ok(value):
+                cache[k] = value
+            return value
+        return read
+    return wrap
+
+
+@_shared_read(lambda system, deadline=None: (system.name, system.region, tuple(sorted(system.discovery.tags.items()))),
+              ok=lambda got: got[1] is None)
 def tagged(system: System, deadline: aws.Deadline | None = None) -> tuple[list[dict[str, Any]], str | None]:
     """Every resource carrying the system's discovery tags, as GetResources' mappings (ARN and tags), over every page;
     or, with the mappings of the pages read, the reason discovery gave up. A page throttled through botocore's retries
@@ -425,6 +467,7 @@ def _tags(items: list[dict[str, str]], key: str = "Key", value: str = "Value") -
     return {t[key]: t[value] for t in items}
 
 
+@_shared_read(lambda system, kind, name, want_tags=False: (system.region, kind, name, want_tags), ok=lambda p: p.error is None)
 def probe(system: System, kind: str, name: str, want_tags: bool = False) -> Probe:
     """One named resource looked up with the fewest calls that say whether it exists and, when ``want_tags``, its tags
     (a function's and a bucket's come with the lookup anyway)."""

@@ -213,3 +213,19 @@ def test_a_silent_prefect_api_runs_the_runbook_without_it_then_replays_into_the_
     assert len(mine) == 1 and mine[0]["state_type"] == "COMPLETED"
     arts = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [mine[0]["id"]]}}}).json()
     assert any(a["key"] == "emergency-check-todo-app" for a in arts)
+
+
+def test_several_runbooks_in_one_process_one_report_each_the_worst_status_wins(local_prefect, seeded, sandbox):
+    """`opsbook run daily-health maintenance-audit --system X --json`: one object, a run each (as alone), the worst
+    status and exit code; a --param goes to the runbook that has it (deadline_seconds: daily-health only)."""
+    seeded("todo-app")
+    out = opsbook(local_prefect, "run", "daily-health", "maintenance-audit", "--system", "todo-app", "--json",
+                  "--param", "deadline_seconds=30", sandbox=sandbox)
+    lines = [line for line in out.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, out.stdout + out.stderr
+    result = json.loads(lines[0])
+    assert [r["runbook"] for r in result["runs"]] == ["daily-health", "maintenance-audit"]
+    order = ["OK", "UNKNOWN", "WARN", "CRIT"]
+    assert result["status"] == max((r["status"] for r in result["runs"]), key=order.index)
+    assert out.returncode == result["exit_code"] == {"OK": 0, "WARN": 1, "CRIT": 2, "UNKNOWN": 3}[result["status"]]
+    assert all(r["api_calls"] > 0 and r["flow_run_id"] for r in result["runs"])

@@ -52,6 +52,10 @@ def no_aws_reachable(monkeypatch):
         (["run", "daily-health"], "--system"),
         (["run", "daily-health", "--system", "leh", "--param", "novalue"], "KEY=VALUE"),
         (["run", "daily-health", "--system", "leh", "--fault", "leh:dlq-messages"], "--fault needs --sandbox"),
+        (["run", "daily-health", "maintenance-audit", "--system", "leh", "--execute"], "a combined run only plans"),
+        (["run", "daily-health", "daily-health", "--system", "leh"], "a runbook named twice"),
+        (["run", "daily-health", "maintenance-audit", "--system", "leh", "--param", "nope=1"],
+         "--param nope: none of daily-health, maintenance-audit has such a parameter"),
     ],
 )
 def test_usage_errors_exit_3_before_any_aws_call(capsys, no_aws_reachable, args, message):

@@ -217,3 +217,19 @@ def test_the_resolution_names_what_discovery_did_not_see_too(monkeypatch):
     assert res.names("lambda")[:8] == [f.name for f in HR.lambda_functions]
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")  # another endpoint: another account's memory
     assert resources.remembered(HR) == ([], None)
+
+
+def test_runbooks_of_one_invocation_share_a_discovery_that_succeeded_and_not_one_that_failed(monkeypatch):
+    pages = Pages(_split(hr_mappings()))
+    _fake(monkeypatch, pages)
+    with resources.shared_reads():
+        first, _ = resources.tagged(HR, aws.Deadline(60))
+        again, _ = resources.tagged(HR, aws.Deadline(60))
+    assert again == first and pages.asked == [0, 1, 2]  # read once
+    resources.tagged(HR, aws.Deadline(60))
+    assert pages.asked == [0, 1, 2, 0, 1, 2]  # the healthy twin: outside an invocation nothing is kept
+    failing = Pages(_split(hr_mappings()), fail={0: -1})
+    _fake(monkeypatch, failing)
+    with resources.shared_reads():
+        assert resources.tagged(HR, aws.Deadline(3))[1] and resources.tagged(HR, aws.Deadline(3))[1]
+    assert failing.asked.count(0) == 2  # a discovery that gave up is tried again by the next runbook
