@@ -11,6 +11,7 @@ with the runbook's parameters as a form). For a work pool instead, see
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -160,7 +161,7 @@ def serve(announce: Callable[[list[dict[str, Any]]], None] | None = None) -> Non
     deployments = build()
     bridge = next(d for d in deployments if d.name == f"{BRIDGE}-all")
     watch_the_bridge(bridge.apply())
-    runner = Runner(pause_on_shutdown=False)
+    runner = Runner(pause_on_shutdown=False, query_seconds=poll_seconds())
     ids = [runner.add_deployment(d) for d in deployments]
     read_back(ids, {s["name"] for s in specs})
     if announce:
@@ -169,6 +170,20 @@ def serve(announce: Callable[[list[dict[str, Any]]], None] | None = None) -> Non
         asyncio.run(runner.start())
     except (KeyboardInterrupt, TerminationSignal) as exc:  # Ctrl-C or SIGTERM: deployments stay registered
         logging.getLogger("opsbook.serve").info("stopped serving (%s)", type(exc).__name__)
+
+
+def poll_seconds() -> float:
+    """How often the serving process asks the server for runs to start: a UI click or an alarm's run waits for it.
+    Prefect's default is 10 s (PREFECT_RUNNER_POLL_FREQUENCY, honoured when set); opsbook serves at 2 s
+    (OPSBOOK_RUNNER_POLL_S), one small query each: bench/results/alarm_latency.md measures both."""
+    raw = os.environ.get("OPSBOOK_RUNNER_POLL_S") or os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY") or "2"
+    try:
+        value = float(raw)
+    except ValueError:
+        raise RuntimeError(f"OPSBOOK_RUNNER_POLL_S={raw!r} is not a number of seconds; set it like 2") from None
+    if not 0.5 <= value <= 60:
+        raise RuntimeError(f"OPSBOOK_RUNNER_POLL_S={raw!r}: between 0.5 and 60 seconds")
+    return value
 
 
 def read_back(ids: list[Any], expected: set[str]) -> set[str]:

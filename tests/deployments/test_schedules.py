@@ -157,3 +157,16 @@ def test_the_description_states_the_schedule_and_its_time_zone():
     assert cron_words("*/5 * * * *") == "every 5 minutes"
     odd = {**specs["daily-health-todo-app"], "cron": "0 9 * * 1-5"}  # not in words: the cron itself, still with its zone
     assert cron_words("0 9 * * 1-5") is None and "Scheduled: `0 9 * * 1-5`, Asia/Seoul time." in describe(odd, Flow())
+
+
+def test_the_serving_process_asks_for_runs_every_2_s_unless_told_otherwise(monkeypatch):
+    from deployments.schedules import poll_seconds
+
+    monkeypatch.delenv("OPSBOOK_RUNNER_POLL_S", raising=False)
+    monkeypatch.delenv("PREFECT_RUNNER_POLL_FREQUENCY", raising=False)
+    assert poll_seconds() == 2.0  # Prefect's own default is 10 s: a UI click waited up to 10 s before its run started
+    monkeypatch.setenv("PREFECT_RUNNER_POLL_FREQUENCY", "10")
+    assert poll_seconds() == 10.0  # Prefect's setting, when someone set it, is honoured
+    monkeypatch.setenv("OPSBOOK_RUNNER_POLL_S", "0.1")
+    with pytest.raises(RuntimeError, match="between 0.5 and 60 seconds"):
+        poll_seconds()
