@@ -287,13 +287,14 @@ def read_functions(system: System, functions: list[str], deadline: aws.Deadline)
 def function_infos(system: System, functions: list[str], deadline: aws.Deadline) -> dict[str, FunctionInfo]:
     """Each function's role, timeout and memory (concurrently); one that does not exist has ``exists`` False, an unreadable one ``error``."""
     c = aws.client("lambda", system.region)
-    out: dict[str, FunctionInfo] = {}
-    for fn, cfg, err in aws.parallel(lambda n: c.get_function_configuration(FunctionName=n), functions, deadline=deadline):
-        if err is not None:
-            out[fn] = FunctionInfo(function=fn, error=None if aws.is_not_found(err) else aws.describe_error(err))
-        else:
-            out[fn] = FunctionInfo(function=fn, exists=True, role_arn=cfg.get("Role"), timeout_s=cfg.get("Timeout"), memory_mb=cfg.get("MemorySize"))
-    return out
+    return {fn: _info(fn, cfg, err) for fn, cfg, err in aws.parallel(lambda n: c.get_function_configuration(FunctionName=n), functions,
+                                                                        deadline=deadline)}
+
+
+def _info(fn: str, cfg: dict[str, Any] | None, err: BaseException | None) -> FunctionInfo:
+    if err is not None or cfg is None:
+        return FunctionInfo(function=fn, error=None if err is None or aws.is_not_found(err) else aws.describe_error(err))
+    return FunctionInfo(function=fn, exists=True, role_arn=cfg.get("Role"), timeout_s=cfg.get("Timeout"), memory_mb=cfg.get("MemorySize"))
 
 
 @aws_task(iam=["lambda:GetFunctionConfiguration"], name="read-lambda-sizes", cache_policy=NO_CACHE)
@@ -325,6 +326,22 @@ def read_runtimes(system: System, found: Discovered, deadline: aws.Deadline) -> 
 
     names = function_names(system, found)
     return [s if err is None else FunctionRuntime(function=n, error=aws.describe_error(err)) for n, s, err in aws.parallel(one, names, deadline=deadline)]
+
+
+@aws_task(iam=["lambda:GetFunctionConfiguration"], name="read-lambda-configs", cache_policy=NO_CACHE)
+def read_lambda_configs(system: System, found: Discovered, deadline: aws.Deadline) -> dict[str, list[Any]]:
+    """One configuration read per function for both of maintenance-audit's Lambda checks: the runtime of every named
+    and tag-discovered function ("runtimes") and the timeout and memory of those declaring expected ones
+    ("lambda-config"), as read_runtimes and read_function_sizes give them (each read them all: twice the calls)."""
+    names = function_names(system, found)
+    sized = [f.name for f in system.lambda_functions if f.expected_memory_mb or f.expected_timeout_s]
+    c = aws.client("lambda", system.region)
+    read = {fn: (cfg, err) for fn, cfg, err in aws.parallel(lambda n: c.get_function_configuration(FunctionName=n),
+                                                             names + [n for n in sized if n not in names], deadline=deadline)}
+    runtimes = [FunctionRuntime(function=n, error=aws.describe_error(err)) if err is not None else
+                FunctionRuntime(function=n, runtime=cfg.get("Runtime"), package_type=cfg.get("PackageType")) for n in names
+                for cfg, err in [read[n]]]
+    return {"runtimes": runtimes, "lambda-config": [_info(n, *read[n]) for n in sized]}
 
 
 # --- SQS event source mappings: is a queue's consumer consuming? (dlq-redrive, bill-shock-breaker) -------

@@ -57,7 +57,7 @@ from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName,
 from opsbook.resources import Resolved, resolution_findings, resolve, resolved_or_named
 from tasks.acm import read_certificates
 from tasks.awslambda import (CONFIG_IAM, MEMORY_KIND, TIMEOUT_KIND, FunctionInfo, config_reader, config_setter, config_settled,
-                             function_names, read_function_sizes, read_runtimes)
+                             function_names, read_function_sizes, read_lambda_configs)
 from tasks.ec2 import read_security_groups
 from tasks.ecr import read_image_scans
 from tasks.iam_roles import read_iam_roles
@@ -92,11 +92,12 @@ def read_all(inv: System, found: Resolved) -> dict[str, Any]:
     concurrently; a read task that failed is its exception (UNKNOWN)."""
     deadline = aws.Deadline(READ_DEADLINE_S)
     a = inv.audit
+    sized = any(f.expected_memory_mb or f.expected_timeout_s for f in inv.lambda_functions)
     reads: list[tuple[str, bool, Any, tuple]] = [
         ("logs", True, read_log_retention, (inv, found, deadline)),
         ("tmp", any(b.tmp_prefix for b in inv.s3_buckets), read_tmp_prefixes, (inv, deadline)),
         ("audit-log", any(g.audit for g in inv.log_groups), sample_audit_logs, (inv, deadline)),
-        ("runtimes", bool(function_names(inv, found)), read_runtimes, (inv, found, deadline)),
+        ("lambda", bool(function_names(inv, found)) or sized, read_lambda_configs, (inv, found, deadline)),
         ("iam", bool(a.iam_role_patterns), read_iam_roles, (inv, deadline)),
         ("kms", bool(a.kms_key_aliases), read_kms_rotation, (inv, deadline)),
         ("secrets", bool(a.secrets), read_secret_rotation, (inv, deadline)),
@@ -104,11 +105,16 @@ def read_all(inv: System, found: Resolved) -> dict[str, Any]:
         ("rds", bool(inv.rds_instances), read_rds_snapshots, (inv, deadline)),
         ("certificates", bool(a.certificate_domains), read_certificates, (inv, deadline)),
         ("ecr-scans", bool(a.ecr_repositories), read_image_scans, (inv, deadline)),
-        ("lambda-config", any(f.expected_memory_mb or f.expected_timeout_s for f in inv.lambda_functions), read_function_sizes, (inv, deadline)),
     ]
     futures = {name: t.submit(*args) for name, wanted, t, args in reads if wanted}
     tags = {"tags": resource_tags(found)} if a.required_tags else {}  # read by the resolution: no call of its own
-    return {k: future_value(f) for k, f in futures.items()} | tags
+    states = {k: future_value(f) for k, f in futures.items()}
+    lam = states.pop("lambda", None)  # one read of each function serves both Lambda checks
+    if function_names(inv, found):
+        states["runtimes"] = lam if isinstance(lam, BaseException) else lam["runtimes"]
+    if sized:
+        states["lambda-config"] = lam if isinstance(lam, BaseException) else lam["lambda-config"]
+    return states | tags
 
 
 def reread(inv: System, found: Resolved, fixed: dict[str, list[str]]) -> dict[str, Any]:
@@ -203,6 +209,6 @@ def maintenance_audit(
     return session.finish()
 
 
-TASKS = [resolve, read_log_retention, read_tmp_prefixes, sample_audit_logs, read_runtimes, read_iam_roles, read_kms_rotation,
+TASKS = [resolve, read_log_retention, read_tmp_prefixes, sample_audit_logs, read_lambda_configs, read_iam_roles, read_kms_rotation,
          read_secret_rotation, read_security_groups, read_rds_snapshots, read_certificates, read_image_scans, read_function_sizes,
          plan_undo, steps_policy(APPLIERS)] + SESSION_TASKS
