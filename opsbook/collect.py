@@ -121,4 +121,7 @@ def abandoned() -> list[threading.Thread]:
     and opsbook's own worker threads (``aws.parallel``: items given up at their deadline)."""
     tasks = {t for pool in DeadlineTaskRunner._pools for t in list(getattr(pool, "_threads", ()))}
     ours = {t for t in threading.enumerate() if t.name.startswith("opsbook") and not t.daemon}
+    until = time.monotonic() + 0.2  # an idle pool thread ends as soon as it sees the pool's shutdown: not blocked
+    for t in tasks | ours:
+        t.join(timeout=max(0.0, until - time.monotonic()))
     return [t for t in tasks | ours if t.is_alive()]

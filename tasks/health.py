@@ -50,12 +50,15 @@ def submit_checks(inv: System, found: PrefectFuture, deadline: aws.Deadline, log
         "ecs": check_services.submit(inv, found, deadline),
         "s3": check_buckets.submit(inv, found, deadline),
         "alarms": check_alarms.submit(inv, found, deadline),
-        "dlq": check_dlqs.submit(inv, deadline),
-        "endpoints": check_endpoints.submit(inv, deadline),  # what users reach: an HTTP request each, not AWS
     }
+    if any(q.dlq for q in inv.sqs_queues):
+        checks["dlq"] = check_dlqs.submit(inv, deadline)
+    if inv.endpoints:
+        checks["endpoints"] = check_endpoints.submit(inv, deadline)  # what users reach: an HTTP request each, not AWS
     checks["ecs-utilisation"] = check_utilisation.submit(inv, checks["ecs"])  # CPU/memory Maximum of the last hour, of the services read
-    # The checks of what only some inventories declare are submitted only for those (a task that has nothing to read is a
-    # box in the run graph and ~40 ms of bookkeeping, nothing more): they read the inventory's resources, not discovery's.
+    # The checks of what only some inventories declare (queues, endpoints, security logs ...) are submitted only for those
+    # (a task that has nothing to read is a box in the run graph and ~40 ms of bookkeeping, nothing more): they read the
+    # inventory's resources, not discovery's. The checks above take discovery's too, so they always run.
     if consumer_queues(inv):  # queue-fed workers (003 A)
         checks["worker-trigger"] = check_triggers.submit(inv, deadline)  # the SQS trigger, paused or not
         checks["queue-backlog"] = check_backlogs.submit(inv, deadline)  # the source queue's depth and oldest message's age
@@ -72,7 +75,8 @@ def submit_checks(inv: System, found: PrefectFuture, deadline: aws.Deadline, log
         checks["agent-times"] = check_agent_times.submit(inv, checks["ecs"], deadline)  # the agents' execution_time lines of the last hour
     if logs:
         checks["log-errors"] = check_error_logs.submit(inv, found, deadline)
-        checks["security-logs"] = check_security_logs.submit(inv, deadline)
+        if inv.security_logs is not None:
+            checks["security-logs"] = check_security_logs.submit(inv, deadline)
         checks["lambda-duration"] = check_durations.submit(inv, checks["lambda"])  # p99 over the same 24 h, against the timeouts read
         if inv.thresholds.availability_slo_pct is not None:  # 1 - 5XX / requests over the same 24 h, against the SLO
             checks["availability"] = check_availability.submit(inv, found, albs if albs is not None else [], deadline)

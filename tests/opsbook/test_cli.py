@@ -149,3 +149,26 @@ def test_sandbox_throttle_share_reaches_the_sandbox_healthy_twin():
     with mock.patch("sandbox.cli.serve", return_value=0) as serve:
         assert run_main("sandbox", "--systems", "todo-app", "--throttle-pct", "20", "--throttle-seed", "7") == 0
     assert serve.call_args.kwargs["throttle"] == (20.0, 7)
+
+
+def test_plain_parameters_are_stored_as_they_are_and_anything_else_goes_through_prefect() -> None:
+    """opsbook.runner.plain_parameters: a runbook's parameters (strings, numbers, booleans, lists) skip Prefect's
+    serializer (which imports FastAPI for it); a value that is not plain JSON still gets Prefect's treatment."""
+    from datetime import datetime, timezone
+
+    from opsbook import runner
+
+    seen = []
+
+    class FakeFlow:
+        def serialize_parameters(self, parameters):
+            seen.append(parameters)
+            return {k: f"<{type(v).__name__}>" for k, v in parameters.items()}
+
+    flow = runner.plain_parameters(FakeFlow())
+    assert runner.plain_parameters(flow) is flow
+    plain = {"system": "hr", "dry_run": True, "deadline_seconds": 20.5, "checks": ["logs", "kms"], "extra": {"a": [1, None]}}
+    assert flow.serialize_parameters(plain) == plain and seen == []
+    when = datetime(2026, 12, 4, tzinfo=timezone.utc)
+    assert flow.serialize_parameters({"system": "hr", "at": when}) == {"system": "<str>", "at": "<datetime>"}
+    assert seen == [{"system": "hr", "at": when}]
