@@ -145,6 +145,7 @@ class Sandbox:
         fast_moto_sqs()  # moto's SQS walks the whole queue per message; same results, O(1)
         fast_moto_metric_data()  # moto's GetMetricData scans every datapoint per period per query; same results
         moto_log_groups_tagged()  # moto's GetResources lists no log group; AWS's does (logs:log-group)
+        moto_log_group_identifiers()  # moto's DescribeLogGroups ignores logGroupIdentifiers (up to 50 names a call)
         atomic_moto_dynamodb_writes()  # moto checks a ConditionExpression then writes, unlocked; DynamoDB's write is atomic
         fast_moto_user_pools()  # moto parses the same RSA key for every user pool it creates: 0.13 s of CPU each
         fast_moto_kms_keys()  # moto makes an RSA private key for every KMS key, symmetric ones too
@@ -343,6 +344,35 @@ def moto_log_groups_tagged() -> None:
 
     LogsBackend.iter_tagged_resources = iter_tagged_resources  # type: ignore[method-assign]
     LogsBackend._opsbook_tagged = True  # type: ignore[attr-defined]
+
+
+def moto_log_group_identifiers() -> None:
+    """Let moto's DescribeLogGroups answer ``logGroupIdentifiers`` as AWS's does (moto ignores it and lists every
+    group): 1-50 names or ARNs of this account's groups, the ones that exist, with no other filter allowed beside it;
+    idempotent, this process only."""
+    from moto.logs.exceptions import InvalidParameterException
+    from moto.logs.responses import LogsResponse
+
+    if getattr(LogsResponse, "_opsbook_identifiers", False):
+        return
+    listing = LogsResponse.describe_log_groups
+
+    def describe_log_groups(self: LogsResponse) -> str:
+        wanted = self._get_param("logGroupIdentifiers")
+        if wanted is None:
+            return listing(self)
+        if not 1 <= len(wanted) <= 50:
+            raise InvalidParameterException(constraint="Member must have length less than or equal to 50 and greater than or "
+                                            "equal to 1", parameter="logGroupIdentifiers", value=str(len(wanted)))
+        if self._get_param("logGroupNamePrefix") or self._get_param("logGroupNamePattern"):
+            raise InvalidParameterException(msg="If you specify logGroupIdentifiers, the only other filter you can specify is "
+                                            "includeLinkedAccounts")
+        names = {w.split(":log-group:", 1)[1].removesuffix(":*") if ":log-group:" in w else w for w in wanted}
+        groups = sorted((g for n, g in self.logs_backend.groups.items() if n in names), key=lambda g: g.name)
+        return json.dumps({"logGroups": [g.to_describe_dict() for g in groups]})
+
+    LogsResponse.describe_log_groups = describe_log_groups  # type: ignore[method-assign]
+    LogsResponse._opsbook_identifiers = True  # type: ignore[attr-defined]
 
 
 _DYNAMODB_WRITES = threading.Lock()

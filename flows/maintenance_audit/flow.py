@@ -27,7 +27,7 @@ security groups are findings with instructions, never automatic. Running again
 once fixed plans nothing; ``undo_run=<flow run id>`` plans putting back what
 that run fixed (its durable records), behind approval.
 
-API calls: pages of GetResources (discovery) + 1-2 a named resource discovery did not see, 1+ a log group, 1 + pages a tmp/ prefix, pages of FilterLogEvents an
+API calls: pages of GetResources (discovery) + 1-2 a named resource discovery did not see, 1 per 50 log groups, 1 + pages a tmp/ prefix, pages of FilterLogEvents an
 audit group (capped), 1 a function, ListRoles pages + 1 a matching role, ListAliases + 1 a key, 1 a secret, DescribeSecurityGroups
 pages, 1 + pages an RDS instance, ListCertificates pages + 1 a matching
 certificate, DescribeImages pages + 1 an ECR repository, 1 a function with

@@ -185,3 +185,31 @@ def test_a_throttled_call_is_answered_as_its_service_answers_and_botocore_retrie
     parsed = botocore.parsers.create_parser(protocol).parse(
         {"status_code": int(status), "headers": {k.lower(): v for k, v in headers.items()}, "body": body}, None)
     assert parsed["Error"]["Code"] == code and code in ThrottledRetryableChecker._THROTTLED_ERROR_CODES
+
+
+# --- DescribeLogGroups' logGroupIdentifiers (moto ignores it) ----------------------------------------------------
+
+
+def test_describe_log_groups_by_identifiers_answers_only_the_named_groups_that_exist(sandbox) -> None:
+    logs = boto3.client("logs", region_name=REGION)
+    for i in range(60):
+        logs.create_log_group(logGroupName=f"/aws/lambda/fn-{i:02d}")
+    logs.put_retention_policy(logGroupName="/aws/lambda/fn-03", retentionInDays=30)
+    arn = f"arn:aws:logs:{REGION}:123456789012:log-group:/aws/lambda/fn-07:*"
+    got = logs.describe_log_groups(logGroupIdentifiers=["/aws/lambda/fn-03", "/aws/lambda/fn-59", "/aws/lambda/nope", arn])
+    assert [(g["logGroupName"], g.get("retentionInDays")) for g in got["logGroups"]] == [
+        ("/aws/lambda/fn-03", 30), ("/aws/lambda/fn-07", None), ("/aws/lambda/fn-59", None)]
+    assert "nextToken" not in got or not got["nextToken"]
+    # the healthy twin: without identifiers, moto's own listing (a page of 50, then the rest)
+    page = logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/fn-")
+    assert len(page["logGroups"]) == 50 and page["nextToken"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"logGroupIdentifiers": [f"g{i}" for i in range(51)]}, "less than or equal to 50"),
+    ({"logGroupIdentifiers": ["g1"], "logGroupNamePrefix": "/aws"}, "only other filter"),
+])
+def test_describe_log_groups_refuses_what_aws_refuses(sandbox, kwargs, message) -> None:
+    logs = boto3.client("logs", region_name=REGION)
+    with pytest.raises(logs.exceptions.InvalidParameterException, match=message):
+        logs.describe_log_groups(**kwargs)

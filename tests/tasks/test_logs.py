@@ -55,3 +55,24 @@ def test_read_error_lines_reads_every_page_until_the_budget(aws_mock, monkeypatc
     assert spent.take("/h", 1) == 1
     nothing = read_error_lines("us-east-1", "/g", "ERROR", start, now, spent)
     assert (nothing["count"], nothing["pages"], nothing["cut"]) == (0, 0, True)  # the budget was spent elsewhere: not read, said
+
+
+def test_log_retention_is_read_fifty_groups_a_call_and_a_missing_group_is_said_missing(sandbox):
+    """read_log_group_batch over the sandbox (moto with DescribeLogGroups' logGroupIdentifiers): 120 groups, 3 calls."""
+    from opsbook import aws
+    from opsbook.inventory import load_system
+
+    system = load_system("hr-resource-optimization")
+    c = boto3.client("logs", region_name=system.region)
+    names = [f"/aws/lambda/audit-{i:03d}" for i in range(120)]
+    for n in names[:-1]:  # the last one does not exist
+        c.create_log_group(logGroupName=n)
+    c.put_retention_policy(logGroupName=names[5], retentionInDays=30)
+    calls = aws.start_call_log()
+    groups = [(n, False, True) for n in names]
+    states = [s for i in range(0, len(groups), logs_tasks.DESCRIBE_BATCH)
+              for s in logs_tasks.read_log_group_batch(system, groups[i:i + logs_tasks.DESCRIBE_BATCH])]
+    assert calls.by_operation() == {"logs:DescribeLogGroups": 3}
+    assert [s.name for s in states] == names
+    assert states[5].retention_days == 30 and states[6].retention_days is None and all(s.exists for s in states[:-1])
+    assert not states[-1].exists and states[-1].error is None
