@@ -20,7 +20,8 @@ calling the flow directly keeps plain Python defaults. Measured with Prefect 3.8
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
@@ -42,6 +43,12 @@ def _names(value: Any) -> Any:
 
 # A list of names: the form's list input; "a,b" from the shell (--param tables=a,b) or None from a caller also do.
 Names = Annotated[list[str], BeforeValidator(_names)]
+
+
+def Choices(values: Iterable[str]) -> Any:  # noqa: N802 (a type, like Names)
+    """A list of names taken from ``values`` only (the form offers them; "a,b" from the shell; anything else is refused
+    before the run, naming the valid ones)."""
+    return Annotated[list[Literal[tuple(sorted(values))]], BeforeValidator(_names)]  # type: ignore[misc]
 
 # The parameters most runbooks share.
 SystemName = Annotated[str, Param("The system: the name of its inventory in systems/ (e.g. todo-app), or the path of an inventory "

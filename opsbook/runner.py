@@ -146,7 +146,7 @@ def validate(flow: Any, runbook: str, params: dict[str, Any], hidden: set[str] =
     except ParameterTypeError as exc:
         lines = [ln.strip(" -") for ln in str(exc).splitlines()[1:] if ln.strip()]
         first = lines[0] if lines else str(exc)
-        name = first.split(":", 1)[0]
+        name = first.split(":", 1)[0].split(".", 1)[0]  # "checks.0": the list's first item
         shown = repr(params.get(name)) if name in params else "?"
         expected = type_name(parameters(flow).get(name, {})).replace(" (optional)", "")
         raise ParameterError(f"--param {name}={shown}: {first.split(':', 1)[-1].strip()} (expected {expected})") from None

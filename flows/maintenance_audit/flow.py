@@ -42,7 +42,8 @@ from typing import Annotated, Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.maintenance_audit.judge import BREACH_CHECKS, KMS_ROTATION, RETENTION, RUNBOOK, decide, fix_what, fixed_check, judge
+from flows.maintenance_audit.judge import (BREACH_CHECKS, CHECK_READS, KMS_ROTATION, RETENTION, RUNBOOK, decide, fix_what, fixed_check, judge,
+                                          kinds_for, reads_for, scope_finding)
 from opsbook import aws
 from opsbook.collect import future_value
 from opsbook.escalation import breach_escalation
@@ -53,8 +54,8 @@ from opsbook.mutation.core import Applier, Identity, Plan, undo_plan
 from opsbook.mutation.fixes import act, conclude
 from opsbook.mutation.session import SESSION_TASKS, MutationSession, read_records, steps_policy
 from opsbook.paging import page_report
-from opsbook.params import ApprovalTimeout, Approver, DryRun, Param, SystemName, UndoRun
-from opsbook.resources import Resolved, resolution_findings, resolve, resolved_or_named
+from opsbook.params import ApprovalTimeout, Approver, Choices, DryRun, Param, SystemName, UndoRun
+from opsbook.resources import KINDS, Resolved, resolution_findings, resolve, resolved_or_named
 from tasks.acm import read_certificates
 from tasks.awslambda import (CONFIG_IAM, MEMORY_KIND, TIMEOUT_KIND, FunctionInfo, config_reader, config_setter, config_settled,
                              function_names, read_function_sizes, read_lambda_configs)
@@ -82,38 +83,53 @@ UNDO_IAM = {RETENTION: "logs:DeleteRetentionPolicy", KMS_ROTATION: "kms:DisableK
 # --- collect ------------------------------------------------------------------------------------
 
 
-def resolved(inv: System) -> Resolved:
-    """The run's resources, resolved once (a resolution that failed as a whole: the named ones, and the reason)."""
-    return resolved_or_named(inv, future_value(resolve.submit(inv, aws.Deadline(READ_DEADLINE_S), tags=bool(inv.audit.required_tags))))
+def resolved(inv: System, only: set[str] | None = None) -> Resolved:
+    """The run's resources, resolved once (a resolution that failed as a whole: the named ones, and the reason). With
+    ``only`` some reads, only the kinds of named resource they need are looked up (the rest are not read at all)."""
+    tags = bool(inv.audit.required_tags) and (only is None or "tags" in only)
+    if only is not None:
+        needed = kinds_for(only)
+        inv = inv.model_copy(update={field: [] for kind, (field, _) in KINDS.items() if kind not in needed})
+    return resolved_or_named(inv, future_value(resolve.submit(inv, aws.Deadline(READ_DEADLINE_S), tags=tags)))
 
 
-def read_all(inv: System, found: Resolved) -> dict[str, Any]:
-    """Every concern the inventory configures, over the resolved resources (``inv`` without the missing ones), read
-    concurrently; a read task that failed is its exception (UNKNOWN)."""
-    deadline = aws.Deadline(READ_DEADLINE_S)
+def configured(inv: System, found: Resolved) -> set[str]:
+    """The reads this inventory configures (the others have nothing to read)."""
     a = inv.audit
-    sized = any(f.expected_memory_mb or f.expected_timeout_s for f in inv.lambda_functions)
-    reads: list[tuple[str, bool, Any, tuple]] = [
-        ("logs", True, read_log_retention, (inv, found, deadline)),
-        ("tmp", any(b.tmp_prefix for b in inv.s3_buckets), read_tmp_prefixes, (inv, deadline)),
-        ("audit-log", any(g.audit for g in inv.log_groups), sample_audit_logs, (inv, deadline)),
-        ("lambda", bool(function_names(inv, found)) or sized, read_lambda_configs, (inv, found, deadline)),
-        ("iam", bool(a.iam_role_patterns), read_iam_roles, (inv, deadline)),
-        ("kms", bool(a.kms_key_aliases), read_kms_rotation, (inv, deadline)),
-        ("secrets", bool(a.secrets), read_secret_rotation, (inv, deadline)),
-        ("security-groups", bool(a.security_group_patterns), read_security_groups, (inv,)),
-        ("rds", bool(inv.rds_instances), read_rds_snapshots, (inv, deadline)),
-        ("certificates", bool(a.certificate_domains), read_certificates, (inv, deadline)),
-        ("ecr-scans", bool(a.ecr_repositories), read_image_scans, (inv, deadline)),
+    has = {"logs": True, "tmp": any(b.tmp_prefix for b in inv.s3_buckets), "audit-log": any(g.audit for g in inv.log_groups),
+           "runtimes": bool(function_names(inv, found)),
+           "lambda-config": any(f.expected_memory_mb or f.expected_timeout_s for f in inv.lambda_functions),
+           "iam": bool(a.iam_role_patterns), "kms": bool(a.kms_key_aliases), "secrets": bool(a.secrets),
+           "security-groups": bool(a.security_group_patterns), "rds": bool(inv.rds_instances),
+           "certificates": bool(a.certificate_domains), "ecr-scans": bool(a.ecr_repositories), "tags": bool(a.required_tags)}
+    return {k for k, v in has.items() if v}
+
+
+def read_all(inv: System, found: Resolved, only: set[str] | None = None) -> dict[str, Any]:
+    """Every concern the inventory configures (``only``: those of them), over the resolved resources (``inv`` without
+    the missing ones), read concurrently; a read task that failed is its exception (UNKNOWN)."""
+    deadline = aws.Deadline(READ_DEADLINE_S)
+    wanted = configured(inv, found) & (only if only is not None else set(CHECK_READS.values()))
+    reads: list[tuple[str, Any, tuple]] = [
+        ("logs", read_log_retention, (inv, found, deadline)),
+        ("tmp", read_tmp_prefixes, (inv, deadline)),
+        ("audit-log", sample_audit_logs, (inv, deadline)),
+        ("lambda", read_lambda_configs, (inv, found, deadline)),
+        ("iam", read_iam_roles, (inv, deadline)),
+        ("kms", read_kms_rotation, (inv, deadline)),
+        ("secrets", read_secret_rotation, (inv, deadline)),
+        ("security-groups", read_security_groups, (inv,)),
+        ("rds", read_rds_snapshots, (inv, deadline)),
+        ("certificates", read_certificates, (inv, deadline)),
+        ("ecr-scans", read_image_scans, (inv, deadline)),
     ]
-    futures = {name: t.submit(*args) for name, wanted, t, args in reads if wanted}
-    tags = {"tags": resource_tags(found)} if a.required_tags else {}  # read by the resolution: no call of its own
+    lambda_checks = wanted & {"runtimes", "lambda-config"}  # one read of each function serves both Lambda checks
+    futures = {name: t.submit(*args) for name, t, args in reads if name in wanted or (name == "lambda" and lambda_checks)}
+    tags = {"tags": resource_tags(found)} if "tags" in wanted else {}  # read by the resolution: no call of its own
     states = {k: future_value(f) for k, f in futures.items()}
-    lam = states.pop("lambda", None)  # one read of each function serves both Lambda checks
-    if function_names(inv, found):
-        states["runtimes"] = lam if isinstance(lam, BaseException) else lam["runtimes"]
-    if sized:
-        states["lambda-config"] = lam if isinstance(lam, BaseException) else lam["lambda-config"]
+    lam = states.pop("lambda", None)
+    for key in lambda_checks:
+        states[key] = lam if isinstance(lam, BaseException) else lam[key]
     return states | tags
 
 
@@ -174,6 +190,9 @@ def maintenance_audit(
     fix: Annotated[bool, Param("Plan the safe fixes (missing log retention, KMS key rotation, a Lambda memory/timeout back to the "
                                "inventory's expected value); off: report only, the would-be fixes listed in the plan's notes")] = True,
     undo_run: UndoRun = "",
+    checks: Annotated[Choices(CHECK_READS), Param("Only these checks, as the report names them (e.g. logs-retention,kms-rotation): "
+                                                   "only their reads are made and only their fixes planned; empty (the default): "
+                                                   "every check the inventory configures")] = [],  # noqa: B006 (pydantic copies it)
 ) -> Any:
     """Audit the system's maintenance and security hygiene (read-only) and, with ``fix`` (default), plan the safe fixes.
 
@@ -189,13 +208,15 @@ def maintenance_audit(
         return put_back(session, inv, undo_run)
     with session:
         identity = session.identity()
-        found = resolved(inv)
+        only = reads_for(checks)
+        found = resolved(inv, only)
         session.report.findings += resolution_findings(inv, found)
         inv = found.present(inv)  # the missing ones are reported above, once, and not audited further
-        states = read_all(inv, found)
+        states = read_all(inv, found, only)
+        session.report.findings += scope_finding(inv, checks, configured(inv, found))
         session.report.findings += judge(inv, states, datetime.now(timezone.utc))
         session.report.findings += breach_escalation(inv, session.report.findings, BREACH_CHECKS)
-        groups = states["logs"] if isinstance(states["logs"], list) else []
+        groups = states.get("logs") if isinstance(states.get("logs"), list) else []
         keys = states.get("kms") if isinstance(states.get("kms"), list) else []
         functions = states.get("lambda-config") if isinstance(states.get("lambda-config"), list) else []
         plan = make_plan.submit(inv, identity, groups, keys, fix, functions).result()

@@ -27,6 +27,14 @@ RUNBOOK = "maintenance-audit"
 RETENTION, KMS_ROTATION = "logs-retention", "kms-rotation"  # action kinds (and the checks they fix)
 DRIFT = "lambda-config-drift"  # the check whose fixes are MEMORY_KIND and TIMEOUT_KIND actions
 
+# Each check (as the report names it) and the read it judges: ``checks=[...]`` runs only those (None: the inventory's).
+CHECK_READS: dict[str, str] = {
+    RETENTION: "logs", "s3-tmp-lifecycle": "tmp", "s3-tmp-age": "tmp", "audit-log-pii": "audit-log", "lambda-runtime": "runtimes",
+    DRIFT: "lambda-config", "iam-role-unused": "iam", "required-tags": "tags", KMS_ROTATION: "kms", "secret-rotation": "secrets",
+    "security-group-open": "security-groups", "rds-snapshot": "rds", "acm-certificate-expiry": "certificates",
+    "ecr-image-scan": "ecr-scans",
+}
+
 # AWS Lambda runtime deprecation dates (docs.aws.amazon.com/lambda/latest/dg/lambda-runtimes.html, as published by
 # 2025-11: python3.9 moved to 2025-12-15, nodejs18.x deprecated 2025-09-01). Inventory `audit.runtime_deprecations` overrides.
 RUNTIME_DEPRECATIONS: dict[str, str] = {
@@ -418,3 +426,31 @@ def fix_what(r: Record) -> str:
 def fixed_check(check: str) -> bool:
     """The checks a fix changes: their findings are replaced by the re-read ones."""
     return check in (RETENTION, KMS_ROTATION, DRIFT)
+
+
+# The named resources each read needs the resolver to look up (opsbook.resources.KINDS); "tags" needs every kind.
+READ_KINDS: dict[str, tuple[str, ...]] = {"logs": ("lambda", "logs"), "tmp": ("s3",), "audit-log": ("logs",), "runtimes": ("lambda",),
+                                          "lambda-config": ("lambda",)}
+ALL_KINDS = ("lambda", "dynamodb", "s3", "sqs", "logs")
+
+
+def kinds_for(reads: set[str]) -> set[str]:
+    """The kinds of named resource the resolver must look up for these reads."""
+    return set(ALL_KINDS) if "tags" in reads else {k for r in reads for k in READ_KINDS.get(r, ())}
+
+
+def reads_for(checks: Iterable[str]) -> set[str] | None:
+    """The reads that the checks asked for need (None: no choice made, every read the inventory configures)."""
+    wanted = set(checks)
+    return {CHECK_READS[c] for c in wanted} if wanted else None
+
+
+def scope_finding(inv: System, checks: Iterable[str], configured: Iterable[str]) -> list[Finding]:
+    """What a run limited to some checks covered, and which of the inventory's checks it left out (no finding says OK
+    about them: they were not looked at)."""
+    asked = sorted(set(checks))
+    if not asked:
+        return []
+    skipped = sorted({c for c, r in CHECK_READS.items() if r in set(configured)} - set(asked))
+    return [Finding(check="audit-scope", resource=inv.name, status=Status.OK, details={"checks": asked, "not_run": skipped},
+                    summary=f"only {', '.join(asked)} ran, as asked (checks=...); not run: {', '.join(skipped) or 'nothing else configured'}")]

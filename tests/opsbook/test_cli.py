@@ -72,6 +72,7 @@ def test_usage_errors_exit_3_before_any_aws_call(capsys, no_aws_reachable, args,
         ("emergency-rollback", "to_revision=abc", "--param to_revision='abc': "),
         ("emergency-rollback", "dry_run=false", "--param dry_run: set by opsbook itself"),
         ("emergency-rollback", "approver=mallory", "--param approver: set by opsbook itself"),
+        ("maintenance-audit", "checks=logs-retention,log-retention", "--param checks='logs-retention,log-retention': Input should be"),
     ],
 )
 def test_bad_parameters_exit_3_with_one_json_object_and_no_aws_call(capsys, no_aws_reachable, runbook, param, message):
@@ -92,6 +93,9 @@ def test_healthy_twin_valid_parameter_passes_validation():
 
     flow = registry.get("emergency-rollback").load()
     assert runner.validate(flow, "emergency-rollback", {"system": "todo-app", "to_revision": "41"})["to_revision"] == 41
+    audit = registry.get("maintenance-audit").load()
+    assert runner.validate(audit, "maintenance-audit", {"system": "todo-app", "checks": "logs-retention, kms-rotation"})["checks"] == [
+        "logs-retention", "kms-rotation"]
 
 
 def test_run_help_lists_the_runbooks_parameters_and_exit_codes(capsys):

@@ -248,3 +248,30 @@ def test_lambda_memory_timeout_drift_dry_run_plans_approval_fixes_undo_puts_back
         ("ResumeParser", "lambda-memory", "256", "verified"), ("ResumeParser", "lambda-timeout", "30", "verified"),
         ("QuantitativeAnalysis", "lambda-timeout", "60", "verified")}
     assert undo.outcome == "done" and undo.undeclared_iam_actions == []
+
+
+def test_checks_limits_the_reads_the_findings_and_the_plan_to_the_checks_asked_for(seeded, sandbox):
+    """checks=[logs-retention]: only the log groups are read (no log scan, no S3, no Lambda, no RDS), only retention is
+    judged and planned, and the run says which configured checks it left out; the twin asks for the S3 checks only."""
+    leh = seeded(LEH)
+    create_rds_instance(sandbox, leh, "leh-db")
+    sa.tmp_rule(sandbox, leh)
+    sa.log_group(sandbox, leh, "/leh/audit", retention_days=3653)
+    whole = run(LEH)
+    only = run(LEH, checks=["logs-retention"])
+    assert {f.check for f in only.findings} == {"logs-retention", "audit-scope"}
+    assert [f for f in only.findings if f.check == "logs-retention"] == [f for f in whole.findings if f.check == "logs-retention"]
+    scope = next(f for f in only.findings if f.check == "audit-scope")
+    assert scope.details["checks"] == ["logs-retention"] and {"lambda-runtime", "rds-snapshot", "s3-tmp-age", "audit-log-pii"} <= set(
+        scope.details["not_run"]) and "logs-retention" not in scope.details["not_run"]
+    assert [(a["kind"], a["resource"]) for a in only.plan["actions"]] == [("logs-retention", "/aws/lambda/leh-ai-worker")]
+    # the named functions are looked up (their log groups are audited), the named tables, queues and buckets are not
+    assert set(only.api_calls_by_operation) <= {"logs:DescribeLogGroups", "resourcegroupstaggingapi:GetResources", "sts:GetCallerIdentity",
+                                                "lambda:GetFunction"}
+    assert {"dynamodb:DescribeTable", "sqs:GetQueueUrl", "s3:GetBucketTagging"} <= set(whole.api_calls_by_operation)
+    assert only.api_calls < whole.api_calls
+    assert not any(f.check == "audit-scope" for f in whole.findings)  # the whole audit says nothing of a scope
+
+    s3 = run(LEH, checks=["s3-tmp-lifecycle", "s3-tmp-age"])
+    assert {f.check for f in s3.findings} == {"s3-tmp-lifecycle", "s3-tmp-age", "audit-scope"} and s3.plan["actions"] == []
+    assert "logs:DescribeLogGroups" not in s3.api_calls_by_operation

@@ -261,3 +261,14 @@ def test_fix_text_of_a_size_and_the_drift_check_is_replaced():
     assert j.fix_what(r) == "memory 1024 MB (was 256)"
     assert j.fix_what(r.model_copy(update={"kind": "lambda-timeout", "before": "30", "after": "300"})) == "timeout 300 s (was 30)"
     assert j.fixed_check("lambda-config-drift") and not j.fixed_check("lambda-runtime")
+
+
+def test_the_kinds_each_read_needs_are_kinds_the_resolver_knows():
+    from flows.maintenance_audit.judge import ALL_KINDS, CHECK_READS, READ_KINDS, kinds_for, reads_for
+    from opsbook.resources import KINDS
+
+    assert set(ALL_KINDS) == set(KINDS) and set(READ_KINDS) <= set(CHECK_READS.values())
+    assert kinds_for(reads_for(["logs-retention"])) == {"lambda", "logs"}
+    assert kinds_for(reads_for(["kms-rotation"])) == set()
+    assert kinds_for(reads_for(["required-tags", "kms-rotation"])) == set(KINDS)
+    assert reads_for([]) is None
