@@ -84,6 +84,15 @@ class CallLog:
         with self._lock:
             self.retries[(service, operation)] += 1
 
+    def absorb(self, other: CallLog) -> None:
+        """Count ``other``'s calls here too (reads made for this run before it started: opsbook.resources.prefetch)."""
+        with other._lock:
+            calls, retries, undeclared = Counter(other.calls), Counter(other.retries), set(other.undeclared)
+        with self._lock:
+            self.calls.update(calls)
+            self.retries.update(retries)
+            self.undeclared |= undeclared
+
     @property
     def total(self) -> int:
         """Every attempt: the calls and their retries."""

@@ -137,6 +137,23 @@ def aws_target(sandboxed: bool) -> str:
     return f"real AWS ({creds.method} credentials{', profile ' + profile if profile else ''})"
 
 
+def start_discovery_early(rbs: list[Any], args: argparse.Namespace) -> bool:
+    """When the first runbook's first read is the system's tag discovery and nothing left to check can refuse the run
+    (no --param to validate, no embedded sandbox to start, no off-machine target a loopback-only run would refuse),
+    start that discovery now: it waits on AWS while the flows are imported and the Prefect run is created (~0.5 s), and
+    the run takes its result and counts its calls (opsbook.resources.prefetch)."""
+    from opsbook import loopback
+    from opsbook.inventory import load_system
+    from opsbook.resources import prefetch
+
+    if not rbs[0].discovers_first or args.param or args.sandbox or args.help:
+        return False
+    inv = load_system(args.system)
+    if loopback.preflight(inv, ["es:ESHttpGet"], pages=True) is not None:
+        return False
+    return prefetch(inv)
+
+
 def refuse_off_machine(rb: Any, system: str) -> None:
     """Loopback means loopback (opsbook.loopback): a run whose AWS calls stay on this machine refuses, before any call,
     to read an OpenSearch cluster or page a channel off it (exit 3, one line naming what to set)."""
@@ -187,6 +204,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     runner.import_prefect(args.verbose)
     if off:
         off.record_events()
+    start_discovery_early([rb], args)
     flow = rb.load()
     try:
         params = runner.coerce(flow, params)
@@ -280,6 +298,7 @@ def cmd_run_many(args: argparse.Namespace, names: list[str]) -> int:
     runner.import_prefect(args.verbose)
     if off:
         off.record_events()
+    start_discovery_early(rbs, args)
     per = many_params(rbs, args.system, raw)
     sb = start_sandbox([args.system], args.fault or []) if args.sandbox else None
     results: list[tuple[str, Any, dict[str, Any]]] = []

@@ -31,6 +31,7 @@ class Runbook:
     mutating: bool
     summary: str
     applies: Callable[[System], str | None] = always
+    discovers_first: bool = False  # its first read is the system's tag discovery: `opsbook run` may start it early
 
     def why_not(self, system: System) -> str | None:
         """None when the runbook has something to work on in this system (a deployment is built), else the reason."""

@@ -12,6 +12,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from opsbook import aws
 from opsbook.findings import Finding, Status, unknown
-from opsbook.iam import aws_task
+from opsbook.iam import aws_task, declares
 from opsbook.inventory import System
 
 T = TypeVar("T")
@@ -144,13 +146,80 @@ def _shared_read(key: Callable[..., tuple[Any, ...]], ok: Callable[[Any], bool])
     return wrap
 
 
+# --- tag discovery started before the run (``opsbook run``, while Prefect is imported) ------------------------------
+
+PREFETCH_S = 20.0  # the early discovery's own deadline
+
+
+@dataclass
+class _Early:
+    done: threading.Event = dc_field(default_factory=threading.Event)
+    value: Any = None
+    calls: aws.CallLog = dc_field(default_factory=aws.CallLog)
+
+
+_early: dict[tuple[Any, ...], _Early] = {}
+_early_lock = threading.Lock()
+
+
+def _early_key(system: System) -> tuple[Any, ...]:
+    return (system.name, system.region, tuple(sorted(system.discovery.tags.items())), aws.endpoint_url())
+
+
+def prefetch(system: System) -> bool:
+    """Start the system's tag discovery now, in a thread, for the run about to start in this process: its first
+    discovery (``tagged``) takes this one's result and counts its calls as its own, instead of reading again. The CLI
+    calls it once the inventory and the command are checked, so that the reads wait on AWS while Python imports
+    Prefect (~1 s of CPU). False when the system has no discovery tags (nothing to start) or it was started already."""
+    if not system.discovery.tags or aws.current_role() is not None:
+        return False
+    early = _Early()
+    with _early_lock:
+        if _early_key(system) in _early:
+            return False
+        _early[_early_key(system)] = early
+
+    def read() -> None:
+        token = aws._current_log.set(early.calls)
+        try:
+            early.value = declares(["tag:GetResources"])(_tagged)(system, aws.Deadline(PREFETCH_S))
+        except BaseException as exc:  # the run reads again: an early read never decides anything
+            early.value = exc
+        finally:
+            aws._current_log.reset(token)
+            early.done.set()
+
+    threading.Thread(target=read, name="prefetch-discovery", daemon=True).start()
+    return True
+
+
+def _take_early(system: System, deadline: aws.Deadline | None) -> tuple[list[dict[str, Any]], str | None] | None:
+    """The early discovery's result, once, with its calls counted in this run's log; None when there is none, or it
+    failed or gave up (the run then reads itself)."""
+    with _early_lock:
+        early = _early.pop(_early_key(system), None)
+    if early is None:
+        return None
+    early.done.wait(timeout=deadline.remaining if deadline is not None else PREFETCH_S)
+    log = aws.current_call_log()
+    if log is not None:
+        log.absorb(early.calls)  # made for this run: counted in it, whatever their outcome
+    value = early.value if early.done.is_set() else None
+    return value if isinstance(value, tuple) and value[1] is None else None
+
+
 @_shared_read(lambda system, deadline=None: (system.name, system.region, tuple(sorted(system.discovery.tags.items()))),
               ok=lambda got: got[1] is None)
 def tagged(system: System, deadline: aws.Deadline | None = None) -> tuple[list[dict[str, Any]], str | None]:
     """Every resource carrying the system's discovery tags, as GetResources' mappings (ARN and tags), over every page;
     or, with the mappings of the pages read, the reason discovery gave up. A page throttled through botocore's retries
     is asked for again (``DISCOVERY_WAITS_S``) within the first third of the run's ``deadline`` (without one: botocore's
-    retries only)."""
+    retries only). A discovery started early for this run (``prefetch``) is taken instead of reading again."""
+    early = _take_early(system, deadline)
+    return early if early is not None else _tagged(system, deadline)
+
+
+def _tagged(system: System, deadline: aws.Deadline | None = None) -> tuple[list[dict[str, Any]], str | None]:
     c = aws.client("resourcegroupstaggingapi", system.region)
     filters = [{"Key": k, "Values": [v]} for k, v in system.discovery.tags.items()]
     kwargs: dict[str, Any] = {"TagFilters": filters, "ResourceTypeFilters": RESOURCE_TYPES, "ResourcesPerPage": 100}

@@ -233,3 +233,51 @@ def test_runbooks_of_one_invocation_share_a_discovery_that_succeeded_and_not_one
     with resources.shared_reads():
         assert resources.tagged(HR, aws.Deadline(3))[1] and resources.tagged(HR, aws.Deadline(3))[1]
     assert failing.asked.count(0) == 2  # a discovery that gave up is tried again by the next runbook
+
+
+# --- discovery started early (opsbook run, while the flows are imported) -------------------------------------------
+
+
+def _drop_early():
+    with resources._early_lock:
+        resources._early.clear()
+
+
+def test_an_early_discovery_is_taken_by_the_run_once_instead_of_read_again(monkeypatch):
+    _drop_early()
+    pages = Pages(_split(hr_mappings()))
+    _fake(monkeypatch, pages)
+    assert resources.prefetch(HR) and not resources.prefetch(HR)  # one at a time
+    first, error = resources.tagged(HR, aws.Deadline(60))
+    assert error is None and len(first) == len(hr_mappings()) and pages.asked == [0, 1, 2]  # the early read's pages only
+    again, _ = resources.tagged(HR, aws.Deadline(60))
+    assert again == first and pages.asked == [0, 1, 2, 0, 1, 2]  # taken once: the next discovery reads
+
+
+def test_an_early_discovery_that_gave_up_is_read_again_by_the_run(monkeypatch):
+    _drop_early()
+    pages = Pages(_split(hr_mappings()), fail={0: 4})  # the early read gives up on page 0 (3 waits), the run's gets it
+    _fake(monkeypatch, pages)
+    assert resources.prefetch(HR)
+    mappings, error = resources.tagged(HR, aws.Deadline(60))
+    assert error is None and len(mappings) == len(hr_mappings()) and pages.asked == [0, 0, 0, 0, 0, 1, 2]
+
+
+def test_nothing_starts_early_for_a_system_without_discovery_tags():
+    _drop_early()
+    untagged = HR.model_copy(update={"discovery": HR.discovery.model_copy(update={"tags": {}})})
+    assert resources.prefetch(untagged) is False and resources._early == {}
+
+
+def test_the_early_discovery_s_calls_are_counted_in_the_run_that_takes_it(seeded, sandbox):
+    """Against the sandbox: the run's call log holds the early read's GetResources pages, as many as reading itself."""
+    _drop_early()
+    hr = seeded("hr-resource-optimization")
+    alone = aws.start_call_log()
+    plain, _ = resources.tagged(hr, aws.Deadline(60))
+    pages = alone.by_operation()["resourcegroupstaggingapi:GetResources"]
+    assert resources.prefetch(hr)
+    run = aws.start_call_log()
+    early, error = resources.tagged(hr, aws.Deadline(60))
+    assert error is None and sorted(m["ResourceARN"] for m in early) == sorted(m["ResourceARN"] for m in plain)
+    assert run.by_operation() == {"resourcegroupstaggingapi:GetResources": pages} and run.undeclared == set()
