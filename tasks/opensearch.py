@@ -12,8 +12,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 from botocore.exceptions import ClientError
-from opensearchpy.exceptions import ConnectionError as OSConnectionError
-from opensearchpy.exceptions import ConnectionTimeout, NotFoundError, TransportError
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
@@ -24,6 +22,14 @@ from opsbook.iam import aws_task
 from opsbook.inventory import OpenSearchDomain, System
 from opsbook.loopback import OPENSEARCH_TEMPLATE_ENV, require_loopback
 from opsbook.resources import Discovered
+
+
+def _ose() -> Any:
+    """opensearch-py's exceptions: imported by the runs that talk to a cluster (``os_client``), not by every run that
+    imports this module (a system without OpenSearch never loads opensearch-py)."""
+    import opensearchpy.exceptions as ose
+
+    return ose
 
 URL_TEMPLATE_ENV = OPENSEARCH_TEMPLATE_ENV  # e.g. http://127.0.0.1:9200/{domain} (the sandbox sets it)
 CLUSTER_FIX = f"set {URL_TEMPLATE_ENV} to the local cluster (like http://127.0.0.1:9200/{{domain}}; the sandbox sets it)"
@@ -99,7 +105,7 @@ def read_cluster(url: str, region: str) -> dict[str, Any]:
         out["unassigned"] = [s for s in shards if s.get("state") == "UNASSIGNED"]
         try:
             out["explain"] = c.cluster.allocation_explain()
-        except TransportError as exc:
+        except _ose().TransportError as exc:
             out["explain"] = {"error": str(exc.error)}
     return out
 
@@ -133,9 +139,9 @@ def check_domains(system: System, found: Discovered, deadline: aws.Deadline) -> 
 
 def cluster_unreadable(error: BaseException, api: str = "cluster") -> str:
     """Why the cluster's own ``api`` (health, snapshots...) could not be read: the reason of its UNKNOWN finding."""
-    if isinstance(error, (OSConnectionError, ConnectionTimeout)):
+    if isinstance(error, (_ose().ConnectionError, _ose().ConnectionTimeout)):
         return f"cluster endpoint unreachable ({type(error).__name__}); check the endpoint, VPC access or the domain's access policy"
-    if isinstance(error, TransportError):
+    if isinstance(error, _ose().TransportError):
         return f"{api} API answered {error.status_code}: {error.error}; check es:ESHttpGet permission and the access policy"
     return aws.describe_error(error)
 
@@ -160,9 +166,9 @@ class DomainSnapshots(BaseModel):
 
 
 def snapshot_reason(exc: BaseException) -> str:
-    if isinstance(exc, (OSConnectionError, ConnectionTimeout)):
+    if isinstance(exc, (_ose().ConnectionError, _ose().ConnectionTimeout)):
         return f"cluster endpoint unreachable ({type(exc).__name__}); check the endpoint, VPC access or the domain's access policy"
-    if isinstance(exc, TransportError):
+    if isinstance(exc, _ose().TransportError):
         return f"snapshot API answered {exc.status_code}: {exc.error}; check es:ESHttpGet permission and the access policy"
     return aws.describe_error(exc)
 
@@ -185,7 +191,7 @@ def read_domain_snapshots(system: System, d: OpenSearchDomain) -> DomainSnapshot
     try:
         repo = c.snapshot.get_repository(repository=d.snapshot_repository)
         s.repository_exists, s.repository_type = True, (repo.get(d.snapshot_repository) or {}).get("type")
-    except NotFoundError:
+    except _ose().NotFoundError:
         s.repository_exists = False
         return s
     except Exception as exc:  # UNKNOWN with the reason
@@ -374,10 +380,10 @@ class RestorePoint(BaseModel):
 
 def os_error(exc: BaseException) -> tuple[str, str]:
     """(kind, what to say) for an exception from opensearch-py."""
-    if isinstance(exc, (OSConnectionError, ConnectionTimeout)):
+    if isinstance(exc, (_ose().ConnectionError, _ose().ConnectionTimeout)):
         return "unreachable", (f"cluster endpoint unreachable ({type(exc).__name__}); check the endpoint, VPC access "
                                "or the domain's access policy")
-    if isinstance(exc, TransportError):
+    if isinstance(exc, _ose().TransportError):
         return "http", (f"cluster API answered {exc.status_code}: {exc.error}; check the es:ESHttp* permissions and "
                         "the domain's access policy")
     return "other", aws.describe_error(exc)
@@ -737,7 +743,7 @@ def read_repository_snapshots(url: str, region: str, repo: str) -> list[IndexSna
     c = os_client(url, region, timeout=30)
     try:
         snaps = c.snapshot.get(repository=repo, snapshot="_all").get("snapshots", [])
-    except NotFoundError as exc:
+    except _ose().NotFoundError as exc:
         if exc.error == "repository_missing_exception":
             raise RepositoryMissing(f"no snapshot repository {repo!r} is registered on the cluster") from None
         raise
