@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,6 +28,7 @@ _RANK = {Status.OK: 0, Status.UNKNOWN: 1, Status.WARN: 2, Status.CRIT: 3}
 
 class Finding(BaseModel):
     model_config = ConfigDict(frozen=True)
+    opsbook_inert: ClassVar[bool] = True  # holds no Prefect future: task arguments pass it unwalked (opsbook.iam)
 
     check: str
     resource: str

@@ -5,9 +5,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, OrderedDict
-from typing import Any
+from typing import Any, ClassVar
 
-from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
@@ -15,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from opsbook import aws
 from opsbook.findings import Finding, Status, overall
+from opsbook.iam import aws_task
 from opsbook.inventory import System
 from opsbook.masking import mask, mask_obj
 from opsbook.unfinished import explain
@@ -24,6 +24,7 @@ ORDER = {Status.CRIT: 0, Status.WARN: 1, Status.UNKNOWN: 2, Status.OK: 3}
 
 
 class RunReport(BaseModel):
+    opsbook_inert: ClassVar[bool] = True  # holds no Prefect future: task arguments pass it unwalked (opsbook.iam)
     runbook: str
     system: str
     status: Status
@@ -190,7 +191,7 @@ def artifact_key(runbook: str, system: str) -> str:
     return f"{runbook}-{system}".lower().replace("_", "-")
 
 
-@task(name="publish-report", cache_policy=NO_CACHE)
+@aws_task(iam=[], name="publish-report", read_only=False, cache_policy=NO_CACHE)
 def publish_report(report: RunReport) -> RunReport:
     return publish_artifacts(report, markdown(report))
 
@@ -202,7 +203,7 @@ def run_url() -> str | None:
     return f"{ui}/runs/flow-run/{flow_run.get_id()}" if ui and flow_run.get_id() else None
 
 
-@task(name="judge", cache_policy=NO_CACHE)
+@aws_task(iam=[], name="judge", read_only=False, cache_policy=NO_CACHE)
 def judge(runbook: str, system: System, findings: list[Finding], calls: aws.CallLog, started: float) -> RunReport:
     return RunReport(
         runbook=runbook, system=system.name, status=overall(findings), findings=findings, region=system.region,
