@@ -38,7 +38,7 @@ def test_findings_and_reports_are_handed_to_tasks_unwalked_and_other_lists_are_n
     from opsbook.report import RunReport
 
     f = Finding(check="c", resource="r", status=Status.OK, summary="s")
-    report = RunReport(runbook="daily-health", system="s", status=Status.OK, findings=[f])
+    report = RunReport(runbook="daily-health", system="s", status=Status.OK, findings=[f], api_calls=0, duration_s=0.1)
     for value in (f, [f, f], report):
         assert isinstance(_inert(value), opaque) and _inert(value).unwrap() is value
     for value in ([], [f, "text"], ["a", "b"], {"f": f}, "text"):
