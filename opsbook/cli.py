@@ -149,6 +149,8 @@ def start_discovery_early(rbs: list[Any], args: argparse.Namespace, checked: boo
 
     if not rbs[0].discovers_first or (args.param and not checked) or args.sandbox or args.help:
         return False
+    if os.environ.get("OPSBOOK_EARLY_DISCOVERY", "on").lower() in ("0", "off", "false", "no"):
+        return False  # the run discovers in its own task, as a served run does (for a comparison, or a suspicion)
     inv = load_system(args.system)
     if loopback.preflight(inv, ["es:ESHttpGet"], pages=True) is not None:
         return False

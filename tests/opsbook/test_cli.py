@@ -176,3 +176,30 @@ def test_plain_parameters_are_stored_as_they_are_and_anything_else_goes_through_
     when = datetime(2026, 12, 4, tzinfo=timezone.utc)
     assert flow.serialize_parameters({"system": "hr", "at": when}) == {"system": "<str>", "at": "<datetime>"}
     assert seen == [{"system": "hr", "at": when}]
+
+
+@pytest.mark.parametrize("env, param, checked, sandbox, runbook, started", [
+    ({}, [], False, False, "daily-health", True),
+    ({"OPSBOOK_EARLY_DISCOVERY": "off"}, [], False, False, "daily-health", False),
+    ({}, ["checks=logs-retention"], False, False, "maintenance-audit", False),  # a parameter not checked yet: no call
+    ({}, ["checks=logs-retention"], True, False, "maintenance-audit", True),
+    ({}, [], False, True, "daily-health", False),  # the embedded sandbox is not up yet
+    ({}, [], False, False, "restart-service", False),  # its discovery comes after acting, not first
+    ({"refuse": "the OpenSearch domain is off this machine"}, [], False, False, "daily-health", False),  # loopback-only
+])
+def test_the_early_discovery_starts_only_when_nothing_left_can_refuse_the_run(monkeypatch, env, param, checked, sandbox, runbook,
+                                                                              started):
+    import argparse
+
+    from opsbook import loopback, registry, resources
+
+    seen = []
+    monkeypatch.setattr(resources, "prefetch", lambda inv: seen.append(inv.name) or True)
+    refusal = env.pop("refuse", None)
+    monkeypatch.setattr(loopback, "preflight", lambda *a, **k: refusal)
+    monkeypatch.delenv("OPSBOOK_EARLY_DISCOVERY", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    args = argparse.Namespace(param=param, sandbox=sandbox, help=False, system="hr-resource-optimization")
+    assert cli.start_discovery_early([registry.get(runbook)], args, checked=checked) is started
+    assert seen == (["hr-resource-optimization"] if started else [])
