@@ -151,10 +151,27 @@ def start_discovery_early(rbs: list[Any], args: argparse.Namespace, checked: boo
         return False
     if os.environ.get("OPSBOOK_EARLY_DISCOVERY", "on").lower() in ("0", "off", "false", "no"):
         return False  # the run discovers in its own task, as a served run does (for a comparison, or a suspicion)
+    if any(p.split("=", 1)[0].strip() == "undo_run" and p.split("=", 1)[-1].strip() for p in args.param or []):
+        return False  # putting back an earlier run's changes reads its records, not the system
     inv = load_system(args.system)
     if loopback.preflight(inv, ["es:ESHttpGet"], pages=True) is not None:
         return False
     return prefetch(inv)
+
+
+def count_left_early(report: Any) -> None:
+    """An early discovery the run never took (it ended before its discovery) still made its calls: the report counts
+    them, so that the command never says fewer calls than it made."""
+    from opsbook.report import RunReport
+    from opsbook.resources import left_early
+
+    left = left_early()
+    if not left.total or not isinstance(report, RunReport):
+        return
+    report.api_calls += left.total
+    report.api_retries += left.retries_total
+    for op, n in left.by_operation().items():
+        report.api_calls_by_operation[op] = report.api_calls_by_operation.get(op, 0) + n
 
 
 def refuse_off_machine(rb: Any, system: str) -> None:
@@ -227,6 +244,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"opsbook: {rb.name} {args.system} on {where}; Prefect {meta['api_url'] or 'offline (journal)'}", file=sys.stderr)
         report, run_meta = runner.run_runbook(rb.name, args.system, params, approval=approval)
+        count_left_early(report)
     finally:
         if off:
             off.finish()
@@ -303,10 +321,8 @@ def cmd_run_many(args: argparse.Namespace, names: list[str]) -> int:
     runner.import_prefect(args.verbose)
     if off:
         off.record_events()
-    early = start_discovery_early(rbs, args)
-    per = many_params(rbs, args.system, raw)
-    if not early:
-        start_discovery_early(rbs, args, checked=True)
+    per = many_params(rbs, args.system, raw)  # every runbook's parameters checked (its required ones too) ...
+    start_discovery_early(rbs, args, checked=True)  # ... before any call
     sb = start_sandbox([args.system], args.fault or []) if args.sandbox else None
     results: list[tuple[str, Any, dict[str, Any]]] = []
     try:
@@ -322,6 +338,7 @@ def cmd_run_many(args: argparse.Namespace, names: list[str]) -> int:
             for rb in rbs:
                 report, run_meta = runner.run_runbook(rb.name, args.system, per[rb.name])
                 results.append((rb.name, report, run_meta))
+        count_left_early(results[0][1])
     finally:
         if off:
             off.finish()
@@ -679,17 +696,20 @@ def end_now(args: argparse.Namespace, code: int) -> None:
     blocked past its deadline (already UNKNOWN in the report) are not waited for either."""
     if args.fn not in (cmd_run,):
         return
-    collect = sys.modules.get("opsbook.collect")
-    blocked = collect.abandoned() if collect is not None else []
-    if blocked:
-        print(f"opsbook: {len(blocked)} call(s) still blocked past the run's deadline abandoned, not waited for",
-              file=sys.stderr)
-    if "prefect" in sys.modules:
-        from opsbook import runner
+    try:
+        collect = sys.modules.get("opsbook.collect")
+        blocked = collect.abandoned() if collect is not None else []
+        if blocked:
+            print(f"opsbook: {len(blocked)} call(s) still blocked past the run's deadline abandoned, not waited for",
+                  file=sys.stderr)
+        if "prefect" in sys.modules:
+            from opsbook import runner
 
-        runner.flush_prefect(timeout=5)
-    sys.stdout.flush()
-    sys.stderr.flush()
+            runner.flush_prefect(timeout=5)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001 (the result is out; a closed pipe or a flush that failed changes nothing now)
+        pass
     os._exit(code)
 
 

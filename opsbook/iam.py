@@ -116,13 +116,12 @@ def _is_inert(value: Any) -> bool:
 
 
 def _inert(value: Any) -> Any:
-    """An argument whose type says it holds no futures (``opsbook_inert``: an inventory, a finding, a report; or a list
-    of them), marked so that Prefect hands it to the task as it is instead of walking every field for futures at submit
-    and again at the run (~2 ms an inventory, 40-80 ms a report of 300 findings). A report that is a task's result still
-    links the two tasks in the run graph (Prefect finds the task that returned it)."""
-    if _is_inert(value) or (isinstance(value, list) and value and all(_is_inert(v) for v in value)):
-        return opaque(value)
-    return value
+    """An argument whose type says it holds no futures (``opsbook_inert``: an inventory, a finding, a report), marked so
+    that Prefect hands it to the task as it is instead of walking every field for futures at submit and again at the run
+    (~2 ms an inventory, 40-80 ms a report of 300 findings). The task that returned it stays the task's upstream in the
+    run graph (Prefect looks the object itself up). A list is walked as usual: Prefect links a task to the items of
+    another's returned list; a caller whose edges come from ``wait_for`` may pass ``opaque(findings)`` itself."""
+    return opaque(value) if _is_inert(value) else value
 
 
 class AwsTask(Task):  # type: ignore[type-arg]

@@ -148,7 +148,7 @@ def _shared_read(key: Callable[..., tuple[Any, ...]], ok: Callable[[Any], bool])
 
 # --- tag discovery started before the run (``opsbook run``, while Prefect is imported) ------------------------------
 
-PREFETCH_S = 20.0  # the early discovery's own deadline
+PREFETCH_S = 60.0  # the early discovery's own deadline: daily-health's default, so throttling gets the same waits
 
 
 @dataclass
@@ -156,6 +156,8 @@ class _Early:
     done: threading.Event = dc_field(default_factory=threading.Event)
     value: Any = None
     calls: aws.CallLog = dc_field(default_factory=aws.CallLog)
+    lock: threading.Lock = dc_field(default_factory=threading.Lock)
+    target: aws.CallLog | None = None  # the run that took it before it finished: its calls are counted there when it does
 
 
 _early: dict[tuple[Any, ...], _Early] = {}
@@ -169,8 +171,9 @@ def _early_key(system: System) -> tuple[Any, ...]:
 def prefetch(system: System) -> bool:
     """Start the system's tag discovery now, in a thread, for the run about to start in this process: its first
     discovery (``tagged``) takes this one's result and counts its calls as its own, instead of reading again. The CLI
-    calls it once the inventory and the command are checked, so that the reads wait on AWS while Python imports
-    Prefect (~1 s of CPU). False when the system has no discovery tags (nothing to start) or it was started already."""
+    calls it once nothing left can refuse the run, so that the reads wait on AWS while the flow is imported and its
+    Prefect run created. False when the system has no discovery tags, under an assumed role (a fleet target's account),
+    or when one was started already."""
     if not system.discovery.tags or aws.current_role() is not None:
         return False
     early = _Early()
@@ -187,24 +190,51 @@ def prefetch(system: System) -> bool:
             early.value = exc
         finally:
             aws._current_log.reset(token)
-            early.done.set()
+            with early.lock:
+                early.done.set()
+                if early.target is not None:  # taken while still reading: the rest of its calls go to that run
+                    early.target.absorb(early.calls)
 
     threading.Thread(target=read, name="prefetch-discovery", daemon=True).start()
     return True
 
 
+def left_early() -> aws.CallLog:
+    """The calls of early discoveries no run took (the run ended before its discovery, e.g. it failed first), dropped:
+    the command adds them to what it reports."""
+    with _early_lock:
+        left = list(_early.values())
+        _early.clear()
+    out = aws.CallLog()
+    for early in left:
+        with early.lock:
+            out.absorb(early.calls)  # what it made so far (a read still going on is not waited for)
+    return out
+
+
 def _take_early(system: System, deadline: aws.Deadline | None) -> tuple[list[dict[str, Any]], str | None] | None:
-    """The early discovery's result, once, with its calls counted in this run's log; None when there is none, or it
-    failed or gave up (the run then reads itself)."""
+    """The early discovery's result, once, with its calls counted in this run's log; None when there is none for this
+    system, endpoint and account, or it failed (the run then reads itself). Waited for within the run's deadline (its
+    own, else the one bounding its calls); still reading then: discovery gave up, as the run's own read would have."""
+    if aws.current_role() is not None:
+        return None
     with _early_lock:
         early = _early.pop(_early_key(system), None)
     if early is None:
         return None
-    early.done.wait(timeout=deadline.remaining if deadline is not None else PREFETCH_S)
+    bound = deadline if deadline is not None else aws._bound.get()
+    early.done.wait(timeout=bound.remaining if bound is not None else PREFETCH_S)
     log = aws.current_call_log()
-    if log is not None:
-        log.absorb(early.calls)  # made for this run: counted in it, whatever their outcome
-    value = early.value if early.done.is_set() else None
+    with early.lock:
+        finished = early.done.is_set()
+        if log is not None:
+            if finished:
+                log.absorb(early.calls)  # made for this run: counted in it, whatever their outcome
+            else:
+                early.target = log
+    if not finished:
+        return [], f"discovery started early did not finish within the run's deadline ({bound.seconds if bound else PREFETCH_S:g} s)"
+    value = early.value
     return value if isinstance(value, tuple) and value[1] is None else None
 
 

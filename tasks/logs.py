@@ -529,7 +529,12 @@ def read_log_group_batch(system: System, groups: list[tuple[str, bool, bool]]) -
     """Up to 50 log groups in one DescribeLogGroups (``logGroupIdentifiers``: names in this account); a group the
     answer does not hold does not exist."""
     c = aws.client("logs", system.region)
-    seen = {g["logGroupName"]: g for g in aws.paginate(c, "describe_log_groups", "logGroups", logGroupIdentifiers=[g[0] for g in groups])}
+    got = list(aws.paginate(c, "describe_log_groups", "logGroups", logGroupIdentifiers=[g[0] for g in groups]))
+    if any("storedBytes" not in g and "metricFilterCount" not in g for g in got):
+        # an answer cut down to name, ARN and creation time (as AWS answers a logGroupNamePattern): its retention would
+        # read as "never expires"; read each group in full instead
+        return [read_log_group(system, *g) for g in groups]
+    seen = {g["logGroupName"]: g for g in got}
     return [LogGroupState(name=n, audit=a, named=named, retention_days=seen[n].get("retentionInDays"), stored_bytes=seen[n].get("storedBytes", 0))
             if n in seen else LogGroupState(name=n, audit=a, named=named, exists=False) for n, a, named in groups]
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from prefect import allow_failure, flow, get_run_logger
 from prefect.states import Failed
+from prefect.utilities.annotations import opaque
 
 from flows.daily_health.judge import BREACH_CHECKS, ends_failed
 from opsbook import aws
@@ -49,7 +50,8 @@ def daily_health(
         checks, findings = run_checks(inv, deadline)
     findings += breach_escalation(inv, findings, BREACH_CHECKS)
 
-    report = judge.submit(RUNBOOK, inv, findings, calls, started, wait_for=[allow_failure(f) for f in checks.values() if f.state.is_final()]).result()
+    report = judge.submit(RUNBOOK, inv, opaque(findings), calls, started,  # not walked: its edges are the checks waited for
+                          wait_for=[allow_failure(f) for f in checks.values() if f.state.is_final()]).result()
     if notify:  # sent even after the deadline, but within NOTIFY_S more at most: a hung SNS cannot hold the run
         with aws.bounded(aws.Deadline(max(deadline.remaining, NOTIFY_S))):
             note = notify_status.submit(inv, RUNBOOK, report.status, report.headline(), markdown(report))

@@ -446,11 +446,17 @@ def reads_for(checks: Iterable[str]) -> set[str] | None:
 
 
 def scope_finding(inv: System, checks: Iterable[str], configured: Iterable[str]) -> list[Finding]:
-    """What a run limited to some checks covered, and which of the inventory's checks it left out (no finding says OK
-    about them: they were not looked at)."""
-    asked = sorted(set(checks))
+    """What a run limited to some checks covered: the asked checks that ran, the inventory's checks it left out (no
+    finding says OK about them: they were not looked at), and each asked check the inventory configures nothing for
+    (UNKNOWN: asked, but nothing was read)."""
+    asked, have = sorted(set(checks)), set(configured)
     if not asked:
         return []
-    skipped = sorted({c for c, r in CHECK_READS.items() if r in set(configured)} - set(asked))
-    return [Finding(check="audit-scope", resource=inv.name, status=Status.OK, details={"checks": asked, "not_run": skipped},
-                    summary=f"only {', '.join(asked)} ran, as asked (checks=...); not run: {', '.join(skipped) or 'nothing else configured'}")]
+    ran = [c for c in asked if CHECK_READS[c] in have]
+    skipped = sorted({c for c, r in CHECK_READS.items() if r in have} - set(asked))
+    out = [unknown(c, inv.name, "asked for (checks=...), but the inventory configures nothing for it to read "
+                                "(docs/inventory.md: audit.*); not checked") for c in asked if c not in ran]
+    if ran:
+        out.insert(0, Finding(check="audit-scope", resource=inv.name, status=Status.OK, details={"checks": ran, "not_run": skipped},
+                              summary=f"only {', '.join(ran)} ran, as asked (checks=...); not run: {', '.join(skipped) or 'nothing else configured'}"))
+    return out

@@ -185,6 +185,7 @@ def test_plain_parameters_are_stored_as_they_are_and_anything_else_goes_through_
     ({}, ["checks=logs-retention"], True, False, "maintenance-audit", True),
     ({}, [], False, True, "daily-health", False),  # the embedded sandbox is not up yet
     ({}, [], False, False, "restart-service", False),  # its discovery comes after acting, not first
+    ({}, ["undo_run=0190f2c4-1b7e-7000-8000-000000000001"], True, False, "maintenance-audit", False),  # reads its records
     ({"refuse": "the OpenSearch domain is off this machine"}, [], False, False, "daily-health", False),  # loopback-only
 ])
 def test_the_early_discovery_starts_only_when_nothing_left_can_refuse_the_run(monkeypatch, env, param, checked, sandbox, runbook,
@@ -203,3 +204,25 @@ def test_the_early_discovery_starts_only_when_nothing_left_can_refuse_the_run(mo
     args = argparse.Namespace(param=param, sandbox=sandbox, help=False, system="hr-resource-optimization")
     assert cli.start_discovery_early([registry.get(runbook)], args, checked=checked) is started
     assert seen == (["hr-resource-optimization"] if started else [])
+
+
+def test_a_runbook_that_may_discover_early_takes_no_required_parameter_but_system():
+    """The early discovery of a run without --param starts before the flow is imported: safe only because nothing
+    required can then be missing (a runbook with a required parameter must not be discovers_first)."""
+    from opsbook import registry, runner
+
+    for rb in registry.all_runbooks() if hasattr(registry, "all_runbooks") else registry._catalogue().values():
+        if rb.discovers_first:
+            required = {k for k, p in runner.parameters(rb.load()).items() if p["required"]}
+            assert required == {"system"}, (rb.name, required)
+
+
+def test_a_combined_run_refused_for_a_missing_parameter_made_no_call(capsys, no_aws_reachable, monkeypatch):
+    """opsbook run daily-health reindex-case: reindex-case needs case_id; the early discovery must not have started."""
+    from opsbook import loopback, resources
+
+    started = []
+    monkeypatch.setattr(resources, "prefetch", lambda inv: started.append(inv.name) or True)
+    monkeypatch.setattr(loopback, "preflight", lambda *a, **k: None)  # nothing else would hold it back
+    assert run_main("run", "daily-health", "reindex-case", "--system", "leh", "--json") == 3
+    assert "case_id" in capsys.readouterr().out and started == []

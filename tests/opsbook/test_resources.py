@@ -281,3 +281,48 @@ def test_the_early_discovery_s_calls_are_counted_in_the_run_that_takes_it(seeded
     early, error = resources.tagged(hr, aws.Deadline(60))
     assert error is None and sorted(m["ResourceARN"] for m in early) == sorted(m["ResourceARN"] for m in plain)
     assert run.by_operation() == {"resourcegroupstaggingapi:GetResources": pages} and run.undeclared == set()
+
+
+def test_an_early_discovery_is_never_taken_under_an_assumed_role(monkeypatch):
+    """A fleet target runs inside another account's role: a discovery started for this account is not its answer."""
+    _drop_early()
+    pages = Pages(_split(hr_mappings()))
+    _fake(monkeypatch, pages)
+    assert resources.prefetch(HR)
+    resources._early[resources._early_key(HR)].done.wait(10)
+    monkeypatch.setattr(resources.aws, "current_role", lambda: object())
+    assert resources._take_early(HR, aws.Deadline(5)) is None
+    _drop_early()
+
+
+def test_an_early_discovery_still_reading_at_the_deadline_is_discovery_giving_up_and_its_calls_follow_the_run(monkeypatch):
+    _drop_early()
+    release = __import__("threading").Event()
+    pages = Pages(_split(hr_mappings()))
+
+    class Slow:
+        def get_resources(self, **kw):
+            release.wait(10)
+            return pages.get_resources(**kw)
+
+    monkeypatch.setattr(resources.aws, "client", lambda *a, **k: Slow())
+    assert resources.prefetch(HR)
+    log = aws.start_call_log()
+    mappings, error = resources.tagged(HR, aws.Deadline(0.2))
+    assert mappings == [] and "did not finish within the run's deadline" in error and pages.asked == []  # no second read
+    release.set()
+    assert log.total == 0  # the fake client sends no request; what matters: nothing read twice, the run not held
+    _drop_early()
+
+
+def test_the_calls_of_an_early_discovery_no_run_took_are_handed_back_once(monkeypatch):
+    _drop_early()
+    pages = Pages(_split(hr_mappings()))
+    _fake(monkeypatch, pages)
+    assert resources.prefetch(HR)
+    e = resources._early[resources._early_key(HR)]
+    e.done.wait(10)
+    e.calls.add("resourcegroupstaggingapi", "GetResources")  # as botocore's count would have
+    left = resources.left_early()
+    assert left.by_operation() == {"resourcegroupstaggingapi:GetResources": 1} and resources._early == {}
+    assert resources.left_early().total == 0

@@ -76,3 +76,27 @@ def test_log_retention_is_read_fifty_groups_a_call_and_a_missing_group_is_said_m
     assert [s.name for s in states] == names
     assert states[5].retention_days == 30 and states[6].retention_days is None and all(s.exists for s in states[:-1])
     assert not states[-1].exists and states[-1].error is None
+
+
+def test_a_batch_answer_without_the_groups_details_is_read_group_by_group(sandbox, monkeypatch):
+    """Should DescribeLogGroups answer logGroupIdentifiers with names only (as it answers logGroupNamePattern), a group
+    with a retention must not read as "never expires": the batch is read again group by group."""
+    from opsbook import aws
+    from opsbook.inventory import load_system
+
+    system = load_system("hr-resource-optimization")
+    c = boto3.client("logs", region_name=system.region)
+    for n in ("/aws/lambda/kept", "/aws/lambda/forever"):
+        c.create_log_group(logGroupName=n)
+    c.put_retention_policy(logGroupName="/aws/lambda/kept", retentionInDays=30)
+    paginate = aws.paginate
+
+    def trimmed(client, op, key, **kw):
+        for g in paginate(client, op, key, **kw):
+            yield {k: v for k, v in g.items() if k in ("arn", "creationTime", "logGroupName")} if "logGroupIdentifiers" in kw else g
+
+    monkeypatch.setattr(logs_tasks.aws, "paginate", trimmed)
+    calls = aws.start_call_log()
+    states = logs_tasks.read_log_group_batch(system, [("/aws/lambda/kept", False, True), ("/aws/lambda/forever", False, True)])
+    assert [(s.name, s.retention_days) for s in states] == [("/aws/lambda/kept", 30), ("/aws/lambda/forever", None)]
+    assert calls.by_operation() == {"logs:DescribeLogGroups": 3}  # the batch, then one a group

@@ -272,3 +272,19 @@ def test_the_kinds_each_read_needs_are_kinds_the_resolver_knows():
     assert kinds_for(reads_for(["kms-rotation"])) == set()
     assert kinds_for(reads_for(["required-tags", "kms-rotation"])) == set(KINDS)
     assert reads_for([]) is None
+
+
+def test_a_check_asked_for_that_the_inventory_configures_nothing_for_is_unknown_never_ok():
+    """checks=kms-rotation on a system naming no KMS key: nothing was read, so UNKNOWN naming why; the scope finding lists
+    only what ran (the healthy twin: a configured check asked for is in it)."""
+    from flows.maintenance_audit.judge import scope_finding
+    from opsbook.findings import Status
+    from opsbook.inventory import load_system
+
+    inv = load_system("todo-app")
+    out = scope_finding(inv, ["kms-rotation"], {"logs", "runtimes"})
+    assert [(f.check, f.status) for f in out] == [("kms-rotation", Status.UNKNOWN)] and "configures nothing" in out[0].summary
+    both = scope_finding(inv, ["kms-rotation", "logs-retention"], {"logs", "runtimes"})
+    assert [(f.check, f.status) for f in both] == [("audit-scope", Status.OK), ("kms-rotation", Status.UNKNOWN)]
+    assert both[0].details == {"checks": ["logs-retention"], "not_run": ["lambda-runtime"]}
+    assert scope_finding(inv, [], {"logs"}) == []
