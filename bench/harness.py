@@ -194,11 +194,15 @@ def recorder(endpoint: str, action: str) -> None:
     urllib.request.urlopen(req, timeout=10).read()
 
 
-def _api(port: int, path: str, body: dict | None = None) -> Any:
+def _api(port: int, path: str, body: dict | None = None, timeout: float = 15) -> Any:
+    """The local Prefect server's REST API: GET, or POST ``body``."""
     req = urllib.request.Request(f"http://127.0.0.1:{port}/api{path}", method="POST" if body is not None else "GET",
                                  data=json.dumps(body).encode() if body is not None else None, headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=15) as r:
+    with urllib.request.urlopen(req, timeout=timeout) as r:
         return json.loads(r.read())
+
+
+api = _api
 
 
 def _ts(s: str | None) -> float | None:

@@ -39,14 +39,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bench.harness import BENCH, OPSBOOK, RESULTS, ROOT, SandboxProc, free_port, last_json, log, machine
+from bench.harness import BENCH, OPSBOOK, RESULTS, ROOT, SandboxProc, api, free_port, last_json, log, machine
 
 C7N_VENV = BENCH / ".venv-c7n"
 C7N_VERSION = "0.9.53"
@@ -159,13 +158,6 @@ def custodian_answer(counts: Path, out_dir: Path, policies: list[dict[str, Any]]
 
 
 # --- served: a deployment run of a serving process ----------------------------------------------------------------
-
-
-def api(port: int, path: str, body: dict | None = None) -> Any:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/api{path}", method="POST" if body is not None else "GET",
-                                 data=json.dumps(body).encode() if body is not None else None, headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
 
 
 def ts(s: str | None) -> datetime | None:
