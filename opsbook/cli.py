@@ -708,8 +708,12 @@ def end_now(args: argparse.Namespace, code: int) -> None:
             runner.flush_prefect(timeout=5)
         sys.stdout.flush()
         sys.stderr.flush()
-    except BaseException:  # noqa: BLE001 (the result is out; a closed pipe or a flush that failed changes nothing now)
-        pass
+    except BaseException as exc:  # noqa: BLE001 (the result is out: say what may be missing, then end with its code)
+        try:
+            print(f"opsbook: the result is out, but ending cleanly failed ({type(exc).__name__}: {exc}); some of the run's "
+                  "logs or events may not have reached the Prefect server", file=sys.stderr, flush=True)
+        except BaseException:  # noqa: BLE001 (stderr itself is gone: a closed pipe; nothing left to tell)
+            pass
     os._exit(code)
 
 

@@ -226,3 +226,20 @@ def test_a_combined_run_refused_for_a_missing_parameter_made_no_call(capsys, no_
     monkeypatch.setattr(loopback, "preflight", lambda *a, **k: None)  # nothing else would hold it back
     assert run_main("run", "daily-health", "reindex-case", "--system", "leh", "--json") == 3
     assert "case_id" in capsys.readouterr().out and started == []
+
+
+def test_a_run_whose_ending_fails_still_exits_with_its_code_and_says_what_may_be_missing(monkeypatch, capsys):
+    """end_now: the result is out; a flush that raises (a closed pipe, a dead server) neither turns into a traceback nor
+    changes the exit code, and stderr says the run's logs may be incomplete."""
+    import argparse
+
+    from opsbook import runner
+
+    exits = []
+    monkeypatch.setattr(cli.os, "_exit", exits.append)
+    monkeypatch.setattr(runner, "flush_prefect", lambda timeout=0: (_ for _ in ()).throw(RuntimeError("server gone")))
+    monkeypatch.setitem(__import__("sys").modules, "prefect", __import__("sys").modules.get("prefect") or object())
+    cli.end_now(argparse.Namespace(fn=cli.cmd_run), 2)
+    assert exits == [2] and "ending cleanly failed (RuntimeError: server gone)" in capsys.readouterr().err
+    cli.end_now(argparse.Namespace(fn=cli.cmd_list), 0)  # other commands end as Python ends them
+    assert exits == [2]
