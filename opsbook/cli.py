@@ -692,7 +692,7 @@ def _fail(json_out: bool, runbook: str | None, system: str | None, message: str,
 def end_now(args: argparse.Namespace, code: int) -> None:
     """``opsbook run`` ends as soon as its result is out: Prefect's queued logs and events are sent (bounded), then the
     process exits without Python's shutdown, which joins every idle thread Prefect and the task runners leave and
-    drains Prefect's services again (0.6-0.7 s of a 3-4 s daily-health run, measured). A read-only run's calls still
+    drains Prefect's services again (0.6-0.7 s, measured, of any run that got there). A read-only run's calls still
     blocked past its deadline (already UNKNOWN in the report) are not waited for either."""
     if args.fn not in (cmd_run,):
         return
