@@ -14,7 +14,7 @@ WARM_SERVER := import prefect.server.api.server, prefect.cli
 WARM_RUN := from opsbook import cli, registry, runner; [rb.load() for rb in registry.RUNBOOKS.values()]; \
 	import opensearchpy, moto.server, sandbox.server
 
-.PHONY: demo test chaos serve setup bench clean check-install
+.PHONY: demo test chaos serve setup bench bench-versus clean check-install
 
 # uv installs the same pinned set as pip (requirements.lock constrains every package) in a quarter of the time
 # (5 s against 20 s here: parallel downloads, no bytecode); where uv cannot be had, pip does it.
@@ -53,6 +53,11 @@ check-install: $(STAMP)
 
 bench: $(STAMP)
 	$(RUN) $(BIN)/python -m bench.run
+
+# Side by side on one sandbox: the boto3 floor, opsbook cold/warm/served, Cloud Custodian (installed into
+# bench/.venv-c7n on first use, never a project dependency). About 3 minutes; bench/README.md.
+bench-versus: $(STAMP)
+	$(RUN) $(BIN)/python -m bench.versus
 
 clean:
 	rm -rf $(VENV) *.egg-info
