@@ -285,15 +285,7 @@ def scoped_policy(actions: Iterable[str], system: System, copies: Iterable[Copie
     """The runbook's actions on this system's resources (see the module docstring)."""
     b = _Builder(partition(system.region), system.region, system.account_id or PRINCIPAL_ACCOUNT)
     names = inventory_names(system)
-    copies = list(copies)
-    for action in sorted(set(actions)):
-        kinds = resource_types(action)
-        if not kinds:
-            b.grant("NoResourceLevelPermissions", action, ["*"])
-        for kind in kinds:
-            _copy_grants(b, action, kind, copies, system)
-            if action not in DESTRUCTIVE:
-                _inventory_grants(b, action, kind, system, names)
+    _grant_each(b, actions, copies, system, lambda action, kind: _inventory_grants(b, action, kind, system, names))
     _kms_via_secrets(b, system)
     managed = b.grants.get(_sid("iam:policy", "AnyName" + ANY_NAME["iam:policy"]))
     if managed is not None:  # a role's attached policies include AWS managed ones (account "aws")
@@ -324,13 +316,20 @@ def pattern_policy(actions: Iterable[str], copies: Iterable[Copies] = ()) -> dic
     """Without a system: each resource type's pattern, every region, account and name as ``*``; destructive actions on the
     runbook's copies' name patterns."""
     b = _Builder("aws", "*", "*")
+    _grant_each(b, actions, copies, None, lambda action, kind: b.grant(_sid(kind, "AnyName"), action, [b.arn(kind, "*/*" if kind == _OB else "*")]))
+    return b.policy()
+
+
+def _grant_each(b: _Builder, actions: Iterable[str], copies: Iterable[Copies], system: System | None,
+                non_destructive: Callable[[str, str], None]) -> None:
+    """Every action on each resource type it takes: "*" for an action without resource-level permissions, the
+    runbook's copies, and (destructive actions excepted) ``non_destructive(action, kind)``."""
     copies = list(copies)
     for action in sorted(set(actions)):
         kinds = resource_types(action)
         if not kinds:
             b.grant("NoResourceLevelPermissions", action, ["*"])
         for kind in kinds:
-            _copy_grants(b, action, kind, copies, None)
+            _copy_grants(b, action, kind, copies, system)
             if action not in DESTRUCTIVE:
-                b.grant(_sid(kind, "AnyName"), action, [b.arn(kind, "*/*" if kind == _OB else "*")])
-    return b.policy()
+                non_destructive(action, kind)

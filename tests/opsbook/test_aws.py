@@ -224,18 +224,21 @@ def test_parallel_bounds_the_calls_of_its_items_by_its_deadline(aws_mock):
     assert aws._bound.get() is None  # not left behind in the caller
 
 
+class Raw:
+    """A response's raw body, as botocore reads it (``stream``)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, **kwargs):
+        yield self.body
+
+
 def _answers(*statuses_bodies):
     """A before-send handler answering each attempt in turn (no network), and the attempts it saw."""
     from botocore.awsrequest import AWSResponse
 
     seen = []
-
-    class Raw:
-        def __init__(self, body: bytes) -> None:
-            self.body = body
-
-        def stream(self, **kwargs):
-            yield self.body
 
     def handler(request, **kwargs):
         status, body = statuses_bodies[min(len(seen), len(statuses_bodies) - 1)]
@@ -363,13 +366,6 @@ def _cycling(*answers):
     from botocore.awsrequest import AWSResponse
 
     it, seen = cycle(answers), []
-
-    class Raw:
-        def __init__(self, body: bytes) -> None:
-            self.body = body
-
-        def stream(self, **kwargs):
-            yield self.body
 
     def handler(request, **kwargs):
         status, body = next(it)
